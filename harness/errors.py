@@ -1,0 +1,106 @@
+"""The harness error family.
+
+Every user-facing failure raises a subclass of :class:`HarnessError`. Messages follow one template:
+what went wrong, where, what was expected, what was received, and how to fix it. Each subclass also
+subclasses the matching built-in (``ValueError``, ``OSError``...) so generic handlers keep working.
+
+A failed gate is not an exception: it is a :class:`harness.records.Verdict` (exit code 1).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+__all__ = [
+    "HarnessError",
+    "SpecError",
+    "DataError",
+    "CacheError",
+    "ModelError",
+    "BlendError",
+    "MetricError",
+    "StoreError",
+    "OutputError",
+    "format_error",
+    "unknown_name",
+]
+
+
+class HarnessError(Exception):
+    """Base class of every error the harness raises on purpose (CLI exit code 2)."""
+
+    exit_code = 2
+
+
+class SpecError(HarnessError, ValueError):
+    """A suite, policy, training or run YAML file (or an equivalent flag) is invalid."""
+
+
+class DataError(HarnessError, ValueError):
+    """A dataset cannot be loaded, or its rows do not match the suite spec."""
+
+
+class CacheError(HarnessError, RuntimeError):
+    """A cache entry does not match its key or is corrupt."""
+
+
+class ModelError(HarnessError, ValueError):
+    """A model or adapter cannot be loaded, or is incompatible with the suite."""
+
+
+class BlendError(HarnessError, ValueError):
+    """Base and adapted weights cannot be interpolated (keys, shapes, dtypes, non-finite values)."""
+
+
+class MetricError(HarnessError, ValueError):
+    """A metric is unknown or cannot be computed from the given predictions."""
+
+
+class StoreError(HarnessError, RuntimeError):
+    """The results store cannot be opened or written."""
+
+
+class OutputError(HarnessError, OSError):
+    """An output file or directory cannot be written (read-only, full, or already holding a file)."""
+
+
+def format_error(what: str, *, where: str | None = None, expected: str | None = None,
+                 got: object = None, fix: str | None = None) -> str:
+    """Build an error message from the house template.
+
+    Parameters
+    ----------
+    what : str
+        One sentence naming the problem.
+    where : str, default=None
+        The file, field path, tensor name or row the problem was found in.
+    expected, got : default=None
+        What was expected and what was received (``got`` is ``repr``-ed when not a string).
+    fix : str, default=None
+        How to fix it.
+
+    Returns
+    -------
+    str
+        The message, one clause per line after the first.
+    """
+    parts = [what.rstrip(".") + "."]
+    if where:
+        parts.append(f"  where: {where}")
+    if expected is not None:
+        parts.append(f"  expected: {expected}")
+    if got is not None:
+        parts.append(f"  got: {got if isinstance(got, str) else repr(got)}")
+    if fix:
+        parts.append(f"  fix: {fix}")
+    return "\n".join(parts)
+
+
+def unknown_name(kind: str, name: str, available: Iterable[str]) -> str:
+    """Message for an unknown registry name, with near matches ("did you mean") and the full list."""
+    names = sorted(available)
+    close = difflib.get_close_matches(name, names, n=3)
+    hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
+    return format_error(f"unknown {kind} {name!r}", expected=f"one of {', '.join(names)}",
+                        got=name, fix=f"{hint}use one of the available names")

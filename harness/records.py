@@ -1,0 +1,196 @@
+"""Immutable records passed between pipeline stages.
+
+Data flows one way (``../shared/STYLE.md``): suite spec -> :class:`SplitData` -> :class:`TokenizedSplit` ->
+model or blend -> :class:`Predictions` -> :class:`SplitResult` -> sweep selection -> :class:`Verdict` -> report.
+This module imports nothing from torch or the rest of the harness, so every stage may import it.
+
+Array fields hold numpy arrays; treat them as read-only (stages never mutate a record they received).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "SplitRole",
+    "SuiteRole",
+    "PointRole",
+    "SplitRef",
+    "SplitData",
+    "TokenizedSplit",
+    "Predictions",
+    "MetricValue",
+    "SplitResult",
+    "Point",
+    "canonical_alpha",
+    "point_id",
+]
+
+
+class SplitRole(str, Enum):
+    """What a split is for: ``train`` (demo training only), ``validation`` (selects alpha), ``test`` (reported)."""
+
+    TRAIN = "train"
+    VALIDATION = "validation"
+    TEST = "test"
+
+
+class SuiteRole(str, Enum):
+    """Whether a suite is in-distribution (``id``) or a distribution shift (``shift``)."""
+
+    ID = "id"
+    SHIFT = "shift"
+
+
+class PointRole(str, Enum):
+    """Which model a sweep point is: the ``base``, the ``adapted`` (fine-tuned) model, or a ``blend``."""
+
+    BASE = "base"
+    ADAPTED = "adapted"
+    BLEND = "blend"
+
+
+def canonical_alpha(alpha: float) -> float:
+    """Round an interpolation weight to 6 decimals so ``0.30000000000000004`` and ``0.3`` are one point.
+
+    Raises
+    ------
+    ValueError
+        If ``alpha`` is not a finite number in [0, 1].
+    """
+    a = float(alpha)
+    if not np.isfinite(a) or a < 0.0 or a > 1.0:
+        raise ValueError(f"alpha must be a finite number in [0, 1] (0 = base, 1 = adapted); got {alpha!r}")
+    return round(a, 6) + 0.0  # + 0.0 turns -0.0 into 0.0
+
+
+def point_id(role: PointRole | str, alpha: float | None) -> str:
+    """Stable id of a sweep point: ``base``, ``adapted`` or ``alpha=0.3``."""
+    role = PointRole(role)
+    if role is PointRole.BLEND:
+        return f"alpha={canonical_alpha(alpha):g}"
+    return role.value
+
+
+@dataclass(frozen=True)
+class SplitRef:
+    """Identity of one split of one suite.
+
+    ``fingerprint`` is the sha256 of the split's canonical rows (ids, texts, labels) and of the suite spec's
+    content hash; it changes whenever anything that can change a prediction's input changes.
+    """
+
+    suite: str
+    split: str
+    role: SplitRole
+    suite_role: SuiteRole
+    shift_type: str | None = None
+    suite_version: str = ""
+    fingerprint: str = ""
+
+    @property
+    def key(self) -> str:
+        """``suite/split``, the name used in summary.json and on the command line."""
+        return f"{self.suite}/{self.split}"
+
+
+@dataclass(frozen=True)
+class SplitData:
+    """Canonical rows of one split, in a fixed order.
+
+    ``frame`` has columns ``example_id`` (str, unique), ``source_id`` (str, the bootstrap cluster key: the
+    document, or the source example of a perturbed copy), ``text`` (str), optional ``text_pair`` (str) and
+    ``label`` (int64 index into ``classes``). ``n_dropped`` counts rows removed by the spec (missing text with
+    ``on_missing_text: drop``, neutral band, ...), broken down by reason in ``drop_reasons``.
+    """
+
+    ref: SplitRef
+    frame: pd.DataFrame
+    classes: tuple[str, ...]
+    n_dropped: int = 0
+    drop_reasons: dict[str, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+
+@dataclass(frozen=True)
+class TokenizedSplit:
+    """A split after tokenization: ragged token ids in the split's row order.
+
+    ``input_ids[i]`` is an int32 array of length ``lengths[i]`` (special tokens included, at most
+    ``max_length``); ``token_type_ids`` is ``None`` or parallel to it. ``n_truncated`` counts examples cut to
+    ``max_length``. ``cache_key`` is the sha256 this entry is stored under (see :mod:`harness.tokcache`).
+    """
+
+    ref: SplitRef
+    input_ids: tuple[np.ndarray, ...]
+    token_type_ids: tuple[np.ndarray, ...] | None
+    lengths: np.ndarray
+    labels: np.ndarray
+    example_ids: np.ndarray
+    source_ids: np.ndarray
+    max_length: int
+    n_truncated: int
+    n_dropped: int
+    cache_key: str
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """Raw logits of one model (or blend) on one split, in the split's row order.
+
+    ``logits`` has shape (n_examples, n_classes), float32; ``labels`` is int64 of shape (n_examples,).
+    """
+
+    ref: SplitRef
+    point: str
+    alpha: float | None
+    example_ids: np.ndarray
+    source_ids: np.ndarray
+    labels: np.ndarray
+    logits: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return int(self.labels.shape[0])
+
+
+@dataclass(frozen=True)
+class MetricValue:
+    """One metric on one split: point estimate and bootstrap interval, all fractions in the metric's range."""
+
+    value: float
+    ci_low: float
+    ci_high: float
+    higher_is_better: bool
+
+
+@dataclass(frozen=True)
+class SplitResult:
+    """All metrics of one point on one split, with its example counts."""
+
+    n: int
+    n_truncated: int
+    n_dropped: int
+    metrics: dict[str, MetricValue]
+
+
+@dataclass(frozen=True)
+class Point:
+    """One evaluated model of a run: base, adapted, or a blend at ``alpha`` (fraction of adapted weights)."""
+
+    id: str
+    role: PointRole
+    alpha: float | None
+    is_chosen: bool = False
+    label: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,1 @@
+"""Stage 1: suite, policy, training and run specs (pydantic models loaded from YAML)."""

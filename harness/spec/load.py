@@ -1,0 +1,166 @@
+"""YAML to spec objects: safe parsing, ``include:`` resolution, kind dispatch, field-path error reports and the
+content hash of the normalised spec."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from harness.errors import SpecError, format_error, unknown_name
+
+__all__ = ["KINDS", "read_yaml", "load_spec", "load_suite", "spec_hash", "validate_paths", "problems_of"]
+
+#: kind -> "module:class" of its pydantic model (lazy, so loading one kind imports no other).
+KINDS: dict[str, str] = {
+    "suite": "harness.spec.schema:Suite",
+    "policy": "harness.spec.policy:GatePolicy",
+    "training": "harness.spec.training:TrainingSpec",
+    "run": "harness.spec.run:RunConfig",
+}
+_MAX_INCLUDE_DEPTH = 8
+
+
+def _model_class(kind: str) -> type[BaseModel]:
+    module, attr = KINDS[kind].split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def read_yaml(path: str | Path, _depth: int = 0) -> dict[str, Any]:
+    """Parse one YAML file with ``yaml.safe_load`` and resolve ``include:`` (a path or list of paths, relative
+    to the file; the including file's keys win).
+
+    Raises
+    ------
+    SpecError
+        If the file is missing or unreadable, is not valid YAML, is not a mapping, or includes too deeply.
+    """
+    path = Path(path)
+    if _depth > _MAX_INCLUDE_DEPTH:
+        raise SpecError(format_error("include chain too deep", where=str(path),
+                                     expected=f"at most {_MAX_INCLUDE_DEPTH} levels", fix="remove the include cycle"))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as e:
+        raise SpecError(format_error("spec file not found", where=str(path),
+                                     fix="check the path (relative paths are taken from the current folder)")) from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise SpecError(format_error("spec file cannot be read", where=str(path), got=str(e),
+                                     fix="make it a readable UTF-8 YAML file")) from e
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise SpecError(format_error("spec file is not valid YAML", where=str(path), got=str(e).replace("\n", " "),
+                                     fix="fix the YAML syntax at the position shown")) from e
+    if not isinstance(doc, dict):
+        raise SpecError(format_error("spec file must hold a mapping at the top level", where=str(path),
+                                     expected="keys such as kind:, name:", got=type(doc).__name__))
+    include = doc.pop("include", None)
+    if include is None:
+        return doc
+    merged: dict[str, Any] = {}
+    for inc in [include] if isinstance(include, str) else list(include):
+        if not isinstance(inc, str):
+            raise SpecError(format_error("include must be a path or a list of paths", where=str(path), got=inc))
+        merged.update(read_yaml(path.parent / inc, _depth + 1))
+    merged.update(doc)
+    return merged
+
+
+def problems_of(err: ValidationError) -> list[str]:
+    """One ``field.path: message`` line per problem in a pydantic ``ValidationError``."""
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (typo? remove it or check the schema in suites/README.md)"
+        lines.append(f"{loc}: {msg}")
+    return lines
+
+
+def load_spec(path: str | Path, kind: str | None = None) -> BaseModel:
+    """Load and validate one spec file of any kind (dispatched on its top-level ``kind:``).
+
+    Parameters
+    ----------
+    path : str or Path
+        The YAML file.
+    kind : str, default=None
+        If given, the file must be of this kind.
+
+    Returns
+    -------
+    pydantic.BaseModel
+        A frozen :class:`~harness.spec.schema.Suite`, ``GatePolicy``, ``TrainingSpec`` or ``RunConfig``.
+
+    Raises
+    ------
+    SpecError
+        Listing every problem with its field path.
+    """
+    doc = read_yaml(path)
+    got_kind = doc.get("kind")
+    if got_kind not in KINDS:
+        raise SpecError(format_error("spec file has no valid top-level kind", where=str(path),
+                                     expected=f"kind: one of {', '.join(KINDS)}", got=got_kind,
+                                     fix="add the kind: line for what the file describes"))
+    if kind is not None and got_kind != kind:
+        raise SpecError(format_error(f"expected a {kind} file", where=str(path), expected=f"kind: {kind}",
+                                     got=f"kind: {got_kind}"))
+    try:
+        return _model_class(got_kind).model_validate(doc)
+    except ValidationError as e:
+        probs = problems_of(e)
+        raise SpecError(f"{path}: {len(probs)} problem(s) in this {got_kind} file:\n"
+                        + "\n".join(f"  {p}" for p in probs)) from e
+
+
+def load_suite(path: str | Path):
+    """Load a ``kind: suite`` file (see :func:`load_spec`)."""
+    return load_spec(path, kind="suite")
+
+
+def spec_hash(spec: BaseModel) -> str:
+    """sha256 (hex) of the spec's canonical JSON (defaults filled in, keys sorted)."""
+    blob = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def validate_paths(paths: Iterable[str | Path]) -> tuple[list[tuple[Path, BaseModel]], list[str]]:
+    """Validate files and folders (every ``*.yaml``/``*.yml`` below a folder) without loading any model.
+
+    Returns
+    -------
+    (valid, problems)
+        The valid specs with their paths, and one message per invalid file (each listing all its problems).
+    """
+    files: list[Path] = []
+    problems: list[str] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += sorted(q for q in p.rglob("*") if q.suffix in (".yaml", ".yml"))
+        elif p.exists():
+            files.append(p)
+        else:
+            problems.append(format_error("path not found", where=str(p), fix="check the path"))
+    valid = []
+    for f in files:
+        try:
+            valid.append((f, load_spec(f)))
+        except SpecError as e:
+            problems.append(str(e))
+    return valid, problems
+
+
+def check_name(kind: str, name: str, available: Iterable[str]) -> None:
+    """Raise :class:`SpecError` with near matches if ``name`` is not among ``available``."""
+    available = list(available)
+    if name not in available:
+        raise SpecError(unknown_name(kind, name, available))

@@ -1,0 +1,247 @@
+"""Suite spec: the strict pydantic schema of a ``kind: suite`` YAML file (``../shared/CONTRACT.md``).
+
+Every model forbids unknown keys and is frozen; cross-field rules live in ``model_validator``s that raise
+``ValueError`` so pydantic reports the field path. Metric *names* are checked here; each metric's direction and
+range live in :mod:`harness.metrics.registry`.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import Enum
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from harness.records import SplitRole, SuiteRole
+
+__all__ = [
+    "BUILTIN_METRICS",
+    "DEFAULT_METRICS",
+    "Strict",
+    "OnMissingText",
+    "ShiftType",
+    "LocalSource",
+    "HubSource",
+    "BuiltinSource",
+    "SplitSpec",
+    "TransformSpec",
+    "DerivedFrom",
+    "Suite",
+]
+
+#: Built-in metric names; ``evaluate:NAME_OR_PATH`` names an ``evaluate`` module instead (loaded only when asked).
+BUILTIN_METRICS = ("accuracy", "macro_f1", "balanced_accuracy", "nll", "ece")
+DEFAULT_METRICS = ("accuracy", "macro_f1", "nll", "ece")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+class Strict(BaseModel):
+    """Base of every spec model: unknown keys are errors, instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class OnMissingText(str, Enum):
+    """What to do with rows whose text is null or empty: stop (``error``), ``drop`` them (counted), ``keep``
+    them as empty strings."""
+
+    ERROR = "error"
+    DROP = "drop"
+    KEEP = "keep"
+
+
+class ShiftType(str, Enum):
+    """``natural``: another real domain; ``synthetic``: perturbed copies of another suite's split."""
+
+    NATURAL = "natural"
+    SYNTHETIC = "synthetic"
+
+
+class _SourceCommon(Strict):
+    on_missing_text: OnMissingText = OnMissingText.ERROR
+    document_key: str | None = Field(
+        default=None,
+        description="column whose value groups rows into documents: derived splits never split a document, "
+                    "and the bootstrap resamples documents. Default: each row is its own document.")
+
+
+class LocalSource(_SourceCommon):
+    """Local csv, jsonl or parquet file(s); relative paths resolve against the suite file's folder."""
+
+    type: Literal["local"]
+    files: list[str] = Field(min_length=1)
+    format: Literal["auto", "csv", "jsonl", "parquet"] = "auto"
+
+
+class HubSource(_SourceCommon):
+    """A Hugging Face Hub dataset pinned to a revision (a commit sha or tag); needs the network or the cache."""
+
+    type: Literal["hub"]
+    id: str
+    revision: str = Field(min_length=1)
+    config: str | None = None
+    split: str | None = Field(default=None, description="the hub split to read when a split names none")
+
+
+class BuiltinSource(_SourceCommon):
+    """A source shipped with the harness as a loader (never as data).
+
+    ``vader-icwsm2014``: the human-rated sentences of Hutto & Gilbert (ICWSM 2014), fetched at run time from the
+    vaderSentiment 3.3.2 source archive on PyPI. Labels come from the sign of the mean rating in [-4, 4]; rows with
+    ``|rating| < neutral_band`` are excluded and counted.
+    """
+
+    type: Literal["builtin"]
+    name: Literal["vader-icwsm2014"]
+    domain: Literal["movies", "tweets", "amazon", "nyt"]
+    neutral_band: float = Field(default=0.5, ge=0.0, le=4.0)
+
+
+Source = Annotated[Union[LocalSource, HubSource, BuiltinSource], Field(discriminator="type")]
+
+
+class SplitSpec(Strict):
+    """One split. Either derived (``fraction``: a stable hash of the document key puts each document in exactly
+    one derived split) or read whole (``files`` for local sources, ``hub_split`` for hub sources, or the whole
+    source). ``where`` filters rows by column value before anything else; ``max_examples`` caps the split with a
+    seeded sample of documents."""
+
+    name: str
+    role: SplitRole
+    fraction: float | None = Field(default=None, gt=0.0, le=1.0)
+    files: list[str] | None = None
+    hub_split: str | None = None
+    where: dict[str, Union[str, int, list[Union[str, int]]]] | None = None
+    max_examples: int | None = Field(default=None, gt=0)
+    seed: int = 0
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME.match(v) or "/" in v:
+            raise ValueError(f"split name must be letters, digits, '_', '.', '-'; got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> "SplitSpec":
+        given = [k for k in ("fraction", "files", "hub_split") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError(f"a split takes at most one of fraction, files, hub_split; got {', '.join(given)}")
+        return self
+
+
+class TransformSpec(Strict):
+    """One perturbation from :mod:`harness.data.shifts`, with its parameters and seed."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    seed: int = 0
+
+
+class DerivedFrom(Strict):
+    """The suite and split(s) a synthetic suite perturbs. ``suite`` is a suite name (looked up among the suite
+    files given together and the files beside this one) or a path to a suite file."""
+
+    suite: str
+    split: str | None = None
+    splits: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> "DerivedFrom":
+        if (self.split is None) == (self.splits is None):
+            raise ValueError("derived_from takes exactly one of split (a name) or splits (a list of names)")
+        return self
+
+    @property
+    def split_names(self) -> list[str]:
+        return [self.split] if self.split is not None else list(self.splits or [])
+
+
+class Suite(Strict):
+    """An evaluation suite: where the rows come from, how to read them, how to split them, what to measure."""
+
+    kind: Literal["suite"]
+    schema_version: Literal[1] = 1
+    name: str
+    version: str = "1"
+    description: str = ""
+    role: SuiteRole
+    shift_type: ShiftType | None = None
+    source: Source | None = None
+    derived_from: DerivedFrom | None = None
+    transforms: list[TransformSpec] = Field(default_factory=list)
+    id_column: str | None = Field(default=None, description="column of unique row ids; default: row number")
+    text: str = "text"
+    text_pair: str | None = None
+    label: str = "label"
+    classes: list[str] = Field(min_length=2)
+    label_map: dict[Union[int, str], str] | None = None
+    splits: list[SplitSpec] = Field(default_factory=list)
+    split_seed: int = Field(default=0, description="salt of the document hash that assigns derived splits")
+    max_length: int = Field(default=128, ge=8, le=8192)
+    metrics: list[str] = Field(default_factory=lambda: list(DEFAULT_METRICS), min_length=1)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME.match(v) or "/" in v:
+            raise ValueError(f"suite name must be letters, digits, '_', '.', '-'; got {v!r}")
+        return v
+
+    @field_validator("classes")
+    @classmethod
+    def _classes(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"classes must be unique; got {v}")
+        return v
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics(cls, v: list[str]) -> list[str]:
+        for m in v:
+            if m not in BUILTIN_METRICS and not (m.startswith("evaluate:") and len(m) > len("evaluate:")):
+                raise ValueError(f"unknown metric {m!r}; expected one of {', '.join(BUILTIN_METRICS)} "
+                                 "or 'evaluate:NAME_OR_PATH'")
+        if len(set(v)) != len(v):
+            raise ValueError(f"metrics must be unique; got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _cross(self) -> "Suite":
+        if self.role is SuiteRole.SHIFT and self.shift_type is None:
+            raise ValueError("a shift suite needs shift_type: natural or synthetic")
+        if self.role is SuiteRole.ID and self.shift_type is not None:
+            raise ValueError("shift_type is only for role: shift")
+        if (self.source is None) == (self.derived_from is None):
+            raise ValueError("a suite takes exactly one of source (real rows) or derived_from (perturbed copies)")
+        if self.derived_from is not None:
+            if not self.transforms:
+                raise ValueError("a derived suite needs at least one entry in transforms")
+            if self.splits:
+                raise ValueError("a derived suite inherits its splits from derived_from; remove splits")
+        else:
+            if self.transforms:
+                raise ValueError("transforms need derived_from (the suite and split to perturb)")
+            if not self.splits:
+                raise ValueError("a suite with a source needs at least one split")
+        if self.shift_type is ShiftType.SYNTHETIC and self.derived_from is None:
+            raise ValueError("shift_type synthetic needs derived_from and transforms")
+        names = [s.name for s in self.splits]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"split names must be unique; repeated: {dup}")
+        fractions = [s.fraction for s in self.splits if s.fraction is not None]
+        if fractions and sum(fractions) > 1.0 + 1e-9:
+            raise ValueError(f"split fractions add up to {sum(fractions):g}; they must add up to at most 1")
+        if self.source is not None:
+            for s in self.splits:
+                if s.files is not None and self.source.type != "local":
+                    raise ValueError(f"split {s.name!r}: files only work with a local source")
+                if s.hub_split is not None and self.source.type != "hub":
+                    raise ValueError(f"split {s.name!r}: hub_split only works with a hub source")
+        if self.label_map is not None:
+            bad = sorted({c for c in self.label_map.values() if c not in self.classes})
+            if bad:
+                raise ValueError(f"label_map maps to {bad}, which are not in classes {self.classes}")
+        return self

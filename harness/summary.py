@@ -1,0 +1,126 @@
+"""The typed ``summary.json`` of a run directory (``../shared/CONTRACT.md``), one pydantic model.
+
+``Summary.model_json_schema()`` is exported to ``suites/summary.schema.json``. Like :mod:`harness.records`, any
+stage may import this module; it imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = ["SCHEMA_VERSION", "MetricEntry", "SplitEntry", "PointEntry", "Selection", "BootstrapInfo",
+           "SuiteInfo", "Summary"]
+
+SCHEMA_VERSION = 1
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MetricEntry(_Model):
+    """Point estimate and bootstrap interval of one metric (fractions; ``None`` encodes NaN in JSON)."""
+
+    value: float | None
+    ci_low: float | None
+    ci_high: float | None
+    higher_is_better: bool
+
+    @field_validator("value", "ci_low", "ci_high", mode="before")
+    @classmethod
+    def _nan_to_none(cls, v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        return v
+
+
+class SplitEntry(_Model):
+    """Counts and metrics of one point on one split."""
+
+    n: int
+    n_truncated: int = 0
+    n_dropped: int = 0
+    metrics: dict[str, MetricEntry]
+
+
+class PointEntry(_Model):
+    """A sweep point: ``base`` (alpha 0), ``adapted`` (alpha 1) or a ``blend``; ``label`` describes unusual
+    points (e.g. "base backbone + adapted head" with ``--head adapted``)."""
+
+    id: str
+    role: Literal["base", "adapted", "blend"]
+    alpha: float | None
+    is_chosen: bool = False
+    label: str = ""
+
+
+class Selection(_Model):
+    """How alpha was chosen, and on which splits (only ``validation`` splits ever select)."""
+
+    policy: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    metric: str = "accuracy"
+    selected_on: list[str]
+    chosen_alpha: float | None
+    chosen_point: str | None = None
+    tie_break: str
+    objective: dict[str, float | None] = Field(default_factory=dict)
+    feasible: dict[str, bool] = Field(default_factory=dict)
+    pareto: list[str] = Field(default_factory=list, description="point ids on the ID vs mean-shift Pareto front")
+    n_evaluations: int = 0
+    search: str = "grid"
+
+
+class BootstrapInfo(_Model):
+    """Bootstrap settings: percentile intervals from multinomial resampling of clusters."""
+
+    n_resamples: int
+    seed: int
+    method: str = "percentile; clusters resampled with replacement (multinomial weights)"
+    cluster_key: str = "source_id"
+    confidence: float = 0.95
+
+
+class SuiteInfo(_Model):
+    """Identity of a suite as evaluated: version, spec hash, role, and each split's role and fingerprint."""
+
+    name: str
+    version: str
+    spec_hash: str
+    role: Literal["id", "shift"]
+    shift_type: str | None = None
+    splits: dict[str, dict[str, Any]] = Field(default_factory=dict,
+                                              description="split -> {role, fingerprint, n}")
+    metrics: list[str] = Field(default_factory=list)
+
+
+class Summary(_Model):
+    """summary.json: points, results (point -> suite -> split), selection, bootstrap, suites."""
+
+    schema_version: int = SCHEMA_VERSION
+    harness_version: str
+    command: Literal["eval", "sweep", "demo"]
+    profile: str | None = None
+    notes: list[str] = Field(default_factory=list)
+    points: list[PointEntry]
+    results: dict[str, dict[str, dict[str, SplitEntry]]]
+    ensemble: dict[str, dict[str, dict[str, SplitEntry]]] = Field(
+        default_factory=dict, description="output-space ensemble (1-alpha)*p_base + alpha*p_adapted, same keys")
+    selection: Selection | None = None
+    bootstrap: BootstrapInfo
+    suites: dict[str, SuiteInfo]
+
+    def point(self, point_id: str) -> PointEntry:
+        """The point with this id (``KeyError`` naming the available ids if absent)."""
+        for p in self.points:
+            if p.id == point_id:
+                return p
+        raise KeyError(f"no point {point_id!r}; points are {[p.id for p in self.points]}")
+
+    @property
+    def chosen(self) -> PointEntry | None:
+        """The chosen point, if a selection ran."""
+        return next((p for p in self.points if p.is_chosen), None)
