@@ -194,3 +194,43 @@ class Point:
     is_chosen: bool = False
     label: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RuleOutcome:
+    """The outcome of one gate rule on one suite (or aggregate of suites).
+
+    ``value`` is the statistic the rule judged (a delta for relative rules, a level for floors/ceilings, a rate
+    for negative flips), ``bound`` the one-sided confidence bound used in ``bound`` mode (``None`` in ``point``
+    mode), ``threshold`` the rule's limit and ``margin`` how far inside (positive) or outside (negative) the
+    limit the judged number lies. ``reason`` explains a failure (missing data, NaN, mismatch, below threshold).
+    """
+
+    rule: str
+    kind: str
+    metric: str
+    suite: str
+    split: str
+    mode: str
+    passed: bool
+    value: float | None
+    bound: float | None
+    threshold: float | None
+    margin: float | None
+    n: int | None
+    reason: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A gate's verdict: ``passed`` only if every outcome passed (and there was at least one)."""
+
+    policy: str
+    candidate: str
+    reference: str
+    passed: bool
+    outcomes: tuple[RuleOutcome, ...]
+    confidence: float
+    n_resamples: int
+    seed: int

@@ -1,0 +1,165 @@
+"""Read and write a run directory (``../shared/CONTRACT.md``): ``summary.json``, ``per_alpha.csv``,
+``predictions.parquet``, ``manifest.json`` (and ``verdict.json`` when a gate ran).
+
+Any stage may import this module (like :mod:`harness.records`); it imports no torch. Every write is atomic.
+
+predictions.parquet columns: ``point`` (str, point id; output-ensemble rows are not stored, they derive from
+base and adapted), ``alpha`` (float64, NaN for none), ``suite``, ``split`` (str), ``example_id``, ``source_id``
+(str), ``label`` (int64), ``logits`` (list<float32>, length n_classes).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from harness.errors import DataError, format_error
+from harness.io import atomic_path, atomic_write_json, atomic_write_text
+from harness.records import Predictions, Verdict
+from harness.summary import Summary
+
+__all__ = ["SUMMARY", "MANIFEST", "PER_ALPHA", "PREDICTIONS", "VERDICT", "write_summary", "read_summary",
+           "write_predictions", "read_predictions", "per_alpha_frame", "write_per_alpha", "write_manifest",
+           "read_manifest", "write_verdict", "read_verdict", "predictions_for"]
+
+SUMMARY, MANIFEST, PER_ALPHA, PREDICTIONS, VERDICT = (
+    "summary.json", "manifest.json", "per_alpha.csv", "predictions.parquet", "verdict.json")
+
+
+def _missing(run_dir: Path, name: str) -> DataError:
+    return DataError(format_error(f"run directory has no {name}", where=str(run_dir),
+                                  expected="a folder written by `harness eval` or `harness sweep`",
+                                  fix="pass the --out folder of a finished run"))
+
+
+def write_summary(run_dir: str | Path, summary: Summary) -> Path:
+    """Write summary.json (NaN values become null)."""
+    return atomic_write_text(Path(run_dir) / SUMMARY, summary.model_dump_json(indent=2) + "\n")
+
+
+def read_summary(run_dir: str | Path) -> Summary:
+    """Read and validate summary.json; :class:`DataError` if missing or invalid."""
+    path = Path(run_dir) / SUMMARY
+    if not path.is_file():
+        raise _missing(Path(run_dir), SUMMARY)
+    try:
+        return Summary.model_validate_json(path.read_text(encoding="utf-8"))
+    except Exception as e:  # pydantic ValidationError or bad JSON
+        raise DataError(format_error("summary.json is not a valid harness summary", where=str(path),
+                                     got=str(e)[:500], fix="re-run the sweep that wrote it")) from e
+
+
+def write_predictions(run_dir: str | Path, preds: Iterable[Predictions]) -> Path:
+    """Write predictions.parquet from :class:`Predictions` records (one row per point, split and example)."""
+    tables = []
+    for p in preds:
+        n, c = p.logits.shape
+        tables.append(pa.table({
+            "point": pa.array([p.point] * n, pa.string()),
+            "alpha": pa.array(np.full(n, np.nan if p.alpha is None else p.alpha), pa.float64()),
+            "suite": pa.array([p.ref.suite] * n, pa.string()),
+            "split": pa.array([p.ref.split] * n, pa.string()),
+            "example_id": pa.array(p.example_ids.astype(str), pa.string()),
+            "source_id": pa.array(p.source_ids.astype(str), pa.string()),
+            "label": pa.array(p.labels.astype(np.int64), pa.int64()),
+            "logits": pa.FixedSizeListArray.from_arrays(
+                pa.array(np.ascontiguousarray(p.logits, dtype=np.float32).reshape(-1), pa.float32()), c),
+        }))
+    target = Path(run_dir) / PREDICTIONS
+    with atomic_path(target) as tmp:
+        if tables:
+            pq.write_table(pa.concat_tables(tables, promote_options="permissive"), tmp)
+        else:
+            pq.write_table(pa.table({"point": pa.array([], pa.string())}), tmp)
+    return target
+
+
+def read_predictions(run_dir: str | Path) -> pd.DataFrame:
+    """Read predictions.parquet as a DataFrame (``logits`` as arrays); :class:`DataError` if missing."""
+    path = Path(run_dir) / PREDICTIONS
+    if not path.is_file():
+        raise _missing(Path(run_dir), PREDICTIONS)
+    try:
+        return pq.read_table(path).to_pandas()
+    except Exception as e:
+        raise DataError(format_error("predictions.parquet cannot be read", where=str(path), got=str(e)[:300],
+                                     fix="re-run the sweep that wrote it")) from e
+
+
+def predictions_for(frame: pd.DataFrame, point: str, suite: str, split: str) -> tuple[np.ndarray, ...] | None:
+    """(example_ids, source_ids, labels int64 (n,), logits float32 (n, C)) of one point on one split, in stored
+    order; ``None`` if the run holds no such rows."""
+    rows = frame[(frame["point"] == point) & (frame["suite"] == suite) & (frame["split"] == split)]
+    if rows.empty:
+        return None
+    logits = np.stack(rows["logits"].to_numpy()).astype(np.float32)
+    return (rows["example_id"].to_numpy(str), rows["source_id"].to_numpy(str),
+            rows["label"].to_numpy(np.int64), logits)
+
+
+def per_alpha_frame(summary: Summary) -> pd.DataFrame:
+    """The long table of per_alpha.csv: one row per (point, suite, split, metric) with value, ci_low, ci_high, n.
+
+    Output-ensemble rows have ``kind == "ensemble"``; weight-space points ``kind == "weights"``.
+    """
+    rows: list[dict[str, Any]] = []
+    alphas = {p.id: p.alpha for p in summary.points}
+    for kind, results in (("weights", summary.results), ("ensemble", summary.ensemble)):
+        for pid, suites in results.items():
+            for suite, splits in suites.items():
+                for split, entry in splits.items():
+                    for metric, m in entry.metrics.items():
+                        rows.append({"kind": kind, "point": pid,
+                                     "alpha": alphas.get(pid, _alpha_of(pid)), "suite": suite, "split": split,
+                                     "metric": metric, "value": m.value, "ci_low": m.ci_low,
+                                     "ci_high": m.ci_high, "n": entry.n})
+    return pd.DataFrame(rows, columns=["kind", "point", "alpha", "suite", "split", "metric", "value", "ci_low",
+                                       "ci_high", "n"])
+
+
+def _alpha_of(pid: str) -> float | None:
+    return float(pid.split("=", 1)[1]) if "=" in pid else None
+
+
+def write_per_alpha(run_dir: str | Path, summary: Summary) -> Path:
+    """Write per_alpha.csv (see :func:`per_alpha_frame`)."""
+    return atomic_write_text(Path(run_dir) / PER_ALPHA, per_alpha_frame(summary).to_csv(index=False))
+
+
+def write_manifest(run_dir: str | Path, manifest: dict[str, Any]) -> Path:
+    """Write manifest.json."""
+    return atomic_write_json(Path(run_dir) / MANIFEST, manifest, default=str)
+
+
+def read_manifest(run_dir: str | Path) -> dict[str, Any]:
+    """Read manifest.json ({} if absent: a manifest is informative, never required)."""
+    path = Path(run_dir) / MANIFEST
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def _clean(obj: Any) -> Any:
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def write_verdict(run_dir: str | Path, verdict: Verdict) -> Path:
+    """Write verdict.json (``dataclasses.asdict`` of the :class:`Verdict`, NaN as null)."""
+    return atomic_write_json(Path(run_dir) / VERDICT, _clean(asdict(verdict)))
+
+
+def read_verdict(run_dir: str | Path) -> dict[str, Any] | None:
+    """Read verdict.json as a dict, or ``None`` when no gate ran."""
+    path = Path(run_dir) / VERDICT
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
