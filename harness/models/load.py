@@ -1,0 +1,365 @@
+"""Stage 4a: load models, tokenizers and adapters safely, fingerprint their weights, and check their labels.
+
+Security defaults: weights load from safetensors only (a pickle-only checkpoint is refused unless
+``allow_pickle=True``, which then loads with ``torch.load(weights_only=True)``); ``trust_remote_code`` is off
+unless asked; safetensors headers are checked before any tensor is read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import struct
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from harness.errors import ModelError, format_error
+from harness.io import atomic_write_json, cache_root
+
+__all__ = ["DTYPES", "LoadedModel", "resolve_model_dir", "is_adapter_dir", "weight_files", "check_safetensors",
+           "fingerprint_files", "model_fingerprint", "load_tokenizer", "load_model", "align_labels",
+           "pick_device", "GENERIC_LABEL"]
+
+log = logging.getLogger(__name__)
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+GENERIC_LABEL = "LABEL_"
+_MAX_HEADER = 100 * 1024 * 1024
+_fp_lock = threading.Lock()
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to score: ``model`` in eval mode on ``device``, its tokenizer, and its identity.
+
+    ``fingerprint`` is the sha256 of the weight files (or of hub id + revision + files); ``label_order`` maps each
+    suite class to a logit column (set by :func:`align_labels`).
+    """
+
+    model: torch.nn.Module
+    tokenizer: Any
+    source: str
+    path: Path
+    fingerprint: str
+    id2label: dict[int, str]
+    device: torch.device
+    dtype: torch.dtype
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    """``device`` if given (``cpu``, ``cuda``, ``cuda:1``, ``mps``), else CUDA when available, else CPU.
+
+    Raises
+    ------
+    ModelError
+        If the requested device is not available.
+    """
+    if device in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError(format_error("CUDA device requested but none is available", where="--device",
+                                      got=device, fix="use --device cpu or leave --device unset"))
+    return dev
+
+
+def resolve_model_dir(name: str | Path, revision: str | None = None) -> Path:
+    """A local folder for a model: ``name`` itself if it is a folder, else a hub snapshot (cache or network).
+
+    Raises
+    ------
+    ModelError
+        If ``name`` is neither an existing folder nor a reachable hub id (the message names HF_HUB_OFFLINE and
+        the cache when offline).
+    """
+    p = Path(name).expanduser()
+    if p.is_dir():
+        return p.resolve()
+    if p.exists():
+        raise ModelError(format_error("model path is a file, not a folder", where=str(p),
+                                      expected="a folder holding config.json and weights",
+                                      fix="pass the folder that contains the file"))
+    text = str(name)
+    if text.startswith((".", "/", "~")) or text.count("/") != 1:
+        raise ModelError(format_error("model folder not found", where=text,
+                                      expected="an existing folder or a hub id such as org/name",
+                                      fix="check the path"))
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(text, revision=revision,
+                                      allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"]))
+    except Exception as e:  # offline, missing repo, auth
+        raise ModelError(format_error(f"cannot fetch model {text!r} from the hub", where=text, got=str(e)[:300],
+                                      fix="pass a local folder, or go online; offline runs (HF_HUB_OFFLINE=1) need "
+                                          "the model in the Hugging Face cache (HF_HUB_CACHE)")) from e
+
+
+def is_adapter_dir(path: str | Path) -> bool:
+    """True when ``path`` is a PEFT adapter folder (it holds ``adapter_config.json``)."""
+    return (Path(path) / "adapter_config.json").is_file()
+
+
+def check_safetensors(path: Path) -> None:
+    """Check a safetensors file's header before loading: size, JSON, and every tensor's offsets in range.
+
+    Raises
+    ------
+    ModelError
+        For a truncated file, a corrupt or oversized header, or offsets past the end of the file.
+    """
+    size = path.stat().st_size
+
+    def bad(why: str) -> ModelError:
+        return ModelError(format_error(f"corrupt safetensors file: {why}", where=str(path),
+                                       fix="re-download or re-save the checkpoint"))
+
+    if size < 8:
+        raise bad("file shorter than its 8-byte header length")
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        if n > min(_MAX_HEADER, size - 8):
+            raise bad(f"header length {n} exceeds the file ({size} bytes) or the {_MAX_HEADER}-byte limit")
+        try:
+            header = json.loads(f.read(n))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise bad("header is not valid JSON") from e
+    if not isinstance(header, dict):
+        raise bad("header is not a JSON object")
+    data_size = size - 8 - n
+    for name, meta in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            start, end = meta["data_offsets"]
+        except (TypeError, KeyError, ValueError) as e:
+            raise bad(f"tensor {name!r} has no valid data_offsets") from e
+        if not (0 <= start <= end <= data_size):
+            raise bad(f"tensor {name!r} ends at byte {end} but the data section has {data_size} bytes (truncated?)")
+
+
+def weight_files(path: Path, allow_pickle: bool = False) -> list[Path]:
+    """The weight files a checkpoint folder really uses: the shards named by the index file when there is one,
+    else the single weights file; safetensors preferred.
+
+    Raises
+    ------
+    ModelError
+        If there are no weights, only pickle weights and ``allow_pickle`` is False, or the index names a missing
+        shard.
+    """
+    for index_name, single in (("model.safetensors.index.json", "model.safetensors"),
+                               ("adapter_model.safetensors.index.json", "adapter_model.safetensors")):
+        index = path / index_name
+        if index.is_file():
+            try:
+                shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            except (ValueError, KeyError) as e:
+                raise ModelError(format_error("sharded checkpoint index is invalid", where=str(index),
+                                              fix="re-save the checkpoint")) from e
+            missing = [s for s in shards if not (path / s).is_file()]
+            if missing:
+                raise ModelError(format_error("sharded checkpoint is missing shards", where=str(path),
+                                              expected=f"{len(shards)} shards", got=f"missing {missing[:3]}",
+                                              fix="copy the whole checkpoint folder"))
+            return [path / s for s in shards]
+        if (path / single).is_file():
+            return [path / single]
+    pickles = sorted(path.glob("pytorch_model*.bin")) + sorted(path.glob("adapter_model.bin"))
+    if pickles:
+        if not allow_pickle:
+            raise ModelError(format_error("checkpoint has only pickle weights (pytorch_model.bin), which can run "
+                                          "code when loaded", where=str(path),
+                                          expected="model.safetensors",
+                                          fix="convert it to safetensors, or pass --allow-pickle if you trust it "
+                                              "(it then loads with torch.load(weights_only=True))"))
+        return pickles
+    raise ModelError(format_error("no weights found in model folder", where=str(path),
+                                  expected="model.safetensors (or a sharded index)",
+                                  got=sorted(p.name for p in path.iterdir())[:10],
+                                  fix="pass the folder written by save_pretrained"))
+
+
+def fingerprint_files(files: list[Path]) -> str:
+    """sha256 over the contents of ``files`` (names and bytes), memoised in ``$HARNESS_CACHE/fingerprints.json``
+    by (absolute path, size, mtime) so unchanged files are not rehashed."""
+    memo_path = cache_root() / "fingerprints.json"
+    with _fp_lock:
+        try:
+            memo = json.loads(memo_path.read_text()) if memo_path.is_file() else {}
+        except ValueError:
+            memo = {}
+        h = hashlib.sha256()
+        changed = False
+        for f in files:
+            st = f.stat()
+            k = f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+            digest = memo.get(k)
+            if digest is None:
+                fh = hashlib.sha256()
+                with open(f, "rb") as fp:
+                    for chunk in iter(lambda: fp.read(1 << 22), b""):
+                        fh.update(chunk)
+                digest = memo[k] = fh.hexdigest()
+                changed = True
+            h.update(f.name.encode() + b"\0" + digest.encode())
+        if changed:
+            try:
+                atomic_write_json(memo_path, memo)
+            except OSError:
+                log.warning("could not update the fingerprint memo %s", memo_path)
+    return h.hexdigest()
+
+
+def model_fingerprint(path: Path, allow_pickle: bool = False) -> str:
+    """Fingerprint of a checkpoint folder: its weight files and its config.json."""
+    files = weight_files(path, allow_pickle=allow_pickle)
+    files += [p for p in (path / "config.json", path / "adapter_config.json") if p.is_file()]
+    return fingerprint_files(files)
+
+
+def load_tokenizer(path: Path, trust_remote_code: bool = False) -> Any:
+    """``AutoTokenizer.from_pretrained(path)`` with a harness error on failure."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    except Exception as e:
+        raise ModelError(format_error("cannot load the tokenizer", where=str(path), got=str(e)[:300],
+                                      fix="make sure the folder holds tokenizer files (tokenizer.json or vocab "
+                                          "files), or pass --tokenizer")) from e
+
+
+def _load_hf(path: Path, dtype: torch.dtype, allow_pickle: bool, trust_remote_code: bool) -> torch.nn.Module:
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    try:
+        config = AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    except ValueError as e:
+        msg = str(e)
+        fix = ("pass --trust-remote-code if you trust this checkpoint's code" if "trust_remote_code" in msg
+               else "check config.json (model_type) and that the architecture is installed")
+        raise ModelError(format_error("cannot read the model config", where=str(path), got=msg[:300], fix=fix)) from e
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            str(path), config=config, dtype=dtype, use_safetensors=not allow_pickle,
+            trust_remote_code=trust_remote_code)
+    except Exception as e:
+        raise ModelError(format_error("cannot load the model weights", where=str(path), got=str(e)[:400],
+                                      fix="check that the folder is a complete sequence-classification "
+                                          "checkpoint (config.json + weights)")) from e
+    return model
+
+
+def load_model(name: str | Path, *, dtype: str = "fp32", device: str | None = None, allow_pickle: bool = False,
+               trust_remote_code: bool = False, revision: str | None = None,
+               tokenizer_path: str | Path | None = None) -> LoadedModel:
+    """Load a sequence-classification checkpoint for scoring (eval mode, on the chosen device).
+
+    Parameters
+    ----------
+    name : str or Path
+        A local folder written by ``save_pretrained`` or a hub id (pinned by ``revision``).
+    dtype : {"fp32", "bf16", "fp16"}, default="fp32"
+        Storage and compute dtype of the weights.
+    device : str, default=None
+        Torch device; default CUDA when available, else CPU.
+    allow_pickle : bool, default=False
+        Allow pickle weights (loaded with ``weights_only=True``).
+    trust_remote_code : bool, default=False
+        Allow code shipped with the checkpoint to run.
+    revision : str, default=None
+        Hub revision for hub ids.
+    tokenizer_path : str or Path, default=None
+        Take the tokenizer from here instead of the model folder.
+
+    Raises
+    ------
+    ModelError
+        Missing folder, no or unsafe weights, corrupt safetensors, unknown architecture, bad dtype/device.
+    """
+    from transformers.utils import logging as hf_logging
+
+    from harness.models.pooling import register
+
+    register()
+    hf_logging.disable_progress_bar()
+    if dtype not in DTYPES:
+        raise ModelError(format_error("unknown dtype", where="--dtype", expected=", ".join(DTYPES), got=dtype))
+    path = resolve_model_dir(name, revision)
+    if is_adapter_dir(path):
+        raise ModelError(format_error("this folder is a PEFT adapter, not a full model", where=str(path),
+                                      fix="pass it as --adapted together with --base (the model it adapts)"))
+    files = weight_files(path, allow_pickle=allow_pickle)
+    for f in files:
+        if f.suffix == ".safetensors":
+            check_safetensors(f)
+    dev = pick_device(device)
+    model = _load_hf(path, DTYPES[dtype], allow_pickle, trust_remote_code).to(dev).eval()
+    tok = load_tokenizer(Path(tokenizer_path) if tokenizer_path else path, trust_remote_code)
+    id2label = {int(k): str(v) for k, v in (model.config.id2label or {}).items()}
+    return LoadedModel(model=model, tokenizer=tok, source=str(name), path=path,
+                       fingerprint=model_fingerprint(path, allow_pickle), id2label=id2label, device=dev,
+                       dtype=DTYPES[dtype], info={"n_parameters": sum(p.numel() for p in model.parameters())})
+
+
+def align_labels(id2label: dict[int, str], classes: list[str] | tuple[str, ...],
+                 label_map: dict[str, str] | None = None, *, where: str = "model") -> np.ndarray:
+    """Map each suite class to a logit column of the model.
+
+    Generic names (``LABEL_0``, ``LABEL_1``, ...) map by position with a warning; real names must be the suite's
+    classes in the same order (case-insensitive); a different order or set is an error, never a silent
+    mislabelled run. ``label_map`` (model label -> class) maps explicitly and overrides both.
+
+    Returns
+    -------
+    numpy.ndarray of int64, shape (n_classes,)
+        ``columns[c]`` is the logit column for suite class ``c``.
+
+    Raises
+    ------
+    ModelError
+        If the number of labels differs, or real names do not match the classes (both orders are printed with
+        the ``--label-map`` to use).
+    """
+    names = [id2label[i] for i in sorted(id2label)]
+    classes = list(classes)
+    if len(names) != len(classes):
+        raise ModelError(format_error("the model's number of labels differs from the suite's classes", where=where,
+                                      expected=f"{len(classes)} labels {classes}", got=f"{len(names)} labels {names}",
+                                      fix="evaluate with a suite of the same classes, or use a model with a head "
+                                          "of the right size"))
+    if label_map:
+        mapped = [label_map.get(n, n) for n in names]
+        if sorted(mapped) != sorted(classes):
+            raise ModelError(format_error("--label-map does not map the model's labels onto the classes",
+                                          where=where, expected=classes, got=mapped))
+        return np.array([mapped.index(c) for c in classes], dtype=np.int64)
+    if all(n.startswith(GENERIC_LABEL) for n in names):
+        log.warning("%s has generic labels %s; mapping them by position to the suite classes %s (pass --label-map "
+                    "to map them otherwise)", where, names, classes)
+        return np.arange(len(classes), dtype=np.int64)
+    if names == classes:
+        return np.arange(len(classes), dtype=np.int64)
+    if [n.lower() for n in names] == [c.lower() for c in classes]:
+        return np.arange(len(classes), dtype=np.int64)
+    same_set = sorted(n.lower() for n in names) == sorted(c.lower() for c in classes)
+    by_name = {n.lower(): n for n in names}
+    if same_set:
+        suggestion = ",".join(f"{by_name[c.lower()]}={c}" for c in classes)
+        raise ModelError(format_error("the model's labels are the suite's classes in a different order",
+                                      where=where, expected=f"classes in order {classes}",
+                                      got=f"model labels in order {names}",
+                                      fix=f"put the classes in the model's order in the suite, or pass "
+                                          f"--label-map {suggestion} to map them by name"))
+    suggestion = ",".join(f"{n}={c}" for n, c in zip(names, classes))
+    raise ModelError(format_error("the model's labels are not the suite's classes", where=where,
+                                  expected=f"classes in order {classes}", got=f"model labels in order {names}",
+                                  fix=f"map them explicitly, e.g. --label-map {suggestion} (check the meaning!)"))

@@ -1,0 +1,296 @@
+"""Stage 7: evaluate blends over alpha and choose alpha by a stated policy, on validation splits only.
+
+Selection policies (``--select``), all computed on splits whose role is ``validation`` (ID validation plus, where
+the user provides them, shift validation); ``test`` splits are reported, never used to select:
+
+* ``max-shift-within-id`` (default): maximise the macro mean of the selection metric over shift suites, subject
+  to ID metric >= best ID - tolerance (default 0.01) over the evaluated alphas.
+* ``weighted``: maximise ``w * ID + (1 - w) * mean shift`` (default w = 0.5).
+* ``id-only``: maximise the ID metric.
+
+Metrics where lower is better (nll, ece) are negated first, so "best" always means "largest goodness".
+Tie-break: among alphas whose objective is within 1e-9 of the best, the smallest alpha (closest to the base
+model) wins. The Pareto front is computed on (ID, mean shift) goodness over all evaluated alphas.
+
+The adaptive search (``--alphas adaptive``) evaluates 0, 1 and 0.5, then repeatedly bisects the wider gap next to
+the current best alpha on the 0.1 grid until both grid neighbours of the best are evaluated or the budget
+(default 6 evaluations, 55% of the 11-point grid) is spent.
+
+The output-space ensemble ``p(alpha) = (1 - alpha) * softmax(base) + alpha * softmax(adapted)`` (the comparison
+WiSE-FT reports) is derived from stored logits at every evaluated alpha, with no forward pass.
+
+Source: Wortsman et al. 2022, "Robust fine-tuning of zero-shot models" (CVPR); model soups' held-out selection
+(Wortsman et al. 2022, ICML).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from harness.errors import SpecError, format_error, unknown_name
+from harness.metrics.registry import get_metric
+from harness.records import Predictions, SplitResult, SplitRole, SuiteRole, canonical_alpha
+
+__all__ = ["POLICIES", "TIE_BREAK", "DEFAULT_GRID", "SelectionPolicy", "Selection", "parse_alphas",
+           "validation_scores", "select_alpha", "pareto_front", "adaptive_alphas", "ensemble_logits",
+           "SweepResult"]
+
+POLICIES = ("max-shift-within-id", "weighted", "id-only")
+TIE_BREAK = "smallest alpha (closest to base) among alphas whose objective is within 1e-9 of the best"
+DEFAULT_GRID = tuple(canonical_alpha(i / 10) for i in range(11))
+_EPS = 1e-9
+
+
+@dataclass(frozen=True)
+class SelectionPolicy:
+    """How to choose alpha: ``name`` in :data:`POLICIES`, the selection ``metric``, the ID ``tolerance`` (a
+    fraction, for max-shift-within-id) and the ID ``weight`` w in [0, 1] (for weighted).
+
+    Raises
+    ------
+    SpecError
+        For an unknown policy name or out-of-range parameters.
+    """
+
+    name: str = "max-shift-within-id"
+    metric: str = "accuracy"
+    tolerance: float = 0.01
+    weight: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.name not in POLICIES:
+            raise SpecError(unknown_name("selection policy (--select)", self.name, POLICIES))
+        if not (math.isfinite(self.tolerance) and 0.0 <= self.tolerance <= 1.0):
+            raise SpecError(format_error("tolerance out of range", where="--tolerance", expected="a fraction in [0, 1]",
+                                         got=self.tolerance))
+        if not (math.isfinite(self.weight) and 0.0 <= self.weight <= 1.0):
+            raise SpecError(format_error("weight out of range", where="--weight", expected="a fraction in [0, 1]",
+                                         got=self.weight))
+
+    @property
+    def params(self) -> dict[str, float]:
+        """The parameters that matter for this policy (recorded in summary.json)."""
+        if self.name == "max-shift-within-id":
+            return {"tolerance": self.tolerance}
+        if self.name == "weighted":
+            return {"weight": self.weight}
+        return {}
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The outcome of a selection: chosen alpha, objective and feasibility per alpha, the Pareto front (alphas)
+    and the validation splits (``suite/split``) that selected."""
+
+    policy: SelectionPolicy
+    chosen_alpha: float
+    objective: dict[float, float]
+    feasible: dict[float, bool]
+    pareto: list[float]
+    selected_on: list[str]
+    id_score: dict[float, float]
+    shift_score: dict[float, float | None]
+
+
+def parse_alphas(spec: str | Sequence[float] | None) -> tuple[float, ...] | str:
+    """Parse ``--alphas``: ``None`` (the default grid 0, 0.1, ..., 1), ``"adaptive"``, a comma list such as
+    ``"0,0.25,0.5,1"`` or a sequence of floats. Alphas are canonical decimals, sorted, deduplicated; 0 and 1 are
+    always included (the base and adapted endpoints).
+
+    Raises
+    ------
+    SpecError
+        For values that are not numbers in [0, 1].
+    """
+    if spec is None:
+        return DEFAULT_GRID
+    if isinstance(spec, str):
+        if spec.strip() == "adaptive":
+            return "adaptive"
+        parts = [p for p in spec.replace(" ", "").split(",") if p]
+    else:
+        parts = list(spec)
+    out = set()
+    for p in parts:
+        try:
+            out.add(canonical_alpha(float(p)))
+        except (TypeError, ValueError) as e:
+            raise SpecError(format_error("alpha must be a number in [0, 1]", where="--alphas",
+                                         expected="e.g. 0,0.1,0.5,1 or adaptive", got=p)) from e
+    return tuple(sorted(out | {0.0, 1.0}))
+
+
+def _goodness(metric: str, value: float) -> float:
+    return value if get_metric(metric).higher_is_better else -value
+
+
+def validation_scores(results: dict[float, dict[tuple, SplitResult]], refs: Iterable, metric: str
+                      ) -> tuple[dict[float, float], dict[float, float | None], list[str]]:
+    """Per-alpha ID score and macro-mean shift score (goodness of ``metric``) on validation splits only.
+
+    ``results[alpha][ref]`` holds the :class:`SplitResult` of each split ``ref`` (a SplitRef). ID score: mean over
+    ID validation splits; shift score: mean over shift suites of each suite's mean over its validation splits
+    (``None`` when no shift suite has a validation split).
+
+    Raises
+    ------
+    SpecError
+        If no ID suite has a validation split, or a result lacks the metric.
+    """
+    refs = [r for r in refs if r.role is SplitRole.VALIDATION]
+    id_refs = [r for r in refs if r.suite_role is SuiteRole.ID]
+    shift_refs = [r for r in refs if r.suite_role is SuiteRole.SHIFT]
+    if not id_refs:
+        raise SpecError(format_error("no ID validation split to select alpha on",
+                                     expected="an ID suite (role: id) with a split of role: validation",
+                                     fix="add a validation split to the ID suite (alpha is never selected on test "
+                                         "splits)"))
+    id_score: dict[float, float] = {}
+    shift_score: dict[float, float | None] = {}
+    for alpha, res in results.items():
+        def val(r):
+            m = res[r].metrics.get(metric)
+            if m is None:
+                raise SpecError(format_error(f"selection metric {metric!r} was not computed", where=r.key,
+                                             fix=f"add {metric} to the suite's metrics or choose another "
+                                                 "--select-metric"))
+            return _goodness(metric, m.value)
+
+        id_score[alpha] = float(np.mean([val(r) for r in id_refs]))
+        suites: dict[str, list[float]] = {}
+        for r in shift_refs:
+            suites.setdefault(r.suite, []).append(val(r))
+        shift_score[alpha] = float(np.mean([np.mean(v) for v in suites.values()])) if suites else None
+    return id_score, shift_score, [r.key for r in id_refs + shift_refs]
+
+
+def pareto_front(id_score: dict[float, float], shift_score: dict[float, float | None]) -> list[float]:
+    """Alphas not dominated in (ID goodness, mean-shift goodness): no other alpha is at least as good on both
+    and strictly better on one. Without shift scores, the alphas with the best ID score."""
+    alphas = sorted(id_score)
+    if any(shift_score.get(a) is None for a in alphas):
+        best = max(id_score.values())
+        return [a for a in alphas if id_score[a] >= best - _EPS]
+    front = []
+    for a in alphas:
+        dominated = any(
+            id_score[b] >= id_score[a] - _EPS and shift_score[b] >= shift_score[a] - _EPS
+            and (id_score[b] > id_score[a] + _EPS or shift_score[b] > shift_score[a] + _EPS)
+            for b in alphas if b != a)
+        if not dominated:
+            front.append(a)
+    return front
+
+
+def select_alpha(id_score: dict[float, float], shift_score: dict[float, float | None], policy: SelectionPolicy,
+                 selected_on: list[str]) -> Selection:
+    """Apply ``policy`` to per-alpha validation scores (see the module docstring for the rules and tie-break).
+
+    Raises
+    ------
+    SpecError
+        If a policy that needs shift scores has none (the message points to ``--select id-only``).
+    """
+    alphas = sorted(id_score)
+    if policy.name != "id-only" and any(shift_score.get(a) is None for a in alphas):
+        raise SpecError(format_error(f"selection policy {policy.name!r} needs a shift validation split",
+                                     expected="at least one shift suite with a split of role: validation",
+                                     fix="add validation splits to the shift suites, or pass --select id-only"))
+    if policy.name == "id-only":
+        objective = dict(id_score)
+        feasible = {a: True for a in alphas}
+    elif policy.name == "weighted":
+        objective = {a: policy.weight * id_score[a] + (1 - policy.weight) * shift_score[a] for a in alphas}
+        feasible = {a: True for a in alphas}
+    else:
+        best_id = max(id_score.values())
+        feasible = {a: id_score[a] >= best_id - policy.tolerance - _EPS for a in alphas}
+        objective = {a: shift_score[a] for a in alphas}
+    candidates = [a for a in alphas if feasible[a]]
+    best = max(objective[a] for a in candidates)
+    chosen = min(a for a in candidates if objective[a] >= best - _EPS)
+    return Selection(policy=policy, chosen_alpha=chosen, objective=objective, feasible=feasible,
+                     pareto=pareto_front(id_score, shift_score), selected_on=selected_on, id_score=id_score,
+                     shift_score=shift_score)
+
+
+def adaptive_alphas(evaluate: Callable[[float], None], select: Callable[[], Selection], *, budget: int = 6,
+                    step: float = 0.1) -> list[float]:
+    """Adaptive alpha search on the ``step`` grid (see the module docstring); returns the alphas evaluated, in
+    order. ``evaluate(alpha)`` scores one alpha; ``select()`` selects among those evaluated so far."""
+    grid = [canonical_alpha(i * step) for i in range(int(round(1 / step)) + 1)]
+    done: list[float] = []
+
+    def run(a: float) -> None:
+        a = canonical_alpha(a)
+        if a not in done:
+            evaluate(a)
+            done.append(a)
+
+    for a in (0.0, 1.0, 0.5):
+        run(a)
+    while len(done) < max(budget, 3):
+        b = select().chosen_alpha
+        left = max((a for a in done if a < b), default=None)
+        right = min((a for a in done if a > b), default=None)
+        gaps = []
+        if left is not None and b - left > step + _EPS:
+            gaps.append((b - left + _EPS, left))  # on equal widths, bisect the side nearer the base
+        if right is not None and right - b > step + _EPS:
+            gaps.append((right - b, right))
+        if not gaps:
+            break
+        _, other = max(gaps)
+        mid = (b + other) / 2
+        nxt = min((g for g in grid if g not in done and min(b, other) < g < max(b, other)),
+                  key=lambda g: (abs(g - mid), abs(g - b)))
+        run(nxt)
+    return done
+
+
+def ensemble_logits(base_logits: np.ndarray, adapted_logits: np.ndarray, alpha: float) -> np.ndarray:
+    """Log-probabilities of the output-space ensemble ``(1 - alpha) * softmax(base) + alpha * softmax(adapted)``.
+
+    Parameters
+    ----------
+    base_logits, adapted_logits : ndarray of float32, shape (n_examples, n_classes)
+    alpha : float
+        Weight of the adapted model's probabilities.
+
+    Returns
+    -------
+    ndarray of float32, shape (n_examples, n_classes)
+        ``log p``, so ``softmax`` of it gives back the mixed probabilities (metrics take it as logits).
+    """
+    def softmax(z):
+        z = z.astype(np.float64) - z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)
+
+    p = (1 - alpha) * softmax(base_logits) + alpha * softmax(adapted_logits)
+    return np.log(np.clip(p, 1e-300, None)).astype(np.float32)
+
+
+@dataclass
+class SweepResult:
+    """Everything a sweep produced: predictions and results per point, the ensemble results, the selection.
+
+    ``results[point_id][ref]`` -> :class:`SplitResult`; ``predictions[point_id][ref]`` -> :class:`Predictions`.
+    """
+
+    alphas: list[float]
+    results: dict[str, dict] = field(default_factory=dict)
+    predictions: dict[str, dict] = field(default_factory=dict)
+    ensemble: dict[str, dict] = field(default_factory=dict)
+    selection: Selection | None = None
+    search: str = "grid"
+    n_evaluations: int = 0
+    point_alpha: dict[str, float] = field(default_factory=dict)
+
+    def predictions_list(self) -> list[Predictions]:
+        """All stored predictions, flattened."""
+        return [p for per in self.predictions.values() for p in per.values()]

@@ -1,0 +1,171 @@
+"""Stage 3: the tokenized cache.
+
+Each (split, tokenizer, max_length) is tokenized once and stored content-addressed under
+``$HARNESS_CACHE/tokens/<key>.parquet``. The key is the sha256 of canonical JSON holding the split fingerprint
+(rows, spec hash, transform parameters), the tokenizer fingerprint (hash of its serialised vocabulary and
+settings), ``max_length`` and the harness cache format version. The key is stored inside the file and checked on
+read: a mismatch or a corrupt file is recomputed with a warning (:class:`~harness.errors.CacheError` is logged,
+never silently ignored).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from harness.errors import CacheError, DataError, format_error
+from harness.io import atomic_path, cache_root
+from harness.records import SplitData, TokenizedSplit
+
+__all__ = ["CACHE_FORMAT", "tokenizer_fingerprint", "cache_key", "tokenize_split"]
+
+log = logging.getLogger(__name__)
+CACHE_FORMAT = 1
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """sha256 of everything in a tokenizer that can change token ids.
+
+    For fast tokenizers the serialised ``tokenizer.json`` (vocabulary, normaliser, pre-tokeniser, post-processor);
+    otherwise the sorted vocabulary plus class name and special tokens. The result is memoised on the tokenizer.
+    """
+    cached = getattr(tokenizer, "_harness_fingerprint", None)
+    if cached:
+        return cached
+    h = hashlib.sha256()
+    h.update(type(tokenizer).__name__.encode())
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        h.update(backend.to_str().encode())
+    else:
+        h.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())
+    h.update(json.dumps({"special": [str(t) for t in tokenizer.all_special_tokens],
+                         "lower": getattr(tokenizer, "do_lower_case", None)}, sort_keys=True).encode())
+    fp = h.hexdigest()
+    try:
+        tokenizer._harness_fingerprint = fp
+    except AttributeError:
+        pass
+    return fp
+
+
+def cache_key(split: SplitData, tokenizer_fp: str, max_length: int) -> str:
+    """The content key of a tokenized split (sha256 hex of canonical JSON)."""
+    blob = json.dumps({"format": CACHE_FORMAT, "split": split.ref.fingerprint, "suite": split.ref.suite,
+                       "name": split.ref.split, "tokenizer": tokenizer_fp, "max_length": int(max_length),
+                       "pair": "text_pair" in split.frame.columns}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _encode(split: SplitData, tokenizer: Any, max_length: int) -> tuple[list, list | None, int]:
+    frame = split.frame
+    texts = frame["text"].astype(str).tolist()
+    pairs = frame["text_pair"].astype(str).tolist() if "text_pair" in frame.columns else None
+    full = tokenizer(texts, pairs, truncation=False, add_special_tokens=True, return_attention_mask=False,
+                     return_token_type_ids=False, verbose=False)
+    n_truncated = int(sum(len(ids) > max_length for ids in full["input_ids"]))
+    if n_truncated:
+        enc = tokenizer(texts, pairs, truncation=True, max_length=max_length, return_attention_mask=False)
+    else:
+        enc = tokenizer(texts, pairs, truncation=False, return_attention_mask=False)
+    ids = [np.asarray(x, dtype=np.int32) for x in enc["input_ids"]]
+    tt = enc.get("token_type_ids")
+    types = [np.asarray(x, dtype=np.int8) for x in tt] if tt is not None else None
+    return ids, types, n_truncated
+
+
+def _read(path: Path, key: str, split: SplitData, max_length: int) -> TokenizedSplit:
+    table = pq.read_table(path)
+    meta = json.loads((table.schema.metadata or {}).get(b"harness", b"{}"))
+    if meta.get("key") != key:
+        raise CacheError(format_error("tokenized cache entry does not match its key", where=str(path),
+                                      expected=key, got=meta.get("key")))
+    ids_col = table.column("input_ids").combine_chunks()
+    offsets = ids_col.offsets.to_numpy()
+    flat = ids_col.values.to_numpy(zero_copy_only=False).astype(np.int32)
+    ids = tuple(flat[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1))
+    types = None
+    if "token_type_ids" in table.column_names:
+        tcol = table.column("token_type_ids").combine_chunks()
+        tflat = tcol.values.to_numpy(zero_copy_only=False).astype(np.int8)
+        types = tuple(tflat[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1))
+    if len(ids) != len(split) or int(meta.get("n", -1)) != len(split):
+        raise CacheError(format_error("tokenized cache entry has the wrong number of rows", where=str(path),
+                                      expected=len(split), got=len(ids)))
+    return _record(split, ids, types, int(meta["n_truncated"]), max_length, key)
+
+
+def _record(split, ids, types, n_truncated, max_length, key) -> TokenizedSplit:
+    frame = split.frame
+    return TokenizedSplit(
+        ref=split.ref, input_ids=tuple(ids), token_type_ids=None if types is None else tuple(types),
+        lengths=np.fromiter((len(x) for x in ids), dtype=np.int32, count=len(ids)),
+        labels=frame["label"].to_numpy(np.int64), example_ids=frame["example_id"].to_numpy(str),
+        source_ids=frame["source_id"].to_numpy(str), max_length=int(max_length), n_truncated=int(n_truncated),
+        n_dropped=int(split.n_dropped), cache_key=key)
+
+
+def _write(path: Path, key: str, ids, types, n_truncated: int) -> None:
+    cols = {"input_ids": pa.array([x.tolist() for x in ids], pa.list_(pa.int32()))}
+    if types is not None:
+        cols["token_type_ids"] = pa.array([x.tolist() for x in types], pa.list_(pa.int8()))
+    meta = {"key": key, "n": len(ids), "n_truncated": n_truncated, "format": CACHE_FORMAT}
+    table = pa.table(cols).replace_schema_metadata({"harness": json.dumps(meta)})
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def tokenize_split(split: SplitData, tokenizer: Any, max_length: int, *, cache_dir: Path | None = None,
+                   use_cache: bool = True) -> TokenizedSplit:
+    """Tokenize a split once, through the content-addressed cache.
+
+    Parameters
+    ----------
+    split : SplitData
+        Canonical rows (``text`` and optional ``text_pair``).
+    tokenizer : transformers tokenizer
+        Must add the model's special tokens.
+    max_length : int
+        Longest sequence in tokens, special tokens included; longer examples are truncated and counted in
+        ``TokenizedSplit.n_truncated`` (which reaches the summary and the report).
+    cache_dir : Path, default=None
+        Defaults to ``$HARNESS_CACHE/tokens``.
+    use_cache : bool, default=True
+        Read and write the cache.
+
+    Returns
+    -------
+    TokenizedSplit
+        Ragged int32 token ids in the split's row order.
+
+    Raises
+    ------
+    DataError
+        If the split is empty or ``max_length`` is not positive.
+    """
+    if len(split) == 0:
+        raise DataError(format_error("cannot tokenize an empty split", where=split.ref.key,
+                                     fix="check the suite's split definition and filters"))
+    if max_length < 2:
+        raise DataError(format_error("max_length too small", where=split.ref.key, expected=">= 2", got=max_length))
+    key = cache_key(split, tokenizer_fingerprint(tokenizer), max_length)
+    path = (cache_dir or cache_root() / "tokens") / f"{key}.parquet"
+    if use_cache and path.is_file():
+        try:
+            return _read(path, key, split, max_length)
+        except (CacheError, OSError, ValueError, KeyError, pa.ArrowException) as e:
+            log.warning("tokenized cache entry %s is unusable (%s); recomputing", path, str(e).splitlines()[0])
+    ids, types, n_truncated = _encode(split, tokenizer, max_length)
+    if n_truncated:
+        log.warning("%s: %d of %d examples were truncated to max_length=%d", split.ref.key, n_truncated,
+                    len(ids), max_length)
+    if use_cache:
+        _write(path, key, ids, types, n_truncated)
+    return _record(split, ids, types, n_truncated, max_length, key)

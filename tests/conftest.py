@@ -1,0 +1,143 @@
+"""Session fixtures: tiny BERT classifiers built from configs (no hub), a tiny tokenizer, tiny local suites.
+
+Slow tests (real MiniLM, real data, browser, soak) are marked ``slow`` and deselected by default
+(``pytest -m slow`` runs them). Set ``HARNESS_TEST_SEED`` to widen the seed fixture.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+WORDS = ("good great fine love nice happy best fun superb bad awful poor hate sad worst boring dull ugly the a "
+         "movie film plot phone food service was is very not really so and but it this that").split()
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+POSITIVE = {"good", "great", "fine", "love", "nice", "happy", "best", "fun", "superb"}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory):
+    """Every test session gets its own HARNESS_CACHE (tokens, results store, fingerprints)."""
+    old = os.environ.get("HARNESS_CACHE")
+    os.environ["HARNESS_CACHE"] = str(tmp_path_factory.mktemp("harness-cache"))
+    yield
+    if old is None:
+        os.environ.pop("HARNESS_CACHE", None)
+    else:
+        os.environ["HARNESS_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def global_seed() -> int:
+    """The base seed of randomised tests (widen with HARNESS_TEST_SEED)."""
+    return int(os.environ.get("HARNESS_TEST_SEED", "0"))
+
+
+def write_tokenizer(path: Path) -> None:
+    """Save a tiny BertTokenizerFast (vocab of SPECIALS + WORDS) to ``path``."""
+    from transformers import BertTokenizerFast
+
+    path.mkdir(parents=True, exist_ok=True)
+    vocab = path / "vocab.txt"
+    vocab.write_text("\n".join(SPECIALS + list(WORDS)) + "\n")
+    BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True).save_pretrained(str(path))
+
+
+def tiny_bert_config(num_labels: int = 2, **kw):
+    from transformers import BertConfig
+
+    cfg = dict(vocab_size=len(SPECIALS) + len(WORDS), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+               intermediate_size=64, max_position_embeddings=64, num_labels=num_labels,
+               hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    cfg.update(kw)
+    return BertConfig(**cfg)
+
+
+def make_tiny_bert(path: Path, seed: int, num_labels: int = 2, id2label: dict[int, str] | None = None,
+                   base_dir: Path | None = None, noise: float = 0.0, **kw) -> Path:
+    """Save a tiny BertForSequenceClassification with a tokenizer. With ``base_dir`` the weights are the base's
+    plus seeded Gaussian noise of std ``noise`` (a stand-in for fine-tuning: blends then stay meaningful)."""
+    import torch
+    from transformers import BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    cfg = tiny_bert_config(num_labels, **kw)
+    if id2label is not None:
+        cfg.id2label = dict(id2label)
+        cfg.label2id = {v: k for k, v in id2label.items()}
+    model = BertForSequenceClassification(cfg)
+    if base_dir is not None:
+        base = BertForSequenceClassification.from_pretrained(str(base_dir))
+        sd = base.state_dict()
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for k, v in sd.items():
+                if v.is_floating_point():
+                    sd[k] = v + noise * torch.randn(v.shape, generator=g)
+        model.load_state_dict(sd)
+    model.save_pretrained(str(path))
+    write_tokenizer(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_pair(tmp_path_factory) -> tuple[Path, Path]:
+    """(base_dir, adapted_dir): tiny BERT classifiers; adapted = base + noise, labels [negative, positive]."""
+    root = tmp_path_factory.mktemp("tiny-models")
+    labels = {0: "negative", 1: "positive"}
+    base = make_tiny_bert(root / "base", seed=1, id2label=labels)
+    adapted = make_tiny_bert(root / "adapted", seed=2, id2label=labels, base_dir=base, noise=0.05)
+    return base, adapted
+
+
+def synth_rows(n: int, seed: int, vocab_bias: float = 0.0) -> list[tuple[str, int]]:
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        words = [rng.choice(WORDS) for _ in range(rng.randint(3, 12))]
+        label = int(sum(w in POSITIVE for w in words) >= 1 and rng.random() > vocab_bias)
+        rows.append((" ".join(words), label))
+    return rows
+
+
+def write_csv(path: Path, rows: list[tuple[str, int]], label_names: tuple[str, str] | None = None) -> Path:
+    import pandas as pd
+
+    df = pd.DataFrame(rows, columns=["text", "label"])
+    if label_names:
+        df["label"] = [label_names[x] for x in df["label"]]
+    df.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_suites(tmp_path_factory) -> list[Path]:
+    """Three local suites: ID (validation/test), one natural shift (validation/test), one synthetic typo shift."""
+    root = tmp_path_factory.mktemp("tiny-suites")
+    write_csv(root / "id.csv", synth_rows(160, 1))
+    write_csv(root / "shift.csv", synth_rows(120, 2, vocab_bias=0.2))
+    (root / "id.yaml").write_text(
+        "kind: suite\nname: tiny-id\nrole: id\nsource: {type: local, files: [id.csv]}\n"
+        "classes: [negative, positive]\nsplits:\n  - {name: validation, role: validation, fraction: 0.5}\n"
+        "  - {name: test, role: test, fraction: 0.5}\nmax_length: 32\n"
+        "metrics: [accuracy, macro_f1, balanced_accuracy, nll, ece]\n")
+    (root / "shift.yaml").write_text(
+        "kind: suite\nname: tiny-shift\nrole: shift\nshift_type: natural\n"
+        "source: {type: local, files: [shift.csv]}\nclasses: [negative, positive]\nsplits:\n"
+        "  - {name: validation, role: validation, fraction: 0.5}\n  - {name: test, role: test, fraction: 0.5}\n"
+        "max_length: 32\nmetrics: [accuracy, macro_f1, nll, ece]\n")
+    (root / "typos.yaml").write_text(
+        "kind: suite\nname: tiny-typos\nrole: shift\nshift_type: synthetic\n"
+        "derived_from: {suite: tiny-id, splits: [validation, test]}\n"
+        "transforms: [{name: typos, params: {rate: 0.1}, seed: 3}]\nclasses: [negative, positive]\n"
+        "max_length: 32\nmetrics: [accuracy, nll]\n")
+    return [root / "id.yaml", root / "shift.yaml", root / "typos.yaml"]
+
+
+@pytest.fixture
+def rng(global_seed) -> np.random.Generator:
+    return np.random.default_rng(global_seed)
