@@ -243,7 +243,7 @@ def _verdict_exit(verdict) -> int:
     if verdict is None:
         return EXIT_OK
     print(f"gate: {'PASS' if verdict.passed else 'FAIL'} ({sum(o.passed for o in verdict.outcomes)}/"
-          f"{len(verdict.outcomes)} rules passed, policy {verdict.policy})")
+          f"{len(verdict.outcomes)} rule checks passed, policy {verdict.policy})")
     return EXIT_OK if verdict.passed else EXIT_GATE_FAILED
 
 

@@ -96,15 +96,6 @@ def stage_timer(timings: dict[str, float], name: str) -> Iterator[None]:
 
 # ---------------------------------------------------------------------------------------------------- suites --
 
-def _resolver(known: dict[str, tuple[Suite, Path | None]]) -> Callable[[str], tuple[Suite, Path | None]]:
-    def resolve(name: str) -> tuple[Suite, Path | None]:
-        if name in known:
-            return known[name]
-        raise KeyError(name)
-
-    return resolve
-
-
 def load_suites(paths: list[str | Path] | list[Suite]) -> list[tuple[Suite, Path | None]]:
     """Load suite files (or accept Suite objects); a folder means every suite file in it.
 
@@ -156,26 +147,21 @@ def prepare_splits(suites: list[tuple[Suite, Path | None]], opts: RunOptions, *,
     SpecError, DataError
         For unknown split names and data problems.
     """
-    from harness.data.sources import load_splits
+    from harness.data.sources import load_splits, sibling_resolver
 
     suites = [(_apply_overrides(s, opts), p) for s, p in suites]
     known = {s.name: (s, p) for s, p in suites}
     splits: list[SplitData] = []
     for suite, path in suites:
-        resolve = _resolver(known)
+        siblings = sibling_resolver(path)
 
-        def resolve_or_default(name: str, _r=resolve):
-            try:
-                return _r(name)
-            except KeyError:
-                return None
+        def resolve(name: str, _siblings=siblings) -> tuple[Suite, Path | None]:
+            # suites given together first (with the run's overrides), then the files beside this one
+            return known[name] if name in known else _siblings(name)
 
-        names = None
-        if opts.split is not None:
-            names = [opts.split]
-        loaded = load_splits(suite, suite_path=path, split_names=names,
-                             resolve=lambda n: resolve_or_default(n) or _load_sibling(n, path))
-        for name, sd in loaded.items():
+        names = [opts.split] if opts.split is not None else None
+        loaded = load_splits(suite, suite_path=path, split_names=names, resolve=resolve)
+        for sd in loaded.values():
             if sd.ref.role.value == "train" and names is None:
                 continue
             if roles and sd.ref.role.value not in roles:
@@ -185,24 +171,6 @@ def prepare_splits(suites: list[tuple[Suite, Path | None]], opts: RunOptions, *,
         raise SpecError(format_error("the suites define no validation or test split to evaluate",
                                      fix="add splits with role validation or test"))
     return LoadedSuites(suites=suites, splits=splits)
-
-
-def _load_sibling(name: str, path: Path | None) -> tuple[Suite, Path | None]:
-    from harness.spec.load import read_yaml
-
-    folder = path.parent if path else Path.cwd()
-    cand = folder / name
-    if cand.suffix in (".yaml", ".yml") and cand.is_file():
-        return load_suite(cand), cand
-    for f in sorted(folder.glob("*.yaml")):
-        try:
-            doc = read_yaml(f)
-        except SpecError:
-            continue
-        if doc.get("kind") == "suite" and doc.get("name") == name:
-            return load_suite(f), f
-    raise SpecError(format_error(f"derived_from names suite {name!r}, which was not found", where=str(folder),
-                                 fix="pass that suite file too, or give derived_from.suite as a path"))
 
 
 # ------------------------------------------------------------------------------------------------ scoring --
@@ -724,8 +692,13 @@ def run_gate(run_dir: str | Path, policy: str | Path, *, baseline: str | Path | 
 
     pol = load_spec(policy, kind="policy")
     cand = RunView.from_dir(run_dir)
-    base_view = RunView.from_dir(baseline) if baseline is not None else None
-    verdict = judge(cand, pol, base_view)
+    base_view, base_error = None, None
+    if baseline is not None:
+        try:
+            base_view = RunView.from_dir(baseline)
+        except HarnessError as e:  # a missing or unreadable baseline fails the rules that need it (exit 1)
+            base_error = str(e)
+    verdict = judge(cand, pol, base_view, baseline_error=base_error)
     write_gate_outputs(run_dir, verdict, junit_path=junit)
     return verdict
 

@@ -1,0 +1,455 @@
+"""Stage 8, the release gate: ``judge(candidate run, policy, baseline run) -> Verdict``, a pure function.
+
+What is compared
+    The candidate is the run's chosen point (``candidate: chosen``, the default) or its ``adapted`` point. A
+    relative rule's reference is the ``base`` or ``adapted`` point of the *same* run, or, for ``reference:
+    baseline``, the chosen point of the ``--baseline`` run (its only point when it holds exactly one point and no
+    selection ran). Every number is recomputed from ``predictions.parquet`` and cross-checked against
+    ``summary.json``.
+
+Statistics
+    Paired: candidate and reference are matched by ``example_id`` and resampled with the same cluster bootstrap
+    weights (clusters are ``source_id`` values; :mod:`harness.metrics.bootstrap`). Each suite is resampled
+    independently (its own seed, derived from the policy seed and ``suite/split``); ``mean`` and ``worst``
+    aggregates are taken per resample. A ``delta`` is the gain in the metric's good direction (the registry's
+    ``higher_is_better``): ``candidate - reference``, or ``reference - candidate`` for lower-is-better metrics.
+    In ``bound`` mode, a rule that needs the number to be at least its threshold (delta, floor) judges the
+    ``1 - confidence`` quantile of the bootstrap distribution, and one that needs it at most its threshold
+    (ceiling, negative_flips) the ``confidence`` quantile: a one-sided non-inferiority or superiority test at
+    level ``confidence`` (percentile bootstrap, Efron & Tibshirani 1993). ``point`` mode judges the estimate.
+    For accuracy deltas, McNemar's exact test on discordant pairs (McNemar 1947) goes into ``info`` only; it
+    never decides, so "no significant difference" on a small sample cannot pass a rule.
+
+Never passes by accident
+    A missing point, suite, split, metric or prediction; a NaN or infinite value or logit; a summary that disagrees
+    with its predictions; candidate and reference on different examples or labels; a baseline whose suite version,
+    spec hash or split fingerprint differs; a missing baseline; a selector that matches no suite; ``n`` below
+    ``min_n``; a threshold outside the metric's range: each fails its rule with the reason. A verdict passes only
+    if it holds at least one outcome and every outcome passed.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from harness.metrics.bootstrap import cluster_weights, metric_distribution, resample_sums
+from harness.metrics.registry import get_metric, point_value
+from harness.records import RuleOutcome, Verdict
+from harness.rundir import predictions_for, read_predictions, read_summary
+from harness.spec.policy import Aggregate, CandidateChoice, GatePolicy, Mode, Reference, Rule, RuleKind
+from harness.summary import Summary
+
+__all__ = ["RunView", "judge", "SUMMARY_TOLERANCE"]
+
+logger = logging.getLogger(__name__)
+
+#: Largest allowed |summary.json value - value recomputed from predictions.parquet|.
+SUMMARY_TOLERANCE = 1e-6
+
+
+@dataclass(frozen=True, eq=False)
+class RunView:
+    """A stored run as the gate sees it: its summary and its predictions.
+
+    ``predictions`` has the columns of ``predictions.parquet`` (:mod:`harness.rundir`): ``point``, ``suite``,
+    ``split``, ``example_id``, ``source_id``, ``label``, ``logits``.
+    """
+
+    summary: Summary
+    predictions: pd.DataFrame
+    path: str = ""
+
+    @classmethod
+    def from_dir(cls, path: str | Path) -> "RunView":
+        """Read ``summary.json`` and ``predictions.parquet`` of a run directory.
+
+        Raises
+        ------
+        harness.errors.DataError
+            If either file is missing or invalid.
+        """
+        return cls(read_summary(path), read_predictions(path), str(path))
+
+
+class _RuleFailure(Exception):
+    """Internal: the rule cannot be judged (missing or mismatched data); carries the reason."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class _Side:
+    """One point's predictions on one split (after every check)."""
+
+    point: str
+    example_ids: np.ndarray
+    source_ids: np.ndarray
+    labels: np.ndarray
+    logits: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Stat:
+    """One suite's statistic: point estimate, bootstrap distribution (B,), n and details."""
+
+    point: float
+    dist: np.ndarray
+    n: int
+    info: dict[str, Any]
+
+
+@dataclass
+class _Context:
+    policy: GatePolicy
+    candidate: RunView
+    cand_point: str | None
+    cand_problem: str
+    baseline: RunView | None
+    base_point: str | None
+    base_problem: str
+    weights: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+
+def judge(candidate: RunView, policy: GatePolicy, baseline: RunView | None = None, *,
+          baseline_error: str | None = None) -> Verdict:
+    """Judge a run against a gate policy.
+
+    Parameters
+    ----------
+    candidate : RunView
+        The run holding the candidate point (and the ``base`` / ``adapted`` references).
+    policy : GatePolicy
+        The rules, confidence, resamples and seed.
+    baseline : RunView, default=None
+        A stored run for ``reference: baseline`` rules; without it those rules fail.
+    baseline_error : str, default=None
+        Why the baseline could not be read (e.g. a ``DataError`` message); becomes the failure reason of every
+        ``reference: baseline`` rule, so an unreadable baseline fails the gate rather than skipping it.
+
+    Returns
+    -------
+    Verdict
+        One :class:`~harness.records.RuleOutcome` per rule and suite (or aggregate); ``passed`` only if there is at
+        least one outcome and all passed. Missing or mismatched data fails the affected rule; nothing is raised.
+    """
+    cand_point, cand_problem = _candidate_point(candidate.summary, policy.candidate)
+    if baseline is not None:
+        base_point, base_problem = _baseline_point(baseline.summary)
+    else:
+        base_point = None
+        base_problem = baseline_error or "the policy compares with a baseline but no --baseline run was given"
+    ctx = _Context(policy, candidate, cand_point, cand_problem, baseline, base_point, base_problem)
+    outcomes: list[RuleOutcome] = []
+    for rule in policy.rules:
+        outcomes += _judge_rule(rule, ctx)
+    if not outcomes:
+        outcomes.append(RuleOutcome("(policy)", "none", "", "", "", "", False, None, None, None, None, None,
+                                    reason="the policy produced no check; a gate with no check fails"))
+    refs = sorted({str(o.info["reference"]) for o in outcomes if o.info.get("reference")})
+    if len(refs) > 1 and "absolute" in refs:
+        refs.remove("absolute")
+    return Verdict(policy=policy.name, candidate=cand_point or "(none)", reference=", ".join(refs) or "(none)",
+                   passed=all(o.passed for o in outcomes), outcomes=tuple(outcomes),
+                   confidence=policy.confidence, n_resamples=policy.n_resamples, seed=policy.seed)
+
+
+def _candidate_point(summary: Summary, choice: CandidateChoice) -> tuple[str | None, str]:
+    if choice is CandidateChoice.ADAPTED:
+        if any(p.id == "adapted" for p in summary.points):
+            return "adapted", ""
+        return None, f"the run has no adapted point (points: {[p.id for p in summary.points]})"
+    chosen = summary.chosen
+    if chosen is None:
+        return None, "the run has no chosen point (no alpha selection ran); use candidate: adapted or run a sweep"
+    return chosen.id, ""
+
+
+def _baseline_point(summary: Summary) -> tuple[str | None, str]:
+    if summary.chosen is not None:
+        return summary.chosen.id, ""
+    if len(summary.points) == 1:
+        return summary.points[0].id, ""
+    return None, (f"the baseline run has no chosen point and {len(summary.points)} points; use a sweep run or a "
+                  "single-model run as baseline")
+
+
+def _judge_rule(rule: Rule, ctx: _Context) -> list[RuleOutcome]:
+    try:
+        suites = _select_suites(rule, ctx.candidate.summary)
+    except _RuleFailure as e:
+        return [_failed(rule, ctx, str(rule.suites), e.reason)]
+    groups = [[s] for s in suites] if rule.aggregate is Aggregate.EACH else [suites]
+    out = []
+    for group in groups:
+        label = group[0] if rule.aggregate is Aggregate.EACH else f"{rule.aggregate.value}({', '.join(group)})"
+        try:
+            out.append(_judge_group(rule, group, label, ctx))
+        except _RuleFailure as e:
+            out.append(_failed(rule, ctx, label, e.reason))
+    return out
+
+
+def _select_suites(rule: Rule, summary: Summary) -> list[str]:
+    if isinstance(rule.suites, list):
+        return list(rule.suites)
+    names = sorted(n for n, info in summary.suites.items() if info.role == rule.suites)
+    if not names:
+        raise _RuleFailure(f"the run has no suite with role {rule.suites!r} (suites: {sorted(summary.suites)}); "
+                           "a rule that matches nothing fails")
+    return names
+
+
+def _reference_label(rule: Rule, ctx: _Context) -> str:
+    ref = rule.resolved_reference
+    if ref is None:
+        return "absolute"
+    if ref is Reference.BASELINE:
+        where = f" ({ctx.baseline.path})" if ctx.baseline is not None and ctx.baseline.path else ""
+        return f"baseline:{ctx.base_point or '?'}{where}"
+    return ref.value
+
+
+def _failed(rule: Rule, ctx: _Context, suite: str, reason: str) -> RuleOutcome:
+    return RuleOutcome(rule.name, rule.kind.value, rule.metric or "", suite, rule.split, rule.mode.value, False,
+                       None, None, rule.threshold, None, None, reason=reason,
+                       info={"reference": _reference_label(rule, ctx), "candidate": ctx.cand_point})
+
+
+def _judge_group(rule: Rule, group: list[str], label: str, ctx: _Context) -> RuleOutcome:
+    _check_threshold(rule)
+    stats: dict[str, _Stat] = {}
+    problems = []
+    for suite in group:
+        try:
+            stats[suite] = _suite_stat(rule, suite, ctx)
+        except _RuleFailure as e:
+            problems.append(e.reason if len(group) == 1 else f"{suite}: {e.reason}")
+    if problems:
+        raise _RuleFailure("; ".join(problems))
+    points = np.array([s.point for s in stats.values()])
+    dists = np.stack([s.dist for s in stats.values()])
+    if rule.aggregate is Aggregate.MEAN:
+        point, dist = float(points.mean()), dists.mean(axis=0)
+    else:  # each (one suite) or worst: the worst value per resample
+        pick = np.min if rule.at_least else np.max
+        point, dist = float(pick(points)), pick(dists, axis=0)
+    n = sum(s.n for s in stats.values())
+    info = {"reference": _reference_label(rule, ctx), "candidate": ctx.cand_point,
+            "statistic": _statistic_name(rule), "confidence_one_sided": ctx.policy.confidence,
+            "n_resamples": ctx.policy.n_resamples}
+    info.update(stats[group[0]].info if len(group) == 1 else {"per_suite": {k: {"value": s.point, "n": s.n, **s.info}
+                                                                           for k, s in stats.items()}})
+    return _decide(rule, ctx.policy, label, point, dist, n, info)
+
+
+def _statistic_name(rule: Rule) -> str:
+    if rule.kind is RuleKind.DELTA:
+        return f"gain in {rule.metric} over the reference, in the metric's good direction"
+    if rule.kind is RuleKind.NEGATIVE_FLIPS:
+        return "share of examples the reference got right and the candidate gets wrong"
+    return f"candidate {rule.metric}"
+
+
+def _decide(rule: Rule, policy: GatePolicy, label: str, point: float, dist: np.ndarray, n: int,
+            info: dict[str, Any]) -> RuleOutcome:
+    thr = rule.threshold
+    bound = None
+    if rule.mode is Mode.BOUND:
+        q = 1.0 - policy.confidence if rule.at_least else policy.confidence
+        bound = float(np.quantile(dist, q)) if np.isfinite(dist).all() else float("nan")
+    judged = point if bound is None else bound
+    common = dict(rule=rule.name, kind=rule.kind.value, metric=rule.metric or "", suite=label, split=rule.split,
+                  mode=rule.mode.value, threshold=thr, n=n, info=info)
+    if not (np.isfinite(point) and np.isfinite(judged)):
+        return RuleOutcome(passed=False, value=_finite_or_none(point), bound=_finite_or_none(bound), margin=None,
+                           reason="the judged number is NaN or infinite", **common)
+    margin = judged - thr if rule.at_least else thr - judged
+    passed = bool(margin >= 0)
+    what = "bound" if bound is not None else "value"
+    reason = "" if passed else (f"{what} {judged:.4f} is {'below' if rule.at_least else 'above'} the threshold "
+                                f"{thr:.4f} by {-margin:.4f}")
+    return RuleOutcome(passed=passed, value=point, bound=bound, margin=float(margin), reason=reason, **common)
+
+
+def _finite_or_none(x: float | None) -> float | None:
+    return float(x) if x is not None and np.isfinite(x) else None
+
+
+def _check_threshold(rule: Rule) -> None:
+    if rule.metric is None:
+        return
+    lo, hi = get_metric(rule.metric).range
+    thr = rule.threshold
+    if rule.kind is RuleKind.DELTA:
+        if abs(thr) > hi - lo:
+            raise _RuleFailure(f"threshold {thr:g} is larger than the range of {rule.metric} ([{lo:g}, {hi:g}]); "
+                               "thresholds are fractions (0.02, not 2)")
+    elif not lo <= thr <= hi:
+        raise _RuleFailure(f"threshold {thr:g} is outside the range of {rule.metric} ([{lo:g}, {hi:g}]); "
+                           "thresholds are fractions (0.85, not 85)")
+
+
+def _suite_stat(rule: Rule, suite: str, ctx: _Context) -> _Stat:
+    """The rule's statistic on one suite: checks, pairing, bootstrap."""
+    cand = _side(ctx.candidate, ctx.cand_point, ctx.cand_problem, suite, rule, "candidate")
+    ref = None
+    if rule.resolved_reference is not None:
+        ref_run, ref_point, problem = _reference_run(rule, ctx)
+        if ref_run is ctx.baseline and ref_run is not None:
+            _check_same_suite(ctx.candidate.summary, ref_run.summary, suite, rule.split)
+        ref = _align(cand, _side(ref_run, ref_point, problem, suite, rule, "reference"))
+    n = int(cand.labels.shape[0])
+    info: dict[str, Any] = {}
+    if ref is not None and ref_run is ctx.candidate and ref.point == cand.point:
+        info["note"] = f"the candidate is the reference point {cand.point!r} itself: the difference is 0"
+    if rule.min_n is not None and n < rule.min_n:
+        raise _RuleFailure(f"n = {n} examples is below min_n = {rule.min_n}")
+    key = (suite, rule.split)
+    if key not in ctx.weights:
+        seed = np.random.SeedSequence([ctx.policy.seed, zlib.crc32(f"{suite}/{rule.split}".encode())])
+        ctx.weights[key] = cluster_weights(cand.source_ids, ctx.policy.n_resamples, seed)
+    w, index = ctx.weights[key]
+    info["n_clusters"] = int(w.shape[1])
+    if rule.kind is RuleKind.NEGATIVE_FLIPS:
+        return _flip_stat(cand, ref, w, index, info)
+    spec = get_metric(rule.metric)
+    info["higher_is_better"] = spec.higher_is_better
+    pc = point_value(rule.metric, cand.labels, cand.logits)
+    dc = metric_distribution(rule.metric, cand.labels, cand.logits, w, index)
+    info["candidate_value"] = pc
+    if ref is None:
+        if rule.kind is RuleKind.FLOOR and not spec.higher_is_better:
+            info["note"] = f"a floor on {rule.metric}, where lower is better"
+        return _Stat(pc, dc, n, info)
+    pr = point_value(rule.metric, ref.labels, ref.logits)
+    dr = metric_distribution(rule.metric, ref.labels, ref.logits, w, index)
+    sign = 1.0 if spec.higher_is_better else -1.0
+    info["reference_value"] = pr
+    if rule.metric == "accuracy":
+        info["mcnemar"] = _mcnemar(cand, ref)
+    return _Stat(sign * (pc - pr), sign * (dc - dr), n, info)
+
+
+def _reference_run(rule: Rule, ctx: _Context) -> tuple[RunView | None, str | None, str]:
+    ref = rule.resolved_reference
+    if ref is Reference.BASELINE:
+        return ctx.baseline, ctx.base_point, ctx.base_problem
+    return ctx.candidate, ref.value, ""
+
+
+def _side(run: RunView | None, point: str | None, problem: str, suite: str, rule: Rule, role: str) -> _Side:
+    """One point's checked predictions on ``suite/rule.split`` (raises :class:`_RuleFailure` with the reason)."""
+    if run is None or point is None:
+        raise _RuleFailure(problem or f"no {role} point")
+    s = run.summary
+    where = f"{role} point {point!r}"
+    if point not in {p.id for p in s.points}:
+        raise _RuleFailure(f"missing point: the run has no {where} (points: {[p.id for p in s.points]})")
+    suites = s.results.get(point, {})
+    if suite not in suites:
+        raise _RuleFailure(f"missing suite: {where} has no results for suite {suite!r} (has: {sorted(suites)})")
+    if rule.split not in suites[suite]:
+        raise _RuleFailure(f"missing split: {where} has no split {rule.split!r} of {suite!r} "
+                           f"(has: {sorted(suites[suite])})")
+    entry = suites[suite][rule.split]
+    stored = None
+    if rule.metric is not None:
+        if rule.metric not in entry.metrics:
+            raise _RuleFailure(f"missing metric: {rule.metric!r} was not computed for {where} on "
+                               f"{suite}/{rule.split} (has: {sorted(entry.metrics)})")
+        stored = entry.metrics[rule.metric].value
+        if stored is None or not np.isfinite(stored):
+            raise _RuleFailure(f"NaN value: summary.json holds no finite {rule.metric} for {where} on "
+                               f"{suite}/{rule.split}")
+    rows = predictions_for(run.predictions, point, suite, rule.split)
+    if rows is None:
+        raise _RuleFailure(f"missing predictions: predictions.parquet has no rows for {where} on "
+                           f"{suite}/{rule.split}")
+    ids, src, labels, logits = rows
+    if len(np.unique(ids)) != len(ids):
+        raise _RuleFailure(f"duplicate example ids in the predictions of {where} on {suite}/{rule.split}")
+    bad = int((~np.isfinite(logits).all(axis=1)).sum())
+    if bad:
+        raise _RuleFailure(f"NaN value: {bad} examples of {where} on {suite}/{rule.split} have non-finite logits")
+    if stored is not None:
+        fresh = point_value(rule.metric, labels, logits)
+        if not abs(fresh - stored) <= SUMMARY_TOLERANCE:
+            raise _RuleFailure(f"summary.json says {rule.metric} = {stored:.6f} for {where} on {suite}/{rule.split}"
+                               f" but its predictions give {fresh:.6f}; the run directory is inconsistent")
+    return _Side(point, ids, src, labels, logits)
+
+
+def _align(cand: _Side, ref: _Side) -> _Side:
+    """Reorder the reference to the candidate's example order; fail unless both hold the same examples."""
+    index = pd.Index(ref.example_ids)
+    pos = index.get_indexer(cand.example_ids)
+    only_cand = int((pos < 0).sum())
+    only_ref = len(ref.example_ids) - (len(cand.example_ids) - only_cand)
+    if only_cand or only_ref:
+        sample = [str(x) for x in cand.example_ids[pos < 0][:3]]
+        raise _RuleFailure(f"candidate and reference were scored on different examples: {only_cand} example ids "
+                           f"only in the candidate (e.g. {sample}), {only_ref} only in the reference")
+    labels = ref.labels[pos]
+    if not np.array_equal(labels, cand.labels):
+        raise _RuleFailure(f"candidate and reference disagree on the labels of {int((labels != cand.labels).sum())} "
+                           "examples")
+    return _Side(ref.point, cand.example_ids, cand.source_ids, labels, ref.logits[pos])
+
+
+def _check_same_suite(cand: Summary, base: Summary, suite: str, split: str) -> None:
+    a, b = cand.suites.get(suite), base.suites.get(suite)
+    if a is None:
+        raise _RuleFailure(f"the candidate run records no identity (version, hash) for suite {suite!r}")
+    if b is None:
+        raise _RuleFailure(f"the baseline run has no suite {suite!r} (has: {sorted(base.suites)})")
+    if a.version != b.version:
+        raise _RuleFailure(f"baseline mismatch: suite {suite!r} is version {b.version!r} in the baseline and "
+                           f"{a.version!r} in the candidate run; refresh the baseline")
+    if a.spec_hash != b.spec_hash:
+        raise _RuleFailure(f"baseline mismatch: suite {suite!r} spec hash differs ({b.spec_hash[:12]} in the "
+                           f"baseline, {a.spec_hash[:12]} in the candidate run); refresh the baseline")
+    fa, fb = (x.splits.get(split, {}).get("fingerprint") for x in (a, b))
+    if not fa or not fb:
+        raise _RuleFailure(f"baseline mismatch: no data fingerprint recorded for {suite}/{split} in the "
+                           f"{'candidate run' if not fa else 'baseline'}; the data cannot be shown to be the same")
+    if fa != fb:
+        raise _RuleFailure(f"baseline mismatch: the data of {suite}/{split} differs (fingerprint {fb[:12]} in the "
+                           f"baseline, {fa[:12]} in the candidate run); refresh the baseline")
+
+
+def _flip_stat(cand: _Side, ref: _Side, w: np.ndarray, index: np.ndarray, info: dict[str, Any]) -> _Stat:
+    ref_right = ref.logits.argmax(axis=1) == ref.labels
+    cand_right = cand.logits.argmax(axis=1) == cand.labels
+    stats = np.stack([(ref_right & ~cand_right).astype(np.float64), np.ones(len(cand.labels))], axis=1)
+    sums = resample_sums(stats, w, index)
+    n = int(cand.labels.shape[0])
+    info.update({"n_negative_flips": int(stats[:, 0].sum()), "n_positive_flips": int((cand_right & ~ref_right).sum())})
+    return _Stat(float(stats[:, 0].mean()), sums[:, 0] / sums[:, 1], n, info)
+
+
+def _mcnemar(cand: _Side, ref: _Side) -> dict[str, Any]:
+    """McNemar's exact test (McNemar 1947) on discordant pairs; information only, ignores clustering."""
+    from scipy.stats import binomtest
+
+    ref_right = ref.logits.argmax(axis=1) == ref.labels
+    cand_right = cand.logits.argmax(axis=1) == cand.labels
+    b = int((ref_right & ~cand_right).sum())
+    c = int((~ref_right & cand_right).sum())
+    p = float(binomtest(c, b + c, 0.5).pvalue) if b + c else 1.0
+    return {"reference_only_right": b, "candidate_only_right": c, "p_value": p,
+            "note": "exact two-sided binomial test on discordant pairs; information only, never decides"}
+
+
+# `harness.gate(...)` is the Python twin of the CLI command (see harness/_twin.py).
+from harness._twin import make_callable as _make_callable  # noqa: E402
+
+_make_callable(__name__, "gate")

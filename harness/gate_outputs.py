@@ -1,0 +1,154 @@
+"""Gate outputs: a :class:`~harness.records.Verdict` rendered as JUnit XML and as a Markdown summary, and written
+into the run directory (``verdict.json``, ``junit.xml``) and onto ``$GITHUB_STEP_SUMMARY``.
+
+Rendering only: every number comes from the verdict.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from harness.io import atomic_write_text
+from harness.records import RuleOutcome, Verdict
+from harness.rundir import write_verdict
+
+__all__ = ["JUNIT", "verdict_to_junit", "verdict_to_markdown", "write_gate_outputs"]
+
+logger = logging.getLogger(__name__)
+
+JUNIT = "junit.xml"
+
+
+def _num(x: float | None, signed: bool = False) -> str:
+    if x is None:
+        return "-"
+    return f"{x:+.4f}" if signed else f"{x:.4f}"
+
+
+def _details(o: RuleOutcome) -> str:
+    parts = [f"rule={o.rule}", f"kind={o.kind}", f"metric={o.metric or '-'}", f"suite={o.suite}",
+             f"split={o.split}", f"mode={o.mode}", f"value={_num(o.value)}", f"bound={_num(o.bound)}",
+             f"threshold={_num(o.threshold)}", f"margin={_num(o.margin, True)}", f"n={o.n if o.n is not None else '-'}",
+             f"reference={o.info.get('reference', '-')}"]
+    return " ".join(parts)
+
+
+def verdict_to_junit(verdict: Verdict) -> str:
+    """JUnit XML of a verdict: one ``<testcase>`` per outcome (rule and suite).
+
+    Parameters
+    ----------
+    verdict : Verdict
+
+    Returns
+    -------
+    str
+        A UTF-8 XML document with one ``<testsuite>`` named after the policy; failed outcomes carry a ``<failure>``
+        whose message is the reason; every testcase's ``<system-out>`` lists value, bound, threshold, margin and n.
+    """
+    failures = sum(not o.passed for o in verdict.outcomes)
+    root = ET.Element("testsuites", name="harness gate", tests=str(len(verdict.outcomes)), failures=str(failures),
+                      errors="0")
+    suite = ET.SubElement(root, "testsuite", name=f"gate.{verdict.policy}", tests=str(len(verdict.outcomes)),
+                          failures=str(failures), errors="0", skipped="0")
+    props = ET.SubElement(suite, "properties")
+    for key, value in (("candidate", verdict.candidate), ("reference", verdict.reference),
+                       ("confidence_one_sided", f"{verdict.confidence:g}"),
+                       ("n_resamples", str(verdict.n_resamples)), ("seed", str(verdict.seed)),
+                       ("passed", str(verdict.passed).lower())):
+        ET.SubElement(props, "property", name=key, value=value)
+    for o in verdict.outcomes:
+        case = ET.SubElement(suite, "testcase", classname=f"gate.{verdict.policy}.{o.rule}",
+                             name=f"{o.rule} [{o.suite}/{o.split}]", time="0")
+        if not o.passed:
+            fail = ET.SubElement(case, "failure", message=o.reason or "failed", type="GateRuleFailed")
+            fail.text = f"{o.reason}\n{_details(o)}"
+        ET.SubElement(case, "system-out").text = _details(o)
+    ET.indent(root)
+    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def verdict_to_markdown(verdict: Verdict) -> str:
+    """Markdown summary of a verdict: a heading with PASS/FAIL, a table, the failure reasons and a one-line verdict.
+
+    Parameters
+    ----------
+    verdict : Verdict
+
+    Returns
+    -------
+    str
+        Columns: rule, suite, value, bound, threshold, margin, n, result. ``value`` is the judged statistic (a gain
+        in the metric's good direction for deltas, the level for floors and ceilings, a rate for negative flips);
+        ``bound`` is its one-sided bootstrap bound (``-`` in point mode).
+    """
+    status = "PASS" if verdict.passed else "FAIL"
+    lines = [f"### Robustness gate: {status} (policy `{verdict.policy}`)", "",
+             f"Candidate `{verdict.candidate}` against `{verdict.reference}`; bound-mode rules use the one-sided "
+             f"{verdict.confidence:.1%} bound of {verdict.n_resamples} paired cluster-bootstrap resamples "
+             f"(seed {verdict.seed}). Deltas are gains in each metric's good direction.", "",
+             "| rule | suite | value | bound | threshold | margin | n | result |",
+             "|---|---|---:|---:|---:|---:|---:|---|"]
+    for o in verdict.outcomes:
+        metric = f" ({o.metric})" if o.metric else ""
+        lines.append(f"| {_cell(o.rule + metric)} | {_cell(o.suite + '/' + o.split)} | {_num(o.value)} | "
+                     f"{_num(o.bound)} | {_num(o.threshold)} | {_num(o.margin, True)} | "
+                     f"{o.n if o.n is not None else '-'} | {'PASS' if o.passed else '**FAIL**'} |")
+    failed = [o for o in verdict.outcomes if not o.passed]
+    if failed:
+        lines += ["", "Failures:", ""]
+        lines += [f"- `{o.rule}` on `{o.suite}/{o.split}`: {_cell(o.reason)}" for o in failed]
+    lines += ["", _one_line(verdict), ""]
+    return "\n".join(lines)
+
+
+def _one_line(verdict: Verdict) -> str:
+    total = len(verdict.outcomes)
+    if verdict.passed:
+        return f"**Verdict: PASS**: all {total} checks of policy `{verdict.policy}` passed."
+    failed = [o for o in verdict.outcomes if not o.passed]
+    names = ", ".join(sorted({o.rule for o in failed}))
+    return f"**Verdict: FAIL**: {len(failed)} of {total} checks failed ({names})."
+
+
+def write_gate_outputs(run_dir: str | Path, verdict: Verdict, junit_path: str | Path | None = None) -> dict[str, Path]:
+    """Write ``verdict.json`` and ``junit.xml``, and append the Markdown summary to ``$GITHUB_STEP_SUMMARY``.
+
+    Parameters
+    ----------
+    run_dir : str or Path
+        The run directory; ``verdict.json`` goes here.
+    verdict : Verdict
+    junit_path : str or Path, default=None
+        Where to write the JUnit XML; default ``run_dir/junit.xml``.
+
+    Returns
+    -------
+    dict of str to Path
+        ``verdict``, ``junit`` and, when the variable is set and writable, ``step_summary``.
+
+    Raises
+    ------
+    harness.errors.OutputError
+        If ``verdict.json`` or the JUnit file cannot be written (both are written atomically). A step summary that
+        cannot be appended to is logged as a warning only: the verdict and the exit code do not depend on it.
+    """
+    run_dir = Path(run_dir)
+    paths = {"verdict": write_verdict(run_dir, verdict),
+             "junit": atomic_write_text(Path(junit_path) if junit_path else run_dir / JUNIT, verdict_to_junit(verdict))}
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        try:
+            with open(summary, "a", encoding="utf-8") as f:
+                f.write(verdict_to_markdown(verdict) + "\n")
+            paths["step_summary"] = Path(summary)
+        except OSError as e:
+            logger.warning("cannot append the gate summary to $GITHUB_STEP_SUMMARY (%s): %s", summary, e)
+    return paths

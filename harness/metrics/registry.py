@@ -1,0 +1,363 @@
+"""Stage 6, the metric registry: one explicit, frozen table from metric name to :class:`MetricSpec`.
+
+Every built-in metric is a function of *sufficient statistics summed over examples*. A spec holds two functions:
+
+``stats(labels, logits) -> ndarray (n, k)``
+    per-example statistics (float64), so that any weighted sum of rows is the statistics of a (re)sample;
+``value(sums, n_classes) -> ndarray (...)``
+    the metric from summed statistics of shape ``(..., k)``, vectorised over the leading axes.
+
+A bootstrap resample is then a weight vector over examples (or clusters), and a whole bootstrap is one matrix
+product (see :mod:`harness.metrics.bootstrap`). The point estimate is the same ``value`` of the unweighted sum, so
+points and intervals share one code path. Point estimates of accuracy, macro-F1 and balanced accuracy equal
+scikit-learn's (``accuracy_score``, ``f1_score(average="macro", labels=range(C), zero_division=0)``,
+``balanced_accuracy_score``); scikit-learn is the test oracle rather than the runtime path because it cannot
+evaluate 2,000 resamples at once and warns on resamples that miss a class.
+
+Zero-division conventions (a resample may miss a class; nothing here warns): a class's F1 is 0 when it has no
+true and no predicted examples (macro-F1 still averages over all ``C`` classes, like scikit-learn with
+``labels=range(C)``); balanced accuracy averages recall over the classes present in that sample's labels.
+
+``evaluate:NAME_OR_PATH`` names a Hugging Face ``evaluate`` module instead. It is loaded (``evaluate.load``, which
+may fetch code from the Hub) only when such a name is looked up, never for the built-ins, and is computed on
+argmax predictions against labels.
+
+Non-finite logits make every metric of that split NaN (a gate then fails on the NaN; it never passes on one).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+
+from harness.errors import MetricError, format_error, unknown_name
+
+__all__ = ["MetricSpec", "METRICS", "EVALUATE_PREFIX", "N_ECE_BINS", "get_metric", "metric_names",
+           "check_inputs", "point_value"]
+
+logger = logging.getLogger(__name__)
+
+EVALUATE_PREFIX = "evaluate:"
+#: Equal-width confidence bins of the expected calibration error, on (0, 1].
+N_ECE_BINS = 10
+_ECE_EDGES = np.linspace(0.0, 1.0, N_ECE_BINS + 1)
+
+StatsFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+ValueFn = Callable[[np.ndarray, int], np.ndarray]
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric: its direction, valid range, description and how to compute it.
+
+    Attributes
+    ----------
+    name : str
+        Registry name (``accuracy``) or ``evaluate:NAME_OR_PATH``.
+    higher_is_better : bool
+        The metric's direction; the gate reads it from here, never from a rule.
+    range : tuple of float
+        ``(lo, hi)`` of valid values (``hi`` may be ``inf``).
+    description : str
+        One line, with the source where there is one.
+    stats : callable or None
+        ``stats(labels int64 (n,), logits float32 (n, C)) -> float64 (n, k)`` per-example sufficient statistics;
+        ``None`` for ``evaluate`` modules.
+    value : callable or None
+        ``value(sums float64 (..., k), n_classes) -> float64 (...)``; ``None`` for ``evaluate`` modules.
+    compute : callable or None
+        ``compute(labels, logits) -> float`` for metrics without sufficient statistics (``evaluate`` modules).
+    """
+
+    name: str
+    higher_is_better: bool
+    range: tuple[float, float]
+    description: str
+    stats: StatsFn | None = None
+    value: ValueFn | None = None
+    compute: Callable[[np.ndarray, np.ndarray], float] | None = None
+
+    @property
+    def vectorised(self) -> bool:
+        """Whether the metric has sufficient statistics (all built-ins do; ``evaluate`` modules do not)."""
+        return self.stats is not None and self.value is not None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Sufficient statistics
+# ---------------------------------------------------------------------------------------------------------------
+
+def _class_counts_stats(labels: np.ndarray, logits: np.ndarray) -> np.ndarray:
+    """Per-example one-hots ``[tp_c | true_c | pred_c]`` for c in 0..C-1: shape (n, 3C).
+
+    Summed over examples they give, per class, true positives, true (row) counts and predicted (column) counts:
+    everything accuracy, macro-F1 and balanced accuracy need (3C columns instead of a C*C confusion matrix).
+    """
+    n, c = logits.shape
+    pred = logits.argmax(axis=1)
+    rows = np.arange(n)
+    out = np.zeros((n, 3 * c), dtype=np.float64)
+    correct = pred == labels
+    out[rows[correct], labels[correct]] = 1.0
+    out[rows, c + labels] = 1.0
+    out[rows, 2 * c + pred] = 1.0
+    return out
+
+
+def _split_counts(sums: np.ndarray, c: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return sums[..., :c], sums[..., c:2 * c], sums[..., 2 * c:3 * c]
+
+
+def _accuracy_value(sums: np.ndarray, c: int) -> np.ndarray:
+    tp, true, _ = _split_counts(sums, c)
+    total = true.sum(axis=-1)
+    return np.divide(tp.sum(axis=-1), total, out=np.full(total.shape, np.nan), where=total > 0)
+
+
+def _macro_f1_value(sums: np.ndarray, c: int) -> np.ndarray:
+    tp, true, pred = _split_counts(sums, c)
+    den = true + pred  # = 2tp + fp + fn
+    f1 = np.divide(2.0 * tp, den, out=np.zeros(den.shape), where=den > 0)
+    total = true.sum(axis=-1)
+    return np.where(total > 0, f1.mean(axis=-1), np.nan)
+
+
+def _balanced_accuracy_value(sums: np.ndarray, c: int) -> np.ndarray:
+    tp, true, _ = _split_counts(sums, c)
+    present = true > 0
+    recall = np.divide(tp, true, out=np.zeros(true.shape), where=present)
+    k = present.sum(axis=-1)
+    return np.divide(recall.sum(axis=-1), k, out=np.full(k.shape, np.nan), where=k > 0)
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    x = logits.astype(np.float64)
+    m = x.max(axis=1, keepdims=True)
+    return x - (m + np.log(np.exp(x - m).sum(axis=1, keepdims=True)))
+
+
+def _nll_stats(labels: np.ndarray, logits: np.ndarray) -> np.ndarray:
+    """Per-example ``[-log softmax(logits)[label], 1]``: shape (n, 2)."""
+    logp = _log_softmax(logits)
+    out = np.ones((labels.shape[0], 2), dtype=np.float64)
+    out[:, 0] = -logp[np.arange(labels.shape[0]), labels]
+    return out
+
+
+def _nll_value(sums: np.ndarray, c: int) -> np.ndarray:
+    count = sums[..., 1]
+    return np.divide(sums[..., 0], count, out=np.full(count.shape, np.nan), where=count > 0)
+
+
+def _ece_stats(labels: np.ndarray, logits: np.ndarray) -> np.ndarray:
+    """Per-example ``[count_b | sum confidence_b | sum correct_b]`` over the 10 bins: shape (n, 30).
+
+    Top-label confidence ``max softmax`` falls in bin ``b`` when ``edges[b] < conf <= edges[b + 1]`` with
+    ``edges = linspace(0, 1, 11)`` (Guo et al. 2017).
+    """
+    logp = _log_softmax(logits)
+    pred = logp.argmax(axis=1)
+    conf = np.exp(logp.max(axis=1))
+    b = np.clip(np.searchsorted(_ECE_EDGES, conf, side="left") - 1, 0, N_ECE_BINS - 1)
+    n, rows = labels.shape[0], np.arange(labels.shape[0])
+    out = np.zeros((n, 3 * N_ECE_BINS), dtype=np.float64)
+    out[rows, b] = 1.0
+    out[rows, N_ECE_BINS + b] = conf
+    out[rows, 2 * N_ECE_BINS + b] = (pred == labels).astype(np.float64)
+    return out
+
+
+def _ece_value(sums: np.ndarray, c: int) -> np.ndarray:
+    # sum_b (n_b / N) |acc_b - conf_b| = (1 / N) sum_b |sum_correct_b - sum_conf_b|
+    k = N_ECE_BINS
+    count, conf, correct = sums[..., :k], sums[..., k:2 * k], sums[..., 2 * k:3 * k]
+    total = count.sum(axis=-1)
+    gap = np.abs(correct - conf).sum(axis=-1)
+    return np.divide(gap, total, out=np.full(total.shape, np.nan), where=total > 0)
+
+
+#: name -> spec of every built-in metric (frozen; keys equal ``harness.spec.schema.BUILTIN_METRICS``).
+METRICS: Mapping[str, MetricSpec] = MappingProxyType({
+    "accuracy": MetricSpec(
+        "accuracy", True, (0.0, 1.0), "share of examples whose argmax prediction equals the label",
+        _class_counts_stats, _accuracy_value),
+    "macro_f1": MetricSpec(
+        "macro_f1", True, (0.0, 1.0),
+        "unweighted mean over all C classes of per-class F1 (0 for a class with no true and no predicted example)",
+        _class_counts_stats, _macro_f1_value),
+    "balanced_accuracy": MetricSpec(
+        "balanced_accuracy", True, (0.0, 1.0),
+        "mean recall over the classes present in the labels (Brodersen et al. 2010)",
+        _class_counts_stats, _balanced_accuracy_value),
+    "nll": MetricSpec(
+        "nll", False, (0.0, float("inf")),
+        "mean negative log-likelihood of the true class, log-softmax of the logits, in nats",
+        _nll_stats, _nll_value),
+    "ece": MetricSpec(
+        "ece", False, (0.0, 1.0),
+        "expected calibration error: top-label confidence, 10 equal-width bins on (0, 1], "
+        "sum_b (n_b/N) |acc_b - conf_b| (Guo et al. 2017)",
+        _ece_stats, _ece_value),
+})
+
+#: Known directions of common ``evaluate`` modules (their module info carries none).
+_EVALUATE_DIRECTIONS: Mapping[str, bool] = MappingProxyType({
+    "accuracy": True, "f1": True, "precision": True, "recall": True, "matthews_correlation": True,
+    "exact_match": True, "mse": False, "mae": False, "brier_score": False, "wer": False, "cer": False,
+})
+
+
+def metric_names() -> tuple[str, ...]:
+    """Names of the built-in metrics, in table order."""
+    return tuple(METRICS)
+
+
+def get_metric(name: str) -> MetricSpec:
+    """Look up a metric by name.
+
+    Parameters
+    ----------
+    name : str
+        A built-in name (see :data:`METRICS`) or ``evaluate:NAME_OR_PATH``. The latter imports ``evaluate`` and
+        calls ``evaluate.load(NAME_OR_PATH)`` (which may fetch code from the Hub); built-ins never do.
+
+    Returns
+    -------
+    MetricSpec
+
+    Raises
+    ------
+    MetricError
+        For an unknown name (with near matches and the list of names), or an ``evaluate`` module that cannot be
+        loaded.
+    """
+    if name in METRICS:
+        return METRICS[name]
+    if isinstance(name, str) and name.startswith(EVALUATE_PREFIX) and len(name) > len(EVALUATE_PREFIX):
+        return _evaluate_spec(name[len(EVALUATE_PREFIX):])
+    raise MetricError(unknown_name("metric", str(name), [*METRICS, EVALUATE_PREFIX + "NAME_OR_PATH"]))
+
+
+def _load_evaluate_module(path: str) -> Any:
+    """``evaluate.load(path)`` (imported here, only when an ``evaluate:`` metric is asked for)."""
+    import evaluate  # heavy and may reach the Hub: only on request
+
+    return evaluate.load(path)
+
+
+@functools.lru_cache(maxsize=32)
+def _evaluate_spec(path: str) -> MetricSpec:
+    try:
+        module = _load_evaluate_module(path)
+    except Exception as e:  # evaluate raises FileNotFoundError, ConnectionError, ImportError...
+        raise MetricError(format_error(f"cannot load evaluate module {path!r}", where=f"{EVALUATE_PREFIX}{path}",
+                                       got=f"{type(e).__name__}: {e}"[:300],
+                                       fix="check the name or local path; the Hub needs network or a warm "
+                                           "HF cache")) from e
+    info = getattr(module, "info", None)
+    module_name = str(getattr(info, "module_name", None) or getattr(module, "name", None) or path)
+    hib = getattr(info, "higher_is_better", None)
+    if hib is None:
+        hib = _EVALUATE_DIRECTIONS.get(module_name.lower())
+    if hib is None:
+        hib = True
+        logger.warning("evaluate module %r declares no direction; assuming higher is better", path)
+    name = EVALUATE_PREFIX + path
+
+    def compute(labels: np.ndarray, logits: np.ndarray) -> float:
+        out = module.compute(predictions=logits.argmax(axis=1).tolist(), references=labels.tolist())
+        return _scalar_of(out, module_name, name)
+
+    return MetricSpec(name, bool(hib), (-float("inf"), float("inf")),
+                      f"evaluate module {path!r} on argmax predictions", compute=compute)
+
+
+def _scalar_of(out: Any, key: str, name: str) -> float:
+    if isinstance(out, Mapping):
+        if key in out:
+            out = out[key]
+        elif len(out) == 1:
+            out = next(iter(out.values()))
+        else:
+            raise MetricError(format_error(f"metric {name!r} returned several values", where=name,
+                                           expected="one number, or a dict with one key or a key named after "
+                                                    "the module", got=sorted(out)))
+    try:
+        return float(out)
+    except (TypeError, ValueError) as e:
+        raise MetricError(format_error(f"metric {name!r} did not return a number", where=name,
+                                       got=repr(out)[:200])) from e
+
+
+def check_inputs(labels: np.ndarray, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Validate and normalise ``labels`` and ``logits``.
+
+    Parameters
+    ----------
+    labels : array-like of int, shape (n,)
+        Class indices in ``[0, C)``.
+    logits : array-like of float, shape (n, C)
+        Raw scores, ``C >= 2``.
+
+    Returns
+    -------
+    labels : ndarray of int64, shape (n,)
+    logits : ndarray, shape (n, C)
+
+    Raises
+    ------
+    MetricError
+        On wrong shapes, non-integer labels or labels outside ``[0, C)``.
+    """
+    labels, logits = np.asarray(labels), np.asarray(logits)
+    if logits.ndim != 2 or logits.shape[1] < 2:
+        raise MetricError(format_error("logits must be a 2-D array with at least 2 classes",
+                                       expected="shape (n_examples, n_classes)", got=logits.shape))
+    if labels.ndim != 1 or labels.shape[0] != logits.shape[0]:
+        raise MetricError(format_error("labels must be 1-D and match the logits' rows",
+                                       expected=f"shape ({logits.shape[0]},)", got=labels.shape))
+    if labels.size and not np.issubdtype(labels.dtype, np.integer):
+        raise MetricError(format_error("labels must be integer class indices", expected="int64",
+                                       got=str(labels.dtype)))
+    labels = labels.astype(np.int64, copy=False)
+    if labels.size and (labels.min() < 0 or labels.max() >= logits.shape[1]):
+        raise MetricError(format_error("label outside the class range", expected=f"0 <= label < {logits.shape[1]}",
+                                       got=f"[{labels.min()}, {labels.max()}]",
+                                       fix="check the suite's classes and label_map"))
+    return labels, logits
+
+
+def point_value(name: str, labels: np.ndarray, logits: np.ndarray) -> float:
+    """Point estimate of one metric on all examples.
+
+    Parameters
+    ----------
+    name : str
+        Metric name (see :func:`get_metric`).
+    labels : ndarray of int64, shape (n,)
+    logits : ndarray of float32, shape (n, C)
+
+    Returns
+    -------
+    float
+        NaN when ``n == 0`` or any logit is not finite.
+
+    Raises
+    ------
+    MetricError
+        Unknown metric or invalid inputs.
+    """
+    spec = get_metric(name)
+    labels, logits = check_inputs(labels, logits)
+    if labels.size == 0 or not np.isfinite(logits).all():
+        return float("nan")
+    if not spec.vectorised:
+        return spec.compute(labels, logits)
+    sums = spec.stats(labels, logits).sum(axis=0)
+    return float(spec.value(sums, logits.shape[1]))

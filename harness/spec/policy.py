@@ -1,0 +1,223 @@
+"""Gate policy: the strict pydantic schema of a ``kind: policy`` YAML file (``suites/policies/*.yaml``).
+
+A policy names a candidate point of a run (the ``chosen`` blend or the ``adapted`` model) and a list of rules. Each
+rule compares the candidate with a reference (``base`` or ``adapted`` of the same run, or a stored ``baseline``
+run), or with an absolute floor or ceiling, on one split of a selection of suites. Units: every value and threshold
+is a fraction (0.85, not 85), like the metrics themselves.
+
+Statistics (see :mod:`harness.gate`): differences are paired (same examples, same bootstrap resamples), clusters are
+``source_id`` values, and ``mode: bound`` judges the one-sided bound at level ``confidence`` of the bootstrap
+distribution instead of the point estimate. ``confidence`` is a *one-sided* level: the 0.95 default compares the
+5th percentile of the gain with the threshold. (The lower end of a two-sided 95% interval is a 97.5% one-sided
+bound; write ``confidence: 0.975`` to get that.)
+
+A metric's direction comes from the metric registry (:mod:`harness.metrics.registry`), never from a rule: a
+``delta`` is always measured in the metric's good direction (a gain), so ``max_drop: 0.02`` on ``ece`` allows ECE
+to rise by at most 0.02.
+"""
+
+from __future__ import annotations
+
+import math
+from enum import Enum
+from typing import Literal, Union
+
+from pydantic import Field, field_validator, model_validator
+
+from harness.spec.schema import _NAME, BUILTIN_METRICS, Strict
+
+__all__ = ["RuleKind", "Aggregate", "Reference", "Mode", "CandidateChoice", "Rule", "GatePolicy"]
+
+
+class RuleKind(str, Enum):
+    """``delta``: gain over a reference at least ``min_delta`` (or drop at most ``max_drop``); ``floor`` /
+    ``ceiling``: absolute limits on the candidate's value; ``negative_flips``: share of examples the reference got
+    right and the candidate gets wrong at most ``max_rate``."""
+
+    DELTA = "delta"
+    FLOOR = "floor"
+    CEILING = "ceiling"
+    NEGATIVE_FLIPS = "negative_flips"
+
+
+class Aggregate(str, Enum):
+    """``each``: one check per suite; ``mean``: one check on the mean over suites; ``worst``: one check on the
+    worst suite (per bootstrap resample, so the bound accounts for which suite is worst)."""
+
+    EACH = "each"
+    MEAN = "mean"
+    WORST = "worst"
+
+
+class Reference(str, Enum):
+    """``base`` / ``adapted``: that point of the candidate's own run; ``baseline``: the chosen point of the run
+    directory given with ``--baseline`` (its only point when it holds one point and no selection ran)."""
+
+    BASE = "base"
+    ADAPTED = "adapted"
+    BASELINE = "baseline"
+
+
+class Mode(str, Enum):
+    """``bound``: judge the one-sided bootstrap bound at the policy's ``confidence``; ``point``: the estimate."""
+
+    POINT = "point"
+    BOUND = "bound"
+
+
+class CandidateChoice(str, Enum):
+    """Which point of the run the gate judges: the ``chosen`` blend (needs a selection) or the ``adapted`` model."""
+
+    CHOSEN = "chosen"
+    ADAPTED = "adapted"
+
+
+_THRESHOLDS = ("min_delta", "max_drop", "floor", "ceiling", "max_rate")
+_NEEDS: dict[RuleKind, tuple[str, ...]] = {
+    RuleKind.DELTA: ("min_delta", "max_drop"),
+    RuleKind.FLOOR: ("floor",),
+    RuleKind.CEILING: ("ceiling",),
+    RuleKind.NEGATIVE_FLIPS: ("max_rate",),
+}
+
+
+class Rule(Strict):
+    """One gate rule; see the module docstring for the statistics."""
+
+    name: str
+    description: str = ""
+    kind: RuleKind
+    metric: str | None = Field(default=None, description="a built-in metric; not used by negative_flips, which "
+                                                        "counts argmax correctness")
+    suites: Union[Literal["id", "shift"], list[str]] = Field(
+        description="'id', 'shift' (every suite of that role in the run) or a list of suite names")
+    split: str = "test"
+    aggregate: Aggregate = Aggregate.EACH
+    reference: Reference | None = Field(default=None, description="for delta and negative_flips; default base")
+    min_delta: float | None = Field(default=None, allow_inf_nan=False,
+                                    description="delta: gain at least this (negative allows a small loss)")
+    max_drop: float | None = Field(default=None, ge=0.0, allow_inf_nan=False,
+                                   description="delta: drop at most this (>= 0)")
+    floor: float | None = Field(default=None, allow_inf_nan=False, description="floor: value at least this")
+    ceiling: float | None = Field(default=None, allow_inf_nan=False, description="ceiling: value at most this")
+    max_rate: float | None = Field(default=None, ge=0.0, le=1.0, allow_inf_nan=False,
+                                   description="negative_flips: rate at most this")
+    mode: Mode = Mode.BOUND
+    min_n: int | None = Field(default=None, ge=1, description="fail when a suite's split has fewer examples")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME.match(v) or "/" in v:
+            raise ValueError(f"rule name must be letters, digits, '_', '.', '-'; got {v!r}")
+        return v
+
+    @field_validator(*_THRESHOLDS, mode="before")
+    @classmethod
+    def _finite(cls, v: object) -> object:
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isfinite(v):
+            raise ValueError(f"a threshold must be a finite number (a fraction such as 0.02); got {v!r}")
+        return v
+
+    @field_validator("metric")
+    @classmethod
+    def _metric(cls, v: str | None) -> str | None:
+        if v is not None and v not in BUILTIN_METRICS:
+            raise ValueError(f"gate rules take a built-in metric (its direction and paired bootstrap are known): "
+                             f"one of {', '.join(BUILTIN_METRICS)}; got {v!r}")
+        return v
+
+    @field_validator("suites")
+    @classmethod
+    def _suites(cls, v: Union[str, list[str]]) -> Union[str, list[str]]:
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("suites must name at least one suite (or be 'id' or 'shift')")
+            dup = sorted({s for s in v if v.count(s) > 1})
+            if dup:
+                raise ValueError(f"suites are repeated: {dup}")
+        return v
+
+    @model_validator(mode="after")
+    def _cross(self) -> "Rule":
+        needs = _NEEDS[self.kind]
+        given = [t for t in _THRESHOLDS if getattr(self, t) is not None]
+        stray = [t for t in given if t not in needs]
+        if stray:
+            raise ValueError(f"a {self.kind.value} rule takes {' or '.join(needs)}, not {', '.join(stray)}")
+        chosen = [t for t in given if t in needs]
+        if self.kind is RuleKind.DELTA and len(chosen) != 1:
+            raise ValueError("a delta rule takes exactly one of min_delta (gain at least) or max_drop "
+                             f"(drop at most); got {', '.join(chosen) or 'neither'}")
+        if not chosen:
+            raise ValueError(f"a {self.kind.value} rule needs {needs[0]}")
+        if self.kind is RuleKind.NEGATIVE_FLIPS:
+            if self.metric is not None:
+                raise ValueError("negative_flips counts argmax correctness; remove metric")
+        elif self.metric is None:
+            raise ValueError(f"a {self.kind.value} rule needs metric: one of {', '.join(BUILTIN_METRICS)}")
+        if self.kind in (RuleKind.FLOOR, RuleKind.CEILING) and self.reference is not None:
+            raise ValueError(f"a {self.kind.value} is absolute; remove reference")
+        return self
+
+    @property
+    def resolved_reference(self) -> Reference | None:
+        """The reference point kind (``base`` by default for relative rules; ``None`` for floors/ceilings)."""
+        if self.kind in (RuleKind.FLOOR, RuleKind.CEILING):
+            return None
+        return self.reference or Reference.BASE
+
+    @property
+    def threshold(self) -> float:
+        """The limit the judged number is compared with: ``min_delta``, ``-max_drop``, ``floor``, ``ceiling``
+        or ``max_rate``."""
+        if self.kind is RuleKind.DELTA:
+            return float(self.min_delta) if self.min_delta is not None else -float(self.max_drop)
+        return float({RuleKind.FLOOR: self.floor, RuleKind.CEILING: self.ceiling,
+                      RuleKind.NEGATIVE_FLIPS: self.max_rate}[self.kind])
+
+    @property
+    def at_least(self) -> bool:
+        """Whether the judged number must be at least (``True``: delta, floor) or at most the threshold."""
+        return self.kind in (RuleKind.DELTA, RuleKind.FLOOR)
+
+
+class GatePolicy(Strict):
+    """A ``kind: policy`` file: the candidate, the bootstrap settings and the rules of a release gate."""
+
+    kind: Literal["policy"]
+    schema_version: Literal[1] = 1
+    name: str
+    description: str = ""
+    candidate: CandidateChoice = CandidateChoice.CHOSEN
+    confidence: float = Field(default=0.95, gt=0.5, lt=1.0, allow_inf_nan=False,
+                              description="one-sided level of bound-mode rules (0.975 = the bound of a two-sided "
+                                          "95% interval)")
+    n_resamples: int = Field(default=2000, ge=200, le=100_000)
+    seed: int = Field(default=0, ge=0)
+    rules: list[Rule] = Field(min_length=1)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME.match(v) or "/" in v:
+            raise ValueError(f"policy name must be letters, digits, '_', '.', '-'; got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _cross(self) -> "GatePolicy":
+        names = [r.name for r in self.rules]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"rule names must be unique; repeated: {dup}")
+        if self.candidate is CandidateChoice.ADAPTED:
+            same = [r.name for r in self.rules if r.resolved_reference is Reference.ADAPTED]
+            if same:
+                raise ValueError(f"rules {same} compare the adapted candidate with itself; use reference base "
+                                 "or baseline")
+        return self
+
+    @property
+    def needs_baseline(self) -> bool:
+        """Whether any rule compares with a ``--baseline`` run."""
+        return any(r.resolved_reference is Reference.BASELINE for r in self.rules)

@@ -1,0 +1,134 @@
+"""Gate policy schema: shipped policies validate; defaults; every cross-field rule; NaN thresholds rejected."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from harness.errors import SpecError
+from harness.spec.load import load_spec, problems_of
+from harness.spec.policy import Aggregate, CandidateChoice, GatePolicy, Mode, Reference, RuleKind
+
+POLICIES = Path(__file__).resolve().parents[2] / "suites" / "policies"
+
+
+def make(*rules: dict, **kw) -> GatePolicy:
+    return GatePolicy.model_validate({"kind": "policy", "name": "p", **kw, "rules": list(rules)})
+
+
+def delta(**kw) -> dict:
+    return {"name": "r", "kind": "delta", "metric": "accuracy", "suites": "id", "max_drop": 0.02, **kw}
+
+
+def problems(*rules: dict, **kw) -> list[str]:
+    with pytest.raises(ValidationError) as e:
+        make(*rules, **kw)
+    return problems_of(e.value)
+
+
+@pytest.mark.parametrize("name", ["release.yaml", "demo.yaml"])
+def test_shipped_policies_validate(name):
+    pol = load_spec(POLICIES / name, kind="policy")
+    assert isinstance(pol, GatePolicy) and pol.rules and pol.candidate is CandidateChoice.CHOSEN
+    assert not pol.needs_baseline
+
+
+def test_release_policy_is_demanding():
+    pol = load_spec(POLICIES / "release.yaml")
+    kinds = {r.kind for r in pol.rules}
+    assert kinds == {RuleKind.DELTA, RuleKind.CEILING, RuleKind.NEGATIVE_FLIPS}
+    assert all(r.mode is Mode.BOUND and r.min_n for r in pol.rules)
+    assert {r.suites for r in pol.rules} == {"id", "shift"}
+
+
+def test_defaults():
+    pol = make(delta())
+    r = pol.rules[0]
+    assert (pol.candidate, pol.confidence, pol.n_resamples, pol.seed) == (CandidateChoice.CHOSEN, 0.95, 2000, 0)
+    assert (r.split, r.aggregate, r.mode, r.reference) == ("test", Aggregate.EACH, Mode.BOUND, None)
+    assert r.resolved_reference is Reference.BASE and r.threshold == -0.02 and r.at_least
+
+
+def test_thresholds_and_directions_of_each_kind():
+    pol = make(delta(name="a", max_drop=None, min_delta=-0.01),
+               {"name": "b", "kind": "floor", "metric": "accuracy", "suites": "shift", "floor": 0.7},
+               {"name": "c", "kind": "ceiling", "metric": "ece", "suites": ["x", "y"], "ceiling": 0.1},
+               {"name": "d", "kind": "negative_flips", "suites": "id", "max_rate": 0.1, "reference": "baseline"})
+    a, b, c, d = pol.rules
+    assert (a.threshold, b.threshold, c.threshold, d.threshold) == (-0.01, 0.7, 0.1, 0.1)
+    assert (a.at_least, b.at_least, c.at_least, d.at_least) == (True, True, False, False)
+    assert b.resolved_reference is None and d.resolved_reference is Reference.BASELINE and pol.needs_baseline
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), "nan", "-inf"])
+@pytest.mark.parametrize("field", ["max_drop", "min_delta"])
+def test_nan_or_infinite_threshold_rejected(field, value):
+    rule = {**delta(max_drop=None), field: value}
+    assert any(p.startswith(f"rules.0.{field}:") for p in problems(rule))
+
+
+def test_nan_threshold_in_yaml_file_is_a_spec_error(tmp_path):
+    f = tmp_path / "p.yaml"
+    f.write_text("kind: policy\nname: p\nrules:\n  - {name: r, kind: floor, metric: accuracy, suites: id, "
+                 "floor: .nan}\n")
+    with pytest.raises(SpecError, match=r"rules\.0\.floor: a threshold must be a finite number"):
+        load_spec(f)
+
+
+@pytest.mark.parametrize("rule,text", [
+    (delta(min_delta=0.0), "exactly one of min_delta"),
+    (delta(max_drop=None), "exactly one of min_delta"),
+    (delta(max_drop=-0.01), "greater than or equal to 0"),
+    (delta(metric=None), "needs metric"),
+    (delta(metric="acc"), "got 'acc'"),
+    (delta(metric="evaluate:f1"), "built-in metric"),
+    (delta(floor=0.5), "not floor"),
+    ({"name": "r", "kind": "floor", "metric": "accuracy", "suites": "id"}, "needs floor"),
+    ({"name": "r", "kind": "floor", "metric": "accuracy", "suites": "id", "floor": 0.5, "reference": "base"},
+     "absolute; remove reference"),
+    ({"name": "r", "kind": "ceiling", "metric": "ece", "suites": "id", "floor": 0.5}, "not floor"),
+    ({"name": "r", "kind": "negative_flips", "suites": "id", "max_rate": 0.1, "metric": "accuracy"},
+     "remove metric"),
+    ({"name": "r", "kind": "negative_flips", "suites": "id", "max_rate": 1.5}, "less than or equal to 1"),
+    ({"name": "r", "kind": "negative_flips", "suites": "id"}, "needs max_rate"),
+    (delta(suites=[]), "at least one suite"),
+    (delta(suites=["a", "a"]), "repeated"),
+    (delta(suites="ood"), "suites"),
+    (delta(aggregate="median"), "aggregate"),
+    (delta(mode="strict"), "mode"),
+    (delta(min_n=0), "greater than or equal to 1"),
+    (delta(name="bad name"), "rule name"),
+    (delta(thresold=0.1), "unknown key"),
+])
+def test_invalid_rules(rule, text):
+    assert any(text in p for p in problems(rule)), problems(rule)
+
+
+@pytest.mark.parametrize("kw,text", [
+    ({"confidence": 0.5}, "confidence"), ({"confidence": 1.0}, "confidence"),
+    ({"confidence": float("nan")}, "confidence"), ({"n_resamples": 100}, "n_resamples"),
+    ({"seed": -1}, "seed"), ({"candidate": "blend"}, "candidate"), ({"kind": "suite"}, "kind"),
+    ({"schema_version": 2}, "schema_version"), ({"extra": 1}, "extra: unknown key"),
+])
+def test_invalid_policy_fields(kw, text):
+    assert any(p.startswith(text) for p in problems(delta(), **kw)), problems(delta(), **kw)
+
+
+def test_rules_required_and_unique():
+    assert any("rules" in p for p in problems())
+    assert any("unique" in p for p in problems(delta(), delta()))
+
+
+def test_adapted_candidate_cannot_be_its_own_reference():
+    assert any("with itself" in p for p in problems(delta(reference="adapted"), candidate="adapted"))
+    assert make(delta(reference="base"), candidate="adapted").candidate is CandidateChoice.ADAPTED
+
+
+def test_policy_is_frozen():
+    pol = make(delta())
+    with pytest.raises(ValidationError):
+        pol.seed = 3
+    with pytest.raises(ValidationError):
+        pol.rules[0].max_drop = 0.5
