@@ -53,6 +53,9 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         os.close(fd)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs get the usual permissions
     except OSError as e:
         raise OutputError(format_error("cannot write output file", where=str(target), got=e.strerror,
                                        fix="choose a writable output folder")) from e

@@ -1,0 +1,195 @@
+"""Sections of the report built from summary.json, verdict.json and manifest.json, and :func:`build_document`,
+which assembles them with the prediction-based sections of :mod:`harness.report.predsections`."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+from harness.report import plots, predsections
+from harness.report.curve import MEAN_PANEL, chord_table, curve_frame
+from harness.report.document import (FIGURES, Block, Context, Document, FigureBlock, Heading, Para, Section,
+                                     TableBlock)
+from harness.report.predstats import majority_rate
+from harness.report.tables import (alpha_points, alpha_table, bootstrap_table, counts_table, entry_value,
+                                   fmt_alpha, headline_table, manifest_table, report_pairs, selection_table,
+                                   split_role, split_table, suite_role, suite_splits, verdict_table)
+from harness.summary import MetricEntry
+
+__all__ = ["build_document"]
+
+logger = logging.getLogger(__name__)
+
+
+def _triple(m: MetricEntry | None) -> tuple[float, float, float]:
+    """(value, ci_low, ci_high) with NaN for anything missing."""
+    if m is None:
+        return (np.nan, np.nan, np.nan)
+    return tuple(np.nan if x is None else float(x) for x in (m.value, m.ci_low, m.ci_high))
+
+
+def _overview(ctx: Context) -> Section:
+    s, sel = ctx.summary, ctx.summary.selection
+    b = s.bootstrap
+    rows = [("command", s.command), ("profile", s.profile or "n/a"), ("harness version", s.harness_version),
+            ("points", ", ".join(p.id + (f" ({p.label})" if p.label else "") for p in s.points)),
+            ("suites", ", ".join(f"{n} ({i.role})" for n, i in s.suites.items())),
+            ("selection metric", ctx.metric)]
+    if sel is not None:
+        rows += [("chosen alpha", f"{fmt_alpha(sel.chosen_alpha)} (policy {sel.policy})"),
+                 ("alpha selected on", ", ".join(sel.selected_on) or "none recorded")]
+    if ctx.verdict is not None:
+        rows.append(("gate", "PASS" if ctx.verdict.get("passed") else "FAIL"))
+    blocks: list[Block] = [TableBlock(pd.DataFrame(rows, columns=["field", "value"], dtype=object))]
+    blocks.append(Para(f"Metric values are fractions in [0, 1] (nll in nats per example). Intervals are "
+                       f"{b.confidence:.0%} bootstrap intervals ({b.n_resamples} resamples of {b.cluster_key}, "
+                       f"seed {b.seed}). alpha is the fraction of adapted weights: 0 = base, 1 = adapted."))
+    if not ctx.sweep:
+        blocks.append(Para("Single-model evaluation: there is no alpha curve, so the ID-vs-shift and "
+                           "metric-vs-alpha figures do not apply.", "muted"))
+    return Section("Overview", tuple(blocks))
+
+
+def _headline(ctx: Context) -> Section:
+    return Section(f"Headline: {ctx.metric}", (TableBlock(
+        headline_table(ctx.summary, ctx.focus, ctx.metric),
+        "Each cell is the split's number in summary.json (value [95% interval]); Δ is the difference of the "
+        "two point estimates."),))
+
+
+def _verdict(ctx: Context) -> Section | None:
+    v = ctx.verdict
+    if v is None:
+        return None
+    head = (f"Gate {'PASSED' if v.get('passed') else 'FAILED'}: policy {v.get('policy', 'n/a')}, candidate "
+            f"{v.get('candidate', 'n/a')} against {v.get('reference', 'n/a')} (confidence "
+            f"{v.get('confidence', 'n/a')}, {v.get('n_resamples', 'n/a')} resamples, seed {v.get('seed', 'n/a')}).")
+    return Section("Gate verdict", (Para(head, "p"), TableBlock(
+        verdict_table(v), "value: the judged statistic; bound: its one-sided confidence bound (bound mode); "
+                          "margin: distance inside (+) or outside (-) the threshold.")))
+
+
+def _curve(ctx: Context) -> Section | None:
+    if not ctx.sweep:
+        return None
+    s, f = ctx.summary, ctx.focus
+    pareto = s.selection.pareto if s.selection is not None else []
+    curve = curve_frame(s, ctx.metric, "test")
+    if curve.empty:
+        return Section("ID vs shift along alpha", (Para("Not drawn: the run needs an ID suite and a shift suite "
+                                                        "with results at two or more alphas.", "muted"),))
+    blocks: list[Block] = [FigureBlock(plots.plot_id_vs_shift(
+        curve, ctx.figdir / FIGURES[0], metric=ctx.metric, chosen=f.chosen, pareto=pareto, base=f.base,
+        adapted=f.adapted, splits_note="test splits"),
+        f"ID {ctx.metric} (x) against shift {ctx.metric} (y) on the test splits, one point per alpha. Panel 1: "
+        f"{MEAN_PANEL}; then one panel per shift suite.")]
+    val = curve_frame(s, ctx.metric, "validation")
+    if s.selection is not None and not val.empty:
+        blocks.append(FigureBlock(plots.plot_id_vs_shift(
+            val, ctx.figdir / FIGURES[1], metric=ctx.metric, chosen=f.chosen, pareto=pareto, base=f.base,
+            adapted=f.adapted, splits_note="the validation splits that selected alpha"),
+            "The same curve on the validation splits that selected alpha (what the selection policy saw)."))
+    blocks.append(Para(
+        "Gain over the chord: the chord is the straight mix of the endpoints' scores at the same alpha, "
+        "(1 - alpha) * y(base) + alpha * y(adapted); a blend's gain is y(alpha) minus the chord (negated for a "
+        "metric where lower is better), so a positive shift gain is robustness that neither endpoint, nor a "
+        "linear mix of their scores, gives. Pareto: the points marked by the selection (ID vs mean shift)."))
+    blocks.append(TableBlock(chord_table(s, curve, f, ctx.metric),
+                             "Test splits. Where a column averages several suites or splits, the interval is "
+                             "the mean of their interval endpoints (conservative)."))
+    return Section("ID vs shift along alpha", tuple(blocks))
+
+
+def _before_after(ctx: Context) -> Section:
+    s, f = ctx.summary, ctx.focus
+    id_pairs, shift = report_pairs(s, "test")
+    groups = []
+    for pair in id_pairs + [p for pairs in shift.values() for p in pairs]:
+        vals = [_triple(entry_value(s.results, pid, pair, ctx.metric)) for _, pid in f.columns]
+        labels = ctx.preds.labels(pair) if ctx.preds is not None and ctx.metric == "accuracy" else None
+        groups.append(plots.Bars(f"{pair[0]}\n{pair[1]}", tuple(vals),
+                                 majority_rate(labels) if labels is not None else None))
+    note = ("The dashed segment is the split's majority-class rate (accuracy of always predicting the most "
+            "frequent label)." if ctx.metric == "accuracy" else
+            "No majority-class line: it is an accuracy reference and the selection metric is " + ctx.metric + ".")
+    path = plots.plot_before_after(groups, [label for label, _ in f.columns], ctx.figdir / FIGURES[2],
+                                   metric=ctx.metric)
+    bar_note = " Bar labels: the base value, and each other bar's difference from base." if f.compared else ""
+    return Section("Before and after", (FigureBlock(path, f"{ctx.metric} per suite and test split with 95% "
+                                                          "intervals." + bar_note + " " + note),))
+
+
+def _alpha(ctx: Context) -> Section | None:
+    if not ctx.sweep:
+        return None
+    s, sel = ctx.summary, ctx.summary.selection
+    pts = alpha_points(s)
+    alphas = np.asarray([a for _, a in pts])
+    lines, colors = [], {}
+    for pair in suite_splits(s):
+        color = colors.setdefault(pair[0], plots.SUITE_COLORS[len(colors) % len(plots.SUITE_COLORS)])
+        arr = np.asarray([_triple(entry_value(s.results, pid, pair, ctx.metric)) for pid, _ in pts], dtype=float)
+        lines.append(plots.Line(f"{pair[0]}/{pair[1]} ({suite_role(s, pair[0])})", alphas, arr[:, 0], arr[:, 1],
+                                arr[:, 2], color, dashed=split_role(s, *pair) == "validation"))
+    feasible = [bool(sel.feasible.get(pid, False)) for pid, _ in pts] if sel is not None and sel.feasible else None
+    chosen_alpha = s.point(ctx.focus.chosen).alpha if ctx.focus.chosen else None
+    path = plots.plot_metric_vs_alpha(lines, ctx.figdir / FIGURES[3], metric=ctx.metric, alphas=alphas,
+                                      feasible=feasible, chosen_alpha=chosen_alpha)
+    return Section(f"{ctx.metric} along alpha", (
+        FigureBlock(path, "Shaded: alphas feasible under the selection policy; vertical line: chosen alpha."),
+        TableBlock(alpha_table(s, ctx.metric), "Point estimates from summary.json; objective and feasible as "
+                                               "recorded by the selection policy.")))
+
+
+def _results(ctx: Context) -> Section:
+    blocks: list[Block] = []
+    for pair in suite_splits(ctx.summary):
+        blocks.append(Heading(f"{pair[0]} / {pair[1]} ({suite_role(ctx.summary, pair[0])} suite, "
+                              f"{split_role(ctx.summary, *pair)} split)"))
+        blocks.append(TableBlock(split_table(ctx.summary, ctx.focus, pair)))
+    return Section("Results by suite and split", tuple(blocks))
+
+
+def _selection(ctx: Context) -> Section:
+    blocks: list[Block] = []
+    if ctx.summary.selection is not None:
+        blocks.append(Para("Only validation splits select alpha; test splits are reported, never used to choose."))
+        blocks.append(TableBlock(selection_table(ctx.summary)))
+    else:
+        blocks.append(Para("No alpha selection ran (single-model evaluation).", "muted"))
+    blocks.append(Heading("Bootstrap"))
+    blocks.append(TableBlock(bootstrap_table(ctx.summary)))
+    return Section("Selection", tuple(blocks))
+
+
+def _counts(ctx: Context) -> Section:
+    return Section("Examples evaluated", (TableBlock(
+        counts_table(ctx.summary), "n_truncated: examples cut to max_length; n_dropped: rows removed by the suite "
+                                   "spec (missing text, neutral band, ...); fingerprint: the split's content hash."),))
+
+
+def _manifest(ctx: Context) -> Section:
+    if not ctx.manifest:
+        return Section("Run manifest", (Para("The run directory has no manifest.json.", "muted"),))
+    return Section("Run manifest", (TableBlock(manifest_table(ctx.manifest)),))
+
+
+def build_document(ctx: Context) -> Document:
+    """Draw the figures into ``ctx.figdir`` and assemble the report's sections in reading order.
+
+    Returns
+    -------
+    Document
+        Sections that do not apply to the run (no alpha curve, no predictions, no verdict) are left out or say
+        why; ``figures`` lists the PNGs written.
+    """
+    builders = (_overview, _headline, _verdict, _curve, _before_after, _alpha, _results, _selection,
+                predsections.calibration, predsections.per_class, predsections.examples, _counts, _manifest)
+    sections = tuple(sec for build in builders if (sec := build(ctx)) is not None)
+    figures = tuple(b.path for sec in sections for b in sec.blocks if isinstance(b, FigureBlock))
+    title = f"Robustness report: {ctx.summary.command}"
+    if ctx.focus.chosen is not None:
+        title += f" (chosen α={fmt_alpha(ctx.summary.point(ctx.focus.chosen).alpha)})"
+    return Document(title=title, notes=tuple(ctx.summary.notes), sections=sections, figures=figures)
