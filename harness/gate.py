@@ -163,12 +163,17 @@ def judge(candidate: RunView, policy: GatePolicy, baseline: RunView | None = Non
 
 
 def _candidate_point(summary: Summary, choice: CandidateChoice) -> tuple[str | None, str]:
+    """The candidate's point id. ``adapted``: the point whose role is adapted (an eval run's single model has that
+    role). ``chosen``: the selected blend, or the only point of a single-model (eval) run."""
     if choice is CandidateChoice.ADAPTED:
-        if any(p.id == "adapted" for p in summary.points):
-            return "adapted", ""
+        ids = [p.id for p in summary.points if p.role == "adapted"]
+        if ids:
+            return ("adapted" if "adapted" in ids else ids[0]), ""
         return None, f"the run has no adapted point (points: {[p.id for p in summary.points]})"
     chosen = summary.chosen
     if chosen is None:
+        if summary.selection is None and len(summary.points) == 1:
+            return summary.points[0].id, ""
         return None, "the run has no chosen point (no alpha selection ran); use candidate: adapted or run a sweep"
     return chosen.id, ""
 

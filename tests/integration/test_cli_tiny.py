@@ -1,0 +1,115 @@
+"""The CLI end to end on tiny models: eval, gate, report, validate; exit codes; nothing half-written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from harness.cli import main
+
+
+@pytest.fixture(scope="module")
+def eval_run(tiny_pair, tiny_suites, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "eval"
+    code = main(["eval", "--model", str(tiny_pair[0]), "--suite", *map(str, tiny_suites), "--out", str(out),
+                 "--n-resamples", "200", "--quiet"])
+    assert code == 0
+    return out
+
+
+def test_eval_writes_the_run_directory(eval_run):
+    for name in ("manifest.json", "summary.json", "per_alpha.csv", "predictions.parquet", "report.md",
+                 "report.html"):
+        assert (eval_run / name).is_file(), name
+    summary = json.loads((eval_run / "summary.json").read_text())
+    assert [p["id"] for p in summary["points"]] == ["model"]
+    res = summary["results"]["model"]
+    assert set(res) == {"tiny-id", "tiny-shift", "tiny-typos"}
+    acc = res["tiny-id"]["test"]["metrics"]["accuracy"]
+    assert acc["ci_low"] <= acc["value"] <= acc["ci_high"] and acc["higher_is_better"] is True
+    table = pd.read_csv(eval_run / "per_alpha.csv")
+    assert {"point", "suite", "split", "metric", "value", "ci_low", "ci_high", "n"} <= set(table.columns)
+    preds = pd.read_parquet(eval_run / "predictions.parquet")
+    assert len(preds) == sum(v["n"] for s in res.values() for v in s.values())
+    manifest = json.loads((eval_run / "manifest.json").read_text())
+    assert manifest["models"]["model"]["fingerprint"] and "torch" in manifest["versions"]
+
+
+def test_eval_prints_metric_table(tiny_pair, tiny_suites, tmp_path, capsys):
+    assert main(["eval", "--model", str(tiny_pair[0]), "--suite", str(tiny_suites[0]), "--n-resamples", "200",
+                 "--no-report"]) == 0
+    out = capsys.readouterr().out
+    assert "accuracy" in out and "95% interval" in out
+
+
+def test_python_twin_matches_cli(tiny_pair, tiny_suites, eval_run):
+    import harness
+
+    res = harness.evaluate(tiny_pair[0], tiny_suites, n_resamples=200, progress=False)
+    cli = json.loads((eval_run / "summary.json").read_text())["results"]["model"]
+    assert res.summary.results["model"]["tiny-id"]["test"].metrics["accuracy"].value == \
+        cli["tiny-id"]["test"]["metrics"]["accuracy"]["value"]
+    df = res.to_pandas()
+    assert {"suite", "split", "metric", "value"} <= set(df.columns) and len(df) > 0
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["eval", "--model", "does/not/exist/x", "--suite", "{suite}"], "not found"),
+    (["eval", "--model", "{model}", "--suite", "missing.yaml"], "not found"),
+    (["eval", "--model", "{model}", "--suite", "{suite}", "--split", "nope"], "nope"),
+    (["eval", "--model", "{model}"], ""),
+    (["eval", "--bogus-flag"], ""),
+])
+def test_unusable_input_exits_2_and_writes_nothing(tiny_pair, tiny_suites, tmp_path, capsys, args, needle):
+    out = tmp_path / "out"
+    argv = [a.format(model=tiny_pair[0], suite=tiny_suites[0]) for a in args] + ["--out", str(out)]
+    assert main(argv) == 2
+    assert not out.exists() or not any(out.iterdir())
+    assert needle in capsys.readouterr().err
+
+
+def test_model_with_other_label_order_is_refused(tiny_suites, tmp_path, capsys):
+    from conftest import make_tiny_bert
+
+    d = make_tiny_bert(tmp_path / "swapped", seed=3, id2label={0: "positive", 1: "negative"})
+    assert main(["eval", "--model", str(d), "--suite", str(tiny_suites[0]), "--no-report"]) == 2
+    err = capsys.readouterr().err
+    assert "different order" in err and "--label-map" in err
+    assert main(["eval", "--model", str(d), "--suite", str(tiny_suites[0]), "--no-report", "--quiet",
+                 "--label-map", "positive=positive,negative=negative"]) == 0
+
+
+def test_report_and_gate_on_stored_run(eval_run, tmp_path, capsys):
+    (eval_run / "report.html").unlink()
+    assert main(["report", str(eval_run)]) == 0
+    assert (eval_run / "report.html").is_file()
+    policy = tmp_path / "floor.yaml"
+    policy.write_text("kind: policy\nname: floor\ncandidate: adapted\nrules:\n"
+                      "  - {name: id_floor, kind: floor, metric: accuracy, suites: id, floor: 0.99, mode: point}\n")
+    assert main(["gate", str(eval_run), "--policy", str(policy), "--junit", str(tmp_path / "j.xml")]) == 1
+    assert (tmp_path / "j.xml").is_file() and (eval_run / "verdict.json").is_file()
+    policy.write_text(policy.read_text().replace("floor: 0.99", "floor: 0.0"))
+    assert main(["gate", str(eval_run), "--policy", str(policy)]) == 0
+    assert main(["gate", str(tmp_path / "no-run"), "--policy", str(policy)]) == 2
+
+
+def test_internal_errors_exit_3_and_say_bug(monkeypatch, tiny_suites, capsys):
+    import harness.pipeline as pipeline
+
+    def boom(*a, **k):
+        raise ZeroDivisionError("boom")
+
+    monkeypatch.setattr(pipeline, "evaluate_model", boom)
+    assert main(["eval", "--model", "x", "--suite", str(tiny_suites[0])]) == 3
+    err = capsys.readouterr().err
+    assert "a bug" in err and "Traceback" not in err
+    assert main(["eval", "--model", "x", "--suite", str(tiny_suites[0]), "--debug"]) == 3
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_validate_repository_suites():
+    root = Path(__file__).resolve().parents[2]
+    assert main(["validate", str(root / "suites"), "--quiet"]) == 0
