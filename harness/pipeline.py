@@ -196,7 +196,7 @@ class _Scoring:
         self.suites = suites
         self.toks = [tokenize_split(sd, live.tokenizer, suites[sd.ref.suite].max_length) for sd in splits]
         self.scorer = HFScorer(live.model)
-        self.store = ResultsStore() if opts.use_store else None
+        self.store = ResultsStore() if opts.use_store else None  # compare with None: a store has a length
         self.pad_id = int(live.tokenizer.pad_token_id or 0)
         self.n_computed = 0
 
@@ -211,12 +211,12 @@ class _Scoring:
                                  device_type=self.live.device.type, head=head, blend_path=blend_path,
                                  harness_version=harness.__version__,
                                  extra={"columns": None if self.columns is None else self.columns.tolist()})
-            logits = self.store.get(key, n=len(tok)) if self.store else None
+            logits = self.store.get(key, n=len(tok)) if self.store is not None else None
             if logits is None:
                 pred = predict(self.scorer, tok, point=point, alpha=alpha, batch_tokens=self.opts.batch_tokens,
                                pad_id=self.pad_id, progress=self.opts.progress, columns=self.columns)
                 self.n_computed += 1
-                if self.store:
+                if self.store is not None:
                     self.store.put(key, pred.logits, {"point": point, "split": tok.ref.key})
             else:
                 pred = Predictions(ref=tok.ref, point=point, alpha=alpha, example_ids=tok.example_ids,
@@ -230,7 +230,7 @@ class _Scoring:
                 for ref, p in preds.items()}
 
     def close(self) -> None:
-        if self.store:
+        if self.store is not None:
             self.store.close()
 
 
@@ -472,24 +472,37 @@ def _load_pair(base: str | Path, adapted: str | Path, classes: list[str], head: 
         raise BlendError(format_error("base and adapted models use different tokenizers", where=str(adapted),
                                       fix="blend models that share a tokenizer (a resized vocabulary cannot be "
                                           "interpolated)"))
+    b_names = [live.id2label[i] for i in sorted(live.id2label)]
+    a_names = [adp.id2label[i] for i in sorted(adp.id2label)]
+    if head == "shared":
+        generic = all(n.startswith("LABEL_") for n in b_names + a_names)
+        if len(b_names) != len(a_names) or (b_names != a_names and not generic):
+            raise BlendError(format_error("base and adapted heads have different labels", where="head",
+                                          expected=f"base labels {b_names}", got=f"adapted labels {a_names}",
+                                          fix="interpolating heads with different labels mixes classes; use "
+                                              "--head adapted to keep the adapted head and blend only the backbone"))
     blend_columns = align_labels(adp.id2label, classes, options.label_map, where=f"adapted model {adapted}")
     try:
         base_columns = align_labels(live.id2label, classes, options.label_map, where=f"base model {base}")
     except ModelError:
         if head == "shared":
             raise
-        base_columns = None  # with --head adapted the true base may have no usable head
-    if head == "shared":
-        b_names = [live.id2label[i] for i in sorted(live.id2label)]
-        a_names = [adp.id2label[i] for i in sorted(adp.id2label)]
-        generic = all(n.startswith("LABEL_") for n in b_names + a_names)
-        if b_names != a_names and not generic:
-            raise BlendError(format_error("base and adapted heads order their labels differently", where="head",
-                                          expected=f"base labels {b_names}", got=f"adapted labels {a_names}",
-                                          fix="interpolating heads with different label orders mixes classes; use "
-                                              "--head adapted to keep the adapted head"))
+        base_columns = _base_columns_by_name(b_names, classes)
+        if base_columns is None:
+            log.warning("--head adapted: the base model's labels %s cannot score classes %s; the true base is not "
+                        "evaluated as its own point", b_names, classes)
+        else:
+            log.info("--head adapted: the true base model's labels %s are mapped by name to %s", b_names, classes)
     return _Pair(live=live, adapted=adp, base_sd=base_sd, base_columns=base_columns, blend_columns=blend_columns,
                  head=head)
+
+
+def _base_columns_by_name(names: list[str], classes: list[str]) -> np.ndarray | None:
+    """Columns of a reference base whose real label names are the classes in another order (else None)."""
+    lower = [n.lower() for n in names]
+    if sorted(lower) != sorted(c.lower() for c in classes):
+        return None
+    return np.array([lower.index(c.lower()) for c in classes], dtype=np.int64)
 
 
 def _point_of(alpha: float, head: str) -> tuple[str, str, str]:
@@ -718,7 +731,7 @@ def write_blend(base: str | Path, adapted: str | Path, alpha: float, out: str | 
     """
     from harness.errors import BlendError
     from harness.models.adapters import load_adapted
-    from harness.models.blend import head_keys, interpolate
+    from harness.models.blend import head_keys, interpolate, resize_head
     from harness.models.load import load_model
 
     try:
@@ -731,7 +744,13 @@ def write_blend(base: str | Path, adapted: str | Path, alpha: float, out: str | 
     base_sd = live.model.state_dict()
     heads = head_keys(base_sd, getattr(live.model, "base_model_prefix", None)) if head == "adapted" else None
     blended = interpolate(base_sd, adp.state_dict, alpha, head=head, head_names=heads)
+    params = dict(live.model.named_parameters())
+    for name in heads or ():
+        if name in params and params[name].shape != blended[name].shape:
+            resize_head(live.model, name, params[name], blended[name])  # a new head with another label count
     live.model.load_state_dict(blended, strict=True)
+    if head == "adapted":
+        live.model.config.num_labels = len(adp.id2label)
     if head == "adapted" or alpha == 1.0:
         live.model.config.id2label = dict(adp.id2label)
         live.model.config.label2id = {v: k for k, v in adp.id2label.items()}

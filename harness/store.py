@@ -87,15 +87,34 @@ class ResultsStore:
         self.path = Path(path) if path else cache_root() / "results.sqlite"
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(str(self.path), timeout=timeout_s, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute(f"PRAGMA busy_timeout={int(timeout_s * 1000)}")
-            self._db.execute(_SCHEMA)
+            self._db = self._open(timeout_s)
         except sqlite3.DatabaseError as e:
             raise StoreError(format_error("cannot open the results store", where=str(self.path), got=str(e),
                                           fix="delete the file (it is only a cache) or set HARNESS_CACHE "
                                               "elsewhere")) from e
+
+    def _open(self, timeout_s: float) -> sqlite3.Connection:
+        # Switching a new database to WAL (and creating the table) needs an exclusive lock, and SQLite answers
+        # "database is locked" at once, without waiting for busy_timeout, when another process is doing the same:
+        # two sweeps starting together on a fresh store. Retry that until the timeout.
+        deadline, attempt = time.monotonic() + timeout_s, 0
+        while True:
+            db = sqlite3.connect(str(self.path), timeout=timeout_s, isolation_level=None)
+            try:
+                db.execute(f"PRAGMA busy_timeout={int(timeout_s * 1000)}")
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.execute(_SCHEMA)
+                return db
+            except sqlite3.OperationalError as e:
+                db.close()
+                if ("locked" not in str(e) and "busy" not in str(e)) or time.monotonic() > deadline:
+                    raise
+                attempt += 1
+                time.sleep(min(0.5, 0.01 * attempt))
+            except BaseException:
+                db.close()
+                raise
 
     def get(self, key: str, n: int | None = None) -> np.ndarray | None:
         """The stored logits for ``key`` (float32, shape (n, n_classes)), or ``None`` when absent or corrupt."""
@@ -136,6 +155,10 @@ class ResultsStore:
 
     def __len__(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM predictions").fetchone()[0])
+
+    def __bool__(self) -> bool:
+        # an open store is truthy even when empty (else ``if store:`` would skip every read and write)
+        return True
 
     def close(self) -> None:
         """Close the connection."""

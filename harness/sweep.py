@@ -294,3 +294,9 @@ class SweepResult:
     def predictions_list(self) -> list[Predictions]:
         """All stored predictions, flattened."""
         return [p for per in self.predictions.values() for p in per.values()]
+
+
+# `harness.sweep(...)` is the Python twin of the CLI command (see harness/_twin.py).
+from harness._twin import make_callable as _make_callable  # noqa: E402
+
+_make_callable(__name__, "sweep")

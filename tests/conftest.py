@@ -38,13 +38,27 @@ def global_seed() -> int:
 
 
 def write_tokenizer(path: Path) -> None:
-    """Save a tiny BertTokenizerFast (vocab of SPECIALS + WORDS) to ``path``."""
-    from transformers import BertTokenizerFast
+    """Save a tiny BERT-style WordPiece tokenizer (vocab of SPECIALS + WORDS) to ``path``.
+
+    Built with the ``tokenizers`` library so it does not depend on the transformers version's BertTokenizer
+    constructor (transformers 5 ignores ``vocab_file=``)."""
+    from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
+    from tokenizers.models import WordPiece
+    from transformers import PreTrainedTokenizerFast
 
     path.mkdir(parents=True, exist_ok=True)
-    vocab = path / "vocab.txt"
-    vocab.write_text("\n".join(SPECIALS + list(WORDS)) + "\n")
-    BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True).save_pretrained(str(path))
+    vocab = {t: i for i, t in enumerate(SPECIALS + list(WORDS))}
+    tok = Tokenizer(WordPiece(vocab, unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                                   sep_token="[SEP]", mask_token="[MASK]", model_input_names=["input_ids",
+                                   "token_type_ids", "attention_mask"])
+    fast.save_pretrained(str(path))
+    (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
 
 
 def tiny_bert_config(num_labels: int = 2, **kw):

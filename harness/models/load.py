@@ -12,10 +12,12 @@ import json
 import logging
 import os
 import struct
+import tempfile
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -31,6 +33,7 @@ log = logging.getLogger(__name__)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 GENERIC_LABEL = "LABEL_"
 _MAX_HEADER = 100 * 1024 * 1024
+_VOCAB_FILES = frozenset({"tokenizer.json", "vocab.txt", "vocab.json", "merges.txt"})
 _fp_lock = threading.Lock()
 
 
@@ -63,7 +66,11 @@ def pick_device(device: str | None = None) -> torch.device:
     """
     if device in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ModelError(format_error("unknown device", where="--device", expected="cpu, cuda, cuda:N or mps",
+                                      got=device, fix="use --device cpu or leave --device unset")) from e
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ModelError(format_error("CUDA device requested but none is available", where="--device",
                                       got=device, fix="use --device cpu or leave --device unset"))
@@ -129,7 +136,7 @@ def check_safetensors(path: Path) -> None:
             raise bad(f"header length {n} exceeds the file ({size} bytes) or the {_MAX_HEADER}-byte limit")
         try:
             header = json.loads(f.read(n))
-        except (ValueError, UnicodeDecodeError) as e:
+        except (ValueError, UnicodeDecodeError, RecursionError) as e:
             raise bad("header is not valid JSON") from e
     if not isinstance(header, dict):
         raise bad("header is not a JSON object")
@@ -194,8 +201,10 @@ def fingerprint_files(files: list[Path]) -> str:
     with _fp_lock:
         try:
             memo = json.loads(memo_path.read_text()) if memo_path.is_file() else {}
-        except ValueError:
+        except (ValueError, OSError):
             memo = {}
+        if not isinstance(memo, dict) or not all(isinstance(v, str) for v in memo.values()):
+            memo = {}  # a damaged memo is only a cache: rebuild it
         h = hashlib.sha256()
         changed = False
         for f in files:
@@ -230,11 +239,37 @@ def load_tokenizer(path: Path, trust_remote_code: bool = False) -> Any:
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+        tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
     except Exception as e:
         raise ModelError(format_error("cannot load the tokenizer", where=str(path), got=str(e)[:300],
                                       fix="make sure the folder holds tokenizer files (tokenizer.json or vocab "
                                           "files), or pass --tokenizer")) from e
+    specials = set(tok.all_special_tokens)
+    if len(tok) <= len(specials):  # transformers builds an empty tokenizer when the vocabulary files are absent
+        vocab_files = sorted(p.name for p in Path(path).glob("*") if p.name in _VOCAB_FILES or p.suffix == ".model")
+        if not vocab_files:
+            raise ModelError(format_error("the folder holds no tokenizer vocabulary, so the tokenizer would map "
+                                          "every word to the unknown token", where=str(path),
+                                          expected=f"one of {', '.join(sorted(_VOCAB_FILES))} or *.model",
+                                          got=f"a tokenizer of {len(tok)} special tokens {sorted(specials)}",
+                                          fix="copy the tokenizer files saved with the model into the folder"))
+        log.warning("the tokenizer loaded from %s has only its %d special tokens although the folder holds %s; "
+                    "every word will become the unknown token (re-save the tokenizer)", path, len(tok),
+                    ", ".join(vocab_files))
+    return tok
+
+
+def _check_vocab_fits(model: torch.nn.Module, tok: Any, path: Path) -> None:
+    """Token ids must index the model's embedding rows (else an IndexError deep inside the forward pass)."""
+    try:
+        rows = model.get_input_embeddings().num_embeddings
+    except (AttributeError, NotImplementedError):
+        return
+    if len(tok) > rows:
+        raise ModelError(format_error("the tokenizer has more tokens than the model has embedding rows",
+                                      where=str(path), expected=f"at most {rows} tokens (the embedding rows)",
+                                      got=f"{len(tok)} tokens",
+                                      fix="use the tokenizer saved with this model (its vocabulary was resized)"))
 
 
 def _load_hf(path: Path, dtype: torch.dtype, allow_pickle: bool, trust_remote_code: bool) -> torch.nn.Module:
@@ -242,20 +277,81 @@ def _load_hf(path: Path, dtype: torch.dtype, allow_pickle: bool, trust_remote_co
 
     try:
         config = AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
-    except ValueError as e:
+    except (ValueError, OSError) as e:  # OSError: transformers' "not a valid JSON file"
         msg = str(e)
         fix = ("pass --trust-remote-code if you trust this checkpoint's code" if "trust_remote_code" in msg
                else "check config.json (model_type) and that the architecture is installed")
         raise ModelError(format_error("cannot read the model config", where=str(path), got=msg[:300], fix=fix)) from e
-    try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            str(path), config=config, dtype=dtype, use_safetensors=not allow_pickle,
-            trust_remote_code=trust_remote_code)
-    except Exception as e:
-        raise ModelError(format_error("cannot load the model weights", where=str(path), got=str(e)[:400],
-                                      fix="check that the folder is a complete sequence-classification "
-                                          "checkpoint (config.json + weights)")) from e
+    with _weights_view(path) as view:
+        try:
+            model, info = AutoModelForSequenceClassification.from_pretrained(
+                str(view), config=config, dtype=dtype, use_safetensors=not allow_pickle,
+                trust_remote_code=trust_remote_code, output_loading_info=True)
+        except Exception as e:
+            raise ModelError(format_error("cannot load the model weights", where=str(path), got=str(e)[:400],
+                                          fix="check that the folder is a complete sequence-classification "
+                                              "checkpoint (config.json + weights)")) from e
+    _check_loading_info(model, info, path)
     return model
+
+
+@contextmanager
+def _weights_view(path: Path) -> Iterator[Path]:
+    """``path`` itself, or, when a sharded index sits beside a stray single weights file, a temporary view of the
+    folder without the stray file: the index decides which weights a checkpoint has (and what is fingerprinted)."""
+    stray = [path / single for index, single in (("model.safetensors.index.json", "model.safetensors"),
+                                                  ("pytorch_model.bin.index.json", "pytorch_model.bin"))
+             if (path / index).is_file() and (path / single).is_file()]
+    if not stray:
+        yield path
+        return
+    log.warning("%s holds both a sharded index and %s; following the index and ignoring the stray file", path,
+                ", ".join(p.name for p in stray))
+    with tempfile.TemporaryDirectory(prefix="harness-view-") as tmp:
+        for f in path.iterdir():
+            if f not in stray:
+                (Path(tmp) / f.name).symlink_to(f.resolve())
+        yield Path(tmp)
+
+
+_WRAPPER_PREFIXES = ("module.", "base_model.model.", "_orig_mod.", "model.")
+
+
+def _check_loading_info(model: torch.nn.Module, info: dict[str, Any], path: Path) -> None:
+    """Refuse a checkpoint whose tensors did not land on the model: transformers only logs missing keys and
+    initialises those weights at random, so a wrapped (``module.``, ``base_model.model.``) or foreign state dict
+    would otherwise be scored as a random model. A missing classification head alone (a bare encoder used as
+    base with ``--head adapted``) and extra tensors (e.g. pretraining heads) are only warned about."""
+    from harness.models.blend import head_keys
+
+    missing = sorted(info.get("missing_keys") or ())
+    unexpected = sorted(info.get("unexpected_keys") or ())
+    mismatched = sorted(str(k) for k in info.get("mismatched_keys") or ())
+    want = set(missing)
+    for prefix in _WRAPPER_PREFIXES:
+        mapped = [k for k in unexpected if k.startswith(prefix) and k[len(prefix):] in want]
+        if mapped:
+            raise ModelError(format_error(
+                f"checkpoint tensor names carry a wrapper prefix {prefix!r}, so they match no parameter of the "
+                "model and would be left randomly initialised", where=str(path),
+                expected=f"names such as {missing[0]!r}", got=f"{len(mapped)} names such as {mapped[0]!r}",
+                fix=f"save the unwrapped model (e.g. model.module or peft's merge_and_unload()) or strip the "
+                    f"{prefix!r} prefix from the state dict keys; pass a PEFT adapter folder as --adapted"))
+    heads = head_keys(model.state_dict().keys(), getattr(model, "base_model_prefix", None))
+    body = [k for k in missing if k not in heads]
+    if body or mismatched:
+        raise ModelError(format_error(
+            "checkpoint does not hold the model's weights (transformers would initialise them at random)",
+            where=str(path), expected="every tensor of the architecture in config.json",
+            got=f"{len(body)} missing (e.g. {body[:3]}), {len(mismatched)} of another shape (e.g. {mismatched[:2]}), "
+                f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})",
+            fix="check that config.json and the weights belong to the same model"))
+    if missing:
+        log.warning("%s has no classification head %s; it is initialised at random (fine only as the base of "
+                    "`--head adapted`)", path, missing[:4])
+    if unexpected:
+        log.warning("%s holds %d tensors the model does not use (ignored), e.g. %s", path, len(unexpected),
+                    unexpected[:3])
 
 
 def load_model(name: str | Path, *, dtype: str = "fp32", device: str | None = None, allow_pickle: bool = False,
@@ -304,6 +400,7 @@ def load_model(name: str | Path, *, dtype: str = "fp32", device: str | None = No
     dev = pick_device(device)
     model = _load_hf(path, DTYPES[dtype], allow_pickle, trust_remote_code).to(dev).eval()
     tok = load_tokenizer(Path(tokenizer_path) if tokenizer_path else path, trust_remote_code)
+    _check_vocab_fits(model, tok, path)
     id2label = {int(k): str(v) for k, v in (model.config.id2label or {}).items()}
     return LoadedModel(model=model, tokenizer=tok, source=str(name), path=path,
                        fingerprint=model_fingerprint(path, allow_pickle), id2label=id2label, device=dev,

@@ -25,6 +25,8 @@ KINDS: dict[str, str] = {
     "run": "harness.spec.run:RunConfig",
 }
 _MAX_INCLUDE_DEPTH = 8
+_MAX_BYTES = 1 << 20  # a spec file above 1 MiB is not a hand-written spec
+_MAX_NODES = 100_000  # YAML nodes once aliases are expanded (a "billion laughs" document expands to ~10^9)
 
 
 def _model_class(kind: str) -> type[BaseModel]:
@@ -45,19 +47,15 @@ def read_yaml(path: str | Path, _depth: int = 0) -> dict[str, Any]:
     if _depth > _MAX_INCLUDE_DEPTH:
         raise SpecError(format_error("include chain too deep", where=str(path),
                                      expected=f"at most {_MAX_INCLUDE_DEPTH} levels", fix="remove the include cycle"))
+    text = _read_text(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as e:
-        raise SpecError(format_error("spec file not found", where=str(path),
-                                     fix="check the path (relative paths are taken from the current folder)")) from e
-    except (OSError, UnicodeDecodeError) as e:
-        raise SpecError(format_error("spec file cannot be read", where=str(path), got=str(e),
-                                     fix="make it a readable UTF-8 YAML file")) from e
-    try:
-        doc = yaml.safe_load(text)
+        doc = _safe_load_bounded(text, path)
     except yaml.YAMLError as e:
         raise SpecError(format_error("spec file is not valid YAML", where=str(path), got=str(e).replace("\n", " "),
                                      fix="fix the YAML syntax at the position shown")) from e
+    except RecursionError as e:
+        raise SpecError(format_error("spec file nests too deeply", where=str(path),
+                                     fix="flatten the YAML structure")) from e
     if not isinstance(doc, dict):
         raise SpecError(format_error("spec file must hold a mapping at the top level", where=str(path),
                                      expected="keys such as kind:, name:", got=type(doc).__name__))
@@ -71,6 +69,78 @@ def read_yaml(path: str | Path, _depth: int = 0) -> dict[str, Any]:
         merged.update(read_yaml(path.parent / inc, _depth + 1))
     merged.update(doc)
     return merged
+
+
+def _read_text(path: Path) -> str:
+    """The file's UTF-8 text, reading at most ``_MAX_BYTES`` (so /dev/zero or a huge file cannot exhaust memory)."""
+    try:
+        if not path.exists():
+            raise FileNotFoundError(str(path))
+        if not path.is_file():
+            raise SpecError(format_error("spec path is not a regular file", where=str(path),
+                                         fix="pass a YAML file (or a folder to `harness validate`)"))
+        with open(path, "rb") as f:
+            data = f.read(_MAX_BYTES + 1)
+        if len(data) > _MAX_BYTES:
+            raise SpecError(format_error("spec file is too large", where=str(path),
+                                         expected=f"at most {_MAX_BYTES} bytes", got=f"more than {_MAX_BYTES} bytes",
+                                         fix="a spec describes data, it does not hold it: move rows to a data file"))
+        return data.decode("utf-8")
+    except FileNotFoundError as e:
+        raise SpecError(format_error("spec file not found", where=str(path),
+                                     fix="check the path (relative paths are taken from the current folder)")) from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise SpecError(format_error("spec file cannot be read", where=str(path), got=str(e),
+                                     fix="make it a readable UTF-8 YAML file")) from e
+
+
+def _safe_load_bounded(text: str, path: Path) -> Any:
+    """``yaml.safe_load`` that refuses recursive aliases and documents expanding past ``_MAX_NODES`` nodes.
+
+    ``safe_load`` shares aliased nodes, so a "billion laughs" document loads quickly, but anything that walks the
+    result (validation of free-form fields, the spec hash, JSON) expands it and exhausts memory.
+    """
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expansion(node, path)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _check_expansion(root: yaml.Node, path: Path) -> None:
+    size: dict[int, int] = {}
+    open_: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        if isinstance(node, yaml.MappingNode):
+            children = [n for kv in node.value for n in kv]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        else:
+            children = []
+        if done:
+            open_.discard(key)
+            size[key] = 1 + sum(size[id(c)] for c in children)
+            if size[key] > _MAX_NODES:
+                raise SpecError(format_error("spec file expands to too many values (aliases repeated inside "
+                                             "aliases, a 'billion laughs' document?)", where=str(path),
+                                             expected=f"at most {_MAX_NODES} values once aliases are expanded",
+                                             got=f"more than {_MAX_NODES}", fix="write the values out plainly"))
+            continue
+        if key in size:
+            continue
+        if key in open_:
+            raise SpecError(format_error("spec file holds a recursive alias (a value that contains itself)",
+                                         where=str(path), fix="remove the alias that refers to its own anchor"))
+        open_.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in children)
 
 
 def problems_of(err: ValidationError) -> list[str]:

@@ -1,0 +1,166 @@
+"""GPU benchmarks (run on a CUDA machine): runner throughput and model FLOP utilisation for a BERT-large-size
+encoder in bf16, the sweep wall time for 11 alphas, and the blend's cost against the memory-bandwidth bound.
+
+    python benchmarks/bench_gpu.py [--n 10000] [--repeats 5] [--compile]
+
+Model: BertForSequenceClassification built from a config (24 layers, hidden 1024, 16 heads, FFN 4096; random
+weights, no download). Inputs: 10,000 English-like token sequences (log-normal lengths, mean about 50 tokens, max
+128). FLOPs count real (non-pad) tokens only: per layer 24*d^2 FLOPs per token for the dense layers plus 4*L*d
+per token for attention scores and values (L = that sequence's real length), plus the classifier. The peak is a
+bf16 matmul measured on the same GPU in the same process. All numbers are medians of --repeats runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+
+
+def sync() -> None:
+    torch.cuda.synchronize()
+
+
+def timed(fn, repeats: int) -> float:
+    fn()
+    sync()
+    ts = []
+    for _ in range(repeats):
+        sync()
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def matmul_peak(n: int = 8192, repeats: int = 20) -> float:
+    a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    t = timed(lambda: [a @ b for _ in range(repeats)], 3) / repeats
+    return 2 * n**3 / t
+
+
+def copy_bandwidth(n_bytes: int = 2 << 30) -> float:
+    x = torch.empty(n_bytes // 4, device="cuda", dtype=torch.float32)
+    y = torch.empty_like(x)
+    t = timed(lambda: y.copy_(x), 5)
+    return 2 * n_bytes / t
+
+
+def lengths_like_english(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    lens = np.exp(rng.normal(np.log(44), 0.5, size=n)).round().astype(int)
+    return np.clip(lens, 8, 128)
+
+
+def make_split(n: int, vocab: int):
+    from harness.records import SplitRef, SplitRole, SuiteRole, TokenizedSplit
+
+    rng = np.random.default_rng(1)
+    lengths = lengths_like_english(n)
+    ids = tuple(np.concatenate([[101], rng.integers(1000, vocab, size=L - 2), [102]]).astype(np.int32)
+                for L in lengths)
+    return TokenizedSplit(ref=SplitRef("bench", "test", SplitRole.TEST, SuiteRole.ID), input_ids=ids,
+                          token_type_ids=tuple(np.zeros(L, np.int8) for L in lengths), lengths=lengths.astype(np.int32),
+                          labels=rng.integers(0, 2, size=n), example_ids=np.arange(n).astype(str),
+                          source_ids=np.arange(n).astype(str), max_length=128, n_truncated=0, n_dropped=0,
+                          cache_key="bench")
+
+
+def model_flops(lengths: np.ndarray, layers: int, d: int, ffn: int, n_labels: int = 2) -> float:
+    tokens = lengths.sum()
+    dense = layers * (2 * 4 * d * d + 2 * 2 * d * ffn) * tokens
+    attention = layers * 4 * d * (lengths.astype(np.float64) ** 2).sum()
+    head = len(lengths) * (2 * d * d + 2 * d * n_labels)
+    return float(dense + attention + head)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=10_000)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--batch-tokens", type=int, default=65536)
+    ap.add_argument("--compile", action="store_true")
+    a = ap.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("no CUDA device; this benchmark needs a GPU")
+        return 0
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from harness.models.blend import BlendEngine
+    from harness.models.scorer import HFScorer
+    from harness.predict import predict
+
+    torch.backends.cuda.matmul.allow_tf32 = True
+    out: dict = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__}
+    out["bf16_matmul_tflops"] = matmul_peak() / 1e12
+    out["copy_bandwidth_tb_s"] = copy_bandwidth() / 1e12
+    cfg = BertConfig(vocab_size=30522, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                     intermediate_size=4096, max_position_embeddings=512, num_labels=2)
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(cfg).to("cuda", torch.bfloat16).eval()
+    if a.compile:
+        model = torch.compile(model, dynamic=True)
+    tok = make_split(a.n, cfg.vocab_size)
+    flops = model_flops(tok.lengths, 24, 1024, 4096)
+    scorer = HFScorer(model)
+    t_run = timed(lambda: predict(scorer, tok, point="b", batch_tokens=a.batch_tokens, pad_id=0), a.repeats)
+    out["runner_examples_s"] = a.n / t_run
+    out["runner_mfu"] = flops / t_run / (out["bf16_matmul_tflops"] * 1e12)
+    out["mean_real_tokens"] = float(tok.lengths.mean())
+
+    # baseline: fixed-length padded batches of 256 in input order (what a plain DataLoader + pipeline does)
+    @torch.inference_mode()
+    def padded_loop():
+        for s in range(0, a.n, 256):
+            idx = np.arange(s, min(s + 256, a.n))
+            ids = torch.zeros((len(idx), 128), dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for r, i in enumerate(idx):
+                L = tok.lengths[i]
+                ids[r, :L] = torch.from_numpy(tok.input_ids[i].astype(np.int64))
+                mask[r, :L] = 1
+            model(input_ids=ids.cuda(), attention_mask=mask.cuda()).logits.float().cpu()
+
+    t_pad = timed(padded_loop, a.repeats)
+    out["padded_loop_examples_s"] = a.n / t_pad
+    out["runner_vs_padded"] = t_pad / t_run
+
+    # sweep: 11 alphas with the blend engine (fp32 base/adapted copies on the GPU, bf16 live model)
+    base_sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    g = torch.Generator(device="cuda").manual_seed(1)
+    adapted_sd = {k: (v + 0.01 * torch.randn(v.shape, device="cuda", generator=g, dtype=torch.float32).to(v.dtype))
+                  if v.is_floating_point() else v.clone() for k, v in base_sd.items()}
+    torch.cuda.reset_peak_memory_stats()
+    engine = BlendEngine(model, base_sd, adapted_sd)
+    del base_sd, adapted_sd
+    t_apply = timed(lambda: engine.apply(0.3), 10)
+    n_params = sum(s.numel() for s in engine._bases) if hasattr(engine, "_bases") else engine.n_params
+    bytes_moved = engine.bytes_per_apply() if hasattr(engine, "bytes_per_apply") else 26 * n_params
+    out["blend_ms_per_alpha"] = t_apply * 1e3
+    out["blend_bound_ms"] = bytes_moved / (out["copy_bandwidth_tb_s"] * 1e12) * 1e3
+    out["blend_vs_bound"] = out["blend_ms_per_alpha"] / out["blend_bound_ms"]
+
+    def sweep():
+        for i in range(11):
+            engine.apply(i / 10)
+            predict(scorer, tok, point="b", batch_tokens=a.batch_tokens, pad_id=0)
+
+    t0 = time.perf_counter()
+    sweep()
+    sync()
+    out["sweep_11_alphas_s"] = time.perf_counter() - t0
+    out["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    out["weights_gib_bf16"] = sum(p.numel() for p in model.parameters()) * 2 / 2**30
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

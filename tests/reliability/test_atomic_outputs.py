@@ -1,0 +1,222 @@
+"""Issue 7, part 2: every output appears whole or not at all; unwritable or full output folders fail cleanly
+(exit 2, nothing partial, no temp folders); a crash while writing keeps the previous run; corrupt cache and
+results-store entries are detected, reported and recomputed to the same numbers.
+
+Unit-level cache checks live in tests/unit/test_tokcache.py (corrupt entry, entry under the wrong key) and
+tests/unit/test_store.py (bad checksum, row-count mismatch, unreadable database); here the same faults go through
+a whole ``harness eval``.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+import harness
+from _helpers import leftovers, tree
+from harness.cli import main
+
+FAST = ["--no-report", "--quiet", "--n-resamples", "10", "--no-store"]
+
+
+def _eval_argv(tiny_pair, tiny_suites, out: Path, *extra: str) -> list[str]:
+    return ["eval", "--model", str(tiny_pair[0]), "--suite", str(tiny_suites[0]), "--out", str(out), *FAST, *extra]
+
+
+@pytest.fixture
+def previous_run(tiny_pair, tiny_suites, tmp_path) -> tuple[Path, dict[str, bytes]]:
+    """A finished run directory at tmp_path/out/run, and a snapshot of its files."""
+    out = tmp_path / "out" / "run"
+    assert main(_eval_argv(tiny_pair, tiny_suites, out)) == 0
+    snap = tree(out)
+    assert "summary.json" in snap and "predictions.parquet" in snap
+    return out, snap
+
+
+def _root_ignores_chmod(folder: Path) -> bool:
+    probe = folder / ".probe"
+    try:
+        probe.write_text("x")
+    except OSError:
+        return False
+    probe.unlink()
+    return True
+
+
+def _under(path, folder: Path) -> bool:
+    try:
+        return Path(os.fspath(path)).resolve().is_relative_to(folder.resolve())
+    except (TypeError, ValueError):
+        return False
+
+
+def _fail_disk(monkeypatch, folder: Path, where: str) -> None:
+    """Simulate a full disk (ENOSPC) for files below ``folder`` only (the cache keeps working): at the final
+    rename of an atomic write (``replace``) or when data is flushed (``fsync``)."""
+    full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    if where == "replace":
+        real = os.replace
+
+        def replace(src, dst, *a, **k):
+            if _under(dst, folder):
+                raise full
+            return real(src, dst, *a, **k)
+
+        monkeypatch.setattr(os, "replace", replace)
+    else:
+        real_fsync = os.fsync
+
+        def fsync(fd):
+            try:
+                target = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                target = ""
+            if _under(target, folder):
+                raise full
+            return real_fsync(fd)
+
+        monkeypatch.setattr(os, "fsync", fsync)
+
+
+@pytest.mark.parametrize("fault", ["read_only_folder", "parent_is_a_file", "disk_full_at_rename",
+                                   "disk_full_at_flush"])
+def test_unwritable_or_full_output_fails_cleanly_and_keeps_the_previous_run(previous_run, tiny_pair, tiny_suites,
+                                                                            monkeypatch, capsys, fault):
+    out, snap = previous_run
+    parent = out.parent
+    if fault == "read_only_folder":
+        parent.chmod(0o555)
+        if _root_ignores_chmod(parent):  # tests run as root here: chmod does not stop root's writes
+            parent.chmod(0o755)
+            pytest.skip("running as root, which ignores folder permissions; the other faults cover this path")
+        target = out
+    elif fault == "parent_is_a_file":
+        (parent / "blocker").write_text("a file where a folder is needed\n")
+        target = parent / "blocker" / "run"
+    else:
+        _fail_disk(monkeypatch, parent, "replace" if fault == "disk_full_at_rename" else "fsync")
+        target = out
+    try:
+        code = main(_eval_argv(tiny_pair, tiny_suites, target))
+    finally:
+        parent.chmod(0o755)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err and "internal error" not in err
+    assert str(target.parent) in err or str(target) in err
+    assert tree(out) == snap  # the previous run is untouched
+    assert leftovers(parent) == []  # no temp folder or temp file is left behind
+    assert not (parent / "blocker" / "run").exists()
+
+
+@pytest.mark.parametrize("crash", [RuntimeError("simulated crash"), KeyboardInterrupt()],
+                         ids=["exception", "interrupt"])
+def test_crash_while_writing_keeps_the_previous_run(previous_run, tiny_pair, tiny_suites, monkeypatch, capsys, crash):
+    """A crash half-way through writing the predictions (a partial file already on disk) leaves the previous run
+    directory exactly as it was and no temporary folder."""
+    import harness.rundir as rundir
+
+    out, snap = previous_run
+    real = rundir.write_predictions
+
+    def half_written(run_dir, preds):
+        (Path(run_dir) / "predictions.parquet").write_bytes(b"PAR1 partial")
+        raise crash
+
+    monkeypatch.setattr(rundir, "write_predictions", half_written)
+    code = main(_eval_argv(tiny_pair, tiny_suites, out))
+    assert code == (3 if isinstance(crash, Exception) else 130)
+    assert tree(out) == snap
+    assert leftovers(out.parent) == []
+    monkeypatch.setattr(rundir, "write_predictions", real)
+    assert main(_eval_argv(tiny_pair, tiny_suites, out)) == 0  # and the next run replaces it as a whole
+    assert leftovers(out.parent) == []
+
+
+def test_failed_swap_restores_the_previous_run(previous_run, tiny_pair, tiny_suites, monkeypatch, capsys):
+    """If moving the new run into place fails after the old one was moved aside, the old one comes back."""
+    out, snap = previous_run
+    real_rename = Path.rename
+
+    def rename(self, target):
+        if Path(self).name.startswith(f".{out.name}.") and Path(target) == out and ".old-" not in Path(self).name:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", rename)
+    code = main(_eval_argv(tiny_pair, tiny_suites, out))
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert tree(out) == snap
+    assert leftovers(out.parent) == []
+
+
+# ------------------------------------------------------------------------------------------- corrupt caches --
+
+def _corrupt_token_cache(cache: Path, how: str) -> int:
+    files = sorted((cache / "tokens").glob("*.parquet"))
+    assert files
+    if how == "swapped":  # valid parquet files, each under another split's key
+        blobs = [f.read_bytes() for f in files]
+        for f, b in zip(files, blobs[1:] + blobs[:1]):
+            f.write_bytes(b)
+    for f in files:
+        data = f.read_bytes()
+        if how == "garbage":
+            f.write_bytes(os.urandom(len(data)))
+        elif how == "truncated":
+            f.write_bytes(data[: len(data) // 3])
+        elif how == "empty":
+            f.write_bytes(b"")
+    return len(files)
+
+
+def _corrupt_store(cache: Path) -> int:
+    db = sqlite3.connect(str(cache / "results.sqlite"))
+    rows = db.execute("SELECT key, logits FROM predictions").fetchall()
+    for key, blob in rows:
+        blob = bytearray(blob)
+        blob[-5] ^= 0xFF  # one flipped bit pattern in the logits payload
+        db.execute("UPDATE predictions SET logits=? WHERE key=?", (bytes(blob), key))
+    db.commit()
+    db.close()
+    return len(rows)
+
+
+@pytest.mark.parametrize("how", ["garbage", "truncated", "empty", "swapped"])
+def test_corrupt_cache_entries_are_recomputed_with_a_warning(tiny_pair, tiny_suites, tmp_path, monkeypatch, caplog,
+                                                             how):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("HARNESS_CACHE", str(cache))
+    kw = dict(n_resamples=20, progress=False, report=False)
+    first = harness.evaluate(tiny_pair[0], tiny_suites[:2], **kw)
+    n_tok = _corrupt_token_cache(cache, how)
+    n_rows = _corrupt_store(cache)
+    assert n_tok == 4 and n_rows == 4
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        second = harness.evaluate(tiny_pair[0], tiny_suites[:2], **kw)
+    text = caplog.text
+    assert text.count("is unusable") == n_tok, text
+    assert text.count("results store entry") == n_rows, text
+    assert second.summary.results == first.summary.results  # identical numbers
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        third = harness.evaluate(tiny_pair[0], tiny_suites[:2], **kw)
+    assert "cache entry" not in caplog.text and "store entry" not in caplog.text  # healed
+    assert third.summary.results == first.summary.results
+
+
+@pytest.mark.parametrize("memo", [b"\x00\xff garbage", b"[1, 2, 3]", b'{"x": 5}'])
+def test_damaged_fingerprint_memo_is_rebuilt(tiny_pair, tmp_path, monkeypatch, memo):
+    from harness.models.load import model_fingerprint
+
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+    want = model_fingerprint(tiny_pair[0])
+    (tmp_path / "cache" / "fingerprints.json").write_bytes(memo)
+    assert model_fingerprint(tiny_pair[0]) == want
