@@ -272,7 +272,8 @@ def _check_vocab_fits(model: torch.nn.Module, tok: Any, path: Path) -> None:
                                       fix="use the tokenizer saved with this model (its vocabulary was resized)"))
 
 
-def _load_hf(path: Path, dtype: torch.dtype, allow_pickle: bool, trust_remote_code: bool) -> torch.nn.Module:
+def _load_hf(path: Path, dtype: torch.dtype, allow_pickle: bool, trust_remote_code: bool,
+             use_safetensors: bool | None = None) -> torch.nn.Module:
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     try:
@@ -282,15 +283,28 @@ def _load_hf(path: Path, dtype: torch.dtype, allow_pickle: bool, trust_remote_co
         fix = ("pass --trust-remote-code if you trust this checkpoint's code" if "trust_remote_code" in msg
                else "check config.json (model_type) and that the architecture is installed")
         raise ModelError(format_error("cannot read the model config", where=str(path), got=msg[:300], fix=fix)) from e
+    if use_safetensors is None:
+        use_safetensors = not allow_pickle
+    auto_map = getattr(config, "auto_map", None) or {}
+    if not trust_remote_code and "AutoModelForSequenceClassification" in auto_map:
+        log.warning("%s ships its own model code (%s), which does not run without --trust-remote-code; it is loaded "
+                    "as the stock %r architecture instead", path, auto_map["AutoModelForSequenceClassification"],
+                    config.model_type)
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # harness reports missing/unexpected weights itself (_check_loading_info)
     with _weights_view(path) as view:
         try:
             model, info = AutoModelForSequenceClassification.from_pretrained(
-                str(view), config=config, dtype=dtype, use_safetensors=not allow_pickle,
+                str(view), config=config, dtype=dtype, use_safetensors=use_safetensors,
                 trust_remote_code=trust_remote_code, output_loading_info=True)
         except Exception as e:
             raise ModelError(format_error("cannot load the model weights", where=str(path), got=str(e)[:400],
                                           fix="check that the folder is a complete sequence-classification "
                                               "checkpoint (config.json + weights)")) from e
+        finally:
+            hf_logging.set_verbosity(verbosity)
     _check_loading_info(model, info, path)
     return model
 
@@ -347,7 +361,8 @@ def _check_loading_info(model: torch.nn.Module, info: dict[str, Any], path: Path
                 f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})",
             fix="check that config.json and the weights belong to the same model"))
     if missing:
-        log.warning("%s has no classification head %s; it is initialised at random (fine only as the base of "
+        log.warning("%s has no classification head %s; it is initialised at random, so its predictions mean "
+                    "nothing until it is trained (fine as the base of "
                     "`--head adapted`)", path, missing[:4])
     if unexpected:
         log.warning("%s holds %d tensors the model does not use (ignored), e.g. %s", path, len(unexpected),
@@ -398,7 +413,10 @@ def load_model(name: str | Path, *, dtype: str = "fp32", device: str | None = No
         if f.suffix == ".safetensors":
             check_safetensors(f)
     dev = pick_device(device)
-    model = _load_hf(path, DTYPES[dtype], allow_pickle, trust_remote_code).to(dev).eval()
+    # the files checked and fingerprinted above are the ones loaded: safetensors whenever the folder has them
+    # (--allow-pickle only permits a pickle-only checkpoint; it never makes a pickle win over safetensors)
+    use_st = any(f.suffix == ".safetensors" for f in files)
+    model = _load_hf(path, DTYPES[dtype], allow_pickle, trust_remote_code, use_safetensors=use_st).to(dev).eval()
     tok = load_tokenizer(Path(tokenizer_path) if tokenizer_path else path, trust_remote_code)
     _check_vocab_fits(model, tok, path)
     id2label = {int(k): str(v) for k, v in (model.config.id2label or {}).items()}

@@ -25,12 +25,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from huggingface_hub.dataclasses import strict
 from safetensors.torch import load_file
 from torch import nn
 from transformers import AutoConfig, AutoModelForSequenceClassification, PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
-from transformers.configuration_utils import SubConfigSpec
 from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
@@ -54,7 +52,6 @@ MODEL_TYPE = "harness_mean_pooling"
 _ST_TRANSFORMER, _ST_POOLING, _ST_NORMALIZE = "Transformer", "Pooling", "Normalize"
 
 
-@strict
 class MeanPoolingConfig(PreTrainedConfig):
     """Configuration of :class:`MeanPoolingForSequenceClassification`.
 
@@ -70,10 +67,33 @@ class MeanPoolingConfig(PreTrainedConfig):
     """
 
     model_type = MODEL_TYPE
-    sub_configs_defaults = {"encoder": SubConfigSpec(config_class=AutoConfig, model_type="bert")}
+    # Declared the plain way (not with transformers 5.2x's SubConfigSpec) so the class works across 5.x; the
+    # encoder is built in __post_init__ before the base class walks `sub_configs` (attention implementation).
+    sub_configs = {"encoder": AutoConfig}
 
     encoder: PreTrainedConfig | dict | None = None
     normalize: bool = True
+
+    def __post_init__(self, **kwargs):
+        self.encoder = _encoder_config(self.encoder)
+        if not isinstance(self.normalize, bool):
+            raise ModelError(format_error("normalize of the mean-pooling config must be a bool",
+                                          where=MODEL_TYPE, expected="true or false", got=self.normalize))
+        super().__post_init__(**kwargs)
+
+
+def _encoder_config(value: PreTrainedConfig | dict | None) -> PreTrainedConfig:
+    """The encoder sub-config from a config, a dict with ``model_type`` (as in config.json) or None (BERT)."""
+    if isinstance(value, PreTrainedConfig):
+        return value
+    if value is None:
+        return AutoConfig.for_model("bert")
+    if not isinstance(value, dict) or "model_type" not in value:
+        raise ModelError(format_error("the encoder sub-config must be a config or a dict with a model_type",
+                                      where=f"{MODEL_TYPE} config: encoder", expected="e.g. {model_type: bert, ...}",
+                                      got=type(value).__name__ if not isinstance(value, dict) else sorted(value)))
+    fields = dict(value)
+    return AutoConfig.for_model(fields.pop("model_type"), **fields)
 
 
 def masked_mean_pool(hidden_states: torch.Tensor, attention_mask: torch.Tensor,

@@ -82,11 +82,17 @@ def tiny_spec(**overrides) -> TrainingSpec:
     return TrainingSpec.model_validate(doc)
 
 
+def build(splits, encoder_dir, out, adaptation="full"):
+    """build_demo_models on CPU (bitwise reproducible there), quick profile, no progress bars."""
+    return build_demo_models(tiny_spec(), *splits, encoder_dir, out, adaptation, "quick", device="cpu",
+                             progress=False)
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, encoder_dir, splits):
     out = tmp_path_factory.mktemp("demo-cache")
-    full = build_demo_models(tiny_spec(), *splits, encoder_dir, out, "full", "quick", device="cpu", progress=False)
-    lora = build_demo_models(tiny_spec(), *splits, encoder_dir, out, "lora", "quick", device="cpu", progress=False)
+    full = build(splits, encoder_dir, out)
+    lora = build(splits, encoder_dir, out, "lora")
     return out, full, lora
 
 
@@ -216,7 +222,7 @@ def test_second_call_reuses_the_cache(built, encoder_dir, splits, monkeypatch):
 
     monkeypatch.setattr(demo_train, "_build_base", boom)
     monkeypatch.setattr(demo_train, "_build_adapted", boom)
-    again = build_demo_models(tiny_spec(), *splits, encoder_dir, out, "full", "quick", device="cpu", progress=False)
+    again = build(splits, encoder_dir, out)
     assert (again.base_dir, again.adapted_dir) == (full.base_dir, full.adapted_dir)
     assert again.info["base"]["reused"] and again.info["adapted"]["reused"]
     assert again.info["adapted"]["val_accuracy"] == full.info["adapted"]["val_accuracy"]
@@ -231,17 +237,17 @@ def test_interrupted_build_leaves_nothing_to_reuse(encoder_dir, splits, tmp_path
 
     monkeypatch.setattr(demo_train, "_build_adapted", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        build_demo_models(tiny_spec(), *splits, encoder_dir, tmp_path, "full", "quick", progress=False)
+        build(splits, encoder_dir, tmp_path)
     assert sorted(p.name.split("-")[0] for p in tmp_path.iterdir()) == ["base"]  # no adapted folder, no temp
     monkeypatch.setattr(demo_train, "_build_adapted", real)
-    models = build_demo_models(tiny_spec(), *splits, encoder_dir, tmp_path, "full", "quick", progress=False)
+    models = build(splits, encoder_dir, tmp_path)
     assert models.info["base"]["reused"] and not models.info["adapted"]["reused"]
     assert (models.adapted_dir / BUILD_FILE).is_file()
 
 
 def test_same_seed_same_weights(built, encoder_dir, splits, tmp_path):
     _, full, _ = built
-    again = build_demo_models(tiny_spec(), *splits, encoder_dir, tmp_path, "full", "quick", progress=False)
+    again = build(splits, encoder_dir, tmp_path)
     a = load_file(str(full.adapted_dir / "model.safetensors"))
     b = load_file(str(again.adapted_dir / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
