@@ -22,8 +22,12 @@ import numpy as np
 import torch
 
 
+DEVICE = "cuda"
+
+
 def sync() -> None:
-    torch.cuda.synchronize()
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
 
 
 def timed(fn, repeats: int) -> float:
@@ -40,14 +44,14 @@ def timed(fn, repeats: int) -> float:
 
 
 def matmul_peak(n: int = 8192, repeats: int = 20) -> float:
-    a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
-    b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    a = torch.randn(n, n, device=DEVICE, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=DEVICE, dtype=torch.bfloat16)
     t = timed(lambda: [a @ b for _ in range(repeats)], 3) / repeats
     return 2 * n**3 / t
 
 
 def copy_bandwidth(n_bytes: int = 2 << 30) -> float:
-    x = torch.empty(n_bytes // 4, device="cuda", dtype=torch.float32)
+    x = torch.empty(n_bytes // 4, device=DEVICE, dtype=torch.float32)
     y = torch.empty_like(x)
     t = timed(lambda: y.copy_(x), 5)
     return 2 * n_bytes / t
@@ -85,11 +89,15 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=10_000)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--batch-tokens", type=int, default=65536)
+    ap.add_argument("--batch-tokens", default="32768,65536,131072", help="comma list; the best is reported")
     ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--smoke", action="store_true", help="tiny model on CPU: checks the script, measures nothing")
     a = ap.parse_args(argv)
-    if not torch.cuda.is_available():
-        print("no CUDA device; this benchmark needs a GPU")
+    global DEVICE
+    if a.smoke:
+        DEVICE = "cpu"
+    elif not torch.cuda.is_available():
+        print("no CUDA device; this benchmark needs a GPU (use --smoke to check the script on CPU)")
         return 0
     from transformers import BertConfig, BertForSequenceClassification
 
@@ -98,22 +106,39 @@ def main(argv=None) -> int:
     from harness.predict import predict
 
     torch.backends.cuda.matmul.allow_tf32 = True
-    out: dict = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__}
-    out["bf16_matmul_tflops"] = matmul_peak() / 1e12
-    out["copy_bandwidth_tb_s"] = copy_bandwidth() / 1e12
-    cfg = BertConfig(vocab_size=30522, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
-                     intermediate_size=4096, max_position_embeddings=512, num_labels=2)
+    out: dict = {"gpu": torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu (smoke)",
+                 "torch": torch.__version__}
+    out["bf16_matmul_tflops"] = matmul_peak(512 if a.smoke else 8192) / 1e12
+    out["copy_bandwidth_tb_s"] = copy_bandwidth(1 << 20 if a.smoke else 2 << 30) / 1e12
+    layers, d, ffn = (2, 64, 128) if a.smoke else (24, 1024, 4096)
+    cfg = BertConfig(vocab_size=30522, hidden_size=d, num_hidden_layers=layers, num_attention_heads=16 if d >= 1024
+                     else 2, intermediate_size=ffn, max_position_embeddings=512, num_labels=2)
     torch.manual_seed(0)
-    model = BertForSequenceClassification(cfg).to("cuda", torch.bfloat16).eval()
-    if a.compile:
-        model = torch.compile(model, dynamic=True)
+    model = BertForSequenceClassification(cfg).to(DEVICE, torch.bfloat16).eval()
     tok = make_split(a.n, cfg.vocab_size)
-    flops = model_flops(tok.lengths, 24, 1024, 4096)
+    flops = model_flops(tok.lengths, layers, d, ffn)
     scorer = HFScorer(model)
-    t_run = timed(lambda: predict(scorer, tok, point="b", batch_tokens=a.batch_tokens, pad_id=0), a.repeats)
+    per_budget = {}
+    for bt in [int(x) for x in str(a.batch_tokens).split(",")]:
+        per_budget[bt] = timed(lambda: predict(scorer, tok, point="b", batch_tokens=bt, pad_id=0), a.repeats)
+    best = min(per_budget, key=per_budget.get)
+    t_run = per_budget[best]
+    out["runner_examples_s_by_batch_tokens"] = {k: a.n / v for k, v in per_budget.items()}
+    out["batch_tokens"] = best
     out["runner_examples_s"] = a.n / t_run
     out["runner_mfu"] = flops / t_run / (out["bf16_matmul_tflops"] * 1e12)
     out["mean_real_tokens"] = float(tok.lengths.mean())
+
+    if a.compile:  # the same runner with the model compiled (dynamic shapes: batch and length vary)
+        compiled = torch.compile(model, dynamic=True)
+        cscorer = HFScorer(compiled)
+        t0 = time.perf_counter()
+        predict(cscorer, tok, point="b", batch_tokens=best, pad_id=0)
+        sync()
+        out["compile_warmup_s"] = time.perf_counter() - t0
+        t_c = timed(lambda: predict(cscorer, tok, point="b", batch_tokens=best, pad_id=0), a.repeats)
+        out["runner_compiled_examples_s"] = a.n / t_c
+        out["runner_compiled_mfu"] = flops / t_c / (out["bf16_matmul_tflops"] * 1e12)
 
     # baseline: fixed-length padded batches of 256 in input order (what a plain DataLoader + pipeline does)
     @torch.inference_mode()
@@ -126,7 +151,7 @@ def main(argv=None) -> int:
                 L = tok.lengths[i]
                 ids[r, :L] = torch.from_numpy(tok.input_ids[i].astype(np.int64))
                 mask[r, :L] = 1
-            model(input_ids=ids.cuda(), attention_mask=mask.cuda()).logits.float().cpu()
+            model(input_ids=ids.to(DEVICE), attention_mask=mask.to(DEVICE)).logits.float().cpu()
 
     t_pad = timed(padded_loop, a.repeats)
     out["padded_loop_examples_s"] = a.n / t_pad
@@ -134,15 +159,15 @@ def main(argv=None) -> int:
 
     # sweep: 11 alphas with the blend engine (fp32 base/adapted copies on the GPU, bf16 live model)
     base_sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    g = torch.Generator(device="cuda").manual_seed(1)
-    adapted_sd = {k: (v + 0.01 * torch.randn(v.shape, device="cuda", generator=g, dtype=torch.float32).to(v.dtype))
+    g = torch.Generator(device=DEVICE).manual_seed(1)
+    adapted_sd = {k: (v + 0.01 * torch.randn(v.shape, device=DEVICE, generator=g, dtype=torch.float32).to(v.dtype))
                   if v.is_floating_point() else v.clone() for k, v in base_sd.items()}
-    torch.cuda.reset_peak_memory_stats()
+    if DEVICE == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     engine = BlendEngine(model, base_sd, adapted_sd)
     del base_sd, adapted_sd
     t_apply = timed(lambda: engine.apply(0.3), 10)
-    n_params = sum(s.numel() for s in engine._bases) if hasattr(engine, "_bases") else engine.n_params
-    bytes_moved = engine.bytes_per_apply() if hasattr(engine, "bytes_per_apply") else 26 * n_params
+    bytes_moved = engine.bytes_per_apply()
     out["blend_ms_per_alpha"] = t_apply * 1e3
     out["blend_bound_ms"] = bytes_moved / (out["copy_bandwidth_tb_s"] * 1e12) * 1e3
     out["blend_vs_bound"] = out["blend_ms_per_alpha"] / out["blend_bound_ms"]
@@ -150,13 +175,13 @@ def main(argv=None) -> int:
     def sweep():
         for i in range(11):
             engine.apply(i / 10)
-            predict(scorer, tok, point="b", batch_tokens=a.batch_tokens, pad_id=0)
+            predict(scorer, tok, point="b", batch_tokens=best, pad_id=0)
 
     t0 = time.perf_counter()
     sweep()
     sync()
     out["sweep_11_alphas_s"] = time.perf_counter() - t0
-    out["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    out["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30 if DEVICE == "cuda" else None
     out["weights_gib_bf16"] = sum(p.numel() for p in model.parameters()) * 2 / 2**30
     print(json.dumps(out, indent=2))
     return 0

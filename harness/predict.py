@@ -106,13 +106,13 @@ def predict(scorer: Scorer, tok: TokenizedSplit, *, point: str, alpha: float | N
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(tok), desc=f"{point} {tok.ref.key}", unit="ex", leave=False)
-    for batch in it:
-        logits = np.asarray(scorer.predict_logits(batch), dtype=np.float32)
+    for index, logits in scorer.predict_batches(it):
+        logits = np.asarray(logits, dtype=np.float32)
         if out is None:
             out = np.empty((len(tok), logits.shape[1]), dtype=np.float32)
-        out[batch.index] = logits
+        out[index] = logits
         if bar is not None:
-            bar.update(len(batch.index))
+            bar.update(len(index))
     if bar is not None:
         bar.close()
     assert out is not None  # tokenize_split refuses empty splits

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +38,12 @@ class Scorer(ABC):
     @abstractmethod
     def predict_logits(self, batch: Batch) -> np.ndarray:
         """Logits of shape (batch, n_classes), float32, in the batch's row order."""
+
+    def predict_batches(self, batches: Iterable[Batch]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``(index, logits)`` for each batch, in order. Scorers on asynchronous devices override this to keep
+        the device busy while the host prepares the next batch."""
+        for batch in batches:
+            yield batch.index, self.predict_logits(batch)
 
 
 class DummyScorer(Scorer):
@@ -73,8 +80,7 @@ class HFScorer(Scorer):
             return t.pin_memory().to(self.device, non_blocking=True)
         return t.to(self.device)
 
-    @torch.inference_mode()
-    def predict_logits(self, batch: Batch) -> np.ndarray:
+    def _forward(self, batch: Batch) -> torch.Tensor:
         inputs = {"input_ids": self._tensor(batch.input_ids), "attention_mask": self._tensor(batch.attention_mask)}
         if batch.token_type_ids is not None:
             inputs["token_type_ids"] = self._tensor(batch.token_type_ids)
@@ -82,5 +88,24 @@ class HFScorer(Scorer):
                else contextlib.nullcontext())
         with ctx:
             out = self.model(**inputs)
-        logits = out.logits if hasattr(out, "logits") else out[0]
-        return logits.float().cpu().numpy()
+        return (out.logits if hasattr(out, "logits") else out[0]).float()
+
+    @torch.inference_mode()
+    def predict_logits(self, batch: Batch) -> np.ndarray:
+        return self._forward(batch).cpu().numpy()
+
+    @torch.inference_mode()
+    def predict_batches(self, batches: Iterable[Batch]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """On CUDA, launch every batch without waiting (inputs go through pinned memory, non-blocking) and copy
+        the logits back once at the end, so the GPU never idles while the host pads the next batch."""
+        if self.device.type != "cuda":
+            yield from super().predict_batches(batches)
+            return
+        pending = [(batch.index, self._forward(batch)) for batch in batches]
+        if not pending:
+            return
+        host = torch.cat([logits for _, logits in pending]).cpu().numpy()
+        start = 0
+        for index, logits in pending:
+            yield index, host[start:start + len(index)]
+            start += len(index)

@@ -73,3 +73,16 @@ def test_label_columns_reorder_logits():
     plain = predict(scorer, tok, point="p")
     swapped = predict(scorer, tok, point="p", columns=np.array([1, 0]))
     np.testing.assert_array_equal(plain.logits[:, ::-1], swapped.logits)
+
+
+@pytest.mark.gpu
+def test_cuda_runner_matches_cpu(tiny_pair):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    from harness.models.load import load_model
+
+    tok = tokenized(np.random.default_rng(6).integers(2, 30, size=64))
+    cpu = predict(HFScorer(load_model(tiny_pair[0], device="cpu").model), tok, point="p")
+    gpu = predict(HFScorer(load_model(tiny_pair[0], device="cuda").model), tok, point="p", batch_tokens=128)
+    np.testing.assert_allclose(cpu.logits, gpu.logits, atol=1e-4)
