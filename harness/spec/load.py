@@ -177,7 +177,7 @@ def load_spec(path: str | Path, kind: str | None = None) -> BaseModel:
     """
     doc = read_yaml(path)
     got_kind = doc.get("kind")
-    if got_kind not in KINDS:
+    if not isinstance(got_kind, str) or got_kind not in KINDS:
         raise SpecError(format_error("spec file has no valid top-level kind", where=str(path),
                                      expected=f"kind: one of {', '.join(KINDS)}", got=got_kind,
                                      fix="add the kind: line for what the file describes"))

@@ -24,7 +24,7 @@ from typing import Literal, Union
 
 from pydantic import Field, field_validator, model_validator
 
-from harness.spec.schema import _NAME, BUILTIN_METRICS, Strict
+from harness.spec.schema import BUILTIN_METRICS, Name, Strict
 
 __all__ = ["RuleKind", "Aggregate", "Reference", "Mode", "CandidateChoice", "Rule", "GatePolicy"]
 
@@ -84,7 +84,7 @@ _NEEDS: dict[RuleKind, tuple[str, ...]] = {
 class Rule(Strict):
     """One gate rule; see the module docstring for the statistics."""
 
-    name: str
+    name: Name
     description: str = ""
     kind: RuleKind
     metric: str | None = Field(default=None, description="a built-in metric; not used by negative_flips, which "
@@ -104,13 +104,6 @@ class Rule(Strict):
                                    description="negative_flips: rate at most this")
     mode: Mode = Mode.BOUND
     min_n: int | None = Field(default=None, ge=1, description="fail when a suite's split has fewer examples")
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        if not _NAME.match(v) or "/" in v:
-            raise ValueError(f"rule name must be letters, digits, '_', '.', '-'; got {v!r}")
-        return v
 
     @field_validator(*_THRESHOLDS, mode="before")
     @classmethod
@@ -187,7 +180,7 @@ class GatePolicy(Strict):
 
     kind: Literal["policy"]
     schema_version: Literal[1] = 1
-    name: str
+    name: Name
     description: str = ""
     candidate: CandidateChoice = CandidateChoice.CHOSEN
     confidence: float = Field(default=0.95, gt=0.5, lt=1.0, allow_inf_nan=False,
@@ -196,13 +189,6 @@ class GatePolicy(Strict):
     n_resamples: int = Field(default=2000, ge=200, le=100_000)
     seed: int = Field(default=0, ge=0)
     rules: list[Rule] = Field(min_length=1)
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        if not _NAME.match(v) or "/" in v:
-            raise ValueError(f"policy name must be letters, digits, '_', '.', '-'; got {v!r}")
-        return v
 
     @model_validator(mode="after")
     def _cross(self) -> "GatePolicy":

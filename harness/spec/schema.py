@@ -11,11 +11,12 @@ import re
 from enum import Enum
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from harness.records import SplitRole, SuiteRole
 
 __all__ = [
+    "Name",
     "BUILTIN_METRICS",
     "DEFAULT_METRICS",
     "Strict",
@@ -34,6 +35,17 @@ __all__ = [
 BUILTIN_METRICS = ("accuracy", "macro_f1", "balanced_accuracy", "nll", "ece")
 DEFAULT_METRICS = ("accuracy", "macro_f1", "nll", "ece")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+def _check_name(v: str) -> str:
+    if not _NAME.match(v):
+        raise ValueError(f"names must start with a letter or digit and hold only letters, digits, '_', '.', '-'; "
+                         f"got {v!r}")
+    return v
+
+
+#: A suite, split, policy, rule or training name: usable in paths and as ``suite/split`` keys.
+Name = Annotated[str, AfterValidator(_check_name)]
 
 
 class Strict(BaseModel):
@@ -107,7 +119,7 @@ class SplitSpec(Strict):
     source). ``where`` filters rows by column value before anything else; ``max_examples`` caps the split with a
     seeded sample of documents."""
 
-    name: str
+    name: Name
     role: SplitRole
     fraction: float | None = Field(default=None, gt=0.0, le=1.0)
     files: list[str] | None = None
@@ -115,13 +127,6 @@ class SplitSpec(Strict):
     where: dict[str, Union[str, int, list[Union[str, int]]]] | None = None
     max_examples: int | None = Field(default=None, gt=0)
     seed: int = 0
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        if not _NAME.match(v) or "/" in v:
-            raise ValueError(f"split name must be letters, digits, '_', '.', '-'; got {v!r}")
-        return v
 
     @model_validator(mode="after")
     def _one_origin(self) -> "SplitSpec":
@@ -134,7 +139,7 @@ class SplitSpec(Strict):
 class TransformSpec(Strict):
     """One perturbation from :mod:`harness.data.shifts`, with its parameters and seed."""
 
-    name: str
+    name: Name
     params: dict[str, Any] = Field(default_factory=dict)
     seed: int = 0
 
@@ -163,7 +168,7 @@ class Suite(Strict):
 
     kind: Literal["suite"]
     schema_version: Literal[1] = 1
-    name: str
+    name: Name
     version: str = "1"
     description: str = ""
     role: SuiteRole
@@ -181,13 +186,6 @@ class Suite(Strict):
     split_seed: int = Field(default=0, description="salt of the document hash that assigns derived splits")
     max_length: int = Field(default=128, ge=8, le=8192)
     metrics: list[str] = Field(default_factory=lambda: list(DEFAULT_METRICS), min_length=1)
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        if not _NAME.match(v) or "/" in v:
-            raise ValueError(f"suite name must be letters, digits, '_', '.', '-'; got {v!r}")
-        return v
 
     @field_validator("classes")
     @classmethod

@@ -11,16 +11,14 @@ Two alphas must never be confused: ``lora.lora_alpha`` is PEFT's LoRA scaling nu
 
 from __future__ import annotations
 
-import re
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from harness.spec.schema import Strict
+from harness.spec.schema import _NAME, Name, Strict
 
 __all__ = ["ProbeSettings", "FineTuneSettings", "LoraSettings", "TrainingSettings", "TrainingSpec"]
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
 class ProbeSettings(Strict):
@@ -92,18 +90,11 @@ class TrainingSpec(TrainingSettings):
 
     kind: Literal["training"]
     schema_version: Literal[1] = 1
-    name: str
+    name: Name
     version: str = "1"
     description: str = ""
     profiles: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="profile name -> partial settings deep-merged over the top level")
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        if not _NAME.match(v) or "/" in v:
-            raise ValueError(f"training spec name must be letters, digits, '_', '.', '-'; got {v!r}")
-        return v
 
     @model_validator(mode="after")
     def _profiles_resolve(self) -> "TrainingSpec":

@@ -99,7 +99,7 @@ def test_nan_threshold_in_yaml_file_is_a_spec_error(tmp_path):
     (delta(aggregate="median"), "aggregate"),
     (delta(mode="strict"), "mode"),
     (delta(min_n=0), "greater than or equal to 1"),
-    (delta(name="bad name"), "rule name"),
+    (delta(name="bad name"), "names must start with a letter"),
     (delta(thresold=0.1), "unknown key"),
 ])
 def test_invalid_rules(rule, text):
