@@ -3,6 +3,7 @@ process (median of N repeats, ratio printed). Model: the real all-MiniLM-L6-v2 (
 2-class head; data: a real VADER suite (fetched and cached like the demo).
 
     python benchmarks/bench_runner.py [--suite suites/vader-tweets.yaml] [--split test] [--repeats 5] [--bf16]
+                                      [--evaluator]
 
 Tokenization is included in both timings (the runner's tokenized cache is disabled here, so this is its cold
 cost). With --bf16 the runner also runs with bf16 weights and reports its prediction agreement with fp32.
@@ -54,6 +55,8 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=32, help="pipeline batch size")
     ap.add_argument("--batch-tokens", type=int, default=8192)
     ap.add_argument("--bf16", action="store_true")
+    ap.add_argument("--evaluator", action="store_true",
+                    help="also time evaluate.evaluator('text-classification') with a local accuracy module")
     a = ap.parse_args(argv)
 
     import harness
@@ -104,6 +107,26 @@ def main(argv=None) -> int:
         print(f"pipeline fp32: {n / t_pipe:8.1f} examples/s  (median of {a.repeats}: {t_pipe:.2f} s, "
               f"batch_size {a.batch_size})")
         print(f"ratio runner/pipeline: {t_pipe / t_run:.2f}x")
+        if a.evaluator:
+            import datasets
+            import evaluate
+
+            metric = evaluate.load(str(Path(__file__).parent / "local_metrics" / "accuracy"))
+            data = datasets.Dataset.from_dict({"text": texts, "label": split.frame["label"].tolist()})
+            task = evaluate.evaluator("text-classification")
+            pipe1 = pipeline("text-classification", model=live.model, tokenizer=live.tokenizer, device="cpu")
+
+            def run_evaluator():
+                return task.compute(model_or_pipeline=pipe1, data=data, metric=metric, input_column="text",
+                                    label_column="label", label_mapping={"negative": 0, "positive": 1})
+
+            try:
+                t_ev, _ = timed(run_evaluator)
+            except AttributeError as e:  # evaluate 0.4.x references TFPreTrainedModel, gone in transformers 5
+                print(f"evaluator:     not runnable with this transformers version ({e})")
+                return 0
+            print(f"evaluator:     {n / t_ev:8.1f} examples/s  (median of {a.repeats}: {t_ev:.2f} s); "
+                  f"ratio runner/evaluator: {t_ev / t_run:.2f}x")
         if a.bf16:
             m16 = load_model(mdir, device="cpu", dtype="bf16").model
             run_runner(m16)
