@@ -340,11 +340,31 @@ def write_run(out: str | Path, summary: Summary, predictions: list[Predictions],
 
 
 def _swap_dir(tmp: Path, out: Path) -> None:
+    """Move the finished folder ``tmp`` onto ``out``; an existing ``out`` is replaced as a whole, and put back
+    if the move fails.
+
+    Raises
+    ------
+    OutputError
+        If a rename fails (``out`` then holds what it held before).
+    """
     old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{time.time_ns()}")
-        out.rename(old)
-    tmp.rename(out)
+    try:
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{time.time_ns()}")
+            out.rename(old)
+        try:
+            tmp.rename(out)
+        except BaseException:
+            if old is not None:
+                old.rename(out)
+            raise
+    except OSError as e:
+        if isinstance(e, HarnessError):
+            raise
+        raise OutputError(format_error("cannot move the finished output into place", where=str(out),
+                                       got=e.strerror or str(e), fix="check the folder is writable and not in use; "
+                                       "the previous content of the folder was kept")) from e
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -470,6 +490,8 @@ def _load_pair(base: str | Path, adapted: str | Path, classes: list[str], head: 
                            trust_remote_code=options.trust_remote_code)
     if adp.tokenizer is not None and tokenizer_fingerprint(adp.tokenizer) != tokenizer_fingerprint(live.tokenizer):
         raise BlendError(format_error("base and adapted models use different tokenizers", where=str(adapted),
+                                      expected=f"the base tokenizer ({len(live.tokenizer)} tokens)",
+                                      got=f"a tokenizer of {len(adp.tokenizer)} tokens",
                                       fix="blend models that share a tokenizer (a resized vocabulary cannot be "
                                           "interpolated)"))
     b_names = [live.id2label[i] for i in sorted(live.id2label)]

@@ -11,6 +11,7 @@ base and adapted), ``alpha`` (float64, NaN for none), ``suite``, ``split`` (str)
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterable
@@ -29,6 +30,7 @@ __all__ = ["SUMMARY", "MANIFEST", "PER_ALPHA", "PREDICTIONS", "VERDICT", "write_
            "write_predictions", "read_predictions", "per_alpha_frame", "write_per_alpha", "write_manifest",
            "read_manifest", "write_verdict", "read_verdict", "predictions_for"]
 
+log = logging.getLogger(__name__)
 SUMMARY, MANIFEST, PER_ALPHA, PREDICTIONS, VERDICT = (
     "summary.json", "manifest.json", "per_alpha.csv", "predictions.parquet", "verdict.json")
 
@@ -141,7 +143,14 @@ def write_manifest(run_dir: str | Path, manifest: dict[str, Any]) -> Path:
 def read_manifest(run_dir: str | Path) -> dict[str, Any]:
     """Read manifest.json ({} if absent: a manifest is informative, never required)."""
     path = Path(run_dir) / MANIFEST
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as e:  # informative only: a damaged manifest must not stop gate or report
+        log.warning("manifest.json in %s cannot be read (%s); continuing without it", run_dir, e)
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
 
 
 def _clean(obj: Any) -> Any:
@@ -162,4 +171,14 @@ def write_verdict(run_dir: str | Path, verdict: Verdict) -> Path:
 def read_verdict(run_dir: str | Path) -> dict[str, Any] | None:
     """Read verdict.json as a dict, or ``None`` when no gate ran."""
     path = Path(run_dir) / VERDICT
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        verdict = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as e:
+        raise DataError(format_error("verdict.json cannot be read", where=str(path), got=str(e)[:300],
+                                     fix="re-run `harness gate` on the run directory")) from e
+    if not isinstance(verdict, dict):
+        raise DataError(format_error("verdict.json is not a JSON object", where=str(path),
+                                     got=type(verdict).__name__, fix="re-run `harness gate` on the run directory"))
+    return verdict

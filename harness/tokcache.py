@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from harness.errors import CacheError, DataError, format_error
+from harness.errors import CacheError, DataError, OutputError, format_error
 from harness.io import atomic_path, cache_root
 from harness.records import SplitData, TokenizedSplit
 
@@ -167,5 +167,9 @@ def tokenize_split(split: SplitData, tokenizer: Any, max_length: int, *, cache_d
         log.warning("%s: %d of %d examples were truncated to max_length=%d", split.ref.key, n_truncated,
                     len(ids), max_length)
     if use_cache:
-        _write(path, key, ids, types, n_truncated)
+        try:
+            _write(path, key, ids, types, n_truncated)
+        except OutputError as e:  # the cache only saves time: a full or read-only cache folder is not fatal
+            log.warning("cannot write the tokenized cache entry %s (%s); continuing without it (set HARNESS_CACHE "
+                        "to a writable folder with free space)", path, " ".join(str(e).split()))
     return _record(split, ids, types, n_truncated, max_length, key)

@@ -220,3 +220,39 @@ def test_damaged_fingerprint_memo_is_rebuilt(tiny_pair, tmp_path, monkeypatch, m
     want = model_fingerprint(tiny_pair[0])
     (tmp_path / "cache" / "fingerprints.json").write_bytes(memo)
     assert model_fingerprint(tiny_pair[0]) == want
+
+
+def test_full_cache_folder_only_warns(tiny_pair, tiny_suites, tmp_path, monkeypatch, caplog):
+    """The tokenized cache saves time only: a cache folder that cannot be written (full disk) is a warning, and the
+    numbers are those of a run with a working cache."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("HARNESS_CACHE", str(cache))
+    kw = dict(n_resamples=20, progress=False, report=False, use_store=False)
+    want = harness.evaluate(tiny_pair[0], tiny_suites[:1], **kw).summary.results
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "full-cache"))
+    _fail_disk(monkeypatch, tmp_path / "full-cache", "replace")
+    with caplog.at_level(logging.WARNING, logger="harness.tokcache"):
+        got = harness.evaluate(tiny_pair[0], tiny_suites[:1], **kw).summary.results
+    assert got == want
+    assert "cannot write the tokenized cache entry" in caplog.text and "No space left" in caplog.text
+    assert leftovers(tmp_path / "full-cache") == []
+
+
+@pytest.mark.parametrize("name", ["manifest.json", "summary.json", "predictions.parquet", "per_alpha.csv",
+                                  "verdict.json"])
+def test_damaged_run_directory_files_never_crash_gate_or_report(previous_run, tmp_path, capsys, name):
+    """``gate`` and ``report`` read only the run directory: a damaged file is an input error (2) naming it, or is
+    ignored when it is informative only (manifest.json, per_alpha.csv), never an internal error (3)."""
+    out, _ = previous_run
+    policy = tmp_path / "floor.yaml"
+    policy.write_text("kind: policy\nname: floor\ncandidate: adapted\nrules:\n"
+                      "  - {name: f, kind: floor, metric: accuracy, suites: id, floor: 0.0, mode: point}\n")
+    assert main(["gate", str(out), "--policy", str(policy), "--quiet"]) == 0  # writes verdict.json
+    (out / name).write_bytes(b"\x00\xff{ damaged")
+    capsys.readouterr()
+    for argv in (["report", str(out)], ["gate", str(out), "--policy", str(policy), "--quiet"]):
+        code = main(argv)
+        err = capsys.readouterr().err
+        assert code in (0, 2) and "Traceback" not in err, (argv[0], code, err)
+        if code == 2:
+            assert name in err, err
