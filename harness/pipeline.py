@@ -14,15 +14,15 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
 
 import harness
 from harness.errors import HarnessError, OutputError, SpecError, format_error
-from harness.records import (Point, PointRole, Predictions, SplitData, SplitRef, SplitResult, SuiteRole,
-                             TokenizedSplit, canonical_alpha, point_id)
+from harness.records import (PointRole, Predictions, SplitData, SplitRef, SplitResult, TokenizedSplit,
+                             canonical_alpha, point_id)
 from harness.spec.load import load_suite, spec_hash
 from harness.spec.schema import Suite
 from harness.summary import BootstrapInfo, MetricEntry, PointEntry, Selection as SelectionEntry, SplitEntry, \
@@ -57,6 +57,23 @@ class RunOptions:
     max_examples: int | None = None
     max_length: int | None = None
     report: bool = True
+
+    def __post_init__(self) -> None:
+        def bad(flag: str, expected: str, got: Any) -> SpecError:
+            return SpecError(format_error(f"bad value for {flag}", where=flag, expected=expected, got=got))
+
+        if self.dtype not in ("fp32", "bf16", "fp16"):
+            raise bad("--dtype", "fp32, bf16 or fp16", self.dtype)
+        if not isinstance(self.batch_tokens, int) or self.batch_tokens < 1:
+            raise bad("--batch-tokens", "a positive number of tokens per batch (e.g. 16384)", self.batch_tokens)
+        if not isinstance(self.n_resamples, int) or self.n_resamples < 10:
+            raise bad("--n-resamples", "at least 10 bootstrap resamples (1000 recommended)", self.n_resamples)
+        if not 0.5 <= self.confidence < 1.0:
+            raise bad("confidence", "a fraction in [0.5, 1)", self.confidence)
+        if self.max_examples is not None and self.max_examples < 1:
+            raise bad("max_examples", "a positive number of examples", self.max_examples)
+        if self.max_length is not None and self.max_length < 8:
+            raise bad("max_length", "at least 8 tokens", self.max_length)
 
 
 @dataclass

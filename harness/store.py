@@ -61,6 +61,11 @@ def prediction_key(*, model_fp: str, alpha: float | None, split_key: str, dtype:
         "version": harness_version, "extra": extra or {}}).encode()).hexdigest()
 
 
+def _digest(key: str, blob: bytes) -> str:
+    """Checksum of a row: the key and the payload together, so a payload moved under another key is caught."""
+    return hashlib.sha256(key.encode() + b"\0" + blob).hexdigest()
+
+
 def _to_bytes(a: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, np.ascontiguousarray(a, dtype=np.float32), allow_pickle=False)
@@ -123,7 +128,7 @@ class ResultsStore:
             return None
         blob, digest, stored_n = row
         try:
-            if hashlib.sha256(blob).hexdigest() != digest:
+            if _digest(key, blob) != digest:
                 raise ValueError("checksum mismatch")
             arr = np.load(io.BytesIO(blob), allow_pickle=False)
             if arr.ndim != 2 or arr.shape[0] != stored_n or (n is not None and stored_n != n):
@@ -140,7 +145,7 @@ class ResultsStore:
         for attempt in range(5):
             try:
                 self._db.execute("INSERT OR REPLACE INTO predictions VALUES (?, ?, ?, ?, ?, ?)",
-                                 (key, blob, hashlib.sha256(blob).hexdigest(), int(logits.shape[0]),
+                                 (key, blob, _digest(key, blob), int(logits.shape[0]),
                                   _canon(meta or {}), time.time()))
                 return
             except sqlite3.OperationalError as e:  # "database is locked" beyond busy_timeout

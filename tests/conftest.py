@@ -37,8 +37,8 @@ def global_seed() -> int:
     return int(os.environ.get("HARNESS_TEST_SEED", "0"))
 
 
-def write_tokenizer(path: Path) -> None:
-    """Save a tiny BERT-style WordPiece tokenizer (vocab of SPECIALS + WORDS) to ``path``.
+def write_tokenizer(path: Path, words: list[str] | None = None) -> None:
+    """Save a tiny BERT-style WordPiece tokenizer (vocab of SPECIALS + ``words``, default WORDS) to ``path``.
 
     Built with the ``tokenizers`` library so it does not depend on the transformers version's BertTokenizer
     constructor (transformers 5 ignores ``vocab_file=``)."""
@@ -47,7 +47,7 @@ def write_tokenizer(path: Path) -> None:
     from transformers import PreTrainedTokenizerFast
 
     path.mkdir(parents=True, exist_ok=True)
-    vocab = {t: i for i, t in enumerate(SPECIALS + list(WORDS))}
+    vocab = {t: i for i, t in enumerate(SPECIALS + list(WORDS if words is None else words))}
     tok = Tokenizer(WordPiece(vocab, unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import struct
 import tempfile
 import threading
@@ -253,9 +252,12 @@ def load_tokenizer(path: Path, trust_remote_code: bool = False) -> Any:
                                           expected=f"one of {', '.join(sorted(_VOCAB_FILES))} or *.model",
                                           got=f"a tokenizer of {len(tok)} special tokens {sorted(specials)}",
                                           fix="copy the tokenizer files saved with the model into the folder"))
-        log.warning("the tokenizer loaded from %s has only its %d special tokens although the folder holds %s; "
-                    "every word will become the unknown token (re-save the tokenizer)", path, len(tok),
-                    ", ".join(vocab_files))
+        raise ModelError(format_error("the tokenizer loads with no vocabulary, so every word would become the "
+                                      "unknown token", where=str(path),
+                                      got=f"{len(tok)} special tokens although the folder holds "
+                                          f"{', '.join(vocab_files)}",
+                                      fix="re-save the tokenizer with save_pretrained (a tokenizer.json written by "
+                                          "an older or mismatched library version may not load)"))
     return tok
 
 

@@ -61,6 +61,8 @@ def test_python_twin_matches_cli(tiny_pair, tiny_suites, eval_run):
     (["eval", "--model", "{model}", "--suite", "missing.yaml"], "not found"),
     (["eval", "--model", "{model}", "--suite", "{suite}", "--split", "nope"], "nope"),
     (["eval", "--model", "{model}"], ""),
+    (["eval", "--model", "{model}", "--suite", "{suite}", "--batch-tokens", "0"], "--batch-tokens"),
+    (["eval", "--model", "{model}", "--suite", "{suite}", "--n-resamples", "0"], "--n-resamples"),
     (["eval", "--bogus-flag"], ""),
 ])
 def test_unusable_input_exits_2_and_writes_nothing(tiny_pair, tiny_suites, tmp_path, capsys, args, needle):

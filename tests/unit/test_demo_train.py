@@ -15,7 +15,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 from safetensors.torch import load_file
-from transformers import BertConfig, BertModel, BertTokenizerFast
+from transformers import BertConfig, BertModel
 
 from harness.demo import train as demo_train
 from harness.demo.train import BUILD_FILE, build_demo_models, cache_keys
@@ -34,9 +34,10 @@ FILLER = ["the", "film", "movie", "plot", "was", "a", "very", "and", "cast", "st
 @pytest.fixture(scope="module")
 def encoder_dir(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("fake-st")
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + POSITIVE + NEGATIVE + FILLER
-    (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    BertTokenizerFast(vocab_file=str(path / "vocab.txt"), do_lower_case=True).save_pretrained(path)
+    from conftest import SPECIALS, write_tokenizer
+
+    vocab = SPECIALS + POSITIVE + NEGATIVE + FILLER
+    write_tokenizer(path, POSITIVE + NEGATIVE + FILLER)
     torch.manual_seed(0)
     BertModel(BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                          intermediate_size=64, max_position_embeddings=64)).save_pretrained(path)

@@ -184,3 +184,22 @@ def test_many_openers_of_a_fresh_store_at_once(tmp_path):
         assert not errors, f"round {r}: {errors[0]}"
         with ResultsStore(path) as s:
             assert len(s) == 8
+
+
+def test_payload_moved_under_another_key_is_caught(tmp_path):
+    import sqlite3
+
+    import numpy as np
+
+    from harness.store import ResultsStore
+
+    with ResultsStore(tmp_path / "s.sqlite") as store:
+        store.put("a", np.zeros((2, 2), np.float32))
+        store.put("b", np.ones((2, 2), np.float32))
+    db = sqlite3.connect(str(tmp_path / "s.sqlite"))
+    row = db.execute("SELECT logits, sha256 FROM predictions WHERE key='b'").fetchone()
+    db.execute("UPDATE predictions SET logits=?, sha256=? WHERE key='a'", row)  # b's row, checksum included
+    db.commit()
+    db.close()
+    with ResultsStore(tmp_path / "s.sqlite") as store:
+        assert store.get("a") is None and store.get("b") is not None
