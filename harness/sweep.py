@@ -13,8 +13,8 @@ Tie-break: among alphas whose objective is within 1e-9 of the best, the smallest
 model) wins. The Pareto front is computed on (ID, mean shift) goodness over all evaluated alphas.
 
 The adaptive search (``--alphas adaptive``) evaluates 0, 1 and 0.5, then repeatedly bisects the wider gap next to
-the current best alpha on the 0.1 grid until both grid neighbours of the best are evaluated or the budget
-(default 6 evaluations, 55% of the 11-point grid) is spent.
+an anchor on the 0.1 grid (alternately the chosen alpha and the best-ID alpha, which defines the constraint) until
+no anchor has an unexplored grid neighbour or the budget (default 6 evaluations, 55% of the grid) is spent.
 
 The output-space ensemble ``p(alpha) = (1 - alpha) * softmax(base) + alpha * softmax(adapted)`` (the comparison
 WiSE-FT reports) is derived from stored logits at every evaluated alpha, with no forward pass.
@@ -218,10 +218,34 @@ def select_alpha(id_score: dict[float, float], shift_score: dict[float, float | 
                      shift_score=shift_score)
 
 
+def _bisect_next(b: float, done: list[float], grid: list[float], step: float) -> float | None:
+    """The grid point that bisects the wider unexplored gap next to ``b`` (ties: the side nearer the base)."""
+    left = max((a for a in done if a < b), default=None)
+    right = min((a for a in done if a > b), default=None)
+    gaps = []
+    if left is not None and b - left > step + _EPS:
+        gaps.append((b - left + _EPS, left))
+    if right is not None and right - b > step + _EPS:
+        gaps.append((right - b, right))
+    if not gaps:
+        return None
+    _, other = max(gaps)
+    mid = (b + other) / 2
+    return min((g for g in grid if g not in done and min(b, other) < g < max(b, other)),
+               key=lambda g: (abs(g - mid), abs(g - b)), default=None)
+
+
 def adaptive_alphas(evaluate: Callable[[float], None], select: Callable[[], Selection], *, budget: int = 6,
                     step: float = 0.1) -> list[float]:
-    """Adaptive alpha search on the ``step`` grid (see the module docstring); returns the alphas evaluated, in
-    order. ``evaluate(alpha)`` scores one alpha; ``select()`` selects among those evaluated so far."""
+    """Adaptive alpha search on the ``step`` grid; returns the alphas evaluated, in order.
+
+    Evaluates 0, 1 and 0.5, then bisects the wider unexplored gap next to an anchor on the ``step`` grid. The
+    anchors alternate between the currently chosen alpha and, for ``max-shift-within-id``, the alpha with the
+    best ID score: the policy's constraint (ID >= best ID - tolerance) is defined by that maximum, so the search
+    must locate it too, not only climb the shift objective. Stops when no anchor has an unexplored neighbour on
+    the grid or after ``budget`` evaluations. ``evaluate(alpha)`` scores one alpha; ``select()`` selects among
+    those evaluated so far.
+    """
     grid = [canonical_alpha(i * step) for i in range(int(round(1 / step)) + 1)]
     done: list[float] = []
 
@@ -233,22 +257,18 @@ def adaptive_alphas(evaluate: Callable[[float], None], select: Callable[[], Sele
 
     for a in (0.0, 1.0, 0.5):
         run(a)
+    turn = 0
     while len(done) < max(budget, 3):
-        b = select().chosen_alpha
-        left = max((a for a in done if a < b), default=None)
-        right = min((a for a in done if a > b), default=None)
-        gaps = []
-        if left is not None and b - left > step + _EPS:
-            gaps.append((b - left + _EPS, left))  # on equal widths, bisect the side nearer the base
-        if right is not None and right - b > step + _EPS:
-            gaps.append((right - b, right))
-        if not gaps:
+        sel = select()
+        anchors = [sel.chosen_alpha]
+        if sel.policy.name == "max-shift-within-id":
+            best_id = max(sel.id_score, key=lambda a: (sel.id_score[a], -a))
+            anchors = [best_id, sel.chosen_alpha] if turn % 2 == 0 else [sel.chosen_alpha, best_id]
+        nxt = next((n for n in (_bisect_next(b, done, grid, step) for b in anchors) if n is not None), None)
+        if nxt is None:
             break
-        _, other = max(gaps)
-        mid = (b + other) / 2
-        nxt = min((g for g in grid if g not in done and min(b, other) < g < max(b, other)),
-                  key=lambda g: (abs(g - mid), abs(g - b)))
         run(nxt)
+        turn += 1
     return done
 
 

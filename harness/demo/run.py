@@ -162,11 +162,13 @@ def _print_outcome(res) -> None:
             if meta["role"] != "test":
                 continue
             vals = []
-            for pid in ("base", "adapted", sel.chosen_point):
+            extra = () if sel.chosen_point in ("base", "adapted") else (sel.chosen_point,)
+            for pid in ("base", "adapted", *extra):
                 m = s.results.get(pid, {}).get(suite, {}).get(split)
                 if m and "accuracy" in m.metrics and m.metrics["accuracy"].value is not None:
                     mv = m.metrics["accuracy"]
-                    vals.append(f"{pid} {mv.value:.3f} [{mv.ci_low:.3f}, {mv.ci_high:.3f}]")
+                    star = " (chosen)" if pid == sel.chosen_point else ""
+                    vals.append(f"{pid}{star} {mv.value:.3f} [{mv.ci_low:.3f}, {mv.ci_high:.3f}]")
             print(f"  {suite}/{split} accuracy: " + "; ".join(vals))
     v = res.verdict
     if v is not None:

@@ -299,3 +299,15 @@ def test_ensemble_survives_extreme_logits():
     assert np.isfinite(out).all()
     assert np.argmax(out) == 0
     np.testing.assert_allclose(np.exp(ensemble_logits(zb, za, 0.5)), [[0.5, 0.5]], rtol=1e-6)
+
+
+def test_adaptive_search_finds_the_constraint_of_max_shift_within_id():
+    # measured shape of the quick demo: ID accuracy peaks at low alpha, shift accuracy rises to alpha 1, so the
+    # feasible region (ID >= best ID - 0.01) sits at low alpha, which climbing the shift objective alone misses
+    ids = {0.0: 0.78, 0.1: 0.80, 0.2: 0.812, 0.3: 0.822, 0.4: 0.821, 0.5: 0.805, 0.6: 0.806, 0.7: 0.808, 0.8: 0.807,
+           0.9: 0.806, 1.0: 0.806}
+    shifts = {a: 0.77 + 0.04 * a for a in ids}
+    policy = SelectionPolicy()
+    done, chosen = _adaptive(lambda a: ids[a], policy, lambda a: shifts[a])
+    assert len(done) <= 6
+    assert abs(chosen - _dense(lambda a: ids[a], policy, lambda a: shifts[a])) <= 0.1 + 1e-9
