@@ -61,6 +61,54 @@ def write_tokenizer(path: Path, words: list[str] | None = None) -> None:
     (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
 
 
+def make_fake_sentence_transformer(path: Path, words: list[str], seed: int = 0) -> Path:
+    """A tiny sentence-transformers folder (BERT encoder, mean pooling, Normalize) like all-MiniLM-L6-v2's."""
+    import json
+
+    import torch
+    from transformers import BertConfig, BertModel
+
+    path.mkdir(parents=True, exist_ok=True)
+    write_tokenizer(path, words)
+    torch.manual_seed(seed)
+    BertModel(BertConfig(vocab_size=len(SPECIALS) + len(words), hidden_size=32, num_hidden_layers=2,
+                         num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)).save_pretrained(path)
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+               {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]
+    (path / "modules.json").write_text(json.dumps(modules))
+    (path / "1_Pooling").mkdir(exist_ok=True)
+    (path / "1_Pooling" / "config.json").write_text(json.dumps(
+        {"word_embedding_dimension": 32, "pooling_mode_cls_token": False, "pooling_mode_mean_tokens": True,
+         "pooling_mode_max_tokens": False, "pooling_mode_mean_sqrt_len_tokens": False}))
+    return path
+
+
+def make_vader_archive(path: Path, rows: dict[str, list[tuple[str, float, str]]]) -> tuple[Path, str, str]:
+    """Write a synthetic vaderSentiment sdist (the real layout: an inner hutto_ICWSM_2014.tar.gz holding
+    ``<stem>_GroundTruth.txt`` files with CRLF lines ``id\trating\ttext``). Returns (path, sdist sha256, inner
+    sha256) so a test can patch the loader's expected checksums."""
+    import hashlib
+    import io
+    import tarfile
+
+    def add(tar, name, data):
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+
+    inner = io.BytesIO()
+    with tarfile.open(fileobj=inner, mode="w:gz") as tar:
+        for stem, lines in rows.items():
+            add(tar, f"hutto_ICWSM_2014/{stem}_GroundTruth.txt",
+                "".join(f"{i}\t{r}\t{t}\r\n" for i, r, t in lines).encode())
+    outer = io.BytesIO()
+    with tarfile.open(fileobj=outer, mode="w:gz") as tar:
+        add(tar, "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz", inner.getvalue())
+    path.write_bytes(outer.getvalue())
+    return path, hashlib.sha256(outer.getvalue()).hexdigest(), hashlib.sha256(inner.getvalue()).hexdigest()
+
+
 def tiny_bert_config(num_labels: int = 2, **kw):
     from transformers import BertConfig
 

@@ -15,7 +15,6 @@ import pytest
 import torch
 from pydantic import ValidationError
 from safetensors.torch import load_file
-from transformers import BertConfig, BertModel
 
 from harness.demo import train as demo_train
 from harness.demo.train import BUILD_FILE, build_demo_models, cache_keys
@@ -33,23 +32,9 @@ FILLER = ["the", "film", "movie", "plot", "was", "a", "very", "and", "cast", "st
 
 @pytest.fixture(scope="module")
 def encoder_dir(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("fake-st")
-    from conftest import SPECIALS, write_tokenizer
+    from conftest import make_fake_sentence_transformer
 
-    vocab = SPECIALS + POSITIVE + NEGATIVE + FILLER
-    write_tokenizer(path, POSITIVE + NEGATIVE + FILLER)
-    torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=64, max_position_embeddings=64)).save_pretrained(path)
-    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-               {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]
-    (path / "modules.json").write_text(json.dumps(modules))
-    (path / "1_Pooling").mkdir()
-    (path / "1_Pooling" / "config.json").write_text(json.dumps(
-        {"word_embedding_dimension": 32, "pooling_mode_cls_token": False, "pooling_mode_mean_tokens": True,
-         "pooling_mode_max_tokens": False, "pooling_mode_mean_sqrt_len_tokens": False}))
-    return path
+    return make_fake_sentence_transformer(tmp_path_factory.mktemp("fake-st"), POSITIVE + NEGATIVE + FILLER)
 
 
 def make_split(name: str, n: int, seed: int, role: SplitRole = SplitRole.TRAIN) -> SplitData:
