@@ -122,11 +122,10 @@ def main(argv=None) -> int:
 
             try:
                 t_ev, _ = timed(run_evaluator)
+                print(f"evaluator:     {n / t_ev:8.1f} examples/s  (median of {a.repeats}: {t_ev:.2f} s); "
+                      f"ratio runner/evaluator: {t_ev / t_run:.2f}x")
             except AttributeError as e:  # evaluate 0.4.x references TFPreTrainedModel, gone in transformers 5
                 print(f"evaluator:     not runnable with this transformers version ({e})")
-                return 0
-            print(f"evaluator:     {n / t_ev:8.1f} examples/s  (median of {a.repeats}: {t_ev:.2f} s); "
-                  f"ratio runner/evaluator: {t_ev / t_run:.2f}x")
         if a.bf16:
             m16 = load_model(mdir, device="cpu", dtype="bf16").model
             run_runner(m16)
