@@ -53,7 +53,7 @@ def main(argv=None) -> int:
     ap.add_argument("--split", default="test")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--batch-size", type=int, default=32, help="pipeline batch size")
-    ap.add_argument("--batch-tokens", type=int, default=8192)
+    ap.add_argument("--batch-tokens", type=int, default=None, help="default: the runner's CPU default")
     ap.add_argument("--bf16", action="store_true")
     ap.add_argument("--evaluator", action="store_true",
                     help="also time evaluate.evaluator('text-classification') with a local accuracy module")

@@ -38,13 +38,14 @@ log = logging.getLogger(__name__)
 class RunOptions:
     """Settings shared by eval and sweep (every field has a CLI flag of the same name).
 
-    ``batch_tokens`` is the token budget per batch (rows x padded length); ``n_resamples``/``seed``/``confidence``
+    ``batch_tokens`` is the token budget per batch (rows x padded length; default by device, see
+    :func:`harness.predict.default_batch_tokens`); ``n_resamples``/``seed``/``confidence``
     configure the bootstrap; ``use_store`` reads and writes the results store under ``HARNESS_CACHE``.
     """
 
     device: str | None = None
     dtype: str = "fp32"
-    batch_tokens: int = 16384
+    batch_tokens: int | None = None
     allow_pickle: bool = False
     trust_remote_code: bool = False
     label_map: dict[str, str] | None = None
@@ -64,7 +65,7 @@ class RunOptions:
 
         if self.dtype not in ("fp32", "bf16", "fp16"):
             raise bad("--dtype", "fp32, bf16 or fp16", self.dtype)
-        if not isinstance(self.batch_tokens, int) or self.batch_tokens < 1:
+        if self.batch_tokens is not None and (not isinstance(self.batch_tokens, int) or self.batch_tokens < 1):
             raise bad("--batch-tokens", "a positive number of tokens per batch (e.g. 16384)", self.batch_tokens)
         if not isinstance(self.n_resamples, int) or self.n_resamples < 10:
             raise bad("--n-resamples", "at least 10 bootstrap resamples (1000 recommended)", self.n_resamples)
@@ -303,6 +304,12 @@ def _git_sha() -> str | None:
         return None
 
 
+def default_batch_tokens(device_type: str) -> int:
+    from harness.predict import default_batch_tokens as default
+
+    return default(device_type)
+
+
 def build_manifest(*, command: str, argv: list[str] | None, models: dict[str, Any], loaded: LoadedSuites,
                    opts: RunOptions, device: str, timings: dict[str, float], extra: dict[str, Any] | None = None
                    ) -> dict[str, Any]:
@@ -317,7 +324,8 @@ def build_manifest(*, command: str, argv: list[str] | None, models: dict[str, An
                    for s, p in loaded.suites},
         "splits": {sd.ref.key: {"fingerprint": sd.ref.fingerprint, "n": len(sd)} for sd in loaded.splits},
         "seeds": {"bootstrap": opts.seed}, "bootstrap_resamples": opts.n_resamples,
-        "device": device, "dtype": opts.dtype, "batch_tokens": opts.batch_tokens,
+        "device": device, "dtype": opts.dtype,
+        "batch_tokens": opts.batch_tokens or default_batch_tokens(device.split(":")[0]),
         "platform": platform.platform(), "timings_s": {k: round(v, 3) for k, v in timings.items()},
         **(extra or {}),
     }

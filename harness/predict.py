@@ -16,9 +16,16 @@ import numpy as np
 from harness.models.scorer import Batch, Scorer
 from harness.records import Predictions, TokenizedSplit
 
-__all__ = ["make_batches", "pad_batch", "predict"]
+__all__ = ["default_batch_tokens", "make_batches", "pad_batch", "predict"]
 
 log = logging.getLogger(__name__)
+
+
+def default_batch_tokens(device_type: str) -> int:
+    """Token budget per batch when none is given: small on CPU, where activations that stay in cache matter more
+    than launch overhead (MiniLM, 2 cores: 1,024 tokens ran 2.5x faster than 16,384), large on accelerators
+    (BERT-large on an H200: 32,768 was best of 16k/32k/64k)."""
+    return 1024 if device_type == "cpu" else 32768
 
 
 def make_batches(lengths: np.ndarray, batch_tokens: int, max_batch_size: int = 1024) -> list[np.ndarray]:
@@ -71,7 +78,7 @@ def _batches(tok: TokenizedSplit, batch_tokens: int, pad_id: int) -> Iterator[Ba
 
 
 def predict(scorer: Scorer, tok: TokenizedSplit, *, point: str, alpha: float | None = None,
-            batch_tokens: int = 16384, pad_id: int = 0, progress: bool = False,
+            batch_tokens: int | None = None, pad_id: int = 0, progress: bool = False,
             columns: np.ndarray | None = None) -> Predictions:
     """Score every row of a tokenized split.
 
@@ -85,8 +92,9 @@ def predict(scorer: Scorer, tok: TokenizedSplit, *, point: str, alpha: float | N
         Point id recorded in the result (``base``, ``adapted``, ``alpha=0.3``).
     alpha : float, default=None
         Blend weight recorded in the result.
-    batch_tokens : int, default=16384
-        Token budget per batch (rows x padded length).
+    batch_tokens : int, default=None
+        Token budget per batch (rows x padded length); default :func:`default_batch_tokens` of the scorer's
+        device.
     pad_id : int, default=0
         The tokenizer's pad token id.
     progress : bool, default=False
@@ -100,6 +108,9 @@ def predict(scorer: Scorer, tok: TokenizedSplit, *, point: str, alpha: float | N
         Logits float32 of shape (n_examples, n_classes) in the split's row order.
     """
     out: np.ndarray | None = None
+    if batch_tokens is None:
+        device = getattr(scorer, "device", None)
+        batch_tokens = default_batch_tokens(getattr(device, "type", "cpu"))
     it = _batches(tok, batch_tokens, pad_id)
     bar = None
     if progress:

@@ -406,6 +406,10 @@ def load_model(name: str | Path, *, dtype: str = "fp32", device: str | None = No
     hf_logging.disable_progress_bar()
     if dtype not in DTYPES:
         raise ModelError(format_error("unknown dtype", where="--dtype", expected=", ".join(DTYPES), got=dtype))
+    if dtype != "fp32":
+        log.warning("--dtype %s: reduced precision changes some predictions compared with fp32 (MiniLM on VADER "
+                    "tweets: 5 of 1,694 flipped in bf16); runs and stored results are keyed by dtype, and "
+                    "benchmarks/bench_runner.py --bf16 measures the agreement for your model", dtype)
     path = resolve_model_dir(name, revision)
     if is_adapter_dir(path):
         raise ModelError(format_error("this folder is a PEFT adapter, not a full model", where=str(path),
