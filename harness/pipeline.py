@@ -320,8 +320,8 @@ def build_manifest(*, command: str, argv: list[str] | None, models: dict[str, An
         "command": command, "argv": argv if argv is not None else sys.argv, "created": time.strftime(
             "%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "models": models,
-        "suites": {s.name: {"version": s.version, "spec_hash": spec_hash(s), "path": str(p) if p else None}
-                   for s, p in loaded.suites},
+        "suites": {s.name: {"version": s.version, "spec_hash": spec_hash(s), "path": str(p) if p else None,
+                            "classes": list(s.classes)} for s, p in loaded.suites},
         "splits": {sd.ref.key: {"fingerprint": sd.ref.fingerprint, "n": len(sd)} for sd in loaded.splits},
         "seeds": {"bootstrap": opts.seed}, "bootstrap_resamples": opts.n_resamples,
         "device": device, "dtype": opts.dtype,
