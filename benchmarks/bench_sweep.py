@@ -30,7 +30,7 @@ def naive_sweep(base_dir: Path, adapted_dir: Path, splits, alphas, policy, max_l
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
     from harness.metrics import compute_metrics
-    from harness.records import MetricValue, SplitResult
+    from harness.records import SplitResult
     from harness.sweep import select_alpha, validation_scores
 
     results = {}

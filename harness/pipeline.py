@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import logging
 import math
-import platform
 import shutil
-import sys
 import tempfile
 import time
 from contextlib import contextmanager
@@ -23,6 +21,7 @@ import harness
 from harness.errors import HarnessError, OutputError, SpecError, format_error
 from harness.records import (PointRole, Predictions, SplitData, SplitRef, SplitResult, TokenizedSplit,
                              canonical_alpha, point_id)
+from harness.rundir import write_run
 from harness.spec.load import load_suite, spec_hash
 from harness.spec.schema import Suite
 from harness.summary import BootstrapInfo, MetricEntry, PointEntry, Selection as SelectionEntry, SplitEntry, \
@@ -156,8 +155,7 @@ def _apply_overrides(suite: Suite, opts: RunOptions) -> Suite:
     return suite.model_copy(update=upd) if upd else suite
 
 
-def prepare_splits(suites: list[tuple[Suite, Path | None]], opts: RunOptions, *, roles: set[str] | None = None
-                   ) -> LoadedSuites:
+def prepare_splits(suites: list[tuple[Suite, Path | None]], opts: RunOptions) -> LoadedSuites:
     """Load the evaluation splits of every suite (``train`` splits are skipped; ``opts.split`` keeps one name).
 
     Raises
@@ -181,8 +179,6 @@ def prepare_splits(suites: list[tuple[Suite, Path | None]], opts: RunOptions, *,
         loaded = load_splits(suite, suite_path=path, split_names=names, resolve=resolve)
         for sd in loaded.values():
             if sd.ref.role.value == "train" and names is None:
-                continue
-            if roles and sd.ref.role.value not in roles:
                 continue
             splits.append(sd)
     if not splits:
@@ -281,117 +277,17 @@ def _suite_infos(loaded: LoadedSuites) -> dict[str, SuiteInfo]:
     return infos
 
 
-def _versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {"harness": harness.__version__, "python": platform.python_version()}
-    for pkg in ("torch", "transformers", "peft", "datasets", "numpy", "pandas", "scikit-learn", "safetensors",
-                "pydantic", "matplotlib"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
-    return out
-
-
-def _git_sha() -> str | None:
-    import subprocess
-
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(harness.__file__).parent, capture_output=True,
-                              text=True, timeout=5).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def default_batch_tokens(device_type: str) -> int:
-    from harness.predict import default_batch_tokens as default
-
-    return default(device_type)
-
-
 def build_manifest(*, command: str, argv: list[str] | None, models: dict[str, Any], loaded: LoadedSuites,
                    opts: RunOptions, device: str, timings: dict[str, float], extra: dict[str, Any] | None = None
                    ) -> dict[str, Any]:
-    """The manifest.json content: versions, command line, models and fingerprints, suites and fingerprints,
-    seeds, device, dtype, wall time per stage (seconds)."""
-    return {
-        "harness_version": harness.__version__, "versions": _versions(), "git_sha": _git_sha(),
-        "command": command, "argv": argv if argv is not None else sys.argv, "created": time.strftime(
-            "%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "models": models,
-        "suites": {s.name: {"version": s.version, "spec_hash": spec_hash(s), "path": str(p) if p else None,
-                            "classes": list(s.classes)} for s, p in loaded.suites},
-        "splits": {sd.ref.key: {"fingerprint": sd.ref.fingerprint, "n": len(sd)} for sd in loaded.splits},
-        "seeds": {"bootstrap": opts.seed}, "bootstrap_resamples": opts.n_resamples,
-        "device": device, "dtype": opts.dtype,
-        "batch_tokens": opts.batch_tokens or default_batch_tokens(device.split(":")[0]),
-        "platform": platform.platform(), "timings_s": {k: round(v, 3) for k, v in timings.items()},
-        **(extra or {}),
-    }
+    """The manifest.json content of a run (:func:`harness.report.manifest.build_manifest`) from its options."""
+    from harness.predict import default_batch_tokens
+    from harness.report.manifest import build_manifest as build
 
-
-def write_run(out: str | Path, summary: Summary, predictions: list[Predictions], manifest: dict[str, Any]) -> Path:
-    """Write a complete run directory atomically: everything goes to a temporary sibling folder that replaces
-    ``out`` only when complete (an existing run at ``out`` is replaced as a whole, never mixed).
-
-    Raises
-    ------
-    OutputError
-        If ``out`` is a file or its parent is not writable.
-    """
-    from harness.rundir import write_manifest, write_per_alpha, write_predictions, write_summary
-
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise OutputError(format_error("--out names a file, not a folder", where=str(out),
-                                       fix="choose a folder for the run directory"))
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    except OSError as e:
-        raise OutputError(format_error("cannot write the run directory", where=str(out), got=e.strerror,
-                                       fix="choose a writable --out folder")) from e
-    try:
-        write_summary(tmp, summary)
-        write_per_alpha(tmp, summary)
-        write_predictions(tmp, predictions)
-        write_manifest(tmp, manifest)
-        _swap_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
-
-
-def _swap_dir(tmp: Path, out: Path) -> None:
-    """Move the finished folder ``tmp`` onto ``out``; an existing ``out`` is replaced as a whole, and put back
-    if the move fails.
-
-    Raises
-    ------
-    OutputError
-        If a rename fails (``out`` then holds what it held before).
-    """
-    old = None
-    try:
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{time.time_ns()}")
-            out.rename(old)
-        try:
-            tmp.rename(out)
-        except BaseException:
-            if old is not None:
-                old.rename(out)
-            raise
-    except OSError as e:
-        if isinstance(e, HarnessError):
-            raise
-        raise OutputError(format_error("cannot move the finished output into place", where=str(out),
-                                       got=e.strerror or str(e), fix="check the folder is writable and not in use; "
-                                       "the previous content of the folder was kept")) from e
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    return build(command=command, argv=argv, models=models, suites=loaded.suites, splits=loaded.splits,
+                 seed=opts.seed, n_resamples=opts.n_resamples, dtype=opts.dtype,
+                 batch_tokens=opts.batch_tokens or default_batch_tokens(device.split(":")[0]), device=device,
+                 timings=timings, extra=extra)
 
 
 def _bootstrap_info(opts: RunOptions) -> BootstrapInfo:
@@ -634,7 +530,6 @@ def sweep_models(base: str | Path, adapted: str | Path, suites: list[str | Path]
                 scoring.columns = pair.blend_columns
             with stage_timer(timings, "metrics"):
                 sw.results["base"], sw.predictions["base"] = scoring.results(preds), preds
-            sw.point_alpha["base"] = 0.0
         with stage_timer(timings, "blend_setup"):
             engine = BlendEngine(live.model, pair.base_sd, pair.adapted.state_dict, head=head)
             pair.base_sd.clear()
@@ -654,7 +549,7 @@ def sweep_models(base: str | Path, adapted: str | Path, suites: list[str | Path]
                 preds = scoring.score(pid, alpha, fp, head=head, blend_path=path)
             with stage_timer(timings, "metrics"):
                 res = scoring.results(preds)
-            sw.results[pid], sw.predictions[pid], sw.point_alpha[pid] = res, preds, alpha
+            sw.results[pid], sw.predictions[pid] = res, preds
             by_alpha[alpha] = res
             sw.alphas.append(alpha)
 
@@ -779,6 +674,7 @@ def write_blend(base: str | Path, adapted: str | Path, alpha: float, out: str | 
     from harness.errors import BlendError
     from harness.models.adapters import load_adapted
     from harness.models.blend import head_keys, interpolate, resize_head
+    from harness.rundir import swap_dir
     from harness.models.load import load_model
 
     try:
@@ -813,7 +709,7 @@ def write_blend(base: str | Path, adapted: str | Path, alpha: float, out: str | 
     try:
         live.model.save_pretrained(str(tmp), safe_serialization=True)
         live.tokenizer.save_pretrained(str(tmp))
-        _swap_dir(tmp, out)
+        swap_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

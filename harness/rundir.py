@@ -11,6 +11,9 @@ base and adapted), ``alpha`` (float64, NaN for none), ``suite``, ``split`` (str)
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
+import time
 import logging
 from dataclasses import asdict
 from pathlib import Path
@@ -21,14 +24,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from harness.errors import DataError, format_error
+from harness.errors import DataError, HarnessError, OutputError, format_error
 from harness.io import atomic_path, atomic_write_json, atomic_write_text
 from harness.records import Predictions, Verdict
 from harness.summary import Summary
 
 __all__ = ["SUMMARY", "MANIFEST", "PER_ALPHA", "PREDICTIONS", "VERDICT", "write_summary", "read_summary",
            "write_predictions", "read_predictions", "per_alpha_frame", "write_per_alpha", "write_manifest",
-           "read_manifest", "write_verdict", "read_verdict", "predictions_for"]
+           "read_manifest", "write_verdict", "read_verdict", "predictions_for", "write_run", "swap_dir"]
 
 log = logging.getLogger(__name__)
 SUMMARY, MANIFEST, PER_ALPHA, PREDICTIONS, VERDICT = (
@@ -182,3 +185,64 @@ def read_verdict(run_dir: str | Path) -> dict[str, Any] | None:
         raise DataError(format_error("verdict.json is not a JSON object", where=str(path),
                                      got=type(verdict).__name__, fix="re-run `harness gate` on the run directory"))
     return verdict
+
+
+def write_run(out: str | Path, summary: Summary, predictions: list[Predictions], manifest: dict[str, Any]) -> Path:
+    """Write a complete run directory atomically: everything goes to a temporary sibling folder that replaces
+    ``out`` only when complete (an existing run at ``out`` is replaced as a whole, never mixed).
+
+    Raises
+    ------
+    OutputError
+        If ``out`` is a file or its parent is not writable.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OutputError(format_error("--out names a file, not a folder", where=str(out),
+                                       fix="choose a folder for the run directory"))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    except OSError as e:
+        raise OutputError(format_error("cannot write the run directory", where=str(out), got=e.strerror,
+                                       fix="choose a writable --out folder")) from e
+    try:
+        write_summary(tmp, summary)
+        write_per_alpha(tmp, summary)
+        write_predictions(tmp, predictions)
+        write_manifest(tmp, manifest)
+        swap_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def swap_dir(tmp: Path, out: Path) -> None:
+    """Move the finished folder ``tmp`` onto ``out``; an existing ``out`` is replaced as a whole, and put back
+    if the move fails.
+
+    Raises
+    ------
+    OutputError
+        If a rename fails (``out`` then holds what it held before).
+    """
+    old = None
+    try:
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{time.time_ns()}")
+            out.rename(old)
+        try:
+            tmp.rename(out)
+        except BaseException:
+            if old is not None:
+                old.rename(out)
+            raise
+    except OSError as e:
+        if isinstance(e, HarnessError):
+            raise
+        raise OutputError(format_error("cannot move the finished output into place", where=str(out),
+                                       got=e.strerror or str(e), fix="check the folder is writable and not in use; "
+                                       "the previous content of the folder was kept")) from e
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -309,7 +309,6 @@ class SweepResult:
     selection: Selection | None = None
     search: str = "grid"
     n_evaluations: int = 0
-    point_alpha: dict[str, float] = field(default_factory=dict)
 
     def predictions_list(self) -> list[Predictions]:
         """All stored predictions, flattened."""

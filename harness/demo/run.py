@@ -147,9 +147,16 @@ def run_demo(*, adaptation: str = "full", profile: str = "quick", out: str | Pat
 
 
 def _train_summary(info: dict) -> str:
-    keys = ("probe_C", "probe_val_accuracy", "adapted_val_accuracy", "train_examples", "reused")
-    flat = {k: v for k, v in info.items() if k in keys and v is not None}
-    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in flat.items()) or "see manifest"
+    """One line from :func:`harness.demo.train.build_demo_models`' info: probe C, validation accuracies, sizes."""
+    base, adapted = info.get("base", {}), info.get("adapted", {})
+
+    def acc(d: dict) -> str:
+        v = d.get("val_accuracy")
+        return f"{v:.3f}" if isinstance(v, float) else "n/a"
+
+    return (f"probe C={base.get('C')}, ID validation accuracy {acc(base)} (probe) -> {acc(adapted)} (adapted), "
+            f"{adapted.get('n_train', '?')} training sentences, models "
+            f"{'reused from the cache' if base.get('reused') and adapted.get('reused') else 'built'}")
 
 
 def _print_outcome(res) -> None:

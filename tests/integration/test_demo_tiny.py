@@ -55,6 +55,7 @@ def test_demo_runs_end_to_end_and_reuses_its_models(demo_env, tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["command"] == "demo" and summary["profile"] == "quick"
     assert any("Quick profile" in n for n in summary["notes"])
+    assert any("probe C=" in n and "(adapted)" in n for n in summary["notes"])
     assert {"vader-movies", "vader-tweets", "vader-amazon", "vader-nyt"} == set(summary["suites"])
     assert summary["selection"]["search"] == "adaptive" and summary["selection"]["n_evaluations"] <= 6
     assert all(s.endswith("/validation") for s in summary["selection"]["selected_on"])

@@ -8,7 +8,6 @@ import logging
 import shutil
 import struct
 
-import numpy as np
 import pytest
 
 from harness.errors import ModelError

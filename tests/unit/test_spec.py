@@ -96,7 +96,7 @@ def test_spec_hash_is_stable_and_sensitive(tmp_path):
 def test_validate_command_exit_codes(tmp_path, capsys):
     good = write(tmp_path, SUITE, "good.yaml")
     assert main(["validate", str(good)]) == 0
-    bad = write(tmp_path, SUITE + "bogus: 1\n", "bad.yaml")
+    write(tmp_path, SUITE + "bogus: 1\n", "bad.yaml")
     assert main(["validate", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "bad.yaml" in err and "bogus" in err
