@@ -4,6 +4,7 @@ fake for tests."""
 from __future__ import annotations
 
 import contextlib
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -11,7 +12,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["Batch", "Scorer", "DummyScorer", "HFScorer"]
+from harness.errors import ModelError, format_error
+from harness.models.packed import Packing
+
+__all__ = ["Batch", "Scorer", "DummyScorer", "HFScorer", "compile_layers"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -64,15 +70,37 @@ class HFScorer(Scorer):
 
     Runs in ``eval()`` under ``torch.inference_mode()`` on the model's device; with ``autocast_dtype`` set
     (``torch.bfloat16``) the forward runs under autocast on that device (the weights stay as stored).
+
+    ``packed`` runs the encoder layers on real tokens only (:class:`~harness.models.packed.PackedEncoder`: no FLOPs
+    on padding, flash attention): ``None`` (default) packs whenever the model qualifies (BERT-family encoder in
+    bf16/fp16 on CUDA) and falls back to padded batches with a warning if the first packed batch shows that the
+    model does not take the packed path; ``True`` requires it (:class:`~harness.errors.ModelError` if the model
+    cannot); ``False`` never packs.
+
+    ``compile`` compiles each encoder layer in place (:func:`compile_layers`).
     """
 
     def __init__(self, model: torch.nn.Module, n_classes: int | None = None,
-                 autocast_dtype: torch.dtype | None = None) -> None:
+                 autocast_dtype: torch.dtype | None = None, packed: bool | None = None,
+                 compile: bool = False) -> None:
+        from harness.models.packed import PackedEncoder, packing_unavailable_reason
+
         self.model = model.eval()
         self.device = next(model.parameters()).device
         self.n_classes = int(n_classes or getattr(model.config, "num_labels", 2))
         self.autocast_dtype = autocast_dtype
         self._pin = self.device.type == "cuda"
+        self._packer: PackedEncoder | None = None
+        self._packed_required = packed is True
+        if packed or (packed is None and autocast_dtype is None and packing_unavailable_reason(model) is None):
+            self._packer = PackedEncoder.for_model(model)
+        if compile:
+            compile_layers(model)
+
+    @property
+    def packed(self) -> bool:
+        """Whether batches run packed (padding-free)."""
+        return self._packer is not None
 
     def _tensor(self, a: np.ndarray) -> torch.Tensor:
         t = torch.from_numpy(a)
@@ -84,6 +112,18 @@ class HFScorer(Scorer):
         inputs = {"input_ids": self._tensor(batch.input_ids), "attention_mask": self._tensor(batch.attention_mask)}
         if batch.token_type_ids is not None:
             inputs["token_type_ids"] = self._tensor(batch.token_type_ids)
+        if self._packer is not None:
+            try:
+                with self._packer.packing(Packing.from_mask(batch.attention_mask, self.device, pin=self._pin)):
+                    out = self.model(**inputs)
+                return (out.logits if hasattr(out, "logits") else out[0]).float()
+            except ModelError:
+                if self._packed_required:
+                    raise
+                log.warning("packed scoring is not available for this model (not every attention layer took the "
+                            "packed path); scoring padded batches", exc_info=True)
+                self._packer.close()
+                self._packer = None
         ctx = (torch.autocast(self.device.type, dtype=self.autocast_dtype) if self.autocast_dtype is not None
                else contextlib.nullcontext())
         with ctx:
@@ -109,3 +149,32 @@ class HFScorer(Scorer):
         for index, logits in pending:
             yield index, host[start:start + len(index)]
             start += len(index)
+
+
+def compile_layers(model: torch.nn.Module) -> int:
+    """Compile each layer of the model's encoder stack in place with ``torch.compile(dynamic=True)`` ("regional
+    compilation": the layers share one compiled graph, so warm-up is that of one layer). Fuses the residual add
+    into LayerNorm and the bias into GELU; with packed batches only the token count varies, so nothing recompiles.
+
+    Measured (benchmarks/bench_gpu.py --compile, BERT-large, bf16, H200): about 12 s warm-up, then 14,854 vs
+    13,691 examples/s (62.8% vs 57.9% model FLOP utilisation). It pays off for long runs, not for a quick CPU sweep.
+
+    Returns
+    -------
+    int
+        Number of layers compiled.
+
+    Raises
+    ------
+    ModelError
+        If the model has no encoder layer stack (``base_model.encoder.layer``).
+    """
+    stack = getattr(getattr(model, "base_model", model), "encoder", None)
+    layers = getattr(stack, "layer", None)
+    if not isinstance(layers, torch.nn.ModuleList):
+        raise ModelError(format_error("--compile found no encoder layers to compile",
+                                      expected="a transformers encoder (base_model.encoder.layer)",
+                                      got=type(model).__name__, fix="run without --compile"))
+    for layer in layers:
+        layer.compile(dynamic=True)
+    return len(layers)
