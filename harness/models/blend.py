@@ -203,13 +203,17 @@ def _flatten(items: list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]]) 
     return _Group([name for name, _, _, _ in items], base, adapted, target)
 
 
+_CHUNK = 1 << 20  # elements per chunk of a reduced-precision blend on CPU (4 MB of fp32 scratch)
+
+
 class BlendEngine:
     """Writes blends into a live model in place, keeping fp32 copies of base and adapted weights on its device.
 
     The blendable tensors of each (device, dtype) are packed once into flat buffers; the live model's parameters
     become views into the flat target, and :meth:`apply` is one fused ``torch.lerp(base, adapted, alpha,
     out=target)`` per group: it reads 8 bytes and writes 4 (fp32) or 2 (bf16/fp16) per weight, the minimum for
-    this blend, and allocates nothing.
+    this blend. On CPU, a bf16/fp16 target is written in 1M-element chunks through a 4 MB fp32 scratch buffer
+    (lerp with a casting output would otherwise go through a full-size temporary: 33 ms vs 8 ms for MiniLM).
 
     Memory: two fp32 flat copies of the blendable weights plus the live model: about three copies of the weights
     (fp32 model), less with a bf16 model.
@@ -267,6 +271,7 @@ class BlendEngine:
                 self._fixed.append((target, b.detach().to(target.device, target.dtype)))
         self._groups = [_flatten(items) for items in groups.values()]
         self.alpha: float | None = None
+        self._scratch_buf: torch.Tensor | None = None
 
     @torch.no_grad()
     def apply(self, alpha: float) -> None:
@@ -276,10 +281,22 @@ class BlendEngine:
         except ValueError as e:
             raise BlendError(str(e)) from e
         for g in self._groups:
-            torch.lerp(g.base, g.adapted, alpha, out=g.target)
+            if g.target.dtype == torch.float32 or g.target.device.type != "cpu":
+                torch.lerp(g.base, g.adapted, alpha, out=g.target)
+            else:  # CPU: a cast inside lerp goes through a full-size temporary; chunks keep it in cache (4x faster)
+                scratch = self._scratch(g.target.device)
+                for i in range(0, g.target.numel(), _CHUNK):
+                    j = min(i + _CHUNK, g.target.numel())
+                    torch.lerp(g.base[i:j], g.adapted[i:j], alpha, out=scratch[:j - i])
+                    g.target[i:j].copy_(scratch[:j - i])
         for target, value in self._fixed:
             target.copy_(value)
         self.alpha = alpha
+
+    def _scratch(self, device: torch.device) -> torch.Tensor:
+        if self._scratch_buf is None:
+            self._scratch_buf = torch.empty(_CHUNK, dtype=torch.float32, device=device)
+        return self._scratch_buf
 
     @property
     def n_params(self) -> int:

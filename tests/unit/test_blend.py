@@ -281,6 +281,14 @@ def test_engine_agrees_bit_for_bit_with_interpolate_bf16(pair_bf16):
     _engine_matches_interpolate(base, b, a)
 
 
+def test_engine_bf16_in_many_cpu_chunks_agrees_bit_for_bit(pair_bf16, monkeypatch):
+    """A chunk size that splits tensors and does not divide the flat buffer: the chunked CPU path must still write
+    every weight exactly once with interpolate's bits."""
+    monkeypatch.setattr("harness.models.blend._CHUNK", 997)
+    base, _, b, a = pair_bf16
+    _engine_matches_interpolate(base, b, a)
+
+
 def test_engine_agrees_bit_for_bit_with_interpolate_head_adapted(pair):
     base, _, b, a = pair
     _engine_matches_interpolate(base, b, a, head="adapted")
