@@ -29,6 +29,9 @@ def _common(p: argparse.ArgumentParser, *, model_flags: bool = True) -> None:
         g.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default=None, help="weights dtype (fp32)")
         g.add_argument("--batch-tokens", type=int, default=None,
                        help="token budget per batch: rows x padded length (default 1024 on CPU, 32768 on GPU)")
+        g.add_argument("--compile", action="store_true", default=None,
+                       help="compile each encoder layer with torch.compile (pays off on long GPU runs: a warm-up of "
+                            "about 10 s, then about 6%% faster on an H200)")
         g.add_argument("--allow-pickle", action="store_true", help="allow pickle weights (weights_only=True)")
         g.add_argument("--trust-remote-code", action="store_true", help="allow checkpoint code to run")
         g.add_argument("--label-map", default=None,
@@ -131,7 +134,8 @@ def _options(a: argparse.Namespace, cfg: dict[str, Any] | None = None):
         return v if v is not None else cfg.get(name) if cfg.get(name) is not None else default
 
     return RunOptions(device=pick("device", None), dtype=pick("dtype", "fp32"),
-                      batch_tokens=pick("batch_tokens", None), allow_pickle=a.allow_pickle,
+                      batch_tokens=pick("batch_tokens", None), compile=bool(pick("compile", False)),
+                      allow_pickle=a.allow_pickle,
                       trust_remote_code=a.trust_remote_code,
                       label_map=_label_map(a.label_map) or cfg.get("label_map"), split=getattr(a, "split", None),
                       n_resamples=pick("n_resamples", 1000), seed=pick("seed", 0), use_store=not a.no_store,

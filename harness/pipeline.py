@@ -39,12 +39,14 @@ class RunOptions:
 
     ``batch_tokens`` is the token budget per batch (rows x padded length; default by device, see
     :func:`harness.predict.default_batch_tokens`); ``n_resamples``/``seed``/``confidence``
-    configure the bootstrap; ``use_store`` reads and writes the results store under ``HARNESS_CACHE``.
+    configure the bootstrap; ``use_store`` reads and writes the results store under ``HARNESS_CACHE``;
+    ``compile`` compiles each encoder layer with ``torch.compile`` (:func:`harness.models.scorer.compile_layers`).
     """
 
     device: str | None = None
     dtype: str = "fp32"
     batch_tokens: int | None = None
+    compile: bool = False
     allow_pickle: bool = False
     trust_remote_code: bool = False
     label_map: dict[str, str] | None = None
@@ -209,7 +211,7 @@ class _Scoring:
         self.live, self.opts, self.columns = live, opts, columns
         self.suites = suites
         self.toks = [tokenize_split(sd, live.tokenizer, suites[sd.ref.suite].max_length) for sd in splits]
-        self.scorer = HFScorer(live.model)
+        self.scorer = HFScorer(live.model, compile=opts.compile)
         self.store = ResultsStore() if opts.use_store else None  # compare with None: a store has a length
         self.pad_id = int(live.tokenizer.pad_token_id or 0)
         self.n_computed = 0
@@ -224,7 +226,8 @@ class _Scoring:
             key = prediction_key(model_fp=model_fp, alpha=alpha, split_key=tok.cache_key, dtype=self.opts.dtype,
                                  device_type=self.live.device.type, head=head, blend_path=blend_path,
                                  harness_version=harness.__version__,
-                                 extra={"columns": None if self.columns is None else self.columns.tolist()})
+                                 extra={"columns": None if self.columns is None else self.columns.tolist(),
+                                        "packed": self.scorer.packed, "compiled": self.opts.compile})
             logits = self.store.get(key, n=len(tok)) if self.store is not None else None
             if logits is None:
                 pred = predict(self.scorer, tok, point=point, alpha=alpha, batch_tokens=self.opts.batch_tokens,
@@ -357,7 +360,8 @@ def evaluate_model(model: str | Path, suites: list[str | Path] | list[Suite], *,
     if out is not None:
         manifest = build_manifest(command="eval", argv=argv, loaded=loaded, opts=options, device=str(live.device),
                                   timings=timings, models={"model": {"source": str(model), "path": str(live.path),
-                                                                     "fingerprint": live.fingerprint}})
+                                                                     "fingerprint": live.fingerprint}},
+                                  extra={"packed_batches": scoring.scorer.packed, "compiled": options.compile})
         res.run_dir = write_run(out, summary, list(preds.values()), manifest)
         _maybe_report(res.run_dir, options, loaded)
     return res
@@ -580,7 +584,8 @@ def sweep_models(base: str | Path, adapted: str | Path, suites: list[str | Path]
     manifest = build_manifest(command=command, argv=argv, loaded=loaded, opts=options, device=str(live.device),
                               timings=timings, models=models,
                               extra={"head": head, "alphas": sw.alphas, "search": sw.search,
-                                     "store_computed_splits": scoring.n_computed})
+                                     "store_computed_splits": scoring.n_computed,
+                                     "packed_batches": scoring.scorer.packed, "compiled": options.compile})
     res.run_dir = write_run(out, summary, sw.predictions_list(), manifest)
     if gate is not None:
         res.verdict = run_gate(res.run_dir, gate, baseline=baseline, junit=junit)

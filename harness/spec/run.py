@@ -35,6 +35,7 @@ class RunConfig(Strict):
     device: str | None = None
     dtype: Literal["fp32", "bf16", "fp16"] | None = None
     batch_tokens: int | None = Field(default=None, gt=0)
+    compile: bool | None = None
     n_resamples: int | None = Field(default=None, ge=10)
     seed: int | None = None
     label_map: dict[str, str] | None = None

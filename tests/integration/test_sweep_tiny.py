@@ -356,3 +356,24 @@ def test_sweep_killed_with_sigkill_resumes_and_matches_a_clean_run(tiny_pair, ti
     assert main([*args, "--out", str(tmp_path / "clean")]) == 0
     assert read_manifest(tmp_path / "clean")["store_computed_splits"] == total
     assert _strip_volatile(read_summary(tmp_path / "run")) == _strip_volatile(read_summary(tmp_path / "clean"))
+
+
+@pytest.mark.slow
+def test_compiled_layers_give_the_same_sweep(swept, tiny_pair, tiny_suites, tmp_path):
+    """--compile (regional torch.compile of the encoder layers, here on CPU with inductor) must not change what the
+    sweep selects, nor its numbers beyond float tolerance; the manifest records it."""
+    import shutil
+
+    if shutil.which("g++") is None and shutil.which("clang++") is None:
+        pytest.skip("torch.compile on CPU needs a C++ compiler")
+    res, _ = swept
+    out = tmp_path / "compiled"
+    comp = api.sweep(*tiny_pair, tiny_suites, out=out, use_store=False, compile=True, alphas=[0.0, 0.3, 1.0],
+                     **FAST)
+    assert read_manifest(out)["compiled"] is True
+    for point in comp.summary.points:
+        ref = next(p for p in res.summary.points if p.alpha == point.alpha)
+        for suite, splits in comp.summary.results[point.id].items():
+            for split, entry in splits.items():
+                want = res.summary.results[ref.id][suite][split].metrics["accuracy"].value
+                assert entry.metrics["accuracy"].value == pytest.approx(want, abs=1e-9), (point.id, suite, split)
