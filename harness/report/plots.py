@@ -316,7 +316,7 @@ def plot_confusion(rows: Sequence[tuple[str, Sequence[tuple[str, np.ndarray]]]],
         axes = fig.subplots(len(rows), ncols, squeeze=False)
         for r, (suite, mats) in enumerate(rows):
             for j, (label, cm) in enumerate(mats):
-                _confusion_panel(axes[r, j], cm, names_of[suite], f"{suite} · {label}")
+                _confusion_panel(axes[r, j], cm, names_of[suite], f"{suite}\n{label}")  # two lines: fits the panel
             for ax in axes[r, len(mats):]:
                 ax.set_visible(False)
             axes[r, 0].set_ylabel("true class")
