@@ -6,22 +6,22 @@ re-tokenizes every time); then apply the same selection policy. Harness: ``harne
 off (so it really computes), 11-point grid, fp32; then bf16 (``--dtype bf16``) and the adaptive search.
 Models: the demo's quick-profile MiniLM pair (built and cached on first use, about 1-2 minutes).
 
-    python benchmarks/bench_sweep.py [--repeats 3] [--max-examples 200]
+    python benchmarks/bench_sweep.py [--repeats 5] [--max-examples 200]
 
-Prints the wall time of each (median of --repeats), the ratios, the chosen alphas, and the blend cost per alpha.
+Prints what the CPU supports, the wall time of each (median of --repeats), the ratios, the chosen alphas, and the
+blend cost per alpha.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
+from _common import cpu_info, timed
 
 
 def naive_sweep(base_dir: Path, adapted_dir: Path, splits, alphas, policy, max_length: int) -> float:
@@ -60,7 +60,7 @@ def naive_sweep(base_dir: Path, adapted_dir: Path, splits, alphas, policy, max_l
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--max-examples", type=int, default=200)
     a = ap.parse_args(argv)
 
@@ -78,16 +78,11 @@ def main(argv=None) -> int:
     suites = [sdir / "vader-movies.yaml", sdir / "vader-tweets.yaml"]
     splits = prepare_splits(load_suites(suites), opts).splits
     n = sum(len(s) for s in splits)
-    print(f"splits: {', '.join(f'{s.ref.key} ({len(s)})' for s in splits)}; {torch.get_num_threads()} threads")
+    print(f"splits: {', '.join(f'{s.ref.key} ({len(s)})' for s in splits)}; {cpu_info()}")
     policy = SelectionPolicy()
 
     def run(fn, label):
-        times, chosen = [], None
-        for _ in range(a.repeats):
-            t0 = time.perf_counter()
-            chosen = fn()
-            times.append(time.perf_counter() - t0)
-        t = statistics.median(times)
+        t, chosen = timed(fn, a.repeats)
         print(f"{label:<34} {t:8.1f} s  chosen alpha {chosen:g}")
         return t, chosen
 
