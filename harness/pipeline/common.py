@@ -1,0 +1,320 @@
+"""What eval, sweep and blend share: run options, loading suites and splits, scoring a live model on every
+split (with the results store), summary pieces and the manifest."""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pandas as pd
+
+import harness
+from harness.errors import SpecError, format_error
+from harness.records import Predictions, SplitData, SplitRef, SplitResult, TokenizedSplit
+from harness.spec.load import load_suite, spec_hash
+from harness.spec.schema import Suite
+from harness.summary import BootstrapInfo, MetricEntry, SplitEntry, SuiteInfo, Summary
+
+__all__ = ["RunOptions", "LoadedSuites", "RunResult", "Scoring", "stage_timer", "load_suites", "prepare_splits",
+           "build_manifest", "bootstrap_info", "classes_of", "maybe_report", "metrics_for", "nest_results",
+           "suite_infos"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Settings shared by eval and sweep (every field has a CLI flag of the same name).
+
+    ``batch_tokens`` is the token budget per batch (rows x padded length; default by device, see
+    :func:`harness.predict.default_batch_tokens`); ``n_resamples``/``seed``/``confidence``
+    configure the bootstrap; ``use_store`` reads and writes the results store under ``HARNESS_CACHE``;
+    ``compile`` compiles each encoder layer with ``torch.compile`` (:func:`harness.models.scorer.compile_layers`).
+    """
+
+    device: str | None = None
+    dtype: str = "fp32"
+    batch_tokens: int | None = None
+    compile: bool = False
+    allow_pickle: bool = False
+    trust_remote_code: bool = False
+    label_map: dict[str, str] | None = None
+    split: str | None = None
+    n_resamples: int = 1000
+    seed: int = 0
+    confidence: float = 0.95
+    use_store: bool = True
+    progress: bool = True
+    max_examples: int | None = None
+    max_length: int | None = None
+    report: bool = True
+
+    def __post_init__(self) -> None:
+        def bad(flag: str, expected: str, got: Any) -> SpecError:
+            return SpecError(format_error(f"bad value for {flag}", where=flag, expected=expected, got=got))
+
+        if self.dtype not in ("fp32", "bf16", "fp16"):
+            raise bad("--dtype", "fp32, bf16 or fp16", self.dtype)
+        if self.batch_tokens is not None and (not isinstance(self.batch_tokens, int) or self.batch_tokens < 1):
+            raise bad("--batch-tokens", "a positive number of tokens per batch (e.g. 16384)", self.batch_tokens)
+        if not isinstance(self.n_resamples, int) or self.n_resamples < 10:
+            raise bad("--n-resamples", "at least 10 bootstrap resamples (1000 recommended)", self.n_resamples)
+        if not 0.5 <= self.confidence < 1.0:
+            raise bad("confidence", "a fraction in [0.5, 1)", self.confidence)
+        if self.max_examples is not None and self.max_examples < 1:
+            raise bad("max_examples", "a positive number of examples", self.max_examples)
+        if self.max_length is not None and self.max_length < 8:
+            raise bad("max_length", "at least 8 tokens", self.max_length)
+
+
+@dataclass
+class LoadedSuites:
+    """Suites with their files and the splits to evaluate (``SplitData`` in suite, split order)."""
+
+    suites: list[tuple[Suite, Path | None]]
+    splits: list[SplitData]
+
+
+@dataclass
+class RunResult:
+    """What eval and sweep return: the summary, the run directory, and (for a gated sweep) the verdict."""
+
+    summary: Summary
+    run_dir: Path | None
+    verdict: Any = None
+    sweep: Any = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_pandas(self) -> pd.DataFrame:
+        """The per-alpha, per-suite table (one row per point, suite, split and metric; see per_alpha.csv)."""
+        from harness.rundir import per_alpha_frame
+
+        return per_alpha_frame(self.summary)
+
+
+@contextmanager
+def stage_timer(timings: dict[str, float], name: str) -> Iterator[None]:
+    """Add the wall time of the block (seconds) to ``timings[name]``."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
+
+
+# ---------------------------------------------------------------------------------------------------- suites --
+
+def load_suites(paths: list[str | Path] | list[Suite]) -> list[tuple[Suite, Path | None]]:
+    """Load suite files (or accept Suite objects); a folder means every suite file in it.
+
+    Raises
+    ------
+    SpecError
+        If a file is invalid or not a suite, or two suites share a name.
+    """
+    out: list[tuple[Suite, Path | None]] = []
+    for p in paths:
+        if isinstance(p, Suite):
+            out.append((p, None))
+            continue
+        p = Path(p)
+        files = sorted(q for q in p.glob("*.yaml")) if p.is_dir() else [p]
+        for f in files:
+            if p.is_dir():
+                from harness.spec.load import read_yaml
+
+                if read_yaml(f).get("kind") != "suite":
+                    continue
+            out.append((load_suite(f), f.resolve()))
+    if not out:
+        raise SpecError(format_error("no suite given", where="--suite", fix="pass one or more suite YAML files"))
+    names = [s.name for s, _ in out]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise SpecError(format_error("two suites share a name", where=", ".join(dup),
+                                     fix="give every suite a unique name:"))
+    return out
+
+
+def _apply_overrides(suite: Suite, opts: RunOptions) -> Suite:
+    upd: dict[str, Any] = {}
+    if opts.max_length is not None:
+        upd["max_length"] = int(opts.max_length)
+    if opts.max_examples is not None and suite.splits:
+        upd["splits"] = [s.model_copy(update={"max_examples": min(s.max_examples or opts.max_examples,
+                                                                   opts.max_examples)}) for s in suite.splits]
+    return suite.model_copy(update=upd) if upd else suite
+
+
+def prepare_splits(suites: list[tuple[Suite, Path | None]], opts: RunOptions) -> LoadedSuites:
+    """Load the evaluation splits of every suite (``train`` splits are skipped; ``opts.split`` keeps one name).
+
+    Raises
+    ------
+    SpecError, DataError
+        For unknown split names and data problems.
+    """
+    from harness.data.sources import load_splits, sibling_resolver
+
+    suites = [(_apply_overrides(s, opts), p) for s, p in suites]
+    known = {s.name: (s, p) for s, p in suites}
+    splits: list[SplitData] = []
+    for suite, path in suites:
+        siblings = sibling_resolver(path)
+
+        def resolve(name: str, _siblings=siblings) -> tuple[Suite, Path | None]:
+            # suites given together first (with the run's overrides), then the files beside this one
+            return known[name] if name in known else _siblings(name)
+
+        names = [opts.split] if opts.split is not None else None
+        loaded = load_splits(suite, suite_path=path, split_names=names, resolve=resolve)
+        for sd in loaded.values():
+            if sd.ref.role.value == "train" and names is None:
+                continue
+            splits.append(sd)
+    if not splits:
+        raise SpecError(format_error("the suites define no validation or test split to evaluate",
+                                     fix="add splits with role validation or test"))
+    return LoadedSuites(suites=suites, splits=splits)
+
+
+# ------------------------------------------------------------------------------------------------ scoring --
+
+def metrics_for(pred: Predictions, tok: TokenizedSplit, metrics: list[str], opts: RunOptions) -> SplitResult:
+    from harness.metrics import compute_metrics
+
+    values = compute_metrics(pred.labels, pred.logits, pred.source_ids, metrics, n_resamples=opts.n_resamples,
+                             seed=opts.seed, confidence=opts.confidence)
+    return SplitResult(n=pred.n, n_truncated=tok.n_truncated, n_dropped=tok.n_dropped, metrics=values)
+
+
+class Scoring:
+    """Tokenized splits + store + scorer for one live model; scores (point, alpha) on every split."""
+
+    def __init__(self, live, splits: list[SplitData], suites: dict[str, Suite], opts: RunOptions,
+                 columns: np.ndarray | None) -> None:
+        from harness.models.scorer import HFScorer
+        from harness.store import ResultsStore
+        from harness.tokcache import tokenize_split
+
+        self.live, self.opts, self.columns = live, opts, columns
+        self.suites = suites
+        self.toks = [tokenize_split(sd, live.tokenizer, suites[sd.ref.suite].max_length) for sd in splits]
+        self.scorer = HFScorer(live.model, compile=opts.compile)
+        self.store = ResultsStore() if opts.use_store else None  # compare with None: a store has a length
+        self.pad_id = int(live.tokenizer.pad_token_id or 0)
+        self.n_computed = 0
+
+    def score(self, point: str, alpha: float | None, model_fp: str, head: str = "shared",
+              blend_path: str = "none") -> dict[SplitRef, Predictions]:
+        from harness.predict import predict
+        from harness.store import prediction_key
+
+        out: dict[SplitRef, Predictions] = {}
+        for tok in self.toks:
+            key = prediction_key(model_fp=model_fp, alpha=alpha, split_key=tok.cache_key, dtype=self.opts.dtype,
+                                 device_type=self.live.device.type, head=head, blend_path=blend_path,
+                                 harness_version=harness.__version__,
+                                 extra={"columns": None if self.columns is None else self.columns.tolist(),
+                                        "packed": self.scorer.packed, "compiled": self.opts.compile})
+            logits = self.store.get(key, n=len(tok)) if self.store is not None else None
+            if logits is None:
+                pred = predict(self.scorer, tok, point=point, alpha=alpha, batch_tokens=self.opts.batch_tokens,
+                               pad_id=self.pad_id, progress=self.opts.progress, columns=self.columns)
+                self.n_computed += 1
+                if self.store is not None:
+                    self.store.put(key, pred.logits, {"point": point, "split": tok.ref.key})
+            else:
+                pred = Predictions(ref=tok.ref, point=point, alpha=alpha, example_ids=tok.example_ids,
+                                   source_ids=tok.source_ids, labels=tok.labels, logits=logits)
+            out[tok.ref] = pred
+        return out
+
+    def results(self, preds: dict[SplitRef, Predictions]) -> dict[SplitRef, SplitResult]:
+        by_ref = {t.ref: t for t in self.toks}
+        return {ref: metrics_for(p, by_ref[ref], self.suites[ref.suite].metrics, self.opts)
+                for ref, p in preds.items()}
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+
+
+# ------------------------------------------------------------------------------------------------ summary --
+
+def _entry(r: SplitResult) -> SplitEntry:
+    return SplitEntry(n=r.n, n_truncated=r.n_truncated, n_dropped=r.n_dropped,
+                      metrics={k: MetricEntry(value=v.value, ci_low=v.ci_low, ci_high=v.ci_high,
+                                              higher_is_better=v.higher_is_better) for k, v in r.metrics.items()})
+
+
+def nest_results(results: dict[SplitRef, SplitResult]) -> dict[str, dict[str, SplitEntry]]:
+    out: dict[str, dict[str, SplitEntry]] = {}
+    for ref, r in results.items():
+        out.setdefault(ref.suite, {})[ref.split] = _entry(r)
+    return out
+
+
+def suite_infos(loaded: LoadedSuites) -> dict[str, SuiteInfo]:
+    infos: dict[str, SuiteInfo] = {}
+    for suite, _ in loaded.suites:
+        infos[suite.name] = SuiteInfo(name=suite.name, version=suite.version, spec_hash=spec_hash(suite),
+                                      role=suite.role.value,
+                                      shift_type=suite.shift_type.value if suite.shift_type else None,
+                                      metrics=list(suite.metrics))
+    for sd in loaded.splits:
+        infos[sd.ref.suite].splits[sd.ref.split] = {"role": sd.ref.role.value, "fingerprint": sd.ref.fingerprint,
+                                                    "n": len(sd), "n_dropped": sd.n_dropped,
+                                                    "drop_reasons": dict(sd.drop_reasons)}
+    return infos
+
+
+def build_manifest(*, command: str, argv: list[str] | None, models: dict[str, Any], loaded: LoadedSuites,
+                   opts: RunOptions, device: str, timings: dict[str, float], extra: dict[str, Any] | None = None
+                   ) -> dict[str, Any]:
+    """The manifest.json content of a run (:func:`harness.report.manifest.build_manifest`) from its options."""
+    from harness.predict import default_batch_tokens
+    from harness.report.manifest import build_manifest as build
+
+    return build(command=command, argv=argv, models=models, suites=loaded.suites, splits=loaded.splits,
+                 seed=opts.seed, n_resamples=opts.n_resamples, dtype=opts.dtype,
+                 batch_tokens=opts.batch_tokens or default_batch_tokens(device.split(":")[0]), device=device,
+                 timings=timings, extra=extra)
+
+
+def bootstrap_info(opts: RunOptions) -> BootstrapInfo:
+    return BootstrapInfo(n_resamples=opts.n_resamples, seed=opts.seed, confidence=opts.confidence)
+
+
+def classes_of(loaded: LoadedSuites) -> list[str]:
+    classes = {tuple(sd.classes) for sd in loaded.splits}
+    if len(classes) != 1:
+        raise SpecError(format_error("suites evaluated together must share their classes", got=sorted(classes),
+                                     fix="evaluate suites with different classes in separate runs"))
+    return list(classes.pop())
+
+
+def _text_lookup(loaded: LoadedSuites):
+    frames = {(sd.ref.suite, sd.ref.split): sd.frame.set_index("example_id")["text"] for sd in loaded.splits}
+
+    def lookup(suite: str, split: str, example_ids) -> list[str]:
+        s = frames.get((suite, split))
+        return ["" if s is None else str(s.get(e, "")) for e in example_ids]
+
+    return lookup
+
+
+def maybe_report(run_dir: Path, options: RunOptions, loaded: LoadedSuites | None) -> None:
+    if not options.report:
+        return
+    from harness.report import render_report
+
+    render_report(run_dir, include_examples=loaded is not None,
+                  text_lookup=_text_lookup(loaded) if loaded is not None else None)
+
+
