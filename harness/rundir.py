@@ -11,10 +11,11 @@ base and adapted), ``alpha`` (float64, NaN for none), ``suite``, ``split`` (str)
 from __future__ import annotations
 
 import json
+import logging
+import re
 import shutil
 import tempfile
 import time
-import logging
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterable
@@ -202,6 +203,7 @@ def write_run(out: str | Path, summary: Summary, predictions: list[Predictions],
                                        fix="choose a folder for the run directory"))
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
+        clean_stale_siblings(out)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     except OSError as e:
         raise OutputError(format_error("cannot write the run directory", where=str(out), got=e.strerror,
@@ -216,6 +218,40 @@ def write_run(out: str | Path, summary: Summary, predictions: list[Predictions],
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+STALE_AFTER_S = 600.0
+"""A hidden work folder of ``out`` untouched for this long belongs to a writer that died (writing a run takes
+seconds): :func:`clean_stale_siblings` removes or restores it."""
+
+
+def clean_stale_siblings(out: Path, *, stale_after_s: float = STALE_AFTER_S) -> list[Path]:
+    """Tidy what a writer killed mid-write (SIGKILL, power loss) left beside ``out``: hidden ``.<name>.*``
+    temporary folders older than ``stale_after_s`` seconds are removed; a ``.<name>.old-*`` folder (the previous
+    run, moved aside by :func:`swap_dir`) is moved back to ``out`` when ``out`` is missing, else removed. Younger
+    folders may belong to a writer still at work and are left alone. Returns the folders handled; each is logged.
+    """
+    handled: list[Path] = []
+    if not out.parent.is_dir():
+        return handled
+    now = time.time()
+    # exactly the names write_run/swap_dir make (mkdtemp suffixes have no dots), not another run's ".<name>.x.*"
+    ours = re.compile(rf"\.{re.escape(out.name)}\.(old-\d+|[A-Za-z0-9_]+)")
+    for p in sorted(out.parent.glob(f".{out.name}.*")):
+        try:
+            if (not ours.fullmatch(p.name) or not p.is_dir() or p.is_symlink()
+                    or now - p.stat().st_mtime < stale_after_s):
+                continue
+            if p.name.startswith(f".{out.name}.old-") and not out.exists():
+                p.rename(out)
+                log.warning("restored %s from %s, left by an interrupted run", out, p.name)
+            else:
+                shutil.rmtree(p)
+                log.warning("removed %s, left by an interrupted run", p)
+            handled.append(p)
+        except OSError as e:  # another process got there first, or no permission: not this run's problem
+            log.debug("could not tidy %s: %s", p, e)
+    return handled
 
 
 def swap_dir(tmp: Path, out: Path) -> None:

@@ -30,7 +30,7 @@ def write_blend(base: str | Path, adapted: str | Path, alpha: float, out: str | 
     from harness.errors import BlendError
     from harness.models.adapters import load_adapted
     from harness.models.blend import head_keys, interpolate, resize_head
-    from harness.rundir import swap_dir
+    from harness.rundir import clean_stale_siblings, swap_dir
     from harness.models.load import load_model
 
     try:
@@ -61,6 +61,7 @@ def write_blend(base: str | Path, adapted: str | Path, alpha: float, out: str | 
     if out.exists() and not out.is_dir():
         raise OutputError(format_error("--out names a file", where=str(out), fix="choose a folder"))
     out.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_siblings(out)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         live.model.save_pretrained(str(tmp), safe_serialization=True)

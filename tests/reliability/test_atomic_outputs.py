@@ -256,3 +256,43 @@ def test_damaged_run_directory_files_never_crash_gate_or_report(previous_run, tm
         assert code in (0, 2) and "Traceback" not in err, (argv[0], code, err)
         if code == 2:
             assert name in err, err
+
+
+def _age(path: Path, seconds: float) -> None:
+    t = path.stat().st_mtime - seconds
+    os.utime(path, (t, t))
+
+
+def test_folders_left_by_a_killed_writer_are_tidied_on_the_next_run(previous_run, tiny_pair, tiny_suites, caplog):
+    """After a SIGKILL mid-write: old hidden temp folders of this run are removed, a young one (maybe a writer still
+    at work) and another run's folders are left alone, and the next run completes."""
+    out, _ = previous_run
+    stale = out.parent / ".run.k2j4x_9q"
+    young = out.parent / ".run.abc123"
+    other = out.parent / ".run.v2.k2j4x_9q"  # the temp folder of a run named "run.v2": not ours
+    for p in (stale, young, other):
+        p.mkdir()
+        (p / "summary.json").write_text("{}")
+    _age(stale, 3600)
+    _age(other, 3600)
+    with caplog.at_level(logging.WARNING):
+        assert main(_eval_argv(tiny_pair, tiny_suites, out)) == 0
+    assert not stale.exists() and young.exists() and other.exists()
+    assert "left by an interrupted run" in caplog.text
+    assert (out / "summary.json").is_file()
+
+
+def test_previous_run_moved_aside_by_a_killed_swap_is_restored(previous_run):
+    """SIGKILL between moving the previous run aside and moving the new one in: the previous run comes back."""
+    from harness.rundir import clean_stale_siblings
+
+    out, snap = previous_run
+    aside = out.with_name(f".{out.name}.old-1732900000000000000")
+    out.rename(aside)
+    _age(aside, 3600)
+    assert clean_stale_siblings(out) == [aside]
+    assert tree(out) == snap and not aside.exists()
+    # with the new run in place, a leftover previous run is just removed
+    aside.mkdir()
+    _age(aside, 3600)
+    assert clean_stale_siblings(out) == [aside] and not aside.exists() and tree(out) == snap
