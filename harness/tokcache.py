@@ -65,20 +65,27 @@ def cache_key(split: SplitData, tokenizer_fp: str, max_length: int) -> str:
 
 
 def _encode(split: SplitData, tokenizer: Any, max_length: int) -> tuple[list, list | None, int]:
+    """Encode every row once; only rows longer than ``max_length`` are encoded a second time, with the tokenizer's
+    own truncation (which keeps its special tokens and pair strategy)."""
     frame = split.frame
     texts = frame["text"].astype(str).tolist()
     pairs = frame["text_pair"].astype(str).tolist() if "text_pair" in frame.columns else None
-    full = tokenizer(texts, pairs, truncation=False, add_special_tokens=True, return_attention_mask=False,
-                     return_token_type_ids=False, verbose=False)
-    n_truncated = int(sum(len(ids) > max_length for ids in full["input_ids"]))
-    if n_truncated:
-        enc = tokenizer(texts, pairs, truncation=True, max_length=max_length, return_attention_mask=False)
-    else:
-        enc = tokenizer(texts, pairs, truncation=False, return_attention_mask=False)
-    ids = [np.asarray(x, dtype=np.int32) for x in enc["input_ids"]]
+    enc = tokenizer(texts, pairs, truncation=False, add_special_tokens=True, return_attention_mask=False,
+                    verbose=False)
+    ids_list = list(enc["input_ids"])
     tt = enc.get("token_type_ids")
-    types = [np.asarray(x, dtype=np.int8) for x in tt] if tt is not None else None
-    return ids, types, n_truncated
+    types_list = list(tt) if tt is not None else None
+    long_rows = [i for i, x in enumerate(ids_list) if len(x) > max_length]
+    if long_rows:
+        cut = tokenizer([texts[i] for i in long_rows], [pairs[i] for i in long_rows] if pairs is not None else None,
+                        truncation=True, max_length=max_length, return_attention_mask=False)
+        for j, i in enumerate(long_rows):
+            ids_list[i] = cut["input_ids"][j]
+            if types_list is not None:
+                types_list[i] = cut["token_type_ids"][j]
+    ids = [np.asarray(x, dtype=np.int32) for x in ids_list]
+    types = [np.asarray(x, dtype=np.int8) for x in types_list] if types_list is not None else None
+    return ids, types, len(long_rows)
 
 
 def _read(path: Path, key: str, split: SplitData, max_length: int) -> TokenizedSplit:

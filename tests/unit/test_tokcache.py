@@ -50,6 +50,23 @@ def test_truncation_is_counted(tokenizer, tmp_path):
     assert tok.input_ids[0][-1] == tokenizer.sep_token_id  # truncated rows keep their special tokens
 
 
+@pytest.mark.parametrize("with_pairs", [False, True])
+def test_encoding_equals_the_tokenizers_own_truncation(tokenizer, tmp_path, with_pairs):
+    """Rows are encoded once and only the long ones again: the result must be exactly what one truncating call
+    of the tokenizer gives, token types included (sentence pairs: its longest-first strategy)."""
+    texts = ["good " * n + "film" for n in (0, 3, 9, 20, 2, 14)]
+    sd = split(texts)
+    if with_pairs:
+        sd.frame["text_pair"] = ["bad " * n for n in (5, 0, 9, 1, 12, 3)]
+    tok = tokenize_split(sd, tokenizer, 12, cache_dir=tmp_path)
+    want = tokenizer(texts, sd.frame["text_pair"].tolist() if with_pairs else None, truncation=True, max_length=12)
+    assert [x.tolist() for x in tok.input_ids] == want["input_ids"]
+    if "token_type_ids" in want:
+        assert [x.tolist() for x in tok.token_type_ids] == want["token_type_ids"]
+    full = tokenizer(texts, sd.frame["text_pair"].tolist() if with_pairs else None)["input_ids"]
+    assert tok.n_truncated == sum(len(x) > 12 for x in full) > 0
+
+
 def test_key_changes_with_every_input(tokenizer):
     sd = split(["good"])
     fp = tokenizer_fingerprint(tokenizer)
