@@ -1,4 +1,5 @@
-"""Stage 2, dataset loading: suite sources to canonical split rows (:mod:`harness.data.sources`), the built-in
+"""Stage 2, dataset loading: reading a suite's source (:mod:`harness.data.readers`), canonical split rows
+(:mod:`harness.data.sources`), the built-in
 VADER loader (:mod:`harness.data.vader`), document-level split assignment (:mod:`harness.data.splits`) and the
 table of seeded perturbations (:mod:`harness.data.shifts`).
 
