@@ -124,6 +124,8 @@ def main(argv=None) -> int:
     torch.backends.cuda.matmul.allow_tf32 = True
     out: dict = {"gpu": torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu (smoke)",
                  "torch": torch.__version__}
+    if a.smoke:
+        out["smoke"] = "tiny model on CPU: checks that the script runs; none of these numbers is a measurement"
     out["bf16_matmul_tflops"] = matmul_peak((256, 512) if a.smoke else (8192, 16384)) / 1e12
     out["copy_bandwidth_tb_s"] = copy_bandwidth(1 << 20 if a.smoke else 2 << 30) / 1e12
     layers, d, ffn = (2, 64, 128) if a.smoke else (24, 1024, 4096)

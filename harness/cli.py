@@ -32,7 +32,8 @@ def _common(p: argparse.ArgumentParser, *, model_flags: bool = True) -> None:
         g.add_argument("--compile", action="store_true", default=None,
                        help="compile each encoder layer with torch.compile (pays off on long GPU runs: a warm-up of "
                             "about 10 s, then about 6%% faster on an H200)")
-        g.add_argument("--allow-pickle", action="store_true", help="allow pickle weights (weights_only=True)")
+        g.add_argument("--allow-pickle", action="store_true", help="allow pickle-only checkpoints (loaded with torch.load(weights_only=True); "
+                            "safetensors always win)")
         g.add_argument("--trust-remote-code", action="store_true", help="allow checkpoint code to run")
         g.add_argument("--label-map", default=None,
                        help="model label to suite class, e.g. LABEL_0=negative,LABEL_1=positive")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +43,7 @@ class DemoProfile:
 PROFILES = {
     "quick": DemoProfile(
         name="quick", max_examples=300, max_length=64, alphas="adaptive", extra_suites=(),
-        note="Quick profile (CPU, about 10 minutes cold): ID training capped at 1,500 sentences for 2 epochs, "
+        note="Quick profile (CPU, 2-5 minutes cold): ID training capped at 1,500 sentences for 2 epochs, "
              "max_length 64, every evaluation split capped at 300 sentences, adaptive alpha search. Intervals are "
              "wide; run `harness demo --profile full` for the reference numbers."),
     "full": DemoProfile(
@@ -126,10 +127,15 @@ def run_demo(*, adaptation: str = "full", profile: str = "quick", out: str | Pat
     options = options or RunOptions()
     options = replace(options, max_examples=prof.max_examples, max_length=prof.max_length)
     t0 = time.perf_counter()
+    _say(quiet, f"demo ({profile} profile): data and models (VADER from PyPI and training on the first run, "
+                f"then cached in {cache_root()}) ...")
     models = _build_models(adaptation, profile, options, progress=options.progress)
     t_models = time.perf_counter() - t0
     sdir = suites_dir()
     suites = [sdir / ID_SUITE] + [sdir / s for s in SHIFT_SUITES + prof.extra_suites]
+    _say(quiet, f"demo: models ready in {t_models:.0f} s; sweeping alpha "
+                f"({'adaptive search' if prof.alphas == 'adaptive' else '11-point grid'}) on {len(suites)} suites, "
+                f"then gate and report ...")
     out = Path(out) if out else repo_root() / "reports" / "demo"
     notes = [prof.note, f"Adaptation: {adaptation} ({'LoRA adapter' if adaptation == 'lora' else 'LP-FT'}); "
              f"base = linear probe on frozen mean-pooled MiniLM features. Training info: "
@@ -144,6 +150,12 @@ def run_demo(*, adaptation: str = "full", profile: str = "quick", out: str | Pat
     if not quiet:
         _print_outcome(res)
     return res
+
+
+def _say(quiet: bool, text: str) -> None:
+    """A progress line on stderr (stdout keeps the outcome only)."""
+    if not quiet:
+        print(text, file=sys.stderr, flush=True)
 
 
 def _train_summary(info: dict) -> str:
