@@ -22,19 +22,21 @@ EXIT_OK, EXIT_GATE_FAILED, EXIT_INPUT, EXIT_BUG = 0, 1, 2, 3
 BUG_URL = "https://github.com/ (open an issue on the harness repository)"
 
 
-def _common(p: argparse.ArgumentParser, *, model_flags: bool = True) -> None:
+def _common(p: argparse.ArgumentParser, *, model_flags: bool = True, scoring_flags: bool = True) -> None:
     g = p.add_argument_group("common")
     if model_flags:
         g.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
         g.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default=None, help="weights dtype (fp32)")
+        g.add_argument("--allow-pickle", action="store_true",
+                       help="allow pickle-only checkpoints (loaded with torch.load(weights_only=True); safetensors "
+                            "always win)")
+        g.add_argument("--trust-remote-code", action="store_true", help="allow checkpoint code to run")
+    if model_flags and scoring_flags:
         g.add_argument("--batch-tokens", type=int, default=None,
                        help="token budget per batch: rows x padded length (default 1024 on CPU, 32768 on GPU)")
         g.add_argument("--compile", action="store_true", default=None,
                        help="compile each encoder layer with torch.compile (pays off on long GPU runs: a warm-up of "
                             "about 10 s, then about 6%% faster on an H200)")
-        g.add_argument("--allow-pickle", action="store_true", help="allow pickle-only checkpoints (loaded with torch.load(weights_only=True); "
-                            "safetensors always win)")
-        g.add_argument("--trust-remote-code", action="store_true", help="allow checkpoint code to run")
         g.add_argument("--label-map", default=None,
                        help="model label to suite class, e.g. LABEL_0=negative,LABEL_1=positive")
         g.add_argument("--n-resamples", type=int, default=None, help="bootstrap resamples (1000)")
@@ -86,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--alpha", type=float, required=True, help="weight of the adapted model in [0, 1]")
     b.add_argument("--head", choices=["shared", "adapted"], default="shared")
     b.add_argument("--out", required=True)
-    _common(b)
+    _common(b, scoring_flags=False)  # blend scores nothing: no bootstrap, store, report or label flags
 
     g = sub.add_parser("gate", help="judge a stored run with a gate policy (loads no model)")
     g.add_argument("run_dir")
@@ -138,9 +140,10 @@ def _options(a: argparse.Namespace, cfg: dict[str, Any] | None = None):
                       batch_tokens=pick("batch_tokens", None), compile=bool(pick("compile", False)),
                       allow_pickle=a.allow_pickle,
                       trust_remote_code=a.trust_remote_code,
-                      label_map=_label_map(a.label_map) or cfg.get("label_map"), split=getattr(a, "split", None),
-                      n_resamples=pick("n_resamples", 1000), seed=pick("seed", 0), use_store=not a.no_store,
-                      progress=not a.quiet and sys.stderr.isatty(), report=not a.no_report)
+                      label_map=_label_map(getattr(a, "label_map", None)) or cfg.get("label_map"),
+                      split=getattr(a, "split", None), n_resamples=pick("n_resamples", 1000), seed=pick("seed", 0),
+                      use_store=not getattr(a, "no_store", False), progress=not a.quiet and sys.stderr.isatty(),
+                      report=not getattr(a, "no_report", False))
 
 
 def _print_table(summary, quiet: bool) -> None:
