@@ -26,6 +26,7 @@ Sequence Packing without Cross-contamination").
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import logging
 from collections.abc import Iterator
@@ -49,22 +50,21 @@ _KW = "harness_packing"
 _KW_COUNT = "harness_packing_count"  # set on the first packed forward only: the layer check counts calls
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # identity equality: it holds tensors and arrays
 class Packing:
     """Where the real tokens of one padded batch are.
 
     ``flat_index``: int64 tensor of shape (tokens,), positions of the real tokens in the flattened (batch * length)
     layout, row by row; ``cu_seqlens``: int32 tensor of shape (batch + 1,), cumulative real lengths starting at 0;
-    ``max_len``: the longest real length; ``shape``: (batch, length) of the padded batch; ``runs``: host-side
-    ``(first_token, n_sequences, length)`` of each run of consecutive equal-length sequences (length-sorted batches
-    have few). Tensors live on the model's device.
+    ``max_len``: the longest real length; ``shape``: (batch, length) of the padded batch; ``lengths``: host-side
+    int array of shape (batch,), each row's real length. Tensors live on the model's device.
     """
 
     flat_index: torch.Tensor
     cu_seqlens: torch.Tensor
     max_len: int
     shape: tuple[int, int]
-    runs: tuple[tuple[int, int, int], ...]
+    lengths: np.ndarray
 
     @classmethod
     def from_mask(cls, attention_mask: np.ndarray, device: torch.device, pin: bool = False) -> Packing:
@@ -78,11 +78,19 @@ class Packing:
             t = torch.from_numpy(a)
             return t.pin_memory().to(device, non_blocking=True) if pin else t.to(device)
 
+        return cls(flat_index=to(np.flatnonzero(mask.reshape(-1)).astype(np.int64)), cu_seqlens=to(cu),
+                   max_len=int(lengths.max(initial=0)), shape=(int(mask.shape[0]), int(mask.shape[1])),
+                   lengths=lengths)
+
+    @functools.cached_property
+    def runs(self) -> tuple[tuple[int, int, int], ...]:
+        """``(first_token, n_sequences, length)`` of each run of consecutive equal-length sequences (length-sorted
+        batches have few); used by the reference attention path only."""
+        lengths = self.lengths
         starts = np.flatnonzero(np.diff(lengths, prepend=-1) != 0)
         counts = np.diff(np.append(starts, len(lengths)))
-        runs = tuple((int(cu[s]), int(n), int(lengths[s])) for s, n in zip(starts, counts))
-        return cls(flat_index=to(np.flatnonzero(mask.reshape(-1)).astype(np.int64)), cu_seqlens=to(cu),
-                   max_len=int(lengths.max(initial=0)), shape=(int(mask.shape[0]), int(mask.shape[1])), runs=runs)
+        first = np.concatenate([[0], np.cumsum(lengths)])
+        return tuple((int(first[s]), int(n), int(lengths[s])) for s, n in zip(starts, counts))
 
 
 def packing_unavailable_reason(model: torch.nn.Module) -> str | None:

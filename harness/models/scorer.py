@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from harness.errors import ModelError, format_error
-from harness.models.packed import Packing
+from harness.models.packed import PackedEncoder, Packing, packing_unavailable_reason
 
 __all__ = ["Batch", "Scorer", "DummyScorer", "HFScorer", "compile_layers"]
 
@@ -83,8 +83,6 @@ class HFScorer(Scorer):
     def __init__(self, model: torch.nn.Module, n_classes: int | None = None,
                  autocast_dtype: torch.dtype | None = None, packed: bool | None = None,
                  compile: bool = False) -> None:
-        from harness.models.packed import PackedEncoder, packing_unavailable_reason
-
         self.model = model.eval()
         self.device = next(model.parameters()).device
         self.n_classes = int(n_classes or getattr(model.config, "num_labels", 2))
@@ -114,9 +112,8 @@ class HFScorer(Scorer):
             inputs["token_type_ids"] = self._tensor(batch.token_type_ids)
         if self._packer is not None:
             try:
-                with self._packer.packing(Packing.from_mask(batch.attention_mask, self.device, pin=self._pin)):
-                    out = self.model(**inputs)
-                return (out.logits if hasattr(out, "logits") else out[0]).float()
+                return self._run(inputs, self._packer.packing(Packing.from_mask(batch.attention_mask, self.device,
+                                                                                pin=self._pin)))
             except ModelError:
                 if self._packed_required:
                     raise
@@ -124,8 +121,10 @@ class HFScorer(Scorer):
                             "packed path); scoring padded batches", exc_info=True)
                 self._packer.close()
                 self._packer = None
-        ctx = (torch.autocast(self.device.type, dtype=self.autocast_dtype) if self.autocast_dtype is not None
-               else contextlib.nullcontext())
+        return self._run(inputs, torch.autocast(self.device.type, dtype=self.autocast_dtype)
+                         if self.autocast_dtype is not None else contextlib.nullcontext())
+
+    def _run(self, inputs: dict[str, torch.Tensor], ctx) -> torch.Tensor:
         with ctx:
             out = self.model(**inputs)
         return (out.logits if hasattr(out, "logits") else out[0]).float()

@@ -145,9 +145,9 @@ def test_scorer_packs_only_where_it_pays():
 
 def test_scorer_falls_back_to_padded_when_a_layer_bypasses_packing(monkeypatch, caplog):
     model = _model(BertForSequenceClassification, BertConfig)
-    monkeypatch.setattr("harness.models.scorer.packing_unavailable_reason", lambda m: None, raising=False)
-    monkeypatch.setattr("harness.models.packed.packing_unavailable_reason",
-                        lambda m: None)
+    # pretend the model qualifies (CPU here): the scorer's auto check and the packer's own check
+    monkeypatch.setattr("harness.models.scorer.packing_unavailable_reason", lambda m: None)
+    monkeypatch.setattr("harness.models.packed.packing_unavailable_reason", lambda m: None)
     scorer = HFScorer(model)
     assert scorer.packed
     inner = model.bert.encoder.layer[0].attention.self
