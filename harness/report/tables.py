@@ -274,14 +274,20 @@ def headline_table(summary: Summary, focus: Focus, metric: str) -> pd.DataFrame:
         row = {"suite": pair[0], "split": pair[1],
                "role": f"{suite_role(summary, pair[0])} / {split_role(summary, *pair)}",
                "n": str(entry.n) if entry else NA}
-        base = entry_value(summary.results, focus.base, pair, metric)
-        for label, pid in focus.columns:
-            m = entry_value(summary.results, pid, pair, metric)
-            row[label] = fmt_interval(m.value, m.ci_low, m.ci_high) if m else NA
-        for short, pid in focus.compared:
-            row[f"Δ {short} vs base"] = fmt_delta(_delta(entry_value(summary.results, pid, pair, metric), base))
+        _point_cells(row, summary, focus, pair, metric, " vs base")
         rows.append(row)
     return pd.DataFrame(rows, dtype=object)
+
+
+def _point_cells(row: dict[str, str], summary: Summary, focus: Focus, pair: Pair, metric: str,
+                 delta_suffix: str) -> None:
+    """Add ``value [interval]`` per focus column and ``Δ <point><delta_suffix>`` vs base per compared point."""
+    base = entry_value(summary.results, focus.base, pair, metric)
+    for label, pid in focus.columns:
+        m = entry_value(summary.results, pid, pair, metric)
+        row[label] = fmt_interval(m.value, m.ci_low, m.ci_high) if m else NA
+    for short, pid in focus.compared:
+        row[f"Δ {short}{delta_suffix}"] = fmt_delta(_delta(entry_value(summary.results, pid, pair, metric), base))
 
 
 def split_table(summary: Summary, focus: Focus, pair: Pair) -> pd.DataFrame:
@@ -292,11 +298,7 @@ def split_table(summary: Summary, focus: Focus, pair: Pair) -> pd.DataFrame:
         m0 = base or next((m for _, pid in focus.columns if (m := entry_value(summary.results, pid, pair, metric))),
                           None)
         row = {"metric": metric, "better": NA if m0 is None else ("higher" if m0.higher_is_better else "lower")}
-        for label, pid in focus.columns:
-            m = entry_value(summary.results, pid, pair, metric)
-            row[label] = fmt_interval(m.value, m.ci_low, m.ci_high) if m else NA
-        for short, pid in focus.compared:
-            row[f"Δ {short}"] = fmt_delta(_delta(entry_value(summary.results, pid, pair, metric), base))
+        _point_cells(row, summary, focus, pair, metric, "")
         rows.append(row)
     return pd.DataFrame(rows, dtype=object)
 
