@@ -14,6 +14,7 @@ import torch
 
 from harness.errors import ModelError, format_error
 from harness.models.packed import PackedEncoder, Packing, packing_unavailable_reason
+from harness.models.prepack import prepacked_linears
 
 __all__ = ["Batch", "Scorer", "DummyScorer", "HFScorer", "compile_layers"]
 
@@ -78,6 +79,10 @@ class HFScorer(Scorer):
     cannot); ``False`` never packs.
 
     ``compile`` compiles each encoder layer in place (:func:`compile_layers`).
+
+    On a CPU with native bf16, a bf16 model's linear layers run with weights reordered once per scoring pass
+    (:func:`~harness.models.prepack.prepacked_linears`; bit-identical logits, about 10% faster); not with
+    ``compile``.
     """
 
     def __init__(self, model: torch.nn.Module, n_classes: int | None = None,
@@ -90,6 +95,7 @@ class HFScorer(Scorer):
         self._pin = self.device.type == "cuda"
         self._packer: PackedEncoder | None = None
         self._packed_required = packed is True
+        self._compiled = compile
         if packed or (packed is None and autocast_dtype is None and packing_unavailable_reason(model) is None):
             self._packer = PackedEncoder.for_model(model)
         if compile:
@@ -136,9 +142,11 @@ class HFScorer(Scorer):
     @torch.inference_mode()
     def predict_batches(self, batches: Iterable[Batch]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """On CUDA, launch every batch without waiting (inputs go through pinned memory, non-blocking) and copy
-        the logits back once at the end, so the GPU never idles while the host pads the next batch."""
+        the logits back once at the end, so the GPU never idles while the host pads the next batch. On the CPU,
+        bf16 linear weights are prepacked for the pass (see the class docstring)."""
         if self.device.type != "cuda":
-            yield from super().predict_batches(batches)
+            with prepacked_linears(self.model) if not self._compiled else contextlib.nullcontext():
+                yield from super().predict_batches(batches)
             return
         pending = [(batch.index, self._forward(batch)) for batch in batches]
         if not pending:
