@@ -10,7 +10,8 @@ per token for attention scores and values (L = that sequence's real length), plu
 best bf16 matmul rate measured on the same GPU in the same process (8192^3 and 16384^3). All numbers are medians of
 --repeats runs.
 
-Measured: the runner as the harness runs it (packed, padding-free batches: harness.models.packed) and padded
+Measured: the runner as the harness runs it (packed, padding-free batches: harness.models.packed, attention by
+the short-sequence Triton kernel where it applies), packed with the flash kernel only, and padded
 (``packed=False``), each at the best of --batch-tokens; their logits against an fp32 reference; a plain padded
 loop (batches of 256 in input order); the blend cost per alpha against bytes moved / measured copy bandwidth; the
 11-alpha sweep; peak memory after 1 alpha, after 11 alphas, and with a second 10,000-example split (it must not
@@ -20,6 +21,7 @@ grow); with --compile, the runner again with each encoder layer compiled (region
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import gc
 import json
@@ -143,8 +145,23 @@ def main(argv=None) -> int:
         return predict(sc, tok, point="b", batch_tokens=bt, pad_id=0)
 
     budgets = [int(x) for x in str(a.batch_tokens).split(",")]
-    for name, sc in (("runner", scorer), ("runner_padded", padded_scorer)):
-        per_budget = {bt: timed(lambda: run(sc, bt), a.repeats) for bt in budgets}
+    out["runner_packed_attention"] = scorer.packing_mode
+
+    @contextlib.contextmanager
+    def attention(kind: str):
+        packer, old = scorer.packer, scorer.packer.attention if scorer.packer else None
+        if packer is not None:
+            packer.attention = kind
+        try:
+            yield
+        finally:
+            if packer is not None:
+                packer.attention = old
+
+    for name, sc, kind in (("runner", scorer, "auto"), ("runner_packed_flash", scorer, "flash"),
+                           ("runner_padded", padded_scorer, "auto")):
+        with attention(kind):
+            per_budget = {bt: timed(lambda: run(sc, bt), a.repeats) for bt in budgets}
         best = min(per_budget, key=per_budget.get)
         out[f"{name}_examples_s_by_batch_tokens"] = {k: round(a.n / v) for k, v in per_budget.items()}
         out[f"{name}_batch_tokens"] = best
@@ -156,11 +173,13 @@ def main(argv=None) -> int:
     # numerics: both bf16 paths against an fp32 padded reference of the same weights (random weights give tiny
     # logit margins, so some argmax flips are expected from bf16 rounding alone; packed must be no worse)
     lp, lq = run(scorer, best).logits, run(padded_scorer, best).logits
+    with attention("flash"):
+        lf = run(scorer, best).logits
     ref_model = copy.deepcopy(model).float()
     ref = run(HFScorer(ref_model), best).logits
     del ref_model
     gc.collect()  # the copy carries a reference cycle (its packer's hooks); free it before memory is measured
-    for name, lg in (("packed", lp), ("padded", lq)):
+    for name, lg in (("packed", lp), ("packed_flash", lf), ("padded", lq)):
         out[f"{name}_bf16_vs_fp32_max_abs_logit_diff"] = float(np.abs(lg - ref).max())
         out[f"{name}_bf16_vs_fp32_flipped"] = int((lg.argmax(1) != ref.argmax(1)).sum())
     out["fp32_logit_margin_median"] = float(np.median(np.abs(ref[:, 0] - ref[:, 1])))
@@ -168,7 +187,7 @@ def main(argv=None) -> int:
     if a.profile and DEVICE == "cuda":
         from torch.profiler import ProfilerActivity, profile
 
-        for name, sc in (("packed", scorer), ("padded", padded_scorer)):
+        for name, sc in (("packed", scorer),):
             with profile(activities=[ProfilerActivity.CUDA]) as prof:
                 run(sc, best)
                 sync()
@@ -243,6 +262,10 @@ def main(argv=None) -> int:
         t_c = timed(lambda: run(scorer, best), a.repeats)
         out["runner_compiled_layers_examples_s"] = a.n / t_c
         out["runner_compiled_layers_mfu"] = flops / t_c / (out["bf16_matmul_tflops"] * 1e12)
+        with attention("flash"):
+            t_cf = timed(lambda: run(scorer, best), a.repeats)
+        out["runner_compiled_layers_flash_examples_s"] = a.n / t_cf
+        out["runner_compiled_layers_flash_mfu"] = flops / t_cf / (out["bf16_matmul_tflops"] * 1e12)
         t0 = time.perf_counter()
         sweep([tok], [i / 10 for i in range(11)])
         sync()

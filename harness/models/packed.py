@@ -6,11 +6,12 @@ attention off its flash kernel. :class:`PackedEncoder` runs the encoder layers o
 
 1. a forward pre-hook on the encoder stack gathers the real tokens of the padded hidden states, shape
    (batch, length, hidden), into one packed row of shape (1, tokens, hidden);
-2. self-attention runs on that row with variable-length flash attention
-   (:func:`torch.nn.attention.varlen.varlen_attn`, PyTorch >= 2.10) given the cumulative sequence offsets, so no
-   token attends across sequences (off CUDA, an exact reference path runs one unmasked attention per run of
-   equal-length sequences). The function is registered with transformers' ``AttentionInterface`` and behaves
-   exactly like ``sdpa`` whenever no packing is active;
+2. self-attention runs on that row with variable-length attention given the cumulative sequence offsets, so no
+   token attends across sequences: the short-sequence Triton kernel
+   (:func:`harness.models.short_attention.packed_short_attention`) where it applies, else PyTorch's flash kernel
+   (:func:`torch.nn.attention.varlen.varlen_attn`, PyTorch >= 2.10); off CUDA, an exact reference path runs one
+   unmasked attention per run of equal-length sequences. The function is registered with transformers'
+   ``AttentionInterface`` and behaves exactly like ``sdpa`` whenever no packing is active;
 3. a forward hook scatters the output back to the padded layout (zeros at padding).
 
 The embeddings and the classification head run on the padded tensors as before, so every head (CLS pooler,
@@ -36,6 +37,7 @@ import numpy as np
 import torch
 
 from harness.errors import ModelError, format_error
+from harness.models.short_attention import short_attention_unavailable_reason
 
 __all__ = ["ATTENTION_NAME", "SUPPORTED_MODEL_TYPES", "PackedEncoder", "Packing", "packing_unavailable_reason"]
 
@@ -47,6 +49,7 @@ SUPPORTED_MODEL_TYPES = frozenset({"bert", "roberta", "xlm-roberta", "camembert"
 bias over the whole row, no convolution over time)."""
 
 _KW = "harness_packing"
+_KW_KERNEL = "harness_attention_kernel"  # "short" (harness.models.short_attention) or "flash" (varlen_attn)
 _KW_COUNT = "harness_packing_count"  # set on the first packed forward only: the layer check counts calls
 
 
@@ -154,6 +157,7 @@ def _register() -> None:
     def packed_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
         packing: Packing | None = kwargs.pop(_KW, None)
         count = kwargs.pop(_KW_COUNT, False)
+        kernel = kwargs.pop(_KW_KERNEL, "flash")
         if packing is None:
             return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                           scaling=scaling, **kwargs)
@@ -161,7 +165,11 @@ def _register() -> None:
             module._harness_packed_calls = getattr(module, "_harness_packed_calls", 0) + 1
         # (1, heads, tokens, head_dim) views of the projections -> (tokens, heads, head_dim)
         q, k, v = (x[0].transpose(0, 1) for x in (query, key, value))
-        if q.is_cuda and q.dtype in (torch.bfloat16, torch.float16):
+        if kernel == "short":
+            out = torch.ops.harness.packed_short_attention(q, k, v, packing.cu_seqlens, packing.max_len,
+                                                           float(scaling if scaling is not None
+                                                                 else q.shape[-1] ** -0.5))
+        elif q.is_cuda and q.dtype in (torch.bfloat16, torch.float16):
             from torch.nn.attention.varlen import varlen_attn
 
             out = varlen_attn(q, k, v, packing.cu_seqlens, packing.cu_seqlens, packing.max_len, packing.max_len,
@@ -186,6 +194,10 @@ class PackedEncoder:
     require_kernel : bool, default=True
         Refuse models the flash kernel cannot run (not CUDA, not bf16/fp16); ``False`` allows the exact
         one-sequence-at-a-time reference path (tests on CPU).
+    attention : {"auto", "flash"}, default="auto"
+        ``"auto"`` runs batches whose longest sequence fits :data:`harness.models.short_attention.MAX_LEN` with the
+        short-sequence Triton kernel (:func:`~harness.models.short_attention.packed_short_attention`) where it is
+        available, others with the flash kernel; ``"flash"`` always uses the flash kernel.
 
     Raises
     ------
@@ -194,7 +206,9 @@ class PackedEncoder:
         attention layer took the packed path.
     """
 
-    def __init__(self, model: torch.nn.Module, *, require_kernel: bool = True) -> None:
+    def __init__(self, model: torch.nn.Module, *, require_kernel: bool = True, attention: str = "auto") -> None:
+        if attention not in ("auto", "flash"):
+            raise ValueError(f"attention must be 'auto' or 'flash', got {attention!r}")
         reason = packing_unavailable_reason(model) if require_kernel else _structure_problem(model)
         if reason is not None:
             raise ModelError(format_error("this model cannot be scored with packed (padding-free) batches",
@@ -206,6 +220,9 @@ class PackedEncoder:
         base.set_attn_implementation(ATTENTION_NAME)
         self._attention = [m for m in self._stack.modules() if hasattr(m, "scaling") and hasattr(m, "query")]
         self._n_layers = len(self._stack.layer)
+        self.attention = attention
+        cfg = base.config
+        self._head_dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads)
         self._active: Packing | None = None
         self._checked = False
         self._hooks = [self._stack.register_forward_pre_hook(self._pre, with_kwargs=True),
@@ -240,6 +257,21 @@ class PackedEncoder:
         finally:
             self._active = None
 
+    @property
+    def mode(self) -> str:
+        """Which attention kernels packed batches run, for manifests and result keys: ``"short+flash"`` when the
+        short-sequence kernel is used for short batches, else ``"flash"``."""
+        w = next(self.model.parameters())
+        return "short+flash" if self.kernel_for(w, 1) == "short" else "flash"
+
+    def kernel_for(self, hidden: torch.Tensor, max_len: int) -> str:
+        """The attention kernel a packed batch of ``hidden`` states with longest sequence ``max_len`` runs:
+        ``"short"`` (Triton, short sequences) or ``"flash"`` (flash kernel on CUDA; the reference path elsewhere)."""
+        if self.attention == "auto" and short_attention_unavailable_reason(hidden.device, hidden.dtype,
+                                                                          self._head_dim, max_len) is None:
+            return "short"
+        return "flash"
+
     def _pre(self, module, args, kwargs):
         p = self._active
         if p is None:
@@ -259,6 +291,7 @@ class PackedEncoder:
         else:
             kwargs["attention_mask"] = None
         kwargs[_KW] = p
+        kwargs[_KW_KERNEL] = self.kernel_for(packed, p.max_len)
         if not self._checked:
             kwargs[_KW_COUNT] = True
             for m in self._attention:

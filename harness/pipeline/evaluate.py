@@ -71,7 +71,9 @@ def evaluate_model(model: str | Path, suites: list[str | Path] | list[Suite], *,
         manifest = build_manifest(command="eval", argv=argv, loaded=loaded, opts=options, device=str(live.device),
                                   timings=timings, models={"model": {"source": str(model), "path": str(live.path),
                                                                      "fingerprint": live.fingerprint}},
-                                  extra={"packed_batches": scoring.scorer.packed, "compiled": options.compile})
+                                  extra={"packed_batches": scoring.scorer.packed,
+                                         "packed_attention": scoring.scorer.packing_mode,
+                                         "compiled": options.compile})
         res.run_dir = write_run(out, summary, list(preds.values()), manifest)
         maybe_report(res.run_dir, options, loaded)
     return res
