@@ -178,6 +178,7 @@ class _Group:
     live model's tensors now view (so one fused ``lerp`` kernel writes a whole blend)."""
 
     names: list[str]
+    sizes: list[int]
     base: torch.Tensor
     adapted: torch.Tensor
     target: torch.Tensor
@@ -200,7 +201,7 @@ def _flatten(items: list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]]) 
             view.copy_(t.reshape(-1))
             t.data = view.view(t.shape)  # same Parameter/buffer object, storage inside the flat buffer
             offset += k
-    return _Group([name for name, _, _, _ in items], base, adapted, target)
+    return _Group([name for name, _, _, _ in items], [t.numel() for _, t, _, _ in items], base, adapted, target)
 
 
 _CHUNK = 1 << 20  # elements per chunk of a reduced-precision blend on CPU (4 MB of fp32 scratch)
@@ -292,6 +293,20 @@ class BlendEngine:
         for target, value in self._fixed:
             target.copy_(value)
         self.alpha = alpha
+
+    @torch.no_grad()
+    def changed_names(self) -> set[str]:
+        """Names of the tensors whose blend depends on alpha: base and adapted differ (exact comparison of the fp32
+        copies), plus heads taken from the adapted model. Every other tensor has its base value at every alpha
+        (``lerp(w, w, alpha) == w`` exactly), which :mod:`harness.models.trunk` relies on."""
+        out = set(self.head_names)
+        for g in self._groups:
+            offset = 0
+            for name, n in zip(g.names, g.sizes):
+                if not torch.equal(g.base[offset:offset + n], g.adapted[offset:offset + n]):
+                    out.add(name)
+                offset += n
+        return out
 
     def _scratch(self, device: torch.device) -> torch.Tensor:
         if self._scratch_buf is None:

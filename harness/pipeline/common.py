@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -209,6 +209,7 @@ class Scoring:
         self.store = ResultsStore() if opts.use_store else None  # compare with None: a store has a length
         self.pad_id = int(live.tokenizer.pad_token_id or 0)
         self.n_computed = 0
+        self.trunk = None  # a harness.models.trunk.TrunkCache when the sweep found frozen leading layers
 
     def score(self, point: str, alpha: float | None, model_fp: str, head: str = "shared",
               blend_path: str = "none") -> dict[SplitRef, Predictions]:
@@ -221,11 +222,12 @@ class Scoring:
                                  device_type=self.live.device.type, head=head, blend_path=blend_path,
                                  harness_version=harness.__version__,
                                  extra={"columns": None if self.columns is None else self.columns.tolist(),
-                                        "packed": self.scorer.packed, "compiled": self.opts.compile})
+                                        "packed": self.scorer.packing_mode or False, "compiled": self.opts.compile})
             logits = self.store.get(key, n=len(tok)) if self.store is not None else None
             if logits is None:
-                pred = predict(self.scorer, tok, point=point, alpha=alpha, batch_tokens=self.opts.batch_tokens,
-                               pad_id=self.pad_id, progress=self.opts.progress, columns=self.columns)
+                with self.trunk.scoring(tok.cache_key) if self.trunk is not None else nullcontext():
+                    pred = predict(self.scorer, tok, point=point, alpha=alpha, batch_tokens=self.opts.batch_tokens,
+                                   pad_id=self.pad_id, progress=self.opts.progress, columns=self.columns)
                 self.n_computed += 1
                 if self.store is not None:
                     self.store.put(key, pred.logits, {"point": point, "split": tok.ref.key})
@@ -241,6 +243,8 @@ class Scoring:
                 for ref, p in preds.items()}
 
     def close(self) -> None:
+        if self.trunk is not None:
+            self.trunk.clear()
         if self.store is not None:
             self.store.close()
 

@@ -141,6 +141,7 @@ def sweep_models(base: str | Path, adapted: str | Path, suites: list[str | Path]
         SpecError, DataError, ModelError, BlendError for unusable input (nothing written).
     """
     from harness.models.blend import BlendEngine
+    from harness.models.trunk import TrunkCache, frozen_depth
     from harness.store import blend_fingerprint
     from harness.sweep import SelectionPolicy, SweepResult, adaptive_alphas, parse_alphas, select_alpha, \
         validation_scores
@@ -175,6 +176,9 @@ def sweep_models(base: str | Path, adapted: str | Path, suites: list[str | Path]
             engine = BlendEngine(live.model, pair.base_sd, pair.adapted.state_dict, head=head)
             pair.base_sd.clear()
             pair.adapted.state_dict.clear()
+            frozen = frozen_depth(live.model, engine.changed_names())
+            if frozen:
+                scoring.trunk = TrunkCache(live.model, frozen)
 
         def evaluate(alpha: float) -> None:
             pid, _, _ = _point_of(alpha, head)
@@ -222,7 +226,11 @@ def sweep_models(base: str | Path, adapted: str | Path, suites: list[str | Path]
                               timings=timings, models=models,
                               extra={"head": head, "alphas": sw.alphas, "search": sw.search,
                                      "store_computed_splits": scoring.n_computed,
-                                     "packed_batches": scoring.scorer.packed, "compiled": options.compile})
+                                     "packed_batches": scoring.scorer.packed,
+                                     "packed_attention": scoring.scorer.packing_mode, "compiled": options.compile,
+                                     "trunk_reuse": None if scoring.trunk is None else {
+                                         "frozen_layers": scoring.trunk.k, "replayed_passes": scoring.trunk.n_replayed,
+                                         "stored_gib": round(scoring.trunk.n_bytes / 2**30, 4)}})
     res.run_dir = write_run(out, summary, sw.predictions_list(), manifest)
     if gate is not None:
         res.verdict = run_gate(res.run_dir, gate, baseline=baseline, junit=junit)
