@@ -14,7 +14,8 @@ Measured: the runner as the harness runs it (packed, padding-free batches: harne
 the short-sequence Triton kernel where it applies), packed with the flash kernel only, and padded
 (``packed=False``), each at the best of --batch-tokens; their logits against an fp32 reference; a plain padded
 loop (batches of 256 in input order); the blend cost per alpha against bytes moved / measured copy bandwidth; the
-11-alpha sweep; peak memory after 1 alpha, after 11 alphas, and with a second 10,000-example split (it must not
+11-alpha sweep (and for a head-only fine-tune, whose frozen encoder runs once: harness.models.trunk); peak memory
+after 1 alpha, after 11 alphas, and with a second 10,000-example split (it must not
 grow); with --compile, the runner again with each encoder layer compiled (regional torch.compile).
 """
 
@@ -250,6 +251,34 @@ def main(argv=None) -> int:
     out["peak_gib_11_alphas_2_splits"] = peak()
     out["weights_gib_bf16"] = sum(p.numel() for p in model.parameters()) * 2 / gib
     out["engine_fp32_copies_gib"] = engine.n_bytes / gib
+
+    # frozen trunk: a head-only fine-tune (adapted differs from base in the classifier only): the 24 encoder layers
+    # run once per split, each alpha runs the head on the stored states (harness.models.trunk)
+    from harness.models.trunk import TrunkCache, frozen_depth
+
+    engine.apply(0.0)
+    base_sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    head_sd = {k: v + 0.01 * torch.randn(v.shape, device=DEVICE, generator=g, dtype=torch.float32).to(v.dtype)
+               if k.startswith("classifier.") else v for k, v in base_sd.items()}
+    del engine
+    engine = BlendEngine(model, base_sd, head_sd)
+    del base_sd, head_sd
+    gc.collect()
+    trunk = TrunkCache(model, frozen_depth(model, engine.changed_names()))
+
+    def sweep_head_only():
+        for alpha in [i / 10 for i in range(11)]:
+            engine.apply(alpha)
+            with trunk.scoring(tok.cache_key):
+                predict(scorer, tok, point="b", batch_tokens=best, pad_id=0)
+
+    t0 = time.perf_counter()
+    sweep_head_only()
+    sync()
+    out["sweep_11_alphas_head_only_trunk_reuse_s"] = time.perf_counter() - t0
+    out["head_only_frozen_layers"] = trunk.k
+    out["trunk_cache_gib"] = trunk.n_bytes / gib
+    trunk.clear()
 
     if a.compile:  # regional compilation: each encoder layer (the packed row's token count is dynamic)
         from harness.models.scorer import compile_layers

@@ -27,6 +27,7 @@ Sequence Packing without Cross-contamination").
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import importlib
 import logging
@@ -48,8 +49,13 @@ SUPPORTED_MODEL_TYPES = frozenset({"bert", "roberta", "xlm-roberta", "camembert"
 """Encoders whose layers mix tokens only in self-attention, through the attention interface (no relative-position
 bias over the whole row, no convolution over time)."""
 
-_KW = "harness_packing"
-_KW_KERNEL = "harness_attention_kernel"  # "short" (harness.models.short_attention) or "flash" (varlen_attn)
+# keyword arguments the stack's pre-hook passes down to the attention function: plain tensors and ints only, so
+# compiled layers guard on nothing that changes per batch (a per-batch object would be a new guard every batch)
+_KW_CU = "harness_cu_seqlens"
+_KW_MAX = "harness_max_len"
+_KW_RUNS = "harness_runs"  # reference path only
+_KW_KERNEL = "harness_attention_kernel"  # "short", "flash" or "reference"
+_ACTIVE = contextvars.ContextVar("harness_packing_active", default=False)  # inside PackedEncoder.packing()
 _KW_COUNT = "harness_packing_count"  # set on the first packed forward only: the layer check counts calls
 
 
@@ -155,10 +161,12 @@ def _register() -> None:
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 
     def packed_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
-        packing: Packing | None = kwargs.pop(_KW, None)
+        cu_seqlens = kwargs.pop(_KW_CU, None)
+        max_len = kwargs.pop(_KW_MAX, 0)
+        runs = kwargs.pop(_KW_RUNS, ())
         count = kwargs.pop(_KW_COUNT, False)
-        kernel = kwargs.pop(_KW_KERNEL, "flash")
-        if packing is None:
+        kernel = kwargs.pop(_KW_KERNEL, "reference")
+        if cu_seqlens is None:
             return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                           scaling=scaling, **kwargs)
         if count:  # only on the first forward, so compiled layers never see attribute writes
@@ -166,20 +174,27 @@ def _register() -> None:
         # (1, heads, tokens, head_dim) views of the projections -> (tokens, heads, head_dim)
         q, k, v = (x[0].transpose(0, 1) for x in (query, key, value))
         if kernel == "short":
-            out = torch.ops.harness.packed_short_attention(q, k, v, packing.cu_seqlens, packing.max_len,
+            out = torch.ops.harness.packed_short_attention(q, k, v, cu_seqlens, max_len,
                                                            float(scaling if scaling is not None
                                                                  else q.shape[-1] ** -0.5))
-        elif q.is_cuda and q.dtype in (torch.bfloat16, torch.float16):
+        elif kernel == "flash":
             from torch.nn.attention.varlen import varlen_attn
 
-            out = varlen_attn(q, k, v, packing.cu_seqlens, packing.cu_seqlens, packing.max_len, packing.max_len,
-                              scale=scaling)
+            out = varlen_attn(q, k, v, cu_seqlens, cu_seqlens, max_len, max_len, scale=scaling)
         else:  # exact reference path (CPU, fp32)
-            out = _attention_by_runs(q, k, v, packing.runs, scaling)
+            out = _attention_by_runs(q, k, v, runs, scaling)
         return out.unsqueeze(0), None  # (1, tokens, heads, head_dim), as the interface returns
 
+    sdpa_mask = ALL_MASK_ATTENTION_FUNCTIONS["sdpa"]
+
+    def packed_mask(*args, **kwargs):
+        # A packed forward never uses the 4D mask (the stack's pre-hook drops it); building it would also cost a
+        # device sync per batch (transformers checks ``padding_mask.all()`` to skip the mask), which lets the GPU
+        # idle while the host prepares the next batch.
+        return None if _ACTIVE.get() else sdpa_mask(*args, **kwargs)
+
     AttentionInterface.register(ATTENTION_NAME, packed_attention)
-    AttentionMaskInterface.register(ATTENTION_NAME, ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])
+    AttentionMaskInterface.register(ATTENTION_NAME, packed_mask)
 
 
 class PackedEncoder:
@@ -252,21 +267,26 @@ class PackedEncoder:
     def packing(self, packing: Packing) -> Iterator[None]:
         """Within this context, forwards of the model run packed; ``packing`` must describe the batch passed."""
         self._active = packing
+        token = _ACTIVE.set(True)
         try:
             yield
         finally:
+            _ACTIVE.reset(token)
             self._active = None
 
     @property
     def mode(self) -> str:
         """Which attention kernels packed batches run, for manifests and result keys: ``"short+flash"`` when the
-        short-sequence kernel is used for short batches, else ``"flash"``."""
+        short-sequence kernel is used for short batches, ``"flash"``, or ``"reference"`` off CUDA."""
         w = next(self.model.parameters())
-        return "short+flash" if self.kernel_for(w, 1) == "short" else "flash"
+        return {"short": "short+flash", "flash": "flash"}.get(self.kernel_for(w, 1), "reference")
 
     def kernel_for(self, hidden: torch.Tensor, max_len: int) -> str:
         """The attention kernel a packed batch of ``hidden`` states with longest sequence ``max_len`` runs:
-        ``"short"`` (Triton, short sequences) or ``"flash"`` (flash kernel on CUDA; the reference path elsewhere)."""
+        ``"short"`` (Triton, short sequences), ``"flash"`` (flash kernel, CUDA bf16/fp16) or ``"reference"``
+        (one exact attention per run of equal-length sequences, elsewhere)."""
+        if not (hidden.is_cuda and hidden.dtype in (torch.bfloat16, torch.float16)):
+            return "reference"
         if self.attention == "auto" and short_attention_unavailable_reason(hidden.device, hidden.dtype,
                                                                           self._head_dim, max_len) is None:
             return "short"
@@ -290,8 +310,10 @@ class PackedEncoder:
             args[1] = None
         else:
             kwargs["attention_mask"] = None
-        kwargs[_KW] = p
-        kwargs[_KW_KERNEL] = self.kernel_for(packed, p.max_len)
+        kernel = self.kernel_for(packed, p.max_len)
+        kwargs.update({_KW_CU: p.cu_seqlens, _KW_MAX: p.max_len, _KW_KERNEL: kernel})
+        if kernel == "reference":
+            kwargs[_KW_RUNS] = p.runs
         if not self._checked:
             kwargs[_KW_COUNT] = True
             for m in self._attention:

@@ -73,7 +73,9 @@ def weight_positions(model: torch.nn.Module) -> dict[str, int]:
             hooks.append(m.register_forward_pre_hook(enter))
         device = next(model.parameters()).device
         ids = torch.tensor([[1, 5, 2]], device=device)
-        model(input_ids=ids, attention_mask=torch.ones_like(ids))
+        set_stance = getattr(torch.compiler, "set_stance", None)  # compiled layers run eagerly: no compile here
+        with set_stance("force_eager") if set_stance is not None else contextlib.nullcontext():
+            model(input_ids=ids, attention_mask=torch.ones_like(ids))
     except Exception:  # an unusual forward signature: no reuse, never an error
         log.debug("trunk reuse: the probe forward failed; scoring every layer", exc_info=True)
         return {}

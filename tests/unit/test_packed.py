@@ -178,3 +178,20 @@ def test_packed_flash_kernel_matches_padded_on_cuda(dtype):
     packed = predict(scorer, tok, point="p", batch_tokens=2048)
     np.testing.assert_allclose(packed.logits, padded.logits, atol=3e-2, rtol=0)
     assert (packed.logits.argmax(1) == padded.logits.argmax(1)).mean() > 0.98
+
+
+def test_no_attention_mask_is_built_while_packing():
+    """Packed forwards drop the 4D mask; building it would cost a device sync per batch on CUDA."""
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
+
+    model = _model(BertForSequenceClassification, BertConfig)
+    packer = PackedEncoder(model, require_kernel=False)
+    mask_fn = ALL_MASK_ATTENTION_FUNCTIONS["harness_packed"]
+    ids, mask = _batch([5, 3])
+    kw = dict(batch_size=2, q_length=5, kv_length=5, attention_mask=mask.bool(), allow_is_bidirectional_skip=True)
+    from transformers.masking_utils import bidirectional_mask_function
+
+    assert mask_fn(mask_function=bidirectional_mask_function, **kw) is not None  # padded: a real mask
+    with packer.packing(Packing.from_mask(mask.numpy(), torch.device("cpu"))):
+        assert mask_fn(mask_function=bidirectional_mask_function, **kw) is None
+    packer.close()

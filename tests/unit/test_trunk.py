@@ -33,8 +33,8 @@ def _bert(seed=1):
 
 def _changed_only(sd, prefixes, seed=5):
     g = torch.Generator().manual_seed(seed)
-    return {k: v + 0.05 * torch.randn(v.shape, generator=g) if v.is_floating_point() and k.startswith(prefixes)
-            else v.clone() for k, v in sd.items()}
+    return {k: (v + 0.05 * torch.randn(v.shape, generator=g)).to(v.dtype)
+            if v.is_floating_point() and k.startswith(prefixes) else v.clone() for k, v in sd.items()}
 
 
 def test_weight_positions_follow_the_forward():
@@ -152,3 +152,28 @@ def test_sweep_with_frozen_layers_matches_full_recompute(tmp_path, tiny_suites, 
     for pid, preds in full.sweep.predictions.items():
         for ref, p in preds.items():
             np.testing.assert_array_equal(reused.sweep.predictions[pid][ref].logits, p.logits)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("compile", [False, True])
+@torch.inference_mode()
+def test_replay_with_packed_batches_on_cuda(compile):
+    """Packed (padding-free) batches store packed states; replaying them gives the full forward's logits."""
+    model = bert(1, num_hidden_layers=LAYERS, hidden_size=64, num_attention_heads=4, intermediate_size=128,
+                 max_position_embeddings=128).to("cuda", torch.bfloat16)
+    base = state(model)
+    engine = BlendEngine(model, base, _changed_only({k: v.cpu() for k, v in base.items()}, ("classifier.",)))
+    k = frozen_depth(model, engine.changed_names())
+    assert k == LAYERS
+    scorer = HFScorer(model, compile=compile)
+    assert scorer.packed
+    tok = tokenized(np.random.default_rng(0).integers(2, 60, 300))
+    cache = TrunkCache(model, k)
+    for alpha in (0.0, 0.3, 1.0):
+        engine.apply(alpha)
+        full = predict(scorer, tok, point="p", batch_tokens=2048).logits
+        with cache.scoring("k") as mode:
+            reused = predict(scorer, tok, point="p", batch_tokens=2048).logits
+        assert mode == ("capture" if alpha == 0.0 else "replay")
+        np.testing.assert_array_equal(reused, full)
