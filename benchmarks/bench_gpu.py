@@ -264,21 +264,23 @@ def main(argv=None) -> int:
     engine = BlendEngine(model, base_sd, head_sd)
     del base_sd, head_sd
     gc.collect()
-    trunk = TrunkCache(model, frozen_depth(model, engine.changed_names()))
+    frozen = frozen_depth(model, engine.changed_names())
+    if frozen:
+        trunk = TrunkCache(model, frozen)
 
-    def sweep_head_only():
-        for alpha in [i / 10 for i in range(11)]:
-            engine.apply(alpha)
-            with trunk.scoring(tok.cache_key):
-                predict(scorer, tok, point="b", batch_tokens=best, pad_id=0)
+        def sweep_head_only():
+            for alpha in [i / 10 for i in range(11)]:
+                engine.apply(alpha)
+                with trunk.scoring(tok.cache_key):
+                    predict(scorer, tok, point="b", batch_tokens=best, pad_id=0)
 
-    t0 = time.perf_counter()
-    sweep_head_only()
-    sync()
-    out["sweep_11_alphas_head_only_trunk_reuse_s"] = time.perf_counter() - t0
-    out["head_only_frozen_layers"] = trunk.k
-    out["trunk_cache_gib"] = trunk.n_bytes / gib
-    trunk.clear()
+        t0 = time.perf_counter()
+        sweep_head_only()
+        sync()
+        out["sweep_11_alphas_head_only_trunk_reuse_s"] = time.perf_counter() - t0
+        out["trunk_cache_gib"] = trunk.n_bytes / gib
+        trunk.clear()
+    out["head_only_frozen_layers"] = frozen
 
     if a.compile:  # regional compilation: each encoder layer (the packed row's token count is dynamic)
         from harness.models.scorer import compile_layers

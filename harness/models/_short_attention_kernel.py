@@ -22,8 +22,8 @@ def packed_attention_fwd(Q, K, V, O, CU, scale_log2e,
     seq = tl.program_id(0)  # sequences on the grid's first axis: it allows 2**31 - 1 programs, the others 65,535
     block = tl.program_id(1)
     head = tl.program_id(2)
-    start = tl.load(CU + seq)
-    length = tl.load(CU + seq + 1) - start
+    start = tl.load(CU + seq).to(tl.int64)  # int64 offsets: row * stride overflows int32 past ~2M tokens
+    length = (tl.load(CU + seq + 1) - tl.load(CU + seq)).to(tl.int32)
     if block * BLOCK_M < length:
         rows = block * BLOCK_M + tl.arange(0, BLOCK_M)
         dims = tl.arange(0, HEAD_DIM)

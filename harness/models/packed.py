@@ -55,7 +55,8 @@ _KW_CU = "harness_cu_seqlens"
 _KW_MAX = "harness_max_len"
 _KW_RUNS = "harness_runs"  # reference path only
 _KW_KERNEL = "harness_attention_kernel"  # "short", "flash" or "reference"
-_ACTIVE = contextvars.ContextVar("harness_packing_active", default=False)  # inside PackedEncoder.packing()
+# the encoder config of the model inside PackedEncoder.packing(): its mask is never built
+_ACTIVE = contextvars.ContextVar("harness_packing_config", default=None)
 _KW_COUNT = "harness_packing_count"  # set on the first packed forward only: the layer check counts calls
 
 
@@ -191,7 +192,8 @@ def _register() -> None:
         # A packed forward never uses the 4D mask (the stack's pre-hook drops it); building it would also cost a
         # device sync per batch (transformers checks ``padding_mask.all()`` to skip the mask), which lets the GPU
         # idle while the host prepares the next batch.
-        return None if _ACTIVE.get() else sdpa_mask(*args, **kwargs)
+        active = _ACTIVE.get()
+        return None if active is not None and kwargs.get("config") is active else sdpa_mask(*args, **kwargs)
 
     AttentionInterface.register(ATTENTION_NAME, packed_attention)
     AttentionMaskInterface.register(ATTENTION_NAME, packed_mask)
@@ -236,7 +238,7 @@ class PackedEncoder:
         self._attention = [m for m in self._stack.modules() if hasattr(m, "scaling") and hasattr(m, "query")]
         self._n_layers = len(self._stack.layer)
         self.attention = attention
-        cfg = base.config
+        cfg = self._config = base.config
         self._head_dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads)
         self._active: Packing | None = None
         self._checked = False
@@ -267,7 +269,7 @@ class PackedEncoder:
     def packing(self, packing: Packing) -> Iterator[None]:
         """Within this context, forwards of the model run packed; ``packing`` must describe the batch passed."""
         self._active = packing
-        token = _ACTIVE.set(True)
+        token = _ACTIVE.set(self._config)
         try:
             yield
         finally:
@@ -280,6 +282,11 @@ class PackedEncoder:
         short-sequence kernel is used for short batches, ``"flash"``, or ``"reference"`` off CUDA."""
         w = next(self.model.parameters())
         return {"short": "short+flash", "flash": "flash"}.get(self.kernel_for(w, 1), "reference")
+
+    @property
+    def checked(self) -> bool:
+        """Whether the first packed forward has confirmed that every attention layer takes the packed path."""
+        return self._checked
 
     def kernel_for(self, hidden: torch.Tensor, max_len: int) -> str:
         """The attention kernel a packed batch of ``hidden`` states with longest sequence ``max_len`` runs:

@@ -131,7 +131,7 @@ class HFScorer(Scorer):
                 return self._run(inputs, self._packer.packing(Packing.from_mask(batch.attention_mask, self.device,
                                                                                 pin=self._pin)))
             except ModelError:
-                if self._packed_required:
+                if self._packed_required or self._packer.checked:  # only the first batch's layer check falls back
                     raise
                 log.warning("packed scoring is not available for this model (not every attention layer took the "
                             "packed path); scoring padded batches", exc_info=True)

@@ -8,8 +8,8 @@ run only the layers after ``k`` and the head, from the stored states; logits are
 
 :func:`frozen_depth` finds ``k``: it runs one tiny forward to see which encoder layer (or the part before the
 first layer, or after the last) each weight is used in, and takes the first position of any weight that differs
-between base and adapted. Architectures without a transformers encoder stack (``base_model.encoder.layer``) get
-``k = 0`` (no reuse).
+between base and adapted. Only BERT-family encoders (:data:`harness.models.packed.SUPPORTED_MODEL_TYPES`, whose
+encoder stack just chains its layers) qualify; other architectures get ``k = 0`` (no reuse).
 
 Memory: the stored states of one split take (real or padded tokens) x hidden x the model's dtype (BERT-large,
 10,000 English sentences, bf16: about 1 GB); the cache holds at most ``budget_bytes`` in all, and splits that do not
@@ -20,23 +20,48 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 from collections.abc import Iterable, Iterator
 
 import torch
 
-from harness.models.packed import _encoder_parts
+from harness.errors import SpecError, format_error
+from harness.models.packed import SUPPORTED_MODEL_TYPES, _encoder_parts
 
-__all__ = ["DEFAULT_BUDGET_BYTES", "TrunkCache", "frozen_depth", "weight_positions"]
+__all__ = ["TrunkCache", "budget_bytes_from_env", "frozen_depth", "weight_positions"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BUDGET_BYTES = int(float(os.environ.get("HARNESS_TRUNK_CACHE_GIB", "2")) * 2**30)
-"""Default bound on the stored trunk states (``HARNESS_TRUNK_CACHE_GIB``, default 2 GiB)."""
+BUDGET_ENV = "HARNESS_TRUNK_CACHE_GIB"
+
+
+def budget_bytes_from_env() -> int:
+    """The bound on stored trunk states, in bytes: ``HARNESS_TRUNK_CACHE_GIB`` (GiB, default 2; 0 turns reuse off).
+
+    Raises
+    ------
+    SpecError
+        If the variable is not a non-negative number.
+    """
+    raw = os.environ.get(BUDGET_ENV, "2")
+    try:
+        gib = float(raw)
+    except ValueError:
+        gib = -1.0
+    if not (gib >= 0 and math.isfinite(gib)):
+        raise SpecError(format_error(f"{BUDGET_ENV} is not a non-negative number of GiB", where=BUDGET_ENV,
+                                     got=raw, fix=f"set e.g. {BUDGET_ENV}=2, or 0 to run every layer at every alpha"))
+    return int(gib * 2**30)
 
 
 def _layers(model: torch.nn.Module) -> torch.nn.ModuleList | None:
-    _, stack = _encoder_parts(model)
+    """The encoder layer list of a supported encoder (BERT family: the stack only chains its layers, each taking
+    and returning the hidden states), else ``None``. Others (e.g. DeBERTa, whose stack adds work between layers
+    and whose layers return tuples) get no reuse."""
+    base, stack = _encoder_parts(model)
+    if getattr(getattr(base, "config", None), "model_type", None) not in SUPPORTED_MODEL_TYPES:
+        return None
     layers = getattr(stack, "layer", None)
     return layers if isinstance(layers, torch.nn.ModuleList) and len(layers) else None
 
@@ -107,7 +132,7 @@ def frozen_depth(model: torch.nn.Module, changed: Iterable[str]) -> int:
 class _Replay(torch.nn.Module):
     """Stands in for the frozen layers: returns the stored output of layer ``k - 1`` for the current batch."""
 
-    def __init__(self, states: list[torch.Tensor]) -> None:
+    def __init__(self, states: list) -> None:
         super().__init__()
         self._states = iter(states)
         self._n = len(states)
@@ -115,8 +140,9 @@ class _Replay(torch.nn.Module):
 
     def forward(self, hidden_states, *args, **kwargs):
         stored = next(self._states, None)
-        if stored is None or stored.shape != hidden_states.shape:
-            got = None if stored is None else tuple(stored.shape)
+        first = stored if stored is None or isinstance(stored, torch.Tensor) else stored[0]
+        if first is None or first.shape != hidden_states.shape:
+            got = None if first is None else tuple(first.shape)
             raise RuntimeError(f"trunk cache does not match the batch: stored {got}, batch "
                                f"{tuple(hidden_states.shape)} (the split must be batched the same way every pass)")
         self.used += 1
@@ -138,8 +164,9 @@ class TrunkCache:
         must not change between passes (the sweep guarantees it by :func:`frozen_depth`).
     k : int
         Frozen layers, 1 to the number of layers.
-    budget_bytes : int, default=:data:`DEFAULT_BUDGET_BYTES`
-        Bound on the stored states of all splits; a split that would exceed it is never cached.
+    budget_bytes : int, default=None
+        Bound on the stored states of all splits; a split that would exceed it is never cached. ``None`` reads
+        :func:`budget_bytes_from_env`.
 
     Raises
     ------
@@ -147,14 +174,15 @@ class TrunkCache:
         If ``k`` is out of range or the model has no encoder layer stack.
     """
 
-    def __init__(self, model: torch.nn.Module, k: int, budget_bytes: int = DEFAULT_BUDGET_BYTES) -> None:
+    def __init__(self, model: torch.nn.Module, k: int, budget_bytes: int | None = None) -> None:
         layers = _layers(model)
         if layers is None or not 1 <= k <= len(layers):
             raise ValueError(f"trunk cache needs 1 <= k <= number of encoder layers, got k={k} "
                              f"for {0 if layers is None else len(layers)} layers")
-        self.model, self.k, self.budget_bytes = model, k, budget_bytes
+        self.model, self.k = model, k
+        self.budget_bytes = budget_bytes_from_env() if budget_bytes is None else budget_bytes
         self._stack = _encoder_parts(model)[1]
-        self._states: dict[str, list[torch.Tensor]] = {}
+        self._states: dict[str, list] = {}  # per split: layer k-1's output per batch, as that layer returned it
         self._too_big: set[str] = set()
         self.n_bytes = 0  # bytes stored
         self.n_replayed = 0  # passes that ran from stored states
@@ -178,32 +206,44 @@ class TrunkCache:
         if key in self._too_big:
             yield "full"
             return
-        captured: list[torch.Tensor] = []
-        size = {"bytes": 0, "over": False}
+        captured: list = []
+        state = {"bytes": 0, "over": False, "pending": None}
+
+        def start(module, args, kwargs):  # a forward of the stack begins: drop what a failed forward left
+            state["pending"] = None
 
         def capture(module, args, output):
-            if size["over"]:
-                return
-            t = output[0] if isinstance(output, tuple) else output
-            size["bytes"] += t.numel() * t.element_size()
-            if self.n_bytes + size["bytes"] > self.budget_bytes:
-                size["over"] = True
-                captured.clear()
-                return
-            captured.append(t.detach().clone())
+            if not state["over"]:
+                state["pending"] = output.detach().clone() if isinstance(output, torch.Tensor) else \
+                    tuple(t.detach().clone() if isinstance(t, torch.Tensor) else t for t in output)
 
-        hook = self._stack.layer[self.k - 1].register_forward_hook(capture)
+        def commit(module, args, output):  # the stack's forward completed (after the packer's own hooks)
+            pending, state["pending"] = state["pending"], None
+            if pending is None or state["over"]:
+                return
+            first = pending if isinstance(pending, torch.Tensor) else pending[0]
+            state["bytes"] += first.numel() * first.element_size()
+            if self.n_bytes + state["bytes"] > self.budget_bytes:
+                state["over"] = True
+                captured.clear()
+            else:
+                captured.append(pending)
+
+        hooks = [self._stack.register_forward_pre_hook(start, with_kwargs=True),
+                 self._stack.layer[self.k - 1].register_forward_hook(capture),
+                 self._stack.register_forward_hook(commit)]
         try:
             yield "capture"
         finally:
-            hook.remove()
-        if size["over"]:
+            for h in hooks:
+                h.remove()
+        if state["over"]:
             self._too_big.add(key)
             log.info("trunk cache: split %s needs more than the %.1f GiB budget; scoring it in full",
                      key, self.budget_bytes / 2**30)
         else:
             self._states[key] = captured
-            self.n_bytes += size["bytes"]
+            self.n_bytes += state["bytes"]
 
     def clear(self) -> None:
         """Drop every stored state (:attr:`n_bytes` keeps what was stored, for the manifest); the cache is unusable

@@ -214,28 +214,34 @@ class Scoring:
     def score(self, point: str, alpha: float | None, model_fp: str, head: str = "shared",
               blend_path: str = "none") -> dict[SplitRef, Predictions]:
         from harness.predict import predict
-        from harness.store import prediction_key
 
         out: dict[SplitRef, Predictions] = {}
         for tok in self.toks:
-            key = prediction_key(model_fp=model_fp, alpha=alpha, split_key=tok.cache_key, dtype=self.opts.dtype,
-                                 device_type=self.live.device.type, head=head, blend_path=blend_path,
-                                 harness_version=harness.__version__,
-                                 extra={"columns": None if self.columns is None else self.columns.tolist(),
-                                        "packed": self.scorer.packing_mode or False, "compiled": self.opts.compile})
-            logits = self.store.get(key, n=len(tok)) if self.store is not None else None
+            logits = None
+            if self.store is not None:
+                logits = self.store.get(self._store_key(tok, model_fp, alpha, head, blend_path), n=len(tok))
             if logits is None:
                 with self.trunk.scoring(tok.cache_key) if self.trunk is not None else nullcontext():
                     pred = predict(self.scorer, tok, point=point, alpha=alpha, batch_tokens=self.opts.batch_tokens,
                                    pad_id=self.pad_id, progress=self.opts.progress, columns=self.columns)
                 self.n_computed += 1
-                if self.store is not None:
-                    self.store.put(key, pred.logits, {"point": point, "split": tok.ref.key})
+                if self.store is not None:  # keyed after scoring: a first-batch fallback to padded changes the key
+                    self.store.put(self._store_key(tok, model_fp, alpha, head, blend_path), pred.logits,
+                                   {"point": point, "split": tok.ref.key})
             else:
                 pred = Predictions(ref=tok.ref, point=point, alpha=alpha, example_ids=tok.example_ids,
                                    source_ids=tok.source_ids, labels=tok.labels, logits=logits)
             out[tok.ref] = pred
         return out
+
+    def _store_key(self, tok: TokenizedSplit, model_fp: str, alpha: float | None, head: str, blend_path: str) -> str:
+        from harness.store import prediction_key
+
+        return prediction_key(model_fp=model_fp, alpha=alpha, split_key=tok.cache_key, dtype=self.opts.dtype,
+                              device_type=self.live.device.type, head=head, blend_path=blend_path,
+                              harness_version=harness.__version__,
+                              extra={"columns": None if self.columns is None else self.columns.tolist(),
+                                     "packed": self.scorer.packing_mode or False, "compiled": self.opts.compile})
 
     def results(self, preds: dict[SplitRef, Predictions]) -> dict[SplitRef, SplitResult]:
         by_ref = {t.ref: t for t in self.toks}

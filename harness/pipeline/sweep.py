@@ -141,7 +141,7 @@ def sweep_models(base: str | Path, adapted: str | Path, suites: list[str | Path]
         SpecError, DataError, ModelError, BlendError for unusable input (nothing written).
     """
     from harness.models.blend import BlendEngine
-    from harness.models.trunk import TrunkCache, frozen_depth
+    from harness.models.trunk import TrunkCache, budget_bytes_from_env, frozen_depth
     from harness.store import blend_fingerprint
     from harness.sweep import SelectionPolicy, SweepResult, adaptive_alphas, parse_alphas, select_alpha, \
         validation_scores
@@ -149,6 +149,7 @@ def sweep_models(base: str | Path, adapted: str | Path, suites: list[str | Path]
     timings: dict[str, float] = {}
     policy = SelectionPolicy(name=select, metric=select_metric, tolerance=tolerance, weight=weight)
     grid = parse_alphas(alphas)
+    trunk_budget = budget_bytes_from_env()  # a bad HARNESS_TRUNK_CACHE_GIB fails before any model is loaded
     if gate is not None:
         from harness.spec.load import load_spec
 
@@ -176,9 +177,9 @@ def sweep_models(base: str | Path, adapted: str | Path, suites: list[str | Path]
             engine = BlendEngine(live.model, pair.base_sd, pair.adapted.state_dict, head=head)
             pair.base_sd.clear()
             pair.adapted.state_dict.clear()
-            frozen = frozen_depth(live.model, engine.changed_names())
+            frozen = frozen_depth(live.model, engine.changed_names()) if trunk_budget > 0 else 0
             if frozen:
-                scoring.trunk = TrunkCache(live.model, frozen)
+                scoring.trunk = TrunkCache(live.model, frozen, trunk_budget)
 
         def evaluate(alpha: float) -> None:
             pid, _, _ = _point_of(alpha, head)

@@ -119,7 +119,7 @@ def test_a_layer_that_skips_packed_attention_is_caught():
     packer = PackedEncoder(model, require_kernel=False)
     inner = model.bert.encoder.layer[1].attention.self
     plain = inner.forward
-    inner.forward = lambda *a, **kw: plain(*a, **{k: v for k, v in kw.items() if not k.startswith("harness_packing")})
+    inner.forward = lambda *a, **kw: plain(*a, **{k: v for k, v in kw.items() if not k.startswith("harness_")})
     ids, mask = _batch([4, 2])
     with pytest.raises(ModelError, match="2 packed attention calls"), torch.no_grad():
         with packer.packing(Packing.from_mask(mask.numpy(), torch.device("cpu"))):
@@ -152,7 +152,7 @@ def test_scorer_falls_back_to_padded_when_a_layer_bypasses_packing(monkeypatch, 
     assert scorer.packed
     inner = model.bert.encoder.layer[0].attention.self
     plain = inner.forward
-    inner.forward = lambda *a, **kw: plain(*a, **{k: v for k, v in kw.items() if not k.startswith("harness_packing")})
+    inner.forward = lambda *a, **kw: plain(*a, **{k: v for k, v in kw.items() if not k.startswith("harness_")})
     ids, mask = _batch([5, 3])
     batch = Batch(ids.numpy(), mask.numpy(), None, np.arange(2))
     with caplog.at_level("WARNING"):
@@ -191,7 +191,10 @@ def test_no_attention_mask_is_built_while_packing():
     kw = dict(batch_size=2, q_length=5, kv_length=5, attention_mask=mask.bool(), allow_is_bidirectional_skip=True)
     from transformers.masking_utils import bidirectional_mask_function
 
-    assert mask_fn(mask_function=bidirectional_mask_function, **kw) is not None  # padded: a real mask
+    own, other = model.bert.config, _model(BertForSequenceClassification, BertConfig).bert.config
+    assert mask_fn(mask_function=bidirectional_mask_function, config=own, **kw) is not None  # padded: a real mask
     with packer.packing(Packing.from_mask(mask.numpy(), torch.device("cpu"))):
-        assert mask_fn(mask_function=bidirectional_mask_function, **kw) is None
+        assert mask_fn(mask_function=bidirectional_mask_function, config=own, **kw) is None
+        # another model's forward meanwhile still gets its mask
+        assert mask_fn(mask_function=bidirectional_mask_function, config=other, **kw) is not None
     packer.close()

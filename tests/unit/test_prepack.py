@@ -94,8 +94,8 @@ def test_layers_with_overridden_forward_are_left_alone():
     model = bert(1, dtype=torch.bfloat16)
     hooked = _linears(model)[0]
     own = hooked.forward
-    hooked.forward = lambda x: own(x)  # e.g. another library's wrapper
+    wrapper = hooked.forward = lambda x: own(x)  # e.g. another library's wrapper
     with prepacked_linears(model) as n:
         assert n == len(_linears(model)) - 1
-        assert hooked.__dict__["forward"] is not None
-    assert "forward" in hooked.__dict__  # still the other library's
+        assert hooked.__dict__["forward"] is wrapper
+    assert hooked.__dict__["forward"] is wrapper  # still the other library's

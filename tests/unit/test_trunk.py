@@ -177,3 +177,66 @@ def test_replay_with_packed_batches_on_cuda(compile):
             reused = predict(scorer, tok, point="p", batch_tokens=2048).logits
         assert mode == ("capture" if alpha == 0.0 else "replay")
         np.testing.assert_array_equal(reused, full)
+
+
+def test_budget_from_environment(monkeypatch):
+    from harness.errors import SpecError
+    from harness.models.trunk import budget_bytes_from_env
+
+    monkeypatch.delenv("HARNESS_TRUNK_CACHE_GIB", raising=False)
+    assert budget_bytes_from_env() == 2 * 2**30
+    monkeypatch.setenv("HARNESS_TRUNK_CACHE_GIB", "0.5")
+    assert budget_bytes_from_env() == 2**29
+    for bad in ("-1", "lots", "nan", "inf"):
+        monkeypatch.setenv("HARNESS_TRUNK_CACHE_GIB", bad)
+        with pytest.raises(SpecError, match="HARNESS_TRUNK_CACHE_GIB"):
+            budget_bytes_from_env()
+
+
+def test_sweep_runs_every_layer_when_reuse_is_off(tmp_path, tiny_suites, monkeypatch):
+    import harness.api as api
+    from harness.rundir import read_manifest
+
+    base, adapted = _head_only_pair(tmp_path)
+    monkeypatch.setenv("HARNESS_TRUNK_CACHE_GIB", "0")
+    api.sweep(base, adapted, tiny_suites, out=tmp_path / "off", n_resamples=20, report=False, progress=False,
+              use_store=False, alphas=[0.0, 0.5, 1.0])
+    assert read_manifest(tmp_path / "off")["trunk_reuse"] is None
+
+
+@torch.inference_mode()
+def test_capture_survives_a_first_batch_fallback_to_padded(monkeypatch):
+    """The first packed batch fails the layer check after layer k-1 ran: that state must not be stored."""
+    model = _bert()
+    base = state(model)
+    engine = BlendEngine(model, base, _changed_only(base, ("classifier.",)))
+    monkeypatch.setattr("harness.models.scorer.packing_unavailable_reason", lambda m: None)
+    monkeypatch.setattr("harness.models.packed.packing_unavailable_reason", lambda m: None)
+    scorer = HFScorer(model)
+    assert scorer.packed
+    inner = model.bert.encoder.layer[LAYERS - 1].attention.self  # bypasses packing: caught after the forward
+    plain = inner.forward
+    inner.forward = lambda *a, **kw: plain(*a, **{k: v for k, v in kw.items() if not k.startswith("harness_")})
+    tok = tokenized([12, 7, 3, 9, 12, 5, 30], seed=1)
+    cache = TrunkCache(model, LAYERS)
+    with cache.scoring("k") as mode:
+        predict(scorer, tok, point="p", batch_tokens=32)
+    assert mode == "capture" and not scorer.packed  # fell back on the first batch
+    inner.forward = plain
+    engine.apply(1.0)
+    full = predict(scorer, tok, point="p", batch_tokens=32).logits
+    with cache.scoring("k") as mode:
+        reused = predict(scorer, tok, point="p", batch_tokens=32).logits
+    assert mode == "replay"
+    np.testing.assert_array_equal(reused, full)
+
+
+def test_no_reuse_outside_the_bert_family():
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+
+    torch.manual_seed(0)
+    distil = DistilBertForSequenceClassification(DistilBertConfig(vocab_size=50, dim=32, n_layers=2, n_heads=2,
+                                                                  hidden_dim=64)).eval()
+    assert weight_positions(distil) == {} and frozen_depth(distil, {"classifier.weight"}) == 0
+    with pytest.raises(ValueError, match="1 <= k"):
+        TrunkCache(distil, 1)
