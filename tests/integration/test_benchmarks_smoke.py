@@ -1,0 +1,30 @@
+"""The GPU benchmark script runs end to end in its CPU smoke mode (tiny model; numbers are not measurements), so
+the script does not rot between GPU sessions: packed/padded runners, numerics, blend, 11-alpha sweep, the
+frozen-trunk sweep, all reported as JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_bench_gpu_smoke_reports_every_measurement():
+    res = subprocess.run([sys.executable, "benchmarks/bench_gpu.py", "--smoke", "--n", "120", "--repeats", "1",
+                          "--batch-tokens", "4096"], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout[res.stdout.index("{"):])
+    assert "none of these numbers is a measurement" in out["smoke"]
+    for key in ("runner_examples_s", "runner_packed_flash_examples_s", "runner_padded_examples_s",
+                "packed_bf16_vs_fp32_flipped", "blend_vs_bound", "sweep_11_alphas_s",
+                "sweep_11_alphas_head_only_trunk_reuse_s"):
+        assert key in out, key
+    assert out["head_only_frozen_layers"] == 2  # the tiny model's two layers are frozen in the head-only pair
