@@ -2,9 +2,10 @@
 
 When a fine-tune leaves the embeddings and the first ``k`` encoder layers unchanged (a head-only or linear-probe
 fine-tune, the "linear classifier" setting of WiSE-FT, or a top-layers-only fine-tune), every blend has exactly the
-base model's values there: ``lerp(w, w, alpha) == w`` bit for bit. The hidden states after layer ``k`` then do
-not depend on alpha. :class:`TrunkCache` computes them once per split, on the first scoring pass, and later passes
-run only the layers after ``k`` and the head, from the stored states; logits are bit-identical to a full forward.
+base model's values there: ``lerp(w, w, alpha) == w`` bit for bit. The hidden states after the first ``k`` layers
+then do not depend on alpha. :class:`TrunkCache` computes them once per split, on the first scoring pass, and
+later passes run only the remaining layers and the head from the stored states; logits are bit-identical to a full
+forward.
 
 :func:`frozen_depth` finds ``k``: it runs one tiny forward to see which encoder layer (or the part before the
 first layer, or after the last) each weight is used in, and takes the first position of any weight that differs
@@ -190,7 +191,8 @@ class TrunkCache:
     @contextlib.contextmanager
     def scoring(self, key: str) -> Iterator[str]:
         """Wrap one scoring pass of the split ``key`` (its tokenized cache key). The first pass runs every layer
-        and stores the states after layer ``k``; later passes replay them and run layers ``k`` to the last only.
+        and stores the states after the first ``k`` layers; later passes replay them and run only the layers after
+        those (indices ``k`` to the last).
         Yields ``"capture"``, ``"replay"`` or ``"full"`` (the split did not fit the budget)."""
         if key in self._states:
             layers = self._stack.layer
