@@ -40,7 +40,8 @@ import torch
 from harness.errors import ModelError, format_error
 from harness.models.short_attention import short_attention_unavailable_reason
 
-__all__ = ["ATTENTION_NAME", "SUPPORTED_MODEL_TYPES", "PackedEncoder", "Packing", "packing_unavailable_reason"]
+__all__ = ["ATTENTION_NAME", "SUPPORTED_MODEL_TYPES", "PackedEncoder", "Packing", "encoder_parts",
+           "packing_unavailable_reason"]
 
 log = logging.getLogger(__name__)
 
@@ -119,14 +120,17 @@ def packing_unavailable_reason(model: torch.nn.Module) -> str | None:
     return _structure_problem(model)
 
 
-def _encoder_parts(model: torch.nn.Module):
+def encoder_parts(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module | None]:
+    """``(base model, encoder stack)`` of a transformers encoder classifier: ``model.base_model`` (or the model
+    itself) and its ``encoder`` attribute (``None`` when there is none). The stack holds the layer list
+    ``encoder.layer`` in the BERT family."""
     base = getattr(model, "base_model", model)
     stack = getattr(base, "encoder", None)
     return base, stack
 
 
 def _structure_problem(model: torch.nn.Module) -> str | None:
-    base, stack = _encoder_parts(model)
+    base, stack = encoder_parts(model)
     cfg = getattr(base, "config", None)
     mt = getattr(cfg, "model_type", None)
     if mt not in SUPPORTED_MODEL_TYPES:
@@ -233,7 +237,7 @@ class PackedEncoder:
                                           fix="score it padded (the default off CUDA)"))
         _register()
         self.model = model
-        base, self._stack = _encoder_parts(model)
+        base, self._stack = encoder_parts(model)
         base.set_attn_implementation(ATTENTION_NAME)
         self._attention = [m for m in self._stack.modules() if hasattr(m, "scaling") and hasattr(m, "query")]
         self._n_layers = len(self._stack.layer)
@@ -261,7 +265,7 @@ class PackedEncoder:
         for h in self._hooks:
             h.remove()
         self._hooks = []
-        getattr(self.model, "base_model", self.model).set_attn_implementation("sdpa")
+        encoder_parts(self.model)[0].set_attn_implementation("sdpa")
         if getattr(self.model, "_harness_packer", None) is self:
             del self.model._harness_packer
 

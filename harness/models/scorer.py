@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from harness.errors import ModelError, format_error
-from harness.models.packed import PackedEncoder, Packing, packing_unavailable_reason
+from harness.models.packed import PackedEncoder, Packing, encoder_parts, packing_unavailable_reason
 from harness.models.prepack import prepacked_linears
 
 __all__ = ["Batch", "Scorer", "DummyScorer", "HFScorer", "compile_layers"]
@@ -187,8 +187,7 @@ def compile_layers(model: torch.nn.Module) -> int:
     ModelError
         If the model has no encoder layer stack (``base_model.encoder.layer``).
     """
-    stack = getattr(getattr(model, "base_model", model), "encoder", None)
-    layers = getattr(stack, "layer", None)
+    layers = getattr(encoder_parts(model)[1], "layer", None)
     if not isinstance(layers, torch.nn.ModuleList):
         raise ModelError(format_error("--compile found no encoder layers to compile",
                                       expected="a transformers encoder (base_model.encoder.layer)",

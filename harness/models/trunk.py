@@ -28,7 +28,7 @@ from collections.abc import Iterable, Iterator
 import torch
 
 from harness.errors import SpecError, format_error
-from harness.models.packed import SUPPORTED_MODEL_TYPES, _encoder_parts
+from harness.models.packed import SUPPORTED_MODEL_TYPES, encoder_parts
 
 __all__ = ["TrunkCache", "budget_bytes_from_env", "frozen_depth", "weight_positions"]
 
@@ -60,7 +60,7 @@ def _layers(model: torch.nn.Module) -> torch.nn.ModuleList | None:
     """The encoder layer list of a supported encoder (BERT family: the stack only chains its layers, each taking
     and returning the hidden states), else ``None``. Others (e.g. DeBERTa, whose stack adds work between layers
     and whose layers return tuples) get no reuse."""
-    base, stack = _encoder_parts(model)
+    base, stack = encoder_parts(model)
     if getattr(getattr(base, "config", None), "model_type", None) not in SUPPORTED_MODEL_TYPES:
         return None
     layers = getattr(stack, "layer", None)
@@ -182,7 +182,7 @@ class TrunkCache:
                              f"for {0 if layers is None else len(layers)} layers")
         self.model, self.k = model, k
         self.budget_bytes = budget_bytes_from_env() if budget_bytes is None else budget_bytes
-        self._stack = _encoder_parts(model)[1]
+        self._stack = encoder_parts(model)[1]
         self._states: dict[str, list] = {}  # per split: layer k-1's output per batch, as that layer returned it
         self._too_big: set[str] = set()
         self.n_bytes = 0  # bytes stored
