@@ -11,11 +11,14 @@ import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from harness.errors import HarnessError
+from harness.gate import RunView, judge
 from harness.io import atomic_write_text
 from harness.records import RuleOutcome, Verdict
 from harness.rundir import write_verdict
+from harness.spec.load import load_spec
 
-__all__ = ["JUNIT", "verdict_to_junit", "verdict_to_markdown", "write_gate_outputs"]
+__all__ = ["JUNIT", "verdict_to_junit", "verdict_to_markdown", "write_gate_outputs", "run_gate"]
 
 logger = logging.getLogger(__name__)
 
@@ -152,3 +155,32 @@ def write_gate_outputs(run_dir: str | Path, verdict: Verdict, junit_path: str | 
         except OSError as e:
             logger.warning("cannot append the gate summary to $GITHUB_STEP_SUMMARY (%s): %s", summary, e)
     return paths
+
+
+def run_gate(run_dir: str | Path, policy: str | Path, *, baseline: str | Path | None = None,
+             junit: str | Path | None = None) -> Verdict:
+    """Judge a stored run with a gate policy and write verdict.json, junit.xml and the Markdown summary
+    (``harness gate``; loads no model).
+
+    A missing or unreadable ``baseline`` fails the rules that need it (exit 1), never skips them.
+
+    Returns
+    -------
+    harness.records.Verdict
+
+    Raises
+    ------
+    SpecError, DataError
+        For a bad policy file or an unreadable run directory.
+    """
+    pol = load_spec(policy, kind="policy")
+    cand = RunView.from_dir(run_dir)
+    base_view, base_error = None, None
+    if baseline is not None:
+        try:
+            base_view = RunView.from_dir(baseline)
+        except HarnessError as e:
+            base_error = str(e)
+    verdict = judge(cand, pol, base_view, baseline_error=base_error)
+    write_gate_outputs(run_dir, verdict, junit_path=junit)
+    return verdict

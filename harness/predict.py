@@ -1,5 +1,6 @@
-"""Stage 5: run a :class:`Scorer` over a :class:`~harness.records.TokenizedSplit` and return
-:class:`~harness.records.Predictions` in the split's row order.
+"""Stage 5: the runners, one per request kind (:data:`harness.tasks.base.REQUEST_KINDS`), which own a loaded model
+and turn a task's prepared requests into raw outputs; and :func:`predict`, which runs a :class:`Scorer` over a
+:class:`~harness.records.TokenizedSplit` and returns :class:`~harness.records.Predictions` in the split's row order.
 
 Batches are formed by length under a token budget (``batch_tokens`` = rows x padded length), longest first, with
 dynamic padding, so padding waste stays small and memory use is bounded. Results do not depend on the batch
@@ -10,13 +11,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 
 from harness.models.scorer import Batch, Scorer
 from harness.records import Predictions, TokenizedSplit
 
-__all__ = ["default_batch_tokens", "make_batches", "pad_batch", "predict"]
+__all__ = ["default_batch_tokens", "make_batches", "pad_batch", "predict", "ClassifierRunner"]
 
 log = logging.getLogger(__name__)
 
@@ -130,4 +134,50 @@ def predict(scorer: Scorer, tok: TokenizedSplit, *, point: str, alpha: float | N
     if columns is not None:
         out = np.ascontiguousarray(out[:, columns])
     return Predictions(ref=tok.ref, point=point, alpha=alpha, example_ids=tok.example_ids,
-                       source_ids=tok.source_ids, labels=tok.labels, logits=out)
+                       source_ids=tok.source_ids, labels=tok.labels, outputs={"logits": out})
+
+
+@dataclass(frozen=True)
+class ClassifierRunner:
+    """Serves ``classify`` requests: class logits of a sequence classifier, columns ordered as the suite's classes.
+
+    Attributes
+    ----------
+    scorer : Scorer
+        The model.
+    pad_id : int
+        The tokenizer's pad token id.
+    batch_tokens : int or None
+        Token budget per batch (default :func:`default_batch_tokens` of the scorer's device).
+    columns : ndarray of int or None
+        Logit column of each suite class (:func:`harness.models.load.align_labels`); ``None``: identity.
+    progress : bool
+        Show a progress bar per split.
+    trunk : harness.models.trunk.TrunkCache or None
+        Replays the frozen leading layers' stored states (bit-identical logits) when a sweep found some.
+    compiled : bool
+        Whether the scorer's layers were compiled (recorded in store keys).
+    """
+
+    scorer: Scorer
+    pad_id: int = 0
+    batch_tokens: int | None = None
+    columns: np.ndarray | None = None
+    progress: bool = False
+    trunk: Any = None
+    compiled: bool = False
+    kind: ClassVar[str] = "classify"
+
+    def run(self, prepared: Any, *, point: str, alpha: float | None = None) -> dict[str, np.ndarray]:
+        """``{"logits": float32 (n, n_classes)}`` for a prepared split whose requests are a
+        :class:`~harness.records.TokenizedSplit`."""
+        with self.trunk.scoring(prepared.cache_key) if self.trunk is not None else nullcontext():
+            pred = predict(self.scorer, prepared.requests, point=point, alpha=alpha, batch_tokens=self.batch_tokens,
+                           pad_id=self.pad_id, progress=self.progress, columns=self.columns)
+        return {"logits": pred.logits}
+
+    def store_extra(self) -> dict[str, Any]:
+        """What besides the model and the split can change the outputs (part of the results-store key); read
+        after scoring, since a first-batch fallback to padded batches changes it."""
+        return {"columns": None if self.columns is None else self.columns.tolist(),
+                "packed": getattr(self.scorer, "packing_mode", None) or False, "compiled": self.compiled}

@@ -9,6 +9,7 @@ Array fields hold numpy arrays; treat them as read-only (stages never mutate a r
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -27,6 +28,7 @@ __all__ = [
     "MetricValue",
     "SplitResult",
     "Point",
+    "PointResult",
     "canonical_alpha",
     "point_id",
 ]
@@ -146,9 +148,20 @@ class TokenizedSplit:
 
 @dataclass(frozen=True)
 class Predictions:
-    """Raw logits of one model (or blend) on one split, in the split's row order.
+    """Per-example records of one model (or blend) on one split, in the split's row order.
 
-    ``logits`` has shape (n_examples, n_classes), float32; ``labels`` is int64 of shape (n_examples,).
+    ``outputs`` holds the task's per-example columns, each an array whose first axis has length ``n_examples``
+    (see :mod:`harness.tasks` for the columns of each task):
+
+    * ``classification``: ``logits`` float32 (n, n_classes);
+    * ``multiple_choice``: ``loglik`` float64 (n, max_choices) summed log-likelihood of each choice as a
+      continuation of the context (NaN past a row's last choice), ``choice_len`` float64 (n, max_choices) the
+      choice's length in characters (0 past the last choice), ``is_greedy`` float64 (n, max_choices);
+    * ``generation``: ``output`` str (n,) and one float64 (n,) column per match metric;
+    * ``perplexity``: ``loglik``, ``tokens``, ``words``, ``bytes`` float64 (n,).
+
+    ``labels`` is int64 of shape (n,): the gold class or choice index (0 for tasks without one). Passing a bare
+    array as ``outputs`` means classification logits (``{"logits": array}``).
     """
 
     ref: SplitRef
@@ -157,11 +170,21 @@ class Predictions:
     example_ids: np.ndarray
     source_ids: np.ndarray
     labels: np.ndarray
-    logits: np.ndarray
+    outputs: Mapping[str, np.ndarray]
+    task: str = "classification"
+
+    def __post_init__(self) -> None:
+        outputs = {"logits": self.outputs} if isinstance(self.outputs, np.ndarray) else dict(self.outputs)
+        object.__setattr__(self, "outputs", outputs)  # a copy: the caller's dict is never shared
 
     @property
     def n(self) -> int:
         return int(self.labels.shape[0])
+
+    @property
+    def logits(self) -> np.ndarray:
+        """Classification logits float32 (n, n_classes); ``KeyError`` for other tasks."""
+        return self.outputs["logits"]
 
 
 @dataclass(frozen=True)
@@ -194,6 +217,22 @@ class Point:
     is_chosen: bool = False
     label: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PointResult:
+    """What evaluating one point of a sweep produced: its identity, and per split its records and metrics.
+
+    ``results[ref]`` -> :class:`SplitResult`; ``predictions[ref]`` -> :class:`Predictions` (``ref`` a
+    :class:`SplitRef`). ``alpha`` is the blend weight (0 for the base, 1 for the adapted model).
+    """
+
+    id: str
+    role: PointRole
+    alpha: float
+    results: dict[SplitRef, SplitResult]
+    predictions: dict[SplitRef, Predictions]
+    label: str = ""
 
 
 @dataclass(frozen=True)

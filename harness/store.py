@@ -1,5 +1,8 @@
-"""The results store: an embedded SQLite database under ``$HARNESS_CACHE`` holding per-example logits of every
+"""The results store: an embedded SQLite database under ``$HARNESS_CACHE`` holding the per-example records of every
 (model or blend, split) ever scored, so reruns and resumed sweeps recompute only what is missing.
+
+A classification entry is one ``.npy`` float32 logits array (as in wave 1); other tasks' entries are ``.npz``
+archives of their named columns (numbers and fixed-width unicode text, never pickled objects).
 
 Keys are sha256 hashes of canonical JSON over everything that can change a prediction: the model fingerprint
 (a blend's fingerprint is a hash of base fingerprint, adapted fingerprint, alpha and mode, so no weights are
@@ -139,14 +142,47 @@ class ResultsStore:
             return None
         return arr.astype(np.float32, copy=False)
 
+    def get_outputs(self, key: str, n: int | None = None) -> dict[str, np.ndarray] | None:
+        """The stored per-example columns for ``key`` (see :class:`harness.records.Predictions`), or ``None``
+        when absent or corrupt (a corrupt entry is reported, deleted and recomputed)."""
+        row = self._db.execute("SELECT logits, sha256, n FROM predictions WHERE key=?", (key,)).fetchone()
+        if row is None:
+            return None
+        blob, digest, stored_n = row
+        if not blob.startswith(b"PK"):  # a plain .npy: classification logits
+            logits = self.get(key, n)
+            return None if logits is None else {"logits": logits}
+        try:
+            if _digest(key, blob) != digest:
+                raise ValueError("checksum mismatch")
+            with np.load(io.BytesIO(blob), allow_pickle=False) as z:
+                out = {name: z[name] for name in z.files}
+            if any(v.shape[0] != stored_n for v in out.values()) or (n is not None and stored_n != n):
+                raise ValueError(f"rows do not match n={n}")
+        except (ValueError, OSError) as e:
+            log.warning("results store entry %s… is corrupt (%s); it will be recomputed", key[:12], e)
+            self.delete(key)
+            return None
+        return out
+
+    def put_outputs(self, key: str, outputs: dict[str, np.ndarray], meta: dict[str, Any] | None = None) -> None:
+        """Store a split's per-example columns under ``key`` (classification logits alone as ``.npy``)."""
+        if set(outputs) == {"logits"}:
+            self.put(key, outputs["logits"], meta)
+            return
+        buf = io.BytesIO()
+        np.savez(buf, **{k: np.asarray(v) for k, v in outputs.items()})
+        self._write(key, buf.getvalue(), int(next(iter(outputs.values())).shape[0]), meta)
+
     def put(self, key: str, logits: np.ndarray, meta: dict[str, Any] | None = None) -> None:
         """Store ``logits`` (n, n_classes) under ``key`` in one transaction (replacing any old row)."""
-        blob = _to_bytes(logits)
+        self._write(key, _to_bytes(logits), int(logits.shape[0]), meta)
+
+    def _write(self, key: str, blob: bytes, n: int, meta: dict[str, Any] | None) -> None:
         for attempt in range(5):
             try:
                 self._db.execute("INSERT OR REPLACE INTO predictions VALUES (?, ?, ?, ?, ?, ?)",
-                                 (key, blob, _digest(key, blob), int(logits.shape[0]),
-                                  _canon(meta or {}), time.time()))
+                                 (key, blob, _digest(key, blob), n, _canon(meta or {}), time.time()))
                 return
             except sqlite3.OperationalError as e:  # "database is locked" beyond busy_timeout
                 if attempt == 4:

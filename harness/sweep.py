@@ -26,18 +26,19 @@ Source: Wortsman et al. 2022, "Robust fine-tuning of zero-shot models" (CVPR); m
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from harness.errors import SpecError, format_error, unknown_name
 from harness.metrics.registry import get_metric
-from harness.records import Predictions, SplitResult, SplitRole, SuiteRole, canonical_alpha
+from harness.records import (PointResult, PointRole, Predictions, SplitResult, SplitRole, SuiteRole,
+                             canonical_alpha, point_id)
 
 __all__ = ["POLICIES", "TIE_BREAK", "DEFAULT_GRID", "SelectionPolicy", "Selection", "parse_alphas",
-           "validation_scores", "select_alpha", "pareto_front", "adaptive_alphas", "ensemble_logits",
-           "SweepResult"]
+           "validation_scores", "select_alpha", "select_points", "pareto_front", "adaptive_alphas",
+           "search_alphas", "ensemble_logits", "output_ensembles", "SweepResult"]
 
 POLICIES = ("max-shift-within-id", "weighted", "id-only")
 TIE_BREAK = "smallest alpha (closest to base) among alphas whose objective is within 1e-9 of the best"
@@ -128,13 +129,15 @@ def _goodness(metric: str, value: float) -> float:
     return value if get_metric(metric).higher_is_better else -value
 
 
-def validation_scores(results: dict[float, dict[tuple, SplitResult]], refs: Iterable, metric: str
+def validation_scores(results: dict[float, dict[tuple, SplitResult]], refs: Iterable, metric: str | Mapping[str, str]
                       ) -> tuple[dict[float, float], dict[float, float | None], list[str]]:
     """Per-alpha ID score and macro-mean shift score (goodness of ``metric``) on validation splits only.
 
-    ``results[alpha][ref]`` holds the :class:`SplitResult` of each split ``ref`` (a SplitRef). ID score: mean over
-    ID validation splits; shift score: mean over shift suites of each suite's mean over its validation splits
-    (``None`` when no shift suite has a validation split).
+    ``results[alpha][ref]`` holds the :class:`SplitResult` of each split ``ref`` (a SplitRef). ``metric`` is one
+    name for every suite or a mapping suite name -> metric name (suites of different tasks select on their own
+    metric: ``acc_norm``, ``exact_match``, ``bits_per_byte``...); each is turned into goodness by its direction.
+    ID score: mean over ID validation splits; shift score: mean over shift suites of each suite's mean over its
+    validation splits (``None`` when no shift suite has a validation split).
 
     Raises
     ------
@@ -153,12 +156,13 @@ def validation_scores(results: dict[float, dict[tuple, SplitResult]], refs: Iter
     shift_score: dict[float, float | None] = {}
     for alpha, res in results.items():
         def val(r):
-            m = res[r].metrics.get(metric)
+            name = metric if isinstance(metric, str) else metric[r.suite]
+            m = res[r].metrics.get(name)
             if m is None:
-                raise SpecError(format_error(f"selection metric {metric!r} was not computed", where=r.key,
-                                             fix=f"add {metric} to the suite's metrics or choose another "
+                raise SpecError(format_error(f"selection metric {name!r} was not computed", where=r.key,
+                                             fix=f"add {name} to the suite's metrics or choose another "
                                                  "--select-metric"))
-            return _goodness(metric, m.value)
+            return _goodness(name, m.value)
 
         id_score[alpha] = float(np.mean([val(r) for r in id_refs]))
         suites: dict[str, list[float]] = {}
@@ -295,27 +299,106 @@ def ensemble_logits(base_logits: np.ndarray, adapted_logits: np.ndarray, alpha: 
     return np.log(np.clip(p, 1e-300, None)).astype(np.float32)
 
 
-@dataclass
+def select_points(points: Sequence[PointResult], refs: Iterable, policy: SelectionPolicy,
+                  metric: str | Mapping[str, str] | None = None) -> Selection:
+    """Select alpha among evaluated points (validation splits only; see :func:`select_alpha`).
+
+    ``metric`` defaults to the policy's metric; pass a mapping suite -> metric for suites of several tasks.
+    """
+    by_alpha = {p.alpha: p.results for p in points}
+    ids, shifts, on = validation_scores(by_alpha, refs, policy.metric if metric is None else metric)
+    return select_alpha(ids, shifts, policy, on)
+
+
+def search_alphas(evaluate: Callable[[float], PointResult], alphas: Sequence[float] | str, select:
+                  Callable[[Sequence[PointResult]], Selection], *, budget: int = 6
+                  ) -> tuple[list[PointResult], Selection, str]:
+    """Evaluate the alphas of a grid (in order) or of the adaptive search, then select.
+
+    Parameters
+    ----------
+    evaluate : callable
+        ``evaluate(alpha) -> PointResult`` scores one blend.
+    alphas : sequence of float or ``"adaptive"``
+        From :func:`parse_alphas`.
+    select : callable
+        ``select(points) -> Selection`` over the points evaluated so far (e.g. :func:`select_points` with the
+        run's policy and splits bound).
+    budget : int, default=6
+        Evaluations of the adaptive search.
+
+    Returns
+    -------
+    (points, selection, search)
+        The points in evaluation order, the final selection and ``"grid"`` or ``"adaptive"``.
+    """
+    points: list[PointResult] = []
+    if alphas == "adaptive":
+        adaptive_alphas(lambda a: points.append(evaluate(a)), lambda: select(points), budget=budget)
+        search = "adaptive"
+    else:
+        points = [evaluate(a) for a in alphas]
+        search = "grid"
+    return points, select(points), search
+
+
+def output_ensembles(base: PointResult, adapted: PointResult, alphas: Iterable[float],
+                     metrics_of: Callable[[Predictions], SplitResult]) -> dict[str, dict]:
+    """Metrics of the output-space ensemble at each alpha (:func:`ensemble_logits`), from stored logits only.
+
+    Only splits whose records hold classification ``logits`` have an ensemble (language-model records have no
+    class distribution to mix). Returns ``{point id: {SplitRef: SplitResult}}``.
+    """
+    out: dict[str, dict] = {}
+    for alpha in sorted(alphas):
+        pid = point_id(PointRole.BLEND, alpha)
+        res = {}
+        for ref, pb in base.predictions.items():
+            pa = adapted.predictions[ref]
+            if "logits" not in pb.outputs:
+                continue
+            pred = Predictions(ref=ref, point=f"ensemble@{pid}", alpha=alpha, example_ids=pb.example_ids,
+                               source_ids=pb.source_ids, labels=pb.labels,
+                               outputs={"logits": ensemble_logits(pb.logits, pa.logits, alpha)})
+            res[ref] = metrics_of(pred)
+        if res:
+            out[pid] = res
+    return out
+
+
+@dataclass(frozen=True)
 class SweepResult:
-    """Everything a sweep produced: predictions and results per point, the ensemble results, the selection.
+    """Everything a sweep produced, built once when it ends: the points in evaluation order (each with its
+    results and records), the output-ensemble results, the selection.
 
     ``results[point_id][ref]`` -> :class:`SplitResult`; ``predictions[point_id][ref]`` -> :class:`Predictions`.
     """
 
-    alphas: list[float]
-    results: dict[str, dict] = field(default_factory=dict)
-    predictions: dict[str, dict] = field(default_factory=dict)
+    points: tuple[PointResult, ...]
+    selection: Selection
     ensemble: dict[str, dict] = field(default_factory=dict)
-    selection: Selection | None = None
     search: str = "grid"
-    n_evaluations: int = 0
+    own_head_base: PointResult | None = None
+
+    @property
+    def alphas(self) -> list[float]:
+        """The alphas evaluated, in evaluation order."""
+        return [p.alpha for p in self.points]
+
+    @property
+    def n_evaluations(self) -> int:
+        return len(self.points)
+
+    @property
+    def results(self) -> dict[str, dict]:
+        extra = [self.own_head_base] if self.own_head_base is not None else []
+        return {p.id: p.results for p in extra + list(self.points)}
+
+    @property
+    def predictions(self) -> dict[str, dict]:
+        extra = [self.own_head_base] if self.own_head_base is not None else []
+        return {p.id: p.predictions for p in extra + list(self.points)}
 
     def predictions_list(self) -> list[Predictions]:
         """All stored predictions, flattened."""
         return [p for per in self.predictions.values() for p in per.values()]
-
-
-# `harness.sweep(...)` is the Python twin of the CLI command (see harness/_twin.py).
-from harness._twin import make_callable as _make_callable  # noqa: E402
-
-_make_callable(__name__, "sweep")

@@ -10,11 +10,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "harness"
 # stage order; modules in SHARED may be imported by anything and import nothing but each other
-ORDER = ["spec", "data", "tokcache", "models", "predict", "store", "metrics", "sweep", "gate", "gate_outputs",
-         "report", "demo", "pipeline", "api", "cli"]
+ORDER = ["spec", "data", "tokcache", "models", "predict", "store", "metrics", "tasks", "sweep", "gate",
+         "gate_outputs", "report", "demo", "pipeline", "api", "cli"]
 SHARED = {"records", "errors", "io", "summary", "rundir", "_twin"}
 FACADE = {"__init__"}  # harness/__init__.py: lazy re-exports of the API, imports nothing at import time
-NO_TORCH = {"metrics", "gate", "gate_outputs", "report", "sweep", "spec", "records", "errors", "summary", "rundir"}
+NO_TORCH = {"metrics", "gate", "gate_outputs", "report", "sweep", "spec", "records", "errors", "summary", "rundir",
+            "tasks"}
 # the demo orchestrator calls the pipeline, like the CLI does
 ALLOWED_LATER = {("demo", "pipeline"), ("pipeline", "demo")}
 

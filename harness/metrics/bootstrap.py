@@ -21,7 +21,8 @@ import logging
 import numpy as np
 
 from harness.errors import MetricError, format_error
-from harness.metrics.registry import check_inputs, get_metric, point_value
+from harness.metrics.base import Outputs, as_outputs, n_columns, outputs_finite
+from harness.metrics.registry import check_applies, check_inputs, get_metric, point_value
 from harness.records import MetricValue
 
 __all__ = ["MAX_LOOP_RESAMPLES", "cluster_index", "cluster_weights", "cluster_sums", "resample_sums",
@@ -137,7 +138,7 @@ def resample_sums(stats: np.ndarray, w: np.ndarray, index: np.ndarray) -> np.nda
     return w @ cluster_sums(stats, index, w.shape[1])
 
 
-def metric_distribution(name: str, labels: np.ndarray, logits: np.ndarray, w: np.ndarray,
+def metric_distribution(name: str, labels: np.ndarray, outputs: Outputs | np.ndarray, w: np.ndarray,
                         index: np.ndarray) -> np.ndarray:
     """Bootstrap distribution of one metric.
 
@@ -146,7 +147,8 @@ def metric_distribution(name: str, labels: np.ndarray, logits: np.ndarray, w: np
     name : str
         Metric name (see :func:`harness.metrics.registry.get_metric`).
     labels : ndarray of int64, shape (n,)
-    logits : ndarray of float32, shape (n, C)
+    outputs : mapping of str to array, or array
+        The task's per-example columns (a bare array: classification logits float32 (n, C)).
     w : ndarray of float64, shape (B, G)
         Weights from :func:`cluster_weights`; pass the same ``w`` for two models on the same examples to pair them.
     index : ndarray of int64, shape (n,)
@@ -164,17 +166,19 @@ def metric_distribution(name: str, labels: np.ndarray, logits: np.ndarray, w: np
         Unknown metric, invalid inputs, or ``index`` not matching ``w``.
     """
     spec = get_metric(name)
-    labels, logits = check_inputs(labels, logits)
+    check_applies(spec, as_outputs(outputs))
+    labels, outputs = check_inputs(labels, outputs)
     index = np.asarray(index, dtype=np.int64)
     if index.shape != labels.shape or (index.size and (index.min() < 0 or index.max() >= w.shape[1])):
         raise MetricError(format_error("cluster index does not match the weights", where=name,
                                        expected=f"{labels.shape[0]} entries in [0, {w.shape[1]})",
                                        got=f"{index.shape[0]} entries"))
     b = w.shape[0] if spec.vectorised else min(w.shape[0], MAX_LOOP_RESAMPLES)
-    if labels.size == 0 or not np.isfinite(logits).all():
+    if labels.size == 0 or not outputs_finite(outputs):
         return np.full(b, np.nan)
     if spec.vectorised:
-        return spec.value(resample_sums(spec.stats(labels, logits), w, index), logits.shape[1])
+        return spec.value(resample_sums(spec.stats(labels, outputs), w, index), n_columns(outputs))
+    logits = outputs["logits"]
     out = np.empty(b)
     for r in range(b):
         reps = w[r, index].astype(np.int64)
@@ -206,16 +210,17 @@ def percentile_interval(dist: np.ndarray, confidence: float = 0.95) -> tuple[flo
     return float(lo), float(hi)
 
 
-def compute_metrics(labels: np.ndarray, logits: np.ndarray, source_ids: np.ndarray, metrics: list[str],
+def compute_metrics(labels: np.ndarray, outputs: Outputs | np.ndarray, source_ids: np.ndarray, metrics: list[str],
                     n_resamples: int = 1000, seed: int = 0, confidence: float = 0.95) -> dict[str, MetricValue]:
     """Point estimates and cluster-bootstrap percentile intervals of several metrics on one split.
 
     Parameters
     ----------
     labels : ndarray of int64, shape (n,)
-        Class indices in ``[0, C)``.
-    logits : ndarray of float32, shape (n, C)
-        Raw scores of one model, in the same row order.
+        Class indices in ``[0, C)`` (gold choice indices for multiple choice; zeros for tasks without one).
+    outputs : mapping of str to array, or array
+        The task's per-example columns of one model, in the same row order (see
+        :class:`harness.records.Predictions`); a bare array means classification logits float32 (n, C).
     source_ids : ndarray of str, shape (n,)
         Bootstrap cluster key of each example (documents; perturbed copies share their source's id).
     metrics : list of str
@@ -231,7 +236,7 @@ def compute_metrics(labels: np.ndarray, logits: np.ndarray, source_ids: np.ndarr
     Returns
     -------
     dict of str to MetricValue
-        In the order of ``metrics``. Values are NaN when ``n == 0`` or any logit is non-finite.
+        In the order of ``metrics``. Values are NaN when ``n == 0`` or any score read is non-finite.
 
     Raises
     ------
@@ -244,7 +249,7 @@ def compute_metrics(labels: np.ndarray, logits: np.ndarray, source_ids: np.ndarr
     All built-in metrics share one weight matrix and one matrix product; statistics used by several metrics
     (accuracy, macro-F1 and balanced accuracy share per-class counts) are computed once.
     """
-    labels, logits = check_inputs(labels, logits)
+    labels, outputs = check_inputs(labels, outputs)
     source_ids = np.asarray(source_ids)
     if source_ids.shape != labels.shape:
         raise MetricError(format_error("source_ids must match the labels", expected=f"shape {labels.shape}",
@@ -252,36 +257,36 @@ def compute_metrics(labels: np.ndarray, logits: np.ndarray, source_ids: np.ndarr
     if not 0.0 < float(confidence) < 1.0:
         raise MetricError(format_error("confidence must be in (0, 1)", expected="e.g. 0.95", got=confidence))
     specs = {m: get_metric(m) for m in metrics}
-    points = {m: point_value(m, labels, logits) for m in specs}
+    points = {m: point_value(m, labels, outputs) for m in specs}
     if n_resamples == 0 or labels.size == 0:
         return {m: MetricValue(points[m], float("nan"), float("nan"), s.higher_is_better) for m, s in specs.items()}
     w, index = cluster_weights(source_ids, n_resamples, seed)
-    dists = _vectorised_distributions(specs, labels, logits, w, index)
+    dists = _vectorised_distributions(specs, labels, outputs, w, index)
     out = {}
     for m, spec in specs.items():
-        dist = dists[m] if m in dists else metric_distribution(m, labels, logits, w, index)
+        dist = dists[m] if m in dists else metric_distribution(m, labels, outputs, w, index)
         lo, hi = percentile_interval(dist, confidence)
         out[m] = MetricValue(points[m], lo, hi, spec.higher_is_better)
     return out
 
 
-def _vectorised_distributions(specs: dict, labels: np.ndarray, logits: np.ndarray, w: np.ndarray,
+def _vectorised_distributions(specs: dict, labels: np.ndarray, outputs: Outputs, w: np.ndarray,
                               index: np.ndarray) -> dict[str, np.ndarray]:
     """Distributions of all vectorised metrics with one matrix product over their (deduplicated) statistics."""
     vec = {m: s for m, s in specs.items() if s.vectorised}
     if not vec:
         return {}
-    if not np.isfinite(logits).all():
+    if not outputs_finite(outputs):
         return {m: np.full(w.shape[0], np.nan) for m in vec}
     blocks: dict[object, tuple[int, int]] = {}
     columns = []
     width = 0
     for spec in vec.values():
         if spec.stats not in blocks:
-            block = spec.stats(labels, logits)
+            block = spec.stats(labels, outputs)
             blocks[spec.stats] = (width, width + block.shape[1])
             columns.append(block)
             width += block.shape[1]
     sums = resample_sums(np.concatenate(columns, axis=1), w, index)
-    c = logits.shape[1]
+    c = n_columns(outputs)
     return {m: s.value(sums[:, slice(*blocks[s.stats])], c) for m, s in vec.items()}

@@ -2,8 +2,10 @@
 
 Every built-in metric is a function of *sufficient statistics summed over examples*. A spec holds two functions:
 
-``stats(labels, logits) -> ndarray (n, k)``
-    per-example statistics (float64), so that any weighted sum of rows is the statistics of a (re)sample;
+``stats(labels, outputs) -> ndarray (n, k)``
+    per-example statistics (float64) from the task's per-example columns (``outputs``, a mapping of column name
+    to array; classification reads ``logits``), so that any weighted sum of rows is the statistics of a
+    (re)sample;
 ``value(sums, n_classes) -> ndarray (...)``
     the metric from summed statistics of shape ``(..., k)``, vectorised over the leading axes.
 
@@ -22,7 +24,11 @@ true and no predicted examples (macro-F1 still averages over all ``C`` classes, 
 may fetch code from the Hub) only when such a name is looked up, never for the built-ins, and is computed on
 argmax predictions against labels.
 
-Non-finite logits make every metric of that split NaN (a gate then fails on the NaN; it never passes on one).
+Non-finite logits make every metric of that split NaN (a gate then fails on the NaN; it never passes on one);
+the same holds for a non-finite log-likelihood of a language-model task.
+
+Each spec names the task whose records it reads (``task``): classification metrics read ``logits``; the
+language-model metrics (:mod:`harness.metrics.lm`) read the columns their task writes.
 """
 
 from __future__ import annotations
@@ -37,9 +43,11 @@ from typing import Any
 import numpy as np
 
 from harness.errors import MetricError, format_error, unknown_name
+from harness.metrics.base import MetricSpec, Outputs, as_outputs, missing_columns, n_columns, outputs_finite
+from harness.metrics.lm import LM_METRICS
 
 __all__ = ["MetricSpec", "METRICS", "EVALUATE_PREFIX", "N_ECE_BINS", "get_metric", "metric_names",
-           "check_inputs", "point_value"]
+           "check_inputs", "check_applies", "point_value"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,47 +55,6 @@ EVALUATE_PREFIX = "evaluate:"
 #: Equal-width confidence bins of the expected calibration error, on (0, 1].
 N_ECE_BINS = 10
 _ECE_EDGES = np.linspace(0.0, 1.0, N_ECE_BINS + 1)
-
-StatsFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
-ValueFn = Callable[[np.ndarray, int], np.ndarray]
-
-
-@dataclass(frozen=True)
-class MetricSpec:
-    """One metric: its direction, valid range, description and how to compute it.
-
-    Attributes
-    ----------
-    name : str
-        Registry name (``accuracy``) or ``evaluate:NAME_OR_PATH``.
-    higher_is_better : bool
-        The metric's direction; the gate reads it from here, never from a rule.
-    range : tuple of float
-        ``(lo, hi)`` of valid values (``hi`` may be ``inf``).
-    description : str
-        One line, with the source where there is one.
-    stats : callable or None
-        ``stats(labels int64 (n,), logits float32 (n, C)) -> float64 (n, k)`` per-example sufficient statistics;
-        ``None`` for ``evaluate`` modules.
-    value : callable or None
-        ``value(sums float64 (..., k), n_classes) -> float64 (...)``; ``None`` for ``evaluate`` modules.
-    compute : callable or None
-        ``compute(labels, logits) -> float`` for metrics without sufficient statistics (``evaluate`` modules).
-    """
-
-    name: str
-    higher_is_better: bool
-    range: tuple[float, float]
-    description: str
-    stats: StatsFn | None = None
-    value: ValueFn | None = None
-    compute: Callable[[np.ndarray, np.ndarray], float] | None = None
-
-    @property
-    def vectorised(self) -> bool:
-        """Whether the metric has sufficient statistics (all built-ins do; ``evaluate`` modules do not)."""
-        return self.stats is not None and self.value is not None
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # Sufficient statistics
@@ -182,29 +149,49 @@ def _ece_value(sums: np.ndarray, c: int) -> np.ndarray:
     return np.divide(gap, total, out=np.full(total.shape, np.nan), where=total > 0)
 
 
+@functools.lru_cache(maxsize=None)
+def _on_logits(fn: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> StatsFn:
+    """Adapt ``fn(labels, logits)`` to the ``stats(labels, outputs)`` signature (cached: one adapter per function,
+    so metrics sharing statistics still share one block)."""
+    def stats(labels: np.ndarray, outputs: Outputs) -> np.ndarray:
+        return fn(labels, outputs["logits"])
+
+    stats.__name__ = stats.__qualname__ = fn.__name__
+    return stats
+
+
+def _argmax_correct(labels: np.ndarray, outputs: Outputs) -> np.ndarray:
+    """Whether the argmax class of ``logits`` equals the label, bool (n,)."""
+    return outputs["logits"].argmax(axis=1) == labels
+
+
+def _classification_metrics() -> dict[str, MetricSpec]:
+    return {
+        "accuracy": MetricSpec(
+            "accuracy", True, (0.0, 1.0), "share of examples whose argmax prediction equals the label",
+            _on_logits(_class_counts_stats), _accuracy_value, correct=_argmax_correct),
+        "macro_f1": MetricSpec(
+            "macro_f1", True, (0.0, 1.0),
+            "unweighted mean over all C classes of per-class F1 (0 for a class with no true and no predicted "
+            "example)", _on_logits(_class_counts_stats), _macro_f1_value),
+        "balanced_accuracy": MetricSpec(
+            "balanced_accuracy", True, (0.0, 1.0),
+            "mean recall over the classes present in the labels (Brodersen et al. 2010)",
+            _on_logits(_class_counts_stats), _balanced_accuracy_value),
+        "nll": MetricSpec(
+            "nll", False, (0.0, float("inf")),
+            "mean negative log-likelihood of the true class, log-softmax of the logits, in nats",
+            _on_logits(_nll_stats), _nll_value),
+        "ece": MetricSpec(
+            "ece", False, (0.0, 1.0),
+            "expected calibration error: top-label confidence, 10 equal-width bins on (0, 1], "
+            "sum_b (n_b/N) |acc_b - conf_b| (Guo et al. 2017)",
+            _on_logits(_ece_stats), _ece_value),
+    }
+
+
 #: name -> spec of every built-in metric (frozen; keys equal ``harness.spec.schema.BUILTIN_METRICS``).
-METRICS: Mapping[str, MetricSpec] = MappingProxyType({
-    "accuracy": MetricSpec(
-        "accuracy", True, (0.0, 1.0), "share of examples whose argmax prediction equals the label",
-        _class_counts_stats, _accuracy_value),
-    "macro_f1": MetricSpec(
-        "macro_f1", True, (0.0, 1.0),
-        "unweighted mean over all C classes of per-class F1 (0 for a class with no true and no predicted example)",
-        _class_counts_stats, _macro_f1_value),
-    "balanced_accuracy": MetricSpec(
-        "balanced_accuracy", True, (0.0, 1.0),
-        "mean recall over the classes present in the labels (Brodersen et al. 2010)",
-        _class_counts_stats, _balanced_accuracy_value),
-    "nll": MetricSpec(
-        "nll", False, (0.0, float("inf")),
-        "mean negative log-likelihood of the true class, log-softmax of the logits, in nats",
-        _nll_stats, _nll_value),
-    "ece": MetricSpec(
-        "ece", False, (0.0, 1.0),
-        "expected calibration error: top-label confidence, 10 equal-width bins on (0, 1], "
-        "sum_b (n_b/N) |acc_b - conf_b| (Guo et al. 2017)",
-        _ece_stats, _ece_value),
-})
+METRICS: Mapping[str, MetricSpec] = MappingProxyType({**_classification_metrics(), **LM_METRICS})
 
 #: Known directions of common ``evaluate`` modules (their module info carries none).
 _EVALUATE_DIRECTIONS: Mapping[str, bool] = MappingProxyType({
@@ -295,45 +282,64 @@ def _scalar_of(out: Any, key: str, name: str) -> float:
                                        got=repr(out)[:200])) from e
 
 
-def check_inputs(labels: np.ndarray, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Validate and normalise ``labels`` and ``logits``.
+def check_inputs(labels: np.ndarray, outputs: Outputs | np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Validate and normalise ``labels`` and a split's per-example columns.
 
     Parameters
     ----------
     labels : array-like of int, shape (n,)
-        Class indices in ``[0, C)``.
-    logits : array-like of float, shape (n, C)
-        Raw scores, ``C >= 2``.
+        Class indices in ``[0, C)`` (classification), gold choice indices (multiple choice), zeros otherwise.
+    outputs : mapping of str to array, or array
+        The task's per-example columns (see :class:`harness.records.Predictions`); a bare array means
+        classification ``logits`` of shape (n, C), ``C >= 2``.
 
     Returns
     -------
     labels : ndarray of int64, shape (n,)
-    logits : ndarray, shape (n, C)
+    outputs : dict of str to ndarray
 
     Raises
     ------
     MetricError
-        On wrong shapes, non-integer labels or labels outside ``[0, C)``.
+        On wrong shapes, non-integer labels or labels outside ``[0, C)`` (or outside a row's choices).
     """
-    labels, logits = np.asarray(labels), np.asarray(logits)
-    if logits.ndim != 2 or logits.shape[1] < 2:
-        raise MetricError(format_error("logits must be a 2-D array with at least 2 classes",
-                                       expected="shape (n_examples, n_classes)", got=logits.shape))
-    if labels.ndim != 1 or labels.shape[0] != logits.shape[0]:
-        raise MetricError(format_error("labels must be 1-D and match the logits' rows",
-                                       expected=f"shape ({logits.shape[0]},)", got=labels.shape))
+    outputs = as_outputs(outputs)
+    labels = np.asarray(labels)
+    if "logits" in outputs:
+        logits = outputs["logits"]
+        if logits.ndim != 2 or logits.shape[1] < 2:
+            raise MetricError(format_error("logits must be a 2-D array with at least 2 classes",
+                                           expected="shape (n_examples, n_classes)", got=logits.shape))
+    n = next(iter(outputs.values())).shape[0] if outputs else labels.shape[0]
+    if labels.ndim != 1 or labels.shape[0] != n or any(v.shape[0] != n for v in outputs.values()):
+        raise MetricError(format_error("labels must be 1-D and match the logits' rows (every per-example column's rows)",
+                                       expected=f"shape ({n},)",
+                                       got={"labels": labels.shape, **{k: v.shape for k, v in outputs.items()}}))
     if labels.size and not np.issubdtype(labels.dtype, np.integer):
         raise MetricError(format_error("labels must be integer class indices", expected="int64",
                                        got=str(labels.dtype)))
     labels = labels.astype(np.int64, copy=False)
-    if labels.size and (labels.min() < 0 or labels.max() >= logits.shape[1]):
-        raise MetricError(format_error("label outside the class range", expected=f"0 <= label < {logits.shape[1]}",
+    width = outputs["logits"].shape[1] if "logits" in outputs else (
+        outputs["choice_len"].shape[1] if "choice_len" in outputs else None)
+    if width is not None and labels.size and (labels.min() < 0 or labels.max() >= width):
+        raise MetricError(format_error("label outside the class range", expected=f"0 <= label < {width}",
                                        got=f"[{labels.min()}, {labels.max()}]",
-                                       fix="check the suite's classes and label_map"))
-    return labels, logits
+                                       fix="check the suite's classes and label_map (or its gold answers)"))
+    return labels, outputs
 
 
-def point_value(name: str, labels: np.ndarray, logits: np.ndarray) -> float:
+def check_applies(spec: MetricSpec, outputs: Outputs) -> None:
+    """Raise :class:`MetricError` when ``spec`` reads columns that these records do not have (a metric of
+    another task, e.g. ``acc`` on classification logits)."""
+    missing = missing_columns(spec, outputs)
+    if missing:
+        raise MetricError(format_error(f"metric {spec.name!r} does not apply to these records",
+                                       where=spec.name, expected=f"records of a {spec.task} task (columns "
+                                       f"{', '.join(missing)})", got=f"columns {', '.join(sorted(outputs))}",
+                                       fix="name metrics of the suite's task (see the suite reference)"))
+
+
+def point_value(name: str, labels: np.ndarray, outputs: Outputs | np.ndarray) -> float:
     """Point estimate of one metric on all examples.
 
     Parameters
@@ -341,12 +347,13 @@ def point_value(name: str, labels: np.ndarray, logits: np.ndarray) -> float:
     name : str
         Metric name (see :func:`get_metric`).
     labels : ndarray of int64, shape (n,)
-    logits : ndarray of float32, shape (n, C)
+    outputs : mapping of str to array, or array
+        The task's per-example columns; a bare array means classification logits float32 (n, C).
 
     Returns
     -------
     float
-        NaN when ``n == 0`` or any logit is not finite.
+        NaN when ``n == 0`` or any score the metric reads is not finite.
 
     Raises
     ------
@@ -354,10 +361,11 @@ def point_value(name: str, labels: np.ndarray, logits: np.ndarray) -> float:
         Unknown metric or invalid inputs.
     """
     spec = get_metric(name)
-    labels, logits = check_inputs(labels, logits)
-    if labels.size == 0 or not np.isfinite(logits).all():
+    check_applies(spec, as_outputs(outputs))
+    labels, outputs = check_inputs(labels, outputs)
+    if labels.size == 0 or not outputs_finite(outputs):
         return float("nan")
     if not spec.vectorised:
-        return spec.compute(labels, logits)
-    sums = spec.stats(labels, logits).sum(axis=0)
-    return float(spec.value(sums, logits.shape[1]))
+        return spec.compute(labels, outputs["logits"])
+    sums = spec.stats(labels, outputs).sum(axis=0)
+    return float(spec.value(sums, n_columns(outputs)))

@@ -15,8 +15,11 @@ import pandas as pd
 
 import harness
 from harness.errors import SpecError, format_error
-from harness.records import Predictions, SplitData, SplitRef, SplitResult, TokenizedSplit
+from harness.metrics import compute_metrics
+from harness.records import Predictions, SplitData, SplitRef, SplitResult
 from harness.spec.load import load_suite, spec_hash
+from harness.store import ResultsStore, prediction_key
+from harness.tasks import task_for
 from harness.spec.schema import Suite
 from harness.summary import BootstrapInfo, MetricEntry, SplitEntry, SuiteInfo, Summary
 
@@ -185,72 +188,61 @@ def prepare_splits(suites: list[tuple[Suite, Path | None]], opts: RunOptions) ->
 
 # ------------------------------------------------------------------------------------------------ scoring --
 
-def metrics_for(pred: Predictions, tok: TokenizedSplit, metrics: list[str], opts: RunOptions) -> SplitResult:
-    from harness.metrics import compute_metrics
-
-    values = compute_metrics(pred.labels, pred.logits, pred.source_ids, metrics, n_resamples=opts.n_resamples,
+def metrics_for(pred: Predictions, prepared, metrics: list[str], opts: RunOptions) -> SplitResult:
+    """Metrics with cluster-bootstrap intervals of one point's records on one prepared split."""
+    values = compute_metrics(pred.labels, pred.outputs, pred.source_ids, metrics, n_resamples=opts.n_resamples,
                              seed=opts.seed, confidence=opts.confidence)
-    return SplitResult(n=pred.n, n_truncated=tok.n_truncated, n_dropped=tok.n_dropped, metrics=values)
+    return SplitResult(n=pred.n, n_truncated=prepared.n_truncated, n_dropped=prepared.n_dropped, metrics=values)
 
 
 class Scoring:
-    """Tokenized splits + store + scorer for one live model; scores (point, alpha) on every split."""
+    """Every split prepared by its suite's task, plus the results store; scores one runner on all of them.
 
-    def __init__(self, live, splits: list[SplitData], suites: dict[str, Suite], opts: RunOptions,
-                 columns: np.ndarray | None) -> None:
-        from harness.models.scorer import HFScorer
-        from harness.store import ResultsStore
-        from harness.tokcache import tokenize_split
+    Holds no model: a runner (:mod:`harness.predict`) is passed to each :meth:`score` call, so one
+    ``Scoring`` serves the base's own head and the blends without any field being swapped.
+    """
 
-        self.live, self.opts, self.columns = live, opts, columns
-        self.suites = suites
-        self.toks = [tokenize_split(sd, live.tokenizer, suites[sd.ref.suite].max_length) for sd in splits]
-        self.scorer = HFScorer(live.model, compile=opts.compile)
+    def __init__(self, tokenizer, splits: list[SplitData], suites: dict[str, Suite], opts: RunOptions,
+                 device_type: str) -> None:
+        self.opts, self.suites, self.device_type = opts, suites, device_type
+        self.tasks = {name: task_for(suite) for name, suite in suites.items()}
+        self.prepared = [self.tasks[sd.ref.suite].prepare(sd, tokenizer) for sd in splits]
         self.store = ResultsStore() if opts.use_store else None  # compare with None: a store has a length
-        self.pad_id = int(live.tokenizer.pad_token_id or 0)
         self.n_computed = 0
-        self.trunk = None  # a harness.models.trunk.TrunkCache when the sweep found frozen leading layers
 
-    def score(self, point: str, alpha: float | None, model_fp: str, head: str = "shared",
+    def score(self, runner, point: str, alpha: float | None, model_fp: str, head: str = "shared",
               blend_path: str = "none") -> dict[SplitRef, Predictions]:
-        from harness.predict import predict
-
+        """The records of one model (or blend) on every split: from the store where present, else computed."""
         out: dict[SplitRef, Predictions] = {}
-        for tok in self.toks:
-            logits = None
+        for prep in self.prepared:
+            task = self.tasks[prep.ref.suite]
+            outputs = None
             if self.store is not None:
-                logits = self.store.get(self._store_key(tok, model_fp, alpha, head, blend_path), n=len(tok))
-            if logits is None:
-                with self.trunk.scoring(tok.cache_key) if self.trunk is not None else nullcontext():
-                    pred = predict(self.scorer, tok, point=point, alpha=alpha, batch_tokens=self.opts.batch_tokens,
-                                   pad_id=self.pad_id, progress=self.opts.progress, columns=self.columns)
+                outputs = self.store.get_outputs(self._store_key(prep, runner, model_fp, alpha, head, blend_path),
+                                                 n=len(prep))
+            if outputs is None:
+                outputs = task.records(prep, runner.run(prep, point=point, alpha=alpha))
                 self.n_computed += 1
                 if self.store is not None:  # keyed after scoring: a first-batch fallback to padded changes the key
-                    self.store.put(self._store_key(tok, model_fp, alpha, head, blend_path), pred.logits,
-                                   {"point": point, "split": tok.ref.key})
-            else:
-                pred = Predictions(ref=tok.ref, point=point, alpha=alpha, example_ids=tok.example_ids,
-                                   source_ids=tok.source_ids, labels=tok.labels, logits=logits)
-            out[tok.ref] = pred
+                    self.store.put_outputs(self._store_key(prep, runner, model_fp, alpha, head, blend_path), outputs,
+                                           {"point": point, "split": prep.ref.key})
+            out[prep.ref] = Predictions(ref=prep.ref, point=point, alpha=alpha, example_ids=prep.example_ids,
+                                        source_ids=prep.source_ids, labels=prep.labels, outputs=outputs,
+                                        task=task.name)
         return out
 
-    def _store_key(self, tok: TokenizedSplit, model_fp: str, alpha: float | None, head: str, blend_path: str) -> str:
-        from harness.store import prediction_key
-
-        return prediction_key(model_fp=model_fp, alpha=alpha, split_key=tok.cache_key, dtype=self.opts.dtype,
-                              device_type=self.live.device.type, head=head, blend_path=blend_path,
-                              harness_version=harness.__version__,
-                              extra={"columns": None if self.columns is None else self.columns.tolist(),
-                                     "packed": self.scorer.packing_mode or False, "compiled": self.opts.compile})
+    def _store_key(self, prep, runner, model_fp: str, alpha: float | None, head: str, blend_path: str) -> str:
+        return prediction_key(model_fp=model_fp, alpha=alpha, split_key=prep.cache_key, dtype=self.opts.dtype,
+                              device_type=self.device_type, head=head, blend_path=blend_path,
+                              harness_version=harness.__version__, extra=runner.store_extra())
 
     def results(self, preds: dict[SplitRef, Predictions]) -> dict[SplitRef, SplitResult]:
-        by_ref = {t.ref: t for t in self.toks}
+        """Metrics of every split's records (each suite's metrics, intervals by the run's bootstrap)."""
+        by_ref = {p.ref: p for p in self.prepared}
         return {ref: metrics_for(p, by_ref[ref], self.suites[ref.suite].metrics, self.opts)
                 for ref, p in preds.items()}
 
     def close(self) -> None:
-        if self.trunk is not None:
-            self.trunk.clear()
         if self.store is not None:
             self.store.close()
 

@@ -9,6 +9,9 @@ import harness
 from harness.pipeline.common import (RunOptions, RunResult, Scoring, bootstrap_info, classes_of, maybe_report,
                                      nest_results, suite_infos, build_manifest, load_suites, prepare_splits,
                                      stage_timer)
+from harness.models.load import align_labels, load_model
+from harness.models.scorer import HFScorer
+from harness.predict import ClassifierRunner
 from harness.rundir import write_run
 from harness.spec.schema import Suite
 from harness.summary import PointEntry, Summary
@@ -42,8 +45,6 @@ def evaluate_model(model: str | Path, suites: list[str | Path] | list[Suite], *,
     HarnessError
         For bad specs, data, models or outputs (nothing is written to ``out`` then).
     """
-    from harness.models.load import align_labels, load_model
-
     timings: dict[str, float] = {}
     with stage_timer(timings, "data"):
         loaded = prepare_splits(load_suites(suites), options)
@@ -54,10 +55,13 @@ def evaluate_model(model: str | Path, suites: list[str | Path] | list[Suite], *,
         columns = align_labels(live.id2label, classes, options.label_map, where=str(model))
     suites_by_name = {s.name: s for s, _ in loaded.suites}
     with stage_timer(timings, "tokenize"):
-        scoring = Scoring(live, loaded.splits, suites_by_name, options, columns)
+        scoring = Scoring(live.tokenizer, loaded.splits, suites_by_name, options, live.device.type)
+    scorer = HFScorer(live.model, compile=options.compile)
+    runner = ClassifierRunner(scorer, pad_id=int(live.tokenizer.pad_token_id or 0), batch_tokens=options.batch_tokens,
+                              columns=columns, progress=options.progress, compiled=options.compile)
     try:
         with stage_timer(timings, "predict"):
-            preds = scoring.score("model", None, live.fingerprint)
+            preds = scoring.score(runner, "model", None, live.fingerprint)
         with stage_timer(timings, "metrics"):
             results = scoring.results(preds)
     finally:
@@ -71,8 +75,8 @@ def evaluate_model(model: str | Path, suites: list[str | Path] | list[Suite], *,
         manifest = build_manifest(command="eval", argv=argv, loaded=loaded, opts=options, device=str(live.device),
                                   timings=timings, models={"model": {"source": str(model), "path": str(live.path),
                                                                      "fingerprint": live.fingerprint}},
-                                  extra={"packed_batches": scoring.scorer.packed,
-                                         "packed_attention": scoring.scorer.packing_mode,
+                                  extra={"packed_batches": scorer.packed,
+                                         "packed_attention": scorer.packing_mode,
                                          "compiled": options.compile})
         res.run_dir = write_run(out, summary, list(preds.values()), manifest)
         maybe_report(res.run_dir, options, loaded)

@@ -198,8 +198,18 @@ def load_suite(path: str | Path):
 
 
 def spec_hash(spec: BaseModel) -> str:
-    """sha256 (hex) of the spec's canonical JSON (defaults filled in, keys sorted)."""
-    blob = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    """sha256 (hex) of the spec's canonical JSON (defaults filled in, keys sorted).
+
+    Fields a spec class lists in ``HASH_OMIT_IF_DEFAULT`` (fields added after the format's first release, such as
+    a suite's ``task``) are left out while they hold their default, so a spec written before they existed keeps
+    its hash (its results-store entries and baselines stay valid)."""
+    data = spec.model_dump(mode="json")
+    for name in getattr(type(spec), "HASH_OMIT_IF_DEFAULT", ()):
+        field = type(spec).model_fields[name]
+        default = field.get_default(call_default_factory=True)
+        if getattr(spec, name) == default:
+            data.pop(name, None)
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()
 
 

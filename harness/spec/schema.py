@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from enum import Enum
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -19,6 +19,9 @@ __all__ = [
     "Name",
     "BUILTIN_METRICS",
     "DEFAULT_METRICS",
+    "TASKS",
+    "TASK_METRICS",
+    "TASK_DEFAULT_METRICS",
     "Strict",
     "OnMissingText",
     "ShiftType",
@@ -31,9 +34,25 @@ __all__ = [
     "Suite",
 ]
 
-#: Built-in metric names; ``evaluate:NAME_OR_PATH`` names an ``evaluate`` module instead (loaded only when asked).
-BUILTIN_METRICS = ("accuracy", "macro_f1", "balanced_accuracy", "nll", "ece")
-DEFAULT_METRICS = ("accuracy", "macro_f1", "nll", "ece")
+#: The tasks a suite can name (``task:``); see :mod:`harness.tasks`.
+TASKS = ("classification", "multiple_choice", "generation", "perplexity")
+#: Built-in metric names per task (keys and order equal :data:`harness.metrics.METRICS`); classification suites
+#: may also name ``evaluate:NAME_OR_PATH`` (an ``evaluate`` module, loaded only when asked).
+TASK_METRICS = {
+    "classification": ("accuracy", "macro_f1", "balanced_accuracy", "nll", "ece"),
+    "multiple_choice": ("acc", "acc_norm"),
+    "generation": ("exact_match", "numeric_match", "contains", "f1"),
+    "perplexity": ("word_perplexity", "byte_perplexity", "bits_per_byte"),
+}
+BUILTIN_METRICS = tuple(m for names in TASK_METRICS.values() for m in names)
+#: Metrics of a suite that names none, per task.
+TASK_DEFAULT_METRICS = {
+    "classification": ("accuracy", "macro_f1", "nll", "ece"),
+    "multiple_choice": ("acc", "acc_norm"),
+    "generation": ("exact_match",),
+    "perplexity": ("word_perplexity", "byte_perplexity", "bits_per_byte"),
+}
+DEFAULT_METRICS = TASK_DEFAULT_METRICS["classification"]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
@@ -166,6 +185,9 @@ class DerivedFrom(Strict):
 class Suite(Strict):
     """An evaluation suite: where the rows come from, how to read them, how to split them, what to measure."""
 
+    #: fields added after wave 1, left out of :func:`harness.spec.load.spec_hash` while at their defaults
+    HASH_OMIT_IF_DEFAULT: ClassVar[tuple[str, ...]] = ("task",)
+
     kind: Literal["suite"]
     schema_version: Literal[1] = 1
     name: Name
@@ -185,7 +207,10 @@ class Suite(Strict):
     splits: list[SplitSpec] = Field(default_factory=list)
     split_seed: int = Field(default=0, description="salt of the document hash that assigns derived splits")
     max_length: int = Field(default=128, ge=8, le=8192)
-    metrics: list[str] = Field(default_factory=lambda: list(DEFAULT_METRICS), min_length=1)
+    task: Literal["classification", "multiple_choice", "generation", "perplexity"] = Field(
+        default="classification", description="what the model is asked to do (harness.tasks)")
+    metrics: list[str] = Field(default_factory=list, min_length=1,
+                               description="metric names of the task; default: the task's defaults")
 
     @field_validator("classes")
     @classmethod
@@ -197,13 +222,31 @@ class Suite(Strict):
     @field_validator("metrics")
     @classmethod
     def _metrics(cls, v: list[str]) -> list[str]:
-        for m in v:
+        for m in v:  # names of another task are refused by _cross, which knows the task
             if m not in BUILTIN_METRICS and not (m.startswith("evaluate:") and len(m) > len("evaluate:")):
                 raise ValueError(f"unknown metric {m!r}; expected one of {', '.join(BUILTIN_METRICS)} "
                                  "or 'evaluate:NAME_OR_PATH'")
         if len(set(v)) != len(v):
             raise ValueError(f"metrics must be unique; got {v}")
         return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_metrics(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("metrics"):
+            task = data.get("task", "classification")
+            if task in TASK_DEFAULT_METRICS:
+                data = {**data, "metrics": list(TASK_DEFAULT_METRICS[task])}
+        return data
+
+    @model_validator(mode="after")
+    def _task_metrics(self) -> "Suite":
+        own = TASK_METRICS[self.task]
+        bad = [m for m in self.metrics if m not in own and not (self.task == "classification"
+                                                                 and m.startswith("evaluate:"))]
+        if bad:
+            raise ValueError(f"metrics {bad} do not apply to task {self.task!r}; its metrics are {', '.join(own)}")
+        return self
 
     @model_validator(mode="after")
     def _cross(self) -> "Suite":

@@ -15,7 +15,7 @@ from harness.metrics import compute_metrics
 from harness.records import Predictions, SplitRef, SplitRole, SuiteRole, Verdict
 from harness.rundir import write_predictions, write_summary
 from harness.spec.policy import GatePolicy
-from harness.spec.schema import BUILTIN_METRICS
+from harness.spec.schema import TASK_METRICS
 from harness.summary import Summary
 
 POINTS = {"base": ("base", 0.0), "adapted": ("adapted", 1.0), "alpha=0.5": ("blend", 0.5)}
@@ -85,7 +85,7 @@ def build_run(path: Path, data: dict, *, chosen: str | None = "alpha=0.5", split
     for suite, per_point in data.items():
         for pid, (ids, src, labels, logits) in per_point.items():
             role, alpha = POINTS[pid]
-            mv = compute_metrics(labels, logits, src, list(BUILTIN_METRICS), n_resamples=0)
+            mv = compute_metrics(labels, logits, src, list(TASK_METRICS["classification"]), n_resamples=0)
             results.setdefault(pid, {}).setdefault(suite, {})[split] = {
                 "n": len(labels), "metrics": {m: {"value": v.value, "ci_low": None, "ci_high": None,
                                                   "higher_is_better": v.higher_is_better} for m, v in mv.items()}}
@@ -99,7 +99,7 @@ def build_run(path: Path, data: dict, *, chosen: str | None = "alpha=0.5", split
         suites[suite] = {"name": suite, "version": info["version"], "spec_hash": info["spec_hash"],
                          "role": ROLES[suite], "shift_type": "natural" if ROLES[suite] == "shift" else None,
                          "splits": {split: {"role": "test", "fingerprint": info["fingerprint"], "n": n}},
-                         "metrics": list(BUILTIN_METRICS)}
+                         "metrics": list(TASK_METRICS["classification"])}
     summary = {"harness_version": "0.1.0", "command": "sweep",
                "points": [{"id": p, "role": POINTS[p][0], "alpha": POINTS[p][1], "is_chosen": p == chosen}
                           for p in present],

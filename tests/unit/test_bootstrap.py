@@ -11,10 +11,10 @@ from harness.errors import MetricError
 from harness.metrics import (cluster_index, cluster_sums, cluster_weights, compute_metrics, metric_distribution,
                              percentile_interval, point_value, resample_sums)
 from harness.records import MetricValue
-from harness.spec.schema import BUILTIN_METRICS
+from harness.spec.schema import TASK_METRICS
 
 pytestmark = pytest.mark.filterwarnings("error")
-ALL = list(BUILTIN_METRICS)
+ALL = list(TASK_METRICS["classification"])
 
 
 def _data(n=400, c=3, seed=0, acc_boost=1.0):
@@ -149,6 +149,8 @@ def test_compute_metrics_zero_resamples_and_bad_arguments():
     with pytest.raises(MetricError, match="source_ids"):
         compute_metrics(labels, logits, src[:5], ["accuracy"])
     with pytest.raises(MetricError, match="unknown metric"):
+        compute_metrics(labels, logits, src, ["accuracy", "f2"])
+    with pytest.raises(MetricError, match="does not apply"):  # a generation metric on classification logits
         compute_metrics(labels, logits, src, ["accuracy", "f1"])
 
 

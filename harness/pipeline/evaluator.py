@@ -1,0 +1,205 @@
+"""The sweep's evaluator: base and adapted loaded once, one blend engine, ``evaluate(alpha)`` -> a point result.
+
+The evaluator owns the live model and the blend engine; everything it returns is an immutable
+:class:`~harness.records.PointResult`. Selection, the adaptive search and the output ensembles are pure functions
+over those results (:mod:`harness.sweep`), so nothing here knows how alpha is chosen.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.errors import BlendError, ModelError, format_error
+from harness.models.adapters import load_adapted
+from harness.models.blend import BlendEngine
+from harness.models.load import align_labels, load_model
+from harness.models.scorer import HFScorer
+from harness.models.trunk import TrunkCache, budget_bytes_from_env, frozen_depth
+from harness.pipeline.common import LoadedSuites, RunOptions, Scoring, classes_of, stage_timer
+from harness.predict import ClassifierRunner
+from harness.records import PointResult, PointRole, point_id
+from harness.store import blend_fingerprint
+from harness.sweep import SelectionPolicy
+from harness.tokcache import tokenizer_fingerprint
+
+__all__ = ["SweepRequest", "BlendEvaluator", "point_of"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SweepRequest:
+    """Everything one sweep is asked to do, fixed before any model is loaded.
+
+    ``alphas`` is a tuple of canonical alphas or ``"adaptive"`` (:func:`harness.sweep.parse_alphas`); ``head`` is
+    ``shared`` (blend heads too) or ``adapted`` (keep the adapted head at every alpha); ``budget`` bounds the
+    adaptive search; ``gate``/``baseline``/``junit`` configure the optional gate; ``out`` is the run directory.
+    """
+
+    base: str | Path
+    adapted: str | Path
+    suites: tuple
+    alphas: tuple[float, ...] | str
+    policy: SelectionPolicy
+    head: str = "shared"
+    options: RunOptions = field(default_factory=RunOptions)
+    budget: int = 6
+    gate: str | Path | None = None
+    baseline: str | Path | None = None
+    junit: str | Path | None = None
+    out: str | Path | None = None
+    command: str = "sweep"
+    profile: str | None = None
+    notes: tuple[str, ...] = ()
+    argv: tuple[str, ...] = ()
+
+
+def point_of(alpha: float, head: str) -> tuple[str, PointRole, str]:
+    """(point id, role, label) of a blend alpha under a head mode."""
+    if head == "shared" and alpha == 0.0:
+        return "base", PointRole.BASE, ""
+    if alpha == 1.0:
+        return "adapted", PointRole.ADAPTED, ""
+    label = "base backbone + adapted head" if (head == "adapted" and alpha == 0.0) else ""
+    return point_id(PointRole.BLEND, alpha), PointRole.BLEND, label
+
+
+def _columns_by_name(names: list[str], classes: list[str]) -> np.ndarray | None:
+    """Columns of a reference base whose real label names are the classes in another order (else None)."""
+    lower = [n.lower() for n in names]
+    if sorted(lower) != sorted(c.lower() for c in classes):
+        return None
+    return np.array([lower.index(c.lower()) for c in classes], dtype=np.int64)
+
+
+class BlendEvaluator:
+    """Base + adapted loaded once; :meth:`evaluate` scores the blend at one alpha on every split.
+
+    Raises
+    ------
+    ModelError, BlendError
+        For models that cannot be loaded or blended (different tokenizers, heads with different labels...).
+    """
+
+    def __init__(self, request: SweepRequest, loaded: LoadedSuites, timings: dict[str, float]) -> None:
+        self.request, self.timings = request, timings
+        opts = request.options
+        trunk_budget = budget_bytes_from_env()
+        classes = classes_of(loaded)
+        with stage_timer(timings, "load_model"):
+            self.live = load_model(request.base, dtype=opts.dtype, device=opts.device, allow_pickle=opts.allow_pickle,
+                                   trust_remote_code=opts.trust_remote_code)
+            base_sd = {k: v.detach().to("cpu").clone() for k, v in self.live.model.state_dict().items()}
+            self.adapted = load_adapted(self.live, request.adapted, allow_pickle=opts.allow_pickle,
+                                        trust_remote_code=opts.trust_remote_code)
+        self._check_pair()
+        self.blend_columns, self.base_columns = self._columns(classes)
+        with stage_timer(timings, "tokenize"):
+            self.scoring = Scoring(self.live.tokenizer, loaded.splits, {s.name: s for s, _ in loaded.suites}, opts,
+                                   self.live.device.type)
+        self.scorer = HFScorer(self.live.model, compile=opts.compile)
+        self.own_head_runner = (self._runner(self.base_columns) if request.head == "adapted"
+                                and self.base_columns is not None else None)
+        with stage_timer(timings, "blend_setup"):
+            self.engine = BlendEngine(self.live.model, base_sd, self.adapted.state_dict, head=request.head)
+            del base_sd  # the engine holds what it needs
+            frozen = frozen_depth(self.live.model, self.engine.changed_names()) if trunk_budget > 0 else 0
+            self.trunk = TrunkCache(self.live.model, frozen, trunk_budget) if frozen else None
+        self.runner = self._runner(self.blend_columns, trunk=self.trunk)
+
+    def _runner(self, columns: np.ndarray | None, trunk: Any = None) -> ClassifierRunner:
+        opts = self.request.options
+        return ClassifierRunner(self.scorer, pad_id=int(self.live.tokenizer.pad_token_id or 0),
+                                batch_tokens=opts.batch_tokens, columns=columns, progress=opts.progress, trunk=trunk,
+                                compiled=opts.compile)
+
+    def _check_pair(self) -> None:
+        adp, live = self.adapted, self.live
+        if adp.tokenizer is not None and tokenizer_fingerprint(adp.tokenizer) != tokenizer_fingerprint(live.tokenizer):
+            raise BlendError(format_error("base and adapted models use different tokenizers",
+                                          where=str(self.request.adapted),
+                                          expected=f"the base tokenizer ({len(live.tokenizer)} tokens)",
+                                          got=f"a tokenizer of {len(adp.tokenizer)} tokens",
+                                          fix="blend models that share a tokenizer (a resized vocabulary cannot be "
+                                              "interpolated)"))
+        b_names = [live.id2label[i] for i in sorted(live.id2label)]
+        a_names = [adp.id2label[i] for i in sorted(adp.id2label)]
+        generic = all(n.startswith("LABEL_") for n in b_names + a_names)
+        if self.request.head == "shared" and (len(b_names) != len(a_names) or (b_names != a_names and not generic)):
+            raise BlendError(format_error("base and adapted heads have different labels", where="head",
+                                          expected=f"base labels {b_names}", got=f"adapted labels {a_names}",
+                                          fix="interpolating heads with different labels mixes classes; use "
+                                              "--head adapted to keep the adapted head and blend only the backbone"))
+
+    def _columns(self, classes: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
+        """(blend columns, base-own-head columns or None) ordering each head's logits as the suite classes."""
+        req, opts = self.request, self.request.options
+        blend = align_labels(self.adapted.id2label, classes, opts.label_map, where=f"adapted model {req.adapted}")
+        try:
+            return blend, align_labels(self.live.id2label, classes, opts.label_map, where=f"base model {req.base}")
+        except ModelError:
+            if req.head == "shared":
+                raise
+        names = [self.live.id2label[i] for i in sorted(self.live.id2label)]
+        base = _columns_by_name(names, classes)
+        if base is None:
+            log.warning("--head adapted: the base model's labels %s cannot score classes %s; the true base is not "
+                        "evaluated as its own point", names, classes)
+        else:
+            log.info("--head adapted: the true base model's labels %s are mapped by name to %s", names, classes)
+        return blend, base
+
+    def base_own_head(self) -> PointResult | None:
+        """The true base model with its own head (``--head adapted`` only; else ``None``)."""
+        if self.own_head_runner is None:
+            return None
+        with stage_timer(self.timings, "predict"):
+            preds = self.scoring.score(self.own_head_runner, "base", 0.0, self.live.fingerprint, head="own",
+                                       blend_path="none")
+        with stage_timer(self.timings, "metrics"):
+            results = self.scoring.results(preds)
+        return PointResult(id="base", role=PointRole.BASE, alpha=0.0, results=results, predictions=preds,
+                           label="base model (its own head)")
+
+    def evaluate(self, alpha: float) -> PointResult:
+        """Blend at ``alpha`` (0 = base, 1 = adapted) and score every split (store hits are not recomputed)."""
+        head = self.request.head
+        pid, role, label = point_of(alpha, head)
+        if alpha == 0.0 and head == "shared":
+            fp, path = self.live.fingerprint, "none"
+        elif alpha == 1.0:
+            fp, path = self.adapted.fingerprint, "none"
+        else:
+            fp, path = blend_fingerprint(self.live.fingerprint, self.adapted.fingerprint, alpha, head), "merged"
+        with stage_timer(self.timings, "blend"):
+            self.engine.apply(alpha)
+        with stage_timer(self.timings, "predict"):
+            preds = self.scoring.score(self.runner, pid, alpha, fp, head=head, blend_path=path)
+        with stage_timer(self.timings, "metrics"):
+            results = self.scoring.results(preds)
+        return PointResult(id=pid, role=role, alpha=alpha, results=results, predictions=preds, label=label)
+
+    def models_info(self) -> dict[str, Any]:
+        """The manifest's ``models`` entry."""
+        req, adp = self.request, self.adapted
+        return {"base": {"source": str(req.base), "path": str(self.live.path), "fingerprint": self.live.fingerprint},
+                "adapted": {"source": str(req.adapted), "fingerprint": adp.fingerprint, "kind": adp.kind, **adp.info}}
+
+    def manifest_extra(self) -> dict[str, Any]:
+        """What this evaluator did that the manifest records (store use, packing, compile, trunk reuse)."""
+        trunk = self.trunk
+        return {"store_computed_splits": self.scoring.n_computed, "packed_batches": self.scorer.packed,
+                "packed_attention": self.scorer.packing_mode, "compiled": self.request.options.compile,
+                "trunk_reuse": None if trunk is None else {
+                    "frozen_layers": trunk.k, "replayed_passes": trunk.n_replayed,
+                    "stored_gib": round(trunk.n_bytes / 2**30, 4)}}
+
+    def close(self) -> None:
+        if self.trunk is not None:
+            self.trunk.clear()
+        self.scoring.close()

@@ -1,0 +1,41 @@
+"""The task seam: what a suite asks of a model, between the loaded rows and the per-example records.
+
+A task (after EleutherAI lm-evaluation-harness's split of task / request / model, ``lm_eval/api/task.py``,
+``lm_eval/api/instance.py``, ``lm_eval/api/model.py``; here with immutable records and one small module a task)
+
+1. turns a loaded split (:class:`harness.records.SplitData`) into **requests** of one kind
+   (:class:`harness.tasks.base.Prepared`): token ids to classify, (context, continuation) pairs to score,
+   documents to score in rolling windows, or prompts to continue greedily;
+2. hands them to a **runner** of that request kind (:mod:`harness.predict`), which owns the model;
+3. turns the runner's outputs into **per-example records**: the columns its metrics read
+   (:class:`harness.records.Predictions` ``outputs``).
+
+Everything after the records (store, metrics and their bootstrap, selection, gate, report) reads columns and
+metric names and never asks which task made them. Tasks are listed in one explicit table, :data:`TASKS`.
+"""
+
+from __future__ import annotations
+
+from harness.tasks.base import Prepared, Task
+from harness.tasks.classification import ClassificationTask
+
+__all__ = ["Task", "Prepared", "TASKS", "task_for"]
+
+#: task name (a suite's ``task:``) -> task class
+TASKS: dict[str, type[Task]] = {"classification": ClassificationTask}
+
+
+def task_for(suite) -> Task:
+    """The task object of a suite (``suite.task``, default ``classification``).
+
+    Raises
+    ------
+    SpecError
+        For a task name without an implementation.
+    """
+    from harness.errors import SpecError, unknown_name
+
+    name = getattr(suite, "task", "classification")
+    if name not in TASKS:
+        raise SpecError(unknown_name("task", name, TASKS))
+    return TASKS[name](suite)

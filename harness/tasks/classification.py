@@ -1,0 +1,35 @@
+"""The classification task (the wave-1 behaviour): class logits of a sequence classifier.
+
+Requests are the split's token ids (:func:`harness.tokcache.tokenize_split`, cached); the runner returns logits
+already ordered as the suite's ``classes`` (the model's label columns are aligned by the runner, which knows the
+model's head); the records are those logits, float32 (n, n_classes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from harness.records import SplitData
+from harness.tasks.base import Prepared, Task
+from harness.tokcache import tokenize_split
+
+__all__ = ["ClassificationTask"]
+
+
+class ClassificationTask(Task):
+    """Score every row's text (and ``text_pair``) with a sequence classifier; records ``logits``."""
+
+    name = "classification"
+    request_kind = "classify"
+
+    def prepare(self, split: SplitData, tokenizer: Any) -> Prepared:
+        tok = tokenize_split(split, tokenizer, self.suite.max_length)
+        return Prepared(ref=tok.ref, kind=self.request_kind, requests=tok, cache_key=tok.cache_key,
+                        example_ids=tok.example_ids, source_ids=tok.source_ids, labels=tok.labels,
+                        n_truncated=tok.n_truncated, n_dropped=tok.n_dropped)
+
+    def records(self, prepared: Prepared, outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"logits": np.asarray(outputs["logits"], dtype=np.float32)}
