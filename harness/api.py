@@ -1,62 +1,102 @@
-"""The Python API: one function per CLI command, same arguments, same results (``harness.evaluate`` etc.)."""
+"""The Python API: one function per CLI command, same arguments, same results.
+
+The names (``run_eval``, ``run_sweep``, ``run_blend``, ``run_gate``, ``run_report``, ``run_demo``) never collide with
+a submodule of :mod:`harness`, so ``harness.run_sweep`` is always this function, whatever has been imported. The
+keyword arguments of the settings (``dtype=``, ``alphas=``, ``n_resamples=``...) are generated from
+:class:`harness.settings.Settings`: each function's signature lists the settings of its command, and an unknown or
+misplaced keyword is a :class:`~harness.errors.SpecError` with near matches.
+"""
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["evaluate", "sweep", "blend", "gate", "report", "demo"]
+from harness.demo.run import run_demo as _demo
+from harness.pipeline import RunResult, evaluate_model, sweep_models, write_blend
+from harness.pipeline import run_gate as _judge_stored_run
+from harness.settings import Settings, make_settings, settings_fields
+
+__all__ = ["run_eval", "run_sweep", "run_blend", "run_gate", "run_report", "run_demo", "sweep_with_settings"]
 
 
-def evaluate(model: str | Path, suites: list[str | Path], *, out: str | Path | None = None, **options: Any):
-    """Score one model on suites (twin of ``harness eval``); ``options`` are :class:`harness.pipeline.RunOptions`
-    fields. Returns a :class:`harness.pipeline.RunResult` (``.summary``, ``.to_pandas()``, ``.run_dir``)."""
-    from harness.pipeline import RunOptions, evaluate_model
+def _with_settings(command: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Give ``fn`` (whose last parameter is ``**settings``) a signature that lists every setting of ``command`` as
+    a keyword with its default, and a docstring section that describes them."""
 
-    return evaluate_model(model, list(suites), out=out, options=RunOptions(**options), argv=[])
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        sig = inspect.signature(fn)
+        params = [p for p in sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        fields = settings_fields(command)
+        params += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=info.default,
+                                     annotation=info.annotation) for name, info in fields.items()]
+        fn.__signature__ = sig.replace(parameters=params)
+        lines = [f"    {name} : default={info.default!r}\n        {info.description}" for name, info in fields.items()]
+        fn.__doc__ = (fn.__doc__ or "") + "\n\n    Settings (keywords; :class:`harness.settings.Settings`)\n" \
+            "    ---------------------------------------------------------\n" + "\n".join(lines) + "\n"
+        return fn
+
+    return wrap
 
 
-def sweep(base: str | Path, adapted: str | Path, suites: list[str | Path], *, alphas: Any = None,
-          select: str = "max-shift-within-id", select_metric: str = "accuracy", tolerance: float = 0.01,
-          weight: float = 0.5, head: str = "shared", gate: str | Path | None = None,
-          baseline: str | Path | None = None, out: str | Path | None = None, **options: Any):
+def sweep_with_settings(base: str | Path, adapted: str | Path, suites: list[Any], settings: Settings, *,
+                        gate: str | Path | None = None, baseline: str | Path | None = None,
+                        junit: str | Path | None = None, out: str | Path | None = None,
+                        argv: list[str] | None = None) -> RunResult:
+    """Run :func:`harness.pipeline.sweep_models` with the selection settings taken from ``settings`` (what the CLI
+    and :func:`run_sweep` share)."""
+    return sweep_models(base, adapted, list(suites), alphas=settings.alphas, select=settings.select,
+                        select_metric=settings.select_metric, tolerance=settings.tolerance, weight=settings.weight,
+                        head=settings.head, budget=settings.budget, gate=gate, baseline=baseline, junit=junit,
+                        out=out, options=settings, argv=argv)
+
+
+@_with_settings("eval")
+def run_eval(model: str | Path, suites: list[str | Path], *, out: str | Path | None = None,
+             **settings: Any) -> RunResult:
+    """Score one model on suites (twin of ``harness eval``).
+
+    Returns a :class:`harness.pipeline.RunResult` (``.summary``, ``.to_pandas()``, ``.run_dir``)."""
+    opts = make_settings(settings, command="eval")
+    return evaluate_model(model, list(suites), out=out, options=opts, argv=[])
+
+
+@_with_settings("sweep")
+def run_sweep(base: str | Path, adapted: str | Path, suites: list[str | Path], *, gate: str | Path | None = None,
+              baseline: str | Path | None = None, junit: str | Path | None = None, out: str | Path | None = None,
+              **settings: Any) -> RunResult:
     """Evaluate base, adapted and blends, select alpha, optionally gate (twin of ``harness sweep``).
 
     Returns a :class:`harness.pipeline.RunResult`; ``.to_pandas()`` is the per-alpha, per-suite table and
     ``.verdict`` the gate's :class:`harness.records.Verdict` when ``gate`` is given."""
-    from harness.pipeline import RunOptions, sweep_models
-
-    return sweep_models(base, adapted, list(suites), alphas=alphas, select=select, select_metric=select_metric,
-                        tolerance=tolerance, weight=weight, head=head, gate=gate, baseline=baseline, out=out,
-                        options=RunOptions(**options), argv=[])
+    opts = make_settings(settings, command="sweep")
+    return sweep_with_settings(base, adapted, suites, opts, gate=gate, baseline=baseline, junit=junit, out=out,
+                               argv=[])
 
 
-def blend(base: str | Path, adapted: str | Path, alpha: float, out: str | Path, *, head: str = "shared",
-          **options: Any) -> Path:
-    """Write the blend at ``alpha`` as a safetensors checkpoint (twin of ``harness blend``)."""
-    from harness.pipeline import RunOptions, write_blend
+@_with_settings("blend")
+def run_blend(base: str | Path, adapted: str | Path, alpha: float, out: str | Path, **settings: Any) -> Path:
+    """Write the blend at ``alpha`` as a safetensors checkpoint (twin of ``harness blend``); returns ``out``."""
+    opts = make_settings(settings, command="blend")
+    return write_blend(base, adapted, alpha, out, head=opts.head, options=opts)
 
-    return write_blend(base, adapted, alpha, out, head=head, options=RunOptions(**options))
 
-
-def gate(run_dir: str | Path, policy: str | Path, *, baseline: str | Path | None = None,
-         junit: str | Path | None = None):
+def run_gate(run_dir: str | Path, policy: str | Path, *, baseline: str | Path | None = None,
+             junit: str | Path | None = None):
     """Judge a stored run (twin of ``harness gate``); returns the :class:`harness.records.Verdict`."""
-    from harness.pipeline import run_gate
-
-    return run_gate(run_dir, policy, baseline=baseline, junit=junit)
+    return _judge_stored_run(run_dir, policy, baseline=baseline, junit=junit)
 
 
-def report(run_dir: str | Path, *, include_examples: bool = False):
+def run_report(run_dir: str | Path, *, include_examples: bool = False):
     """(Re)render the report of a stored run (twin of ``harness report``)."""
-    from harness.report import render_report
+    from harness.report import render_report  # matplotlib and jinja2: only when a report is rendered
 
     return render_report(run_dir, include_examples=include_examples)
 
 
-def demo(*, adaptation: str = "full", profile: str = "quick", out: str | Path | None = None, **options: Any):
+@_with_settings("demo")
+def run_demo(*, adaptation: str = "full", profile: str = "quick", out: str | Path | None = None, **settings: Any):
     """Run the end-to-end demo (twin of ``harness demo``)."""
-    from harness.demo.run import run_demo
-    from harness.pipeline import RunOptions
-
-    return run_demo(adaptation=adaptation, profile=profile, out=out, options=RunOptions(**options))
+    return _demo(adaptation=adaptation, profile=profile, out=out, options=make_settings(settings, command="demo"))

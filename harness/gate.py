@@ -452,9 +452,3 @@ def _mcnemar(cand: _Side, ref: _Side) -> dict[str, Any]:
     p = float(binomtest(c, b + c, 0.5).pvalue) if b + c else 1.0
     return {"reference_only_right": b, "candidate_only_right": c, "p_value": p,
             "note": "exact two-sided binomial test on discordant pairs; information only, never decides"}
-
-
-# `harness.gate(...)` is the Python twin of the CLI command (see harness/_twin.py).
-from harness._twin import make_callable as _make_callable  # noqa: E402
-
-_make_callable(__name__, "gate")

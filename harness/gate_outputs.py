@@ -7,7 +7,6 @@ Rendering only: every number comes from the verdict.
 from __future__ import annotations
 
 import logging
-import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from harness.io import atomic_write_text
 from harness.records import RuleOutcome, Verdict
 from harness.rundir import write_verdict
 from harness.spec.load import load_spec
+from harness.settings import env
 
 __all__ = ["JUNIT", "verdict_to_junit", "verdict_to_markdown", "write_gate_outputs", "run_gate"]
 
@@ -146,7 +146,7 @@ def write_gate_outputs(run_dir: str | Path, verdict: Verdict, junit_path: str | 
     run_dir = Path(run_dir)
     paths = {"verdict": write_verdict(run_dir, verdict),
              "junit": atomic_write_text(Path(junit_path) if junit_path else run_dir / JUNIT, verdict_to_junit(verdict))}
-    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    summary = env("GITHUB_STEP_SUMMARY")
     if summary:
         try:
             with open(summary, "a", encoding="utf-8") as f:

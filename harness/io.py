@@ -1,8 +1,10 @@
-"""File-system helpers every stage may use: the cache root and atomic writes (temp file, fsync, rename), so
-every file the harness writes appears whole or not at all."""
+"""File-system helpers every stage may use: the cache root, atomic writes (temp file, fsync, rename), so every
+file the harness writes appears whole or not at all, and the two content hashes (of a file, of canonical JSON)
+behind every fingerprint and cache key."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -12,14 +14,15 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from harness.errors import OutputError, format_error
+from harness.settings import env
 
 __all__ = ["cache_root", "atomic_path", "atomic_write_text", "atomic_write_bytes", "atomic_write_json",
-           "ensure_dir"]
+           "ensure_dir", "canonical_json", "sha256_json", "sha256_file"]
 
 
 def cache_root() -> Path:
     """The cache root: ``$HARNESS_CACHE`` or ``~/.cache/harness`` (created on first use)."""
-    root = Path(os.environ.get("HARNESS_CACHE") or Path.home() / ".cache" / "harness").expanduser()
+    root = Path(env("HARNESS_CACHE") or Path.home() / ".cache" / "harness").expanduser()
     return ensure_dir(root)
 
 
@@ -90,3 +93,36 @@ def atomic_write_json(target: str | Path, obj: Any, default: Callable[[Any], Any
     """Write ``obj`` as indented, key-sorted JSON atomically (NaN is refused: encode it as null first)."""
     return atomic_write_text(target, json.dumps(obj, indent=2, sort_keys=True, allow_nan=False, default=default)
                              + "\n")
+
+
+def canonical_json(obj: Any, default: Callable[[Any], Any] | None = None) -> str:
+    """``obj`` as canonical JSON: keys sorted, no whitespace (the text every content hash is taken of).
+
+    >>> canonical_json({"b": 1, "a": [1.5, None]})
+    '{"a":[1.5,null],"b":1}'
+    """
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=default)
+
+
+def sha256_json(obj: Any, default: Callable[[Any], Any] | None = None) -> str:
+    """sha256 (hex) of :func:`canonical_json` of ``obj`` (UTF-8): spec hashes, cache and store keys.
+
+    >>> sha256_json({"a": 1}) == sha256_json({"a": 1}) != sha256_json({"a": 2})
+    True
+    """
+    return hashlib.sha256(canonical_json(obj, default).encode()).hexdigest()
+
+
+def sha256_file(path: str | Path) -> str:
+    """sha256 (hex) of a file's bytes, read in 1 MiB blocks.
+
+    Raises
+    ------
+    OSError
+        If the file cannot be read (callers word the error for their stage).
+    """
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

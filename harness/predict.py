@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from harness.models.scorer import Batch, Scorer
 from harness.records import Predictions, TokenizedSplit
@@ -118,8 +119,6 @@ def predict(scorer: Scorer, tok: TokenizedSplit, *, point: str, alpha: float | N
     it = _batches(tok, batch_tokens, pad_id)
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=len(tok), desc=f"{point} {tok.ref.key}", unit="ex", leave=False)
     for index, logits in scorer.predict_batches(it):
         logits = np.asarray(logits, dtype=np.float32)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import logging
 import sqlite3
 import time
@@ -27,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from harness.errors import StoreError, format_error
-from harness.io import cache_root
+from harness.io import cache_root, canonical_json, sha256_json
 
 __all__ = ["prediction_key", "blend_fingerprint", "ResultsStore"]
 
@@ -44,24 +43,19 @@ CREATE TABLE IF NOT EXISTS predictions (
 """
 
 
-def _canon(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
-
-
 def blend_fingerprint(base_fp: str, adapted_fp: str, alpha: float, mode: str) -> str:
     """Fingerprint of a blend: sha256 of (base fingerprint, adapted fingerprint, canonical alpha, head mode)."""
-    return hashlib.sha256(_canon({"base": base_fp, "adapted": adapted_fp, "alpha": f"{alpha:.6f}",
-                                  "mode": mode}).encode()).hexdigest()
+    return sha256_json({"base": base_fp, "adapted": adapted_fp, "alpha": f"{alpha:.6f}", "mode": mode}, default=str)
 
 
 def prediction_key(*, model_fp: str, alpha: float | None, split_key: str, dtype: str, device_type: str,
                    head: str = "shared", blend_path: str = "merged", harness_version: str = "",
                    extra: dict[str, Any] | None = None) -> str:
     """The store key of one model (or blend) on one tokenized split (sha256 hex)."""
-    return hashlib.sha256(_canon({
+    return sha256_json({
         "model": model_fp, "alpha": None if alpha is None else f"{alpha:.6f}", "split": split_key,
         "dtype": dtype, "device": device_type, "head": head, "blend_path": blend_path,
-        "version": harness_version, "extra": extra or {}}).encode()).hexdigest()
+        "version": harness_version, "extra": extra or {}}, default=str)
 
 
 def _digest(key: str, blob: bytes) -> str:
@@ -182,7 +176,7 @@ class ResultsStore:
         for attempt in range(5):
             try:
                 self._db.execute("INSERT OR REPLACE INTO predictions VALUES (?, ?, ?, ?, ?, ?)",
-                                 (key, blob, _digest(key, blob), n, _canon(meta or {}), time.time()))
+                                 (key, blob, _digest(key, blob), n, canonical_json(meta or {}, default=str), time.time()))
                 return
             except sqlite3.OperationalError as e:  # "database is locked" beyond busy_timeout
                 if attempt == 4:

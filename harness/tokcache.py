@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from harness.errors import CacheError, DataError, OutputError, format_error
-from harness.io import atomic_path, cache_root
+from harness.io import atomic_path, cache_root, sha256_json
 from harness.records import SplitData, TokenizedSplit
 
 __all__ = ["CACHE_FORMAT", "tokenizer_fingerprint", "cache_key", "tokenize_split"]
@@ -58,10 +58,9 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
 
 def cache_key(split: SplitData, tokenizer_fp: str, max_length: int) -> str:
     """The content key of a tokenized split (sha256 hex of canonical JSON)."""
-    blob = json.dumps({"format": CACHE_FORMAT, "split": split.ref.fingerprint, "suite": split.ref.suite,
-                       "name": split.ref.split, "tokenizer": tokenizer_fp, "max_length": int(max_length),
-                       "pair": "text_pair" in split.frame.columns}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
+    return sha256_json({"format": CACHE_FORMAT, "split": split.ref.fingerprint, "suite": split.ref.suite,
+                        "name": split.ref.split, "tokenizer": tokenizer_fp, "max_length": int(max_length),
+                        "pair": "text_pair" in split.frame.columns})
 
 
 def _encode(split: SplitData, tokenizer: Any, max_length: int) -> tuple[list, list | None, int]:

@@ -17,7 +17,9 @@ import numpy as np
 import pandas as pd
 
 from harness.data.splits import assign_fraction_splits
+from harness.data.vader import read_vader_domain
 from harness.errors import DataError, SpecError, format_error
+from harness.settings import env
 from harness.spec.schema import BuiltinSource, HubSource, LocalSource, SplitSpec, Suite
 
 __all__ = ["Reader", "ID_COL", "DOC_COL", "DROP_COL", "SPLIT_COL", "SHOW", "as_key", "first_values",
@@ -136,9 +138,9 @@ def _read_local(source: LocalSource, files: list[str], base: Path) -> tuple[pd.D
 
 
 def _hf_cache_dir() -> str:
-    if os.environ.get("HF_DATASETS_CACHE"):
-        return os.environ["HF_DATASETS_CACHE"]
-    home = os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
+    if env("HF_DATASETS_CACHE"):
+        return env("HF_DATASETS_CACHE")
+    home = env("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
     return os.path.join(home, "datasets")
 
 
@@ -157,7 +159,7 @@ def _hub_error(source: HubSource, split: str, e: Exception) -> DataError:
     where = f"hub dataset {source.id!r} (config {source.config!r}, revision {source.revision!r}, split {split!r})"
     got = f"{type(e).__name__}: {e}"
     offline_env = [v for v in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")
-                   if os.environ.get(v, "").strip().upper() in ("1", "ON", "YES", "TRUE")]
+                   if (env(v) or "").strip().upper() in ("1", "ON", "YES", "TRUE")]
     if offline_env or _offline_cause(e):
         state = f"{' and '.join(offline_env)} set" if offline_env else "no network connection"
         return DataError(format_error(
@@ -186,8 +188,6 @@ def _read_hub(suite: Suite, source: HubSource, split: str) -> tuple[pd.DataFrame
 
 
 def _read_builtin(source: BuiltinSource) -> tuple[pd.DataFrame, list[str], str]:
-    from harness.data.vader import read_vader_domain
-
     df = read_vader_domain(source.domain)
     rating = df["rating"].to_numpy()
     table = pd.DataFrame({

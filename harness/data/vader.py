@@ -32,7 +32,8 @@ import numpy as np
 import pandas as pd
 
 from harness.errors import DataError, format_error
-from harness.io import cache_root
+from harness.io import cache_root, sha256_file
+from harness.settings import env
 
 __all__ = [
     "DOMAINS",
@@ -72,14 +73,6 @@ _FIX_ARCHIVE = (f"download vaderSentiment-3.3.2.tar.gz (the sdist of {SDIST_REQU
 
 def _sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _member_names() -> list[str]:
@@ -182,7 +175,7 @@ def _cache_is_complete(folder: Path) -> bool:
         return False
     try:
         expected = json.loads(marker.read_text(encoding="utf-8"))["files"]
-        return all(_sha256_file(folder / name) == sha for name, sha in expected.items())
+        return all(sha256_file(folder / name) == sha for name, sha in expected.items())
     except (OSError, ValueError, KeyError, TypeError):
         return False
 
@@ -217,7 +210,7 @@ def vader_files(*, sdist_sha256: str | None = None, inner_sha256: str | None = N
     if folder.exists():
         logger.warning("VADER cache at %s is incomplete or altered; rebuilding it", folder)
         shutil.rmtree(folder, ignore_errors=True)
-    local = os.environ.get(ARCHIVE_ENV)
+    local = env(ARCHIVE_ENV)
     with tempfile.TemporaryDirectory(prefix="vader-") as tmp:
         if local:
             archive = Path(local).expanduser()
@@ -233,7 +226,7 @@ def vader_files(*, sdist_sha256: str | None = None, inner_sha256: str | None = N
     try:
         os.chmod(staging, 0o755)  # mkdtemp makes it private; the cache is as readable as any other
         _extract(inner, staging)
-        files = {f"{_INNER_DIR}/{p.name}": _sha256_file(p) for p in sorted((staging / _INNER_DIR).iterdir())}
+        files = {f"{_INNER_DIR}/{p.name}": sha256_file(p) for p in sorted((staging / _INNER_DIR).iterdir())}
         (staging / _MARKER).write_text(json.dumps({"inner_sha256": inner_sha, "files": files}, indent=2,
                                                   sort_keys=True), encoding="utf-8")
         try:

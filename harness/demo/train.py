@@ -16,7 +16,6 @@ key). A build runs in a temporary folder that is renamed into place only when co
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -34,7 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from harness.errors import CacheError, DataError, ModelError, SpecError, format_error, unknown_name
-from harness.io import atomic_write_json, ensure_dir
+from harness.io import atomic_write_json, ensure_dir, sha256_file, sha256_json
 from harness.records import SplitData
 from harness.spec.training import FineTuneSettings, LoraSettings, TrainingSettings, TrainingSpec
 
@@ -69,19 +68,11 @@ def file_sha256(path: str | Path) -> str:
     ModelError
         If the file cannot be read.
     """
-    digest = hashlib.sha256()
     try:
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
+        return sha256_file(path)
     except OSError as e:
         raise ModelError(format_error("cannot read model weights", where=str(path), got=e.strerror,
                                       fix="point at a sentence-transformers folder holding model.safetensors")) from e
-    return digest.hexdigest()
-
-
-def _hash(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def _split_fingerprint(split: SplitData) -> str:
@@ -89,7 +80,7 @@ def _split_fingerprint(split: SplitData) -> str:
     if split.ref.fingerprint:
         return split.ref.fingerprint
     cols = [c for c in ("example_id", "text", "text_pair", "label") if c in split.frame.columns]
-    return _hash({"classes": list(split.classes), "rows": split.frame[cols].astype(str).values.tolist()})
+    return sha256_json({"classes": list(split.classes), "rows": split.frame[cols].astype(str).values.tolist()})
 
 
 def cache_keys(settings: TrainingSettings, encoder_fingerprint: str, train_fingerprint: str,
@@ -104,11 +95,11 @@ def cache_keys(settings: TrainingSettings, encoder_fingerprint: str, train_finge
     dict
         ``{"base": str, "adapted": str}``.
     """
-    base = _hash({"format": _FORMAT_VERSION, "stage": "base", "seed": settings.seed,
+    base = sha256_json({"format": _FORMAT_VERSION, "stage": "base", "seed": settings.seed,
                   "max_length": settings.max_length, "probe": settings.probe.model_dump(mode="json"),
                   "encoder": encoder_fingerprint, "train": train_fingerprint, "validation": validation_fingerprint})
     ft = settings.full if adaptation == "full" else settings.lora
-    adapted = _hash({"format": _FORMAT_VERSION, "stage": adaptation, "base": base,
+    adapted = sha256_json({"format": _FORMAT_VERSION, "stage": adaptation, "base": base,
                      "settings": ft.model_dump(mode="json")})
     return {"base": base, "adapted": adapted}
 
@@ -203,7 +194,7 @@ def _check_splits(train: SplitData, validation: SplitData) -> tuple[str, ...]:
 
 def _fit_probe(x_train, y_train, x_val, y_val, probe, seed: int):
     """Fit LogisticRegression for each C; keep the best on validation accuracy (ties: the smaller C)."""
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.linear_model import LogisticRegression  # heavy: only for the linear-probe head
 
     best, grid = None, {}
     for c in probe.c_grid:
@@ -235,9 +226,9 @@ def _head_from_probe(clf, n_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _build_base(settings: TrainingSettings, train: SplitData, validation: SplitData, encoder_dir: Path,
                 classes: tuple[str, ...], work: Path, device: str, progress: bool) -> dict[str, Any]:
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # heavy: only when a demo model is built
 
-    from harness.models.pooling import from_sentence_transformer
+    from harness.models.pooling import from_sentence_transformer  # transformers: as above
 
     torch.manual_seed(settings.seed)
     started = time.perf_counter()
@@ -321,7 +312,7 @@ def _train_loop(model, rows, labels: np.ndarray, ft: FineTuneSettings, seed: int
 
 
 def _wrap_lora(model, lora: LoraSettings):
-    from peft import LoraConfig, TaskType, get_peft_model
+    from peft import LoraConfig, TaskType, get_peft_model  # heavy: only for the LoRA demo
 
     config = LoraConfig(task_type=TaskType.SEQ_CLS, r=lora.r, lora_alpha=lora.lora_alpha,
                         lora_dropout=lora.dropout, target_modules=list(lora.target_modules),
@@ -336,9 +327,9 @@ def _wrap_lora(model, lora: LoraSettings):
 
 def _build_adapted(settings: TrainingSettings, adaptation: str, base_dir: Path, train: SplitData,
                    validation: SplitData, work: Path, device: str, progress: bool) -> dict[str, Any]:
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # heavy: only when a demo model is built
 
-    from harness.models.pooling import MeanPoolingForSequenceClassification
+    from harness.models.pooling import MeanPoolingForSequenceClassification  # transformers: as above
 
     torch.manual_seed(settings.seed)
     started = time.perf_counter()
@@ -463,7 +454,7 @@ def build_demo_models(spec: TrainingSpec, train: SplitData, validation: SplitDat
     CacheError
         If a finished cache entry's recorded key differs from its folder's key.
     """
-    from harness.models.pooling import register
+    from harness.models.pooling import register  # transformers: only when a demo model is built
 
     if adaptation not in _ADAPTATIONS:
         raise SpecError(unknown_name("adaptation", str(adaptation), _ADAPTATIONS))

@@ -49,6 +49,12 @@ def cluster_index(source_ids: np.ndarray) -> tuple[np.ndarray, int]:
         Cluster number of each example; clusters are numbered in sorted order of their ids, so the numbering does
         not depend on row order.
     n_clusters : int
+
+    Examples
+    --------
+    >>> index, n = cluster_index(["doc-b", "doc-a", "doc-b"])
+    >>> index.tolist(), n
+    ([1, 0, 1], 2)
     """
     uniq, inverse = np.unique(np.asarray(source_ids).astype(str), return_inverse=True)
     return inverse.astype(np.int64).reshape(-1), int(uniq.shape[0])
@@ -77,6 +83,12 @@ def cluster_weights(source_ids: np.ndarray, n_resamples: int,
     ------
     MetricError
         If ``n_resamples < 1``.
+
+    Examples
+    --------
+    >>> w, index = cluster_weights(["d1", "d1", "d2", "d3"], n_resamples=4, seed=0)
+    >>> w.shape, w.sum(axis=1).tolist(), index.tolist()
+    ((4, 3), [3.0, 3.0, 3.0, 3.0], [0, 0, 1, 2])
     """
     if int(n_resamples) < 1:
         raise MetricError(format_error("n_resamples must be at least 1", got=n_resamples))
@@ -110,6 +122,12 @@ def cluster_sums(stats: np.ndarray, index: np.ndarray, n_clusters: int) -> np.nd
     Returns
     -------
     ndarray of float64, shape (n_clusters, k)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> cluster_sums(np.array([[1.0], [2.0], [3.0]]), np.array([1, 0, 1]), 2).tolist()
+    [[2.0], [4.0]]
     """
     out = np.zeros((n_clusters, stats.shape[1]), dtype=np.float64)
     if stats.shape[0] == 0:
@@ -134,6 +152,13 @@ def resample_sums(stats: np.ndarray, w: np.ndarray, index: np.ndarray) -> np.nda
     Returns
     -------
     ndarray of float64, shape (B, k)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> w = np.array([[2.0, 0.0], [0.0, 2.0]])  # resample 0 draws cluster 0 twice, resample 1 cluster 1 twice
+    >>> resample_sums(np.array([[1.0], [2.0], [3.0]]), w, np.array([1, 0, 1])).tolist()
+    [[4.0], [8.0]]
     """
     return w @ cluster_sums(stats, index, w.shape[1])
 
@@ -164,6 +189,16 @@ def metric_distribution(name: str, labels: np.ndarray, outputs: Outputs | np.nda
     ------
     MetricError
         Unknown metric, invalid inputs, or ``index`` not matching ``w``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> labels = np.array([0, 1, 1, 0])
+    >>> logits = np.array([[2.0, 0.0], [0.0, 1.0], [1.0, 0.0], [3.0, 1.0]], dtype=np.float32)
+    >>> w, index = cluster_weights(["d1", "d1", "d2", "d3"], n_resamples=100, seed=0)
+    >>> dist = metric_distribution("accuracy", labels, logits, w, index)
+    >>> dist.shape, bool(((dist >= 0) & (dist <= 1)).all())
+    ((100,), True)
     """
     spec = get_metric(name)
     check_applies(spec, as_outputs(outputs))
@@ -201,6 +236,11 @@ def percentile_interval(dist: np.ndarray, confidence: float = 0.95) -> tuple[flo
     -------
     (low, high) : tuple of float
         NaN when ``dist`` is empty or holds a non-finite value.
+
+    Examples
+    --------
+    >>> percentile_interval([0.1, 0.2, 0.3, 0.4, 0.5], confidence=0.5)
+    (0.2, 0.4)
     """
     dist = np.asarray(dist, dtype=np.float64)
     if dist.size == 0 or not np.isfinite(dist).all():
@@ -248,6 +288,19 @@ def compute_metrics(labels: np.ndarray, outputs: Outputs | np.ndarray, source_id
     -----
     All built-in metrics share one weight matrix and one matrix product; statistics used by several metrics
     (accuracy, macro-F1 and balanced accuracy share per-class counts) are computed once.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> labels = np.array([0, 1, 1, 0])
+    >>> logits = np.array([[2.0, 0.0], [0.0, 1.0], [1.0, 0.0], [3.0, 1.0]], dtype=np.float32)
+    >>> out = compute_metrics(labels, logits, np.array(["d1", "d1", "d2", "d3"]), ["accuracy", "ece"],
+    ...                       n_resamples=200, seed=0)
+    >>> acc = out["accuracy"]
+    >>> acc.value, acc.higher_is_better, acc.ci_low <= acc.value <= acc.ci_high
+    (0.75, True, True)
+    >>> out["ece"].higher_is_better
+    False
     """
     labels, outputs = check_inputs(labels, outputs)
     source_ids = np.asarray(source_ids)

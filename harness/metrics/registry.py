@@ -201,7 +201,15 @@ _EVALUATE_DIRECTIONS: Mapping[str, bool] = MappingProxyType({
 
 
 def metric_names() -> tuple[str, ...]:
-    """Names of the built-in metrics, in table order."""
+    """Names of the built-in metrics, in table order.
+
+    Examples
+    --------
+    >>> metric_names()[:5]
+    ('accuracy', 'macro_f1', 'balanced_accuracy', 'nll', 'ece')
+    >>> metric_names()[5:7]
+    ('acc', 'acc_norm')
+    """
     return tuple(METRICS)
 
 
@@ -223,6 +231,17 @@ def get_metric(name: str) -> MetricSpec:
     MetricError
         For an unknown name (with near matches and the list of names), or an ``evaluate`` module that cannot be
         loaded.
+
+    Examples
+    --------
+    >>> spec = get_metric("nll")
+    >>> spec.higher_is_better, spec.range
+    (False, (0.0, inf))
+    >>> get_metric("acuracy")
+    Traceback (most recent call last):
+    ...
+    harness.errors.MetricError: unknown metric 'acuracy'.
+    ...
     """
     if name in METRICS:
         return METRICS[name]
@@ -302,6 +321,12 @@ def check_inputs(labels: np.ndarray, outputs: Outputs | np.ndarray) -> tuple[np.
     ------
     MetricError
         On wrong shapes, non-integer labels or labels outside ``[0, C)`` (or outside a row's choices).
+
+    Examples
+    --------
+    >>> labels, outputs = check_inputs([0, 1], [[0.5, 0.1], [0.2, 0.9]])
+    >>> labels.dtype, outputs["logits"].shape
+    (dtype('int64'), (2, 2))
     """
     outputs = as_outputs(outputs)
     labels = np.asarray(labels)
@@ -359,6 +384,16 @@ def point_value(name: str, labels: np.ndarray, outputs: Outputs | np.ndarray) ->
     ------
     MetricError
         Unknown metric or invalid inputs.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> labels = np.array([0, 1, 1, 0])
+    >>> logits = np.array([[2.0, 0.0], [0.0, 1.0], [1.0, 0.0], [3.0, 1.0]], dtype=np.float32)
+    >>> point_value("accuracy", labels, logits)
+    0.75
+    >>> round(point_value("nll", labels, logits), 4)
+    0.4701
     """
     spec = get_metric(name)
     check_applies(spec, as_outputs(outputs))

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 
 from harness.errors import ModelError, format_error
 from harness.models.load import (LoadedModel, check_safetensors, is_adapter_dir, load_model, model_fingerprint,
@@ -65,8 +66,7 @@ def _adapter_info(path: Path) -> dict[str, Any]:
 
 def _check_all_applied(peft_model: Any, path: Path) -> None:
     """Every tensor in the adapter file must correspond to a tensor peft expects (strict load)."""
-    from peft.utils import get_peft_model_state_dict
-    from safetensors import safe_open
+    from peft.utils import get_peft_model_state_dict  # heavy: only for adapters
 
     files = weight_files(path, allow_pickle=False)
     stored: set[str] = set()
@@ -93,7 +93,7 @@ def _check_all_applied(peft_model: Any, path: Path) -> None:
 
 def _load_peft(base: LoadedModel, path: Path) -> AdaptedWeights:
     try:
-        from peft import PeftModel
+        from peft import PeftModel  # heavy: only for adapters
     except ImportError as e:  # pragma: no cover - peft is a dependency
         raise ModelError("loading an adapter needs the 'peft' package: pip install peft") from e
     cfg = _adapter_info(path)

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from harness.errors import ModelError, format_error
-from harness.io import atomic_write_json, cache_root
+from harness.io import atomic_write_json, cache_root, sha256_file
+from harness.models.blend import head_keys
 
 __all__ = ["DTYPES", "LoadedModel", "resolve_model_dir", "is_adapter_dir", "weight_files", "check_safetensors",
            "fingerprint_files", "model_fingerprint", "load_tokenizer", "load_model", "align_labels",
@@ -40,8 +41,8 @@ _fp_lock = threading.Lock()
 class LoadedModel:
     """A model ready to score: ``model`` in eval mode on ``device``, its tokenizer, and its identity.
 
-    ``fingerprint`` is the sha256 of the weight files (or of hub id + revision + files); ``label_order`` maps each
-    suite class to a logit column (set by :func:`align_labels`).
+    ``fingerprint`` is the sha256 of the weight files (or of hub id + revision + files); ``id2label`` is the
+    model's own label names by logit column (:func:`align_labels` maps suite classes to these columns).
     """
 
     model: torch.nn.Module
@@ -98,7 +99,7 @@ def resolve_model_dir(name: str | Path, revision: str | None = None) -> Path:
                                       expected="an existing folder or a hub id such as org/name",
                                       fix="check the path"))
     try:
-        from huggingface_hub import snapshot_download
+        from huggingface_hub import snapshot_download  # only for hub ids
 
         return Path(snapshot_download(text, revision=revision,
                                       allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"]))
@@ -211,11 +212,7 @@ def fingerprint_files(files: list[Path]) -> str:
             k = f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}"
             digest = memo.get(k)
             if digest is None:
-                fh = hashlib.sha256()
-                with open(f, "rb") as fp:
-                    for chunk in iter(lambda: fp.read(1 << 22), b""):
-                        fh.update(chunk)
-                digest = memo[k] = fh.hexdigest()
+                digest = memo[k] = sha256_file(f)
                 changed = True
             h.update(f.name.encode() + b"\0" + digest.encode())
         if changed:
@@ -235,14 +232,15 @@ def model_fingerprint(path: Path, allow_pickle: bool = False) -> str:
 
 def load_tokenizer(path: Path, trust_remote_code: bool = False) -> Any:
     """``AutoTokenizer.from_pretrained(path)`` with a harness error on failure."""
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # heavy: only when a model is loaded
 
     try:
         tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
     except Exception as e:
         raise ModelError(format_error("cannot load the tokenizer", where=str(path), got=str(e)[:300],
-                                      fix="make sure the folder holds tokenizer files (tokenizer.json or vocab "
-                                          "files), or pass --tokenizer")) from e
+                                      fix="make sure the model folder holds tokenizer files (tokenizer.json or "
+                                          "vocab files; copy them from the base model if the checkpoint was saved "
+                                          "without its tokenizer)")) from e
     specials = set(tok.all_special_tokens)
     if len(tok) <= len(specials):  # transformers builds an empty tokenizer when the vocabulary files are absent
         vocab_files = sorted(p.name for p in Path(path).glob("*") if p.name in _VOCAB_FILES or p.suffix == ".model")
@@ -276,7 +274,7 @@ def _check_vocab_fits(model: torch.nn.Module, tok: Any, path: Path) -> None:
 
 def _load_hf(path: Path, dtype: torch.dtype, allow_pickle: bool, trust_remote_code: bool,
              use_safetensors: bool | None = None) -> torch.nn.Module:
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import AutoConfig, AutoModelForSequenceClassification  # heavy: as above
 
     try:
         config = AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
@@ -292,7 +290,7 @@ def _load_hf(path: Path, dtype: torch.dtype, allow_pickle: bool, trust_remote_co
         log.warning("%s ships its own model code (%s), which does not run without --trust-remote-code; it is loaded "
                     "as the stock %r architecture instead", path, auto_map["AutoModelForSequenceClassification"],
                     config.model_type)
-    from transformers.utils import logging as hf_logging
+    from transformers.utils import logging as hf_logging  # heavy: as above
 
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # harness reports missing/unexpected weights itself (_check_loading_info)
@@ -338,8 +336,6 @@ def _check_loading_info(model: torch.nn.Module, info: dict[str, Any], path: Path
     initialises those weights at random, so a wrapped (``module.``, ``base_model.model.``) or foreign state dict
     would otherwise be scored as a random model. A missing classification head alone (a bare encoder used as
     base with ``--head adapted``) and extra tensors (e.g. pretraining heads) are only warned about."""
-    from harness.models.blend import head_keys
-
     missing = sorted(info.get("missing_keys") or ())
     unexpected = sorted(info.get("unexpected_keys") or ())
     mismatched = sorted(str(k) for k in info.get("mismatched_keys") or ())
@@ -398,9 +394,9 @@ def load_model(name: str | Path, *, dtype: str = "fp32", device: str | None = No
     ModelError
         Missing folder, no or unsafe weights, corrupt safetensors, unknown architecture, bad dtype/device.
     """
-    from transformers.utils import logging as hf_logging
+    from transformers.utils import logging as hf_logging  # heavy: as above
 
-    from harness.models.pooling import register
+    from harness.models.pooling import register  # transformers: as above
 
     register()
     hf_logging.disable_progress_bar()

@@ -161,6 +161,7 @@ def _attention_by_runs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, runs, 
 
 
 def _register() -> None:
+    # transformers: only when a model is packed (this module is imported by every scorer)
     from transformers import AttentionInterface
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
@@ -183,7 +184,7 @@ def _register() -> None:
                                                            float(scaling if scaling is not None
                                                                  else q.shape[-1] ** -0.5))
         elif kernel == "flash":
-            from torch.nn.attention.varlen import varlen_attn
+            from torch.nn.attention.varlen import varlen_attn  # optional: PyTorch >= 2.10
 
             out = varlen_attn(q, k, v, cu_seqlens, cu_seqlens, max_len, max_len, scale=scaling)
         else:  # exact reference path (CPU, fp32)
@@ -252,12 +253,15 @@ class PackedEncoder:
     @classmethod
     def for_model(cls, model: torch.nn.Module, **kwargs) -> PackedEncoder:
         """The packer attached to ``model`` (or to the module a ``torch.compile`` wrapper holds), attaching one if
-        there is none, so two scorers of one model share its hooks."""
+        there is none, so two scorers of one model share its hooks (an ``attention`` keyword updates the kernel
+        choice of an attached packer)."""
         target = getattr(model, "_orig_mod", model)
         packer = getattr(target, "_harness_packer", None)
         if packer is None:
             packer = cls(target, **kwargs)
             target._harness_packer = packer
+        elif "attention" in kwargs:  # the newest scorer's kernel choice applies
+            packer.attention = kwargs["attention"]
         return packer
 
     def close(self) -> None:

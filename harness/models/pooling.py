@@ -30,6 +30,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForSequenceClassification, PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import SequenceClassifierOutput
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
 from harness.errors import ModelError, format_error
@@ -237,8 +238,6 @@ def register() -> None:
 
 def is_registered() -> bool:
     """Whether :func:`register` has run in this process."""
-    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
-
     return MODEL_TYPE in CONFIG_MAPPING
 
 

@@ -15,6 +15,7 @@ import torch
 from harness.errors import ModelError, format_error
 from harness.models.packed import PackedEncoder, Packing, encoder_parts, packing_unavailable_reason
 from harness.models.prepack import prepacked_linears
+from harness.settings import Settings
 
 __all__ = ["Batch", "Scorer", "DummyScorer", "HFScorer", "compile_layers"]
 
@@ -78,16 +79,27 @@ class HFScorer(Scorer):
     model does not take the packed path; ``True`` requires it (:class:`~harness.errors.ModelError` if the model
     cannot); ``False`` never packs.
 
+    ``attention`` picks the packed attention kernels (:class:`~harness.models.packed.PackedEncoder`: ``"auto"`` or
+    ``"flash"``).
+
     ``compile`` compiles each encoder layer in place (:func:`compile_layers`).
 
-    On a CPU with native bf16, a bf16 model's linear layers run with weights reordered once per scoring pass
-    (:func:`~harness.models.prepack.prepacked_linears`; bit-identical logits, about 10% faster); not with
-    ``compile``.
+    With ``prepack`` (default) on a CPU with native bf16, a bf16 model's linear layers run with weights reordered
+    once per scoring pass (:func:`~harness.models.prepack.prepacked_linears`; bit-identical logits, about 10%
+    faster); not with ``compile``.
+
+    ``threads`` sets torch's intra-op CPU threads for the process (``torch.set_num_threads``); ``None`` leaves
+    them as they are.
+
+    :meth:`from_settings` takes every one of these switches from :class:`harness.settings.Settings`.
     """
 
     def __init__(self, model: torch.nn.Module, n_classes: int | None = None,
                  autocast_dtype: torch.dtype | None = None, packed: bool | None = None,
-                 compile: bool = False) -> None:
+                 compile: bool = False, *, attention: str = "auto", prepack: bool = True,
+                 threads: int | None = None) -> None:
+        if threads is not None and threads != torch.get_num_threads():
+            torch.set_num_threads(threads)
         self.model = model.eval()
         self.device = next(model.parameters()).device
         self.n_classes = int(n_classes or getattr(model.config, "num_labels", 2))
@@ -96,10 +108,19 @@ class HFScorer(Scorer):
         self._packer: PackedEncoder | None = None
         self._packed_required = packed is True
         self._compiled = compile
+        self._prepack = prepack and not compile
         if packed or (packed is None and autocast_dtype is None and packing_unavailable_reason(model) is None):
-            self._packer = PackedEncoder.for_model(model)
+            self._packer = PackedEncoder.for_model(model, attention=attention)
         if compile:
             compile_layers(model)
+
+    @classmethod
+    def from_settings(cls, model: torch.nn.Module, settings: Settings) -> HFScorer:
+        """A scorer with the speed switches of ``settings``: ``packed`` (auto/on/off), ``attention``, ``prepack``,
+        ``compile`` and ``threads`` (resolved: :attr:`~harness.settings.Settings.effective_threads`)."""
+        packed = {"auto": None, "on": True, "off": False}[settings.packed]
+        return cls(model, packed=packed, compile=settings.compile, attention=settings.attention,
+                   prepack=settings.prepack, threads=settings.effective_threads)
 
     @property
     def packed(self) -> bool:
@@ -155,7 +176,7 @@ class HFScorer(Scorer):
         the logits back once at the end, so the GPU never idles while the host pads the next batch. On the CPU,
         bf16 linear weights are prepacked for the pass (see the class docstring)."""
         if self.device.type != "cuda":
-            with prepacked_linears(self.model) if not self._compiled else contextlib.nullcontext():
+            with prepacked_linears(self.model) if self._prepack else contextlib.nullcontext():
                 yield from super().predict_batches(batches)
             return
         pending = [(batch.index, self._forward(batch)) for batch in batches]

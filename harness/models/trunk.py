@@ -21,39 +21,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
-import os
 from collections.abc import Iterable, Iterator
 
 import torch
 
-from harness.errors import SpecError, format_error
 from harness.models.packed import SUPPORTED_MODEL_TYPES, encoder_parts
 
-__all__ = ["TrunkCache", "budget_bytes_from_env", "frozen_depth", "weight_positions"]
+__all__ = ["DEFAULT_BUDGET_BYTES", "TrunkCache", "frozen_depth", "weight_positions"]
 
 log = logging.getLogger(__name__)
 
-BUDGET_ENV = "HARNESS_TRUNK_CACHE_GIB"
-
-
-def budget_bytes_from_env() -> int:
-    """The bound on stored trunk states, in bytes: ``HARNESS_TRUNK_CACHE_GIB`` (GiB, default 2; 0 turns reuse off).
-
-    Raises
-    ------
-    SpecError
-        If the variable is not a non-negative number.
-    """
-    raw = os.environ.get(BUDGET_ENV, "2")
-    try:
-        gib = float(raw)
-    except ValueError:
-        gib = -1.0
-    if not (gib >= 0 and math.isfinite(gib)):
-        raise SpecError(format_error(f"{BUDGET_ENV} is not a non-negative number of GiB", where=BUDGET_ENV,
-                                     got=raw, fix=f"set e.g. {BUDGET_ENV}=2, or 0 to run every layer at every alpha"))
-    return int(gib * 2**30)
+DEFAULT_BUDGET_BYTES = 2 * 2**30
+"""The default bound on stored states (2 GiB; the ``trunk_cache_gib`` setting, :class:`harness.settings.Settings`)."""
 
 
 def _layers(model: torch.nn.Module) -> torch.nn.ModuleList | None:
@@ -165,9 +144,9 @@ class TrunkCache:
         must not change between passes (the sweep guarantees it by :func:`frozen_depth`).
     k : int
         Frozen layers, 1 to the number of layers.
-    budget_bytes : int, default=None
-        Bound on the stored states of all splits; a split that would exceed it is never cached. ``None`` reads
-        :func:`budget_bytes_from_env`.
+    budget_bytes : int, default=DEFAULT_BUDGET_BYTES
+        Bound on the stored states of all splits; a split that would exceed it is never cached (the sweep passes
+        :attr:`harness.settings.Settings.trunk_cache_bytes`).
 
     Raises
     ------
@@ -175,13 +154,13 @@ class TrunkCache:
         If ``k`` is out of range or the model has no encoder layer stack.
     """
 
-    def __init__(self, model: torch.nn.Module, k: int, budget_bytes: int | None = None) -> None:
+    def __init__(self, model: torch.nn.Module, k: int, budget_bytes: int = DEFAULT_BUDGET_BYTES) -> None:
         layers = _layers(model)
         if layers is None or not 1 <= k <= len(layers):
             raise ValueError(f"trunk cache needs 1 <= k <= number of encoder layers, got k={k} "
                              f"for {0 if layers is None else len(layers)} layers")
         self.model, self.k = model, k
-        self.budget_bytes = budget_bytes_from_env() if budget_bytes is None else budget_bytes
+        self.budget_bytes = budget_bytes
         self._stack = encoder_parts(model)[1]
         self._states: dict[str, list] = {}  # per split: layer k-1's output per batch, as that layer returned it
         self._too_big: set[str] = set()

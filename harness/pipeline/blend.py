@@ -8,9 +8,10 @@ import tempfile
 from pathlib import Path
 
 import harness
-from harness.errors import OutputError, format_error
+from harness.errors import BlendError, OutputError, format_error
 from harness.pipeline.common import RunOptions
 from harness.records import canonical_alpha
+from harness.rundir import clean_stale_siblings, swap_dir
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +28,9 @@ def write_blend(base: str | Path, adapted: str | Path, alpha: float, out: str | 
     HarnessError
         ModelError/BlendError for unusable models, OutputError when ``out`` cannot be written.
     """
-    from harness.errors import BlendError
-    from harness.models.adapters import load_adapted
-    from harness.models.blend import head_keys, interpolate, resize_head
-    from harness.rundir import clean_stale_siblings, swap_dir
-    from harness.models.load import load_model
+    from harness.models.adapters import load_adapted  # torch: importing the pipeline stays light
+    from harness.models.blend import head_keys, interpolate, resize_head  # torch: as above
+    from harness.models.load import load_model  # torch: as above
 
     try:
         alpha = canonical_alpha(alpha)

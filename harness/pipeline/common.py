@@ -17,6 +17,7 @@ import harness
 from harness.errors import SpecError, format_error
 from harness.metrics import compute_metrics
 from harness.records import Predictions, SplitData, SplitRef, SplitResult
+from harness.settings import Settings
 from harness.spec.load import load_suite, spec_hash
 from harness.store import ResultsStore, prediction_key
 from harness.tasks import task_for
@@ -30,49 +31,8 @@ __all__ = ["RunOptions", "LoadedSuites", "RunResult", "Scoring", "stage_timer", 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class RunOptions:
-    """Settings shared by eval and sweep (every field has a CLI flag of the same name).
-
-    ``batch_tokens`` is the token budget per batch (rows x padded length; default by device, see
-    :func:`harness.predict.default_batch_tokens`); ``n_resamples``/``seed``/``confidence``
-    configure the bootstrap; ``use_store`` reads and writes the results store under ``HARNESS_CACHE``;
-    ``compile`` compiles each encoder layer with ``torch.compile`` (:func:`harness.models.scorer.compile_layers`).
-    """
-
-    device: str | None = None
-    dtype: str = "fp32"
-    batch_tokens: int | None = None
-    compile: bool = False
-    allow_pickle: bool = False
-    trust_remote_code: bool = False
-    label_map: dict[str, str] | None = None
-    split: str | None = None
-    n_resamples: int = 1000
-    seed: int = 0
-    confidence: float = 0.95
-    use_store: bool = True
-    progress: bool = True
-    max_examples: int | None = None
-    max_length: int | None = None
-    report: bool = True
-
-    def __post_init__(self) -> None:
-        def bad(flag: str, expected: str, got: Any) -> SpecError:
-            return SpecError(format_error(f"bad value for {flag}", where=flag, expected=expected, got=got))
-
-        if self.dtype not in ("fp32", "bf16", "fp16"):
-            raise bad("--dtype", "fp32, bf16 or fp16", self.dtype)
-        if self.batch_tokens is not None and (not isinstance(self.batch_tokens, int) or self.batch_tokens < 1):
-            raise bad("--batch-tokens", "a positive number of tokens per batch (e.g. 16384)", self.batch_tokens)
-        if not isinstance(self.n_resamples, int) or self.n_resamples < 10:
-            raise bad("--n-resamples", "at least 10 bootstrap resamples (1000 recommended)", self.n_resamples)
-        if not 0.5 <= self.confidence < 1.0:
-            raise bad("confidence", "a fraction in [0.5, 1)", self.confidence)
-        if self.max_examples is not None and self.max_examples < 1:
-            raise bad("max_examples", "a positive number of examples", self.max_examples)
-        if self.max_length is not None and self.max_length < 8:
-            raise bad("max_length", "at least 8 tokens", self.max_length)
+RunOptions = Settings
+"""The run settings (:class:`harness.settings.Settings`; the historical name, kept for callers)."""
 
 
 @dataclass
@@ -286,7 +246,7 @@ def build_manifest(*, command: str, argv: list[str] | None, models: dict[str, An
     return build(command=command, argv=argv, models=models, suites=loaded.suites, splits=loaded.splits,
                  seed=opts.seed, n_resamples=opts.n_resamples, dtype=opts.dtype,
                  batch_tokens=opts.batch_tokens or default_batch_tokens(device.split(":")[0]), device=device,
-                 timings=timings, extra=extra)
+                 timings=timings, extra={"settings": opts.manifest(), **(extra or {})})
 
 
 def bootstrap_info(opts: RunOptions) -> BootstrapInfo:

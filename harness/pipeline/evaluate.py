@@ -56,7 +56,7 @@ def evaluate_model(model: str | Path, suites: list[str | Path] | list[Suite], *,
     suites_by_name = {s.name: s for s, _ in loaded.suites}
     with stage_timer(timings, "tokenize"):
         scoring = Scoring(live.tokenizer, loaded.splits, suites_by_name, options, live.device.type)
-    scorer = HFScorer(live.model, compile=options.compile)
+    scorer = HFScorer.from_settings(live.model, options)
     runner = ClassifierRunner(scorer, pad_id=int(live.tokenizer.pad_token_id or 0), batch_tokens=options.batch_tokens,
                               columns=columns, progress=options.progress, compiled=options.compile)
     try:

@@ -19,7 +19,7 @@ from harness.models.adapters import load_adapted
 from harness.models.blend import BlendEngine
 from harness.models.load import align_labels, load_model
 from harness.models.scorer import HFScorer
-from harness.models.trunk import TrunkCache, budget_bytes_from_env, frozen_depth
+from harness.models.trunk import TrunkCache, frozen_depth
 from harness.pipeline.common import LoadedSuites, RunOptions, Scoring, classes_of, stage_timer
 from harness.predict import ClassifierRunner
 from harness.records import PointResult, PointRole, point_id
@@ -89,7 +89,7 @@ class BlendEvaluator:
     def __init__(self, request: SweepRequest, loaded: LoadedSuites, timings: dict[str, float]) -> None:
         self.request, self.timings = request, timings
         opts = request.options
-        trunk_budget = budget_bytes_from_env()
+        trunk_budget = opts.trunk_cache_bytes
         classes = classes_of(loaded)
         with stage_timer(timings, "load_model"):
             self.live = load_model(request.base, dtype=opts.dtype, device=opts.device, allow_pickle=opts.allow_pickle,
@@ -102,7 +102,7 @@ class BlendEvaluator:
         with stage_timer(timings, "tokenize"):
             self.scoring = Scoring(self.live.tokenizer, loaded.splits, {s.name: s for s, _ in loaded.suites}, opts,
                                    self.live.device.type)
-        self.scorer = HFScorer(self.live.model, compile=opts.compile)
+        self.scorer = HFScorer.from_settings(self.live.model, opts)
         self.own_head_runner = (self._runner(self.base_columns) if request.head == "adapted"
                                 and self.base_columns is not None else None)
         with stage_timer(timings, "blend_setup"):

@@ -81,10 +81,8 @@ def sweep_models(base: str | Path, adapted: str | Path, suites: list[str | Path]
 
 def run_sweep(request: SweepRequest) -> RunResult:
     """Run a :class:`SweepRequest`: evaluate, select, summarise; write, gate and report when ``out`` is set."""
-    from harness.models.trunk import budget_bytes_from_env
-
     timings: dict[str, float] = {}
-    budget_bytes_from_env()  # a bad HARNESS_TRUNK_CACHE_GIB fails before any model is loaded
+    request.options.trunk_cache_bytes  # a bad HARNESS_TRUNK_CACHE_GIB fails before any model is loaded
     if request.gate is not None:
         load_spec(request.gate, kind="policy")  # fail on a bad policy before any model is loaded
     with stage_timer(timings, "data"):

@@ -90,9 +90,3 @@ def render_report(run_dir: str | Path, *, include_examples: bool = True,
     page = atomic_write_text(run_dir / REPORT_HTML, render_html(doc))
     logger.info("wrote %s, %s and %d figures", md, page, len(doc.figures))
     return ReportPaths(markdown=md, html=page, figures=doc.figures)
-
-
-# `harness.report(...)` is the Python twin of the CLI command (see harness/_twin.py).
-from harness._twin import make_callable as _make_callable  # noqa: E402
-
-_make_callable(__name__, "report")

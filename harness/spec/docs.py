@@ -1,5 +1,6 @@
-"""Generate ``suites/README.md`` (schema reference of every spec kind) and ``suites/summary.schema.json`` from the
-pydantic models, so the documentation cannot drift from the code.
+"""Generate ``suites/README.md`` (schema reference of every spec kind), ``suites/summary.schema.json`` and the
+settings and environment tables of the top-level ``README.md`` from the pydantic models, so the documentation
+cannot drift from the code.
 
     python -m harness.spec.docs            # rewrite both files
     python -m harness.spec.docs --check    # exit 1 when they are out of date (CI)
@@ -9,13 +10,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
+from harness.settings import environment_table, settings_table
 from harness.spec.load import KINDS, _model_class
+from harness.summary import Summary
 
-__all__ = ["render_readme", "render_summary_schema", "main"]
+__all__ = ["render_readme", "render_summary_schema", "render_settings_sections", "main"]
 
 INTRO = """# Spec reference
 
@@ -80,18 +84,36 @@ def render_readme() -> str:
 
 def render_summary_schema() -> str:
     """The JSON Schema of summary.json."""
-    from harness.summary import Summary
-
     return json.dumps(Summary.model_json_schema(), indent=2, sort_keys=True) + "\n"
 
 
+def render_settings_sections(readme: str) -> str:
+    """``readme`` with the generated blocks between ``<!-- settings:begin ... -->`` / ``<!-- settings:end -->``
+    (and ``environment:``) replaced by :func:`harness.settings.settings_table` (and ``environment_table``).
+
+    Raises
+    ------
+    ValueError
+        If a block's markers are missing.
+    """
+    for name, table in (("settings", settings_table()), ("environment", environment_table())):
+        pattern = re.compile(rf"(<!-- {name}:begin[^>]*-->\n).*?(<!-- {name}:end -->)", re.S)
+        if not pattern.search(readme):
+            raise ValueError(f"README.md has no <!-- {name}:begin --> ... <!-- {name}:end --> block")
+        readme = pattern.sub(lambda m: m.group(1) + table + m.group(2), readme)
+    return readme
+
+
 def main(argv: list[str] | None = None) -> int:
+    repo = Path(__file__).resolve().parents[2]
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--check", action="store_true")
-    ap.add_argument("--root", default=str(Path(__file__).resolve().parents[2] / "suites"))
+    ap.add_argument("--root", default=str(repo / "suites"))
+    ap.add_argument("--readme", default=str(repo / "README.md"))
     a = ap.parse_args(argv)
-    root = Path(a.root)
-    targets = {root / "README.md": render_readme(), root / "summary.schema.json": render_summary_schema()}
+    root, readme = Path(a.root), Path(a.readme)
+    targets = {root / "README.md": render_readme(), root / "summary.schema.json": render_summary_schema(),
+               readme: render_settings_sections(readme.read_text())}
     stale = [p for p, text in targets.items() if not p.is_file() or p.read_text() != text]
     if a.check:
         for p in stale:

@@ -3,9 +3,7 @@ content hash of the normalised spec."""
 
 from __future__ import annotations
 
-import hashlib
 import importlib
-import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -14,6 +12,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from harness.errors import SpecError, format_error, unknown_name
+from harness.io import sha256_json
 
 __all__ = ["KINDS", "read_yaml", "load_spec", "load_suite", "spec_hash", "validate_paths", "problems_of"]
 
@@ -209,8 +208,7 @@ def spec_hash(spec: BaseModel) -> str:
         default = field.get_default(call_default_factory=True)
         if getattr(spec, name) == default:
             data.pop(name, None)
-    blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()
+    return sha256_json(data)
 
 
 def validate_paths(paths: Iterable[str | Path]) -> tuple[list[tuple[Path, BaseModel]], list[str]]:

@@ -1,56 +1,42 @@
-"""Run config (``kind: run``, ``harness sweep -c run.yaml``): the same settings as the sweep flags; flags given
-on the command line override the file. Relative paths resolve against the file's folder."""
+"""Run config (``kind: run``, ``harness sweep -c run.yaml``): the sweep's models, suites, gate and outputs, plus
+every :class:`harness.settings.Settings` field as a key of the same name (generated from it, so the file and the
+flags cannot drift). Flags given on the command line override the file. Relative paths resolve against the file's
+folder."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, create_model
 
+from harness.settings import settings_fields
 from harness.spec.schema import Strict
 
-__all__ = ["RunConfig", "PATH_FIELDS"]
+__all__ = ["RunConfig", "PATH_FIELDS", "SETTING_KEYS"]
 
 PATH_FIELDS = ("base", "adapted", "suites", "gate", "baseline", "out", "junit")
 
 
-class RunConfig(Strict):
-    """Settings of a sweep; every field mirrors the ``harness sweep`` flag of the same name."""
+class _RunFile(Strict):
+    """Settings of a sweep; every key mirrors the ``harness sweep`` flag of the same name."""
 
     kind: Literal["run"]
     schema_version: Literal[1] = 1
-    base: str | None = None
-    adapted: str | None = None
-    suites: list[str] = Field(default_factory=list)
-    alphas: str | list[float] | None = None
-    select: Literal["max-shift-within-id", "weighted", "id-only"] | None = None
-    select_metric: str | None = None
-    tolerance: float | None = Field(default=None, ge=0.0, le=1.0)
-    weight: float | None = Field(default=None, ge=0.0, le=1.0)
-    head: Literal["shared", "adapted"] | None = None
-    gate: str | None = None
-    baseline: str | None = None
-    junit: str | None = None
-    out: str | None = None
-    device: str | None = None
-    dtype: Literal["fp32", "bf16", "fp16"] | None = None
-    batch_tokens: int | None = Field(default=None, gt=0)
-    compile: bool | None = None
-    n_resamples: int | None = Field(default=None, ge=10)
-    seed: int | None = None
-    label_map: dict[str, str] | None = None
+    base: str | None = Field(default=None, description="base checkpoint (folder or hub id)")
+    adapted: str | None = Field(default=None, description="adapted checkpoint or PEFT adapter folder")
+    suites: list[str] = Field(default_factory=list, description="suite files or folders")
+    gate: str | None = Field(default=None, description="gate policy file (kind: policy)")
+    baseline: str | None = Field(default=None, description="baseline run directory for the gate")
+    junit: str | None = Field(default=None, description="where to write JUnit XML (default RUN_DIR/junit.xml)")
+    out: str | None = Field(default=None, description="run directory to write")
 
-    @model_validator(mode="after")
-    def _alphas(self) -> "RunConfig":
-        if isinstance(self.alphas, str) and self.alphas != "adaptive":
-            for part in self.alphas.split(","):
-                try:
-                    v = float(part)
-                except ValueError as e:
-                    raise ValueError(f"alphas must be 'adaptive', a comma list or a list of numbers; got "
-                                     f"{self.alphas!r}") from e
-                if not 0.0 <= v <= 1.0:
-                    raise ValueError(f"every alpha must be in [0, 1]; got {v}")
-        if isinstance(self.alphas, list) and any(not 0.0 <= a <= 1.0 for a in self.alphas):
-            raise ValueError(f"every alpha must be in [0, 1]; got {self.alphas}")
-        return self
+
+def _setting_fields() -> dict[str, Any]:
+    return {name: (info.annotation, info) for name, info in settings_fields().items()}
+
+
+RunConfig = create_model("RunConfig", __base__=_RunFile, __module__=__name__, **_setting_fields())
+RunConfig.__doc__ = _RunFile.__doc__
+
+SETTING_KEYS = tuple(settings_fields())
+"""The run-file keys that are settings (the rest name models, suites, the gate and outputs)."""

@@ -60,7 +60,7 @@ def run(root: Path) -> Path:
 
     base, adapted, suites = build_inputs(root)
     out = root / "run"
-    api.sweep(base, adapted, suites, out=out, **OPTIONS)
+    api.run_sweep(base, adapted, suites, out=out, **OPTIONS)
     return out
 
 

@@ -48,7 +48,7 @@ def test_eval_prints_metric_table(tiny_pair, tiny_suites, tmp_path, capsys):
 def test_python_twin_matches_cli(tiny_pair, tiny_suites, eval_run):
     import harness
 
-    res = harness.evaluate(tiny_pair[0], tiny_suites, n_resamples=200, progress=False)
+    res = harness.run_eval(tiny_pair[0], tiny_suites, n_resamples=200, progress=False)
     cli = json.loads((eval_run / "summary.json").read_text())["results"]["model"]
     assert res.summary.results["model"]["tiny-id"]["test"].metrics["accuracy"].value == \
         cli["tiny-id"]["test"]["metrics"]["accuracy"]["value"]
@@ -99,12 +99,12 @@ def test_report_and_gate_on_stored_run(eval_run, tmp_path, capsys):
 
 
 def test_internal_errors_exit_3_and_say_bug(monkeypatch, tiny_suites, capsys):
-    import harness.pipeline as pipeline
+    import harness.cli as cli
 
     def boom(*a, **k):
         raise ZeroDivisionError("boom")
 
-    monkeypatch.setattr(pipeline, "evaluate_model", boom)
+    monkeypatch.setattr(cli, "evaluate_model", boom)
     assert main(["eval", "--model", "x", "--suite", str(tiny_suites[0])]) == 3
     err = capsys.readouterr().err
     assert "a bug" in err and "Traceback" not in err
@@ -115,3 +115,39 @@ def test_internal_errors_exit_3_and_say_bug(monkeypatch, tiny_suites, capsys):
 def test_validate_repository_suites():
     root = Path(__file__).resolve().parents[2]
     assert main(["validate", str(root / "suites"), "--quiet"]) == 0
+
+
+def test_error_exit_code_comes_from_the_error_class(monkeypatch, tiny_suites, capsys):
+    """cli.main returns the raised HarnessError's own exit_code (2 for every error the harness defines)."""
+    import harness.cli as cli
+    from harness.errors import HarnessError
+
+    class Custom(HarnessError):
+        exit_code = 4
+
+    def raise_custom(*a, **k):
+        raise Custom("custom failure")
+
+    monkeypatch.setattr(cli, "evaluate_model", raise_custom)
+    assert main(["eval", "--model", "x", "--suite", str(tiny_suites[0])]) == 4
+    assert "custom failure" in capsys.readouterr().err
+
+
+def test_sweep_run_file_keys_and_flags_override_them(tiny_pair, tiny_suites, tmp_path):
+    """``-c run.yaml``: paths resolve against the file, its settings apply, flags win; all land in the manifest."""
+    import yaml
+
+    cfg = tmp_path / "cfg" / "run.yaml"
+    cfg.parent.mkdir()
+    cfg.write_text(yaml.safe_dump({"kind": "run", "base": str(tiny_pair[0]), "adapted": str(tiny_pair[1]),
+                                   "suites": [str(s) for s in tiny_suites], "out": "runs/r1", "alphas": [0.0, 0.5, 1.0],
+                                   "seed": 3, "n_resamples": 20, "report": False, "packed": "off"}))
+    assert main(["sweep", "-c", str(cfg), "--seed", "5", "--quiet", "--no-store"]) == 0
+    manifest = json.loads((cfg.parent / "runs" / "r1" / "manifest.json").read_text())
+    s = manifest["settings"]
+    assert (s["seed"], s["n_resamples"], s["alphas"], s["packed"], s["use_store"]) == (5, 20, [0.0, 0.5, 1.0], "off",
+                                                                                        False)
+    assert manifest["alphas"] == [0.0, 0.5, 1.0] and isinstance(s["threads"], int)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("kind: run\ndtyp: bf16\n")
+    assert main(["sweep", "-c", str(bad)]) == 2

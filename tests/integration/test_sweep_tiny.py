@@ -40,7 +40,7 @@ N_POINTS = 11  # the default grid 0, 0.1, ..., 1
 @pytest.fixture(scope="module")
 def swept(tiny_pair, tiny_suites, tmp_path_factory):
     out = tmp_path_factory.mktemp("sweep") / "run"
-    res = api.sweep(*tiny_pair, tiny_suites, out=out, **FAST)
+    res = api.run_sweep(*tiny_pair, tiny_suites, out=out, **FAST)
     return res, out
 
 
@@ -245,7 +245,7 @@ def test_head_adapted_sweep_labels_points_and_keeps_the_true_base(head_models, t
     assert ev.summary.results["model"]["tiny-id"]["validation"].metrics["accuracy"].value == \
         res.summary.results["base"]["tiny-id"]["validation"].metrics["accuracy"].value
     # alpha 0: the base backbone with the adapted head, as written by `harness blend --head adapted --alpha 0`
-    blend_dir = api.blend(head_models["generic"], tiny_pair[1], 0.0, tmp_path / "b0", head="adapted")
+    blend_dir = api.run_blend(head_models["generic"], tiny_pair[1], 0.0, tmp_path / "b0", head="adapted")
     ev0 = evaluate_model(blend_dir, tiny_suites, out=tmp_path / "e0", options=RunOptions(**FAST))
     want = predictions_for(read_predictions(ev0.run_dir), "model", "tiny-id", "validation")[3]
     got = predictions_for(frame, "alpha=0", "tiny-id", "validation")[3]
@@ -298,13 +298,13 @@ def test_interrupted_sweep_resumes_with_only_the_missing_points(tiny_pair, tiny_
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(predict_mod, "predict", dying)
     with pytest.raises(KeyboardInterrupt):
-        api.sweep(*tiny_pair, tiny_suites, out=tmp_path / "run", **FAST)
+        api.run_sweep(*tiny_pair, tiny_suites, out=tmp_path / "run", **FAST)
     assert not (tmp_path / "run").exists()  # nothing half-written
     monkeypatch.setattr(predict_mod, "predict", real)
-    res = api.sweep(*tiny_pair, tiny_suites, out=tmp_path / "run", **FAST)
+    res = api.run_sweep(*tiny_pair, tiny_suites, out=tmp_path / "run", **FAST)
     assert read_manifest(res.run_dir)["store_computed_splits"] == N_POINTS * N_SPLITS - 20
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "clean-cache"))
-    clean = api.sweep(*tiny_pair, tiny_suites, out=tmp_path / "clean", **FAST)
+    clean = api.run_sweep(*tiny_pair, tiny_suites, out=tmp_path / "clean", **FAST)
     assert read_manifest(clean.run_dir)["store_computed_splits"] == N_POINTS * N_SPLITS
     assert _strip_volatile(res.summary) == _strip_volatile(clean.summary)
     a, b = read_predictions(res.run_dir), read_predictions(clean.run_dir)
@@ -368,7 +368,7 @@ def test_compiled_layers_give_the_same_sweep(swept, tiny_pair, tiny_suites, tmp_
         pytest.skip("torch.compile on CPU needs a C++ compiler")
     res, _ = swept
     out = tmp_path / "compiled"
-    comp = api.sweep(*tiny_pair, tiny_suites, out=out, use_store=False, compile=True, alphas=[0.0, 0.3, 1.0],
+    comp = api.run_sweep(*tiny_pair, tiny_suites, out=out, use_store=False, compile=True, alphas=[0.0, 0.3, 1.0],
                      **FAST)
     assert read_manifest(out)["compiled"] is True
     for point in comp.summary.points:

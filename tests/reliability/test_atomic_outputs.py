@@ -194,20 +194,20 @@ def test_corrupt_cache_entries_are_recomputed_with_a_warning(tiny_pair, tiny_sui
     cache = tmp_path / "cache"
     monkeypatch.setenv("HARNESS_CACHE", str(cache))
     kw = dict(n_resamples=20, progress=False, report=False)
-    first = harness.evaluate(tiny_pair[0], tiny_suites[:2], **kw)
+    first = harness.run_eval(tiny_pair[0], tiny_suites[:2], **kw)
     n_tok = _corrupt_token_cache(cache, how)
     n_rows = _corrupt_store(cache)
     assert n_tok == 4 and n_rows == 4
     caplog.clear()
     with caplog.at_level(logging.WARNING):
-        second = harness.evaluate(tiny_pair[0], tiny_suites[:2], **kw)
+        second = harness.run_eval(tiny_pair[0], tiny_suites[:2], **kw)
     text = caplog.text
     assert text.count("is unusable") == n_tok, text
     assert text.count("results store entry") == n_rows, text
     assert second.summary.results == first.summary.results  # identical numbers
     caplog.clear()
     with caplog.at_level(logging.WARNING):
-        third = harness.evaluate(tiny_pair[0], tiny_suites[:2], **kw)
+        third = harness.run_eval(tiny_pair[0], tiny_suites[:2], **kw)
     assert "cache entry" not in caplog.text and "store entry" not in caplog.text  # healed
     assert third.summary.results == first.summary.results
 
@@ -228,11 +228,11 @@ def test_full_cache_folder_only_warns(tiny_pair, tiny_suites, tmp_path, monkeypa
     cache = tmp_path / "cache"
     monkeypatch.setenv("HARNESS_CACHE", str(cache))
     kw = dict(n_resamples=20, progress=False, report=False, use_store=False)
-    want = harness.evaluate(tiny_pair[0], tiny_suites[:1], **kw).summary.results
+    want = harness.run_eval(tiny_pair[0], tiny_suites[:1], **kw).summary.results
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "full-cache"))
     _fail_disk(monkeypatch, tmp_path / "full-cache", "replace")
     with caplog.at_level(logging.WARNING, logger="harness.tokcache"):
-        got = harness.evaluate(tiny_pair[0], tiny_suites[:1], **kw).summary.results
+        got = harness.run_eval(tiny_pair[0], tiny_suites[:1], **kw).summary.results
     assert got == want
     assert "cannot write the tokenized cache entry" in caplog.text and "No space left" in caplog.text
     assert leftovers(tmp_path / "full-cache") == []

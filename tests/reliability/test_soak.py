@@ -60,7 +60,7 @@ def _sample() -> dict[str, float]:
 def _soak(tiny_pair, tiny_suites, out: Path, n: int, **kw) -> list[dict[str, float]]:
     series = []
     for i in range(n):
-        res = harness.sweep(tiny_pair[0], tiny_pair[1], tiny_suites, out=out, alphas=ALPHAS, n_resamples=50,
+        res = harness.run_sweep(tiny_pair[0], tiny_pair[1], tiny_suites, out=out, alphas=ALPHAS, n_resamples=50,
                             progress=False, **kw)
         assert res.run_dir == out and (out / "summary.json").is_file()
         del res

@@ -241,3 +241,13 @@ def test_builtins_import_no_torch_transformers_or_evaluate():
             "bad = [m for m in ('torch', 'transformers', 'evaluate') if m in sys.modules]\n"
             "assert not bad, bad\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("module", ["harness.metrics.registry", "harness.metrics.bootstrap", "harness.io"])
+def test_docstring_examples_run(module):
+    """The Examples sections of the public metric functions (and the hashing helpers) are doctests."""
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0, result

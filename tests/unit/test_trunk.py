@@ -141,11 +141,11 @@ def test_sweep_with_frozen_layers_matches_full_recompute(tmp_path, tiny_suites, 
 
     base, adapted = _head_only_pair(tmp_path)
     fast = dict(n_resamples=20, report=False, progress=False, use_store=False)
-    reused = api.sweep(base, adapted, tiny_suites, out=tmp_path / "reused", **fast)
+    reused = api.run_sweep(base, adapted, tiny_suites, out=tmp_path / "reused", **fast)
     info = read_manifest(tmp_path / "reused")["trunk_reuse"]
     assert info["frozen_layers"] == 2 and info["replayed_passes"] > 0 and info["stored_gib"] > 0
     monkeypatch.setattr(trunk, "frozen_depth", lambda *a, **k: 0)
-    full = api.sweep(base, adapted, tiny_suites, out=tmp_path / "full", **fast)
+    full = api.run_sweep(base, adapted, tiny_suites, out=tmp_path / "full", **fast)
     assert read_manifest(tmp_path / "full")["trunk_reuse"] is None
     assert reused.summary.selection == full.summary.selection
     assert reused.summary.model_dump()["results"] == full.summary.model_dump()["results"]
@@ -179,18 +179,19 @@ def test_replay_with_packed_batches_on_cuda(compile):
         np.testing.assert_array_equal(reused, full)
 
 
-def test_budget_from_environment(monkeypatch):
+def test_budget_from_setting_or_environment(monkeypatch):
     from harness.errors import SpecError
-    from harness.models.trunk import budget_bytes_from_env
+    from harness.settings import Settings
 
     monkeypatch.delenv("HARNESS_TRUNK_CACHE_GIB", raising=False)
-    assert budget_bytes_from_env() == 2 * 2**30
+    assert Settings().trunk_cache_bytes == 2 * 2**30
     monkeypatch.setenv("HARNESS_TRUNK_CACHE_GIB", "0.5")
-    assert budget_bytes_from_env() == 2**29
+    assert Settings().trunk_cache_bytes == 2**29
+    assert Settings(trunk_cache_gib=0.25).trunk_cache_bytes == 2**28  # the setting wins over the variable
     for bad in ("-1", "lots", "nan", "inf"):
         monkeypatch.setenv("HARNESS_TRUNK_CACHE_GIB", bad)
         with pytest.raises(SpecError, match="HARNESS_TRUNK_CACHE_GIB"):
-            budget_bytes_from_env()
+            Settings().trunk_cache_bytes
 
 
 def test_sweep_runs_every_layer_when_reuse_is_off(tmp_path, tiny_suites, monkeypatch):
@@ -199,9 +200,14 @@ def test_sweep_runs_every_layer_when_reuse_is_off(tmp_path, tiny_suites, monkeyp
 
     base, adapted = _head_only_pair(tmp_path)
     monkeypatch.setenv("HARNESS_TRUNK_CACHE_GIB", "0")
-    api.sweep(base, adapted, tiny_suites, out=tmp_path / "off", n_resamples=20, report=False, progress=False,
-              use_store=False, alphas=[0.0, 0.5, 1.0])
-    assert read_manifest(tmp_path / "off")["trunk_reuse"] is None
+    api.run_sweep(base, adapted, tiny_suites, out=tmp_path / "off", n_resamples=20, report=False, progress=False,
+                  use_store=False, alphas=[0.0, 0.5, 1.0])
+    manifest = read_manifest(tmp_path / "off")
+    assert manifest["trunk_reuse"] is None and manifest["settings"]["trunk_cache_gib"] == 0.0
+    monkeypatch.delenv("HARNESS_TRUNK_CACHE_GIB")
+    api.run_sweep(base, adapted, tiny_suites, out=tmp_path / "off2", n_resamples=20, report=False,
+                  progress=False, use_store=False, alphas=[0.0, 0.5, 1.0], trunk_cache_gib=0)
+    assert read_manifest(tmp_path / "off2")["trunk_reuse"] is None
 
 
 @torch.inference_mode()
