@@ -18,7 +18,9 @@ from harness.errors import SpecError, format_error
 from harness.metrics import compute_metrics
 from harness.records import Predictions, SplitData, SplitRef, SplitResult
 from harness.settings import Settings
-from harness.spec.load import load_suite, spec_hash
+from harness.data.sources import load_splits, sibling_resolver
+from harness.rundir import per_alpha_frame
+from harness.spec.load import load_suite, read_yaml, spec_hash
 from harness.store import ResultsStore, prediction_key
 from harness.tasks import task_for
 from harness.spec.schema import Suite
@@ -55,8 +57,6 @@ class RunResult:
 
     def to_pandas(self) -> pd.DataFrame:
         """The per-alpha, per-suite table (one row per point, suite, split and metric; see per_alpha.csv)."""
-        from harness.rundir import per_alpha_frame
-
         return per_alpha_frame(self.summary)
 
 
@@ -89,8 +89,6 @@ def load_suites(paths: list[str | Path] | list[Suite]) -> list[tuple[Suite, Path
         files = sorted(q for q in p.glob("*.yaml")) if p.is_dir() else [p]
         for f in files:
             if p.is_dir():
-                from harness.spec.load import read_yaml
-
                 if read_yaml(f).get("kind") != "suite":
                     continue
             out.append((load_suite(f), f.resolve()))
@@ -122,8 +120,6 @@ def prepare_splits(suites: list[tuple[Suite, Path | None]], opts: RunOptions) ->
     SpecError, DataError
         For unknown split names and data problems.
     """
-    from harness.data.sources import load_splits, sibling_resolver
-
     suites = [(_apply_overrides(s, opts), p) for s, p in suites]
     known = {s.name: (s, p) for s, p in suites}
     splits: list[SplitData] = []
@@ -240,8 +236,8 @@ def build_manifest(*, command: str, argv: list[str] | None, models: dict[str, An
                    opts: RunOptions, device: str, timings: dict[str, float], extra: dict[str, Any] | None = None
                    ) -> dict[str, Any]:
     """The manifest.json content of a run (:func:`harness.report.manifest.build_manifest`) from its options."""
-    from harness.predict import default_batch_tokens
-    from harness.report.manifest import build_manifest as build
+    from harness.predict import default_batch_tokens  # torch: a model is loaded whenever a manifest is built
+    from harness.report.manifest import build_manifest as build  # matplotlib: the report package draws figures
 
     return build(command=command, argv=argv, models=models, suites=loaded.suites, splits=loaded.splits,
                  seed=opts.seed, n_resamples=opts.n_resamples, dtype=opts.dtype,
@@ -274,7 +270,7 @@ def _text_lookup(loaded: LoadedSuites):
 def maybe_report(run_dir: Path, options: RunOptions, loaded: LoadedSuites | None) -> None:
     if not options.report:
         return
-    from harness.report import render_report
+    from harness.report import render_report  # matplotlib: only when a report is rendered
 
     render_report(run_dir, include_examples=loaded is not None,
                   text_lookup=_text_lookup(loaded) if loaded is not None else None)

@@ -9,9 +9,6 @@ import harness
 from harness.pipeline.common import (RunOptions, RunResult, Scoring, bootstrap_info, classes_of, maybe_report,
                                      nest_results, suite_infos, build_manifest, load_suites, prepare_splits,
                                      stage_timer)
-from harness.models.load import align_labels, load_model
-from harness.models.scorer import HFScorer
-from harness.predict import ClassifierRunner
 from harness.rundir import write_run
 from harness.spec.schema import Suite
 from harness.summary import PointEntry, Summary
@@ -45,6 +42,11 @@ def evaluate_model(model: str | Path, suites: list[str | Path] | list[Suite], *,
     HarnessError
         For bad specs, data, models or outputs (nothing is written to ``out`` then).
     """
+    # torch-backed stages, imported when a model is scored: `harness validate`, `gate` and `report` never load torch
+    from harness.models.load import align_labels, load_model
+    from harness.models.scorer import HFScorer
+    from harness.predict import ClassifierRunner
+
     timings: dict[str, float] = {}
     with stage_timer(timings, "data"):
         loaded = prepare_splits(load_suites(suites), options)

@@ -15,13 +15,7 @@ from typing import Any
 import numpy as np
 
 from harness.errors import BlendError, ModelError, format_error
-from harness.models.adapters import load_adapted
-from harness.models.blend import BlendEngine
-from harness.models.load import align_labels, load_model
-from harness.models.scorer import HFScorer
-from harness.models.trunk import TrunkCache, frozen_depth
 from harness.pipeline.common import LoadedSuites, RunOptions, Scoring, classes_of, stage_timer
-from harness.predict import ClassifierRunner
 from harness.records import PointResult, PointRole, point_id
 from harness.store import blend_fingerprint
 from harness.sweep import SelectionPolicy
@@ -87,6 +81,13 @@ class BlendEvaluator:
     """
 
     def __init__(self, request: SweepRequest, loaded: LoadedSuites, timings: dict[str, float]) -> None:
+        # torch-backed stages, imported when a sweep runs: `harness validate`, `gate` and `report` never load torch
+        from harness.models.adapters import load_adapted
+        from harness.models.blend import BlendEngine
+        from harness.models.load import load_model
+        from harness.models.scorer import HFScorer
+        from harness.models.trunk import TrunkCache, frozen_depth
+
         self.request, self.timings = request, timings
         opts = request.options
         trunk_budget = opts.trunk_cache_bytes
@@ -112,7 +113,9 @@ class BlendEvaluator:
             self.trunk = TrunkCache(self.live.model, frozen, trunk_budget) if frozen else None
         self.runner = self._runner(self.blend_columns, trunk=self.trunk)
 
-    def _runner(self, columns: np.ndarray | None, trunk: Any = None) -> ClassifierRunner:
+    def _runner(self, columns: np.ndarray | None, trunk: Any = None):
+        from harness.predict import ClassifierRunner  # torch (see __init__)
+
         opts = self.request.options
         return ClassifierRunner(self.scorer, pad_id=int(self.live.tokenizer.pad_token_id or 0),
                                 batch_tokens=opts.batch_tokens, columns=columns, progress=opts.progress, trunk=trunk,
@@ -138,6 +141,8 @@ class BlendEvaluator:
 
     def _columns(self, classes: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
         """(blend columns, base-own-head columns or None) ordering each head's logits as the suite classes."""
+        from harness.models.load import align_labels  # torch (see __init__)
+
         req, opts = self.request, self.request.options
         blend = align_labels(self.adapted.id2label, classes, opts.label_map, where=f"adapted model {req.adapted}")
         try:

@@ -16,6 +16,7 @@ metric names and never asks which task made them. Tasks are listed in one explic
 
 from __future__ import annotations
 
+from harness.errors import SpecError, unknown_name
 from harness.tasks.base import Prepared, Task
 from harness.tasks.classification import ClassificationTask
 
@@ -33,8 +34,6 @@ def task_for(suite) -> Task:
     SpecError
         For a task name without an implementation.
     """
-    from harness.errors import SpecError, unknown_name
-
     name = getattr(suite, "task", "classification")
     if name not in TASKS:
         raise SpecError(unknown_name("task", name, TASKS))
