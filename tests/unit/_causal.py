@@ -62,3 +62,20 @@ def reference_loglik(model, ctx: list[int], cont: list[int], max_length: int) ->
     rows = logp[-len(cont):]
     target = torch.tensor(cont)
     return float(rows[torch.arange(len(cont)), target].sum()), bool((rows.argmax(-1) == target).all())
+
+
+def llm_data_dir():
+    """``<repo>/../shared/data/llm`` (CI layout), or ``$HARNESS_LLM_DATA`` when set; ``None`` if absent."""
+    import os
+    from pathlib import Path
+
+    path = Path(os.environ.get("HARNESS_LLM_DATA") or Path(__file__).resolve().parents[3] / "shared/data/llm")
+    return path if path.is_dir() else None
+
+
+def read_jsonl(path, n: int) -> list[dict]:
+    """The first ``n`` rows of a JSON Lines file."""
+    import json
+
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for _, line in zip(range(n), f)]
