@@ -23,13 +23,34 @@ from decimal import Decimal, InvalidOperation
 
 import numpy as np
 
-__all__ = ["normalize", "exact_match", "contains", "extract_number", "numeric_match", "token_f1",
+__all__ = ["extract_answer", "normalize", "exact_match", "contains", "extract_number", "numeric_match", "token_f1",
            "multiple_choice_scores", "count_words", "count_bytes", "mean_stats", "mean_value",
            "perplexity_stats", "perplexity_value", "bits_per_byte_value"]
 
 _PUNCT_TABLE = str.maketrans("", "", string.punctuation)
 _DIGIT_TABLE = str.maketrans("", "", string.digits)
 _NUMBER = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?")
+
+
+def extract_answer(text: str, pattern: str, *, match: str = "first", fallback: str = "[invalid]") -> str:
+    """The answer extracted by a regular expression, as lm-eval's ``regex`` filter: ``re.findall``, the first
+    (``match="first"``, lm-eval ``group_select=0``) or last (``"last"``, ``group_select=-1``) match, its first
+    non-empty group when the pattern has several, stripped; ``fallback`` when nothing matches.
+
+    >>> extract_answer("so 3 + 4 = 7. #### 7", r"#### (\-?[0-9\.\,]+)")
+    '7'
+    >>> extract_answer("12 apples, then 1,200", r"(-?[$0-9.,]{2,})|(-?[0-9]+)", match="last")
+    '1,200'
+    >>> extract_answer("none", r"#### (\d+)")
+    '[invalid]'
+    """
+    found = re.findall(pattern, text)
+    if not found:
+        return fallback
+    m = found[0 if match == "first" else -1]
+    if isinstance(m, tuple):
+        m = next((g for g in m if g), fallback)
+    return m.strip()
 
 
 def normalize(text: str, *, ignore_case: bool = False, ignore_punctuation: bool = False,

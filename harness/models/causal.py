@@ -29,6 +29,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from harness.errors import ModelError
 from harness.models.causal_generate import generate_greedy
 from harness.models.causal_windows import model_input, rolling_windows
 
@@ -78,13 +79,13 @@ def ensure_pad_token(tokenizer) -> None:
 
     Raises
     ------
-    ValueError
+    ModelError
         If the tokenizer has neither a pad nor an EOS token.
     """
     if tokenizer.pad_token_id is not None:
         return
     if tokenizer.eos_token_id is None:
-        raise ValueError("the tokenizer has no pad token and no EOS token to pad with; set tokenizer.pad_token")
+        raise ModelError("the tokenizer has no pad token and no EOS token to pad with; set tokenizer.pad_token")
     logger.info("tokenizer has no pad token: padding with the EOS token %r (id %d)", tokenizer.eos_token,
                 tokenizer.eos_token_id)
     tokenizer.pad_token = tokenizer.eos_token
@@ -110,7 +111,7 @@ class CausalLMScorer:
     def __init__(self, model, tokenizer, *, max_length: int | None = None, batch_tokens: int = 4096,
                  batch_size: int = 32) -> None:
         if batch_tokens < 1 or batch_size < 1:
-            raise ValueError(f"batch_tokens and batch_size must be >= 1; got {batch_tokens}, {batch_size}")
+            raise ModelError(f"batch_tokens and batch_size must be >= 1; got {batch_tokens}, {batch_size}")
         self.model = model.eval()
         self.tokenizer = tokenizer
         ensure_pad_token(tokenizer)
@@ -166,13 +167,13 @@ class CausalLMScorer:
 
         Raises
         ------
-        ValueError
+        ModelError
             If a continuation encodes to no tokens or to more than ``max_length`` tokens.
         """
         pairs = [self.encode_pair(c, x) for c, x in requests]
         for (c, x), (_, cont) in zip(requests, pairs):
             if not cont:
-                raise ValueError(f"continuation {x!r} of context ending {c[-40:]!r} encodes to no tokens")
+                raise ModelError(f"continuation {x!r} of context ending {c[-40:]!r} encodes to no tokens")
         ll, greedy = self.score_tokens(pairs)
         return LoglikelihoodResult(ll, greedy, np.array([len(p[1]) for p in pairs], dtype=np.int64))
 
@@ -200,12 +201,12 @@ class CausalLMScorer:
 
         Raises
         ------
-        ValueError
+        ModelError
             If ``max_length`` exceeds the model's length, or ``stride`` is outside ``[1, max_length]``.
         """
         window = self.max_length if max_length is None else int(max_length)
         if window > self.max_length:
-            raise ValueError(f"window max_length={window} exceeds the model's {self.max_length} positions")
+            raise ModelError(f"window max_length={window} exceeds the model's {self.max_length} positions")
         owner, pairs, n_tokens = [], [], []
         for i, text in enumerate(texts):
             tokens = self.encode(text)

@@ -7,7 +7,10 @@ Source: ``lm_eval/models/huggingface.py`` (``generate_until``, ``tok_batch_encod
 from __future__ import annotations
 
 import logging
+
 import torch
+
+from harness.errors import ModelError
 
 __all__ = ["generate_greedy", "cut_at_stop"]
 
@@ -81,11 +84,11 @@ def generate_greedy(model, tokenizer, prompts: list[str], *, stop: list[str], ma
 
     Raises
     ------
-    ValueError
+    ModelError
         If ``max_new_tokens < 1`` or ``max_new_tokens >= max_length``.
     """
     if not 1 <= max_new_tokens < max_length:
-        raise ValueError(f"max_new_tokens must be in [1, {max_length - 1}] (below the model's {max_length} "
+        raise ModelError(f"max_new_tokens must be in [1, {max_length - 1}] (below the model's {max_length} "
                          f"positions); got {max_new_tokens}")
     bos = tokenizer.bos_token
     encoded = [tokenizer.encode(p, **({"add_special_tokens": False} if bos and p.startswith(bos) else {}))

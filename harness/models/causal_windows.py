@@ -11,6 +11,8 @@ Source: ``lm_eval/utils.py`` (get_rolling_token_windows, make_disjoint_window) a
 
 from __future__ import annotations
 
+from harness.errors import ModelError
+
 __all__ = ["rolling_windows", "model_input"]
 
 
@@ -39,7 +41,7 @@ def rolling_windows(tokens: list[int], prefix_token: int, max_length: int,
 
     Raises
     ------
-    ValueError
+    ModelError
         If ``max_length < 1`` or ``stride`` is outside ``[1, max_length]``.
 
     Examples
@@ -50,10 +52,10 @@ def rolling_windows(tokens: list[int], prefix_token: int, max_length: int,
     [([0], [1, 2, 3]), ([1, 2, 3], [4])]
     """
     if max_length < 1:
-        raise ValueError(f"max_length must be >= 1; got {max_length}")
+        raise ModelError(f"max_length must be >= 1; got {max_length}")
     stride = max_length if stride is None else stride
     if not 1 <= stride <= max_length:
-        raise ValueError(f"stride must be in [1, max_length={max_length}]; got {stride}")
+        raise ModelError(f"stride must be in [1, max_length={max_length}]; got {stride}")
     if not tokens:
         return []
     context_len = max_length - stride + 1
@@ -78,13 +80,13 @@ def model_input(context: list[int], continuation: list[int], max_length: int) ->
 
     Raises
     ------
-    ValueError
+    ModelError
         If the context or continuation is empty, or the continuation is longer than ``max_length`` tokens.
     """
     if not context or not continuation:
-        raise ValueError(f"context and continuation must both have tokens; got {len(context)} and "
+        raise ModelError(f"context and continuation must both have tokens; got {len(context)} and "
                          f"{len(continuation)}")
     if len(continuation) > max_length:
-        raise ValueError(f"a continuation of {len(continuation)} tokens does not fit the model's {max_length} "
+        raise ModelError(f"a continuation of {len(continuation)} tokens does not fit the model's {max_length} "
                          "positions; shorten the choice or target text")
     return (context + continuation)[-(max_length + 1):][:-1]
