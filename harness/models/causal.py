@@ -15,9 +15,10 @@ log-likelihood of documents, greedy generation.
 
 Batching: requests are sorted by input length (longest first) and cut into batches of at most ``batch_tokens``
 padded tokens (right padding, so positions of real tokens are 0..n-1 as in an unpadded forward). Only the
-logits of the suffix that holds continuations are computed (``logits_to_keep``). Choices that share a context
-are not run as one context forward (see ``docs`` in the closing note of the branch): each request is one full
-forward, which is what lm-eval does; the cost is the context's tokens once per choice.
+logits of the suffix that holds continuations are computed (``logits_to_keep``). Requests that share their
+context tokens (the choices of one question) run the context once and the continuations from its KV cache
+(``share_context``, :mod:`harness.models.causal_shared`; equal to the full forward up to float rounding);
+with ``share_context=False`` every request is one full forward, as in lm-eval.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import torch
 
 from harness.errors import ModelError
 from harness.models.causal_generate import generate_greedy
+from harness.models.causal_shared import score_rows, score_shared, shared_groups
 from harness.models.causal_windows import model_input, rolling_windows
 
 __all__ = ["LoglikelihoodResult", "CausalLMScorer", "resolve_max_length", "ensure_pad_token"]
@@ -106,10 +108,13 @@ class CausalLMScorer:
         Padded tokens per log-likelihood forward (rows x longest input).
     batch_size : int, default=32
         Most rows per forward (log-likelihood) and prompts per ``generate`` call.
+    share_context : bool, default=True
+        Score requests with identical context tokens from one context forward and its KV cache
+        (:mod:`harness.models.causal_shared`); ``False``: one full forward per request, as lm-eval.
     """
 
     def __init__(self, model, tokenizer, *, max_length: int | None = None, batch_tokens: int = 4096,
-                 batch_size: int = 32) -> None:
+                 batch_size: int = 32, share_context: bool = True) -> None:
         if batch_tokens < 1 or batch_size < 1:
             raise ModelError(f"batch_tokens and batch_size must be >= 1; got {batch_tokens}, {batch_size}")
         self.model = model.eval()
@@ -118,6 +123,7 @@ class CausalLMScorer:
         self.max_length = int(max_length) if max_length is not None else resolve_max_length(model, tokenizer)
         self.batch_tokens = batch_tokens
         self.batch_size = batch_size
+        self.share_context = share_context
         bos = tokenizer.bos_token_id
         self.prefix_token_id: int = bos if bos is not None else tokenizer.eos_token_id
         self._prefix_text = tokenizer.decode(self.prefix_token_id)
@@ -224,12 +230,17 @@ class CausalLMScorer:
         """``(loglik float64 (n,), is_greedy bool (n,))`` of token-level ``(context, continuation)`` pairs."""
         max_length = self.max_length if max_length is None else max_length
         inputs = [model_input(c, x, max_length) for c, x in pairs]
-        conts = [x for _, x in pairs]
         ll = np.zeros(len(pairs), dtype=np.float64)
         greedy = np.zeros(len(pairs), dtype=bool)
-        for batch in self._batches([len(x) for x in inputs]):
-            b_ll, b_greedy = self._forward([inputs[i] for i in batch], [conts[i] for i in batch])
-            ll[batch], greedy[batch] = b_ll, b_greedy
+        todo = np.ones(len(pairs), dtype=bool)
+        for group in shared_groups(list(pairs), max_length) if self.share_context else []:
+            ll[group], greedy[group] = score_shared(self.model, pairs[group[0]][0], [pairs[i][1] for i in group],
+                                                    self.tokenizer.pad_token_id)
+            todo[group] = False
+        rest = np.flatnonzero(todo)
+        for batch in self._batches([len(inputs[i]) for i in rest]):
+            idx = rest[batch]
+            ll[idx], greedy[idx] = self._forward([inputs[i] for i in idx], [pairs[i][1] for i in idx])
         return ll, greedy
 
     def _batches(self, lengths: list[int]) -> list[list[int]]:
@@ -261,10 +272,7 @@ class CausalLMScorer:
         greedy = np.empty(len(inputs), dtype=bool)
         for r, (x, c) in enumerate(zip(inputs, conts)):
             start = len(x) - len(c) - (width - keep)
-            rows = logp[r, start:start + len(c)]
-            target = torch.tensor(c, device=rows.device)
-            ll[r] = rows.gather(1, target[:, None]).double().sum().item()
-            greedy[r] = bool((rows.argmax(-1) == target).all())
+            ll[r], greedy[r] = score_rows(logp[r, start:start + len(c)], c)
         return ll, greedy
 
     # ---- generation ----

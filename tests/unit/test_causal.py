@@ -19,6 +19,8 @@ STYLES = ["gpt2", "llama"]
 REQUESTS = [
     ("Question: Which is a source of energy for plants?\nAnswer:", " sunlight"),
     ("Question: Which is a source of energy for plants?\nAnswer:", " the rock"),
+    ("Question: Which is a source of energy for plants?\nAnswer:", " a"),  # shares the context: KV cache path
+    ("Question: Is the sky blue?\nAnswer:", " no"),
     ("Question: Is the sky blue?\nAnswer: ", "yes"),  # trailing space moves to the continuation
     ("Plants need water", ", air and light to grow."),
     ("", "Water boils"),  # empty context: the prefix token conditions it
@@ -35,8 +37,8 @@ def pair(request):
 
 def test_loglikelihood_matches_reference_at_every_batch_size(pair):
     model, tok = pair
-    results = [CausalLMScorer(model, tok, batch_tokens=bt, batch_size=bs).loglikelihood(REQUESTS)
-               for bt, bs in [(1, 1), (200, 3), (10_000, 64)]]
+    results = [CausalLMScorer(model, tok, batch_tokens=bt, batch_size=bs, share_context=share).loglikelihood(REQUESTS)
+               for bt, bs, share in [(1, 1, False), (200, 3, True), (10_000, 64, False), (10_000, 64, True)]]
     scorer = CausalLMScorer(model, tok)
     ref = [reference_loglik(model, *scorer.encode_pair(c, x), scorer.max_length) for c, x in REQUESTS]
     for res in results:

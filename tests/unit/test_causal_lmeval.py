@@ -56,8 +56,9 @@ def lmeval_acc(lls, choices, gold):
     return float(np.argmax(lls) == gold), float(np.argmax(np.array(lls) / completion_len) == gold)
 
 
+@pytest.mark.parametrize("share", [True, False], ids=["shared-context", "full-forward"])
 @pytest.mark.parametrize("docs_fn", [arc_docs, boolq_docs], ids=["arc_easy", "boolq"])
-def test_multiple_choice_loglikelihoods_and_accuracy_match_lm_eval(setup, docs_fn):
+def test_multiple_choice_loglikelihoods_and_accuracy_match_lm_eval(setup, docs_fn, share):
     from lm_eval.api.instance import Instance
 
     model, tok, hflm = setup
@@ -65,7 +66,7 @@ def test_multiple_choice_loglikelihoods_and_accuracy_match_lm_eval(setup, docs_f
     reqs = [(d["context"], " " + c) for d in docs for c in d["choices"]]
     inst = [Instance("loglikelihood", doc={}, arguments=r, idx=i) for i, r in enumerate(reqs)]
     theirs = hflm.loglikelihood(inst, disable_tqdm=True)
-    ours = CausalLMScorer(model, tok, batch_tokens=512).loglikelihood(reqs)
+    ours = CausalLMScorer(model, tok, batch_tokens=512, share_context=share).loglikelihood(reqs)
     np.testing.assert_allclose(ours.loglik, [t[0] for t in theirs], atol=1e-4, rtol=0)
     assert ours.is_greedy.tolist() == [t[1] for t in theirs]
     splits = np.cumsum([len(d["choices"]) for d in docs])[:-1]
