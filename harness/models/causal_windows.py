@@ -32,7 +32,8 @@ def rolling_windows(tokens: list[int], prefix_token: int, max_length: int,
         Tokens predicted per window after the first. ``None`` reproduces lm-eval (``stride = max_length``: windows
         do not overlap, each later window conditions on one token of the previous one). A smaller stride gives
         every token after the first window at least ``max_length - stride + 1`` tokens of context
-        (``context_len = max_length - stride + 1`` in lm-eval's terms). The first window always predicts the first ``max_length`` tokens.
+        (``context_len = max_length - stride + 1`` in lm-eval's terms). The first window always predicts the
+        first ``max_length`` tokens.
 
     Returns
     -------
