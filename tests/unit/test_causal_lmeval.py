@@ -137,3 +137,13 @@ def test_templates_and_exact_match_agree_with_lm_eval():
         want = exact_match_hf_evaluate([p], [r["answer"]], **options)["exact_match"]
         assert T.exact_match(p, r["answer"], **options) == want
         assert math.isfinite(T.numeric_match(p, r["answer"]))
+
+
+def test_answer_regex_matches_lm_eval_regex_filter():
+    from lm_eval.filters.extraction import RegexFilter
+
+    outputs = ["so 3 + 4 = 7. #### 7", "The total is $1,200.", "no number", "#### -3.5\nQuestion: x", "12 then 15"]
+    for pattern, group, match in [(r"#### (\-?[0-9\.\,]+)", 0, "first"),
+                                  (r"(-?[$0-9.,]{2,})|(-?[0-9]+)", -1, "last")]:
+        theirs = RegexFilter(regex_pattern=pattern, group_select=group).apply([[o] for o in outputs], [{}] * 5)
+        assert [T.extract_answer(o, pattern, match=match) for o in outputs] == [t[0] for t in theirs]
