@@ -1,0 +1,292 @@
+"""Causal-LM scoring with lm-eval 0.4.13's HFLM semantics: log-likelihood of continuations, rolling
+log-likelihood of documents, greedy generation.
+
+:class:`CausalLMScorer` wraps an already loaded ``transformers`` causal LM and its tokenizer. What matches HFLM
+(``lm_eval/api/model.py`` ``TemplateLM._encode_pair``/``loglikelihood``, ``lm_eval/models/huggingface.py``):
+
+* tokenization: trailing whitespace of the context moves to the continuation; ``whole = tok(context +
+  continuation)``, ``context = tok(context)``, ``continuation = whole[len(context):]``; the tokenizer's default
+  ``add_special_tokens`` (so BOS is added when the tokenizer adds it), switched off when the text already starts
+  with the prefix token's text; an empty context is replaced by the prefix token (BOS, else EOS);
+* the model input is ``(context + continuation)[-(max_length + 1):][:-1]`` (left truncation), and the
+  continuation is scored from the logits at its positions (log-softmax in float32, summed in float64);
+* ``max_length``: the config's ``n_positions`` / ``max_position_embeddings`` / ``n_ctx`` (``text_config``
+  first), else the tokenizer's ``model_max_length``, else 2048.
+
+Batching: requests are sorted by input length (longest first) and cut into batches of at most ``batch_tokens``
+padded tokens (right padding, so positions of real tokens are 0..n-1 as in an unpadded forward). Only the
+logits of the suffix that holds continuations are computed (``logits_to_keep``). Requests that share their
+context tokens (the choices of one question) run the context once and the continuations from its KV cache
+(``share_context``, :mod:`harness.models.causal_shared`; equal to the full forward up to float rounding);
+with ``share_context=False`` every request is one full forward, as in lm-eval.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from harness.errors import ModelError
+from harness.models.causal_generate import generate_greedy
+from harness.models.causal_shared import score_rows, score_shared, shared_groups
+from harness.models.causal_windows import model_input, rolling_windows
+
+__all__ = ["LoglikelihoodResult", "CausalLMScorer", "resolve_max_length", "ensure_pad_token"]
+
+logger = logging.getLogger(__name__)
+
+_TOKENIZER_INFINITY = 1000000000000000019884624838656
+_DEFAULT_MAX_LENGTH = 2048
+
+
+@dataclass(frozen=True)
+class LoglikelihoodResult:
+    """Per-request results of :meth:`CausalLMScorer.loglikelihood`, in request order.
+
+    Attributes
+    ----------
+    loglik : ndarray of shape (n,), float64
+        Summed natural-log probability of the continuation's tokens given the context.
+    is_greedy : ndarray of shape (n,), bool
+        Whether every continuation token is the argmax of its position's logits.
+    n_tokens : ndarray of shape (n,), int64
+        Number of continuation tokens scored.
+    """
+
+    loglik: np.ndarray
+    is_greedy: np.ndarray
+    n_tokens: np.ndarray
+
+
+def resolve_max_length(model, tokenizer) -> int:
+    """The model's context length as lm-eval resolves it (``lm_eval.models.utils.resolve_max_length``)."""
+    cfg = getattr(model.config, "text_config", None) or model.config
+    for attr in ("n_positions", "max_position_embeddings", "n_ctx"):
+        value = getattr(cfg, attr, None)
+        if value is not None:
+            return int(value)
+    mml = getattr(tokenizer, "model_max_length", None)
+    if mml is not None and mml != _TOKENIZER_INFINITY:
+        return int(mml)
+    return _DEFAULT_MAX_LENGTH
+
+
+def ensure_pad_token(tokenizer) -> None:
+    """Give a tokenizer without a pad token the EOS token as pad (logged). Padding never changes scores here
+    (padded positions are masked and never read), so the choice only affects what fills finished rows.
+
+    Raises
+    ------
+    ModelError
+        If the tokenizer has neither a pad nor an EOS token.
+    """
+    if tokenizer.pad_token_id is not None:
+        return
+    if tokenizer.eos_token_id is None:
+        raise ModelError("the tokenizer has no pad token and no EOS token to pad with; set tokenizer.pad_token")
+    logger.info("tokenizer has no pad token: padding with the EOS token %r (id %d)", tokenizer.eos_token,
+                tokenizer.eos_token_id)
+    tokenizer.pad_token = tokenizer.eos_token
+
+
+class CausalLMScorer:
+    """Scores text with a loaded causal LM the way lm-eval's HFLM does (module docstring).
+
+    Parameters
+    ----------
+    model : transformers.PreTrainedModel
+        A causal LM (``AutoModelForCausalLM``); put in ``eval()`` mode here; runs on its own device and dtype.
+    tokenizer : transformers.PreTrainedTokenizerBase
+        Its tokenizer. A missing pad token is set to EOS (:func:`ensure_pad_token`).
+    max_length : int, default=None
+        Model input length in tokens; ``None``: :func:`resolve_max_length`.
+    batch_tokens : int, default=4096
+        Padded tokens per log-likelihood forward (rows x longest input).
+    batch_size : int, default=32
+        Most rows per forward (log-likelihood) and prompts per ``generate`` call.
+    share_context : bool, default=True
+        Score requests with identical context tokens from one context forward and its KV cache
+        (:mod:`harness.models.causal_shared`); ``False``: one full forward per request, as lm-eval.
+    """
+
+    def __init__(self, model, tokenizer, *, max_length: int | None = None, batch_tokens: int = 4096,
+                 batch_size: int = 32, share_context: bool = True) -> None:
+        if batch_tokens < 1 or batch_size < 1:
+            raise ModelError(f"batch_tokens and batch_size must be >= 1; got {batch_tokens}, {batch_size}")
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        ensure_pad_token(tokenizer)
+        self.max_length = int(max_length) if max_length is not None else resolve_max_length(model, tokenizer)
+        self.batch_tokens = batch_tokens
+        self.batch_size = batch_size
+        self.share_context = share_context
+        bos = tokenizer.bos_token_id
+        self.prefix_token_id: int = bos if bos is not None else tokenizer.eos_token_id
+        self._prefix_text = tokenizer.decode(self.prefix_token_id)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    # ---- tokenization (HFLM.tok_encode / TemplateLM._encode_pair) ----
+    def encode(self, text: str, add_special_tokens: bool | None = None) -> list[int]:
+        """HFLM ``tok_encode``: the tokenizer's default special tokens, none if ``text`` starts with the prefix
+        token's text (or ``add_special_tokens`` says so)."""
+        kwargs = {}
+        if add_special_tokens is not None:
+            kwargs["add_special_tokens"] = add_special_tokens
+        elif self._prefix_text and text.startswith(self._prefix_text):
+            kwargs["add_special_tokens"] = False
+        return self.tokenizer.encode(text, **kwargs)
+
+    def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        """``(context tokens, continuation tokens)`` as lm-eval splits them (module docstring)."""
+        if context == "":
+            cont = self.encode(continuation, add_special_tokens=False)
+            if cont and cont[0] == self.prefix_token_id:
+                return cont[:1], cont[1:]
+            return [self.prefix_token_id], cont
+        n_spaces = len(context) - len(context.rstrip())
+        if n_spaces:
+            context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
+        whole = self.encode(context + continuation)
+        ctx = self.encode(context)
+        return ctx, whole[len(ctx):]
+
+    # ---- scoring ----
+    def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> LoglikelihoodResult:
+        """Log-likelihood of each ``continuation`` given its ``context``.
+
+        Parameters
+        ----------
+        requests : sequence of (context, continuation)
+            Strings; for multiple choice, ``(prompt, target_delimiter + choice)``.
+
+        Returns
+        -------
+        LoglikelihoodResult
+            Arrays of shape (len(requests),), in request order.
+
+        Raises
+        ------
+        ModelError
+            If a continuation encodes to no tokens or to more than ``max_length`` tokens.
+        """
+        pairs = [self.encode_pair(c, x) for c, x in requests]
+        for (c, x), (_, cont) in zip(requests, pairs):
+            if not cont:
+                raise ModelError(f"continuation {x!r} of context ending {c[-40:]!r} encodes to no tokens")
+        ll, greedy = self.score_tokens(pairs)
+        return LoglikelihoodResult(ll, greedy, np.array([len(p[1]) for p in pairs], dtype=np.int64))
+
+    def loglikelihood_rolling(self, texts: Sequence[str], max_length: int | None = None,
+                              stride: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Log-likelihood of whole documents over rolling windows (lm-eval ``loglikelihood_rolling``).
+
+        Parameters
+        ----------
+        texts : sequence of str
+            Documents; each is encoded with ``encode`` (the tokenizer's default special tokens) and every token
+            is predicted, the first one from the prefix token (BOS, else EOS).
+        max_length : int, default=None
+            Window length in tokens; ``None``: the scorer's ``max_length`` (lm-eval). Must not exceed it.
+        stride : int, default=None
+            Tokens predicted per later window (:func:`~harness.models.causal_windows.rolling_windows`); ``None``
+            reproduces lm-eval (disjoint windows).
+
+        Returns
+        -------
+        loglik : ndarray of shape (n,), float64
+            Summed natural-log likelihood of each document.
+        n_tokens : ndarray of shape (n,), int64
+            Tokens predicted per document.
+
+        Raises
+        ------
+        ModelError
+            If ``max_length`` exceeds the model's length, or ``stride`` is outside ``[1, max_length]``.
+        """
+        window = self.max_length if max_length is None else int(max_length)
+        if window > self.max_length:
+            raise ModelError(f"window max_length={window} exceeds the model's {self.max_length} positions")
+        owner, pairs, n_tokens = [], [], []
+        for i, text in enumerate(texts):
+            tokens = self.encode(text)
+            windows = rolling_windows(tokens, self.prefix_token_id, window, stride)
+            owner += [i] * len(windows)
+            pairs += windows
+            n_tokens.append(len(tokens))
+        ll, _ = self.score_tokens(pairs, max_length=window)
+        total = np.zeros(len(texts), dtype=np.float64)
+        np.add.at(total, np.asarray(owner, dtype=np.int64), ll)
+        return total, np.asarray(n_tokens, dtype=np.int64)
+
+    def score_tokens(self, pairs: Sequence[tuple[list[int], list[int]]],
+                     max_length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(loglik float64 (n,), is_greedy bool (n,))`` of token-level ``(context, continuation)`` pairs."""
+        max_length = self.max_length if max_length is None else max_length
+        inputs = [model_input(c, x, max_length) for c, x in pairs]
+        ll = np.zeros(len(pairs), dtype=np.float64)
+        greedy = np.zeros(len(pairs), dtype=bool)
+        todo = np.ones(len(pairs), dtype=bool)
+        for group in shared_groups(list(pairs), max_length) if self.share_context else []:
+            ll[group], greedy[group] = score_shared(self.model, pairs[group[0]][0], [pairs[i][1] for i in group],
+                                                    self.tokenizer.pad_token_id)
+            todo[group] = False
+        rest = np.flatnonzero(todo)
+        for batch in self._batches([len(inputs[i]) for i in rest]):
+            idx = rest[batch]
+            ll[idx], greedy[idx] = self._forward([inputs[i] for i in idx], [pairs[i][1] for i in idx])
+        return ll, greedy
+
+    def _batches(self, lengths: list[int]) -> list[list[int]]:
+        """Indices sorted by length, longest first (ties by index), cut at ``batch_tokens`` padded tokens."""
+        order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+        batches: list[list[int]] = []
+        for i in order:
+            cur = batches[-1] if batches else None
+            if cur and len(cur) < self.batch_size and (len(cur) + 1) * lengths[cur[0]] <= self.batch_tokens:
+                cur.append(i)
+            else:
+                batches.append([i])
+        return batches
+
+    @torch.inference_mode()
+    def _forward(self, inputs: list[list[int]], conts: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+        """One right-padded forward; the continuation of row i sits at input positions
+        ``[len(inp_i) - len(cont_i), len(inp_i))`` and is predicted by the logits there."""
+        width = max(len(x) for x in inputs)
+        ids = torch.full((len(inputs), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(inputs), width), dtype=torch.long)
+        for r, x in enumerate(inputs):
+            ids[r, :len(x)] = torch.tensor(x)
+            mask[r, :len(x)] = 1
+        keep = width - min(len(x) - len(c) for x, c in zip(inputs, conts))
+        out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), logits_to_keep=keep)
+        logp = torch.log_softmax(out.logits.float(), dim=-1)  # (rows, keep, vocab)
+        ll = np.empty(len(inputs), dtype=np.float64)
+        greedy = np.empty(len(inputs), dtype=bool)
+        for r, (x, c) in enumerate(zip(inputs, conts)):
+            start = len(x) - len(c) - (width - keep)
+            ll[r], greedy[r] = score_rows(logp[r, start:start + len(c)], c)
+        return ll, greedy
+
+    # ---- generation ----
+    def generate_until(self, prompts: Sequence[str], *, stop: list[str], max_new_tokens: int) -> list[str]:
+        """Greedy continuations of ``prompts``, cut at the first stop sequence (lm-eval ``generate_until``).
+
+        See :func:`~harness.models.causal_generate.generate_greedy` for the exact rules; batches of
+        ``batch_size`` prompts, longest first.
+
+        Returns
+        -------
+        list of str
+            One output per prompt, in prompt order, without the prompt and without the stop sequence.
+        """
+        return generate_greedy(self.model, self.tokenizer, list(prompts), stop=list(stop),
+                               max_new_tokens=max_new_tokens, max_length=self.max_length,
+                               batch_size=self.batch_size)

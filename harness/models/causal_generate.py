@@ -1,0 +1,116 @@
+"""Batched greedy generation with left padding and a KV cache, as lm-eval 0.4.13's ``HFLM.generate_until``.
+
+Source: ``lm_eval/models/huggingface.py`` (``generate_until``, ``tok_batch_encode``, ``_model_generate``) and
+``lm_eval/models/utils.py`` (``handle_stop_sequences``, ``postprocess_generated_text``).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from harness.errors import ModelError
+
+__all__ = ["generate_greedy", "cut_at_stop"]
+
+logger = logging.getLogger(__name__)
+
+
+def cut_at_stop(text: str, stop: list[str]) -> str:
+    """``text`` up to the first occurrence of any non-empty stop sequence (lm-eval
+    ``postprocess_generated_text``).
+
+    >>> cut_at_stop("42\\n\\nQuestion: next", ["Question:", "\\n\\n"])
+    '42'
+    """
+    for term in stop:
+        if term:
+            text = text.split(term)[0]
+    return text
+
+
+def _left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        if r:
+            ids[i, width - len(r):] = torch.tensor(r)
+            mask[i, width - len(r):] = 1
+    return ids, mask
+
+
+def _eos_ids(model, tokenizer) -> list[int]:
+    """The model's generation-config EOS ids plus the tokenizer's EOS id (lm-eval stops at both)."""
+    ids = getattr(model.generation_config, "eos_token_id", None)
+    ids = [] if ids is None else ([ids] if isinstance(ids, int) else list(ids))
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(tokenizer.eos_token_id)
+    return ids
+
+
+@torch.inference_mode()
+def generate_greedy(model, tokenizer, prompts: list[str], *, stop: list[str], max_new_tokens: int,
+                    max_length: int, batch_size: int) -> list[str]:
+    """Greedy continuations of ``prompts`` (lm-eval ``generate_until`` with ``do_sample=False``).
+
+    Rules, as lm-eval: prompts are encoded with the tokenizer's default special tokens, none when the prompt
+    starts with the tokenizer's BOS text (checked per prompt; lm-eval checks the batch's first prompt only);
+    each prompt is left-truncated to ``max_length - max_new_tokens`` tokens; batches are left-padded (attention
+    mask, positions from the mask) and decoded with ``model.generate`` (KV cache, ``do_sample=False``,
+    ``max_new_tokens``), stopping a row at an EOS id or, through transformers' ``stop_strings``, once a stop
+    sequence appears; the new tokens are decoded with ``skip_special_tokens=True`` and cut at the first stop
+    sequence or the EOS text.
+
+    Parameters
+    ----------
+    model, tokenizer
+        A loaded causal LM and its tokenizer (with a pad token).
+    prompts : list of str
+    stop : list of str
+        Stop sequences (may be empty).
+    max_new_tokens : int
+        Most tokens generated per prompt (>= 1).
+    max_length : int
+        The model's input length in tokens.
+    batch_size : int
+        Prompts per ``generate`` call, longest first.
+
+    Returns
+    -------
+    list of str
+        In prompt order.
+
+    Raises
+    ------
+    ModelError
+        If ``max_new_tokens < 1`` or ``max_new_tokens >= max_length``.
+    """
+    if not 1 <= max_new_tokens < max_length:
+        raise ModelError(f"max_new_tokens must be in [1, {max_length - 1}] (below the model's {max_length} "
+                         f"positions); got {max_new_tokens}")
+    bos = tokenizer.bos_token
+    encoded = [tokenizer.encode(p, **({"add_special_tokens": False} if bos and p.startswith(bos) else {}))
+               for p in prompts]
+    budget = max_length - max_new_tokens
+    if any(len(e) > budget for e in encoded):
+        logger.warning("prompts longer than %d tokens are left-truncated (model length %d - max_new_tokens %d)",
+                       budget, max_length, max_new_tokens)
+    encoded = [e[-budget:] for e in encoded]
+    eos_text = tokenizer.decode(tokenizer.eos_token_id, skip_special_tokens=False) \
+        if tokenizer.eos_token_id is not None else None
+    until = list(stop) + ([eos_text] if eos_text and eos_text not in stop else [])
+    order = sorted(range(len(prompts)), key=lambda i: (-len(encoded[i]), i))
+    device = next(model.parameters()).device
+    out: list[str | None] = [None] * len(prompts)
+    for start in range(0, len(order), batch_size):
+        batch = order[start:start + batch_size]
+        ids, mask = _left_pad([encoded[i] for i in batch], tokenizer.pad_token_id)
+        kwargs = dict(stop_strings=[s for s in stop if s], tokenizer=tokenizer) if any(stop) else {}
+        gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
+                             num_beams=1, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                             eos_token_id=_eos_ids(model, tokenizer), use_cache=True, **kwargs)
+        for i, row in zip(batch, gen[:, ids.shape[1]:].tolist()):
+            out[i] = cut_at_stop(tokenizer.decode(row, skip_special_tokens=True), until)
+    return out  # type: ignore[return-value]

@@ -1,0 +1,138 @@
+"""CausalLMScorer against an independent plain-torch reference on tiny GPT-2 and Llama models (fp32): per-request
+log-likelihoods, batch-size invariance, left truncation, rolling windows, greedy generation vs model.generate."""
+
+from __future__ import annotations
+
+import logging
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from _causal import byte_bpe, reference_loglik, tiny_causal
+from harness.models.causal import CausalLMScorer, ensure_pad_token
+from harness.models.causal_generate import cut_at_stop
+from harness.models.causal_windows import model_input, rolling_windows
+
+STYLES = ["gpt2", "llama"]
+REQUESTS = [
+    ("Question: Which is a source of energy for plants?\nAnswer:", " sunlight"),
+    ("Question: Which is a source of energy for plants?\nAnswer:", " the rock"),
+    ("Question: Which is a source of energy for plants?\nAnswer:", " a"),  # shares the context: KV cache path
+    ("Question: Is the sky blue?\nAnswer:", " no"),
+    ("Question: Is the sky blue?\nAnswer: ", "yes"),  # trailing space moves to the continuation
+    ("Plants need water", ", air and light to grow."),
+    ("", "Water boils"),  # empty context: the prefix token conditions it
+    ("The quick brown fox jumps over the lazy dog. " * 8, " Water"),  # longer than 64 tokens: left truncation
+]
+TEXTS = ["The quick brown fox jumps over the lazy dog. " * 6, "Plants need water.", "Students measured " * 30]
+
+
+@pytest.fixture(scope="module", params=STYLES)
+def pair(request):
+    tok = byte_bpe(request.param)
+    return tiny_causal(request.param, tok, seed=1), tok
+
+
+def test_loglikelihood_matches_reference_at_every_batch_size(pair):
+    model, tok = pair
+    results = [CausalLMScorer(model, tok, batch_tokens=bt, batch_size=bs, share_context=share).loglikelihood(REQUESTS)
+               for bt, bs, share in [(1, 1, False), (200, 3, True), (10_000, 64, False), (10_000, 64, True)]]
+    scorer = CausalLMScorer(model, tok)
+    ref = [reference_loglik(model, *scorer.encode_pair(c, x), scorer.max_length) for c, x in REQUESTS]
+    for res in results:
+        assert res.loglik.dtype == np.float64 and res.is_greedy.dtype == bool and res.n_tokens.dtype == np.int64
+        np.testing.assert_allclose(res.loglik, [r[0] for r in ref], atol=1e-4, rtol=0)
+        assert res.is_greedy.tolist() == [r[1] for r in ref]
+        assert res.n_tokens.tolist() == [len(scorer.encode_pair(c, x)[1]) for c, x in REQUESTS]
+    np.testing.assert_allclose(results[0].loglik, results[2].loglik, atol=1e-5, rtol=0)
+
+
+def test_encode_pair_moves_trailing_whitespace_and_splits_the_whole_encoding(pair):
+    model, tok = pair
+    s = CausalLMScorer(model, tok)
+    ctx, cont = s.encode_pair("Question: Is it?\nAnswer: ", "yes")
+    assert ctx == s.encode("Question: Is it?\nAnswer:")
+    assert cont == s.encode("Question: Is it?\nAnswer: yes")[len(ctx):]
+    assert s.encode_pair("", "Water")[0] == [s.prefix_token_id]
+    # a text that starts with the prefix token's text gets no extra special tokens
+    assert s.encode(tok.decode(s.prefix_token_id) + "Water")[:2] != [s.prefix_token_id] * 2
+
+
+def test_empty_continuation_is_an_error(pair):
+    with pytest.raises(ValueError, match="encodes to no tokens"):
+        CausalLMScorer(*pair).loglikelihood([("Question:", "")])
+
+
+def test_rolling_matches_reference_windows_and_is_batch_invariant(pair):
+    model, tok = pair
+    s = CausalLMScorer(model, tok, batch_tokens=100)
+    for window, stride in [(None, None), (16, None), (16, 5)]:
+        ll, n = s.loglikelihood_rolling(TEXTS, max_length=window, stride=stride)
+        L = window or s.max_length
+        for i, text in enumerate(TEXTS):
+            tokens = s.encode(text)
+            ref = sum(reference_loglik(model, c, x, L)[0] for c, x in rolling_windows(tokens, s.prefix_token_id, L,
+                                                                                        stride))
+            assert n[i] == len(tokens)
+            assert ll[i] == pytest.approx(ref, abs=1e-4)
+        ll_big, _ = CausalLMScorer(model, tok, batch_tokens=10**6).loglikelihood_rolling(TEXTS, window, stride)
+        np.testing.assert_allclose(ll, ll_big, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="exceeds the model's"):
+        s.loglikelihood_rolling(TEXTS, max_length=s.max_length + 1)
+
+
+def test_rolling_windows_cover_every_token_once_within_the_length():
+    rng = random.Random(0)
+    for _ in range(200):
+        tokens = list(range(1, rng.randint(0, 60)))
+        L = rng.randint(1, 20)
+        stride = rng.choice([None, rng.randint(1, L)])
+        windows = rolling_windows(tokens, 0, L, stride)
+        assert [t for _, c in windows for t in c] == tokens
+        for ctx, cont in windows:
+            assert len(ctx) + len(cont) - 1 <= L and ctx
+            assert model_input(ctx, cont, L) == (ctx + cont)[:-1]
+    with pytest.raises(ValueError, match="stride"):
+        rolling_windows([1, 2], 0, 4, stride=5)
+
+
+def _one_at_a_time(model, tok, prompt, stop, max_new_tokens):
+    ids = torch.tensor([tok.encode(prompt)])
+    with torch.no_grad():
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=max_new_tokens,
+                             pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    return cut_at_stop(tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True), stop + [tok.eos_token])
+
+
+PROMPTS = ["Question: Is the sky blue?\nAnswer:", "The", "Plants need water, air and", "Students measured the mass"]
+
+
+@pytest.mark.parametrize("stop", [[], ["\n", "."], ["e"]])
+def test_generation_is_batch_invariant_and_equals_generate_one_prompt_at_a_time(pair, stop):
+    model, tok = pair
+    outs = [CausalLMScorer(model, tok, batch_size=bs).generate_until(PROMPTS, stop=stop, max_new_tokens=12)
+            for bs in (1, 2, 4)]
+    assert outs[0] == outs[1] == outs[2]
+    assert outs[0] == [_one_at_a_time(model, tok, p, stop, 12) for p in PROMPTS]
+    assert not any(s in o for o in outs[0] for s in stop)
+
+
+def test_generation_rejects_max_new_tokens_beyond_the_model(pair):
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        CausalLMScorer(*pair).generate_until(["x"], stop=[], max_new_tokens=64)
+
+
+def test_missing_pad_token_uses_eos_with_a_note(caplog):
+    tok = byte_bpe("gpt2")
+    assert tok.pad_token_id is None
+    with caplog.at_level(logging.INFO, logger="harness.models.causal"):
+        ensure_pad_token(tok)
+    assert tok.pad_token_id == tok.eos_token_id and "no pad token" in caplog.text
+
+
+def test_model_input_truncates_left_and_rejects_long_continuations():
+    assert model_input([1, 2, 3], [4, 5], 3) == [2, 3, 4]
+    with pytest.raises(ValueError, match="does not fit"):
+        model_input([1], [2, 3, 4], 2)

@@ -1,0 +1,109 @@
+"""The language-model task spec (strict, field paths in errors) and reading choices/gold out of rows."""
+
+from __future__ import annotations
+
+import doctest
+
+import pytest
+from pydantic import TypeAdapter, ValidationError
+
+from harness.data import lm_rows
+from harness.data.lm_rows import field_value, row_choices, row_gold, task_columns
+from harness.errors import DataError
+from harness.spec import lm
+from harness.spec.lm import ChoicesSpec, GoldSpec, LMTask
+
+TASK = TypeAdapter(LMTask)
+ARC = {"kind": "multiple_choice", "prompt": {"template": "Question: {{question}}\nAnswer:"},
+       "choices": {"field": "choices.text"}, "gold": {"label": "answerKey", "labels": "choices.label"}}
+BOOLQ = {"kind": "multiple_choice", "prompt": {"template": "{{passage}}\nQuestion: {{question}}?\nAnswer:"},
+         "choices": {"fixed": ["no", "yes"]}, "gold": {"index": "answer"}}
+GSM8K = {"kind": "generation", "prompt": {"template": "Question: {{question}}\nAnswer:",
+                                          "fewshot": {"k": 5, "split": "train"}},
+         "gold": {"text": "answer"}, "stop": ["Question:"], "max_new_tokens": 256,
+         "answer_regex": "#### (\\-?[0-9\\.\\,]+)", "metrics": ["exact_match", "numeric_match"],
+         "normalize": {"ignore_case": True, "regexes_to_ignore": [",", "\\$", "(?s).*#### ", "\\.$"]}}
+PPL = {"kind": "perplexity", "text": "passage", "max_length": 512, "stride": 256}
+ARC_ROW = {"question": "Which is a gas?", "answerKey": "2",
+           "choices": {"text": ["rock", "steam", "ice"], "label": ["1", "2", "3"]}}
+
+
+def errors(doc):
+    with pytest.raises(ValidationError) as e:
+        TASK.validate_python(doc)
+    return [(".".join(str(p) for p in err["loc"]), err["msg"]) for err in e.value.errors()]
+
+
+def test_valid_tasks_parse_with_defaults():
+    arc, boolq, gsm, ppl = (TASK.validate_python(d) for d in (ARC, BOOLQ, GSM8K, PPL))
+    assert arc.prompt.target_delimiter == " " and arc.prompt.fewshot_delimiter == "\n\n"
+    assert arc.metrics == ["acc", "acc_norm"] and not arc.prompt.chat
+    assert gsm.prompt.fewshot.seed == 1234 and gsm.normalize.ignore_case
+    assert ppl.stride == 256 and "bits_per_byte" in ppl.metrics
+
+
+@pytest.mark.parametrize("doc, path, msg", [
+    ({**ARC, "extra": 1}, "multiple_choice.extra", "Extra inputs"),
+    ({**ARC, "prompt": {"template": "Question: {question}"}}, "multiple_choice.prompt.template", "{{ question }}"),
+    ({**ARC, "prompt": {"template": "{{ question "}}, "multiple_choice.prompt.template", "not valid Jinja2"),
+    ({**ARC, "choices": {}}, "multiple_choice.choices", "exactly one of field, fields, fixed; got none"),
+    ({**ARC, "choices": {"fixed": ["no"]}}, "multiple_choice.choices.fixed", "at least 2"),
+    ({**ARC, "choices": {"fixed": ["no", "no"]}}, "multiple_choice.choices.fixed", "unique"),
+    ({**ARC, "gold": {"index": "a", "text": "b"}}, "multiple_choice.gold", "exactly one of index, label, text"),
+    ({**ARC, "gold": {"label": "answerKey"}}, "multiple_choice.gold", "needs gold.labels"),
+    ({**ARC, "metrics": ["exact_match"]}, "multiple_choice.metrics", "unknown multiple_choice metric"),
+    ({k: v for k, v in GSM8K.items() if k != "max_new_tokens"}, "generation.max_new_tokens", "Field required"),
+    ({**GSM8K, "gold": {"index": "label"}}, "generation", "gold is a text column"),
+    ({**GSM8K, "stop": [""]}, "generation.stop", "non-empty"),
+    ({**GSM8K, "answer_regex": "(("}, "generation.answer_regex", "not a valid regular expression"),
+    ({**GSM8K, "normalize": {"regexes_to_ignore": ["["]}}, "generation.normalize.regexes_to_ignore",
+     "regexes_to_ignore[0]"),
+    ({**GSM8K, "prompt": {"template": "x", "fewshot": {"k": 0, "split": "train"}}},
+     "generation.prompt.fewshot.k", "greater than or equal to 1"),
+    ({**PPL, "stride": 1024}, "perplexity", "stride (1024) must be at most max_length (512)"),
+    ({**PPL, "text": "a..b"}, "perplexity.text", "field path"),
+    ({**PPL, "kind": "classify"}, "", "does not match any of the expected tags"),
+])
+def test_bad_task_specs_fail_with_the_field_path(doc, path, msg):
+    errs = errors(doc)
+    assert any(p == path and msg in m for p, m in errs), errs
+
+
+def test_choices_and_gold_from_rows():
+    arc = TASK.validate_python(ARC)
+    choices = row_choices(ARC_ROW, arc.choices)
+    assert choices == ["rock", "steam", "ice"] and row_gold(ARC_ROW, arc.gold, choices) == 1
+    boolq = TASK.validate_python(BOOLQ)
+    assert row_gold({"answer": True}, boolq.gold, row_choices({}, boolq.choices)) == 1
+    cols = ChoicesSpec(fields=["A", "B"])
+    assert row_choices({"A": "x", "B": "y"}, cols) == ["x", "y"]
+    assert row_gold({"t": "y"}, GoldSpec(text="t"), ["x", "y"]) == 1
+    assert row_gold({"t": "#### 4"}, GoldSpec(text="t"), None) == "#### 4"
+
+
+@pytest.mark.parametrize("row, choices, gold, msg", [
+    ({"c": []}, ChoicesSpec(field="c"), None, "non-empty list"),
+    ({"c": "abc"}, ChoicesSpec(field="c"), None, "non-empty list"),
+    ({"d": ["x"]}, ChoicesSpec(field="c"), None, "no field 'c'"),
+    ({"c": ["x", "y"], "g": 2}, ChoicesSpec(field="c"), GoldSpec(index="g"), "not a position"),
+    ({"c": ["x", "y"], "g": "z"}, ChoicesSpec(field="c"), GoldSpec(text="g"), "not one of the row's choices"),
+    ({"c": ["x", "y"], "k": "E", "l": ["A", "B"]}, ChoicesSpec(field="c"), GoldSpec(label="k", labels="l"),
+     "not in the label list"),
+])
+def test_bad_rows_raise_data_errors_naming_the_spec_field(row, choices, gold, msg):
+    with pytest.raises(DataError, match=msg) as e:
+        c = row_choices(row, choices)
+        row_gold(row, gold, c)
+    assert "task." in str(e.value)
+
+
+def test_task_columns_for_validate():
+    assert task_columns(TASK.validate_python(ARC)) == {"task.prompt.template": {"question"},
+                                                       "task.gold": {"answerKey", "choices"},
+                                                       "task.choices": {"choices"}}
+    assert task_columns(TASK.validate_python(GSM8K))["task.gold"] == {"answer"}
+    assert field_value({"a": {"b": 1}}, "a.b") == 1
+
+
+def test_doctests():
+    assert doctest.testmod(lm).failed == 0 and doctest.testmod(lm_rows).failed == 0
