@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from harness.models.scorer import Batch, Scorer
 from harness.records import Predictions, TokenizedSplit
 
-__all__ = ["default_batch_tokens", "make_batches", "pad_batch", "predict", "ClassifierRunner"]
+__all__ = ["default_batch_tokens", "make_batches", "pad_batch", "predict", "ClassifierRunner", "LMRunner"]
 
 log = logging.getLogger(__name__)
 
@@ -180,3 +180,39 @@ class ClassifierRunner:
         after scoring, since a first-batch fallback to padded batches changes it."""
         return {"columns": None if self.columns is None else self.columns.tolist(),
                 "packed": getattr(self.scorer, "packing_mode", None) or False, "compiled": self.compiled}
+
+
+@dataclass(frozen=True)
+class LMRunner:
+    """Serves the language-model request kinds with a :class:`harness.models.causal.CausalLMScorer` (lm-eval
+    0.4.13 ``HFLM`` semantics: context/continuation split, rolling windows, greedy generation with stop
+    sequences).
+
+    ``run`` returns, per request kind: ``loglikelihood`` -> ``loglik`` float64 and ``is_greedy`` float64, one per
+    (context, continuation) request; ``loglikelihood_rolling`` -> ``loglik`` and ``tokens`` float64, one per
+    document; ``generate_until`` -> ``output`` str, one per prompt.
+    """
+
+    scorer: Any
+    progress: bool = False
+
+    def run(self, prepared: Any, *, point: str, alpha: float | None = None) -> dict[str, np.ndarray]:
+        """Outputs for one prepared split (see the class docstring)."""
+        kind, reqs = prepared.kind, prepared.requests
+        log.info("%s %s: %d %s requests", point, prepared.ref.key, len(reqs), kind)
+        if kind == "loglikelihood":
+            res = self.scorer.loglikelihood(reqs)
+            return {"loglik": np.asarray(res.loglik, np.float64), "is_greedy": np.asarray(res.is_greedy, np.float64)}
+        if kind == "loglikelihood_rolling":
+            ll, tokens = self.scorer.loglikelihood_rolling(reqs, max_length=prepared.info.get("max_length"),
+                                                           stride=prepared.info.get("stride"))
+            return {"loglik": np.asarray(ll, np.float64), "tokens": np.asarray(tokens, np.float64)}
+        if kind == "generate_until":
+            texts = self.scorer.generate_until(reqs, stop=list(prepared.info["stop"]),
+                                               max_new_tokens=int(prepared.info["max_new_tokens"]))
+            return {"output": np.array(texts, dtype=str)}
+        raise ValueError(f"LMRunner cannot serve requests of kind {kind!r}")
+
+    def store_extra(self) -> dict[str, Any]:
+        """What besides the model and the requests can change the outputs: the model input length."""
+        return {"runner": "lm", "max_length": int(self.scorer.max_length)}

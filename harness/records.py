@@ -158,7 +158,7 @@ class Predictions:
       continuation of the context (NaN past a row's last choice), ``choice_len`` float64 (n, max_choices) the
       choice's length in characters (0 past the last choice), ``is_greedy`` float64 (n, max_choices);
     * ``generation``: ``output`` str (n,) and one float64 (n,) column per match metric;
-    * ``perplexity``: ``loglik``, ``tokens``, ``words``, ``bytes`` float64 (n,).
+    * ``perplexity``: ``doc_loglik``, ``tokens``, ``words``, ``bytes`` float64 (n,).
 
     ``labels`` is int64 of shape (n,): the gold class or choice index (0 for tasks without one). Passing a bare
     array as ``outputs`` means classification logits (``{"logits": array}``).

@@ -5,7 +5,11 @@ Any stage may import this module (like :mod:`harness.records`); it imports no to
 
 predictions.parquet columns: ``point`` (str, point id; output-ensemble rows are not stored, they derive from
 base and adapted), ``alpha`` (float64, NaN for none), ``suite``, ``split`` (str), ``example_id``, ``source_id``
-(str), ``label`` (int64), ``logits`` (list<float32>, length n_classes).
+(str), ``label`` (int64), then the task's per-example columns (:class:`harness.records.Predictions`):
+classification ``logits`` (list<float32>, length n_classes); multiple choice ``loglik``, ``is_greedy``,
+``choice_len``, ``choice_bytes`` (list<float64>, length of the split's most choices, NaN/0 past a row's last);
+generation ``output``, ``answer`` (str) and one float64 per match metric; perplexity ``doc_loglik``, ``tokens``,
+``words``, ``bytes`` (float64). A row holds nulls in the columns of other suites' tasks.
 """
 
 from __future__ import annotations
@@ -66,7 +70,7 @@ def write_predictions(run_dir: str | Path, preds: Iterable[Predictions]) -> Path
     """Write predictions.parquet from :class:`Predictions` records (one row per point, split and example)."""
     tables = []
     for p in preds:
-        n, c = p.logits.shape
+        n = p.n
         tables.append(pa.table({
             "point": pa.array([p.point] * n, pa.string()),
             "alpha": pa.array(np.full(n, np.nan if p.alpha is None else p.alpha), pa.float64()),
@@ -75,8 +79,7 @@ def write_predictions(run_dir: str | Path, preds: Iterable[Predictions]) -> Path
             "example_id": pa.array(p.example_ids.astype(str), pa.string()),
             "source_id": pa.array(p.source_ids.astype(str), pa.string()),
             "label": pa.array(p.labels.astype(np.int64), pa.int64()),
-            "logits": pa.FixedSizeListArray.from_arrays(
-                pa.array(np.ascontiguousarray(p.logits, dtype=np.float32).reshape(-1), pa.float32()), c),
+            **{name: _column(name, values) for name, values in p.outputs.items()},
         }))
     target = Path(run_dir) / PREDICTIONS
     with atomic_path(target) as tmp:
@@ -85,6 +88,20 @@ def write_predictions(run_dir: str | Path, preds: Iterable[Predictions]) -> Path
         else:
             pq.write_table(pa.table({"point": pa.array([], pa.string())}), tmp)
     return target
+
+
+def _column(name: str, values: np.ndarray) -> pa.Array:
+    """One per-example column as an Arrow array: text as strings, 2-D numbers as fixed-size lists (float32 for
+    logits, as in wave 1; float64 otherwise), 1-D numbers as float64."""
+    values = np.asarray(values)
+    if values.dtype.kind in "US":
+        return pa.array(values.astype(str).tolist(), pa.string())
+    if values.ndim == 2 and name == "logits":
+        flat = pa.array(np.ascontiguousarray(values, dtype=np.float32).reshape(-1), pa.float32())
+        return pa.FixedSizeListArray.from_arrays(flat, values.shape[1])
+    if values.ndim == 2:  # variable-size lists: suites of one run may offer different numbers of choices
+        return pa.array([row.tolist() for row in np.asarray(values, dtype=np.float64)], pa.list_(pa.float64()))
+    return pa.array(values.astype(np.float64), pa.float64())
 
 
 def read_predictions(run_dir: str | Path) -> pd.DataFrame:
@@ -99,15 +116,29 @@ def read_predictions(run_dir: str | Path) -> pd.DataFrame:
                                      fix="re-run the sweep that wrote it")) from e
 
 
-def predictions_for(frame: pd.DataFrame, point: str, suite: str, split: str) -> tuple[np.ndarray, ...] | None:
-    """(example_ids, source_ids, labels int64 (n,), logits float32 (n, C)) of one point on one split, in stored
-    order; ``None`` if the run holds no such rows."""
+_KEY_COLUMNS = ("point", "alpha", "suite", "split", "example_id", "source_id", "label")
+
+
+def predictions_for(frame: pd.DataFrame, point: str, suite: str, split: str) -> tuple[Any, ...] | None:
+    """(example_ids, source_ids, labels int64 (n,), outputs) of one point on one split, in stored order;
+    ``None`` if the run holds no such rows. ``outputs`` maps each of the task's per-example columns to an array
+    (classification: ``logits`` float32 (n, C); see the module docstring for the other tasks)."""
     rows = frame[(frame["point"] == point) & (frame["suite"] == suite) & (frame["split"] == split)]
     if rows.empty:
         return None
-    logits = np.stack(rows["logits"].to_numpy()).astype(np.float32)
+    outputs: dict[str, np.ndarray] = {}
+    for name in rows.columns:
+        if name in _KEY_COLUMNS or rows[name].isna().all():
+            continue
+        col = rows[name].to_numpy()
+        if isinstance(col[0], (np.ndarray, list)):
+            outputs[name] = np.stack([np.asarray(v) for v in col]).astype(np.float32 if name == "logits" else np.float64)
+        elif isinstance(col[0], str):
+            outputs[name] = col.astype(str)
+        else:
+            outputs[name] = col.astype(np.float64)
     return (rows["example_id"].to_numpy(str), rows["source_id"].to_numpy(str),
-            rows["label"].to_numpy(np.int64), logits)
+            rows["label"].to_numpy(np.int64), outputs)
 
 
 def per_alpha_frame(summary: Summary) -> pd.DataFrame:

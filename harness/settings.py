@@ -157,7 +157,9 @@ class Settings:
     budget: int = _opt(6, "maximum evaluations of the adaptive alpha search", commands=_SWEEP, ge=3)
     select: Literal["max-shift-within-id", "weighted", "id-only"] = _opt(
         "max-shift-within-id", "alpha-selection policy", commands=_SWEEP)
-    select_metric: str = _opt("accuracy", "metric used to select alpha", commands=_SWEEP)
+    select_metric: str | None = _opt(None, "metric used to select alpha on every suite; default: each suite's own "
+                                           "(accuracy, acc_norm, its first generation metric, bits_per_byte)",
+                                     commands=_SWEEP)
     tolerance: float = _opt(0.01, "ID tolerance for max-shift-within-id (a fraction)", commands=_SWEEP,
                             ge=0.0, le=1.0)
     weight: float = _opt(0.5, "ID weight w for 'weighted'", commands=_SWEEP, ge=0.0, le=1.0)

@@ -48,8 +48,9 @@ _EPS = 1e-9
 
 @dataclass(frozen=True)
 class SelectionPolicy:
-    """How to choose alpha: ``name`` in :data:`POLICIES`, the selection ``metric``, the ID ``tolerance`` (a
-    fraction, for max-shift-within-id) and the ID ``weight`` w in [0, 1] (for weighted).
+    """How to choose alpha: ``name`` in :data:`POLICIES`, the selection ``metric`` (``None``: each suite's own,
+    :attr:`harness.spec.schema.Suite.selection_metric`), the ID ``tolerance`` (a fraction, for
+    max-shift-within-id) and the ID ``weight`` w in [0, 1] (for weighted).
 
     Raises
     ------
@@ -58,7 +59,7 @@ class SelectionPolicy:
     """
 
     name: str = "max-shift-within-id"
-    metric: str = "accuracy"
+    metric: str | None = None
     tolerance: float = 0.01
     weight: float = 0.5
 

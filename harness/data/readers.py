@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from harness.data.lm_rows import task_columns
 from harness.data.splits import assign_fraction_splits
 from harness.data.vader import read_vader_domain
 from harness.errors import DataError, SpecError, format_error
@@ -199,11 +200,21 @@ def _read_builtin(source: BuiltinSource) -> tuple[pd.DataFrame, list[str], str]:
     return table, df["example_id"].tolist(), f"built-in {source.name}/{source.domain}"
 
 
-def _missing_columns(suite: Suite, table: pd.DataFrame, where: str) -> None:
+def _wanted_columns(suite: Suite) -> dict[str, str]:
+    """Spec field path -> a column it reads (language-model tasks: the template's fields, choices and gold)."""
     src = suite.source
-    wanted = {"text": suite.text, "text_pair": suite.text_pair, "label": suite.label, "id_column": suite.id_column,
-              "source.document_key": src.document_key if src is not None else None}
-    missing = {field: col for field, col in wanted.items() if col is not None and col not in table.columns}
+    wanted = {"id_column": suite.id_column, "source.document_key": src.document_key if src is not None else None}
+    if suite.task_name == "classification":
+        wanted |= {"text": suite.text, "text_pair": suite.text_pair, "label": suite.label}
+    else:
+        for path, cols in task_columns(suite.task).items():
+            for i, col in enumerate(sorted(cols)):
+                wanted[path if len(cols) == 1 else f"{path} ({i + 1})"] = col
+    return {k: v for k, v in wanted.items() if v is not None}
+
+
+def _missing_columns(suite: Suite, table: pd.DataFrame, where: str) -> None:
+    missing = {field: col for field, col in _wanted_columns(suite).items() if col not in table.columns}
     if missing:
         present = [c for c in table.columns if not str(c).startswith("__harness_")]
         raise DataError(format_error(

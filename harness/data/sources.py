@@ -14,6 +14,7 @@ from 0 in each file (as strings), prefixed with ``<file stem>:`` when the source
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -130,6 +131,31 @@ def _as_text(values: Sequence[Any]) -> list[str]:
     return [v if isinstance(v, str) else str(v) for v in values]
 
 
+def _plain(v: Any) -> Any:
+    """A cell as plain JSON data: numpy scalars and arrays to Python, NaN to null (nested values included)."""
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return [_plain(x) for x in v]
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and not np.isfinite(v):
+        return None
+    return v
+
+
+def lm_row_json(rows: pd.DataFrame) -> list[str]:
+    """Each row's own columns (not the harness's) as canonical JSON: what a language-model task reads (the
+    ``row`` column of its split frame)."""
+    cols = [c for c in rows.columns if not str(c).startswith("__harness_")]
+    return [json.dumps({c: _plain(v) for c, v in zip(cols, values)}, sort_keys=True, ensure_ascii=False)
+            for values in rows[cols].itertuples(index=False, name=None)]
+
+
+def _lm_columns(suite: Suite, rows: pd.DataFrame) -> dict[str, list]:
+    return {"example_id": rows[ID_COL].tolist(), "source_id": rows[DOC_COL].tolist(), "row": lm_row_json(rows)}
+
+
 def _build_split(suite: Suite, spec: SplitSpec, table: pd.DataFrame, where: str) -> SplitData:
     rows = _apply_where(table, spec, suite, where)
     n_where = len(rows)
@@ -141,10 +167,12 @@ def _build_split(suite: Suite, spec: SplitSpec, table: pd.DataFrame, where: str)
     dropped = rows[DROP_COL].notna().to_numpy()
     reasons.update(rows.loc[dropped, DROP_COL].tolist())
     rows = rows.loc[~dropped]
-    rows = _handle_missing_text(suite, spec, rows, where, reasons)
-    labels, bad = _label_indices(rows[suite.label].tolist(), suite)
-    if bad:
-        raise _label_error(suite, spec, rows, bad, where)
+    lm = suite.task_name != "classification"
+    if not lm:
+        rows = _handle_missing_text(suite, spec, rows, where, reasons)
+        labels, bad = _label_indices(rows[suite.label].tolist(), suite)
+        if bad:
+            raise _label_error(suite, spec, rows, bad, where)
     dup = rows[ID_COL].duplicated(keep=False).to_numpy()
     if dup.any():
         raise DataError(format_error(
@@ -152,10 +180,13 @@ def _build_split(suite: Suite, spec: SplitSpec, table: pd.DataFrame, where: str)
             f"{'column ' + repr(suite.id_column) if suite.id_column else 'row numbers'} of {where}",
             got=f"repeated ids {first_values(sorted(set(rows[ID_COL].to_numpy()[dup].tolist())))}",
             fix="set id_column to a column of unique ids, or remove id_column to number the rows"))
-    cols = {"example_id": rows[ID_COL].tolist(), "source_id": rows[DOC_COL].tolist(),
-            "text": _as_text(rows[suite.text].tolist())}
-    if suite.text_pair is not None:
-        cols["text_pair"] = _as_text(rows[suite.text_pair].tolist())
+    if lm:  # the task reads prompt, choices and gold from the row; the gold index is found when it prepares
+        cols, labels = _lm_columns(suite, rows), np.zeros(len(rows), dtype=np.int64)
+    else:
+        cols = {"example_id": rows[ID_COL].tolist(), "source_id": rows[DOC_COL].tolist(),
+                "text": _as_text(rows[suite.text].tolist())}
+        if suite.text_pair is not None:
+            cols["text_pair"] = _as_text(rows[suite.text_pair].tolist())
     frame = pd.DataFrame({k: pd.Series(v, dtype=object) for k, v in cols.items()})
     frame["label"] = labels
     if spec.max_examples is not None:

@@ -168,7 +168,7 @@ def rows_fingerprint(suite: Suite, split: str, frame: pd.DataFrame, *, extra: st
     """
     h = hashlib.sha256()
     h.update(json.dumps({"spec": spec_hash(suite), "split": split, "extra": extra}, sort_keys=True).encode())
-    cols = [c for c in ("example_id", "source_id", "text", "text_pair", "label") if c in frame.columns]
+    cols = [c for c in ("example_id", "source_id", "text", "text_pair", "row", "label") if c in frame.columns]
     h.update(json.dumps(cols).encode())
     for row in zip(*(frame[c].tolist() for c in cols)):
         h.update(b"\n")

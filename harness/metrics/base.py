@@ -75,11 +75,10 @@ def outputs_finite(outputs: Outputs) -> bool:
     always finite."""
     if "logits" in outputs:
         return bool(np.isfinite(outputs["logits"]).all())
-    if "loglik" in outputs:
-        ll = outputs["loglik"]
-        if "choice_len" in outputs:
-            return bool(np.isfinite(ll[outputs["choice_len"] > 0]).all())
-        return bool(np.isfinite(ll).all())
+    if "loglik" in outputs and "choice_len" in outputs:
+        return bool(np.isfinite(outputs["loglik"][outputs["choice_len"] > 0]).all())
+    if "doc_loglik" in outputs:
+        return bool(np.isfinite(outputs["doc_loglik"]).all())
     return True
 
 
@@ -90,7 +89,7 @@ def n_columns(outputs: Outputs) -> int:
 
 #: Columns each task's records must hold for its metrics (generation: also the metric's own column).
 TASK_COLUMNS = {"classification": ("logits",), "multiple_choice": ("loglik", "choice_len"), "generation": (),
-                "perplexity": ("loglik", "words", "bytes")}
+                "perplexity": ("doc_loglik", "words", "bytes")}
 
 
 def missing_columns(spec: MetricSpec, outputs: Outputs) -> list[str]:

@@ -3,14 +3,15 @@
 Each reads the per-example columns its task writes (:mod:`harness.tasks`), so the cluster bootstrap, the paired
 gate and selection work on them exactly as on classification metrics.
 
-* ``multiple_choice`` (columns ``loglik`` and ``choice_len``, float64 (n, K), NaN/0 past a row's last choice):
+* ``multiple_choice`` (columns ``loglik``, ``choice_len`` and ``choice_bytes``, float64 (n, K), NaN/0 past a
+  row's last choice; ``acc_bytes`` divides by UTF-8 bytes as lm-eval does):
   ``acc`` = argmax of the summed log-likelihoods equals the gold index; ``acc_norm`` = argmax of log-likelihood
   divided by the choice's length in characters (lm-eval 0.4.13 ``ConfigurableTask.process_results``:
   ``np.argmax(lls / completion_len)`` with ``completion_len = len(choice)``). Ties go to the first choice, as
   ``np.argmax`` does in lm-eval.
 * ``generation`` (one float64 (n,) column per metric, 1.0 or 0.0, or the token F1 in [0, 1], computed by the task
   from the output text and the gold answer): the mean.
-* ``perplexity`` (columns ``loglik``, ``words``, ``bytes``, float64 (n,) per document): ratio estimators over
+* ``perplexity`` (columns ``doc_loglik``, ``words``, ``bytes``, float64 (n,) per document): ratio estimators over
   documents, as lm-eval's ``weighted_perplexity`` and ``bits_per_byte``: ``word_perplexity =
   exp(-sum loglik / sum words)``, ``byte_perplexity = exp(-sum loglik / sum bytes)``, ``bits_per_byte =
   -sum loglik / (sum bytes * ln 2)``. Resampling documents resamples numerator and denominator together.
@@ -32,9 +33,9 @@ __all__ = ["LM_METRICS", "GENERATION_METRICS", "choice_prediction"]
 GENERATION_METRICS = ("exact_match", "numeric_match", "contains", "f1")
 
 
-def choice_prediction(outputs: Outputs, normalise: bool = False) -> np.ndarray:
-    """The chosen choice index per example, int64 (n,): argmax of ``loglik`` (or ``loglik / choice_len``) over
-    each row's real choices.
+def choice_prediction(outputs: Outputs, normalise: bool | str = False) -> np.ndarray:
+    """The chosen choice index per example, int64 (n,): argmax of ``loglik`` (or, with ``normalise=True``,
+    ``loglik / choice_len``; with ``normalise="bytes"``, ``loglik / choice_bytes``) over each row's real choices.
 
     >>> ll = np.array([[-3.0, -2.0, np.nan], [-1.0, -9.0, -4.0]])
     >>> ln = np.array([[3.0, 1.0, 0.0], [1.0, 10.0, 2.0]])
@@ -45,7 +46,8 @@ def choice_prediction(outputs: Outputs, normalise: bool = False) -> np.ndarray:
     """
     ll, ln = outputs["loglik"], outputs["choice_len"]
     real = ln > 0
-    score = np.divide(ll, ln, out=np.full(ll.shape, -np.inf), where=real) if normalise else ll
+    den = outputs["choice_bytes"] if normalise == "bytes" else ln
+    score = np.divide(ll, den, out=np.full(ll.shape, -np.inf), where=real) if normalise else ll
     return np.where(real, score, -np.inf).argmax(axis=1)
 
 
@@ -55,6 +57,10 @@ def _acc_correct(labels: np.ndarray, outputs: Outputs) -> np.ndarray:
 
 def _acc_norm_correct(labels: np.ndarray, outputs: Outputs) -> np.ndarray:
     return choice_prediction(outputs, normalise=True) == labels
+
+
+def _acc_bytes_correct(labels: np.ndarray, outputs: Outputs) -> np.ndarray:
+    return choice_prediction(outputs, normalise="bytes") == labels
 
 
 def _share_stats(correct):
@@ -91,7 +97,7 @@ def _mean_value(sums: np.ndarray, c: int) -> np.ndarray:
 
 def _ratio_stats(denominator: str):
     def stats(labels: np.ndarray, outputs: Outputs) -> np.ndarray:
-        return np.stack([np.asarray(outputs["loglik"], np.float64),
+        return np.stack([np.asarray(outputs["doc_loglik"], np.float64),
                          np.asarray(outputs[denominator], np.float64)], axis=1)
 
     stats.__name__ = stats.__qualname__ = f"loglik_per_{denominator}"
@@ -128,6 +134,10 @@ LM_METRICS: Mapping[str, MetricSpec] = MappingProxyType({
                            "as acc, log-likelihood divided by the choice's length in characters (lm-eval acc_norm)",
                            _share_stats(_acc_norm_correct), _mean_value, task="multiple_choice",
                            correct=_acc_norm_correct),
+    "acc_bytes": MetricSpec("acc_bytes", True, (0.0, 1.0),
+                            "as acc, log-likelihood divided by the choice's length in UTF-8 bytes (lm-eval acc_bytes)",
+                            _share_stats(_acc_bytes_correct), _mean_value, task="multiple_choice",
+                            correct=_acc_bytes_correct),
     **{name: MetricSpec(name, True, (0.0, 1.0), _GEN_DESCRIPTIONS[name], _column_stats(name), _mean_value,
                         task="generation", correct=None if name == "f1" else _column_correct(name))
        for name in GENERATION_METRICS},

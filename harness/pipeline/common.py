@@ -23,12 +23,13 @@ from harness.rundir import per_alpha_frame
 from harness.spec.load import load_suite, read_yaml, spec_hash
 from harness.store import ResultsStore, prediction_key
 from harness.tasks import task_for
+from harness.tasks.lm_common import split_rows
 from harness.spec.schema import Suite
 from harness.summary import BootstrapInfo, MetricEntry, SplitEntry, SuiteInfo, Summary
 
 __all__ = ["RunOptions", "LoadedSuites", "RunResult", "Scoring", "stage_timer", "load_suites", "prepare_splits",
            "build_manifest", "bootstrap_info", "classes_of", "maybe_report", "metrics_for", "nest_results",
-           "suite_infos"]
+           "suite_infos", "model_kind"]
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +40,42 @@ RunOptions = Settings
 
 @dataclass
 class LoadedSuites:
-    """Suites with their files and the splits to evaluate (``SplitData`` in suite, split order)."""
+    """Suites with their files, the splits to evaluate (``SplitData`` in suite, split order) and, per
+    language-model suite with a few-shot block, the rows of its few-shot split."""
 
     suites: list[tuple[Suite, Path | None]]
     splits: list[SplitData]
+    fewshot: dict[str, SplitData] = field(default_factory=dict)
+
+    @property
+    def model_kind(self) -> str:
+        """``classification`` (a sequence classifier scores every suite) or ``causal_lm`` (a language model)."""
+        return model_kind([s for s, _ in self.suites])
+
+    def suite(self, name: str) -> Suite:
+        """The run's suite called ``name``."""
+        return next(s for s, _ in self.suites if s.name == name)
+
+
+def model_kind(suites: list[Suite]) -> str:
+    """The kind of model a set of suites needs: ``classification`` or ``causal_lm``.
+
+    Raises
+    ------
+    SpecError
+        When classification suites and language-model suites are mixed (one model cannot serve both).
+    """
+    kinds = {"classification" if s.task_name == "classification" else "causal_lm" for s in suites}
+    if len(kinds) > 1:
+        names = {k: [s.name for s in suites if (s.task_name == "classification") == (k == "classification")]
+                 for k in kinds}
+        raise SpecError(format_error("classification suites and language-model suites cannot share a run",
+                                     got=f"classification: {names['classification']}; language-model tasks: "
+                                         f"{names['causal_lm']}",
+                                     fix="a sequence classifier scores classification suites and a causal "
+                                         "language model scores multiple_choice/generation/perplexity suites: "
+                                         "run them separately"))
+    return kinds.pop()
 
 
 @dataclass
@@ -139,7 +172,18 @@ def prepare_splits(suites: list[tuple[Suite, Path | None]], opts: RunOptions) ->
     if not splits:
         raise SpecError(format_error("the suites define no validation or test split to evaluate",
                                      fix="add splits with role validation or test"))
-    return LoadedSuites(suites=suites, splits=splits)
+    model_kind([s for s, _ in suites])
+    return LoadedSuites(suites=suites, splits=splits, fewshot=_fewshot_splits(suites, known))
+
+
+def _fewshot_splits(suites: list[tuple[Suite, Path | None]], known) -> dict[str, SplitData]:
+    """The few-shot split of every language-model suite whose prompt has a few-shot block."""
+    out: dict[str, SplitData] = {}
+    for suite, path in suites:
+        fs = getattr(getattr(suite.task, "prompt", None), "fewshot", None)
+        if fs is not None:
+            out[suite.name] = load_splits(suite, suite_path=path, split_names=[fs.split])[fs.split]
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ scoring --
@@ -158,11 +202,12 @@ class Scoring:
     ``Scoring`` serves the base's own head and the blends without any field being swapped.
     """
 
-    def __init__(self, tokenizer, splits: list[SplitData], suites: dict[str, Suite], opts: RunOptions,
-                 device_type: str) -> None:
-        self.opts, self.suites, self.device_type = opts, suites, device_type
-        self.tasks = {name: task_for(suite) for name, suite in suites.items()}
-        self.prepared = [self.tasks[sd.ref.suite].prepare(sd, tokenizer) for sd in splits]
+    def __init__(self, tokenizer, loaded: LoadedSuites, opts: RunOptions, device_type: str) -> None:
+        self.opts, self.device_type = opts, device_type
+        self.suites = {s.name: s for s, _ in loaded.suites}
+        pools = {name: split_rows(sd) for name, sd in loaded.fewshot.items()}
+        self.tasks = {name: task_for(suite, pools.get(name)) for name, suite in self.suites.items()}
+        self.prepared = [self.tasks[sd.ref.suite].prepare(sd, tokenizer) for sd in loaded.splits]
         self.store = ResultsStore() if opts.use_store else None  # compare with None: a store has a length
         self.n_computed = 0
 
@@ -258,7 +303,8 @@ def classes_of(loaded: LoadedSuites) -> list[str]:
 
 
 def _text_lookup(loaded: LoadedSuites):
-    frames = {(sd.ref.suite, sd.ref.split): sd.frame.set_index("example_id")["text"] for sd in loaded.splits}
+    frames = {(sd.ref.suite, sd.ref.split): sd.frame.set_index("example_id")["text" if "text" in sd.frame else "row"]
+              for sd in loaded.splits}
 
     def lookup(suite: str, split: str, example_ids) -> list[str]:
         s = frames.get((suite, split))

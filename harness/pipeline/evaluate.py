@@ -6,9 +6,10 @@ import logging
 from pathlib import Path
 
 import harness
-from harness.pipeline.common import (RunOptions, RunResult, Scoring, bootstrap_info, classes_of, maybe_report,
-                                     nest_results, suite_infos, build_manifest, load_suites, prepare_splits,
+from harness.pipeline.common import (LoadedSuites, RunOptions, RunResult, Scoring, bootstrap_info, classes_of,
+                                     maybe_report, nest_results, suite_infos, build_manifest, load_suites, prepare_splits,
                                      stage_timer)
+from harness.pipeline.runners import load_live, make_runner, make_scorer
 from harness.rundir import write_run
 from harness.spec.schema import Suite
 from harness.summary import PointEntry, Summary
@@ -24,7 +25,8 @@ def evaluate_model(model: str | Path, suites: list[str | Path] | list[Suite], *,
     Parameters
     ----------
     model : str or Path
-        A sequence-classification checkpoint folder or hub id.
+        A checkpoint folder or hub id: a sequence classifier for classification suites, a causal language model
+        for multiple_choice / generation / perplexity suites (:func:`harness.pipeline.common.model_kind`).
     suites : list
         Suite YAML files (or folders, or Suite objects).
     out : str or Path, default=None
@@ -42,25 +44,17 @@ def evaluate_model(model: str | Path, suites: list[str | Path] | list[Suite], *,
     HarnessError
         For bad specs, data, models or outputs (nothing is written to ``out`` then).
     """
-    # torch-backed stages, imported when a model is scored: `harness validate`, `gate` and `report` never load torch
-    from harness.models.load import align_labels, load_model
-    from harness.models.scorer import HFScorer
-    from harness.predict import ClassifierRunner
-
     timings: dict[str, float] = {}
     with stage_timer(timings, "data"):
         loaded = prepare_splits(load_suites(suites), options)
-        classes = classes_of(loaded)
+    kind = loaded.model_kind
     with stage_timer(timings, "load_model"):
-        live = load_model(model, dtype=options.dtype, device=options.device, allow_pickle=options.allow_pickle,
-                          trust_remote_code=options.trust_remote_code)
-        columns = align_labels(live.id2label, classes, options.label_map, where=str(model))
-    suites_by_name = {s.name: s for s, _ in loaded.suites}
+        live = load_live(model, kind, options)
+        columns = _label_columns(live, loaded, options, str(model)) if kind == "classification" else None
     with stage_timer(timings, "tokenize"):
-        scoring = Scoring(live.tokenizer, loaded.splits, suites_by_name, options, live.device.type)
-    scorer = HFScorer.from_settings(live.model, options)
-    runner = ClassifierRunner(scorer, pad_id=int(live.tokenizer.pad_token_id or 0), batch_tokens=options.batch_tokens,
-                              columns=columns, progress=options.progress, compiled=options.compile)
+        scoring = Scoring(live.tokenizer, loaded, options, live.device.type)
+    scorer = make_scorer(live, kind, options)
+    runner = make_runner(scorer, live, kind, options, columns=columns)
     try:
         with stage_timer(timings, "predict"):
             preds = scoring.score(runner, "model", None, live.fingerprint)
@@ -77,11 +71,18 @@ def evaluate_model(model: str | Path, suites: list[str | Path] | list[Suite], *,
         manifest = build_manifest(command="eval", argv=argv, loaded=loaded, opts=options, device=str(live.device),
                                   timings=timings, models={"model": {"source": str(model), "path": str(live.path),
                                                                      "fingerprint": live.fingerprint}},
-                                  extra={"packed_batches": scorer.packed,
-                                         "packed_attention": scorer.packing_mode,
+                                  extra={"model_kind": kind, "packed_batches": getattr(scorer, "packed", False),
+                                         "packed_attention": getattr(scorer, "packing_mode", None),
                                          "compiled": options.compile})
         res.run_dir = write_run(out, summary, list(preds.values()), manifest)
         maybe_report(res.run_dir, options, loaded)
     return res
 
 
+
+
+def _label_columns(live, loaded: LoadedSuites, options: RunOptions, where: str):
+    """The classifier's logit column of each suite class (classification runs)."""
+    from harness.models.load import align_labels  # torch: imported when a model is scored
+
+    return align_labels(live.id2label, classes_of(loaded), options.label_map, where=where)

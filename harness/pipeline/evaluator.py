@@ -16,6 +16,7 @@ import numpy as np
 
 from harness.errors import BlendError, ModelError, format_error
 from harness.pipeline.common import LoadedSuites, RunOptions, Scoring, classes_of, stage_timer
+from harness.pipeline.runners import load_live, make_runner, make_scorer
 from harness.records import PointResult, PointRole, point_id
 from harness.store import blend_fingerprint
 from harness.sweep import SelectionPolicy
@@ -83,43 +84,41 @@ class BlendEvaluator:
     def __init__(self, request: SweepRequest, loaded: LoadedSuites, timings: dict[str, float]) -> None:
         # torch-backed stages, imported when a sweep runs: `harness validate`, `gate` and `report` never load torch
         from harness.models.adapters import load_adapted
-        from harness.models.blend import BlendEngine
-        from harness.models.load import load_model
-        from harness.models.scorer import HFScorer
-        from harness.models.trunk import TrunkCache, frozen_depth
 
-        self.request, self.timings = request, timings
-        opts = request.options
-        trunk_budget = opts.trunk_cache_bytes
-        classes = classes_of(loaded)
+        self.request, self.timings, opts = request, timings, request.options
+        self.kind = loaded.model_kind
         with stage_timer(timings, "load_model"):
-            self.live = load_model(request.base, dtype=opts.dtype, device=opts.device, allow_pickle=opts.allow_pickle,
-                                   trust_remote_code=opts.trust_remote_code)
+            self.live = load_live(request.base, self.kind, opts)
             base_sd = {k: v.detach().to("cpu").clone() for k, v in self.live.model.state_dict().items()}
             self.adapted = load_adapted(self.live, request.adapted, allow_pickle=opts.allow_pickle,
                                         trust_remote_code=opts.trust_remote_code)
         self._check_pair()
-        self.blend_columns, self.base_columns = self._columns(classes)
+        self.blend_columns, self.base_columns = (self._columns(classes_of(loaded)) if self.kind == "classification"
+                                                 else (None, None))
         with stage_timer(timings, "tokenize"):
-            self.scoring = Scoring(self.live.tokenizer, loaded.splits, {s.name: s for s, _ in loaded.suites}, opts,
-                                   self.live.device.type)
-        self.scorer = HFScorer.from_settings(self.live.model, opts)
+            self.scoring = Scoring(self.live.tokenizer, loaded, opts, self.live.device.type)
+        self.scorer = make_scorer(self.live, self.kind, opts)
         self.own_head_runner = (self._runner(self.base_columns) if request.head == "adapted"
                                 and self.base_columns is not None else None)
         with stage_timer(timings, "blend_setup"):
-            self.engine = BlendEngine(self.live.model, base_sd, self.adapted.state_dict, head=request.head)
-            del base_sd  # the engine holds what it needs
-            frozen = frozen_depth(self.live.model, self.engine.changed_names()) if trunk_budget > 0 else 0
-            self.trunk = TrunkCache(self.live.model, frozen, trunk_budget) if frozen else None
+            self.engine, self.trunk = self._engine(base_sd)
         self.runner = self._runner(self.blend_columns, trunk=self.trunk)
 
-    def _runner(self, columns: np.ndarray | None, trunk: Any = None):
-        from harness.predict import ClassifierRunner  # torch (see __init__)
+    def _engine(self, base_sd: dict) -> tuple[Any, Any]:
+        """The blend engine (it takes ``base_sd``) and, for classifiers whose fine-tune left leading layers
+        frozen, the trunk cache that replays them."""
+        from harness.models.blend import BlendEngine  # torch (see __init__)
+        from harness.models.trunk import TrunkCache, frozen_depth
 
-        opts = self.request.options
-        return ClassifierRunner(self.scorer, pad_id=int(self.live.tokenizer.pad_token_id or 0),
-                                batch_tokens=opts.batch_tokens, columns=columns, progress=opts.progress, trunk=trunk,
-                                compiled=opts.compile)
+        engine = BlendEngine(self.live.model, base_sd, self.adapted.state_dict, head=self.request.head)
+        budget = self.request.options.trunk_cache_bytes
+        if self.kind != "classification" or budget <= 0:
+            return engine, None
+        frozen = frozen_depth(self.live.model, engine.changed_names())
+        return engine, (TrunkCache(self.live.model, frozen, budget) if frozen else None)
+
+    def _runner(self, columns: np.ndarray | None, trunk: Any = None):
+        return make_runner(self.scorer, self.live, self.kind, self.request.options, columns=columns, trunk=trunk)
 
     def _check_pair(self) -> None:
         adp, live = self.adapted, self.live
@@ -130,6 +129,8 @@ class BlendEvaluator:
                                           got=f"a tokenizer of {len(adp.tokenizer)} tokens",
                                           fix="blend models that share a tokenizer (a resized vocabulary cannot be "
                                               "interpolated)"))
+        if self.kind != "classification":
+            return
         b_names = [live.id2label[i] for i in sorted(live.id2label)]
         a_names = [adp.id2label[i] for i in sorted(adp.id2label)]
         generic = all(n.startswith("LABEL_") for n in b_names + a_names)
@@ -198,8 +199,10 @@ class BlendEvaluator:
     def manifest_extra(self) -> dict[str, Any]:
         """What this evaluator did that the manifest records (store use, packing, compile, trunk reuse)."""
         trunk = self.trunk
-        return {"store_computed_splits": self.scoring.n_computed, "packed_batches": self.scorer.packed,
-                "packed_attention": self.scorer.packing_mode, "compiled": self.request.options.compile,
+        return {"model_kind": self.kind, "store_computed_splits": self.scoring.n_computed,
+                "packed_batches": getattr(self.scorer, "packed", False),
+                "packed_attention": getattr(self.scorer, "packing_mode", None),
+                "compiled": self.request.options.compile,
                 "trunk_reuse": None if trunk is None else {
                     "frozen_layers": trunk.k, "replayed_passes": trunk.n_replayed,
                     "stored_gib": round(trunk.n_bytes / 2**30, 4)}}

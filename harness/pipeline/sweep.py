@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 def sweep_models(base: str | Path, adapted: str | Path, suites: list[str | Path] | list[Suite], *,
                  alphas: str | list[float] | None = None, select: str = "max-shift-within-id",
-                 select_metric: str = "accuracy", tolerance: float = 0.01, weight: float = 0.5,
+                 select_metric: str | None = None, tolerance: float = 0.01, weight: float = 0.5,
                  head: str = "shared", gate: str | Path | None = None, baseline: str | Path | None = None,
                  out: str | Path | None = None, options: RunOptions = RunOptions(), argv: list[str] | None = None,
                  command: str = "sweep", profile: str | None = None, notes: list[str] | None = None,
@@ -102,8 +102,9 @@ def _evaluate_and_select(evaluator: BlendEvaluator, loaded: LoadedSuites, timing
     request = evaluator.request
     refs = [sd.ref for sd in loaded.splits]
     own_head = evaluator.base_own_head()
+    metrics = selection_metrics(loaded, request.policy)
     points, selection, search = search_alphas(
-        evaluator.evaluate, request.alphas, lambda pts: select_points(pts, refs, request.policy),
+        evaluator.evaluate, request.alphas, lambda pts: select_points(pts, refs, request.policy, metrics),
         budget=request.budget)
     by_id = {p.id: p for p in points}
     base_id = "base" if request.head == "shared" else point_of(0.0, request.head)[0]
@@ -118,6 +119,21 @@ def _evaluate_and_select(evaluator: BlendEvaluator, loaded: LoadedSuites, timing
     evaluator.engine.apply(selection.chosen_alpha)
     return SweepResult(points=tuple(points), selection=selection, ensemble=ensemble, search=search,
                        own_head_base=own_head)
+
+
+def selection_metrics(loaded: LoadedSuites, policy: SelectionPolicy) -> dict[str, str]:
+    """Suite name -> the metric it selects alpha on: the policy's metric when one is set, else the suite's own."""
+    return {s.name: policy.metric or s.selection_metric for s, _ in loaded.suites}
+
+
+def selection_metric_name(loaded: LoadedSuites, policy: SelectionPolicy) -> str:
+    """The selection metric recorded in the summary: the policy's, the one all suites share, else the metric of
+    the ID suites (each suite's own metric is in ``suites`` of the summary)."""
+    metrics = selection_metrics(loaded, policy)
+    names = set(metrics.values())
+    if len(names) == 1:
+        return names.pop()
+    return next(metrics[s.name] for s, _ in loaded.suites if s.role.value == "id")
 
 
 def loaded_metrics(loaded: LoadedSuites, suite: str) -> list[str]:
@@ -138,11 +154,11 @@ def _write_outputs(res: RunResult, request: SweepRequest, loaded: LoadedSuites, 
     maybe_report(res.run_dir, request.options, loaded)
 
 
-def _selection_entry(sw: SweepResult, head: str) -> SelectionEntry:
+def _selection_entry(sw: SweepResult, head: str, metric: str) -> SelectionEntry:
     sel = sw.selection
     pid_of = {a: point_of(a, head)[0] for a in sw.alphas}
     return SelectionEntry(
-        policy=sel.policy.name, params=sel.policy.params, metric=sel.policy.metric, selected_on=sel.selected_on,
+        policy=sel.policy.name, params=sel.policy.params, metric=metric, selected_on=sel.selected_on,
         chosen_alpha=sel.chosen_alpha, chosen_point=point_of(sel.chosen_alpha, head)[0], tie_break=TIE_BREAK,
         objective={pid_of[a]: (None if v is None or not math.isfinite(v) else float(v))
                    for a, v in sel.objective.items()},
@@ -163,5 +179,5 @@ def _sweep_summary(sw: SweepResult, loaded: LoadedSuites, request: SweepRequest)
                    notes=list(request.notes), points=points,
                    results={pid: nest_results(r) for pid, r in sw.results.items()},
                    ensemble={pid: nest_results(r) for pid, r in sw.ensemble.items()},
-                   selection=_selection_entry(sw, head), bootstrap=bootstrap_info(request.options),
+                   selection=_selection_entry(sw, head, selection_metric_name(loaded, request.policy)), bootstrap=bootstrap_info(request.options),
                    suites=suite_infos(loaded))

@@ -9,6 +9,9 @@ placeholder is refused here, because Jinja2 would print it literally. Checks tha
 naming a missing column) or the model (a window longer than its positions) happen later, with the field path
 this module gives them.
 
+The suite's ``metrics`` (top level, as for classification) name the task's metrics
+(:data:`harness.spec.schema.TASK_METRICS`).
+
 Example (lm-eval's arc_easy)::
 
     task:
@@ -20,24 +23,17 @@ Example (lm-eval's arc_easy)::
 
 from __future__ import annotations
 
-import functools
 import re
 from typing import Annotated, Literal, Union
 
 import jinja2
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from harness.spec.schema import Name, Strict
+from harness.spec.base import Name, Strict
 
 __all__ = ["FewshotSpec", "PromptSpec", "ChoicesSpec", "GoldSpec", "NormalizeSpec", "MultipleChoiceTask",
-           "GenerationTask", "PerplexityTask", "LMTask", "LM_METRICS", "single_brace_fields"]
+           "GenerationTask", "PerplexityTask", "LMTask", "single_brace_fields"]
 
-#: Metric names per task kind (direction and range live in the metric registry).
-LM_METRICS = {
-    "multiple_choice": ("acc", "acc_norm", "acc_bytes"),
-    "generation": ("exact_match", "numeric_match", "contains", "f1"),
-    "perplexity": ("word_perplexity", "byte_perplexity", "bits_per_byte"),
-}
 _SINGLE_BRACE = re.compile(r"(?<!\{)\{\s*([A-Za-z_][\w.]*)\s*\}(?!\})")
 _PATH = re.compile(r"^[A-Za-z_][\w\-]*(\.[A-Za-z_0-9][\w\-]*)*$")
 
@@ -173,26 +169,6 @@ class NormalizeSpec(Strict):
         return v
 
 
-def _check_metrics(v: list[str], kind: str) -> list[str]:
-    allowed = LM_METRICS[kind]
-    bad = [m for m in v if m not in allowed]
-    if bad:
-        raise ValueError(f"unknown {kind} metric(s) {bad}; expected some of {', '.join(allowed)}")
-    if len(set(v)) != len(v):
-        raise ValueError(f"metrics must be unique; got {v}")
-    return v
-
-
-def _metrics(kind: str):
-    """``list[str]`` of metric names valid for ``kind``."""
-    return Annotated[list[str], AfterValidator(functools.partial(_check_metrics, kind=kind))]
-
-
-_MCMetrics = _metrics("multiple_choice")
-_GenerationMetrics = _metrics("generation")
-_PerplexityMetrics = _metrics("perplexity")
-
-
 class MultipleChoiceTask(Strict):
     """Score each choice's log-likelihood as ``target_delimiter + choice`` after the prompt (lm-eval's
     ``multiple_choice``)."""
@@ -201,7 +177,6 @@ class MultipleChoiceTask(Strict):
     prompt: PromptSpec
     choices: ChoicesSpec
     gold: GoldSpec
-    metrics: _MCMetrics = Field(default_factory=lambda: ["acc", "acc_norm"], min_length=1)
 
 
 class GenerationTask(Strict):
@@ -219,7 +194,6 @@ class GenerationTask(Strict):
     answer_regex: str | None = None
     answer_match: Literal["first", "last"] = "first"
     normalize: NormalizeSpec = Field(default_factory=NormalizeSpec)
-    metrics: _GenerationMetrics = Field(default_factory=lambda: ["exact_match"], min_length=1)
 
     @field_validator("stop")
     @classmethod
@@ -254,8 +228,6 @@ class PerplexityTask(Strict):
     text: FieldPath
     max_length: int | None = Field(default=None, ge=2, description="window length in tokens")
     stride: int | None = Field(default=None, ge=1, description="tokens predicted per window after the first")
-    metrics: _PerplexityMetrics = Field(
-        default_factory=lambda: ["bits_per_byte", "word_perplexity", "byte_perplexity"], min_length=1)
 
     @field_validator("text")
     @classmethod

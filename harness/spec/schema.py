@@ -14,6 +14,8 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from harness.records import SplitRole, SuiteRole
+from harness.spec.base import _NAME, Name, Strict, _check_name  # noqa: F401  (re-exported)
+from harness.spec.lm import GenerationTask, LMTask, MultipleChoiceTask, PerplexityTask
 
 __all__ = [
     "Name",
@@ -40,7 +42,7 @@ TASKS = ("classification", "multiple_choice", "generation", "perplexity")
 #: may also name ``evaluate:NAME_OR_PATH`` (an ``evaluate`` module, loaded only when asked).
 TASK_METRICS = {
     "classification": ("accuracy", "macro_f1", "balanced_accuracy", "nll", "ece"),
-    "multiple_choice": ("acc", "acc_norm"),
+    "multiple_choice": ("acc", "acc_norm", "acc_bytes"),
     "generation": ("exact_match", "numeric_match", "contains", "f1"),
     "perplexity": ("word_perplexity", "byte_perplexity", "bits_per_byte"),
 }
@@ -53,26 +55,6 @@ TASK_DEFAULT_METRICS = {
     "perplexity": ("word_perplexity", "byte_perplexity", "bits_per_byte"),
 }
 DEFAULT_METRICS = TASK_DEFAULT_METRICS["classification"]
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
-
-
-def _check_name(v: str) -> str:
-    if not _NAME.match(v):
-        raise ValueError(f"names must start with a letter or digit and hold only letters, digits, '_', '.', '-'; "
-                         f"got {v!r}")
-    return v
-
-
-#: A suite, split, policy, rule or training name: usable in paths and as ``suite/split`` keys.
-Name = Annotated[str, AfterValidator(_check_name)]
-
-
-class Strict(BaseModel):
-    """Base of every spec model: unknown keys are errors, instances are immutable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 class OnMissingText(str, Enum):
     """What to do with rows whose text is null or empty: stop (``error``), ``drop`` them (counted), ``keep``
     them as empty strings."""
@@ -186,7 +168,7 @@ class Suite(Strict):
     """An evaluation suite: where the rows come from, how to read them, how to split them, what to measure."""
 
     #: fields added after wave 1, left out of :func:`harness.spec.load.spec_hash` while at their defaults
-    HASH_OMIT_IF_DEFAULT: ClassVar[tuple[str, ...]] = ("task",)
+    HASH_OMIT_IF_DEFAULT: ClassVar[tuple[str, ...]] = ("task", "select_metric")
 
     kind: Literal["suite"]
     schema_version: Literal[1] = 1
@@ -202,13 +184,20 @@ class Suite(Strict):
     text: str = "text"
     text_pair: str | None = None
     label: str = "label"
-    classes: list[str] = Field(min_length=2)
+    classes: list[str] = Field(default_factory=list, description="ordered class names (classification; at least "
+                                                                 "2); language-model tasks have none")
     label_map: dict[Union[int, str], str] | None = None
     splits: list[SplitSpec] = Field(default_factory=list)
     split_seed: int = Field(default=0, description="salt of the document hash that assigns derived splits")
     max_length: int = Field(default=128, ge=8, le=8192)
-    task: Literal["classification", "multiple_choice", "generation", "perplexity"] = Field(
-        default="classification", description="what the model is asked to do (harness.tasks)")
+    task: Union[Literal["classification"], LMTask] = Field(
+        default="classification",
+        description="what the model is asked to do: classification (a sequence classifier's logits), or a "
+                    "language-model task block with kind multiple_choice, generation or perplexity "
+                    "(harness.spec.lm)")
+    select_metric: str | None = Field(default=None, description="the metric this suite selects alpha on; default: "
+                                                                "accuracy, acc_norm, the first generation metric "
+                                                                "or bits_per_byte (by task)")
     metrics: list[str] = Field(default_factory=list, min_length=1,
                                description="metric names of the task; default: the task's defaults")
 
@@ -230,22 +219,49 @@ class Suite(Strict):
             raise ValueError(f"metrics must be unique; got {v}")
         return v
 
+    @property
+    def task_name(self) -> str:
+        """``classification``, ``multiple_choice``, ``generation`` or ``perplexity``."""
+        return self.task if isinstance(self.task, str) else self.task.kind
+
+    @property
+    def selection_metric(self) -> str:
+        """The metric this suite selects alpha on (``select_metric``, else the task's default)."""
+        if self.select_metric is not None:
+            return self.select_metric
+        preferred = {"classification": "accuracy", "multiple_choice": "acc_norm",
+                     "perplexity": "bits_per_byte"}.get(self.task_name)
+        return preferred if preferred in self.metrics else self.metrics[0]
+
     @model_validator(mode="before")
     @classmethod
     def _default_metrics(cls, data: Any) -> Any:
         if isinstance(data, dict) and not data.get("metrics"):
             task = data.get("task", "classification")
-            if task in TASK_DEFAULT_METRICS:
-                data = {**data, "metrics": list(TASK_DEFAULT_METRICS[task])}
+            name = task.get("kind") if isinstance(task, dict) else task
+            if name in TASK_DEFAULT_METRICS:
+                data = {**data, "metrics": list(TASK_DEFAULT_METRICS[name])}
         return data
 
     @model_validator(mode="after")
     def _task_metrics(self) -> "Suite":
-        own = TASK_METRICS[self.task]
-        bad = [m for m in self.metrics if m not in own and not (self.task == "classification"
+        own = TASK_METRICS[self.task_name]
+        bad = [m for m in self.metrics if m not in own and not (self.task_name == "classification"
                                                                  and m.startswith("evaluate:"))]
         if bad:
-            raise ValueError(f"metrics {bad} do not apply to task {self.task!r}; its metrics are {', '.join(own)}")
+            raise ValueError(f"metrics {bad} do not apply to task {self.task_name!r}; its metrics are "
+                             f"{', '.join(own)}")
+        if self.select_metric is not None and self.select_metric not in self.metrics:
+            raise ValueError(f"select_metric {self.select_metric!r} is not one of the suite's metrics {self.metrics}")
+        if self.task_name == "classification" and len(self.classes) < 2:
+            raise ValueError("a classification suite needs classes: at least 2 ordered class names")
+        if self.task_name != "classification":
+            if self.classes or self.label_map is not None or self.text_pair is not None or self.transforms:
+                raise ValueError("classes, label_map, text_pair and transforms are for classification suites; a "
+                                 "language-model suite reads its prompt, choices and gold from task")
+            fewshot = getattr(getattr(self.task, "prompt", None), "fewshot", None)
+            if fewshot is not None and fewshot.split not in {s.name for s in self.splits}:
+                raise ValueError(f"task.prompt.fewshot.split {fewshot.split!r} is not a split of this suite")
         return self
 
     @model_validator(mode="after")

@@ -17,24 +17,37 @@ metric names and never asks which task made them. Tasks are listed in one explic
 from __future__ import annotations
 
 from harness.errors import SpecError, unknown_name
-from harness.tasks.base import Prepared, Task
+from harness.tasks.base import REQUEST_KINDS, Prepared, Task
 from harness.tasks.classification import ClassificationTask
+from harness.tasks.generation import GenerationTask
+from harness.tasks.multiple_choice import MultipleChoiceTask
+from harness.tasks.perplexity import PerplexityTask
 
-__all__ = ["Task", "Prepared", "TASKS", "task_for"]
+__all__ = ["Task", "Prepared", "REQUEST_KINDS", "TASKS", "task_for", "LM_TASKS"]
 
-#: task name (a suite's ``task:``) -> task class
-TASKS: dict[str, type[Task]] = {"classification": ClassificationTask}
+#: task name (a suite's ``task`` or ``task.kind``) -> task class
+TASKS: dict[str, type[Task]] = {"classification": ClassificationTask, "multiple_choice": MultipleChoiceTask,
+                                "generation": GenerationTask, "perplexity": PerplexityTask}
+#: the tasks a causal language model serves (every task but classification)
+LM_TASKS = frozenset(TASKS) - {"classification"}
 
 
-def task_for(suite) -> Task:
-    """The task object of a suite (``suite.task``, default ``classification``).
+def task_for(suite, fewshot_pool=None) -> Task:
+    """The task object of a suite.
+
+    Parameters
+    ----------
+    suite : Suite
+        A validated suite.
+    fewshot_pool : list of dict, default=None
+        The rows of the suite's few-shot split (language-model suites with ``task.prompt.fewshot``).
 
     Raises
     ------
     SpecError
         For a task name without an implementation.
     """
-    name = getattr(suite, "task", "classification")
+    name = suite.task_name
     if name not in TASKS:
         raise SpecError(unknown_name("task", name, TASKS))
-    return TASKS[name](suite)
+    return TASKS[name](suite) if name == "classification" else TASKS[name](suite, fewshot_pool=fewshot_pool)

@@ -49,7 +49,7 @@ def test_non_finite_loglik_of_a_real_choice_gives_nan_not_a_silent_pick(rng):
 def test_perplexity_metrics_are_ratio_estimators():
     ll = np.array([-10.0, -30.0, -5.0])
     words, nbytes = np.array([4.0, 10.0, 2.0]), np.array([20.0, 55.0, 9.0])
-    out = {"loglik": ll, "words": words, "bytes": nbytes, "tokens": np.array([5.0, 12.0, 3.0])}
+    out = {"doc_loglik": ll, "words": words, "bytes": nbytes, "tokens": np.array([5.0, 12.0, 3.0])}
     labels = np.zeros(3, np.int64)
     assert point_value("word_perplexity", labels, out) == pytest.approx(math.exp(45 / 16))
     assert point_value("byte_perplexity", labels, out) == pytest.approx(math.exp(45 / 84))
@@ -59,12 +59,12 @@ def test_perplexity_metrics_are_ratio_estimators():
 def test_document_bootstrap_of_a_ratio_resamples_numerator_and_denominator_together(rng):
     n = 300
     nbytes = rng.integers(50, 500, size=n).astype(np.float64)
-    out = {"loglik": -0.9 * nbytes * rng.uniform(0.8, 1.2, size=n), "words": nbytes / 5, "bytes": nbytes}
+    out = {"doc_loglik": -0.9 * nbytes * rng.uniform(0.8, 1.2, size=n), "words": nbytes / 5, "bytes": nbytes}
     vals = compute_metrics(np.zeros(n, np.int64), out, np.arange(n).astype(str), ["bits_per_byte"],
                            n_resamples=400, seed=1)
     v = vals["bits_per_byte"]
     assert v.ci_low < v.value < v.ci_high and not v.higher_is_better
-    assert v.value == pytest.approx(-out["loglik"].sum() / nbytes.sum() / math.log(2))
+    assert v.value == pytest.approx(-out["doc_loglik"].sum() / nbytes.sum() / math.log(2))
 
 
 def test_generation_metrics_are_means_of_their_columns():

@@ -1,0 +1,57 @@
+"""Which model a run loads and which runner serves its suites: a sequence classifier for classification suites,
+a causal language model for multiple-choice, generation and perplexity suites (:func:`model_kind`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.pipeline.common import RunOptions
+
+__all__ = ["load_live", "make_runner", "make_scorer"]
+
+
+def load_live(model: str | Path, kind: str, opts: RunOptions):
+    """Load ``model`` for scoring as ``kind`` (``classification`` or ``causal_lm``).
+
+    Raises
+    ------
+    ModelError
+        A missing or unsafe checkpoint, or one that does not fit the kind (a causal LM where a classifier is
+        needed and the reverse: the message names what fits); never a model with randomly initialised weights.
+    """
+    # torch-backed stages, imported when a model is loaded: `harness validate`, `gate` and `report` never load torch
+    from harness.models.causal_load import load_causal_lm
+    from harness.models.load import load_model
+
+    loader = load_causal_lm if kind == "causal_lm" else load_model
+    return loader(model, dtype=opts.dtype, device=opts.device, allow_pickle=opts.allow_pickle,
+                  trust_remote_code=opts.trust_remote_code)
+
+
+def make_scorer(live, kind: str, opts: RunOptions):
+    """The model-side scorer: :class:`~harness.models.scorer.HFScorer` for classification, else
+    :class:`~harness.models.causal.CausalLMScorer` (input length ``opts.max_length`` or the model's)."""
+    from harness.models.causal import CausalLMScorer  # torch (see load_live)
+    from harness.models.scorer import HFScorer
+
+    if kind == "causal_lm":
+        kw: dict[str, Any] = {"max_length": opts.max_length}
+        if opts.batch_tokens is not None:
+            kw["batch_tokens"] = opts.batch_tokens
+        return CausalLMScorer(live.model, live.tokenizer, **kw)
+    return HFScorer.from_settings(live.model, opts)
+
+
+def make_runner(scorer, live, kind: str, opts: RunOptions, columns: np.ndarray | None = None, trunk: Any = None):
+    """The runner of a run's requests: :class:`~harness.predict.LMRunner` or
+    :class:`~harness.predict.ClassifierRunner` (logit ``columns`` ordered as the suite classes, optional
+    frozen-trunk replay)."""
+    from harness.predict import ClassifierRunner, LMRunner  # torch (see load_live)
+
+    if kind == "causal_lm":
+        return LMRunner(scorer, progress=opts.progress)
+    return ClassifierRunner(scorer, pad_id=int(live.tokenizer.pad_token_id or 0), batch_tokens=opts.batch_tokens,
+                            columns=columns, progress=opts.progress, trunk=trunk, compiled=opts.compile)

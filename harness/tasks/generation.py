@@ -1,0 +1,67 @@
+"""Greedy generation scored against a reference (lm-eval ``output_type: generate_until``).
+
+Each row becomes one ``generate_until`` request: the prompt, the suite's ``stop`` sequences and
+``max_new_tokens``. Records: ``output`` (str (n,), the generated text, cut at the first stop sequence),
+``answer`` (str (n,), what was scored: the ``answer_regex`` extraction, else the output) and one float64 (n,)
+column per match metric of the suite (``exact_match`` and ``contains`` after the suite's ``normalize`` options,
+``numeric_match`` on the final numbers, token ``f1``), as :mod:`harness.metrics.text` defines them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from harness.data.lm_rows import field_value, row_gold
+from harness.metrics.lm import GENERATION_METRICS
+from harness.metrics.text import contains, exact_match, extract_answer, numeric_match, token_f1
+from harness.records import SplitData
+from harness.tasks.base import Prepared, Task
+from harness.tasks.lm_common import PromptBuilder, requests_key, split_rows
+
+__all__ = ["GenerationTask"]
+
+
+class GenerationTask(Task):
+    """Continue each prompt greedily; records the output, the scored answer and one column per match metric."""
+
+    name = "generation"
+    request_kind = "generate_until"
+
+    def __init__(self, suite, fewshot_pool=None) -> None:
+        super().__init__(suite)
+        self.spec = suite.task
+        self.fewshot_pool = fewshot_pool
+
+    def prepare(self, split: SplitData, tokenizer: Any) -> Prepared:
+        spec = self.spec
+        build = PromptBuilder(spec.prompt, self.fewshot_pool,
+                              lambda r: str(field_value(r, spec.gold.text, where="task.gold.text")), tokenizer)
+        rows = split_rows(split)
+        prompts = tuple(build(r) for r in rows)
+        golds = tuple(str(row_gold(r, spec.gold, None)) for r in rows)
+        gen = {"stop": list(spec.stop), "max_new_tokens": spec.max_new_tokens}
+        return Prepared(ref=split.ref, kind=self.request_kind, requests=prompts,
+                        cache_key=requests_key(split, tokenizer, self.request_kind, prompts, gen),
+                        example_ids=split.frame["example_id"].to_numpy(str),
+                        source_ids=split.frame["source_id"].to_numpy(str), labels=np.zeros(len(rows), np.int64),
+                        n_dropped=split.n_dropped, info={"gold": golds, **gen})
+
+    def _answer(self, text: str) -> str:
+        spec = self.spec
+        return extract_answer(text, spec.answer_regex, match=spec.answer_match) if spec.answer_regex else text
+
+    def records(self, prepared: Prepared, outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        norm = self.spec.normalize.model_dump()
+        texts = [str(t) for t in outputs["output"]]
+        answers = [self._answer(t) for t in texts]
+        gold = prepared.info["gold"]
+        score = {"exact_match": lambda a, g: exact_match(a, g, **norm), "contains": lambda a, g: contains(a, g, **norm),
+                 "numeric_match": numeric_match, "f1": token_f1}
+        out: dict[str, np.ndarray] = {"output": np.array(texts, dtype=str), "answer": np.array(answers, dtype=str)}
+        for name in GENERATION_METRICS:
+            if name in self.metrics:
+                out[name] = np.array([score[name](a, g) for a, g in zip(answers, gold)], dtype=np.float64)
+        return out

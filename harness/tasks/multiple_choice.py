@@ -1,0 +1,66 @@
+"""Multiple choice by log-likelihood (lm-eval ``output_type: multiple_choice``).
+
+Each row becomes one ``loglikelihood`` request per choice: ``(prompt, target_delimiter + choice)``; the runner
+returns each continuation's summed log-probability. Records (float64, shape (n, K) with K the most choices of
+any row; NaN / 0 past a row's last choice): ``loglik``, ``is_greedy`` (1.0 when the choice is the greedy
+continuation), ``choice_len`` (characters, lm-eval's ``acc_norm``) and ``choice_bytes`` (UTF-8 bytes,
+``acc_bytes``). ``labels`` is the gold choice index.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from harness.data.lm_rows import row_choices, row_gold
+from harness.records import SplitData
+from harness.tasks.base import Prepared, Task
+from harness.tasks.lm_common import PromptBuilder, mc_target, requests_key, split_rows
+
+__all__ = ["MultipleChoiceTask"]
+
+
+class MultipleChoiceTask(Task):
+    """Score every choice as a continuation of the prompt; records per-choice log-likelihoods."""
+
+    name = "multiple_choice"
+    request_kind = "loglikelihood"
+
+    def __init__(self, suite, fewshot_pool=None) -> None:
+        super().__init__(suite)
+        self.spec = suite.task
+        self.fewshot_pool = fewshot_pool
+
+    def prepare(self, split: SplitData, tokenizer: Any) -> Prepared:
+        spec = self.spec
+        build = PromptBuilder(spec.prompt, self.fewshot_pool, lambda r: mc_target(spec, r), tokenizer)
+        requests, choices, golds = [], [], []
+        for row in split_rows(split):
+            cs = row_choices(row, spec.choices)
+            golds.append(row_gold(row, spec.gold, cs))
+            ctx = build(row)
+            requests += [(ctx, spec.prompt.target_delimiter + c) for c in cs]
+            choices.append(cs)
+        key = requests_key(split, tokenizer, self.request_kind, requests)
+        return Prepared(ref=split.ref, kind=self.request_kind, requests=tuple(requests), cache_key=key,
+                        example_ids=split.frame["example_id"].to_numpy(str),
+                        source_ids=split.frame["source_id"].to_numpy(str), labels=np.asarray(golds, np.int64),
+                        n_dropped=split.n_dropped, info={"choices": tuple(map(tuple, choices))})
+
+    def records(self, prepared: Prepared, outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        choices = prepared.info["choices"]
+        n, k = len(choices), max(len(c) for c in choices)
+        out = {"loglik": np.full((n, k), np.nan), "is_greedy": np.full((n, k), np.nan),
+               "choice_len": np.zeros((n, k)), "choice_bytes": np.zeros((n, k))}
+        ll, greedy = np.asarray(outputs["loglik"], np.float64), np.asarray(outputs["is_greedy"], np.float64)
+        start = 0
+        for i, cs in enumerate(choices):
+            m = len(cs)
+            out["loglik"][i, :m] = ll[start:start + m]
+            out["is_greedy"][i, :m] = greedy[start:start + m]
+            out["choice_len"][i, :m] = [float(len(c)) for c in cs]
+            out["choice_bytes"][i, :m] = [float(len(c.encode("utf-8"))) for c in cs]
+            start += m
+        return out
