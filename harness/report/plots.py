@@ -208,8 +208,9 @@ class Bars:
 BARS_PER_ROW = 8
 
 
-def _bar_row(ax, groups: Sequence[Bars], columns: Sequence[str]) -> float:
-    """Draw one row of grouped bars; returns the highest drawn value (for a shared y limit)."""
+def _bar_row(ax, groups: Sequence[Bars], columns: Sequence[str], slots: int) -> float:
+    """Draw one row of grouped bars in ``slots`` group positions (a short last row keeps the bar width);
+    returns the highest drawn value (for a shared y limit)."""
     k = len(columns)
     width = 0.8 / k
     top = 0.0
@@ -233,7 +234,7 @@ def _bar_row(ax, groups: Sequence[Bars], columns: Sequence[str]) -> float:
             shown = True
             top = max(top, g.majority)
     ax.set_xticks(np.arange(len(groups)), [_wrap(g.label, 18) for g in groups])
-    ax.set_xlim(-0.6, max(len(groups), BARS_PER_ROW if len(groups) > 1 else 1) - 0.4)
+    ax.set_xlim(-0.6, max(len(groups), slots) - 0.4)
     ax.grid(axis="x", visible=False)
     return top
 
@@ -255,7 +256,7 @@ def plot_before_after(groups: Sequence[Bars], columns: Sequence[str], path: Path
     per_row = min(len(groups), BARS_PER_ROW)
     with _figure(path, max(7.0, (0.42 * max(k, 2) + 0.35) * per_row + 1.6), 3.6 * len(rows) + 0.8) as fig:
         axes = np.atleast_1d(fig.subplots(len(rows), 1, squeeze=False, sharey=True)).ravel()
-        top = max(_bar_row(ax, row, columns) for ax, row in zip(axes, rows))
+        top = max(_bar_row(ax, row, columns, per_row) for ax, row in zip(axes, rows))
         for ax in axes:
             ax.set_ylim(0.0, top * 1.14 + 0.02)
             ax.set_ylabel(metric)

@@ -17,11 +17,11 @@ import pandas as pd
 from harness.report.plots import _figure, color_of
 from harness.report.tables import fmt_value
 
-__all__ = ["plot_reliability", "plot_confusion", "SUITES_PER_ROW_AFTER"]
+__all__ = ["plot_reliability", "plot_confusion", "MANY_SUITES"]
 
 logger = logging.getLogger(__name__)
 
-SUITES_PER_ROW_AFTER = 10  # past this many suites, the confusion grid puts two suites on each row
+MANY_SUITES = 10  # past this many suites the confusion figure keeps one matrix per suite, five suites a row
 
 
 def plot_reliability(panels: Sequence[tuple[str, dict[str, tuple[pd.DataFrame, float]]]], path: Path) -> Path:
@@ -78,14 +78,18 @@ def plot_confusion(rows: Sequence[tuple[str, Sequence[tuple[str, np.ndarray]]]],
     """Confusion matrices: one block per suite (test splits pooled) with one panel per focus column.
 
     Each suite's block is a subfigure with the suite name as its own heading, so a panel's "predicted" axis
-    label can never be read as (or run into) the next block's title. Past ``SUITES_PER_ROW_AFTER`` suites the
-    blocks sit two to a row. Cells show the count and the share of the true class (row); the diagonal share is
-    the class's recall.
+    label can never be read as (or run into) the next block's title. Past ``MANY_SUITES`` suites only the last
+    focus column (the chosen point) is drawn, five suites to a row, so that dozens of suites give a readable
+    grid rather than a strip of hundreds of matrices (the per-class recall table has every point). Cells show
+    the count and the share of the true class (row); the diagonal share is the class's recall.
     """
+    many = len(rows) > MANY_SUITES
+    if many:
+        rows = [(suite, list(mats)[-1:]) for suite, mats in rows]
     ncols = max(len(r[1]) for r in rows)
     c = max(len(v) for v in names_of.values())
     side = 1.0 + 0.55 * c
-    per_row = 1 if len(rows) <= SUITES_PER_ROW_AFTER else 2
+    per_row = 5 if many else 1
     nrows = math.ceil(len(rows) / per_row)
     with _figure(path, (side * ncols + 0.8) * per_row + 0.2, (side + 1.0) * nrows + 0.5) as fig:
         subs = np.atleast_1d(fig.subfigures(nrows, per_row, squeeze=False, hspace=0.02, wspace=0.02)).ravel()

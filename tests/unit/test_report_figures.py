@@ -161,12 +161,13 @@ def _many_suites(n_shift: int) -> dict:
     return spec
 
 
+@pytest.mark.slow  # renders 41 suites (about a minute on an idle core)
 def test_41_suites_give_figures_of_sane_shape_and_split_tables(tmp_path):
     run = fx.make_run(tmp_path / "wide", suites_spec=_many_suites(40), alphas=[0.0, 0.5, 1.0])
     paths = render_report(run)
     for fig in paths.figures:
         w, h = Image.open(fig).size
-        assert w <= 2600 and 0.2 <= w / h <= 4.0, (fig.name, w, h)  # was 8676 x 484 for the bar chart
+        assert w <= 2600 and 0.3 <= w / h <= 4.0, (fig.name, w, h)  # was 8676 x 484 for the bar chart
     page = paths.html.read_text()
     assert "Table continued" in page
 
@@ -185,7 +186,7 @@ def test_table_chunks_fit_the_page_and_repeat_keys():
 
 
 def test_nan_logits_raise_no_numpy_warning(tmp_path):
-    run = fx.make_run(tmp_path / "nan", nan_rows=7)
+    run = fx.make_run(tmp_path / "nan", nan_rows=7, alphas=[0.0, 0.5, 1.0])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         paths = render_report(run)
