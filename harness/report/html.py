@@ -37,7 +37,9 @@ nav a, nav a:visited { color: #1f5fa8; text-decoration: none; }
 .table-wrap { overflow-x: auto; margin: 6px 0; scrollbar-width: thin; scrollbar-color: #9a9a9a #eeeeee; }
 .cont { color: #5a5a5a; font-size: 12px; margin: 10px 0 0; }
 table { border-collapse: collapse; font-size: 12.5px; }
-th, td { border: 1px solid #d6d6d6; padding: 3px 8px; vertical-align: top; overflow-wrap: anywhere; }
+th, td { border: 1px solid #d6d6d6; padding: 3px 8px; vertical-align: top; }
+td { overflow-wrap: anywhere; }
+td.tok { white-space: nowrap; }
 th { background: #f1f3f5; text-align: left; min-width: 3em; }
 td.num { text-align: right; white-space: nowrap; font-variant-numeric: tabular-nums; }
 td.pass { color: #11692a; font-weight: bold; }
@@ -50,7 +52,7 @@ figcaption { color: #4a4a4a; font-size: 12.5px; margin-top: 4px; }
 
 # Width of main's content box (max-width 1180 px minus 2 x 28 px padding), less a margin for font differences.
 PAGE_WIDTH_PX = 1080
-_CHAR_PX, _CELL_PAD_PX, _TEXT_CHARS = 7.6, 18, 40
+_CHAR_PX, _HEAD_CHAR_PX, _CELL_PAD_PX, _TEXT_CHARS, _TOKEN_CHARS = 7.6, 8.6, 18, 40, 24
 _NUM = re.compile(r"^[+-]?(\d+(\.\d+)?|n/a)( \[[^\]]*\])?$")
 
 
@@ -63,15 +65,18 @@ def _cell_class(col: str, value: str) -> str:
         return value.lower()
     if col == "text":
         return "text"
-    return "num" if _NUM.match(value) else ""
+    if _NUM.match(value):
+        return "num"
+    return "tok" if len(value) <= _TOKEN_CHARS and " " not in value else ""
 
 
 def _col_width(col: str, values: list[str]) -> float:
-    """Estimated rendered width (px) of a column: headers break at spaces and after "/", numbers never wrap,
-    text wraps at about ``_TEXT_CHARS`` characters."""
-    head = max((len(w) for w in re.split(r"[ /]", col)), default=0)
-    cells = [len(v) if _cell_class(col, v) in ("num", "pass", "fail") else min(len(v), _TEXT_CHARS) for v in values]
-    return max([head] + cells) * _CHAR_PX + _CELL_PAD_PX
+    """Estimated rendered width (px) of a column: headers break at spaces and after "/", numbers and short
+    tokens (a point id) never wrap, longer text wraps at about ``_TEXT_CHARS`` characters."""
+    head = max((len(w) for w in re.split(r"[ /]", col)), default=0) * _HEAD_CHAR_PX
+    cells = [len(v) if _cell_class(col, v) in ("num", "pass", "fail", "tok") else min(len(v), _TEXT_CHARS)
+             for v in values]
+    return max([head] + [c * _CHAR_PX for c in cells]) + _CELL_PAD_PX
 
 
 def table_chunks(frame: pd.DataFrame, key_columns: int = 1, width_px: float = PAGE_WIDTH_PX) -> list[pd.DataFrame]:

@@ -114,7 +114,8 @@ def per_class(ctx: Context) -> Section:
     path = plots_preds.plot_confusion(fig_rows, names_of, ctx.figdir / FIGURES[5])
     many = (f" With more than {plots_preds.MANY_SUITES} suites only the chosen (last) point's matrix is drawn; "
             "the per-class recall table has every point." if len(fig_rows) > plots_preds.MANY_SUITES else "")
-    blocks = [FigureBlock(path, "Confusion matrices per suite (test splits pooled)." + many), Heading("Per-class recall"),
+    blocks = [FigureBlock(path, "Confusion matrices per suite (test splits pooled)." + many),
+              Heading("Per-class recall"),
               TableBlock(pd.DataFrame(recall_rows, dtype=object), "Recomputed from the stored predictions.",
                          key_columns=2)]
     if flip_rows:

@@ -14,8 +14,8 @@ from harness.report.document import (FIGURES, Block, Context, Document, FigureBl
                                      TableBlock)
 from harness.report.predstats import majority_rate
 from harness.report.tables import (alpha_points, alpha_table, bootstrap_table, counts_table, entry_value,
-                                   fmt_alpha, headline_table, higher_is_better, manifest_table, report_pairs, selection_table,
-                                   split_role, split_table, suite_role, suite_splits, verdict_table)
+                                   fmt_alpha, headline_table, higher_is_better, manifest_table, report_pairs,
+                                   selection_table, split_role, split_table, suite_role, suite_splits, verdict_table)
 from harness.summary import MetricEntry
 
 __all__ = ["build_document"]
