@@ -48,10 +48,16 @@ def gate(run_dir: str | Path, policy: str | Path, *, baseline: str | Path | None
 
 
 def report(run_dir: str | Path, *, include_examples: bool = False):
-    """(Re)render the report of a stored run (twin of ``harness report``)."""
-    from harness.report import render_report
+    """(Re)render the report of a stored run (twin of ``harness report [--examples]``).
 
-    return render_report(run_dir, include_examples=include_examples)
+    With ``include_examples`` the largest negative flips are shown in ``report.html`` with their dataset text,
+    read back from the suite files recorded in ``manifest.json`` (:mod:`harness.report.texts`).
+    """
+    from harness.report import render_report
+    from harness.report.texts import run_text_lookup
+
+    return render_report(run_dir, include_examples=include_examples,
+                         text_lookup=run_text_lookup(run_dir) if include_examples else None)
 
 
 def demo(*, adaptation: str = "full", profile: str = "quick", out: str | Path | None = None, **options: Any):

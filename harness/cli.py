@@ -249,7 +249,9 @@ def _cmd_sweep(a) -> int:
     if res.run_dir:
         print(f"run directory: {res.run_dir}")
     if a.report_examples and res.run_dir and not getattr(a, "no_report", False):
-        _render(res.run_dir, examples=True)
+        from harness.api import report
+
+        report(res.run_dir, include_examples=True)
     if res.verdict is not None and not res.verdict.passed:
         from harness.gate_outputs import failed_rule_lines
 
@@ -284,15 +286,10 @@ def _cmd_gate(a) -> int:
     return _verdict_exit(verdict)
 
 
-def _render(run_dir, examples: bool):
-    from harness.report import render_report
-    from harness.report.texts import run_text_lookup
-
-    return render_report(run_dir, include_examples=examples, text_lookup=run_text_lookup(run_dir) if examples else None)
-
-
 def _cmd_report(a) -> int:
-    paths = _render(a.run_dir, a.examples)
+    from harness.api import report
+
+    paths = report(a.run_dir, include_examples=a.examples)
     print(f"report: {getattr(paths, 'html', paths)}")
     return EXIT_OK
 
