@@ -90,10 +90,16 @@ def run_gate(run_dir: str | Path, policy: str | Path, *, baseline: str | Path | 
 
 
 def run_report(run_dir: str | Path, *, include_examples: bool = False):
-    """(Re)render the report of a stored run (twin of ``harness report``)."""
-    from harness.report import render_report  # matplotlib and jinja2: only when a report is rendered
+    """(Re)render the report of a stored run (twin of ``harness report [--examples]``).
 
-    return render_report(run_dir, include_examples=include_examples)
+    With ``include_examples`` the largest negative flips are shown in ``report.html`` with their dataset text,
+    read back from the suite files recorded in ``manifest.json`` (:mod:`harness.report.texts`).
+    """
+    from harness.report import render_report  # matplotlib and jinja2: only when a report is rendered
+    from harness.report.texts import run_text_lookup
+
+    return render_report(run_dir, include_examples=include_examples,
+                         text_lookup=run_text_lookup(run_dir) if include_examples else None)
 
 
 @_with_settings("demo")

@@ -97,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--baseline", default=None, help="baseline run directory for the gate")
     s.add_argument("--junit", default=None, help="write JUnit XML here (default RUN_DIR/junit.xml)")
     s.add_argument("--out", default=None)
+    s.add_argument("--report-examples", action="store_true",
+                   help="show the largest negative flips with their dataset text in the local report.html")
     _common(s, "sweep")
 
     b = sub.add_parser("blend", help="write the blend at one alpha as a safetensors checkpoint")
@@ -115,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("report", help="(re)render the report of a stored run (loads no model)")
     r.add_argument("run_dir")
+    r.add_argument("--examples", action="store_true", help="show the largest negative flips with their dataset "
+                   "text (read from the suite files in manifest.json) in report.html; never in a committed sample")
     _common(r)
 
     d = sub.add_parser("demo", help="end-to-end demo: real MiniLM, real VADER domains, sweep, gate, report")
@@ -216,6 +220,14 @@ def _cmd_sweep(a) -> int:
     print(f"chosen alpha: {sel.chosen_alpha:g} ({sel.policy}, selected on {', '.join(sel.selected_on)})")
     if res.run_dir:
         print(f"run directory: {res.run_dir}")
+    if a.report_examples and res.run_dir and not getattr(a, "no_report", False):
+        from harness.api import run_report
+
+        run_report(res.run_dir, include_examples=True)
+    if res.verdict is not None and not res.verdict.passed:
+        from harness.gate_outputs import failed_rule_lines
+
+        print("\n".join(failed_rule_lines(res.verdict)))
     return _verdict_exit(res.verdict)
 
 
@@ -242,9 +254,9 @@ def _cmd_gate(a) -> int:
 
 
 def _cmd_report(a) -> int:
-    from harness.report import render_report  # matplotlib: only when a report is rendered
+    from harness.api import run_report as report
 
-    paths = render_report(a.run_dir, include_examples=False)
+    paths = report(a.run_dir, include_examples=a.examples)
     print(f"report: {getattr(paths, 'html', paths)}")
     return EXIT_OK
 

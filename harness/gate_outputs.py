@@ -7,6 +7,7 @@ Rendering only: every number comes from the verdict.
 from __future__ import annotations
 
 import logging
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -18,11 +19,26 @@ from harness.rundir import write_verdict
 from harness.spec.load import load_spec
 from harness.settings import env
 
-__all__ = ["JUNIT", "verdict_to_junit", "verdict_to_markdown", "write_gate_outputs", "run_gate"]
+__all__ = ["JUNIT", "verdict_to_junit", "verdict_to_markdown", "failed_rule_lines", "xml_safe", "write_gate_outputs",
+           "run_gate"]
 
 logger = logging.getLogger(__name__)
 
 JUNIT = "junit.xml"
+
+# Characters XML 1.0 forbids (C0 controls other than tab, LF and CR; lone surrogates; U+FFFE, U+FFFF).
+_XML_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def xml_safe(text: object) -> str:
+    """``str(text)`` with every character XML 1.0 forbids replaced by a visible ``\\xNN`` / ``\\uNNNN`` escape.
+
+    ElementTree escapes ``<``, ``&`` and quotes but writes control characters such as ESC (``\\x1b``, e.g. from
+    a coloured path) as they are, which makes the document unparsable; every string that enters the JUnit XML
+    goes through this function.
+    """
+    return _XML_FORBIDDEN.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100
+                              else f"\\u{ord(m.group()):04x}", str(text))
 
 
 def _num(x: float | None, signed: bool = False) -> str:
@@ -39,6 +55,14 @@ def _details(o: RuleOutcome) -> str:
     return " ".join(parts)
 
 
+def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrib: str) -> ET.Element:
+    """A child element whose attributes and text have passed :func:`xml_safe`."""
+    el = ET.SubElement(parent, tag, {k: xml_safe(v) for k, v in attrib.items()})
+    if text is not None:
+        el.text = xml_safe(text)
+    return el
+
+
 def verdict_to_junit(verdict: Verdict) -> str:
     """JUnit XML of a verdict: one ``<testcase>`` per outcome (rule and suite).
 
@@ -51,27 +75,45 @@ def verdict_to_junit(verdict: Verdict) -> str:
     str
         A UTF-8 XML document with one ``<testsuite>`` named after the policy; failed outcomes carry a ``<failure>``
         whose message is the reason; every testcase's ``<system-out>`` lists value, bound, threshold, margin and n.
+        Characters that XML 1.0 forbids (ESC in a path, say) are written as visible escapes (:func:`xml_safe`),
+        so the document always parses.
     """
     failures = sum(not o.passed for o in verdict.outcomes)
     root = ET.Element("testsuites", name="harness gate", tests=str(len(verdict.outcomes)), failures=str(failures),
                       errors="0")
-    suite = ET.SubElement(root, "testsuite", name=f"gate.{verdict.policy}", tests=str(len(verdict.outcomes)),
-                          failures=str(failures), errors="0", skipped="0")
-    props = ET.SubElement(suite, "properties")
+    suite = _sub(root, "testsuite", name=f"gate.{verdict.policy}", tests=str(len(verdict.outcomes)),
+                 failures=str(failures), errors="0", skipped="0")
+    props = _sub(suite, "properties")
     for key, value in (("candidate", verdict.candidate), ("reference", verdict.reference),
                        ("confidence_one_sided", f"{verdict.confidence:g}"),
                        ("n_resamples", str(verdict.n_resamples)), ("seed", str(verdict.seed)),
                        ("passed", str(verdict.passed).lower())):
-        ET.SubElement(props, "property", name=key, value=value)
+        _sub(props, "property", name=key, value=str(value))
     for o in verdict.outcomes:
-        case = ET.SubElement(suite, "testcase", classname=f"gate.{verdict.policy}.{o.rule}",
-                             name=f"{o.rule} [{o.suite}/{o.split}]", time="0")
+        case = _sub(suite, "testcase", classname=f"gate.{verdict.policy}.{o.rule}",
+                    name=f"{o.rule} [{o.suite}/{o.split}]", time="0")
         if not o.passed:
-            fail = ET.SubElement(case, "failure", message=o.reason or "failed", type="GateRuleFailed")
-            fail.text = f"{o.reason}\n{_details(o)}"
-        ET.SubElement(case, "system-out").text = _details(o)
+            _sub(case, "failure", f"{o.reason}\n{_details(o)}", message=o.reason or "failed", type="GateRuleFailed")
+        _sub(case, "system-out", _details(o))
     ET.indent(root)
     return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def failed_rule_lines(verdict: Verdict) -> list[str]:
+    """One line per failed outcome: rule, metric, suite/split, value, bound, threshold, margin, n and the reason.
+
+    What ``harness sweep --gate`` prints under its one-line verdict, so a failing gate says what failed. A rule
+    that failed before it was judged (``min_n``, missing data) prints ``-`` for the numbers the verdict lacks.
+    """
+    out = []
+    for o in verdict.outcomes:
+        if o.passed:
+            continue
+        metric = f" ({o.metric})" if o.metric else ""
+        out.append(f"  FAIL {o.rule}{metric} on {o.suite}/{o.split}: value={_num(o.value)} bound={_num(o.bound)} "
+                   f"threshold={_num(o.threshold)} margin={_num(o.margin, True)} "
+                   f"n={o.n if o.n is not None else '-'}" + (f": {o.reason}" if o.reason else ""))
+    return out
 
 
 def _cell(text: str) -> str:

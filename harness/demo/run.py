@@ -47,7 +47,7 @@ class DemoProfile:
 PROFILES = {
     "quick": DemoProfile(
         name="quick", max_examples=300, max_length=64, alphas="adaptive", extra_suites=(),
-        note="Quick profile (CPU, 2-5 minutes cold): ID training capped at 1,500 sentences for 2 epochs, "
+        note="Quick profile (CPU; the report's overview states the measured wall time): ID training capped at 1,500 sentences for 2 epochs, "
              "max_length 64, every evaluation split capped at 300 sentences, adaptive alpha search. Intervals are "
              "wide; run `harness demo --profile full` for the reference numbers."),
     "full": DemoProfile(

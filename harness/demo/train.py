@@ -317,8 +317,11 @@ def _wrap_lora(model, lora: LoraSettings):
     config = LoraConfig(task_type=TaskType.SEQ_CLS, r=lora.r, lora_alpha=lora.lora_alpha,
                         lora_dropout=lora.dropout, target_modules=list(lora.target_modules),
                         modules_to_save=["classifier"])
+    from harness.models.adapters import quiet_peft_deprecations
+
     try:
-        return get_peft_model(model, config)
+        with quiet_peft_deprecations():
+            return get_peft_model(model, config)
     except ValueError as e:
         raise SpecError(format_error("LoRA target modules not found in the encoder", where="lora.target_modules",
                                      expected="names of linear layers (for BERT: query, key, value, dense)",

@@ -18,6 +18,8 @@ import copy
 import hashlib
 import json
 import logging
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,6 +93,19 @@ def _check_all_applied(peft_model: Any, path: Path) -> None:
                                       fix="re-save the adapter with save_pretrained"))
 
 
+@contextmanager
+def quiet_peft_deprecations():
+    """Silence the one FutureWarning that peft 0.21 triggers on every adapter it builds or loads.
+
+    peft reads ``model.is_gradient_checkpointing``, which transformers 5 deprecates with a FutureWarning printed
+    on stderr at every ``PeftModel.from_pretrained`` / ``get_peft_model``: nothing a harness user can act on
+    (issue 17, item 13). Only that message is ignored; every other warning still shows.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
+
+
 def _load_peft(base: LoadedModel, path: Path) -> AdaptedWeights:
     try:
         from peft import PeftModel  # heavy: only for adapters
@@ -100,7 +115,8 @@ def _load_peft(base: LoadedModel, path: Path) -> AdaptedWeights:
     weight_files(path, allow_pickle=False)  # refuses pickle-only adapters
     work = copy.deepcopy(base.model)  # the base model is never touched
     try:
-        peft_model = PeftModel.from_pretrained(work, str(path), is_trainable=False)
+        with quiet_peft_deprecations():
+            peft_model = PeftModel.from_pretrained(work, str(path), is_trainable=False)
     except Exception as e:
         raise ModelError(format_error("cannot apply the adapter to the base model", where=str(path),
                                       got=str(e)[:400], fix="check that --base is the model the adapter was "

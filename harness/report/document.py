@@ -44,10 +44,12 @@ class Para:
 
 @dataclass(frozen=True)
 class TableBlock:
-    """A table of preformatted string cells."""
+    """A table of preformatted string cells; the first ``key_columns`` columns identify a row and are repeated
+    when the HTML page splits a table too wide for the page into several (see :mod:`harness.report.html`)."""
 
     frame: pd.DataFrame
     caption: str = ""
+    key_columns: int = 1
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import pandas as pd
 
 from harness.report.document import Document, FigureBlock, Heading, Para, Section, TableBlock
 
-__all__ = ["render_html", "CSP"]
+__all__ = ["render_html", "CSP", "PAGE_WIDTH_PX", "table_chunks"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,9 +34,12 @@ nav a, nav a:visited { color: #1f5fa8; text-decoration: none; }
 .note { background: #fff6d6; border-left: 5px solid #e0a800; padding: 8px 12px; margin: 10px 0; }
 .muted { color: #5a5a5a; }
 .caption { color: #4a4a4a; font-size: 12.5px; margin: 4px 0 14px; }
-.table-wrap { overflow-x: auto; margin: 6px 0; }
+.table-wrap { overflow-x: auto; margin: 6px 0; scrollbar-width: thin; scrollbar-color: #9a9a9a #eeeeee; }
+.cont { color: #5a5a5a; font-size: 12px; margin: 10px 0 0; }
 table { border-collapse: collapse; font-size: 12.5px; }
 th, td { border: 1px solid #d6d6d6; padding: 3px 8px; vertical-align: top; }
+td { overflow-wrap: anywhere; }
+td.tok { white-space: nowrap; }
 th { background: #f1f3f5; text-align: left; min-width: 3em; }
 td.num { text-align: right; white-space: nowrap; font-variant-numeric: tabular-nums; }
 td.pass { color: #11692a; font-weight: bold; }
@@ -47,6 +50,9 @@ figure img { max-width: 100%; height: auto; border: 1px solid #e3e3e3; }
 figcaption { color: #4a4a4a; font-size: 12.5px; margin-top: 4px; }
 """
 
+# Width of main's content box (max-width 1180 px minus 2 x 28 px padding), less a margin for font differences.
+PAGE_WIDTH_PX = 1080
+_CHAR_PX, _HEAD_CHAR_PX, _CELL_PAD_PX, _TEXT_CHARS, _TOKEN_CHARS = 7.6, 8.6, 18, 40, 24
 _NUM = re.compile(r"^[+-]?(\d+(\.\d+)?|n/a)( \[[^\]]*\])?$")
 
 
@@ -59,14 +65,50 @@ def _cell_class(col: str, value: str) -> str:
         return value.lower()
     if col == "text":
         return "text"
-    return "num" if _NUM.match(value) else ""
+    if _NUM.match(value):
+        return "num"
+    return "tok" if len(value) <= _TOKEN_CHARS and " " not in value else ""
 
 
-def _table(frame: pd.DataFrame) -> str:
-    if frame.empty:
-        return '<p class="muted">(none)</p>'
+def _col_width(col: str, values: list[str]) -> float:
+    """Estimated rendered width (px) of a column: headers break at spaces and after "/", numbers and short
+    tokens (a point id) never wrap, longer text wraps at about ``_TEXT_CHARS`` characters."""
+    head = max((len(w) for w in re.split(r"[ /]", col)), default=0) * _HEAD_CHAR_PX
+    cells = [len(v) if _cell_class(col, v) in ("num", "pass", "fail", "tok") else min(len(v), _TEXT_CHARS)
+             for v in values]
+    return max([head] + [c * _CHAR_PX for c in cells]) + _CELL_PAD_PX
+
+
+def table_chunks(frame: pd.DataFrame, key_columns: int = 1, width_px: float = PAGE_WIDTH_PX) -> list[pd.DataFrame]:
+    """Split a table wider than ``width_px`` into tables of consecutive columns that each fit, every one of
+    them repeating the first ``key_columns`` columns, so no column is ever cut off at the page edge.
+
+    Widths are estimates (:func:`_col_width`); a single column wider than the page still gets its own table,
+    whose wrapper scrolls with a visible scrollbar.
+    """
     cols = [str(c) for c in frame.columns]
-    head = "".join(f"<th>{_e(c)}</th>" for c in cols)
+    frame = frame.set_axis(cols, axis=1)
+    widths = {c: _col_width(c, [str(v) for v in frame[c]]) for c in cols}
+    keys, rest = cols[:key_columns], cols[key_columns:]
+    base = sum(widths[c] for c in keys)
+    chunks: list[list[str]] = []
+    used = width_px  # forces a new chunk for the first column
+    for c in rest:
+        if used + widths[c] > width_px and (not chunks or len(chunks[-1]) > 0):
+            chunks.append([])
+            used = base
+        chunks[-1].append(c)
+        used += widths[c]
+    return [frame[keys + chunk] for chunk in chunks] or [frame]
+
+
+def _head_cell(col: str) -> str:
+    return "<th>" + "/<wbr>".join(_e(part) for part in col.split("/")) + "</th>"
+
+
+def _one_table(frame: pd.DataFrame) -> str:
+    cols = [str(c) for c in frame.columns]
+    head = "".join(_head_cell(c) for c in cols)
     body = []
     for row in frame.itertuples(index=False):
         cells = []
@@ -76,6 +118,18 @@ def _table(frame: pd.DataFrame) -> str:
         body.append("<tr>" + "".join(cells) + "</tr>")
     return (f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead><tbody>\n' + "\n".join(body)
             + "\n</tbody></table></div>")
+
+
+def _table(frame: pd.DataFrame, key_columns: int = 1) -> str:
+    if frame.empty:
+        return '<p class="muted">(none)</p>'
+    chunks = table_chunks(frame, key_columns)
+    out = [_one_table(chunks[0])]
+    keys = ", ".join(str(c) for c in frame.columns[:key_columns])
+    for i, chunk in enumerate(chunks[1:], start=2):
+        out.append(f'<p class="cont">Table continued ({i} of {len(chunks)}; {_e(keys)} repeated):</p>')
+        out.append(_one_table(chunk))
+    return "\n".join(out)
 
 
 def _figure(b: FigureBlock) -> str:
@@ -93,7 +147,7 @@ def _section(sec: Section) -> str:
             cls = {"note": "note", "muted": "muted"}.get(b.style)
             out.append(f'<p class="{cls}">{_e(b.text)}</p>' if cls else f"<p>{_e(b.text)}</p>")
         elif isinstance(b, TableBlock):
-            out.append(_table(b.frame))
+            out.append(_table(b.frame, b.key_columns))
             if b.caption:
                 out.append(f'<p class="caption">{_e(b.caption)}</p>')
         elif isinstance(b, FigureBlock):

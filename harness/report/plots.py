@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+import textwrap
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,10 +26,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from harness.io import atomic_write_bytes
+from harness.report.labels import PointLabel, place_labels
 from harness.report.tables import fmt_alpha, fmt_delta, fmt_value
 
-__all__ = ["DPI", "COLORS", "SUITE_COLORS", "color_of", "Bars", "Line", "plot_id_vs_shift", "plot_before_after", "plot_metric_vs_alpha",
-           "plot_reliability", "plot_confusion"]
+__all__ = ["DPI", "COLORS", "SUITE_COLORS", "color_of", "grid_shape", "pareto_front", "Bars", "Line",
+           "plot_id_vs_shift", "plot_before_after", "plot_metric_vs_alpha"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,17 +68,57 @@ def _err(v: pd.Series, lo: pd.Series, hi: pd.Series) -> np.ndarray:
     return np.clip(np.nan_to_num(np.vstack([v - lo, hi - v]), nan=0.0), 0.0, None)
 
 
-def _label_point(ax, x: float, y: float, text: str, color: str) -> None:
-    """Annotate a point, placing the text on the side facing the centre of the axes."""
-    x0, x1 = ax.get_xlim()
-    right = x > (x0 + x1) / 2
-    ax.annotate(text, (x, y), xytext=(-7 if right else 7, 7), textcoords="offset points",
-                ha="right" if right else "left", va="bottom", fontsize=7.5, color=color, fontweight="bold",
-                bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})
+def grid_shape(n: int) -> tuple[int, int]:
+    """(rows, columns) of a grid of ``n`` panels: up to 3 columns, 4 once there are more than 9 panels, so a run
+    with many suites gives a tall grid rather than one strip."""
+    ncols = max(1, min(n, 3) if n <= 9 else 4)
+    return math.ceil(max(n, 1) / ncols), ncols
 
 
-def _id_vs_shift_panel(ax, w: pd.DataFrame, e: pd.DataFrame, *, chosen: str | None, pareto: Sequence[str],
-                       base: str | None, adapted: str | None) -> None:
+def pareto_front(x: Sequence[float], y: Sequence[float], higher_is_better: bool = True) -> np.ndarray:
+    """Boolean mask (n,) of the points no other point beats on both coordinates (NaN points are never on it).
+
+    A point is dominated when another is at least as good on x and on y and strictly better on one; "good" is
+    larger when ``higher_is_better``, else smaller.
+    """
+    pts = np.column_stack([np.asarray(x, dtype=float), np.asarray(y, dtype=float)])
+    if not higher_is_better:
+        pts = -pts
+    ok = np.isfinite(pts).all(axis=1)
+    front = ok.copy()
+    for i in np.flatnonzero(ok):
+        others = pts[ok]
+        front[i] = not np.any((others >= pts[i]).all(axis=1) & (others > pts[i]).any(axis=1))
+    return front
+
+
+def _finite_xy(r) -> bool:
+    return math.isfinite(r["x"]) and math.isfinite(r["y"])
+
+
+def _labels(w: pd.DataFrame, ends: pd.DataFrame, base: str | None, adapted: str | None,
+            chosen: str | None) -> tuple[list[PointLabel], list[tuple[float, float, float]]]:
+    """The panel's labels in priority order (base, adapted, then the alpha numbers) and the markers to keep
+    clear (x, y, radius in pixels), for :func:`harness.report.labels.place_labels`."""
+    labels = []
+    for pid, key, text in ((base, "base", "base"), (adapted, "adapted", "adapted")):
+        if pid in ends.index and _finite_xy(ends.loc[pid]):
+            labels.append(PointLabel(ends.at[pid, "x"], ends.at[pid, "y"],
+                                     f"{text} (α={fmt_alpha(ends.at[pid, 'alpha'])})",
+                                     {"fontsize": 7.5, "color": COLORS[key], "fontweight": "bold", "zorder": 7,
+                                      "bbox": {"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none",
+                                               "alpha": 0.8}}))
+    for _, r in w.iterrows():
+        if r["point"] not in (base, adapted):
+            labels.append(PointLabel(r["x"], r["y"], fmt_alpha(r["alpha"]), {"fontsize": 6.5, "color": "0.3",
+                                                                              "zorder": 6}))
+    markers = [(r["x"], r["y"], 11.0 if r["point"] == chosen else 5.0) for _, r in w.iterrows()]
+    return labels, markers
+
+
+def _id_vs_shift_panel(ax, w: pd.DataFrame, e: pd.DataFrame, *, chosen: str | None, base: str | None,
+                       adapted: str | None, higher_is_better: bool
+                       ) -> tuple[list[PointLabel], list[tuple[float, float, float]]]:
     ends = w[w["point"].isin([base, adapted])].set_index("point")
     if base in ends.index and adapted in ends.index:
         ax.plot([ends.at[base, "x"], ends.at[adapted, "x"]], [ends.at[base, "y"], ends.at[adapted, "y"]],
@@ -91,29 +133,25 @@ def _id_vs_shift_panel(ax, w: pd.DataFrame, e: pd.DataFrame, *, chosen: str | No
     ax.errorbar(w["x"], w["y"], xerr=_err(w["x"], w["x_lo"], w["x_hi"]), yerr=_err(w["y"], w["y_lo"], w["y_hi"]),
                 fmt="-o", ms=4, color=_CURVE, ecolor="#9ecae1", elinewidth=0.8, capsize=1.5, lw=1.4,
                 label="weight-space blend (95% CI)", zorder=3)
-    par = w[w["point"].isin(pareto)]
+    par = w[pareto_front(w["x"], w["y"], higher_is_better)]
     if not par.empty:
         ax.scatter(par["x"], par["y"], s=120, facecolors="none", edgecolors="black", linewidths=1.0,
-                   label="Pareto-optimal", zorder=4)
+                   label="Pareto front of the points in this panel", zorder=4)
     ax.margins(0.15)
-    for _, r in w.iterrows():
-        if r["point"] not in (base, adapted) and math.isfinite(r["x"]) and math.isfinite(r["y"]):
-            ax.annotate(fmt_alpha(r["alpha"]), (r["x"], r["y"]), xytext=(4, -9), textcoords="offset points",
-                        fontsize=6.5, color="0.35")
-    for pid, key, marker, text in ((base, "base", "s", "base"), (adapted, "adapted", "^", "adapted")):
-        if pid in ends.index and math.isfinite(ends.at[pid, "x"]) and math.isfinite(ends.at[pid, "y"]):
-            ax.scatter([ends.at[pid, "x"]], [ends.at[pid, "y"]], s=55, marker=marker, color=COLORS[key],
-                       edgecolors="black", linewidths=0.6, zorder=5)
-            _label_point(ax, ends.at[pid, "x"], ends.at[pid, "y"],
-                         f"{text} (α={fmt_alpha(ends.at[pid, 'alpha'])})", COLORS[key])
     ch = w[w["point"] == chosen]
-    if not ch.empty:
-        ax.scatter(ch["x"], ch["y"], s=230, marker="*", color=COLORS["chosen"], edgecolors="black",
-                   linewidths=0.7, label=f"chosen (α={fmt_alpha(ch['alpha'].iloc[0])})", zorder=6)
+    if not ch.empty:  # under the base/adapted markers, so that choosing alpha 0 or 1 hides neither
+        same = " = adapted" if chosen == adapted else " = base" if chosen == base else ""
+        ax.scatter(ch["x"], ch["y"], s=330, marker="*", color=COLORS["chosen"], edgecolors="black",
+                   linewidths=0.7, label=f"chosen (α={fmt_alpha(ch['alpha'].iloc[0])}{same})", zorder=4.5)
+    for pid, key, marker in ((base, "base", "s"), (adapted, "adapted", "^")):
+        if pid in ends.index and _finite_xy(ends.loc[pid]):
+            ax.scatter([ends.at[pid, "x"]], [ends.at[pid, "y"]], s=55, marker=marker, color=COLORS[key],
+                       edgecolors="black", linewidths=0.6, zorder=5, gid=f"{key}-marker")
+    return _labels(w, ends, base, adapted, chosen)
 
 
-def plot_id_vs_shift(curve: pd.DataFrame, path: Path, *, metric: str, chosen: str | None, pareto: Sequence[str],
-                     base: str | None, adapted: str | None, splits_note: str) -> Path:
+def plot_id_vs_shift(curve: pd.DataFrame, path: Path, *, metric: str, chosen: str | None, base: str | None,
+                     adapted: str | None, splits_note: str, higher_is_better: bool = True) -> Path:
     """ID metric (x) against shift metric (y) along alpha: one panel for the mean over shift suites, one each.
 
     Parameters
@@ -126,29 +164,35 @@ def plot_id_vs_shift(curve: pd.DataFrame, path: Path, *, metric: str, chosen: st
         Metric on both axes.
     chosen, base, adapted : str or None
         Point ids to highlight.
-    pareto : sequence of str
-        Point ids on the Pareto front (``summary.selection.pareto``).
     splits_note : str
         Which splits the coordinates come from (figure title).
+    higher_is_better : bool, default=True
+        Direction of ``metric``; rings mark each panel's own Pareto front on the plotted coordinates (the
+        selection's Pareto set, on validation splits, is in the tables).
     """
     panels = list(dict.fromkeys(curve["panel"]))
-    ncols = min(len(panels), 3)
-    nrows = math.ceil(len(panels) / ncols)
+    nrows, ncols = grid_shape(len(panels))
     with _figure(path, 4.3 * ncols, 3.7 * nrows + 0.9) as fig:
         axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
         for i, (ax, panel) in enumerate(zip(axes, panels)):
-            rows = curve[curve["panel"] == panel]
-            _id_vs_shift_panel(ax, rows[rows["kind"] == "weights"].sort_values("alpha"),
-                               rows[rows["kind"] == "ensemble"].sort_values("alpha"),
-                               chosen=chosen, pareto=pareto, base=base, adapted=adapted)
             ax.set_title(panel if i == 0 else f"shift suite: {panel}")
             ax.set_xlabel(f"ID {metric}")
             ax.set_ylabel(f"{'mean shift' if i == 0 else panel} {metric}")
         for ax in axes[len(panels):]:
             ax.set_visible(False)
+        todo = []
+        for ax, panel in zip(axes, panels):
+            rows = curve[curve["panel"] == panel]
+            todo.append((ax, *_id_vs_shift_panel(ax, rows[rows["kind"] == "weights"].sort_values("alpha"),
+                                                 rows[rows["kind"] == "ensemble"].sort_values("alpha"),
+                                                 chosen=chosen, base=base, adapted=adapted,
+                                                 higher_is_better=higher_is_better)))
         handles, labels = axes[0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 3), frameon=False)
         fig.suptitle(f"ID vs shift {metric} along alpha ({splits_note}); numbers next to points are alpha")
+        fig.draw_without_rendering()  # settle the layout once: labels are placed in display pixels
+        for ax, point_labels, markers in todo:
+            place_labels(ax, point_labels, markers)
     return path
 
 
@@ -161,43 +205,70 @@ class Bars:
     majority: float | None = None
 
 
+BARS_PER_ROW = 8
+
+
+def _bar_row(ax, groups: Sequence[Bars], columns: Sequence[str], slots: int) -> float:
+    """Draw one row of grouped bars in ``slots`` group positions (a short last row keeps the bar width);
+    returns the highest drawn value (for a shared y limit)."""
+    k = len(columns)
+    width = 0.8 / k
+    top = 0.0
+    for c, label in enumerate(columns):
+        vals = np.asarray([g.values[c] for g in groups], dtype=float).reshape(-1, 3)
+        xs = np.arange(len(groups)) + (c - (k - 1) / 2) * width
+        ax.bar(xs, vals[:, 0], width * 0.92, color=color_of(label), edgecolor="black", linewidth=0.5,
+               label=label, yerr=_err(vals[:, 0], vals[:, 1], vals[:, 2]), capsize=2, error_kw={"elinewidth": 0.8})
+        for x, (v, _lo, hi), g in zip(xs, vals, groups):
+            if not math.isfinite(v):
+                continue
+            text = fmt_value(v) if c == 0 or columns[0] != "base" else fmt_delta(v - g.values[0][0])
+            y = hi if math.isfinite(hi) else v
+            ax.text(x, y + 0.012, text, ha="center", va="bottom", fontsize=7, rotation=90 if k > 3 else 0)
+            top = max(top, y)
+    shown = False
+    for i, g in enumerate(groups):
+        if g.majority is not None and math.isfinite(g.majority):
+            ax.hlines(g.majority, i - 0.46, i + 0.46, colors="black", linestyles="--", lw=1.1,
+                      label=None if shown else "majority-class rate", zorder=4)
+            shown = True
+            top = max(top, g.majority)
+    ax.set_xticks(np.arange(len(groups)), [_wrap(g.label, 18) for g in groups])
+    ax.set_xlim(-0.6, max(len(groups), slots) - 0.4)
+    ax.grid(axis="x", visible=False)
+    return top
+
+
+def _wrap(label: str, width: int) -> str:
+    return "\n".join(textwrap.fill(part, width) for part in label.split("\n"))
+
+
 def plot_before_after(groups: Sequence[Bars], columns: Sequence[str], path: Path, *, metric: str) -> Path:
     """Grouped bars (one group per suite/split, one bar per focus column) with 95% intervals.
 
     The first column's bar is labelled with its value; the others with their delta vs the first when the first
-    column is ``base``. A dashed black segment marks the group's majority-class rate when given.
+    column is ``base``. A dashed black segment marks the group's majority-class rate when given. Past
+    ``BARS_PER_ROW`` groups the bars wrap onto further rows with a shared y axis, so that a run with dozens of
+    suites gives a grid rather than one very wide strip.
     """
     k = len(columns)
-    width = 0.8 / k
-    with _figure(path, max(7.0, 1.25 * len(groups) * max(k, 2) / 2 + 2.0), 4.4) as fig:
-        ax = fig.subplots()
-        top = 0.0
-        for c, label in enumerate(columns):
-            vals = np.asarray([g.values[c] for g in groups], dtype=float).reshape(-1, 3)
-            xs = np.arange(len(groups)) + (c - (k - 1) / 2) * width
-            ax.bar(xs, vals[:, 0], width * 0.92, color=color_of(label), edgecolor="black", linewidth=0.5,
-                   label=label, yerr=_err(vals[:, 0], vals[:, 1], vals[:, 2]), capsize=2,
-                   error_kw={"elinewidth": 0.8})
-            for x, (v, _lo, hi), g in zip(xs, vals, groups):
-                if not math.isfinite(v):
-                    continue
-                base_v = g.values[0][0]
-                text = (fmt_value(v) if c == 0 or columns[0] != "base" else fmt_delta(v - base_v))
-                y = hi if math.isfinite(hi) else v
-                ax.text(x, y + 0.012, text, ha="center", va="bottom", fontsize=7, rotation=90 if k > 3 else 0)
-                top = max(top, y)
-        shown = False
-        for i, g in enumerate(groups):
-            if g.majority is not None and math.isfinite(g.majority):
-                ax.hlines(g.majority, i - 0.46, i + 0.46, colors="black", linestyles="--", lw=1.1,
-                          label=None if shown else "majority-class rate", zorder=4)
-                shown = True
-                top = max(top, g.majority)
-        ax.set_ylim(0.0, top * 1.14 + 0.02)
-        ax.set_xticks(np.arange(len(groups)), [g.label for g in groups])
-        ax.set_ylabel(metric)
-        ax.grid(axis="x", visible=False)
-        fig.legend(loc="outside lower center", ncol=k + 1, frameon=False)
+    rows = [groups[i:i + BARS_PER_ROW] for i in range(0, len(groups), BARS_PER_ROW)] or [groups]
+    per_row = min(len(groups), BARS_PER_ROW)
+    with _figure(path, max(7.0, (0.42 * max(k, 2) + 0.35) * per_row + 1.6), 3.6 * len(rows) + 0.8) as fig:
+        axes = np.atleast_1d(fig.subplots(len(rows), 1, squeeze=False, sharey=True)).ravel()
+        top = max(_bar_row(ax, row, columns, per_row) for ax, row in zip(axes, rows))
+        for ax in axes:
+            ax.set_ylim(0.0, top * 1.14 + 0.02)
+            ax.set_ylabel(metric)
+        handles, labels = axes[0].get_legend_handles_labels()
+        if "majority-class rate" not in labels:
+            for ax in axes[1:]:
+                h, lab = ax.get_legend_handles_labels()
+                if "majority-class rate" in lab:
+                    handles.append(h[lab.index("majority-class rate")])
+                    labels.append("majority-class rate")
+                    break
+        fig.legend(handles, labels, loc="outside lower center", ncol=k + 1, frameon=False)
         fig.suptitle(f"{metric} per suite (test splits)" + (
             "; labels: base value, others Δ vs base" if k > 1 and columns[0] == "base" else ""))
     return path
@@ -217,108 +288,78 @@ class Line:
 
 
 def _feasible_spans(alphas: Sequence[float], feasible: Sequence[bool]) -> list[tuple[float, float]]:
-    """Merge the alphas feasible under the policy into shaded spans reaching halfway to each neighbour."""
-    a = np.asarray(alphas, dtype=float)
-    spans: list[tuple[float, float]] = []
-    for i, ok in enumerate(feasible):
-        if not ok:
-            continue
-        lo = a[i] if i == 0 else (a[i - 1] + a[i]) / 2
-        hi = a[i] if i == len(a) - 1 else (a[i] + a[i + 1]) / 2
-        if spans and math.isclose(spans[-1][1], lo):
-            spans[-1] = (spans[-1][0], hi)
-        else:
-            spans.append((lo, hi))
-    return [(lo - 0.01, hi + 0.01) if lo == hi else (lo, hi) for lo, hi in spans]
+    """Runs of consecutive evaluated alphas that are all feasible under the policy, as (first, last) alpha.
 
-
-def plot_metric_vs_alpha(lines: Sequence[Line], path: Path, *, metric: str, alphas: Sequence[float],
-                         feasible: Sequence[bool] | None, chosen_alpha: float | None) -> Path:
-    """``metric`` against alpha, one line per (suite, split) with its interval as a band; the alphas feasible
-    under the selection policy shaded, the chosen alpha marked by a vertical line. Dashed lines are validation
-    splits."""
-    with _figure(path, 7.6, 4.9) as fig:
-        ax = fig.subplots()
-        if feasible is not None and any(feasible):
-            for j, (lo, hi) in enumerate(_feasible_spans(alphas, feasible)):
-                ax.axvspan(lo, hi, color=COLORS["chosen"], alpha=0.12, lw=0,
-                           label="feasible under the policy" if j == 0 else None)
-        for ln in lines:
-            ax.fill_between(ln.alpha, ln.low, ln.high, color=ln.color, alpha=0.10, lw=0)
-            ax.plot(ln.alpha, ln.value, marker="o", ms=3, lw=1.4, ls="--" if ln.dashed else "-", color=ln.color,
-                    label=ln.label)
-        if chosen_alpha is not None:
-            ax.axvline(chosen_alpha, color=COLORS["chosen"], lw=1.6, label=f"chosen α={fmt_alpha(chosen_alpha)}")
-        ax.set_xlim(-0.02, 1.02)
-        ax.set_xlabel("α (fraction of adapted weights: 0 = base, 1 = adapted)")
-        ax.set_ylabel(metric)
-        fig.legend(loc="outside right center", frameon=False)
-        fig.suptitle(f"{metric} along alpha (bands: 95% CI; dashed: validation splits)")
-    return path
-
-
-def plot_reliability(panels: Sequence[tuple[str, dict[str, tuple[pd.DataFrame, float]]]], path: Path) -> Path:
-    """Reliability diagrams: per panel, accuracy against mean top-label confidence in 10 equal-width bins, one
-    line per focus column (legend: binned ECE), and below it the share of examples in each bin."""
-    n = len(panels)
-    with _figure(path, 4.4 * n, 5.2) as fig:
-        axes = fig.subplots(2, n, squeeze=False, height_ratios=[3, 1], sharex=True)
-        for col, (title, curves) in enumerate(panels):
-            top, bottom = axes[0, col], axes[1, col]
-            top.plot([0, 1], [0, 1], ls="--", color="0.5", lw=0.9, label="perfect calibration")
-            k = max(len(curves), 1)
-            for j, (label, (bins, ece)) in enumerate(curves.items()):
-                full = bins[bins["count"] > 0]
-                top.plot(full["confidence"], full["accuracy"], marker="o", ms=3.5, lw=1.3, color=color_of(label),
-                         label=f"{label}: ECE {fmt_value(ece)}")
-                share = bins["count"] / max(int(bins["count"].sum()), 1)
-                centers = (bins["lo"] + bins["hi"]) / 2 + (j - (k - 1) / 2) * 0.1 / k
-                bottom.bar(centers, share, width=0.1 / k, color=color_of(label), edgecolor="none")
-            top.set_xlim(0, 1)
-            top.set_ylim(0, 1.02)
-            top.set_title(title)
-            top.set_ylabel("accuracy in bin")
-            top.legend(loc="lower right", fontsize=7)
-            bottom.set_ylabel("share")
-            bottom.set_xlabel("top-label confidence")
-        fig.suptitle("Reliability (10 equal-width bins; binned ECE is biased upward on small n)")
-    return path
-
-
-def _confusion_panel(ax, cm: np.ndarray, names: Sequence[str], title: str) -> None:
-    with np.errstate(invalid="ignore", divide="ignore"):
-        frac = np.nan_to_num(cm / cm.sum(axis=1, keepdims=True))
-    ax.imshow(frac, cmap="Blues", vmin=0.0, vmax=1.0)
-    ax.grid(False)
-    c = len(names)
-    ax.set_xticks(range(c), names, rotation=30 if max(len(s) for s in names) > 6 else 0, ha="right" if max(
-        len(s) for s in names) > 6 else "center")
-    ax.set_yticks(range(c), names)
-    if c <= 12:
-        for i in range(c):
-            for j in range(c):
-                ax.text(j, i, f"{cm[i, j]}\n{frac[i, j]:.0%}", ha="center", va="center", fontsize=7,
-                        color="white" if frac[i, j] > 0.6 else "black")
-    ax.set_title(title, fontsize=9)
-    ax.set_xlabel("predicted")
-
-
-def plot_confusion(rows: Sequence[tuple[str, Sequence[tuple[str, np.ndarray]]]], names_of: dict[str, list[str]],
-                   path: Path) -> Path:
-    """Confusion matrices: one row per suite (test splits pooled), one column per focus column.
-
-    Cells show the count and the share of the true class (row); the diagonal share is the class's recall.
+    Both ends of every span are evaluated alphas, and every evaluated alpha inside a span is feasible, so the
+    shading never claims an alpha that was not evaluated. An isolated feasible alpha gives a span (a, a), drawn
+    as a marker only.
     """
-    ncols = max(len(r[1]) for r in rows)
-    c = max(len(v) for v in names_of.values())
-    side = 1.0 + 0.55 * c
-    with _figure(path, side * ncols + 1.0, (side + 0.5) * len(rows) + 0.5) as fig:
-        axes = fig.subplots(len(rows), ncols, squeeze=False)
-        for r, (suite, mats) in enumerate(rows):
-            for j, (label, cm) in enumerate(mats):
-                _confusion_panel(axes[r, j], cm, names_of[suite], f"{suite}\n{label}")  # two lines: fits the panel
-            for ax in axes[r, len(mats):]:
-                ax.set_visible(False)
-            axes[r, 0].set_ylabel("true class")
-        fig.suptitle("Confusion matrices (count and share of the true class; diagonal = recall)")
+    order = np.argsort(np.asarray(alphas, dtype=float), kind="stable")
+    a = np.asarray(alphas, dtype=float)[order]
+    ok = np.asarray(feasible, dtype=bool)[order]
+    spans: list[tuple[float, float]] = []
+    for i in range(len(a)):
+        if not ok[i]:
+            continue
+        if i > 0 and ok[i - 1]:
+            spans[-1] = (spans[-1][0], float(a[i]))
+        else:
+            spans.append((float(a[i]), float(a[i])))
+    return spans
+
+
+def _alpha_panel(ax, lines: Sequence[Line], alphas: Sequence[float], feasible: Sequence[bool] | None,
+                 chosen_alpha: float | None) -> None:
+    if feasible is not None and any(feasible):
+        for lo, hi in _feasible_spans(alphas, feasible):
+            if hi > lo:
+                ax.axvspan(lo, hi, color=COLORS["chosen"], alpha=0.12, lw=0)
+        ok = [a for a, f in zip(alphas, feasible) if f]
+        ax.scatter(ok, [0.0] * len(ok), marker="^", s=22, color=COLORS["chosen"], transform=ax.get_xaxis_transform(),
+                   clip_on=False, zorder=5, label="feasible under the policy (evaluated alphas; shaded between "
+                                                  "neighbours)")
+    for ln in lines:
+        ax.fill_between(ln.alpha, ln.low, ln.high, color=ln.color, alpha=0.14, lw=0)
+        ax.plot(ln.alpha, ln.value, marker="o", ms=3, lw=1.4, ls="--" if ln.dashed else "-", color=ln.color,
+                label=ln.label)
+    if chosen_alpha is not None:
+        ax.axvline(chosen_alpha, color=COLORS["chosen"], lw=1.6, label=f"chosen α={fmt_alpha(chosen_alpha)}")
+    ax.set_xlim(-0.03, 1.03)
+
+
+def plot_metric_vs_alpha(panels: Sequence[tuple[str, Sequence[Line]]], path: Path, *, metric: str,
+                         alphas: Sequence[float], feasible: Sequence[bool] | None,
+                         chosen_alpha: float | None) -> Path:
+    """``metric`` against alpha, one panel per suite (one line per split, its 95% interval as a band); alphas
+    feasible under the selection policy marked by green triangles and shaded between feasible neighbours; the
+    chosen alpha marked by a vertical line. Dashed lines are validation splits.
+
+    Parameters
+    ----------
+    panels : sequence of (str, sequence of Line)
+        Panel title (the suite) and its lines.
+    alphas : sequence of float
+        The evaluated alphas, in the order of ``feasible``.
+    feasible : sequence of bool or None
+        Whether each evaluated alpha was feasible under the policy (``None``: not recorded).
+    chosen_alpha : float or None
+    """
+    nrows, ncols = grid_shape(len(panels))
+    with _figure(path, 4.0 * ncols + 0.4, 2.9 * nrows + 1.1) as fig:
+        axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False, sharex=True)).ravel()
+        for ax, (title, lines) in zip(axes, panels):
+            _alpha_panel(ax, lines, alphas, feasible, chosen_alpha)
+            ax.set_title(title)
+            ax.set_ylabel(metric)
+        for ax in axes[len(panels):]:
+            ax.set_visible(False)
+        for ax in axes[-ncols:]:
+            ax.set_xlabel("α (0 = base, 1 = adapted)")
+        handles: dict[str, object] = {}
+        for ax in axes[:len(panels)]:
+            for h, lab in zip(*ax.get_legend_handles_labels()):
+                handles.setdefault(lab, h)
+        fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=min(len(handles), 3),
+                   frameon=False)
+        fig.suptitle(f"{metric} along alpha, one panel per suite (bands: 95% CI; dashed: validation splits)")
     return path

@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 import pandas as pd
 
-from harness.report import plots
+from harness.report import plots_preds
 from harness.report.document import FIGURES, Context, FigureBlock, Heading, Para, Section, TableBlock
-from harness.report.predstats import (Pooled, binned_ece, confusion_matrix, flip_counts, largest_flips,
-                                      per_class_recall, reliability_bins)
+from harness.report.predstats import (Pooled, binned_ece, confusion_matrix, finite_mean, flip_counts,
+                                      largest_flips, per_class_recall, reliability_bins)
 from harness.report.tables import fmt_delta, fmt_value, report_pairs
 
 __all__ = ["calibration", "per_class", "examples"]
@@ -66,8 +66,8 @@ def calibration(ctx: Context) -> Section:
             bins = reliability_bins(pooled.probs, pooled.labels)
             curves[label] = (bins, binned_ece(bins))
             rows.append({"splits": title, "point": label, "n": str(pooled.n),
-                         "mean confidence": fmt_value(pooled.probs.max(axis=1).mean()),
-                         "accuracy": fmt_value(pooled.correct.mean()), "binned ECE": fmt_value(curves[label][1])})
+                         "mean confidence": fmt_value(finite_mean(pooled.probs.max(axis=1))),
+                         "accuracy": fmt_value(finite_mean(pooled.correct)), "binned ECE": fmt_value(curves[label][1])})
         if curves:
             panels.append((f"{title}, n={next(iter(pooled_all.values())).n}", curves))
     if not panels:
@@ -77,7 +77,7 @@ def calibration(ctx: Context) -> Section:
             "splits rather than reading the level; summary.json's ece metric, with its interval, is the "
             "reference number per split. The numbers below are recomputed from the stored predictions "
             "(10 equal-width bins of top-label confidence, test splits pooled).")
-    path = plots.plot_reliability(panels, ctx.figdir / FIGURES[4])
+    path = plots_preds.plot_reliability(panels, ctx.figdir / FIGURES[4])
     return Section("Calibration", (FigureBlock(path, "Reliability diagrams: accuracy against confidence per bin; "
                                                      "the lower panels show the share of examples per bin."),
                                    Para(note, "note"), TableBlock(pd.DataFrame(rows, dtype=object))))
@@ -111,9 +111,13 @@ def per_class(ctx: Context) -> Section:
                                   "positive flips": str(fc["positive"])})
     if not fig_rows:
         return Section("Per-class view", (Para(_NO_PREDS, "muted"),))
-    path = plots.plot_confusion(fig_rows, names_of, ctx.figdir / FIGURES[5])
-    blocks = [FigureBlock(path, "Confusion matrices per suite (test splits pooled)."), Heading("Per-class recall"),
-              TableBlock(pd.DataFrame(recall_rows, dtype=object), "Recomputed from the stored predictions.")]
+    path = plots_preds.plot_confusion(fig_rows, names_of, ctx.figdir / FIGURES[5])
+    many = (f" With more than {plots_preds.MANY_SUITES} suites only the chosen (last) point's matrix is drawn; "
+            "the per-class recall table has every point." if len(fig_rows) > plots_preds.MANY_SUITES else "")
+    blocks = [FigureBlock(path, "Confusion matrices per suite (test splits pooled)." + many),
+              Heading("Per-class recall"),
+              TableBlock(pd.DataFrame(recall_rows, dtype=object), "Recomputed from the stored predictions.",
+                         key_columns=2)]
     if flip_rows:
         blocks += [Heading("Negative flips"),
                    TableBlock(pd.DataFrame(flip_rows, dtype=object),

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["Pooled", "PredIndex", "softmax", "reliability_bins", "binned_ece", "confusion_matrix",
-           "per_class_recall", "flip_counts", "largest_flips", "majority_rate", "N_BINS"]
+           "per_class_recall", "flip_counts", "largest_flips", "majority_rate", "finite_mean", "N_BINS"]
 
 logger = logging.getLogger(__name__)
 
@@ -24,11 +24,21 @@ Pair = tuple[str, str]
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax of ``logits`` (n, C) in float64, numerically stable."""
-    z = np.asarray(logits, dtype=np.float64)
-    z = z - z.max(axis=1, keepdims=True)
+    """Row-wise softmax of ``logits`` (n, C) in float64, numerically stable.
+
+    A row holding a non-finite logit (NaN or inf, e.g. from an fp16 overflow) gives a row of NaN, without a
+    numpy RuntimeWarning: the views below leave such rows out.
+    """
+    z = np.array(logits, dtype=np.float64)  # a copy: changed below
+    if z.size == 0:
+        return z
+    bad = ~np.isfinite(z).all(axis=1)
+    z[bad] = 0.0
+    z -= z.max(axis=1, keepdims=True)
     e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    out = e / e.sum(axis=1, keepdims=True)
+    out[bad] = np.nan
+    return out
 
 
 @dataclass(frozen=True)
@@ -56,7 +66,8 @@ class Pooled:
 
     @property
     def correct(self) -> np.ndarray:
-        return self.pred == self.labels
+        """Whether the top class is the label (``False`` for a row with non-finite outputs)."""
+        return (self.pred == self.labels) & np.isfinite(self.probs).all(axis=1)
 
 
 class PredIndex:
@@ -99,14 +110,18 @@ class PredIndex:
 def reliability_bins(probs: np.ndarray, labels: np.ndarray, n_bins: int = N_BINS) -> pd.DataFrame:
     """Equal-width bins of top-label confidence: bin b holds edges[b] < conf <= edges[b + 1] (as the ece metric).
 
+    Rows with non-finite probabilities (see :func:`softmax`) are left out.
+
     Returns
     -------
     pandas.DataFrame
         One row per bin: ``lo``, ``hi``, ``count``, ``confidence`` (mean top-label probability) and ``accuracy``
         (NaN for an empty bin).
     """
-    conf = probs.max(axis=1)
-    correct = (probs.argmax(axis=1) == labels).astype(float)
+    ok = np.isfinite(probs).all(axis=1) if probs.size else np.zeros(len(probs), dtype=bool)
+    probs, labels = probs[ok], np.asarray(labels)[ok]
+    conf = probs.max(axis=1) if probs.size else np.zeros(0)
+    correct = (probs.argmax(axis=1) == labels).astype(float) if probs.size else np.zeros(0)
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     idx = np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, n_bins - 1)
     count = np.bincount(idx, minlength=n_bins)
@@ -188,6 +203,13 @@ def largest_flips(ref: Pooled, cand: Pooled, k: int = 5) -> pd.DataFrame:
         "ref_conf": [float(ref.probs[i[t]].max()) for t in order],
         "cand_pred": [int(cand.pred[j[t]]) for t in order],
         "cand_conf": [float(cand.probs[j[t]].max()) for t in order], "drop": [float(drop[t]) for t in order]})
+
+
+def finite_mean(values: np.ndarray) -> float:
+    """Mean of the finite entries (NaN, without a RuntimeWarning, when there are none)."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if v.size else float("nan")
 
 
 def majority_rate(labels: np.ndarray) -> float:

@@ -14,13 +14,15 @@ from harness.report.document import (FIGURES, Block, Context, Document, FigureBl
                                      TableBlock)
 from harness.report.predstats import majority_rate
 from harness.report.tables import (alpha_points, alpha_table, bootstrap_table, counts_table, entry_value,
-                                   fmt_alpha, headline_table, manifest_table, report_pairs, selection_table,
-                                   split_role, split_table, suite_role, suite_splits, verdict_table)
+                                   fmt_alpha, headline_table, higher_is_better, manifest_table, report_pairs,
+                                   selection_table, split_role, split_table, suite_role, suite_splits, verdict_table)
 from harness.summary import MetricEntry
 
 __all__ = ["build_document"]
 
 logger = logging.getLogger(__name__)
+
+_SPLIT_COLORS = {False: plots.SUITE_COLORS[0], True: plots.SUITE_COLORS[2]}  # test blue, validation purple
 
 
 def _triple(m: MetricEntry | None) -> tuple[float, float, float]:
@@ -28,6 +30,24 @@ def _triple(m: MetricEntry | None) -> tuple[float, float, float]:
     if m is None:
         return (np.nan, np.nan, np.nan)
     return tuple(np.nan if x is None else float(x) for x in (m.value, m.ci_low, m.ci_high))
+
+
+def _split_label(name: str, role: str) -> str:
+    return f"{name} split" if name == role else f"{name} ({role} split)"
+
+
+def wall_time_text(manifest: dict) -> str | None:
+    """"12.5 s measured (predict 9.1 s, load_model 2.0 s, ...)" from the manifest's per-stage timings (seconds,
+    largest first), or ``None`` when the manifest records none."""
+    t = manifest.get("timings_s") or manifest.get("wall_time_s")
+    if not isinstance(t, dict):
+        return None
+    stages = sorted(((str(k), float(v)) for k, v in t.items() if isinstance(v, (int, float))), key=lambda kv: -kv[1])
+    if not stages:
+        return None
+    total = sum(v for _, v in stages)
+    return (f"{total:.1f} s, the sum of the stage times measured by the run ("
+            + ", ".join(f"{k} {v:.1f} s" for k, v in stages) + "); process start-up is not included")
 
 
 def _overview(ctx: Context) -> Section:
@@ -42,6 +62,7 @@ def _overview(ctx: Context) -> Section:
                  ("alpha selected on", ", ".join(sel.selected_on) or "none recorded")]
     if ctx.verdict is not None:
         rows.append(("gate", "PASS" if ctx.verdict.get("passed") else "FAIL"))
+    rows.append(("wall time", wall_time_text(ctx.manifest) or "not recorded (no timings in manifest.json)"))
     blocks: list[Block] = [TableBlock(pd.DataFrame(rows, columns=["field", "value"], dtype=object))]
     blocks.append(Para(f"Metric values are fractions in [0, 1] (nll in nats per example). Intervals are "
                        f"{b.confidence:.0%} bootstrap intervals ({b.n_resamples} resamples of {b.cluster_key}, "
@@ -56,7 +77,7 @@ def _headline(ctx: Context) -> Section:
     return Section(f"Headline: {ctx.metric}", (TableBlock(
         headline_table(ctx.summary, ctx.focus, ctx.metric),
         "Each cell is the split's number in summary.json (value [95% interval]); Δ is the difference of the "
-        "two point estimates."),))
+        "two point estimates.", key_columns=2),))
 
 
 def _verdict(ctx: Context) -> Section | None:
@@ -75,30 +96,31 @@ def _curve(ctx: Context) -> Section | None:
     if not ctx.sweep:
         return None
     s, f = ctx.summary, ctx.focus
-    pareto = s.selection.pareto if s.selection is not None else []
     curve = curve_frame(s, ctx.metric, "test")
     if curve.empty:
         return Section("ID vs shift along alpha", (Para("Not drawn: the run needs an ID suite and a shift suite "
                                                         "with results at two or more alphas.", "muted"),))
+    hib = higher_is_better(s, ctx.metric)
     blocks: list[Block] = [FigureBlock(plots.plot_id_vs_shift(
-        curve, ctx.figdir / FIGURES[0], metric=ctx.metric, chosen=f.chosen, pareto=pareto, base=f.base,
-        adapted=f.adapted, splits_note="test splits"),
+        curve, ctx.figdir / FIGURES[0], metric=ctx.metric, chosen=f.chosen, base=f.base, adapted=f.adapted,
+        splits_note="test splits", higher_is_better=hib),
         f"ID {ctx.metric} (x) against shift {ctx.metric} (y) on the test splits, one point per alpha. Panel 1: "
-        f"{MEAN_PANEL}; then one panel per shift suite.")]
+        f"{MEAN_PANEL}; then one panel per shift suite. Rings: the Pareto front of the points drawn in each "
+        f"panel (test splits); the selection's own Pareto set, on validation splits, is listed in the tables.")]
     val = curve_frame(s, ctx.metric, "validation")
     if s.selection is not None and not val.empty:
         blocks.append(FigureBlock(plots.plot_id_vs_shift(
-            val, ctx.figdir / FIGURES[1], metric=ctx.metric, chosen=f.chosen, pareto=pareto, base=f.base,
-            adapted=f.adapted, splits_note="the validation splits that selected alpha"),
+            val, ctx.figdir / FIGURES[1], metric=ctx.metric, chosen=f.chosen, base=f.base, adapted=f.adapted,
+            splits_note="the validation splits that selected alpha", higher_is_better=hib),
             "The same curve on the validation splits that selected alpha (what the selection policy saw)."))
     blocks.append(Para(
         "Gain over the chord: the chord is the straight mix of the endpoints' scores at the same alpha, "
         "(1 - alpha) * y(base) + alpha * y(adapted); a blend's gain is y(alpha) minus the chord (negated for a "
         "metric where lower is better), so a positive shift gain is robustness that neither endpoint, nor a "
-        "linear mix of their scores, gives. Pareto: the points marked by the selection (ID vs mean shift)."))
+        "linear mix of their scores, gives. Pareto: the selection's Pareto set (validation splits, ID vs mean shift)."))
     blocks.append(TableBlock(chord_table(s, curve, f, ctx.metric),
                              "Test splits. Where a column averages several suites or splits, the interval is "
-                             "the mean of their interval endpoints (conservative)."))
+                             "the mean of their interval endpoints (conservative).", key_columns=2))
     return Section("ID vs shift along alpha", tuple(blocks))
 
 
@@ -127,20 +149,23 @@ def _alpha(ctx: Context) -> Section | None:
     s, sel = ctx.summary, ctx.summary.selection
     pts = alpha_points(s)
     alphas = np.asarray([a for _, a in pts])
-    lines, colors = [], {}
+    panels: dict[str, list[plots.Line]] = {}
     for pair in suite_splits(s):
-        color = colors.setdefault(pair[0], plots.SUITE_COLORS[len(colors) % len(plots.SUITE_COLORS)])
         arr = np.asarray([_triple(entry_value(s.results, pid, pair, ctx.metric)) for pid, _ in pts], dtype=float)
-        lines.append(plots.Line(f"{pair[0]}/{pair[1]} ({suite_role(s, pair[0])})", alphas, arr[:, 0], arr[:, 1],
-                                arr[:, 2], color, dashed=split_role(s, *pair) == "validation"))
+        val = split_role(s, *pair) == "validation"
+        panels.setdefault(f"{pair[0]} ({suite_role(s, pair[0])})", []).append(plots.Line(
+            _split_label(pair[1], "validation" if val else "test"), alphas, arr[:, 0], arr[:, 1], arr[:, 2],
+            _SPLIT_COLORS[val], dashed=val))
     feasible = [bool(sel.feasible.get(pid, False)) for pid, _ in pts] if sel is not None and sel.feasible else None
     chosen_alpha = s.point(ctx.focus.chosen).alpha if ctx.focus.chosen else None
-    path = plots.plot_metric_vs_alpha(lines, ctx.figdir / FIGURES[3], metric=ctx.metric, alphas=alphas,
+    path = plots.plot_metric_vs_alpha(list(panels.items()), ctx.figdir / FIGURES[3], metric=ctx.metric, alphas=alphas,
                                       feasible=feasible, chosen_alpha=chosen_alpha)
     return Section(f"{ctx.metric} along alpha", (
-        FigureBlock(path, "Shaded: alphas feasible under the selection policy; vertical line: chosen alpha."),
+        FigureBlock(path, "One panel per suite. Green triangles: evaluated alphas feasible under the selection "
+                          "policy (shaded between feasible neighbours, never beyond an evaluated alpha); vertical "
+                          "line: chosen alpha."),
         TableBlock(alpha_table(s, ctx.metric), "Point estimates from summary.json; objective and feasible as "
-                                               "recorded by the selection policy.")))
+                                               "recorded by the selection policy.", key_columns=2)))
 
 
 def _results(ctx: Context) -> Section:

@@ -14,6 +14,7 @@ import math
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import Any
 
 import numpy as np
@@ -191,11 +192,20 @@ def _chosen_id(summary: Summary) -> str | None:
 
 
 def focus_points(summary: Summary) -> Focus:
-    """Base, adapted and chosen point ids of a run (each ``None`` when absent), with display labels."""
+    """Base, adapted and chosen point ids of a run (each ``None`` when absent), with display labels.
+
+    A single-model run (``harness eval``: one point, no alpha) has no base, adapted or chosen point; its one
+    column is labelled ``model (<folder name>)``, or ``model``, never ``adapted``.
+    """
     base = next((p.id for p in summary.points if p.role == "base"), None)
     adapted = next((p.id for p in summary.points if p.role == "adapted"), None)
     chosen = _chosen_id(summary)
     cols: list[tuple[str, str]] = []
+    if base is None and len(summary.points) == 1 and summary.points[0].alpha is None:  # an eval run: one model
+        only = summary.points[0]
+        name = PurePath(only.label.rstrip("/\\")).name if only.label else ""
+        label = f"model ({name[:40]})" if name and name != only.id else "model"
+        return Focus(base=None, adapted=None, chosen=None, columns=((label, only.id),))
     if base is not None:
         cols.append(("base", base))
     if adapted is not None:

@@ -63,15 +63,24 @@ def _logits(rng: np.random.Generator, labels: np.ndarray, signal: float) -> np.n
     return (signal * onehot + rng.normal(0, 1.0, onehot.shape)).astype(np.float32)
 
 
-def make_run(path: Path, *, kind: str = "sweep", verdict: bool = True, predictions: bool = True) -> Path:
-    """Write a synthetic run directory: summary, predictions, manifest and (optionally) a verdict."""
+def make_run(path: Path, *, kind: str = "sweep", verdict: bool = True, predictions: bool = True,
+             suites_spec: dict | None = None, alphas: list[float] | None = None, choose: str | None = None,
+             nan_rows: int = 0) -> Path:
+    """Write a synthetic run directory: summary, predictions, manifest and (optionally) a verdict.
+
+    ``suites_spec`` replaces ``SUITES`` (same shape; the first suite is the ID suite with a validation split),
+    ``alphas`` replaces ``ALPHAS`` and ``choose`` forces the chosen point id. ``nan_rows`` stores that many
+    rows of NaN / inf logits for the adapted point (as an fp16 overflow would), metrics unchanged.
+    """
     rng = np.random.default_rng(0)
-    alphas = ALPHAS if kind == "sweep" else [1.0]
+    spec = SUITES if suites_spec is None else suites_spec
+    grid = ALPHAS if alphas is None else alphas
+    alphas = grid if kind == "sweep" else [1.0]
     results: dict = {}
     ensemble: dict = {}
     preds = []
     suites = {}
-    for suite, (role, splits, s_base, s_adapted) in SUITES.items():
+    for suite, (role, splits, s_base, s_adapted) in spec.items():
         suites[suite] = SuiteInfo(name=suite, version="1", spec_hash=f"hash-{suite}", role=role,
                                   shift_type=None if role == "id" else "natural", metrics=METRICS,
                                   splits={sp: {"role": r, "fingerprint": f"{suite}{sp}" * 4, "n": n}
@@ -88,27 +97,33 @@ def make_run(path: Path, *, kind: str = "sweep", verdict: bool = True, predictio
                 results.setdefault(pid, {}).setdefault(suite, {})[split] = SplitEntry(
                     n=n, n_truncated=3 if suite == "tweets" else 0, n_dropped=2 if suite == "tweets" else 0,
                     metrics=_metrics(softmax(logits), labels))
-                preds.append(Predictions(ref, pid, a if kind == "sweep" else None, ids, ids, labels, logits))
+                stored = logits.copy()
+                if pid == "adapted" and nan_rows:
+                    stored[:nan_rows] = np.nan
+                    stored[nan_rows:2 * nan_rows, 0] = np.inf
+                preds.append(Predictions(ref, pid, a if kind == "sweep" else None, ids, ids, labels, stored))
                 if kind == "sweep" and 0 < a < 1:
                     probs = (1 - a) * softmax(lb) + a * softmax(la)
                     ensemble.setdefault(f"ensemble@alpha={a:g}", {}).setdefault(suite, {})[split] = SplitEntry(
                         n=n, metrics=_metrics(probs, labels))
     selection = None
     if kind == "sweep":
-        val = {pid: (results[pid]["sst_like"]["validation"].metrics["accuracy"].value,
-                     results[pid]["reviews_typos"]["validation"].metrics["accuracy"].value)
+        id_suite = next(iter(spec))
+        shift_val = next((n for n, v in spec.items() if v[0] == "shift" and "validation" in v[1]), id_suite)
+        val = {pid: (results[pid][id_suite]["validation"].metrics["accuracy"].value,
+                     results[pid][shift_val]["validation"].metrics["accuracy"].value)
                for pid in results}
         best_id = max(v[0] for v in val.values())
         feasible = {pid: v[0] >= best_id - 0.03 for pid, v in val.items()}
-        chosen = max((p for p in val if feasible[p]), key=lambda p: (val[p][1], -ALPHAS[list(val).index(p)]))
+        chosen = choose or max((p for p in val if feasible[p]), key=lambda p: (val[p][1], -grid[list(val).index(p)]))
         pareto = [p for p, (x, y) in val.items()
                   if not any(x2 >= x and y2 >= y and (x2, y2) != (x, y) for x2, y2 in val.values())]
         selection = Selection(policy="max-shift-within-id", params={"tolerance": 0.03}, metric="accuracy",
-                              selected_on=["sst_like/validation", "reviews_typos/validation"],
-                              chosen_alpha=ALPHAS[list(val).index(chosen)], chosen_point=chosen,
+                              selected_on=[f"{id_suite}/validation", f"{shift_val}/validation"],
+                              chosen_alpha=grid[list(val).index(chosen)], chosen_point=chosen,
                               tie_break="towards smaller alpha (closer to base)",
                               objective={p: v[1] for p, v in val.items()}, feasible=feasible, pareto=pareto,
-                              n_evaluations=11, search="grid")
+                              n_evaluations=len(grid), search="grid")
         points = [PointEntry(id=_pid(a), role="base" if a == 0 else "adapted" if a == 1 else "blend", alpha=a,
                              is_chosen=_pid(a) == chosen) for a in alphas]
     else:
@@ -125,7 +140,7 @@ def make_run(path: Path, *, kind: str = "sweep", verdict: bool = True, predictio
         "argv": ["harness", "sweep", "--base", "models/base dir", "--adapted", "models/adapted"],
         "models": {"base": {"path": "models/base dir", "fingerprint": "ab" * 32},
                    "adapted": {"path": "models/adapted", "fingerprint": "cd" * 32}},
-        "suites": {s: {"fingerprint": f"fp-{s}", "classes": CLASSES} for s in SUITES},
+        "suites": {s: {"fingerprint": f"fp-{s}", "classes": CLASSES} for s in spec},
         "seeds": {"bootstrap": 7}, "device": "cpu", "dtype": "fp32",
         "wall_time_s": {"predict": 12.5, "metrics": 1.25, "report": 0.5}})
     if verdict and kind == "sweep":
@@ -321,8 +336,7 @@ def test_helpers():
     bins = reliability_bins(probs, labels)
     assert bins["count"].sum() == 4 and bins.loc[5, "count"] == 1 and bins.loc[5, "accuracy"] == 0.0
     assert binned_ece(bins) == pytest.approx((0.55 + 0.3 + 0.12 + 0.05) / 4)
-    assert _feasible_spans([0.0, 0.1, 0.2, 0.3], [False, True, True, False]) == [
-        pytest.approx((0.05, 0.25))]
+    assert _feasible_spans([0.0, 0.1, 0.2, 0.3], [False, True, True, False]) == [(0.1, 0.2)]
     assert fmt_interval(0.8734, 0.861, 0.8851) == "0.873 [0.861, 0.885]" and fmt_delta(-0.00001) == "+0.000"
     assert fmt_value(None) == "n/a" and fmt_delta(0.021) == "+0.021"
 

@@ -1,0 +1,107 @@
+"""Figures drawn from the stored predictions: reliability diagrams and confusion matrices.
+
+Same conventions as :mod:`harness.report.plots` (pyplot-free Agg figures, fixed colours, deterministic PNGs).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from harness.report.plots import _figure, color_of
+from harness.report.tables import fmt_value
+
+__all__ = ["plot_reliability", "plot_confusion", "MANY_SUITES"]
+
+logger = logging.getLogger(__name__)
+
+MANY_SUITES = 10  # past this many suites the confusion figure keeps one matrix per suite, five suites a row
+
+
+def plot_reliability(panels: Sequence[tuple[str, dict[str, tuple[pd.DataFrame, float]]]], path: Path) -> Path:
+    """Reliability diagrams: per panel, accuracy against mean top-label confidence in 10 equal-width bins, one
+    line per focus column (legend: binned ECE), and below it the share of examples in each bin."""
+    n = len(panels)
+    width = max(4.4 * n, 5.6)
+    with _figure(path, width, 5.4) as fig:
+        axes = fig.subplots(2, n, squeeze=False, height_ratios=[3, 1], sharex=True)
+        for col, (title, curves) in enumerate(panels):
+            top, bottom = axes[0, col], axes[1, col]
+            top.plot([0, 1], [0, 1], ls="--", color="0.5", lw=0.9, label="perfect calibration")
+            k = max(len(curves), 1)
+            for j, (label, (bins, ece)) in enumerate(curves.items()):
+                full = bins[bins["count"] > 0]
+                top.plot(full["confidence"], full["accuracy"], marker="o", ms=3.5, lw=1.3, color=color_of(label),
+                         label=f"{label}: ECE {fmt_value(ece)}")
+                share = bins["count"] / max(int(bins["count"].sum()), 1)
+                centers = (bins["lo"] + bins["hi"]) / 2 + (j - (k - 1) / 2) * 0.1 / k
+                bottom.bar(centers, share, width=0.1 / k, color=color_of(label), edgecolor="none")
+            top.set_xlim(0, 1)
+            top.set_ylim(0, 1.02)
+            top.set_title(title)
+            top.set_ylabel("accuracy in bin")
+            top.legend(loc="lower right", fontsize=7)
+            bottom.set_ylabel("share")
+            bottom.set_xlabel("top-label confidence")
+        # about 12 characters of 10-point text per inch: wrap rather than cut the title of a narrow figure
+        fig.suptitle(textwrap.fill("Reliability (10 equal-width bins; binned ECE is biased upward on small n)",
+                                   int(width * 12)))
+    return path
+
+
+def _confusion_panel(ax, cm: np.ndarray, names: Sequence[str], title: str) -> None:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frac = np.nan_to_num(cm / cm.sum(axis=1, keepdims=True))
+    ax.imshow(frac, cmap="Blues", vmin=0.0, vmax=1.0)
+    ax.grid(False)
+    c = len(names)
+    long = max(len(s) for s in names) > 6
+    ax.set_xticks(range(c), names, rotation=30 if long else 0, ha="right" if long else "center")
+    ax.set_yticks(range(c), names)
+    if c <= 12:
+        for i in range(c):
+            for j in range(c):
+                ax.text(j, i, f"{cm[i, j]}\n{frac[i, j]:.0%}", ha="center", va="center", fontsize=7,
+                        color="white" if frac[i, j] > 0.6 else "black")
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("predicted", labelpad=2)
+
+
+def plot_confusion(rows: Sequence[tuple[str, Sequence[tuple[str, np.ndarray]]]], names_of: dict[str, list[str]],
+                   path: Path) -> Path:
+    """Confusion matrices: one block per suite (test splits pooled) with one panel per focus column.
+
+    Each suite's block is a subfigure with the suite name as its own heading, so a panel's "predicted" axis
+    label can never be read as (or run into) the next block's title. Past ``MANY_SUITES`` suites only the last
+    focus column (the chosen point) is drawn, five suites to a row, so that dozens of suites give a readable
+    grid rather than a strip of hundreds of matrices (the per-class recall table has every point). Cells show
+    the count and the share of the true class (row); the diagonal share is the class's recall.
+    """
+    many = len(rows) > MANY_SUITES
+    if many:
+        rows = [(suite, list(mats)[-1:]) for suite, mats in rows]
+    ncols = max(len(r[1]) for r in rows)
+    c = max(len(v) for v in names_of.values())
+    side = 1.0 + 0.55 * c
+    per_row = 5 if many else 1
+    nrows = math.ceil(len(rows) / per_row)
+    with _figure(path, (side * ncols + 0.8) * per_row + 0.2, (side + 1.0) * nrows + 0.5) as fig:
+        subs = np.atleast_1d(fig.subfigures(nrows, per_row, squeeze=False, hspace=0.02, wspace=0.02)).ravel()
+        for sub, (suite, mats) in zip(subs, rows):
+            sub.suptitle(f"suite: {suite}", fontsize=10, fontweight="bold")
+            axes = np.atleast_1d(sub.subplots(1, ncols, squeeze=False)).ravel()
+            for ax, (label, cm) in zip(axes, mats):
+                _confusion_panel(ax, cm, names_of[suite], label)
+            for ax in axes[len(mats):]:
+                ax.set_visible(False)
+            axes[0].set_ylabel("true class")
+        for sub in subs[len(rows):]:
+            sub.set_visible(False)
+        fig.suptitle("Confusion matrices (count and share of the true class; diagonal = recall)")
+    return path

@@ -1,0 +1,61 @@
+"""Through the CLI: ``sweep --gate`` names every failed rule with its numbers (issue 19 item 4), and dataset
+text reaches report.html only on request (``report --examples``, ``sweep --report-examples``; issue 19 item 6)."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+import pandas as pd
+import pytest
+
+from harness.cli import main
+
+POLICY = """kind: policy
+name: strict
+candidate: chosen
+n_resamples: 200
+rules:
+  - {name: id_gain, kind: delta, metric: accuracy, suites: id, reference: base, min_delta: 0.5}
+  - {name: big_enough, kind: delta, metric: accuracy, suites: shift, reference: base, max_drop: 0.05,
+     min_n: 100000}
+"""
+
+
+@pytest.fixture(scope="module")
+def gated(tiny_pair, tiny_suites, tmp_path_factory):
+    root = tmp_path_factory.mktemp("gated")
+    policy = root / "policy.yaml"
+    policy.write_text(POLICY)
+    out = root / "run"
+    return policy, out, ["sweep", "--base", str(tiny_pair[0]), "--adapted", str(tiny_pair[1]), "--suite",
+                         *map(str, tiny_suites[:2]), "--alphas", "0,0.5,1", "--gate", str(policy), "--out",
+                         str(out), "--n-resamples", "200"]
+
+
+def test_sweep_gate_prints_each_failed_rule(gated, capsys):
+    policy, out, argv = gated
+    assert main(argv + ["--no-report"]) == 1
+    text = capsys.readouterr().out
+    lines = [ln for ln in text.splitlines() if ln.strip().startswith("FAIL ")]
+    assert any(ln.strip().startswith("FAIL id_gain (accuracy) on tiny-id/test: value=") and "threshold=0.5000" in ln
+               for ln in lines), text
+    big = next(ln for ln in lines if "big_enough" in ln)
+    assert "threshold=-0.0500" in big and "min_n" in big
+    assert text.rstrip().splitlines()[-1].startswith("gate: FAIL")  # the one-line verdict stays last
+    ET.parse(out / "junit.xml")
+
+
+@pytest.mark.slow  # three sweeps and three report renders
+def test_examples_only_on_request(gated, tiny_suites, capsys):
+    _, out, argv = gated
+    assert main(argv + ["--quiet"]) == 1
+    assert main(["report", str(out), "--quiet"]) == 0
+    assert "Largest negative flips" not in (out / "report.html").read_text()
+    assert main(["report", str(out), "--examples", "--quiet"]) == 0
+    page = (out / "report.html").read_text()
+    assert "Largest negative flips" in page
+    texts = pd.read_csv(tiny_suites[0].parent / "id.csv")["text"]
+    assert any(t in page for t in texts), "no dataset sentence shown"
+    assert "Largest negative flips" not in (out / "report.md").read_text()  # never in Markdown
+    assert main(argv + ["--quiet", "--report-examples"]) == 1
+    assert "Largest negative flips" in (out / "report.html").read_text()

@@ -1,0 +1,53 @@
+"""Tests of harness.gate_outputs: JUnit XML that always parses (issue 17 item 10) and the failed-rule lines that
+``harness sweep --gate`` prints (issue 19 item 4)."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+from harness.gate_outputs import failed_rule_lines, verdict_to_junit, write_gate_outputs, xml_safe
+from harness.records import RuleOutcome, Verdict
+
+ESC = "\x1b"
+
+
+def _verdict(suite: str = "id", reason: str = "lower bound below threshold") -> Verdict:
+    return Verdict(policy=f"release{ESC}[0m", candidate=f"runs/{ESC}[31mred{ESC}[0m", reference="base",
+                   passed=False, confidence=0.95, n_resamples=200, seed=0, outcomes=(
+        RuleOutcome("gain", "relative", "accuracy", suite, "test", "bound", True, 0.05, 0.012, 0.0, 0.012, 150),
+        RuleOutcome("drop", "relative", "accuracy", suite, "test", "bound", False, -0.04, -0.071, -0.02, -0.051,
+                    130, reason=reason),
+        RuleOutcome("big_enough", "relative", "accuracy", "shift", "test", "bound", False, None, None, -0.02, None,
+                    None, reason="n = 85 examples is below min_n = 500")))
+
+
+def test_junit_with_forbidden_characters_parses(tmp_path):
+    bad = f"suite{ESC}[1m\x00\x07\x0b\ud800\ufffe"
+    v = _verdict(suite=bad, reason=f"path /tmp/{ESC}[31mx is odd\x01")
+    paths = write_gate_outputs(tmp_path, v)
+    root = ET.parse(paths["junit"]).getroot()  # raised "not well-formed" before the fix
+    cases = root.findall(".//testcase")
+    assert len(cases) == 3 and root.get("failures") == "2"
+    assert "\\x1b[1m" in cases[0].get("name") and "\\x00" in cases[0].get("name")
+    failure = cases[1].find("failure")
+    assert "\\x1b[31m" in failure.get("message") and "\\x01" in failure.text
+    props = {p.get("name"): p.get("value") for p in root.iter("property")}
+    assert props["candidate"] == "runs/\\x1b[31mred\\x1b[0m"
+    ET.fromstring(verdict_to_junit(v).split("?>", 1)[1])  # the string form parses too
+
+
+def test_xml_safe_keeps_allowed_text():
+    text = "tab\tnew\nline\rcr é ✓ <&> \U0001f600"
+    assert xml_safe(text) == text
+    assert xml_safe(f"a{ESC}b\ud800") == "a\\x1bb\\ud800"
+
+
+def test_failed_rule_lines_show_value_bound_threshold():
+    lines = failed_rule_lines(_verdict())
+    assert len(lines) == 2
+    assert "FAIL drop (accuracy) on id/test" in lines[0]
+    for part in ("value=-0.0400", "bound=-0.0710", "threshold=-0.0200", "margin=-0.0510", "n=130",
+                 "lower bound below threshold"):
+        assert part in lines[0]
+    # a rule that failed before it was judged (min_n) still shows its threshold and says why
+    assert "threshold=-0.0200" in lines[1] and "below min_n = 500" in lines[1]
