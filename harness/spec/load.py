@@ -145,8 +145,13 @@ def _check_expansion(root: yaml.Node, path: Path) -> None:
 def problems_of(err: ValidationError) -> list[str]:
     """One ``field.path: message`` line per problem in a pydantic ``ValidationError``."""
     lines = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+    errors = err.errors()
+    for e in errors:
+        # a union's member names (``literal['classification']``, ``tagged-union[...]``) are not field paths; the
+        # failure of the plain-string member of a union is noise when a block was given (``task: {kind: ...}``)
+        if any(str(p).startswith("literal[") for p in e["loc"]) and len(errors) > 1:
+            continue
+        loc = ".".join(str(p) for p in e["loc"] if "[" not in str(p)) or "(top level)"
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key (typo? remove it or check the schema in suites/README.md)"

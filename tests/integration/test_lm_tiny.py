@@ -1,0 +1,164 @@
+"""Language-model suites end to end on tiny causal LMs built from configs (CPU, offline): multiple choice
+(ARC-like and yes/no), generation with a stop sequence and numeric match, perplexity; eval and sweep write
+run directories whose records, metrics and selection come from the task seam; bad input exits 2."""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness.cli import main
+from harness.rundir import predictions_for, read_predictions, read_summary
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
+from _causal import byte_bpe, tiny_causal  # noqa: E402
+
+FAST = ["--n-resamples", "20", "--no-report", "--no-progress"]
+WORDS = "water light plants energy rock steam ice sun leaf animals grow mass".split()
+
+
+def _save_model(path: Path, seed: int, base: Path | None = None, noise: float = 0.0) -> Path:
+    import torch
+
+    tok = byte_bpe("llama")
+    model = tiny_causal("llama", tok, seed=seed, n_positions=128)
+    if base is not None:
+        from transformers import AutoModelForCausalLM
+
+        sd = AutoModelForCausalLM.from_pretrained(base).state_dict()
+        g = torch.Generator().manual_seed(seed)
+        model.load_state_dict({k: v + noise * torch.randn(v.shape, generator=g) if v.is_floating_point() else v
+                               for k, v in sd.items()})
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def lm_pair(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny-lm")
+    base = _save_model(root / "base", seed=3)
+    return base, _save_model(root / "adapted", seed=4, base=base, noise=0.05)
+
+
+def _jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="module")
+def lm_suites(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("lm-suites")
+    rng = random.Random(0)
+    arc = []
+    for i in range(40):
+        n = rng.choice([3, 4, 5])
+        labels = list("ABCDE")[:n] if i % 7 else [str(j + 1) for j in range(n)]  # some rows keyed "1".."n"
+        arc.append({"id": f"q{i}", "question": " ".join(rng.sample(WORDS, 4)) + "?",
+                    "choices": {"text": rng.sample(WORDS, n), "label": labels}, "answerKey": rng.choice(labels)})
+    _jsonl(root / "arc.jsonl", arc)
+    _jsonl(root / "boolq.jsonl", [{"question": " ".join(rng.sample(WORDS, 3)), "passage": " ".join(rng.sample(WORDS, 8)),
+                                   "answer": bool(i % 2)} for i in range(30)])
+    _jsonl(root / "gsm.jsonl", [{"question": f"{a} plus {b}?", "answer": f"{a}+{b}\n#### {a + b:,}"}
+                                for a, b in ((rng.randint(1, 999), rng.randint(1, 999)) for _ in range(12))])
+    _jsonl(root / "text.jsonl", [{"doc": i, "passage": " ".join(rng.choices(WORDS, k=rng.randint(20, 60)))}
+                                 for i in range(10)])
+    splits = ("splits:\n  - {name: validation, role: validation, fraction: 0.5}\n"
+              "  - {name: test, role: test, fraction: 0.5}\n")
+    (root / "arc.yaml").write_text(
+        "kind: suite\nname: tiny-arc\nrole: id\nsource: {type: local, files: [arc.jsonl]}\nid_column: id\n"
+        "task:\n  kind: multiple_choice\n  prompt: {template: \"Question: {{question}}\\nAnswer:\"}\n"
+        "  choices: {field: choices.text}\n  gold: {label: answerKey, labels: choices.label}\n"
+        "metrics: [acc, acc_norm]\n" + splits)
+    (root / "boolq.yaml").write_text(
+        "kind: suite\nname: tiny-boolq\nrole: shift\nshift_type: natural\nsource: {type: local, files: [boolq.jsonl]}\n"
+        "task:\n  kind: multiple_choice\n  prompt: {template: \"{{passage}}\\nQuestion: {{question}}?\\nAnswer:\"}\n"
+        "  choices: {fixed: [\"no\", \"yes\"]}\n  gold: {index: answer}\nmetrics: [acc, acc_norm]\n" + splits)
+    (root / "gsm.yaml").write_text(
+        "kind: suite\nname: tiny-gsm\nrole: shift\nshift_type: natural\nsource: {type: local, files: [gsm.jsonl]}\n"
+        "task:\n  kind: generation\n  prompt: {template: \"Question: {{question}}\\nAnswer:\"}\n"
+        "  gold: {text: answer}\n  stop: [\"\\n\\n\", \"Question:\"]\n  max_new_tokens: 6\n"
+        "metrics: [exact_match, numeric_match, contains, f1]\n" + splits)
+    (root / "ppl.yaml").write_text(
+        "kind: suite\nname: tiny-ppl\nrole: shift\nshift_type: natural\nsource: {type: local, files: [text.jsonl]}\n"
+        "id_column: doc\ntask: {kind: perplexity, text: passage, max_length: 32}\n" + splits)
+    return {"arc": root / "arc.yaml", "boolq": root / "boolq.yaml", "gsm": root / "gsm.yaml", "ppl": root / "ppl.yaml"}
+
+
+def test_eval_scores_every_lm_task(lm_pair, lm_suites, tmp_path):
+    out = tmp_path / "eval"
+    rc = main(["eval", "--model", str(lm_pair[0]), "--suite", *map(str, lm_suites.values()), "--out", str(out),
+               *FAST])
+    assert rc == 0
+    s = read_summary(out)
+    res = s.results["model"]
+    assert set(res["tiny-arc"]["test"].metrics) == {"acc", "acc_norm"}
+    assert set(res["tiny-gsm"]["validation"].metrics) == {"exact_match", "numeric_match", "contains", "f1"}
+    assert set(res["tiny-ppl"]["test"].metrics) == {"word_perplexity", "byte_perplexity", "bits_per_byte"}
+    bpb = res["tiny-ppl"]["test"].metrics["bits_per_byte"]
+    assert bpb.value > 0 and not bpb.higher_is_better and bpb.ci_low <= bpb.value <= bpb.ci_high
+    frame = read_predictions(out)
+    _, _, labels, outputs = predictions_for(frame, "model", "tiny-arc", "test")
+    k = outputs["loglik"].shape[1]
+    assert k == 5 and np.all((outputs["choice_len"] > 0).sum(axis=1) >= 3) and (labels < k).all()
+    acc = np.mean(np.nanargmax(np.where(outputs["choice_len"] > 0, outputs["loglik"], -np.inf), axis=1) == labels)
+    assert res["tiny-arc"]["test"].metrics["acc"].value == pytest.approx(acc)
+    _, _, _, gen = predictions_for(frame, "model", "tiny-gsm", "test")
+    assert gen["output"].dtype.kind == "U" and set(gen["exact_match"]) <= {0.0, 1.0}
+
+
+def test_sweep_of_a_causal_lm_selects_on_each_suites_metric(lm_pair, lm_suites, tmp_path):
+    out = tmp_path / "sweep"
+    rc = main(["sweep", "--base", str(lm_pair[0]), "--adapted", str(lm_pair[1]), "--suite",
+               str(lm_suites["arc"]), str(lm_suites["boolq"]), str(lm_suites["ppl"]), "--alphas", "0,0.5,1",
+               "--out", str(out), *FAST])
+    assert rc == 0
+    s = read_summary(out)
+    assert [p.id for p in s.points] == ["base", "alpha=0.5", "adapted"]
+    assert s.selection.metric == "acc_norm"  # the ID suite's; tiny-ppl selects on bits_per_byte (lower is better)
+    assert set(s.selection.selected_on) == {"tiny-arc/validation", "tiny-boolq/validation", "tiny-ppl/validation"}
+    assert not s.ensemble  # no class distributions to mix
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["model_kind"] == "causal_lm"
+    base = read_summary(out).results["base"]["tiny-arc"]["test"].metrics["acc"].value
+    adapted = read_summary(out).results["adapted"]["tiny-arc"]["test"].metrics["acc"].value
+    assert 0 <= base <= 1 and 0 <= adapted <= 1
+
+
+def test_a_classifier_suite_and_an_lm_suite_cannot_share_a_run(lm_pair, lm_suites, tmp_path):
+    cls = tmp_path / "cls.yaml"
+    (tmp_path / "c.csv").write_text("text,label\na,x\nb,y\n")
+    cls.write_text("kind: suite\nname: c\nrole: shift\nshift_type: natural\nsource: {type: local, files: [c.csv]}\n"
+                   "classes: [x, y]\nsplits: [{name: test, role: test}]\n")
+    assert main(["eval", "--model", str(lm_pair[0]), "--suite", str(lm_suites["arc"]), str(cls), *FAST]) == 2
+
+
+@pytest.mark.parametrize("edit, where", [
+    (("{{question}}", "{{questoin}}"), "questoin"),                       # template names a missing column
+    (("gold: {label: answerKey", "gold: {label: answerKy"), "answerKy"),  # gold field missing
+    (("choices: {field: choices.text}", "choices: {field: choices.nope}"), "choices.nope"),
+])
+def test_bad_lm_suites_exit_2_naming_the_field(lm_pair, lm_suites, tmp_path, capsys, edit, where):
+    bad = tmp_path / "arc.yaml"
+    bad.write_text(lm_suites["arc"].read_text().replace(*edit))
+    (tmp_path / "arc.jsonl").write_text((lm_suites["arc"].parent / "arc.jsonl").read_text())
+    assert main(["eval", "--model", str(lm_pair[0]), "--suite", str(bad), *FAST]) == 2
+    assert where in capsys.readouterr().err
+
+
+def test_gold_not_among_the_choices_and_generation_without_max_new_tokens_exit_2(lm_pair, lm_suites, tmp_path, capsys):
+    rows = [json.loads(line) for line in (lm_suites["arc"].parent / "arc.jsonl").read_text().splitlines()]
+    rows[0]["answerKey"] = "Z"
+    _jsonl(tmp_path / "arc.jsonl", rows)
+    (tmp_path / "arc.yaml").write_text(lm_suites["arc"].read_text())
+    assert main(["eval", "--model", str(lm_pair[0]), "--suite", str(tmp_path / "arc.yaml"), *FAST]) == 2
+    assert "gold label is not in the label list" in capsys.readouterr().err
+    gen = tmp_path / "gsm.yaml"
+    gen.write_text(lm_suites["gsm"].read_text().replace("  max_new_tokens: 6\n", ""))
+    assert main(["validate", str(gen)]) == 2
+    assert "task.generation.max_new_tokens: Field required" in capsys.readouterr().err
