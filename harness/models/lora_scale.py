@@ -27,7 +27,7 @@ import torch
 
 from harness.errors import ModelError, format_error
 
-__all__ = ["LoraDelta", "lora_scale_blocker", "load_lora_delta", "PREFIX"]
+__all__ = ["LoraDelta", "lora_scale_blocker", "load_lora_delta", "blend_in_place", "PREFIX"]
 
 log = logging.getLogger(__name__)
 PREFIX = "base_model.model."
@@ -116,8 +116,29 @@ class LoraDelta:
             setattr(parent, child, m.get_base_layer())
         self._layers = []
         for attr in ("peft_config", "_hf_peft_config_loaded"):
-            if hasattr(model, attr):
-                delattr(model, attr)
+            model.__dict__.pop(attr, None)  # what inject_adapter_in_model set on the instance
+
+
+@torch.no_grad()
+def blend_in_place(model: torch.nn.Module, delta: LoraDelta, others: dict[str, torch.Tensor], alpha: float) -> None:
+    """Make ``model`` (holding the base weights) the blend at ``alpha`` with no second copy: the other trained
+    tensors are interpolated (``lerp`` in fp32, as :func:`harness.models.blend.interpolate`) and the LoRA update is
+    merged at scale ``alpha`` (:meth:`LoraDelta.merge_into`).
+
+    Raises
+    ------
+    BlendError
+        If the other tensors do not fit the model (validated with :func:`harness.models.checks.validate_pair`).
+    """
+    from harness.models.checks import validate_pair
+
+    live = model.state_dict()
+    validate_pair({k: live[k] for k in others}, others)
+    for name, a in others.items():
+        t = live[name]
+        t.copy_(torch.lerp(t.float(), a.to(t.device).float(), alpha).to(t.dtype))
+    delta.attach(model)
+    delta.merge_into(model, alpha)
 
 
 def _base_key(adapter_key: str) -> str:
