@@ -9,6 +9,8 @@ from pathlib import Path
 
 import torch
 
+from _models import save_perturbed_adapter
+
 try:  # tests/ may or may not be a package
     from tests.conftest import WORDS, write_tokenizer
 except ImportError:  # pragma: no cover - depends on the layout
@@ -81,7 +83,7 @@ def make_adapter(base_dir: Path, out: Path, arch: str, *, seed: int = 0, kind: s
                  modules_to_save: list[str] | None = None, std: float = 0.1) -> Path:
     """A PEFT adapter for the tiny model in ``base_dir``: r=4, lora_alpha=8; ``kind`` is ``lora``, ``rslora``,
     ``dora`` or ``embed`` (LoRA on the token embedding too). Every trainable tensor gets seeded noise."""
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     auto = AutoModelForSequenceClassification if seq_cls else AutoModelForCausalLM
@@ -90,14 +92,7 @@ def make_adapter(base_dir: Path, out: Path, arch: str, *, seed: int = 0, kind: s
     cfg = LoraConfig(r=4, lora_alpha=8, target_modules=targets, use_rslora=kind == "rslora",
                      use_dora=kind == "dora", fan_in_fan_out=arch == "gpt2", modules_to_save=modules_to_save,
                      task_type="SEQ_CLS" if seq_cls else "CAUSAL_LM", bias="lora_only" if arch == "gpt2" else "none")
-    pm = get_peft_model(m, cfg)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for _, p in pm.named_parameters():
-            if p.requires_grad:
-                p.add_(std * torch.randn(p.shape, generator=g))
-    pm.save_pretrained(str(out))
-    return out
+    return save_perturbed_adapter(m, cfg, out, seed=seed, std=std)
 
 
 def peft_merged(base_dir: Path, adapter_dir: Path, seq_cls: bool = False):
