@@ -104,10 +104,11 @@ class _Group:
 
 
 def _flatten(items: list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]]) -> _Group:
-    """Pack (name, live tensor, base, adapted) into flat buffers and re-point the live tensors into them."""
+    """Pack (name, live tensor, base, adapted) into flat buffers (references on the device of ``base``) and
+    re-point the live tensors into them."""
     t0, b0 = items[0][1], items[0][2]
     n = sum(t.numel() for _, t, _, _ in items)
-    base = torch.empty(n, dtype=b0.dtype, device=t0.device)
+    base = torch.empty(n, dtype=b0.dtype, device=b0.device)
     adapted = torch.empty_like(base)
     target = torch.empty(n, dtype=t0.dtype, device=t0.device)
     offset = 0
@@ -163,6 +164,10 @@ class BlendEngine:
         See :func:`interpolate`.
     lora : LoraDelta, default=None
         The adapter's low-rank factors: use the LoRA-scale path.
+    reference_device : str or torch.device, default=None
+        Where the base and adapted references live: the live model's device by default; ``"cpu"`` keeps them off
+        the accelerator, which then holds one model copy plus two 64 MB scratch buffers (each :meth:`apply` moves
+        the references over the bus in chunks).
 
     Raises
     ------
@@ -171,10 +176,12 @@ class BlendEngine:
     """
 
     def __init__(self, model: torch.nn.Module, base: Mapping[str, torch.Tensor],
-                 adapted: Mapping[str, torch.Tensor], *, head: str = "shared", lora=None) -> None:
+                 adapted: Mapping[str, torch.Tensor], *, head: str = "shared", lora=None,
+                 reference_device: str | torch.device | None = None) -> None:
         if head not in HEAD_MODES:
             raise BlendError(format_error("unknown head mode", where="--head", expected=HEAD_MODES, got=head))
         self.model, self.head, self.lora = model, head, lora
+        self._ref_device = None if reference_device is None else torch.device(reference_device)
         self.path = "merged" if lora is None else "lora-scale"
         if lora is not None:
             adapted = {k: adapted[k] if k in adapted else base[k] for k in base}
@@ -206,8 +213,9 @@ class BlendEngine:
                     resize_head(self.model, name, target, value)
                 self._fixed.append((target, value))
             elif is_float(target) and not (a is b or torch.equal(a, b)):
+                ref = self._ref_device or target.device
                 groups.setdefault((target.device, target.dtype, b.dtype), []).append(
-                    (name, target, b.detach().to(target.device), a.detach().to(target.device)))
+                    (name, target, b.detach().to(ref), a.detach().to(ref)))
             elif not torch.equal(target, b.to(target.device, target.dtype)):  # constant: written once, not held
                 target.copy_(b)
         return [_flatten(items) for items in groups.values()]
@@ -221,7 +229,7 @@ class BlendEngine:
         except ValueError as e:
             raise BlendError(str(e)) from e
         for g in self._groups:
-            if g.base.dtype == torch.float32 and g.target.dtype == torch.float32:
+            if g.base.dtype == g.target.dtype == torch.float32 and g.base.device == g.target.device:
                 torch.lerp(g.base, g.adapted, alpha, out=g.target)
                 continue
             # reduced precision: fp32 arithmetic per chunk (a cast inside lerp would allocate a full-size temporary)

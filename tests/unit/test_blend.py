@@ -463,3 +463,25 @@ def test_engine_on_cuda_agrees_with_interpolate_on_cuda(dtype):
     engine.apply(1.0)
     batch = {k: v.cuda() for k, v in inputs(seed=7).items()}
     assert torch.equal(logits(live, batch), logits(adapted.cuda(), batch))
+    off = copy.deepcopy(base)
+    engine = BlendEngine(off, state(base), state(adapted), reference_device="cpu")  # the GPU holds one copy
+    assert all(g.base.device.type == "cpu" for g in engine._groups)
+    for alpha in (0.3, 1.0):
+        engine.apply(alpha)
+        ref = interpolate(b, a, alpha)
+        assert all(torch.equal(off.state_dict()[k], ref[k]) for k in ref)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_engine_with_references_on_another_device_agrees_bit_for_bit(dtype, monkeypatch):
+    """reference_device keeps the references apart from the live model (CPU here; off the GPU in a sweep): the
+    chunked path copies them in and writes interpolate's bits."""
+    monkeypatch.setattr("harness.models.blend._CHUNK", 997)
+    base, adapted = bert_pair(dtype=dtype)
+    b, a = state(base), state(adapted)
+    live = copy.deepcopy(base)
+    engine = BlendEngine(live, b, a, reference_device="cpu")
+    for alpha in (0.3, 1.0, 0.0):
+        engine.apply(alpha)
+        ref = interpolate(b, a, alpha)
+        assert all(torch.equal(live.state_dict()[k], ref[k]) for k in ref)
