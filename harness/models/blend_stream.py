@@ -275,8 +275,9 @@ def _blend_tensor(e: _Entry, base: Checkpoint, adapted: Checkpoint, alpha: float
             rows = slice(i, min(i + step, stop))
             a = adapted.read(e.a, rows)
             b = base.read(e.b, rows) if blend else None
-            check_values(e.name, b, a)
-            out[rows].copy_(a if b is None else torch.lerp(b.float(), a.float(), alpha) if is_float(b) else b)
+            value = a if b is None else torch.lerp(b.float(), a.float(), alpha) if is_float(b) else b
+            check_values(e.name, b, a, result=value if is_float(a) else None)
+            out[rows].copy_(value)
     return out
 
 

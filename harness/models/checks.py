@@ -114,8 +114,14 @@ def check_finite(name: str, t: torch.Tensor, which: str) -> None:
                                       fix=f"fix the {which} checkpoint; non-finite weights cannot be blended"))
 
 
-def check_values(name: str, b: torch.Tensor | None, a: torch.Tensor | None) -> None:
+def check_values(name: str, b: torch.Tensor | None, a: torch.Tensor | None, result: torch.Tensor | None = None
+                 ) -> None:
     """Value checks of one tensor pair: integer buffers equal, floating weights finite (``None`` skips a side).
+
+    ``result`` (optional) is the blend computed from them: a NaN or infinity in either input makes it non-finite
+    (``lerp`` propagates them at every alpha, 0 and 1 included), so when its sum is finite the inputs are too and
+    the elementwise checks are skipped (one reduction instead of two ``isfinite`` passes; a non-finite sum, e.g.
+    an overflow, falls back to the elementwise checks).
 
     Raises
     ------
@@ -130,6 +136,8 @@ def check_values(name: str, b: torch.Tensor | None, a: torch.Tensor | None) -> N
             raise BlendError(format_error("integer buffer differs between base and adapted", where=name,
                                           fix="integer buffers (e.g. position_ids) cannot be interpolated; make "
                                               "them equal"))
+        return
+    if result is not None and bool(torch.isfinite(result.sum())):
         return
     if b is not None:
         check_finite(name, b, "base")
