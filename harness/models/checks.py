@@ -5,7 +5,8 @@ and dtypes, equal integer buffers, finite floating-point weights, and tied tenso
 the same values. :class:`harness.models.blend.BlendEngine`, :func:`harness.models.blend.interpolate` and the
 streaming writer :mod:`harness.models.blend_stream` all call it; the streaming writer checks names, shapes and
 dtypes from the safetensors headers first (``values=False`` with :class:`TensorMeta` entries) and the values of each
-tensor as it reads it (:func:`check_values`), so a bad tensor in the last shard fails before anything is written.
+tensor as it reads it (:func:`check_values`), so a bad tensor in the last shard fails before the output folder
+is put in place.
 
 Every error is a :class:`~harness.errors.BlendError` naming the first offending tensor (sorted key order).
 """
