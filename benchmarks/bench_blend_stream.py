@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -84,17 +85,29 @@ def build(path: Path, config, seed: int, shard_bytes: int, dtype: torch.dtype, b
     return max(p.stat().st_size for p in path.glob("model-*.safetensors"))
 
 
+def _peak_rss() -> int:
+    """Peak resident bytes of this process: ``VmHWM`` (reset by exec; ``ru_maxrss`` is not, so a child forked from
+    a large parent would report the parent's size), else ``ru_maxrss``."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def _child(base: str, adapted: str, out: str, alpha: float, dtype: str) -> None:
     """Run in a fresh process: the blend alone, with its own peak RSS."""
     from harness.pipeline import RunOptions
     from harness.pipeline.blend import blend_checkpoint
 
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    rss0 = _peak_rss()
     t0 = time.perf_counter()
     res = blend_checkpoint(base, adapted, alpha, out, options=RunOptions(dtype=dtype))
     wall = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"wall_s": wall, "peak_rss": peak, "rss_after_imports": rss0, "blend_path": res.blend_path}))
+    print(json.dumps({"wall_s": wall, "peak_rss": _peak_rss(), "rss_after_imports": rss0,
+                      "blend_path": res.blend_path, "load_avg": os.getloadavg()[0]}))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,12 +146,13 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"the blend failed:\n{proc.stderr[-3000:]}")
         r = json.loads(proc.stdout.strip().splitlines()[-1])
         out = root / "out"
-        n_out = len(list(out.glob("model-*.safetensors")))
+        n_out = len(list(out.glob("model*.safetensors")))
         print(f"harness blend --alpha {a.alpha}: {r['wall_s']:.1f} s wall ({2 * size / r['wall_s'] / 1e9:.2f} GB/s "
-              f"read), {n_out} output shards + index")
+              f"read), {n_out} output shard(s)")
         print(f"peak RSS {r['peak_rss'] / 1e9:.2f} GB = {r['peak_rss'] / shard:.2f} x the largest shard "
               f"({(r['peak_rss'] - r['rss_after_imports']) / 1e9:.2f} GB above the {r['rss_after_imports'] / 1e9:.2f}"
-              f" GB after imports); checkpoint {size / 1e9:.2f} GB")
+              f" GB after imports); checkpoint {size / 1e9:.2f} GB; load average {r['load_avg']:.1f} on "
+              f"{os.cpu_count()} cores")
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return 0
