@@ -65,9 +65,13 @@ def _state_dict_cpu(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def _adapter_info(path: Path) -> dict[str, Any]:
     try:
-        return json.loads((path / "adapter_config.json").read_text())
+        cfg = json.loads((path / "adapter_config.json").read_text())
     except ValueError as e:
         raise ModelError(format_error("adapter_config.json is not valid JSON", where=str(path))) from e
+    if not isinstance(cfg, dict):
+        raise ModelError(format_error("adapter_config.json is not a JSON object", where=str(path),
+                                      got=type(cfg).__name__, fix="re-save the adapter with save_pretrained"))
+    return cfg
 
 
 def _check_all_applied(peft_model: Any, path: Path) -> None:

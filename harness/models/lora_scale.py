@@ -78,10 +78,15 @@ class LoraDelta:
         from peft.tuners.lora import LoraLayer
         from peft.utils import set_peft_model_state_dict
 
-        inject_adapter_in_model(self.config, model, adapter_name="default")
         p = next(model.parameters())
         factors = {k: v.to(p.device, p.dtype) for k, v in self.factors.items()}
-        res = set_peft_model_state_dict(model, factors, adapter_name="default")
+        try:
+            inject_adapter_in_model(self.config, model, adapter_name="default")
+            res = set_peft_model_state_dict(model, factors, adapter_name="default")
+        except Exception as e:  # a config peft cannot apply (bad fields, shapes of another base)
+            raise ModelError(format_error("cannot apply the adapter to the base model", where=self.source,
+                                          got=str(e)[:400], fix="check adapter_config.json and that --base is the "
+                                          "model the adapter was trained on")) from e
         bad = [k for k in res.unexpected_keys if "lora_" in k]
         lacking = [k for k in getattr(res, "missing_keys", ()) if "lora_" in k]
         if lacking:
@@ -175,7 +180,11 @@ def load_lora_delta(path: Path, cfg: dict[str, Any], base_sd: dict[str, torch.Te
 
     from harness.models.load import weight_files
 
-    config = LoraConfig.from_pretrained(str(path))
+    try:
+        config = LoraConfig.from_pretrained(str(path))
+    except Exception as e:  # peft raises TypeError/ValueError for bad fields
+        raise ModelError(format_error("adapter_config.json is not a valid LoRA config", where=str(path),
+                                      got=str(e)[:300], fix="re-save the adapter with save_pretrained")) from e
     config.modules_to_save = None
     config.inference_mode = True
     factors, others = {}, {}

@@ -270,3 +270,12 @@ def test_smollm2_lora_blend_reloads_and_matches_the_sweeps_in_memory_logits(tmp_
     assert (got - base_logits).abs().max() > 0.1  # the adapter matters
     torch.testing.assert_close(got, want, rtol=1e-4, atol=2e-3)
     assert torch.equal(got.argmax(-1), want.argmax(-1))
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", json.dumps({"peft_type": "LORA", "r": "four", "target_modules": ["q_proj"]})])
+def test_bad_adapter_config_is_exit_2_on_the_lora_scale_path(tmp_path, text):
+    bd = save(model("llama", 1), tmp_path / "base")
+    ad = make_adapter(bd, tmp_path / "ad", "llama", seed=7)
+    (ad / "adapter_config.json").write_text(text)
+    assert main(["blend", "--base", str(bd), "--adapted", str(ad), "--alpha", "0.5", "--out",
+                 str(tmp_path / "out"), "--quiet"]) == 2
