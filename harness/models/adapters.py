@@ -1,8 +1,12 @@
 """Stage 4c: turn an adapted checkpoint of any common kind into a state dict aligned with the base model.
 
 * A full fine-tuned checkpoint (HF folder, sharded or not): loaded like any model; its state dict is used.
-* A PEFT adapter folder (it holds ``adapter_config.json``): applied to a *copy* of the base model (the base is
-  never changed), checked strictly (every adapter tensor must land on a module), then merged. For plain LoRA the
+* A PEFT adapter folder (it holds ``adapter_config.json``): checked against the base it records
+  (:func:`check_adapter_base`), applied to a *copy* of the base model (the base is never changed), checked strictly
+  (every adapter tensor must land on a module), then merged. With ``lora_scale=True`` a LoRA/rsLoRA adapter is not
+  merged: :attr:`AdaptedWeights.lora` holds its factors for the LoRA-scale path of
+  :class:`harness.models.blend.BlendEngine` (:mod:`harness.models.lora_scale`) and ``state_dict`` only the other
+  tensors it trained. For plain LoRA the
   merged weight is ``W + (lora_alpha / r) * B A`` (``lora_alpha / sqrt(r)`` with rsLoRA), so interpolating merged
   weights at blend weight alpha equals scaling the LoRA update by alpha, while everything else the adapter
   carries (``modules_to_save`` heads, trained biases, token rows) is interpolated as weights. For adapters whose
@@ -31,7 +35,7 @@ from harness.errors import ModelError, format_error
 from harness.models.load import (LoadedModel, check_safetensors, is_adapter_dir, load_model, model_fingerprint,
                                  weight_files)
 
-__all__ = ["AdaptedWeights", "load_adapted"]
+__all__ = ["AdaptedWeights", "load_adapted", "check_adapter_base"]
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +47,9 @@ class AdaptedWeights:
     ``kind`` is ``full`` or the PEFT type in lower case (``lora``, ``dora``, ...); ``id2label`` the adapted head's
     labels; ``fingerprint`` identifies the adapted model: the sha256 of its files for a full checkpoint, and for an
     adapter (which means nothing without its base) a sha256 of (base fingerprint, adapter files' sha256), the
-    latter also kept as ``info["adapter_fingerprint"]``.
+    latter also kept as ``info["adapter_fingerprint"]``. ``lora`` is set on the LoRA-scale path (then
+    ``state_dict`` holds only the tensors other than the LoRA factors that the adapter trained; every other tensor
+    is the base's).
     """
 
     state_dict: dict[str, torch.Tensor]
@@ -53,6 +59,7 @@ class AdaptedWeights:
     source: str
     tokenizer: Any = None
     info: dict[str, Any] = field(default_factory=dict)
+    lora: Any = None
 
 
 def _state_dict_cpu(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -61,9 +68,13 @@ def _state_dict_cpu(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def _adapter_info(path: Path) -> dict[str, Any]:
     try:
-        return json.loads((path / "adapter_config.json").read_text())
+        cfg = json.loads((path / "adapter_config.json").read_text())
     except ValueError as e:
         raise ModelError(format_error("adapter_config.json is not valid JSON", where=str(path))) from e
+    if not isinstance(cfg, dict):
+        raise ModelError(format_error("adapter_config.json is not a JSON object", where=str(path),
+                                      got=type(cfg).__name__, fix="re-save the adapter with save_pretrained"))
+    return cfg
 
 
 def _check_all_applied(peft_model: Any, path: Path) -> None:
@@ -106,13 +117,74 @@ def quiet_peft_deprecations():
         yield
 
 
-def _load_peft(base: LoadedModel, path: Path) -> AdaptedWeights:
+def _same_name(recorded: str, names: set[str]) -> bool:
+    """``recorded`` names the base: equal to a known name, or the same last path component(s) (a hub id
+    ``org/name`` and a local folder ``.../name``)."""
+    tail = recorded.rstrip("/").split("/")[-1]
+    return recorded in names or any(n and n.rstrip("/").split("/")[-1] == tail for n in names)
+
+
+def check_adapter_base(cfg: dict[str, Any], base: LoadedModel, path: Path) -> None:
+    """Report an adapter applied to another base than the one it records.
+
+    Checked, in order: ``harness_base_fingerprint`` (written by the harness) must equal the base's fingerprint;
+    ``base_model_name_or_path`` naming an existing folder must be the base folder or a copy with the same
+    fingerprint; a name that is not a local folder (a hub id, a path on another machine) must match the base's
+    source, folder name or ``_name_or_path``, else a warning is logged (it cannot be verified here).
+
+    Raises
+    ------
+    ModelError
+        When the recorded base is verifiably another model (exit 2). The fix says how to proceed: pass the
+        recorded base, or, for a true copy of it, record the base you pass in ``adapter_config.json``.
+    """
+    def mismatch(recorded: str, why: str) -> ModelError:
+        return ModelError(format_error(
+            "the adapter was trained on another base model: its shapes may fit, but the blend would be meaningless",
+            where=str(path / "adapter_config.json"), expected=f"base {recorded}", got=f"--base {base.path} ({why})",
+            fix=f"pass --base {recorded}; if the two are the same model (a copy, or a re-save of it), set "
+                f"base_model_name_or_path in adapter_config.json to {base.path}"))
+
+    fp = cfg.get("harness_base_fingerprint")
+    if fp and fp != base.fingerprint:
+        raise mismatch(f"with fingerprint {fp[:12]}", f"fingerprint {base.fingerprint[:12]}")
+    recorded = cfg.get("base_model_name_or_path")
+    if not recorded or fp:
+        return
+    rp = Path(str(recorded)).expanduser()
+    if rp.is_dir():
+        if rp.resolve() == Path(base.path).resolve():
+            return
+        try:
+            rfp = model_fingerprint(rp)
+        except ModelError:
+            rfp = None
+        if rfp is not None and rfp != base.fingerprint:
+            raise mismatch(str(recorded), f"fingerprint {base.fingerprint[:12]}, the recorded folder's is {rfp[:12]}")
+        if rfp is not None:
+            return
+    names = {base.source, str(base.path), Path(base.path).name,
+             str(getattr(getattr(base.model, "config", None), "_name_or_path", "") or "")}
+    if not _same_name(str(recorded), names):
+        log.warning("adapter %s records base %r, which is not --base %s and cannot be checked here; make sure it "
+                    "is the same model", path, recorded, base.path)
+
+
+def _lora_scale(base: LoadedModel, path: Path, cfg: dict[str, Any]) -> tuple[dict[str, torch.Tensor], Any]:
+    """The LoRA-scale path: factors plus the other trained tensors (no merged copy)."""
+    from harness.models.lora_scale import load_lora_delta
+
+    base_sd = dict(base.model.state_dict())
+    delta, others = load_lora_delta(path, cfg, base_sd)
+    return others, delta
+
+
+def _merged(base: LoadedModel, path: Path) -> dict[str, torch.Tensor]:
+    """The merged path: the adapter applied to a copy of the base and merged (one full state dict)."""
     try:
         from peft import PeftModel  # heavy: only for adapters
     except ImportError as e:  # pragma: no cover - peft is a dependency
         raise ModelError("loading an adapter needs the 'peft' package: pip install peft") from e
-    cfg = _adapter_info(path)
-    weight_files(path, allow_pickle=False)  # refuses pickle-only adapters
     work = copy.deepcopy(base.model)  # the base model is never touched
     try:
         with quiet_peft_deprecations():
@@ -125,6 +197,23 @@ def _load_peft(base: LoadedModel, path: Path) -> AdaptedWeights:
     merged = peft_model.merge_and_unload()
     sd = _state_dict_cpu(merged)
     del peft_model, merged, work
+    return sd
+
+
+def _load_peft(base: LoadedModel, path: Path, lora_scale: bool) -> AdaptedWeights:
+    from harness.models.lora_scale import lora_scale_blocker
+
+    cfg = _adapter_info(path)
+    weight_files(path, allow_pickle=False)  # refuses pickle-only adapters
+    check_adapter_base(cfg, base, path)
+    blocker = lora_scale_blocker(cfg)
+    delta = None
+    if lora_scale and blocker is None:
+        sd, delta = _lora_scale(base, path, cfg)
+    else:
+        if lora_scale:
+            log.info("adapter %s takes the merged path: %s", path, blocker)
+        sd = _merged(base, path)
     kind = str(cfg.get("peft_type", "adapter")).lower()
     if cfg.get("use_dora"):
         kind = "dora"
@@ -132,33 +221,41 @@ def _load_peft(base: LoadedModel, path: Path) -> AdaptedWeights:
     # the adapted model is base + adapter: the same adapter on another base must not share results-store entries
     fingerprint = hashlib.sha256(f"peft|{base.fingerprint}|{adapter_fp}".encode()).hexdigest()
     return AdaptedWeights(state_dict=sd, kind=kind, fingerprint=fingerprint, id2label=base.id2label,
-                          source=str(path), tokenizer=base.tokenizer,
+                          source=str(path), tokenizer=base.tokenizer, lora=delta,
                           info={"adapter_fingerprint": adapter_fp, "peft_type": cfg.get("peft_type"), "r": cfg.get("r"),
                                 "lora_alpha": cfg.get("lora_alpha"), "use_rslora": cfg.get("use_rslora"),
-                                "use_dora": cfg.get("use_dora"), "modules_to_save": cfg.get("modules_to_save")})
+                                "use_dora": cfg.get("use_dora"), "modules_to_save": cfg.get("modules_to_save"),
+                                "base_model_name_or_path": cfg.get("base_model_name_or_path"),
+                                "blend_path": "lora-scale" if delta is not None else "merged"})
 
 
 def load_adapted(base: LoadedModel, adapted: str | Path, *, allow_pickle: bool = False,
-                 trust_remote_code: bool = False, revision: str | None = None) -> AdaptedWeights:
+                 trust_remote_code: bool = False, revision: str | None = None,
+                 lora_scale: bool = False) -> AdaptedWeights:
     """Load the adapted side of a blend as a state dict in the base model's key space.
 
     Parameters
     ----------
     base : LoadedModel
-        The loaded base model (unchanged by this call: adapters are applied to a deep copy).
+        The loaded base model (unchanged by this call: adapters are applied to a deep copy, or not at all on the
+        LoRA-scale path).
     adapted : str or Path
         A full checkpoint folder (or hub id) or a PEFT adapter folder.
     allow_pickle, trust_remote_code, revision
         As in :func:`harness.models.load.load_model`.
+    lora_scale : bool, default=False
+        For a LoRA/rsLoRA adapter, return its factors in ``lora`` instead of a merged state dict (pass them to
+        ``BlendEngine(..., lora=adapted.lora)``); other adapters are merged as before.
 
     Raises
     ------
     ModelError
-        If the checkpoint cannot be loaded, or adapter tensors do not all apply to the base.
+        If the checkpoint cannot be loaded, adapter tensors do not all apply to the base, or the adapter records
+        another base (:func:`check_adapter_base`).
     """
     p = Path(adapted).expanduser()
     if p.is_dir() and is_adapter_dir(p):
-        return _load_peft(base, p.resolve())
+        return _load_peft(base, p.resolve(), lora_scale)
     dtype = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[base.dtype]
     other = load_model(adapted, dtype=dtype, device="cpu", allow_pickle=allow_pickle,
                        trust_remote_code=trust_remote_code, revision=revision)

@@ -22,77 +22,15 @@ from dataclasses import dataclass
 import torch
 
 from harness.errors import BlendError, format_error
+from harness.models.checks import (alias_groups, check_compatible, head_keys, is_float,  # noqa: F401 (re-exported)
+                                   validate_pair)
 from harness.records import canonical_alpha
 
-__all__ = ["HEAD_MODES", "head_keys", "check_compatible", "interpolate", "resize_head", "BlendEngine"]
+__all__ = ["HEAD_MODES", "head_keys", "check_compatible", "validate_pair", "interpolate", "resize_head",
+           "BlendEngine"]
 
 log = logging.getLogger(__name__)
 HEAD_MODES = ("shared", "adapted")
-_HEAD_PREFIXES = ("classifier.", "score.", "pre_classifier.", "head.", "classification_head.")
-
-
-def head_keys(keys, base_model_prefix: str | None = None) -> set[str]:
-    """The classification-head tensors among ``keys``: those outside ``base_model_prefix`` (e.g. ``bert.``,
-    ``encoder.``) when given, else those under a known head prefix (``classifier.``, ``score.``, ...)."""
-    keys = list(keys)
-    if base_model_prefix and any(k.startswith(base_model_prefix + ".") for k in keys):
-        return {k for k in keys if not k.startswith(base_model_prefix + ".")}
-    return {k for k in keys if k.startswith(_HEAD_PREFIXES)}
-
-
-def _is_float(t: torch.Tensor) -> bool:
-    return t.is_floating_point() or t.is_complex()
-
-
-def check_compatible(base: Mapping[str, torch.Tensor], adapted: Mapping[str, torch.Tensor],
-                     skip: set[str] = frozenset()) -> None:
-    """Check two state dicts can be interpolated: same keys, shapes, dtypes; equal integer buffers.
-
-    Raises
-    ------
-    BlendError
-        Naming the first offending tensor, both values, and the fix (e.g. ``--head adapted`` for a head with a
-        different number of labels, or a resized vocabulary).
-    """
-    bk, ak = set(base), set(adapted)
-    if bk != ak:
-        only_b, only_a = sorted(bk - ak), sorted(ak - bk)
-        hint = ""
-        if any(k.startswith(("module.", "base_model.model.")) for k in only_a):
-            hint = " (the adapted keys carry a wrapper prefix such as 'module.' or 'base_model.model.': save the " \
-                   "unwrapped model, or pass a PEFT adapter folder as --adapted)"
-        raise BlendError(format_error("base and adapted models have different parameter names" + hint,
-                                      where=f"{len(only_b)} only in base, {len(only_a)} only in adapted",
-                                      expected="the same architecture", got=f"only in base: {only_b[:3]}; "
-                                      f"only in adapted: {only_a[:3]}",
-                                      fix="blend checkpoints of the same architecture"))
-    for k in sorted(bk):
-        if k in skip:
-            continue
-        b, a = base[k], adapted[k]
-        if b.shape != a.shape:
-            fix = "blend checkpoints of the same architecture"
-            if "embed" in k and b.dim() == 2 and b.shape[1:] == a.shape[1:]:
-                fix = (f"the vocabulary was resized (base {b.shape[0]} rows, adapted {a.shape[0]}); resize the "
-                       "base's embeddings the same way before blending")
-            elif k in head_keys([k]):
-                fix = ("the heads differ in number of labels; use --head adapted to keep the adapted head and "
-                       "interpolate only the shared backbone")
-            raise BlendError(format_error("tensor shapes differ", where=k, expected=tuple(b.shape),
-                                          got=tuple(a.shape), fix=fix))
-        if b.dtype != a.dtype:
-            raise BlendError(format_error("tensor dtypes differ", where=k, expected=str(b.dtype), got=str(a.dtype),
-                                          fix="load both models with the same --dtype"))
-        if not _is_float(b) and not torch.equal(b, a):
-            raise BlendError(format_error("integer buffer differs between base and adapted", where=k,
-                                          fix="integer buffers (e.g. position_ids) cannot be interpolated; make "
-                                              "them equal"))
-
-
-def _check_finite(name: str, t: torch.Tensor, which: str) -> None:
-    if _is_float(t) and not bool(torch.isfinite(t).all()):
-        raise BlendError(format_error(f"{which} weights hold NaN or infinite values", where=name,
-                                      fix=f"fix the {which} checkpoint; non-finite weights cannot be blended"))
 
 
 def interpolate(base: Mapping[str, torch.Tensor], adapted: Mapping[str, torch.Tensor], alpha: float, *,
@@ -128,37 +66,17 @@ def interpolate(base: Mapping[str, torch.Tensor], adapted: Mapping[str, torch.Te
     if head not in HEAD_MODES:
         raise BlendError(format_error("unknown head mode", where="--head", expected=HEAD_MODES, got=head))
     heads = (head_names if head_names is not None else head_keys(base)) if head == "adapted" else set()
-    check_compatible(base, adapted, skip=heads)
+    validate_pair(base, adapted, skip=heads)
     out: dict[str, torch.Tensor] = {}
     for k, b in base.items():
         a = adapted[k]
         if k in heads:
-            _check_finite(k, a, "adapted")
             out[k] = a.clone()
-        elif _is_float(b):
-            _check_finite(k, b, "base")
-            _check_finite(k, a, "adapted")
+        elif is_float(b):
             out[k] = torch.lerp(b.float(), a.float(), alpha).to(b.dtype)
         else:
             out[k] = b.clone()
     return out
-
-
-def _check_tied(model: torch.nn.Module, base: Mapping[str, torch.Tensor],
-                adapted: Mapping[str, torch.Tensor]) -> None:
-    """Tied tensors are written once, so every alias must hold the same values in both state dicts."""
-    first: dict[int, str] = {}
-    for name, t in list(model.named_parameters(remove_duplicate=False)) + \
-            list(model.named_buffers(remove_duplicate=False)):
-        owner = first.setdefault(id(t), name)
-        if owner == name or name not in base or owner not in base:
-            continue
-        for which, sd in (("base", base), ("adapted", adapted)):
-            if not torch.equal(sd[owner], sd[name]):
-                raise BlendError(format_error(f"{name!r} is tied to {owner!r} in the model but the {which} "
-                                              "weights differ", where=name,
-                                              fix="blend checkpoints saved with the same weight tying "
-                                                  "(tie_word_embeddings) as the live model"))
 
 
 def resize_head(model: torch.nn.Module, name: str, target: torch.Tensor, value: torch.Tensor) -> None:
@@ -174,8 +92,9 @@ def resize_head(model: torch.nn.Module, name: str, target: torch.Tensor, value: 
 
 @dataclass
 class _Group:
-    """Blendable tensors of one (device, dtype): fp32 flat copies of base and adapted, and the flat storage the
-    live model's tensors now view (so one fused ``lerp`` kernel writes a whole blend)."""
+    """Blendable tensors of one (device, live dtype, reference dtype): flat copies of base and adapted in the
+    state dicts' storage dtype, and the flat storage the live model's tensors now view (so one ``lerp`` per chunk
+    writes a whole blend)."""
 
     names: list[str]
     sizes: list[int]
@@ -185,10 +104,11 @@ class _Group:
 
 
 def _flatten(items: list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]]) -> _Group:
-    """Pack (name, live tensor, base, adapted) into flat buffers and re-point the live tensors into them."""
-    t0 = items[0][1]
+    """Pack (name, live tensor, base, adapted) into flat buffers (references on the device of ``base``) and
+    re-point the live tensors into them."""
+    t0, b0 = items[0][1], items[0][2]
     n = sum(t.numel() for _, t, _, _ in items)
-    base = torch.empty(n, dtype=torch.float32, device=t0.device)
+    base = torch.empty(n, dtype=b0.dtype, device=b0.device)
     adapted = torch.empty_like(base)
     target = torch.empty(n, dtype=t0.dtype, device=t0.device)
     offset = 0
@@ -204,20 +124,32 @@ def _flatten(items: list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]]) 
     return _Group([name for name, _, _, _ in items], [t.numel() for _, t, _, _ in items], base, adapted, target)
 
 
-_CHUNK = 1 << 20  # elements per chunk of a reduced-precision blend on CPU (4 MB of fp32 scratch)
+_CHUNK = 1 << 20  # elements per chunk of a reduced-precision blend on CPU (4 MB of fp32 scratch per operand)
+_CHUNK_GPU = 1 << 24  # on an accelerator (64 MB of fp32 scratch per operand)
 
 
 class BlendEngine:
-    """Writes blends into a live model in place, keeping fp32 copies of base and adapted weights on its device.
+    """Writes blends into a live model in place.
 
-    The blendable tensors of each (device, dtype) are packed once into flat buffers; the live model's parameters
-    become views into the flat target, and :meth:`apply` is one fused ``torch.lerp(base, adapted, alpha,
-    out=target)`` per group: it reads 8 bytes and writes 4 (fp32) or 2 (bf16/fp16) per weight, the minimum for
-    this blend. On CPU, a bf16/fp16 target is written in 1M-element chunks through a 4 MB fp32 scratch buffer
-    (lerp with a casting output would otherwise go through a full-size temporary: 33 ms vs 8 ms for MiniLM).
+    The blendable tensors of each (device, dtype) are packed once into flat buffers holding base and adapted in
+    their storage dtype (fp32, bf16 or fp16); the live model's parameters become views into a flat target, and
+    :meth:`apply` computes ``torch.lerp(base, adapted, alpha)`` in fp32 and writes the storage dtype. With fp32
+    storage that is one fused ``lerp(..., out=target)``; with bf16/fp16 storage it runs in chunks (1M elements on
+    CPU, 16M on an accelerator) through fp32 scratch buffers: the values are those of :func:`interpolate` bit for
+    bit (a bf16 value converts to fp32 exactly, so fp32 references of bf16 weights would give the same bits).
 
-    Memory: two fp32 flat copies of the blendable weights plus the live model: about three copies of the weights
-    (fp32 model), less with a bf16 model.
+    Tensors whose base and adapted values are equal (the same object, or equal values) are written once and not
+    copied: ``lerp(w, w, alpha) == w`` exactly.
+
+    With ``lora`` (a :class:`harness.models.lora_scale.LoraDelta` for a LoRA/rsLoRA adapter, whose merged weight is
+    linear in the scale) the LoRA layers are injected into the live model and :meth:`apply` sets their scale to
+    ``alpha * lora_alpha / r``: ``theta(alpha) = theta_base + alpha * delta_LoRA`` evaluated by peft's unmerged
+    forward, so the engine holds one model plus the adapter factors; ``adapted`` then only needs the other
+    tensors the adapter trained (``modules_to_save``, biases), which are interpolated as usual. :attr:`path` says
+    which path is in use (``"lora-scale"`` or ``"merged"``).
+
+    Memory (merged path): the live model plus base and adapted copies of the tensors that differ, in their storage
+    dtype: about three copies of the weights for a full fine-tune, two for a bf16 GPU model with CPU references.
 
     Parameters
     ----------
@@ -226,9 +158,16 @@ class BlendEngine:
         ``head="adapted"`` a head tensor of another shape (another number of labels) is given the adapted head's
         shape once, here.
     base, adapted : Mapping[str, torch.Tensor]
-        State dicts (any device/dtype); validated with :func:`check_compatible` and for finiteness.
+        State dicts (any device/dtype); validated with :func:`harness.models.checks.validate_pair`. With ``lora``,
+        ``adapted`` may omit tensors (they keep their base value).
     head : {"shared", "adapted"}, default="shared"
         See :func:`interpolate`.
+    lora : LoraDelta, default=None
+        The adapter's low-rank factors: use the LoRA-scale path.
+    reference_device : str or torch.device, default=None
+        Where the base and adapted references live: the live model's device by default; ``"cpu"`` keeps them off
+        the accelerator, which then holds one model copy plus two 64 MB scratch buffers (each :meth:`apply` moves
+        the references over the bus in chunks).
 
     Raises
     ------
@@ -237,14 +176,17 @@ class BlendEngine:
     """
 
     def __init__(self, model: torch.nn.Module, base: Mapping[str, torch.Tensor],
-                 adapted: Mapping[str, torch.Tensor], *, head: str = "shared") -> None:
+                 adapted: Mapping[str, torch.Tensor], *, head: str = "shared", lora=None,
+                 reference_device: str | torch.device | None = None) -> None:
         if head not in HEAD_MODES:
             raise BlendError(format_error("unknown head mode", where="--head", expected=HEAD_MODES, got=head))
-        self.model = model
-        self.head = head
+        self.model, self.head, self.lora = model, head, lora
+        self._ref_device = None if reference_device is None else torch.device(reference_device)
+        self.path = "merged" if lora is None else "lora-scale"
+        if lora is not None:
+            adapted = {k: adapted[k] if k in adapted else base[k] for k in base}
         prefix = getattr(model, "base_model_prefix", None)
         self.head_names = head_keys(base, prefix) if head == "adapted" else set()
-        check_compatible(base, adapted, skip=self.head_names)
         live = dict(model.named_parameters())  # remove_duplicate=True: tied weights appear once
         # persistent buffers only: non-persistent ones (e.g. position_ids) are not weights and stay as they are
         live.update({k: v for k, v in model.named_buffers() if k in base})
@@ -252,53 +194,63 @@ class BlendEngine:
         if missing:
             raise BlendError(format_error("the state dicts do not cover the model's tensors", where=missing[0],
                                           fix="pass state dicts of this architecture"))
-        _check_tied(model, base, adapted)
+        validate_pair(base, adapted, skip=self.head_names, groups=alias_groups(model))
+        self._groups = self._pack(live, base, adapted)
+        if lora is not None:
+            lora.attach(model)
+        self.alpha: float | None = None
+        self._scratch_buf: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @torch.no_grad()
+    def _pack(self, live, base, adapted) -> list[_Group]:
         groups: dict[tuple, list] = {}
         self._fixed: list[tuple[torch.Tensor, torch.Tensor]] = []
         for name, target in live.items():
             b, a = base[name], adapted[name]
             if name in self.head_names:
-                _check_finite(name, a, "adapted")
                 value = a.detach().to(target.device, target.dtype)
                 if target.shape != value.shape:  # a new head (e.g. another number of labels): adopt its shape once
-                    resize_head(model, name, target, value)
+                    resize_head(self.model, name, target, value)
                 self._fixed.append((target, value))
-            elif _is_float(target):
-                _check_finite(name, b, "base")
-                _check_finite(name, a, "adapted")
-                groups.setdefault((target.device, target.dtype), []).append(
-                    (name, target, b.detach().to(target.device), a.detach().to(target.device)))
-            else:
-                self._fixed.append((target, b.detach().to(target.device, target.dtype)))
-        self._groups = [_flatten(items) for items in groups.values()]
-        self.alpha: float | None = None
-        self._scratch_buf: torch.Tensor | None = None
+            elif is_float(target) and not (a is b or torch.equal(a, b)):
+                ref = self._ref_device or target.device
+                groups.setdefault((target.device, target.dtype, b.dtype), []).append(
+                    (name, target, b.detach().to(ref), a.detach().to(ref)))
+            elif not torch.equal(target, b.to(target.device, target.dtype)):  # constant: written once, not held
+                target.copy_(b)
+        return [_flatten(items) for items in groups.values()]
 
     @torch.no_grad()
     def apply(self, alpha: float) -> None:
-        """Make the live model the blend at ``alpha`` (same values as :func:`interpolate`, bit for bit)."""
+        """Make the live model the blend at ``alpha`` (same values as :func:`interpolate`, bit for bit, on the
+        merged path; on the LoRA-scale path the LoRA layers' scale is set to alpha times their own)."""
         try:
             alpha = canonical_alpha(alpha)
         except ValueError as e:
             raise BlendError(str(e)) from e
         for g in self._groups:
-            if g.target.dtype == torch.float32 or g.target.device.type != "cpu":
+            if g.base.dtype == g.target.dtype == torch.float32 and g.base.device == g.target.device:
                 torch.lerp(g.base, g.adapted, alpha, out=g.target)
-            else:  # CPU: a cast inside lerp goes through a full-size temporary; chunks keep it in cache (4x faster)
-                scratch = self._scratch(g.target.device)
-                for i in range(0, g.target.numel(), _CHUNK):
-                    j = min(i + _CHUNK, g.target.numel())
-                    torch.lerp(g.base[i:j], g.adapted[i:j], alpha, out=scratch[:j - i])
-                    g.target[i:j].copy_(scratch[:j - i])
+                continue
+            # reduced precision: fp32 arithmetic per chunk (a cast inside lerp would allocate a full-size temporary)
+            sb, sa = self._scratch(g.target.device)
+            for i in range(0, g.target.numel(), sb.numel()):
+                j = min(i + sb.numel(), g.target.numel())
+                sb[:j - i].copy_(g.base[i:j])
+                sa[:j - i].copy_(g.adapted[i:j])
+                torch.lerp(sb[:j - i], sa[:j - i], alpha, out=sb[:j - i])
+                g.target[i:j].copy_(sb[:j - i])
         for target, value in self._fixed:
             target.copy_(value)
+        if self.lora is not None:
+            self.lora.set_alpha(alpha)
         self.alpha = alpha
 
     @torch.no_grad()
     def changed_names(self) -> set[str]:
-        """Names of the tensors whose blend depends on alpha: base and adapted differ (exact comparison of the fp32
-        copies), plus heads taken from the adapted model. Every other tensor has its base value at every alpha
-        (``lerp(w, w, alpha) == w`` exactly), which :mod:`harness.models.trunk` relies on."""
+        """Names of the tensors whose blend depends on alpha: base and adapted differ (exact comparison), heads
+        taken from the adapted model, and the weights a LoRA adapter changes. Every other tensor has its base
+        value at every alpha (``lerp(w, w, alpha) == w`` exactly), which :mod:`harness.models.trunk` relies on."""
         out = set(self.head_names)
         for g in self._groups:
             offset = 0
@@ -306,23 +258,28 @@ class BlendEngine:
                 if not torch.equal(g.base[offset:offset + n], g.adapted[offset:offset + n]):
                     out.add(name)
                 offset += n
+        if self.lora is not None:
+            out |= set(self.lora.target_names)
         return out
 
-    def _scratch(self, device: torch.device) -> torch.Tensor:
-        if self._scratch_buf is None:
-            self._scratch_buf = torch.empty(_CHUNK, dtype=torch.float32, device=device)
+    def _scratch(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._scratch_buf is None or self._scratch_buf[0].device != device:
+            n = _CHUNK if device.type == "cpu" else _CHUNK_GPU
+            n = min(n, max(g.target.numel() for g in self._groups))
+            self._scratch_buf = tuple(torch.empty(n, dtype=torch.float32, device=device) for _ in range(2))
         return self._scratch_buf
 
     @property
     def n_params(self) -> int:
-        """Number of interpolated weights."""
+        """Number of interpolated weights (those whose base and adapted values differ)."""
         return sum(g.base.numel() for g in self._groups)
 
     def bytes_per_apply(self) -> int:
-        """Bytes one :meth:`apply` moves through memory: reads of both fp32 copies plus the write of the target."""
-        return sum(g.base.numel() * (8 + g.target.element_size()) for g in self._groups)
+        """Bytes one :meth:`apply` moves through memory: reads of both references plus the write of the target."""
+        return sum(g.base.numel() * (2 * g.base.element_size() + g.target.element_size()) for g in self._groups)
 
     @property
     def n_bytes(self) -> int:
-        """Bytes held by the engine's fp32 copies of base and adapted."""
-        return sum(g.base.numel() * 8 for g in self._groups)
+        """Bytes held by the engine's references of base and adapted (storage dtype) plus the LoRA factors."""
+        extra = 0 if self.lora is None else self.lora.n_bytes
+        return sum(g.base.numel() * 2 * g.base.element_size() for g in self._groups) + extra

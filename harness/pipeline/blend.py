@@ -1,10 +1,19 @@
-"""``blend``: write the blend at one alpha as a checkpoint with provenance."""
+"""``blend``: write the blend at one alpha as a checkpoint with provenance.
+
+Two full checkpoints are streamed shard by shard (:mod:`harness.models.blend_stream`: bounded memory, ties, resized
+vocabularies); a PEFT adapter is applied in memory to the base, by scaling a LoRA/rsLoRA update by alpha and
+merging it in place (one model plus the factors, :func:`harness.models.lora_scale.blend_in_place`), or for other
+adapters (DoRA) by interpolating the merged weights. Both paths run the checks of
+:mod:`harness.models.checks`, the same as ``sweep``.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import harness
@@ -13,60 +22,158 @@ from harness.pipeline.common import RunOptions
 from harness.records import canonical_alpha
 from harness.rundir import clean_stale_siblings, swap_dir
 
+__all__ = ["write_blend", "blend_checkpoint", "BlendOutcome"]
+
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class BlendOutcome:
+    """What ``blend`` wrote: the folder, the path taken (``stream``, ``lora-scale`` or ``merged``), where the
+    tokenizer came from, and notes for the user (tied/untied heads, resized vocabulary)."""
 
-def write_blend(base: str | Path, adapted: str | Path, alpha: float, out: str | Path, *, head: str = "shared",
-                options: RunOptions = RunOptions()) -> Path:
-    """Write the blend at ``alpha`` as a safetensors checkpoint loadable with
-    ``AutoModelForSequenceClassification.from_pretrained`` (after ``harness.register()`` for harness model
-    classes), with provenance (base and adapted fingerprints, alpha, head) in its config under ``harness_blend``.
+    path: Path
+    blend_path: str
+    tokenizer_from: str = "base"
+    notes: list[str] = field(default_factory=list)
+
+
+def _provenance(base, adapted, alpha: float, head: str, base_fp: str, adapted_fp: str, kind: str, path: str,
+                notes: list[str]) -> dict:
+    return {"base": str(base), "adapted": str(adapted), "alpha": alpha, "head": head, "base_fingerprint": base_fp,
+            "adapted_fingerprint": adapted_fp, "adapted_kind": kind, "blend_path": path, "notes": list(notes),
+            "harness_version": harness.__version__}
+
+
+def _labels(config, id2label: dict, head: str, alpha: float) -> None:
+    if head == "adapted":
+        config.num_labels = len(id2label)
+    if (head == "adapted" or alpha == 1.0) and id2label:
+        config.id2label = dict(id2label)
+        config.label2id = {v: k for k, v in id2label.items()}
+
+
+def _stream(base, adapted, alpha: float, head: str, options: RunOptions, tmp: Path,
+            max_shard_bytes: int | None) -> BlendOutcome:
+    from harness.models.blend_stream import check_tokenizer_extends, open_checkpoint, plan_blend, stream_blend
+    from harness.models.load import DTYPES, load_tokenizer, model_fingerprint
+
+    out_dtype = DTYPES[options.dtype]
+    b = open_checkpoint(base, options.trust_remote_code)
+    a = open_checkpoint(adapted, options.trust_remote_code)
+    plan = plan_blend(b, a, head=head, out_dtype=out_dtype, trust_remote_code=options.trust_remote_code)
+    tok_b, tok_a = load_tokenizer(b.path, options.trust_remote_code), load_tokenizer(a.path, options.trust_remote_code)
+    notes, tok, tok_from = list(plan.notes), tok_b, "base"
+    if plan.resized or tok_a.get_vocab() != tok_b.get_vocab():
+        check_tokenizer_extends(tok_b, tok_a, where=str(a.path))
+        tok, tok_from = tok_a, "adapted"
+        if not plan.resized:
+            notes.append(f"the fine-tune's tokenizer adds {len(tok_a) - len(tok_b)} tokens to the base's; the output "
+                         "uses the fine-tune's tokenizer")
+    stream_blend(b, a, plan, alpha, tmp, out_dtype=out_dtype, max_shard_bytes=max_shard_bytes)
+    cfg = plan.config
+    a_labels = {int(k): str(v) for k, v in (getattr(a.config, "id2label", None) or {}).items()}
+    _labels(cfg, a_labels, head, alpha)
+    cfg.dtype = out_dtype
+    cfg.harness_blend = _provenance(base, adapted, alpha, head, model_fingerprint(b.path), model_fingerprint(a.path),
+                                    "full", "stream", notes)
+    cfg.save_pretrained(str(tmp))
+    tok.save_pretrained(str(tmp))
+    gen = (a.path if tok_from == "adapted" else b.path) / "generation_config.json"
+    if gen.is_file():
+        shutil.copy(gen, tmp / gen.name)
+    return BlendOutcome(path=tmp, blend_path="stream", tokenizer_from=tok_from, notes=notes)
+
+
+def _adapter(base, adapted, alpha: float, head: str, options: RunOptions, tmp: Path,
+             max_shard_bytes: int | None) -> BlendOutcome:
+    from harness.models.adapters import load_adapted
+    from harness.models.arch import load_any
+    from harness.models.blend import interpolate
+    from harness.models.lora_scale import blend_in_place
+
+    if head == "adapted":
+        log.info("--head adapted with an adapter: the adapter's modules_to_save head is interpolated like any "
+                 "weight it trained")
+    live = load_any(base, dtype=options.dtype, allow_pickle=options.allow_pickle,
+                    trust_remote_code=options.trust_remote_code)
+    adp = load_adapted(live, adapted, lora_scale=True)
+    if adp.lora is not None:
+        blend_in_place(live.model, adp.lora, adp.state_dict, alpha)
+    else:
+        live.model.load_state_dict(interpolate(live.model.state_dict(), adp.state_dict, alpha), strict=True)
+    path = "lora-scale" if adp.lora is not None else "merged"
+    live.model.config.harness_blend = _provenance(base, adapted, alpha, head, live.fingerprint, adp.fingerprint,
+                                                  adp.kind, path, [])
+    shard = f"{max_shard_bytes}B" if max_shard_bytes else "5GB"
+    live.model.save_pretrained(str(tmp), safe_serialization=True, max_shard_size=shard)
+    live.tokenizer.save_pretrained(str(tmp))
+    return BlendOutcome(path=tmp, blend_path=path)
+
+
+def blend_checkpoint(base: str | Path, adapted: str | Path, alpha: float, out: str | Path, *, head: str = "shared",
+                     options: RunOptions = RunOptions(), max_shard_bytes: int | None = None) -> BlendOutcome:
+    """Write the blend at ``alpha`` into ``out`` (atomically: a sibling temporary folder swapped into place) and
+    say how (:class:`BlendOutcome`). See :func:`write_blend`.
 
     Raises
     ------
     HarnessError
         ModelError/BlendError for unusable models, OutputError when ``out`` cannot be written.
     """
-    from harness.models.adapters import load_adapted  # torch: importing the pipeline stays light
-    from harness.models.blend import head_keys, interpolate, resize_head  # torch: as above
-    from harness.models.load import load_model  # torch: as above
+    from harness.models.blend import HEAD_MODES  # torch: imported when a blend is written
+    from harness.models.load import is_adapter_dir, resolve_model_dir
 
     try:
         alpha = canonical_alpha(alpha)
     except ValueError as e:
         raise BlendError(str(e)) from e
-    live = load_model(base, dtype=options.dtype, device="cpu", allow_pickle=options.allow_pickle,
-                      trust_remote_code=options.trust_remote_code)
-    adp = load_adapted(live, adapted, allow_pickle=options.allow_pickle, trust_remote_code=options.trust_remote_code)
-    base_sd = live.model.state_dict()
-    heads = head_keys(base_sd, getattr(live.model, "base_model_prefix", None)) if head == "adapted" else None
-    blended = interpolate(base_sd, adp.state_dict, alpha, head=head, head_names=heads)
-    params = dict(live.model.named_parameters())
-    for name in heads or ():
-        if name in params and params[name].shape != blended[name].shape:
-            resize_head(live.model, name, params[name], blended[name])  # a new head with another label count
-    live.model.load_state_dict(blended, strict=True)
-    if head == "adapted":
-        live.model.config.num_labels = len(adp.id2label)
-    if head == "adapted" or alpha == 1.0:
-        live.model.config.id2label = dict(adp.id2label)
-        live.model.config.label2id = {v: k for k, v in adp.id2label.items()}
-    live.model.config.harness_blend = {"base": str(base), "adapted": str(adapted), "alpha": alpha, "head": head,
-                                       "base_fingerprint": live.fingerprint,
-                                       "adapted_fingerprint": adp.fingerprint, "adapted_kind": adp.kind,
-                                       "harness_version": harness.__version__}
+    if head not in HEAD_MODES:
+        raise BlendError(format_error("unknown head mode", where="--head", expected=HEAD_MODES, got=head))
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise OutputError(format_error("--out names a file", where=str(out), fix="choose a folder"))
+    adapter = Path(adapted).expanduser().is_dir() and is_adapter_dir(Path(adapted).expanduser())
+    if not adapter:
+        resolve_model_dir(adapted)  # a missing adapted model fails before anything is read
     out.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_siblings(out)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        live.model.save_pretrained(str(tmp), safe_serialization=True)
-        live.tokenizer.save_pretrained(str(tmp))
+        make = _adapter if adapter else _stream
+        outcome = make(base, adapted, alpha, head, options, tmp, max_shard_bytes)
+        _check_reload_untied(tmp, outcome)
         swap_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return out
+    outcome.path = out
+    for note in outcome.notes:
+        log.warning("blend: %s", note)
+    return outcome
+
+
+def _check_reload_untied(folder: Path, outcome: BlendOutcome) -> None:
+    """Where the blend untied head and embedding, the written config must not tie them again on load."""
+    cfg = json.loads((folder / "config.json").read_text())
+    if any("tie_word_embeddings=false" in n for n in outcome.notes) and cfg.get("tie_word_embeddings", True):
+        raise BlendError(format_error("the written config would tie the output head to the embedding again on load",
+                                      where=str(folder / "config.json"), expected="tie_word_embeddings: false",
+                                      got=cfg.get("tie_word_embeddings"), fix="report this as a harness bug"))
+
+
+def write_blend(base: str | Path, adapted: str | Path, alpha: float, out: str | Path, *, head: str = "shared",
+                options: RunOptions = RunOptions(), max_shard_bytes: int | None = None) -> Path:
+    """Write the blend at ``alpha`` as a safetensors checkpoint (sharded, with ``model.safetensors.index.json``,
+    when larger than one shard) loadable with the ``from_pretrained`` of its architecture
+    (``AutoModelForCausalLM``, ``AutoModelForSequenceClassification`` after ``harness.register()`` for harness
+    model classes), with provenance (base and adapted fingerprints, alpha, head, blend path, notes) in its config
+    under ``harness_blend``. Floating weights are written in ``options.dtype``.
+
+    Raises
+    ------
+    HarnessError
+        ModelError/BlendError for unusable models, OutputError when ``out`` cannot be written.
+    """
+    return blend_checkpoint(base, adapted, alpha, out, head=head, options=options,
+                            max_shard_bytes=max_shard_bytes).path

@@ -143,10 +143,15 @@ def test_vocabulary_resized_adapted_model_names_both_sizes(tiny_pair, tiny_suite
         assert "different tokenizers" in err and f"{n_base} tokens" in err and f"{n_base + 3} tokens" in err
     else:
         assert f"base {base_rows} rows, adapted {base_rows + 6}" in err
+        # `harness blend` (issue 15) blends the shared rows and keeps the added rows of a fine-tune whose tokenizer
+        # extends the base's, and says so
         assert main(["blend", "--base", str(tiny_pair[0]), "--adapted", str(adapted), "--alpha", "0.5",
-                     "--out", str(tmp_path / "blend"), "--quiet"]) == 2
-        assert f"base {base_rows} rows, adapted {base_rows + 6}" in capsys.readouterr().err
-    assert not out.exists() and not (tmp_path / "blend").exists()
+                     "--out", str(tmp_path / "blend"), "--quiet"]) == 0
+        notes = json.loads((tmp_path / "blend" / "config.json").read_text())["harness_blend"]["notes"]
+        assert f"base {base_rows} rows, fine-tune {base_rows + 6}" in notes[0]
+        written = load_file(str(tmp_path / "blend" / "model.safetensors"))["bert.embeddings.word_embeddings.weight"]
+        assert written.shape[0] == base_rows + 6
+    assert not out.exists()
 
 
 def test_tokenizer_larger_than_the_embedding_table_is_refused(tiny_pair, tiny_suites, tmp_path, capsys):

@@ -94,13 +94,21 @@ def make_lora_adapter(base_dir: Path, out: Path, *, seed: int = 0, bias: str = "
     """Save a LoRA adapter for the tiny base in ``base_dir``: r=4, lora_alpha=8 on query/value, classifier in
     ``modules_to_save``. Every trainable tensor (lora_B is zero at init, biases, head, DoRA magnitudes) gets seeded
     noise so the adapter changes the model."""
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig
     from transformers import BertForSequenceClassification
 
     model = BertForSequenceClassification.from_pretrained(str(base_dir))
     cfg = LoraConfig(r=LORA_R, lora_alpha=LORA_ALPHA, target_modules=["query", "value"],
                      modules_to_save=["classifier"], bias=bias, use_rslora=use_rslora, use_dora=use_dora,
                      task_type="SEQ_CLS")
+    return save_perturbed_adapter(model, cfg, out, seed=seed, std=std)
+
+
+def save_perturbed_adapter(model, cfg, out: Path, *, seed: int, std: float) -> Path:
+    """Wrap ``model`` with the peft config ``cfg``, add seeded noise to every trainable tensor (lora_B is zero at
+    init), and save the adapter to ``out``."""
+    from peft import get_peft_model
+
     pm = get_peft_model(model, cfg)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():

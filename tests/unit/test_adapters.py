@@ -205,9 +205,40 @@ def test_adapter_fingerprint_depends_on_the_base(tiny_pair, adapters, tmp_path):
     shutil.copy(tiny_pair[0] / "tokenizer.json", other_dir)
     shutil.copy(tiny_pair[0] / "tokenizer_config.json", other_dir)
     b1, b2 = load_model(tiny_pair[0], device="cpu"), load_model(other_dir, device="cpu")
-    f1, f2 = load_adapted(b1, adapters["lora"]).fingerprint, load_adapted(b2, adapters["lora"]).fingerprint
+    with pytest.raises(ModelError, match=r"(?s)trained on another base model.*base_model_name_or_path"):
+        load_adapted(b2, adapters["lora"])  # the adapter records tiny_pair[0], a folder with another fingerprint
+    moved = _record_base(adapters["lora"], tmp_path / "moved", other_dir)  # the override the error names
+    f1, f2 = load_adapted(b1, adapters["lora"]).fingerprint, load_adapted(b2, moved).fingerprint
     assert f1 != f2
     assert load_adapted(b1, adapters["lora"]).fingerprint == f1  # and it is stable
+
+
+def _record_base(src: Path, dst: Path, base, key: str = "base_model_name_or_path") -> Path:
+    import json
+
+    shutil.copytree(src, dst)
+    cfg = json.loads((dst / "adapter_config.json").read_text())
+    cfg[key] = str(base)
+    (dst / "adapter_config.json").write_text(json.dumps(cfg))
+    return dst
+
+
+def test_recorded_base_checks(base, adapters, tmp_path, caplog):
+    """A harness fingerprint that differs is an error; a hub id naming the base folder passes; an unverifiable
+    name is warned about, never silently accepted."""
+    bad = _record_base(adapters["lora"], tmp_path / "fp", "0" * 64, key="harness_base_fingerprint")
+    with pytest.raises(ModelError, match="another base model"):
+        load_adapted(base, bad)
+    good = _record_base(adapters["lora"], tmp_path / "fp-ok", base.fingerprint, key="harness_base_fingerprint")
+    load_adapted(base, good)
+    hub = _record_base(adapters["lora"], tmp_path / "hub", f"org/{base.path.name}")
+    with caplog.at_level("WARNING"):
+        load_adapted(base, hub)
+    assert "cannot be checked" not in caplog.text
+    other = _record_base(adapters["lora"], tmp_path / "other", "org/some-other-model")
+    with caplog.at_level("WARNING"):
+        load_adapted(base, other)
+    assert "cannot be checked" in caplog.text
 
 
 # ------------------------------------------------------------------------------------------ full models --

@@ -337,12 +337,25 @@ def test_engine_keeps_inputs_unchanged(pair):
     assert all(torch.equal(b[k], b0[k]) for k in b) and all(torch.equal(a[k], a0[k]) for k in a)
 
 
-def test_engine_memory_is_two_fp32_copies_and_apply_moves_the_minimum(pair, pair_bf16):
+def test_engine_memory_is_two_copies_in_the_storage_dtype_and_apply_moves_the_minimum(pair, pair_bf16):
     n = sum(p.numel() for p in bert(1).parameters())  # every BERT tensor here is floating point
     fp32 = BlendEngine(copy.deepcopy(pair[0]), pair[2], pair[3])
     bf16 = BlendEngine(copy.deepcopy(pair_bf16[0]), pair_bf16[2], pair_bf16[3])
-    assert fp32.n_bytes == 2 * 4 * n and bf16.n_bytes == 2 * 4 * n  # no scratch copy, whatever the dtype
-    assert fp32.bytes_per_apply() == n * (8 + 4) and bf16.bytes_per_apply() == n * (8 + 2)
+    assert fp32.n_bytes == 2 * 4 * n and bf16.n_bytes == 2 * 2 * n  # references in the storage dtype
+    assert fp32.bytes_per_apply() == n * (8 + 4) and bf16.bytes_per_apply() == n * (4 + 2)
+    assert fp32.path == bf16.path == "merged"
+
+
+def test_engine_holds_no_copy_of_tensors_equal_in_base_and_adapted(pair):
+    """A frozen tensor (equal in base and adapted) is written once and costs no reference copy."""
+    base, _, b, a = pair
+    frozen = [k for k in b if "layer.0." in k or "embeddings" in k]
+    a2 = dict(a, **{k: b[k].clone() for k in frozen})
+    engine = BlendEngine(copy.deepcopy(base), b, a2)
+    n_frozen = sum(b[k].numel() for k in frozen if b[k].is_floating_point())
+    assert engine.n_params == sum(v.numel() for k, v in b.items() if v.is_floating_point()) - n_frozen
+    assert not engine.changed_names() & set(frozen)
+    _engine_matches_interpolate(base, b, a2)
 
 
 def _tied_pair():
@@ -365,8 +378,9 @@ def test_tied_weights_are_blended_once_and_stay_tied():
     assert emb in b and dec in b  # the state dict lists the tied tensor under both names
     live = copy.deepcopy(base)
     engine = BlendEngine(live, b, a)
-    unique = {id(p): p for p in live.parameters()}
-    assert engine.n_bytes == 2 * 4 * sum(p.numel() for p in unique.values())  # the tied tensor is held once
+    differ = {n: p for n, p in live.named_parameters() if not torch.equal(b[n], a[n])}  # one name per storage
+    assert emb in differ and dec not in differ
+    assert engine.n_bytes == 2 * 4 * sum(p.numel() for p in differ.values())  # the tied tensor is held once
     ptr = live.bert.embeddings.word_embeddings.weight.data_ptr()
     for alpha in (0.25, 1.0, 0.0, 0.6):
         engine.apply(alpha)
@@ -449,3 +463,25 @@ def test_engine_on_cuda_agrees_with_interpolate_on_cuda(dtype):
     engine.apply(1.0)
     batch = {k: v.cuda() for k, v in inputs(seed=7).items()}
     assert torch.equal(logits(live, batch), logits(adapted.cuda(), batch))
+    off = copy.deepcopy(base)
+    engine = BlendEngine(off, state(base), state(adapted), reference_device="cpu")  # the GPU holds one copy
+    assert all(g.base.device.type == "cpu" for g in engine._groups)
+    for alpha in (0.3, 1.0):
+        engine.apply(alpha)
+        ref = interpolate(b, a, alpha)
+        assert all(torch.equal(off.state_dict()[k], ref[k]) for k in ref)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_engine_with_references_on_another_device_agrees_bit_for_bit(dtype, monkeypatch):
+    """reference_device keeps the references apart from the live model (CPU here; off the GPU in a sweep): the
+    chunked path copies them in and writes interpolate's bits."""
+    monkeypatch.setattr("harness.models.blend._CHUNK", 997)
+    base, adapted = bert_pair(dtype=dtype)
+    b, a = state(base), state(adapted)
+    live = copy.deepcopy(base)
+    engine = BlendEngine(live, b, a, reference_device="cpu")
+    for alpha in (0.3, 1.0, 0.0):
+        engine.apply(alpha)
+        ref = interpolate(b, a, alpha)
+        assert all(torch.equal(live.state_dict()[k], ref[k]) for k in ref)
