@@ -32,6 +32,7 @@ import torch
 from safetensors import safe_open
 
 from harness.errors import ModelError, format_error
+from harness.models.causal_load import load_causal_lm
 from harness.models.load import (LoadedModel, check_safetensors, is_adapter_dir, load_model, model_fingerprint,
                                  weight_files)
 
@@ -229,6 +230,12 @@ def _load_peft(base: LoadedModel, path: Path, lora_scale: bool) -> AdaptedWeight
                                 "blend_path": "lora-scale" if delta is not None else "merged"})
 
 
+def _is_causal_lm(model) -> bool:
+    """Whether a loaded model is a causal language model (its class is ``...ForCausalLM``/``...LMHeadModel``)."""
+    name = type(model).__name__
+    return name.endswith("ForCausalLM") or name.endswith("LMHeadModel")
+
+
 def load_adapted(base: LoadedModel, adapted: str | Path, *, allow_pickle: bool = False,
                  trust_remote_code: bool = False, revision: str | None = None,
                  lora_scale: bool = False) -> AdaptedWeights:
@@ -257,8 +264,10 @@ def load_adapted(base: LoadedModel, adapted: str | Path, *, allow_pickle: bool =
     if p.is_dir() and is_adapter_dir(p):
         return _load_peft(base, p.resolve(), lora_scale)
     dtype = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[base.dtype]
-    other = load_model(adapted, dtype=dtype, device="cpu", allow_pickle=allow_pickle,
-                       trust_remote_code=trust_remote_code, revision=revision)
+    # a causal-LM base needs a causal-LM fine-tune (the loader refuses any weight it would leave random)
+    loader = load_causal_lm if (not base.id2label and _is_causal_lm(base.model)) else load_model
+    other = loader(adapted, dtype=dtype, device="cpu", allow_pickle=allow_pickle,
+                   trust_remote_code=trust_remote_code, revision=revision)
     sd = _state_dict_cpu(other.model)
     out = AdaptedWeights(state_dict=sd, kind="full", fingerprint=other.fingerprint, id2label=other.id2label,
                          source=str(adapted), tokenizer=other.tokenizer, info={})

@@ -91,7 +91,7 @@ class BlendEvaluator:
             self.live = load_live(request.base, self.kind, opts)
             base_sd = {k: v.detach().to("cpu").clone() for k, v in self.live.model.state_dict().items()}
             self.adapted = load_adapted(self.live, request.adapted, allow_pickle=opts.allow_pickle,
-                                        trust_remote_code=opts.trust_remote_code)
+                                        trust_remote_code=opts.trust_remote_code, lora_scale=True)
         self._check_pair()
         self.blend_columns, self.base_columns = (self._columns(classes_of(loaded)) if self.kind == "classification"
                                                  else (None, None))
@@ -110,7 +110,10 @@ class BlendEvaluator:
         from harness.models.blend import BlendEngine  # torch (see __init__)
         from harness.models.trunk import TrunkCache, frozen_depth
 
-        engine = BlendEngine(self.live.model, base_sd, self.adapted.state_dict, head=self.request.head)
+        # LoRA/rsLoRA adapters blend by scaling their delta (one model plus the factors, no merged copy);
+        # everything else interpolates merged weights (engine.path says which, the manifest records it)
+        engine = BlendEngine(self.live.model, base_sd, self.adapted.state_dict, head=self.request.head,
+                             lora=self.adapted.lora)
         budget = self.request.options.trunk_cache_bytes
         if self.kind != "classification" or budget <= 0:
             return engine, None
@@ -181,7 +184,7 @@ class BlendEvaluator:
         elif alpha == 1.0:
             fp, path = self.adapted.fingerprint, "none"
         else:
-            fp, path = blend_fingerprint(self.live.fingerprint, self.adapted.fingerprint, alpha, head), "merged"
+            fp, path = blend_fingerprint(self.live.fingerprint, self.adapted.fingerprint, alpha, head), self.engine.path
         with stage_timer(self.timings, "blend"):
             self.engine.apply(alpha)
         with stage_timer(self.timings, "predict"):
@@ -199,7 +202,8 @@ class BlendEvaluator:
     def manifest_extra(self) -> dict[str, Any]:
         """What this evaluator did that the manifest records (store use, packing, compile, trunk reuse)."""
         trunk = self.trunk
-        return {"model_kind": self.kind, "store_computed_splits": self.scoring.n_computed,
+        return {"model_kind": self.kind, "blend_path": self.engine.path,
+                "store_computed_splits": self.scoring.n_computed,
                 "packed_batches": getattr(self.scorer, "packed", False),
                 "packed_attention": getattr(self.scorer, "packing_mode", None),
                 "compiled": self.request.options.compile,
