@@ -126,7 +126,10 @@ def standard_data(seed: int = 0, n_docs: int = 400, per_doc: int = 2) -> dict:
 
 
 def policy(*rules: dict, **kw) -> GatePolicy:
-    return GatePolicy.model_validate({"kind": "policy", "name": "test", "n_resamples": 1000, **kw,
+    # underpowered margins warn here, so the bootstrap's own behaviour stays testable at any n; the power tests
+    # pass on_underpowered="fail" (the policy default)
+    return GatePolicy.model_validate({"kind": "policy", "name": "test", "n_resamples": 1000,
+                                      "on_underpowered": "warn", **kw,
                                       "rules": list(rules)})
 
 
