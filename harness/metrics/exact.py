@@ -27,8 +27,37 @@ from scipy.stats import beta, binomtest, norm
 
 from harness.metrics.bootstrap import cluster_index, cluster_sums
 
-__all__ = ["effective_n", "clopper_pearson", "proportion_bound", "sign_test", "z_of", "pass_probability",
+__all__ = ["design_effect", "effective_n", "clopper_pearson", "proportion_bound", "sign_test", "z_of", "pass_probability",
            "min_detectable_effect"]
+
+
+def design_effect(values: np.ndarray, source_ids: np.ndarray) -> float:
+    """Variance inflation of the mean of ``values`` from clustering.
+
+    Parameters
+    ----------
+    values : ndarray of float, shape (n,)
+        Per-example values (a 0/1 indicator, or a paired difference such as candidate minus reference
+        correctness).
+    source_ids : array-like of str, shape (n,)
+        Cluster of each example.
+
+    Returns
+    -------
+    float
+        ``var_cluster / var_iid`` with ``var_cluster = G / (G - 1) * sum_g (S_g - mean * m_g)^2 / n^2`` (``S_g`` the
+        sum and ``m_g`` the size of cluster ``g``) and ``var_iid = var(values) / n``; at least 1, and 1 where it
+        cannot be estimated (fewer than two clusters, or no variation).
+    """
+    y = np.asarray(values, dtype=np.float64).reshape(-1)
+    n = y.shape[0]
+    index, g = cluster_index(source_ids)
+    var_iid = float(y.var()) / n if n else 0.0
+    if g < 2 or var_iid <= 0.0:
+        return 1.0
+    sums = cluster_sums(np.stack([y, np.ones(n)], axis=1), index, g)
+    var = g / (g - 1) * float(((sums[:, 0] - y.mean() * sums[:, 1]) ** 2).sum()) / n ** 2
+    return max(1.0, var / var_iid)
 
 
 def effective_n(y: np.ndarray, source_ids: np.ndarray) -> tuple[float, float]:
@@ -44,25 +73,16 @@ def effective_n(y: np.ndarray, source_ids: np.ndarray) -> tuple[float, float]:
     Returns
     -------
     n_eff : float
-        ``min(n, p(1 - p) / var(p))`` with ``var(p) = G / (G - 1) * sum_g (Y_g - p m_g)^2 / n^2`` (``Y_g`` events
-        and ``m_g`` examples of cluster ``g``); ``n`` when ``p`` is 0 or 1 or there is one cluster.
+        ``n / design_effect`` = ``min(n, p(1 - p) / var(p))`` (:func:`design_effect`); ``n`` when ``p`` is 0 or 1
+        or there is one cluster.
     design_effect : float
         ``n / n_eff`` (>= 1).
     """
     y = np.asarray(y, dtype=np.float64).reshape(-1)
-    n = y.shape[0]
-    if n == 0:
+    if y.shape[0] == 0:
         return 0.0, 1.0
-    p = float(y.mean())
-    index, g = cluster_index(source_ids)
-    if g < 2 or p <= 0.0 or p >= 1.0:
-        return float(n), 1.0
-    sums = cluster_sums(np.stack([y, np.ones(n)], axis=1), index, g)
-    var = g / (g - 1) * float(((sums[:, 0] - p * sums[:, 1]) ** 2).sum()) / n ** 2
-    if var <= 0.0:
-        return float(n), 1.0
-    n_eff = min(float(n), p * (1.0 - p) / var)
-    return n_eff, float(n) / n_eff
+    deff = design_effect(y, source_ids)
+    return y.shape[0] / deff, deff
 
 
 def clopper_pearson(x: float, n: float, confidence: float, side: str) -> float:

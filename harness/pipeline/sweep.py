@@ -217,6 +217,16 @@ def sweep_models(base: str | Path, adapted: str | Path, suites: list[str | Path]
     finally:
         scoring.close()
     summary = _sweep_summary(sw, loaded, options, head, command, profile, notes)
+    # gate-stats: how stable the alpha choice is under resampling of the validation splits (optional summary field)
+    if options.n_resamples > 0:
+        from harness.sweep import selection_uncertainty
+        pids = {a: _point_of(a, head)[0] for a in sw.alphas}
+        noise = selection_uncertainty({a: sw.predictions[pid] for a, pid in pids.items()}, sw.selection,
+                                      n_resamples=options.n_resamples, seed=options.seed, level=options.confidence)
+        if noise.warning:
+            log.warning("selection: %s", noise.warning)
+        summary = summary.model_copy(update={"selection_noise": noise.entry(pids)})
+    # gate-stats: end
     res = RunResult(summary=summary, run_dir=None, sweep=sw, timings=timings)
     if out is None:
         return res

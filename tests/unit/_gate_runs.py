@@ -138,7 +138,7 @@ def rule(name: str = "r", **kw) -> dict:
     base.update(kw)
     if "min_delta" in kw or kw.get("kind", "delta") != "delta":
         base.pop("max_drop")
-    if kw.get("kind") == "negative_flips":
+    if kw.get("kind") in ("negative_flips", "class_recall_floor") and "metric" not in kw:
         base.pop("metric")
     return base
 
