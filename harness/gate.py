@@ -47,6 +47,7 @@ Never passes by accident
 from __future__ import annotations
 
 import logging
+import re
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,12 +62,13 @@ from harness.metrics.evidence import (class_recall_evidence, discordant_counts, 
                                       superiority_check)
 from harness.metrics.exact import proportion_bound
 from harness.metrics.registry import get_metric, point_value
+from harness.metrics.split_uses import record_uses
 from harness.records import RuleOutcome, Verdict
 from harness.rundir import predictions_for, read_predictions, read_summary
 from harness.spec.policy import Aggregate, CandidateChoice, GatePolicy, Mode, Reference, Rule, RuleKind
 from harness.summary import Summary
 
-__all__ = ["RunView", "judge", "SUMMARY_TOLERANCE"]
+__all__ = ["RunView", "judge", "note_split_uses", "SUMMARY_TOLERANCE"]
 
 logger = logging.getLogger(__name__)
 
@@ -185,6 +187,27 @@ def judge(candidate: RunView, policy: GatePolicy, baseline: RunView | None = Non
     return Verdict(policy=policy.name, candidate=cand_point or "(none)", reference=", ".join(refs) or "(none)",
                    passed=all(o.passed for o in outcomes), outcomes=tuple(outcomes),
                    confidence=policy.confidence, n_resamples=policy.n_resamples, seed=policy.seed)
+
+
+def note_split_uses(verdict: Verdict, run: RunView, root: str | Path | None = None) -> dict[str, int]:
+    """Record this gate's use of the run's test splits in the store's ledger (:mod:`harness.metrics.split_uses`)
+    and note the counts in the verdict: each outcome's ``info["test_split_uses"]`` maps ``suite/split`` of its
+    suites to the number of gate uses of that split's content in this store, this one included.
+
+    Returns
+    -------
+    dict of str to int
+        ``suite/split`` -> uses, for every test split the verdict's rules judged.
+    """
+    judged = {(n, o.split) for o in verdict.outcomes for n in set(re.split(r"[(),\s]+", o.suite)) if o.split}
+    entries = [(name, sp, str(info.splits[sp].get("fingerprint", "")))
+               for name, info in sorted(run.summary.suites.items()) for sp in sorted(info.splits)
+               if (name, sp) in judged and info.splits[sp].get("role", "test") == "test"]
+    counts = record_uses(entries, policy=verdict.policy, run_dir=run.path)
+    for o in verdict.outcomes:
+        mine = set(re.split(r"[(),\s]+", o.suite))
+        o.info["test_split_uses"] = {k: v for k, v in counts.items() if k.split("/")[0] in mine}
+    return counts
 
 
 def _candidate_point(summary: Summary, choice: CandidateChoice) -> tuple[str | None, str]:

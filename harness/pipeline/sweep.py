@@ -315,6 +315,9 @@ def run_gate(run_dir: str | Path, policy: str | Path, *, baseline: str | Path | 
         except HarnessError as e:  # a missing or unreadable baseline fails the rules that need it (exit 1)
             base_error = str(e)
     verdict = judge(cand, pol, base_view, baseline_error=base_error)
+    # gate-stats: count this gate's use of the run's test splits in the store (selection honesty; the report shows it)
+    from harness.gate import note_split_uses
+    note_split_uses(verdict, cand)
     write_gate_outputs(run_dir, verdict, junit_path=junit)
     return verdict
 

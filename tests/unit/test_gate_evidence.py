@@ -188,3 +188,16 @@ def test_class_recall_floor_takes_no_metric():
         policy(rule(kind="class_recall_floor", floor=0.5, metric="accuracy"))
     with pytest.raises(ValidationError, match="declared both id and shift"):
         policy(rule(), suites={"id": ["a"], "shift": ["a"]})
+
+
+def test_gate_uses_of_test_splits_are_counted_in_the_verdict(tmp_path):
+    from harness.gate import note_split_uses
+
+    run = build_run(tmp_path / "run", standard_data())
+    pol = policy(rule(suites="shift", max_drop=0.05))
+    for k in (1, 2):
+        v = judge(run, pol)
+        counts = note_split_uses(v, run, root=tmp_path / "store")
+        assert counts == {"amazon/test": k, "tweets/test": k}  # movies was not judged
+        assert {o.suite: o.info["test_split_uses"] for o in v.outcomes} == {
+            "tweets": {"tweets/test": k}, "amazon": {"amazon/test": k}}
