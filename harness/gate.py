@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.metrics.bootstrap import cluster_weights, metric_distribution, resample_sums
+from harness.metrics.bootstrap import cluster_weights, metric_distribution
 from harness.metrics.calibration import calibration_errors
 from harness.metrics.evidence import (class_recall_evidence, discordant_counts, flip_evidence, power_check,
                                       superiority_check)

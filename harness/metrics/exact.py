@@ -27,8 +27,8 @@ from scipy.stats import beta, binomtest, norm
 
 from harness.metrics.bootstrap import cluster_index, cluster_sums
 
-__all__ = ["design_effect", "effective_n", "clopper_pearson", "proportion_bound", "sign_test", "z_of", "pass_probability",
-           "min_detectable_effect"]
+__all__ = ["design_effect", "effective_n", "clopper_pearson", "proportion_bound", "sign_test", "z_of",
+           "pass_probability", "min_detectable_effect"]
 
 
 def design_effect(values: np.ndarray, source_ids: np.ndarray) -> float:

@@ -140,7 +140,8 @@ def _level_pass(rule: Rule, policy: GatePolicy, s: PlanSettings, effects: dict[s
     for k, e in effects.items():
         if rule.kind is RuleKind.NEGATIVE_FLIPS:
             f = (s.disagreement - e) / 2
-            prob *= pass_probability(0.0, rule.threshold - f, math.sqrt(s.design_effect * f * (1 - f) / s.n_of(k)), conf)
+            se = math.sqrt(s.design_effect * f * (1 - f) / s.n_of(k))
+            prob *= pass_probability(0.0, rule.threshold - f, se, conf)
             continue
         p = s.base_accuracy + e
         n = s.n_of(k) / (s.n_classes if rule.kind is RuleKind.CLASS_RECALL_FLOOR else 1)

@@ -171,7 +171,8 @@ def test_class_recall_floor_catches_a_one_class_model(tmp_path):
     one_class = np.zeros((len(labels), 2), np.float32)
     one_class[:, 1] = 1.0  # always predicts class 1
     good = logits_for(labels, rng.random(len(labels)) < 0.85, rng)
-    run = build_run(tmp_path, {"movies": {"base": (ids, src, labels, good), "alpha=0.5": (ids, src, labels, one_class)}})
+    run = build_run(tmp_path, {"movies": {"base": (ids, src, labels, good),
+                                          "alpha=0.5": (ids, src, labels, one_class)}})
     r = rule(kind="class_recall_floor", floor=0.5)
     o = only(judge(run, policy(r)))
     assert not o.passed and o.value == 0.0 and o.info["per_class"][1]["recall"] == 1.0

@@ -44,7 +44,8 @@ def _result(p: Predictions):
     from harness.metrics import compute_metrics
     from harness.records import SplitResult
 
-    return SplitResult(n=p.n, n_truncated=0, n_dropped=0, metrics=compute_metrics(p.labels, p.logits, p.source_ids, ["accuracy"], n_resamples=0))
+    metrics = compute_metrics(p.labels, p.logits, p.source_ids, ["accuracy"], n_resamples=0)
+    return SplitResult(n=p.n, n_truncated=0, n_dropped=0, metrics=metrics)
 
 
 def test_small_differences_are_indistinguishable_and_warned():
