@@ -15,8 +15,8 @@ RELEASE = Path(__file__).resolve().parents[2] / "suites" / "policies" / "release
 
 
 def test_release_policy_at_the_readme_n():
-    plan = plan_policy(load_spec(RELEASE, kind="policy"), PlanSettings(n=4300))
-    assert plan.false_fail < 0.015 and plan.power >= 0.89
+    plan = plan_policy(load_spec(RELEASE, kind="policy"), PlanSettings(n=5000))
+    assert plan.false_fail < 0.015 and plan.power >= 0.92
     assert plan.settings.drop_suite == "vader-tweets"
     small = plan_policy(load_spec(RELEASE, kind="policy"), PlanSettings(n=2000))
     assert small.false_fail > 0.1  # the old README's n was not enough at 10% disagreement
@@ -45,9 +45,9 @@ def test_plan_from_a_run(std):
 
 
 def test_cli_plan(capsys):
-    assert main(["gate", "--policy", str(RELEASE), "--plan", "--plan-n", "4300"]) == 0
+    assert main(["gate", "--policy", str(RELEASE), "--plan", "--plan-n", "5000"]) == 0
     out = capsys.readouterr().out
-    assert "false-fail rate (equal candidate fails): 1.0" in out and "power (the regression" in out
+    assert "false-fail rate (equal candidate fails): 0.6" in out and "power (the regression" in out
     assert main(["gate", "--policy", str(RELEASE), "--plan"]) == 2  # needs a run or --plan-n
     assert main(["gate", "--policy", str(RELEASE)]) == 2  # judging needs a run directory
     with pytest.raises(Exception, match="fraction"):
