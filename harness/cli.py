@@ -109,10 +109,17 @@ def build_parser() -> argparse.ArgumentParser:
     _common(b, "blend")  # blend scores nothing: no bootstrap, store, report or label settings
 
     g = sub.add_parser("gate", help="judge a stored run with a gate policy (loads no model)")
-    g.add_argument("run_dir")
+    g.add_argument("run_dir", nargs="?", default=None, help="run directory (optional with --plan --plan-n)")
     g.add_argument("--policy", required=True)
     g.add_argument("--baseline", default=None)
     g.add_argument("--junit", default=None)
+    # gate-stats: --plan prints the policy's false-fail rate and power instead of judging
+    g.add_argument("--plan", action="store_true", help="print the policy's false-fail rate and power (for the run's "
+                                                       "n and disagreement, or --plan-n) instead of judging")
+    g.add_argument("--plan-n", type=int, default=None, help="--plan: test examples per suite")
+    g.add_argument("--plan-disagreement", type=float, default=0.10, help="--plan: share of examples where an "
+                                                                          "equal candidate and base disagree")
+    g.add_argument("--plan-drop", type=float, default=0.02, help="--plan: the regression to detect (fraction)")
     _common(g)
 
     r = sub.add_parser("report", help="(re)render the report of a stored run (loads no model)")
@@ -247,6 +254,18 @@ def _cmd_blend(a) -> int:
 
 
 def _cmd_gate(a) -> int:
+    if a.plan:  # gate-stats: power analysis of the policy (harness.metrics.power)
+        from harness.metrics.power import format_plan, plan_command
+
+        print(format_plan(plan_command(a.policy, a.run_dir, n=a.plan_n, disagreement=a.plan_disagreement,
+                                       drop=a.plan_drop)))
+        return EXIT_OK
+    if a.run_dir is None:
+        from harness.errors import SpecError, format_error
+
+        raise SpecError(format_error("harness gate needs a run directory", where="harness gate",
+                                     fix="harness gate RUN_DIR --policy FILE (or --plan --plan-n N to size a policy)"))
+
     verdict = run_gate(a.run_dir, a.policy, baseline=a.baseline, junit=a.junit)
     if not a.quiet:
         print(verdict_to_markdown(verdict))

@@ -17,8 +17,24 @@ Statistics
     ``1 - confidence`` quantile of the bootstrap distribution, and one that needs it at most its threshold
     (ceiling, negative_flips) the ``confidence`` quantile: a one-sided non-inferiority or superiority test at
     level ``confidence`` (percentile bootstrap, Efron & Tibshirani 1993). ``point`` mode judges the estimate.
-    For accuracy deltas, McNemar's exact test on discordant pairs (McNemar 1947) goes into ``info`` only; it
-    never decides, so "no significant difference" on a small sample cannot pass a rule.
+
+Evidence checks (the bootstrap has no variance where the data has none)
+    * ``min_n`` examples and ``min_clusters`` clusters (``source_id`` values; policy default 50) per suite, or the
+      rule fails: with one cluster the bound collapses to the point estimate.
+    * Floors and ceilings on accuracy, negative-flip rates and class recalls are also held to a one-sided
+      Clopper-Pearson bound at the cluster-adjusted effective n (Korn & Graubard 1998;
+      :mod:`harness.metrics.exact`); the more conservative of the two bounds is judged (5 of 5 correct has a
+      95% lower bound of 0.549, 0 flips of 20 an upper bound of 0.139).
+    * A superiority rule (``min_delta >= 0``) passes only when its bound is *strictly* above ``min_delta`` (a
+      candidate identical to its reference fails), and on accuracy also needs the exact one-sided sign test
+      (McNemar's exact test on discordant pairs, McNemar 1947) significant at ``1 - confidence``.
+    * A non-inferiority rule whose margin is smaller than the minimum detectable effect
+      ``(z_confidence + z_power) * se`` (``se``: the bootstrap standard deviation of the paired difference) is
+      ``underpowered``: an equal candidate would fail it more often than ``1 - power``. It fails
+      (``on_underpowered: fail``, the default) or passes with a warning in ``info`` (``warn``).
+    * A policy that declares its ``suites`` fails every ``id`` / ``shift`` rule for a declared suite the run lacks.
+    Multiplicity: the gate passes only when every rule passes (an intersection-union test, Berger 1982), so the
+    chance of passing a bad candidate is bounded per rule; no Holm or Bonferroni correction is applied.
 
 Never passes by accident
     A missing point, suite, split, metric or prediction; a NaN or infinite value or logit; a summary that disagrees
@@ -31,6 +47,7 @@ Never passes by accident
 from __future__ import annotations
 
 import logging
+import re
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,14 +56,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.metrics.bootstrap import cluster_weights, metric_distribution, resample_sums
-from harness.metrics.registry import get_metric, point_value
+from harness.metrics.bootstrap import cluster_weights, metric_distribution
+from harness.metrics.calibration import calibration_errors
+from harness.metrics.evidence import (class_recall_evidence, discordant_counts, flip_evidence, power_check,
+                                      superiority_check)
+from harness.metrics.exact import proportion_bound
+from harness.metrics.base import n_non_finite
+from harness.metrics.registry import examples_right, get_metric, point_value
+from harness.metrics.split_uses import record_uses
 from harness.records import RuleOutcome, Verdict
 from harness.rundir import predictions_for, read_predictions, read_summary
 from harness.spec.policy import Aggregate, CandidateChoice, GatePolicy, Mode, Reference, Rule, RuleKind
 from harness.summary import Summary
 
-__all__ = ["RunView", "judge", "SUMMARY_TOLERANCE"]
+__all__ = ["RunView", "judge", "note_split_uses", "SUMMARY_TOLERANCE"]
 
 logger = logging.getLogger(__name__)
 
@@ -94,17 +117,21 @@ class _Side:
     example_ids: np.ndarray
     source_ids: np.ndarray
     labels: np.ndarray
-    logits: np.ndarray
+    outputs: dict[str, np.ndarray]
 
 
 @dataclass(frozen=True)
 class _Stat:
-    """One suite's statistic: point estimate, bootstrap distribution (B,), n and details."""
+    """One suite's statistic: point estimate, bootstrap distribution (B,), n and details; ``exact``: the
+    cluster-adjusted Clopper-Pearson bound in the rule's direction (proportions only); ``signs``: (candidate-only
+    right, reference-only right) discordant counts for accuracy deltas."""
 
     point: float
     dist: np.ndarray
     n: int
     info: dict[str, Any]
+    exact: float | None = None
+    signs: tuple[int, int] | None = None
 
 
 @dataclass
@@ -152,7 +179,8 @@ def judge(candidate: RunView, policy: GatePolicy, baseline: RunView | None = Non
     for rule in policy.rules:
         outcomes += _judge_rule(rule, ctx)
     if not outcomes:
-        outcomes.append(RuleOutcome("(policy)", "none", "", "", "", "", False, None, None, None, None, None,
+        outcomes.append(RuleOutcome(rule="(policy)", kind="none", metric="", suite="", split="", mode="",
+                                    passed=False, value=None, bound=None, threshold=None, margin=None, n=None,
                                     reason="the policy produced no check; a gate with no check fails"))
     refs = sorted({str(o.info["reference"]) for o in outcomes if o.info.get("reference")})
     if len(refs) > 1 and "absolute" in refs:
@@ -160,6 +188,27 @@ def judge(candidate: RunView, policy: GatePolicy, baseline: RunView | None = Non
     return Verdict(policy=policy.name, candidate=cand_point or "(none)", reference=", ".join(refs) or "(none)",
                    passed=all(o.passed for o in outcomes), outcomes=tuple(outcomes),
                    confidence=policy.confidence, n_resamples=policy.n_resamples, seed=policy.seed)
+
+
+def note_split_uses(verdict: Verdict, run: RunView, root: str | Path | None = None) -> dict[str, int]:
+    """Record this gate's use of the run's test splits in the store's ledger (:mod:`harness.metrics.split_uses`)
+    and note the counts in the verdict: each outcome's ``info["test_split_uses"]`` maps ``suite/split`` of its
+    suites to the number of gate uses of that split's content in this store, this one included.
+
+    Returns
+    -------
+    dict of str to int
+        ``suite/split`` -> uses, for every test split the verdict's rules judged.
+    """
+    judged = {(n, o.split) for o in verdict.outcomes for n in set(re.split(r"[(),\s]+", o.suite)) if o.split}
+    entries = [(name, sp, str(info.splits[sp].get("fingerprint", "")))
+               for name, info in sorted(run.summary.suites.items()) for sp in sorted(info.splits)
+               if (name, sp) in judged and info.splits[sp].get("role", "test") == "test"]
+    counts = record_uses(entries, policy=verdict.policy, run_dir=run.path)
+    for o in verdict.outcomes:
+        mine = set(re.split(r"[(),\s]+", o.suite))
+        o.info["test_split_uses"] = {k: v for k, v in counts.items() if k.split("/")[0] in mine}
+    return counts
 
 
 def _candidate_point(summary: Summary, choice: CandidateChoice) -> tuple[str | None, str]:
@@ -189,7 +238,7 @@ def _baseline_point(summary: Summary) -> tuple[str | None, str]:
 
 def _judge_rule(rule: Rule, ctx: _Context) -> list[RuleOutcome]:
     try:
-        suites = _select_suites(rule, ctx.candidate.summary)
+        suites = _select_suites(rule, ctx.candidate.summary, ctx.policy)
     except _RuleFailure as e:
         return [_failed(rule, ctx, str(rule.suites), e.reason)]
     groups = [[s] for s in suites] if rule.aggregate is Aggregate.EACH else [suites]
@@ -203,10 +252,18 @@ def _judge_rule(rule: Rule, ctx: _Context) -> list[RuleOutcome]:
     return out
 
 
-def _select_suites(rule: Rule, summary: Summary) -> list[str]:
+def _select_suites(rule: Rule, summary: Summary, policy: GatePolicy) -> list[str]:
+    """The suites a rule checks: its list, or every suite the policy declares for the role plus every suite of
+    that role in the run (a declared suite the run lacks then fails as a missing suite)."""
     if isinstance(rule.suites, list):
         return list(rule.suites)
-    names = sorted(n for n, info in summary.suites.items() if info.role == rule.suites)
+    declared = policy.suites.of(rule.suites) if policy.suites is not None else []
+    wrong = [n for n in declared if n in summary.suites and summary.suites[n].role != rule.suites]
+    if wrong:
+        raise _RuleFailure(f"the policy declares {wrong} as {rule.suites} suites but the run records them as "
+                           f"{summary.suites[wrong[0]].role}")
+    in_run = sorted(n for n, info in summary.suites.items() if info.role == rule.suites)
+    names = declared + [n for n in in_run if n not in declared]
     if not names:
         raise _RuleFailure(f"the run has no suite with role {rule.suites!r} (suites: {sorted(summary.suites)}); "
                            "a rule that matches nothing fails")
@@ -224,8 +281,9 @@ def _reference_label(rule: Rule, ctx: _Context) -> str:
 
 
 def _failed(rule: Rule, ctx: _Context, suite: str, reason: str) -> RuleOutcome:
-    return RuleOutcome(rule.name, rule.kind.value, rule.metric or "", suite, rule.split, rule.mode.value, False,
-                       None, None, rule.threshold, None, None, reason=reason,
+    return RuleOutcome(rule=rule.name, kind=rule.kind.value, metric=rule.metric or "", suite=suite, split=rule.split,
+                       mode=rule.mode.value, passed=False, value=None, bound=None, threshold=rule.threshold,
+                       margin=None, n=None, reason=reason,
                        info={"reference": _reference_label(rule, ctx), "candidate": ctx.cand_point})
 
 
@@ -251,9 +309,17 @@ def _judge_group(rule: Rule, group: list[str], label: str, ctx: _Context) -> Rul
     info = {"reference": _reference_label(rule, ctx), "candidate": ctx.cand_point,
             "statistic": _statistic_name(rule), "confidence_one_sided": ctx.policy.confidence,
             "n_resamples": ctx.policy.n_resamples}
+    if not isinstance(rule.suites, list):
+        info["suites_from"] = "the policy's declared suites and the run" if ctx.policy.suites is not None else \
+            "the run only (the policy declares no suites, so a suite the run lacks is not noticed)"
     info.update(stats[group[0]].info if len(group) == 1 else {"per_suite": {k: {"value": s.point, "n": s.n, **s.info}
                                                                            for k, s in stats.items()}})
-    return _decide(rule, ctx.policy, label, point, dist, n, info)
+    exacts = [s.exact for s in stats.values()]
+    exact = None
+    if rule.aggregate is not Aggregate.MEAN and all(e is not None for e in exacts):
+        exact = (min if rule.at_least else max)(exacts)  # worst: the most conservative suite's exact bound
+    signs = stats[group[0]].signs if len(group) == 1 else None
+    return _decide(rule, ctx.policy, label, _Evidence(point, dist, n, exact, signs), info)
 
 
 def _statistic_name(rule: Rule) -> str:
@@ -261,28 +327,68 @@ def _statistic_name(rule: Rule) -> str:
         return f"gain in {rule.metric} over the reference, in the metric's good direction"
     if rule.kind is RuleKind.NEGATIVE_FLIPS:
         return "share of examples the reference got right and the candidate gets wrong"
+    if rule.kind is RuleKind.CLASS_RECALL_FLOOR:
+        return "smallest per-class recall of the candidate (per resample)"
     return f"candidate {rule.metric}"
 
 
-def _decide(rule: Rule, policy: GatePolicy, label: str, point: float, dist: np.ndarray, n: int,
-            info: dict[str, Any]) -> RuleOutcome:
-    thr = rule.threshold
+@dataclass(frozen=True)
+class _Evidence:
+    """What a rule is judged on: estimate, bootstrap distribution (B,), n, the exact bound (proportions) and the
+    discordant counts (accuracy deltas on one suite)."""
+
+    point: float
+    dist: np.ndarray
+    n: int
+    exact: float | None = None
+    signs: tuple[int, int] | None = None
+
+
+def _decide(rule: Rule, policy: GatePolicy, label: str, ev: _Evidence, info: dict[str, Any]) -> RuleOutcome:
+    thr, conf = rule.threshold, policy.confidence
     bound = None
     if rule.mode is Mode.BOUND:
-        q = 1.0 - policy.confidence if rule.at_least else policy.confidence
-        bound = float(np.quantile(dist, q)) if np.isfinite(dist).all() else float("nan")
-    judged = point if bound is None else bound
+        q = 1.0 - conf if rule.at_least else conf
+        bound = float(np.quantile(ev.dist, q)) if np.isfinite(ev.dist).all() else float("nan")
+        if ev.exact is not None and np.isfinite(bound):
+            info["bootstrap_bound"], info["exact_bound"] = bound, ev.exact
+            bound = min(bound, ev.exact) if rule.at_least else max(bound, ev.exact)
+            info["bound_from"] = "exact" if bound == ev.exact and bound != info["bootstrap_bound"] else "bootstrap"
+    judged = ev.point if bound is None else bound
     common = dict(rule=rule.name, kind=rule.kind.value, metric=rule.metric or "", suite=label, split=rule.split,
-                  mode=rule.mode.value, threshold=thr, n=n, info=info)
-    if not (np.isfinite(point) and np.isfinite(judged)):
-        return RuleOutcome(passed=False, value=_finite_or_none(point), bound=_finite_or_none(bound), margin=None,
+                  mode=rule.mode.value, threshold=thr, n=ev.n, info=info)
+    if not (np.isfinite(ev.point) and np.isfinite(judged)):
+        return RuleOutcome(passed=False, value=_finite_or_none(ev.point), bound=_finite_or_none(bound), margin=None,
                            reason="the judged number is NaN or infinite", **common)
     margin = judged - thr if rule.at_least else thr - judged
-    passed = bool(margin >= 0)
     what = "bound" if bound is not None else "value"
-    reason = "" if passed else (f"{what} {judged:.4f} is {'below' if rule.at_least else 'above'} the threshold "
-                                f"{thr:.4f} by {-margin:.4f}")
-    return RuleOutcome(passed=passed, value=point, bound=bound, margin=float(margin), reason=reason, **common)
+    reasons = []
+    if rule.superiority and not margin > 0:
+        reasons.append(f"{what} {judged:.4f} is not strictly above min_delta {thr:.4f}: superiority needs evidence "
+                       "of a gain, and a candidate equal to its reference shows none")
+    elif margin < 0:
+        reasons.append(f"{what} {judged:.4f} is {'below' if rule.at_least else 'above'} the threshold {thr:.4f} "
+                       f"by {-margin:.4f}")
+    if bound is not None:
+        reasons += _evidence_reasons(rule, policy, ev, info)
+    return RuleOutcome(passed=not reasons, value=ev.point, bound=bound, margin=float(margin),
+                       reason="; ".join(reasons), **common)
+
+
+def _evidence_reasons(rule: Rule, policy: GatePolicy, ev: _Evidence, info: dict[str, Any]) -> list[str]:
+    """The exact sign test of a superiority rule on accuracy, and the ``underpowered`` check of a delta rule."""
+    reasons = []
+    if rule.superiority and ev.signs is not None:
+        info["sign_test"], why = superiority_check(*ev.signs, policy.confidence)
+        reasons.append(why)
+    if rule.kind is RuleKind.DELTA and np.isfinite(ev.dist).all():
+        power_info, why = power_check(ev.dist, -rule.threshold, policy.confidence, policy.power)
+        info.update(power_info)
+        if why and policy.on_underpowered == "warn":
+            info["warning"] = why
+        else:
+            reasons.append(why)
+    return [r for r in reasons if r]
 
 
 def _finite_or_none(x: float | None) -> float | None:
@@ -291,6 +397,8 @@ def _finite_or_none(x: float | None) -> float | None:
 
 def _check_threshold(rule: Rule) -> None:
     if rule.metric is None:
+        if not 0.0 <= rule.threshold <= 1.0:
+            raise _RuleFailure(f"threshold {rule.threshold:g} is outside [0, 1]; rates and recalls are fractions")
         return
     lo, hi = get_metric(rule.metric).range
     thr = rule.threshold
@@ -324,24 +432,64 @@ def _suite_stat(rule: Rule, suite: str, ctx: _Context) -> _Stat:
         ctx.weights[key] = cluster_weights(cand.source_ids, ctx.policy.n_resamples, seed)
     w, index = ctx.weights[key]
     info["n_clusters"] = int(w.shape[1])
+    min_clusters = ctx.policy.min_clusters_of(rule)
+    if w.shape[1] < min_clusters:
+        raise _RuleFailure(f"too few clusters: {w.shape[1]} distinct source_id values is below min_clusters = "
+                           f"{min_clusters}; the bootstrap cannot see variation between documents it does not have "
+                           "(give each independent document its own source_id, or add documents)")
     if rule.kind is RuleKind.NEGATIVE_FLIPS:
-        return _flip_stat(cand, ref, w, index, info)
+        point, dist, more = flip_evidence(_right(ref, rule.metric), _right(cand, rule.metric), cand.source_ids, w,
+                                          index, ctx.policy.confidence)
+        info.update(more)
+        return _Stat(point, dist, n, info, exact=more["exact"]["bound"])
+    if rule.kind is RuleKind.CLASS_RECALL_FLOOR:
+        if "logits" not in cand.outputs:
+            raise _RuleFailure("a class recall floor needs a classification suite (class logits); this suite's "
+                               "records come from a language-model task")
+        point, dist, more = class_recall_evidence(cand.labels, cand.outputs["logits"], cand.source_ids, w, index,
+                                                  ctx.policy.confidence)
+        info.update(more)
+        return _Stat(point, dist, n, info, exact=more["exact_lower"])
     spec = get_metric(rule.metric)
     info["higher_is_better"] = spec.higher_is_better
-    pc = point_value(rule.metric, cand.labels, cand.logits)
-    dc = metric_distribution(rule.metric, cand.labels, cand.logits, w, index)
+    pc = point_value(rule.metric, cand.labels, cand.outputs)
+    dc = metric_distribution(rule.metric, cand.labels, cand.outputs, w, index)
     info["candidate_value"] = pc
+    if rule.metric == "ece":
+        info["calibration"] = {"candidate": calibration_errors(cand.labels, cand.outputs["logits"]),
+                               "note": _ECE_NOTE}
     if ref is None:
         if rule.kind is RuleKind.FLOOR and not spec.higher_is_better:
             info["note"] = f"a floor on {rule.metric}, where lower is better"
-        return _Stat(pc, dc, n, info)
-    pr = point_value(rule.metric, ref.labels, ref.logits)
-    dr = metric_distribution(rule.metric, ref.labels, ref.logits, w, index)
+        exact = None
+        if spec.correct is not None:  # a share of right examples: an exact bound backs the bootstrap one
+            ex = proportion_bound(_right(cand, rule.metric), cand.source_ids, ctx.policy.confidence,
+                                  "lower" if rule.at_least else "upper")
+            info["exact"], exact = ex, ex["bound"]
+        return _Stat(pc, dc, n, info, exact=exact)
+    pr = point_value(rule.metric, ref.labels, ref.outputs)
+    dr = metric_distribution(rule.metric, ref.labels, ref.outputs, w, index)
     sign = 1.0 if spec.higher_is_better else -1.0
     info["reference_value"] = pr
-    if rule.metric == "accuracy":
-        info["mcnemar"] = _mcnemar(cand, ref)
-    return _Stat(sign * (pc - pr), sign * (dc - dr), n, info)
+    signs = None
+    if spec.correct is not None:
+        info["mcnemar"] = discordant_counts(_right(ref, rule.metric), _right(cand, rule.metric))
+        signs = (info["mcnemar"]["candidate_only_right"], info["mcnemar"]["reference_only_right"])
+    return _Stat(sign * (pc - pr), sign * (dc - dr), n, info, signs=signs)
+
+
+_ECE_NOTE = ("ece (the judged metric) is the binned plug-in estimate, biased upward: a ceiling on it errs on the "
+             "conservative side; ece_debiased_l2 is the debiased l2 estimator of Kumar et al. 2019, reported only")
+
+
+def _right(side: _Side, metric: str | None = None) -> np.ndarray:
+    """Whether each example is right, bool (n,): by ``metric``'s per-example rule (the argmax class for accuracy,
+    the highest-scoring choice for acc/acc_norm, a match for generation), or the task's own when none is named."""
+    right = examples_right(side.labels, side.outputs, metric)
+    if right is None:
+        raise _RuleFailure("this rule needs each example to be right or wrong, which these records do not define "
+                           "(perplexity); use a floor or a relative rule on a perplexity metric instead")
+    return right
 
 
 def _reference_run(rule: Rule, ctx: _Context) -> tuple[RunView | None, str | None, str]:
@@ -379,18 +527,18 @@ def _side(run: RunView | None, point: str | None, problem: str, suite: str, rule
     if rows is None:
         raise _RuleFailure(f"missing predictions: predictions.parquet has no rows for {where} on "
                            f"{suite}/{rule.split}")
-    ids, src, labels, logits = rows
+    ids, src, labels, outputs = rows
     if len(np.unique(ids)) != len(ids):
         raise _RuleFailure(f"duplicate example ids in the predictions of {where} on {suite}/{rule.split}")
-    bad = int((~np.isfinite(logits).all(axis=1)).sum())
+    bad = n_non_finite(outputs)
     if bad:
-        raise _RuleFailure(f"NaN value: {bad} examples of {where} on {suite}/{rule.split} have non-finite logits")
+        raise _RuleFailure(f"NaN value: {bad} examples of {where} on {suite}/{rule.split} have non-finite scores")
     if stored is not None:
-        fresh = point_value(rule.metric, labels, logits)
+        fresh = point_value(rule.metric, labels, outputs)
         if not abs(fresh - stored) <= SUMMARY_TOLERANCE:
             raise _RuleFailure(f"summary.json says {rule.metric} = {stored:.6f} for {where} on {suite}/{rule.split}"
                                f" but its predictions give {fresh:.6f}; the run directory is inconsistent")
-    return _Side(point, ids, src, labels, logits)
+    return _Side(point, ids, src, labels, outputs)
 
 
 def _align(cand: _Side, ref: _Side) -> _Side:
@@ -407,7 +555,7 @@ def _align(cand: _Side, ref: _Side) -> _Side:
     if not np.array_equal(labels, cand.labels):
         raise _RuleFailure(f"candidate and reference disagree on the labels of {int((labels != cand.labels).sum())} "
                            "examples")
-    return _Side(ref.point, cand.example_ids, cand.source_ids, labels, ref.logits[pos])
+    return _Side(ref.point, cand.example_ids, cand.source_ids, labels, {k: v[pos] for k, v in ref.outputs.items()})
 
 
 def _check_same_suite(cand: Summary, base: Summary, suite: str, split: str) -> None:
@@ -429,26 +577,3 @@ def _check_same_suite(cand: Summary, base: Summary, suite: str, split: str) -> N
     if fa != fb:
         raise _RuleFailure(f"baseline mismatch: the data of {suite}/{split} differs (fingerprint {fb[:12]} in the "
                            f"baseline, {fa[:12]} in the candidate run); refresh the baseline")
-
-
-def _flip_stat(cand: _Side, ref: _Side, w: np.ndarray, index: np.ndarray, info: dict[str, Any]) -> _Stat:
-    ref_right = ref.logits.argmax(axis=1) == ref.labels
-    cand_right = cand.logits.argmax(axis=1) == cand.labels
-    stats = np.stack([(ref_right & ~cand_right).astype(np.float64), np.ones(len(cand.labels))], axis=1)
-    sums = resample_sums(stats, w, index)
-    n = int(cand.labels.shape[0])
-    info.update({"n_negative_flips": int(stats[:, 0].sum()), "n_positive_flips": int((cand_right & ~ref_right).sum())})
-    return _Stat(float(stats[:, 0].mean()), sums[:, 0] / sums[:, 1], n, info)
-
-
-def _mcnemar(cand: _Side, ref: _Side) -> dict[str, Any]:
-    """McNemar's exact test (McNemar 1947) on discordant pairs; information only, ignores clustering."""
-    from scipy.stats import binomtest
-
-    ref_right = ref.logits.argmax(axis=1) == ref.labels
-    cand_right = cand.logits.argmax(axis=1) == cand.labels
-    b = int((ref_right & ~cand_right).sum())
-    c = int((~ref_right & cand_right).sum())
-    p = float(binomtest(c, b + c, 0.5).pvalue) if b + c else 1.0
-    return {"reference_only_right": b, "candidate_only_right": c, "p_value": p,
-            "note": "exact two-sided binomial test on discordant pairs; information only, never decides"}

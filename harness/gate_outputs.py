@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from harness.errors import HarnessError
-from harness.gate import RunView, judge
+from harness.gate import RunView, judge, note_split_uses
 from harness.io import atomic_write_text
 from harness.records import RuleOutcome, Verdict
 from harness.rundir import write_verdict
@@ -224,5 +224,6 @@ def run_gate(run_dir: str | Path, policy: str | Path, *, baseline: str | Path | 
         except HarnessError as e:
             base_error = str(e)
     verdict = judge(cand, pol, base_view, baseline_error=base_error)
+    note_split_uses(verdict, cand)  # count this gate's use of the run's test splits (selection honesty, report)
     write_gate_outputs(run_dir, verdict, junit_path=junit)
     return verdict

@@ -11,8 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-__all__ = ["SCHEMA_VERSION", "MetricEntry", "SplitEntry", "PointEntry", "Selection", "BootstrapInfo",
-           "SuiteInfo", "Summary"]
+__all__ = ["SCHEMA_VERSION", "MetricEntry", "SplitEntry", "PointEntry", "Selection", "SelectionNoise",
+           "BootstrapInfo", "SuiteInfo", "Summary"]
 
 SCHEMA_VERSION = 1
 
@@ -74,6 +74,24 @@ class Selection(_Model):
     search: str = "grid"
 
 
+class SelectionNoise(_Model):
+    """How stable the alpha choice is under resampling of the validation splits (paired cluster bootstrap: the same
+    resampled examples score every alpha). Keys are point ids."""
+
+    method: str = ("paired cluster bootstrap over the validation splits; the selection policy re-run on every "
+                   "resample")
+    n_resamples: int
+    seed: int
+    level: float = Field(description="two-sided level of the paired intervals that decide indistinguishability")
+    p_selected: dict[str, float] = Field(description="point id -> share of resamples in which the policy picks it")
+    indistinguishable: list[str] = Field(description="point ids whose objective is not shown worse than the "
+                                                     "chosen point's (paired interval of the difference reaches 0)")
+    rule: str = Field(description="the stated rule that picks within the indistinguishable set")
+    pick: str | None = Field(description="the point that rule picks")
+    stability: float = Field(description="share of resamples that pick the chosen point")
+    warning: str = ""
+
+
 class BootstrapInfo(_Model):
     """Bootstrap settings: percentile intervals from multinomial resampling of clusters."""
 
@@ -110,6 +128,8 @@ class Summary(_Model):
     ensemble: dict[str, dict[str, dict[str, SplitEntry]]] = Field(
         default_factory=dict, description="output-space ensemble (1-alpha)*p_base + alpha*p_adapted, same keys")
     selection: Selection | None = None
+    selection_noise: SelectionNoise | None = Field(
+        default=None, description="stability of the alpha choice under resampling (absent in older runs)")
     bootstrap: BootstrapInfo
     suites: dict[str, SuiteInfo]
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["Outputs", "StatsFn", "ValueFn", "CorrectFn", "MetricSpec", "as_outputs", "outputs_finite", "n_columns",
-           "TASK_COLUMNS", "missing_columns"]
+           "TASK_COLUMNS", "missing_columns", "n_non_finite"]
 
 #: The per-example columns of one split (see :class:`harness.records.Predictions`).
 Outputs = Mapping[str, np.ndarray]
@@ -96,3 +96,15 @@ def missing_columns(spec: MetricSpec, outputs: Outputs) -> list[str]:
     """Columns ``spec`` reads that ``outputs`` lacks (empty when the metric applies to these records)."""
     need = TASK_COLUMNS.get(spec.task, ()) + ((spec.name,) if spec.task == "generation" else ())
     return [c for c in need if c not in outputs]
+
+
+def n_non_finite(outputs: Outputs) -> int:
+    """How many examples have a non-finite score a metric reads (see :func:`outputs_finite`)."""
+    if "logits" in outputs:
+        return int((~np.isfinite(outputs["logits"]).all(axis=1)).sum())
+    if "loglik" in outputs and "choice_len" in outputs:
+        bad = ~np.isfinite(outputs["loglik"]) & (outputs["choice_len"] > 0)
+        return int(bad.any(axis=1).sum())
+    if "doc_loglik" in outputs:
+        return int((~np.isfinite(outputs["doc_loglik"])).sum())
+    return 0

@@ -47,7 +47,7 @@ from harness.metrics.base import MetricSpec, Outputs, as_outputs, missing_column
 from harness.metrics.lm import LM_METRICS
 
 __all__ = ["MetricSpec", "METRICS", "EVALUATE_PREFIX", "N_ECE_BINS", "get_metric", "metric_names",
-           "check_inputs", "check_applies", "point_value"]
+           "check_inputs", "check_applies", "point_value", "right_metric", "examples_right"]
 
 logger = logging.getLogger(__name__)
 
@@ -404,3 +404,27 @@ def point_value(name: str, labels: np.ndarray, outputs: Outputs | np.ndarray) ->
         return spec.compute(labels, outputs["logits"])
     sums = spec.stats(labels, outputs).sum(axis=0)
     return float(spec.value(sums, n_columns(outputs)))
+
+
+#: per task (recognised by its columns), the metric whose per-example right/wrong is the task's own
+_RIGHT_METRICS = (("logits", "accuracy"), ("choice_len", "acc_norm"), ("exact_match", "exact_match"),
+                  ("numeric_match", "numeric_match"), ("contains", "contains"))
+
+
+def right_metric(outputs: Outputs, metric: str | None = None) -> str | None:
+    """The metric that says whether each example is right: ``metric`` when it defines it, else the task's own
+    (accuracy, acc_norm, the first generation match); ``None`` for records without one (perplexity)."""
+    if metric is not None and get_metric(metric).correct is not None:
+        return metric
+    return next((m for col, m in _RIGHT_METRICS if col in outputs), None)
+
+
+def examples_right(labels: np.ndarray, outputs: Outputs | np.ndarray, metric: str | None = None) -> np.ndarray | None:
+    """Whether each example is right, bool (n,), by :func:`right_metric` (``None`` when undefined).
+
+    >>> examples_right(np.array([0, 1]), np.array([[2.0, 1.0], [3.0, 0.0]])).tolist()
+    [True, False]
+    """
+    outputs = as_outputs(outputs)
+    name = right_metric(outputs, metric)
+    return None if name is None else np.asarray(get_metric(name).correct(np.asarray(labels), outputs), dtype=bool)

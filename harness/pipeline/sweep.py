@@ -22,7 +22,7 @@ from harness.spec.load import load_spec
 from harness.spec.schema import Suite
 from harness.summary import PointEntry, Selection as SelectionEntry, Summary
 from harness.sweep import (TIE_BREAK, SelectionPolicy, SweepResult, output_ensembles, parse_alphas, search_alphas,
-                           select_points)
+                           select_points, selection_uncertainty)
 
 __all__ = ["sweep_models", "run_sweep", "run_gate", "SweepRequest"]
 
@@ -92,7 +92,8 @@ def run_sweep(request: SweepRequest) -> RunResult:
         sw = _evaluate_and_select(evaluator, loaded, timings)
     finally:
         evaluator.close()
-    res = RunResult(summary=_sweep_summary(sw, loaded, request), run_dir=None, sweep=sw, timings=timings)
+    res = RunResult(summary=_with_noise(_sweep_summary(sw, loaded, request), sw, loaded, request), run_dir=None,
+                    sweep=sw, timings=timings)
     if request.out is not None:
         _write_outputs(res, request, loaded, evaluator, timings)
     return res
@@ -119,6 +120,23 @@ def _evaluate_and_select(evaluator: BlendEvaluator, loaded: LoadedSuites, timing
     evaluator.engine.apply(selection.chosen_alpha)
     return SweepResult(points=tuple(points), selection=selection, ensemble=ensemble, search=search,
                        own_head_base=own_head)
+
+
+def _with_noise(summary: Summary, sw: SweepResult, loaded: LoadedSuites, request: SweepRequest) -> Summary:
+    """The summary with ``selection_noise``: how stable the alpha choice is under paired resampling of the
+    validation splits (:func:`harness.sweep.selection_uncertainty`); a warning when it rests on differences
+    inside the intervals."""
+    opts = request.options
+    if opts.n_resamples <= 0:
+        return summary
+    by_id = {p.id: p for p in sw.points}
+    pids = {p.alpha: p.id for p in sw.points}
+    noise = selection_uncertainty({a: by_id[pid].predictions for a, pid in pids.items()}, sw.selection,
+                                  n_resamples=opts.n_resamples, seed=opts.seed, level=opts.confidence,
+                                  metric=selection_metrics(loaded, request.policy))
+    if noise.warning:
+        log.warning("selection: %s", noise.warning)
+    return summary.model_copy(update={"selection_noise": noise.entry(pids)})
 
 
 def selection_metrics(loaded: LoadedSuites, policy: SelectionPolicy) -> dict[str, str]:

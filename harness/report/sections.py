@@ -8,7 +8,7 @@ import logging
 import numpy as np
 import pandas as pd
 
-from harness.report import plots, predsections
+from harness.report import honesty, plots, predsections
 from harness.report.curve import MEAN_PANEL, chord_table, curve_frame
 from harness.report.document import (FIGURES, Block, Context, Document, FigureBlock, Heading, Para, Section,
                                      TableBlock)
@@ -211,7 +211,8 @@ def build_document(ctx: Context) -> Document:
         why; ``figures`` lists the PNGs written.
     """
     builders = (_overview, _headline, _verdict, _curve, _before_after, _alpha, _results, _selection,
-                predsections.calibration, predsections.per_class, predsections.examples, _counts, _manifest)
+                honesty.selection_honesty, predsections.calibration, honesty.calibration_estimators,
+                predsections.per_class, predsections.examples, _counts, _manifest)
     sections = tuple(sec for build in builders if (sec := build(ctx)) is not None)
     figures = tuple(b.path for sec in sections for b in sec.blocks if isinstance(b, FigureBlock))
     title = f"Robustness report: {ctx.summary.command}"

@@ -14,6 +14,15 @@ bound; write ``confidence: 0.975`` to get that.)
 A metric's direction comes from the metric registry (:mod:`harness.metrics.registry`), never from a rule: a
 ``delta`` is always measured in the metric's good direction (a gain), so ``max_drop: 0.02`` on ``ece`` allows ECE
 to rise by at most 0.02.
+
+Evidence checks (every rule, see :mod:`harness.gate`): a rule fails when its split has fewer than ``min_n``
+examples or fewer than ``min_clusters`` clusters (policy default 50; the bootstrap cannot see variance between
+clusters it does not have); floors, ceilings and rates on proportions are also held to a cluster-adjusted exact
+(Clopper-Pearson) bound; a superiority rule (``min_delta >= 0``) needs its bound strictly above ``min_delta`` and,
+on accuracy, an exact one-sided sign test on the discordant pairs at the same level; a non-inferiority rule whose
+margin is below the minimum detectable effect at ``power`` is ``underpowered`` (fails, or warns with
+``on_underpowered: warn``). ``suites:`` at the top of a policy names the suites a run must hold: a rule over ``id``
+or ``shift`` checks every suite named there (and any other suite of that role in the run), and a missing one fails.
 """
 
 from __future__ import annotations
@@ -26,18 +35,21 @@ from pydantic import Field, field_validator, model_validator
 
 from harness.spec.schema import BUILTIN_METRICS, Name, Strict
 
-__all__ = ["RuleKind", "Aggregate", "Reference", "Mode", "CandidateChoice", "Rule", "GatePolicy"]
+__all__ = ["RuleKind", "Aggregate", "Reference", "Mode", "CandidateChoice", "Rule", "DeclaredSuites", "GatePolicy"]
 
 
 class RuleKind(str, Enum):
     """``delta``: gain over a reference at least ``min_delta`` (or drop at most ``max_drop``); ``floor`` /
     ``ceiling``: absolute limits on the candidate's value; ``negative_flips``: share of examples the reference got
-    right and the candidate gets wrong at most ``max_rate``."""
+    right and the candidate gets wrong at most ``max_rate``; ``class_recall_floor``: the recall of every class
+    (share of its examples predicted as it) at least ``floor``, the guard against a model that predicts one
+    class."""
 
     DELTA = "delta"
     FLOOR = "floor"
     CEILING = "ceiling"
     NEGATIVE_FLIPS = "negative_flips"
+    CLASS_RECALL_FLOOR = "class_recall_floor"
 
 
 class Aggregate(str, Enum):
@@ -78,7 +90,12 @@ _NEEDS: dict[RuleKind, tuple[str, ...]] = {
     RuleKind.FLOOR: ("floor",),
     RuleKind.CEILING: ("ceiling",),
     RuleKind.NEGATIVE_FLIPS: ("max_rate",),
+    RuleKind.CLASS_RECALL_FLOOR: ("floor",),
 }
+#: Rule kinds that count argmax correctness and take no metric.
+_NO_METRIC = (RuleKind.NEGATIVE_FLIPS, RuleKind.CLASS_RECALL_FLOOR)
+#: Rule kinds judged on the candidate alone (no reference).
+_ABSOLUTE = (RuleKind.FLOOR, RuleKind.CEILING, RuleKind.CLASS_RECALL_FLOOR)
 
 
 class Rule(Strict):
@@ -87,8 +104,8 @@ class Rule(Strict):
     name: Name
     description: str = ""
     kind: RuleKind
-    metric: str | None = Field(default=None, description="a built-in metric; not used by negative_flips, which "
-                                                        "counts argmax correctness")
+    metric: str | None = Field(default=None, description="a built-in metric; not used by negative_flips and "
+                                                        "class_recall_floor, which count argmax correctness")
     suites: Union[Literal["id", "shift"], list[str]] = Field(
         description="'id', 'shift' (every suite of that role in the run) or a list of suite names")
     split: str = "test"
@@ -104,6 +121,9 @@ class Rule(Strict):
                                    description="negative_flips: rate at most this")
     mode: Mode = Mode.BOUND
     min_n: int | None = Field(default=None, ge=1, description="fail when a suite's split has fewer examples")
+    min_clusters: int | None = Field(default=None, ge=1, description="fail when a suite's split has fewer "
+                                                                     "clusters (source_id values); default: the "
+                                                                     "policy's min_clusters")
 
     @field_validator(*_THRESHOLDS, mode="before")
     @classmethod
@@ -144,19 +164,19 @@ class Rule(Strict):
                              f"(drop at most); got {', '.join(chosen) or 'neither'}")
         if not chosen:
             raise ValueError(f"a {self.kind.value} rule needs {needs[0]}")
-        if self.kind is RuleKind.NEGATIVE_FLIPS:
+        if self.kind in _NO_METRIC:
             if self.metric is not None:
-                raise ValueError("negative_flips counts argmax correctness; remove metric")
+                raise ValueError(f"{self.kind.value} counts argmax correctness; remove metric")
         elif self.metric is None:
             raise ValueError(f"a {self.kind.value} rule needs metric: one of {', '.join(BUILTIN_METRICS)}")
-        if self.kind in (RuleKind.FLOOR, RuleKind.CEILING) and self.reference is not None:
+        if self.kind in _ABSOLUTE and self.reference is not None:
             raise ValueError(f"a {self.kind.value} is absolute; remove reference")
         return self
 
     @property
     def resolved_reference(self) -> Reference | None:
         """The reference point kind (``base`` by default for relative rules; ``None`` for floors/ceilings)."""
-        if self.kind in (RuleKind.FLOOR, RuleKind.CEILING):
+        if self.kind in _ABSOLUTE:
             return None
         return self.reference or Reference.BASE
 
@@ -167,12 +187,29 @@ class Rule(Strict):
         if self.kind is RuleKind.DELTA:
             return float(self.min_delta) if self.min_delta is not None else -float(self.max_drop)
         return float({RuleKind.FLOOR: self.floor, RuleKind.CEILING: self.ceiling,
-                      RuleKind.NEGATIVE_FLIPS: self.max_rate}[self.kind])
+                      RuleKind.NEGATIVE_FLIPS: self.max_rate, RuleKind.CLASS_RECALL_FLOOR: self.floor}[self.kind])
 
     @property
     def at_least(self) -> bool:
         """Whether the judged number must be at least (``True``: delta, floor) or at most the threshold."""
-        return self.kind in (RuleKind.DELTA, RuleKind.FLOOR)
+        return self.kind in (RuleKind.DELTA, RuleKind.FLOOR, RuleKind.CLASS_RECALL_FLOOR)
+
+    @property
+    def superiority(self) -> bool:
+        """Whether this is a superiority rule (``min_delta >= 0``: the candidate must be shown better, or at least
+        ``min_delta`` better); its bound must lie strictly above ``min_delta``."""
+        return self.kind is RuleKind.DELTA and self.min_delta is not None and self.min_delta >= 0.0
+
+
+class DeclaredSuites(Strict):
+    """The suites a policy is written for, by role; a run that lacks one fails every rule over that role."""
+
+    id: list[Name] = Field(default_factory=list)
+    shift: list[Name] = Field(default_factory=list)
+
+    def of(self, role: str) -> list[str]:
+        """The declared suites of ``role`` (``id`` or ``shift``)."""
+        return list(self.id if role == "id" else self.shift)
 
 
 class GatePolicy(Strict):
@@ -188,6 +225,12 @@ class GatePolicy(Strict):
                                           "95% interval)")
     n_resamples: int = Field(default=2000, ge=200, le=100_000)
     seed: int = Field(default=0, ge=0)
+    min_clusters: int = Field(default=50, ge=1, description="default of every rule's min_clusters")
+    power: float = Field(default=0.80, gt=0.5, lt=1.0, allow_inf_nan=False,
+                         description="power at which a non-inferiority margin must be detectable (underpowered "
+                                     "check)")
+    on_underpowered: Literal["fail", "warn"] = "fail"
+    suites: DeclaredSuites | None = Field(default=None, description="suites a run must hold, by role")
     rules: list[Rule] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -201,7 +244,15 @@ class GatePolicy(Strict):
             if same:
                 raise ValueError(f"rules {same} compare the adapted candidate with itself; use reference base "
                                  "or baseline")
+        if self.suites is not None:
+            both = sorted(set(self.suites.id) & set(self.suites.shift))
+            if both:
+                raise ValueError(f"suites {both} are declared both id and shift")
         return self
+
+    def min_clusters_of(self, rule: Rule) -> int:
+        """The rule's ``min_clusters``, or the policy's default."""
+        return rule.min_clusters if rule.min_clusters is not None else self.min_clusters
 
     @property
     def needs_baseline(self) -> bool:

@@ -126,7 +126,10 @@ def standard_data(seed: int = 0, n_docs: int = 400, per_doc: int = 2) -> dict:
 
 
 def policy(*rules: dict, **kw) -> GatePolicy:
-    return GatePolicy.model_validate({"kind": "policy", "name": "test", "n_resamples": 1000, **kw,
+    # underpowered margins warn here, so the bootstrap's own behaviour stays testable at any n; the power tests
+    # pass on_underpowered="fail" (the policy default)
+    return GatePolicy.model_validate({"kind": "policy", "name": "test", "n_resamples": 1000,
+                                      "on_underpowered": "warn", **kw,
                                       "rules": list(rules)})
 
 
@@ -135,7 +138,7 @@ def rule(name: str = "r", **kw) -> dict:
     base.update(kw)
     if "min_delta" in kw or kw.get("kind", "delta") != "delta":
         base.pop("max_drop")
-    if kw.get("kind") == "negative_flips":
+    if kw.get("kind") in ("negative_flips", "class_recall_floor") and "metric" not in kw:
         base.pop("metric")
     return base
 

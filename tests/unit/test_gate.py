@@ -172,7 +172,9 @@ def test_single_point_baseline_is_its_reference(tmp_path, std):
 def test_candidate_that_is_the_reference_is_noted(tmp_path):
     run = build_run(tmp_path, standard_data(), chosen="base")
     o = only(judge(run, policy(rule(min_delta=0.0))))
-    assert o.passed and o.value == 0 and o.bound == 0 and "itself" in o.info["note"]
+    # identical to its reference: no evidence of a gain, so a superiority rule (min_delta: 0) fails
+    assert not o.passed and o.value == 0 and o.bound == 0 and "itself" in o.info["note"]
+    assert "strictly above" in o.reason
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -33,14 +33,21 @@ def test_shipped_policies_validate(name):
     pol = load_spec(POLICIES / name, kind="policy")
     assert isinstance(pol, GatePolicy) and pol.rules and pol.candidate is CandidateChoice.CHOSEN
     assert not pol.needs_baseline
+    # every shipped policy refuses tiny splits and names the suites it is written for
+    assert all(r.min_n for r in pol.rules)
+    assert pol.suites is not None and pol.suites.id and pol.suites.shift
 
 
 def test_release_policy_is_demanding():
     pol = load_spec(POLICIES / "release.yaml")
     kinds = {r.kind for r in pol.rules}
-    assert kinds == {RuleKind.DELTA, RuleKind.CEILING, RuleKind.NEGATIVE_FLIPS}
+    assert kinds == {RuleKind.DELTA, RuleKind.CEILING, RuleKind.NEGATIVE_FLIPS, RuleKind.CLASS_RECALL_FLOOR}
     assert all(r.mode is Mode.BOUND and r.min_n for r in pol.rules)
     assert {r.suites for r in pol.rules} == {"id", "shift"}
+    assert pol.on_underpowered == "fail" and pol.min_clusters >= 50
+    # margins of 2 points on every accuracy rule at 93% one-sided confidence (sized by harness gate --plan and
+    # benchmarks/bench_gate_power.py)
+    assert all(r.max_drop == 0.02 for r in pol.rules if r.kind is RuleKind.DELTA) and pol.confidence == 0.93
 
 
 def test_defaults():

@@ -1,0 +1,54 @@
+"""Power analysis of a gate policy (harness.metrics.power, harness gate --plan)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from _gate_runs import policy, rule, std  # noqa: F401 (std: module fixture)
+from harness.cli import main
+from harness.metrics.power import PlanSettings, format_plan, plan_command, plan_policy, plan_settings
+from harness.spec.load import load_spec
+
+RELEASE = Path(__file__).resolve().parents[2] / "suites" / "policies" / "release.yaml"
+
+
+def test_release_policy_at_the_readme_n():
+    plan = plan_policy(load_spec(RELEASE, kind="policy"), PlanSettings(n=5000))
+    assert plan.false_fail < 0.015 and plan.power >= 0.92
+    assert plan.settings.drop_suite == "vader-tweets"
+    small = plan_policy(load_spec(RELEASE, kind="policy"), PlanSettings(n=2000))
+    assert small.false_fail > 0.1  # the old README's n was not enough at 10% disagreement
+
+
+def test_power_at_the_margin_is_the_confidence_whatever_n():
+    pol = policy(rule(suites="shift", max_drop=0.02), confidence=0.90, on_underpowered="warn")
+    for n in (1000, 10_000):
+        plan = plan_policy(pol, PlanSettings(n=n, suites={"s": "shift"}))
+        assert plan.power == pytest.approx(0.90, abs=1e-6)
+    assert plan_policy(pol, PlanSettings(n=10_000, suites={"s": "shift"})).false_fail < 1e-4
+
+
+def test_underpowered_and_min_n_fail_always():
+    pol = policy(rule(max_drop=0.02, min_n=500), on_underpowered="fail")
+    assert plan_policy(pol, PlanSettings(n=400, suites={"i": "id"})).rules[0].note.startswith("n below min_n")
+    r = plan_policy(pol, PlanSettings(n=600, disagreement=0.3, suites={"i": "id"})).rules[0]
+    assert r.pass_equal == 0.0 and "underpowered" in r.note
+
+
+def test_plan_from_a_run(std):
+    s = plan_settings(std.summary, std.predictions, policy(rule()))
+    assert s.n == {"movies": 800, "tweets": 800, "amazon": 800}
+    assert 0.05 < s.disagreement < 0.2 and s.design_effect >= 1.0 and s.suites["movies"] == "id"
+    assert "false-fail rate" in format_plan(plan_policy(policy(rule()), s))
+
+
+def test_cli_plan(capsys):
+    assert main(["gate", "--policy", str(RELEASE), "--plan", "--plan-n", "5000"]) == 0
+    out = capsys.readouterr().out
+    assert "false-fail rate (equal candidate fails): 0.6" in out and "power (the regression" in out
+    assert main(["gate", "--policy", str(RELEASE), "--plan"]) == 2  # needs a run or --plan-n
+    assert main(["gate", "--policy", str(RELEASE)]) == 2  # judging needs a run directory
+    with pytest.raises(Exception, match="fraction"):
+        plan_command(RELEASE, n=100, disagreement=1.5)
