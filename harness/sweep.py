@@ -37,6 +37,7 @@ from harness.records import (PointResult, PointRole, Predictions, SplitResult, S
                              canonical_alpha, point_id)
 
 __all__ = ["POLICIES", "TIE_BREAK", "DEFAULT_GRID", "SelectionPolicy", "Selection", "parse_alphas",
+           "parse_alphas_noted",
            "validation_scores", "select_alpha", "select_points", "pareto_front", "adaptive_alphas",
            "search_alphas", "ensemble_logits", "output_ensembles", "SweepResult"]
 
@@ -100,29 +101,60 @@ class Selection:
 def parse_alphas(spec: str | Sequence[float] | None) -> tuple[float, ...] | str:
     """Parse ``--alphas``: ``None`` (the default grid 0, 0.1, ..., 1), ``"adaptive"``, a comma list such as
     ``"0,0.25,0.5,1"`` or a sequence of floats. Alphas are canonical decimals, sorted, deduplicated; 0 and 1 are
-    always included (the base and adapted endpoints).
+    always included (the base and adapted endpoints). :func:`parse_alphas_noted` says what was rewritten.
 
     Raises
     ------
     SpecError
-        For values that are not numbers in [0, 1].
+        For values that are not numbers in [0, 1], or an empty list.
+    """
+    return parse_alphas_noted(spec)[0]
+
+
+def parse_alphas_noted(spec: str | Sequence[float] | None) -> tuple[tuple[float, ...] | str, list[str]]:
+    """:func:`parse_alphas` plus one note per rewrite of the list given (issue 17: nothing is rewritten silently):
+    rounding to 6 decimals, duplicates (also after rounding), sorting, and the endpoints 0 and 1 added.
+
+    Raises
+    ------
+    SpecError
+        As :func:`parse_alphas`.
     """
     if spec is None:
-        return DEFAULT_GRID
+        return DEFAULT_GRID, []
     if isinstance(spec, str):
         if spec.strip() == "adaptive":
-            return "adaptive"
+            return "adaptive", []
         parts = [p for p in spec.replace(" ", "").split(",") if p]
     else:
         parts = list(spec)
-    out = set()
+    if not parts:
+        raise SpecError(format_error("the list of alphas is empty", where="--alphas",
+                                     expected="e.g. 0,0.1,0.5,1 or adaptive (or leave --alphas out for 0, 0.1, ..., 1)",
+                                     got=repr(spec)))
+    given: list[float] = []
+    notes: list[str] = []
     for p in parts:
         try:
-            out.add(canonical_alpha(float(p)))
+            raw = float(p)
+            a = canonical_alpha(raw)
         except (TypeError, ValueError) as e:
             raise SpecError(format_error("alpha must be a number in [0, 1]", where="--alphas",
                                          expected="e.g. 0,0.1,0.5,1 or adaptive", got=p)) from e
-    return tuple(sorted(out | {0.0, 1.0}))
+        if abs(a - raw) > 1e-9:
+            notes.append(f"alpha {p} is kept to 6 decimals: {a:g}" + (" (already in the list)" if a in given else ""))
+        elif a in given:
+            notes.append(f"alpha {a:g} is given twice; evaluated once")
+        given.append(a)
+    out = tuple(sorted(set(given) | {0.0, 1.0}))
+    added = [f"{e:g}" for e in (0.0, 1.0) if e not in given]
+    if added:
+        notes.append(f"alpha {' and '.join(added)} added (the base and adapted endpoints are always evaluated)")
+    if list(dict.fromkeys(given)) != sorted(set(given)):
+        notes.append("alphas sorted in increasing order")
+    if notes:
+        notes.append(f"alphas evaluated: {', '.join(f'{a:g}' for a in out)}")
+    return out, notes
 
 
 def _goodness(metric: str, value: float) -> float:

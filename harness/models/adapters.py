@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from harness.errors import ModelError, format_error
+from harness.models.checks import adapter_stored_keys, check_adapter_head
 from harness.models.load import (LoadedModel, check_safetensors, is_adapter_dir, load_model, model_fingerprint,
                                  weight_files)
 
@@ -97,7 +98,8 @@ def _load_peft(base: LoadedModel, path: Path) -> AdaptedWeights:
     except ImportError as e:  # pragma: no cover - peft is a dependency
         raise ModelError("loading an adapter needs the 'peft' package: pip install peft") from e
     cfg = _adapter_info(path)
-    weight_files(path, allow_pickle=False)  # refuses pickle-only adapters
+    files = weight_files(path, allow_pickle=False)  # refuses pickle-only adapters
+    random_left = _check_head_tensors(base, cfg, files, path)
     work = copy.deepcopy(base.model)  # the base model is never touched
     try:
         peft_model = PeftModel.from_pretrained(work, str(path), is_trainable=False)
@@ -119,7 +121,16 @@ def _load_peft(base: LoadedModel, path: Path) -> AdaptedWeights:
                           source=str(path), tokenizer=base.tokenizer,
                           info={"adapter_fingerprint": adapter_fp, "peft_type": cfg.get("peft_type"), "r": cfg.get("r"),
                                 "lora_alpha": cfg.get("lora_alpha"), "use_rslora": cfg.get("use_rslora"),
-                                "use_dora": cfg.get("use_dora"), "modules_to_save": cfg.get("modules_to_save")})
+                                "use_dora": cfg.get("use_dora"), "modules_to_save": cfg.get("modules_to_save"),
+                                "random_weights": random_left})
+
+
+def _check_head_tensors(base: LoadedModel, cfg: dict[str, Any], files: list[Path], path: Path) -> list[str]:
+    """Issue 17: refuse an adapter whose file lacks the head its config lists (blamed on the adapter), and
+    return the base's random head tensors the adapter does not replace (:mod:`harness.models.checks`)."""
+    stored = adapter_stored_keys(files)
+    check_adapter_head(base.model, cfg, stored, path)
+    return [k for k in base.info.get("random_weights") or () if k not in stored]
 
 
 def load_adapted(base: LoadedModel, adapted: str | Path, *, allow_pickle: bool = False,
@@ -148,6 +159,7 @@ def load_adapted(base: LoadedModel, adapted: str | Path, *, allow_pickle: bool =
                        trust_remote_code=trust_remote_code, revision=revision)
     sd = _state_dict_cpu(other.model)
     out = AdaptedWeights(state_dict=sd, kind="full", fingerprint=other.fingerprint, id2label=other.id2label,
-                         source=str(adapted), tokenizer=other.tokenizer, info={})
+                         source=str(adapted), tokenizer=other.tokenizer,
+                         info={"random_weights": other.info.get("random_weights", [])})
     del other
     return out

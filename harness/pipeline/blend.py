@@ -16,6 +16,30 @@ log = logging.getLogger(__name__)
 
 
 
+def _alpha_used(alpha: float) -> float:
+    """The canonical alpha (6 decimals) written to the checkpoint; one that rounding would change is refused
+    (``1e-7`` would silently be the base), float noise such as ``0.30000000000000004`` is not.
+
+    Raises
+    ------
+    BlendError
+        For an alpha outside [0, 1] or one with more than 6 significant decimals.
+    """
+    from harness.errors import BlendError
+
+    try:
+        used = canonical_alpha(alpha)
+    except ValueError as e:
+        raise BlendError(str(e)) from e
+    if abs(used - float(alpha)) > 1e-9:
+        raise BlendError(format_error("alpha has more decimals than a blend keeps (6)", where="--alpha",
+                                      expected="a multiple of 0.000001 in [0, 1]", got=f"{alpha!r}, which would be "
+                                      f"written as {used:g}" + (" (the base itself)" if used == 0.0 else
+                                                                " (the adapted model itself)" if used == 1.0 else ""),
+                                      fix=f"pass --alpha {used:g} if that is what you mean"))
+    return used
+
+
 def write_blend(base: str | Path, adapted: str | Path, alpha: float, out: str | Path, *, head: str = "shared",
                 options: RunOptions = RunOptions()) -> Path:
     """Write the blend at ``alpha`` as a safetensors checkpoint loadable with
@@ -31,15 +55,14 @@ def write_blend(base: str | Path, adapted: str | Path, alpha: float, out: str | 
     from harness.models.adapters import load_adapted
     from harness.models.blend import head_keys, interpolate, resize_head
     from harness.rundir import clean_stale_siblings, swap_dir
+    from harness.models.checks import check_blend_heads
     from harness.models.load import load_model
 
-    try:
-        alpha = canonical_alpha(alpha)
-    except ValueError as e:
-        raise BlendError(str(e)) from e
+    alpha = _alpha_used(alpha)
     live = load_model(base, dtype=options.dtype, device="cpu", allow_pickle=options.allow_pickle,
                       trust_remote_code=options.trust_remote_code)
     adp = load_adapted(live, adapted, allow_pickle=options.allow_pickle, trust_remote_code=options.trust_remote_code)
+    check_blend_heads(live, adp, head, base_src=str(base), adapted_src=str(adapted))  # no random head written
     base_sd = live.model.state_dict()
     heads = head_keys(base_sd, getattr(live.model, "base_model_prefix", None)) if head == "adapted" else None
     blended = interpolate(base_sd, adp.state_dict, alpha, head=head, head_names=heads)

@@ -8,7 +8,8 @@ from pathlib import Path
 import harness
 from harness.pipeline.common import (RunOptions, RunResult, Scoring, bootstrap_info, classes_of, maybe_report,
                                      nest_results, suite_infos, build_manifest, load_suites, prepare_splits,
-                                     stage_timer)
+                                     run_overlap, stage_timer)
+from harness.models.checks import position_limit, require_trained
 from harness.models.load import align_labels, load_model
 from harness.models.scorer import HFScorer
 from harness.predict import ClassifierRunner
@@ -49,13 +50,16 @@ def evaluate_model(model: str | Path, suites: list[str | Path] | list[Suite], *,
     with stage_timer(timings, "data"):
         loaded = prepare_splits(load_suites(suites), options)
         classes = classes_of(loaded)
+        overlap, overlap_notes = run_overlap(loaded)
     with stage_timer(timings, "load_model"):
         live = load_model(model, dtype=options.dtype, device=options.device, allow_pickle=options.allow_pickle,
                           trust_remote_code=options.trust_remote_code)
+        require_trained(live, where=str(model))  # no randomly initialised head is ever scored (issue 17)
         columns = align_labels(live.id2label, classes, options.label_map, where=str(model))
     suites_by_name = {s.name: s for s, _ in loaded.suites}
     with stage_timer(timings, "tokenize"):
-        scoring = Scoring(live.tokenizer, loaded.splits, suites_by_name, options, live.device.type)
+        scoring = Scoring(live.tokenizer, loaded.splits, suites_by_name, options, live.device.type,
+                          max_positions=position_limit(live.model))
     scorer = HFScorer(live.model, compile=options.compile)
     runner = ClassifierRunner(scorer, pad_id=int(live.tokenizer.pad_token_id or 0), batch_tokens=options.batch_tokens,
                               columns=columns, progress=options.progress, compiled=options.compile)
@@ -66,7 +70,8 @@ def evaluate_model(model: str | Path, suites: list[str | Path] | list[Suite], *,
             results = scoring.results(preds)
     finally:
         scoring.close()
-    summary = Summary(harness_version=harness.__version__, command="eval",
+    notes = [*live.info.get("notes", ()), *scoring.notes, *overlap_notes]
+    summary = Summary(harness_version=harness.__version__, command="eval", notes=notes, overlap=overlap,
                       points=[PointEntry(id="model", role="adapted", alpha=None, label=str(model))],
                       results={"model": nest_results(results)}, bootstrap=bootstrap_info(options),
                       suites=suite_infos(loaded))

@@ -17,10 +17,12 @@ import numpy as np
 from harness.errors import BlendError, ModelError, format_error
 from harness.models.adapters import load_adapted
 from harness.models.blend import BlendEngine
+from harness.models.checks import check_blend_heads, position_limit
 from harness.models.load import align_labels, load_model
 from harness.models.scorer import HFScorer
 from harness.models.trunk import TrunkCache, budget_bytes_from_env, frozen_depth
 from harness.pipeline.common import LoadedSuites, RunOptions, Scoring, classes_of, stage_timer
+from harness.pipeline.notes import identical_note
 from harness.predict import ClassifierRunner
 from harness.records import PointResult, PointRole, point_id
 from harness.store import blend_fingerprint
@@ -98,17 +100,24 @@ class BlendEvaluator:
             self.adapted = load_adapted(self.live, request.adapted, allow_pickle=opts.allow_pickle,
                                         trust_remote_code=opts.trust_remote_code)
         self._check_pair()
+        # issue 17: no randomly initialised head is scored; the base's own head only when it is trained
+        base_head_trained = check_blend_heads(self.live, self.adapted, request.head, base_src=str(request.base),
+                                              adapted_src=str(request.adapted))
+        self.notes: list[str] = list(self.live.info.get("notes", ()))
         self.blend_columns, self.base_columns = self._columns(classes)
         with stage_timer(timings, "tokenize"):
             self.scoring = Scoring(self.live.tokenizer, loaded.splits, {s.name: s for s, _ in loaded.suites}, opts,
-                                   self.live.device.type)
+                                   self.live.device.type, max_positions=position_limit(self.live.model))
         self.scorer = HFScorer(self.live.model, compile=opts.compile)
-        self.own_head_runner = (self._runner(self.base_columns) if request.head == "adapted"
+        self.own_head_runner = (self._runner(self.base_columns) if request.head == "adapted" and base_head_trained
                                 and self.base_columns is not None else None)
         with stage_timer(timings, "blend_setup"):
             self.engine = BlendEngine(self.live.model, base_sd, self.adapted.state_dict, head=request.head)
             del base_sd  # the engine holds what it needs
-            frozen = frozen_depth(self.live.model, self.engine.changed_names()) if trunk_budget > 0 else 0
+            changed = self.engine.changed_names()
+            if not changed:
+                self.notes.append(identical_note(str(request.base), str(request.adapted)))
+            frozen = frozen_depth(self.live.model, changed) if trunk_budget > 0 else 0
             self.trunk = TrunkCache(self.live.model, frozen, trunk_budget) if frozen else None
         self.runner = self._runner(self.blend_columns, trunk=self.trunk)
 
