@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from harness.errors import SpecError, format_error, unknown_name
+from harness.errors import MetricError, SpecError, format_error, unknown_name
 from harness.metrics.registry import get_metric
 from harness.records import (PointResult, PointRole, Predictions, SplitResult, SplitRole, SuiteRole,
                              canonical_alpha, point_id)
@@ -222,6 +222,10 @@ def pareto_front(id_score: dict[float, float], shift_score: dict[float, float | 
     return front
 
 
+def _finite(v: float | None) -> bool:
+    return v is not None and math.isfinite(v)
+
+
 def select_alpha(id_score: dict[float, float], shift_score: dict[float, float | None], policy: SelectionPolicy,
                  selected_on: list[str]) -> Selection:
     """Apply ``policy`` to per-alpha validation scores (see the module docstring for the rules and tie-break).
@@ -243,10 +247,17 @@ def select_alpha(id_score: dict[float, float], shift_score: dict[float, float | 
         objective = {a: policy.weight * id_score[a] + (1 - policy.weight) * shift_score[a] for a in alphas}
         feasible = {a: True for a in alphas}
     else:
-        best_id = max(id_score.values())
+        best_id = max((v for v in id_score.values() if math.isfinite(v)), default=math.nan)
         feasible = {a: id_score[a] >= best_id - policy.tolerance - _EPS for a in alphas}
         objective = {a: shift_score[a] for a in alphas}
+    # an alpha whose metrics are NaN (non-finite outputs, e.g. an fp16 overflow) is infeasible: never chosen
+    feasible = {a: feasible[a] and _finite(id_score[a]) and _finite(objective[a]) for a in alphas}
     candidates = [a for a in alphas if feasible[a]]
+    if not candidates:
+        raise MetricError(format_error(
+            "every alpha has NaN validation metrics, so none can be selected", where=", ".join(selected_on),
+            got=f"objective {objective}",
+            fix="look for non-finite outputs in the notes (an fp16 overflow: rerun with --dtype bf16 or fp32)"))
     best = max(objective[a] for a in candidates)
     chosen = min(a for a in candidates if objective[a] >= best - _EPS)
     return Selection(policy=policy, chosen_alpha=chosen, objective=objective, feasible=feasible,
@@ -323,9 +334,10 @@ def ensemble_logits(base_logits: np.ndarray, adapted_logits: np.ndarray, alpha: 
         ``log p``, so ``softmax`` of it gives back the mixed probabilities (metrics take it as logits).
     """
     def softmax(z):
-        z = z.astype(np.float64) - z.max(axis=1, keepdims=True)
-        e = np.exp(z)
-        return e / e.sum(axis=1, keepdims=True)
+        with np.errstate(invalid="ignore", over="ignore"):  # non-finite logits give NaN rows (metrics NaN)
+            z = z.astype(np.float64) - z.max(axis=1, keepdims=True)
+            e = np.exp(z)
+            return e / e.sum(axis=1, keepdims=True)
 
     p = (1 - alpha) * softmax(base_logits) + alpha * softmax(adapted_logits)
     return np.log(np.clip(p, 1e-300, None)).astype(np.float32)
