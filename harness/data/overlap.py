@@ -8,8 +8,9 @@ Pairs checked, each as (reference split ``a``, evaluated split ``b``):
 
 Two counts per pair, of rows of ``b``: ``by_text``, whose normalised text (Unicode NFKC, case-folded, every run
 of non-word characters one space, trimmed; ``text`` and ``text_pair`` joined) occurs in ``a``; ``by_id``, whose
-``example_id`` occurs in ``a``: only for splits of the same suite, because ids of different sources (row numbers
-by default) say nothing about their rows. Pure functions over :class:`~harness.records.SplitData`.
+``example_id`` occurs in ``a``: only for splits of the same suite that read the same files or have an
+``id_column`` (:func:`ids_comparable`), because ids of different sources (row numbers by default) say nothing
+about their rows. Pure functions over :class:`~harness.records.SplitData`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Iterable
 from harness.records import SplitData
 from harness.summary import OverlapEntry
 
-__all__ = ["normalise_text", "split_overlaps", "overlap_notes"]
+__all__ = ["normalise_text", "ids_comparable", "split_overlaps", "overlap_notes"]
 
 _NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
 
@@ -50,7 +51,25 @@ def _pairs(train: list[SplitData], evaluated: list[SplitData]) -> Iterable[tuple
                 yield a, b
 
 
-def split_overlaps(train: list[SplitData], evaluated: list[SplitData]) -> list[OverlapEntry]:
+def ids_comparable(suite, a: str, b: str) -> bool:
+    """Whether ids of splits ``a`` and ``b`` of ``suite`` (a :class:`~harness.spec.schema.Suite`) name the same
+    rows: the suite has an ``id_column``, or both splits read the same files (default ids are row numbers)."""
+    if suite.id_column is not None:
+        return True
+    specs = {sp.name: sp for sp in suite.splits}
+    default = list(suite.source.files or ()) if suite.source is not None and hasattr(suite.source, "files") else []
+
+    def files(name: str):
+        sp = specs.get(name)
+        if sp is None:
+            return None
+        return sorted(sp.files or default), sp.hub_split
+
+    return files(a) == files(b)
+
+
+def split_overlaps(train: list[SplitData], evaluated: list[SplitData], suites: dict | None = None
+                   ) -> list[OverlapEntry]:
     """Overlap counts of every checked pair (see the module docstring), pairs without overlap included.
 
     Parameters
@@ -59,6 +78,9 @@ def split_overlaps(train: list[SplitData], evaluated: list[SplitData]) -> list[O
         The ``train`` splits of the run's ID suites.
     evaluated : list of SplitData
         The splits the run evaluates (validation and test).
+    suites : dict, default=None
+        Suite name -> Suite, to tell whether ids are comparable (:func:`ids_comparable`); without it ids of the
+        same suite are compared.
 
     Returns
     -------
@@ -74,7 +96,8 @@ def split_overlaps(train: list[SplitData], evaluated: list[SplitData]) -> list[O
         seen = set(texts[a.ref.key])
         by_text = sum(t in seen for t in texts[b.ref.key])
         by_id = None
-        if a.ref.suite == b.ref.suite:
+        suite = (suites or {}).get(a.ref.suite)
+        if a.ref.suite == b.ref.suite and (suite is None or ids_comparable(suite, a.ref.split, b.ref.split)):
             ids = set(a.frame["example_id"].astype(str))
             by_id = int(b.frame["example_id"].astype(str).isin(ids).sum())
         n_b = len(b)

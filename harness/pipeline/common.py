@@ -195,7 +195,7 @@ def run_overlap(loaded: LoadedSuites) -> tuple[list, list[str]]:
     """(overlap entries, notes) of the run's splits (:mod:`harness.data.overlap`); each note is also warned."""
     from harness.data.overlap import overlap_notes, split_overlaps
 
-    entries = split_overlaps(loaded.train, loaded.splits)
+    entries = split_overlaps(loaded.train, loaded.splits, {s.name: s for s, _ in loaded.suites})
     notes = overlap_notes(entries)
     for n in notes:
         log.warning("%s", n)
