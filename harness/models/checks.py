@@ -32,7 +32,8 @@ _ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin", "adapter_m
 _PEFT_PREFIX = "base_model.model."
 _CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
 # tokens a learned position table offsets by (RoBERTa-family models start positions at padding_idx + 1)
-_POSITION_OFFSET_TYPES = frozenset({"roberta", "xlm-roberta", "camembert", "longformer", "xmod", "roberta-prelayernorm"})
+_POSITION_OFFSET_TYPES = frozenset({"roberta", "xlm-roberta", "camembert", "longformer", "xmod",
+                                    "roberta-prelayernorm"})
 
 
 def check_model_files(path: Path) -> None:
@@ -119,6 +120,8 @@ def check_adapter_head(model: torch.nn.Module, cfg: dict[str, Any], stored: set[
     """
     modules = {m for m in (cfg.get("modules_to_save") or ()) if isinstance(m, str)}
     names = [n for n, _ in model.named_modules() if n]
+    if not _all_on_modules(stored, set(names)):
+        return  # tensors under foreign names (a wrapper prefix, another base): the strict apply check names them
     for m in sorted(modules):
         present = [n for n in names if n == m or n.endswith("." + m)]
         for n in present:
@@ -131,6 +134,15 @@ def check_adapter_head(model: torch.nn.Module, cfg: dict[str, Any], stored: set[
                     got=f"{len(stored)} tensors, none under {n!r}",
                     fix="re-save the adapter with save_pretrained (it writes the modules_to_save tensors); the base "
                         "model is not the problem"))
+
+
+def _all_on_modules(keys: set[str], modules: set[str]) -> bool:
+    """Whether every key lies under some module of the model (its dotted prefixes include a module name)."""
+    def on_module(k: str) -> bool:
+        parts = k.split(".")
+        return any(".".join(parts[:i]) in modules for i in range(1, len(parts)))
+
+    return all(on_module(k) for k in keys)
 
 
 def check_blend_heads(base: Any, adapted: Any, head: str, *, base_src: str, adapted_src: str) -> bool:

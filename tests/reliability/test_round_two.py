@@ -15,6 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from _helpers import rewrite_weights
 from conftest import WORDS, make_tiny_bert, synth_rows, tiny_bert_config, write_csv, write_tokenizer
 from harness.cli import main
 
@@ -59,12 +60,6 @@ def _gpt2_tokenizer(path: Path) -> None:
                             bos_token="<|endoftext|>").save_pretrained(str(path))
 
 
-def _rewrite(folder: Path, fn) -> Path:
-    f = folder / "model.safetensors"
-    save_file(fn(load_file(str(f))), str(f), metadata={"format": "pt"})
-    return folder
-
-
 @pytest.fixture(scope="module")
 def m(tiny_pair, tmp_path_factory) -> dict[str, Path]:
     """Every model of these tests, by name."""
@@ -102,10 +97,10 @@ def m(tiny_pair, tmp_path_factory) -> dict[str, Path]:
         _gpt2_tokenizer(root / name)
         out[name] = root / name
     # fp16: logits overflow (weights fit: |w| <= 60000 < 65504), and a weight that overflows only when cast
-    out["overflow"] = _rewrite(Path(shutil.copytree(tiny_pair[0], root / "overflow")), lambda sd: {
+    out["overflow"] = rewrite_weights(Path(shutil.copytree(tiny_pair[0], root / "overflow")), lambda sd: {
         **sd, "classifier.weight": torch.full_like(sd["classifier.weight"], -30000.0),
         "classifier.bias": torch.tensor([60000.0, 60000.0])})
-    out["cast"] = _rewrite(Path(shutil.copytree(tiny_pair[0], root / "cast")), lambda sd: {
+    out["cast"] = rewrite_weights(Path(shutil.copytree(tiny_pair[0], root / "cast")), lambda sd: {
         **sd, "classifier.weight": torch.full_like(sd["classifier.weight"], 1e5)})
     return out
 
