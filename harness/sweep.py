@@ -234,29 +234,32 @@ def select_alpha(id_score: dict[float, float], shift_score: dict[float, float | 
     ------
     SpecError
         If a policy that needs shift scores has none (the message points to ``--select id-only``).
+    MetricError
+        If every alpha has a NaN score (alphas with NaN scores are infeasible).
     """
     alphas = sorted(id_score)
     if policy.name != "id-only" and any(shift_score.get(a) is None for a in alphas):
         raise SpecError(format_error(f"selection policy {policy.name!r} needs a shift validation split",
                                      expected="at least one shift suite with a split of role: validation",
                                      fix="add validation splits to the shift suites, or pass --select id-only"))
+    # an alpha whose scores are NaN (non-finite outputs, e.g. an fp16 overflow) is infeasible: never chosen, and
+    # left out of the best ID score the tolerance is measured from
+    usable = {a: _finite(id_score[a]) and (policy.name == "id-only" or _finite(shift_score[a])) for a in alphas}
     if policy.name == "id-only":
         objective = dict(id_score)
-        feasible = {a: True for a in alphas}
+        feasible = dict(usable)
     elif policy.name == "weighted":
         objective = {a: policy.weight * id_score[a] + (1 - policy.weight) * shift_score[a] for a in alphas}
-        feasible = {a: True for a in alphas}
+        feasible = dict(usable)
     else:
-        best_id = max((v for v in id_score.values() if math.isfinite(v)), default=math.nan)
-        feasible = {a: id_score[a] >= best_id - policy.tolerance - _EPS for a in alphas}
+        best_id = max((id_score[a] for a in alphas if usable[a]), default=math.nan)
+        feasible = {a: usable[a] and id_score[a] >= best_id - policy.tolerance - _EPS for a in alphas}
         objective = {a: shift_score[a] for a in alphas}
-    # an alpha whose metrics are NaN (non-finite outputs, e.g. an fp16 overflow) is infeasible: never chosen
-    feasible = {a: feasible[a] and _finite(id_score[a]) and _finite(objective[a]) for a in alphas}
     candidates = [a for a in alphas if feasible[a]]
     if not candidates:
         raise MetricError(format_error(
             "every alpha has NaN validation metrics, so none can be selected", where=", ".join(selected_on),
-            got=f"objective {objective}",
+            got=f"ID scores {id_score}, shift scores {shift_score}",
             fix="look for non-finite outputs in the notes (an fp16 overflow: rerun with --dtype bf16 or fp32)"))
     best = max(objective[a] for a in candidates)
     chosen = min(a for a in candidates if objective[a] >= best - _EPS)

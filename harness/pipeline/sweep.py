@@ -169,7 +169,12 @@ def run_gate(run_dir: str | Path, policy: str | Path, *, baseline: str | Path | 
 
 def _selection_notes(sw: SweepResult) -> list[str]:
     """A note for every evaluated alpha that could not be selected because a metric is NaN (e.g. fp16 overflow)."""
-    nan = sorted(a for a, v in sw.selection.objective.items() if v is None or not math.isfinite(v))
+    sel = sw.selection
+
+    def finite(v) -> bool:
+        return v is not None and math.isfinite(v)
+
+    nan = sorted(a for a in sel.objective if not (finite(sel.id_score.get(a)) and finite(sel.objective[a])))
     if not nan:
         return []
     note = (f"alphas {', '.join(f'{a:g}' for a in nan)} have NaN selection metrics (non-finite outputs?) and are "

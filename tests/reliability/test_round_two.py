@@ -358,3 +358,20 @@ def test_9_missing_baseline_folder_is_an_error_even_unused(m, s, tmp_path, capsy
     policy = Path(__file__).resolve().parents[2] / "suites" / "policies" / "demo.yaml"
     assert main(["gate", str(out), "--policy", str(policy), "--baseline", str(missing)]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("policy", ["max-shift-within-id", "weighted", "id-only"])
+@pytest.mark.parametrize("nan_first", [True, False])
+def test_4_selection_never_picks_nan_under_any_policy(policy, nan_first):
+    """The pure rule behind the sweep test: NaN anywhere (ID or shift, first alpha or not) is infeasible."""
+    from harness.errors import MetricError
+    from harness.sweep import SelectionPolicy, select_alpha
+
+    nan = float("nan")
+    id_score = {0.0: nan, 0.5: 0.6, 1.0: 0.7} if nan_first else {0.0: 0.6, 0.5: 0.7, 1.0: nan}
+    shift = {0.0: 0.5, 0.5: 0.5, 1.0: nan} if nan_first else {0.0: nan, 0.5: 0.4, 1.0: 0.9}
+    sel = select_alpha(id_score, shift, SelectionPolicy(name=policy), ["v"])
+    bad = [a for a in id_score if id_score[a] != id_score[a] or (policy != "id-only" and shift[a] != shift[a])]
+    assert all(not sel.feasible[a] for a in bad) and sel.chosen_alpha not in bad
+    with pytest.raises(MetricError, match="every alpha has NaN"):
+        select_alpha({0.0: nan, 1.0: nan}, {0.0: nan, 1.0: nan}, SelectionPolicy(name=policy), ["v"])
