@@ -118,7 +118,9 @@ def check_adapter_head(model: torch.nn.Module, cfg: dict[str, Any], stored: set[
     ModelError
         Naming the module, the tensors the model expects, and that the adapter file lacks them.
     """
-    modules = {m for m in (cfg.get("modules_to_save") or ()) if isinstance(m, str)}
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("modules_to_save"), list):
+        return  # a malformed config is peft's to refuse (the caller reports it)
+    modules = {m for m in cfg["modules_to_save"] if isinstance(m, str)}
     names = [n for n, _ in model.named_modules() if n]
     if not _all_on_modules(stored, set(names)):
         return  # tensors under foreign names (a wrapper prefix, another base): the strict apply check names them
