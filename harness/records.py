@@ -199,12 +199,14 @@ class MetricValue:
 
 @dataclass(frozen=True)
 class SplitResult:
-    """All metrics of one point on one split, with its example counts."""
+    """All metrics of one point on one split, with its example counts (``n_nonfinite``: examples whose outputs
+    hold inf/NaN, e.g. an fp16 overflow; their split's metrics are NaN)."""
 
     n: int
     n_truncated: int
     n_dropped: int
     metrics: dict[str, MetricValue]
+    n_nonfinite: int = 0
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,10 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer
 
 __all__ = ["SCHEMA_VERSION", "MetricEntry", "SplitEntry", "PointEntry", "Selection", "SelectionNoise",
-           "BootstrapInfo", "SuiteInfo", "Summary"]
+           "BootstrapInfo", "SuiteInfo", "OverlapEntry", "Summary"]
 
 SCHEMA_VERSION = 1
 
@@ -43,7 +43,16 @@ class SplitEntry(_Model):
     n: int
     n_truncated: int = 0
     n_dropped: int = 0
+    n_nonfinite: int = Field(0, description="examples whose outputs hold inf/NaN (e.g. an fp16 overflow); the "
+                                            "split's metrics are then NaN")
     metrics: dict[str, MetricEntry]
+
+    @model_serializer(mode="wrap")
+    def _omit_zero_nonfinite(self, handler):  # summaries of runs without overflow stay byte-identical
+        out = handler(self)
+        if isinstance(out, dict) and not out.get("n_nonfinite"):
+            out.pop("n_nonfinite", None)
+        return out
 
 
 class PointEntry(_Model):
@@ -115,6 +124,20 @@ class SuiteInfo(_Model):
     metrics: list[str] = Field(default_factory=list)
 
 
+class OverlapEntry(_Model):
+    """Rows of an evaluated split ``b`` that also occur in a reference split ``a`` (train/test contamination):
+    ``by_id`` (same suite only, else ``None``) and ``by_text`` (normalised text) count rows of ``b``;
+    ``fraction`` = max(by_id, by_text) / n_b (:mod:`harness.data.overlap`)."""
+
+    a: str
+    b: str
+    n_a: int
+    n_b: int
+    by_id: int | None = None
+    by_text: int = 0
+    fraction: float = 0.0
+
+
 class Summary(_Model):
     """summary.json: points, results (point -> suite -> split), selection, bootstrap, suites."""
 
@@ -132,6 +155,9 @@ class Summary(_Model):
         default=None, description="stability of the alpha choice under resampling (absent in older runs)")
     bootstrap: BootstrapInfo
     suites: dict[str, SuiteInfo]
+    overlap: list[OverlapEntry] = Field(
+        default_factory=list, description="train/validation/test overlap of every checked pair of splits (ID train "
+                                          "vs every evaluated split; validation vs test of a suite)")
 
     def point(self, point_id: str) -> PointEntry:
         """The point with this id (``KeyError`` naming the available ids if absent)."""

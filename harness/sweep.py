@@ -32,13 +32,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from harness.errors import SpecError, format_error, unknown_name
+from harness.errors import MetricError, SpecError, format_error, unknown_name
 from harness.metrics.bootstrap import cluster_weights, metric_distribution
 from harness.metrics.registry import get_metric
 from harness.records import (PointResult, PointRole, Predictions, SplitResult, SplitRole, SuiteRole,
                              canonical_alpha, point_id)
 
 __all__ = ["POLICIES", "TIE_BREAK", "DEFAULT_GRID", "SelectionPolicy", "Selection", "parse_alphas",
+           "parse_alphas_noted",
            "validation_scores", "select_alpha", "select_points", "pareto_front", "adaptive_alphas",
            "search_alphas", "ensemble_logits", "output_ensembles", "SweepResult", "NOISE_RULE", "SelectionNoise",
            "selection_uncertainty"]
@@ -104,29 +105,60 @@ class Selection:
 def parse_alphas(spec: str | Sequence[float] | None) -> tuple[float, ...] | str:
     """Parse ``--alphas``: ``None`` (the default grid 0, 0.1, ..., 1), ``"adaptive"``, a comma list such as
     ``"0,0.25,0.5,1"`` or a sequence of floats. Alphas are canonical decimals, sorted, deduplicated; 0 and 1 are
-    always included (the base and adapted endpoints).
+    always included (the base and adapted endpoints). :func:`parse_alphas_noted` says what was rewritten.
 
     Raises
     ------
     SpecError
-        For values that are not numbers in [0, 1].
+        For values that are not numbers in [0, 1], or an empty list.
+    """
+    return parse_alphas_noted(spec)[0]
+
+
+def parse_alphas_noted(spec: str | Sequence[float] | None) -> tuple[tuple[float, ...] | str, list[str]]:
+    """:func:`parse_alphas` plus one note per rewrite of the list given (issue 17: nothing is rewritten silently):
+    rounding to 6 decimals, duplicates (also after rounding), sorting, and the endpoints 0 and 1 added.
+
+    Raises
+    ------
+    SpecError
+        As :func:`parse_alphas`.
     """
     if spec is None:
-        return DEFAULT_GRID
+        return DEFAULT_GRID, []
     if isinstance(spec, str):
         if spec.strip() == "adaptive":
-            return "adaptive"
+            return "adaptive", []
         parts = [p for p in spec.replace(" ", "").split(",") if p]
     else:
         parts = list(spec)
-    out = set()
+    if not parts:
+        raise SpecError(format_error("the list of alphas is empty", where="--alphas",
+                                     expected="e.g. 0,0.1,0.5,1 or adaptive (or leave --alphas out for 0, 0.1, ..., 1)",
+                                     got=repr(spec)))
+    given: list[float] = []
+    notes: list[str] = []
     for p in parts:
         try:
-            out.add(canonical_alpha(float(p)))
+            raw = float(p)
+            a = canonical_alpha(raw)
         except (TypeError, ValueError) as e:
             raise SpecError(format_error("alpha must be a number in [0, 1]", where="--alphas",
                                          expected="e.g. 0,0.1,0.5,1 or adaptive", got=p)) from e
-    return tuple(sorted(out | {0.0, 1.0}))
+        if abs(a - raw) > 1e-9:
+            notes.append(f"alpha {p} is kept to 6 decimals: {a:g}" + (" (already in the list)" if a in given else ""))
+        elif a in given:
+            notes.append(f"alpha {a:g} is given twice; evaluated once")
+        given.append(a)
+    out = tuple(sorted(set(given) | {0.0, 1.0}))
+    added = [f"{e:g}" for e in (0.0, 1.0) if e not in given]
+    if added:
+        notes.append(f"alpha {' and '.join(added)} added (the base and adapted endpoints are always evaluated)")
+    if list(dict.fromkeys(given)) != sorted(set(given)):
+        notes.append("alphas sorted in increasing order")
+    if notes:
+        notes.append(f"alphas evaluated: {', '.join(f'{a:g}' for a in out)}")
+    return out, notes
 
 
 def _goodness(metric: str, value: float) -> float:
@@ -194,6 +226,10 @@ def pareto_front(id_score: dict[float, float], shift_score: dict[float, float | 
     return front
 
 
+def _finite(v: float | None) -> bool:
+    return v is not None and math.isfinite(v)
+
+
 def select_alpha(id_score: dict[float, float], shift_score: dict[float, float | None], policy: SelectionPolicy,
                  selected_on: list[str]) -> Selection:
     """Apply ``policy`` to per-alpha validation scores (see the module docstring for the rules and tie-break).
@@ -202,23 +238,33 @@ def select_alpha(id_score: dict[float, float], shift_score: dict[float, float | 
     ------
     SpecError
         If a policy that needs shift scores has none (the message points to ``--select id-only``).
+    MetricError
+        If every alpha has a NaN score (alphas with NaN scores are infeasible).
     """
     alphas = sorted(id_score)
     if policy.name != "id-only" and any(shift_score.get(a) is None for a in alphas):
         raise SpecError(format_error(f"selection policy {policy.name!r} needs a shift validation split",
                                      expected="at least one shift suite with a split of role: validation",
                                      fix="add validation splits to the shift suites, or pass --select id-only"))
+    # an alpha whose scores are NaN (non-finite outputs, e.g. an fp16 overflow) is infeasible: never chosen, and
+    # left out of the best ID score the tolerance is measured from
+    usable = {a: _finite(id_score[a]) and (policy.name == "id-only" or _finite(shift_score[a])) for a in alphas}
     if policy.name == "id-only":
         objective = dict(id_score)
-        feasible = {a: True for a in alphas}
+        feasible = dict(usable)
     elif policy.name == "weighted":
         objective = {a: policy.weight * id_score[a] + (1 - policy.weight) * shift_score[a] for a in alphas}
-        feasible = {a: True for a in alphas}
+        feasible = dict(usable)
     else:
-        best_id = max(id_score.values())
-        feasible = {a: id_score[a] >= best_id - policy.tolerance - _EPS for a in alphas}
+        best_id = max((id_score[a] for a in alphas if usable[a]), default=math.nan)
+        feasible = {a: usable[a] and id_score[a] >= best_id - policy.tolerance - _EPS for a in alphas}
         objective = {a: shift_score[a] for a in alphas}
     candidates = [a for a in alphas if feasible[a]]
+    if not candidates:
+        raise MetricError(format_error(
+            "every alpha has NaN validation metrics, so none can be selected", where=", ".join(selected_on),
+            got=f"ID scores {id_score}, shift scores {shift_score}",
+            fix="look for non-finite outputs in the notes (an fp16 overflow: rerun with --dtype bf16 or fp32)"))
     best = max(objective[a] for a in candidates)
     chosen = min(a for a in candidates if objective[a] >= best - _EPS)
     return Selection(policy=policy, chosen_alpha=chosen, objective=objective, feasible=feasible,
@@ -405,9 +451,10 @@ def ensemble_logits(base_logits: np.ndarray, adapted_logits: np.ndarray, alpha: 
         ``log p``, so ``softmax`` of it gives back the mixed probabilities (metrics take it as logits).
     """
     def softmax(z):
-        z = z.astype(np.float64) - z.max(axis=1, keepdims=True)
-        e = np.exp(z)
-        return e / e.sum(axis=1, keepdims=True)
+        with np.errstate(invalid="ignore", over="ignore"):  # non-finite logits give NaN rows (metrics NaN)
+            z = z.astype(np.float64) - z.max(axis=1, keepdims=True)
+            e = np.exp(z)
+            return e / e.sum(axis=1, keepdims=True)
 
     p = (1 - alpha) * softmax(base_logits) + alpha * softmax(adapted_logits)
     return np.log(np.clip(p, 1e-300, None)).astype(np.float32)

@@ -59,10 +59,25 @@ def _apply_where(table: pd.DataFrame, spec: SplitSpec, suite: Suite, where: str)
     return table.loc[mask]
 
 
+_INT = re.compile(r"[+-]?\d+")
+
+
+def integer_class_names(classes: Sequence[str]) -> bool:
+    """Whether any class name reads as an integer (``"1"``): integer labels then name classes, never index them."""
+    return any(_INT.fullmatch(str(c).strip()) for c in classes)
+
+
 def _label_indices(raw: Sequence[Any], suite: Suite) -> tuple[np.ndarray, list[int]]:
-    """Class index of each raw label (-1 where it cannot be mapped) and the positions of the bad ones."""
+    """Class index of each raw label (-1 where it cannot be mapped) and the positions of the bad ones.
+
+    One rule for every file format (a JSON ``1``, a CSV ``"1"`` and a parquet ``1.0`` are the same value): the
+    ``label_map`` first; else a value equal to a class name is that class; else an integer is a 0-based index into
+    ``classes``, but only when no class name reads as an integer (classes ``"1","2","3"``: an integer label is a
+    class name or an error asking for a ``label_map``, never an index).
+    """
     index = {c: i for i, c in enumerate(suite.classes)}
     lmap = {as_key(k): v for k, v in suite.label_map.items()} if suite.label_map is not None else None
+    indices_allowed = not integer_class_names(suite.classes)
     memo: dict[tuple[str, str | None], int] = {}
 
     def one(v: Any) -> int:
@@ -71,10 +86,10 @@ def _label_indices(raw: Sequence[Any], suite: Suite) -> tuple[np.ndarray, list[i
             return -1
         if lmap is not None:  # label_map first; an exact class name passes through
             return index[lmap[key]] if key in lmap else index.get(key, -1)
-        if isinstance(v, str) and key in index:
+        if key in index and not isinstance(v, (bool, np.bool_)):
             return index[key]
-        if re.fullmatch(r"[+-]?\d+", key) and not isinstance(v, (bool, np.bool_)):
-            n = int(key)  # an integer (or a string of digits in CSV) indexes classes
+        if indices_allowed and _INT.fullmatch(key) and not isinstance(v, (bool, np.bool_)):
+            n = int(key)  # an integer (JSON number or CSV digits alike) indexes classes
             return n if 0 <= n < len(index) else -1
         return -1
 
@@ -93,8 +108,15 @@ def _label_error(suite: Suite, spec: SplitSpec, rows: pd.DataFrame, bad: list[in
     ids = rows[ID_COL].iloc[bad].tolist()
     how = (f"{'extend' if suite.label_map else 'add'} label_map with an entry for each value shown (raw value -> "
            f"one of {list(suite.classes)}), or leave those rows out with the split's where")
-    expected = (f"a key of label_map {sorted(map(str, suite.label_map))} or a class name" if suite.label_map else
-                f"a class name {list(suite.classes)} or an integer index in [0, {len(suite.classes) - 1}]")
+    if suite.label_map:
+        expected = f"a key of label_map {sorted(map(str, suite.label_map))} or a class name"
+    elif integer_class_names(suite.classes):  # ambiguous: an integer could be a name or an index
+        expected = (f"a class name {list(suite.classes)}: the class names read as integers, so integer labels are "
+                    "read as class names, never as 0-based indices")
+        how = ("if the labels are 0-based indices (or any other coding), map them explicitly with label_map, e.g. "
+               + "{" + ", ".join(f"{i}: {c!r}" for i, c in enumerate(suite.classes)) + "}")
+    else:
+        expected = f"a class name {list(suite.classes)} or an integer index in [0, {len(suite.classes) - 1}]"
     return DataError(format_error(
         f"{len(bad)} row(s) of split {spec.name!r} have a label outside the classes",
         where=f"suite {suite.name!r}, column {suite.label!r} of {where}; ids {first_values(ids)}", expected=expected,

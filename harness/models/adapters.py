@@ -33,6 +33,7 @@ from safetensors import safe_open
 
 from harness.errors import ModelError, format_error
 from harness.models.causal_load import load_causal_lm
+from harness.models.sanity import adapter_stored_keys, check_adapter_head
 from harness.models.load import (LoadedModel, check_safetensors, is_adapter_dir, load_model, model_fingerprint,
                                  weight_files)
 
@@ -205,8 +206,9 @@ def _load_peft(base: LoadedModel, path: Path, lora_scale: bool) -> AdaptedWeight
     from harness.models.lora_scale import lora_scale_blocker
 
     cfg = _adapter_info(path)
-    weight_files(path, allow_pickle=False)  # refuses pickle-only adapters
+    files = weight_files(path, allow_pickle=False)  # refuses pickle-only adapters
     check_adapter_base(cfg, base, path)
+    random_left = _check_head_tensors(base, cfg, files, path)
     blocker = lora_scale_blocker(cfg)
     delta = None
     if lora_scale and blocker is None:
@@ -227,13 +229,22 @@ def _load_peft(base: LoadedModel, path: Path, lora_scale: bool) -> AdaptedWeight
                                 "lora_alpha": cfg.get("lora_alpha"), "use_rslora": cfg.get("use_rslora"),
                                 "use_dora": cfg.get("use_dora"), "modules_to_save": cfg.get("modules_to_save"),
                                 "base_model_name_or_path": cfg.get("base_model_name_or_path"),
-                                "blend_path": "lora-scale" if delta is not None else "merged"})
+                                "blend_path": "lora-scale" if delta is not None else "merged",
+                                "random_weights": random_left})
 
 
 def _is_causal_lm(model) -> bool:
     """Whether a loaded model is a causal language model (its class is ``...ForCausalLM``/``...LMHeadModel``)."""
     name = type(model).__name__
     return name.endswith("ForCausalLM") or name.endswith("LMHeadModel")
+
+
+def _check_head_tensors(base: LoadedModel, cfg: dict[str, Any], files: list[Path], path: Path) -> list[str]:
+    """Issue 17: refuse an adapter whose file lacks the head its config lists (blamed on the adapter), and
+    return the base's random head tensors the adapter does not replace (:mod:`harness.models.checks`)."""
+    stored = adapter_stored_keys(files)
+    check_adapter_head(base.model, cfg, stored, path)
+    return [k for k in base.info.get("random_weights") or () if k not in stored]
 
 
 def load_adapted(base: LoadedModel, adapted: str | Path, *, allow_pickle: bool = False,
@@ -270,6 +281,7 @@ def load_adapted(base: LoadedModel, adapted: str | Path, *, allow_pickle: bool =
                    trust_remote_code=trust_remote_code, revision=revision)
     sd = _state_dict_cpu(other.model)
     out = AdaptedWeights(state_dict=sd, kind="full", fingerprint=other.fingerprint, id2label=other.id2label,
-                         source=str(adapted), tokenizer=other.tokenizer, info={})
+                         source=str(adapted), tokenizer=other.tokenizer,
+                         info={"random_weights": other.info.get("random_weights", [])})
     del other
     return out

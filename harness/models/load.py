@@ -24,6 +24,7 @@ import torch
 from harness.errors import ModelError, format_error
 from harness.io import atomic_write_json, cache_root, sha256_file
 from harness.models.blend import head_keys
+from harness.models.sanity import check_cast_finite, check_model_files, ensure_pad_token
 
 __all__ = ["DTYPES", "LoadedModel", "resolve_model_dir", "is_adapter_dir", "weight_files", "check_safetensors",
            "fingerprint_files", "model_fingerprint", "load_tokenizer", "load_model", "align_labels",
@@ -273,7 +274,7 @@ def _check_vocab_fits(model: torch.nn.Module, tok: Any, path: Path) -> None:
 
 
 def _load_hf(path: Path, dtype: torch.dtype, allow_pickle: bool, trust_remote_code: bool,
-             use_safetensors: bool | None = None) -> torch.nn.Module:
+             use_safetensors: bool | None = None) -> tuple[torch.nn.Module, list[str]]:
     from transformers import AutoConfig, AutoModelForSequenceClassification  # heavy: as above
 
     try:
@@ -305,8 +306,7 @@ def _load_hf(path: Path, dtype: torch.dtype, allow_pickle: bool, trust_remote_co
                                               "checkpoint (config.json + weights)")) from e
         finally:
             hf_logging.set_verbosity(verbosity)
-    _check_loading_info(model, info, path)
-    return model
+    return model, _check_loading_info(model, info, path)  # (model, head tensors left random)
 
 
 @contextmanager
@@ -331,11 +331,12 @@ def _weights_view(path: Path) -> Iterator[Path]:
 _WRAPPER_PREFIXES = ("module.", "base_model.model.", "_orig_mod.", "model.")
 
 
-def _check_loading_info(model: torch.nn.Module, info: dict[str, Any], path: Path) -> None:
+def _check_loading_info(model: torch.nn.Module, info: dict[str, Any], path: Path) -> list[str]:
     """Refuse a checkpoint whose tensors did not land on the model: transformers only logs missing keys and
     initialises those weights at random, so a wrapped (``module.``, ``base_model.model.``) or foreign state dict
     would otherwise be scored as a random model. A missing classification head alone (a bare encoder used as
-    base with ``--head adapted``) and extra tensors (e.g. pretraining heads) are only warned about."""
+    base with ``--head adapted``) and extra tensors (e.g. pretraining heads) are only warned about; the missing
+    head tensors are returned (they are random: :mod:`harness.models.sanity` refuses to evaluate them)."""
     missing = sorted(info.get("missing_keys") or ())
     unexpected = sorted(info.get("unexpected_keys") or ())
     mismatched = sorted(str(k) for k in info.get("mismatched_keys") or ())
@@ -365,6 +366,7 @@ def _check_loading_info(model: torch.nn.Module, info: dict[str, Any], path: Path
     if unexpected:
         log.warning("%s holds %d tensors the model does not use (ignored), e.g. %s", path, len(unexpected),
                     unexpected[:3])
+    return missing
 
 
 def load_model(name: str | Path, *, dtype: str = "fp32", device: str | None = None, allow_pickle: bool = False,
@@ -410,6 +412,7 @@ def load_model(name: str | Path, *, dtype: str = "fp32", device: str | None = No
     if is_adapter_dir(path):
         raise ModelError(format_error("this folder is a PEFT adapter, not a full model", where=str(path),
                                       fix="pass it as --adapted together with --base (the model it adapts)"))
+    check_model_files(path)  # names a missing config.json / adapter_config.json (issue 17)
     files = weight_files(path, allow_pickle=allow_pickle)
     for f in files:
         if f.suffix == ".safetensors":
@@ -418,13 +421,19 @@ def load_model(name: str | Path, *, dtype: str = "fp32", device: str | None = No
     # the files checked and fingerprinted above are the ones loaded: safetensors whenever the folder has them
     # (--allow-pickle only permits a pickle-only checkpoint; it never makes a pickle win over safetensors)
     use_st = any(f.suffix == ".safetensors" for f in files)
-    model = _load_hf(path, DTYPES[dtype], allow_pickle, trust_remote_code, use_safetensors=use_st).to(dev).eval()
+    model, random_weights = _load_hf(path, DTYPES[dtype], allow_pickle, trust_remote_code, use_safetensors=use_st)
+    model = model.to(dev).eval()
+    if dtype != "fp32":
+        check_cast_finite(model, DTYPES[dtype], files, path)
     tok = load_tokenizer(Path(tokenizer_path) if tokenizer_path else path, trust_remote_code)
     _check_vocab_fits(model, tok, path)
+    pad_note = ensure_pad_token(model, tok, path)
     id2label = {int(k): str(v) for k, v in (model.config.id2label or {}).items()}
     return LoadedModel(model=model, tokenizer=tok, source=str(name), path=path,
                        fingerprint=model_fingerprint(path, allow_pickle), id2label=id2label, device=dev,
-                       dtype=DTYPES[dtype], info={"n_parameters": sum(p.numel() for p in model.parameters())})
+                       dtype=DTYPES[dtype], info={"n_parameters": sum(p.numel() for p in model.parameters()),
+                                                  "random_weights": random_weights,
+                                                  "notes": [pad_note] if pad_note else []})
 
 
 def align_labels(id2label: dict[int, str], classes: list[str] | tuple[str, ...],

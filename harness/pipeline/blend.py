@@ -98,6 +98,10 @@ def _adapter(base, adapted, alpha: float, head: str, options: RunOptions, tmp: P
     live = load_any(base, dtype=options.dtype, allow_pickle=options.allow_pickle,
                     trust_remote_code=options.trust_remote_code)
     adp = load_adapted(live, adapted, lora_scale=True)
+    if live.id2label:  # a classifier: no randomly initialised head is written (issue 17)
+        from harness.models.sanity import check_blend_heads  # torch (as above)
+
+        check_blend_heads(live, adp, head, base_src=str(base), adapted_src=str(adapted))
     if adp.lora is not None:
         blend_in_place(live.model, adp.lora, adp.state_dict, alpha)
     else:
@@ -109,6 +113,28 @@ def _adapter(base, adapted, alpha: float, head: str, options: RunOptions, tmp: P
     live.model.save_pretrained(str(tmp), safe_serialization=True, max_shard_size=shard)
     live.tokenizer.save_pretrained(str(tmp))
     return BlendOutcome(path=tmp, blend_path=path)
+
+
+def _alpha_used(alpha: float) -> float:
+    """The canonical alpha (6 decimals) written to the checkpoint; one that rounding would change is refused
+    (``1e-7`` would silently be the base), float noise such as ``0.30000000000000004`` is not.
+
+    Raises
+    ------
+    BlendError
+        For an alpha outside [0, 1] or one with more than 6 significant decimals.
+    """
+    try:
+        used = canonical_alpha(alpha)
+    except ValueError as e:
+        raise BlendError(str(e)) from e
+    if abs(used - float(alpha)) > 1e-9:
+        raise BlendError(format_error("alpha has more decimals than a blend keeps (6)", where="--alpha",
+                                      expected="a multiple of 0.000001 in [0, 1]", got=f"{alpha!r}, which would be "
+                                      f"written as {used:g}" + (" (the base itself)" if used == 0.0 else
+                                                                " (the adapted model itself)" if used == 1.0 else ""),
+                                      fix=f"pass --alpha {used:g} if that is what you mean"))
+    return used
 
 
 def blend_checkpoint(base: str | Path, adapted: str | Path, alpha: float, out: str | Path, *, head: str = "shared",
@@ -124,10 +150,7 @@ def blend_checkpoint(base: str | Path, adapted: str | Path, alpha: float, out: s
     from harness.models.blend import HEAD_MODES  # torch: imported when a blend is written
     from harness.models.load import is_adapter_dir, resolve_model_dir
 
-    try:
-        alpha = canonical_alpha(alpha)
-    except ValueError as e:
-        raise BlendError(str(e)) from e
+    alpha = _alpha_used(alpha)
     if head not in HEAD_MODES:
         raise BlendError(format_error("unknown head mode", where="--head", expected=HEAD_MODES, got=head))
     out = Path(out)

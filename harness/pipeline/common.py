@@ -16,6 +16,7 @@ import pandas as pd
 import harness
 from harness.errors import SpecError, format_error
 from harness.metrics import compute_metrics
+from harness.pipeline.notes import cap_note, count_nonfinite, nonfinite_note
 from harness.records import Predictions, SplitData, SplitRef, SplitResult
 from harness.settings import Settings
 from harness.data.sources import load_splits, sibling_resolver
@@ -29,7 +30,7 @@ from harness.summary import BootstrapInfo, MetricEntry, SplitEntry, SuiteInfo, S
 
 __all__ = ["RunOptions", "LoadedSuites", "RunResult", "Scoring", "stage_timer", "load_suites", "prepare_splits",
            "build_manifest", "bootstrap_info", "classes_of", "maybe_report", "metrics_for", "nest_results",
-           "suite_infos", "model_kind"]
+           "suite_infos", "model_kind", "run_overlap", "check_baseline"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ class LoadedSuites:
     suites: list[tuple[Suite, Path | None]]
     splits: list[SplitData]
     fewshot: dict[str, SplitData] = field(default_factory=dict)
+    train: list[SplitData] = field(default_factory=list)  # ID suites' train splits (overlap checks only)
 
     @property
     def model_kind(self) -> str:
@@ -156,6 +158,7 @@ def prepare_splits(suites: list[tuple[Suite, Path | None]], opts: RunOptions) ->
     suites = [(_apply_overrides(s, opts), p) for s, p in suites]
     known = {s.name: (s, p) for s, p in suites}
     splits: list[SplitData] = []
+    train: list[SplitData] = []
     for suite, path in suites:
         siblings = sibling_resolver(path)
 
@@ -167,13 +170,15 @@ def prepare_splits(suites: list[tuple[Suite, Path | None]], opts: RunOptions) ->
         loaded = load_splits(suite, suite_path=path, split_names=names, resolve=resolve)
         for sd in loaded.values():
             if sd.ref.role.value == "train" and names is None:
+                if suite.role.value == "id":
+                    train.append(sd)
                 continue
             splits.append(sd)
     if not splits:
         raise SpecError(format_error("the suites define no validation or test split to evaluate",
                                      fix="add splits with role validation or test"))
     model_kind([s for s, _ in suites])
-    return LoadedSuites(suites=suites, splits=splits, fewshot=_fewshot_splits(suites, known))
+    return LoadedSuites(suites=suites, splits=splits, fewshot=_fewshot_splits(suites, known), train=train)
 
 
 def _fewshot_splits(suites: list[tuple[Suite, Path | None]], known) -> dict[str, SplitData]:
@@ -186,13 +191,25 @@ def _fewshot_splits(suites: list[tuple[Suite, Path | None]], known) -> dict[str,
     return out
 
 
+def run_overlap(loaded: LoadedSuites) -> tuple[list, list[str]]:
+    """(overlap entries, notes) of the run's splits (:mod:`harness.data.overlap`); each note is also warned."""
+    from harness.data.overlap import overlap_notes, split_overlaps
+
+    entries = split_overlaps(loaded.train, loaded.splits, {s.name: s for s, _ in loaded.suites})
+    notes = overlap_notes(entries)
+    for n in notes:
+        log.warning("%s", n)
+    return entries, notes
+
+
 # ------------------------------------------------------------------------------------------------ scoring --
 
 def metrics_for(pred: Predictions, prepared, metrics: list[str], opts: RunOptions) -> SplitResult:
     """Metrics with cluster-bootstrap intervals of one point's records on one prepared split."""
     values = compute_metrics(pred.labels, pred.outputs, pred.source_ids, metrics, n_resamples=opts.n_resamples,
                              seed=opts.seed, confidence=opts.confidence)
-    return SplitResult(n=pred.n, n_truncated=prepared.n_truncated, n_dropped=prepared.n_dropped, metrics=values)
+    return SplitResult(n=pred.n, n_truncated=prepared.n_truncated, n_dropped=prepared.n_dropped, metrics=values,
+                       n_nonfinite=count_nonfinite(pred.outputs))
 
 
 class Scoring:
@@ -202,9 +219,11 @@ class Scoring:
     ``Scoring`` serves the base's own head and the blends without any field being swapped.
     """
 
-    def __init__(self, tokenizer, loaded: LoadedSuites, opts: RunOptions, device_type: str) -> None:
+    def __init__(self, tokenizer, loaded: LoadedSuites, opts: RunOptions, device_type: str,
+                 max_positions: int | None = None) -> None:
+        self.notes: list[str] = []  # run notes (harness.pipeline.notes), read into the summary
         self.opts, self.device_type = opts, device_type
-        self.suites = {s.name: s for s, _ in loaded.suites}
+        self.suites = {s.name: self._capped(s, max_positions) for s, _ in loaded.suites}
         pools = {name: split_rows(sd) for name, sd in loaded.fewshot.items()}
         self.tasks = {name: task_for(suite, pools.get(name)) for name, suite in self.suites.items()}
         self.prepared = [self.tasks[sd.ref.suite].prepare(sd, tokenizer) for sd in loaded.splits]
@@ -227,10 +246,23 @@ class Scoring:
                 if self.store is not None:  # keyed after scoring: a first-batch fallback to padded changes the key
                     self.store.put_outputs(self._store_key(prep, runner, model_fp, alpha, head, blend_path), outputs,
                                            {"point": point, "split": prep.ref.key})
+            self._check_finite(point, prep, outputs)
             out[prep.ref] = Predictions(ref=prep.ref, point=point, alpha=alpha, example_ids=prep.example_ids,
                                         source_ids=prep.source_ids, labels=prep.labels, outputs=outputs,
                                         task=task.name)
         return out
+
+    def _capped(self, suite: Suite, limit: int | None) -> Suite:
+        """The suite with ``max_length`` capped at the model's position table (issue 17), with a note."""
+        if limit is None or suite.max_length <= limit:
+            return suite
+        self.notes.append(cap_note(suite.name, suite.max_length, limit))
+        return suite.model_copy(update={"max_length": int(limit)})
+
+    def _check_finite(self, point: str, prep, outputs) -> None:
+        n_bad = count_nonfinite(outputs)
+        if n_bad:
+            self.notes.append(nonfinite_note(point, prep.ref.key, n_bad, len(prep), self.opts.dtype))
 
     def _store_key(self, prep, runner, model_fp: str, alpha: float | None, head: str, blend_path: str) -> str:
         return prediction_key(model_fp=model_fp, alpha=alpha, split_key=prep.cache_key, dtype=self.opts.dtype,
@@ -251,7 +283,7 @@ class Scoring:
 # ------------------------------------------------------------------------------------------------ summary --
 
 def _entry(r: SplitResult) -> SplitEntry:
-    return SplitEntry(n=r.n, n_truncated=r.n_truncated, n_dropped=r.n_dropped,
+    return SplitEntry(n=r.n, n_truncated=r.n_truncated, n_dropped=r.n_dropped, n_nonfinite=r.n_nonfinite,
                       metrics={k: MetricEntry(value=v.value, ci_low=v.ci_low, ci_high=v.ci_high,
                                               higher_is_better=v.higher_is_better) for k, v in r.metrics.items()})
 
@@ -288,6 +320,21 @@ def build_manifest(*, command: str, argv: list[str] | None, models: dict[str, An
                  seed=opts.seed, n_resamples=opts.n_resamples, dtype=opts.dtype,
                  batch_tokens=opts.batch_tokens or default_batch_tokens(device.split(":")[0]), device=device,
                  timings=timings, extra={"settings": opts.manifest(), **(extra or {})})
+
+
+def check_baseline(baseline: str | Path | None) -> None:
+    """A ``--baseline`` that is not an existing folder is unusable input, whether or not a rule reads it.
+
+    Raises
+    ------
+    SpecError
+        If ``baseline`` is given and is not a folder.
+    """
+    if baseline is not None and not Path(baseline).is_dir():
+        raise SpecError(format_error("the --baseline run directory does not exist", where=str(baseline),
+                                     expected="a run directory (summary.json, predictions.parquet) of an earlier run",
+                                     fix="pass the folder of the baseline run (e.g. reports/baselines/<name>), or "
+                                         "drop --baseline"))
 
 
 def bootstrap_info(opts: RunOptions) -> BootstrapInfo:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import harness
 from harness.pipeline.common import (LoadedSuites, RunOptions, RunResult, Scoring, bootstrap_info, classes_of,
-                                     maybe_report, nest_results, suite_infos, build_manifest, load_suites, prepare_splits,
-                                     stage_timer)
+                                     maybe_report, nest_results, suite_infos, build_manifest, load_suites,
+                                     prepare_splits, run_overlap, stage_timer)
 from harness.pipeline.runners import load_live, make_runner, make_scorer
 from harness.rundir import write_run
 from harness.spec.schema import Suite
@@ -44,15 +44,21 @@ def evaluate_model(model: str | Path, suites: list[str | Path] | list[Suite], *,
     HarnessError
         For bad specs, data, models or outputs (nothing is written to ``out`` then).
     """
+    from harness.models.sanity import position_limit, require_trained  # torch: imported when a model is scored
+
     timings: dict[str, float] = {}
     with stage_timer(timings, "data"):
         loaded = prepare_splits(load_suites(suites), options)
+        overlap, overlap_notes = run_overlap(loaded)
     kind = loaded.model_kind
     with stage_timer(timings, "load_model"):
         live = load_live(model, kind, options)
+        if kind == "classification":
+            require_trained(live, where=str(model))  # no randomly initialised head is ever scored (issue 17)
         columns = _label_columns(live, loaded, options, str(model)) if kind == "classification" else None
     with stage_timer(timings, "tokenize"):
-        scoring = Scoring(live.tokenizer, loaded, options, live.device.type)
+        scoring = Scoring(live.tokenizer, loaded, options, live.device.type,
+                          max_positions=position_limit(live.model) if kind == "classification" else None)
     scorer = make_scorer(live, kind, options)
     runner = make_runner(scorer, live, kind, options, columns=columns)
     try:
@@ -62,7 +68,8 @@ def evaluate_model(model: str | Path, suites: list[str | Path] | list[Suite], *,
             results = scoring.results(preds)
     finally:
         scoring.close()
-    summary = Summary(harness_version=harness.__version__, command="eval",
+    notes = [*live.info.get("notes", ()), *scoring.notes, *overlap_notes]
+    summary = Summary(harness_version=harness.__version__, command="eval", notes=notes, overlap=overlap,
                       points=[PointEntry(id="model", role="adapted", alpha=None, label=str(model))],
                       results={"model": nest_results(results)}, bootstrap=bootstrap_info(options),
                       suites=suite_infos(loaded))

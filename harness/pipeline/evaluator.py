@@ -16,6 +16,7 @@ import numpy as np
 
 from harness.errors import BlendError, ModelError, format_error
 from harness.pipeline.common import LoadedSuites, RunOptions, Scoring, classes_of, stage_timer
+from harness.pipeline.notes import identical_note
 from harness.pipeline.runners import load_live, make_runner, make_scorer
 from harness.records import PointResult, PointRole, point_id
 from harness.store import blend_fingerprint
@@ -84,6 +85,7 @@ class BlendEvaluator:
     def __init__(self, request: SweepRequest, loaded: LoadedSuites, timings: dict[str, float]) -> None:
         # torch-backed stages, imported when a sweep runs: `harness validate`, `gate` and `report` never load torch
         from harness.models.adapters import load_adapted
+        from harness.models.sanity import check_blend_heads, position_limit
 
         self.request, self.timings, opts = request, timings, request.options
         self.kind = loaded.model_kind
@@ -93,15 +95,25 @@ class BlendEvaluator:
             self.adapted = load_adapted(self.live, request.adapted, allow_pickle=opts.allow_pickle,
                                         trust_remote_code=opts.trust_remote_code, lora_scale=True)
         self._check_pair()
-        self.blend_columns, self.base_columns = (self._columns(classes_of(loaded)) if self.kind == "classification"
-                                                 else (None, None))
+        if self.kind == "classification":
+            # issue 17: no randomly initialised head is scored; the base's own head only when it is trained
+            base_head_trained = check_blend_heads(self.live, self.adapted, request.head,
+                                                  base_src=str(request.base), adapted_src=str(request.adapted))
+            self.blend_columns, self.base_columns = self._columns(classes_of(loaded))
+        else:
+            base_head_trained, self.blend_columns, self.base_columns = False, None, None
+        self.notes: list[str] = list(self.live.info.get("notes", ()))
         with stage_timer(timings, "tokenize"):
-            self.scoring = Scoring(self.live.tokenizer, loaded, opts, self.live.device.type)
+            self.scoring = Scoring(self.live.tokenizer, loaded, opts, self.live.device.type,
+                                   max_positions=(position_limit(self.live.model) if self.kind == "classification"
+                                                  else None))
         self.scorer = make_scorer(self.live, self.kind, opts)
-        self.own_head_runner = (self._runner(self.base_columns) if request.head == "adapted"
+        self.own_head_runner = (self._runner(self.base_columns) if request.head == "adapted" and base_head_trained
                                 and self.base_columns is not None else None)
         with stage_timer(timings, "blend_setup"):
             self.engine, self.trunk = self._engine(base_sd)
+            if not self.engine.changed_names():
+                self.notes.append(identical_note(str(request.base), str(request.adapted)))
         self.runner = self._runner(self.blend_columns, trunk=self.trunk)
 
     def _engine(self, base_sd: dict) -> tuple[Any, Any]:

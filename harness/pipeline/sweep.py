@@ -12,17 +12,17 @@ import math
 from pathlib import Path
 
 import harness
-from harness.gate_outputs import run_gate
+from harness.gate_outputs import run_gate as _run_gate
 from harness.pipeline.common import (LoadedSuites, RunOptions, RunResult, bootstrap_info, build_manifest,
-                                     load_suites, maybe_report, metrics_for, nest_results, prepare_splits,
-                                     stage_timer, suite_infos)
+                                     check_baseline, load_suites, maybe_report, metrics_for, nest_results,
+                                     prepare_splits, run_overlap, stage_timer, suite_infos)
 from harness.pipeline.evaluator import BlendEvaluator, SweepRequest, point_of
 from harness.rundir import write_run
 from harness.spec.load import load_spec
 from harness.spec.schema import Suite
 from harness.summary import PointEntry, Selection as SelectionEntry, Summary
-from harness.sweep import (TIE_BREAK, SelectionPolicy, SweepResult, output_ensembles, parse_alphas, search_alphas,
-                           select_points, selection_uncertainty)
+from harness.sweep import (TIE_BREAK, SelectionPolicy, SweepResult, output_ensembles, parse_alphas_noted,
+                           search_alphas, select_points, selection_uncertainty)
 
 __all__ = ["sweep_models", "run_sweep", "run_gate", "SweepRequest"]
 
@@ -70,11 +70,14 @@ def sweep_models(base: str | Path, adapted: str | Path, suites: list[str | Path]
     HarnessError
         SpecError, DataError, ModelError, BlendError for unusable input (nothing written).
     """
-    request = SweepRequest(base=base, adapted=adapted, suites=tuple(suites), alphas=parse_alphas(alphas),
+    alphas, alpha_notes = parse_alphas_noted(alphas)
+    for note in alpha_notes:
+        log.warning("%s", note)
+    request = SweepRequest(base=base, adapted=adapted, suites=tuple(suites), alphas=alphas,
                            policy=SelectionPolicy(name=select, metric=select_metric, tolerance=tolerance,
                                                   weight=weight),
                            head=head, options=options, budget=budget, gate=gate, baseline=baseline, junit=junit,
-                           out=out, command=command, profile=profile, notes=tuple(notes or ()),
+                           out=out, command=command, profile=profile, notes=(*(notes or ()), *alpha_notes),
                            argv=tuple(argv or ()))
     return run_sweep(request)
 
@@ -83,17 +86,20 @@ def run_sweep(request: SweepRequest) -> RunResult:
     """Run a :class:`SweepRequest`: evaluate, select, summarise; write, gate and report when ``out`` is set."""
     timings: dict[str, float] = {}
     request.options.trunk_cache_bytes  # a bad HARNESS_TRUNK_CACHE_GIB fails before any model is loaded
+    check_baseline(request.baseline)
     if request.gate is not None:
         load_spec(request.gate, kind="policy")  # fail on a bad policy before any model is loaded
     with stage_timer(timings, "data"):
         loaded = prepare_splits(load_suites(list(request.suites)), request.options)
+        overlap, overlap_notes = run_overlap(loaded)
     evaluator = BlendEvaluator(request, loaded, timings)
     try:
         sw = _evaluate_and_select(evaluator, loaded, timings)
     finally:
         evaluator.close()
-    res = RunResult(summary=_with_noise(_sweep_summary(sw, loaded, request), sw, loaded, request), run_dir=None,
-                    sweep=sw, timings=timings)
+    notes = [*evaluator.notes, *evaluator.scoring.notes, *overlap_notes, *_selection_notes(sw)]
+    res = RunResult(summary=_with_noise(_sweep_summary(sw, loaded, request, notes, overlap), sw, loaded, request),
+                    run_dir=None, sweep=sw, timings=timings)
     if request.out is not None:
         _write_outputs(res, request, loaded, evaluator, timings)
     return res
@@ -184,7 +190,32 @@ def _selection_entry(sw: SweepResult, head: str, metric: str) -> SelectionEntry:
         pareto=[pid_of[a] for a in sel.pareto], n_evaluations=sw.n_evaluations, search=sw.search)
 
 
-def _sweep_summary(sw: SweepResult, loaded: LoadedSuites, request: SweepRequest) -> Summary:
+def run_gate(run_dir: str | Path, policy: str | Path, *, baseline: str | Path | None = None,
+             junit: str | Path | None = None):
+    """:func:`harness.gate_outputs.run_gate` after checking that a given ``baseline`` folder exists (a missing
+    one is unusable input, exit 2, even when no rule reads it)."""
+    check_baseline(baseline)
+    return _run_gate(run_dir, policy, baseline=baseline, junit=junit)
+
+
+def _selection_notes(sw: SweepResult) -> list[str]:
+    """A note for every evaluated alpha that could not be selected because a metric is NaN (e.g. fp16 overflow)."""
+    sel = sw.selection
+
+    def finite(v) -> bool:
+        return v is not None and math.isfinite(v)
+
+    nan = sorted(a for a in sel.objective if not (finite(sel.id_score.get(a)) and finite(sel.objective[a])))
+    if not nan:
+        return []
+    note = (f"alphas {', '.join(f'{a:g}' for a in nan)} have NaN selection metrics (non-finite outputs?) and are "
+            "infeasible: never chosen")
+    log.warning("%s", note)
+    return [note]
+
+
+def _sweep_summary(sw: SweepResult, loaded: LoadedSuites, request: SweepRequest, notes: list[str],
+                   overlap: list) -> Summary:
     head = request.head
     chosen_pid = point_of(sw.selection.chosen_alpha, head)[0]
     points = []
@@ -194,8 +225,8 @@ def _sweep_summary(sw: SweepResult, loaded: LoadedSuites, request: SweepRequest)
         points.append(PointEntry(id=p.id, role=p.role.value, alpha=p.alpha, is_chosen=(p.id == chosen_pid),
                                  label=p.label))
     return Summary(harness_version=harness.__version__, command=request.command, profile=request.profile,
-                   notes=list(request.notes), points=points,
+                   notes=[*request.notes, *notes], overlap=overlap, points=points,
                    results={pid: nest_results(r) for pid, r in sw.results.items()},
                    ensemble={pid: nest_results(r) for pid, r in sw.ensemble.items()},
-                   selection=_selection_entry(sw, head, selection_metric_name(loaded, request.policy)), bootstrap=bootstrap_info(request.options),
-                   suites=suite_infos(loaded))
+                   selection=_selection_entry(sw, head, selection_metric_name(loaded, request.policy)),
+                   bootstrap=bootstrap_info(request.options), suites=suite_infos(loaded))

@@ -183,10 +183,16 @@ class Suite(Strict):
     id_column: str | None = Field(default=None, description="column of unique row ids; default: row number")
     text: str = "text"
     text_pair: str | None = None
-    label: str = "label"
+    label: str = Field(default="label", description=(
+        "column of the label. One rule for every file format (JSON 1, CSV \"1\" and parquet 1.0 are the same "
+        "value): label_map first; else a value equal to a class name is that class; else an integer is a 0-based "
+        "index into classes, but only when no class name reads as an integer (with classes \"1\", \"2\", "
+        "\"3\" an integer label is a class name, and any other value is an error asking for a label_map)"))
     classes: list[str] = Field(default_factory=list, description="ordered class names (classification; at least "
                                                                  "2); language-model tasks have none")
-    label_map: dict[Union[int, str], str] | None = None
+    label_map: dict[Union[int, str], str] | None = Field(default=None, description=(
+        "raw label value -> class name (keys compared as text: 1, 1.0 and \"1\" agree); needed when integer "
+        "labels are indices and the class names read as integers"))
     splits: list[SplitSpec] = Field(default_factory=list)
     split_seed: int = Field(default=0, description="salt of the document hash that assigns derived splits")
     max_length: int = Field(default=128, ge=8, le=8192)

@@ -56,3 +56,12 @@ def make_lora_adapter(base_dir: Path, out: Path, seed: int = 0) -> Path:
                 p.normal_(0, 0.05)
     peft_model.save_pretrained(str(out))
     return out
+
+
+def rewrite_weights(folder: Path, fn) -> Path:
+    """Replace ``folder/model.safetensors`` by ``fn(its state dict)``."""
+    from safetensors.torch import load_file, save_file
+
+    f = folder / "model.safetensors"
+    save_file(fn(load_file(str(f))), str(f), metadata={"format": "pt"})
+    return folder

@@ -27,7 +27,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from _helpers import copy_model, leftovers, make_lora_adapter
+from _helpers import copy_model, leftovers, make_lora_adapter, rewrite_weights
 from conftest import synth_rows
 from harness.cli import main
 from harness.errors import ModelError
@@ -37,10 +37,7 @@ FAST = ["--no-report", "--quiet", "--n-resamples", "10", "--no-store"]
 WRAPPERS = ["module.", "base_model.model.", "_orig_mod."]
 
 
-def _rewrite(folder: Path, fn) -> Path:
-    f = folder / "model.safetensors"
-    save_file(fn(load_file(str(f))), str(f), metadata={"format": "pt"})
-    return folder
+_rewrite = rewrite_weights
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,56 @@
+"""Run notes (issue 17): things a reader of the summary must know that are not errors, each also logged as a
+warning when it is made. ``summary.json`` holds them as ``notes`` (a list of sentences), the report prints them.
+
+Kinds: a capped ``max_length`` (the model's position table is shorter), non-finite outputs (an fp16 overflow), a
+pad token taken from EOS, an adapted model identical to its base, rewritten alphas, overlapping splits.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping
+
+import numpy as np
+
+__all__ = ["count_nonfinite", "nonfinite_note", "cap_note", "identical_note"]
+
+log = logging.getLogger(__name__)
+
+
+def count_nonfinite(outputs: Mapping[str, Any]) -> int:
+    """Number of examples (rows) whose float outputs hold inf or NaN, over every output column."""
+    bad: np.ndarray | None = None
+    for v in outputs.values():
+        a = np.asarray(v)
+        if a.ndim == 0 or not np.issubdtype(a.dtype, np.floating):
+            continue
+        row = ~np.isfinite(a.reshape(len(a), -1)).all(axis=1)
+        bad = row if bad is None else (bad | row)
+    return 0 if bad is None else int(bad.sum())
+
+
+def nonfinite_note(point: str, split_key: str, n_bad: int, n: int, dtype: str) -> str:
+    """The note (and warning) for a point whose outputs overflowed on one split."""
+    hint = ("--dtype fp16 overflows past 65504; rerun with --dtype bf16 or fp32" if dtype == "fp16" else
+            "rerun with --dtype fp32" if dtype != "fp32" else "check the model's weights and inputs")
+    note = (f"point {point}, split {split_key}: {n_bad} of {n} examples have non-finite logits (inf/NaN, an "
+            f"overflow in {dtype}); the point's metrics on this split are NaN, so it is never selected and a gate "
+            f"fails on it; {hint}")
+    log.warning("%s", note)
+    return note
+
+
+def cap_note(suite: str, asked: int, limit: int) -> str:
+    """The note for a suite ``max_length`` above the model's position table (capped, truncation counted)."""
+    note = (f"suite {suite}: max_length {asked} exceeds the model's {limit} positions; inputs are truncated to "
+            f"{limit} tokens (the summary's n_truncated counts them)")
+    log.warning("%s", note)
+    return note
+
+
+def identical_note(base: str, adapted: str) -> str:
+    """The note for an adapted model whose weights equal the base's (a copy, or a LoRA with B = 0)."""
+    note = (f"the adapted model {adapted} is identical to the base {base}: no weight differs (a copy of the base, "
+            "or an adapter whose update is zero, e.g. a LoRA with B = 0), so every alpha scores the same model")
+    log.warning("%s", note)
+    return note
