@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from harness.demo.lm_assets import smollm2_dir
-from harness.demo.lm_train import LM_DATA_DIR, adapted_lm_dir, read_jsonl
+from harness.demo.lm_train import LM_DATA_DIR, adapted_lm_dir, collate, encode_pairs, read_jsonl
 from harness.spec.load import load_spec
 
 _BATCH_SEQS = 16
@@ -43,29 +43,27 @@ def _boolq_items(rows: list[dict]) -> list[tuple[str, list[str], int]]:
             for r in rows]
 
 
-def _encode(tok, context: str, choice: str) -> tuple[list[int], int]:
-    whole = tok(context + choice, add_special_tokens=False)["input_ids"]
-    n_ctx = len(tok(context, add_special_tokens=False)["input_ids"])
-    return whole, n_ctx
-
-
 @torch.no_grad()
 def choice_loglik(model, tok, items: list[tuple[str, list[str], int]]) -> list[list[float]]:
-    """Summed log-likelihood of each choice's tokens given its context; batches of about 16 sequences."""
-    seqs = [(qi, _encode(tok, ctx, c)) for qi, (ctx, choices, _) in enumerate(items) for c in choices]
+    """Summed log-likelihood of each choice's tokens given its context (lm-eval's token split, via
+    harness.demo.lm_train.encode_pairs); left-padded batches of about 16 sequences, logits only at the choices."""
+    pairs = [(ctx, c) for ctx, choices, _ in items for c in choices]
+    encoded, n_cut = encode_pairs(tok, pairs, 2048)
+    if n_cut:
+        raise ValueError(f"{n_cut} context/choice pairs do not fit 2048 tokens")
+    owner = [qi for qi, (_, choices, _) in enumerate(items) for _ in choices]
     out: list[list[float]] = [[] for _ in items]
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    for start in range(0, len(seqs), _BATCH_SEQS):
-        chunk = seqs[start:start + _BATCH_SEQS]
-        length = max(len(ids) for _, (ids, _) in chunk)
-        x = torch.full((len(chunk), length), pad, dtype=torch.long)
-        mask = torch.zeros_like(x)
-        for i, (_, (ids, _)) in enumerate(chunk):
-            x[i, :len(ids)], mask[i, :len(ids)] = torch.tensor(ids), 1
-        logp = torch.log_softmax(model(input_ids=x, attention_mask=mask).logits.float(), dim=-1)
-        for i, (qi, (ids, n_ctx)) in enumerate(chunk):
-            pos = torch.arange(n_ctx, len(ids))
-            out[qi].append(float(logp[i, pos - 1, torch.tensor(ids[n_ctx:])].sum()))
+    for start in range(0, len(encoded), _BATCH_SEQS):
+        batch = collate(encoded[start:start + _BATCH_SEQS], pad)
+        labels = batch.pop("labels")
+        k = int((labels != -100).sum(-1).max())
+        logits = model(**batch, logits_to_keep=k + 1).logits[:, :-1].float()
+        targets = labels[:, -k:]
+        logp = torch.log_softmax(logits, -1).gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        sums = (logp * (targets != -100)).sum(-1)
+        for i, value in enumerate(sums.tolist()):
+            out[owner[start + i]].append(value)
     return out
 
 

@@ -62,6 +62,10 @@ class LoraSettings(FineTuneSettings):
     dropout: float = Field(default=0.1, ge=0.0, lt=1.0, description="LoRA dropout")
     target_modules: list[str] = Field(min_length=1, description="module names that get LoRA (exact or suffix "
                                                                 "match, e.g. query, value)")
+    last_layers: int | None = Field(default=None, ge=1,
+                                    description="causal_lm only: adapt only the last N transformer blocks (PEFT "
+                                                "layers_to_transform); the frozen blocks below need no backward "
+                                                "pass, so a step costs less on CPU; null: every block")
 
 
 class LmSettings(Strict):
@@ -110,6 +114,8 @@ class TrainingSettings(Strict):
                 raise ValueError("`probe` settings do not apply to task causal_lm (no linear probe); remove them")
         elif self.lm is not None:
             raise ValueError(f"the `lm:` section applies only to task causal_lm; task is {self.task!r}")
+        elif self.lora.last_layers is not None:
+            raise ValueError("lora.last_layers applies only to task causal_lm; remove it")
         return self
 
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from harness.demo import lm_train
-from harness.demo.lm_train import RECORD, adapted_lm_dir, arc_pairs, collate, encode_pairs, train_causal_lm
+from harness.demo.lm_train import (RECORD, adapted_lm_dir, answer_loss, arc_pairs, collate, encode_pairs,
+                                   train_causal_lm)
 from harness.errors import DataError, SpecError
 from harness.spec.load import load_spec
 from harness.spec.training import LmSettings, TrainingSettings
@@ -106,29 +107,29 @@ def test_encode_pairs_labels_only_the_answer(tiny_llama):
     assert len(ids3) == 16 and tok.decode([t for t in labels3 if t != -100]) == " blue"
 
 
-def test_collate_pads_with_ignored_labels():
+def test_collate_left_pads_with_ignored_labels():
     batch = collate([([5, 6, 7], [-100, 6, 7]), ([8], [8])], pad_id=0)
-    assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
-    assert batch["labels"].tolist() == [[-100, 6, 7], [8, -100, -100]]
-    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [0, 0, 8]]
+    assert batch["labels"].tolist() == [[-100, 6, 7], [-100, -100, 8]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [0, 0, 1]]
+    assert batch["position_ids"].tolist() == [[0, 1, 2], [0, 0, 0]]
 
 
-def test_loss_is_the_answer_token_cross_entropy(tiny_llama):
+def test_loss_is_the_answer_token_cross_entropy_of_each_unpadded_pair(tiny_llama):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_llama)
     model = AutoModelForCausalLM.from_pretrained(tiny_llama)
     encoded, _ = encode_pairs(tok, arc_pairs(ROWS, LmSettings()), 64)
-    batch = collate(encoded, tok.pad_token_id)
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    loss, n = answer_loss(model, collate(encoded, tok.pad_token_id))
     answer_nll = []
-    for i, (ids, labels) in enumerate(encoded):
-        for pos in range(1, len(ids)):
-            if labels[pos] != -100:
-                answer_nll.append(-torch.log_softmax(logits[i, pos - 1], -1)[labels[pos]])
-    assert len(answer_nll) == sum(len(tok(" " + a, add_special_tokens=False)["input_ids"])
-                                  for a in ["blue", "honey", "fire", "water"])
-    torch.testing.assert_close(model(**batch).loss, torch.stack(answer_nll).mean(), rtol=1e-5, atol=1e-5)
+    for ids, labels in encoded:  # each pair alone, unpadded, every position's logits
+        logits = model(input_ids=torch.tensor([ids])).logits[0]
+        answer_nll += [-torch.log_softmax(logits[pos - 1], -1)[labels[pos]] for pos in range(1, len(ids))
+                       if labels[pos] != -100]
+    assert n == len(answer_nll) == sum(len(tok(" " + a, add_special_tokens=False)["input_ids"])
+                                       for a in ["blue", "honey", "fire", "water"])
+    torch.testing.assert_close(loss, torch.stack(answer_nll).mean(), rtol=1e-4, atol=1e-4)
 
 
 def test_lora_training_lowers_the_loss_and_saves_a_peft_adapter(tiny_llama, data_dir, tmp_path):
@@ -147,6 +148,20 @@ def test_lora_training_lowers_the_loss_and_saves_a_peft_adapter(tiny_llama, data
     adapted = PeftModel.from_pretrained(base, out)
     assert not torch.allclose(adapted(x).logits, before)
     assert all(".lora_" in n for n, _ in adapted.named_parameters() if "lora" in n)
+
+
+def test_lora_last_layers_adapts_only_the_top_blocks(tiny_llama, data_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    settings = lm_settings(lora={"epochs": 1, "learning_rate": 1e-3, "batch_size": 8, "r": 2, "lora_alpha": 4,
+                                 "target_modules": ["q_proj"], "last_layers": 1})
+    train_causal_lm(tiny_llama, tmp_path / "top", settings, adaptation="lora", data_dir=data_dir, progress=False)
+    names = load_file(tmp_path / "top" / "adapter_model.safetensors")
+    assert names and all(".layers.1." in n for n in names)
+    with pytest.raises(ValueError, match="last_layers applies only"):
+        TrainingSettings.model_validate({"full": {"epochs": 1, "learning_rate": 1e-3, "batch_size": 2},
+                                         "lora": {"epochs": 1, "learning_rate": 1e-3, "batch_size": 2, "r": 2,
+                                                  "lora_alpha": 4, "target_modules": ["q"], "last_layers": 1}})
 
 
 def test_full_training_saves_a_checkpoint_that_reloads(tiny_llama, data_dir, tmp_path):
