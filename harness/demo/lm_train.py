@@ -34,6 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from harness.errors import DataError, ModelError, format_error
+from harness.demo.lm_assets import quiet_transformers
 from harness.io import cache_root, ensure_dir
 from harness.spec.training import FineTuneSettings, LmSettings, LoraSettings, TrainingSettings
 
@@ -193,8 +194,9 @@ def _prepare(model_dir: Path, settings: TrainingSettings, adaptation: str) -> tu
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        with quiet_transformers():
+            tokenizer = AutoTokenizer.from_pretrained(model_dir)
+            model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     except (OSError, ValueError) as e:
         raise ModelError(format_error("cannot load the causal language model to fine-tune", where=str(model_dir),
                                       got=str(e), fix="point at a transformers causal-LM folder")) from e
