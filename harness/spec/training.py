@@ -17,8 +17,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from harness.spec.schema import _NAME, Name, Strict
 
-__all__ = ["ProbeSettings", "FineTuneSettings", "LoraSettings", "TrainingSettings", "TrainingSpec"]
-
+__all__ = ["ProbeSettings", "FineTuneSettings", "LoraSettings", "LmSettings", "TrainingSettings", "TrainingSpec"]
 
 
 class ProbeSettings(Strict):
@@ -63,16 +62,61 @@ class LoraSettings(FineTuneSettings):
     dropout: float = Field(default=0.1, ge=0.0, lt=1.0, description="LoRA dropout")
     target_modules: list[str] = Field(min_length=1, description="module names that get LoRA (exact or suffix "
                                                                 "match, e.g. query, value)")
+    last_layers: int | None = Field(default=None, ge=1,
+                                    description="causal_lm only: adapt only the last N transformer blocks (PEFT "
+                                                "layers_to_transform); the frozen blocks below need no backward "
+                                                "pass, so a step costs less on CPU; null: every block")
+
+
+class LmSettings(Strict):
+    """What a causal language model is fine-tuned on (``task: causal_lm``): prompt -> answer pairs built from
+    multiple-choice rows in the ARC format (``question``, ``choices{text[], label[]}``, ``answerKey``), the answer
+    being the text of the correct choice. The loss is on the answer tokens only."""
+
+    train_file: str = Field(default="arc_easy/train.jsonl", pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*\.jsonl$",
+                            description="JSON Lines file of ARC-format rows, relative to the committed LM data "
+                                        "folder (harness/resources/llm_data)")
+    prompt: str = Field(default="Question: {question}\nAnswer:", min_length=1,
+                        description="prompt template; {question} is replaced by the row's question (lm-eval's "
+                                    "arc_easy doc_to_text)")
+    target_delimiter: str = Field(default=" ", description="between the prompt and the answer text (lm-eval's "
+                                                           "target_delimiter)")
+
+    @field_validator("prompt")
+    @classmethod
+    def _has_question(cls, v: str) -> str:
+        if "{question}" not in v:
+            raise ValueError(f"the prompt must contain the placeholder {{question}}; got {v!r}")
+        return v
 
 
 class TrainingSettings(Strict):
-    """One fully resolved set of hyperparameters (a profile applied to the top level)."""
+    """One fully resolved set of hyperparameters (a profile applied to the top level).
 
+    ``task`` says which model the settings train: ``classifier`` (the sentence demo: probe, then full or LoRA
+    fine-tuning of a classifier) or ``causal_lm`` (the language-model demo: full or LoRA fine-tuning of a causal
+    LM on the pairs that ``lm`` describes; ``lm`` is required there, ``probe`` does not apply)."""
+
+    task: Literal["classifier", "causal_lm"] = "classifier"
     seed: int = 0
     max_length: int = Field(default=128, ge=8, le=8192, description="tokens per sentence, special tokens included")
     probe: ProbeSettings = Field(default_factory=ProbeSettings)
     full: FineTuneSettings
     lora: LoraSettings
+    lm: LmSettings | None = Field(default=None, description="causal-LM training data and prompt (task causal_lm)")
+
+    @model_validator(mode="after")
+    def _task_sections(self) -> "TrainingSettings":
+        if self.task == "causal_lm":
+            if self.lm is None:
+                raise ValueError("task causal_lm needs an `lm:` section (train_file, prompt, target_delimiter)")
+            if self.probe != ProbeSettings():
+                raise ValueError("`probe` settings do not apply to task causal_lm (no linear probe); remove them")
+        elif self.lm is not None:
+            raise ValueError(f"the `lm:` section applies only to task causal_lm; task is {self.task!r}")
+        elif self.lora.last_layers is not None:
+            raise ValueError("lora.last_layers applies only to task causal_lm; remove it")
+        return self
 
 
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -110,7 +154,8 @@ class TrainingSpec(TrainingSettings):
                     loc = ".".join(str(p) for p in err["loc"])
                     msg = err["msg"].removeprefix("Value error, ")
                     if err["type"] == "extra_forbidden":
-                        msg = "unknown key (typo? profiles may override seed, max_length, probe, full, lora)"
+                        msg = ("unknown key (typo? profiles may override "
+                               f"{', '.join(TrainingSettings.model_fields)})")
                     problems.append(f"profiles.{name}.{loc}: {msg}")
         if problems:
             raise ValueError("; ".join(problems))
