@@ -4,7 +4,7 @@ The base model is frozen (its ``requires_grad`` flags are restored afterwards an
 only the interventions' ``R``, ``W``, ``b`` are trained, with AdamW and a linear learning-rate decay, R kept
 orthonormal by torch's orthogonal parametrization (as pyreft does). The loss is the mean token cross-entropy on
 the answer tokens only (prompt and padding labels are ignored). Each row is ``prompt tokens + answer tokens
-(+ EOS)``, encoded separately so the prompt boundary is exact; the interventions edit the prompt's positions
+(+ EOS)``, encoded separately so the prompt boundary is exact, left-padded with position ids from the mask; the interventions edit the prompt's positions
 (:func:`harness.models.reft.prompt_lengths`), never the answer's, as pyreft's supervised data modules do.
 
 Run as a script to fine-tune on ARC-Easy questions (lm-eval's ``arc_easy`` prompt: ``"Question: {q}\\nAnswer:"``,
@@ -96,16 +96,19 @@ def encode_pairs(tokenizer, pairs: Sequence[tuple[str, str]], *, max_length: int
 
 
 def _collate(rows: list[tuple[list[int], list[int]]], pad_id: int):
+    """Left-padded ids, mask and labels (-100 outside answers), position ids from the mask, prompt lengths. Left
+    padding puts every answer at the end, so only the last ``max answer + 1`` logits are computed."""
     width = max(len(p) + len(a) for p, a in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros_like(ids)
     labels = torch.full_like(ids, -100)
     for r, (p, a) in enumerate(rows):
         n = len(p) + len(a)
-        ids[r, :n] = torch.tensor(p + a)
-        mask[r, :n] = 1
-        labels[r, len(p):n] = torch.tensor(a)
-    return ids, mask, labels, [len(p) for p, _ in rows]
+        ids[r, width - n:] = torch.tensor(p + a)
+        mask[r, width - n:] = 1
+        labels[r, width - len(a):] = torch.tensor(a)
+    positions = (mask.cumsum(1) - 1).clamp(min=0)
+    return ids, mask, labels, positions, [len(p) for p, _ in rows]
 
 
 def _new_adapter(cfg: ReftTrainConfig, hidden: int, n_layers: int) -> ReftAdapter:
@@ -176,14 +179,14 @@ def train_reft(model: torch.nn.Module, tokenizer, pairs: Sequence[tuple[str, str
             rng.shuffle(order)
             losses = []
             for b in range(n_batches):
-                ids, mask, labels, plens = _collate([rows[i] for i in order[b * cfg.batch_size:(b + 1) *
-                                                                             cfg.batch_size]], pad_id)
-                loss = _step(model, ids.to(device), mask.to(device), labels.to(device), plens)
+                ids, mask, labels, positions, plens = _collate(
+                    [rows[i] for i in order[b * cfg.batch_size:(b + 1) * cfg.batch_size]], pad_id)
+                loss = _step(model, ids.to(device), mask.to(device), labels.to(device), positions.to(device), plens)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 sched.step()
-                losses.append(float(loss))
+                losses.append(float(loss.detach()))
                 stats.answer_tokens += int((labels != -100).sum())
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
                 bar.update()
@@ -197,6 +200,7 @@ def train_reft(model: torch.nn.Module, tokenizer, pairs: Sequence[tuple[str, str
         for mod in adapter.interventions:
             if parametrize.is_parametrized(mod, "R"):
                 parametrize.remove_parametrizations(mod, "R", leave_parametrized=True)
+                mod.R.data = mod.R.data.contiguous()  # as saved and loaded: same kernels, same bits
         for n, p in model.named_parameters():
             p.requires_grad_(flags[n])
         model.train(was_training)
@@ -206,12 +210,14 @@ def train_reft(model: torch.nn.Module, tokenizer, pairs: Sequence[tuple[str, str
     return adapter, stats
 
 
-def _step(model, ids, mask, labels, plens) -> torch.Tensor:
-    """Mean cross-entropy of the answer tokens (next-token prediction), interventions on the prompts."""
+def _step(model, ids, mask, labels, positions, plens) -> torch.Tensor:
+    """Mean cross-entropy of the answer tokens (next-token prediction), interventions on the prompts; logits only
+    for the positions that predict answer tokens (the vocabulary projection is a large share of the compute)."""
+    keep = int((labels != -100).sum(1).max()) + 1
     with prompt_lengths(plens):
-        logits = model(input_ids=ids, attention_mask=mask).logits
-    return torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
-                                             ignore_index=-100)
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep).logits
+    return torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(),
+                                             labels[:, -(keep - 1):].flatten(), ignore_index=-100)
 
 
 def arc_pairs(path: str | Path, n: int | None = None, seed: int = 0) -> list[tuple[str, str]]:

@@ -131,7 +131,8 @@ def _build(kind: str, specs: list[InterventionSpec], tensors: list[dict[str, tor
 def save_reft(adapter: ReftAdapter, path: str | Path, *, base_name: str | None = None,
               base_fingerprint: str | None = None, base_model_type: str | None = None,
               training: dict | None = None) -> Path:
-    """Write ``adapter`` in the harness format (module docstring) into folder ``path``; returns it."""
+    """Write ``adapter`` in the harness format (module docstring) into folder ``path``; returns it. ``training``
+    defaults to ``adapter.info["training"]`` (set by the trainer)."""
     from safetensors.torch import save_file
 
     p = Path(path)
@@ -145,7 +146,7 @@ def save_reft(adapter: ReftAdapter, path: str | Path, *, base_name: str | None =
            "interventions": [{"layer": s.layer, "component": s.component, "positions": s.positions,
                               "rank": m.rank} for s, m in zip(adapter.specs, adapter.interventions)],
            "base_model": {"name": base_name, "fingerprint": base_fingerprint, "model_type": base_model_type},
-           "dtype": "float32", "training": training or {}}
+           "dtype": "float32", "training": training if training is not None else adapter.info.get("training", {})}
     save_file(tensors, str(p / WEIGHTS_NAME), metadata={"format": FORMAT})
     (p / CONFIG_NAME).write_text(json.dumps(cfg, indent=2) + "\n")
     return p

@@ -9,15 +9,16 @@ from harness.models.reft import InterventionSpec, ReftAdapter, ReftIntervention
 HIDDEN, LAYERS, VOCAB = 32, 3, 64
 
 
-def tiny(arch: str, seed: int = 0) -> torch.nn.Module:
-    """A tiny model of ``arch`` (``llama``, ``gpt2`` causal LMs; ``bert`` sequence classifier), eval mode."""
+def tiny(arch: str, seed: int = 0, init: float = 0.02) -> torch.nn.Module:
+    """A tiny model of ``arch`` (``llama``, ``gpt2`` causal LMs; ``bert`` sequence classifier), eval mode;
+    ``init`` is the config's initializer_range (larger: a less uniform output distribution)."""
     import transformers as tf
 
     torch.manual_seed(seed)
     if arch == "llama":
         cfg = tf.LlamaConfig(vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=64, num_hidden_layers=LAYERS,
                              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                             pad_token_id=0)
+                             pad_token_id=0, initializer_range=init)
         model = tf.LlamaForCausalLM(cfg)
     elif arch == "gpt2":
         cfg = tf.GPT2Config(vocab_size=VOCAB, n_embd=HIDDEN, n_layer=LAYERS, n_head=4, n_positions=64,
