@@ -61,13 +61,14 @@ class ReftTrainConfig:
 
 @dataclass
 class TrainStats:
-    """What training did: steps, examples, answer tokens, seconds, and the mean loss of each epoch (and of the
-    first and last step)."""
+    """What training did: steps, examples, answer tokens, wall and process-CPU seconds, and the mean loss of each
+    epoch (and of the first and last step)."""
 
     steps: int = 0
     examples: int = 0
     answer_tokens: int = 0
     seconds: float = 0.0
+    cpu_seconds: float = 0.0
     epoch_losses: list[float] = field(default_factory=list)
     first_step_loss: float = float("nan")
     last_step_loss: float = float("nan")
@@ -147,8 +148,6 @@ def train_reft(model: torch.nn.Module, tokenizer, pairs: Sequence[tuple[str, str
     """
     from torch.nn.utils import parametrize
     from torch.nn.utils.parametrizations import orthogonal
-    from tqdm.auto import tqdm
-
     if not pairs:
         raise ModelError(format_error("no training pairs", where="pairs", fix="pass (prompt, answer) pairs"))
     hidden, n_layers = model_dims(model)
@@ -162,39 +161,12 @@ def train_reft(model: torch.nn.Module, tokenizer, pairs: Sequence[tuple[str, str
     flags = {n: p.requires_grad for n, p in model.named_parameters()}
     model.requires_grad_(False)
     engine = InterventionEngine(model, adapter, alpha=1.0)
-    params = list(adapter.interventions.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    n_batches = (len(rows) + cfg.batch_size - 1) // cfg.batch_size
-    total = n_batches * cfg.epochs
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1.0 - s / total))
     stats = TrainStats(examples=len(rows))
-    rng = random.Random(cfg.seed)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     was_training = model.training
     model.eval()  # no dropout in the frozen base: seeded runs repeat exactly
     try:
-        bar = tqdm(total=total, desc=f"ReFT {cfg.kind} r={cfg.rank}", disable=not cfg.progress, unit="step")
-        for _ in range(cfg.epochs):
-            order = list(range(len(rows)))
-            rng.shuffle(order)
-            losses = []
-            for b in range(n_batches):
-                ids, mask, labels, positions, plens = _collate(
-                    [rows[i] for i in order[b * cfg.batch_size:(b + 1) * cfg.batch_size]], pad_id)
-                loss = _step(model, ids.to(device), mask.to(device), labels.to(device), positions.to(device), plens)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                losses.append(float(loss.detach()))
-                stats.answer_tokens += int((labels != -100).sum())
-                bar.set_postfix(loss=f"{losses[-1]:.3f}")
-                bar.update()
-            stats.epoch_losses.append(sum(losses) / len(losses))
-            stats.steps += len(losses)
-            stats.first_step_loss = stats.first_step_loss if stats.steps > len(losses) else losses[0]
-            stats.last_step_loss = losses[-1]
-        bar.close()
+        _fit(model, adapter, rows, pad_id, device, cfg, stats)
     finally:
         engine.remove()
         for mod in adapter.interventions:
@@ -204,10 +176,44 @@ def train_reft(model: torch.nn.Module, tokenizer, pairs: Sequence[tuple[str, str
         for n, p in model.named_parameters():
             p.requires_grad_(flags[n])
         model.train(was_training)
-    stats.seconds = time.perf_counter() - t0
+    stats.seconds, stats.cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
     adapter.interventions.to("cpu").requires_grad_(False)
     adapter.info["training"] = {**asdict(cfg), "layers": list(cfg.layers), **asdict(stats)}
     return adapter, stats
+
+
+def _fit(model, adapter: ReftAdapter, rows, pad_id: int, device, cfg: ReftTrainConfig, stats: TrainStats) -> None:
+    """The optimisation loop (AdamW, linear decay to 0, per-epoch seeded shuffle); fills ``stats``."""
+    from tqdm.auto import tqdm
+
+    opt = torch.optim.AdamW(list(adapter.interventions.parameters()), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    n_batches = (len(rows) + cfg.batch_size - 1) // cfg.batch_size
+    total = n_batches * cfg.epochs
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1.0 - s / total))
+    rng = random.Random(cfg.seed)
+    bar = tqdm(total=total, desc=f"ReFT {cfg.kind} r={cfg.rank}", disable=not cfg.progress, unit="step")
+    for _ in range(cfg.epochs):
+        order = list(range(len(rows)))
+        rng.shuffle(order)
+        losses = []
+        for b in range(n_batches):
+            ids, mask, labels, positions, plens = _collate(
+                [rows[i] for i in order[b * cfg.batch_size:(b + 1) * cfg.batch_size]], pad_id)
+            loss = _step(model, ids.to(device), mask.to(device), labels.to(device), positions.to(device), plens)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(float(loss.detach()))
+            stats.answer_tokens += int((labels != -100).sum())
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+            bar.update()
+        if not stats.epoch_losses:
+            stats.first_step_loss = losses[0]
+        stats.epoch_losses.append(sum(losses) / len(losses))
+        stats.steps += len(losses)
+        stats.last_step_loss = losses[-1]
+    bar.close()
 
 
 def _step(model, ids, mask, labels, positions, plens) -> torch.Tensor:
@@ -262,8 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     adapter, stats = train_reft(model, tok, arc_pairs(a.data, a.n, a.seed), cfg)
     save_reft(adapter, a.out, base_name=str(a.model), base_model_type=model.config.model_type,
               training=adapter.info["training"])
-    log.info("trained %s in %.1f s: %d steps, %d answer tokens, loss %.4f -> %.4f (epoch means %s); wrote %s",
-             adapter.describe(), stats.seconds, stats.steps, stats.answer_tokens, stats.first_step_loss,
+    log.info("trained %s in %.1f s (%.1f CPU s): %d steps, %d answer tokens, loss %.4f -> %.4f (epoch means %s); wrote %s",
+             adapter.describe(), stats.seconds, stats.cpu_seconds, stats.steps, stats.answer_tokens, stats.first_step_loss,
              stats.last_step_loss, [round(x, 4) for x in stats.epoch_losses], a.out)
     return 0
 

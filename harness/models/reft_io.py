@@ -256,6 +256,20 @@ def _pyreft_tensors(kind: str, sd: dict, f: Path) -> dict[str, torch.Tensor]:
                                                "rotate_layer.parametrizations.weight.*", got=sorted(sd)[:6])) from e
 
 
+def _pyreft_kind(types: list, where: str) -> str:
+    """``loreft`` or ``direft`` from pyvene's class-repr strings (one kind per folder)."""
+    kinds = set()
+    for t in types:
+        name = str(t).rsplit(".", 1)[-1].strip("'>")
+        if name not in _PYREFT_TYPES:
+            raise ModelError(format_error("unsupported pyreft intervention type", where=where,
+                                          expected=sorted(_PYREFT_TYPES), got=str(t)))
+        kinds.add(_PYREFT_TYPES[name])
+    if len(kinds) != 1:
+        raise ModelError(format_error("mixed pyreft intervention types", where=where, got=sorted(kinds)))
+    return kinds.pop()
+
+
 def _load_pyreft(p: Path, positions: str | None, share_weights: bool, allow_pickle: bool) -> ReftAdapter:
     where = str(p / "config.json")
     if not allow_pickle:
@@ -274,16 +288,7 @@ def _load_pyreft(p: Path, positions: str | None, share_weights: bool, allow_pick
     if not reps or len(reps) != len(types):
         raise ModelError(format_error("pyreft config: representations and intervention_types differ",
                                       where=where, got=f"{len(reps)} representations, {len(types)} types"))
-    kinds = set()
-    for t in types:
-        name = str(t).rsplit(".", 1)[-1].strip("'>")
-        if name not in _PYREFT_TYPES:
-            raise ModelError(format_error("unsupported pyreft intervention type", where=where,
-                                          expected=sorted(_PYREFT_TYPES), got=str(t)))
-        kinds.add(_PYREFT_TYPES[name])
-    if len(kinds) != 1:
-        raise ModelError(format_error("mixed pyreft intervention types", where=where, got=sorted(kinds)))
-    kind = kinds.pop()
+    kind = _pyreft_kind(types, where)
     split = bool(first and last and not share_weights)
     if split and len(reps) % 2:
         raise ModelError(format_error("unshared 'f+l' interventions come in pairs", where=where, got=len(reps),

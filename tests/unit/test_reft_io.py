@@ -119,11 +119,15 @@ def test_pyreft_module_path_components(tmp_path):
     write_pyreft(tmp_path / "p", ad, components=["model.layers[1].output"])
     loaded = load_reft(tmp_path / "p", positions="l1", allow_pickle=True)
     assert loaded.specs == [InterventionSpec(1, "block_output", 0, 1)]
-    (tmp_path / "q").mkdir()
     cfg = json.loads((tmp_path / "p" / "config.json").read_text())
     cfg["representations"][0][1] = "model.layers[1].mlp.output"
     (tmp_path / "p" / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ModelError, match="unsupported pyreft component"):
+        load_reft(tmp_path / "p", positions="l1", allow_pickle=True)
+    cfg["representations"][0][1] = "block_output"
+    cfg["intervention_types"] = ["<class 'pyreft.interventions.NoreftIntervention'>"]
+    (tmp_path / "p" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelError, match="unsupported pyreft intervention type"):
         load_reft(tmp_path / "p", positions="l1", allow_pickle=True)
 
 
