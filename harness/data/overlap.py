@@ -35,7 +35,8 @@ def normalise_text(text: str) -> str:
 def _texts(sd: SplitData) -> list[str]:
     frame = sd.frame
     pair = frame["text_pair"].tolist() if "text_pair" in frame.columns else None
-    texts = frame["text"].tolist()
+    # a language-model split has no text column: its rows (canonical JSON of every field) are compared instead
+    texts = frame["text" if "text" in frame.columns else "row"].tolist()
     if pair is None:
         return [normalise_text(t) for t in texts]
     return [normalise_text(f"{t} \x1f {p}") for t, p in zip(texts, pair)]
