@@ -1,0 +1,250 @@
+"""Selection policies, alpha parsing and the choice of alpha on validation splits (see :mod:`harness.sweep`)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from harness.errors import MetricError, SpecError, format_error, unknown_name
+from harness.metrics.registry import get_metric
+from harness.records import (SplitResult, SplitRole, SuiteRole, canonical_alpha)
+
+POLICIES = ("max-shift-within-id", "weighted", "id-only")
+TIE_BREAK = "smallest alpha (closest to base) among alphas whose objective is within 1e-9 of the best"
+DEFAULT_GRID = tuple(canonical_alpha(i / 10) for i in range(11))
+_EPS = 1e-9
+
+
+@dataclass(frozen=True)
+class SelectionPolicy:
+    """How to choose alpha: ``name`` in :data:`POLICIES`, the selection ``metric`` (``None``: each suite's own,
+    :attr:`harness.spec.schema.Suite.selection_metric`), the ID ``tolerance`` (a fraction, for
+    max-shift-within-id) and the ID ``weight`` w in [0, 1] (for weighted).
+
+    Raises
+    ------
+    SpecError
+        For an unknown policy name or out-of-range parameters.
+    """
+
+    name: str = "max-shift-within-id"
+    metric: str | None = None
+    tolerance: float = 0.01
+    weight: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.name not in POLICIES:
+            raise SpecError(unknown_name("selection policy (--select)", self.name, POLICIES))
+        if not (math.isfinite(self.tolerance) and 0.0 <= self.tolerance <= 1.0):
+            raise SpecError(format_error("tolerance out of range", where="--tolerance", expected="a fraction in [0, 1]",
+                                         got=self.tolerance))
+        if not (math.isfinite(self.weight) and 0.0 <= self.weight <= 1.0):
+            raise SpecError(format_error("weight out of range", where="--weight", expected="a fraction in [0, 1]",
+                                         got=self.weight))
+
+    @property
+    def params(self) -> dict[str, float]:
+        """The parameters that matter for this policy (recorded in summary.json)."""
+        if self.name == "max-shift-within-id":
+            return {"tolerance": self.tolerance}
+        if self.name == "weighted":
+            return {"weight": self.weight}
+        return {}
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The outcome of a selection: chosen alpha, objective and feasibility per alpha, the Pareto front (alphas)
+    and the validation splits (``suite/split``) that selected."""
+
+    policy: SelectionPolicy
+    chosen_alpha: float
+    objective: dict[float, float]
+    feasible: dict[float, bool]
+    pareto: list[float]
+    selected_on: list[str]
+    id_score: dict[float, float]
+    shift_score: dict[float, float | None]
+
+
+def parse_alphas(spec: str | Sequence[float] | None) -> tuple[float, ...] | str:
+    """Parse ``--alphas``: ``None`` (the default grid 0, 0.1, ..., 1), ``"adaptive"``, a comma list such as
+    ``"0,0.25,0.5,1"`` or a sequence of floats. Alphas are canonical decimals, sorted, deduplicated; 0 and 1 are
+    always included (the base and adapted endpoints). :func:`parse_alphas_noted` says what was rewritten.
+
+    Raises
+    ------
+    SpecError
+        For values that are not numbers in [0, 1], or an empty list.
+    """
+    return parse_alphas_noted(spec)[0]
+
+
+def parse_alphas_noted(spec: str | Sequence[float] | None) -> tuple[tuple[float, ...] | str, list[str]]:
+    """:func:`parse_alphas` plus one note per rewrite of the list given (issue 17: nothing is rewritten silently):
+    rounding to 6 decimals, duplicates (also after rounding), sorting, and the endpoints 0 and 1 added.
+
+    Raises
+    ------
+    SpecError
+        As :func:`parse_alphas`.
+    """
+    if spec is None:
+        return DEFAULT_GRID, []
+    if isinstance(spec, str):
+        if spec.strip() == "adaptive":
+            return "adaptive", []
+        parts = [p for p in spec.replace(" ", "").split(",") if p]
+    else:
+        parts = list(spec)
+    if not parts:
+        raise SpecError(format_error("the list of alphas is empty", where="--alphas",
+                                     expected="e.g. 0,0.1,0.5,1 or adaptive (or leave --alphas out for 0, 0.1, ..., 1)",
+                                     got=repr(spec)))
+    given: list[float] = []
+    notes: list[str] = []
+    for p in parts:
+        try:
+            raw = float(p)
+            a = canonical_alpha(raw)
+        except (TypeError, ValueError) as e:
+            raise SpecError(format_error("alpha must be a number in [0, 1]", where="--alphas",
+                                         expected="e.g. 0,0.1,0.5,1 or adaptive", got=p)) from e
+        if abs(a - raw) > 1e-9:
+            notes.append(f"alpha {p} is kept to 6 decimals: {a:g}" + (" (already in the list)" if a in given else ""))
+        elif a in given:
+            notes.append(f"alpha {a:g} is given twice; evaluated once")
+        given.append(a)
+    out = tuple(sorted(set(given) | {0.0, 1.0}))
+    added = [f"{e:g}" for e in (0.0, 1.0) if e not in given]
+    if added:
+        notes.append(f"alpha {' and '.join(added)} added (the base and adapted endpoints are always evaluated)")
+    if list(dict.fromkeys(given)) != sorted(set(given)):
+        notes.append("alphas sorted in increasing order")
+    if notes:
+        notes.append(f"alphas evaluated: {', '.join(f'{a:g}' for a in out)}")
+    return out, notes
+
+
+def metric_for(metric: str | Mapping[str, str] | None, suite: str) -> str:
+    """The selection metric of ``suite``: one name for every suite, a mapping suite -> name, or ``None`` for
+    ``accuracy`` (the classification default; the pipeline passes each suite's own metric)."""
+    if metric is None:
+        return "accuracy"
+    return metric if isinstance(metric, str) else metric[suite]
+
+
+def _goodness(metric: str, value: float) -> float:
+    return value if get_metric(metric).higher_is_better else -value
+
+
+def validation_scores(results: dict[float, dict[tuple, SplitResult]], refs: Iterable, metric: str | Mapping[str, str]
+                      ) -> tuple[dict[float, float], dict[float, float | None], list[str]]:
+    """Per-alpha ID score and macro-mean shift score (goodness of ``metric``) on validation splits only.
+
+    ``results[alpha][ref]`` holds the :class:`SplitResult` of each split ``ref`` (a SplitRef). ``metric`` is one
+    name for every suite or a mapping suite name -> metric name (suites of different tasks select on their own
+    metric: ``acc_norm``, ``exact_match``, ``bits_per_byte``...); each is turned into goodness by its direction.
+    ID score: mean over ID validation splits; shift score: mean over shift suites of each suite's mean over its
+    validation splits (``None`` when no shift suite has a validation split).
+
+    Raises
+    ------
+    SpecError
+        If no ID suite has a validation split, or a result lacks the metric.
+    """
+    refs = [r for r in refs if r.role is SplitRole.VALIDATION]
+    id_refs = [r for r in refs if r.suite_role is SuiteRole.ID]
+    shift_refs = [r for r in refs if r.suite_role is SuiteRole.SHIFT]
+    if not id_refs:
+        raise SpecError(format_error("no ID validation split to select alpha on",
+                                     expected="an ID suite (role: id) with a split of role: validation",
+                                     fix="add a validation split to the ID suite (alpha is never selected on test "
+                                         "splits)"))
+    id_score: dict[float, float] = {}
+    shift_score: dict[float, float | None] = {}
+    for alpha, res in results.items():
+        def val(r):
+            name = metric_for(metric, r.suite)
+            m = res[r].metrics.get(name)
+            if m is None:
+                raise SpecError(format_error(f"selection metric {name!r} was not computed", where=r.key,
+                                             fix=f"add {name} to the suite's metrics or choose another "
+                                                 "--select-metric"))
+            return _goodness(name, m.value)
+
+        id_score[alpha] = float(np.mean([val(r) for r in id_refs]))
+        suites: dict[str, list[float]] = {}
+        for r in shift_refs:
+            suites.setdefault(r.suite, []).append(val(r))
+        shift_score[alpha] = float(np.mean([np.mean(v) for v in suites.values()])) if suites else None
+    return id_score, shift_score, [r.key for r in id_refs + shift_refs]
+
+
+def pareto_front(id_score: dict[float, float], shift_score: dict[float, float | None]) -> list[float]:
+    """Alphas not dominated in (ID goodness, mean-shift goodness): no other alpha is at least as good on both
+    and strictly better on one. Without shift scores, the alphas with the best ID score."""
+    alphas = sorted(id_score)
+    if any(shift_score.get(a) is None for a in alphas):
+        best = max(id_score.values())
+        return [a for a in alphas if id_score[a] >= best - _EPS]
+    front = []
+    for a in alphas:
+        dominated = any(
+            id_score[b] >= id_score[a] - _EPS and shift_score[b] >= shift_score[a] - _EPS
+            and (id_score[b] > id_score[a] + _EPS or shift_score[b] > shift_score[a] + _EPS)
+            for b in alphas if b != a)
+        if not dominated:
+            front.append(a)
+    return front
+
+
+def _finite(v: float | None) -> bool:
+    return v is not None and math.isfinite(v)
+
+
+def select_alpha(id_score: dict[float, float], shift_score: dict[float, float | None], policy: SelectionPolicy,
+                 selected_on: list[str]) -> Selection:
+    """Apply ``policy`` to per-alpha validation scores (see the module docstring for the rules and tie-break).
+
+    Raises
+    ------
+    SpecError
+        If a policy that needs shift scores has none (the message points to ``--select id-only``).
+    MetricError
+        If every alpha has a NaN score (alphas with NaN scores are infeasible).
+    """
+    alphas = sorted(id_score)
+    if policy.name != "id-only" and any(shift_score.get(a) is None for a in alphas):
+        raise SpecError(format_error(f"selection policy {policy.name!r} needs a shift validation split",
+                                     expected="at least one shift suite with a split of role: validation",
+                                     fix="add validation splits to the shift suites, or pass --select id-only"))
+    # an alpha whose scores are NaN (non-finite outputs, e.g. an fp16 overflow) is infeasible: never chosen, and
+    # left out of the best ID score the tolerance is measured from
+    usable = {a: _finite(id_score[a]) and (policy.name == "id-only" or _finite(shift_score[a])) for a in alphas}
+    if policy.name == "id-only":
+        objective = dict(id_score)
+        feasible = dict(usable)
+    elif policy.name == "weighted":
+        objective = {a: policy.weight * id_score[a] + (1 - policy.weight) * shift_score[a] for a in alphas}
+        feasible = dict(usable)
+    else:
+        best_id = max((id_score[a] for a in alphas if usable[a]), default=math.nan)
+        feasible = {a: usable[a] and id_score[a] >= best_id - policy.tolerance - _EPS for a in alphas}
+        objective = {a: shift_score[a] for a in alphas}
+    candidates = [a for a in alphas if feasible[a]]
+    if not candidates:
+        raise MetricError(format_error(
+            "every alpha has NaN validation metrics, so none can be selected", where=", ".join(selected_on),
+            got=f"ID scores {id_score}, shift scores {shift_score}",
+            fix="look for non-finite outputs in the notes (an fp16 overflow: rerun with --dtype bf16 or fp32)"))
+    best = max(objective[a] for a in candidates)
+    chosen = min(a for a in candidates if objective[a] >= best - _EPS)
+    return Selection(policy=policy, chosen_alpha=chosen, objective=objective, feasible=feasible,
+                     pareto=pareto_front(id_score, shift_score), selected_on=selected_on, id_score=id_score,
+                     shift_score=shift_score)
+
+
