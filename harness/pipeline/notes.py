@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Mapping
 
-import numpy as np
+from harness.metrics.base import n_non_finite
 
 __all__ = ["count_nonfinite", "nonfinite_note", "cap_note", "identical_note"]
 
@@ -18,15 +18,10 @@ log = logging.getLogger(__name__)
 
 
 def count_nonfinite(outputs: Mapping[str, Any]) -> int:
-    """Number of examples (rows) whose float outputs hold inf or NaN, over every output column."""
-    bad: np.ndarray | None = None
-    for v in outputs.values():
-        a = np.asarray(v)
-        if a.ndim == 0 or not np.issubdtype(a.dtype, np.floating):
-            continue
-        row = ~np.isfinite(a.reshape(len(a), -1)).all(axis=1)
-        bad = row if bad is None else (bad | row)
-    return 0 if bad is None else int(bad.sum())
+    """Number of examples whose scores hold inf or NaN (:func:`harness.metrics.base.n_non_finite`: logits, the
+    log-likelihood of a real choice or of a document; a multiple-choice row's padding past its last choice is NaN
+    by design and not counted)."""
+    return n_non_finite(outputs)
 
 
 def nonfinite_note(point: str, split_key: str, n_bad: int, n: int, dtype: str) -> str:
