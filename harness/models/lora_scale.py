@@ -62,6 +62,12 @@ class LoraDelta:
     _layers: list = field(default_factory=list, repr=False)
 
     @property
+    def is_zero(self) -> bool:
+        """Whether the update is exactly zero (every ``lora_B`` is zero, as in a freshly initialised adapter), so
+        the adapted weights equal the base's."""
+        return all(not bool(t.any()) for k, t in self.factors.items() if "lora_B" in k)
+
+    @property
     def n_bytes(self) -> int:
         """Bytes held by the factors."""
         return sum(t.numel() * t.element_size() for t in self.factors.values())

@@ -112,7 +112,10 @@ class BlendEvaluator:
                                 and self.base_columns is not None else None)
         with stage_timer(timings, "blend_setup"):
             self.engine, self.trunk = self._engine(base_sd)
-            if not self.engine.changed_names():
+            lora = self.adapted.lora
+            changed = self.engine.changed_names() - (set(lora.target_names) if lora is not None and lora.is_zero
+                                                     else set())
+            if not changed:
                 self.notes.append(identical_note(str(request.base), str(request.adapted)))
         self.runner = self._runner(self.blend_columns, trunk=self.trunk)
 

@@ -96,7 +96,7 @@ def test_endpoint_points_are_the_models_themselves(swept, tiny_pair, tiny_suites
             want = predictions_for(other, "model", suite, split)
             got = predictions_for(frame, point, suite, split)
             assert list(got[0]) == list(want[0])
-            assert np.array_equal(got[3], want[3])
+            assert np.array_equal(got[3]["logits"], want[3]["logits"])
 
 
 def test_ensemble_results_are_reported(swept):
@@ -144,8 +144,8 @@ def test_blend_checkpoint_matches_the_sweep_point(swept, tiny_pair, tiny_suites,
         got = predictions_for(mine, "model", suite, split)
         want = predictions_for(theirs, "alpha=0.3", suite, split)
         assert list(got[0]) == list(want[0])
-        np.testing.assert_allclose(got[3], want[3], rtol=0, atol=1e-5)
-        assert not np.allclose(got[3], predictions_for(theirs, "base", suite, split)[3], atol=1e-5)
+        np.testing.assert_allclose(got[3]["logits"], want[3]["logits"], rtol=0, atol=1e-5)
+        assert not np.allclose(got[3]["logits"], predictions_for(theirs, "base", suite, split)[3]["logits"], atol=1e-5)
 
 
 def test_blend_refuses_a_bad_alpha(tiny_pair, tmp_path):
@@ -241,14 +241,14 @@ def test_head_adapted_sweep_labels_points_and_keeps_the_true_base(head_models, t
     frame = read_predictions(res.run_dir)
     # the true base: the generic-label base checkpoint on its own
     ev = evaluate_model(head_models["generic"], tiny_suites, options=RunOptions(**FAST))
-    base_val = predictions_for(frame, "base", "tiny-id", "validation")[3]
+    base_val = predictions_for(frame, "base", "tiny-id", "validation")[3]["logits"]
     assert ev.summary.results["model"]["tiny-id"]["validation"].metrics["accuracy"].value == \
         res.summary.results["base"]["tiny-id"]["validation"].metrics["accuracy"].value
     # alpha 0: the base backbone with the adapted head, as written by `harness blend --head adapted --alpha 0`
     blend_dir = api.run_blend(head_models["generic"], tiny_pair[1], 0.0, tmp_path / "b0", head="adapted")
     ev0 = evaluate_model(blend_dir, tiny_suites, out=tmp_path / "e0", options=RunOptions(**FAST))
-    want = predictions_for(read_predictions(ev0.run_dir), "model", "tiny-id", "validation")[3]
-    got = predictions_for(frame, "alpha=0", "tiny-id", "validation")[3]
+    want = predictions_for(read_predictions(ev0.run_dir), "model", "tiny-id", "validation")[3]["logits"]
+    got = predictions_for(frame, "alpha=0", "tiny-id", "validation")[3]["logits"]
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
     assert not np.allclose(got, base_val, atol=1e-4)  # another head: other logits
 
@@ -259,8 +259,8 @@ def test_head_adapted_with_a_label_map_evaluates_a_reordered_base(head_models, t
     frame = read_predictions(res.run_dir)
     ev = evaluate_model(head_models["reversed"], tiny_suites, out=tmp_path / "ev",
                         options=RunOptions(**FAST, label_map={"negative": "negative", "positive": "positive"}))
-    want = predictions_for(read_predictions(ev.run_dir), "model", "tiny-id", "validation")[3]
-    assert np.array_equal(predictions_for(frame, "base", "tiny-id", "validation")[3], want)
+    want = predictions_for(read_predictions(ev.run_dir), "model", "tiny-id", "validation")[3]["logits"]
+    assert np.array_equal(predictions_for(frame, "base", "tiny-id", "validation")[3]["logits"], want)
 
 
 def test_head_adapted_keeps_a_base_with_reordered_labels(head_models, tiny_pair, tiny_suites):
@@ -274,7 +274,7 @@ def test_head_adapted_with_a_new_number_of_labels_runs(head_models, tiny_pair, t
     ids = [p.id for p in res.summary.points]
     assert ids == ["alpha=0", "alpha=0.5", "adapted"]  # the 2-label base cannot score a 3-class suite
     frame = read_predictions(res.run_dir)
-    got = predictions_for(frame, "adapted", "id3", "validation")[3]
+    got = predictions_for(frame, "adapted", "id3", "validation")[3]["logits"]
     assert got.shape[1] == 3
     ev = evaluate_model(head_models["three"], [three_class_suite], options=RunOptions(**FAST))
     assert ev.summary.results["model"]["id3"]["validation"].metrics["accuracy"].value == \
