@@ -81,6 +81,8 @@ class PredIndex:
 
     def __init__(self, frame: pd.DataFrame) -> None:
         self._groups: dict[tuple[str, str, str], pd.DataFrame] = {}
+        # the views here (reliability, confusion, flips) read class logits: language-model records are left out
+        frame = frame[frame["logits"].notna()] if "logits" in frame.columns else frame.iloc[0:0]
         if not frame.empty and {"point", "suite", "split"} <= set(frame.columns):
             for key, rows in frame.groupby(["point", "suite", "split"], sort=False):
                 self._groups[tuple(str(k) for k in key)] = rows

@@ -128,6 +128,9 @@ def test_sweep_of_a_causal_lm_selects_on_each_suites_metric(lm_pair, lm_suites, 
     base = read_summary(out).results["base"]["tiny-arc"]["test"].metrics["acc"].value
     adapted = read_summary(out).results["adapted"]["tiny-arc"]["test"].metrics["acc"].value
     assert 0 <= base <= 1 and 0 <= adapted <= 1
+    assert main(["report", str(out)]) == 0  # the report renders language-model runs (no class-logit views)
+    text = (out / "report.md").read_text()
+    assert "tiny-arc" in text and "acc_norm" in text
 
 
 def test_a_classifier_suite_and_an_lm_suite_cannot_share_a_run(lm_pair, lm_suites, tmp_path):
