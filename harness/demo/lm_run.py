@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from harness.demo.run import _say, repo_root, suites_dir
+from harness.demo.run import _say, print_test_table, repo_root, suites_dir
 from harness.errors import SpecError, format_error
 from harness.pipeline import RunOptions, sweep_models
 from harness.spec.load import load_spec
@@ -96,21 +96,4 @@ def _print_lm_outcome(res) -> None:
     sel = s.selection
     print(f"lm demo ({s.profile} profile): chosen alpha {sel.chosen_alpha:g} by {sel.policy} on {sel.metric} "
           f"(selected on {len(sel.selected_on)} validation splits, {sel.n_evaluations} alphas evaluated)")
-    chosen = () if sel.chosen_point in ("base", "adapted") else (sel.chosen_point,)
-    for suite, info in s.suites.items():
-        for split, meta in info.splits.items():
-            if meta["role"] != "test":
-                continue
-            cells = []
-            for pid in ("base", "adapted", *chosen):
-                m = s.results.get(pid, {}).get(suite, {}).get(split)
-                mv = m.metrics.get("acc_norm") if m else None
-                if mv is not None and mv.value is not None:
-                    star = " (chosen)" if pid == sel.chosen_point else ""
-                    cells.append(f"{pid}{star} {mv.value:.3f} [{mv.ci_low:.3f}, {mv.ci_high:.3f}]")
-            print(f"  {suite}/{split} acc_norm (n={meta['n']}): " + "; ".join(cells))
-    v = res.verdict
-    if v is not None:
-        print(f"gate ({v.policy}): {'PASS' if v.passed else 'FAIL'}, {sum(o.passed for o in v.outcomes)}/"
-              f"{len(v.outcomes)} rules passed")
-    print(f"report: {res.run_dir / 'report.html'}  (and report.md)  [{res.timings.get('total', 0):.0f} s]")
+    print_test_table(res, "acc_norm")

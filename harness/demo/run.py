@@ -174,19 +174,27 @@ def _print_outcome(res) -> None:
     sel = s.selection
     print(f"demo ({s.profile} profile): chosen alpha {sel.chosen_alpha:g} by {sel.policy} "
           f"(selected on {len(sel.selected_on)} validation splits, {sel.n_evaluations} alphas evaluated)")
+    print_test_table(res, "accuracy")
+
+
+def print_test_table(res, metric: str) -> None:
+    """Per test split: ``metric`` of base, adapted and the chosen blend with intervals; then the gate and the
+    report's path and the wall time."""
+    s = res.summary
+    sel = s.selection
+    chosen = () if sel.chosen_point in ("base", "adapted") else (sel.chosen_point,)
     for suite, info in s.suites.items():
         for split, meta in info.splits.items():
             if meta["role"] != "test":
                 continue
-            vals = []
-            extra = () if sel.chosen_point in ("base", "adapted") else (sel.chosen_point,)
-            for pid in ("base", "adapted", *extra):
+            cells = []
+            for pid in ("base", "adapted", *chosen):
                 m = s.results.get(pid, {}).get(suite, {}).get(split)
-                if m and "accuracy" in m.metrics and m.metrics["accuracy"].value is not None:
-                    mv = m.metrics["accuracy"]
+                mv = m.metrics.get(metric) if m else None
+                if mv is not None and mv.value is not None:
                     star = " (chosen)" if pid == sel.chosen_point else ""
-                    vals.append(f"{pid}{star} {mv.value:.3f} [{mv.ci_low:.3f}, {mv.ci_high:.3f}]")
-            print(f"  {suite}/{split} accuracy: " + "; ".join(vals))
+                    cells.append(f"{pid}{star} {mv.value:.3f} [{mv.ci_low:.3f}, {mv.ci_high:.3f}]")
+            print(f"  {suite}/{split} {metric} (n={meta['n']}): " + "; ".join(cells))
     v = res.verdict
     if v is not None:
         print(f"gate ({v.policy}): {'PASS' if v.passed else 'FAIL'}, {sum(o.passed for o in v.outcomes)}/"

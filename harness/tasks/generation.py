@@ -18,22 +18,17 @@ from harness.data.lm_rows import field_value, row_gold
 from harness.metrics.lm import GENERATION_METRICS
 from harness.metrics.text import contains, exact_match, extract_answer, numeric_match, token_f1
 from harness.records import SplitData
-from harness.tasks.base import Prepared, Task
-from harness.tasks.lm_common import PromptBuilder, requests_key, split_rows
+from harness.tasks.base import Prepared
+from harness.tasks.lm_common import LMTask, PromptBuilder, requests_key, split_rows
 
 __all__ = ["GenerationTask"]
 
 
-class GenerationTask(Task):
+class GenerationTask(LMTask):
     """Continue each prompt greedily; records the output, the scored answer and one column per match metric."""
 
     name = "generation"
     request_kind = "generate_until"
-
-    def __init__(self, suite, fewshot_pool=None) -> None:
-        super().__init__(suite)
-        self.spec = suite.task
-        self.fewshot_pool = fewshot_pool
 
     def prepare(self, split: SplitData, tokenizer: Any) -> Prepared:
         spec = self.spec
@@ -43,11 +38,8 @@ class GenerationTask(Task):
         prompts = tuple(build(r) for r in rows)
         golds = tuple(str(row_gold(r, spec.gold, None)) for r in rows)
         gen = {"stop": list(spec.stop), "max_new_tokens": spec.max_new_tokens}
-        return Prepared(ref=split.ref, kind=self.request_kind, requests=prompts,
-                        cache_key=requests_key(split, tokenizer, self.request_kind, prompts, gen),
-                        example_ids=split.frame["example_id"].to_numpy(str),
-                        source_ids=split.frame["source_id"].to_numpy(str), labels=np.zeros(len(rows), np.int64),
-                        n_dropped=split.n_dropped, info={"gold": golds, **gen})
+        return self._prepared(split, prompts, requests_key(split, tokenizer, self.request_kind, prompts, gen),
+                              np.zeros(len(rows), np.int64), {"gold": golds, **gen})
 
     def _answer(self, text: str) -> str:
         spec = self.spec

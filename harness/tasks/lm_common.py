@@ -7,14 +7,17 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from harness.data.lm_rows import row_choices, row_gold
 from harness.data.prompts import chat_wrap, fewshot_block, render, sample_fewshot
 from harness.io import sha256_json
 from harness.records import SplitData
 from harness.spec.lm import PromptSpec
+from harness.tasks.base import Prepared, Task
 from harness.tokcache import tokenizer_fingerprint
 
-__all__ = ["split_rows", "PromptBuilder", "mc_target", "requests_key"]
+__all__ = ["split_rows", "PromptBuilder", "mc_target", "requests_key", "LMTask"]
 
 
 def split_rows(split: SplitData) -> list[dict[str, Any]]:
@@ -64,3 +67,20 @@ def requests_key(split: SplitData, tokenizer, kind: str, requests: Any, extra: A
     kind, the requests themselves and ``extra`` (generation settings...)."""
     return sha256_json({"split": split.ref.fingerprint, "tokenizer": tokenizer_fingerprint(tokenizer), "kind": kind,
                         "requests": requests, "extra": extra})
+
+
+class LMTask(Task):
+    """What the language-model tasks share: the suite's task block (``spec``), the few-shot pool, and how a
+    prepared split is recorded."""
+
+    def __init__(self, suite, fewshot_pool: Sequence[Mapping[str, Any]] | None = None) -> None:
+        super().__init__(suite)
+        self.spec = suite.task
+        self.fewshot_pool = fewshot_pool
+
+    def _prepared(self, split: SplitData, requests: tuple, key: str, labels: np.ndarray, info: Mapping[str, Any]
+                  ) -> Prepared:
+        return Prepared(ref=split.ref, kind=self.request_kind, requests=requests, cache_key=key,
+                        example_ids=split.frame["example_id"].to_numpy(str),
+                        source_ids=split.frame["source_id"].to_numpy(str), labels=labels,
+                        n_dropped=split.n_dropped, info=info)

@@ -16,22 +16,17 @@ import numpy as np
 
 from harness.data.lm_rows import row_choices, row_gold
 from harness.records import SplitData
-from harness.tasks.base import Prepared, Task
-from harness.tasks.lm_common import PromptBuilder, mc_target, requests_key, split_rows
+from harness.tasks.base import Prepared
+from harness.tasks.lm_common import LMTask, PromptBuilder, mc_target, requests_key, split_rows
 
 __all__ = ["MultipleChoiceTask"]
 
 
-class MultipleChoiceTask(Task):
+class MultipleChoiceTask(LMTask):
     """Score every choice as a continuation of the prompt; records per-choice log-likelihoods."""
 
     name = "multiple_choice"
     request_kind = "loglikelihood"
-
-    def __init__(self, suite, fewshot_pool=None) -> None:
-        super().__init__(suite)
-        self.spec = suite.task
-        self.fewshot_pool = fewshot_pool
 
     def prepare(self, split: SplitData, tokenizer: Any) -> Prepared:
         spec = self.spec
@@ -44,10 +39,8 @@ class MultipleChoiceTask(Task):
             requests += [(ctx, spec.prompt.target_delimiter + c) for c in cs]
             choices.append(cs)
         key = requests_key(split, tokenizer, self.request_kind, requests)
-        return Prepared(ref=split.ref, kind=self.request_kind, requests=tuple(requests), cache_key=key,
-                        example_ids=split.frame["example_id"].to_numpy(str),
-                        source_ids=split.frame["source_id"].to_numpy(str), labels=np.asarray(golds, np.int64),
-                        n_dropped=split.n_dropped, info={"choices": tuple(map(tuple, choices))})
+        return self._prepared(split, tuple(requests), key, np.asarray(golds, np.int64),
+                              {"choices": tuple(map(tuple, choices))})
 
     def records(self, prepared: Prepared, outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         choices = prepared.info["choices"]

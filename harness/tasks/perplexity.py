@@ -16,30 +16,23 @@ import numpy as np
 from harness.data.lm_rows import field_value
 from harness.metrics.text import count_bytes, count_words
 from harness.records import SplitData
-from harness.tasks.base import Prepared, Task
-from harness.tasks.lm_common import requests_key, split_rows
+from harness.tasks.base import Prepared
+from harness.tasks.lm_common import LMTask, requests_key, split_rows
 
 __all__ = ["PerplexityTask"]
 
 
-class PerplexityTask(Task):
+class PerplexityTask(LMTask):
     """Score each document's text in rolling windows; records log-likelihood, tokens, words and bytes."""
 
     name = "perplexity"
     request_kind = "loglikelihood_rolling"
 
-    def __init__(self, suite, fewshot_pool=None) -> None:
-        super().__init__(suite)
-        self.spec = suite.task
-
     def prepare(self, split: SplitData, tokenizer: Any) -> Prepared:
         texts = tuple(str(field_value(r, self.spec.text, where="task.text")) for r in split_rows(split))
         window = {"max_length": self.spec.max_length, "stride": self.spec.stride}
-        return Prepared(ref=split.ref, kind=self.request_kind, requests=texts,
-                        cache_key=requests_key(split, tokenizer, self.request_kind, texts, window),
-                        example_ids=split.frame["example_id"].to_numpy(str),
-                        source_ids=split.frame["source_id"].to_numpy(str), labels=np.zeros(len(texts), np.int64),
-                        n_dropped=split.n_dropped, info=window)
+        return self._prepared(split, texts, requests_key(split, tokenizer, self.request_kind, texts, window),
+                              np.zeros(len(texts), np.int64), window)
 
     def records(self, prepared: Prepared, outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         texts = prepared.requests
