@@ -123,7 +123,9 @@ def test_hostile_yaml_is_refused_quickly(tmp_path, capsys, doc, needle):
         load_spec(f)
     assert main(["validate", str(f)]) == 2
     assert needle in capsys.readouterr().err
-    assert time.perf_counter() - t0 < 10
+    # a bound, not a timing: an unbounded expansion runs for minutes or exhausts memory; on a loaded 2-core
+    # runner the refusal itself took 14-30 s (2026-11-30), so the bound leaves room for shared machines
+    assert time.perf_counter() - t0 < 60
 
 
 def test_billion_laughs_inside_a_valid_suite_does_not_reach_the_pipeline(tiny_pair, tiny_suites, tmp_path, capsys):
