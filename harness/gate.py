@@ -241,6 +241,8 @@ def _judge_rule(rule: Rule, ctx: _Context) -> list[RuleOutcome]:
         suites = _select_suites(rule, ctx.candidate.summary, ctx.policy)
     except _RuleFailure as e:
         return [_failed(rule, ctx, str(rule.suites), e.reason)]
+    if rule.kind is RuleKind.MAX_OVERLAP:
+        return [_judge_overlap(rule, suite, ctx) for suite in suites]
     groups = [[s] for s in suites] if rule.aggregate is Aggregate.EACH else [suites]
     out = []
     for group in groups:
@@ -250,6 +252,27 @@ def _judge_rule(rule: Rule, ctx: _Context) -> list[RuleOutcome]:
         except _RuleFailure as e:
             out.append(_failed(rule, ctx, label, e.reason))
     return out
+
+
+def _judge_overlap(rule: Rule, suite: str, ctx: _Context) -> RuleOutcome:
+    """``max_overlap`` on one suite's split: the largest share of its rows found in another split of the run
+    (``summary.overlap``; counted by :mod:`harness.data.overlap` when the run was made). No recorded check for the
+    split fails (a run from before overlap counting, or nothing to compare it with): never a pass without data."""
+    key = f"{suite}/{rule.split}"
+    entries = [e for e in ctx.candidate.summary.overlap if e.b == key]
+    if not entries:
+        return _failed(rule, ctx, suite, f"no overlap check is recorded for {key} in summary.json (a run from "
+                                         "before overlap counting, or no train or validation split to compare "
+                                         "it with); rerun the sweep with this harness version")
+    worst = max(entries, key=lambda e: e.fraction)
+    passed = worst.fraction <= rule.max_rate
+    reason = "" if passed else (f"{worst.fraction:.1%} of {key} ({max(worst.by_id or 0, worst.by_text)} of "
+                                f"{worst.n_b} rows) also occur in {worst.a}, above max_rate {rule.max_rate:g}")
+    return RuleOutcome(rule=rule.name, kind=rule.kind.value, metric="", suite=suite, split=rule.split,
+                       mode=rule.mode.value, passed=passed, value=worst.fraction, bound=None,
+                       threshold=rule.max_rate, margin=rule.max_rate - worst.fraction, n=worst.n_b, reason=reason,
+                       info={"reference": "absolute", "candidate": ctx.cand_point,
+                             "overlap": [e.model_dump() for e in entries]})
 
 
 def _select_suites(rule: Rule, summary: Summary, policy: GatePolicy) -> list[str]:
@@ -522,7 +545,8 @@ def _side(run: RunView | None, point: str | None, problem: str, suite: str, rule
         stored = entry.metrics[rule.metric].value
         if stored is None or not np.isfinite(stored):
             raise _RuleFailure(f"NaN value: summary.json holds no finite {rule.metric} for {where} on "
-                               f"{suite}/{rule.split}")
+                               f"{suite}/{rule.split} (non-finite outputs, e.g. an fp16 overflow: rerun with "
+                               "--dtype bf16 or fp32)")
     rows = predictions_for(run.predictions, point, suite, rule.split)
     if rows is None:
         raise _RuleFailure(f"missing predictions: predictions.parquet has no rows for {where} on "
@@ -532,7 +556,8 @@ def _side(run: RunView | None, point: str | None, problem: str, suite: str, rule
         raise _RuleFailure(f"duplicate example ids in the predictions of {where} on {suite}/{rule.split}")
     bad = n_non_finite(outputs)
     if bad:
-        raise _RuleFailure(f"NaN value: {bad} examples of {where} on {suite}/{rule.split} have non-finite scores")
+        raise _RuleFailure(f"NaN value: {bad} examples of {where} on {suite}/{rule.split} have non-finite scores "
+                           f"(an overflow, e.g. in fp16: rerun with --dtype bf16 or fp32)")
     if stored is not None:
         fresh = point_value(rule.metric, labels, outputs)
         if not abs(fresh - stored) <= SUMMARY_TOLERANCE:

@@ -43,13 +43,16 @@ class RuleKind(str, Enum):
     ``ceiling``: absolute limits on the candidate's value; ``negative_flips``: share of examples the reference got
     right and the candidate gets wrong at most ``max_rate``; ``class_recall_floor``: the recall of every class
     (share of its examples predicted as it) at least ``floor``, the guard against a model that predicts one
-    class."""
+    class; ``max_overlap``: the share of a split's rows that also occur in another split of the run (ID train, or
+    the validation split of the same suite; by id or normalised text, ``summary.overlap``) at most ``max_rate``,
+    the guard against train/test contamination (a split with no recorded overlap check fails)."""
 
     DELTA = "delta"
     FLOOR = "floor"
     CEILING = "ceiling"
     NEGATIVE_FLIPS = "negative_flips"
     CLASS_RECALL_FLOOR = "class_recall_floor"
+    MAX_OVERLAP = "max_overlap"
 
 
 class Aggregate(str, Enum):
@@ -91,11 +94,12 @@ _NEEDS: dict[RuleKind, tuple[str, ...]] = {
     RuleKind.CEILING: ("ceiling",),
     RuleKind.NEGATIVE_FLIPS: ("max_rate",),
     RuleKind.CLASS_RECALL_FLOOR: ("floor",),
+    RuleKind.MAX_OVERLAP: ("max_rate",),
 }
 #: Rule kinds that count argmax correctness and take no metric.
-_NO_METRIC = (RuleKind.NEGATIVE_FLIPS, RuleKind.CLASS_RECALL_FLOOR)
+_NO_METRIC = (RuleKind.NEGATIVE_FLIPS, RuleKind.CLASS_RECALL_FLOOR, RuleKind.MAX_OVERLAP)
 #: Rule kinds judged on the candidate alone (no reference).
-_ABSOLUTE = (RuleKind.FLOOR, RuleKind.CEILING, RuleKind.CLASS_RECALL_FLOOR)
+_ABSOLUTE = (RuleKind.FLOOR, RuleKind.CEILING, RuleKind.CLASS_RECALL_FLOOR, RuleKind.MAX_OVERLAP)
 
 
 class Rule(Strict):
@@ -118,7 +122,8 @@ class Rule(Strict):
     floor: float | None = Field(default=None, allow_inf_nan=False, description="floor: value at least this")
     ceiling: float | None = Field(default=None, allow_inf_nan=False, description="ceiling: value at most this")
     max_rate: float | None = Field(default=None, ge=0.0, le=1.0, allow_inf_nan=False,
-                                   description="negative_flips: rate at most this")
+                                   description="negative_flips: rate at most this; max_overlap: share of a split's "
+                                               "rows found in another split at most this")
     mode: Mode = Mode.BOUND
     min_n: int | None = Field(default=None, ge=1, description="fail when a suite's split has fewer examples")
     min_clusters: int | None = Field(default=None, ge=1, description="fail when a suite's split has fewer "
@@ -187,7 +192,8 @@ class Rule(Strict):
         if self.kind is RuleKind.DELTA:
             return float(self.min_delta) if self.min_delta is not None else -float(self.max_drop)
         return float({RuleKind.FLOOR: self.floor, RuleKind.CEILING: self.ceiling,
-                      RuleKind.NEGATIVE_FLIPS: self.max_rate, RuleKind.CLASS_RECALL_FLOOR: self.floor}[self.kind])
+                      RuleKind.NEGATIVE_FLIPS: self.max_rate, RuleKind.CLASS_RECALL_FLOOR: self.floor,
+                      RuleKind.MAX_OVERLAP: self.max_rate}[self.kind])
 
     @property
     def at_least(self) -> bool:
