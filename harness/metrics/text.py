@@ -33,7 +33,7 @@ _NUMBER = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?")
 
 
 def extract_answer(text: str, pattern: str, *, match: str = "first", fallback: str = "[invalid]") -> str:
-    """The answer extracted by a regular expression, as lm-eval's ``regex`` filter: ``re.findall``, the first
+    r"""The answer extracted by a regular expression, as lm-eval's ``regex`` filter: ``re.findall``, the first
     (``match="first"``, lm-eval ``group_select=0``) or last (``"last"``, ``group_select=-1``) match, its first
     non-empty group when the pattern has several, stripped; ``fallback`` when nothing matches.
 
