@@ -17,8 +17,8 @@ from pathlib import Path
 
 from harness.errors import ModelError, format_error
 from harness.models.causal import ensure_pad_token
-from harness.models.load import (DTYPES, LoadedModel, check_safetensors, is_adapter_dir, load_tokenizer,
-                                 model_fingerprint, pick_device, resolve_model_dir, weight_files)
+from harness.models.load import (DTYPES, LoadedModel, checked_checkpoint, load_tokenizer, model_fingerprint,
+                                 pick_device)
 
 __all__ = ["load_causal_lm", "check_causal_config"]
 
@@ -65,14 +65,7 @@ def load_causal_lm(name: str | Path, *, dtype: str = "fp32", device: str | None 
 
     if dtype not in DTYPES:
         raise ModelError(format_error("unknown dtype", where="--dtype", expected=", ".join(DTYPES), got=dtype))
-    path = resolve_model_dir(name, revision)
-    if is_adapter_dir(path):
-        raise ModelError(format_error("this folder is a PEFT adapter, not a full model", where=str(path),
-                                      fix="pass it as --adapted together with --base (the model it adapts)"))
-    files = weight_files(path, allow_pickle=allow_pickle)
-    for f in files:
-        if f.suffix == ".safetensors":
-            check_safetensors(f)
+    path, files = checked_checkpoint(name, revision, allow_pickle)
     config = AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
     check_causal_config(config, str(path))
     verbosity = hf_logging.get_verbosity()

@@ -27,7 +27,7 @@ from harness.models.blend import head_keys
 from harness.models.sanity import check_cast_finite, check_model_files, ensure_pad_token
 
 __all__ = ["DTYPES", "LoadedModel", "resolve_model_dir", "is_adapter_dir", "weight_files", "check_safetensors",
-           "fingerprint_files", "model_fingerprint", "load_tokenizer", "load_model", "align_labels",
+           "fingerprint_files", "model_fingerprint", "load_tokenizer", "checked_checkpoint", "load_model", "align_labels",
            "pick_device", "GENERIC_LABEL"]
 
 log = logging.getLogger(__name__)
@@ -369,6 +369,27 @@ def _check_loading_info(model: torch.nn.Module, info: dict[str, Any], path: Path
     return missing
 
 
+def checked_checkpoint(name: str | Path, revision: str | None, allow_pickle: bool) -> tuple[Path, list[Path]]:
+    """The folder of a full checkpoint and its weight files, checked before anything is loaded: not an adapter
+    folder, ``config.json`` present, safetensors (pickle only with ``allow_pickle``) with sane headers.
+
+    Raises
+    ------
+    ModelError
+        For an adapter folder, a missing file, pickle-only weights without ``allow_pickle``, a corrupt header.
+    """
+    path = resolve_model_dir(name, revision)
+    if is_adapter_dir(path):
+        raise ModelError(format_error("this folder is a PEFT adapter, not a full model", where=str(path),
+                                      fix="pass it as --adapted together with --base (the model it adapts)"))
+    check_model_files(path)  # names a missing config.json / adapter_config.json (issue 17)
+    files = weight_files(path, allow_pickle=allow_pickle)
+    for f in files:
+        if f.suffix == ".safetensors":
+            check_safetensors(f)
+    return path, files
+
+
 def load_model(name: str | Path, *, dtype: str = "fp32", device: str | None = None, allow_pickle: bool = False,
                trust_remote_code: bool = False, revision: str | None = None,
                tokenizer_path: str | Path | None = None) -> LoadedModel:
@@ -408,15 +429,7 @@ def load_model(name: str | Path, *, dtype: str = "fp32", device: str | None = No
         log.warning("--dtype %s: reduced precision changes some predictions compared with fp32 (MiniLM on VADER "
                     "tweets: 5 of 1,694 flipped in bf16); runs and stored results are keyed by dtype, and "
                     "benchmarks/bench_runner.py --bf16 measures the agreement for your model", dtype)
-    path = resolve_model_dir(name, revision)
-    if is_adapter_dir(path):
-        raise ModelError(format_error("this folder is a PEFT adapter, not a full model", where=str(path),
-                                      fix="pass it as --adapted together with --base (the model it adapts)"))
-    check_model_files(path)  # names a missing config.json / adapter_config.json (issue 17)
-    files = weight_files(path, allow_pickle=allow_pickle)
-    for f in files:
-        if f.suffix == ".safetensors":
-            check_safetensors(f)
+    path, files = checked_checkpoint(name, revision, allow_pickle)
     dev = pick_device(device)
     # the files checked and fingerprinted above are the ones loaded: safetensors whenever the folder has them
     # (--allow-pickle only permits a pickle-only checkpoint; it never makes a pickle win over safetensors)
