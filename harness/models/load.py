@@ -27,8 +27,8 @@ from harness.models.blend import head_keys
 from harness.models.sanity import check_cast_finite, check_model_files, ensure_pad_token
 
 __all__ = ["DTYPES", "LoadedModel", "resolve_model_dir", "is_adapter_dir", "weight_files", "check_safetensors",
-           "fingerprint_files", "model_fingerprint", "load_tokenizer", "checked_checkpoint", "load_model", "align_labels",
-           "pick_device", "GENERIC_LABEL"]
+           "fingerprint_files", "model_fingerprint", "load_tokenizer", "checked_checkpoint", "load_model",
+           "align_labels", "pick_device", "GENERIC_LABEL"]
 
 log = logging.getLogger(__name__)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
