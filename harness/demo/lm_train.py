@@ -235,7 +235,8 @@ def _fit(model: torch.nn.Module, encoded: list, opt: FineTuneSettings, pad_id: i
                    disable=not interactive, leave=False)
         for step in bar:
             batch = collate([encoded[i] for i in order[step * opt.batch_size:(step + 1) * opt.batch_size]], pad_id)
-            loss, n = answer_loss(model, batch)
+            device = next(model.parameters()).device
+            loss, n = answer_loss(model, {k: v.to(device) for k, v in batch.items()})
             loss.backward()
             if opt.max_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(params, opt.max_grad_norm)
@@ -307,6 +308,8 @@ def train_causal_lm(model_dir: str | Path, out_dir: str | Path, settings: Traini
     cpu_started = time.process_time()
     torch.manual_seed(settings.seed)
     tokenizer, model, opt = _prepare(Path(model_dir), settings, adaptation)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # not part of the cache key
+    model.to(device)
     rows, data_sha = _training_rows(settings, opt, Path(data_dir) if data_dir else LM_DATA_DIR)
     encoded, n_truncated = encode_pairs(tokenizer, arc_pairs(rows, settings.lm), settings.max_length)
     if not encoded:
@@ -318,7 +321,8 @@ def train_causal_lm(model_dir: str | Path, out_dir: str | Path, settings: Traini
               "train_file": settings.lm.train_file, "train_sha256": data_sha, "n_pairs": len(encoded),
               "n_truncated": n_truncated, "epoch_loss": losses,
               "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
-              "threads": torch.get_num_threads(), "seconds": round(time.perf_counter() - started, 1),
+              "threads": torch.get_num_threads(), "device": str(device),
+              "seconds": round(time.perf_counter() - started, 1),
               "cpu_seconds": round(time.process_time() - cpu_started, 1), "base": str(model_dir)}
     _save(model, tokenizer, Path(out_dir), record)
     return record
