@@ -138,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default=None, help="run directory (default reports/demo)")
     d.add_argument("--strict", action="store_true", help="exit 1 when the demo's gate fails")
     d.add_argument("--refresh-sample", action="store_true",
-                   help="also refresh the committed sample report in reports/sample/ (figures and tables only)")
+                   help="also refresh the committed sample report in reports/sample/ (--task lm: reports/sample-lm/; "
+                   "figures and tables only)")
     _common(d, "demo")
     return p
 
@@ -289,7 +290,7 @@ def _cmd_demo(a) -> int:
         from harness.demo.lm_run import run_lm_demo
 
         res = run_lm_demo(adaptation=a.adaptation or "lora", profile=a.profile, out=a.out,
-                          options=_settings(a, "demo"), quiet=a.quiet)
+                          options=_settings(a, "demo"), refresh_sample=a.refresh_sample, quiet=a.quiet)
     else:
         res = run_demo(adaptation=a.adaptation or "full", profile=a.profile, out=a.out, options=_settings(a, "demo"),
                        refresh_sample=a.refresh_sample, quiet=a.quiet)

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from harness.demo.run import _say, print_test_table, repo_root, suites_dir
+from harness.demo.run import _say, print_test_table, refresh_sample_report, repo_root, suites_dir
 from harness.errors import SpecError, format_error
 from harness.pipeline import RunOptions, sweep_models
 from harness.spec.load import load_spec
@@ -54,8 +54,11 @@ def _adapted(base: Path, adaptation: str, profile: str, progress: bool) -> Path:
 
 
 def run_lm_demo(*, adaptation: str = "lora", profile: str = "quick", out: str | Path | None = None,
-                options: RunOptions | None = None, quiet: bool = False):
+                options: RunOptions | None = None, refresh_sample: bool = False, quiet: bool = False):
     """Run the language-model demo and return the sweep's :class:`harness.pipeline.RunResult`.
+
+    ``refresh_sample`` also rewrites the committed sample report ``reports/sample-lm/`` (figures and tables only,
+    no dataset text: :func:`harness.demo.run.refresh_sample_report`).
 
     Raises
     ------
@@ -87,6 +90,8 @@ def run_lm_demo(*, adaptation: str = "lora", profile: str = "quick", out: str | 
                        command="demo", profile=f"lm-{profile}",
                        notes=[f"{prof.note}; adaptation: {adaptation}"], argv=[])
     res.timings["total"] = time.perf_counter() - t0
+    if refresh_sample:
+        refresh_sample_report(res.run_dir, repo_root() / "reports" / "sample-lm")
     _print_lm_outcome(res)
     return res
 
