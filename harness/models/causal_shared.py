@@ -45,7 +45,9 @@ def score_shared(model, context: list[int], conts: list[list[int]], pad_id: int)
     width = max(len(c) for c in conts) - 1
     rest = None
     if width > 0:
-        cache = out.cache
+        # transformers renamed ``past_key_values`` to ``cache`` (output field and forward keyword) after 5.17
+        name = "cache" if hasattr(out, "cache") else "past_key_values"
+        cache = getattr(out, name)
         cache.batch_repeat_interleave(len(conts))
         ids = torch.full((len(conts), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(conts), len(context) + width), dtype=torch.long)
@@ -55,7 +57,7 @@ def score_shared(model, context: list[int], conts: list[list[int]], pad_id: int)
             mask[r, len(context):len(context) + len(c) - 1] = 1
         positions = torch.arange(len(context), len(context) + width).expand(len(conts), -1)
         rest = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
-                     cache=cache, use_cache=True).logits
+                     use_cache=True, **{name: cache}).logits
         rest = torch.log_softmax(rest.float(), dim=-1)
     ll = np.empty(len(conts), dtype=np.float64)
     greedy = np.empty(len(conts), dtype=bool)
