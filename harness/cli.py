@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("validate", help="validate suite, policy, training and run YAML files (loads no model)")
     v.add_argument("paths", nargs="+", help="files or folders")
+    v.add_argument("--no-data", action="store_true",
+                   help="check the specs only; by default every suite's data is also loaded and checked (files, "
+                   "columns, template fields, labels inside classes, classes without examples)")
     _common(v)
 
     e = sub.add_parser("eval", help="score one model on suites")
@@ -188,13 +191,36 @@ def _print_curve(summary, quiet: bool) -> None:
 
 def _cmd_validate(a) -> int:
     valid, problems = validate_paths(a.paths)
+    n_valid = 0
     for path, spec in valid:
-        if not a.quiet:
+        data_problems = _check_data(path, spec, a.quiet) if spec.kind == "suite" and not a.no_data else []
+        if not a.quiet and (spec.kind != "suite" or a.no_data):  # a checked suite prints its own lines
             print(f"ok    {path}  (kind: {spec.kind})")
+        n_valid += not data_problems
+        problems += data_problems
     for p in problems:
         print(f"FAIL  {p}", file=sys.stderr)
-    print(f"{len(valid)} valid, {len(problems)} invalid")
+    print(f"{n_valid} valid, {len(problems)} invalid" + ("" if a.no_data else " (data checked)"))
     return EXIT_OK if not problems else EXIT_INPUT
+
+
+def _check_data(path: Path, suite, quiet: bool) -> list[str]:
+    """Load a valid suite's splits (no model) and print one line per split; returns the problems found."""
+    from harness.data.check import check_suite_data, missing_class_note
+
+    try:
+        checks = check_suite_data(suite, Path(path).resolve())
+    except HarnessError as e:
+        return [f"{path}: data: {e}"]
+    if not quiet:
+        print(f"ok    {path}  (kind: suite)")
+    for c in checks:
+        if not quiet:
+            print(f"      data  {c.line()}")
+        if c.missing:
+            print(f"WARN  {missing_class_note(f'{c.suite}/{c.split}', c.missing, len(suite.classes or ()))}",
+                  file=sys.stderr)
+    return []
 
 
 def _cmd_eval(a) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -19,6 +19,7 @@ from harness.metrics import compute_metrics
 from harness.pipeline.notes import cap_note, count_nonfinite, nonfinite_note
 from harness.records import Predictions, SplitData, SplitRef, SplitResult
 from harness.settings import Settings
+from harness.data.check import missing_class_note, missing_classes
 from harness.data.sources import load_splits, sibling_resolver
 from harness.rundir import per_alpha_frame
 from harness.spec.load import load_suite, read_yaml, spec_hash
@@ -227,6 +228,10 @@ class Scoring:
         pools = {name: split_rows(sd) for name, sd in loaded.fewshot.items()}
         self.tasks = {name: task_for(suite, pools.get(name)) for name, suite in self.suites.items()}
         self.prepared = [self.tasks[sd.ref.suite].prepare(sd, tokenizer) for sd in loaded.splits]
+        for sd in loaded.splits:
+            if missing := missing_classes(sd):
+                self.notes.append(missing_class_note(sd.ref.key, missing, len(sd.classes)))
+                log.warning("%s", self.notes[-1])
         self.store = ResultsStore() if opts.use_store else None  # compare with None: a store has a length
         self.n_computed = 0
 

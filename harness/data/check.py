@@ -1,0 +1,89 @@
+"""Data checks that need no model: what ``harness validate`` reports about a suite's data, and the classes a
+split lacks (issue 19, item 3 and item 8).
+
+``check_suite_data`` loads every split of a suite exactly as a run would (:func:`harness.data.sources.load_splits`:
+files exist and parse, the text/label/id columns and every field a language-model template, choice list or gold
+answer names are present, labels fall inside ``classes``, ids are unique, no split is empty) and describes each
+split in one line. Any of those problems raises the same :class:`~harness.errors.DataError` or
+:class:`~harness.errors.SpecError` with its field path that ``harness eval`` would raise, before a model is loaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from harness.data.sources import load_splits
+from harness.records import SplitData
+from harness.spec.schema import Suite
+
+__all__ = ["SplitCheck", "check_suite_data", "missing_classes", "missing_class_note"]
+
+
+@dataclass(frozen=True)
+class SplitCheck:
+    """One loaded split as ``harness validate`` describes it.
+
+    ``n`` rows kept; ``n_dropped`` removed by the spec, by reason in ``drop_reasons`` (``cap`` counted apart);
+    ``missing`` the class names with no example (classification suites only; empty otherwise).
+    """
+
+    suite: str
+    split: str
+    role: str
+    n: int
+    n_dropped: int
+    drop_reasons: dict[str, int] = field(default_factory=dict)
+    missing: tuple[str, ...] = ()
+
+    def line(self) -> str:
+        """``suite/split (role): n rows[, k dropped (reason n, ...)][, classes without examples: a, b]``."""
+        text = f"{self.suite}/{self.split} ({self.role}): {self.n} rows"
+        if self.n_dropped:
+            why = ", ".join(f"{k} {v}" for k, v in sorted(self.drop_reasons.items()))
+            text += f", {self.n_dropped} dropped ({why})"
+        if self.missing:
+            text += f", classes without examples: {', '.join(self.missing)}"
+        return text
+
+
+def missing_classes(split: SplitData) -> tuple[str, ...]:
+    """Names of ``split.classes`` that no row of the split carries as its label, in class order.
+
+    Empty for a split without classes (language-model tasks) or whose labels are not class indices.
+    """
+    if not split.classes or "label" not in split.frame:
+        return ()
+    present = set(np.asarray(split.frame["label"]).tolist())
+    return tuple(name for i, name in enumerate(split.classes) if i not in present)
+
+
+def missing_class_note(split_key: str, missing: tuple[str, ...], n_classes: int) -> str:
+    """The run note (and ``validate`` warning) for a split lacking some classes: macro-averaged metrics count each
+    missing class's F1 as 0 (scikit-learn's ``zero_division`` rule), which reads as a failure of the model."""
+    return (f"split {split_key}: {len(missing)} of {n_classes} classes have no example ({', '.join(missing)}); "
+            f"macro-averaged metrics (macro_f1) score each as 0, so compare accuracy or add examples of those "
+            f"classes")
+
+
+def check_suite_data(suite: Suite, path: Path | None) -> list[SplitCheck]:
+    """Load every split of ``suite`` (a validated suite read from ``path``) and describe it; no model is loaded.
+
+    Returns
+    -------
+    list of SplitCheck
+        One per split, in spec order (``train`` splits included).
+
+    Raises
+    ------
+    DataError, SpecError
+        As :func:`harness.data.sources.load_splits`: missing or unreadable files, missing columns (text, label, id,
+        or a field a template/choices/gold names, with the field path), labels outside ``classes`` (with the
+        count and the first values), repeated ids, an empty split, an unresolvable ``derived_from``.
+    """
+    loaded = load_splits(suite, suite_path=path)
+    return [SplitCheck(suite=suite.name, split=name, role=sd.ref.role.value, n=len(sd), n_dropped=sd.n_dropped,
+                       drop_reasons=dict(sd.drop_reasons), missing=missing_classes(sd))
+            for name, sd in loaded.items()]

@@ -1,0 +1,120 @@
+"""``harness validate`` checks the data too (issue 19, item 3): files, columns, template fields, labels inside
+``classes``, classes without examples; ``--no-data`` keeps the spec-only check. And a run notes a split that lacks
+some classes (item 8)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from harness.cli import main
+from harness.data.check import check_suite_data, missing_classes
+from harness.data.sources import load_splits
+from harness.spec.load import load_suite
+
+SUITE = ("kind: suite\nname: {name}\nrole: id\nsource: {{type: local, files: [{file}]}}\n"
+         "classes: [a, b, c, d]\n{extra}splits:\n  - {{name: validation, role: validation, fraction: 0.5}}\n"
+         "  - {{name: test, role: test, fraction: 0.5}}\nmetrics: [accuracy, macro_f1]\n")
+
+
+def _csv(path, labels, text_col="text"):
+    rows = [f"{text_col},label"] + [f"sentence number {i},{lab}" for i, lab in enumerate(labels)]
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def _suite(tmp_path, file="data.csv", extra="", name="four"):
+    p = tmp_path / f"{name}.yaml"
+    p.write_text(SUITE.format(name=name, file=file, extra=extra))
+    return p
+
+
+def _validate(capsys, *args):
+    rc = main(["validate", *map(str, args)])
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def test_good_suite_prints_each_split(tmp_path, capsys):
+    _csv(tmp_path / "data.csv", ["a", "b", "c", "d"] * 20)
+    rc, out, err = _validate(capsys, _suite(tmp_path))
+    assert rc == 0, err
+    assert "data  four/validation (validation):" in out and "data  four/test (test):" in out
+    assert "1 valid, 0 invalid (data checked)" in out
+
+
+def test_missing_file_fails_and_no_data_skips_the_check(tmp_path, capsys):
+    suite = _suite(tmp_path, file="absent.csv")
+    rc, out, err = _validate(capsys, suite)
+    assert rc == 2
+    assert "absent.csv" in err and "0 valid, 1 invalid" in out
+    rc, out, err = _validate(capsys, "--no-data", suite)
+    assert rc == 0 and "1 valid, 0 invalid" in out and "data checked" not in out
+
+
+def test_wrong_column_names_the_column(tmp_path, capsys):
+    _csv(tmp_path / "data.csv", ["a", "b"] * 20, text_col="sentence")
+    rc, _, err = _validate(capsys, _suite(tmp_path))
+    assert rc == 2
+    assert "text" in err and "sentence" in err  # the column asked for and the columns there
+
+
+def test_labels_outside_classes_are_counted(tmp_path, capsys):
+    _csv(tmp_path / "data.csv", ["a", "b", "zebra", "zebra", "yak"] * 8)
+    rc, _, err = _validate(capsys, _suite(tmp_path))
+    assert rc == 2
+    assert "zebra" in err and "FAIL" in err
+
+
+def test_class_without_examples_warns_but_passes(tmp_path, capsys):
+    _csv(tmp_path / "data.csv", ["a", "b", "c"] * 20)
+    rc, out, err = _validate(capsys, _suite(tmp_path))
+    assert rc == 0
+    assert "classes without examples: d" in out
+    assert "WARN" in err and "1 of 4 classes have no example (d)" in err and "macro_f1" in err
+
+
+def test_missing_classes_per_split(tmp_path):
+    _csv(tmp_path / "data.csv", ["a", "b", "c"] * 20)
+    suite_path = _suite(tmp_path)
+    splits = load_splits(load_suite(suite_path), suite_path=suite_path)
+    assert all(missing_classes(sd) == ("d",) for sd in splits.values())
+    checks = check_suite_data(load_suite(suite_path), suite_path)
+    assert [c.split for c in checks] == ["validation", "test"] and sum(c.n for c in checks) == 60
+
+
+LM_SUITE = ("kind: suite\nname: lm-tiny\nrole: id\nsource: {type: local, files: [q.jsonl]}\n"
+            "task:\n  kind: multiple_choice\n  prompt: {template: \"Q: {{%s}}\\nA:\"}\n"
+            "  choices: {field: options}\n  gold: {index: answer}\nmetrics: [acc]\n"
+            "splits:\n  - {name: validation, role: validation, fraction: 0.5}\n"
+            "  - {name: test, role: test, fraction: 0.5}\n")
+
+
+@pytest.mark.parametrize("field,ok", [("question", True), ("questoin", False)])
+def test_lm_template_fields_checked_against_the_data(tmp_path, capsys, field, ok):
+    rows = [{"question": f"q{i}?", "options": ["x", "y"], "answer": i % 2} for i in range(20)]
+    (tmp_path / "q.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    suite = tmp_path / "lm.yaml"
+    suite.write_text(LM_SUITE % field)
+    rc, out, err = _validate(capsys, suite)
+    if ok:
+        assert rc == 0, err
+        assert "lm-tiny/validation" in out
+    else:
+        assert rc == 2
+        assert "questoin" in err and "task.prompt.template" in err
+
+
+def test_a_run_notes_a_split_without_some_classes(tiny_pair, tmp_path):
+    """The tiny classifier has two classes; a suite whose data has only positives gets a run note."""
+    from harness.pipeline import evaluate_model
+
+    _csv(tmp_path / "data.csv", ["positive"] * 40)
+    p = tmp_path / "pos.yaml"
+    p.write_text("kind: suite\nname: pos\nrole: id\nsource: {type: local, files: [data.csv]}\n"
+                 "classes: [negative, positive]\nsplits:\n  - {name: validation, role: validation, fraction: 0.5}\n"
+                 "  - {name: test, role: test, fraction: 0.5}\nmax_length: 16\nmetrics: [accuracy, macro_f1]\n")
+    res = evaluate_model(tiny_pair[0], [p], out=None)
+    notes = [n for n in res.summary.notes if "have no example" in n]
+    assert len(notes) == 2 and all("1 of 2 classes have no example (negative)" in n for n in notes)
