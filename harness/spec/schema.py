@@ -168,7 +168,7 @@ class Suite(Strict):
     """An evaluation suite: where the rows come from, how to read them, how to split them, what to measure."""
 
     #: fields added after wave 1, left out of :func:`harness.spec.load.spec_hash` while at their defaults
-    HASH_OMIT_IF_DEFAULT: ClassVar[tuple[str, ...]] = ("task", "select_metric")
+    HASH_OMIT_IF_DEFAULT: ClassVar[tuple[str, ...]] = ("task", "select_metric", "truncation")
 
     kind: Literal["suite"]
     schema_version: Literal[1] = 1
@@ -196,6 +196,11 @@ class Suite(Strict):
     splits: list[SplitSpec] = Field(default_factory=list)
     split_seed: int = Field(default=0, description="salt of the document hash that assigns derived splits")
     max_length: int = Field(default=128, ge=8, le=8192)
+    truncation: Literal["right", "head_tail"] = Field(
+        default="right", description="how a classification example longer than max_length is cut: right (the "
+        "tokenizer's truncation, keeps the start) or head_tail (keeps the first quarter and the last three "
+        "quarters of the token budget, Sun et al. 2019; single texts only); either way the count of truncated "
+        "examples is reported")
     task: Union[Literal["classification"], LMTask] = Field(
         default="classification",
         description="what the model is asked to do: classification (a sequence classifier's logits), or a "
@@ -261,10 +266,14 @@ class Suite(Strict):
             raise ValueError(f"select_metric {self.select_metric!r} is not one of the suite's metrics {self.metrics}")
         if self.task_name == "classification" and len(self.classes) < 2:
             raise ValueError("a classification suite needs classes: at least 2 ordered class names")
+        if self.truncation == "head_tail" and self.text_pair is not None:
+            raise ValueError("truncation head_tail applies to single texts; a suite with text_pair uses right")
         if self.task_name != "classification":
-            if self.classes or self.label_map is not None or self.text_pair is not None or self.transforms:
-                raise ValueError("classes, label_map, text_pair and transforms are for classification suites; a "
-                                 "language-model suite reads its prompt, choices and gold from task")
+            if (self.classes or self.label_map is not None or self.text_pair is not None or self.transforms
+                    or self.truncation != "right"):
+                raise ValueError("classes, label_map, text_pair, transforms and truncation are for classification "
+                                 "suites; a language-model suite reads its prompt, choices and gold from task (and "
+                                 "truncates from the left, as lm-eval)")
             fewshot = getattr(getattr(self.task, "prompt", None), "fewshot", None)
             if fewshot is not None and fewshot.split not in {s.name for s in self.splits}:
                 raise ValueError(f"task.prompt.fewshot.split {fewshot.split!r} is not a split of this suite")

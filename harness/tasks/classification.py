@@ -26,7 +26,7 @@ class ClassificationTask(Task):
     request_kind = "classify"
 
     def prepare(self, split: SplitData, tokenizer: Any) -> Prepared:
-        tok = tokenize_split(split, tokenizer, self.suite.max_length)
+        tok = tokenize_split(split, tokenizer, self.suite.max_length, truncation=self.suite.truncation)
         return Prepared(ref=tok.ref, kind=self.request_kind, requests=tok, cache_key=tok.cache_key,
                         example_ids=tok.example_ids, source_ids=tok.source_ids, labels=tok.labels,
                         n_truncated=tok.n_truncated, n_dropped=tok.n_dropped)
