@@ -338,6 +338,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(e.code or 0)
     logging.basicConfig(level=logging.ERROR if a.quiet else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    if not a.quiet and not sys.stderr.isatty():  # no progress bars off a terminal: a line per step instead
+        logging.getLogger("harness").setLevel(logging.INFO)
     try:
         return COMMANDS[a.command](a)
     except HarnessError as e:

@@ -131,6 +131,8 @@ def run_demo(*, adaptation: str = "full", profile: str = "quick", out: str | Pat
     t_models = time.perf_counter() - t0
     sdir = suites_dir()
     suites = [sdir / ID_SUITE] + [sdir / s for s in SHIFT_SUITES + prof.extra_suites]
+    _say(quiet, f"demo: base {models.base_dir}\n      adapted {models.adapted_dir}\n      (use them with your own "
+                f"suites: harness sweep --base BASE --adapted ADAPTED --suite ...)")
     _say(quiet, f"demo: models ready in {t_models:.0f} s; sweeping alpha "
                 f"({'adaptive search' if prof.alphas == 'adaptive' else '11-point grid'}) on {len(suites)} suites, "
                 f"then gate and report ...")

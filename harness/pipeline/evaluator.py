@@ -8,6 +8,7 @@ over those results (:mod:`harness.sweep`), so nothing here knows how alpha is ch
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -200,12 +201,16 @@ class BlendEvaluator:
             fp, path = self.adapted.fingerprint, "none"
         else:
             fp, path = blend_fingerprint(self.live.fingerprint, self.adapted.fingerprint, alpha, head), self.engine.path
+        started, computed = time.perf_counter(), self.scoring.n_computed
         with stage_timer(self.timings, "blend"):
             self.engine.apply(alpha)
         with stage_timer(self.timings, "predict"):
             preds = self.scoring.score(self.runner, pid, alpha, fp, head=head, blend_path=path)
         with stage_timer(self.timings, "metrics"):
             results = self.scoring.results(preds)
+        n_new = self.scoring.n_computed - computed
+        log.info("%s (alpha %g): %d splits scored (%d from the results store) in %.1f s", pid, alpha, len(preds),
+                 len(preds) - n_new, time.perf_counter() - started)
         return PointResult(id=pid, role=role, alpha=alpha, results=results, predictions=preds, label=label)
 
     def models_info(self) -> dict[str, Any]:
