@@ -94,6 +94,7 @@ def run_inference(model, rows, pad_id: int, device: str, fn: Callable, desc: str
     for start in bar:
         idx = order[start:start + _INFER_BATCH]
         outs.append(fn(model, collate([rows[i] for i in idx], pad_id, device)).float().cpu().numpy())
+        bar.step()
     bar.close()
     result = np.empty((len(rows), outs[0].shape[1]), dtype=np.float32)
     result[order] = np.concatenate(outs)

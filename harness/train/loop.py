@@ -97,12 +97,14 @@ class StepProgress:
     def __iter__(self):
         return iter(self._bar)
 
-    def step(self, loss: float) -> None:
-        """Report the loss after a step (a fraction of nats: the loss the trainer shows)."""
+    def step(self, loss: float | None = None) -> None:
+        """Report a finished step, with the loss the trainer shows (nats) when there is one."""
         self._n += 1
-        self._bar.set_postfix(loss=f"{loss:.4f}")
+        if loss is not None:
+            self._bar.set_postfix(loss=f"{loss:.4f}")
         if self._lines:
-            self._log.info("%s step %d/%d: loss %.4f", self._desc, self._n, self._total, loss)
+            tail = "" if loss is None else f": loss {loss:.4f}"
+            self._log.info("%s step %d/%d%s", self._desc, self._n, self._total, tail)
 
     def close(self) -> None:
         self._bar.close()
