@@ -327,7 +327,7 @@ def _cmd_train(a) -> int:
               f"--base {res.model_dir})")
     else:
         print(f"trained {res.method}: {res.model_dir}; sweep it with: harness sweep --base {res.base_dir} "
-              f"--adapted {res.model_dir} --suite {a.suite}")
+              f"--adapted {res.model_dir} --suite {a.suite} [shift suites]")
     return EXIT_OK
 
 
