@@ -243,9 +243,6 @@ def _encoded(suite, split: SplitData, tokenizer, max_length: int, cap: int | Non
 def _train_causal(job: TrainJob, base: Path, out: Path, train: SplitData, validation: SplitData, *, device: str,
                   progress: bool) -> dict[str, Any]:
     started, s = _clock(), job.settings
-    if not Path(base).is_dir():
-        raise ModelError(format_error("the base model folder does not exist", where=str(base),
-                                      fix="pass a causal-LM checkpoint folder"))
     torch.manual_seed(s.seed)
     tokenizer, model, opt = prepare_model(Path(base), s, job.method)
     model.to(device)

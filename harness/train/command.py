@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.errors import SpecError, format_error, unknown_name
+from harness.errors import ModelError, SpecError, format_error, unknown_name
 from harness.settings import Settings
 from harness.spec.load import load_spec, load_suite
 from harness.spec.schema import Suite
@@ -101,6 +101,8 @@ def plan(training: str | Path, suite: str | Path, base: str | Path, out: str | P
     SpecError
         Wrong kind of file, unknown profile or method, a shift suite, no train or validation split, a task that
         cannot be trained, a training file for the other task, or an existing output folder.
+    ModelError
+        If ``base`` is not a folder.
     """
     spec_path, suite_path, out = Path(training), Path(suite), Path(out)
     spec = load_spec(spec_path, kind="training")
@@ -130,6 +132,10 @@ def plan(training: str | Path, suite: str | Path, base: str | Path, out: str | P
     if out.exists():
         raise SpecError(format_error("the output folder exists already", where=str(out),
                                      fix="choose a new folder or delete it"))
+    if not Path(base).is_dir():
+        raise ModelError(format_error("the base model folder does not exist", where=str(base),
+                                      fix="pass a local model folder: a sentence-transformers folder or a classifier "
+                                          "checkpoint (classification), a causal-LM folder (multiple choice)"))
     return TrainJob(spec=spec, spec_path=spec_path, settings=settings, profile=profile, suite=suite_obj,
                     suite_path=suite_path, train_split=_split_of(suite_obj, "train", suite_path),
                     validation_split=_split_of(suite_obj, "validation", suite_path), method=method,

@@ -113,7 +113,7 @@ def _suite(path: Path, body: str) -> Path:
 def test_plan_refuses_bad_input_before_loading_anything(tmp_path, body, needle):
     (tmp_path / "t.yaml").write_text(TRAINING)
     with pytest.raises(SpecError, match=needle):
-        plan(tmp_path / "t.yaml", _suite(tmp_path / "s.yaml", body), tmp_path / "no-model", tmp_path / "out",
+        plan(tmp_path / "t.yaml", _suite(tmp_path / "s.yaml", body), tmp_path, tmp_path / "out",
              method=None, profile=None)
 
 
@@ -121,7 +121,9 @@ def test_plan_picks_the_default_method_and_the_splits(tmp_path):
     (tmp_path / "t.yaml").write_text(TRAINING)
     suite = _suite(tmp_path / "s.yaml", "kind: suite\nname: s\nrole: id\nsource: {type: local, files: [rows.csv]}\n"
                    "classes: [x, y]\nsplits:\n  - {name: fit, role: train}\n  - {name: dev, role: validation}\n")
-    job = plan(tmp_path / "t.yaml", suite, tmp_path / "m", tmp_path / "out", method=None, profile=None)
+    job = plan(tmp_path / "t.yaml", suite, tmp_path, tmp_path / "out", method=None, profile=None)
     assert (job.method, job.train_split, job.validation_split) == ("lpft", "fit", "dev")
     with pytest.raises(SpecError, match="unknown training profile"):
-        plan(tmp_path / "t.yaml", suite, tmp_path / "m", tmp_path / "out", method=None, profile="quick")
+        plan(tmp_path / "t.yaml", suite, tmp_path, tmp_path / "out", method=None, profile="quick")
+    with pytest.raises(ModelError, match="base model folder does not exist"):
+        plan(tmp_path / "t.yaml", suite, tmp_path / "no-model", tmp_path / "out", method=None, profile=None)
