@@ -8,7 +8,9 @@ Modules:
 - :mod:`harness.train.classifier`: sentence classifiers: linear probe (scikit-learn ``LogisticRegression`` on
   frozen pooled features, C chosen on validation accuracy), full fine-tuning (LP-FT from a probe) and LoRA.
 - :mod:`harness.train.causal`: causal language models: prompt -> answer pairs, answer-token loss, LoRA or full.
-- :mod:`harness.train.command`: the command: training spec + suite + base -> model folder + ``training.json``.
+- :mod:`harness.train.command`: the command's checks (:func:`~harness.train.command.plan`, no model loaded) and
+  entry point (:func:`~harness.train.command.train_model`): training spec + suite + base -> model folder(s).
+- :mod:`harness.train.builders`: the runs per task and method, and ``training.json``.
 
 The demos (:mod:`harness.demo.train`, :mod:`harness.demo.lm_train`) call the same functions. Importing this
 package imports nothing (torch is loaded by the modules above, when used).

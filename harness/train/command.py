@@ -24,7 +24,7 @@ from harness.spec.load import load_spec, load_suite
 from harness.spec.schema import Suite
 from harness.spec.training import TrainingSettings, TrainingSpec
 
-__all__ = ["METHODS", "RECORD", "TrainResult", "train_model"]
+__all__ = ["METHODS", "RECORD", "TrainJob", "TrainResult", "plan", "train_model"]
 
 logger = logging.getLogger(__name__)
 
