@@ -5,14 +5,14 @@ classes known to the transformers Auto classes (loaders and the CLI call it for 
 
 The Python API (one function per CLI command, :mod:`harness.api`) is re-exported lazily under names that no
 submodule has, so importing a submodule never changes them: :func:`run_eval`, :func:`run_sweep`,
-:func:`run_blend`, :func:`run_gate`, :func:`run_report`, :func:`run_demo`.
+:func:`run_blend`, :func:`run_gate`, :func:`run_report`, :func:`run_demo`, :func:`run_train`.
 """
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
-API = ("run_eval", "run_sweep", "run_blend", "run_gate", "run_report", "run_demo")
+API = ("run_eval", "run_sweep", "run_blend", "run_gate", "run_report", "run_demo", "run_train")
 
 __all__ = ["__version__", "register", *API]
 

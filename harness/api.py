@@ -1,6 +1,7 @@
 """The Python API: one function per CLI command, same arguments, same results.
 
-The names (``run_eval``, ``run_sweep``, ``run_blend``, ``run_gate``, ``run_report``, ``run_demo``) never collide with
+The names (``run_eval``, ``run_sweep``, ``run_blend``, ``run_gate``, ``run_report``, ``run_demo``, ``run_train``) never
+collide with
 a submodule of :mod:`harness`, so ``harness.run_sweep`` is always this function, whatever has been imported. The
 keyword arguments of the settings (``dtype=``, ``alphas=``, ``n_resamples=``...) are generated from
 :class:`harness.settings.Settings`: each function's signature lists the settings of its command, and an unknown or
@@ -18,8 +19,10 @@ from harness.demo.run import run_demo as _demo
 from harness.pipeline import RunResult, evaluate_model, sweep_models, write_blend
 from harness.pipeline import run_gate as _judge_stored_run
 from harness.settings import Settings, make_settings, settings_fields
+from harness.train.command import TrainResult, train_model
 
-__all__ = ["run_eval", "run_sweep", "run_blend", "run_gate", "run_report", "run_demo", "sweep_with_settings"]
+__all__ = ["run_eval", "run_sweep", "run_blend", "run_gate", "run_report", "run_demo", "run_train",
+           "sweep_with_settings"]
 
 
 def _with_settings(command: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -106,3 +109,17 @@ def run_report(run_dir: str | Path, *, include_examples: bool = False):
 def run_demo(*, adaptation: str = "full", profile: str = "quick", out: str | Path | None = None, **settings: Any):
     """Run the end-to-end demo (twin of ``harness demo``)."""
     return _demo(adaptation=adaptation, profile=profile, out=out, options=make_settings(settings, command="demo"))
+
+
+@_with_settings("train")
+def run_train(training: str | Path, suite: str | Path, base: str | Path, out: str | Path,
+              **settings: Any) -> TrainResult:
+    """Train on a suite's train split (twin of ``harness train``): a linear probe, LP-FT, a full fine-tune or a
+    LoRA adapter of a sentence classifier, or a LoRA / full fine-tune of a causal LM on a multiple-choice suite.
+
+    ``training`` is a ``kind: training`` file (hyperparameters), ``suite`` an ID suite with train and validation
+    splits, ``base`` the model to start from, ``out`` a folder to create. Returns a
+    :class:`harness.train.command.TrainResult`: ``model_dir`` (checkpoint or adapter folder, with
+    ``training.json``), ``base_dir`` (what to sweep it against), ``records``. Errors as :func:`harness.train.command.train_model`."""
+    opts = make_settings(settings, command="train")
+    return train_model(training, suite, base, out, settings=opts)

@@ -24,6 +24,7 @@ from harness.rundir import per_alpha_frame
 from harness.settings import Settings, flag_of, make_settings, settings_fields
 from harness.spec.load import load_spec, validate_paths
 from harness.spec.run import PATH_FIELDS, SETTING_KEYS
+from harness.train.command import train_model
 
 __all__ = ["main", "build_parser"]
 
@@ -39,6 +40,8 @@ def _type_of(info) -> dict[str, Any]:
         return {}
     if typing.get_origin(ann) is Literal:
         return {"choices": list(typing.get_args(ann))}
+    if len(args) == 1 and typing.get_origin(args[0]) is Literal:  # an optional choice
+        return {"choices": list(typing.get_args(args[0]))}
     for t in (int, float):
         if ann is t or args == [t]:
             return {"type": t}
@@ -144,6 +147,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also refresh the committed sample report in reports/sample/ (--task lm: reports/sample-lm/; "
                    "figures and tables only)")
     _common(d, "demo")
+
+    t = sub.add_parser("train", help="train on a suite's train split: linear probe, LP-FT, full or LoRA fine-tune "
+                       "(classification suites) or LoRA / full fine-tune of a causal LM (multiple-choice suites); "
+                       "writes a checkpoint or adapter folder with training.json")
+    t.add_argument("-c", "--config", required=True, help="training YAML (kind: training): the hyperparameters")
+    t.add_argument("--suite", required=True, help="the ID suite: trains on its train split; its validation split "
+                   "chooses the probe's C and is scored after training")
+    t.add_argument("--base", required=True, help="the model to start from: a sentence-transformers folder or a "
+                   "classifier checkpoint (classification), a causal-LM folder (multiple choice)")
+    t.add_argument("--out", required=True, help="folder to create (lpft writes OUT/base and OUT/adapted)")
+    _common(t, "train")
     return p
 
 
@@ -151,8 +165,8 @@ def _settings(a: argparse.Namespace, command: str, cfg: dict[str, Any] | None = 
     """The run's settings: flags given, then run-file keys, then defaults (progress bars only on a terminal)."""
     fields = settings_fields(command)
     values = {**(cfg or {}), **{k: v for k, v in vars(a).items() if k in fields}}
-    if "progress" in fields:
-        values.setdefault("progress", not a.quiet and sys.stderr.isatty())
+    if "progress" in fields:  # train logs one line per step when stderr is not a terminal
+        values.setdefault("progress", not a.quiet and (command == "train" or sys.stderr.isatty()))
     return make_settings(values, command=command)
 
 
@@ -325,8 +339,27 @@ def _cmd_demo(a) -> int:
     return EXIT_OK
 
 
+def _cmd_train(a) -> int:
+    opts = _settings(a, "train")
+    if not a.quiet:
+        logging.getLogger("harness.train").setLevel(logging.INFO)
+    res = train_model(a.config, a.suite, a.base, a.out, settings=opts)
+    if not a.quiet:
+        for folder, record in res.records.items():
+            val = ", ".join(f"{k} {v:.4f}" for k, v in record.get("validation", {}).items())
+            print(f"{record['method']}: {folder}  ({record['n_train_examples']} training examples, "
+                  f"{record['epochs']} epochs, validation {val}, {record['wall_seconds']:.0f} s)")
+    if res.base_dir is None:
+        print(f"trained {res.method}: {res.model_dir} (a base: fine-tune from it with --method full or lora "
+              f"--base {res.model_dir})")
+    else:
+        print(f"trained {res.method}: {res.model_dir}; sweep it with: harness sweep --base {res.base_dir} "
+              f"--adapted {res.model_dir} --suite {a.suite} [shift suites]")
+    return EXIT_OK
+
+
 COMMANDS = {"validate": _cmd_validate, "eval": _cmd_eval, "sweep": _cmd_sweep, "blend": _cmd_blend,
-            "gate": _cmd_gate, "report": _cmd_report, "demo": _cmd_demo}
+            "gate": _cmd_gate, "report": _cmd_report, "demo": _cmd_demo, "train": _cmd_train}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
 import tempfile
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -17,7 +18,7 @@ from harness.errors import OutputError, format_error
 from harness.settings import env
 
 __all__ = ["cache_root", "atomic_path", "atomic_write_text", "atomic_write_bytes", "atomic_write_json",
-           "ensure_dir", "canonical_json", "sha256_json", "sha256_file"]
+           "ensure_dir", "canonical_json", "sha256_json", "sha256_file", "library_versions"]
 
 
 def cache_root() -> Path:
@@ -126,3 +127,20 @@ def sha256_file(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of harness, Python and the installed libraries that can change a result (those not installed are
+    left out), for run manifests and training records."""
+    import importlib.metadata as md
+
+    from harness import __version__
+
+    out = {"harness": __version__, "python": platform.python_version()}
+    for pkg in ("torch", "transformers", "peft", "datasets", "numpy", "pandas", "scikit-learn", "safetensors",
+                "pydantic", "matplotlib"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out

@@ -1,4 +1,4 @@
-"""One source of run settings: every option of ``eval``, ``sweep``, ``blend`` and ``demo`` with its default, help
+"""One source of run settings: every option of ``eval``, ``sweep``, ``blend``, ``demo`` and ``train`` with its default, help
 text, type or choices, command-line flag, commands and environment variable.
 
 The command-line flags (:func:`harness.cli.build_parser`), the ``-c run.yaml`` keys (:class:`harness.spec.run.RunConfig`)
@@ -28,10 +28,11 @@ from harness.errors import SpecError, format_error, unknown_name
 __all__ = ["Settings", "ENVIRONMENT", "COMMANDS", "env", "settings_fields", "field_meta", "flag_of",
            "make_settings", "settings_table", "environment_table"]
 
-COMMANDS = ("eval", "sweep", "blend", "demo")
-_MODEL = ("eval", "sweep", "blend", "demo")  # every command that loads a model
+COMMANDS = ("eval", "sweep", "blend", "demo", "train")
+_MODEL = ("eval", "sweep", "blend", "demo")  # every command that loads a model for scoring or blending
 _SCORE = ("eval", "sweep", "demo")  # every command that scores
 _SWEEP = ("sweep",)
+_TRAIN = ("train",)
 TRUNK_ENV = "HARNESS_TRUNK_CACHE_GIB"
 
 ENVIRONMENT: dict[str, str] = {
@@ -109,20 +110,22 @@ Alphas = Annotated[str | list[float] | None, BeforeValidator(_alphas)]
 
 @pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid", validate_default=True))
 class Settings:
-    """Every run setting of eval, sweep, blend and demo (``harness.pipeline.RunOptions`` is this class).
+    """Every run setting of eval, sweep, blend, demo and train (``harness.pipeline.RunOptions`` is this class).
 
     Build it from user input with :func:`make_settings` (errors become :class:`~harness.errors.SpecError` naming
     the flag); ``dataclasses.replace`` works and validates again.
     """
 
     # -- model loading
-    device: str | None = _opt(None, "torch device (default: cuda when available, else cpu)", commands=_MODEL)
+    device: str | None = _opt(None, "torch device (default: cuda when available, else cpu)",
+                              commands=(*_MODEL, *_TRAIN))
     dtype: Literal["fp32", "bf16", "fp16"] = _opt("fp32", "weights dtype", commands=_MODEL)
     allow_pickle: bool = _opt(False, "allow pickle-only checkpoints (loaded with torch.load(weights_only=True); "
                                      "safetensors always win)", commands=_MODEL)
     trust_remote_code: bool = _opt(False, "allow checkpoint code to run", commands=_MODEL)
     threads: int | None = _opt(None, "torch intra-op CPU threads (default: OMP_NUM_THREADS, else the CPUs this "
-                                     "process may run on)", env_var="OMP_NUM_THREADS", ge=1)
+                                     "process may run on)", commands=(*_SCORE, *_TRAIN), env_var="OMP_NUM_THREADS",
+                                ge=1)
     # -- data and scoring
     split: str | None = _opt(None, "evaluate only this split name", commands=("eval", "sweep"))
     max_examples: int | None = _opt(None, "cap on the examples of every split", ge=1)
@@ -150,7 +153,8 @@ class Settings:
     seed: int = _opt(0, "bootstrap seed", ge=0)
     confidence: float = _opt(0.95, "confidence level of the bootstrap intervals", ge=0.5, lt=1.0)
     use_store: bool = _opt(True, "read and write the results store under HARNESS_CACHE", flag="no-store")
-    progress: bool = _opt(True, "show progress bars (off with --quiet or when stderr is not a terminal)",
+    progress: bool = _opt(True, "show progress bars on a terminal (train: one log line per step otherwise; the "
+                                "others: none otherwise); off with --quiet", commands=(*_SCORE, *_TRAIN),
                           flag="no-progress")
     report: bool = _opt(True, "render the report", flag="no-report")
     # -- the sweep
@@ -168,6 +172,14 @@ class Settings:
     head: Literal["shared", "adapted"] = _opt(
         "shared", "shared blends the heads too; adapted keeps the adapted head at every alpha",
         commands=("sweep", "blend"))
+    # -- training (harness train; the hyperparameters live in the kind: training file)
+    method: Literal["probe", "lpft", "full", "lora"] | None = _opt(
+        None, "what to train: probe (a linear head on the frozen base, C chosen on validation), lpft (probe, then "
+              "every weight: writes OUT/base and OUT/adapted), full (every weight, from the base's trained head), "
+              "lora (a PEFT adapter); default lpft for classification suites, lora for language-model suites",
+        commands=_TRAIN)
+    profile: str | None = _opt(None, "profile of the training file (a key of its profiles, e.g. quick); default: "
+                                     "its top-level settings", commands=_TRAIN)
 
     @property
     def trunk_cache_bytes(self) -> int:

@@ -10,24 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import harness
+from harness.io import library_versions
 from harness.records import SplitData
 from harness.spec.load import spec_hash
 from harness.spec.schema import Suite
 
 __all__ = ["build_manifest"]
-
-
-def _versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {"harness": harness.__version__, "python": platform.python_version()}
-    for pkg in ("torch", "transformers", "peft", "datasets", "numpy", "pandas", "scikit-learn", "safetensors",
-                "pydantic", "matplotlib"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
-    return out
 
 
 def _git_sha() -> str | None:
@@ -47,7 +35,7 @@ def build_manifest(*, command: str, argv: list[str] | None, models: dict[str, An
     """The manifest.json content: versions, command line, models and fingerprints, suites and fingerprints,
     seeds, device, dtype, wall time per stage (seconds)."""
     return {
-        "harness_version": harness.__version__, "versions": _versions(), "git_sha": _git_sha(),
+        "harness_version": harness.__version__, "versions": library_versions(), "git_sha": _git_sha(),
         "command": command, "argv": argv if argv is not None else sys.argv, "created": time.strftime(
             "%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "models": models,

@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 
 from harness.demo import train as demo_train
 from harness.demo.train import BUILD_FILE, build_demo_models, cache_keys
+from harness.train.classifier import head_from_probe
 from harness.errors import DataError, SpecError
 from harness.records import SplitData, SplitRef, SplitRole, SuiteRole
 from harness.spec.load import load_spec
@@ -161,7 +162,7 @@ def test_head_from_probe_keeps_the_probe_probabilities():
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(50, 6)), np.arange(50) % 2
     clf = LogisticRegression(C=1.0).fit(x, y)
-    weight, bias = demo_train._head_from_probe(clf, 2)
+    weight, bias = head_from_probe(clf, 2)
     probs = torch.softmax(torch.tensor(x, dtype=torch.float32) @ weight.T + bias, dim=1).numpy()
     np.testing.assert_allclose(probs, clf.predict_proba(x), atol=1e-5)
 

@@ -20,7 +20,8 @@ from harness.spec.run import RunConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 FIELDS = list(settings_fields())
-API = {"eval": api.run_eval, "sweep": api.run_sweep, "blend": api.run_blend, "demo": api.run_demo}
+API = {"eval": api.run_eval, "sweep": api.run_sweep, "blend": api.run_blend, "demo": api.run_demo,
+       "train": api.run_train}
 
 
 def _subparsers() -> dict[str, argparse.ArgumentParser]:

@@ -1,0 +1,156 @@
+"""What every trainer shares: the optimiser and schedule, progress reporting, and writing a model folder whole,
+loading models quietly.
+
+Progress: a tqdm bar when stderr is a terminal; otherwise (CI logs) one INFO line per optimiser step on the
+``harness.train`` loggers; nothing with ``progress=False``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from harness.errors import ModelError, format_error
+from harness.io import ensure_dir
+from harness.spec.training import FineTuneSettings
+
+__all__ = ["adamw_linear", "StepProgress", "save_model_folder", "quiet_loading"]
+
+logger = logging.getLogger(__name__)
+
+
+def adamw_linear(model: torch.nn.Module, ft: FineTuneSettings, total_steps: int, *,
+                 no_decay: Callable[[str, torch.nn.Parameter], bool], warmup_offset: int
+                 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW over the trainable parameters (``weight_decay`` except where ``no_decay(name, p)``) with a linear
+    warmup over ``round(warmup_ratio * total_steps)`` steps, then a linear decay to 0 at ``total_steps``.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    ft : FineTuneSettings
+        ``learning_rate``, ``weight_decay`` and ``warmup_ratio``.
+    total_steps : int
+        Optimiser steps of the whole run.
+    no_decay : callable
+        ``(name, parameter) -> bool``: parameters without weight decay (biases, norm weights).
+    warmup_offset : int
+        The warmup factor of step ``s`` is ``(s + 1) / (warmup + warmup_offset)`` (the classifier uses 1, the
+        causal LM 0; kept apart so both demos' weights stay what they were).
+
+    Returns
+    -------
+    (optimizer, scheduler)
+        Step the scheduler once per optimiser step.
+    """
+    decay, keep = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (keep if no_decay(name, p) else decay).append(p)
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": ft.weight_decay},
+                             {"params": keep, "weight_decay": 0.0}], lr=ft.learning_rate)
+    warmup = int(round(ft.warmup_ratio * total_steps))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + warmup_offset)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+class StepProgress:
+    """Progress of one epoch: iterate it, call :meth:`step` after each optimiser step.
+
+    On a terminal a tqdm bar (with the running loss); otherwise one INFO line per step on ``log``; silent when
+    ``progress`` is false.
+
+    Parameters
+    ----------
+    items : iterable
+        The epoch's batches.
+    total : int
+        Number of batches.
+    desc : str
+        E.g. ``"epoch 1/3"``.
+    progress : bool
+    log : logging.Logger
+    """
+
+    def __init__(self, items: Iterable[Any], total: int, desc: str, progress: bool, log: logging.Logger) -> None:
+        interactive = progress and sys.stderr.isatty()
+        self._lines = progress and not interactive
+        self._bar = tqdm(items, total=total, desc=desc, unit="step", disable=not interactive, leave=False)
+        self._desc, self._total, self._log, self._n = desc, total, log, 0
+
+    def __iter__(self):
+        return iter(self._bar)
+
+    def step(self, loss: float | None = None) -> None:
+        """Report a finished step, with the loss the trainer shows (nats) when there is one."""
+        self._n += 1
+        if loss is not None:
+            self._bar.set_postfix(loss=f"{loss:.4f}")
+        if self._lines:
+            tail = "" if loss is None else f": loss {loss:.4f}"
+            self._log.info("%s step %d/%d%s", self._desc, self._n, self._total, tail)
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+def save_model_folder(model: Any, tokenizer: Any, out_dir: Path, record: dict[str, Any], record_name: str,
+                      **save_kwargs: Any) -> None:
+    """``save_pretrained`` (safetensors) + tokenizer + ``record`` as JSON into a temporary sibling folder, then
+    rename it onto ``out_dir``: the folder appears whole or not at all.
+
+    Raises
+    ------
+    ModelError
+        If ``out_dir`` exists already.
+    """
+    if out_dir.exists():
+        raise ModelError(format_error("the output folder exists already", where=str(out_dir),
+                                      fix="choose a new folder or delete it"))
+    ensure_dir(out_dir.parent)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        model.save_pretrained(staging, **save_kwargs)
+        tokenizer.save_pretrained(staging)
+        (staging / record_name).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(staging, 0o777 & ~umask)
+        os.replace(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+@contextlib.contextmanager
+def quiet_loading() -> Iterator[None]:
+    """Silence transformers' "Loading weights" / "Writing model shards" bars and its info logging (restored on
+    exit)."""
+    from transformers.utils import logging as hf_logging  # heavy: only when a model is loaded
+
+    bars_on = hf_logging.is_progress_bar_enabled()
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars_on:
+            hf_logging.enable_progress_bar()
