@@ -21,7 +21,7 @@ from harness.errors import HarnessError, SpecError, format_error
 from harness.gate_outputs import verdict_to_markdown
 from harness.pipeline import evaluate_model, run_gate, write_blend
 from harness.rundir import per_alpha_frame
-from harness.settings import Settings, flag_of, make_settings, settings_fields
+from harness.settings import Settings, flag_of, quiet_library_bars, make_settings, settings_fields
 from harness.spec.load import load_spec, validate_paths
 from harness.spec.run import PATH_FIELDS, SETTING_KEYS
 from harness.train.command import train_model
@@ -364,6 +364,7 @@ COMMANDS = {"validate": _cmd_validate, "eval": _cmd_eval, "sweep": _cmd_sweep, "
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (the console script exits with it)."""
+    quiet_library_bars()
     parser = build_parser()
     try:
         a = parser.parse_args(list(argv) if argv is not None else None)

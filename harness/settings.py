@@ -287,6 +287,13 @@ def settings_table() -> str:
     return "\n".join(rows) + "\n"
 
 
+def quiet_library_bars() -> None:
+    """Turn off transformers'/huggingface_hub's own progress bars ("Loading weights", "Writing model shards") for
+    this process unless the user set ``HF_HUB_DISABLE_PROGRESS_BARS``; read once when huggingface_hub is imported,
+    so the CLI calls this first. The harness draws its own progress."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
 def environment_table() -> str:
     """The README's table of environment variables (Markdown)."""
     return "\n".join(["| variable | meaning |", "|---|---|"]

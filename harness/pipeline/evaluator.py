@@ -209,8 +209,9 @@ class BlendEvaluator:
         with stage_timer(self.timings, "metrics"):
             results = self.scoring.results(preds)
         n_new = self.scoring.n_computed - computed
-        log.info("%s (alpha %g): %d splits scored (%d from the results store) in %.1f s", pid, alpha, len(preds),
-                 len(preds) - n_new, time.perf_counter() - started)
+        log.info("%s: %d splits scored (%d from the results store) in %.1f s",
+                 pid if role is PointRole.BLEND else f"{pid} (alpha={alpha:g})", len(preds), len(preds) - n_new,
+                 time.perf_counter() - started)
         return PointResult(id=pid, role=role, alpha=alpha, results=results, predictions=preds, label=label)
 
     def models_info(self) -> dict[str, Any]:
