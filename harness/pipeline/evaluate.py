@@ -9,6 +9,7 @@ import harness
 from harness.pipeline.common import (LoadedSuites, RunOptions, RunResult, Scoring, bootstrap_info, classes_of,
                                      maybe_report, nest_results, suite_infos, build_manifest, load_suites,
                                      prepare_splits, run_overlap, stage_timer)
+from harness.pipeline.notes import training_length_notes
 from harness.pipeline.runners import load_live, make_runner, make_scorer
 from harness.rundir import write_run
 from harness.spec.schema import Suite
@@ -68,7 +69,8 @@ def evaluate_model(model: str | Path, suites: list[str | Path] | list[Suite], *,
             results = scoring.results(preds)
     finally:
         scoring.close()
-    notes = [*live.info.get("notes", ()), *scoring.notes, *overlap_notes]
+    notes = [*live.info.get("notes", ()), *scoring.notes, *overlap_notes,
+             *training_length_notes(model, list(scoring.suites.values()))]
     summary = Summary(harness_version=harness.__version__, command="eval", notes=notes, overlap=overlap,
                       points=[PointEntry(id="model", role="adapted", alpha=None, label=str(model))],
                       results={"model": nest_results(results)}, bootstrap=bootstrap_info(options),

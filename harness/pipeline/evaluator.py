@@ -17,7 +17,7 @@ import numpy as np
 
 from harness.errors import BlendError, ModelError, format_error
 from harness.pipeline.common import LoadedSuites, RunOptions, Scoring, classes_of, stage_timer
-from harness.pipeline.notes import identical_note
+from harness.pipeline.notes import identical_note, training_length_notes
 from harness.pipeline.runners import load_live, make_runner, make_scorer
 from harness.records import PointResult, PointRole, point_id
 from harness.store import blend_fingerprint
@@ -118,6 +118,7 @@ class BlendEvaluator:
                                                      else set())
             if not changed:
                 self.notes.append(identical_note(str(request.base), str(request.adapted)))
+        self.notes += training_length_notes(request.adapted, list(self.scoring.suites.values()))
         self.runner = self._runner(self.blend_columns, trunk=self.trunk)
 
     def _engine(self, base_sd: dict) -> tuple[Any, Any]:

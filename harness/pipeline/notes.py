@@ -7,12 +7,17 @@ pad token taken from EOS, an adapted model identical to its base, rewritten alph
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 from typing import Any, Mapping
 
 from harness.metrics.base import n_non_finite
 
-__all__ = ["count_nonfinite", "nonfinite_note", "cap_note", "identical_note"]
+__all__ = ["count_nonfinite", "nonfinite_note", "cap_note", "identical_note", "training_length_notes"]
+
+# the training records the harness writes beside a model: harness train, and the language-model demo's cache
+TRAINING_RECORDS = ("training.json", "training_record.json")
 
 log = logging.getLogger(__name__)
 
@@ -49,3 +54,27 @@ def identical_note(base: str, adapted: str) -> str:
             "or an adapter whose update is zero, e.g. a LoRA with B = 0), so every alpha scores the same model")
     log.warning("%s", note)
     return note
+
+
+def training_length_notes(model: str | Path, suites: list[Any]) -> list[str]:
+    """Notes (and warnings) for classification suites evaluated at a ``max_length`` other than the one the model
+    was trained with, as its folder's training record says (``training.json`` of ``harness train``, or the
+    language-model demo's ``training_record.json``: ``settings.max_length``). A model trained on 128-token inputs
+    and scored on 64-token ones (or the reverse) is measured on inputs it was not tuned for. Empty when the model
+    is not a folder or has no readable record."""
+    folder = Path(model)
+    record = next((folder / n for n in TRAINING_RECORDS if (folder / n).is_file()), None)
+    if record is None:
+        return []
+    try:
+        trained = int(json.loads(record.read_text(encoding="utf-8"))["settings"]["max_length"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    notes = []
+    for suite in suites:
+        if getattr(suite, "task_name", "classification") == "classification" and suite.max_length != trained:
+            notes.append(f"suite {suite.name}: evaluated at max_length {suite.max_length}, but {folder} was trained "
+                         f"at max_length {trained} ({record.name}); scores may differ from those at the training "
+                         f"length (set the suite's max_length or --max-length to {trained} to compare)")
+            log.warning("%s", notes[-1])
+    return notes

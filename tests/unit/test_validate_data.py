@@ -118,3 +118,19 @@ def test_a_run_notes_a_split_without_some_classes(tiny_pair, tmp_path):
     res = evaluate_model(tiny_pair[0], [p], out=None)
     notes = [n for n in res.summary.notes if "have no example" in n]
     assert len(notes) == 2 and all("1 of 2 classes have no example (negative)" in n for n in notes)
+
+
+def test_a_run_notes_a_length_other_than_the_training_length(tiny_pair, tiny_suites, tmp_path):
+    """A model folder whose training record says max_length 48, scored at the suite's 32: a note per suite."""
+    import shutil
+
+    from harness.pipeline import evaluate_model
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_pair[1], model)
+    (model / "training.json").write_text(json.dumps({"settings": {"max_length": 48}}))
+    res = evaluate_model(model, [tiny_suites[0]], out=None)
+    notes = [n for n in res.summary.notes if "trained at max_length 48" in n]
+    assert len(notes) == 1 and "evaluated at max_length 32" in notes[0]
+    (model / "training.json").write_text(json.dumps({"settings": {"max_length": 32}}))
+    assert not [n for n in evaluate_model(model, [tiny_suites[0]], out=None).summary.notes if "trained at" in n]
