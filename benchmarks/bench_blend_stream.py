@@ -8,6 +8,11 @@ input shard; everything is deleted afterwards. Needs about three checkpoints of 
 
     python benchmarks/bench_blend_stream.py                # ~3.1 GB checkpoints, bf16
     python benchmarks/bench_blend_stream.py --layers 4     # a quick smoke run (~0.6 GB)
+    python benchmarks/bench_blend_stream.py --adapter      # base + a rank-16 LoRA adapter on every projection
+
+With ``--adapter`` the fine-tune is a PEFT LoRA adapter (r 16, lora_alpha 32, q/k/v/o/gate/up/down of every layer,
+random factors written directly as ``adapter_model.safetensors``), blended by the streamed LoRA path
+(:mod:`harness.models.lora_stream`): the base is read shard by shard, never loaded whole.
 """
 
 from __future__ import annotations
@@ -85,6 +90,34 @@ def build(path: Path, config, seed: int, shard_bytes: int, dtype: torch.dtype, b
     return max(p.stat().st_size for p in path.glob("model-*.safetensors"))
 
 
+PROJ = {"self_attn": ("q_proj", "k_proj", "v_proj", "o_proj"), "mlp": ("gate_proj", "up_proj", "down_proj")}
+
+
+def build_adapter(path: Path, config, base: Path, rank: int = 16, seed: int = 3) -> int:
+    """A LoRA adapter folder for the llama ``config`` (random factors, fp32); returns its size in bytes."""
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(seed)
+    h, m = config.hidden_size, config.intermediate_size
+    dims = {"q_proj": (h, h), "k_proj": (h, h), "v_proj": (h, h), "o_proj": (h, h), "gate_proj": (h, m),
+            "up_proj": (h, m), "down_proj": (m, h)}  # (in, out)
+    tensors = {}
+    for i in range(config.num_hidden_layers):
+        for block, names in PROJ.items():
+            for n in names:
+                key = f"base_model.model.model.layers.{i}.{block}.{n}"
+                fan_in, fan_out = dims[n]
+                tensors[f"{key}.lora_A.weight"] = torch.randn(rank, fan_in, generator=g) / fan_in ** 0.5
+                tensors[f"{key}.lora_B.weight"] = torch.randn(fan_out, rank, generator=g) * 1e-3
+    path.mkdir(parents=True)
+    save_file(tensors, str(path / "adapter_model.safetensors"))
+    (path / "adapter_config.json").write_text(json.dumps({
+        "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": rank, "lora_alpha": 2 * rank, "lora_dropout": 0.0,
+        "target_modules": sorted(n for names in PROJ.values() for n in names), "bias": "none",
+        "base_model_name_or_path": str(base)}))
+    return (path / "adapter_model.safetensors").stat().st_size
+
+
 def _peak_rss() -> int:
     """Peak resident bytes of this process: ``VmHWM`` (reset by exec; ``ru_maxrss`` is not, so a child forked from
     a large parent would report the parent's size), else ``ru_maxrss``."""
@@ -120,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16")
     p.add_argument("--alpha", type=float, default=0.5)
     p.add_argument("--dir", default="/tmp")
+    p.add_argument("--adapter", action="store_true", help="blend a rank-16 LoRA adapter instead of a full fine-tune")
     p.add_argument("--_child", nargs=5, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a._child:
@@ -135,7 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         t0 = time.perf_counter()
         shard = build(root / "base", config, 1, int(a.shard_gb * 2**30), dtype)
-        build(root / "ft", config, 2, int(a.shard_gb * 2**30), dtype, base=root / "base")
+        if a.adapter:
+            print(f"adapter: {build_adapter(root / 'ft', config, root / 'base') / 1e6:.1f} MB (r 16, all projections)")
+        else:
+            build(root / "ft", config, 2, int(a.shard_gb * 2**30), dtype, base=root / "base")
         size = sum(f.stat().st_size for f in (root / "base").glob("model-*.safetensors"))
         print(f"checkpoints: {size / 1e9:.2f} GB each ({a.dtype}), largest shard {shard / 1e9:.2f} GB; "
               f"built in {time.perf_counter() - t0:.0f} s")
@@ -147,8 +184,8 @@ def main(argv: list[str] | None = None) -> int:
         r = json.loads(proc.stdout.strip().splitlines()[-1])
         out = root / "out"
         n_out = len(list(out.glob("model*.safetensors")))
-        print(f"harness blend --alpha {a.alpha}: {r['wall_s']:.1f} s wall ({2 * size / r['wall_s'] / 1e9:.2f} GB/s "
-              f"read), {n_out} output shard(s)")
+        print(f"harness blend --alpha {a.alpha} ({r['blend_path']}): {r['wall_s']:.1f} s wall "
+              f"({(1 if a.adapter else 2) * size / r['wall_s'] / 1e9:.2f} GB/s read), {n_out} output shard(s)")
         print(f"peak RSS {r['peak_rss'] / 1e9:.2f} GB = {r['peak_rss'] / shard:.2f} x the largest shard "
               f"({(r['peak_rss'] - r['rss_after_imports']) / 1e9:.2f} GB above the {r['rss_after_imports'] / 1e9:.2f}"
               f" GB after imports); checkpoint {size / 1e9:.2f} GB; load average {r['load_avg']:.1f} on "

@@ -37,7 +37,7 @@ from harness.models.sanity import adapter_stored_keys, check_adapter_head
 from harness.models.load import (LoadedModel, check_safetensors, is_adapter_dir, load_model, model_fingerprint,
                                  weight_files)
 
-__all__ = ["AdaptedWeights", "load_adapted", "check_adapter_base"]
+__all__ = ["AdaptedWeights", "load_adapted", "check_adapter_base", "adapter_config", "adapted_model_fingerprint"]
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +68,19 @@ def _state_dict_cpu(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
 
 
-def _adapter_info(path: Path) -> dict[str, Any]:
+def adapter_config(path: Path) -> dict[str, Any]:
+    """The parsed ``adapter_config.json`` of an adapter folder.
+
+    Raises
+    ------
+    ModelError
+        If it cannot be read, is not JSON, or is not a JSON object.
+    """
     try:
-        cfg = json.loads((path / "adapter_config.json").read_text())
-    except ValueError as e:
-        raise ModelError(format_error("adapter_config.json is not valid JSON", where=str(path))) from e
+        cfg = json.loads((Path(path) / "adapter_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ModelError(format_error("adapter_config.json cannot be read as JSON", where=str(path),
+                                      got=str(e)[:200], fix="re-save the adapter with save_pretrained")) from e
     if not isinstance(cfg, dict):
         raise ModelError(format_error("adapter_config.json is not a JSON object", where=str(path),
                                       got=type(cfg).__name__, fix="re-save the adapter with save_pretrained"))
@@ -205,7 +213,7 @@ def _merged(base: LoadedModel, path: Path) -> dict[str, torch.Tensor]:
 def _load_peft(base: LoadedModel, path: Path, lora_scale: bool) -> AdaptedWeights:
     from harness.models.lora_scale import lora_scale_blocker
 
-    cfg = _adapter_info(path)
+    cfg = adapter_config(path)
     files = weight_files(path, allow_pickle=False)  # refuses pickle-only adapters
     check_adapter_base(cfg, base, path)
     random_left = _check_head_tensors(base, cfg, files, path)
@@ -221,8 +229,7 @@ def _load_peft(base: LoadedModel, path: Path, lora_scale: bool) -> AdaptedWeight
     if cfg.get("use_dora"):
         kind = "dora"
     adapter_fp = model_fingerprint(path)
-    # the adapted model is base + adapter: the same adapter on another base must not share results-store entries
-    fingerprint = hashlib.sha256(f"peft|{base.fingerprint}|{adapter_fp}".encode()).hexdigest()
+    fingerprint = adapted_model_fingerprint(base.fingerprint, adapter_fp)
     return AdaptedWeights(state_dict=sd, kind=kind, fingerprint=fingerprint, id2label=base.id2label,
                           source=str(path), tokenizer=base.tokenizer, lora=delta,
                           info={"adapter_fingerprint": adapter_fp, "peft_type": cfg.get("peft_type"), "r": cfg.get("r"),
@@ -231,6 +238,12 @@ def _load_peft(base: LoadedModel, path: Path, lora_scale: bool) -> AdaptedWeight
                                 "base_model_name_or_path": cfg.get("base_model_name_or_path"),
                                 "blend_path": "lora-scale" if delta is not None else "merged",
                                 "random_weights": random_left})
+
+
+def adapted_model_fingerprint(base_fp: str, adapter_fp: str) -> str:
+    """The fingerprint of base + adapter (sha256 hex): the same adapter on another base must not share
+    results-store entries."""
+    return hashlib.sha256(f"peft|{base_fp}|{adapter_fp}".encode()).hexdigest()
 
 
 def _is_causal_lm(model) -> bool:

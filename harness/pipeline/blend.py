@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import harness
-from harness.errors import BlendError, OutputError, format_error
+from harness.errors import BlendError, HarnessError, OutputError, format_error
 from harness.pipeline.common import RunOptions
 from harness.records import canonical_alpha
 from harness.rundir import clean_stale_siblings, swap_dir
@@ -85,6 +85,71 @@ def _stream(base, adapted, alpha: float, head: str, options: RunOptions, tmp: Pa
     return BlendOutcome(path=tmp, blend_path="stream", tokenizer_from=tok_from, notes=notes)
 
 
+def _streamable_adapter(base, adapted, head: str) -> str | None:
+    """Why a LoRA adapter blend cannot stream (``None`` when it can): a causal LM base in safetensors, a plain
+    LoRA/rsLoRA adapter (:func:`harness.models.lora_stream.stream_blocker`), the shared head."""
+    from harness.models.load import resolve_model_dir, weight_files
+    from harness.models.adapters import adapter_config
+    from harness.models.lora_stream import stream_blocker
+
+    if head != "shared":
+        return "--head adapted"
+    why = stream_blocker(adapter_config(Path(adapted).expanduser()))
+    if why:
+        return why
+    folder = resolve_model_dir(base)
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        weight_files(folder, allow_pickle=False)
+    except (OSError, ValueError, HarnessError):
+        return "the base is not a safetensors checkpoint with a config.json"
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    archs = [str(a) for a in config.get("architectures") or ()]
+    causal = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
+    if not archs or not all(a in causal or a.endswith("ForCausalLM") for a in archs):
+        return "the base is not a causal language model (classifier heads are checked in memory)"
+    return None
+
+
+def _stream_adapter(base, adapted, alpha: float, head: str, options: RunOptions, tmp: Path,
+                    max_shard_bytes: int | None) -> BlendOutcome:
+    """A LoRA adapter blended shard by shard (:class:`harness.models.lora_stream.LoraCheckpoint`): peak memory
+    about one output shard, the base is never loaded whole. Falls back to :func:`_adapter` when it cannot."""
+    why = _streamable_adapter(base, adapted, head)
+    if why is not None:
+        log.info("blend: the adapter is merged in memory (%s)", why)
+        return _adapter(base, adapted, alpha, head, options, tmp, max_shard_bytes)
+    from types import SimpleNamespace
+
+    from harness.models.adapters import adapted_model_fingerprint, adapter_config, check_adapter_base
+    from harness.models.blend_stream import open_checkpoint, plan_blend, stream_blend
+    from harness.models.load import DTYPES, load_tokenizer, model_fingerprint
+    from harness.models.lora_stream import LoraCheckpoint
+
+    out_dtype = DTYPES[options.dtype]
+    path = Path(adapted).expanduser()
+    cfg = adapter_config(path)
+    b = open_checkpoint(base, options.trust_remote_code)
+    base_fp = model_fingerprint(b.path)
+    check_adapter_base(cfg, SimpleNamespace(fingerprint=base_fp, path=b.path, source=str(base), model=None), path)
+    a = LoraCheckpoint(b, path)
+    plan = plan_blend(b, a, head=head, out_dtype=out_dtype, trust_remote_code=options.trust_remote_code)
+    stream_blend(b, a, plan, alpha, tmp, out_dtype=out_dtype, max_shard_bytes=max_shard_bytes)
+    adapter_fp = model_fingerprint(path)
+    out_cfg = plan.config
+    out_cfg.dtype = out_dtype
+    out_cfg.harness_blend = _provenance(base, adapted, alpha, head, base_fp,
+                                        adapted_model_fingerprint(base_fp, adapter_fp), "lora", "lora-stream",
+                                        list(plan.notes))
+    out_cfg.save_pretrained(str(tmp))
+    load_tokenizer(b.path, options.trust_remote_code).save_pretrained(str(tmp))
+    gen = b.path / "generation_config.json"
+    if gen.is_file():
+        shutil.copy(gen, tmp / gen.name)
+    return BlendOutcome(path=tmp, blend_path="lora-stream", notes=list(plan.notes))
+
+
 def _adapter(base, adapted, alpha: float, head: str, options: RunOptions, tmp: Path,
              max_shard_bytes: int | None) -> BlendOutcome:
     from harness.models.adapters import load_adapted
@@ -109,7 +174,7 @@ def _adapter(base, adapted, alpha: float, head: str, options: RunOptions, tmp: P
     path = "lora-scale" if adp.lora is not None else "merged"
     live.model.config.harness_blend = _provenance(base, adapted, alpha, head, live.fingerprint, adp.fingerprint,
                                                   adp.kind, path, [])
-    shard = f"{max_shard_bytes}B" if max_shard_bytes else "5GB"
+    shard = int(max_shard_bytes) if max_shard_bytes else "5GB"
     live.model.save_pretrained(str(tmp), safe_serialization=True, max_shard_size=shard)
     live.tokenizer.save_pretrained(str(tmp))
     return BlendOutcome(path=tmp, blend_path=path)
@@ -163,7 +228,7 @@ def blend_checkpoint(base: str | Path, adapted: str | Path, alpha: float, out: s
     clean_stale_siblings(out)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        make = _adapter if adapter else _stream
+        make = _stream_adapter if adapter else _stream
         outcome = make(base, adapted, alpha, head, options, tmp, max_shard_bytes)
         _check_reload_untied(tmp, outcome)
         swap_dir(tmp, out)

@@ -175,7 +175,7 @@ def test_different_architectures_and_shapes_are_refused_before_reading(tmp_path)
         blend_checkpoint(bd, gd, 0.5, tmp_path / "out")
 
 
-@pytest.mark.parametrize("kind,path", [("lora", "lora-scale"), ("dora", "merged")])
+@pytest.mark.parametrize("kind,path", [("lora", "lora-stream"), ("dora", "merged")])
 def test_adapter_blend_reloads_and_matches_the_lerp_definition(tmp_path, kind, path):
     bd = save(model("llama", 1, tie=True), tmp_path / "base")
     ad = make_adapter(bd, tmp_path / "ad", "llama", kind=kind, seed=5)
@@ -189,6 +189,59 @@ def test_adapter_blend_reloads_and_matches_the_lerp_definition(tmp_path, kind, p
     merged = load_adapted(ref, ad).state_dict
     want = with_state(ref.model, interpolate(state(ref.model), merged, 0.5))
     torch.testing.assert_close(lm_logits(_reload(res.path)), lm_logits(want), rtol=1e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("kind", ["lora", "rslora", "embed"])
+def test_streamed_adapter_blend_matches_peft_merged_lerp(tmp_path, arch, kind):
+    """The streamed LoRA path (base read shard by shard, W + alpha s B A per row chunk) against the lerp of the base
+    and peft's own merged model: llama q/k/v/o + MLP, gpt2 Conv1D (fan_in_fan_out, lora_only biases), qwen2;
+    rsLoRA's scale; embedding LoRA."""
+    bd = save(model(arch, 1, tie=False), tmp_path / "base")
+    ad = make_adapter(bd, tmp_path / "ad", arch, kind=kind, seed=7)
+    res = blend_checkpoint(bd, ad, 0.3, tmp_path / "out", max_shard_bytes=20_000)
+    assert res.blend_path == "lora-stream"
+    assert json.loads((res.path / "model.safetensors.index.json").read_text())["weight_map"]
+    from _lm_models import peft_merged
+
+    base = _reload(bd)
+    want = with_state(base, interpolate(state(base), state(peft_merged(bd, ad)), 0.3))
+    torch.testing.assert_close(lm_logits(_reload(res.path)), lm_logits(want), rtol=1e-5, atol=2e-5)
+
+
+def test_streamed_adapter_rank_pattern_and_modules_to_save(tmp_path):
+    """Per-module ranks and alphas resolve as peft resolves them; a modules_to_save head is interpolated."""
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM
+
+    from _lm_models import peft_merged
+    from _models import save_perturbed_adapter
+
+    bd = save(model("llama", 1, tie=False), tmp_path / "base")
+    cfg = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], rank_pattern={"v_proj": 2},
+                     alpha_pattern={"q_proj": 3}, modules_to_save=["lm_head"], task_type="CAUSAL_LM")
+    ad = save_perturbed_adapter(AutoModelForCausalLM.from_pretrained(str(bd)), cfg, tmp_path / "ad", seed=3,
+                                std=0.1)
+    res = blend_checkpoint(bd, ad, 0.6, tmp_path / "out")
+    assert res.blend_path == "lora-stream"
+    base = _reload(bd)
+    want = with_state(base, interpolate(state(base), state(peft_merged(bd, ad)), 0.6))
+    torch.testing.assert_close(lm_logits(_reload(res.path)), lm_logits(want), rtol=1e-5, atol=2e-5)
+
+
+def test_streamed_adapter_blend_reads_one_tensor_at_a_time(tmp_path, monkeypatch):
+    """The base is never loaded whole: no from_pretrained of the base, and every read is one tensor or a row
+    chunk of one (the memory bound of :mod:`harness.models.blend_stream`)."""
+    import transformers
+
+    bd = save(model("llama", 1, tie=False), tmp_path / "base")
+    ad = make_adapter(bd, tmp_path / "ad", "llama", seed=8)
+
+    def refuse(*a, **k):
+        raise AssertionError("the streamed path must not load a whole model")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", refuse)
+    assert blend_checkpoint(bd, ad, 0.5, tmp_path / "out").blend_path == "lora-stream"
 
 
 def test_adapter_on_a_different_recorded_base_is_exit_2(tmp_path):
