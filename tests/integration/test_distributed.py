@@ -208,6 +208,18 @@ def test_two_hosts_by_rendezvous_match_one(pair, suites, single, tmp_path):
     assert sum(log.count("chosen alpha:") for log in logs) == 1
 
 
+def test_eval_under_two_processes_matches_one(pair, suites, tmp_path):
+    args = ["eval", "--model", str(pair[1]), "--suite", *map(str, suites[:3]), "--device", "cpu", *FAST]
+    assert _single([*args, "--out", str(tmp_path / "one")], tmp_path / "cache1") == 0
+    log = _finish(_torchrun([*args, "--out", str(tmp_path / "two")], ["--nproc-per-node", "2", "--master-port",
+                                                                       str(_free_port())], tmp_path / "cache2"), 0)
+    a, b = read_summary(tmp_path / "two"), read_summary(tmp_path / "one")
+    assert a.results["model"]["d-arc"] == b.results["model"]["d-arc"]
+    assert a.results["model"]["d-gen"] == b.results["model"]["d-gen"]  # discrete per-example matches
+    assert _manifest(tmp_path / "two")["distributed"]["world_size"] == 2
+    assert log.count("run directory:") == 1
+
+
 def _store_rows(cache: Path) -> int:
     db = cache / "results.sqlite"
     if not db.exists():
