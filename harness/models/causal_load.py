@@ -12,6 +12,7 @@ The same rules as :func:`harness.models.load.load_model` (safetensors only unles
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from pathlib import Path
 
@@ -72,6 +73,9 @@ def load_causal_lm(name: str | Path, *, dtype: str = "fp32", device: str | None 
     if device_map is not None and device_map not in DEVICE_MAPS:
         raise ModelError(format_error("unknown device map", where="--device-map", expected=", ".join(DEVICE_MAPS),
                                       got=device_map))
+    if device_map is not None and importlib.util.find_spec("accelerate") is None:
+        raise ModelError(format_error("--device-map needs the accelerate package", where="--device-map",
+                                      got="accelerate is not installed", fix="pip install accelerate"))
     path, files = checked_checkpoint(name, revision, allow_pickle)
     config = AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
     check_causal_config(config, str(path))

@@ -260,10 +260,14 @@ class Scoring:
         return out
 
     def _compute(self, task, prep, runner, point: str, alpha: float | None) -> dict[str, np.ndarray]:
-        """The records of one split: the whole split, or this rank's rows merged with the other ranks'."""
+        """The records of one split: the whole split, or this rank's rows merged with the other ranks'. A runner
+        that says which rows each of its batches holds (``row_batches``) gets whole batches of the one-process
+        plan, so its outputs are those of one process bit for bit; otherwise the rows are dealt one by one."""
         if self.group is None:
             return task.records(prep, runner.run(prep, point=point, alpha=alpha))
-        rows = self.group.shard(len(prep))
+        plan = getattr(runner, "row_batches", None)  # a runner whose batches are rows: deal whole batches
+        batches = plan(prep) if plan is not None else None
+        rows = self.group.shard(len(prep)) if batches is None else self.group.deal(batches)
         part = None
         if len(rows):
             sub = task.subset(prep, rows)

@@ -6,7 +6,8 @@ several hosts torchrun's c10d rendezvous joins them (README, "Several GPUs and h
 everything goes through :mod:`torch.distributed`.
 
 What each rank does (the unit of work is the **examples of each (alpha, suite, split)**: every split's rows are
-dealt round-robin, so ranks get equal shares of every split and finish each alpha together):
+dealt round-robin, so ranks get equal shares of every split and finish each alpha together; a classifier's rows
+are dealt as whole batches of the one-process batch plan, so its logits are bit for bit those of one process):
 
 * loads base and adapted and blends its own copy in memory (:class:`harness.models.blend.BlendEngine`);
 * scores its share of every split (:meth:`harness.tasks.base.Task.subset`) and all-gathers the per-example
@@ -97,6 +98,13 @@ class DistGroup:
     def shard(self, n: int) -> np.ndarray:
         """This rank's rows of a split of ``n`` rows: ``rank, rank + world_size, ...`` (int64, increasing)."""
         return np.arange(self.rank, n, self.world_size, dtype=np.int64)
+
+    def deal(self, batches: list[np.ndarray]) -> np.ndarray:
+        """This rank's rows when whole batches are dealt round-robin (batch ``rank``, ``rank + world_size``...),
+        increasing; with the batches of a length-sorted greedy plan (:func:`harness.predict.make_batches`), the
+        rank's own plan over these rows rebuilds exactly its batches."""
+        mine = batches[self.rank::self.world_size]
+        return np.sort(np.concatenate(mine)).astype(np.int64) if mine else np.zeros(0, np.int64)
 
     def all_gather(self, obj: Any) -> list[Any]:
         """Every rank's ``obj``, in rank order (pickled; :func:`torch.distributed.all_gather_object`)."""

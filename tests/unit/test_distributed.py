@@ -111,6 +111,21 @@ def test_the_ranks_share_every_row_once():
         assert sorted(rows.tolist()) == list(range(n))
 
 
+def test_dealt_batches_are_rebuilt_whole_by_each_rank():
+    """A rank given whole batches of the length-sorted plan forms exactly those batches again (so a classifier's
+    logits are those of one process, bit for bit)."""
+    from harness.predict import make_batches
+
+    lengths = np.random.default_rng(0).integers(1, 60, size=157)
+    for budget in (64, 300, 5000):
+        plan = make_batches(lengths, budget)
+        for world in (2, 3):
+            for rank in range(world):
+                rows = DistGroup(rank, world, rank, "gloo").deal(plan)
+                rebuilt = [rows[b] for b in make_batches(lengths[rows], budget)]
+                assert [b.tolist() for b in rebuilt] == [b.tolist() for b in plan[rank::world]]
+
+
 @pytest.mark.parametrize("env,expected", [({}, None), ({"WORLD_SIZE": "1", "RANK": "0"}, None),
                                           ({"WORLD_SIZE": "4", "RANK": "3", "LOCAL_RANK": "1"}, (3, 4, 1)),
                                           ({"WORLD_SIZE": "2", "RANK": "1"}, (1, 2, 1))])

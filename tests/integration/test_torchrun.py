@@ -208,6 +208,23 @@ def test_two_hosts_by_rendezvous_match_one(pair, suites, single, tmp_path):
     assert sum(log.count("chosen alpha:") for log in logs) == 1
 
 
+def test_a_classifier_sweep_under_two_processes_is_bit_identical(tiny_pair, tiny_suites, tmp_path):
+    """Classifier rows are dealt as whole batches of the one-process plan: every logit and metric is equal."""
+    args = ["sweep", "--base", str(tiny_pair[0]), "--adapted", str(tiny_pair[1]), "--suite", *map(str, tiny_suites),
+            "--alphas", "0,0.5,1", "--device", "cpu", "--batch-tokens", "256", *FAST]
+    rc = _single([*args, "--out", str(tmp_path / "one")], tmp_path / "cache1")
+    _finish(_torchrun([*args, "--out", str(tmp_path / "two")], ["--nproc-per-node", "2", "--master-port",
+                                                                 str(_free_port())], tmp_path / "cache2"), rc)
+    a, b = read_summary(tmp_path / "two"), read_summary(tmp_path / "one")
+    assert a.results == b.results and a.ensemble == b.ensemble and a.selection == b.selection
+    fa, fb = read_predictions(tmp_path / "two"), read_predictions(tmp_path / "one")
+    for pid, suites in b.results.items():
+        for suite, splits in suites.items():
+            for split in splits:
+                x, y = predictions_for(fa, pid, suite, split)[3], predictions_for(fb, pid, suite, split)[3]
+                np.testing.assert_array_equal(x["logits"], y["logits"])
+
+
 def test_eval_under_two_processes_matches_one(pair, suites, tmp_path):
     args = ["eval", "--model", str(pair[1]), "--suite", *map(str, suites[:3]), "--device", "cpu", *FAST]
     assert _single([*args, "--out", str(tmp_path / "one")], tmp_path / "cache1") == 0
