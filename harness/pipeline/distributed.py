@@ -204,6 +204,10 @@ def join_group(options):
     else:
         device_type = "cuda" if torch.cuda.is_available() else "cpu"
     group = init_group(device_type)
+    if not group.is_main:  # transformers' own bars (loading weights) too: rank 0 alone draws
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     updates: dict[str, Any] = {"progress": options.progress and group.is_main}
     if device_type == "cuda" and options.device_map is None and options.device in (None, "", "auto", "cuda"):
         updates["device"] = f"cuda:{group.local_rank}"
