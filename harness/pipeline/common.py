@@ -218,6 +218,10 @@ class Scoring:
 
     Holds no model: a runner (:mod:`harness.predict`) is passed to each :meth:`score` call, so one
     ``Scoring`` serves the base's own head and the blends without any field being swapped.
+
+    ``group`` (a :class:`harness.pipeline.distributed.DistGroup`, default ``None``): this process is one rank of a
+    data-parallel run; it scores its share of each split's rows, all-gathers the records, and only rank 0 opens
+    the results store (its lookups are broadcast, its writes follow each gather).
     """
 
     def __init__(self, tokenizer, loaded: LoadedSuites, opts: RunOptions, device_type: str,

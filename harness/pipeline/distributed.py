@@ -126,16 +126,18 @@ class DistGroup:
         """``fn()`` computed on rank 0 and broadcast: the same decision on every rank, whatever float rounding
         the other hosts' libraries would give. An exception on rank 0 is raised on every rank."""
         if not self.is_main:
-            ok, value = self.broadcast(None)
+            ok, value, code = self.broadcast(None)
         else:
             try:
-                value, ok = fn(), True
+                value, ok, code = fn(), True, 0
             except Exception as e:
-                self.broadcast((False, f"{type(e).__name__}: {e}"))
+                self.broadcast((False, f"{type(e).__name__}: {e}", getattr(e, "exit_code", 3)))
                 raise
-            self.broadcast((True, value))
+            self.broadcast((True, value, 0))
         if not ok:
-            raise HarnessError(f"rank 0 failed: {value} (see rank 0's message)")
+            err = HarnessError(f"rank 0 failed: {value}")
+            err.exit_code = code  # the process exits as rank 0 does (2: unusable input, 3: a bug)
+            raise err
         return value
 
     def close(self) -> None:
