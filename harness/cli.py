@@ -7,6 +7,8 @@ Exit codes (``../shared/CONTRACT.md``): 0 success (and every gate rule passed); 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import logging
 import sys
 import traceback
@@ -20,6 +22,7 @@ from harness.demo.run import run_demo
 from harness.errors import HarnessError, SpecError, format_error
 from harness.gate_outputs import verdict_to_markdown
 from harness.pipeline import evaluate_model, run_gate, write_blend
+from harness.pipeline.distributed import dist_env, rank_logging
 from harness.rundir import per_alpha_frame
 from harness.settings import Settings, flag_of, quiet_library_bars, make_settings, settings_fields
 from harness.spec.load import load_spec, validate_paths
@@ -370,12 +373,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         a = parser.parse_args(list(argv) if argv is not None else None)
     except SystemExit as e:  # argparse: bad flags are unusable input (2); --help/--version are 0
         return int(e.code or 0)
+    try:
+        ids = dist_env()
+    except HarnessError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    rank = None if ids is None else ids[0]
     logging.basicConfig(level=logging.ERROR if a.quiet else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    if not a.quiet and not sys.stderr.isatty():  # no progress bars off a terminal: a line per step instead
+    if rank is not None:  # one of several processes (torchrun / accelerate launch): only rank 0 prints results
+        rank_logging(rank, a.debug)
+    if not a.quiet and not sys.stderr.isatty() and not rank:  # no bars off a terminal: a line per step instead
         logging.getLogger("harness").setLevel(logging.INFO)
     try:
-        return COMMANDS[a.command](a)
+        with contextlib.redirect_stdout(io.StringIO()) if rank else contextlib.nullcontext():
+            return COMMANDS[a.command](a)
     except HarnessError as e:
         if a.debug:
             traceback.print_exc()

@@ -175,6 +175,14 @@ class ClassifierRunner:
                            pad_id=self.pad_id, progress=self.progress, columns=self.columns)
         return {"logits": pred.logits}
 
+    def row_batches(self, prepared: Any) -> list[np.ndarray]:
+        """The rows of each batch :meth:`run` forms for ``prepared`` (:func:`make_batches` with this runner's
+        token budget); a data-parallel run deals them whole to its ranks."""
+        budget = self.batch_tokens
+        if budget is None:
+            budget = default_batch_tokens(getattr(getattr(self.scorer, "device", None), "type", "cpu"))
+        return make_batches(prepared.requests.lengths, budget)
+
     def store_extra(self) -> dict[str, Any]:
         """What besides the model and the split can change the outputs (part of the results-store key); read
         after scoring, since a first-batch fallback to padded batches changes it."""

@@ -48,6 +48,9 @@ ENVIRONMENT: dict[str, str] = {
     "HF_HUB_OFFLINE": "Hugging Face offline switch (read to say why a download is refused)",
     "HF_DATASETS_OFFLINE": "Hugging Face datasets offline switch (read to say why a download is refused)",
     "GITHUB_STEP_SUMMARY": "set by GitHub Actions: the gate appends its Markdown summary to this file",
+    "RANK": "set by torchrun / accelerate launch: this process's rank in a data-parallel run",
+    "WORLD_SIZE": "set by torchrun / accelerate launch: the number of processes of the run (unset or 1: one process)",
+    "LOCAL_RANK": "set by torchrun / accelerate launch: this process's rank on its host (its CUDA device)",
 }
 """Every environment variable the harness reads, with what it means (all reads go through :func:`env`)."""
 
@@ -120,6 +123,9 @@ class Settings:
     device: str | None = _opt(None, "torch device (default: cuda when available, else cpu)",
                               commands=(*_MODEL, *_TRAIN))
     dtype: Literal["fp32", "bf16", "fp16"] = _opt("fp32", "weights dtype", commands=_MODEL)
+    device_map: Literal["auto", "balanced", "balanced_low_0", "sequential"] | None = _opt(
+        None, "split a language model too large for one GPU over the visible GPUs (accelerate device map; blends in "
+              "place on each GPU; replaces --device; one process per host under torchrun)", commands=("eval", "sweep"))
     allow_pickle: bool = _opt(False, "allow pickle-only checkpoints (loaded with torch.load(weights_only=True); "
                                      "safetensors always win)", commands=_MODEL)
     trust_remote_code: bool = _opt(False, "allow checkpoint code to run", commands=_MODEL)

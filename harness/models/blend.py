@@ -132,7 +132,7 @@ class BlendEngine:
     """Writes blends into a live model in place.
 
     The blendable tensors of each (device, dtype) are packed once into flat buffers holding base and adapted in
-    their storage dtype (fp32, bf16 or fp16); the live model's parameters become views into a flat target, and
+    their storage dtype (on that device: a model split over GPUs by a device map is blended in place on each) (fp32, bf16 or fp16); the live model's parameters become views into a flat target, and
     :meth:`apply` computes ``torch.lerp(base, adapted, alpha)`` in fp32 and writes the storage dtype. With fp32
     storage that is one fused ``lerp(..., out=target)``; with bf16/fp16 storage it runs in chunks (1M elements on
     CPU, 16M on an accelerator) through fp32 scratch buffers: the values are those of :func:`interpolate` bit for
@@ -199,7 +199,7 @@ class BlendEngine:
         if lora is not None:
             lora.attach(model)
         self.alpha: float | None = None
-        self._scratch_buf: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._scratch_buf: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @torch.no_grad()
     def _pack(self, live, base, adapted) -> list[_Group]:
@@ -263,11 +263,12 @@ class BlendEngine:
         return out
 
     def _scratch(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._scratch_buf is None or self._scratch_buf[0].device != device:
+        """Two fp32 scratch buffers on ``device``, kept per device (a model split over GPUs has groups on each)."""
+        if device not in self._scratch_buf:
             n = _CHUNK if device.type == "cpu" else _CHUNK_GPU
-            n = min(n, max(g.target.numel() for g in self._groups))
-            self._scratch_buf = tuple(torch.empty(n, dtype=torch.float32, device=device) for _ in range(2))
-        return self._scratch_buf
+            n = min(n, max(g.target.numel() for g in self._groups if g.target.device == device))
+            self._scratch_buf[device] = tuple(torch.empty(n, dtype=torch.float32, device=device) for _ in range(2))
+        return self._scratch_buf[device]
 
     @property
     def n_params(self) -> int:

@@ -34,6 +34,7 @@ from harness.errors import ModelError
 from harness.models.causal_generate import generate_greedy
 from harness.models.causal_shared import score_rows, score_shared, shared_groups
 from harness.models.causal_windows import model_input, rolling_windows
+from harness.models.placement import input_device
 
 __all__ = ["LoglikelihoodResult", "CausalLMScorer", "resolve_max_length", "ensure_pad_token"]
 
@@ -130,7 +131,8 @@ class CausalLMScorer:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        """Where token ids go: the input embeddings' device (the first GPU of a model split by a device map)."""
+        return input_device(self.model)
 
     # ---- tokenization (HFLM.tok_encode / TemplateLM._encode_pair) ----
     def encode(self, text: str, add_special_tokens: bool | None = None) -> list[int]:

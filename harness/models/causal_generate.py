@@ -11,6 +11,7 @@ import logging
 import torch
 
 from harness.errors import ModelError
+from harness.models.placement import input_device
 
 __all__ = ["generate_greedy", "cut_at_stop"]
 
@@ -102,7 +103,7 @@ def generate_greedy(model, tokenizer, prompts: list[str], *, stop: list[str], ma
         if tokenizer.eos_token_id is not None else None
     until = list(stop) + ([eos_text] if eos_text and eos_text not in stop else [])
     order = sorted(range(len(prompts)), key=lambda i: (-len(encoded[i]), i))
-    device = next(model.parameters()).device
+    device = input_device(model)
     out: list[str | None] = [None] * len(prompts)
     for start in range(0, len(order), batch_size):
         batch = order[start:start + batch_size]

@@ -16,6 +16,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from harness.models.placement import input_device
+
 __all__ = ["shared_groups", "score_shared", "score_rows"]
 
 
@@ -38,7 +40,7 @@ def shared_groups(pairs: list[tuple[list[int], list[int]]], max_length: int) -> 
 @torch.inference_mode()
 def score_shared(model, context: list[int], conts: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
     """``(loglik float64 (n,), is_greedy bool (n,))`` of ``conts`` after one shared ``context`` forward."""
-    device = next(model.parameters()).device
+    device = input_device(model)
     ctx = torch.tensor([context], device=device)
     out = model(input_ids=ctx, attention_mask=torch.ones_like(ctx), use_cache=True, logits_to_keep=1)
     first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)  # predicts each continuation's first token

@@ -25,6 +25,7 @@ from harness.rundir import per_alpha_frame
 from harness.spec.load import load_suite, read_yaml, spec_hash
 from harness.store import ResultsStore, prediction_key
 from harness.tasks import task_for
+from harness.tasks.base import merge_records
 from harness.tasks.lm_common import split_rows
 from harness.spec.schema import Suite
 from harness.summary import BootstrapInfo, MetricEntry, SplitEntry, SuiteInfo, Summary
@@ -218,12 +219,17 @@ class Scoring:
 
     Holds no model: a runner (:mod:`harness.predict`) is passed to each :meth:`score` call, so one
     ``Scoring`` serves the base's own head and the blends without any field being swapped.
+
+    ``group`` (a :class:`harness.pipeline.distributed.DistGroup`, default ``None``): this process is one rank of a
+    data-parallel run; it scores its share of each split's rows, all-gathers the records, and only rank 0 opens
+    the results store (its lookups are broadcast, its writes follow each gather).
     """
 
     def __init__(self, tokenizer, loaded: LoadedSuites, opts: RunOptions, device_type: str,
-                 max_positions: int | None = None) -> None:
+                 max_positions: int | None = None, group=None) -> None:
         self.notes: list[str] = []  # run notes (harness.pipeline.notes), read into the summary
         self.opts, self.device_type = opts, device_type
+        self.group = group  # harness.pipeline.distributed.DistGroup of a data-parallel run, else None
         self.suites = {s.name: self._capped(s, max_positions) for s, _ in loaded.suites}
         pools = {name: split_rows(sd) for name, sd in loaded.fewshot.items()}
         self.tasks = {name: task_for(suite, pools.get(name)) for name, suite in self.suites.items()}
@@ -232,12 +238,15 @@ class Scoring:
             if missing := missing_classes(sd):
                 self.notes.append(missing_class_note(sd.ref.key, missing, len(sd.classes)))
                 log.warning("%s", self.notes[-1])
-        self.store = ResultsStore() if opts.use_store else None  # compare with None: a store has a length
+        # one writer: only rank 0 of a data-parallel run opens the store (compare with None: a store has a length)
+        main = group is None or group.is_main
+        self.store = ResultsStore() if opts.use_store and main else None
         self.n_computed = 0
 
     def score(self, runner, point: str, alpha: float | None, model_fp: str, head: str = "shared",
               blend_path: str = "none") -> dict[SplitRef, Predictions]:
-        """The records of one model (or blend) on every split: from the store where present, else computed."""
+        """The records of one model (or blend) on every split: from the store where present, else computed (in a
+        data-parallel run, each rank computes its share of the examples and the records are all-gathered)."""
         out: dict[SplitRef, Predictions] = {}
         for prep in self.prepared:
             task = self.tasks[prep.ref.suite]
@@ -245,8 +254,10 @@ class Scoring:
             if self.store is not None:
                 outputs = self.store.get_outputs(self._store_key(prep, runner, model_fp, alpha, head, blend_path),
                                                  n=len(prep))
+            if self.group is not None:  # rank 0's lookup decides for every rank
+                outputs = self.group.broadcast(outputs)
             if outputs is None:
-                outputs = task.records(prep, runner.run(prep, point=point, alpha=alpha))
+                outputs = self._compute(task, prep, runner, point, alpha)
                 self.n_computed += 1
                 if self.store is not None:  # keyed after scoring: a first-batch fallback to padded changes the key
                     self.store.put_outputs(self._store_key(prep, runner, model_fp, alpha, head, blend_path), outputs,
@@ -256,6 +267,22 @@ class Scoring:
                                         source_ids=prep.source_ids, labels=prep.labels, outputs=outputs,
                                         task=task.name)
         return out
+
+    def _compute(self, task, prep, runner, point: str, alpha: float | None) -> dict[str, np.ndarray]:
+        """The records of one split: the whole split, or this rank's rows merged with the other ranks'. A runner
+        that says which rows each of its batches holds (``row_batches``) gets whole batches of the one-process
+        plan, so its outputs are those of one process bit for bit; otherwise the rows are dealt one by one."""
+        if self.group is None:
+            return task.records(prep, runner.run(prep, point=point, alpha=alpha))
+        plan = getattr(runner, "row_batches", None)  # a runner whose batches are rows: deal whole batches
+        batches = plan(prep) if plan is not None else None
+        rows = self.group.shard(len(prep)) if batches is None else self.group.deal(batches)
+        part = None
+        if len(rows):
+            sub = task.subset(prep, rows)
+            part = task.records(sub, runner.run(sub, point=point, alpha=alpha))
+        parts = self.group.all_gather((rows, part))
+        return merge_records(len(prep), [(i, r) for i, r in parts if r is not None])
 
     def _capped(self, suite: Suite, limit: int | None) -> Suite:
         """The suite with ``max_length`` capped at the model's position table (issue 17), with a note."""

@@ -9,6 +9,7 @@ import harness
 from harness.pipeline.common import (LoadedSuites, RunOptions, RunResult, Scoring, bootstrap_info, classes_of,
                                      maybe_report, nest_results, suite_infos, build_manifest, load_suites,
                                      prepare_splits, run_overlap, stage_timer)
+from harness.pipeline.distributed import group_info, join_group, rank_memory
 from harness.pipeline.notes import training_length_notes
 from harness.pipeline.runners import load_live, make_runner, make_scorer
 from harness.rundir import write_run
@@ -45,6 +46,15 @@ def evaluate_model(model: str | Path, suites: list[str | Path] | list[Suite], *,
     HarnessError
         For bad specs, data, models or outputs (nothing is written to ``out`` then).
     """
+    group, options = join_group(options)  # torchrun / accelerate launch: one rank of a data-parallel run
+    try:
+        return _evaluate(model, suites, out, options, argv, group)
+    finally:
+        if group is not None:
+            group.close()
+
+
+def _evaluate(model, suites, out, options: RunOptions, argv, group) -> RunResult:
     from harness.models.sanity import position_limit, require_trained  # torch: imported when a model is scored
 
     timings: dict[str, float] = {}
@@ -59,7 +69,8 @@ def evaluate_model(model: str | Path, suites: list[str | Path] | list[Suite], *,
         columns = _label_columns(live, loaded, options, str(model)) if kind == "classification" else None
     with stage_timer(timings, "tokenize"):
         scoring = Scoring(live.tokenizer, loaded, options, live.device.type,
-                          max_positions=position_limit(live.model) if kind == "classification" else None)
+                          max_positions=position_limit(live.model) if kind == "classification" else None,
+                          group=group)
     scorer = make_scorer(live, kind, options)
     runner = make_runner(scorer, live, kind, options, columns=columns)
     try:
@@ -82,12 +93,16 @@ def evaluate_model(model: str | Path, suites: list[str | Path] | list[Suite], *,
                                                                      "fingerprint": live.fingerprint}},
                                   extra={"model_kind": kind, "packed_batches": getattr(scorer, "packed", False),
                                          "packed_attention": getattr(scorer, "packing_mode", None),
-                                         "compiled": options.compile})
-        res.run_dir = write_run(out, summary, list(preds.values()), manifest)
-        maybe_report(res.run_dir, options, loaded)
+                                         "compiled": options.compile, "device_map": live.info.get("device_map"),
+                                         "memory": rank_memory(live.model, group), "distributed": group_info(group)})
+
+        def write() -> Path:
+            run_dir = write_run(out, summary, list(preds.values()), manifest)
+            maybe_report(run_dir, options, loaded)
+            return run_dir
+
+        res.run_dir = write() if group is None else group.decide(write)  # rank 0 writes; every rank gets the path
     return res
-
-
 
 
 def _label_columns(live, loaded: LoadedSuites, options: RunOptions, where: str):

@@ -77,13 +77,16 @@ def _columns_by_name(names: list[str], classes: list[str]) -> np.ndarray | None:
 class BlendEvaluator:
     """Base + adapted loaded once; :meth:`evaluate` scores the blend at one alpha on every split.
 
+    ``group`` (a :class:`harness.pipeline.distributed.DistGroup`, default ``None``) makes this one rank of a
+    data-parallel sweep: it blends its own copy and scores its share of every split's examples.
+
     Raises
     ------
     ModelError, BlendError
         For models that cannot be loaded or blended (different tokenizers, heads with different labels...).
     """
 
-    def __init__(self, request: SweepRequest, loaded: LoadedSuites, timings: dict[str, float]) -> None:
+    def __init__(self, request: SweepRequest, loaded: LoadedSuites, timings: dict[str, float], group=None) -> None:
         # torch-backed stages, imported when a sweep runs: `harness validate`, `gate` and `report` never load torch
         from harness.models.adapters import load_adapted
         from harness.models.sanity import check_blend_heads, position_limit
@@ -107,7 +110,7 @@ class BlendEvaluator:
         with stage_timer(timings, "tokenize"):
             self.scoring = Scoring(self.live.tokenizer, loaded, opts, self.live.device.type,
                                    max_positions=(position_limit(self.live.model) if self.kind == "classification"
-                                                  else None))
+                                                  else None), group=group)
         self.scorer = make_scorer(self.live, self.kind, opts)
         self.own_head_runner = (self._runner(self.base_columns) if request.head == "adapted" and base_head_trained
                                 and self.base_columns is not None else None)
@@ -228,7 +231,7 @@ class BlendEvaluator:
                 "store_computed_splits": self.scoring.n_computed,
                 "packed_batches": getattr(self.scorer, "packed", False),
                 "packed_attention": getattr(self.scorer, "packing_mode", None),
-                "compiled": self.request.options.compile,
+                "compiled": self.request.options.compile, "device_map": self.live.info.get("device_map"),
                 "trunk_reuse": None if trunk is None else {
                     "frozen_layers": trunk.k, "replayed_passes": trunk.n_replayed,
                     "stored_gib": round(trunk.n_bytes / 2**30, 4)}}

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from harness.errors import SpecError, format_error
 from harness.pipeline.common import RunOptions
 
 __all__ = ["load_live", "make_runner", "make_scorer"]
@@ -21,14 +22,22 @@ def load_live(model: str | Path, kind: str, opts: RunOptions):
     ModelError
         A missing or unsafe checkpoint, or one that does not fit the kind (a causal LM where a classifier is
         needed and the reverse: the message names what fits); never a model with randomly initialised weights.
+    SpecError
+        ``device_map`` set for a classification run.
     """
     # torch-backed stages, imported when a model is loaded: `harness validate`, `gate` and `report` never load torch
     from harness.models.causal_load import load_causal_lm
     from harness.models.load import load_model
 
-    loader = load_causal_lm if kind == "causal_lm" else load_model
-    return loader(model, dtype=opts.dtype, device=opts.device, allow_pickle=opts.allow_pickle,
+    common = dict(dtype=opts.dtype, device=opts.device, allow_pickle=opts.allow_pickle,
                   trust_remote_code=opts.trust_remote_code)
+    if kind == "causal_lm":
+        return load_causal_lm(model, device_map=opts.device_map, **common)
+    if opts.device_map is not None:
+        raise SpecError(format_error("--device-map applies to language models only", where="--device-map",
+                                     got=f"{opts.device_map} for a classification run",
+                                     fix="drop --device-map: sequence classifiers are scored on one device"))
+    return load_model(model, **common)
 
 
 def make_scorer(live, kind: str, opts: RunOptions):

@@ -7,6 +7,7 @@ ensembles (pure), build the summary once, write the run directory, gate, report.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from pathlib import Path
@@ -16,6 +17,7 @@ from harness.gate_outputs import run_gate as _run_gate
 from harness.pipeline.common import (LoadedSuites, RunOptions, RunResult, bootstrap_info, build_manifest,
                                      check_baseline, load_suites, maybe_report, metrics_for, nest_results,
                                      prepare_splits, run_overlap, stage_timer, suite_infos)
+from harness.pipeline.distributed import group_info, join_group, rank_memory
 from harness.pipeline.evaluator import BlendEvaluator, SweepRequest, point_of
 from harness.rundir import write_run
 from harness.spec.load import load_spec
@@ -83,36 +85,61 @@ def sweep_models(base: str | Path, adapted: str | Path, suites: list[str | Path]
 
 
 def run_sweep(request: SweepRequest) -> RunResult:
-    """Run a :class:`SweepRequest`: evaluate, select, summarise; write, gate and report when ``out`` is set."""
+    """Run a :class:`SweepRequest`: evaluate, select, summarise; write, gate and report when ``out`` is set.
+
+    Started by torchrun / accelerate launch (``WORLD_SIZE`` > 1), each process is one rank of a data-parallel sweep
+    (:mod:`harness.pipeline.distributed`): same summary as one process; rank 0 writes the run directory and
+    every rank returns its ``run_dir`` and ``verdict``.
+    """
     timings: dict[str, float] = {}
     request.options.trunk_cache_bytes  # a bad HARNESS_TRUNK_CACHE_GIB fails before any model is loaded
     check_baseline(request.baseline)
     if request.gate is not None:
         load_spec(request.gate, kind="policy")  # fail on a bad policy before any model is loaded
+    group, options = join_group(request.options)
+    request = dataclasses.replace(request, options=options)
+    try:
+        return _run(request, timings, group)
+    finally:
+        if group is not None:
+            group.close()
+
+
+def _run(request: SweepRequest, timings: dict[str, float], group) -> RunResult:
     with stage_timer(timings, "data"):
         loaded = prepare_splits(load_suites(list(request.suites)), request.options)
         overlap, overlap_notes = run_overlap(loaded)
-    evaluator = BlendEvaluator(request, loaded, timings)
+    evaluator = BlendEvaluator(request, loaded, timings, group=group)
     try:
-        sw = _evaluate_and_select(evaluator, loaded, timings)
+        sw = _evaluate_and_select(evaluator, loaded, timings, group)
     finally:
         evaluator.close()
     notes = [*evaluator.notes, *evaluator.scoring.notes, *overlap_notes, *_selection_notes(sw)]
     res = RunResult(summary=_with_noise(_sweep_summary(sw, loaded, request, notes, overlap), sw, loaded, request),
                     run_dir=None, sweep=sw, timings=timings)
     if request.out is not None:
-        _write_outputs(res, request, loaded, evaluator, timings)
+        memory = rank_memory(evaluator.live.model, group)
+        if group is None:
+            _write_outputs(res, request, loaded, evaluator, timings, memory)
+        else:  # rank 0 writes; every rank learns the run directory and the verdict
+            res.run_dir, res.verdict = group.decide(
+                lambda: _write_outputs(res, request, loaded, evaluator, timings, memory, group))
     return res
 
 
-def _evaluate_and_select(evaluator: BlendEvaluator, loaded: LoadedSuites, timings: dict[str, float]) -> SweepResult:
+def _evaluate_and_select(evaluator: BlendEvaluator, loaded: LoadedSuites, timings: dict[str, float],
+                         group=None) -> SweepResult:
     request = evaluator.request
     refs = [sd.ref for sd in loaded.splits]
     own_head = evaluator.base_own_head()
     metrics = selection_metrics(loaded, request.policy)
-    points, selection, search = search_alphas(
-        evaluator.evaluate, request.alphas, lambda pts: select_points(pts, refs, request.policy, metrics),
-        budget=request.budget)
+
+    def select(pts):
+        # every rank holds the same records; rank 0 still decides, so the adaptive search cannot diverge
+        pick = lambda: select_points(pts, refs, request.policy, metrics)  # noqa: E731
+        return pick() if group is None else group.decide(pick)
+
+    points, selection, search = search_alphas(evaluator.evaluate, request.alphas, select, budget=request.budget)
     by_id = {p.id: p for p in points}
     base_id = "base" if request.head == "shared" else point_of(0.0, request.head)[0]
     ensemble = {}
@@ -166,16 +193,19 @@ def loaded_metrics(loaded: LoadedSuites, suite: str) -> list[str]:
 
 
 def _write_outputs(res: RunResult, request: SweepRequest, loaded: LoadedSuites, evaluator: BlendEvaluator,
-                   timings: dict[str, float]) -> None:
+                   timings: dict[str, float], memory: dict, group=None) -> tuple:
+    """Write the run directory, gate and report; returns ``(run_dir, verdict)``."""
     sw = res.sweep
     manifest = build_manifest(command=request.command, argv=list(request.argv), loaded=loaded, opts=request.options,
                               device=str(evaluator.live.device), timings=timings, models=evaluator.models_info(),
                               extra={"head": request.head, "alphas": sw.alphas, "search": sw.search,
-                                     **evaluator.manifest_extra()})
+                                     **evaluator.manifest_extra(), "memory": memory,
+                                     "distributed": group_info(group)})
     res.run_dir = write_run(request.out, res.summary, sw.predictions_list(), manifest)
     if request.gate is not None:
         res.verdict = run_gate(res.run_dir, request.gate, baseline=request.baseline, junit=request.junit)
     maybe_report(res.run_dir, request.options, loaded)
+    return res.run_dir, res.verdict
 
 
 def _selection_entry(sw: SweepResult, head: str, metric: str) -> SelectionEntry:

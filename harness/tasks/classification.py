@@ -12,8 +12,10 @@ from typing import Any
 
 import numpy as np
 
+from dataclasses import replace
+
 from harness.records import SplitData
-from harness.tasks.base import Prepared, Task
+from harness.tasks.base import Prepared, Task, _rows_of
 from harness.tokcache import tokenize_split
 
 __all__ = ["ClassificationTask"]
@@ -33,3 +35,14 @@ class ClassificationTask(Task):
 
     def records(self, prepared: Prepared, outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {"logits": np.asarray(outputs["logits"], dtype=np.float32)}
+
+    def subset(self, prepared: Prepared, index: np.ndarray) -> Prepared:
+        """The rows ``index`` of a tokenized split (see :meth:`Task.subset`)."""
+        index = np.asarray(index, dtype=np.int64)
+        tok = prepared.requests
+        types = None if tok.token_type_ids is None else tuple(tok.token_type_ids[i] for i in index)
+        sub = _rows_of(prepared, index, None, prepared.info)
+        requests = replace(tok, input_ids=tuple(tok.input_ids[i] for i in index), token_type_ids=types,
+                           lengths=tok.lengths[index], labels=tok.labels[index], example_ids=tok.example_ids[index],
+                           source_ids=tok.source_ids[index], cache_key=sub.cache_key)
+        return replace(sub, requests=requests)

@@ -29,6 +29,7 @@ class GenerationTask(LMTask):
 
     name = "generation"
     request_kind = "generate_until"
+    row_info = ("gold",)
 
     def prepare(self, split: SplitData, tokenizer: Any) -> Prepared:
         spec = self.spec

@@ -10,6 +10,7 @@ continuation), ``choice_len`` (characters, lm-eval's ``acc_norm``) and ``choice_
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,7 @@ class MultipleChoiceTask(LMTask):
 
     name = "multiple_choice"
     request_kind = "loglikelihood"
+    row_info = ("choices",)
 
     def prepare(self, split: SplitData, tokenizer: Any) -> Prepared:
         spec = self.spec
@@ -44,7 +46,8 @@ class MultipleChoiceTask(LMTask):
 
     def records(self, prepared: Prepared, outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         choices = prepared.info["choices"]
-        n, k = len(choices), max(len(c) for c in choices)
+        # a row subset keeps the whole split's width, so its records merge into those of the split
+        n, k = len(choices), prepared.info.get("width") or max(len(c) for c in choices)
         out = {"loglik": np.full((n, k), np.nan), "is_greedy": np.full((n, k), np.nan),
                "choice_len": np.zeros((n, k)), "choice_bytes": np.zeros((n, k))}
         ll, greedy = np.asarray(outputs["loglik"], np.float64), np.asarray(outputs["is_greedy"], np.float64)
@@ -57,3 +60,13 @@ class MultipleChoiceTask(LMTask):
             out["choice_bytes"][i, :m] = [float(len(c.encode("utf-8"))) for c in cs]
             start += m
         return out
+
+    def request_spans(self, prepared: Prepared) -> np.ndarray:
+        """One request per choice: row ``i``'s requests follow those of the rows before it."""
+        return np.concatenate([[0], np.cumsum([len(c) for c in prepared.info["choices"]])]).astype(np.int64)
+
+    def subset(self, prepared: Prepared, index: np.ndarray) -> Prepared:
+        """The rows ``index`` (see :meth:`Task.subset`), with the split's number of columns (``width``)."""
+        sub = super().subset(prepared, index)
+        width = prepared.info.get("width") or max(len(c) for c in prepared.info["choices"])
+        return replace(sub, info={**sub.info, "width": width})

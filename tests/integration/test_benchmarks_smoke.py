@@ -28,3 +28,17 @@ def test_bench_gpu_smoke_reports_every_measurement():
                 "sweep_11_alphas_head_only_trunk_reuse_s"):
         assert key in out, key
     assert out["head_only_frozen_layers"] == 2  # the tiny model's two layers are frozen in the head-only pair
+
+
+@pytest.mark.dist
+def test_dist_sweep_benchmark_runs_on_cpu(tmp_path):
+    """benchmarks/dist_sweep_gpu.py --tiny: 1 vs 2 processes (gloo) and the device-map checks, on CPU."""
+    res = subprocess.run([sys.executable, "benchmarks/dist_sweep_gpu.py", "--tiny", "--rows", "10", "--json",
+                          str(tmp_path / "out.json")], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads((tmp_path / "out.json").read_text())
+    assert all(v for k, v in out["identical_one_vs_two"].items() if k != "chosen_alpha")
+    assert set(out["two_processes"]["memory"]) == {"rank 0", "rank 1"}
+    assert out["device_map"]["within_tolerance"] and out["device_map"]["mc_same_choice"] == 1.0
+    assert all(v for k, v in out["device_map_sweep"]["identical_to_one_device"].items() if k != "chosen_alpha")
