@@ -93,13 +93,14 @@ def run_report(run_dir: str | Path, *, include_examples: bool = False):
     """(Re)render the report of a stored run (twin of ``harness report [--examples]``).
 
     With ``include_examples`` the largest negative flips are shown in ``report.html`` with their dataset text,
-    read back from the suite files recorded in ``manifest.json`` (:mod:`harness.report.texts`).
+    and generation suites' outputs beside their prompt and reference answer, read back from the suite files
+    recorded in ``manifest.json`` (:mod:`harness.report.texts`). Never in a committed sample report.
     """
     from harness.report import render_report  # matplotlib and jinja2: only when a report is rendered
-    from harness.report.texts import run_text_lookup
+    from harness.report.texts import run_lookups
 
-    return render_report(run_dir, include_examples=include_examples,
-                         text_lookup=run_text_lookup(run_dir) if include_examples else None)
+    text, gold = run_lookups(run_dir) if include_examples else (None, None)
+    return render_report(run_dir, include_examples=include_examples, text_lookup=text, gold_lookup=gold)
 
 
 @_with_settings("demo")

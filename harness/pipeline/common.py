@@ -354,23 +354,14 @@ def classes_of(loaded: LoadedSuites) -> list[str]:
     return list(classes.pop())
 
 
-def _text_lookup(loaded: LoadedSuites):
-    frames = {(sd.ref.suite, sd.ref.split): sd.frame.set_index("example_id")["text" if "text" in sd.frame else "row"]
-              for sd in loaded.splits}
-
-    def lookup(suite: str, split: str, example_ids) -> list[str]:
-        s = frames.get((suite, split))
-        return ["" if s is None else str(s.get(e, "")) for e in example_ids]
-
-    return lookup
-
-
 def maybe_report(run_dir: Path, options: RunOptions, loaded: LoadedSuites | None) -> None:
     if not options.report:
         return
     from harness.report import render_report  # matplotlib: only when a report is rendered
+    from harness.report.texts import loaded_lookups
 
-    render_report(run_dir, include_examples=loaded is not None,
-                  text_lookup=_text_lookup(loaded) if loaded is not None else None)
+    text, gold = (loaded_lookups({s.name: s for s, _ in loaded.suites}, loaded.splits) if loaded is not None
+                  else (None, None))
+    render_report(run_dir, include_examples=loaded is not None, text_lookup=text, gold_lookup=gold)
 
 

@@ -4,6 +4,7 @@ run directories whose records, metrics and selection come from the task seam; ba
 
 from __future__ import annotations
 
+import html
 import json
 import random
 import sys
@@ -165,3 +166,27 @@ def test_gold_not_among_the_choices_and_generation_without_max_new_tokens_exit_2
     gen.write_text(lm_suites["gsm"].read_text().replace("  max_new_tokens: 6\n", ""))
     assert main(["validate", str(gen)]) == 2
     assert "task.generation.max_new_tokens: Field required" in capsys.readouterr().err
+
+
+def test_report_examples_show_generation_outputs_escaped_in_the_html_only(lm_pair, lm_suites, tmp_path):
+    """``harness report --examples`` reads prompts and references back from the suite file (manifest.json) and
+    shows them with the outputs stored in predictions.parquet, escaped, in report.html only."""
+    rows = [json.loads(line) for line in (lm_suites["gsm"].parent / "gsm.jsonl").read_text().splitlines()]
+    for r in rows:
+        r["question"] = r["question"].replace("plus", "<script>alert(1)</script> plus")
+    _jsonl(tmp_path / "gsm.jsonl", rows)
+    (tmp_path / "gsm.yaml").write_text(lm_suites["gsm"].read_text())
+    out = tmp_path / "run"
+    assert main(["eval", "--model", str(lm_pair[0]), "--suite", str(tmp_path / "gsm.yaml"), "--out", str(out),
+                 *FAST]) == 0
+    assert main(["report", str(out)]) == 0
+    assert "Generation examples" not in (out / "report.html").read_text()
+    assert main(["report", str(out), "--examples"]) == 0
+    page, md = (out / "report.html").read_text(), (out / "report.md").read_text()
+    section = page[page.index("Generation examples</h2>"):]
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; plus" in section and "\nAnswer:</td>" in section
+    assert "#### " in section  # the reference answer
+    _, _, _, gen = predictions_for(read_predictions(out), "model", "tiny-gsm", "test")
+    assert any(html.escape(str(o)) in section for o in gen["output"] if o.strip())
+    assert "<script" not in page.lower() and "alert(1)" not in md and "Generation examples" not in md
+    assert "### Generation (greedy decoding)" in md and "| numeric_match | higher |" in md
