@@ -258,8 +258,17 @@ class Scoring:
         return out
 
     def _capped(self, suite: Suite, limit: int | None) -> Suite:
-        """The suite with ``max_length`` capped at the model's position table (issue 17), with a note."""
-        if limit is None or suite.max_length <= limit:
+        """The suite with ``max_length`` capped at the model's position table (issue 17), with a note; a
+        perplexity window longer than the table is refused (:class:`SpecError`)."""
+        if limit is not None and suite.task_name == "perplexity":
+            window = suite.task.max_length
+            if window is not None and window > limit:
+                raise SpecError(format_error(
+                    "the perplexity window is longer than the model's position table", where=f"suite "
+                    f"{suite.name!r}: task.max_length", expected=f"at most {limit} tokens (the model's "
+                    "max_position_embeddings)", got=window,
+                    fix=f"set task.max_length to {limit} or less, or leave it out to use the model's length"))
+        if limit is None or suite.task_name != "classification" or suite.max_length <= limit:
             return suite
         self.notes.append(cap_note(suite.name, suite.max_length, limit))
         return suite.model_copy(update={"max_length": int(limit)})

@@ -58,7 +58,7 @@ def evaluate_model(model: str | Path, suites: list[str | Path] | list[Suite], *,
         columns = _label_columns(live, loaded, options, str(model)) if kind == "classification" else None
     with stage_timer(timings, "tokenize"):
         scoring = Scoring(live.tokenizer, loaded, options, live.device.type,
-                          max_positions=position_limit(live.model) if kind == "classification" else None)
+                          max_positions=position_limit(live.model))
     scorer = make_scorer(live, kind, options)
     runner = make_runner(scorer, live, kind, options, columns=columns)
     try:
