@@ -96,19 +96,40 @@ def run_report(run_dir: str | Path, *, include_examples: bool = False):
     """(Re)render the report of a stored run (twin of ``harness report [--examples]``).
 
     With ``include_examples`` the largest negative flips are shown in ``report.html`` with their dataset text,
-    read back from the suite files recorded in ``manifest.json`` (:mod:`harness.report.texts`).
+    and generation suites' outputs beside their prompt and reference answer, read back from the suite files
+    recorded in ``manifest.json`` (:mod:`harness.report.texts`). Never in a committed sample report.
     """
     from harness.report import render_report  # matplotlib and jinja2: only when a report is rendered
-    from harness.report.texts import run_text_lookup
+    from harness.report.texts import run_lookups
 
-    return render_report(run_dir, include_examples=include_examples,
-                         text_lookup=run_text_lookup(run_dir) if include_examples else None)
+    text, gold = run_lookups(run_dir) if include_examples else (None, None)
+    return render_report(run_dir, include_examples=include_examples, text_lookup=text, gold_lookup=gold)
 
 
 @_with_settings("demo")
-def run_demo(*, adaptation: str = "full", profile: str = "quick", out: str | Path | None = None, **settings: Any):
-    """Run the end-to-end demo (twin of ``harness demo``)."""
-    return _demo(adaptation=adaptation, profile=profile, out=out, options=make_settings(settings, command="demo"))
+def run_demo(*, task: str = "sentiment", adaptation: str | None = None, profile: str = "quick",
+             out: str | Path | None = None, **settings: Any):
+    """Run an end-to-end demo (twin of ``harness demo [--task sentiment|lm]``).
+
+    ``task="sentiment"`` (default): MiniLM on VADER domains, ``adaptation`` ``full`` (default) or ``lora``;
+    ``task="lm"``: SmolLM2-135M-Instruct on ARC and BoolQ (:func:`harness.demo.lm_run.run_lm_demo`),
+    ``adaptation`` ``lora`` (default) or ``full``. Returns the sweep's :class:`~harness.pipeline.RunResult`.
+
+    Raises
+    ------
+    SpecError
+        For an unknown task, profile or adaptation.
+    """
+    options = make_settings(settings, command="demo")
+    if task == "lm":
+        from harness.demo.lm_run import run_lm_demo  # gguf/accelerate: only for this demo
+
+        return run_lm_demo(adaptation=adaptation or "lora", profile=profile, out=out, options=options)
+    if task != "sentiment":
+        from harness.errors import SpecError, unknown_name
+
+        raise SpecError(unknown_name("demo task", task, ["sentiment", "lm"]))
+    return _demo(adaptation=adaptation or "full", profile=profile, out=out, options=options)
 
 
 @_with_settings("train")

@@ -19,6 +19,10 @@ SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 POSITIVE = {"good", "great", "fine", "love", "nice", "happy", "best", "fun", "superb"}
 
 
+#: The caller's HARNESS_CACHE (before the session's own replaces it): the slow demo tests reuse a warm one.
+CALLER_CACHE = os.environ.get("HARNESS_CACHE")
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_cache(tmp_path_factory):
     """Every test session gets its own HARNESS_CACHE (tokens, results store, fingerprints)."""

@@ -3,19 +3,23 @@ split lacks (issue 19, item 3 and item 8).
 
 ``check_suite_data`` loads every split of a suite exactly as a run would (:func:`harness.data.sources.load_splits`:
 files exist and parse, the text/label/id columns and every field a language-model template, choice list or gold
-answer names are present, labels fall inside ``classes``, ids are unique, no split is empty) and describes each
-split in one line. Any of those problems raises the same :class:`~harness.errors.DataError` or
+answer names are present, labels fall inside ``classes``, ids are unique, no split is empty), reads every
+language-model row as scoring would (:func:`harness.data.lm_rows.check_row`: its prompt renders, its choices are a
+non-empty list of distinct texts, its gold answer is among them) and describes each split in one line. Any of those problems raises the same :class:`~harness.errors.DataError` or
 :class:`~harness.errors.SpecError` with its field path that ``harness eval`` would raise, before a model is loaded.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from harness.data.lm_rows import check_row
 from harness.data.sources import load_splits
+from harness.errors import DataError
 from harness.records import SplitData
 from harness.spec.schema import Suite
 
@@ -68,6 +72,15 @@ def missing_class_note(split_key: str, missing: tuple[str, ...], n_classes: int)
             f"classes")
 
 
+def _check_lm_rows(suite: Suite, split: str, sd: SplitData) -> None:
+    """Every row of a language-model split through :func:`harness.data.lm_rows.check_row`."""
+    for eid, raw in zip(sd.frame["example_id"].tolist(), sd.frame["row"].tolist()):
+        try:
+            check_row(suite.task, json.loads(raw))
+        except DataError as e:
+            raise DataError(f"row {eid!r} of split {split!r} cannot be scored: {e}") from e
+
+
 def check_suite_data(suite: Suite, path: Path | None) -> list[SplitCheck]:
     """Load every split of ``suite`` (a validated suite read from ``path``) and describe it; no model is loaded.
 
@@ -81,9 +94,14 @@ def check_suite_data(suite: Suite, path: Path | None) -> list[SplitCheck]:
     DataError, SpecError
         As :func:`harness.data.sources.load_splits`: missing or unreadable files, missing columns (text, label, id,
         or a field a template/choices/gold names, with the field path), labels outside ``classes`` (with the
-        count and the first values), repeated ids, an empty split, an unresolvable ``derived_from``.
+        count and the first values), repeated ids, an empty split, an unresolvable ``derived_from``; and a
+        :class:`~harness.errors.DataError` for the first language-model row whose prompt, choices or gold cannot
+        be read (naming the split, the row's id and the spec field, e.g. ``task.gold.label``).
     """
     loaded = load_splits(suite, suite_path=path)
+    if suite.task_name != "classification":
+        for name, sd in loaded.items():
+            _check_lm_rows(suite, name, sd)
     return [SplitCheck(suite=suite.name, split=name, role=sd.ref.role.value, n=len(sd), n_dropped=sd.n_dropped,
                        drop_reasons=dict(sd.drop_reasons), missing=missing_classes(sd))
             for name, sd in loaded.items()]

@@ -13,11 +13,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from harness.data.prompts import template_fields
+from harness.data.prompts import render, template_fields
 from harness.errors import DataError, format_error
 from harness.spec.lm import ChoicesSpec, GenerationTask, GoldSpec, MultipleChoiceTask, PerplexityTask
 
-__all__ = ["field_value", "row_choices", "row_gold", "task_columns"]
+__all__ = ["field_value", "row_choices", "row_gold", "task_columns", "check_row"]
 
 _MISSING = object()
 
@@ -120,3 +120,20 @@ def task_columns(task: MultipleChoiceTask | GenerationTask | PerplexityTask) -> 
         c = task.choices
         out["task.choices"] = top(c.field) | set().union(*(top(f) for f in c.fields or ()))
     return out
+
+
+def check_row(task: MultipleChoiceTask | GenerationTask | PerplexityTask, row: Mapping[str, Any]) -> None:
+    """Read every part of ``row`` the task needs, as scoring would: the template's prompt, the choices (non-empty,
+    distinct texts) and the gold answer among them (multiple choice), the reference (generation), the text
+    (perplexity). Used by ``harness validate`` to find a bad row before any model is loaded.
+
+    Raises
+    ------
+    DataError
+        The first failure, naming the spec field (``task.gold.label``...), as the scoring path would.
+    """
+    if isinstance(task, PerplexityTask):
+        field_value(row, task.text, where="task.text")
+        return
+    render(task.prompt.template, row)
+    row_gold(row, task.gold, row_choices(row, task.choices) if isinstance(task, MultipleChoiceTask) else None)

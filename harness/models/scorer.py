@@ -17,7 +17,7 @@ from harness.models.packed import PackedEncoder, Packing, encoder_parts, packing
 from harness.models.prepack import prepacked_linears
 from harness.settings import Settings
 
-__all__ = ["Batch", "Scorer", "DummyScorer", "HFScorer", "compile_layers"]
+__all__ = ["Batch", "Scorer", "DummyScorer", "HFScorer", "compile_layers", "pools_last_token", "last_token_inputs"]
 
 log = logging.getLogger(__name__)
 
@@ -25,12 +25,14 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Batch:
     """Padded model inputs: ``input_ids``, ``attention_mask`` (and optional ``token_type_ids``), each an int64
-    array of shape (batch, padded_length); ``index`` holds the rows' positions in the split."""
+    array of shape (batch, padded_length); ``index`` holds the rows' positions in the split; ``position_ids``
+    (same shape) is set only where a model needs them explicitly (:func:`last_token_inputs`)."""
 
     input_ids: np.ndarray
     attention_mask: np.ndarray
     token_type_ids: np.ndarray | None
     index: np.ndarray
+    position_ids: np.ndarray | None = None
 
 
 class Scorer(ABC):
@@ -92,6 +94,10 @@ class HFScorer(Scorer):
     them as they are.
 
     :meth:`from_settings` takes every one of these switches from :class:`harness.settings.Settings`.
+
+    A decoder classifier (:func:`pools_last_token`: GPT-2, Llama, Qwen2, ...) gets each batch through
+    :func:`last_token_inputs`, so it pools every row's last real token under left or right padding and whatever
+    id the padding was written with.
     """
 
     def __init__(self, model: torch.nn.Module, n_classes: int | None = None,
@@ -109,6 +115,7 @@ class HFScorer(Scorer):
         self._packed_required = packed is True
         self._compiled = compile
         self._prepack = prepack and not compile
+        self._last_token = pools_last_token(model)
         if packed or (packed is None and autocast_dtype is None and packing_unavailable_reason(model) is None):
             self._packer = PackedEncoder.for_model(model, attention=attention)
         if compile:
@@ -144,7 +151,11 @@ class HFScorer(Scorer):
         return t.to(self.device)
 
     def _forward(self, batch: Batch) -> torch.Tensor:
+        if self._last_token:
+            batch = last_token_inputs(batch, self.model.config.pad_token_id)
         inputs = {"input_ids": self._tensor(batch.input_ids), "attention_mask": self._tensor(batch.attention_mask)}
+        if batch.position_ids is not None:
+            inputs["position_ids"] = self._tensor(batch.position_ids)
         if batch.token_type_ids is not None:
             inputs["token_type_ids"] = self._tensor(batch.token_type_ids)
         if self._packer is not None:
@@ -187,6 +198,52 @@ class HFScorer(Scorer):
         for index, logits in pending:
             yield index, host[start:start + len(index)]
             start += len(index)
+
+
+def pools_last_token(model: torch.nn.Module) -> bool:
+    """Whether ``model`` is a decoder sequence classifier that pools its last real token.
+
+    transformers' decoder classifiers (GPT-2, Llama, Qwen2, Gemma, Mistral, OPT, ...) name their head ``score``
+    and pool the rightmost position whose input id is not ``config.pad_token_id``; encoders (``classifier``) and
+    encoder-decoders (``classification_head``) pool otherwise.
+    """
+    cfg = getattr(model, "config", None)
+    return (isinstance(getattr(model, "score", None), torch.nn.Linear) and cfg is not None
+            and not getattr(cfg, "is_encoder_decoder", False) and getattr(cfg, "pad_token_id", None) is not None)
+
+
+def last_token_inputs(batch: Batch, pad_token_id: int) -> Batch:
+    """The batch as a last-token-pooling classifier must see it to score every row as it would score it alone.
+
+    Two things make padding visible to such a model (:func:`pools_last_token`): it finds the last real token by
+    comparing ids with ``config.pad_token_id``, so padding written with another id (a tokenizer whose pad token
+    differs from the config's) is pooled instead of the last real token; and with left padding, absolute position
+    embeddings (GPT-2) would start at the first pad. So masked positions get ``pad_token_id``, and a batch with any
+    left padding gets ``position_ids = max(cumsum(mask) - 1, 0)`` (positions count real tokens only, as in
+    ``generate``). Right-padded batches keep the model's own positions.
+
+    Parameters
+    ----------
+    batch : Batch
+        Padded on either side; ``attention_mask`` is 1 on real tokens.
+    pad_token_id : int
+        The model's ``config.pad_token_id``.
+
+    Returns
+    -------
+    Batch
+        A new batch (the input is not changed); the same object when nothing needs changing.
+    """
+    mask = batch.attention_mask
+    ids = batch.input_ids
+    if bool((ids[mask == 0] != pad_token_id).any()):
+        ids = np.where(mask == 0, np.int64(pad_token_id), ids)
+    positions = batch.position_ids
+    if positions is None and mask.shape[1] and bool((mask[:, 0] == 0).any()):
+        positions = np.maximum(mask.cumsum(axis=1) - 1, 0).astype(np.int64)
+    if ids is batch.input_ids and positions is batch.position_ids:
+        return batch
+    return Batch(ids, mask, batch.token_type_ids, batch.index, positions)
 
 
 def compile_layers(model: torch.nn.Module) -> int:

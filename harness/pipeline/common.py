@@ -285,8 +285,17 @@ class Scoring:
         return merge_records(len(prep), [(i, r) for i, r in parts if r is not None])
 
     def _capped(self, suite: Suite, limit: int | None) -> Suite:
-        """The suite with ``max_length`` capped at the model's position table (issue 17), with a note."""
-        if limit is None or suite.max_length <= limit:
+        """The suite with ``max_length`` capped at the model's position table (issue 17), with a note; a
+        perplexity window longer than the table is refused (:class:`SpecError`)."""
+        if limit is not None and suite.task_name == "perplexity":
+            window = suite.task.max_length
+            if window is not None and window > limit:
+                raise SpecError(format_error(
+                    "the perplexity window is longer than the model's position table", where=f"suite "
+                    f"{suite.name!r}: task.max_length", expected=f"at most {limit} tokens (the model's "
+                    "max_position_embeddings)", got=window,
+                    fix=f"set task.max_length to {limit} or less, or leave it out to use the model's length"))
+        if limit is None or suite.task_name != "classification" or suite.max_length <= limit:
             return suite
         self.notes.append(cap_note(suite.name, suite.max_length, limit))
         return suite.model_copy(update={"max_length": int(limit)})
@@ -381,23 +390,14 @@ def classes_of(loaded: LoadedSuites) -> list[str]:
     return list(classes.pop())
 
 
-def _text_lookup(loaded: LoadedSuites):
-    frames = {(sd.ref.suite, sd.ref.split): sd.frame.set_index("example_id")["text" if "text" in sd.frame else "row"]
-              for sd in loaded.splits}
-
-    def lookup(suite: str, split: str, example_ids) -> list[str]:
-        s = frames.get((suite, split))
-        return ["" if s is None else str(s.get(e, "")) for e in example_ids]
-
-    return lookup
-
-
 def maybe_report(run_dir: Path, options: RunOptions, loaded: LoadedSuites | None) -> None:
     if not options.report:
         return
     from harness.report import render_report  # matplotlib: only when a report is rendered
+    from harness.report.texts import loaded_lookups
 
-    render_report(run_dir, include_examples=loaded is not None,
-                  text_lookup=_text_lookup(loaded) if loaded is not None else None)
+    text, gold = (loaded_lookups({s.name: s for s, _ in loaded.suites}, loaded.splits) if loaded is not None
+                  else (None, None))
+    render_report(run_dir, include_examples=loaded is not None, text_lookup=text, gold_lookup=gold)
 
 

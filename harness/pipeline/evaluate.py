@@ -69,8 +69,7 @@ def _evaluate(model, suites, out, options: RunOptions, argv, group) -> RunResult
         columns = _label_columns(live, loaded, options, str(model)) if kind == "classification" else None
     with stage_timer(timings, "tokenize"):
         scoring = Scoring(live.tokenizer, loaded, options, live.device.type,
-                          max_positions=position_limit(live.model) if kind == "classification" else None,
-                          group=group)
+                          max_positions=position_limit(live.model), group=group)
     scorer = make_scorer(live, kind, options)
     runner = make_runner(scorer, live, kind, options, columns=columns)
     try:

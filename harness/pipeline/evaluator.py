@@ -109,8 +109,7 @@ class BlendEvaluator:
         self.notes: list[str] = list(self.live.info.get("notes", ()))
         with stage_timer(timings, "tokenize"):
             self.scoring = Scoring(self.live.tokenizer, loaded, opts, self.live.device.type,
-                                   max_positions=(position_limit(self.live.model) if self.kind == "classification"
-                                                  else None), group=group)
+                                   max_positions=position_limit(self.live.model), group=group)
         self.scorer = make_scorer(self.live, self.kind, opts)
         self.own_head_runner = (self._runner(self.base_columns) if request.head == "adapted" and base_head_trained
                                 and self.base_columns is not None else None)

@@ -199,6 +199,7 @@ def _write_outputs(res: RunResult, request: SweepRequest, loaded: LoadedSuites, 
     manifest = build_manifest(command=request.command, argv=list(request.argv), loaded=loaded, opts=request.options,
                               device=str(evaluator.live.device), timings=timings, models=evaluator.models_info(),
                               extra={"head": request.head, "alphas": sw.alphas, "search": sw.search,
+                                     "selection_metrics": selection_metrics(loaded, request.policy),
                                      **evaluator.manifest_extra(), "memory": memory,
                                      "distributed": group_info(group)})
     res.run_dir = write_run(request.out, res.summary, sw.predictions_list(), manifest)

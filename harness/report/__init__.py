@@ -6,8 +6,9 @@ The report loads no model and imports neither torch nor transformers. It reads `
 the only numbers it derives from predictions are views of the stored logits (reliability bins, confusion
 matrices, per-class recall, negative flips, majority-class rates). Every file is written atomically.
 
-Dataset text reaches the HTML page only, and only through the caller's ``text_lookup``; the report never loads
-data itself.
+Dataset text reaches the HTML page only, and only through the caller's ``text_lookup`` (and ``gold_lookup``);
+the report never loads data itself. Generation outputs, stored in ``predictions.parquet``, reach the HTML page
+only under the same switch.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ class ReportPaths:
 
 
 def render_report(run_dir: str | Path, *, include_examples: bool = True,
-                  text_lookup: TextLookup | None = None) -> ReportPaths:
+                  text_lookup: TextLookup | None = None, gold_lookup: TextLookup | None = None) -> ReportPaths:
     """Render the report of a stored run directory into that directory.
 
     Parameters
@@ -58,7 +59,11 @@ def render_report(run_dir: str | Path, *, include_examples: bool = True,
         committed sample report) keeps every output free of dataset text.
     text_lookup : callable, default=None
         ``text_lookup(suite, split, example_ids) -> list[str]``, the text of each example id in order. Without
-        it no dataset text is shown. A failing lookup costs the examples (logged), never the report.
+        it no dataset text is shown. A failing lookup costs the examples (logged), never the report. For a
+        language-model suite the text is the row's rendered prompt.
+    gold_lookup : callable, default=None
+        ``gold_lookup(suite, split, example_ids) -> list[str]``, the reference answer of each language-model
+        example, shown beside the generation examples (which need ``include_examples`` and ``text_lookup``).
 
     Returns
     -------
@@ -74,14 +79,16 @@ def render_report(run_dir: str | Path, *, include_examples: bool = True,
     """
     run_dir = Path(run_dir)
     summary = read_summary(run_dir)
-    preds = PredIndex(read_predictions(run_dir)) if (run_dir / PREDICTIONS).is_file() else None
+    frame = read_predictions(run_dir) if (run_dir / PREDICTIONS).is_file() else None
+    preds = PredIndex(frame) if frame is not None else None
+    outputs = frame[frame["output"].notna()] if frame is not None and "output" in frame.columns else None
     if preds is None:
         logger.warning("%s has no %s; calibration and per-class views are left out", run_dir, PREDICTIONS)
     figdir = ensure_dir(run_dir / FIGURE_DIR)
     ctx = Context(summary=summary, focus=focus_points(summary),
                   metric=selection_metric(summary, metric_names(summary)), manifest=read_manifest(run_dir),
                   verdict=read_verdict(run_dir), preds=preds, figdir=figdir, include_examples=include_examples,
-                  text_lookup=text_lookup)
+                  text_lookup=text_lookup, gold_lookup=gold_lookup, outputs=outputs)
     doc = build_document(ctx)
     for name in FIGURES:  # a figure of an earlier render that no longer applies would be stale
         if (figdir / name).exists() and figdir / name not in doc.figures:

@@ -88,7 +88,8 @@ class Document:
 
 @dataclass(frozen=True)
 class Context:
-    """Everything a section builder reads: the parsed run files and where figures go."""
+    """Everything a section builder reads: the parsed run files and where figures go. ``text_lookup`` and
+    ``gold_lookup`` (``(suite, split, example_ids) -> texts``) are the only way dataset text gets in."""
 
     summary: Summary
     focus: Focus
@@ -99,6 +100,8 @@ class Context:
     figdir: Path
     include_examples: bool = True
     text_lookup: Callable[[str, str, list[str]], list[str]] | None = None
+    gold_lookup: Callable[[str, str, list[str]], list[str]] | None = None
+    outputs: pd.DataFrame | None = None  # generation records of predictions.parquet (point, suite, split, output...)
 
     @property
     def sweep(self) -> bool:

@@ -53,6 +53,7 @@ figcaption { color: #4a4a4a; font-size: 12.5px; margin-top: 4px; }
 # Width of main's content box (max-width 1180 px minus 2 x 28 px padding), less a margin for font differences.
 PAGE_WIDTH_PX = 1080
 _CHAR_PX, _HEAD_CHAR_PX, _CELL_PAD_PX, _TEXT_CHARS, _TOKEN_CHARS = 7.6, 8.6, 18, 40, 24
+_TEXT_COLUMNS = ("text", "prompt (tail)", "gold")  # free text (dataset rows, model outputs): wraps, keeps newlines
 _NUM = re.compile(r"^[+-]?(\d+(\.\d+)?|n/a)( \[[^\]]*\])?$")
 
 
@@ -63,7 +64,7 @@ def _e(s: object) -> str:
 def _cell_class(col: str, value: str) -> str:
     if value in ("PASS", "FAIL"):
         return value.lower()
-    if col == "text":
+    if col in _TEXT_COLUMNS or col.endswith(" output"):
         return "text"
     if _NUM.match(value):
         return "num"

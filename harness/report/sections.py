@@ -8,7 +8,7 @@ import logging
 import numpy as np
 import pandas as pd
 
-from harness.report import honesty, plots, predsections
+from harness.report import honesty, lmsections, plots, predsections
 from harness.report.curve import MEAN_PANEL, chord_table, curve_frame
 from harness.report.document import (FIGURES, Block, Context, Document, FigureBlock, Heading, Para, Section,
                                      TableBlock)
@@ -64,7 +64,7 @@ def _overview(ctx: Context) -> Section:
         rows.append(("gate", "PASS" if ctx.verdict.get("passed") else "FAIL"))
     rows.append(("wall time", wall_time_text(ctx.manifest) or "not recorded (no timings in manifest.json)"))
     blocks: list[Block] = [TableBlock(pd.DataFrame(rows, columns=["field", "value"], dtype=object))]
-    blocks.append(Para(f"Metric values are fractions in [0, 1] (nll in nats per example). Intervals are "
+    blocks.append(Para(f"{lmsections.units_note(ctx)} Intervals are "
                        f"{b.confidence:.0%} bootstrap intervals ({b.n_resamples} resamples of {b.cluster_key}, "
                        f"seed {b.seed}). alpha is the fraction of adapted weights: 0 = base, 1 = adapted."))
     if not ctx.sweep:
@@ -74,10 +74,18 @@ def _overview(ctx: Context) -> Section:
 
 
 def _headline(ctx: Context) -> Section:
-    return Section(f"Headline: {ctx.metric}", (TableBlock(
-        headline_table(ctx.summary, ctx.focus, ctx.metric),
-        "Each cell is the split's number in summary.json (value [95% interval]); Δ is the difference of the "
-        "two point estimates.", key_columns=2),))
+    suites = dict.fromkeys(p[0] for p in suite_splits(ctx.summary))
+    own = {s: lmsections.suite_metric(ctx, s) for s in suites}
+    if all(m == ctx.metric for m in own.values()):
+        return Section(f"Headline: {ctx.metric}", (TableBlock(
+            headline_table(ctx.summary, ctx.focus, ctx.metric),
+            "Each cell is the split's number in summary.json (value [95% interval]); Δ is the difference of the "
+            "two point estimates.", key_columns=2),))
+    return Section("Headline: each suite's selection metric", (TableBlock(
+        headline_table(ctx.summary, ctx.focus, ctx.metric, metric_of=own),
+        "Each suite on the metric it selects alpha on (metric column); each cell is the split's number in "
+        "summary.json (value [95% interval]); Δ is the difference of the two point estimates (for a metric where "
+        "lower is better, a negative Δ is an improvement).", key_columns=2),))
 
 
 def _verdict(ctx: Context) -> Section | None:
@@ -169,6 +177,8 @@ def _alpha(ctx: Context) -> Section | None:
 
 
 def _results(ctx: Context) -> Section:
+    if lmsections.is_lm_run(ctx):
+        return lmsections.task_results(ctx)
     blocks: list[Block] = []
     for pair in suite_splits(ctx.summary):
         blocks.append(Heading(f"{pair[0]} / {pair[1]} ({suite_role(ctx.summary, pair[0])} suite, "
@@ -212,7 +222,7 @@ def build_document(ctx: Context) -> Document:
     """
     builders = (_overview, _headline, _verdict, _curve, _before_after, _alpha, _results, _selection,
                 honesty.selection_honesty, predsections.calibration, honesty.calibration_estimators,
-                predsections.per_class, predsections.examples, _counts, _manifest)
+                predsections.per_class, predsections.examples, lmsections.generation_examples, _counts, _manifest)
     sections = tuple(sec for build in builders if (sec := build(ctx)) is not None)
     figures = tuple(b.path for sec in sections for b in sec.blocks if isinstance(b, FigureBlock))
     title = f"Robustness report: {ctx.summary.command}"

@@ -276,15 +276,20 @@ def _delta(a: MetricEntry | None, b: MetricEntry | None) -> float | None:
     return float(a.value) - float(b.value)
 
 
-def headline_table(summary: Summary, focus: Focus, metric: str) -> pd.DataFrame:
-    """One row per (suite, split): role, n, ``metric`` for each focus point with its interval, deltas vs base."""
+def headline_table(summary: Summary, focus: Focus, metric: str,
+                   metric_of: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """One row per (suite, split): role, n, ``metric`` for each focus point with its interval, deltas vs base.
+
+    ``metric_of`` (suite -> metric) shows each suite on its own metric instead, named in a ``metric`` column."""
     rows = []
     for pair in suite_splits(summary):
         entry = next((e for _, pid in focus.columns if (e := _entry(summary.results, pid, pair))), None)
         row = {"suite": pair[0], "split": pair[1],
                "role": f"{suite_role(summary, pair[0])} / {split_role(summary, *pair)}",
                "n": str(entry.n) if entry else NA}
-        _point_cells(row, summary, focus, pair, metric, " vs base")
+        if metric_of is not None:
+            row["metric"] = metric_of.get(pair[0], metric)
+        _point_cells(row, summary, focus, pair, row.get("metric", metric), " vs base")
         rows.append(row)
     return pd.DataFrame(rows, dtype=object)
 
@@ -301,9 +306,11 @@ def _point_cells(row: dict[str, str], summary: Summary, focus: Focus, pair: Pair
 
 
 def split_table(summary: Summary, focus: Focus, pair: Pair) -> pd.DataFrame:
-    """Every metric of one (suite, split): value [interval] per focus point, and deltas vs base."""
+    """Every metric of one (suite, split) (those any point recorded there): value [interval] per focus point,
+    and deltas vs base."""
     rows = []
-    for metric in metric_names(summary):
+    present = {m for pid in summary.results if (e := _entry(summary.results, pid, pair)) for m in e.metrics}
+    for metric in [m for m in metric_names(summary) if m in present]:
         base = entry_value(summary.results, focus.base, pair, metric)
         m0 = base or next((m for _, pid in focus.columns if (m := entry_value(summary.results, pid, pair, metric))),
                           None)

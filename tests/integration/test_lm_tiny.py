@@ -4,6 +4,7 @@ run directories whose records, metrics and selection come from the task seam; ba
 
 from __future__ import annotations
 
+import html
 import json
 import random
 import sys
@@ -165,3 +166,165 @@ def test_gold_not_among_the_choices_and_generation_without_max_new_tokens_exit_2
     gen.write_text(lm_suites["gsm"].read_text().replace("  max_new_tokens: 6\n", ""))
     assert main(["validate", str(gen)]) == 2
     assert "task.generation.max_new_tokens: Field required" in capsys.readouterr().err
+
+
+def test_report_examples_show_generation_outputs_escaped_in_the_html_only(lm_pair, lm_suites, tmp_path):
+    """``harness report --examples`` reads prompts and references back from the suite file (manifest.json) and
+    shows them with the outputs stored in predictions.parquet, escaped, in report.html only."""
+    rows = [json.loads(line) for line in (lm_suites["gsm"].parent / "gsm.jsonl").read_text().splitlines()]
+    for r in rows:
+        r["question"] = r["question"].replace("plus", "<script>alert(1)</script> plus")
+    _jsonl(tmp_path / "gsm.jsonl", rows)
+    (tmp_path / "gsm.yaml").write_text(lm_suites["gsm"].read_text())
+    out = tmp_path / "run"
+    assert main(["eval", "--model", str(lm_pair[0]), "--suite", str(tmp_path / "gsm.yaml"), "--out", str(out),
+                 *FAST]) == 0
+    assert main(["report", str(out)]) == 0
+    assert "Generation examples" not in (out / "report.html").read_text()
+    assert main(["report", str(out), "--examples"]) == 0
+    page, md = (out / "report.html").read_text(), (out / "report.md").read_text()
+    section = page[page.index("Generation examples</h2>"):]
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; plus" in section and "\nAnswer:</td>" in section
+    assert "#### " in section  # the reference answer
+    _, _, _, gen = predictions_for(read_predictions(out), "model", "tiny-gsm", "test")
+    assert any(html.escape(str(o)) in section for o in gen["output"] if o.strip())
+    assert "<script" not in page.lower() and "alert(1)" not in md and "Generation examples" not in md
+    assert "### Generation (greedy decoding)" in md and "| numeric_match | higher |" in md
+
+
+# ------------------------------------------------------------------------- bad input, issue 14 (exit 2) --
+
+def _bad_arc(lm_suites, tmp_path: Path, edit_row=None, edit_yaml=None) -> Path:
+    rows = [json.loads(line) for line in (lm_suites["arc"].parent / "arc.jsonl").read_text().splitlines()]
+    if edit_row is not None:
+        edit_row(rows[3])
+    _jsonl(tmp_path / "arc.jsonl", rows)
+    text = lm_suites["arc"].read_text()
+    (tmp_path / "arc.yaml").write_text(text.replace(*edit_yaml) if edit_yaml else text)
+    return tmp_path / "arc.yaml"
+
+
+BAD_ARC = {  # case -> (row edit, yaml edit, the field path and words the message must hold)
+    "template names a missing column": (None, ("{{question}}", "{{questoin}}"), ["task.prompt.template", "questoin"]),
+    "gold not among the choices": (lambda r: r.update(answerKey="Z"), None, ["task.gold.label", "Z"]),
+    "empty choices": (lambda r: r.update(choices={"text": [], "label": []}), None, ["task.choices", "non-empty"]),
+}
+
+
+@pytest.mark.parametrize("command", ["validate", "eval"])
+@pytest.mark.parametrize("case", list(BAD_ARC))
+def test_bad_multiple_choice_data_exits_2_with_the_field_path(lm_pair, lm_suites, tmp_path, capsys, case, command):
+    """``harness validate`` reads a local suite's rows (no model) and finds what ``eval`` would fail on."""
+    edit_row, edit_yaml, needles = BAD_ARC[case]
+    suite = _bad_arc(lm_suites, tmp_path, edit_row, edit_yaml)
+    argv = (["validate", str(suite)] if command == "validate" else
+            ["eval", "--model", str(lm_pair[0]), "--suite", str(suite), "--out", str(tmp_path / "run"), *FAST])
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert all(n in err for n in needles), err
+    if command == "validate" and edit_row is not None:
+        assert "row 'q3' of split" in err  # the row is named
+    assert not (tmp_path / "run").exists()
+
+
+def test_validate_reads_good_local_data_and_can_skip_it(lm_suites, capsys):
+    assert main(["validate", *map(str, lm_suites.values())]) == 0
+    assert "4 valid, 0 invalid" in capsys.readouterr().out
+    assert main(["validate", "--no-data", str(lm_suites["arc"])]) == 0
+
+
+def test_generation_without_max_new_tokens_exits_2_through_eval(lm_pair, lm_suites, tmp_path, capsys):
+    (tmp_path / "gsm.jsonl").write_text((lm_suites["gsm"].parent / "gsm.jsonl").read_text())
+    gen = tmp_path / "gsm.yaml"
+    gen.write_text(lm_suites["gsm"].read_text().replace("  max_new_tokens: 6\n", ""))
+    assert main(["eval", "--model", str(lm_pair[0]), "--suite", str(gen), *FAST]) == 2
+    assert "task.generation.max_new_tokens: Field required" in capsys.readouterr().err
+
+
+def test_perplexity_window_longer_than_the_models_positions_exits_2(lm_pair, lm_suites, tmp_path, capsys):
+    (tmp_path / "text.jsonl").write_text((lm_suites["ppl"].parent / "text.jsonl").read_text())
+    ppl = tmp_path / "ppl.yaml"
+    ppl.write_text(lm_suites["ppl"].read_text().replace("max_length: 32", "max_length: 4096"))
+    out = tmp_path / "run"
+    assert main(["eval", "--model", str(lm_pair[0]), "--suite", str(ppl), "--out", str(out), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "suite 'tiny-ppl': task.max_length" in err and "at most 128" in err and "4096" in err
+    assert not out.exists()
+
+
+def test_models_that_do_not_fit_a_language_model_suite_exit_2(lm_pair, lm_suites, tmp_path, capsys):
+    """Issue 14 item 6: a sequence classifier in a language-model suite, and a causal LM whose weights would be
+    partly random, are refused naming what fits; neither is ever scored."""
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
+
+    cfg = LlamaConfig.from_pretrained(lm_pair[0])
+    clf = tmp_path / "clf"
+    LlamaForSequenceClassification(cfg).save_pretrained(clf)
+    AutoTokenizer.from_pretrained(lm_pair[0]).save_pretrained(clf)
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    for f in lm_pair[0].iterdir():
+        (partial / f.name).write_bytes(f.read_bytes())
+    state = load_file(str(partial / "model.safetensors"))
+    state.pop(next(k for k in state if k.endswith("layers.0.mlp.up_proj.weight")))
+    save_file(state, str(partial / "model.safetensors"), metadata={"format": "pt"})
+    for model, needles in ((clf, ["not a causal language model", "ForCausalLM"]),
+                           (partial, ["initialise", "up_proj"])):
+        out = tmp_path / f"run-{model.name}"
+        assert main(["eval", "--model", str(model), "--suite", str(lm_suites["arc"]), "--out", str(out), *FAST]) == 2
+        err = capsys.readouterr().err
+        assert all(n in err for n in needles), err
+        assert not out.exists()
+    assert main(["sweep", "--base", str(lm_pair[0]), "--adapted", str(clf), "--suite", str(lm_suites["arc"]),
+                 "--alphas", "0,1", "--out", str(tmp_path / "sweep"), *FAST]) == 2
+    assert not (tmp_path / "sweep").exists()
+
+
+LM_POLICY = """kind: policy
+name: tiny-lm
+candidate: chosen
+n_resamples: 200
+min_clusters: 2
+on_underpowered: warn
+suites: {id: [tiny-arc], shift: [tiny-gsm, tiny-ppl]}
+rules:
+  - {name: id_acc_norm, kind: delta, metric: acc_norm, suites: id, reference: base, max_drop: 1.0, mode: point}
+  - {name: gsm_exact, kind: delta, metric: exact_match, suites: [tiny-gsm], reference: base, max_drop: 1.0,
+     mode: point}
+  - {name: ppl_bpb, kind: delta, metric: bits_per_byte, suites: [tiny-ppl], reference: base, max_drop: 100.0,
+     mode: point}
+  - {name: id_flips, kind: negative_flips, suites: id, reference: base, max_rate: 1.0, mode: point}
+"""
+
+
+def test_gate_and_store_resume_work_on_language_model_records(lm_pair, lm_suites, tmp_path):
+    """Downstream stages unchanged in meaning (issue 14 item 7): a gate judges the per-example LM records with
+    each metric's direction (bits_per_byte: lower is better), and a rerun takes every split from the results store
+    (text outputs included), with identical predictions and verdict."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(LM_POLICY)
+    runs = []
+    for name in ("first", "again"):
+        out = tmp_path / name
+        assert main(["sweep", "--base", str(lm_pair[0]), "--adapted", str(lm_pair[1]), "--suite",
+                     str(lm_suites["arc"]), str(lm_suites["gsm"]), str(lm_suites["ppl"]), "--alphas", "0,1",
+                     "--gate", str(policy), "--out", str(out), *FAST]) == 0
+        runs.append(out)
+    verdicts = [json.loads((r / "verdict.json").read_text()) for r in runs]
+    judged = [[(o["rule"], o["value"], o["passed"]) for o in v["outcomes"]] for v in verdicts]
+    assert verdicts[0]["passed"] and judged[0] == judged[1]
+    bpb = next(o for o in verdicts[0]["outcomes"] if o["rule"] == "ppl_bpb")
+    s = read_summary(runs[0])
+    chosen = s.selection.chosen_point
+    base_v = s.results["base"]["tiny-ppl"]["test"].metrics["bits_per_byte"].value
+    cand_v = s.results[chosen]["tiny-ppl"]["test"].metrics["bits_per_byte"].value
+    assert bpb["value"] == pytest.approx(base_v - cand_v)  # an improvement (lower bpb) counts as a gain
+    assert any(o["rule"] == "id_flips" and o["n"] for o in verdicts[0]["outcomes"])
+    manifests = [json.loads((r / "manifest.json").read_text()) for r in runs]
+    assert manifests[0]["store_computed_splits"] > 0 and manifests[1]["store_computed_splits"] == 0
+    frames = [read_predictions(r).sort_values(["point", "suite", "split", "example_id"]).reset_index(drop=True)
+              for r in runs]
+    assert frames[0]["output"].dropna().tolist() == frames[1]["output"].dropna().tolist()
+    assert len(frames[0]["output"].dropna()) > 0
+    np.testing.assert_array_equal(frames[0]["doc_loglik"].to_numpy(float), frames[1]["doc_loglik"].to_numpy(float))

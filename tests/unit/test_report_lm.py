@@ -1,0 +1,201 @@
+"""The report of a language-model run (synthetic run directories, no model): per-task tables with each suite's
+own metrics and intervals for base, adapted and the chosen point; the headline on each suite's selection metric;
+generation examples (prompt tail, reference, outputs) in the local HTML only, escaped, and only when examples are
+on; never in a committed sample report."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness import rundir
+from harness.demo.run import refresh_sample_report
+from harness.records import Predictions, SplitRef, SplitRole, SuiteRole
+from harness.report import render_report
+from harness.report.tables import fmt_interval
+from harness.summary import BootstrapInfo, MetricEntry, PointEntry, Selection, SplitEntry, SuiteInfo, Summary
+
+SCRIPT = "<script>alert(1)</script>"
+POINTS = {"base": 0.0, "alpha=0.5": 0.5, "adapted": 1.0}
+# suite -> (role, task, metrics (selection metric first), lower is better)
+SUITES = {
+    "arc": ("id", "multiple_choice", ["acc_norm", "acc"], False),
+    "gsm": ("shift", "generation", ["exact_match", "numeric_match", "f1"], False),
+    "wiki": ("shift", "perplexity", ["bits_per_byte", "word_perplexity", "byte_perplexity"], True),
+}
+N = 6
+
+
+def _entry(value: float, lower: bool) -> MetricEntry:
+    return MetricEntry(value=value, ci_low=value - 0.05, ci_high=value + 0.05, higher_is_better=not lower)
+
+
+def _value(suite: str, metric: str, pid: str, split: str) -> float:
+    base = {"acc_norm": 0.4, "acc": 0.35, "exact_match": 0.3, "numeric_match": 0.32, "f1": 0.5,
+            "bits_per_byte": 1.2, "word_perplexity": 40.0, "byte_perplexity": 2.3}[metric]
+    return base + 0.1 * POINTS[pid] + (0.01 if split == "test" else 0.0)
+
+
+def _gen_outputs(pid: str) -> dict[str, np.ndarray]:
+    out = np.array([f"{pid} says {i} {SCRIPT}" if i % 2 else f"same {i}" for i in range(N)])
+    em = np.array([float(i % 3 == 0) for i in range(N)])
+    return {"output": out, "answer": out, "exact_match": em, "numeric_match": em, "f1": em}
+
+
+def make_lm_run(path: Path, *, record_tasks: bool = True) -> Path:
+    """A sweep run over a multiple-choice ID suite, a generation and a perplexity shift suite; the chosen point
+    is alpha=0.5. ``record_tasks=False`` writes a manifest without ``task``/``selection_metric`` (older runs)."""
+    results: dict = {}
+    preds = []
+    infos = {}
+    for suite, (role, task, metrics, lower) in SUITES.items():
+        infos[suite] = SuiteInfo(name=suite, version="1", spec_hash=f"h-{suite}", role=role, metrics=metrics,
+                                 shift_type=None if role == "id" else "natural",
+                                 splits={s: {"role": s, "fingerprint": f"{suite}-{s}", "n": N}
+                                         for s in ("validation", "test")})
+        for split in ("validation", "test"):
+            ref = SplitRef(suite, split, SplitRole(split), SuiteRole(role), fingerprint=f"{suite}-{split}")
+            ids = np.array([str(i) for i in range(N)])
+            for pid, alpha in POINTS.items():
+                results.setdefault(pid, {}).setdefault(suite, {})[split] = SplitEntry(
+                    n=N, metrics={m: _entry(_value(suite, m, pid, split), lower) for m in metrics})
+                outputs = (_gen_outputs(pid) if task == "generation" else
+                           {"loglik": np.zeros((N, 3))} if task == "multiple_choice" else
+                           {"doc_loglik": np.full(N, -10.0), "bytes": np.full(N, 20.0)})
+                preds.append(Predictions(ref, pid, alpha, ids, ids, np.zeros(N, np.int64), outputs, task=task))
+    selection = Selection(policy="max-shift-within-id", params={"tolerance": 0.01}, metric="acc_norm",
+                          selected_on=[f"{s}/validation" for s in SUITES], chosen_alpha=0.5, chosen_point="alpha=0.5",
+                          tie_break="smallest alpha", objective={p: 0.0 for p in POINTS},
+                          feasible={p: True for p in POINTS}, pareto=list(POINTS), n_evaluations=3, search="grid")
+    points = [PointEntry(id=p, role="base" if a == 0 else "adapted" if a == 1 else "blend", alpha=a,
+                         is_chosen=p == "alpha=0.5") for p, a in POINTS.items()]
+    summary = Summary(harness_version="0.1.0", command="sweep", points=points, results=results, selection=selection,
+                      bootstrap=BootstrapInfo(n_resamples=100, seed=0), suites=infos)
+    path.mkdir(parents=True, exist_ok=True)
+    rundir.write_summary(path, summary)
+    rundir.write_predictions(path, preds)
+    suites = {s: {"classes": [], **({"task": t, "selection_metric": m[0]} if record_tasks else {})}
+              for s, (_, t, m, _) in SUITES.items()}
+    manifest = {"harness_version": "0.1.0", "suites": suites, "model_kind": "causal_lm"}
+    if record_tasks:
+        manifest["selection_metrics"] = {s: m[0] for s, (_, _, m, _) in SUITES.items()}
+    rundir.write_manifest(path, manifest)
+    return path
+
+
+def prompts(suite: str, split: str, ids) -> list[str]:
+    return [f"{'long context ' * 40}Question {i} {SCRIPT} & more?\nAnswer:" for i in ids]
+
+
+def golds(suite: str, split: str, ids) -> list[str]:
+    return [f"#### {i} {SCRIPT}" for i in ids]
+
+
+def _section(md: str, title: str) -> str:
+    start = md.index(f"## {title}")
+    end = md.find("\n## ", start + 1)
+    return md[start:end if end > 0 else None]
+
+
+@pytest.fixture(scope="module")
+def lm_report(tmp_path_factory):
+    run = make_lm_run(tmp_path_factory.mktemp("lm") / "run")
+    return run, render_report(run, text_lookup=prompts, gold_lookup=golds)
+
+
+def test_results_by_task_show_each_suites_own_metrics_with_intervals(lm_report):
+    run, paths = lm_report
+    md = paths.markdown.read_text()
+    results = _section(md, "Results by task")
+    assert "Results by suite and split" not in md
+    summary = rundir.read_summary(run)
+    for title, suite in (("Multiple choice", "arc"), ("Generation", "gsm"), ("Perplexity", "wiki")):
+        block = results[results.index(f"### {title}"):]
+        block = block[:block.find("\n### ", 1) if "\n### " in block[1:] else None]
+        rows = [ln for ln in block.splitlines() if ln.startswith(f"| {suite} (")]
+        metrics = SUITES[suite][2]
+        assert len(rows) == 2 * len(metrics)  # validation and test, each metric of the suite and no other
+        assert {ln.split(" | ")[2] for ln in rows} == set(metrics)
+        header = next(ln for ln in block.splitlines() if ln.startswith("| suite |"))
+        assert "| base | adapted | chosen (α=0.5) |" in header
+        for pid in POINTS:
+            for m in metrics:
+                e = summary.results[pid][suite]["test"].metrics[m]
+                assert fmt_interval(e.value, e.ci_low, e.ci_high) in block, (suite, pid, m)
+        better = "lower" if SUITES[suite][3] else "higher"
+        assert all(f"| {better} |" in ln for ln in rows)
+    assert "n/a" not in results
+
+
+def test_headline_shows_each_suite_on_its_selection_metric(lm_report):
+    _, paths = lm_report
+    head = _section(paths.markdown.read_text(), "Headline")
+    assert "each suite's selection metric" in head
+    for suite, (_, _, metrics, _) in SUITES.items():
+        assert f"| {suite} | test | " in head and f"| {metrics[0]} |" in head
+    assert "n/a" not in head
+    assert "word_perplexity and byte_perplexity (at least 1)" in _section(paths.markdown.read_text(), "Overview")
+
+
+def test_tasks_are_inferred_from_metric_names_for_runs_without_them(tmp_path):
+    run = make_lm_run(tmp_path / "old", record_tasks=False)
+    paths = render_report(run)  # and without lookups: no examples
+    md = paths.markdown.read_text()
+    assert "### Multiple choice" in md and "### Generation" in md and "### Perplexity" in md
+    assert "| gsm | test | shift / test | 6 | exact_match |" in md
+    assert "Generation examples" not in paths.html.read_text()
+
+
+def test_generation_examples_are_html_only_and_escaped(lm_report):
+    _, paths = lm_report
+    page, md = paths.html.read_text(), paths.markdown.read_text()
+    assert "Generation examples" in page and "Generation examples" not in md
+    section = page[page.index("Generation examples</h2>"):]
+    section = section[:section.index("<h2")] if "<h2" in section else section
+    assert SCRIPT not in page and "<script" not in page.lower()
+    assert "Question 1 &lt;script&gt;alert(1)&lt;/script&gt; &amp; more?" in section  # the prompt's end
+    assert "…" in section and "long context " * 40 not in section  # only the tail of a long prompt
+    assert "#### 1 &lt;script&gt;" in section  # the reference answer
+    assert "alpha=0.5 says 1 &lt;script&gt;" in section and "base says 1" in section  # outputs of each point
+    assert "exact_match (base / adapted / chosen)" in section.replace("<wbr>", "")
+    first_table = section[:section.index("</table>")]
+    assert first_table.count("<tr><td") == 5  # at most five examples per suite (the table may be split in parts)
+    assert first_table.index(">1</td>") < first_table.index(">0</td>")  # where the outputs differ comes first
+    for text in ("alert(1)", "says", "Question 1", "#### 1"):
+        assert text not in md
+
+
+def test_no_examples_without_the_switch(tmp_path):
+    paths = render_report(make_lm_run(tmp_path / "run"), include_examples=False, text_lookup=prompts,
+                          gold_lookup=golds)
+    for f in (paths.markdown, paths.html, *paths.figures):
+        data = f.read_bytes()
+        assert b"alert" not in data and b"says" not in data and b"Question" not in data, f.name
+
+
+def test_the_committed_sample_never_holds_generation_text(tmp_path, lm_report):
+    run, paths = lm_report
+    assert "Generation examples" in paths.html.read_text()  # the local run has its examples
+    local = shutil.copytree(run, tmp_path / "run")
+    sample = refresh_sample_report(local, tmp_path / "sample")
+    files = [p for p in sample.rglob("*") if p.is_file()]
+    assert {p.name for p in files} >= {"report.md", "summary.json"} and not any(
+        p.name in ("report.html", "predictions.parquet", "manifest.json") for p in files)
+    for f in files:
+        data = f.read_bytes()
+        assert b"alert" not in data and b"says" not in data and b"Question" not in data, f.name
+    assert "Generation examples" in (local / "report.html").read_text()  # the local copy is left as it was
+
+
+def test_the_committed_sample_reports_hold_no_markup_or_outputs():
+    root = Path(__file__).resolve().parents[2] / "reports"
+    files = [p for p in root.rglob("*") if p.is_file()]
+    assert files, "no committed sample report found"
+    assert not any(p.name in ("report.html", "predictions.parquet") for p in files)
+    for f in files:
+        if f.suffix in (".md", ".json", ".csv"):
+            text = f.read_text(encoding="utf-8")
+            assert "<script" not in text.lower() and "Generation examples" not in text, f
