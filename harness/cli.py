@@ -83,7 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(v)
 
     e = sub.add_parser("eval", help="score one model on suites")
-    e.add_argument("--model", required=True)
+    e.add_argument("--model", required=True, help="checkpoint folder or hub id, or a ReFT folder (then --base)")
+    e.add_argument("--base", default=None, help="with a ReFT folder as --model: the base model it applies to "
+                   "(default: the base folder its reft_config.json records)")
     e.add_argument("--suite", nargs="+", required=True, dest="suites")
     e.add_argument("--out", default=None, help="run directory to write")
     _common(e, "eval")
@@ -132,8 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "(--task sentiment: MiniLM on VADER domains; --task lm: SmolLM2 on ARC and BoolQ)")
     d.add_argument("--task", choices=["sentiment", "lm"], default="sentiment",
                    help="sentiment (default): MiniLM sentence classifier; lm: SmolLM2-135M-Instruct language model")
-    d.add_argument("--adaptation", choices=["full", "lora"], default=None,
-                   help="fine-tuning of the adapted model (default: full for sentiment, lora for lm)")
+    d.add_argument("--adaptation", choices=["full", "lora", "reft"], default=None,
+                   help="fine-tuning of the adapted model (default: full for sentiment, lora for lm; reft: "
+                        "representation fine-tuning, lm only)")
     d.add_argument("--profile", choices=["quick", "full"], default="quick")
     d.add_argument("--out", default=None, help="run directory (default reports/demo)")
     d.add_argument("--strict", action="store_true", help="exit 1 when the demo's gate fails")
@@ -197,7 +200,7 @@ def _cmd_validate(a) -> int:
 
 
 def _cmd_eval(a) -> int:
-    res = evaluate_model(a.model, a.suites, out=a.out, options=_settings(a, "eval"), argv=sys.argv)
+    res = evaluate_model(a.model, a.suites, out=a.out, options=_settings(a, "eval"), argv=sys.argv, base=a.base)
     _print_table(res.summary, a.quiet)
     if res.run_dir:
         print(f"run directory: {res.run_dir}")

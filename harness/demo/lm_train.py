@@ -266,7 +266,7 @@ def _training_rows(settings: TrainingSettings, opt: FineTuneSettings, data_dir: 
 
 
 def train_causal_lm(model_dir: str | Path, out_dir: str | Path, settings: TrainingSettings, *,
-                    adaptation: Literal["lora", "full"] = "lora", data_dir: str | Path | None = None,
+                    adaptation: Literal["lora", "full", "reft"] = "lora", data_dir: str | Path | None = None,
                     progress: bool = True) -> dict[str, Any]:
     """Fine-tune the causal LM in ``model_dir`` on ``settings.lm`` pairs and save the result to ``out_dir``.
 
@@ -275,12 +275,13 @@ def train_causal_lm(model_dir: str | Path, out_dir: str | Path, settings: Traini
     model_dir : str or Path
         A transformers causal-LM folder (with its tokenizer), e.g. :func:`harness.demo.lm_assets.smollm2_dir`.
     out_dir : str or Path
-        Folder to create (must not exist): a PEFT adapter (``lora``) or a full checkpoint (``full``), safetensors,
-        plus the tokenizer and :data:`RECORD`.
+        Folder to create (must not exist): a PEFT adapter (``lora``), a full checkpoint (``full``) or a harness
+        ReFT folder (``reft``, :mod:`harness.models.reft_io`), safetensors, plus the tokenizer and :data:`RECORD`.
     settings : TrainingSettings
-        Resolved settings with ``task == "causal_lm"``; ``settings.lora`` or ``settings.full`` gives the
-        optimisation, ``settings.lm`` the data and prompt, ``settings.max_length`` the tokens per pair.
-    adaptation : {"lora", "full"}, default="lora"
+        Resolved settings with ``task == "causal_lm"``; ``settings.lora``, ``settings.full`` or
+        ``settings.reft`` gives the optimisation, ``settings.lm`` the data and prompt, ``settings.max_length`` the
+        tokens per pair.
+    adaptation : {"lora", "full", "reft"}, default="lora"
     data_dir : str or Path, default=None
         Folder ``settings.lm.train_file`` is relative to; ``None``: :data:`LM_DATA_DIR`.
     progress : bool, default=True
@@ -301,8 +302,11 @@ def train_causal_lm(model_dir: str | Path, out_dir: str | Path, settings: Traini
     """
     if settings.task != "causal_lm" or settings.lm is None:
         raise ValueError(f"train_causal_lm needs settings with task causal_lm; got task {settings.task!r}")
-    if adaptation not in ("lora", "full"):
-        raise ValueError(f"adaptation must be 'lora' or 'full'; got {adaptation!r}")
+    if adaptation not in ("lora", "full", "reft"):
+        raise ValueError(f"adaptation must be 'lora', 'full' or 'reft'; got {adaptation!r}")
+    if adaptation == "reft":
+        return _train_reft(Path(model_dir), Path(out_dir), settings, Path(data_dir) if data_dir else LM_DATA_DIR,
+                           progress)
     started = time.perf_counter()
     cpu_started = time.process_time()
     torch.manual_seed(settings.seed)
@@ -324,16 +328,67 @@ def train_causal_lm(model_dir: str | Path, out_dir: str | Path, settings: Traini
     return record
 
 
+def _train_reft(model_dir: Path, out_dir: Path, settings: TrainingSettings, data_dir: Path,
+                progress: bool) -> dict[str, Any]:
+    """``adaptation="reft"``: interventions trained on the frozen base (:func:`harness.demo.reft_train.train_reft`,
+    the same prompt -> answer pairs), saved in the harness ReFT format with the base's fingerprint."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from harness.demo.reft_train import ReftTrainConfig, train_reft
+    from harness.models.load import model_fingerprint
+    from harness.models.reft_io import save_reft
+
+    opt = settings.reft
+    if opt is None:
+        raise ModelError(format_error("the training settings have no `reft:` section", where="training-lm-demo.yaml",
+                                      fix="add a reft block (layers, positions, rank, epochs, learning_rate, "
+                                          "batch_size)"))
+    started, cpu_started = time.perf_counter(), time.process_time()
+    with quiet_transformers():
+        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+        model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+    rows, data_sha = _training_rows(settings, opt, data_dir)
+    cfg = ReftTrainConfig(kind=opt.kind, layers=tuple(opt.layers), positions=opt.positions, rank=opt.rank,
+                          lr=opt.learning_rate, weight_decay=opt.weight_decay, epochs=opt.epochs,
+                          batch_size=opt.batch_size, max_length=settings.max_length, seed=settings.seed,
+                          progress=progress and sys.stderr.isatty())
+    adapter, stats = train_reft(model, tokenizer, arc_pairs(rows, settings.lm), cfg)
+    record = {"format_version": _FORMAT_VERSION, "adaptation": "reft", "settings": settings.model_dump(),
+              "train_file": settings.lm.train_file, "train_sha256": data_sha, "n_pairs": stats.examples,
+              "epoch_loss": stats.epoch_losses, "trainable_parameters": adapter.n_params,
+              "threads": torch.get_num_threads(), "seconds": round(time.perf_counter() - started, 1),
+              "cpu_seconds": round(time.process_time() - cpu_started, 1), "base": str(model_dir)}
+    logger.info("trained %s: %d steps, loss %.4f -> %.4f (epoch means %s), %.0f s", adapter.describe(), stats.steps,
+                stats.first_step_loss, stats.last_step_loss, [round(x, 4) for x in stats.epoch_losses],
+                stats.seconds)
+
+    def write(staging: Path) -> None:
+        save_reft(adapter, staging, base_name=str(model_dir), base_fingerprint=model_fingerprint(model_dir),
+                  base_model_type=model.config.model_type, training=adapter.info["training"])
+        tokenizer.save_pretrained(staging)
+
+    _save_with(write, out_dir, record)
+    return record
+
+
 def _save(model: Any, tokenizer: Any, out_dir: Path, record: dict[str, Any]) -> None:
     """save_pretrained (safetensors) + tokenizer + record into a temporary sibling, then rename onto ``out_dir``."""
+    def write(staging: Path) -> None:
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+
+    _save_with(write, out_dir, record)
+
+
+def _save_with(write, out_dir: Path, record: dict[str, Any]) -> None:
+    """``write(staging)`` + record into a temporary sibling, then rename onto ``out_dir``."""
     if out_dir.exists():
         raise ModelError(format_error("the output folder exists already", where=str(out_dir),
                                       fix="choose a new folder or delete it"))
     ensure_dir(out_dir.parent)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        model.save_pretrained(staging, safe_serialization=True)
-        tokenizer.save_pretrained(staging)
+        write(staging)
         (staging / RECORD).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         umask = os.umask(0)
         os.umask(umask)
@@ -355,7 +410,8 @@ def _model_fingerprint(model_dir: Path) -> str:
     return digest.hexdigest()
 
 
-def adapted_lm_dir(model_dir: str | Path, settings: TrainingSettings, *, adaptation: Literal["lora", "full"] = "lora",
+def adapted_lm_dir(model_dir: str | Path, settings: TrainingSettings, *,
+                   adaptation: Literal["lora", "full", "reft"] = "lora",
                    data_dir: str | Path | None = None, progress: bool = True) -> Path:
     """The adapted model for ``(base, settings, adaptation, data)``, trained on first use and cached.
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from harness.errors import BlendError, ModelError, format_error
 from harness.pipeline.common import LoadedSuites, RunOptions, Scoring, classes_of, stage_timer
-from harness.pipeline.notes import identical_note
+from harness.pipeline.notes import identical_note, intervention_note
 from harness.pipeline.runners import load_live, make_runner, make_scorer
 from harness.records import PointResult, PointRole, point_id
 from harness.store import blend_fingerprint
@@ -85,17 +85,24 @@ class BlendEvaluator:
     def __init__(self, request: SweepRequest, loaded: LoadedSuites, timings: dict[str, float]) -> None:
         # torch-backed stages, imported when a sweep runs: `harness validate`, `gate` and `report` never load torch
         from harness.models.adapters import load_adapted
+        from harness.models.reft_io import reft_format
         from harness.models.sanity import check_blend_heads, position_limit
 
         self.request, self.timings, opts = request, timings, request.options
         self.kind = loaded.model_kind
         with stage_timer(timings, "load_model"):
             self.live = load_live(request.base, self.kind, opts)
-            base_sd = {k: v.detach().to("cpu").clone() for k, v in self.live.model.state_dict().items()}
+            # a ReFT adaptation changes no weight: no copy of the base's weights is needed to blend it
+            base_sd = None if reft_format(request.adapted) else {
+                k: v.detach().to("cpu").clone() for k, v in self.live.model.state_dict().items()}
             self.adapted = load_adapted(self.live, request.adapted, allow_pickle=opts.allow_pickle,
-                                        trust_remote_code=opts.trust_remote_code, lora_scale=True)
+                                        trust_remote_code=opts.trust_remote_code, lora_scale=True,
+                                        reft_positions=opts.reft_positions)
         self._check_pair()
-        if self.kind == "classification":
+        if self.adapted.reft is not None and self.kind == "classification":
+            base_head_trained = self._check_reft_classifier()
+            self.blend_columns, self.base_columns = self._columns(classes_of(loaded))
+        elif self.kind == "classification":
             # issue 17: no randomly initialised head is scored; the base's own head only when it is trained
             base_head_trained = check_blend_heads(self.live, self.adapted, request.head,
                                                   base_src=str(request.base), adapted_src=str(request.adapted))
@@ -112,10 +119,9 @@ class BlendEvaluator:
                                 and self.base_columns is not None else None)
         with stage_timer(timings, "blend_setup"):
             self.engine, self.trunk = self._engine(base_sd)
-            lora = self.adapted.lora
-            changed = self.engine.changed_names() - (set(lora.target_names) if lora is not None and lora.is_zero
-                                                     else set())
-            if not changed:
+            if self.adapted.reft is not None:
+                self.notes.append(intervention_note(self.engine.description))
+            elif not self._changed():
                 self.notes.append(identical_note(str(request.base), str(request.adapted)))
         self.runner = self._runner(self.blend_columns, trunk=self.trunk)
 
@@ -123,7 +129,13 @@ class BlendEvaluator:
         """The blend engine (it takes ``base_sd``) and, for classifiers whose fine-tune left leading layers
         frozen, the trunk cache that replays them."""
         from harness.models.blend import BlendEngine  # torch (see __init__)
+        from harness.models.reft import InterventionEngine
         from harness.models.trunk import TrunkCache, frozen_depth
+
+        if self.adapted.reft is not None:
+            # ReFT: alpha is the intervention strength (hooks on the live base; no weight is written, every layer
+            # runs at every alpha, so no frozen trunk is replayed)
+            return InterventionEngine(self.live.model, self.adapted.reft, alpha=0.0), None
 
         # LoRA/rsLoRA adapters blend by scaling their delta (one model plus the factors, no merged copy);
         # everything else interpolates merged weights (engine.path says which, the manifest records it)
@@ -134,6 +146,23 @@ class BlendEvaluator:
             return engine, None
         frozen = frozen_depth(self.live.model, engine.changed_names())
         return engine, (TrunkCache(self.live.model, frozen, budget) if frozen else None)
+
+    def _changed(self) -> set[str]:
+        """Names of the weights the blend changes (a zero LoRA update changes none)."""
+        lora = self.adapted.lora
+        return self.engine.changed_names() - (set(lora.target_names) if lora is not None and lora.is_zero else set())
+
+    def _check_reft_classifier(self) -> bool:
+        """A ReFT adaptation of a classifier scores the base's own head, which must be trained (issue 17); there
+        is no adapted head, so ``--head adapted`` has no meaning."""
+        from harness.models.sanity import require_trained
+
+        if self.request.head != "shared":
+            raise BlendError(format_error("--head adapted does not apply to a ReFT adaptation", where="--head",
+                                          expected="shared", got=self.request.head,
+                                          fix="a ReFT adaptation keeps the base's head at every alpha: drop --head"))
+        require_trained(self.live, where=str(self.request.base))
+        return False
 
     def _runner(self, columns: np.ndarray | None, trunk: Any = None):
         return make_runner(self.scorer, self.live, self.kind, self.request.options, columns=columns, trunk=trunk)
@@ -217,7 +246,10 @@ class BlendEvaluator:
     def manifest_extra(self) -> dict[str, Any]:
         """What this evaluator did that the manifest records (store use, packing, compile, trunk reuse)."""
         trunk = self.trunk
+        reft = self.adapted.reft is not None
         return {"model_kind": self.kind, "blend_path": self.engine.path,
+                "blend_kind": "intervention" if reft else "weights",
+                "intervention": self.engine.manifest() if reft else None,
                 "store_computed_splits": self.scoring.n_computed,
                 "packed_batches": getattr(self.scorer, "packed", False),
                 "packed_attention": getattr(self.scorer, "packing_mode", None),

@@ -2,7 +2,8 @@
 warning when it is made. ``summary.json`` holds them as ``notes`` (a list of sentences), the report prints them.
 
 Kinds: a capped ``max_length`` (the model's position table is shorter), non-finite outputs (an fp16 overflow), a
-pad token taken from EOS, an adapted model identical to its base, rewritten alphas, overlapping splits.
+pad token taken from EOS, an adapted model identical to its base, rewritten alphas, overlapping splits; and what
+alpha means when the adapted side is a ReFT adaptation (the intervention strength, logged at info level).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any, Mapping
 
 from harness.metrics.base import n_non_finite
 
-__all__ = ["count_nonfinite", "nonfinite_note", "cap_note", "identical_note"]
+__all__ = ["count_nonfinite", "nonfinite_note", "cap_note", "identical_note", "intervention_note"]
 
 log = logging.getLogger(__name__)
 
@@ -48,4 +49,12 @@ def identical_note(base: str, adapted: str) -> str:
     note = (f"the adapted model {adapted} is identical to the base {base}: no weight differs (a copy of the base, "
             "or an adapter whose update is zero, e.g. a LoRA with B = 0), so every alpha scores the same model")
     log.warning("%s", note)
+    return note
+
+
+def intervention_note(description: str) -> str:
+    """The note for a ReFT adaptation: alpha is the intervention strength, not a weight of a weight blend."""
+    note = (f"the adapted side is a ReFT adaptation, so alpha is the {description}; no weight is blended, and "
+            "selection, gate and report treat alpha as for a weight blend")
+    log.info("%s", note)
     return note
