@@ -23,8 +23,9 @@ with ``share_context=False`` every request is one full forward, as in lm-eval.
 Representation interventions (:mod:`harness.models.reft`): every forward names each row's prompt, which is the
 request's context (the full-forward path passes :func:`~harness.models.reft.prompt_lengths`; the shared path's
 context forward is the context alone, and its continuation forward runs from the KV cache, which the engine never
-edits; generation edits the prompt forward only). For rolling windows the prompt is the window's context (the
-prefix token or the overlap with the previous window), so a document scored in disjoint windows is not edited.
+edits; generation edits the prompt forward only). For rolling windows the prompt is the window's context (the prefix token, or
+the tokens before the window's predictions; pyreft caps the counts at half the prompt, so a one-token context is
+not edited).
 """
 
 from __future__ import annotations

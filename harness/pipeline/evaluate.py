@@ -10,7 +10,7 @@ from harness.errors import SpecError, format_error
 from harness.pipeline.common import (LoadedSuites, RunOptions, RunResult, Scoring, bootstrap_info, classes_of,
                                      maybe_report, nest_results, suite_infos, build_manifest, load_suites,
                                      prepare_splits, run_overlap, stage_timer)
-from harness.pipeline.runners import load_live, make_runner, make_scorer
+from harness.pipeline.runners import load_live, make_runner, make_scorer, unpacked
 from harness.rundir import write_run
 from harness.spec.schema import Suite
 from harness.summary import PointEntry, Summary
@@ -65,7 +65,7 @@ def evaluate_model(model: str | Path, suites: list[str | Path] | list[Suite], *,
     with stage_timer(timings, "tokenize"):
         scoring = Scoring(live.tokenizer, loaded, options, live.device.type,
                           max_positions=position_limit(live.model) if kind == "classification" else None)
-    scorer = make_scorer(live, kind, options)
+    scorer = make_scorer(live, kind, options if engine is None else unpacked(options))
     runner = make_runner(scorer, live, kind, options, columns=columns)
     try:
         with stage_timer(timings, "predict"):

@@ -17,7 +17,7 @@ import numpy as np
 from harness.errors import BlendError, ModelError, format_error
 from harness.pipeline.common import LoadedSuites, RunOptions, Scoring, classes_of, stage_timer
 from harness.pipeline.notes import identical_note, intervention_note
-from harness.pipeline.runners import load_live, make_runner, make_scorer
+from harness.pipeline.runners import load_live, make_runner, make_scorer, unpacked
 from harness.records import PointResult, PointRole, point_id
 from harness.store import blend_fingerprint
 from harness.sweep import SelectionPolicy
@@ -114,7 +114,7 @@ class BlendEvaluator:
             self.scoring = Scoring(self.live.tokenizer, loaded, opts, self.live.device.type,
                                    max_positions=(position_limit(self.live.model) if self.kind == "classification"
                                                   else None))
-        self.scorer = make_scorer(self.live, self.kind, opts)
+        self.scorer = make_scorer(self.live, self.kind, opts if self.adapted.reft is None else unpacked(opts))
         self.own_head_runner = (self._runner(self.base_columns) if request.head == "adapted" and base_head_trained
                                 and self.base_columns is not None else None)
         with stage_timer(timings, "blend_setup"):
