@@ -152,3 +152,5 @@ def test_bad_reft_input_exits_2(models, lm_suites, tmp_path, capsys):
     assert "ReFT folder" in capsys.readouterr().err
     assert main(["sweep", "--base", str(models["base"]), "--adapted", str(models["reft"]), "--suite", *suite,
                  "--packed", "on", *NO_STORE]) == 2
+    assert main(["demo", "--adaptation", "reft", "--no-progress"]) == 2  # the sentiment demo has no ReFT
+    assert "--task lm" in capsys.readouterr().err
