@@ -86,7 +86,7 @@ class BlendEvaluator:
         # torch-backed stages, imported when a sweep runs: `harness validate`, `gate` and `report` never load torch
         from harness.models.adapters import load_adapted
         from harness.models.reft_io import reft_format
-        from harness.models.sanity import check_blend_heads, position_limit
+        from harness.models.sanity import position_limit
 
         self.request, self.timings, opts = request, timings, request.options
         self.kind = loaded.model_kind
@@ -99,16 +99,7 @@ class BlendEvaluator:
                                         trust_remote_code=opts.trust_remote_code, lora_scale=True,
                                         reft_positions=opts.reft_positions)
         self._check_pair()
-        if self.adapted.reft is not None and self.kind == "classification":
-            base_head_trained = self._check_reft_classifier()
-            self.blend_columns, self.base_columns = self._columns(classes_of(loaded))
-        elif self.kind == "classification":
-            # issue 17: no randomly initialised head is scored; the base's own head only when it is trained
-            base_head_trained = check_blend_heads(self.live, self.adapted, request.head,
-                                                  base_src=str(request.base), adapted_src=str(request.adapted))
-            self.blend_columns, self.base_columns = self._columns(classes_of(loaded))
-        else:
-            base_head_trained, self.blend_columns, self.base_columns = False, None, None
+        base_head_trained = self._heads(loaded)
         self.notes: list[str] = list(self.live.info.get("notes", ()))
         with stage_timer(timings, "tokenize"):
             self.scoring = Scoring(self.live.tokenizer, loaded, opts, self.live.device.type,
@@ -147,21 +138,40 @@ class BlendEvaluator:
         frozen = frozen_depth(self.live.model, engine.changed_names())
         return engine, (TrunkCache(self.live.model, frozen, budget) if frozen else None)
 
+    def _heads(self, loaded: LoadedSuites) -> bool:
+        """Check the heads and set the logit columns (classifiers); returns whether the base's own head is trained
+        (then it is also scored as the base with ``--head adapted``)."""
+        from harness.models.sanity import check_blend_heads  # torch (see __init__)
+
+        req = self.request
+        if self.adapted.reft is not None:
+            trained = self._check_reft()
+        elif self.kind == "classification":
+            # issue 17: no randomly initialised head is scored; the base's own head only when it is trained
+            trained = check_blend_heads(self.live, self.adapted, req.head, base_src=str(req.base),
+                                        adapted_src=str(req.adapted))
+        else:
+            trained = False
+        self.blend_columns, self.base_columns = (self._columns(classes_of(loaded)) if self.kind == "classification"
+                                                 else (None, None))
+        return trained
+
     def _changed(self) -> set[str]:
         """Names of the weights the blend changes (a zero LoRA update changes none)."""
         lora = self.adapted.lora
         return self.engine.changed_names() - (set(lora.target_names) if lora is not None and lora.is_zero else set())
 
-    def _check_reft_classifier(self) -> bool:
-        """A ReFT adaptation of a classifier scores the base's own head, which must be trained (issue 17); there
-        is no adapted head, so ``--head adapted`` has no meaning."""
+    def _check_reft(self) -> bool:
+        """A ReFT adaptation keeps the base's head, so ``--head adapted`` has no meaning; a classifier's own head
+        must be trained (issue 17). Returns False (no separate base-own-head point)."""
         from harness.models.sanity import require_trained
 
         if self.request.head != "shared":
             raise BlendError(format_error("--head adapted does not apply to a ReFT adaptation", where="--head",
                                           expected="shared", got=self.request.head,
                                           fix="a ReFT adaptation keeps the base's head at every alpha: drop --head"))
-        require_trained(self.live, where=str(self.request.base))
+        if self.kind == "classification":
+            require_trained(self.live, where=str(self.request.base))
         return False
 
     def _runner(self, columns: np.ndarray | None, trunk: Any = None):

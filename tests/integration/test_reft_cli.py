@@ -96,6 +96,7 @@ def test_sweep_blends_by_intervention_strength(models, lm_suites, tmp_path):
     eval_manifest = json.loads((tmp_path / "adapted" / "manifest.json").read_text())
     assert eval_manifest["intervention"]["kind"] == "intervention"
     assert main(["report", str(tmp_path / "sweep")]) == 0
+    assert "strength of the ReFT intervention" in (tmp_path / "sweep" / "report.md").read_text()
 
 
 def test_store_entries_are_not_shared_with_a_lora_run(models, lm_suites, tmp_path):
@@ -152,5 +153,8 @@ def test_bad_reft_input_exits_2(models, lm_suites, tmp_path, capsys):
     assert "ReFT folder" in capsys.readouterr().err
     assert main(["sweep", "--base", str(models["base"]), "--adapted", str(models["reft"]), "--suite", *suite,
                  "--packed", "on", *NO_STORE]) == 2
+    assert main(["sweep", "--base", str(models["base"]), "--adapted", str(models["reft"]), "--suite", *suite,
+                 "--head", "adapted", *NO_STORE]) == 2
+    assert "--head adapted does not apply" in capsys.readouterr().err
     assert main(["demo", "--adaptation", "reft", "--no-progress"]) == 2  # the sentiment demo has no ReFT
     assert "--task lm" in capsys.readouterr().err
