@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sweep", help="evaluate base, adapted and blends; select alpha; optionally gate")
     s.add_argument("-c", "--config", default=None, help="run YAML (kind: run); flags override it")
     s.add_argument("--base", default=None)
-    s.add_argument("--adapted", default=None, help="full checkpoint or PEFT adapter folder")
+    s.add_argument("--adapted", default=None, help="full checkpoint, PEFT adapter folder or ReFT folder")
     s.add_argument("--suite", nargs="+", default=None, dest="suites")
     s.add_argument("--gate", default=None, help="gate policy file (kind: policy)")
     s.add_argument("--baseline", default=None, help="baseline run directory for the gate")
