@@ -58,12 +58,12 @@ def sweep_with_settings(base: str | Path, adapted: str | Path, suites: list[Any]
 
 @_with_settings("eval")
 def run_eval(model: str | Path, suites: list[str | Path], *, out: str | Path | None = None,
-             **settings: Any) -> RunResult:
-    """Score one model on suites (twin of ``harness eval``).
+             base: str | Path | None = None, **settings: Any) -> RunResult:
+    """Score one model on suites (twin of ``harness eval``; ``base`` only with a ReFT folder as ``model``).
 
     Returns a :class:`harness.pipeline.RunResult` (``.summary``, ``.to_pandas()``, ``.run_dir``)."""
     opts = make_settings(settings, command="eval")
-    return evaluate_model(model, list(suites), out=out, options=opts, argv=[])
+    return evaluate_model(model, list(suites), out=out, options=opts, argv=[], base=base)
 
 
 @_with_settings("sweep")

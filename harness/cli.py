@@ -92,7 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(v)
 
     e = sub.add_parser("eval", help="score one model on suites")
-    e.add_argument("--model", required=True)
+    e.add_argument("--model", required=True, help="checkpoint folder or hub id, or a ReFT folder (then --base)")
+    e.add_argument("--base", default=None, help="with a ReFT folder as --model: the base model it applies to "
+                   "(default: the base folder its reft_config.json records)")
     e.add_argument("--suite", nargs="+", required=True, dest="suites")
     e.add_argument("--out", default=None, help="run directory to write")
     _common(e, "eval")
@@ -100,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sweep", help="evaluate base, adapted and blends; select alpha; optionally gate")
     s.add_argument("-c", "--config", default=None, help="run YAML (kind: run); flags override it")
     s.add_argument("--base", default=None)
-    s.add_argument("--adapted", default=None, help="full checkpoint or PEFT adapter folder")
+    s.add_argument("--adapted", default=None, help="full checkpoint, PEFT adapter folder or ReFT folder")
     s.add_argument("--suite", nargs="+", default=None, dest="suites")
     s.add_argument("--gate", default=None, help="gate policy file (kind: policy)")
     s.add_argument("--baseline", default=None, help="baseline run directory for the gate")
@@ -141,8 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "(--task sentiment: MiniLM on VADER domains; --task lm: SmolLM2 on ARC and BoolQ)")
     d.add_argument("--task", choices=["sentiment", "lm"], default="sentiment",
                    help="sentiment (default): MiniLM sentence classifier; lm: SmolLM2-135M-Instruct language model")
-    d.add_argument("--adaptation", choices=["full", "lora"], default=None,
-                   help="fine-tuning of the adapted model (default: full for sentiment, lora for lm)")
+    d.add_argument("--adaptation", choices=["full", "lora", "reft"], default=None,
+                   help="fine-tuning of the adapted model (default: full for sentiment, lora for lm; reft: "
+                        "representation fine-tuning, lm only)")
     d.add_argument("--profile", choices=["quick", "full"], default="quick")
     d.add_argument("--out", default=None, help="run directory (default reports/demo)")
     d.add_argument("--strict", action="store_true", help="exit 1 when the demo's gate fails")
@@ -241,7 +244,7 @@ def _check_data(path: Path, suite, quiet: bool) -> list[str]:
 
 
 def _cmd_eval(a) -> int:
-    res = evaluate_model(a.model, a.suites, out=a.out, options=_settings(a, "eval"), argv=sys.argv)
+    res = evaluate_model(a.model, a.suites, out=a.out, options=_settings(a, "eval"), argv=sys.argv, base=a.base)
     _print_table(res.summary, a.quiet)
     if res.run_dir:
         print(f"run directory: {res.run_dir}")

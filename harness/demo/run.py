@@ -121,6 +121,11 @@ def run_demo(*, adaptation: str = "full", profile: str = "quick", out: str | Pat
     """
     if profile not in PROFILES:
         raise SpecError(format_error("unknown demo profile", where="--profile", expected=list(PROFILES), got=profile))
+    if adaptation not in ("full", "lora"):
+        raise SpecError(format_error("unknown adaptation for the sentiment demo", where="--adaptation",
+                                     expected=["full", "lora"], got=adaptation,
+                                     fix="reft is offered by the language-model demo: harness demo --task lm "
+                                         "--adaptation reft"))
     prof = PROFILES[profile]
     options = options or RunOptions()
     options = replace(options, max_examples=prof.max_examples, max_length=prof.max_length)

@@ -33,11 +33,14 @@ from safetensors import safe_open
 
 from harness.errors import ModelError, format_error
 from harness.models.causal_load import load_causal_lm
+from harness.models.reft import check_adapter_fits, model_dims
+from harness.models.reft_io import adapted_fingerprint, load_reft, reft_format
 from harness.models.sanity import adapter_stored_keys, check_adapter_head
 from harness.models.load import (LoadedModel, check_safetensors, is_adapter_dir, load_model, model_fingerprint,
                                  weight_files)
 
-__all__ = ["AdaptedWeights", "load_adapted", "check_adapter_base", "adapter_config", "adapted_model_fingerprint"]
+__all__ = ["AdaptedWeights", "load_adapted", "load_reft_adapted", "check_adapter_base", "adapter_config",
+           "adapted_model_fingerprint"]
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +54,9 @@ class AdaptedWeights:
     adapter (which means nothing without its base) a sha256 of (base fingerprint, adapter files' sha256), the
     latter also kept as ``info["adapter_fingerprint"]``. ``lora`` is set on the LoRA-scale path (then
     ``state_dict`` holds only the tensors other than the LoRA factors that the adapter trained; every other tensor
-    is the base's).
+    is the base's). ``reft`` is set for a ReFT adaptation (:class:`harness.models.reft.ReftAdapter`, kind
+    ``reft``): no weight differs from the base, ``state_dict`` is empty, and the blend is the intervention
+    strength (:class:`harness.models.reft.InterventionEngine`).
     """
 
     state_dict: dict[str, torch.Tensor]
@@ -62,6 +67,7 @@ class AdaptedWeights:
     tokenizer: Any = None
     info: dict[str, Any] = field(default_factory=dict)
     lora: Any = None
+    reft: Any = None
 
 
 def _state_dict_cpu(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -260,9 +266,39 @@ def _check_head_tensors(base: LoadedModel, cfg: dict[str, Any], files: list[Path
     return [k for k in base.info.get("random_weights") or () if k not in stored]
 
 
+def load_reft_adapted(base: LoadedModel, path: Path, *, allow_pickle: bool = False,
+                      positions: str | None = None) -> AdaptedWeights:
+    """A ReFT folder as the adapted side: the interventions (``reft``), checked to fit the base (hidden size,
+    layer count, layer indices) and R's orthogonality (a warning, :func:`harness.models.reft_io.check_orthogonality`);
+    a recorded base fingerprint that is not the base's is refused.
+
+    Raises
+    ------
+    ModelError
+        pickle without ``allow_pickle``, a pyreft folder without ``positions``, malformed files, an adaptation made
+        for another model.
+    """
+    adapter = load_reft(path, positions=positions, allow_pickle=allow_pickle)
+    hidden, n_layers = model_dims(base.model)
+    check_adapter_fits(adapter, hidden, n_layers)
+    recorded = (adapter.info.get("base_model") or {}).get("fingerprint")
+    if recorded and recorded != base.fingerprint:
+        raise ModelError(format_error("the ReFT adaptation was trained on another base model", where=str(path),
+                                      expected=f"base with fingerprint {recorded[:12]}",
+                                      got=f"--base {base.path} (fingerprint {base.fingerprint[:12]})",
+                                      fix="pass the base the interventions were trained on"))
+    info = {"adapter_fingerprint": adapter.info["fingerprint"], "reft_format": adapter.info.get("format"),
+            "method": adapter.kind, "description": adapter.describe(), "rank": adapter.rank,
+            "n_params": adapter.n_params, "orthogonality_deviation": adapter.info.get("orthogonality_deviation"),
+            "blend_path": "intervention"}
+    return AdaptedWeights(state_dict={}, kind="reft", fingerprint=adapted_fingerprint(base.fingerprint, adapter),
+                          id2label=base.id2label, source=str(path), tokenizer=base.tokenizer, info=info,
+                          reft=adapter)
+
+
 def load_adapted(base: LoadedModel, adapted: str | Path, *, allow_pickle: bool = False,
                  trust_remote_code: bool = False, revision: str | None = None,
-                 lora_scale: bool = False) -> AdaptedWeights:
+                 lora_scale: bool = False, reft_positions: str | None = None) -> AdaptedWeights:
     """Load the adapted side of a blend as a state dict in the base model's key space.
 
     Parameters
@@ -271,22 +307,29 @@ def load_adapted(base: LoadedModel, adapted: str | Path, *, allow_pickle: bool =
         The loaded base model (unchanged by this call: adapters are applied to a deep copy, or not at all on the
         LoRA-scale path).
     adapted : str or Path
-        A full checkpoint folder (or hub id) or a PEFT adapter folder.
+        A full checkpoint folder (or hub id), a PEFT adapter folder, or a ReFT folder (harness format or a
+        pyreft 0.1.0 save, :func:`harness.models.reft_io.reft_format`; see :func:`load_reft_adapted`).
     allow_pickle, trust_remote_code, revision
-        As in :func:`harness.models.load.load_model`.
+        As in :func:`harness.models.load.load_model` (``allow_pickle`` also admits a pyreft folder's pickled
+        ``intkey_*.bin`` files, read with ``weights_only=True``).
     lora_scale : bool, default=False
         For a LoRA/rsLoRA adapter, return its factors in ``lora`` instead of a merged state dict (pass them to
         ``BlendEngine(..., lora=adapted.lora)``); other adapters are merged as before.
+    reft_positions : str, default=None
+        pyreft folders only (required there, pyreft does not save them): the token positions the interventions
+        were trained at (``"l1"``, ``"f1+l1"``).
 
     Raises
     ------
     ModelError
         If the checkpoint cannot be loaded, adapter tensors do not all apply to the base, or the adapter records
-        another base (:func:`check_adapter_base`).
+        another base (:func:`check_adapter_base`), or a ReFT adaptation does not fit the base.
     """
     p = Path(adapted).expanduser()
     if p.is_dir() and is_adapter_dir(p):
         return _load_peft(base, p.resolve(), lora_scale)
+    if reft_format(p) is not None:
+        return load_reft_adapted(base, p.resolve(), allow_pickle=allow_pickle, positions=reft_positions)
     dtype = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[base.dtype]
     # a causal-LM base needs a causal-LM fine-tune (the loader refuses any weight it would leave random)
     loader = load_causal_lm if (not base.id2label and _is_causal_lm(base.model)) else load_model

@@ -19,6 +19,13 @@ logits of the suffix that holds continuations are computed (``logits_to_keep``).
 context tokens (the choices of one question) run the context once and the continuations from its KV cache
 (``share_context``, :mod:`harness.models.causal_shared`; equal to the full forward up to float rounding);
 with ``share_context=False`` every request is one full forward, as in lm-eval.
+
+Representation interventions (:mod:`harness.models.reft`): every forward names each row's prompt, which is the
+request's context (the full-forward path passes :func:`~harness.models.reft.prompt_lengths`; the shared path's
+context forward is the context alone, and its continuation forward runs from the KV cache, which the engine never
+edits; generation edits the prompt forward only). For rolling windows the prompt is the window's context (the prefix token, or
+the tokens before the window's predictions; pyreft caps the counts at half the prompt, so a one-token context is
+not edited).
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from harness.models.causal_generate import generate_greedy
 from harness.models.causal_shared import score_rows, score_shared, shared_groups
 from harness.models.causal_windows import model_input, rolling_windows
 from harness.models.placement import input_device
+from harness.models.reft import prompt_lengths
 
 __all__ = ["LoglikelihoodResult", "CausalLMScorer", "resolve_max_length", "ensure_pad_token"]
 
@@ -268,7 +276,11 @@ class CausalLMScorer:
             ids[r, :len(x)] = torch.tensor(x)
             mask[r, :len(x)] = 1
         keep = width - min(len(x) - len(c) for x, c in zip(inputs, conts))
-        out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), logits_to_keep=keep)
+        # the prompt of row i is its context: the input up to the token that predicts the first continuation
+        # token (a ReFT intervention edits the first/last prompt tokens, never the scored continuation)
+        with prompt_lengths([len(x) - len(c) + 1 for x, c in zip(inputs, conts)]):
+            out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                             logits_to_keep=keep)
         logp = torch.log_softmax(out.logits.float(), dim=-1)  # (rows, keep, vocab)
         ll = np.empty(len(inputs), dtype=np.float64)
         greedy = np.empty(len(inputs), dtype=bool)

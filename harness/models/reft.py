@@ -240,8 +240,8 @@ class InterventionEngine:
 
     The same shape as :class:`harness.models.blend.BlendEngine` for the sweep: ``apply(alpha)`` then score;
     ``alpha`` is the intervention strength (``h <- h + alpha * edit(h)``), 0 = base bit for bit, 1 = adapted.
-    ``kind`` is ``"intervention"`` (a weight blend's engine has none; the manifest should record
-    :attr:`description`). :meth:`remove` detaches the hooks and leaves the model as it was.
+    ``kind`` and ``path`` are ``"intervention"`` (a weight blend's engine has ``path`` ``lora-scale`` or ``merged``;
+    the manifest records :meth:`manifest`). :meth:`remove` detaches the hooks and leaves the model as it was.
 
     Parameters
     ----------
@@ -254,6 +254,7 @@ class InterventionEngine:
     """
 
     kind = "intervention"
+    path = "intervention"  # the blend path recorded in store keys and the manifest (weight blends: lora-scale, merged)
 
     def __init__(self, model: torch.nn.Module, adapter: ReftAdapter, *, alpha: float = 1.0) -> None:
         hidden, n_layers = model_dims(model)

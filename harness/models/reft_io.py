@@ -43,7 +43,7 @@ from harness.models.reft import (COMPONENTS, KINDS, InterventionSpec, ReftAdapte
                                  parse_positions)
 
 __all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "ORTH_TOL", "reft_format", "load_reft", "save_reft",
-           "check_orthogonality", "reft_fingerprint", "adapted_fingerprint"]
+           "check_orthogonality", "reft_fingerprint", "adapted_fingerprint", "recorded_base"]
 
 log = logging.getLogger(__name__)
 CONFIG_NAME = "reft_config.json"
@@ -71,6 +71,16 @@ def reft_format(path: str | Path) -> str | None:
         if isinstance(data, dict) and "representations" in data and "intervention_types" in data:
             return "pyreft"
     return None
+
+
+def recorded_base(path: str | Path) -> str | None:
+    """The base model a harness-format folder records (``base_model.name``), else None (pyreft folders record
+    none)."""
+    p = Path(path).expanduser()
+    if reft_format(p) != "harness":
+        return None
+    name = (_read_json(p / CONFIG_NAME).get("base_model") or {}).get("name")
+    return str(name) if name else None
 
 
 def _read_json(path: Path) -> dict:

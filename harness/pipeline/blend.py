@@ -216,6 +216,7 @@ def blend_checkpoint(base: str | Path, adapted: str | Path, alpha: float, out: s
     from harness.models.load import is_adapter_dir, resolve_model_dir
 
     alpha = _alpha_used(alpha)
+    _refuse_reft(adapted)
     if head not in HEAD_MODES:
         raise BlendError(format_error("unknown head mode", where="--head", expected=HEAD_MODES, got=head))
     out = Path(out)
@@ -239,6 +240,26 @@ def blend_checkpoint(base: str | Path, adapted: str | Path, alpha: float, out: s
     for note in outcome.notes:
         log.warning("blend: %s", note)
     return outcome
+
+
+def _refuse_reft(adapted: str | Path) -> None:
+    """A ReFT adaptation has no weights to write: its edit acts on hidden states at chosen token positions of the
+    prompt, which no weight of the base can express (a weight acts on every position alike).
+
+    Raises
+    ------
+    BlendError
+        When ``adapted`` is a ReFT folder (exit 2).
+    """
+    from harness.models.reft_io import reft_format  # torch (see blend_checkpoint)
+
+    if reft_format(adapted):
+        raise BlendError(format_error(
+            "a ReFT adaptation cannot be written as a blended checkpoint: its alpha is an intervention strength "
+            "(an edit of hidden states at chosen prompt positions), not a weight of a weight blend, and no set of "
+            "weights reproduces a position-dependent edit", where=str(adapted),
+            fix="score the intervention at any strength with `harness sweep --base BASE --adapted REFT_FOLDER "
+                "--alphas 0,ALPHA,1`, or `harness eval --model REFT_FOLDER` for strength 1"))
 
 
 def _check_reload_untied(folder: Path, outcome: BlendOutcome) -> None:

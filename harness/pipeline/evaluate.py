@@ -6,12 +6,13 @@ import logging
 from pathlib import Path
 
 import harness
+from harness.errors import SpecError, format_error
 from harness.pipeline.common import (LoadedSuites, RunOptions, RunResult, Scoring, bootstrap_info, classes_of,
                                      maybe_report, nest_results, suite_infos, build_manifest, load_suites,
                                      prepare_splits, run_overlap, stage_timer)
 from harness.pipeline.distributed import group_info, join_group, rank_memory
 from harness.pipeline.notes import training_length_notes
-from harness.pipeline.runners import load_live, make_runner, make_scorer
+from harness.pipeline.runners import load_live, make_runner, make_scorer, unpacked
 from harness.rundir import write_run
 from harness.spec.schema import Suite
 from harness.summary import PointEntry, Summary
@@ -21,7 +22,8 @@ log = logging.getLogger(__name__)
 
 
 def evaluate_model(model: str | Path, suites: list[str | Path] | list[Suite], *, out: str | Path | None = None,
-                   options: RunOptions = RunOptions(), argv: list[str] | None = None) -> RunResult:
+                   options: RunOptions = RunOptions(), argv: list[str] | None = None,
+                   base: str | Path | None = None) -> RunResult:
     """Score one model on every evaluation split of the suites (``harness eval``).
 
     Parameters
@@ -35,6 +37,10 @@ def evaluate_model(model: str | Path, suites: list[str | Path] | list[Suite], *,
         Run directory to write (summary.json, per_alpha.csv, predictions.parquet, manifest.json, report).
     options : RunOptions
         Device, dtype, batching, bootstrap and safety settings.
+    base : str or Path, default=None
+        When ``model`` is a ReFT folder (:func:`harness.models.reft_io.reft_format`): the base model its
+        interventions apply to (default: the base folder ``reft_config.json`` records); the adapted model
+        (intervention strength 1) is scored. Refused for any other ``model``.
 
     Returns
     -------
@@ -48,13 +54,13 @@ def evaluate_model(model: str | Path, suites: list[str | Path] | list[Suite], *,
     """
     group, options = join_group(options)  # torchrun / accelerate launch: one rank of a data-parallel run
     try:
-        return _evaluate(model, suites, out, options, argv, group)
+        return _evaluate(model, suites, out, options, argv, group, base)
     finally:
         if group is not None:
             group.close()
 
 
-def _evaluate(model, suites, out, options: RunOptions, argv, group) -> RunResult:
+def _evaluate(model, suites, out, options: RunOptions, argv, group, base) -> RunResult:
     from harness.models.sanity import position_limit, require_trained  # torch: imported when a model is scored
 
     timings: dict[str, float] = {}
@@ -63,22 +69,25 @@ def _evaluate(model, suites, out, options: RunOptions, argv, group) -> RunResult
         overlap, overlap_notes = run_overlap(loaded)
     kind = loaded.model_kind
     with stage_timer(timings, "load_model"):
-        live = load_live(model, kind, options)
+        live, engine = _load_scored(model, base, kind, options)
         if kind == "classification":
             require_trained(live, where=str(model))  # no randomly initialised head is ever scored (issue 17)
         columns = _label_columns(live, loaded, options, str(model)) if kind == "classification" else None
     with stage_timer(timings, "tokenize"):
         scoring = Scoring(live.tokenizer, loaded, options, live.device.type,
                           max_positions=position_limit(live.model), group=group)
-    scorer = make_scorer(live, kind, options)
+    scorer = make_scorer(live, kind, options if engine is None else unpacked(options))
     runner = make_runner(scorer, live, kind, options, columns=columns)
     try:
         with stage_timer(timings, "predict"):
-            preds = scoring.score(runner, "model", None, live.fingerprint)
+            preds = scoring.score(runner, "model", None, live.fingerprint,
+                                  blend_path="none" if engine is None else engine.path)
         with stage_timer(timings, "metrics"):
             results = scoring.results(preds)
     finally:
         scoring.close()
+        if engine is not None:
+            engine.remove()
     notes = [*live.info.get("notes", ()), *scoring.notes, *overlap_notes,
              *training_length_notes(model, list(scoring.suites.values()))]
     summary = Summary(harness_version=harness.__version__, command="eval", notes=notes, overlap=overlap,
@@ -90,7 +99,8 @@ def _evaluate(model, suites, out, options: RunOptions, argv, group) -> RunResult
         manifest = build_manifest(command="eval", argv=argv, loaded=loaded, opts=options, device=str(live.device),
                                   timings=timings, models={"model": {"source": str(model), "path": str(live.path),
                                                                      "fingerprint": live.fingerprint}},
-                                  extra={"model_kind": kind, "packed_batches": getattr(scorer, "packed", False),
+                                  extra={"model_kind": kind, "intervention": None if engine is None else
+                                         engine.manifest(), "packed_batches": getattr(scorer, "packed", False),
                                          "packed_attention": getattr(scorer, "packing_mode", None),
                                          "compiled": options.compile, "device_map": live.info.get("device_map"),
                                          "memory": rank_memory(live.model, group), "distributed": group_info(group)})
@@ -109,3 +119,35 @@ def _label_columns(live, loaded: LoadedSuites, options: RunOptions, where: str):
     from harness.models.load import align_labels  # torch: imported when a model is scored
 
     return align_labels(live.id2label, classes_of(loaded), options.label_map, where=where)
+
+
+def _load_scored(model: str | Path, base: str | Path | None, kind: str, options: RunOptions):
+    """(live model, None) for a checkpoint; for a ReFT folder, (the base with its identity replaced by base +
+    adaptation, the :class:`~harness.models.reft.InterventionEngine` at strength 1).
+
+    Raises
+    ------
+    SpecError
+        ``base`` given for a model that is not a ReFT folder, or a ReFT folder whose base is neither given nor
+        recorded as an existing folder.
+    """
+    from harness.models.adapters import load_reft_adapted  # torch: imported when a model is scored
+    from harness.models.reft import InterventionEngine
+    from harness.models.reft_io import recorded_base, reft_format
+
+    if not reft_format(model):
+        if base is not None:
+            raise SpecError(format_error("--base applies only when --model is a ReFT folder", where="--base",
+                                         got=str(base), fix="drop --base, or pass the ReFT folder as --model"))
+        return load_live(model, kind, options), None
+    base = base if base is not None else recorded_base(model)
+    if base is None or not Path(base).expanduser().is_dir():
+        raise SpecError(format_error("a ReFT folder needs the base model its interventions apply to",
+                                     where=str(model), got=f"recorded base {base!r}" if base else "none recorded",
+                                     fix="pass --base BASE_FOLDER"))
+    live = load_live(base, kind, options)
+    adapted = load_reft_adapted(live, Path(model).expanduser().resolve(), allow_pickle=options.allow_pickle,
+                                positions=options.reft_positions)
+    live.info["base_fingerprint"] = live.fingerprint
+    live.fingerprint = adapted.fingerprint  # the scored model is base + adaptation (store keys, manifest)
+    return live, InterventionEngine(live.model, adapted.reft, alpha=1.0)

@@ -17,8 +17,8 @@ import numpy as np
 
 from harness.errors import BlendError, ModelError, format_error
 from harness.pipeline.common import LoadedSuites, RunOptions, Scoring, classes_of, stage_timer
-from harness.pipeline.notes import identical_note, training_length_notes
-from harness.pipeline.runners import load_live, make_runner, make_scorer
+from harness.pipeline.notes import identical_note, intervention_note, training_length_notes
+from harness.pipeline.runners import load_live, make_runner, make_scorer, unpacked
 from harness.records import PointResult, PointRole, point_id
 from harness.store import blend_fingerprint
 from harness.sweep import SelectionPolicy
@@ -89,36 +89,33 @@ class BlendEvaluator:
     def __init__(self, request: SweepRequest, loaded: LoadedSuites, timings: dict[str, float], group=None) -> None:
         # torch-backed stages, imported when a sweep runs: `harness validate`, `gate` and `report` never load torch
         from harness.models.adapters import load_adapted
-        from harness.models.sanity import check_blend_heads, position_limit
+        from harness.models.reft_io import reft_format
+        from harness.models.sanity import position_limit
 
         self.request, self.timings, opts = request, timings, request.options
         self.kind = loaded.model_kind
         with stage_timer(timings, "load_model"):
             self.live = load_live(request.base, self.kind, opts)
-            base_sd = {k: v.detach().to("cpu").clone() for k, v in self.live.model.state_dict().items()}
+            # a ReFT adaptation changes no weight: no copy of the base's weights is needed to blend it
+            base_sd = None if reft_format(request.adapted) else {
+                k: v.detach().to("cpu").clone() for k, v in self.live.model.state_dict().items()}
             self.adapted = load_adapted(self.live, request.adapted, allow_pickle=opts.allow_pickle,
-                                        trust_remote_code=opts.trust_remote_code, lora_scale=True)
+                                        trust_remote_code=opts.trust_remote_code, lora_scale=True,
+                                        reft_positions=opts.reft_positions)
         self._check_pair()
-        if self.kind == "classification":
-            # issue 17: no randomly initialised head is scored; the base's own head only when it is trained
-            base_head_trained = check_blend_heads(self.live, self.adapted, request.head,
-                                                  base_src=str(request.base), adapted_src=str(request.adapted))
-            self.blend_columns, self.base_columns = self._columns(classes_of(loaded))
-        else:
-            base_head_trained, self.blend_columns, self.base_columns = False, None, None
+        base_head_trained = self._heads(loaded)
         self.notes: list[str] = list(self.live.info.get("notes", ()))
         with stage_timer(timings, "tokenize"):
             self.scoring = Scoring(self.live.tokenizer, loaded, opts, self.live.device.type,
                                    max_positions=position_limit(self.live.model), group=group)
-        self.scorer = make_scorer(self.live, self.kind, opts)
+        self.scorer = make_scorer(self.live, self.kind, opts if self.adapted.reft is None else unpacked(opts))
         self.own_head_runner = (self._runner(self.base_columns) if request.head == "adapted" and base_head_trained
                                 and self.base_columns is not None else None)
         with stage_timer(timings, "blend_setup"):
             self.engine, self.trunk = self._engine(base_sd)
-            lora = self.adapted.lora
-            changed = self.engine.changed_names() - (set(lora.target_names) if lora is not None and lora.is_zero
-                                                     else set())
-            if not changed:
+            if self.adapted.reft is not None:
+                self.notes.append(intervention_note(self.engine.description))
+            elif not self._changed():
                 self.notes.append(identical_note(str(request.base), str(request.adapted)))
         self.notes += training_length_notes(request.adapted, list(self.scoring.suites.values()))
         self.runner = self._runner(self.blend_columns, trunk=self.trunk)
@@ -127,7 +124,13 @@ class BlendEvaluator:
         """The blend engine (it takes ``base_sd``) and, for classifiers whose fine-tune left leading layers
         frozen, the trunk cache that replays them."""
         from harness.models.blend import BlendEngine  # torch (see __init__)
+        from harness.models.reft import InterventionEngine
         from harness.models.trunk import TrunkCache, frozen_depth
+
+        if self.adapted.reft is not None:
+            # ReFT: alpha is the intervention strength (hooks on the live base; no weight is written, every layer
+            # runs at every alpha, so no frozen trunk is replayed)
+            return InterventionEngine(self.live.model, self.adapted.reft, alpha=0.0), None
 
         # LoRA/rsLoRA adapters blend by scaling their delta (one model plus the factors, no merged copy);
         # everything else interpolates merged weights (engine.path says which, the manifest records it)
@@ -138,6 +141,42 @@ class BlendEvaluator:
             return engine, None
         frozen = frozen_depth(self.live.model, engine.changed_names())
         return engine, (TrunkCache(self.live.model, frozen, budget) if frozen else None)
+
+    def _heads(self, loaded: LoadedSuites) -> bool:
+        """Check the heads and set the logit columns (classifiers); returns whether the base's own head is trained
+        (then it is also scored as the base with ``--head adapted``)."""
+        from harness.models.sanity import check_blend_heads  # torch (see __init__)
+
+        req = self.request
+        if self.adapted.reft is not None:
+            trained = self._check_reft()
+        elif self.kind == "classification":
+            # issue 17: no randomly initialised head is scored; the base's own head only when it is trained
+            trained = check_blend_heads(self.live, self.adapted, req.head, base_src=str(req.base),
+                                        adapted_src=str(req.adapted))
+        else:
+            trained = False
+        self.blend_columns, self.base_columns = (self._columns(classes_of(loaded)) if self.kind == "classification"
+                                                 else (None, None))
+        return trained
+
+    def _changed(self) -> set[str]:
+        """Names of the weights the blend changes (a zero LoRA update changes none)."""
+        lora = self.adapted.lora
+        return self.engine.changed_names() - (set(lora.target_names) if lora is not None and lora.is_zero else set())
+
+    def _check_reft(self) -> bool:
+        """A ReFT adaptation keeps the base's head, so ``--head adapted`` has no meaning; a classifier's own head
+        must be trained (issue 17). Returns False (no separate base-own-head point)."""
+        from harness.models.sanity import require_trained
+
+        if self.request.head != "shared":
+            raise BlendError(format_error("--head adapted does not apply to a ReFT adaptation", where="--head",
+                                          expected="shared", got=self.request.head,
+                                          fix="a ReFT adaptation keeps the base's head at every alpha: drop --head"))
+        if self.kind == "classification":
+            require_trained(self.live, where=str(self.request.base))
+        return False
 
     def _runner(self, columns: np.ndarray | None, trunk: Any = None):
         return make_runner(self.scorer, self.live, self.kind, self.request.options, columns=columns, trunk=trunk)
@@ -226,7 +265,10 @@ class BlendEvaluator:
     def manifest_extra(self) -> dict[str, Any]:
         """What this evaluator did that the manifest records (store use, packing, compile, trunk reuse)."""
         trunk = self.trunk
+        reft = self.adapted.reft is not None
         return {"model_kind": self.kind, "blend_path": self.engine.path,
+                "blend_kind": "intervention" if reft else "weights",
+                "intervention": self.engine.manifest() if reft else None,
                 "store_computed_splits": self.scoring.n_computed,
                 "packed_batches": getattr(self.scorer, "packed", False),
                 "packed_attention": getattr(self.scorer, "packing_mode", None),

@@ -2,7 +2,8 @@
 warning when it is made. ``summary.json`` holds them as ``notes`` (a list of sentences), the report prints them.
 
 Kinds: a capped ``max_length`` (the model's position table is shorter), non-finite outputs (an fp16 overflow), a
-pad token taken from EOS, an adapted model identical to its base, rewritten alphas, overlapping splits.
+pad token taken from EOS, an adapted model identical to its base, rewritten alphas, overlapping splits; and what
+alpha means when the adapted side is a ReFT adaptation (the intervention strength, logged at info level).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from typing import Any, Mapping
 
 from harness.metrics.base import n_non_finite
 
-__all__ = ["count_nonfinite", "nonfinite_note", "cap_note", "identical_note", "training_length_notes"]
+__all__ = ["count_nonfinite", "nonfinite_note", "cap_note", "identical_note", "intervention_note",
+           "training_length_notes"]
 
 # the training records the harness writes beside a model: harness train, and the language-model demo's cache
 TRAINING_RECORDS = ("training.json", "training_record.json")
@@ -78,3 +80,11 @@ def training_length_notes(model: str | Path, suites: list[Any]) -> list[str]:
                          f"length (set the suite's max_length or --max-length to {trained} to compare)")
             log.warning("%s", notes[-1])
     return notes
+
+
+def intervention_note(description: str) -> str:
+    """The note for a ReFT adaptation: alpha is the intervention strength, not a weight of a weight blend."""
+    note = (f"the adapted side is a ReFT adaptation, so alpha is the {description}; no weight is blended, and "
+            "selection, gate and report treat alpha as for a weight blend")
+    log.info("%s", note)
+    return note

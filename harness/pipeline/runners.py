@@ -3,6 +3,7 @@ a causal language model for multiple-choice, generation and perplexity suites (:
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import numpy as np
 from harness.errors import SpecError, format_error
 from harness.pipeline.common import RunOptions
 
-__all__ = ["load_live", "make_runner", "make_scorer"]
+__all__ = ["load_live", "make_runner", "make_scorer", "unpacked"]
 
 
 def load_live(model: str | Path, kind: str, opts: RunOptions):
@@ -52,6 +53,22 @@ def make_scorer(live, kind: str, opts: RunOptions):
             kw["batch_tokens"] = opts.batch_tokens
         return CausalLMScorer(live.model, live.tokenizer, **kw)
     return HFScorer.from_settings(live.model, opts)
+
+
+def unpacked(opts: RunOptions) -> RunOptions:
+    """The options for scoring under a ReFT intervention: padded batches only (the interventions find their token
+    positions from the 2-D attention mask, which packed batches do not have).
+
+    Raises
+    ------
+    SpecError
+        For ``--packed on``.
+    """
+    if opts.packed == "on":
+        raise SpecError(format_error("--packed on does not apply to a ReFT adaptation", where="--packed",
+                                     expected="auto or off", got="on",
+                                     fix="drop --packed: interventions need padded batches"))
+    return replace(opts, packed="off")
 
 
 def make_runner(scorer, live, kind: str, opts: RunOptions, columns: np.ndarray | None = None, trunk: Any = None):

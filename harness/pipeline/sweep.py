@@ -44,7 +44,8 @@ def sweep_models(base: str | Path, adapted: str | Path, suites: list[str | Path]
     Parameters
     ----------
     base, adapted : str or Path
-        Base checkpoint; adapted checkpoint (full fine-tune) or PEFT adapter folder.
+        Base checkpoint; adapted checkpoint (full fine-tune), PEFT adapter folder or ReFT folder (alpha is
+        then the intervention strength, docs/reft.md).
     suites : list
         Suite files/folders/objects: at least one ID suite with a validation split.
     alphas : str or list of float, default=None

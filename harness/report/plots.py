@@ -117,7 +117,7 @@ def _labels(w: pd.DataFrame, ends: pd.DataFrame, base: str | None, adapted: str 
 
 
 def _id_vs_shift_panel(ax, w: pd.DataFrame, e: pd.DataFrame, *, chosen: str | None, base: str | None,
-                       adapted: str | None, higher_is_better: bool
+                       adapted: str | None, higher_is_better: bool, curve_label: str = "weight-space blend"
                        ) -> tuple[list[PointLabel], list[tuple[float, float, float]]]:
     ends = w[w["point"].isin([base, adapted])].set_index("point")
     if base in ends.index and adapted in ends.index:
@@ -132,7 +132,7 @@ def _id_vs_shift_panel(ax, w: pd.DataFrame, e: pd.DataFrame, *, chosen: str | No
                 label="output-space ensemble", zorder=2)
     ax.errorbar(w["x"], w["y"], xerr=_err(w["x"], w["x_lo"], w["x_hi"]), yerr=_err(w["y"], w["y_lo"], w["y_hi"]),
                 fmt="-o", ms=4, color=_CURVE, ecolor="#9ecae1", elinewidth=0.8, capsize=1.5, lw=1.4,
-                label="weight-space blend (95% CI)", zorder=3)
+                label=f"{curve_label} (95% CI)", zorder=3)
     par = w[pareto_front(w["x"], w["y"], higher_is_better)]
     if not par.empty:
         ax.scatter(par["x"], par["y"], s=120, facecolors="none", edgecolors="black", linewidths=1.0,
@@ -151,7 +151,8 @@ def _id_vs_shift_panel(ax, w: pd.DataFrame, e: pd.DataFrame, *, chosen: str | No
 
 
 def plot_id_vs_shift(curve: pd.DataFrame, path: Path, *, metric: str, chosen: str | None, base: str | None,
-                     adapted: str | None, splits_note: str, higher_is_better: bool = True) -> Path:
+                     adapted: str | None, splits_note: str, higher_is_better: bool = True,
+                     curve_label: str = "weight-space blend") -> Path:
     """ID metric (x) against shift metric (y) along alpha: one panel for the mean over shift suites, one each.
 
     Parameters
@@ -169,6 +170,8 @@ def plot_id_vs_shift(curve: pd.DataFrame, path: Path, *, metric: str, chosen: st
     higher_is_better : bool, default=True
         Direction of ``metric``; rings mark each panel's own Pareto front on the plotted coordinates (the
         selection's Pareto set, on validation splits, is in the tables).
+    curve_label : str, default="weight-space blend"
+        Legend text of the alpha curve (a ReFT run: "intervention strength").
     """
     panels = list(dict.fromkeys(curve["panel"]))
     nrows, ncols = grid_shape(len(panels))
@@ -186,7 +189,7 @@ def plot_id_vs_shift(curve: pd.DataFrame, path: Path, *, metric: str, chosen: st
             todo.append((ax, *_id_vs_shift_panel(ax, rows[rows["kind"] == "weights"].sort_values("alpha"),
                                                  rows[rows["kind"] == "ensemble"].sort_values("alpha"),
                                                  chosen=chosen, base=base, adapted=adapted,
-                                                 higher_is_better=higher_is_better)))
+                                                 higher_is_better=higher_is_better, curve_label=curve_label)))
         handles, labels = axes[0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 3), frameon=False)
         fig.suptitle(f"ID vs shift {metric} along alpha ({splits_note}); numbers next to points are alpha")

@@ -36,6 +36,20 @@ def _split_label(name: str, role: str) -> str:
     return f"{name} split" if name == role else f"{name} ({role} split)"
 
 
+def alpha_meaning(manifest: dict) -> str:
+    """What alpha is in this run: the fraction of adapted weights, or a ReFT intervention's strength."""
+    if (manifest or {}).get("blend_kind") == "intervention":
+        return ("alpha is the strength of the ReFT intervention (h <- h + alpha * edit(h); no weight is blended): "
+                "0 = base, 1 = adapted.")
+    return "alpha is the fraction of adapted weights: 0 = base, 1 = adapted."
+
+
+def curve_label(manifest: dict) -> str:
+    """Legend text of the alpha curve."""
+    return ("intervention strength" if (manifest or {}).get("blend_kind") == "intervention"
+            else "weight-space blend")
+
+
 def wall_time_text(manifest: dict) -> str | None:
     """"12.5 s measured (predict 9.1 s, load_model 2.0 s, ...)" from the manifest's per-stage timings (seconds,
     largest first), or ``None`` when the manifest records none."""
@@ -66,7 +80,7 @@ def _overview(ctx: Context) -> Section:
     blocks: list[Block] = [TableBlock(pd.DataFrame(rows, columns=["field", "value"], dtype=object))]
     blocks.append(Para(f"{lmsections.units_note(ctx)} Intervals are "
                        f"{b.confidence:.0%} bootstrap intervals ({b.n_resamples} resamples of {b.cluster_key}, "
-                       f"seed {b.seed}). alpha is the fraction of adapted weights: 0 = base, 1 = adapted."))
+                       f"seed {b.seed}). {alpha_meaning(ctx.manifest)}"))
     if not ctx.sweep:
         blocks.append(Para("Single-model evaluation: there is no alpha curve, so the ID-vs-shift and "
                            "metric-vs-alpha figures do not apply.", "muted"))
@@ -111,7 +125,7 @@ def _curve(ctx: Context) -> Section | None:
     hib = higher_is_better(s, ctx.metric)
     blocks: list[Block] = [FigureBlock(plots.plot_id_vs_shift(
         curve, ctx.figdir / FIGURES[0], metric=ctx.metric, chosen=f.chosen, base=f.base, adapted=f.adapted,
-        splits_note="test splits", higher_is_better=hib),
+        splits_note="test splits", higher_is_better=hib, curve_label=curve_label(ctx.manifest)),
         f"ID {ctx.metric} (x) against shift {ctx.metric} (y) on the test splits, one point per alpha. Panel 1: "
         f"{MEAN_PANEL}; then one panel per shift suite. Rings: the Pareto front of the points drawn in each "
         f"panel (test splits); the selection's own Pareto set, on validation splits, is listed in the tables.")]
@@ -119,7 +133,8 @@ def _curve(ctx: Context) -> Section | None:
     if s.selection is not None and not val.empty:
         blocks.append(FigureBlock(plots.plot_id_vs_shift(
             val, ctx.figdir / FIGURES[1], metric=ctx.metric, chosen=f.chosen, base=f.base, adapted=f.adapted,
-            splits_note="the validation splits that selected alpha", higher_is_better=hib),
+            splits_note="the validation splits that selected alpha", higher_is_better=hib,
+            curve_label=curve_label(ctx.manifest)),
             "The same curve on the validation splits that selected alpha (what the selection policy saw)."))
     blocks.append(Para(
         "Gain over the chord: the chord is the straight mix of the endpoints' scores at the same alpha, "

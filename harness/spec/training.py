@@ -17,7 +17,8 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from harness.spec.schema import _NAME, Name, Strict
 
-__all__ = ["ProbeSettings", "FineTuneSettings", "LoraSettings", "LmSettings", "TrainingSettings", "TrainingSpec"]
+__all__ = ["ProbeSettings", "FineTuneSettings", "LoraSettings", "ReftSettings", "LmSettings", "TrainingSettings",
+           "TrainingSpec"]
 
 
 class ProbeSettings(Strict):
@@ -68,6 +69,31 @@ class LoraSettings(FineTuneSettings):
                                                 "pass, so a step costs less on CPU; null: every block")
 
 
+class ReftSettings(Strict):
+    """Representation fine-tuning (LoReFT/DiReFT, Wu et al. 2024) of a causal LM: one low-rank intervention per
+    listed block, on the block's output at the prompt's first/last tokens; the base stays frozen
+    (:func:`harness.demo.reft_train.train_reft`: AdamW, linear decay to 0, R kept orthonormal)."""
+
+    kind: Literal["loreft", "direft"] = Field(default="loreft", description="intervention kind")
+    layers: list[int] = Field(min_length=1, description="0-based block indices, one intervention each")
+    positions: str = Field(default="l1", pattern=r"^(f[0-9]+\+l[0-9]+|f[0-9]+|l[0-9]+)$",
+                           description="pyreft's positions: first/last prompt tokens edited (l1, f1+l1, f2)")
+    rank: int = Field(ge=1, description="rank of the intervention's subspace (rows of R)")
+    epochs: int = Field(ge=1)
+    learning_rate: float = Field(gt=0.0, le=1.0)
+    batch_size: int = Field(ge=1)
+    weight_decay: float = Field(default=0.0, ge=0.0, description="AdamW decoupled weight decay")
+    max_train_examples: int | None = Field(default=None, gt=0,
+                                           description="cap on training rows (a seeded sample); null: all")
+
+    @field_validator("layers")
+    @classmethod
+    def _layers(cls, v: list[int]) -> list[int]:
+        if any(x < 0 for x in v) or len(set(v)) != len(v):
+            raise ValueError(f"layers must be distinct block indices >= 0; got {v}")
+        return v
+
+
 class LmSettings(Strict):
     """What a causal language model is fine-tuned on (``task: causal_lm``): prompt -> answer pairs built from
     multiple-choice rows in the ARC format (``question``, ``choices{text[], label[]}``, ``answerKey``), the answer
@@ -104,6 +130,8 @@ class TrainingSettings(Strict):
     full: FineTuneSettings
     lora: LoraSettings
     lm: LmSettings | None = Field(default=None, description="causal-LM training data and prompt (task causal_lm)")
+    reft: ReftSettings | None = Field(default=None, description="causal_lm only: ReFT interventions (--adaptation "
+                                                                "reft)")
 
     @model_validator(mode="after")
     def _task_sections(self) -> "TrainingSettings":
@@ -116,6 +144,8 @@ class TrainingSettings(Strict):
             raise ValueError(f"the `lm:` section applies only to task causal_lm; task is {self.task!r}")
         elif self.lora.last_layers is not None:
             raise ValueError("lora.last_layers applies only to task causal_lm; remove it")
+        elif self.reft is not None:
+            raise ValueError("the `reft:` section applies only to task causal_lm; remove it")
         return self
 
 

@@ -25,7 +25,7 @@ from harness.errors import ModelError, format_error
 from harness.io import ensure_dir
 from harness.spec.training import FineTuneSettings
 
-__all__ = ["adamw_linear", "StepProgress", "save_model_folder", "quiet_loading"]
+__all__ = ["adamw_linear", "StepProgress", "save_model_folder", "save_folder", "quiet_loading"]
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +113,23 @@ class StepProgress:
 def save_model_folder(model: Any, tokenizer: Any, out_dir: Path, record: dict[str, Any], record_name: str,
                       **save_kwargs: Any) -> None:
     """``save_pretrained`` (safetensors) + tokenizer + ``record`` as JSON into a temporary sibling folder, then
-    rename it onto ``out_dir``: the folder appears whole or not at all.
+    rename it onto ``out_dir``: the folder appears whole or not at all (:func:`save_folder`).
+
+    Raises
+    ------
+    ModelError
+        If ``out_dir`` exists already.
+    """
+    def write(staging: Path) -> None:
+        model.save_pretrained(staging, **save_kwargs)
+        tokenizer.save_pretrained(staging)
+
+    save_folder(write, out_dir, record, record_name)
+
+
+def save_folder(write: Callable[[Path], None], out_dir: Path, record: dict[str, Any], record_name: str) -> None:
+    """``write(staging)`` plus ``record`` as JSON (``record_name``) into a temporary sibling folder, renamed onto
+    ``out_dir`` at the end: the folder appears whole or not at all.
 
     Raises
     ------
@@ -126,8 +142,7 @@ def save_model_folder(model: Any, tokenizer: Any, out_dir: Path, record: dict[st
     ensure_dir(out_dir.parent)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        model.save_pretrained(staging, **save_kwargs)
-        tokenizer.save_pretrained(staging)
+        write(staging)
         (staging / record_name).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         umask = os.umask(0)
         os.umask(umask)

@@ -12,7 +12,7 @@ import torch
 from harness.demo import lm_train
 from harness.demo.lm_train import (RECORD, adapted_lm_dir, answer_loss, arc_pairs, collate, encode_pairs,
                                    train_causal_lm)
-from harness.errors import DataError, SpecError
+from harness.errors import DataError, ModelError, SpecError
 from harness.spec.load import load_spec
 from harness.spec.training import LmSettings, TrainingSettings
 
@@ -208,7 +208,44 @@ def test_wrong_task_or_adaptation_is_refused(tiny_llama, data_dir, tmp_path):
     with pytest.raises(ValueError, match="causal_lm"):
         train_causal_lm(tiny_llama, tmp_path / "x", classifier, data_dir=data_dir)
     with pytest.raises(ValueError, match="adaptation"):
+        train_causal_lm(tiny_llama, tmp_path / "x", lm_settings(), adaptation="dora", data_dir=data_dir)
+    with pytest.raises(ModelError, match="reft"):
         train_causal_lm(tiny_llama, tmp_path / "x", lm_settings(), adaptation="reft", data_dir=data_dir)
+
+
+REFT = {"layers": [0, 1], "positions": "l1", "rank": 2, "epochs": 4, "learning_rate": 2e-2, "batch_size": 4}
+
+
+def test_reft_training_saves_a_harness_reft_folder_that_loads_on_its_base(tiny_llama, data_dir, tmp_path):
+    from harness.models.adapters import load_adapted
+    from harness.models.causal_load import load_causal_lm
+    from harness.models.reft_io import reft_format
+
+    out = tmp_path / "reft"
+    record = train_causal_lm(tiny_llama, out, lm_settings(reft=REFT), adaptation="reft", data_dir=data_dir,
+                             progress=False)
+    assert record["adaptation"] == "reft" and record["n_pairs"] == 16
+    assert record["epoch_loss"][-1] < record["epoch_loss"][0]
+    assert record["trainable_parameters"] == 2 * (2 * 2 * 32 + 2)  # R, W (rank x hidden) and b per layer
+    assert reft_format(out) == "harness" and (out / RECORD).is_file()
+    base = load_causal_lm(tiny_llama, device="cpu")
+    adapted = load_adapted(base, out)
+    assert adapted.kind == "reft" and adapted.reft.describe().startswith("LoReFT rank 2")
+    assert adapted.info["orthogonality_deviation"] < 1e-4  # R was kept orthonormal by the trainer
+    cached = adapted_lm_dir(tiny_llama, lm_settings(reft=REFT), adaptation="reft", data_dir=data_dir,
+                            progress=False)
+    assert cached.name.startswith("reft-") and reft_format(cached) == "harness"
+
+
+def test_reft_settings_are_checked():
+    with pytest.raises(ValueError, match="positions"):
+        lm_settings(reft={**REFT, "positions": "last"})
+    with pytest.raises(ValueError, match="distinct"):
+        lm_settings(reft={**REFT, "layers": [1, 1]})
+    with pytest.raises(ValueError, match="reft"):
+        TrainingSettings.model_validate({"full": {"epochs": 1, "learning_rate": 1e-3, "batch_size": 2},
+                                         "lora": {"epochs": 1, "learning_rate": 1e-3, "batch_size": 2, "r": 2,
+                                                  "lora_alpha": 4, "target_modules": ["q"]}, "reft": REFT})
 
 
 # --- the training spec -------------------------------------------------------------------------------------------
@@ -220,6 +257,7 @@ def test_lm_demo_training_file_validates_with_its_profiles():
         settings = spec.resolve(profile)
         assert settings.task == "causal_lm" and settings.lm.train_file == "arc_easy/train.jsonl"
         assert settings.lm.prompt == "Question: {question}\nAnswer:" and settings.lm.target_delimiter == " "
+        assert settings.reft is not None and settings.reft.kind == "loreft"
     assert (lm_train.LM_DATA_DIR / spec.lm.train_file).is_file()
 
 
