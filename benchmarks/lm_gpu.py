@@ -304,6 +304,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--gen-repeats", type=int, default=None, help="default 5 (tiny 1)")
     ap.add_argument("--new-tokens", type=int, default=None, help="default 128 (tiny 8)")
+    ap.add_argument("--sections", nargs="+", default=["peak", "mc", "gen", "lora", "memory"],
+                    choices=["peak", "mc", "gen", "lora", "memory"], help="run only these sections")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     t = args.tiny
@@ -320,16 +322,23 @@ def main() -> None:
                     "config": TINY if t else FULL}
     if t:
         result["smoke"] = "tiny model on CPU: none of these numbers is a measurement"
-    section(result, "peak", lambda: peak(t))
-    pk = result["peak"].get("bf16_matmul_flops")
-    bw = result["peak"].get("copy_bytes_per_s")
-    model, tok = build(t)
-    result["params"] = sum(p.numel() for p in model.parameters())
-    section(result, "mc", lambda: mc(model, tok, args, pk))
-    section(result, "gen", lambda: gen(model, tok, args, bw))
-    del model
-    section(result, "lora", lambda: lora(t))
-    section(result, "memory", lambda: memory(t, args))
+    want = set(args.sections)
+    if "peak" in want:
+        section(result, "peak", lambda: peak(t))
+    pk = result.get("peak", {}).get("bf16_matmul_flops")
+    bw = result.get("peak", {}).get("copy_bytes_per_s")
+    if want & {"mc", "gen"}:
+        model, tok = build(t)
+        result["params"] = sum(p.numel() for p in model.parameters())
+        if "mc" in want:
+            section(result, "mc", lambda: mc(model, tok, args, pk))
+        if "gen" in want:
+            section(result, "gen", lambda: gen(model, tok, args, bw))
+        del model
+    if "lora" in want:
+        section(result, "lora", lambda: lora(t))
+    if "memory" in want:
+        section(result, "memory", lambda: memory(t, args))
     text = json.dumps(result, indent=2, default=float)
     print(text)
     if args.out:

