@@ -13,19 +13,19 @@ log-likelihood of documents, greedy generation.
 * ``max_length``: the config's ``n_positions`` / ``max_position_embeddings`` / ``n_ctx`` (``text_config``
   first), else the tokenizer's ``model_max_length``, else 2048.
 
-Batching: requests are sorted by input length (longest first) and cut into batches of at most ``batch_tokens``
-padded tokens (right padding, so positions of real tokens are 0..n-1 as in an unpadded forward). Only the
-logits of the suffix that holds continuations are computed (``logits_to_keep``). Requests that share their
-context tokens (the choices of one question) run the context once and the continuations from its KV cache
-(``share_context``, :mod:`harness.models.causal_shared`; equal to the full forward up to float rounding);
-with ``share_context=False`` every request is one full forward, as in lm-eval.
+Batching (:mod:`harness.models.causal_shared`): each example's context runs once, its choices as branches of
+one row that attend to the context and to themselves only (a 4D mask; equal to the full forward up to float
+rounding); rows are sorted by length (longest first) and cut into batches of at most ``batch_tokens`` padded
+tokens (right padding, so positions of real tokens are those of an unpadded forward). Only the logits from the
+first scored position on are computed (``logits_to_keep``), scored on the device, and brought to the host once.
+With ``share_context=False`` every request is its own row, HFLM's input exactly.
 
 Representation interventions (:mod:`harness.models.reft`): every forward names each row's prompt, which is the
-request's context (the full-forward path passes :func:`~harness.models.reft.prompt_lengths`; the shared path's
-context forward is the context alone, and its continuation forward runs from the KV cache, which the engine never
-edits; generation edits the prompt forward only). For rolling windows the prompt is the window's context (the prefix token, or
-the tokens before the window's predictions; pyreft caps the counts at half the prompt, so a one-token context is
-not edited).
+request's context (:func:`~harness.models.reft.prompt_lengths`); while an intervention engine is attached, every
+request is its own row (the tree mask would hide the per-row prompt the intervention needs; results are equal up
+to float rounding); generation edits the prompt forward only. For rolling windows the prompt is the window's
+context (the prefix token, or the tokens before the window's predictions; pyreft caps the counts at half the
+prompt, so a one-token context is not edited).
 """
 
 from __future__ import annotations
@@ -39,10 +39,10 @@ import torch
 
 from harness.errors import ModelError
 from harness.models.causal_generate import generate_greedy
-from harness.models.causal_shared import score_rows, score_shared, shared_groups
-from harness.models.causal_windows import model_input, rolling_windows
+from harness.models.causal_shared import build_rows, plan_batches, score_rows_batched, tree_unavailable_reason
+from harness.models.causal_windows import rolling_windows
 from harness.models.placement import input_device
-from harness.models.reft import prompt_lengths
+from harness.models.reft import has_interventions
 
 __all__ = ["LoglikelihoodResult", "CausalLMScorer", "resolve_max_length", "ensure_pad_token"]
 
@@ -118,12 +118,14 @@ class CausalLMScorer:
     batch_size : int, default=32
         Most rows per forward (log-likelihood) and prompts per ``generate`` call.
     share_context : bool, default=True
-        Score requests with identical context tokens from one context forward and its KV cache
-        (:mod:`harness.models.causal_shared`); ``False``: one full forward per request, as lm-eval.
+        Score requests with identical context tokens in one row, the context once
+        (:mod:`harness.models.causal_shared`); ``False``: one row per request, HFLM's input.
+    generation_cache : str, default=None
+        ``cache_implementation`` of ``generate`` (``"static"`` pays on CUDA; :func:`generate_greedy`).
     """
 
     def __init__(self, model, tokenizer, *, max_length: int | None = None, batch_tokens: int = 4096,
-                 batch_size: int = 32, share_context: bool = True) -> None:
+                 batch_size: int = 32, share_context: bool = True, generation_cache: str | None = None) -> None:
         if batch_tokens < 1 or batch_size < 1:
             raise ModelError(f"batch_tokens and batch_size must be >= 1; got {batch_tokens}, {batch_size}")
         self.model = model.eval()
@@ -133,6 +135,7 @@ class CausalLMScorer:
         self.batch_tokens = batch_tokens
         self.batch_size = batch_size
         self.share_context = share_context
+        self.generation_cache = generation_cache
         bos = tokenizer.bos_token_id
         self.prefix_token_id: int = bos if bos is not None else tokenizer.eos_token_id
         self._prefix_text = tokenizer.decode(self.prefix_token_id)
@@ -237,57 +240,20 @@ class CausalLMScorer:
 
     def score_tokens(self, pairs: Sequence[tuple[list[int], list[int]]],
                      max_length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """``(loglik float64 (n,), is_greedy bool (n,))`` of token-level ``(context, continuation)`` pairs."""
+        """``(loglik float64 (n,), is_greedy bool (n,))`` of token-level ``(context, continuation)`` pairs
+        (:mod:`harness.models.causal_shared`: requests sharing a context share one row when ``share_context``)."""
         max_length = self.max_length if max_length is None else max_length
-        inputs = [model_input(c, x, max_length) for c, x in pairs]
-        ll = np.zeros(len(pairs), dtype=np.float64)
-        greedy = np.zeros(len(pairs), dtype=bool)
-        todo = np.ones(len(pairs), dtype=bool)
-        for group in shared_groups(list(pairs), max_length) if self.share_context else []:
-            ll[group], greedy[group] = score_shared(self.model, pairs[group[0]][0], [pairs[i][1] for i in group],
-                                                    self.tokenizer.pad_token_id)
-            todo[group] = False
-        rest = np.flatnonzero(todo)
-        for batch in self._batches([len(inputs[i]) for i in rest]):
-            idx = rest[batch]
-            ll[idx], greedy[idx] = self._forward([inputs[i] for i in idx], [pairs[i][1] for i in idx])
-        return ll, greedy
-
-    def _batches(self, lengths: list[int]) -> list[list[int]]:
-        """Indices sorted by length, longest first (ties by index), cut at ``batch_tokens`` padded tokens."""
-        order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-        batches: list[list[int]] = []
-        for i in order:
-            cur = batches[-1] if batches else None
-            if cur and len(cur) < self.batch_size and (len(cur) + 1) * lengths[cur[0]] <= self.batch_tokens:
-                cur.append(i)
-            else:
-                batches.append([i])
-        return batches
-
-    @torch.inference_mode()
-    def _forward(self, inputs: list[list[int]], conts: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
-        """One right-padded forward; the continuation of row i sits at input positions
-        ``[len(inp_i) - len(cont_i), len(inp_i))`` and is predicted by the logits there."""
-        width = max(len(x) for x in inputs)
-        ids = torch.full((len(inputs), width), self.tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(inputs), width), dtype=torch.long)
-        for r, x in enumerate(inputs):
-            ids[r, :len(x)] = torch.tensor(x)
-            mask[r, :len(x)] = 1
-        keep = width - min(len(x) - len(c) for x, c in zip(inputs, conts))
-        # the prompt of row i is its context: the input up to the token that predicts the first continuation
-        # token (a ReFT intervention edits the first/last prompt tokens, never the scored continuation)
-        with prompt_lengths([len(x) - len(c) + 1 for x, c in zip(inputs, conts)]):
-            out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                             logits_to_keep=keep)
-        logp = torch.log_softmax(out.logits.float(), dim=-1)  # (rows, keep, vocab)
-        ll = np.empty(len(inputs), dtype=np.float64)
-        greedy = np.empty(len(inputs), dtype=bool)
-        for r, (x, c) in enumerate(zip(inputs, conts)):
-            start = len(x) - len(c) - (width - keep)
-            ll[r], greedy[r] = score_rows(logp[r, start:start + len(c)], c)
-        return ll, greedy
+        pairs = list(pairs)
+        # an attached intervention edits each row's own prompt: one request per row (see the module docstring)
+        share = self.share_context and not has_interventions(self.model)
+        rows = build_rows(pairs, max_length, share=share)
+        if share and any(len(r.branches) > 1 for r in rows):
+            why = tree_unavailable_reason(self.model, max(r.length for r in rows))
+            if why is not None:
+                logger.info("choices do not share their context's forward: %s", why)
+                rows = build_rows(pairs, max_length, share=False)
+        batches = plan_batches(rows, self.batch_tokens, self.batch_size)
+        return score_rows_batched(self.model, rows, batches, len(pairs), self.tokenizer.pad_token_id)
 
     # ---- generation ----
     def generate_until(self, prompts: Sequence[str], *, stop: list[str], max_new_tokens: int) -> list[str]:
@@ -303,4 +269,4 @@ class CausalLMScorer:
         """
         return generate_greedy(self.model, self.tokenizer, list(prompts), stop=list(stop),
                                max_new_tokens=max_new_tokens, max_length=self.max_length,
-                               batch_size=self.batch_size)
+                               batch_size=self.batch_size, cache_implementation=self.generation_cache)

@@ -53,7 +53,7 @@ def _eos_ids(model, tokenizer) -> list[int]:
 
 @torch.inference_mode()
 def generate_greedy(model, tokenizer, prompts: list[str], *, stop: list[str], max_new_tokens: int,
-                    max_length: int, batch_size: int) -> list[str]:
+                    max_length: int, batch_size: int, cache_implementation: str | None = None) -> list[str]:
     """Greedy continuations of ``prompts`` (lm-eval ``generate_until`` with ``do_sample=False``).
 
     Rules, as lm-eval: prompts are encoded with the tokenizer's default special tokens, none when the prompt
@@ -62,7 +62,8 @@ def generate_greedy(model, tokenizer, prompts: list[str], *, stop: list[str], ma
     mask, positions from the mask) and decoded with ``model.generate`` (KV cache, ``do_sample=False``,
     ``max_new_tokens``), stopping a row at an EOS id or, through transformers' ``stop_strings``, once a stop
     sequence appears; the new tokens are decoded with ``skip_special_tokens=True`` and cut at the first stop
-    sequence or the EOS text.
+    sequence or the EOS text. Stop sequences are checked on the device by transformers' ``StopStringCriteria``
+    (tensor ops over the last tokens, no decoding per step); the harness adds no host sync per token.
 
     Parameters
     ----------
@@ -77,6 +78,9 @@ def generate_greedy(model, tokenizer, prompts: list[str], *, stop: list[str], ma
         The model's input length in tokens.
     batch_size : int
         Prompts per ``generate`` call, longest first.
+    cache_implementation : str, default=None
+        transformers' KV cache for ``generate`` (``"static"``: preallocated, and on CUDA the decoding step is
+        compiled by transformers itself; ``None``: its default dynamic cache). Outputs are the same.
 
     Returns
     -------
@@ -111,7 +115,8 @@ def generate_greedy(model, tokenizer, prompts: list[str], *, stop: list[str], ma
         kwargs = dict(stop_strings=[s for s in stop if s], tokenizer=tokenizer) if any(stop) else {}
         gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
                              num_beams=1, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                             eos_token_id=_eos_ids(model, tokenizer), use_cache=True, **kwargs)
+                             eos_token_id=_eos_ids(model, tokenizer), use_cache=True,
+                             cache_implementation=cache_implementation, **kwargs)
         for i, row in zip(batch, gen[:, ids.shape[1]:].tolist()):
             out[i] = cut_at_stop(tokenizer.decode(row, skip_special_tokens=True), until)
     return out  # type: ignore[return-value]

@@ -37,7 +37,7 @@ import torch
 from harness.errors import BlendError, ModelError, format_error
 from harness.records import canonical_alpha
 
-__all__ = ["KINDS", "COMPONENTS", "InterventionSpec", "parse_positions", "ReftIntervention", "ReftAdapter",
+__all__ = ["KINDS", "COMPONENTS", "InterventionSpec", "parse_positions", "ReftIntervention", "ReftAdapter", "has_interventions",
            "intervention_mask", "prompt_lengths", "find_layers", "model_dims", "check_adapter_fits",
            "InterventionEngine"]
 
@@ -146,6 +146,15 @@ class ReftAdapter:
         pos = sorted({s.positions for s in self.specs})
         return (f"{'LoReFT' if self.kind == 'loreft' else 'DiReFT'} rank {self.rank}, {len(self.specs)} "
                 f"intervention(s) at layers {layers}, positions {'/'.join(pos)}")
+
+
+_ATTACHED = "_harness_interventions"  # instance attribute: how many InterventionEngines hook this model
+
+
+def has_interventions(model: torch.nn.Module) -> bool:
+    """Whether an :class:`InterventionEngine` is attached to ``model`` (its forwards then need one prompt per
+    row: :mod:`harness.models.causal_shared` stops sharing a context between choices)."""
+    return model.__dict__.get(_ATTACHED, 0) > 0
 
 
 @contextlib.contextmanager
@@ -266,6 +275,7 @@ class InterventionEngine:
         layers = find_layers(model)
         self._state: dict[str, Any] = {"mask": None, "decode": False}
         self._handles = [model.register_forward_pre_hook(self._on_call, with_kwargs=True)]
+        model.__dict__[_ATTACHED] = model.__dict__.get(_ATTACHED, 0) + 1  # read by has_interventions
         for spec, mod in zip(adapter.specs, adapter.interventions):
             block = layers[spec.layer]
             if spec.component == "block_output":
@@ -304,6 +314,8 @@ class InterventionEngine:
 
     def remove(self) -> None:
         """Detach every hook; the model is the plain base again."""
+        if self._handles:
+            self.model.__dict__[_ATTACHED] = self.model.__dict__.get(_ATTACHED, 1) - 1
         for h in self._handles:
             h.remove()
         self._handles = []

