@@ -182,7 +182,7 @@ def score_rows_batched(model, rows: list[Row], batches: list[list[int]], n_reque
         first = int(t_pos.min())
         keep = ids.shape[1] - first
         kw = {}
-        if seg.any():  # a row with several branches: positions and the tree mask
+        if any(len(row.branches) > 1 for row in chunk):  # several branches in a row: positions and the tree mask
             kw["position_ids"] = torch.from_numpy(pos).to(device)
             kw["attention_mask"] = tree_mask(torch.from_numpy(seg).to(device), torch.from_numpy(valid).to(device),
                                              dtype)

@@ -148,13 +148,14 @@ class ReftAdapter:
                 f"intervention(s) at layers {layers}, positions {'/'.join(pos)}")
 
 
-_ATTACHED = "_harness_interventions"  # instance attribute: how many InterventionEngines hook this model
+_ATTACHED = "_harness_interventions"  # instance attribute: the InterventionEngines hooked on this model
 
 
 def has_interventions(model: torch.nn.Module) -> bool:
-    """Whether an :class:`InterventionEngine` is attached to ``model`` (its forwards then need one prompt per
-    row: :mod:`harness.models.causal_shared` stops sharing a context between choices)."""
-    return model.__dict__.get(_ATTACHED, 0) > 0
+    """Whether an :class:`InterventionEngine` attached to ``model`` edits its forwards (alpha above 0): they then
+    need one prompt per row (:mod:`harness.models.causal_shared` stops sharing a context between choices). At
+    alpha 0 the engine edits nothing and the model runs exactly as the plain base."""
+    return any(e.alpha != 0.0 for e in model.__dict__.get(_ATTACHED, ()))
 
 
 @contextlib.contextmanager
@@ -275,7 +276,7 @@ class InterventionEngine:
         layers = find_layers(model)
         self._state: dict[str, Any] = {"mask": None, "decode": False}
         self._handles = [model.register_forward_pre_hook(self._on_call, with_kwargs=True)]
-        model.__dict__[_ATTACHED] = model.__dict__.get(_ATTACHED, 0) + 1  # read by has_interventions
+        model.__dict__.setdefault(_ATTACHED, []).append(self)  # read by has_interventions
         for spec, mod in zip(adapter.specs, adapter.interventions):
             block = layers[spec.layer]
             if spec.component == "block_output":
@@ -314,8 +315,9 @@ class InterventionEngine:
 
     def remove(self) -> None:
         """Detach every hook; the model is the plain base again."""
-        if self._handles:
-            self.model.__dict__[_ATTACHED] = self.model.__dict__.get(_ATTACHED, 1) - 1
+        attached = self.model.__dict__.get(_ATTACHED, [])
+        if self in attached:
+            attached.remove(self)
         for h in self._handles:
             h.remove()
         self._handles = []
@@ -333,7 +335,7 @@ class InterventionEngine:
         decode = _cache_len(cache) > 0 or (mask is not None and mask.dim() == 2 and seq is not None
                                           and mask.shape[1] > seq)
         self._state["decode"] = decode
-        if ids is None or decode:
+        if ids is None or decode or self.alpha == 0.0:  # alpha 0 edits nothing: any mask shape will do
             self._state["mask"] = None
             return
         batch = ids.shape[0]
