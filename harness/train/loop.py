@@ -120,6 +120,10 @@ def save_model_folder(model: Any, tokenizer: Any, out_dir: Path, record: dict[st
     ModelError
         If ``out_dir`` exists already.
     """
+    config = getattr(model, "config", None)
+    if config is not None and getattr(config, "pad_token_id", None) is None and tokenizer.pad_token_id is not None:
+        config.pad_token_id = tokenizer.pad_token_id  # else every later load warns that config.json lacks it
+
     def write(staging: Path) -> None:
         model.save_pretrained(staging, **save_kwargs)
         tokenizer.save_pretrained(staging)
