@@ -208,12 +208,13 @@ class LMRunner:
         """Outputs for one prepared split (see the class docstring)."""
         kind, reqs = prepared.kind, prepared.requests
         log.info("%s %s: %d %s requests", point, prepared.ref.key, len(reqs), kind)
+        desc = f"{point} {prepared.ref.key}" if self.progress else None  # a bar over the scoring batches
         if kind == "loglikelihood":
-            res = self.scorer.loglikelihood(reqs)
+            res = self.scorer.loglikelihood(reqs, desc=desc)
             return {"loglik": np.asarray(res.loglik, np.float64), "is_greedy": np.asarray(res.is_greedy, np.float64)}
         if kind == "loglikelihood_rolling":
             ll, tokens = self.scorer.loglikelihood_rolling(reqs, max_length=prepared.info.get("max_length"),
-                                                           stride=prepared.info.get("stride"))
+                                                           stride=prepared.info.get("stride"), desc=desc)
             return {"loglik": np.asarray(ll, np.float64), "tokens": np.asarray(tokens, np.float64)}
         if kind == "generate_until":
             texts = self.scorer.generate_until(reqs, stop=list(prepared.info["stop"]),

@@ -171,8 +171,8 @@ class CausalLMScorer:
         return ctx, whole[len(ctx):]
 
     # ---- scoring ----
-    def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> LoglikelihoodResult:
-        """Log-likelihood of each ``continuation`` given its ``context``.
+    def loglikelihood(self, requests: Sequence[tuple[str, str]], *, desc: str | None = None) -> LoglikelihoodResult:
+        """Log-likelihood of each ``continuation`` given its ``context`` (``desc``: a tqdm bar over the batches).
 
         Parameters
         ----------
@@ -193,12 +193,13 @@ class CausalLMScorer:
         for (c, x), (_, cont) in zip(requests, pairs):
             if not cont:
                 raise ModelError(f"continuation {x!r} of context ending {c[-40:]!r} encodes to no tokens")
-        ll, greedy = self.score_tokens(pairs)
+        ll, greedy = self.score_tokens(pairs, desc=desc)
         return LoglikelihoodResult(ll, greedy, np.array([len(p[1]) for p in pairs], dtype=np.int64))
 
     def loglikelihood_rolling(self, texts: Sequence[str], max_length: int | None = None,
-                              stride: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Log-likelihood of whole documents over rolling windows (lm-eval ``loglikelihood_rolling``).
+                              stride: int | None = None, *, desc: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Log-likelihood of whole documents over rolling windows (lm-eval ``loglikelihood_rolling``; ``desc``: a
+        tqdm bar over the batches).
 
         Parameters
         ----------
@@ -233,13 +234,13 @@ class CausalLMScorer:
             owner += [i] * len(windows)
             pairs += windows
             n_tokens.append(len(tokens))
-        ll, _ = self.score_tokens(pairs, max_length=window)
+        ll, _ = self.score_tokens(pairs, max_length=window, desc=desc)
         total = np.zeros(len(texts), dtype=np.float64)
         np.add.at(total, np.asarray(owner, dtype=np.int64), ll)
         return total, np.asarray(n_tokens, dtype=np.int64)
 
     def score_tokens(self, pairs: Sequence[tuple[list[int], list[int]]],
-                     max_length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                     max_length: int | None = None, desc: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``(loglik float64 (n,), is_greedy bool (n,))`` of token-level ``(context, continuation)`` pairs
         (:mod:`harness.models.causal_shared`: requests sharing a context share one row when ``share_context``)."""
         max_length = self.max_length if max_length is None else max_length
@@ -253,7 +254,7 @@ class CausalLMScorer:
                 logger.info("choices do not share their context's forward: %s", why)
                 rows = build_rows(pairs, max_length, share=False)
         batches = plan_batches(rows, self.batch_tokens, self.batch_size)
-        return score_rows_batched(self.model, rows, batches, len(pairs), self.tokenizer.pad_token_id)
+        return score_rows_batched(self.model, rows, batches, len(pairs), self.tokenizer.pad_token_id, desc=desc)
 
     # ---- generation ----
     def generate_until(self, prompts: Sequence[str], *, stop: list[str], max_new_tokens: int) -> list[str]:

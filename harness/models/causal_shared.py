@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from harness.models.causal_windows import model_input
 from harness.models.placement import input_device
@@ -166,17 +167,17 @@ def _layout(rows: list[Row], pad_id: int):
 
 @torch.inference_mode()
 def score_rows_batched(model, rows: list[Row], batches: list[list[int]], n_requests: int,
-                       pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+                       pad_id: int, desc: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``(loglik float64 (n_requests,), is_greedy bool (n_requests,))`` of every request in ``rows``.
 
     Each batch is one forward; log-likelihoods accumulate on the model's input device and come to the host once.
     Each row's prompt is its prefix (the context), named for representation interventions
-    (:func:`harness.models.reft.prompt_lengths`)."""
+    (:func:`harness.models.reft.prompt_lengths`). ``desc`` draws a tqdm bar over the batches (none when ``None``)."""
     device = input_device(model)  # where inputs go (the embedding's GPU under a device map)
     dtype = next(model.parameters()).dtype
     ll = torch.zeros(n_requests, dtype=torch.float64, device=device)
     misses = torch.zeros(n_requests, dtype=torch.int64, device=device)
-    for batch in batches:
+    for batch in tqdm(batches, desc=desc, unit="batch", leave=False, disable=desc is None):
         chunk = [rows[i] for i in batch]
         ids, pos, seg, valid, (t_row, t_pos, t_tgt, t_req) = _layout(chunk, pad_id)
         first = int(t_pos.min())
