@@ -386,7 +386,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     if rank is not None:  # one of several processes (torchrun / accelerate launch): only rank 0 prints results
         rank_logging(rank, a.debug)
-    if not a.quiet and not sys.stderr.isatty() and not rank:  # no bars off a terminal: a line per step instead
+    long_running = a.command in ("eval", "sweep", "blend", "demo", "train")
+    if long_running and not a.quiet and not sys.stderr.isatty() and not rank:  # no bars off a terminal: a line per step
         logging.getLogger("harness").setLevel(logging.INFO)
     try:
         with contextlib.redirect_stdout(io.StringIO()) if rank else contextlib.nullcontext():
