@@ -134,9 +134,9 @@ def single(pair, suites, tmp_path_factory):
 
 
 def _same_run(run: Path, ref: Path) -> None:
-    """Same points, selection and verdict; the same results: bit for bit on the multiple-choice suite (each
-    question is scored on its own), to float rounding where one forward mixes examples (rolling windows and
-    generation batch across rows, and the ranks' batches hold other rows than one process's); same predictions."""
+    """Same points, selection and verdict; the same results: bit for bit on the multiple-choice suite (its metrics
+    read argmax choices), to float rounding elsewhere (rolling windows and generation batch across rows); the same
+    predictions to float rounding (a rank's batches hold other rows than one process's)."""
     a, b = read_summary(run), read_summary(ref)
     sa, sb = a.selection.model_dump(), b.selection.model_dump()
     objective = sa.pop("objective"), sb.pop("objective")  # mean metrics over suites, perplexity among them
@@ -170,9 +170,11 @@ def _same_run(run: Path, ref: Path) -> None:
                 for col, y in want[3].items():
                     x = got[3][col]
                     if y.dtype.kind == "f":
-                        exact = suite == "d-arc"
-                        np.testing.assert_allclose(x, y, rtol=0 if exact else 1e-6, atol=0 if exact else 1e-9,
-                                                   equal_nan=True, err_msg=f"{pid} {suite}/{split} {col}")
+                        # per-example scores agree to float rounding: a rank's batches hold other questions than
+                        # the single process's (choices share their context's row), so fp32 sums differ in the
+                        # last bits; the metrics, selection and verdict above are compared exactly
+                        np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-9, equal_nan=True,
+                                                   err_msg=f"{pid} {suite}/{split} {col}")
                     else:
                         assert list(x) == list(y), (pid, suite, split, col)
 
