@@ -54,6 +54,7 @@ FULL = dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_
             num_key_value_heads=4, vocab_size=32000, max_position_embeddings=2048)
 TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, vocab_size=512, max_position_embeddings=512)
+OUT: Path | None = None  # --out, set by main()
 PROJ = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -85,7 +86,9 @@ def section(result: dict, name: str, fn) -> None:
     except Exception as e:  # noqa: BLE001 - a benchmark reports what failed and goes on
         result[name] = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()[-2000:]}
     result.setdefault("section_seconds", {})[name] = round(time.perf_counter() - t0, 1)
-    print(f"[{name}] {json.dumps(result[name])[:600]}", file=sys.stderr, flush=True)
+    print(f"[{name}] {json.dumps(result[name], default=float)[:600]}", file=sys.stderr, flush=True)
+    if OUT is not None:  # written after every section: a run cut short keeps what it measured
+        OUT.write_text(json.dumps(result, indent=2, default=float) + "\n")
 
 
 def peak(tiny: bool) -> dict:
@@ -164,6 +167,25 @@ def mc(model, tok, args, peak_flops: float | None) -> dict:
             best = (t, bt, ll)
     out["best"] = {"batch_tokens": best[1], **out["runs"][str(best[1])]}
     out["lm_eval"] = lmeval_mc(model, tok, pairs, args.repeats, best[2], best[0])
+    if args.compile_mc:  # a fresh model whose decoder layers are compiled (regional compilation, dynamic shapes)
+        from harness.models.reft import find_layers
+
+        cmodel, _ = build(args.tiny)
+        layers = find_layers(cmodel)
+        for layer in layers:
+            layer.compile(dynamic=True)
+        n = len(layers)
+        sc = CausalLMScorer(cmodel, tok, batch_tokens=best[1], batch_size=100_000)
+        t0 = time.perf_counter()
+        sc.score_tokens(pairs)
+        warm = time.perf_counter() - t0
+        t, (ll_c, _) = timed(lambda: sc.score_tokens(pairs), args.repeats, warmup=0)
+        flops = 2 * body * real + 2 * head * scored
+        out["compiled"] = {"layers": n, "batch_tokens": best[1], "first_pass_s": warm, "seconds": t,
+                           "examples_per_s": args.n_mc / t,
+                           "mfu": None if not peak_flops else flops / t / peak_flops,
+                           "loglik_max_abs_diff_vs_eager_bf16": float(np.abs(ll_c - best[2]).max())}
+        del cmodel, sc
     return out
 
 
@@ -281,10 +303,11 @@ def memory(tiny: bool, args) -> dict:
             engine = BlendEngine(model, base_sd, adapted,
                                  reference_device="cpu" if name == "merged_refs_on_cpu" else None)
         engine.apply(0.3)
-        engine.apply(0.7)
+        alphas = iter([0.7, 0.4, 0.6, 0.5, 0.8])
+        t_apply, _ = timed(lambda: engine.apply(next(alphas)), 4, warmup=1)  # ends at alpha 0.8
         CausalLMScorer(model, tok, batch_tokens=args.batch_tokens[0], batch_size=100_000).score_tokens(pairs)
         sync()
-        rec = {"weight_bytes": w_bytes}
+        rec = {"weight_bytes": w_bytes, "alpha_change_ms": 1e3 * t_apply, "references": engine.reference_location}
         if DEVICE == "cuda":
             peak_b = torch.cuda.max_memory_allocated()
             rec.update(peak_bytes=peak_b, peak_over_weights=peak_b / w_bytes, resident_before=before,
@@ -307,7 +330,11 @@ def main() -> None:
     ap.add_argument("--sections", nargs="+", default=["peak", "mc", "gen", "lora", "memory"],
                     choices=["peak", "mc", "gen", "lora", "memory"], help="run only these sections")
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--compile-mc", action="store_true",
+                    help="also time multiple choice with the decoder layers compiled (a fresh model)")
     args = ap.parse_args()
+    global OUT
+    OUT = args.out
     t = args.tiny
     args.n_mc = args.n_mc or (24 if t else 4000)
     args.batch_tokens = args.batch_tokens or ([2048] if t else [16384, 65536])
@@ -327,18 +354,19 @@ def main() -> None:
         section(result, "peak", lambda: peak(t))
     pk = result.get("peak", {}).get("bf16_matmul_flops")
     bw = result.get("peak", {}).get("copy_bytes_per_s")
-    if want & {"mc", "gen"}:
-        model, tok = build(t)
-        result["params"] = sum(p.numel() for p in model.parameters())
-        if "mc" in want:
-            section(result, "mc", lambda: mc(model, tok, args, pk))
-        if "gen" in want:
-            section(result, "gen", lambda: gen(model, tok, args, bw))
-        del model
+    # the quick sections first: a run cut short by a time limit keeps them
     if "lora" in want:
         section(result, "lora", lambda: lora(t))
     if "memory" in want:
         section(result, "memory", lambda: memory(t, args))
+    if want & {"mc", "gen"}:
+        model, tok = build(t)
+        result["params"] = sum(p.numel() for p in model.parameters())
+        if "gen" in want:
+            section(result, "gen", lambda: gen(model, tok, args, bw))
+        if "mc" in want:
+            section(result, "mc", lambda: mc(model, tok, args, pk))
+        del model
     text = json.dumps(result, indent=2, default=float)
     print(text)
     if args.out:

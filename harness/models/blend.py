@@ -108,8 +108,10 @@ def _flatten(items: list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]]) 
     re-point the live tensors into them."""
     t0, b0 = items[0][1], items[0][2]
     n = sum(t.numel() for _, t, _, _ in items)
-    base = torch.empty(n, dtype=b0.dtype, device=b0.device)
-    adapted = torch.empty_like(base)
+    # references in CPU memory for a model on an accelerator: pinned, so each apply streams them asynchronously
+    pin = b0.device.type == "cpu" and t0.device.type == "cuda"
+    base = torch.empty(n, dtype=b0.dtype, device=b0.device, pin_memory=pin)
+    adapted = torch.empty(n, dtype=b0.dtype, device=b0.device, pin_memory=pin)
     target = torch.empty(n, dtype=t0.dtype, device=t0.device)
     offset = 0
     with torch.no_grad():
@@ -149,7 +151,9 @@ class BlendEngine:
     which path is in use (``"lora-scale"`` or ``"merged"``).
 
     Memory (merged path): the live model plus base and adapted copies of the tensors that differ, in their storage
-    dtype: about three copies of the weights for a full fine-tune, two for a bf16 GPU model with CPU references.
+    dtype: about three copies of the weights for a full fine-tune with the references beside the model; with
+    ``reference_device="cpu"`` and a model on a GPU the GPU holds one copy plus two scratch buffers and the
+    references sit in pinned CPU memory (each :meth:`apply` streams them: 2 x weight bytes over the bus).
 
     Parameters
     ----------
@@ -236,8 +240,8 @@ class BlendEngine:
             sb, sa = self._scratch(g.target.device)
             for i in range(0, g.target.numel(), sb.numel()):
                 j = min(i + sb.numel(), g.target.numel())
-                sb[:j - i].copy_(g.base[i:j])
-                sa[:j - i].copy_(g.adapted[i:j])
+                sb[:j - i].copy_(g.base[i:j], non_blocking=True)  # from pinned CPU references: asynchronous,
+                sa[:j - i].copy_(g.adapted[i:j], non_blocking=True)  # ordered before the lerp on the same stream
                 torch.lerp(sb[:j - i], sa[:j - i], alpha, out=sb[:j - i])
                 g.target[i:j].copy_(sb[:j - i])
         for target, value in self._fixed:
@@ -269,6 +273,15 @@ class BlendEngine:
             n = min(n, max(g.target.numel() for g in self._groups if g.target.device == device))
             self._scratch_buf[device] = tuple(torch.empty(n, dtype=torch.float32, device=device) for _ in range(2))
         return self._scratch_buf[device]
+
+    @property
+    def reference_location(self) -> str:
+        """Where the base and adapted references live: ``"cpu"``, ``"device"`` (beside each live tensor), or
+        ``"none"`` (nothing differs, or only LoRA factors)."""
+        if not self._groups:
+            return "none"
+        return "cpu" if all(g.base.device.type == "cpu" and g.target.device.type != "cpu" for g in self._groups) \
+            else "device"
 
     @property
     def n_params(self) -> int:

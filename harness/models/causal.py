@@ -122,12 +122,16 @@ class CausalLMScorer:
         (:mod:`harness.models.causal_shared`); ``False``: one row per request, HFLM's input.
     generation_cache : str, default=None
         ``cache_implementation`` of ``generate`` (``"static"`` pays on CUDA; :func:`generate_greedy`).
+    generation_batch_size : int, default=None
+        Prompts per ``generate`` call; ``None``: ``batch_size``.
     """
 
     def __init__(self, model, tokenizer, *, max_length: int | None = None, batch_tokens: int = 4096,
-                 batch_size: int = 32, share_context: bool = True, generation_cache: str | None = None) -> None:
-        if batch_tokens < 1 or batch_size < 1:
-            raise ModelError(f"batch_tokens and batch_size must be >= 1; got {batch_tokens}, {batch_size}")
+                 batch_size: int = 32, share_context: bool = True, generation_cache: str | None = None,
+                 generation_batch_size: int | None = None) -> None:
+        if batch_tokens < 1 or batch_size < 1 or (generation_batch_size is not None and generation_batch_size < 1):
+            raise ModelError(f"batch_tokens, batch_size and generation_batch_size must be >= 1; got {batch_tokens}, "
+                             f"{batch_size}, {generation_batch_size}")
         self.model = model.eval()
         self.tokenizer = tokenizer
         ensure_pad_token(tokenizer)
@@ -136,6 +140,7 @@ class CausalLMScorer:
         self.batch_size = batch_size
         self.share_context = share_context
         self.generation_cache = generation_cache
+        self.generation_batch_size = generation_batch_size or batch_size
         bos = tokenizer.bos_token_id
         self.prefix_token_id: int = bos if bos is not None else tokenizer.eos_token_id
         self._prefix_text = tokenizer.decode(self.prefix_token_id)
@@ -261,7 +266,7 @@ class CausalLMScorer:
         """Greedy continuations of ``prompts``, cut at the first stop sequence (lm-eval ``generate_until``).
 
         See :func:`~harness.models.causal_generate.generate_greedy` for the exact rules; batches of
-        ``batch_size`` prompts, longest first.
+        ``generation_batch_size`` prompts, longest first.
 
         Returns
         -------
@@ -270,4 +275,4 @@ class CausalLMScorer:
         """
         return generate_greedy(self.model, self.tokenizer, list(prompts), stop=list(stop),
                                max_new_tokens=max_new_tokens, max_length=self.max_length,
-                               batch_size=self.batch_size, cache_implementation=self.generation_cache)
+                               batch_size=self.generation_batch_size, cache_implementation=self.generation_cache)

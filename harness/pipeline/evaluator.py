@@ -24,7 +24,7 @@ from harness.store import blend_fingerprint
 from harness.sweep import SelectionPolicy
 from harness.tokcache import tokenizer_fingerprint
 
-__all__ = ["SweepRequest", "BlendEvaluator", "point_of"]
+__all__ = ["SweepRequest", "BlendEvaluator", "point_of", "reference_device"]
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,21 @@ def _columns_by_name(names: list[str], classes: list[str]) -> np.ndarray | None:
     if sorted(lower) != sorted(c.lower() for c in classes):
         return None
     return np.array([lower.index(c.lower()) for c in classes], dtype=np.int64)
+
+
+def reference_device(setting: str, device_type: str) -> str | None:
+    """Where a merged blend keeps its base and adapted copies (``--blend-references``), as the
+    ``reference_device`` of :class:`~harness.models.blend.BlendEngine`: ``None`` beside the live model, ``"cpu"``
+    in CPU memory. ``auto`` is ``"cpu"`` when the model is on an accelerator (issue 15: the GPU then holds one
+    model copy instead of three; each alpha change streams 2 x the weight bytes from pinned memory) and beside
+    the model on a CPU.
+
+    >>> reference_device("auto", "cuda"), reference_device("auto", "cpu"), reference_device("device", "cuda")
+    ('cpu', None, None)
+    """
+    if setting == "device" or (setting == "auto" and device_type == "cpu"):
+        return None
+    return "cpu"
 
 
 class BlendEvaluator:
@@ -135,7 +150,9 @@ class BlendEvaluator:
         # LoRA/rsLoRA adapters blend by scaling their delta (one model plus the factors, no merged copy);
         # everything else interpolates merged weights (engine.path says which, the manifest records it)
         engine = BlendEngine(self.live.model, base_sd, self.adapted.state_dict, head=self.request.head,
-                             lora=self.adapted.lora)
+                             lora=self.adapted.lora,
+                             reference_device=reference_device(self.request.options.blend_references,
+                                                               self.live.device.type))
         budget = self.request.options.trunk_cache_bytes
         if self.kind != "classification" or budget <= 0:
             return engine, None
@@ -268,6 +285,7 @@ class BlendEvaluator:
         reft = self.adapted.reft is not None
         return {"model_kind": self.kind, "blend_path": self.engine.path,
                 "blend_kind": "intervention" if reft else "weights",
+                "blend_references": None if reft else getattr(self.engine, "reference_location", None),
                 "intervention": self.engine.manifest() if reft else None,
                 "store_computed_splits": self.scoring.n_computed,
                 "packed_batches": getattr(self.scorer, "packed", False),

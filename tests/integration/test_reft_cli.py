@@ -106,6 +106,7 @@ def test_store_entries_are_not_shared_with_a_lora_run(models, lm_suites, tmp_pat
     assert _sweep(models, models["reft"], suite, tmp_path / "again", *FAST) == 0
     lora, reft, again = (json.loads((tmp_path / d / "manifest.json").read_text()) for d in ("lora", "reft", "again"))
     assert lora["blend_kind"] == "weights" and lora["blend_path"] == "lora-scale" and lora["intervention"] is None
+    assert lora["blend_references"] == "none" and reft["blend_references"] is None  # only the factors differ
     assert lora["models"]["adapted"]["fingerprint"] != reft["models"]["adapted"]["fingerprint"]
     # after the LoRA run only the base's records (same model) come from the store: 2 splits x alphas 0.5 and 1
     assert reft["store_computed_splits"] == 4 and again["store_computed_splits"] == 0

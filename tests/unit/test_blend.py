@@ -485,3 +485,17 @@ def test_engine_with_references_on_another_device_agrees_bit_for_bit(dtype, monk
         engine.apply(alpha)
         ref = interpolate(b, a, alpha)
         assert all(torch.equal(live.state_dict()[k], ref[k]) for k in ref)
+
+
+def test_reference_placement_setting_resolves_per_device():
+    """--blend-references auto keeps the references off an accelerator (issue 15: one model copy on the GPU) and
+    beside a CPU model; device and cpu are taken as given."""
+    from harness.pipeline.evaluator import reference_device
+
+    assert reference_device("auto", "cuda") == "cpu" and reference_device("auto", "cpu") is None
+    assert reference_device("device", "cuda") is None and reference_device("cpu", "cpu") == "cpu"
+    base, adapted = bert_pair()
+    engine = BlendEngine(copy.deepcopy(base), state(base), state(adapted), reference_device="cpu")
+    assert engine.reference_location == "device"  # a CPU model: the references are beside it either way
+    same = BlendEngine(copy.deepcopy(base), state(base), state(base))
+    assert same.reference_location == "none"

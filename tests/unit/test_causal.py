@@ -181,3 +181,24 @@ def test_qwen2_shared_rows_match_the_reference():
     res = s.loglikelihood(REQUESTS)
     np.testing.assert_allclose(res.loglik, [r[0] for r in ref], atol=1e-4, rtol=0)
     assert res.is_greedy.tolist() == [r[1] for r in ref]
+
+
+def test_scorer_batching_defaults_follow_the_device_and_the_generation_cache_setting():
+    """On an accelerator the pipeline's scorer uses the GPU-tuned budgets (issue 20), on a CPU the scorer's own;
+    --generation-cache static reaches generate()."""
+    from types import SimpleNamespace
+
+    from harness.pipeline.common import RunOptions
+    from harness.pipeline.runners import make_scorer
+
+    tok = byte_bpe("gpt2")
+    model = tiny_causal("gpt2", tok)
+    for device, cache, want in (("cpu", "dynamic", (4096, 32, 32, None)),
+                                ("cuda", "static", (32768, 4096, 64, "static")),
+                                ("cuda", "dynamic", (32768, 4096, 64, None))):
+        live = SimpleNamespace(model=model, tokenizer=tok, device=torch.device(device))
+        sc = make_scorer(live, "causal_lm", RunOptions(generation_cache=cache))
+        assert (sc.batch_tokens, sc.batch_size, sc.generation_batch_size, sc.generation_cache) == want
+    sc = make_scorer(SimpleNamespace(model=model, tokenizer=tok, device=torch.device("cuda")), "causal_lm",
+                     RunOptions(batch_tokens=999))
+    assert sc.batch_tokens == 999
