@@ -217,8 +217,9 @@ def plot_id_vs_shift(curve: pd.DataFrame, path: Path, *, axes: Mapping[str, tupl
                                                  curve_label=curve_label)))
         handles, labels = grid[0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 3), frameon=False)
-        what = names[0] if len(names) == 1 else "each suite's metric"
-        fig.suptitle(f"ID vs shift {what} along alpha ({splits_note}); numbers next to points are alpha")
+        what = f"ID vs shift {names[0]} along alpha" if len(names) == 1 else (
+            "ID vs shift along alpha, each suite on its own metric")
+        fig.suptitle(f"{what} ({splits_note}); numbers next to points are alpha")
         fig.draw_without_rendering()  # settle the layout once: labels are placed in display pixels
         for ax, point_labels, markers in todo:
             place_labels(ax, point_labels, markers)
@@ -399,8 +400,10 @@ def plot_metric_vs_alpha(panels: Sequence[tuple[str, Sequence[Line]]], path: Pat
             ax.set_ylabel(y.label)
         for ax in axes[len(panels):]:
             ax.set_visible(False)
-        for ax in axes[-ncols:]:
-            ax.set_xlabel("α (0 = base, 1 = adapted)")
+        for i, ax in enumerate(axes[:len(panels)]):
+            if i + ncols >= len(panels):  # nothing drawn below it: its column's bottom panel gets the alpha axis
+                ax.tick_params(labelbottom=True)
+                ax.set_xlabel("α (0 = base, 1 = adapted)")
         handles: dict[str, object] = {}
         for ax in axes[:len(panels)]:
             for h, lab in zip(*ax.get_legend_handles_labels()):

@@ -131,6 +131,19 @@ def test_metric_vs_alpha_one_panel_per_suite(sweep_figs):
     assert max(len([c for c in ax.collections if c.get_label().startswith("_")]) for ax in visible) <= 2
 
 
+def test_metric_vs_alpha_each_columns_last_panel_has_the_alpha_axis(tmp_path, figures):
+    """Four suites in a 2 x 3 grid: the top-row panels above an empty slot show alpha ticks and label too."""
+    a = np.asarray([0.0, 0.5, 1.0])
+    panels = [(f"s{i}", [Line("test split", a, a * 0 + 0.8, a * 0 + 0.7, a * 0 + 0.9, "#1f77b4")]) for i in range(4)]
+    plot_metric_vs_alpha(panels, tmp_path / "m.png", metric="accuracy", alphas=a, feasible=None, chosen_alpha=None)
+    fig = figures["m.png"]
+    fig.draw_without_rendering()
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    labelled = [ax.get_title() for ax in visible if ax.get_xlabel()
+                and any(t.get_visible() and t.get_text() for t in ax.get_xticklabels())]
+    assert labelled == ["s1", "s2", "s3"]  # s0 has s3 below it
+
+
 def test_id_vs_shift_legend_labels_and_markers(sweep_figs):
     fig = sweep_figs["id_vs_shift.png"]
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
