@@ -264,6 +264,22 @@ def test_reliability_bars_fill_their_bins(sweep_figs):
         assert set(np.round(marked, 9)) == set(np.round(edges, 9))  # the grid marks every bin edge
 
 
+def test_base_chosen_keeps_the_base_marker_and_label_visible(tmp_path, figures):
+    render_report(fx.make_run(tmp_path / "run", choose="base", alphas=[0.0, 0.5, 1.0]))
+    fig = figures["id_vs_shift.png"]
+    assert "chosen (α=0 = base)" in [t.get_text() for t in fig.legends[0].get_texts()]
+    for ax in [a for a in fig.axes if a.get_visible()]:
+        star = next(c for c in ax.collections if c.get_label().startswith("chosen"))
+        square = next(c for c in ax.collections if c.get_gid() == "base-marker")
+        assert np.allclose(square.get_offsets(), star.get_offsets())
+        assert square.get_zorder() > star.get_zorder() and star.get_sizes()[0] > 4 * square.get_sizes()[0]
+        label = next(t for t in ax.texts if t.get_text() == "base (α=0)")
+        assert label.get_visible() and label.get_zorder() > square.get_zorder()
+        px = ax.transData.transform(label.xy)
+        box = _boxes(fig, [label])[0]
+        assert np.hypot(max(box.x0 - px[0], 0, px[0] - box.x1), max(box.y0 - px[1], 0, px[1] - box.y1)) < 40
+
+
 def test_pareto_front_per_direction():
     x, y = [0.1, 0.5, 0.4, np.nan], [0.9, 0.5, 0.4, 1.0]
     assert list(pareto_front(x, y)) == [True, True, False, False]
