@@ -1,9 +1,11 @@
 """The ID-vs-shift curve along alpha (the WiSE-FT figure, Wortsman et al. 2022) and its gain over the chord.
 
-Coordinates come from summary.json: x is the selection metric on the ID suite's splits, y the same metric on the
-shift suites (the mean over shift suites for the ``mean`` panel, or one shift suite per panel). Where a panel
-averages several splits, the interval is the mean of their interval endpoints (see
-:func:`harness.report.tables.mean_entry`).
+Coordinates come from summary.json: x is the ID suite's selection metric on its splits, y each shift suite's own
+selection metric (one shift suite per panel), and in the ``mean`` panel the mean over shift suites: of their
+shared metric, or, when they are judged on different metrics, of goodness (lower-is-better metrics negated, as
+the selection averages them). Where a panel averages several splits, the interval is the mean of their interval
+endpoints: exact when the splits' errors are perfectly correlated and wider than the true interval of the mean
+otherwise.
 
 **Gain over the chord.** The chord is the straight mix of the two endpoints at the same alpha:
 ``chord(alpha) = (1 - alpha) * y(base) + alpha * y(adapted)``. The gain of a blend is ``y(alpha) - chord(alpha)``,
@@ -15,31 +17,71 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
 
-from harness.report.tables import (NA, Focus, alpha_points, ensemble_points, fmt_alpha, fmt_delta, fmt_interval,
-                                   fmt_value, higher_is_better, mean_entry, report_pairs)
+from harness.report.axes import Axis, metric_axis
+from harness.report.tables import (NA, Focus, alpha_points, ensemble_points, entry_value, fmt_alpha, fmt_delta,
+                                   fmt_interval, fmt_value, higher_is_better, report_pairs)
 from harness.summary import Summary
 
-__all__ = ["MEAN_PANEL", "curve_frame", "chord_table"]
+__all__ = ["MEAN_PANEL", "MetricOf", "curve_frame", "curve_axes", "chord_table"]
 
 logger = logging.getLogger(__name__)
 
 MEAN_PANEL = "mean over shift suites"
 _COLUMNS = ["panel", "kind", "point", "alpha", "x", "x_lo", "x_hi", "y", "y_lo", "y_hi"]
+#: One metric for every suite, or a mapping suite -> metric (each suite on its own selection metric).
+MetricOf = str | Mapping[str, str]
 
 
-def curve_frame(summary: Summary, metric: str, role: str = "test") -> pd.DataFrame:
+def _metric(metric: MetricOf, suite: str) -> str:
+    if isinstance(metric, str):
+        return metric
+    return metric[suite]
+
+
+def _mixed(summary: Summary, metric: MetricOf, suites: list[str]) -> bool:
+    """Whether ``suites`` are judged on more than one metric (their mean is then a mean of goodness)."""
+    return len({_metric(metric, s) for s in suites}) > 1
+
+
+def _mean(summary: Summary, results: Mapping, pid: str, pairs: list[tuple[str, str]], metric: MetricOf,
+          goodness: bool) -> tuple[float, float, float]:
+    """Mean value and mean interval ends over ``pairs``, each pair on its suite's metric (NaN if any is missing).
+
+    With ``goodness`` a lower-is-better metric is negated (its interval ends swapped), as the selection policy
+    averages suites of different metrics (:func:`harness.sweep.policy.validation_scores`)."""
+    vals = []
+    for pair in pairs:
+        name = _metric(metric, pair[0])
+        m = entry_value(results, pid, pair, name)
+        if m is None or m.value is None or not math.isfinite(m.value):
+            return (math.nan, math.nan, math.nan)
+        v, lo, hi = (math.nan if x is None else float(x) for x in (m.value, m.ci_low, m.ci_high))
+        if goodness and not higher_is_better(summary, name):
+            v, lo, hi = -v, -hi, -lo
+        vals.append((v, lo, hi))
+    if not vals:
+        return (math.nan, math.nan, math.nan)
+    v, lo, hi = np.asarray(vals, dtype=float).mean(axis=0)
+    return float(v), float(lo), float(hi)
+
+
+def curve_frame(summary: Summary, metric: MetricOf, role: str = "test") -> pd.DataFrame:
     """Coordinates of every alpha point (weight space) and ensemble point (output space) in every panel.
 
     Parameters
     ----------
     summary : Summary
         The run's summary.
-    metric : str
-        Metric on both axes (the selection metric in the report).
+    metric : str or mapping of str to str
+        One metric for every suite, or each suite's own metric (suite name -> metric name). x is the ID suites'
+        metric and each shift panel's y that suite's metric; a mean over suites of different metrics (the
+        ``MEAN_PANEL``, or several ID suites) averages goodness, negating lower-is-better metrics (see
+        :func:`curve_axes` for the axis each panel gets).
     role : {"test", "validation"}, default="test"
         Which splits give the coordinates (see :func:`harness.report.tables.report_pairs`).
 
@@ -54,17 +96,46 @@ def curve_frame(summary: Summary, metric: str, role: str = "test") -> pd.DataFra
     points = alpha_points(summary)
     if not id_pairs or not shift or len(points) < 2:
         return pd.DataFrame(columns=_COLUMNS)
+    x_good = _mixed(summary, metric, [s for s, _ in id_pairs])
+    y_good = _mixed(summary, metric, list(shift))
     rows = []
     for kind, results, pts in (("weights", summary.results, points),
                                ("ensemble", summary.ensemble, ensemble_points(summary))):
         for pid, alpha in pts:
-            x = mean_entry(results, pid, id_pairs, metric)
-            per_suite = {s: mean_entry(results, pid, pairs, metric) for s, pairs in shift.items()}
-            stacked = np.asarray(list(per_suite.values()), dtype=float)
+            x = _mean(summary, results, pid, id_pairs, metric, x_good)
+            per_suite = {s: _mean(summary, results, pid, pairs, metric, False) for s, pairs in shift.items()}
+            stacked = np.asarray([_mean(summary, results, pid, pairs, metric, y_good) for pairs in shift.values()],
+                                 dtype=float)
             mean = tuple(float(v) for v in stacked.mean(axis=0))  # NaN if any suite is missing
             for panel, y in [(MEAN_PANEL, mean)] + list(per_suite.items()):
                 rows.append(dict(zip(_COLUMNS, (panel, kind, pid, alpha) + tuple(x) + tuple(y))))
     return pd.DataFrame(rows, columns=_COLUMNS)
+
+
+def _group_axis(summary: Summary, metric: MetricOf, suites: list[str], prefix: str) -> Axis:
+    names = list(dict.fromkeys(_metric(metric, s) for s in suites))
+    if len(names) == 1:
+        return metric_axis(prefix, names[0], higher_is_better(summary, names[0]))
+    signs = {higher_is_better(summary, n) for n in names}
+    negated = "" if signs == {True} else "; lower-is-better ones negated"
+    ranges = {metric_axis("", n, True).valid for n in names}
+    valid = ranges.pop() if len(ranges) == 1 and signs == {True} else None
+    return Axis("score", f"{prefix} score: mean of each suite's own metric\n({', '.join(names)}{negated})",
+                True, valid)
+
+
+def curve_axes(summary: Summary, metric: MetricOf, role: str = "test") -> dict[str, tuple[Axis, Axis]]:
+    """Panel -> (x axis, y axis) of the frame :func:`curve_frame` builds with the same arguments.
+
+    x is the ID suites' metric; y is each shift suite's own metric, and in the ``MEAN_PANEL`` the shift suites'
+    metric when they share one, else a mean of goodness (each suite's metric, lower-is-better ones negated).
+    Lower-is-better axes say so in their label."""
+    id_pairs, shift = report_pairs(summary, role)
+    x = _group_axis(summary, metric, list(dict.fromkeys(s for s, _ in id_pairs)), "ID")
+    out = {MEAN_PANEL: (x, _group_axis(summary, metric, list(shift), "mean shift"))}
+    for suite in shift:
+        out[suite] = (x, _group_axis(summary, metric, [suite], suite))
+    return out
 
 
 def _endpoints(frame: pd.DataFrame, focus: Focus, column: str) -> tuple[float, float] | None:
@@ -80,15 +151,18 @@ def _gain(value: float, alpha: float, ends: tuple[float, float] | None, sign: fl
     return sign * (value - ((1.0 - alpha) * ends[0] + alpha * ends[1]))
 
 
-def chord_table(summary: Summary, curve: pd.DataFrame, focus: Focus, metric: str) -> pd.DataFrame:
-    """Per alpha: ID and mean-shift ``metric``, the chord, and the gain over the chord (module docstring).
+def chord_table(summary: Summary, curve: pd.DataFrame, focus: Focus, axes: Mapping[str, tuple[Axis, Axis]]
+                ) -> pd.DataFrame:
+    """Per alpha: ID and mean-shift values, the chord, and the gain over the chord (module docstring).
 
-    Columns ``over chord: <suite>`` give the shift gain per shift suite; ``ensemble mean shift`` the output-space
-    ensemble at the same alpha when the run stored one.
+    ``axes`` is :func:`curve_axes` of the same frame (names the columns, gives each panel's direction). Columns
+    ``over chord: <suite>`` give the shift gain per shift suite, on that suite's metric; ``ensemble mean shift``
+    the output-space ensemble at the same alpha when the run stored one.
     """
     if curve.empty:
         return pd.DataFrame()
-    sign = 1.0 if higher_is_better(summary, metric) else -1.0
+    x_axis, y_axis = axes[MEAN_PANEL]
+    sign = {panel: 1.0 if y.higher_is_better else -1.0 for panel, (_, y) in axes.items()}
     sel = summary.selection
     panels = list(dict.fromkeys(curve["panel"]))
     weights = curve[curve["kind"] == "weights"]
@@ -98,15 +172,15 @@ def chord_table(summary: Summary, curve: pd.DataFrame, focus: Focus, metric: str
         here = weights[weights["point"] == pid].set_index("panel")
         mean = here.loc[MEAN_PANEL]
         row = {"α": fmt_alpha(alpha), "point": pid,
-               f"ID {metric}": fmt_interval(mean["x"], mean["x_lo"], mean["x_hi"]),
-               f"mean shift {metric}": fmt_interval(mean["y"], mean["y_lo"], mean["y_hi"]),
+               f"ID {x_axis.metric}": fmt_interval(mean["x"], mean["x_lo"], mean["x_hi"]),
+               f"mean shift {y_axis.metric}": fmt_interval(mean["y"], mean["y_lo"], mean["y_hi"]),
                "shift over chord": fmt_delta(_gain(mean["y"], alpha, _endpoints(
-                   weights[weights["panel"] == MEAN_PANEL], focus, "y"), sign)),
+                   weights[weights["panel"] == MEAN_PANEL], focus, "y"), sign[MEAN_PANEL])),
                "ID over chord": fmt_delta(_gain(mean["x"], alpha, _endpoints(
-                   weights[weights["panel"] == MEAN_PANEL], focus, "x"), sign))}
+                   weights[weights["panel"] == MEAN_PANEL], focus, "x"), 1.0 if x_axis.higher_is_better else -1.0))}
         for panel in panels[1:]:
             row[f"over chord: {panel}"] = fmt_delta(_gain(here.loc[panel, "y"], alpha, _endpoints(
-                weights[weights["panel"] == panel], focus, "y"), sign))
+                weights[weights["panel"] == panel], focus, "y"), sign[panel]))
         match = ens[np.isclose(ens["alpha"].astype(float), alpha, atol=1e-9)]
         if not ens.empty:
             row["ensemble mean shift"] = fmt_value(match["y"].iloc[0]) if len(match) else NA

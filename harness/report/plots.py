@@ -14,9 +14,9 @@ import io
 import logging
 import math
 import textwrap
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import matplotlib
@@ -26,6 +26,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from harness.io import atomic_write_bytes
+from harness.report.axes import Axis, RangeLocator, fit_axis, metric_axis, valid_range
 from harness.report.labels import PointLabel, place_labels
 from harness.report.tables import fmt_alpha, fmt_delta, fmt_value
 
@@ -75,15 +76,16 @@ def grid_shape(n: int) -> tuple[int, int]:
     return math.ceil(max(n, 1) / ncols), ncols
 
 
-def pareto_front(x: Sequence[float], y: Sequence[float], higher_is_better: bool = True) -> np.ndarray:
+def pareto_front(x: Sequence[float], y: Sequence[float],
+                 higher_is_better: bool | tuple[bool, bool] = True) -> np.ndarray:
     """Boolean mask (n,) of the points no other point beats on both coordinates (NaN points are never on it).
 
     A point is dominated when another is at least as good on x and on y and strictly better on one; "good" is
-    larger when ``higher_is_better``, else smaller.
+    larger when ``higher_is_better`` (one flag for both coordinates, or one per coordinate), else smaller.
     """
+    hib = (higher_is_better, higher_is_better) if isinstance(higher_is_better, bool) else higher_is_better
     pts = np.column_stack([np.asarray(x, dtype=float), np.asarray(y, dtype=float)])
-    if not higher_is_better:
-        pts = -pts
+    pts = pts * np.where(np.asarray(hib, dtype=bool), 1.0, -1.0)
     ok = np.isfinite(pts).all(axis=1)
     front = ok.copy()
     for i in np.flatnonzero(ok):
@@ -96,8 +98,16 @@ def _finite_xy(r) -> bool:
     return math.isfinite(r["x"]) and math.isfinite(r["y"])
 
 
-def _labels(w: pd.DataFrame, ends: pd.DataFrame, base: str | None, adapted: str | None,
-            chosen: str | None) -> tuple[list[PointLabel], list[tuple[float, float, float]]]:
+def _radius_px(size_pt2: float) -> float:
+    """Radius in display pixels of a scatter marker of ``size_pt2`` (points squared)."""
+    return math.sqrt(size_pt2) / 2 * DPI / 72
+
+
+_S_POINT, _S_RING, _S_STAR, _S_END = 16, 120, 330, 55  # marker sizes (points squared)
+
+
+def _labels(w: pd.DataFrame, ends: pd.DataFrame, base: str | None, adapted: str | None, chosen: str | None,
+            ring: np.ndarray) -> tuple[list[PointLabel], list[tuple[float, float, float]]]:
     """The panel's labels in priority order (base, adapted, then the alpha numbers) and the markers to keep
     clear (x, y, radius in pixels), for :func:`harness.report.labels.place_labels`."""
     labels = []
@@ -107,17 +117,28 @@ def _labels(w: pd.DataFrame, ends: pd.DataFrame, base: str | None, adapted: str 
                                      f"{text} (α={fmt_alpha(ends.at[pid, 'alpha'])})",
                                      {"fontsize": 7.5, "color": COLORS[key], "fontweight": "bold", "zorder": 7,
                                       "bbox": {"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none",
-                                               "alpha": 0.8}}))
+                                               "alpha": 0.8}}, required=True))
     for _, r in w.iterrows():
         if r["point"] not in (base, adapted):
             labels.append(PointLabel(r["x"], r["y"], fmt_alpha(r["alpha"]), {"fontsize": 6.5, "color": "0.3",
                                                                               "zorder": 6}))
-    markers = [(r["x"], r["y"], 11.0 if r["point"] == chosen else 5.0) for _, r in w.iterrows()]
+    markers = []
+    for on_ring, (_, r) in zip(ring, w.iterrows()):
+        size = _S_STAR if r["point"] == chosen else _S_RING if on_ring else _S_END if r["point"] in (
+            base, adapted) else _S_POINT
+        markers.append((r["x"], r["y"], _radius_px(size) + 1.0))
     return labels, markers
 
 
-def _id_vs_shift_panel(ax, w: pd.DataFrame, e: pd.DataFrame, *, chosen: str | None, base: str | None,
-                       adapted: str | None, higher_is_better: bool, curve_label: str = "weight-space blend"
+def _fit_panel(ax, w: pd.DataFrame, e: pd.DataFrame, x_axis: Axis, y_axis: Axis) -> None:
+    """Limits from the points and their intervals, padded for the labels, clipped to each metric's range."""
+    both = pd.concat([w, e], ignore_index=True)
+    fit_axis(ax, "x", both[["x", "x_lo", "x_hi"]].to_numpy(), x_axis.valid, pad=0.14)
+    fit_axis(ax, "y", both[["y", "y_lo", "y_hi"]].to_numpy(), y_axis.valid, pad=0.14)
+
+
+def _id_vs_shift_panel(ax, w: pd.DataFrame, e: pd.DataFrame, axes: tuple[Axis, Axis], *, chosen: str | None,
+                       base: str | None, adapted: str | None, curve_label: str = "weight-space blend"
                        ) -> tuple[list[PointLabel], list[tuple[float, float, float]]]:
     ends = w[w["point"].isin([base, adapted])].set_index("point")
     if base in ends.index and adapted in ends.index:
@@ -133,25 +154,28 @@ def _id_vs_shift_panel(ax, w: pd.DataFrame, e: pd.DataFrame, *, chosen: str | No
     ax.errorbar(w["x"], w["y"], xerr=_err(w["x"], w["x_lo"], w["x_hi"]), yerr=_err(w["y"], w["y_lo"], w["y_hi"]),
                 fmt="-o", ms=4, color=_CURVE, ecolor="#9ecae1", elinewidth=0.8, capsize=1.5, lw=1.4,
                 label=f"{curve_label} (95% CI)", zorder=3)
-    par = w[pareto_front(w["x"], w["y"], higher_is_better)]
+    ring = pareto_front(w["x"], w["y"], (axes[0].higher_is_better, axes[1].higher_is_better))
+    par = w[ring]
     if not par.empty:
-        ax.scatter(par["x"], par["y"], s=120, facecolors="none", edgecolors="black", linewidths=1.0,
+        ax.scatter(par["x"], par["y"], s=_S_RING, facecolors="none", edgecolors="black", linewidths=1.0,
                    label="Pareto front of the points in this panel", zorder=4)
-    ax.margins(0.15)
+    _fit_panel(ax, w, e, *axes)
     ch = w[w["point"] == chosen]
     if not ch.empty:  # under the base/adapted markers, so that choosing alpha 0 or 1 hides neither
         same = " = adapted" if chosen == adapted else " = base" if chosen == base else ""
-        ax.scatter(ch["x"], ch["y"], s=330, marker="*", color=COLORS["chosen"], edgecolors="black",
-                   linewidths=0.7, label=f"chosen (α={fmt_alpha(ch['alpha'].iloc[0])}{same})", zorder=4.5)
+        ax.scatter(ch["x"], ch["y"], s=_S_STAR, marker="*", color=COLORS["chosen"], edgecolors="black",
+                   linewidths=0.7, label=f"chosen (α={fmt_alpha(ch['alpha'].iloc[0])}{same})", zorder=4.5,
+                   clip_on=False)
     for pid, key, marker in ((base, "base", "s"), (adapted, "adapted", "^")):
         if pid in ends.index and _finite_xy(ends.loc[pid]):
-            ax.scatter([ends.at[pid, "x"]], [ends.at[pid, "y"]], s=55, marker=marker, color=COLORS[key],
-                       edgecolors="black", linewidths=0.6, zorder=5, gid=f"{key}-marker")
-    return _labels(w, ends, base, adapted, chosen)
+            ax.scatter([ends.at[pid, "x"]], [ends.at[pid, "y"]], s=_S_END, marker=marker, color=COLORS[key],
+                       edgecolors="white" if pid == chosen else "black", linewidths=1.0 if pid == chosen else 0.6,
+                       zorder=5, gid=f"{key}-marker", clip_on=False)
+    return _labels(w, ends, base, adapted, chosen, ring)
 
 
-def plot_id_vs_shift(curve: pd.DataFrame, path: Path, *, metric: str, chosen: str | None, base: str | None,
-                     adapted: str | None, splits_note: str, higher_is_better: bool = True,
+def plot_id_vs_shift(curve: pd.DataFrame, path: Path, *, axes: Mapping[str, tuple[Axis, Axis]],
+                     chosen: str | None, base: str | None, adapted: str | None, splits_note: str,
                      curve_label: str = "weight-space blend") -> Path:
     """ID metric (x) against shift metric (y) along alpha: one panel for the mean over shift suites, one each.
 
@@ -161,38 +185,41 @@ def plot_id_vs_shift(curve: pd.DataFrame, path: Path, *, metric: str, chosen: st
         :func:`harness.report.curve.curve_frame` output (non-empty).
     path : pathlib.Path
         Where the PNG goes.
-    metric : str
-        Metric on both axes.
+    axes : mapping of str to (Axis, Axis)
+        Panel -> (x, y) axis (:func:`harness.report.curve.curve_axes`): each shift panel's y is that suite's own
+        metric; limits stay within each metric's valid range and lower-is-better axes say so. Rings mark each
+        panel's own Pareto front on the plotted coordinates in the axes' directions (the selection's Pareto set,
+        on validation splits, is in the tables).
     chosen, base, adapted : str or None
         Point ids to highlight.
     splits_note : str
         Which splits the coordinates come from (figure title).
-    higher_is_better : bool, default=True
-        Direction of ``metric``; rings mark each panel's own Pareto front on the plotted coordinates (the
-        selection's Pareto set, on validation splits, is in the tables).
     curve_label : str, default="weight-space blend"
         Legend text of the alpha curve (a ReFT run: "intervention strength").
     """
     panels = list(dict.fromkeys(curve["panel"]))
     nrows, ncols = grid_shape(len(panels))
-    with _figure(path, 4.3 * ncols, 3.7 * nrows + 0.9) as fig:
-        axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
-        for i, (ax, panel) in enumerate(zip(axes, panels)):
+    names = list(dict.fromkeys(a.metric for pair in axes.values() for a in pair))
+    with _figure(path, 4.3 * ncols, 3.8 * nrows + 0.9) as fig:
+        grid = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+        for i, (ax, panel) in enumerate(zip(grid, panels)):
             ax.set_title(panel if i == 0 else f"shift suite: {panel}")
-            ax.set_xlabel(f"ID {metric}")
-            ax.set_ylabel(f"{'mean shift' if i == 0 else panel} {metric}")
-        for ax in axes[len(panels):]:
+            ax.set_xlabel(axes[panel][0].label)
+            ax.set_ylabel(axes[panel][1].label)
+        for ax in grid[len(panels):]:
             ax.set_visible(False)
         todo = []
-        for ax, panel in zip(axes, panels):
+        for ax, panel in zip(grid, panels):
             rows = curve[curve["panel"] == panel]
             todo.append((ax, *_id_vs_shift_panel(ax, rows[rows["kind"] == "weights"].sort_values("alpha"),
                                                  rows[rows["kind"] == "ensemble"].sort_values("alpha"),
-                                                 chosen=chosen, base=base, adapted=adapted,
-                                                 higher_is_better=higher_is_better, curve_label=curve_label)))
-        handles, labels = axes[0].get_legend_handles_labels()
+                                                 axes[panel], chosen=chosen, base=base, adapted=adapted,
+                                                 curve_label=curve_label)))
+        handles, labels = grid[0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 3), frameon=False)
-        fig.suptitle(f"ID vs shift {metric} along alpha ({splits_note}); numbers next to points are alpha")
+        what = f"ID vs shift {names[0]} along alpha" if len(names) == 1 else (
+            "ID vs shift along alpha, each suite on its own metric")
+        fig.suptitle(f"{what} ({splits_note}); numbers next to points are alpha")
         fig.draw_without_rendering()  # settle the layout once: labels are placed in display pixels
         for ax, point_labels, markers in todo:
             place_labels(ax, point_labels, markers)
@@ -260,8 +287,11 @@ def plot_before_after(groups: Sequence[Bars], columns: Sequence[str], path: Path
     with _figure(path, max(7.0, (0.42 * max(k, 2) + 0.35) * per_row + 1.6), 3.6 * len(rows) + 0.8) as fig:
         axes = np.atleast_1d(fig.subplots(len(rows), 1, squeeze=False, sharey=True)).ravel()
         top = max(_bar_row(ax, row, columns, per_row) for ax, row in zip(axes, rows))
+        valid = valid_range(metric)
         for ax in axes:
-            ax.set_ylim(0.0, top * 1.14 + 0.02)
+            ax.set_ylim(0.0, top * 1.14 + 0.02)  # headroom for the value labels; no tick past the valid range
+            if valid is not None:
+                ax.yaxis.set_major_locator(RangeLocator(*valid))
             ax.set_ylabel(metric)
         handles, labels = axes[0].get_legend_handles_labels()
         if "majority-class rate" not in labels:
@@ -290,74 +320,90 @@ class Line:
     dashed: bool = False
 
 
-def _feasible_spans(alphas: Sequence[float], feasible: Sequence[bool]) -> list[tuple[float, float]]:
-    """Runs of consecutive evaluated alphas that are all feasible under the policy, as (first, last) alpha.
+STRIP_HALF_WIDTH = 0.015
 
-    Both ends of every span are evaluated alphas, and every evaluated alpha inside a span is feasible, so the
-    shading never claims an alpha that was not evaluated. An isolated feasible alpha gives a span (a, a), drawn
-    as a marker only.
+
+def _feasible_spans(alphas: Sequence[float], feasible: Sequence[bool]) -> list[tuple[float, float]]:
+    """A narrow strip (lo, hi) around every evaluated alpha that is feasible under the policy, in alpha order.
+
+    Nothing is shaded between evaluated alphas, not even between two feasible neighbours: an alpha that was not
+    evaluated has no feasibility. Each strip is centred on its alpha, :data:`STRIP_HALF_WIDTH` wide on each side
+    (less where evaluated alphas are closer, so that strips of neighbours never touch).
     """
-    order = np.argsort(np.asarray(alphas, dtype=float), kind="stable")
-    a = np.asarray(alphas, dtype=float)[order]
-    ok = np.asarray(feasible, dtype=bool)[order]
-    spans: list[tuple[float, float]] = []
-    for i in range(len(a)):
-        if not ok[i]:
-            continue
-        if i > 0 and ok[i - 1]:
-            spans[-1] = (spans[-1][0], float(a[i]))
-        else:
-            spans.append((float(a[i]), float(a[i])))
-    return spans
+    a = np.sort(np.unique(np.asarray(alphas, dtype=float)))
+    gap = float(np.diff(a).min()) if len(a) > 1 else 1.0
+    half = min(STRIP_HALF_WIDTH, 0.4 * gap)
+    ok = sorted({float(x) for x, f in zip(np.asarray(alphas, dtype=float), feasible) if f})
+    return [(x - half, x + half) for x in ok]
+
+
+def _evaluated(ln: Line) -> Line:
+    """The line restricted to the alphas evaluated for its split (a finite value), in alpha order."""
+    keep = np.isfinite(np.asarray(ln.value, dtype=float))
+    order = np.argsort(np.asarray(ln.alpha, dtype=float)[keep], kind="stable")
+    pick = lambda v: np.asarray(v, dtype=float)[keep][order]  # noqa: E731
+    return replace(ln, alpha=pick(ln.alpha), value=pick(ln.value), low=pick(ln.low), high=pick(ln.high))
 
 
 def _alpha_panel(ax, lines: Sequence[Line], alphas: Sequence[float], feasible: Sequence[bool] | None,
-                 chosen_alpha: float | None) -> None:
+                 chosen_alpha: float | None, axis: Axis | None) -> None:
     if feasible is not None and any(feasible):
         for lo, hi in _feasible_spans(alphas, feasible):
-            if hi > lo:
-                ax.axvspan(lo, hi, color=COLORS["chosen"], alpha=0.12, lw=0)
+            ax.axvspan(lo, hi, color=COLORS["chosen"], alpha=0.12, lw=0)
         ok = [a for a, f in zip(alphas, feasible) if f]
         ax.scatter(ok, [0.0] * len(ok), marker="^", s=22, color=COLORS["chosen"], transform=ax.get_xaxis_transform(),
-                   clip_on=False, zorder=5, label="feasible under the policy (evaluated alphas; shaded between "
-                                                  "neighbours)")
-    for ln in lines:
-        ax.fill_between(ln.alpha, ln.low, ln.high, color=ln.color, alpha=0.14, lw=0)
+                   clip_on=False, zorder=5, label="feasible under the policy (evaluated alphas only)")
+    extent = []
+    for ln in map(_evaluated, lines):
+        band = np.isfinite(ln.low) & np.isfinite(ln.high)
+        ax.fill_between(ln.alpha[band], ln.low[band], ln.high[band], color=ln.color, alpha=0.14, lw=0)
         ax.plot(ln.alpha, ln.value, marker="o", ms=3, lw=1.4, ls="--" if ln.dashed else "-", color=ln.color,
                 label=ln.label)
+        extent += [ln.value, ln.low, ln.high]
     if chosen_alpha is not None:
         ax.axvline(chosen_alpha, color=COLORS["chosen"], lw=1.6, label=f"chosen α={fmt_alpha(chosen_alpha)}")
     ax.set_xlim(-0.03, 1.03)
+    if axis is not None and extent:
+        fit_axis(ax, "y", np.concatenate(extent), axis.valid, pad=0.06)
 
 
 def plot_metric_vs_alpha(panels: Sequence[tuple[str, Sequence[Line]]], path: Path, *, metric: str,
                          alphas: Sequence[float], feasible: Sequence[bool] | None,
-                         chosen_alpha: float | None) -> Path:
-    """``metric`` against alpha, one panel per suite (one line per split, its 95% interval as a band); alphas
-    feasible under the selection policy marked by green triangles and shaded between feasible neighbours; the
-    chosen alpha marked by a vertical line. Dashed lines are validation splits.
+                         chosen_alpha: float | None, panel_axes: Sequence[Axis] | None = None) -> Path:
+    """A metric against alpha, one panel per suite (one line per split, its 95% interval as a band); each
+    evaluated alpha feasible under the selection policy marked by a green triangle and a narrow strip (nothing
+    shaded between evaluated alphas); the chosen alpha marked by a vertical line. Dashed lines are validation
+    splits. Each line has markers at the alphas evaluated for its split only (NaN values are left out) and
+    connects only those.
 
     Parameters
     ----------
     panels : sequence of (str, sequence of Line)
         Panel title (the suite) and its lines.
+    metric : str
+        The metric named in the title (and on every y axis when ``panel_axes`` is not given).
     alphas : sequence of float
         The evaluated alphas, in the order of ``feasible``.
     feasible : sequence of bool or None
         Whether each evaluated alpha was feasible under the policy (``None``: not recorded).
     chosen_alpha : float or None
+    panel_axes : sequence of Axis, optional
+        Each panel's y axis (the suite's own metric): its label, and limits within the metric's valid range.
     """
     nrows, ncols = grid_shape(len(panels))
     with _figure(path, 4.0 * ncols + 0.4, 2.9 * nrows + 1.1) as fig:
         axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False, sharex=True)).ravel()
-        for ax, (title, lines) in zip(axes, panels):
-            _alpha_panel(ax, lines, alphas, feasible, chosen_alpha)
+        ys = list(panel_axes) if panel_axes is not None else [metric_axis("", metric, True)] * len(panels)
+        for ax, (title, lines), y in zip(axes, panels, ys):
+            _alpha_panel(ax, lines, alphas, feasible, chosen_alpha, y)
             ax.set_title(title)
-            ax.set_ylabel(metric)
+            ax.set_ylabel(y.label)
         for ax in axes[len(panels):]:
             ax.set_visible(False)
-        for ax in axes[-ncols:]:
-            ax.set_xlabel("α (0 = base, 1 = adapted)")
+        for i, ax in enumerate(axes[:len(panels)]):
+            if i + ncols >= len(panels):  # nothing drawn below it: its column's bottom panel gets the alpha axis
+                ax.tick_params(labelbottom=True)
+                ax.set_xlabel("α (0 = base, 1 = adapted)")
         handles: dict[str, object] = {}
         for ax in axes[:len(panels)]:
             for h, lab in zip(*ax.get_legend_handles_labels()):

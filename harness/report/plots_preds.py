@@ -26,7 +26,8 @@ MANY_SUITES = 10  # past this many suites the confusion figure keeps one matrix 
 
 def plot_reliability(panels: Sequence[tuple[str, dict[str, tuple[pd.DataFrame, float]]]], path: Path) -> Path:
     """Reliability diagrams: per panel, accuracy against mean top-label confidence in 10 equal-width bins, one
-    line per focus column (legend: binned ECE), and below it the share of examples in each bin."""
+    line per focus column (legend: binned ECE), and below it the share of examples in each bin: each bin's bars
+    (one per focus column, side by side) fill exactly that bin's edges, which are marked by the grid."""
     n = len(panels)
     width = max(4.4 * n, 5.6)
     with _figure(path, width, 5.4) as fig:
@@ -40,8 +41,14 @@ def plot_reliability(panels: Sequence[tuple[str, dict[str, tuple[pd.DataFrame, f
                 top.plot(full["confidence"], full["accuracy"], marker="o", ms=3.5, lw=1.3, color=color_of(label),
                          label=f"{label}: ECE {fmt_value(ece)}")
                 share = bins["count"] / max(int(bins["count"].sum()), 1)
-                centers = (bins["lo"] + bins["hi"]) / 2 + (j - (k - 1) / 2) * 0.1 / k
-                bottom.bar(centers, share, width=0.1 / k, color=color_of(label), edgecolor="none")
+                lo, step = bins["lo"].to_numpy(float), (bins["hi"] - bins["lo"]).to_numpy(float) / k
+                bottom.bar(lo + j * step, share, width=step, align="edge", color=color_of(label),
+                           edgecolor="none", gid=f"share-{label}")
+            edges = np.union1d(bins["lo"], bins["hi"]) if curves else np.linspace(0, 1, 11)
+            bottom.set_xticks(edges[::2])
+            bottom.set_xticks(edges, minor=True)
+            bottom.grid(axis="x", which="minor", visible=True)
+            bottom.grid(axis="x", which="major", visible=True)
             top.set_xlim(0, 1)
             top.set_ylim(0, 1.02)
             top.set_title(title)

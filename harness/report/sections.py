@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 
 from harness.report import honesty, lmsections, plots, predsections
-from harness.report.curve import MEAN_PANEL, chord_table, curve_frame
+from harness.report.axes import metric_axis
+from harness.report.curve import MEAN_PANEL, chord_table, curve_axes, curve_frame
 from harness.report.document import (FIGURES, Block, Context, Document, FigureBlock, Heading, Para, Section,
                                      TableBlock)
 from harness.report.predstats import majority_rate
@@ -114,26 +115,43 @@ def _verdict(ctx: Context) -> Section | None:
                           "margin: distance inside (+) or outside (-) the threshold.")))
 
 
+def _metric_of(ctx: Context) -> dict[str, str]:
+    """Suite -> the metric it is judged on (its selection metric; :func:`lmsections.suite_metric`)."""
+    suites = dict.fromkeys(p[0] for p in suite_splits(ctx.summary))
+    return {suite: lmsections.suite_metric(ctx, suite) for suite in suites}
+
+
+def _curve_caption(axes: dict, role_note: str) -> str:
+    x, y = axes[MEAN_PANEL]
+    per_suite = {panel: ys.metric for panel, (_, ys) in axes.items() if panel != MEAN_PANEL}
+    what = (f"shift {x.metric}" if set(per_suite.values()) == {x.metric} else "each shift suite's own metric ("
+            + ", ".join(f"{k}: {v}" for k, v in per_suite.items()) + ")")
+    mean = " (the mean of each suite's own metric, lower-is-better ones negated)" if y.metric == "score" else ""
+    return (f"ID {x.metric} (x) against {what} (y) on {role_note}, one point per alpha. Panel 1: {MEAN_PANEL}"
+            f"{mean}; then one panel per shift suite. Axes stay within each metric's valid range; lower-is-better "
+            "axes say so.")
+
+
 def _curve(ctx: Context) -> Section | None:
     if not ctx.sweep:
         return None
     s, f = ctx.summary, ctx.focus
-    curve = curve_frame(s, ctx.metric, "test")
+    metric_of = _metric_of(ctx)
+    curve = curve_frame(s, metric_of, "test")
     if curve.empty:
         return Section("ID vs shift along alpha", (Para("Not drawn: the run needs an ID suite and a shift suite "
                                                         "with results at two or more alphas.", "muted"),))
-    hib = higher_is_better(s, ctx.metric)
+    axes = curve_axes(s, metric_of, "test")
     blocks: list[Block] = [FigureBlock(plots.plot_id_vs_shift(
-        curve, ctx.figdir / FIGURES[0], metric=ctx.metric, chosen=f.chosen, base=f.base, adapted=f.adapted,
-        splits_note="test splits", higher_is_better=hib, curve_label=curve_label(ctx.manifest)),
-        f"ID {ctx.metric} (x) against shift {ctx.metric} (y) on the test splits, one point per alpha. Panel 1: "
-        f"{MEAN_PANEL}; then one panel per shift suite. Rings: the Pareto front of the points drawn in each "
-        f"panel (test splits); the selection's own Pareto set, on validation splits, is listed in the tables.")]
-    val = curve_frame(s, ctx.metric, "validation")
+        curve, ctx.figdir / FIGURES[0], axes=axes, chosen=f.chosen, base=f.base, adapted=f.adapted,
+        splits_note="test splits", curve_label=curve_label(ctx.manifest)),
+        _curve_caption(axes, "the test splits") + " Rings: the Pareto front of the points drawn in each panel "
+        "(test splits); the selection's own Pareto set, on validation splits, is listed in the tables.")]
+    val = curve_frame(s, metric_of, "validation")
     if s.selection is not None and not val.empty:
         blocks.append(FigureBlock(plots.plot_id_vs_shift(
-            val, ctx.figdir / FIGURES[1], metric=ctx.metric, chosen=f.chosen, base=f.base, adapted=f.adapted,
-            splits_note="the validation splits that selected alpha", higher_is_better=hib,
+            val, ctx.figdir / FIGURES[1], axes=curve_axes(s, metric_of, "validation"), chosen=f.chosen, base=f.base,
+            adapted=f.adapted, splits_note="the validation splits that selected alpha",
             curve_label=curve_label(ctx.manifest)),
             "The same curve on the validation splits that selected alpha (what the selection policy saw)."))
     blocks.append(Para(
@@ -141,7 +159,7 @@ def _curve(ctx: Context) -> Section | None:
         "(1 - alpha) * y(base) + alpha * y(adapted); a blend's gain is y(alpha) minus the chord (negated for a "
         "metric where lower is better), so a positive shift gain is robustness that neither endpoint, nor a "
         "linear mix of their scores, gives. Pareto: the selection's Pareto set (validation splits, ID vs mean shift)."))
-    blocks.append(TableBlock(chord_table(s, curve, f, ctx.metric),
+    blocks.append(TableBlock(chord_table(s, curve, f, axes),
                              "Test splits. Where a column averages several suites or splits, the interval is "
                              "the mean of their interval endpoints (conservative).", key_columns=2))
     return Section("ID vs shift along alpha", tuple(blocks))
@@ -172,21 +190,28 @@ def _alpha(ctx: Context) -> Section | None:
     s, sel = ctx.summary, ctx.summary.selection
     pts = alpha_points(s)
     alphas = np.asarray([a for _, a in pts])
+    metric_of = _metric_of(ctx)
     panels: dict[str, list[plots.Line]] = {}
+    ys: dict[str, object] = {}
     for pair in suite_splits(s):
-        arr = np.asarray([_triple(entry_value(s.results, pid, pair, ctx.metric)) for pid, _ in pts], dtype=float)
+        name = metric_of[pair[0]]
+        arr = np.asarray([_triple(entry_value(s.results, pid, pair, name)) for pid, _ in pts], dtype=float)
+        ys.setdefault(f"{pair[0]} ({suite_role(s, pair[0])})", metric_axis("", name, higher_is_better(s, name)))
         val = split_role(s, *pair) == "validation"
         panels.setdefault(f"{pair[0]} ({suite_role(s, pair[0])})", []).append(plots.Line(
             _split_label(pair[1], "validation" if val else "test"), alphas, arr[:, 0], arr[:, 1], arr[:, 2],
             _SPLIT_COLORS[val], dashed=val))
     feasible = [bool(sel.feasible.get(pid, False)) for pid, _ in pts] if sel is not None and sel.feasible else None
     chosen_alpha = s.point(ctx.focus.chosen).alpha if ctx.focus.chosen else None
-    path = plots.plot_metric_vs_alpha(list(panels.items()), ctx.figdir / FIGURES[3], metric=ctx.metric, alphas=alphas,
-                                      feasible=feasible, chosen_alpha=chosen_alpha)
+    own = len(set(metric_of.values())) > 1
+    path = plots.plot_metric_vs_alpha(list(panels.items()), ctx.figdir / FIGURES[3],
+                                      metric="each suite's selection metric" if own else ctx.metric, alphas=alphas,
+                                      feasible=feasible, chosen_alpha=chosen_alpha, panel_axes=list(ys.values()))
     return Section(f"{ctx.metric} along alpha", (
-        FigureBlock(path, "One panel per suite. Green triangles: evaluated alphas feasible under the selection "
-                          "policy (shaded between feasible neighbours, never beyond an evaluated alpha); vertical "
-                          "line: chosen alpha."),
+        FigureBlock(path, "One panel per suite" + (", each on its own selection metric" if own else "") + ". "
+                          "Markers: the alphas evaluated for each split, connected in order. Green triangles and "
+                          "narrow strips: evaluated alphas feasible under the selection policy (nothing is shaded "
+                          "between evaluated alphas); vertical line: chosen alpha."),
         TableBlock(alpha_table(s, ctx.metric), "Point estimates from summary.json; objective and feasible as "
                                                "recorded by the selection policy.", key_columns=2)))
 

@@ -24,8 +24,8 @@ from harness.summary import MetricEntry, SplitEntry, Summary
 
 __all__ = ["NA", "Focus", "focus_points", "fmt_value", "fmt_interval", "fmt_delta", "fmt_alpha", "split_role",
            "suite_role", "suite_splits", "report_pairs", "selection_metric", "metric_names", "alpha_points",
-           "ensemble_points", "entry_value", "mean_entry", "higher_is_better", "headline_table", "split_table", "counts_table", "selection_table",
-           "bootstrap_table", "alpha_table", "verdict_table", "manifest_table"]
+           "ensemble_points", "entry_value", "higher_is_better", "headline_table", "split_table", "counts_table",
+           "selection_table", "bootstrap_table", "alpha_table", "verdict_table", "manifest_table"]
 
 logger = logging.getLogger(__name__)
 
@@ -426,24 +426,3 @@ def _flatten(obj: Any, prefix: str = "") -> Iterable[tuple[str, str]]:
 def manifest_table(manifest: Mapping[str, Any]) -> pd.DataFrame:
     """manifest.json flattened to ``key.path`` / value rows (lists of records are keyed by their ``name``)."""
     return pd.DataFrame(list(_flatten(manifest)), columns=["field", "value"], dtype=object)
-
-
-def mean_entry(results: Mapping[str, Any], pid: str | None, pairs: Sequence[Pair],
-               metric: str) -> tuple[float, float, float]:
-    """Mean value and mean interval endpoints of ``metric`` over ``pairs`` (NaN if any pair lacks it).
-
-    For one pair these are summary.json's numbers. For several, the interval is the mean of the endpoints: exact
-    when the splits' errors are perfectly correlated and wider than the true interval of the mean otherwise.
-    """
-    vals = []
-    for pair in pairs:
-        m = entry_value(results, pid, pair, metric)
-        if m is None or not _finite(m.value):
-            return (math.nan, math.nan, math.nan)
-        lo = m.ci_low if _finite(m.ci_low) else math.nan
-        hi = m.ci_high if _finite(m.ci_high) else math.nan
-        vals.append((float(m.value), float(lo), float(hi)))
-    if not vals:
-        return (math.nan, math.nan, math.nan)
-    v, lo, hi = np.asarray(vals, dtype=float).mean(axis=0)
-    return float(v), float(lo), float(hi)

@@ -336,7 +336,8 @@ def test_helpers():
     bins = reliability_bins(probs, labels)
     assert bins["count"].sum() == 4 and bins.loc[5, "count"] == 1 and bins.loc[5, "accuracy"] == 0.0
     assert binned_ece(bins) == pytest.approx((0.55 + 0.3 + 0.12 + 0.05) / 4)
-    assert _feasible_spans([0.0, 0.1, 0.2, 0.3], [False, True, True, False]) == [(0.1, 0.2)]
+    spans = _feasible_spans([0.0, 0.1, 0.2, 0.3], [False, True, True, False])  # a strip per feasible alpha
+    assert np.allclose(spans, [(0.085, 0.115), (0.185, 0.215)])
     assert fmt_interval(0.8734, 0.861, 0.8851) == "0.873 [0.861, 0.885]" and fmt_delta(-0.00001) == "+0.000"
     assert fmt_value(None) == "n/a" and fmt_delta(0.021) == "+0.021"
 

@@ -73,21 +73,55 @@ def _overlaps(a, b, tol: float = 1.0) -> bool:
     return (min(a.x1, b.x1) - max(a.x0, b.x0) > tol) and (min(a.y1, b.y1) - max(a.y0, b.y0) > tol)
 
 
-def test_feasible_spans_only_over_evaluated_alphas(tmp_path, figures):
+def _shaded(ax) -> list[tuple[float, float]]:
+    return sorted((p.get_x(), p.get_x() + p.get_width()) for p in ax.patches if isinstance(p, Rectangle)
+                  and p.get_alpha() == pytest.approx(0.12))
+
+
+def test_feasible_band_covers_only_evaluated_alphas(tmp_path, figures):
     alphas = [0.0, 0.05, 0.5, 0.55, 1.0]
     feasible = [False, True, True, False, True]
-    assert _feasible_spans(alphas, feasible) == [(0.05, 0.5), (1.0, 1.0)]
-    assert _feasible_spans([0.5, 0.0, 1.0], [True, False, True]) == [(0.5, 1.0)]  # order of evaluation
+    spans = _feasible_spans(alphas, feasible)
+    assert [(lo + hi) / 2 for lo, hi in spans] == pytest.approx([0.05, 0.5, 1.0])  # one strip per feasible alpha
+    assert all(hi - lo < 0.05 for lo, hi in spans)  # narrower than the closest pair of evaluated alphas
+    assert len(_feasible_spans([0.5, 0.0, 1.0], [True, False, True])) == 2  # order of evaluation
     a = np.asarray(alphas)
     line = Line("test split", a, a * 0 + 0.8, a * 0 + 0.7, a * 0 + 0.9, "#1f77b4")
     plot_metric_vs_alpha([("s (id)", [line])], tmp_path / "m.png", metric="accuracy", alphas=alphas,
                          feasible=feasible, chosen_alpha=0.5)
     ax = figures["m.png"].axes[0]
-    spans = [(p.get_x(), p.get_x() + p.get_width()) for p in ax.patches if isinstance(p, Rectangle)
-             and p.get_alpha() == pytest.approx(0.12)]
-    assert spans == [pytest.approx((0.05, 0.5))]  # nothing shaded towards 0, 0.55 or the isolated 1.0
+    shaded = _shaded(ax)
+    assert len(shaded) == 3
+    for lo, hi in shaded:  # each strip holds exactly one evaluated alpha, a feasible one
+        inside = [x for x in alphas if lo <= x <= hi]
+        assert len(inside) == 1 and feasible[alphas.index(inside[0])]
+    for x in (0.1, 0.3, 0.45, 0.75, 0.9):  # never evaluated: never shaded (the old band covered 0.05 to 0.5)
+        assert not any(lo <= x <= hi for lo, hi in shaded), x
     marks = [c for c in ax.collections if c.get_label().startswith("feasible")]
     assert sorted(marks[0].get_offsets()[:, 0]) == [0.05, 0.5, 1.0]  # every feasible alpha marked, 1.0 too
+
+
+def test_metric_vs_alpha_lines_only_at_evaluated_alphas(tmp_path, figures):
+    """Adaptive search: a split evaluated at fewer alphas gets markers and segments at those only, and its band
+    spans only them."""
+    alphas = np.asarray([0.0, 0.1, 0.2, 0.3, 0.5, 1.0])
+    full = Line("validation split", alphas, 0.7 + 0.1 * alphas, 0.6 + 0.1 * alphas, 0.8 + 0.1 * alphas, "#9467bd",
+                dashed=True)
+    sparse_v = np.where(np.isin(alphas, [0.0, 0.5, 1.0]), 0.75, np.nan)
+    sparse = Line("test split", alphas[::-1], sparse_v[::-1], sparse_v[::-1] - 0.05, sparse_v[::-1] + 0.05, "#1f77b4")
+    plot_metric_vs_alpha([("s (id)", [full, sparse])], tmp_path / "m.png", metric="accuracy", alphas=alphas,
+                         feasible=[False, False, True, True, True, False], chosen_alpha=0.3)
+    ax = figures["m.png"].axes[0]
+    lines = {ln.get_label(): ln for ln in ax.get_lines()}
+    assert list(lines["test split"].get_xdata()) == [0.0, 0.5, 1.0]  # sorted, no NaN-padded alphas
+    assert np.isfinite(lines["test split"].get_ydata()).all()
+    assert list(lines["validation split"].get_xdata()) == list(alphas)
+    assert lines["test split"].get_marker() == "o"
+    bands = [c for c in ax.collections if type(c).__name__ in ("PolyCollection", "FillBetweenPolyCollection")]
+    xs = set(np.round(bands[1].get_paths()[0].vertices[:, 0], 9))
+    assert xs <= {0.0, 0.5, 1.0}  # the test split's band has corners at its evaluated alphas only
+    assert ax.get_ylim()[1] <= 1.0 + 0.05 * np.ptp(ax.get_ylim())
+    assert max(t for t in ax.get_yticks() if ax.get_ylim()[0] <= t <= ax.get_ylim()[1]) <= 1.0
 
 
 def test_metric_vs_alpha_one_panel_per_suite(sweep_figs):
@@ -95,6 +129,19 @@ def test_metric_vs_alpha_one_panel_per_suite(sweep_figs):
     visible = [ax for ax in fig.axes if ax.get_visible()]
     assert [ax.get_title() for ax in visible] == ["sst_like (id)", "tweets (shift)", "reviews_typos (shift)"]
     assert max(len([c for c in ax.collections if c.get_label().startswith("_")]) for ax in visible) <= 2
+
+
+def test_metric_vs_alpha_each_columns_last_panel_has_the_alpha_axis(tmp_path, figures):
+    """Four suites in a 2 x 3 grid: the top-row panels above an empty slot show alpha ticks and label too."""
+    a = np.asarray([0.0, 0.5, 1.0])
+    panels = [(f"s{i}", [Line("test split", a, a * 0 + 0.8, a * 0 + 0.7, a * 0 + 0.9, "#1f77b4")]) for i in range(4)]
+    plot_metric_vs_alpha(panels, tmp_path / "m.png", metric="accuracy", alphas=a, feasible=None, chosen_alpha=None)
+    fig = figures["m.png"]
+    fig.draw_without_rendering()
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    labelled = [ax.get_title() for ax in visible if ax.get_xlabel()
+                and any(t.get_visible() and t.get_text() for t in ax.get_xticklabels())]
+    assert labelled == ["s1", "s2", "s3"]  # s0 has s3 below it
 
 
 def test_id_vs_shift_legend_labels_and_markers(sweep_figs):
@@ -120,10 +167,125 @@ def test_id_vs_shift_legend_labels_and_markers(sweep_figs):
         assert gap < 40, gap  # the label sits at its point
 
 
+HIGH = {"id-suite": ("id", {"validation": ("validation", 120), "test": ("test", 150)}, 2.0, 4.5),
+        "shift-suite": ("shift", {"validation": ("validation", 60), "test": ("test", 110)}, 2.2, 4.0)}
+
+
+@pytest.fixture(scope="module")
+def high_figs(tmp_path_factory):
+    """The figures of a sweep whose accuracies and interval ends reach 1.0 and whose points crowd there."""
+    mp = pytest.MonkeyPatch()
+    seen = _capture(mp)
+    try:
+        render_report(fx.make_run(tmp_path_factory.mktemp("high") / "run", suites_spec=HIGH))
+    finally:
+        mp.undo()
+    return seen
+
+
+def _shown_ticks(ax, which: str) -> list[float]:
+    lo, hi = sorted(ax.get_xlim() if which == "x" else ax.get_ylim())
+    ticks = ax.get_xticks() if which == "x" else ax.get_yticks()
+    return [t for t in ticks if lo - 1e-12 <= t <= hi + 1e-12]
+
+
+def test_accuracy_axes_stay_within_the_valid_range(high_figs):
+    fig = high_figs["id_vs_shift.png"]
+    fig.draw_without_rendering()
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert max(ax.get_xlim()[1] for ax in axes) > 0.99  # the data does reach 1.0: the clipping is exercised
+    for ax in axes:
+        for which, (lo, hi) in (("x", ax.get_xlim()), ("y", ax.get_ylim())):
+            assert hi <= 1.0 + 0.035 * (hi - lo), (which, lo, hi)  # a small margin only (was margins(0.15))
+            assert lo >= -0.035 * (hi - lo)
+            shown = _shown_ticks(ax, which)
+            assert shown and max(shown) <= 1.0 and min(shown) >= 0.0, (which, shown)
+    for name in ("metric_vs_alpha.png", "before_after.png"):
+        for ax in [a for a in high_figs[name].axes if a.get_visible()]:
+            assert max(_shown_ticks(ax, "y")) <= 1.0, name
+
+
+def test_crowded_labels_never_overlap_and_ends_stay_labelled(high_figs):
+    for name in ("id_vs_shift.png", "id_vs_shift_validation.png"):
+        fig = high_figs[name]
+        for ax in [a for a in fig.axes if a.get_visible()]:
+            labels = [t for t in ax.texts if t.get_text()]
+            boxes = _boxes(fig, labels)
+            texts = [t.get_text() for t in labels]
+            assert "base (α=0)" in texts and "adapted (α=1)" in texts
+            for i in range(len(boxes)):
+                for j in range(i + 1, len(boxes)):
+                    assert not _overlaps(boxes[i], boxes[j]), (name, texts[i], texts[j])
+
+
+def test_each_shift_panel_on_its_suites_own_metric(tmp_path, figures):
+    lm = importlib.util.spec_from_file_location("_lm_fixtures", Path(__file__).with_name("test_report_lm.py"))
+    mod = importlib.util.module_from_spec(lm)
+    lm.loader.exec_module(mod)
+    render_report(mod.make_lm_run(tmp_path / "lm"))  # arc: acc_norm (ID), gsm: exact_match, wiki: bits_per_byte
+    fig = figures["id_vs_shift.png"]
+    panels = {ax.get_title(): ax for ax in fig.axes if ax.get_visible()}
+    assert set(panels) == {"mean over shift suites", "shift suite: gsm", "shift suite: wiki"}
+    assert {ax.get_xlabel() for ax in panels.values()} == {"ID acc_norm"}
+    assert panels["shift suite: gsm"].get_ylabel() == "gsm exact_match"
+    assert panels["shift suite: wiki"].get_ylabel() == "wiki bits_per_byte (lower is better)"
+    assert "lower-is-better ones negated" in panels["mean over shift suites"].get_ylabel()
+    summary = mod.SUITES
+    for title, ax in panels.items():  # every panel has its points (acc_norm on gsm/wiki would be all NaN)
+        curve = next(ln for ln in ax.get_lines() if ln.get_label().startswith("_") and len(ln.get_xdata()) == 3)
+        assert np.isfinite(np.asarray(curve.get_ydata(), dtype=float)).all(), title
+    wiki = next(ln for ln in panels["shift suite: wiki"].get_lines() if len(ln.get_xdata()) == 3)
+    assert list(wiki.get_ydata()) == pytest.approx([1.21, 1.26, 1.31])  # bits_per_byte on test, not negated
+    assert summary["wiki"][3] is True
+    alpha_fig = figures["metric_vs_alpha.png"]
+    assert [ax.get_ylabel() for ax in alpha_fig.axes if ax.get_visible()] == [
+        "acc_norm", "exact_match", "bits_per_byte (lower is better)"]
+
+
+def test_reliability_bars_fill_their_bins(sweep_figs):
+    fig = sweep_figs["reliability.png"]
+    bottoms = [ax for ax in fig.axes if ax.get_visible() and ax.get_ylabel() == "share"]
+    assert len(bottoms) == 2
+    edges = np.linspace(0.0, 1.0, 11)
+    for ax in bottoms:
+        bars = [p for p in ax.patches if isinstance(p, Rectangle)]
+        assert len(bars) == 3 * 10  # three focus columns, ten bins
+        per_bin: dict[int, list[tuple[float, float]]] = {}
+        for b in bars:
+            x0, x1 = b.get_x(), b.get_x() + b.get_width()
+            k = int(np.searchsorted(edges, (x0 + x1) / 2) - 1)
+            assert edges[k] - 1e-9 <= x0 < x1 <= edges[k + 1] + 1e-9, (x0, x1)  # inside its own bin
+            per_bin.setdefault(k, []).append((x0, x1))
+        for k, spans in per_bin.items():  # the bin's bars, side by side, cover exactly its edges
+            spans.sort()
+            assert spans[0][0] == pytest.approx(edges[k]) and spans[-1][1] == pytest.approx(edges[k + 1])
+            assert all(a[1] == pytest.approx(b[0]) for a, b in zip(spans, spans[1:]))
+        marked = np.concatenate([ax.get_xticks(), ax.get_xticks(minor=True)])
+        assert set(np.round(marked, 9)) == set(np.round(edges, 9))  # the grid marks every bin edge
+
+
+def test_base_chosen_keeps_the_base_marker_and_label_visible(tmp_path, figures):
+    render_report(fx.make_run(tmp_path / "run", choose="base", alphas=[0.0, 0.5, 1.0]))
+    fig = figures["id_vs_shift.png"]
+    assert "chosen (α=0 = base)" in [t.get_text() for t in fig.legends[0].get_texts()]
+    for ax in [a for a in fig.axes if a.get_visible()]:
+        star = next(c for c in ax.collections if c.get_label().startswith("chosen"))
+        square = next(c for c in ax.collections if c.get_gid() == "base-marker")
+        assert np.allclose(square.get_offsets(), star.get_offsets())
+        assert square.get_zorder() > star.get_zorder() and star.get_sizes()[0] > 4 * square.get_sizes()[0]
+        label = next(t for t in ax.texts if t.get_text() == "base (α=0)")
+        assert label.get_visible() and label.get_zorder() > square.get_zorder()
+        px = ax.transData.transform(label.xy)
+        box = _boxes(fig, [label])[0]
+        assert np.hypot(max(box.x0 - px[0], 0, px[0] - box.x1), max(box.y0 - px[1], 0, px[1] - box.y1)) < 40
+
+
 def test_pareto_front_per_direction():
     x, y = [0.1, 0.5, 0.4, np.nan], [0.9, 0.5, 0.4, 1.0]
     assert list(pareto_front(x, y)) == [True, True, False, False]
     assert list(pareto_front(x, y, higher_is_better=False)) == [True, False, True, False]
+    # x higher is better, y lower is better (ID accuracy against shift perplexity)
+    assert list(pareto_front(x, y, higher_is_better=(True, False))) == [False, True, True, False]
 
 
 def test_confusion_axis_labels_clear_next_titles(sweep_figs):
