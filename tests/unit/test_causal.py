@@ -202,3 +202,46 @@ def test_scorer_batching_defaults_follow_the_device_and_the_generation_cache_set
     sc = make_scorer(SimpleNamespace(model=model, tokenizer=tok, device=torch.device("cuda")), "causal_lm",
                      RunOptions(batch_tokens=999))
     assert sc.batch_tokens == 999
+
+
+def test_stop_every_checks_on_schedule_and_finishes_rows_with_a_stop_sequence():
+    """StopEvery decodes only on check steps (every k new tokens, and the first), keeps finished rows finished
+    and leaves rows without a stop sequence running."""
+    from harness.models.causal_generate import StopEvery
+
+    class Tok:
+        calls = 0
+
+        def decode(self, ids, skip_special_tokens=True):
+            Tok.calls += 1
+            return "".join(chr(97 + i) for i in ids)
+
+    crit = StopEvery(Tok(), ["cd", ""], prompt_width=2, every=4)
+    ids = torch.tensor([[0, 0, 2, 3], [0, 0, 0, 1]])  # new text "cd" (stop) and "ab"
+    assert crit(ids, None).tolist() == [True, False] and Tok.calls == 2
+    more = torch.cat([ids, torch.tensor([[5], [2]])], 1)  # 3 new tokens: not a check step
+    assert crit(more, None).tolist() == [True, False] and Tok.calls == 2
+    more = torch.cat([more, torch.tensor([[5], [3]])], 1)  # 4 new tokens: check; row 1 is now "abcd"
+    assert crit(more, None).tolist() == [True, True] and Tok.calls == 3  # the finished row is not decoded again
+
+
+def test_generation_with_a_stop_sequence_stops_early(pair):
+    """A stop sequence ends decoding within STOP_CHECK_EVERY tokens of its appearance, not at max_new_tokens."""
+    from harness.models.causal_generate import STOP_CHECK_EVERY
+
+    model, tok = pair
+    for prompt in PROMPTS:
+        free = CausalLMScorer(model, tok, batch_size=1).generate_until([prompt], stop=[], max_new_tokens=40)[0]
+        stop = free[3:6]  # within the first 6 new tokens (each decodes to at least one character)
+        if len(stop) < 3 or not stop.strip():
+            continue
+        calls = []
+        handle = model.register_forward_hook(lambda *a: calls.append(1))
+        try:
+            out = CausalLMScorer(model, tok, batch_size=1).generate_until([prompt], stop=[stop], max_new_tokens=40)
+        finally:
+            handle.remove()
+        assert out == [free.split(stop)[0]]
+        assert len(calls) <= 6 + STOP_CHECK_EVERY  # not the 40 of max_new_tokens
+        return
+    pytest.fail("no usable stop sequence in the tiny model's outputs")
