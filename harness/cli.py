@@ -21,6 +21,7 @@ from harness.api import sweep_with_settings
 from harness.demo.run import run_demo
 from harness.errors import HarnessError, SpecError, format_error
 from harness.gate_outputs import verdict_to_markdown
+from harness.numfmt import fmt_num
 from harness.pipeline import evaluate_model, run_gate, write_blend
 from harness.pipeline.distributed import dist_env, rank_logging
 from harness.rundir import per_alpha_frame
@@ -183,9 +184,9 @@ def _print_table(summary, quiet: bool) -> None:
     df = df[df["kind"] == "weights"].drop(columns=["kind"])
     if df.empty:
         return
-    df["95% interval"] = [f"[{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else "n/a"
+    df["95% interval"] = [f"[{fmt_num(lo)}, {fmt_num(hi)}]" if lo is not None and hi is not None else "n/a"
                           for lo, hi in zip(df["ci_low"], df["ci_high"])]
-    df["value"] = [f"{v:.4f}" if v is not None else "nan" for v in df["value"]]
+    df["value"] = [fmt_num(v, 4, missing="nan") for v in df["value"]]
     cols = ["point", "suite", "split", "metric", "value", "95% interval", "n"]
     print(df[cols].to_string(index=False))
 

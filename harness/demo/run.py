@@ -21,6 +21,7 @@ import harness
 from harness.data.sources import load_splits
 from harness.errors import ModelError, SpecError, format_error
 from harness.io import cache_root
+from harness.numfmt import fmt_num
 from harness.pipeline import RunOptions, sweep_models
 from harness.settings import env
 from harness.spec.load import load_spec, load_suite
@@ -200,7 +201,7 @@ def print_test_table(res, metric: str) -> None:
                 mv = m.metrics.get(metric) if m else None
                 if mv is not None and mv.value is not None:
                     star = " (chosen)" if pid == sel.chosen_point else ""
-                    cells.append(f"{pid}{star} {mv.value:.3f} [{mv.ci_low:.3f}, {mv.ci_high:.3f}]")
+                    cells.append(f"{pid}{star} {fmt_num(mv.value)} [{fmt_num(mv.ci_low)}, {fmt_num(mv.ci_high)}]")
             print(f"  {suite}/{split} {metric} (n={meta['n']}): " + "; ".join(cells))
     v = res.verdict
     if v is not None:
