@@ -20,13 +20,13 @@ from harness.pipeline.notes import cap_note, count_nonfinite, nonfinite_note
 from harness.records import Predictions, SplitData, SplitRef, SplitResult
 from harness.settings import Settings
 from harness.data.check import missing_class_note, missing_classes
+from harness.data.lm_rows import checked_rows
 from harness.data.sources import load_splits, sibling_resolver
 from harness.rundir import per_alpha_frame
 from harness.spec.load import load_suite, read_yaml, spec_hash
 from harness.store import ResultsStore, prediction_key
 from harness.tasks import task_for
 from harness.tasks.base import merge_records
-from harness.tasks.lm_common import split_rows
 from harness.spec.schema import Suite
 from harness.summary import BootstrapInfo, MetricEntry, SplitEntry, SuiteInfo, Summary
 
@@ -231,7 +231,7 @@ class Scoring:
         self.opts, self.device_type = opts, device_type
         self.group = group  # harness.pipeline.distributed.DistGroup of a data-parallel run, else None
         self.suites = {s.name: self._capped(s, max_positions) for s, _ in loaded.suites}
-        pools = {name: split_rows(sd) for name, sd in loaded.fewshot.items()}
+        pools = {name: checked_rows(self.suites[name].task, sd) for name, sd in loaded.fewshot.items()}
         self.tasks = {name: task_for(suite, pools.get(name)) for name, suite in self.suites.items()}
         self.prepared = [self.tasks[sd.ref.suite].prepare(sd, tokenizer) for sd in loaded.splits]
         for sd in loaded.splits:
