@@ -169,11 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _settings(a: argparse.Namespace, command: str, cfg: dict[str, Any] | None = None) -> Settings:
-    """The run's settings: flags given, then run-file keys, then defaults (progress bars only on a terminal)."""
+    """The run's settings: flags given, then run-file keys, then defaults (progress unless --quiet)."""
     fields = settings_fields(command)
     values = {**(cfg or {}), **{k: v for k, v in vars(a).items() if k in fields}}
-    if "progress" in fields:  # train logs one line per step when stderr is not a terminal
-        values.setdefault("progress", not a.quiet and (command == "train" or sys.stderr.isatty()))
+    if "progress" in fields:  # bars on a terminal, one INFO line per step otherwise (harness.progress); --quiet: none
+        values.setdefault("progress", not a.quiet)
     return make_settings(values, command=command)
 
 
@@ -282,7 +282,7 @@ def _cmd_sweep(a) -> int:
     if a.report_examples and res.run_dir and not getattr(a, "no_report", False):
         from harness.api import run_report
 
-        run_report(res.run_dir, include_examples=True)
+        run_report(res.run_dir, include_examples=True, progress=not a.quiet)
     if res.verdict is not None and not res.verdict.passed:
         from harness.gate_outputs import failed_rule_lines
 
@@ -327,7 +327,7 @@ def _cmd_gate(a) -> int:
 def _cmd_report(a) -> int:
     from harness.api import run_report as report
 
-    paths = report(a.run_dir, include_examples=a.examples)
+    paths = report(a.run_dir, include_examples=a.examples, progress=not a.quiet)
     print(f"report: {getattr(paths, 'html', paths)}")
     return EXIT_OK
 

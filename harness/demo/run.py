@@ -153,7 +153,9 @@ def run_demo(*, adaptation: str = "full", profile: str = "quick", out: str | Pat
     res.timings["total"] = time.perf_counter() - t0
     if refresh_sample:
         refresh_sample_report(res.run_dir, repo_root() / "reports" / "sample")
-    if not quiet:
+    if quiet:  # --quiet: the final line only
+        print(final_line(res))
+    else:
         _print_outcome(res)
     return res
 
@@ -207,7 +209,12 @@ def print_test_table(res, metric: str) -> None:
     if v is not None:
         print(f"gate ({v.policy}): {'PASS' if v.passed else 'FAIL'}, {sum(o.passed for o in v.outcomes)}/"
               f"{len(v.outcomes)} rules passed")
-    print(f"report: {res.run_dir / 'report.html'}  (and report.md)  [{res.timings.get('total', 0):.0f} s]")
+    print(final_line(res))
+
+
+def final_line(res) -> str:
+    """The demo's last line, printed also with ``--quiet``: where the report is and the measured wall time."""
+    return f"report: {res.run_dir / 'report.html'}  (and report.md)  [{res.timings.get('total', 0):.0f} s]"
 
 
 def refresh_sample_report(run_dir: Path, sample_dir: Path) -> Path:
