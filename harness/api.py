@@ -92,8 +92,9 @@ def run_gate(run_dir: str | Path, policy: str | Path, *, baseline: str | Path | 
     return _judge_stored_run(run_dir, policy, baseline=baseline, junit=junit)
 
 
-def run_report(run_dir: str | Path, *, include_examples: bool = False):
-    """(Re)render the report of a stored run (twin of ``harness report [--examples]``).
+def run_report(run_dir: str | Path, *, include_examples: bool = False, progress: bool = False):
+    """(Re)render the report of a stored run (twin of ``harness report [--examples]``; ``progress``: a bar over the
+    report's sections on a terminal).
 
     With ``include_examples`` the largest negative flips are shown in ``report.html`` with their dataset text,
     and generation suites' outputs beside their prompt and reference answer, read back from the suite files
@@ -103,7 +104,8 @@ def run_report(run_dir: str | Path, *, include_examples: bool = False):
     from harness.report.texts import run_lookups
 
     text, gold = run_lookups(run_dir) if include_examples else (None, None)
-    return render_report(run_dir, include_examples=include_examples, text_lookup=text, gold_lookup=gold)
+    return render_report(run_dir, include_examples=include_examples, text_lookup=text, gold_lookup=gold,
+                         progress=progress)
 
 
 @_with_settings("demo")

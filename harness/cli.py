@@ -21,6 +21,7 @@ from harness.api import sweep_with_settings
 from harness.demo.run import run_demo
 from harness.errors import HarnessError, SpecError, format_error
 from harness.gate_outputs import verdict_to_markdown
+from harness.numfmt import fmt_num
 from harness.pipeline import evaluate_model, run_gate, write_blend
 from harness.pipeline.distributed import dist_env, rank_logging
 from harness.rundir import per_alpha_frame
@@ -168,11 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _settings(a: argparse.Namespace, command: str, cfg: dict[str, Any] | None = None) -> Settings:
-    """The run's settings: flags given, then run-file keys, then defaults (progress bars only on a terminal)."""
+    """The run's settings: flags given, then run-file keys, then defaults (progress unless --quiet)."""
     fields = settings_fields(command)
     values = {**(cfg or {}), **{k: v for k, v in vars(a).items() if k in fields}}
-    if "progress" in fields:  # train logs one line per step when stderr is not a terminal
-        values.setdefault("progress", not a.quiet and (command == "train" or sys.stderr.isatty()))
+    if "progress" in fields:  # bars on a terminal, one INFO line per step otherwise (harness.progress); --quiet: none
+        values.setdefault("progress", not a.quiet)
     return make_settings(values, command=command)
 
 
@@ -183,9 +184,9 @@ def _print_table(summary, quiet: bool) -> None:
     df = df[df["kind"] == "weights"].drop(columns=["kind"])
     if df.empty:
         return
-    df["95% interval"] = [f"[{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else "n/a"
+    df["95% interval"] = [f"[{fmt_num(lo)}, {fmt_num(hi)}]" if lo is not None and hi is not None else "n/a"
                           for lo, hi in zip(df["ci_low"], df["ci_high"])]
-    df["value"] = [f"{v:.4f}" if v is not None else "nan" for v in df["value"]]
+    df["value"] = [fmt_num(v, 4, missing="nan") for v in df["value"]]
     cols = ["point", "suite", "split", "metric", "value", "95% interval", "n"]
     print(df[cols].to_string(index=False))
 
@@ -281,7 +282,7 @@ def _cmd_sweep(a) -> int:
     if a.report_examples and res.run_dir and not getattr(a, "no_report", False):
         from harness.api import run_report
 
-        run_report(res.run_dir, include_examples=True)
+        run_report(res.run_dir, include_examples=True, progress=not a.quiet)
     if res.verdict is not None and not res.verdict.passed:
         from harness.gate_outputs import failed_rule_lines
 
@@ -326,7 +327,7 @@ def _cmd_gate(a) -> int:
 def _cmd_report(a) -> int:
     from harness.api import run_report as report
 
-    paths = report(a.run_dir, include_examples=a.examples)
+    paths = report(a.run_dir, include_examples=a.examples, progress=not a.quiet)
     print(f"report: {getattr(paths, 'html', paths)}")
     return EXIT_OK
 

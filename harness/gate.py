@@ -64,6 +64,7 @@ from harness.metrics.exact import proportion_bound
 from harness.metrics.base import n_non_finite
 from harness.metrics.registry import examples_right, get_metric, point_value
 from harness.metrics.split_uses import record_uses
+from harness.numfmt import fmt_g, fmt_num
 from harness.records import RuleOutcome, Verdict
 from harness.rundir import predictions_for, read_predictions, read_summary
 from harness.spec.policy import Aggregate, CandidateChoice, GatePolicy, Mode, Reference, Rule, RuleKind
@@ -267,7 +268,7 @@ def _judge_overlap(rule: Rule, suite: str, ctx: _Context) -> RuleOutcome:
     worst = max(entries, key=lambda e: e.fraction)
     passed = worst.fraction <= rule.max_rate
     reason = "" if passed else (f"{worst.fraction:.1%} of {key} ({max(worst.by_id or 0, worst.by_text)} of "
-                                f"{worst.n_b} rows) also occur in {worst.a}, above max_rate {rule.max_rate:g}")
+                                f"{worst.n_b} rows) also occur in {worst.a}, above max_rate {fmt_g(rule.max_rate)}")
     return RuleOutcome(rule=rule.name, kind=rule.kind.value, metric="", suite=suite, split=rule.split,
                        mode=rule.mode.value, passed=passed, value=worst.fraction, bound=None,
                        threshold=rule.max_rate, margin=rule.max_rate - worst.fraction, n=worst.n_b, reason=reason,
@@ -387,11 +388,11 @@ def _decide(rule: Rule, policy: GatePolicy, label: str, ev: _Evidence, info: dic
     what = "bound" if bound is not None else "value"
     reasons = []
     if rule.superiority and not margin > 0:
-        reasons.append(f"{what} {judged:.4f} is not strictly above min_delta {thr:.4f}: superiority needs evidence "
-                       "of a gain, and a candidate equal to its reference shows none")
+        reasons.append(f"{what} {fmt_num(judged, 4)} is not strictly above min_delta {fmt_num(thr, 4)}: superiority "
+                       "needs evidence of a gain, and a candidate equal to its reference shows none")
     elif margin < 0:
-        reasons.append(f"{what} {judged:.4f} is {'below' if rule.at_least else 'above'} the threshold {thr:.4f} "
-                       f"by {-margin:.4f}")
+        reasons.append(f"{what} {fmt_num(judged, 4)} is {'below' if rule.at_least else 'above'} the threshold "
+                       f"{fmt_num(thr, 4)} by {fmt_num(-margin, 4)}")
     if bound is not None:
         reasons += _evidence_reasons(rule, policy, ev, info)
     return RuleOutcome(passed=not reasons, value=ev.point, bound=bound, margin=float(margin),
@@ -421,17 +422,16 @@ def _finite_or_none(x: float | None) -> float | None:
 def _check_threshold(rule: Rule) -> None:
     if rule.metric is None:
         if not 0.0 <= rule.threshold <= 1.0:
-            raise _RuleFailure(f"threshold {rule.threshold:g} is outside [0, 1]; rates and recalls are fractions")
+            raise _RuleFailure(f"threshold {fmt_g(rule.threshold)} is outside [0, 1]; rates and recalls are fractions")
         return
     lo, hi = get_metric(rule.metric).range
     thr = rule.threshold
+    span = f"the range of {rule.metric} ([{fmt_g(lo)}, {fmt_g(hi)}])"
     if rule.kind is RuleKind.DELTA:
         if abs(thr) > hi - lo:
-            raise _RuleFailure(f"threshold {thr:g} is larger than the range of {rule.metric} ([{lo:g}, {hi:g}]); "
-                               "thresholds are fractions (0.02, not 2)")
+            raise _RuleFailure(f"threshold {fmt_g(thr)} is larger than {span}; thresholds are fractions (0.02, not 2)")
     elif not lo <= thr <= hi:
-        raise _RuleFailure(f"threshold {thr:g} is outside the range of {rule.metric} ([{lo:g}, {hi:g}]); "
-                           "thresholds are fractions (0.85, not 85)")
+        raise _RuleFailure(f"threshold {fmt_g(thr)} is outside {span}; thresholds are fractions (0.85, not 85)")
 
 
 def _suite_stat(rule: Rule, suite: str, ctx: _Context) -> _Stat:

@@ -14,6 +14,7 @@ from pathlib import Path
 from harness.errors import HarnessError
 from harness.gate import RunView, judge, note_split_uses
 from harness.io import atomic_write_text
+from harness.numfmt import fmt_num
 from harness.records import RuleOutcome, Verdict
 from harness.rundir import write_verdict
 from harness.spec.load import load_spec
@@ -42,9 +43,8 @@ def xml_safe(text: object) -> str:
 
 
 def _num(x: float | None, signed: bool = False) -> str:
-    if x is None:
-        return "-"
-    return f"{x:+.4f}" if signed else f"{x:.4f}"
+    """Four decimals, ``-`` for a missing value; ``-0.0`` prints ``0.0000`` (:func:`harness.numfmt.fmt_num`)."""
+    return fmt_num(x, 4, signed=signed, missing="-")
 
 
 def _details(o: RuleOutcome) -> str:

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from harness.models.scorer import Batch, Scorer
+from harness.progress import progress_bar
 from harness.records import Predictions, TokenizedSplit
 
 __all__ = ["default_batch_tokens", "make_batches", "pad_batch", "predict", "ClassifierRunner", "LMRunner"]
@@ -103,7 +103,7 @@ def predict(scorer: Scorer, tok: TokenizedSplit, *, point: str, alpha: float | N
     pad_id : int, default=0
         The tokenizer's pad token id.
     progress : bool, default=False
-        Show a tqdm progress bar.
+        Show a tqdm progress bar (on a terminal: :func:`harness.progress.progress_bar`).
     columns : ndarray of int, default=None
         Logit column per suite class (from :func:`harness.models.load.align_labels`); default identity.
 
@@ -119,7 +119,7 @@ def predict(scorer: Scorer, tok: TokenizedSplit, *, point: str, alpha: float | N
     it = _batches(tok, batch_tokens, pad_id)
     bar = None
     if progress:
-        bar = tqdm(total=len(tok), desc=f"{point} {tok.ref.key}", unit="ex", leave=False)
+        bar = progress_bar(total=len(tok), desc=f"{point} {tok.ref.key}", unit="ex")
     for index, logits in scorer.predict_batches(it):
         logits = np.asarray(logits, dtype=np.float32)
         if out is None:

@@ -43,6 +43,9 @@ ENVIRONMENT: dict[str, str] = {
     "HARNESS_TRUNK_CACHE_GIB": "default of the trunk_cache_gib setting",
     "HARNESS_DEMO_ENCODER": "a local encoder folder the demo trains instead of the embedded MiniLM",
     "OMP_NUM_THREADS": "default of the threads setting (else the CPUs this process may run on)",
+    "COLUMNS": "width of the progress bars on a terminal that reports a size of 0 (a pseudo-terminal whose size "
+               "was never set); default 80",
+    "LINES": "height assumed for the progress bars on such a terminal; default 24",
     "HF_DATASETS_CACHE": "where Hugging Face datasets are cached (read to find local copies)",
     "HF_HOME": "Hugging Face home (its datasets/ folder, when HF_DATASETS_CACHE is unset)",
     "HF_HUB_OFFLINE": "Hugging Face offline switch (read to say why a download is refused)",
@@ -171,8 +174,8 @@ class Settings:
     seed: int = _opt(0, "bootstrap seed", ge=0)
     confidence: float = _opt(0.95, "confidence level of the bootstrap intervals", ge=0.5, lt=1.0)
     use_store: bool = _opt(True, "read and write the results store under HARNESS_CACHE", flag="no-store")
-    progress: bool = _opt(True, "show progress bars on a terminal (train: one log line per step otherwise; the "
-                                "others: none otherwise); off with --quiet", commands=(*_SCORE, *_TRAIN),
+    progress: bool = _opt(True, "progress of long stages: tqdm bars on a terminal, one INFO log line per step "
+                                "otherwise; off with --quiet", commands=(*_SCORE, *_TRAIN),
                           flag="no-progress")
     report: bool = _opt(True, "render the report", flag="no-report")
     # -- the sweep

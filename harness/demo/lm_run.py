@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from harness.demo.run import _say, print_test_table, refresh_sample_report, repo_root, suites_dir
+from harness.demo.run import _say, final_line, print_test_table, refresh_sample_report, repo_root, suites_dir
 from harness.errors import SpecError, format_error
 from harness.pipeline import RunOptions, sweep_models
 from harness.spec.load import load_spec
@@ -81,7 +81,7 @@ def run_lm_demo(*, adaptation: str = "lora", profile: str = "quick", out: str | 
     t0 = time.perf_counter()
     _say(quiet, f"lm demo ({profile} profile): SmolLM2-135M-Instruct and its {adaptation} fine-tune on ARC-Easy "
                 "(converted and trained on the first run, then cached) ...")
-    base = smollm2_dir()
+    base = smollm2_dir(progress=options.progress)
     adapted = _adapted(base, adaptation, profile, progress=options.progress)
     _say(quiet, f"lm demo: base {base}\n         adapted {adapted}\n         models ready in "
                 f"{time.perf_counter() - t0:.0f} s; sweeping alpha on ARC-Easy, ARC-Challenge and BoolQ ...")
@@ -93,7 +93,10 @@ def run_lm_demo(*, adaptation: str = "lora", profile: str = "quick", out: str | 
     res.timings["total"] = time.perf_counter() - t0
     if refresh_sample:
         refresh_sample_report(res.run_dir, repo_root() / "reports" / "sample-lm")
-    _print_lm_outcome(res)
+    if quiet:  # --quiet: the final line only
+        print(final_line(res))
+    else:
+        _print_lm_outcome(res)
     return res
 
 

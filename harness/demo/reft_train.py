@@ -28,6 +28,7 @@ from typing import Any, Sequence
 import torch
 
 from harness.errors import ModelError, format_error
+from harness.progress import progress_bar
 from harness.models.reft import (KINDS, InterventionEngine, InterventionSpec, ReftAdapter, ReftIntervention,
                                  model_dims, parse_positions, prompt_lengths)
 
@@ -184,14 +185,13 @@ def train_reft(model: torch.nn.Module, tokenizer, pairs: Sequence[tuple[str, str
 
 def _fit(model, adapter: ReftAdapter, rows, pad_id: int, device, cfg: ReftTrainConfig, stats: TrainStats) -> None:
     """The optimisation loop (AdamW, linear decay to 0, per-epoch seeded shuffle); fills ``stats``."""
-    from tqdm.auto import tqdm
-
     opt = torch.optim.AdamW(list(adapter.interventions.parameters()), lr=cfg.lr, weight_decay=cfg.weight_decay)
     n_batches = (len(rows) + cfg.batch_size - 1) // cfg.batch_size
     total = n_batches * cfg.epochs
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1.0 - s / total))
     rng = random.Random(cfg.seed)
-    bar = tqdm(total=total, desc=f"ReFT {cfg.kind} r={cfg.rank}", disable=not cfg.progress, unit="step")
+    bar = progress_bar(total=total, desc=f"ReFT {cfg.kind} r={cfg.rank}", unit="step", leave=True,
+                       show=cfg.progress)
     for _ in range(cfg.epochs):
         order = list(range(len(rows)))
         rng.shuffle(order)

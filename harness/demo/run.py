@@ -21,6 +21,7 @@ import harness
 from harness.data.sources import load_splits
 from harness.errors import ModelError, SpecError, format_error
 from harness.io import cache_root
+from harness.numfmt import fmt_num
 from harness.pipeline import RunOptions, sweep_models
 from harness.settings import env
 from harness.spec.load import load_spec, load_suite
@@ -152,7 +153,9 @@ def run_demo(*, adaptation: str = "full", profile: str = "quick", out: str | Pat
     res.timings["total"] = time.perf_counter() - t0
     if refresh_sample:
         refresh_sample_report(res.run_dir, repo_root() / "reports" / "sample")
-    if not quiet:
+    if quiet:  # --quiet: the final line only
+        print(final_line(res))
+    else:
         _print_outcome(res)
     return res
 
@@ -200,13 +203,18 @@ def print_test_table(res, metric: str) -> None:
                 mv = m.metrics.get(metric) if m else None
                 if mv is not None and mv.value is not None:
                     star = " (chosen)" if pid == sel.chosen_point else ""
-                    cells.append(f"{pid}{star} {mv.value:.3f} [{mv.ci_low:.3f}, {mv.ci_high:.3f}]")
+                    cells.append(f"{pid}{star} {fmt_num(mv.value)} [{fmt_num(mv.ci_low)}, {fmt_num(mv.ci_high)}]")
             print(f"  {suite}/{split} {metric} (n={meta['n']}): " + "; ".join(cells))
     v = res.verdict
     if v is not None:
         print(f"gate ({v.policy}): {'PASS' if v.passed else 'FAIL'}, {sum(o.passed for o in v.outcomes)}/"
               f"{len(v.outcomes)} rules passed")
-    print(f"report: {res.run_dir / 'report.html'}  (and report.md)  [{res.timings.get('total', 0):.0f} s]")
+    print(final_line(res))
+
+
+def final_line(res) -> str:
+    """The demo's last line, printed also with ``--quiet``: where the report is and the measured wall time."""
+    return f"report: {res.run_dir / 'report.html'}  (and report.md)  [{res.timings.get('total', 0):.0f} s]"
 
 
 def refresh_sample_report(run_dir: Path, sample_dir: Path) -> Path:

@@ -30,11 +30,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from harness.models.causal_windows import model_input
 from harness.models.placement import input_device
 from harness.models.reft import prompt_lengths
+from harness.progress import progress_bar
 
 __all__ = ["Row", "build_rows", "tree_mask", "tree_unavailable_reason", "score_rows_batched", "plan_batches"]
 
@@ -177,7 +177,7 @@ def score_rows_batched(model, rows: list[Row], batches: list[list[int]], n_reque
     dtype = next(model.parameters()).dtype
     ll = torch.zeros(n_requests, dtype=torch.float64, device=device)
     misses = torch.zeros(n_requests, dtype=torch.int64, device=device)
-    for batch in tqdm(batches, desc=desc, unit="batch", leave=False, disable=desc is None):
+    for batch in progress_bar(batches, desc=desc, unit="batch", show=desc is not None):
         chunk = [rows[i] for i in batch]
         ids, pos, seg, valid, (t_row, t_pos, t_tgt, t_req) = _layout(chunk, pad_id)
         first = int(t_pos.min())

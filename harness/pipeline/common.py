@@ -18,15 +18,16 @@ from harness.errors import SpecError, format_error
 from harness.metrics import compute_metrics
 from harness.pipeline.notes import cap_note, count_nonfinite, nonfinite_note
 from harness.records import Predictions, SplitData, SplitRef, SplitResult
+from harness.progress import track
 from harness.settings import Settings
 from harness.data.check import missing_class_note, missing_classes
+from harness.data.lm_rows import checked_rows
 from harness.data.sources import load_splits, sibling_resolver
 from harness.rundir import per_alpha_frame
 from harness.spec.load import load_suite, read_yaml, spec_hash
 from harness.store import ResultsStore, prediction_key
 from harness.tasks import task_for
 from harness.tasks.base import merge_records
-from harness.tasks.lm_common import split_rows
 from harness.spec.schema import Suite
 from harness.summary import BootstrapInfo, MetricEntry, SplitEntry, SuiteInfo, Summary
 
@@ -231,9 +232,11 @@ class Scoring:
         self.opts, self.device_type = opts, device_type
         self.group = group  # harness.pipeline.distributed.DistGroup of a data-parallel run, else None
         self.suites = {s.name: self._capped(s, max_positions) for s, _ in loaded.suites}
-        pools = {name: split_rows(sd) for name, sd in loaded.fewshot.items()}
+        pools = {name: checked_rows(self.suites[name].task, sd) for name, sd in loaded.fewshot.items()}
         self.tasks = {name: task_for(suite, pools.get(name)) for name, suite in self.suites.items()}
-        self.prepared = [self.tasks[sd.ref.suite].prepare(sd, tokenizer) for sd in loaded.splits]
+        splits = track(loaded.splits, len(loaded.splits), "tokenizing", opts.progress, log, unit="split",
+                       label=lambda sd: sd.ref.key)
+        self.prepared = [self.tasks[sd.ref.suite].prepare(sd, tokenizer) for sd in splits]
         for sd in loaded.splits:
             if missing := missing_classes(sd):
                 self.notes.append(missing_class_note(sd.ref.key, missing, len(sd.classes)))
@@ -398,6 +401,7 @@ def maybe_report(run_dir: Path, options: RunOptions, loaded: LoadedSuites | None
 
     text, gold = (loaded_lookups({s.name: s for s, _ in loaded.suites}, loaded.splits) if loaded is not None
                   else (None, None))
-    render_report(run_dir, include_examples=loaded is not None, text_lookup=text, gold_lookup=gold)
+    render_report(run_dir, include_examples=loaded is not None, text_lookup=text, gold_lookup=gold,
+                  progress=options.progress)
 
 

@@ -158,8 +158,8 @@ def _evaluate_and_select(evaluator: BlendEvaluator, loaded: LoadedSuites, timing
 
 def _with_noise(summary: Summary, sw: SweepResult, loaded: LoadedSuites, request: SweepRequest) -> Summary:
     """The summary with ``selection_noise``: how stable the alpha choice is under paired resampling of the
-    validation splits (:func:`harness.sweep.selection_uncertainty`); a warning when it rests on differences
-    inside the intervals."""
+    validation splits (:func:`harness.sweep.selection_uncertainty`); a warning when the choice is unstable (the
+    policy picks it in fewer than :data:`harness.sweep.STABLE_PICK_RATE` of the resamples)."""
     opts = request.options
     if opts.n_resamples <= 0:
         return summary

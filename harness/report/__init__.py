@@ -46,7 +46,8 @@ class ReportPaths:
 
 
 def render_report(run_dir: str | Path, *, include_examples: bool = True,
-                  text_lookup: TextLookup | None = None, gold_lookup: TextLookup | None = None) -> ReportPaths:
+                  text_lookup: TextLookup | None = None, gold_lookup: TextLookup | None = None,
+                  progress: bool = False) -> ReportPaths:
     """Render the report of a stored run directory into that directory.
 
     Parameters
@@ -64,6 +65,9 @@ def render_report(run_dir: str | Path, *, include_examples: bool = True,
     gold_lookup : callable, default=None
         ``gold_lookup(suite, split, example_ids) -> list[str]``, the reference answer of each language-model
         example, shown beside the generation examples (which need ``include_examples`` and ``text_lookup``).
+    progress : bool, default=False
+        A bar over the report's sections on a terminal, one INFO line per section otherwise
+        (:func:`harness.progress.track`).
 
     Returns
     -------
@@ -89,7 +93,7 @@ def render_report(run_dir: str | Path, *, include_examples: bool = True,
                   metric=selection_metric(summary, metric_names(summary)), manifest=read_manifest(run_dir),
                   verdict=read_verdict(run_dir), preds=preds, figdir=figdir, include_examples=include_examples,
                   text_lookup=text_lookup, gold_lookup=gold_lookup, outputs=outputs)
-    doc = build_document(ctx)
+    doc = build_document(ctx, progress)
     for name in FIGURES:  # a figure of an earlier render that no longer applies would be stale
         if (figdir / name).exists() and figdir / name not in doc.figures:
             (figdir / name).unlink()

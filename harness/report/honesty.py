@@ -37,7 +37,7 @@ def _noise_table(ctx: Context) -> pd.DataFrame:
                                  ("rule's pick", pid == noise.pick)) if on]
         rows.append({"point": pid, "alpha": fmt_alpha(alphas.get(pid)), "P(selected)": f"{p:.1%}",
                      "indistinguishable from the chosen": "yes" if pid in noise.indistinguishable else "no",
-                     "": ", ".join(marks)})
+                     "role in the choice": ", ".join(marks)})
     return pd.DataFrame(rows, dtype=object)
 
 
@@ -66,12 +66,16 @@ def selection_honesty(ctx: Context) -> Section | None:
         blocks.append(Para("This run records no resampling of the selection (older run, or no bootstrap).", "muted"))
     else:
         blocks.append(Heading("Stability of the choice"))
+        stable = noise.stability >= noise.stable_rate
         blocks.append(Para(f"The selection policy was re-run on {noise.n_resamples} paired cluster-bootstrap "
                            f"resamples of the validation splits (seed {noise.seed}): the chosen point is picked in "
-                           f"{noise.stability:.0%} of them. An alpha is indistinguishable from the chosen one when "
-                           f"the paired {noise.level:.0%} interval of the objective's difference reaches 0. "
+                           f"{noise.stability:.0%} of them, so the choice is "
+                           f"{'stable' if stable else 'unstable'} (stable means picked in at least "
+                           f"{noise.stable_rate:.0%}). An alpha is indistinguishable from the chosen one when "
+                           f"the paired {noise.level:.0%} interval of the objective's difference reaches 0; "
+                           f"such alphas score about the same, which a stable choice makes no problem. "
                            f"Rule within that set: {noise.rule}."))
-        if noise.warning:
+        if noise.warning and not stable:  # runs written before the threshold warned at any pick rate
             blocks.append(Para(f"Warning: {noise.warning}.", "note"))
         blocks.append(TableBlock(_noise_table(ctx)))
     uses = _uses_table(ctx)

@@ -8,6 +8,7 @@ import logging
 import numpy as np
 import pandas as pd
 
+from harness.progress import track
 from harness.report import honesty, lmsections, plots, predsections
 from harness.report.axes import metric_axis
 from harness.report.curve import MEAN_PANEL, chord_table, curve_axes, curve_frame
@@ -251,8 +252,9 @@ def _manifest(ctx: Context) -> Section:
     return Section("Run manifest", (TableBlock(manifest_table(ctx.manifest)),))
 
 
-def build_document(ctx: Context) -> Document:
-    """Draw the figures into ``ctx.figdir`` and assemble the report's sections in reading order.
+def build_document(ctx: Context, progress: bool = False) -> Document:
+    """Draw the figures into ``ctx.figdir`` and assemble the report's sections in reading order (``progress``: a
+    bar over the sections on a terminal, an INFO line per section otherwise; :func:`harness.progress.track`).
 
     Returns
     -------
@@ -263,7 +265,9 @@ def build_document(ctx: Context) -> Document:
     builders = (_overview, _headline, _verdict, _curve, _before_after, _alpha, _results, _selection,
                 honesty.selection_honesty, predsections.calibration, honesty.calibration_estimators,
                 predsections.per_class, predsections.examples, lmsections.generation_examples, _counts, _manifest)
-    sections = tuple(sec for build in builders if (sec := build(ctx)) is not None)
+    steps = track(builders, len(builders), "rendering the report", progress, logger, unit="section",
+                  label=lambda build: build.__name__.strip("_").replace("_", " "))
+    sections = tuple(sec for build in steps if (sec := build(ctx)) is not None)
     figures = tuple(b.path for sec in sections for b in sec.blocks if isinstance(b, FigureBlock))
     title = f"Robustness report: {ctx.summary.command}"
     if ctx.focus.chosen is not None:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from harness.numfmt import fmt_g, fmt_num
 from harness.summary import MetricEntry, SplitEntry, Summary
 
 __all__ = ["NA", "Focus", "focus_points", "fmt_value", "fmt_interval", "fmt_delta", "fmt_alpha", "split_role",
@@ -39,8 +40,8 @@ def _finite(v: Any) -> bool:
 
 
 def fmt_value(v: float | None, digits: int = 3) -> str:
-    """``0.873`` (``n/a`` for ``None`` or NaN)."""
-    return f"{float(v):.{digits}f}" if _finite(v) else NA
+    """``0.873`` (``n/a`` for ``None`` or NaN; ``-0.0`` prints ``0.000``: :func:`harness.numfmt.fmt_num`)."""
+    return fmt_num(v, digits) if _finite(v) else NA
 
 
 def fmt_interval(value: float | None, low: float | None, high: float | None) -> str:
@@ -52,10 +53,7 @@ def fmt_interval(value: float | None, low: float | None, high: float | None) -> 
 
 def fmt_delta(d: float | None, digits: int = 3) -> str:
     """Signed difference: ``+0.021``, ``-0.004``, ``+0.000`` (``n/a`` for missing)."""
-    if not _finite(d):
-        return NA
-    d = round(float(d), digits) + 0.0  # no "-0.000"
-    return f"{d:+.{digits}f}"
+    return fmt_num(d, digits, signed=True) if _finite(d) else NA
 
 
 def fmt_alpha(alpha: float | None) -> str:
@@ -401,7 +399,7 @@ def verdict_table(verdict: Mapping[str, Any]) -> pd.DataFrame:
 
 def _scalar(v: Any) -> str:
     if isinstance(v, float):
-        return f"{v:g}"
+        return fmt_g(v)
     if isinstance(v, (dict, list, tuple)):
         return json.dumps(v, sort_keys=True, default=str)
     return str(v)

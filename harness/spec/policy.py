@@ -190,7 +190,8 @@ class Rule(Strict):
         """The limit the judged number is compared with: ``min_delta``, ``-max_drop``, ``floor``, ``ceiling``
         or ``max_rate``."""
         if self.kind is RuleKind.DELTA:
-            return float(self.min_delta) if self.min_delta is not None else -float(self.max_drop)
+            # 0.0 - x, not -x: max_drop 0 is a threshold of 0.0, never -0.0 (which prints as "-0.000")
+            return float(self.min_delta) if self.min_delta is not None else 0.0 - float(self.max_drop)
         return float({RuleKind.FLOOR: self.floor, RuleKind.CEILING: self.ceiling,
                       RuleKind.NEGATIVE_FLIPS: self.max_rate, RuleKind.CLASS_RECALL_FLOOR: self.floor,
                       RuleKind.MAX_OVERLAP: self.max_rate}[self.kind])

@@ -11,11 +11,16 @@ import numpy as np
 from harness.errors import SpecError, format_error
 from harness.metrics.bootstrap import cluster_weights, metric_distribution
 from harness.metrics.registry import get_metric
+from harness.numfmt import fmt_g
 from harness.records import SplitRole, SuiteRole
 from harness.sweep.policy import _EPS, Selection, metric_for
 
 NOISE_RULE = ("among the alphas not distinguishable from the chosen one, the alpha the policy picks most often "
               "under resampling of the validation splits (ties: the smaller alpha)")
+# The chosen alpha counts as a stable choice when the policy picks it in at least this share of the resamples; below
+# it the sweep warns: at 0.9 a choice that more than one resample in ten overturns is flagged, and so is always a
+# rule pick other than the chosen alpha (which needs a pick rate under 0.5).
+STABLE_PICK_RATE = 0.9
 
 
 @dataclass(frozen=True)
@@ -30,6 +35,7 @@ class SelectionNoise:
     n_resamples: int
     seed: int
     level: float
+    stable_rate: float = STABLE_PICK_RATE
     warning: str = ""
 
     def entry(self, point_of: dict[float, str]):
@@ -39,7 +45,8 @@ class SelectionNoise:
         return Entry(n_resamples=self.n_resamples, seed=self.seed, level=self.level,
                      p_selected={point_of[a]: p for a, p in self.p_selected.items()},
                      indistinguishable=[point_of[a] for a in self.indistinguishable], rule=NOISE_RULE,
-                     pick=point_of[self.pick], stability=self.p_selected[self.chosen_alpha], warning=self.warning)
+                     pick=point_of[self.pick], stability=self.p_selected[self.chosen_alpha],
+                     stable_rate=self.stable_rate, warning=self.warning)
 
 
 def _resampled_goodness(by_alpha: dict[float, dict], metric: str | Mapping[str, str] | None, n_resamples: int,
@@ -70,8 +77,8 @@ def _resampled_goodness(by_alpha: dict[float, dict], metric: str | Mapping[str, 
 
 
 def selection_uncertainty(by_alpha: dict[float, dict], selection: Selection, *, n_resamples: int = 1000,
-                          seed: int = 0, level: float = 0.95,
-                          metric: str | Mapping[str, str] | None = None) -> SelectionNoise:
+                          seed: int = 0, level: float = 0.95, metric: str | Mapping[str, str] | None = None,
+                          stable_rate: float = STABLE_PICK_RATE) -> SelectionNoise:
     """Re-run the selection on paired cluster-bootstrap resamples of the validation splits.
 
     Parameters
@@ -88,14 +95,18 @@ def selection_uncertainty(by_alpha: dict[float, dict], selection: Selection, *, 
     level : float, default=0.95
         Two-sided level of the paired interval of ``objective(chosen) - objective(alpha)``: an alpha whose interval
         reaches 0 is *indistinguishable* from the chosen one.
+    stable_rate : float, default=:data:`STABLE_PICK_RATE` (0.9)
+        The choice is called unstable, and warned about, when the policy picks the chosen alpha in fewer than this
+        share of the resamples.
 
     Returns
     -------
     SelectionNoise
         ``p_selected`` (share of resamples in which the policy picks each alpha; "probability of being best"),
         ``indistinguishable`` (sorted alphas, the chosen one included), ``pick`` (by :data:`NOISE_RULE`) and a
-        ``warning`` when the choice rests on differences inside the intervals (more than one alpha is
-        indistinguishable from it). The chosen alpha itself is not changed.
+        ``warning`` only when the choice is unstable (picked in fewer than ``stable_rate`` of the resamples; see
+        :func:`stability_warning`). Alphas that are indistinguishable from a chosen alpha that the policy still picks
+        in, say, 96% of resamples are listed but not warned about. The chosen alpha itself is not changed.
     """
     policy = selection.policy
     alphas, scores = _resampled_goodness(by_alpha, metric or policy.metric, n_resamples, seed)
@@ -115,13 +126,48 @@ def selection_uncertainty(by_alpha: dict[float, dict], selection: Selection, *, 
     low = np.quantile(obj[c] - obj, (1.0 - level) / 2, axis=1)
     same = [a for i, a in enumerate(alphas) if i == c or low[i] <= 0]
     pick = max(same, key=lambda a: (p_sel[a], -a))
-    warning = ""
-    if len(same) > 1:
-        warning = (f"alpha {selection.chosen_alpha:g} was chosen on differences inside the intervals: alphas "
-                   f"{', '.join(f'{a:g}' for a in same)} are not distinguishable from it on the validation splits "
-                   f"(paired {level:.0%} intervals); the policy picks it in {p_sel[selection.chosen_alpha]:.0%} of "
-                   f"resamples; by the stated rule the pick would be alpha {pick:g}")
+    warning = stability_warning(selection.chosen_alpha, p_sel, same, pick, level=level, stable_rate=stable_rate,
+                                n_resamples=n_resamples)
     return SelectionNoise(chosen_alpha=selection.chosen_alpha, p_selected=p_sel, indistinguishable=same, pick=pick,
-                          n_resamples=n_resamples, seed=seed, level=level, warning=warning)
+                          n_resamples=n_resamples, seed=seed, level=level, stable_rate=stable_rate, warning=warning)
+
+
+def stability_warning(chosen: float, p_selected: Mapping[float, float], same: list[float], pick: float, *,
+                      level: float, stable_rate: float, n_resamples: int) -> str:
+    """The warning of an unstable choice, or ``""`` for a stable one.
+
+    Parameters
+    ----------
+    chosen : float
+        The chosen alpha.
+    p_selected : mapping of float to float
+        Alpha -> share of resamples in which the policy picks it.
+    same : list of float
+        The alphas not distinguishable from the chosen one (the chosen one included).
+    pick : float
+        The alpha that :data:`NOISE_RULE` picks within ``same``.
+    level, stable_rate : float
+        Level of the paired intervals; the pick rate below which the choice is unstable.
+    n_resamples : int
+
+    Returns
+    -------
+    str
+        Empty when ``p_selected[chosen] >= stable_rate``; else one sentence: the pick rate against the threshold,
+        the alphas within the noise and, when the rule's pick differs, that pick.
+    """
+    rate = p_selected[chosen]
+    if rate >= stable_rate:
+        return ""
+    others = [a for a in same if a != chosen]
+    text = (f"the choice of alpha {fmt_g(chosen)} is unstable: the policy picks it in only {rate:.0%} of "
+            f"{n_resamples} resamples of the validation splits (a stable choice is picked in at least "
+            f"{stable_rate:.0%})")
+    if others:
+        text += (f"; alphas {', '.join(fmt_g(a) for a in others)} are not distinguishable from it (paired "
+                 f"{level:.0%} intervals)")
+    if pick != chosen:
+        text += f"; by the stated rule the pick would be alpha {fmt_g(pick)} ({p_selected[pick]:.0%})"
+    return text
 
 

@@ -14,12 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from harness.data.lm_rows import field_value, row_gold
+from harness.data.lm_rows import each_row, field_value, row_gold
 from harness.metrics.lm import GENERATION_METRICS
 from harness.metrics.text import contains, exact_match, extract_answer, numeric_match, token_f1
 from harness.records import SplitData
 from harness.tasks.base import Prepared
-from harness.tasks.lm_common import LMTask, PromptBuilder, requests_key, split_rows
+from harness.tasks.lm_common import LMTask, PromptBuilder, requests_key
 
 __all__ = ["GenerationTask"]
 
@@ -35,12 +35,11 @@ class GenerationTask(LMTask):
         spec = self.spec
         build = PromptBuilder(spec.prompt, self.fewshot_pool,
                               lambda r: str(field_value(r, spec.gold.text, where="task.gold.text")), tokenizer)
-        rows = split_rows(split)
-        prompts = tuple(build(r) for r in rows)
-        golds = tuple(str(row_gold(r, spec.gold, None)) for r in rows)
+        read = each_row(split, lambda r: (build(r), str(row_gold(r, spec.gold, None))))  # errors name the row
+        prompts, golds = tuple(p for p, _ in read), tuple(g for _, g in read)
         gen = {"stop": list(spec.stop), "max_new_tokens": spec.max_new_tokens}
         return self._prepared(split, prompts, requests_key(split, tokenizer, self.request_kind, prompts, gen),
-                              np.zeros(len(rows), np.int64), {"gold": golds, **gen})
+                              np.zeros(len(read), np.int64), {"gold": golds, **gen})
 
     def _answer(self, text: str) -> str:
         spec = self.spec

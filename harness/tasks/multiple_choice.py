@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from harness.data.lm_rows import row_choices, row_gold
+from harness.data.lm_rows import each_row, row_choices, row_gold
 from harness.records import SplitData
 from harness.tasks.base import Prepared
-from harness.tasks.lm_common import LMTask, PromptBuilder, mc_target, requests_key, split_rows
+from harness.tasks.lm_common import LMTask, PromptBuilder, mc_target, requests_key
 
 __all__ = ["MultipleChoiceTask"]
 
@@ -33,11 +33,14 @@ class MultipleChoiceTask(LMTask):
     def prepare(self, split: SplitData, tokenizer: Any) -> Prepared:
         spec = self.spec
         build = PromptBuilder(spec.prompt, self.fewshot_pool, lambda r: mc_target(spec, r), tokenizer)
-        requests, choices, golds = [], [], []
-        for row in split_rows(split):
+
+        def read(row: dict) -> tuple[list[str], int, str]:
             cs = row_choices(row, spec.choices)
-            golds.append(row_gold(row, spec.gold, cs))
-            ctx = build(row)
+            return cs, row_gold(row, spec.gold, cs), build(row)
+
+        requests, choices, golds = [], [], []
+        for cs, gold, ctx in each_row(split, read):  # a bad row's error names suite, split, row and field
+            golds.append(gold)
             requests += [(ctx, spec.prompt.target_delimiter + c) for c in cs]
             choices.append(cs)
         key = requests_key(split, tokenizer, self.request_kind, requests)

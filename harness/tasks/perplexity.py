@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from harness.data.lm_rows import field_value
+from harness.data.lm_rows import each_row, field_value
 from harness.metrics.text import count_bytes, count_words
 from harness.records import SplitData
 from harness.tasks.base import Prepared
-from harness.tasks.lm_common import LMTask, requests_key, split_rows
+from harness.tasks.lm_common import LMTask, requests_key
 
 __all__ = ["PerplexityTask"]
 
@@ -29,7 +29,7 @@ class PerplexityTask(LMTask):
     request_kind = "loglikelihood_rolling"
 
     def prepare(self, split: SplitData, tokenizer: Any) -> Prepared:
-        texts = tuple(str(field_value(r, self.spec.text, where="task.text")) for r in split_rows(split))
+        texts = tuple(each_row(split, lambda r: str(field_value(r, self.spec.text, where="task.text"))))
         window = {"max_length": self.spec.max_length, "stride": self.spec.stride}
         return self._prepared(split, texts, requests_key(split, tokenizer, self.request_kind, texts, window),
                               np.zeros(len(texts), np.int64), window)

@@ -216,16 +216,13 @@ def _fine_tune(job: TrainJob, base: Path, out: Path, method: str, train: SplitDa
 def mc_pairs(suite, split: SplitData, tokenizer: Any) -> list[tuple[str, str]]:
     """``(prompt, target_delimiter + correct choice)`` per row of a multiple-choice split, with the suite's prompt
     template (chat-wrapped when the suite says ``chat: true``) and without its few-shot block."""
-    from harness.data.lm_rows import row_choices, row_gold
-    from harness.tasks.lm_common import PromptBuilder, split_rows
+    from harness.data.lm_rows import each_row
+    from harness.tasks.lm_common import PromptBuilder, mc_target
 
     spec = suite.task
     build = PromptBuilder(spec.prompt.model_copy(update={"fewshot": None}), None, None, tokenizer)
-    pairs = []
-    for row in split_rows(split):
-        choices = row_choices(row, spec.choices)
-        pairs.append((build(row), spec.prompt.target_delimiter + choices[row_gold(row, spec.gold, choices)]))
-    return pairs
+    # a bad row's error names the suite, split, row and field (harness.data.lm_rows.each_row)
+    return each_row(split, lambda row: (build(row), spec.prompt.target_delimiter + mc_target(spec, row)))
 
 
 def _encoded(suite, split: SplitData, tokenizer, max_length: int, cap: int | None, seed: int) -> tuple[list, int]:

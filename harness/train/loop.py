@@ -1,8 +1,8 @@
 """What every trainer shares: the optimiser and schedule, progress reporting, and writing a model folder whole,
 loading models quietly.
 
-Progress: a tqdm bar when stderr is a terminal; otherwise (CI logs) one INFO line per optimiser step on the
-``harness.train`` loggers; nothing with ``progress=False``.
+Progress (:class:`harness.progress.StepProgress`, re-exported here): a tqdm bar when stderr is a terminal; otherwise
+(CI logs) one INFO line per optimiser step on the ``harness.train`` loggers; nothing with ``progress=False``.
 """
 
 from __future__ import annotations
@@ -12,17 +12,16 @@ import json
 import logging
 import os
 import shutil
-import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from harness.errors import ModelError, format_error
 from harness.io import ensure_dir
+from harness.progress import StepProgress  # re-exported: the trainers' progress (harness.progress)
 from harness.spec.training import FineTuneSettings
 
 __all__ = ["adamw_linear", "StepProgress", "save_model_folder", "save_folder", "quiet_loading"]
@@ -68,46 +67,6 @@ def adamw_linear(model: torch.nn.Module, ft: FineTuneSettings, total_steps: int,
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
 
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
-
-
-class StepProgress:
-    """Progress of one epoch: iterate it, call :meth:`step` after each optimiser step.
-
-    On a terminal a tqdm bar (with the running loss); otherwise one INFO line per step on ``log``; silent when
-    ``progress`` is false.
-
-    Parameters
-    ----------
-    items : iterable
-        The epoch's batches.
-    total : int
-        Number of batches.
-    desc : str
-        E.g. ``"epoch 1/3"``.
-    progress : bool
-    log : logging.Logger
-    """
-
-    def __init__(self, items: Iterable[Any], total: int, desc: str, progress: bool, log: logging.Logger) -> None:
-        interactive = progress and sys.stderr.isatty()
-        self._lines = progress and not interactive
-        self._bar = tqdm(items, total=total, desc=desc, unit="step", disable=not interactive, leave=False)
-        self._desc, self._total, self._log, self._n = desc, total, log, 0
-
-    def __iter__(self):
-        return iter(self._bar)
-
-    def step(self, loss: float | None = None) -> None:
-        """Report a finished step, with the loss the trainer shows (nats) when there is one."""
-        self._n += 1
-        if loss is not None:
-            self._bar.set_postfix(loss=f"{loss:.4f}")
-        if self._lines:
-            tail = "" if loss is None else f": loss {loss:.4f}"
-            self._log.info("%s step %d/%d%s", self._desc, self._n, self._total, tail)
-
-    def close(self) -> None:
-        self._bar.close()
 
 
 def save_model_folder(model: Any, tokenizer: Any, out_dir: Path, record: dict[str, Any], record_name: str,

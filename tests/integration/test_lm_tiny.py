@@ -222,9 +222,47 @@ def test_bad_multiple_choice_data_exits_2_with_the_field_path(lm_pair, lm_suites
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert all(n in err for n in needles), err
-    if command == "validate" and edit_row is not None:
-        assert "row 'q3' of split" in err  # the row is named
+    if edit_row is not None:  # the row is named, by validate and eval alike
+        assert "suite 'tiny-arc', split '" in err and "row 'q3' (row " in err and "fix: " in err, err
     assert not (tmp_path / "run").exists()
+
+
+BAD_ROWS = {  # case -> (suite, row edit, the error's first words, the spec field and data column it names)
+    "gold index out of range": ("boolq", lambda r: r.update(answer=2), "the gold index is not a position among "
+                                "the choices", "where: task.gold.index = 'answer'"),
+    "empty choices list": ("arc", lambda r: r.update(choices={"text": [], "label": []}), "a row's choices must be "
+                           "a non-empty list", "where: task.choices.field = 'choices.text'"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_ROWS))
+def test_a_bad_row_is_named_alike_by_validate_eval_and_sweep(lm_pair, lm_suites, tmp_path, capsys, case):
+    """Issue 19 (fresh-user trial): a gold answer out of range or an empty choices list. ``eval`` and ``sweep`` exit
+    2 with a message naming the suite, split, row id and position, the spec field and its column, and a fix;
+    ``harness validate`` prints the same message for the same row, before any model is loaded."""
+    name, edit, what, where = BAD_ROWS[case]
+    rows = [json.loads(line) for line in (lm_suites[name].parent / f"{name}.jsonl").read_text().splitlines()]
+    edit(rows[5])
+    _jsonl(tmp_path / f"{name}.jsonl", rows)
+    suite = tmp_path / f"{name}.yaml"
+    suite.write_text(lm_suites[name].read_text())
+    runs = {"validate": ["validate", str(suite)],
+            "eval": ["eval", "--model", str(lm_pair[0]), "--suite", str(suite), "--out", str(tmp_path / "e"), *FAST],
+            "sweep": ["sweep", "--base", str(lm_pair[0]), "--adapted", str(lm_pair[1]), "--suite", str(suite),
+                      "--alphas", "0,1", "--out", str(tmp_path / "s"), *FAST]}
+    messages = {}
+    for command, argv in runs.items():
+        assert main(argv) == 2, command
+        err = capsys.readouterr().err
+        start = err.index(f"suite 'tiny-{name}', split '")
+        messages[command] = err[start:].split("\n\n")[0].strip().splitlines()[:5]
+    msg = messages["validate"]
+    row_id = rows[5].get("id")
+    assert f"cannot be scored: {what}" in msg[0] and "(row " in msg[0] and " of the split, from 0)" in msg[0]
+    if row_id is not None:
+        assert f"row {row_id!r} (row " in msg[0]
+    assert f"  {where}" in msg and any(line.startswith("  fix: ") and "correct or remove that row" in line for line in msg)
+    assert messages["eval"] == msg and messages["sweep"] == msg, messages
 
 
 def test_validate_reads_good_local_data_and_can_skip_it(lm_suites, capsys):

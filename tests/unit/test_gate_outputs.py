@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import xml.etree.ElementTree as ET
 
-from harness.gate_outputs import failed_rule_lines, verdict_to_junit, write_gate_outputs, xml_safe
+from harness.gate_outputs import failed_rule_lines, verdict_to_junit, verdict_to_markdown, write_gate_outputs, xml_safe
 from harness.records import RuleOutcome, Verdict
 
 ESC = "\x1b"
@@ -51,3 +52,31 @@ def test_failed_rule_lines_show_value_bound_threshold():
         assert part in lines[0]
     # a rule that failed before it was judged (min_n) still shows its threshold and says why
     assert "threshold=-0.0200" in lines[1] and "below min_n = 500" in lines[1]
+
+
+def test_negative_zero_never_prints_with_a_minus():
+    """A rule with ``max_drop: 0`` (threshold -0.0 before the fix) and a margin of -0.0 print as 0.0000 / +0.0000
+    in every gate output, and as 0.000 / +0.000 in the report's gate table."""
+    from harness.report.tables import verdict_table
+
+    o = RuleOutcome("no_drop", "relative", "accuracy", "shift", "test", "point", False, -0.00001, None, -0.0, -0.0,
+                    300, reason="value is below the threshold")
+    v = Verdict(policy="release", candidate="run", reference="base", passed=False, confidence=0.95,
+                n_resamples=200, seed=0, outcomes=(o,))
+    texts = {"markdown": verdict_to_markdown(v), "junit": verdict_to_junit(v), "lines": "\n".join(failed_rule_lines(v))}
+    for name, text in texts.items():
+        assert "-0.0" not in text, name
+    assert "| 0.0000 | - | 0.0000 | +0.0000 |" in texts["markdown"]
+    assert "threshold=0.0000 margin=+0.0000" in texts["lines"]
+    row = verdict_table({"outcomes": [dataclasses.asdict(o)]}).iloc[0]
+    assert (row["value"], row["threshold"], row["margin"]) == ("0.000", "0.000", "+0.000")
+
+
+def test_max_drop_zero_is_a_threshold_of_plus_zero():
+    import math
+
+    from harness.spec.policy import Rule
+
+    r = Rule.model_validate({"name": "no_drop", "kind": "delta", "metric": "accuracy", "suites": "shift",
+                             "max_drop": 0.0})
+    assert r.threshold == 0.0 and math.copysign(1.0, r.threshold) == 1.0

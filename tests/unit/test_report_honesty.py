@@ -4,6 +4,7 @@ of the test splits) and the calibration estimators; and the gate-use ledger behi
 from __future__ import annotations
 
 import json
+import re
 
 from test_report import make_run
 
@@ -11,17 +12,23 @@ from harness.metrics.split_uses import count_uses, record_uses
 from harness.report import render_report
 
 
-def test_selection_honesty_and_calibration_sections(tmp_path):
-    run = make_run(tmp_path / "run")
+def _with_noise(run, stability: float | None = None, warning: str = "") -> dict:
     summary = json.loads((run / "summary.json").read_text())
     points = [p["id"] for p in summary["points"]]
     chosen = summary["selection"]["chosen_point"]
+    p_sel = {p: (1 - stability) / (len(points) - 1) if stability is not None else 1 / len(points) for p in points}
+    p_sel[chosen] = stability if stability is not None else 1 / len(points)
     summary["selection_noise"] = {
-        "n_resamples": 500, "seed": 0, "level": 0.95, "p_selected": {p: 1 / len(points) for p in points},
+        "n_resamples": 500, "seed": 0, "level": 0.95, "p_selected": p_sel,
         "indistinguishable": points[:2] + ([chosen] if chosen not in points[:2] else []),
-        "rule": "the stated rule", "pick": chosen, "stability": 1 / len(points),
-        "warning": "alpha was chosen on differences inside the intervals"}
+        "rule": "the stated rule", "pick": chosen, "stability": p_sel[chosen], "warning": warning}
     (run / "summary.json").write_text(json.dumps(summary))
+    return summary
+
+
+def test_selection_honesty_and_calibration_sections(tmp_path):
+    run = make_run(tmp_path / "run")
+    _with_noise(run, warning="alpha was chosen on differences inside the intervals")
     verdict = json.loads((run / "verdict.json").read_text())
     verdict["outcomes"][0]["info"]["test_split_uses"] = {"movies/test": 7}
     (run / "verdict.json").write_text(json.dumps(verdict))
@@ -48,3 +55,34 @@ def test_ledger_counts_uses_per_split_content(tmp_path):
     assert second == {"movies/test": 2, "tweets/test": 1, "nofp/test": 0}
     (tmp_path / "gate_uses.jsonl").open("a").write("not json\n")
     assert count_uses(tmp_path)["fp1"] == 2
+
+
+def test_stability_table_has_a_header_for_every_column(tmp_path):
+    run = make_run(tmp_path / "run")
+    _with_noise(run)
+    out = render_report(run)
+    md, html = out.markdown.read_text(), out.html.read_text()
+    part = md[md.index("### Stability of the choice"):]
+    header = next(line for line in part.splitlines() if line.startswith("| point"))
+    cells = [c.strip() for c in header.strip("|").split("|")]
+    assert cells[-1] == "role in the choice" and all(cells), header
+    table = html[html.index("Stability of the choice"):]
+    table = table[table.index("<table"):table.index("</table>")]
+    assert "role in the choice" in table and re.search(r"<th[^>]*>\s*</th>", table) is None
+
+
+def test_stable_choice_is_called_stable_and_not_warned(tmp_path):
+    """A chosen alpha picked in 96% of resamples is stable: no warning, even one stored by an older run."""
+    run = make_run(tmp_path / "run")
+    _with_noise(run, 0.96, warning="alpha 0.5 was chosen on differences inside the intervals")
+    md = render_report(run).markdown.read_text()
+    assert "picked in 96% of them, so the choice is stable (stable means picked in at least 90%)" in md
+    assert "Warning:" not in md.split("## Selection honesty")[1].split("\n## ")[0]
+
+
+def test_unstable_choice_is_called_unstable_and_warned(tmp_path):
+    run = make_run(tmp_path / "run")
+    _with_noise(run, 0.6, warning="the choice of alpha 0.5 is unstable")
+    md = render_report(run).markdown.read_text()
+    assert "picked in 60% of them, so the choice is unstable" in md
+    assert "Warning: the choice of alpha 0.5 is unstable." in md

@@ -8,7 +8,8 @@ import pytest
 
 from harness.records import Predictions, SplitRef, SplitRole, SuiteRole
 from harness.summary import SelectionNoise as Entry
-from harness.sweep import NOISE_RULE, SelectionPolicy, select_alpha, selection_uncertainty, validation_scores
+from harness.sweep import (NOISE_RULE, STABLE_PICK_RATE, SelectionPolicy, select_alpha, selection_uncertainty,
+                           stability_warning, validation_scores)
 
 ID_VAL = SplitRef("id", "validation", SplitRole.VALIDATION, SuiteRole.ID)
 ID_TEST = SplitRef("id", "test", SplitRole.TEST, SuiteRole.ID)
@@ -57,7 +58,10 @@ def test_small_differences_are_indistinguishable_and_warned():
     assert sel.chosen_alpha == 0.3 and noise.chosen_alpha == 0.3
     assert sum(noise.p_selected.values()) == pytest.approx(1.0)
     assert len(noise.indistinguishable) > 1 and 0.3 in noise.indistinguishable
-    assert noise.p_selected[0.3] < 0.9 and "inside the intervals" in noise.warning
+    assert noise.p_selected[0.3] < STABLE_PICK_RATE == 0.9
+    assert noise.warning.startswith("the choice of alpha 0.3 is unstable: the policy picks it in only ")
+    assert "a stable choice is picked in at least 90%" in noise.warning and "0, 0.5, 1 are not distinguishable" in \
+        noise.warning
     assert noise.pick in noise.indistinguishable
     assert noise.pick == max(noise.indistinguishable, key=lambda a: (noise.p_selected[a], -a))
     entry = noise.entry({a: f"p{a}" for a in accs})
@@ -79,3 +83,28 @@ def test_only_validation_splits_are_resampled():
     del by_alpha[0.0][ID_TEST]  # a test split is never read
     noise = selection_uncertainty(by_alpha, select(by_alpha, SelectionPolicy(name="id-only")), n_resamples=200)
     assert noise.chosen_alpha == 1.0 and noise.p_selected[1.0] == 1.0
+
+
+def test_stable_choice_with_indistinguishable_alphas_is_not_warned():
+    """The fresh-user case: a warning printed while the chosen alpha was picked in 96%+ of resamples. A close
+    runner-up inside the intervals is listed, but a choice this stable is no problem and gets no warning."""
+    accs = {0.0: (0.80, 0.797), 0.3: (0.81, 0.813), 0.5: (0.805, 0.80), 1.0: (0.80, 0.798)}
+    by_alpha = sweep(accs, 300)
+    noise = selection_uncertainty(by_alpha, select(by_alpha, SelectionPolicy(name="weighted")), n_resamples=500,
+                                  seed=1)
+    assert noise.chosen_alpha == 0.3 and noise.p_selected[0.3] >= 0.96
+    assert len(noise.indistinguishable) > 1  # before the fix this alone raised the warning
+    assert noise.warning == "" and noise.entry({a: f"p{a}" for a in accs}).stable_rate == STABLE_PICK_RATE
+
+
+@pytest.mark.parametrize("rate", [0.96, 0.9, 0.89, 0.4])
+def test_warning_threshold_and_wording(rate):
+    p = {0.0: (1.0 - rate) * 0.9, 0.5: rate, 1.0: (1.0 - rate) * 0.1}
+    pick = 0.0 if p[0.0] > rate else 0.5
+    text = stability_warning(0.5, p, [0.0, 0.5, 1.0], pick, level=0.95, stable_rate=0.9, n_resamples=1000)
+    if rate >= 0.9:
+        assert text == ""
+        return
+    assert f"picks it in only {rate:.0%} of 1000 resamples" in text and "at least 90%" in text
+    assert "alphas 0, 1 are not distinguishable from it (paired 95% intervals)" in text
+    assert ("the pick would be alpha 0 (54%)" in text) == (rate == 0.4)

@@ -1,0 +1,158 @@
+"""Progress of long stages: a tqdm bar on a terminal, one INFO line per step elsewhere, nothing when turned off.
+
+Every bar of the harness is made here (:func:`progress_bar`, :class:`StepProgress`), so they agree on three rules:
+
+- a bar is drawn only when progress is on and stderr is a terminal (CI logs get no carriage-return noise);
+- on a terminal that reports a width of 0 columns, a pseudo-terminal whose size was never set (``script``,
+  ``docker exec -t``, some CI runners and agent shells), tqdm computes a bar width of 0 and draws nothing at all;
+  there the bar is drawn at ``COLUMNS`` (or 80) columns and ``LINES`` (or 24) rows (:func:`bar_size`);
+- off a terminal, :class:`StepProgress` logs one INFO line per step instead (shown when the harness loggers are at
+  INFO, as the CLI sets them off a terminal).
+
+Shared module: imports nothing from the harness but :mod:`harness.settings`; tqdm is imported when a bar is made.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
+
+from harness.settings import env
+
+__all__ = ["DEFAULT_COLUMNS", "DEFAULT_LINES", "on_terminal", "bar_size", "progress_bar", "StepProgress", "track"]
+
+DEFAULT_COLUMNS, DEFAULT_LINES = 80, 24
+T = TypeVar("T")
+
+
+def on_terminal() -> bool:
+    """Whether stderr, where the bars go, is a terminal."""
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced or closed stream
+        return False
+
+
+def bar_size() -> dict[str, int]:
+    """The tqdm size arguments for a bar on stderr.
+
+    Returns
+    -------
+    dict
+        Empty on a terminal that reports its size (tqdm sizes the bar itself and follows resizes) and off a
+        terminal. On a terminal that reports 0 columns or rows, a pseudo-terminal whose size was never set, tqdm
+        would compute a width of 0 and a height of -1 and draw nothing; there ``ncols`` is ``COLUMNS`` (when a
+        positive integer) else :data:`DEFAULT_COLUMNS` (80), and ``nrows`` is ``LINES`` else 24.
+    """
+    try:
+        size = os.get_terminal_size(sys.stderr.fileno())
+    except (AttributeError, ValueError, OSError):
+        return {}
+    out = {}
+    if size.columns <= 0:
+        out["ncols"] = _positive(env("COLUMNS"), DEFAULT_COLUMNS)
+    if size.lines <= 0:
+        out["nrows"] = _positive(env("LINES"), DEFAULT_LINES)
+    return out
+
+
+def _positive(text: str | None, default: int) -> int:
+    return int(text) if text and text.isdigit() and int(text) > 0 else default
+
+
+def progress_bar(iterable: Iterable[T] | None = None, *, desc: str | None = None, total: int | None = None,
+                 unit: str = "it", show: bool = True, leave: bool = False, **kwargs: Any):
+    """A tqdm bar on stderr, drawn when ``show`` and stderr is a terminal; otherwise a disabled bar that passes
+    ``iterable`` through and prints nothing.
+
+    Parameters
+    ----------
+    iterable : iterable, default=None
+        What to iterate (or ``None`` and call ``update``).
+    desc, total, unit, leave
+        As tqdm's.
+    show : bool, default=True
+        The run's progress setting.
+    **kwargs
+        More tqdm arguments (``position``...).
+
+    Returns
+    -------
+    tqdm.tqdm
+        Usable as an iterator and as a context manager. On a terminal that reports a size of 0 the bar is drawn
+        at :func:`bar_size`, where tqdm would draw nothing.
+    """
+    from tqdm.auto import tqdm
+
+    draw = show and on_terminal()
+    if draw:
+        kwargs = {**bar_size(), **kwargs}
+    return tqdm(iterable, desc=desc, total=total, unit=unit, leave=leave, disable=not draw, **kwargs)
+
+
+class StepProgress:
+    """Progress of one stage: iterate it, call :meth:`step` after each step.
+
+    On a terminal a tqdm bar (with the running loss when given); otherwise one INFO line per step on ``log``;
+    silent when ``progress`` is false.
+
+    Parameters
+    ----------
+    items : iterable
+        The stage's items (batches, splits...).
+    total : int
+        Number of items.
+    desc : str
+        E.g. ``"epoch 1/3"``.
+    progress : bool
+    log : logging.Logger
+    unit : str, default="step"
+    """
+
+    def __init__(self, items: Iterable[Any], total: int, desc: str, progress: bool, log: logging.Logger,
+                 unit: str = "step") -> None:
+        interactive = progress and on_terminal()
+        self._lines = progress and not interactive
+        self._bar = progress_bar(total=total, desc=desc, unit=unit, show=interactive)
+        self._items, self._desc, self._total, self._log, self._n, self._unit = items, desc, total, log, 0, unit
+
+    def __iter__(self):
+        return iter(self._items)
+
+    def step(self, loss: float | None = None, note: str = "") -> None:
+        """Report a finished step (the bar counts finished steps), with the loss the trainer shows (nats) when
+        there is one, or a short note."""
+        self._n += 1
+        if loss is not None:
+            self._bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+        self._bar.update(1)
+        if self._lines:
+            tail = f": loss {loss:.4f}" if loss is not None else (f": {note}" if note else "")
+            self._log.info("%s %s %d/%d%s", self._desc, self._unit, self._n, self._total, tail)
+
+    def describe(self, note: str) -> None:
+        """Show ``note`` (the item being worked on) after the bar."""
+        self._bar.set_postfix_str(note, refresh=True)
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+def track(items: Iterable[T], total: int, desc: str, progress: bool, log: logging.Logger,
+          unit: str = "step", label: Callable[[T], str] | None = None) -> Iterator[T]:
+    """Iterate ``items`` under a :class:`StepProgress`: each item counts as a step once the loop body is done
+    with it (when the next item is asked for), and the bar is closed at the end or on an error. ``label(item)``
+    names the item in the bar and in its log line (``tokenizing split 2/4: news4/test``)."""
+    bar = StepProgress(items, total, desc, progress, log, unit)
+    try:
+        for item in bar:
+            note = label(item) if label is not None else ""
+            if note:
+                bar.describe(note)
+            yield item
+            bar.step(note=note)
+    finally:
+        bar.close()

@@ -1,0 +1,88 @@
+"""harness.progress: bars drawn on a terminal, also on a pseudo-terminal that reports a size of 0 (where tqdm
+alone draws nothing: the fresh-user trial of issue 19 saw no bars), one INFO line per step elsewhere."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import sys
+
+import pytest
+
+from harness.progress import StepProgress, bar_size, progress_bar, track
+
+
+@pytest.fixture
+def zero_size_pty(monkeypatch):
+    """A function that puts stderr on the slave side of a fresh pseudo-terminal (size 0 x 0, as ``script`` or
+    ``docker exec -t`` leave it) and returns a reader of what was written to it. (Called inside the test: pytest's
+    capture sets sys.stderr again when the test body starts.)"""
+    master, slave = os.openpty()
+    stream = open(slave, "w", buffering=1, encoding="utf-8", closefd=True)
+    monkeypatch.delenv("COLUMNS", raising=False)
+    monkeypatch.delenv("LINES", raising=False)
+
+    def attach():
+        monkeypatch.setattr(sys, "stderr", stream)
+        return read
+
+    def read() -> str:
+        stream.flush()
+        os.set_blocking(master, False)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks).decode("utf-8", "replace")
+
+    yield attach
+    stream.close()
+    os.close(master)
+
+
+def test_a_zero_size_pty_gets_a_sized_bar(zero_size_pty, monkeypatch):
+    read = zero_size_pty()
+    assert os.get_terminal_size(sys.stderr.fileno()).columns == 0  # the condition tqdm cannot draw in
+    assert bar_size() == {"ncols": 80, "nrows": 24}
+    monkeypatch.setenv("COLUMNS", "100")
+    assert bar_size()["ncols"] == 100
+    monkeypatch.delenv("COLUMNS")
+    for _ in progress_bar(range(5), desc="scoring", unit="ex", leave=True):
+        pass
+    out = read()
+    assert "scoring:" in out and "%|" in out and "5/5" in out
+
+
+def test_step_progress_draws_on_a_terminal_and_counts_finished_steps(zero_size_pty, caplog):
+    read = zero_size_pty()
+    caplog.set_level(logging.INFO)
+    bar = StepProgress(range(3), 3, "epoch 1/1", True, logging.getLogger("harness.test"))
+    for i in bar:
+        assert bar._bar.n == i  # the bar counts finished steps
+        bar.step(float(i))
+    assert bar._bar.n == 3
+    bar.close()
+    out = read()
+    assert "epoch 1/1:" in out and "%|" in out and "0/3" in out
+    assert not caplog.records  # a bar on a terminal, no log lines
+
+
+def test_off_a_terminal_no_bar_and_one_line_per_step(monkeypatch, caplog):
+    err = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    caplog.set_level(logging.INFO)
+    log = logging.getLogger("harness.test")
+    assert list(track(["a/x", "b/y"], 2, "tokenizing", True, log, unit="split", label=str)) == ["a/x", "b/y"]
+    assert [r.getMessage() for r in caplog.records] == ["tokenizing split 1/2: a/x", "tokenizing split 2/2: b/y"]
+    caplog.clear()
+    assert list(track(range(2), 2, "quiet", False, log)) == [0, 1]  # progress off: silent
+    assert not caplog.records and err.getvalue() == ""
+    for _ in progress_bar(range(3), desc="x"):
+        pass
+    assert err.getvalue() == ""  # never tqdm's carriage returns in a log file
