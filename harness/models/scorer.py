@@ -247,9 +247,14 @@ def last_token_inputs(batch: Batch, pad_token_id: int) -> Batch:
 
 
 def compile_layers(model: torch.nn.Module) -> int:
-    """Compile each layer of the model's encoder stack in place with ``torch.compile(dynamic=True)`` ("regional
-    compilation": the layers share one compiled graph, so warm-up is that of one layer). Fuses the residual add
-    into LayerNorm and the bias into GELU; with packed batches only the token count varies, so nothing recompiles.
+    """Compile each layer of the model's encoder stack (or a causal LM's decoder blocks) in place with
+    ``torch.compile(dynamic=True)`` ("regional compilation": the layers share one compiled graph, so warm-up is
+    that of one layer). Fuses the residual add into LayerNorm and the bias into GELU; with packed batches only the
+    token count varies, so nothing recompiles.
+
+    Decoder (benchmarks/lm_gpu.py --compile-mc, 1.1B llama, bf16, H200, 4,000 multiple-choice rows at 32,768
+    tokens per batch): a 14 s first pass, then 2.46 s vs 3.34 s per pass, 56.4% vs 41.5% model FLOP utilisation
+    (log-likelihoods within bf16 rounding of the eager ones).
 
     Measured (benchmarks/bench_gpu.py --compile, BERT-large, bf16, H200, packed with the short-sequence attention
     kernel): 4-12 s warm-up, then 15,440 vs 14,863 examples/s (66.5% vs 64.0% model FLOP utilisation against that
@@ -267,8 +272,16 @@ def compile_layers(model: torch.nn.Module) -> int:
     """
     layers = getattr(encoder_parts(model)[1], "layer", None)
     if not isinstance(layers, torch.nn.ModuleList):
-        raise ModelError(format_error("--compile found no encoder layers to compile",
-                                      expected="a transformers encoder (base_model.encoder.layer)",
+        from harness.models.reft import find_layers  # decoder blocks (llama model.layers, gpt2 transformer.h, ...)
+
+        try:
+            layers = find_layers(model)
+        except ModelError:
+            layers = None
+    if not isinstance(layers, torch.nn.ModuleList):
+        raise ModelError(format_error("--compile found no transformer layers to compile",
+                                      expected="a transformers encoder (base_model.encoder.layer) or decoder "
+                                               "(model.layers, transformer.h)",
                                       got=type(model).__name__, fix="run without --compile"))
     for layer in layers:
         layer.compile(dynamic=True)

@@ -67,6 +67,10 @@ def make_scorer(live, kind: str, opts: RunOptions):
                               "generation_cache": None if opts.generation_cache == "dynamic" else "static"}
         if opts.batch_tokens is not None:
             kw["batch_tokens"] = opts.batch_tokens
+        if opts.compile:
+            from harness.models.scorer import compile_layers
+
+            compile_layers(live.model)
         return CausalLMScorer(live.model, live.tokenizer, **kw)
     return HFScorer.from_settings(live.model, opts)
 

@@ -245,3 +245,20 @@ def test_generation_with_a_stop_sequence_stops_early(pair):
         assert len(calls) <= 6 + STOP_CHECK_EVERY  # not the 40 of max_new_tokens
         return
     pytest.fail("no usable stop sequence in the tiny model's outputs")
+
+
+def test_compile_setting_compiles_a_causal_lm_s_decoder_blocks():
+    """--compile reaches a language model too: each decoder block is compiled in place (regional compilation),
+    lazily, so nothing is traced here."""
+    from types import SimpleNamespace
+
+    from harness.pipeline.common import RunOptions
+    from harness.pipeline.runners import make_scorer
+
+    tok = byte_bpe("llama")
+    model = tiny_causal("llama", tok)
+    live = SimpleNamespace(model=model, tokenizer=tok, device=torch.device("cpu"))
+    make_scorer(live, "causal_lm", RunOptions())
+    assert all(getattr(b, "_compiled_call_impl", None) is None for b in model.model.layers)
+    make_scorer(live, "causal_lm", RunOptions(compile=True))
+    assert all(b._compiled_call_impl is not None for b in model.model.layers)

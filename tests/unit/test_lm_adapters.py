@@ -133,3 +133,27 @@ def test_an_alpha_change_on_the_lora_scale_path_writes_no_weight(bases, root):
         assert {m.scaling["default"] for m in engine.lora._layers} == {alpha * adp.lora.config.lora_alpha
                                                                       / adp.lora.config.r}
     assert engine.bytes_per_apply() == 0  # no weight is read or written: only the adapters' scale changes
+
+
+@pytest.mark.slow
+def test_compiled_layers_do_not_recompile_when_alpha_changes(bases, root):
+    """--compile with a LoRA adapter: after the first alpha, further alphas reuse the compiled graph (torch.compile
+    does not specialise peft's float scale: a recompile per alpha would cost a warm-up each) and give the eager
+    logits."""
+    from harness.models.scorer import compile_layers
+
+    ad = _adapter(bases, root, "llama", "lora")
+    lm, eager = loaded(bases["llama"]), loaded(bases["llama"])
+    base_sd = state(lm.model)
+    adp, adp_e = load_adapted(lm, ad, lora_scale=True), load_adapted(eager, ad, lora_scale=True)
+    engine = BlendEngine(lm.model, base_sd, adp.state_dict, lora=adp.lora)
+    ref = BlendEngine(eager.model, base_sd, adp_e.state_dict, lora=adp_e.lora)
+    assert compile_layers(lm.model) == lm.model.config.num_hidden_layers
+    torch._dynamo.reset()
+    engine.apply(0.3)
+    lm_logits(lm.model)  # compiles
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for alpha in (0.7, 1.0, 0.1):
+            engine.apply(alpha)
+            ref.apply(alpha)
+            torch.testing.assert_close(lm_logits(lm.model), lm_logits(eager.model), rtol=1e-4, atol=1e-4)
