@@ -1,6 +1,13 @@
-"""Probe: greedy decoding speed options on a GPU (issue 20). Temporary: decides the generation path.
+"""Greedy decoding paths on a GPU, side by side (issue 20): plain ``generate`` (dynamic cache), ``generate`` with
+transformers' static cache (its own compile; and with an explicit fullgraph ``CompileConfig``), with stop strings
+(``StopStringCriteria``), and a hand-written loop over transformers' ``StaticCache`` and the model's compiled call;
+tokens/s at batch 1 and 64 against the bandwidth bound, and the share of rows whose tokens equal plain ``generate``'s
+(bf16 random weights: any rounding difference changes a greedy path, so this is not a correctness check).
 
     python benchmarks/gen_probe.py --out /tmp/gen_probe.json [--tiny]
+
+Measured on an H200 (1.1B llama, bf16, 128 new tokens): batch 1: 60 / 342 / 307 / 206 / 414 tokens/s (bound
+1,906); batch 64: 3,585 / 11,931 / 10,859 / 10,127 / 13,666.
 """
 
 from __future__ import annotations

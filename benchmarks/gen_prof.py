@@ -1,4 +1,5 @@
-"""Probe (issue 20): where a batch-1 greedy decoding step spends its time on a GPU (temporary).
+"""Where a batch-1 greedy decoding step spends its time on a GPU (issue 20): the compiled call alone, an eager step,
+and a profiler table of the compiled steps (CPU and CUDA time per op).
 
     TORCH_LOGS=perf_hints python benchmarks/gen_prof.py --out /tmp/gen_prof.json
 """

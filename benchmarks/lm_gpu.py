@@ -17,17 +17,18 @@ Sections (each catches its own error into the JSON, so one failure does not lose
   utilisation = 2 x (decoder linear-layer parameters) x real tokens read + 2 x (lm_head parameters) x logits
   computed, over the measured matmul peak (attention score/value FLOPs are not counted: at ~110 tokens they add
   under 1%); lm-eval's HFLM on the same token rows (``_loglikelihood_tokens``, ``batch_size="auto"``) when
-  importable, and the max |dLL| between both (bf16);
+  importable, and the max |dLL| between both (bf16); with ``--compile-mc`` also a fresh model whose decoder
+  blocks are compiled (``--compile``), its first-pass time and MFU;
 * ``gen``: greedy decoding of 128 new tokens after ~100-token prompts, tokens/s at batch 1 and 64: the harness
   (``generate_until``) with transformers' static cache and with its dynamic cache, and plain ``model.generate``
   (batched, dynamic cache; and batch 1 one prompt at a time); the bandwidth bound per step = (weight bytes + KV
   bytes at the mean sequence length) / measured copy bandwidth;
 * ``lora``: time of an alpha change (:meth:`BlendEngine.apply` on the LoRA-scale path) for rank-16 adapters on
   q/k/v/o/gate/up/down of every layer (median of 20); for contrast the merged path's apply (full fine-tune);
-* ``memory`` (issue 15): peak GPU memory of a sweep of the bf16 model (BlendEngine as :class:`BlendEvaluator`
-  builds it: base state dict and adapted weights on the CPU, references on the model's device; and with
-  ``reference_device="cpu"``; and the LoRA-scale path), each after one apply and one scoring batch, against
-  the weight bytes.
+* ``memory`` (issue 15): peak GPU memory of a sweep of the bf16 model (base state dict and adapted weights on the
+  CPU, as :class:`BlendEvaluator` has them; references on the model's device, as ``--blend-references device``;
+  in pinned CPU memory, as ``auto`` for this model; and the LoRA-scale path), each after alpha changes and one
+  scoring batch, against the weight bytes, with the median alpha-change time;
 
 lm-eval at runtime (carry as wheels; no downloads): lm_eval 0.4.13 and what HFLM imports: evaluate, datasets,
 sqlitedict, jsonlines, pytablewriter, sacrebleu, rouge_score, scikit-learn, dill, word2number, more_itertools,

@@ -130,10 +130,10 @@ class Settings:
         None, "split a language model too large for one GPU over the visible GPUs (accelerate device map; blends in "
               "place on each GPU; replaces --device; one process per host under torchrun)", commands=("eval", "sweep"))
     blend_references: Literal["auto", "device", "cpu"] = _opt(
-        "auto", "where a blend keeps its base and adapted copies: auto keeps them in pinned CPU memory when the model "
-                "is on a GPU (the GPU holds one model copy; each alpha change streams them over the bus) and beside "
-                "the model on a CPU; device keeps them on the model's device (three copies there, faster alpha "
-                "changes); cpu always in CPU memory", commands=("eval", "sweep", "demo"))
+        "auto", "where a blend keeps its base and adapted copies: auto keeps them in pinned CPU memory for a model "
+                "of 1 GiB or more on a GPU (the GPU holds one model copy; each alpha change streams them over the "
+                "bus) and beside the model otherwise; device keeps them on the model's device (three copies there, "
+                "faster alpha changes); cpu always in CPU memory", commands=("eval", "sweep", "demo"))
     allow_pickle: bool = _opt(False, "allow pickle-only checkpoints and pyreft folders (loaded with "
                                      "torch.load(weights_only=True); safetensors always win)", commands=_MODEL)
     trust_remote_code: bool = _opt(False, "allow checkpoint code to run", commands=_MODEL)

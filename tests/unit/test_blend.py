@@ -488,12 +488,14 @@ def test_engine_with_references_on_another_device_agrees_bit_for_bit(dtype, monk
 
 
 def test_reference_placement_setting_resolves_per_device():
-    """--blend-references auto keeps the references off an accelerator (issue 15: one model copy on the GPU) and
-    beside a CPU model; device and cpu are taken as given."""
+    """--blend-references auto keeps the references of a model of 1 GiB or more off an accelerator (issue 15: one
+    model copy on the GPU) and beside a small or CPU model; device and cpu are taken as given."""
     from harness.pipeline.evaluator import reference_device
 
-    assert reference_device("auto", "cuda") == "cpu" and reference_device("auto", "cpu") is None
-    assert reference_device("device", "cuda") is None and reference_device("cpu", "cpu") == "cpu"
+    big, small = 2 << 30, 100 << 20
+    assert reference_device("auto", "cuda", big) == "cpu" and reference_device("auto", "cpu", big) is None
+    assert reference_device("auto", "cuda", small) is None  # a small model: the copies cost little on the GPU
+    assert reference_device("device", "cuda", big) is None and reference_device("cpu", "cpu", small) == "cpu"
     base, adapted = bert_pair()
     engine = BlendEngine(copy.deepcopy(base), state(base), state(adapted), reference_device="cpu")
     assert engine.reference_location == "device"  # a CPU model: the references are beside it either way
