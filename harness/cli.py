@@ -359,6 +359,19 @@ def _cmd_demo(a) -> int:
     return EXIT_OK
 
 
+def training_line(folder, record: dict[str, Any]) -> str:
+    """One line per folder ``harness train`` wrote, from its training record: a linear probe says its C (chosen
+    on validation; it has no epochs), a fine-tune its epochs."""
+    val = ", ".join(f"{k} {v:.4f}" for k, v in record.get("validation", {}).items())
+    if record["method"] == "probe":
+        c = (record.get("probe") or {}).get("C")
+        how = f"linear probe, C={c:g} chosen on validation" if isinstance(c, (int, float)) else "linear probe"
+    else:
+        how = f"{record['epochs']} epochs"
+    return (f"{record['method']}: {folder}  ({record['n_train_examples']} training examples, {how}, "
+            f"validation {val}, {record['wall_seconds']:.0f} s)")
+
+
 def _cmd_train(a) -> int:
     opts = _settings(a, "train")
     if not a.quiet:
@@ -366,9 +379,7 @@ def _cmd_train(a) -> int:
     res = train_model(a.config, a.suite, a.base, a.out, settings=opts)
     if not a.quiet:
         for folder, record in res.records.items():
-            val = ", ".join(f"{k} {v:.4f}" for k, v in record.get("validation", {}).items())
-            print(f"{record['method']}: {folder}  ({record['n_train_examples']} training examples, "
-                  f"{record['epochs']} epochs, validation {val}, {record['wall_seconds']:.0f} s)")
+            print(training_line(folder, record))
     if res.base_dir is None:
         print(f"trained {res.method}: {res.model_dir} (a base: fine-tune from it with --method full or lora "
               f"--base {res.model_dir})")
