@@ -127,6 +127,11 @@ class StepProgress:
     def __iter__(self):
         return iter(self._items)
 
+    @property
+    def bar(self):
+        """The tqdm bar (disabled off a terminal), e.g. for :func:`ticking`."""
+        return self._bar
+
     def step(self, loss: float | None = None, note: str = "") -> None:
         """Report a finished step (the bar counts finished steps), with the loss the trainer shows (nats) when
         there is one, or a short note."""

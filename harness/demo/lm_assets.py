@@ -199,13 +199,13 @@ def convert_gguf(gguf_path: str | Path, target: str | Path, *, provenance: dict 
             tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
             stage("de-quantising GGUF -> float32")
             model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
-        model.hf_quantizer = None  # else save_pretrained refuses a "quantized" model
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        stage("writing safetensors")
-        model.save_pretrained(staging, safe_serialization=True)
-        tokenizer.save_pretrained(staging)
-        stage(None)
+            model.hf_quantizer = None  # else save_pretrained refuses a "quantized" model
+            if hasattr(model.config, "quantization_config"):
+                del model.config.quantization_config
+            stage("writing safetensors")  # inside: transformers' "Writing model shards" bar stays silent
+            model.save_pretrained(staging, safe_serialization=True)
+            tokenizer.save_pretrained(staging)
+            stage(None)
         record = {"format": "safetensors float32, transformers save_pretrained", "gguf_file": gguf_path.name,
                   "architecture": model.config.architectures, "parameters": model.num_parameters(),
                   "transformers": importlib.metadata.version("transformers"),
