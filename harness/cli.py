@@ -70,6 +70,20 @@ def _add_settings(p: argparse.ArgumentParser, command: str) -> None:
                            **_type_of(info))
 
 
+OUT_RUN_HELP = ("run directory to write (summary.json, predictions, manifest, report); without it the results are "
+                "printed and nothing is written")
+
+
+def run_dir_line(run_dir, run_file: bool = False) -> str:
+    """The line ``eval`` and ``sweep`` print about their outputs: where the run directory is, or that none was
+    written (no ``--out``) and how to keep one."""
+    if run_dir:
+        return f"run directory: {run_dir}"
+    where = "--out DIR (or out: in the -c run file)" if run_file else "--out DIR"
+    return (f"run directory: none written (no --out); the table above is all this run keeps; pass {where} to keep "
+            "the summary, predictions and report for `harness gate` and `harness report`")
+
+
 def _common(p: argparse.ArgumentParser, command: str | None = None) -> None:
     if command is not None:
         _add_settings(p, command)
@@ -97,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--base", default=None, help="with a ReFT folder as --model: the base model it applies to "
                    "(default: the base folder its reft_config.json records)")
     e.add_argument("--suite", nargs="+", required=True, dest="suites")
-    e.add_argument("--out", default=None, help="run directory to write")
+    e.add_argument("--out", default=None, help=OUT_RUN_HELP)
     _common(e, "eval")
 
     s = sub.add_parser("sweep", help="evaluate base, adapted and blends; select alpha; optionally gate")
@@ -108,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--gate", default=None, help="gate policy file (kind: policy)")
     s.add_argument("--baseline", default=None, help="baseline run directory for the gate")
     s.add_argument("--junit", default=None, help="write JUnit XML here (default RUN_DIR/junit.xml)")
-    s.add_argument("--out", default=None)
+    s.add_argument("--out", default=None, help=OUT_RUN_HELP + " (also `out:` in the -c run file)")
     s.add_argument("--report-examples", action="store_true",
                    help="show the largest negative flips with their dataset text in the local report.html")
     _common(s, "sweep")
@@ -117,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--base", required=True)
     b.add_argument("--adapted", required=True)
     b.add_argument("--alpha", type=float, required=True, help="weight of the adapted model in [0, 1]")
-    b.add_argument("--out", required=True)
+    b.add_argument("--out", required=True, help="checkpoint folder to write (safetensors, config, tokenizer)")
     _common(b, "blend")  # blend scores nothing: no bootstrap, store, report or label settings
 
     g = sub.add_parser("gate", help="judge a stored run with a gate policy (loads no model)")
@@ -148,7 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fine-tuning of the adapted model (default: full for sentiment, lora for lm; reft: "
                         "representation fine-tuning, lm only)")
     d.add_argument("--profile", choices=["quick", "full"], default="quick")
-    d.add_argument("--out", default=None, help="run directory (default reports/demo)")
+    d.add_argument("--out", default=None, help="run directory to write (default reports/demo; --task lm: "
+                   "reports/lm-demo)")
     d.add_argument("--strict", action="store_true", help="exit 1 when the demo's gate fails")
     d.add_argument("--refresh-sample", action="store_true",
                    help="also refresh the committed sample report in reports/sample/ (--task lm: reports/sample-lm/; "
@@ -247,8 +262,7 @@ def _check_data(path: Path, suite, quiet: bool) -> list[str]:
 def _cmd_eval(a) -> int:
     res = evaluate_model(a.model, a.suites, out=a.out, options=_settings(a, "eval"), argv=sys.argv, base=a.base)
     _print_table(res.summary, a.quiet)
-    if res.run_dir:
-        print(f"run directory: {res.run_dir}")
+    print(run_dir_line(res.run_dir))
     return EXIT_OK
 
 
@@ -277,8 +291,7 @@ def _cmd_sweep(a) -> int:
     _print_curve(res.summary, a.quiet)
     sel = res.summary.selection
     print(f"chosen alpha: {sel.chosen_alpha:g} ({sel.policy}, selected on {', '.join(sel.selected_on)})")
-    if res.run_dir:
-        print(f"run directory: {res.run_dir}")
+    print(run_dir_line(res.run_dir, run_file=True))
     if a.report_examples and res.run_dir and not getattr(a, "no_report", False):
         from harness.api import run_report
 
@@ -346,6 +359,19 @@ def _cmd_demo(a) -> int:
     return EXIT_OK
 
 
+def training_line(folder, record: dict[str, Any]) -> str:
+    """One line per folder ``harness train`` wrote, from its training record: a linear probe says its C (chosen
+    on validation; it has no epochs), a fine-tune its epochs."""
+    val = ", ".join(f"{k} {v:.4f}" for k, v in record.get("validation", {}).items())
+    if record["method"] == "probe":
+        c = (record.get("probe") or {}).get("C")
+        how = f"linear probe, C={c:g} chosen on validation" if isinstance(c, (int, float)) else "linear probe"
+    else:
+        how = f"{record['epochs']} epochs"
+    return (f"{record['method']}: {folder}  ({record['n_train_examples']} training examples, {how}, "
+            f"validation {val}, {record['wall_seconds']:.0f} s)")
+
+
 def _cmd_train(a) -> int:
     opts = _settings(a, "train")
     if not a.quiet:
@@ -353,9 +379,7 @@ def _cmd_train(a) -> int:
     res = train_model(a.config, a.suite, a.base, a.out, settings=opts)
     if not a.quiet:
         for folder, record in res.records.items():
-            val = ", ".join(f"{k} {v:.4f}" for k, v in record.get("validation", {}).items())
-            print(f"{record['method']}: {folder}  ({record['n_train_examples']} training examples, "
-                  f"{record['epochs']} epochs, validation {val}, {record['wall_seconds']:.0f} s)")
+            print(training_line(folder, record))
     if res.base_dir is None:
         print(f"trained {res.method}: {res.model_dir} (a base: fine-tune from it with --method full or lora "
               f"--base {res.model_dir})")

@@ -208,7 +208,7 @@ class LMRunner:
         """Outputs for one prepared split (see the class docstring)."""
         kind, reqs = prepared.kind, prepared.requests
         log.info("%s %s: %d %s requests", point, prepared.ref.key, len(reqs), kind)
-        desc = f"{point} {prepared.ref.key}" if self.progress else None  # a bar over the scoring batches
+        desc = f"{point} {prepared.ref.key}" if self.progress else None  # a bar counting the requests scored
         if kind == "loglikelihood":
             res = self.scorer.loglikelihood(reqs, desc=desc)
             return {"loglik": np.asarray(res.loglik, np.float64), "is_greedy": np.asarray(res.is_greedy, np.float64)}
@@ -218,7 +218,7 @@ class LMRunner:
             return {"loglik": np.asarray(ll, np.float64), "tokens": np.asarray(tokens, np.float64)}
         if kind == "generate_until":
             texts = self.scorer.generate_until(reqs, stop=list(prepared.info["stop"]),
-                                               max_new_tokens=int(prepared.info["max_new_tokens"]))
+                                               max_new_tokens=int(prepared.info["max_new_tokens"]), desc=desc)
             return {"output": np.array(texts, dtype=str)}
         raise ValueError(f"LMRunner cannot serve requests of kind {kind!r}")
 

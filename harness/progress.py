@@ -7,22 +7,27 @@ Every bar of the harness is made here (:func:`progress_bar`, :class:`StepProgres
   ``docker exec -t``, some CI runners and agent shells), tqdm computes a bar width of 0 and draws nothing at all;
   there the bar is drawn at ``COLUMNS`` (or 80) columns and ``LINES`` (or 24) rows (:func:`bar_size`);
 - off a terminal, :class:`StepProgress` logs one INFO line per step instead (shown when the harness loggers are at
-  INFO, as the CLI sets them off a terminal).
+  INFO, as the CLI sets them off a terminal);
+- a step that reports nothing for long (a conversion inside a library) runs under :func:`ticking`, so the bar's
+  elapsed time keeps moving and the terminal never shows a frozen bar.
 
 Shared module: imports nothing from the harness but :mod:`harness.settings`; tqdm is imported when a bar is made.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 from harness.settings import env
 
-__all__ = ["DEFAULT_COLUMNS", "DEFAULT_LINES", "on_terminal", "bar_size", "progress_bar", "StepProgress", "track"]
+__all__ = ["DEFAULT_COLUMNS", "DEFAULT_LINES", "on_terminal", "bar_size", "progress_bar", "StepProgress", "track",
+           "ticking"]
 
 DEFAULT_COLUMNS, DEFAULT_LINES = 80, 24
 T = TypeVar("T")
@@ -122,6 +127,11 @@ class StepProgress:
     def __iter__(self):
         return iter(self._items)
 
+    @property
+    def bar(self):
+        """The tqdm bar (disabled off a terminal), e.g. for :func:`ticking`."""
+        return self._bar
+
     def step(self, loss: float | None = None, note: str = "") -> None:
         """Report a finished step (the bar counts finished steps), with the loss the trainer shows (nats) when
         there is one, or a short note."""
@@ -156,3 +166,29 @@ def track(items: Iterable[T], total: int, desc: str, progress: bool, log: loggin
             bar.step(note=note)
     finally:
         bar.close()
+
+
+@contextlib.contextmanager
+def ticking(bar: Any, every: float = 1.0) -> Iterator[Any]:
+    """Redraw ``bar`` every ``every`` seconds from a background thread while the block runs, so its elapsed time
+    moves during a long step that reports nothing (a library call with no callback); yields ``bar``.
+
+    A disabled bar (off a terminal, or progress off) gets no thread. The thread is a daemon and is stopped and
+    joined when the block ends, also on an error.
+    """
+    if getattr(bar, "disable", False):
+        yield bar
+        return
+    stop = threading.Event()
+
+    def tick() -> None:
+        while not stop.wait(every):
+            bar.refresh()
+
+    thread = threading.Thread(target=tick, name="harness-progress-tick", daemon=True)
+    thread.start()
+    try:
+        yield bar
+    finally:
+        stop.set()
+        thread.join()

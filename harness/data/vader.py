@@ -26,6 +26,8 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -33,6 +35,7 @@ import pandas as pd
 
 from harness.errors import DataError, format_error
 from harness.io import cache_root, sha256_file
+from harness.progress import StepProgress, ticking
 from harness.settings import env
 
 __all__ = [
@@ -85,21 +88,38 @@ def _check_sha(what: str, where: str, expected: str, got: str) -> None:
                                      fix=f"the file is corrupt or not the published one; {_FIX_ARCHIVE}"))
 
 
-def _pip_download(dest: Path) -> Path:
-    """Fetch the sdist with ``pip download`` into ``dest`` and return its path."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", SDIST_REQUIREMENT,
-           "-d", str(dest)]
+def _pip_download(dest: Path, on_line: Callable[[str], None] | None = None) -> Path:
+    """Fetch the sdist with ``pip download`` into ``dest`` and return its path.
+
+    pip's output is read line by line as it comes and each non-empty line is passed to ``on_line`` (the demo
+    shows pip's current phase: ``Downloading vaderSentiment-3.3.2.tar.gz (2.5 MB)``, then ``Installing build
+    dependencies``, which is most of pip's 12 s on a cold machine: it prepares the sdist's metadata)."""
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--progress-bar", "off",
+           SDIST_REQUIREMENT, "-d", str(dest)]
     logger.info("fetching the VADER ground-truth data: %s", " ".join(cmd))
+    lines: list[str] = []
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=_PIP_TIMEOUT_S, check=False)
-    except (OSError, subprocess.TimeoutExpired) as e:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        timer = threading.Timer(_PIP_TIMEOUT_S, proc.kill)
+        timer.start()
+        try:
+            for line in proc.stdout:  # type: ignore[union-attr]
+                if line.strip():
+                    lines.append(line.strip())
+                    if on_line is not None:
+                        on_line(lines[-1])
+            code = proc.wait()
+        finally:
+            timer.cancel()
+    except OSError as e:
         raise DataError(format_error("pip download of the VADER source archive failed", where=" ".join(cmd),
                                      got=str(e), fix=_FIX_ARCHIVE)) from e
     found = sorted(dest.glob("*.tar.gz"))
-    if proc.returncode != 0 or not found:
-        tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-3:]
+    if code != 0 or not found:
+        killed = f" (stopped after {_PIP_TIMEOUT_S} s)" if code < 0 else ""
+        got = f"exit code {code}{killed}: {' | '.join(lines[-3:])}"
         raise DataError(format_error("pip download of the VADER source archive failed", where=" ".join(cmd),
-                                     got=f"exit code {proc.returncode}: {' | '.join(tail)}", fix=_FIX_ARCHIVE))
+                                     got=got, fix=_FIX_ARCHIVE))
     return found[0]
 
 
@@ -180,7 +200,8 @@ def _cache_is_complete(folder: Path) -> bool:
         return False
 
 
-def vader_files(*, sdist_sha256: str | None = None, inner_sha256: str | None = None) -> Path:
+def vader_files(*, sdist_sha256: str | None = None, inner_sha256: str | None = None, progress: bool = False
+                ) -> Path:
     """Make sure the four ground-truth files are in the cache and return their folder.
 
     Parameters
@@ -188,6 +209,10 @@ def vader_files(*, sdist_sha256: str | None = None, inner_sha256: str | None = N
     sdist_sha256, inner_sha256 : str, default=None
         Expected sha256 of the sdist and of the inner archive; ``None`` uses :data:`SDIST_SHA256` and
         :data:`INNER_SHA256` (tests pass their own to load a synthetic archive).
+    progress : bool, default=False
+        When the cache must be filled: a bar over its three steps (fetch with pip, sha256 checks, extraction;
+        the fetch step shows pip's current line and the elapsed time keeps moving) on a terminal, one INFO line
+        per step otherwise (:class:`harness.progress.StepProgress`). Nothing when the cache is complete.
 
     Returns
     -------
@@ -210,6 +235,21 @@ def vader_files(*, sdist_sha256: str | None = None, inner_sha256: str | None = N
     if folder.exists():
         logger.warning("VADER cache at %s is incomplete or altered; rebuilding it", folder)
         shutil.rmtree(folder, ignore_errors=True)
+    steps = StepProgress(range(3), 3, "VADER data", progress, logger)
+    try:
+        with ticking(steps.bar):
+            inner = _fetch_inner(sdist_sha, inner_sha, steps)
+            steps.describe("extracting the four ground-truth files")
+            _fill_cache(inner, inner_sha, parent, folder)
+            steps.step(note=f"extracted to {folder}")
+    finally:
+        steps.close()
+    logger.info("VADER ground truth extracted to %s", folder)
+    return folder / _INNER_DIR
+
+
+def _fetch_inner(sdist_sha: str, inner_sha: str, steps: StepProgress) -> bytes:
+    """Steps 1 and 2 of :func:`vader_files`: the archive (local copy or pip) and its checked inner archive."""
     local = env(ARCHIVE_ENV)
     with tempfile.TemporaryDirectory(prefix="vader-") as tmp:
         if local:
@@ -218,9 +258,19 @@ def vader_files(*, sdist_sha256: str | None = None, inner_sha256: str | None = N
                 raise DataError(format_error(f"{ARCHIVE_ENV} names no file", where=f"{ARCHIVE_ENV}={local}",
                                              fix=f"point it at vaderSentiment-3.3.2.tar.gz, or unset it to fetch "
                                                  f"{SDIST_REQUIREMENT} with pip"))
+            steps.step(note=f"local copy {archive}")
         else:
-            archive = _pip_download(Path(tmp))
+            steps.describe(f"pip download {SDIST_REQUIREMENT}")
+            archive = _pip_download(Path(tmp), on_line=lambda line: steps.describe(f"pip: {line[:60]}"))
+            steps.step(note=f"pip download {SDIST_REQUIREMENT}")
+        steps.describe("checking sha256")
         inner = _inner_archive_bytes(archive, sdist_sha, inner_sha)
+        steps.step(note="sha256 of the archive and of the ground-truth archive checked")
+    return inner
+
+
+def _fill_cache(inner: bytes, inner_sha: str, parent: Path, folder: Path) -> None:
+    """Extract ``inner`` into a staging folder with its marker and rename it onto ``folder``."""
     parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=parent))
     try:
@@ -236,8 +286,6 @@ def vader_files(*, sdist_sha256: str | None = None, inner_sha256: str | None = N
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    logger.info("VADER ground truth extracted to %s", folder)
-    return folder / _INNER_DIR
 
 
 def _parse_lines(raw: bytes, path: Path) -> list[tuple[str, float, str]]:

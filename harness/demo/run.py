@@ -19,10 +19,12 @@ from pathlib import Path
 
 import harness
 from harness.data.sources import load_splits
+from harness.data.vader import vader_files
 from harness.errors import ModelError, SpecError, format_error
 from harness.io import cache_root
 from harness.numfmt import fmt_num
 from harness.pipeline import RunOptions, sweep_models
+from harness.progress import track
 from harness.settings import env
 from harness.spec.load import load_spec, load_suite
 
@@ -103,7 +105,10 @@ def _build_models(adaptation: str, profile: str, options, progress: bool):
     sdir = suites_dir()
     spec = load_spec(sdir / "training-demo.yaml", kind="training")
     movies = load_suite(sdir / ID_SUITE)
-    splits = load_splits(movies, suite_path=sdir / ID_SUITE, split_names=["train", "validation"])
+    vader_files(progress=progress)  # first run: fetch, check and extract with a bar (later: the cache)
+    for _ in track([ID_SUITE], 1, "demo data", progress, log, unit="suite",
+                   label=lambda name: f"reading {name} train/validation"):
+        splits = load_splits(movies, suite_path=sdir / ID_SUITE, split_names=["train", "validation"])
     return build_demo_models(spec, splits["train"], splits["validation"], encoder_dir(),
                              cache_root() / "demo-models", adaptation, profile, device=options.device,
                              progress=progress)

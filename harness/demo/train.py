@@ -34,6 +34,7 @@ from harness.io import atomic_write_json, ensure_dir, sha256_file, sha256_json
 from harness.records import SplitData
 from harness.spec.training import TrainingSettings, TrainingSpec
 from harness.train.classifier import check_splits, fine_tune, probe_head, subsample, wrap_lora
+from harness.train.loop import pad_from_tokenizer
 
 __all__ = ["DemoModels", "build_demo_models", "cache_keys", "file_sha256", "BUILD_FILE"]
 
@@ -118,6 +119,7 @@ def _build_base(settings: TrainingSettings, train: SplitData, validation: SplitD
     train_frame = subsample(train.frame, settings.probe.max_train_examples, settings.seed)
     info = probe_head(model, tokenizer, train_frame, validation.frame, settings.probe, seed=settings.seed,
                       max_length=settings.max_length, device=device, progress=progress)
+    pad_from_tokenizer(model, tokenizer)
     model.to("cpu").save_pretrained(work)
     tokenizer.save_pretrained(work)
     return {"stage": "base", **info, "seconds": round(time.perf_counter() - started, 2)}
@@ -143,6 +145,7 @@ def _build_adapted(settings: TrainingSettings, adaptation: str, base_dir: Path, 
     model.to("cpu")
     if adaptation == "lora":
         model.peft_config["default"].base_model_name_or_path = str(base_dir)
+    pad_from_tokenizer(model, tokenizer)
     model.save_pretrained(work)
     tokenizer.save_pretrained(work)
     return {"stage": adaptation, **info, "seconds": round(time.perf_counter() - started, 2)}

@@ -177,7 +177,7 @@ class CausalLMScorer:
 
     # ---- scoring ----
     def loglikelihood(self, requests: Sequence[tuple[str, str]], *, desc: str | None = None) -> LoglikelihoodResult:
-        """Log-likelihood of each ``continuation`` given its ``context`` (``desc``: a tqdm bar over the batches).
+        """Log-likelihood of each ``continuation`` given its ``context`` (``desc``: a tqdm bar counting requests).
 
         Parameters
         ----------
@@ -204,7 +204,7 @@ class CausalLMScorer:
     def loglikelihood_rolling(self, texts: Sequence[str], max_length: int | None = None,
                               stride: int | None = None, *, desc: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Log-likelihood of whole documents over rolling windows (lm-eval ``loglikelihood_rolling``; ``desc``: a
-        tqdm bar over the batches).
+        tqdm bar counting its window requests).
 
         Parameters
         ----------
@@ -262,11 +262,12 @@ class CausalLMScorer:
         return score_rows_batched(self.model, rows, batches, len(pairs), self.tokenizer.pad_token_id, desc=desc)
 
     # ---- generation ----
-    def generate_until(self, prompts: Sequence[str], *, stop: list[str], max_new_tokens: int) -> list[str]:
+    def generate_until(self, prompts: Sequence[str], *, stop: list[str], max_new_tokens: int,
+                       desc: str | None = None) -> list[str]:
         """Greedy continuations of ``prompts``, cut at the first stop sequence (lm-eval ``generate_until``).
 
         See :func:`~harness.models.causal_generate.generate_greedy` for the exact rules; batches of
-        ``generation_batch_size`` prompts, longest first.
+        ``generation_batch_size`` prompts, longest first (``desc``: a tqdm bar counting prompts).
 
         Returns
         -------
@@ -275,4 +276,5 @@ class CausalLMScorer:
         """
         return generate_greedy(self.model, self.tokenizer, list(prompts), stop=list(stop),
                                max_new_tokens=max_new_tokens, max_length=self.max_length,
-                               batch_size=self.generation_batch_size, cache_implementation=self.generation_cache)
+                               batch_size=self.generation_batch_size, cache_implementation=self.generation_cache,
+                               desc=desc)

@@ -13,6 +13,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 
 from harness.errors import ModelError
 from harness.models.placement import input_device
+from harness.progress import progress_bar
 
 __all__ = ["generate_greedy", "cut_at_stop", "StopEvery"]
 
@@ -95,7 +96,8 @@ def _eos_ids(model, tokenizer) -> list[int]:
 
 @torch.inference_mode()
 def generate_greedy(model, tokenizer, prompts: list[str], *, stop: list[str], max_new_tokens: int,
-                    max_length: int, batch_size: int, cache_implementation: str | None = None) -> list[str]:
+                    max_length: int, batch_size: int, cache_implementation: str | None = None,
+                    desc: str | None = None) -> list[str]:
     """Greedy continuations of ``prompts`` (lm-eval ``generate_until`` with ``do_sample=False``).
 
     Rules, as lm-eval: prompts are encoded with the tokenizer's default special tokens, none when the prompt
@@ -123,6 +125,8 @@ def generate_greedy(model, tokenizer, prompts: list[str], *, stop: list[str], ma
     cache_implementation : str, default=None
         transformers' KV cache for ``generate`` (``"static"``: preallocated, and on CUDA the decoding step is
         compiled by transformers itself; ``None``: its default dynamic cache). Outputs are the same.
+    desc : str, default=None
+        Draws a tqdm bar (none when ``None``) counting prompts (unit ``req``), advanced after each batch.
 
     Returns
     -------
@@ -151,15 +155,17 @@ def generate_greedy(model, tokenizer, prompts: list[str], *, stop: list[str], ma
     order = sorted(range(len(prompts)), key=lambda i: (-len(encoded[i]), i))
     device = input_device(model)
     out: list[str | None] = [None] * len(prompts)
-    for start in range(0, len(order), batch_size):
-        batch = order[start:start + batch_size]
-        ids, mask = _left_pad([encoded[i] for i in batch], tokenizer.pad_token_id)
-        kwargs = ({"stopping_criteria": StoppingCriteriaList([StopEvery(tokenizer, stop, ids.shape[1])])}
-                  if any(stop) else {})
-        gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
-                             num_beams=1, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                             eos_token_id=_eos_ids(model, tokenizer), use_cache=True,
-                             cache_implementation=cache_implementation, **kwargs)
-        for i, row in zip(batch, gen[:, ids.shape[1]:].tolist()):
-            out[i] = cut_at_stop(tokenizer.decode(row, skip_special_tokens=True), until)
+    with progress_bar(total=len(prompts), desc=desc, unit="req", show=desc is not None) as bar:
+        for start in range(0, len(order), batch_size):
+            batch = order[start:start + batch_size]
+            ids, mask = _left_pad([encoded[i] for i in batch], tokenizer.pad_token_id)
+            kwargs = ({"stopping_criteria": StoppingCriteriaList([StopEvery(tokenizer, stop, ids.shape[1])])}
+                      if any(stop) else {})
+            gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
+                                 num_beams=1, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                                 eos_token_id=_eos_ids(model, tokenizer), use_cache=True,
+                                 cache_implementation=cache_implementation, **kwargs)
+            for i, row in zip(batch, gen[:, ids.shape[1]:].tolist()):
+                out[i] = cut_at_stop(tokenizer.decode(row, skip_special_tokens=True), until)
+            bar.update(len(batch))
     return out  # type: ignore[return-value]

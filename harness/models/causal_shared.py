@@ -172,30 +172,33 @@ def score_rows_batched(model, rows: list[Row], batches: list[list[int]], n_reque
 
     Each batch is one forward; log-likelihoods accumulate on the model's input device and come to the host once.
     Each row's prompt is its prefix (the context), named for representation interventions
-    (:func:`harness.models.reft.prompt_lengths`). ``desc`` draws a tqdm bar over the batches (none when ``None``)."""
+    (:func:`harness.models.reft.prompt_lengths`). ``desc`` draws a tqdm bar (none when ``None``) that counts
+    requests (unit ``req``), advanced by each batch's requests: a split of a few large batches still moves."""
     device = input_device(model)  # where inputs go (the embedding's GPU under a device map)
     dtype = next(model.parameters()).dtype
     ll = torch.zeros(n_requests, dtype=torch.float64, device=device)
     misses = torch.zeros(n_requests, dtype=torch.int64, device=device)
-    for batch in progress_bar(batches, desc=desc, unit="batch", show=desc is not None):
-        chunk = [rows[i] for i in batch]
-        ids, pos, seg, valid, (t_row, t_pos, t_tgt, t_req) = _layout(chunk, pad_id)
-        first = int(t_pos.min())
-        keep = ids.shape[1] - first
-        kw = {}
-        if any(len(row.branches) > 1 for row in chunk):  # several branches in a row: positions and the tree mask
-            kw["position_ids"] = torch.from_numpy(pos).to(device)
-            kw["attention_mask"] = tree_mask(torch.from_numpy(seg).to(device), torch.from_numpy(valid).to(device),
-                                             dtype)
-        else:
-            kw["attention_mask"] = torch.from_numpy(valid.astype(np.int64)).to(device)
-        with prompt_lengths([len(row.prefix) for row in chunk]):
-            logits = model(input_ids=torch.from_numpy(ids).to(device), logits_to_keep=keep, use_cache=False,
-                           **kw).logits
-        out = logits.device  # the last GPU under a device map
-        r, p, tgt, req = (torch.from_numpy(x).to(out) for x in (t_row, t_pos - first, t_tgt, t_req))
-        h = logits[r, p].float()  # (scored tokens, vocab)
-        tok_ll = h.gather(1, tgt[:, None])[:, 0] - torch.logsumexp(h, dim=-1)
-        ll.index_add_(0, req.to(device), tok_ll.double().to(device))
-        misses.index_add_(0, req.to(device), (h.argmax(-1) != tgt).long().to(device))
+    with progress_bar(total=n_requests, desc=desc, unit="req", show=desc is not None) as bar:
+        for batch in batches:
+            chunk = [rows[i] for i in batch]
+            ids, pos, seg, valid, (t_row, t_pos, t_tgt, t_req) = _layout(chunk, pad_id)
+            first = int(t_pos.min())
+            keep = ids.shape[1] - first
+            kw = {}
+            if any(len(row.branches) > 1 for row in chunk):  # several branches in a row: positions, tree mask
+                kw["position_ids"] = torch.from_numpy(pos).to(device)
+                kw["attention_mask"] = tree_mask(torch.from_numpy(seg).to(device),
+                                                 torch.from_numpy(valid).to(device), dtype)
+            else:
+                kw["attention_mask"] = torch.from_numpy(valid.astype(np.int64)).to(device)
+            with prompt_lengths([len(row.prefix) for row in chunk]):
+                logits = model(input_ids=torch.from_numpy(ids).to(device), logits_to_keep=keep, use_cache=False,
+                               **kw).logits
+            out = logits.device  # the last GPU under a device map
+            r, p, tgt, req = (torch.from_numpy(x).to(out) for x in (t_row, t_pos - first, t_tgt, t_req))
+            h = logits[r, p].float()  # (scored tokens, vocab)
+            tok_ll = h.gather(1, tgt[:, None])[:, 0] - torch.logsumexp(h, dim=-1)
+            ll.index_add_(0, req.to(device), tok_ll.double().to(device))
+            misses.index_add_(0, req.to(device), (h.argmax(-1) != tgt).long().to(device))
+            bar.update(sum(len(row.requests) for row in chunk))  # requests, not batches: the bar moves
     return ll.cpu().numpy(), (misses == 0).cpu().numpy()

@@ -120,13 +120,16 @@ def prepare_model(model_dir: Path, settings: TrainingSettings, adaptation: str) 
         return tokenizer, model, settings.full
     from peft import LoraConfig, get_peft_model
 
+    from harness.models.adapters import quiet_peft_deprecations
+
     lora: LoraSettings = settings.lora
     n_layers = model.config.num_hidden_layers
     layers = None if lora.last_layers is None else list(range(max(0, n_layers - lora.last_layers), n_layers))
     config = LoraConfig(task_type="CAUSAL_LM", r=lora.r, lora_alpha=lora.lora_alpha, lora_dropout=lora.dropout,
                         target_modules=list(lora.target_modules), layers_to_transform=layers)
     try:
-        model = get_peft_model(model, config)
+        with quiet_peft_deprecations():  # transformers' is_gradient_checkpointing FutureWarning, read by peft
+            model = get_peft_model(model, config)
     except ValueError as e:
         raise ModelError(format_error("LoRA target modules not found in the model", where="lora.target_modules",
                                       got=lora.target_modules, fix="name linear layers of the model, e.g. q_proj, "

@@ -24,7 +24,7 @@ from harness.io import ensure_dir
 from harness.progress import StepProgress  # re-exported: the trainers' progress (harness.progress)
 from harness.spec.training import FineTuneSettings
 
-__all__ = ["adamw_linear", "StepProgress", "save_model_folder", "save_folder", "quiet_loading"]
+__all__ = ["adamw_linear", "StepProgress", "pad_from_tokenizer", "save_model_folder", "save_folder", "quiet_loading"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +69,16 @@ def adamw_linear(model: torch.nn.Module, ft: FineTuneSettings, total_steps: int,
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
+def pad_from_tokenizer(model: Any, tokenizer: Any) -> None:
+    """Copy the tokenizer's pad token id into ``model.config`` when the config has none, before saving: else
+    every later load of the folder notes that config.json lacks ``pad_token_id``
+    (:func:`harness.models.sanity`). A config that has one, or a tokenizer without one, is left as it is."""
+    config = getattr(model, "config", None)
+    pad = getattr(tokenizer, "pad_token_id", None)
+    if config is not None and getattr(config, "pad_token_id", None) is None and pad is not None:
+        config.pad_token_id = int(pad)
+
+
 def save_model_folder(model: Any, tokenizer: Any, out_dir: Path, record: dict[str, Any], record_name: str,
                       **save_kwargs: Any) -> None:
     """``save_pretrained`` (safetensors) + tokenizer + ``record`` as JSON into a temporary sibling folder, then
@@ -79,9 +89,7 @@ def save_model_folder(model: Any, tokenizer: Any, out_dir: Path, record: dict[st
     ModelError
         If ``out_dir`` exists already.
     """
-    config = getattr(model, "config", None)
-    if config is not None and getattr(config, "pad_token_id", None) is None and tokenizer.pad_token_id is not None:
-        config.pad_token_id = tokenizer.pad_token_id  # else every later load warns that config.json lacks it
+    pad_from_tokenizer(model, tokenizer)
 
     def write(staging: Path) -> None:
         model.save_pretrained(staging, **save_kwargs)

@@ -153,3 +153,30 @@ def test_sweep_run_file_keys_and_flags_override_them(tiny_pair, tiny_suites, tmp
     bad = tmp_path / "bad.yaml"
     bad.write_text("kind: run\ndtyp: bf16\n")
     assert main(["sweep", "-c", str(bad)]) == 2
+
+
+def test_every_out_flag_has_a_help_text():
+    from harness.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    seen = []
+    for name, p in sub.choices.items():
+        for action in p._actions:
+            if "--out" in action.option_strings:
+                seen.append(name)
+                assert action.help and len(action.help) > 20, name
+    assert {"eval", "sweep", "blend", "demo", "train"} <= set(seen)
+
+
+def test_sweep_and_eval_without_out_say_nothing_was_written(tiny_pair, tiny_suites, tmp_path, capsys,
+                                                           monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["sweep", "--base", str(tiny_pair[0]), "--adapted", str(tiny_pair[1]), "--suite",
+                 *map(str, tiny_suites), "--alphas", "0,1", "--n-resamples", "20", "--no-store", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "chosen alpha" in out and "run directory: none written (no --out)" in out and "--out DIR" in out
+    assert main(["eval", "--model", str(tiny_pair[0]), "--suite", str(tiny_suites[0]), "--n-resamples", "20",
+                 "--no-store", "--quiet"]) == 0
+    assert "run directory: none written (no --out)" in capsys.readouterr().out
+    assert not any(tmp_path.iterdir())  # and indeed nothing was written

@@ -332,3 +332,18 @@ def test_progress_is_one_log_line_per_step_when_not_a_terminal(cls_setup, tmp_pa
     harness.run_train(cls_setup["training"], cls_setup["suite"], tmp_path / "p", tmp_path / "q", method="full",
                       profile="quick", progress=False)
     assert not [r for r in caplog.records if " step " in r.getMessage()]
+
+
+def test_lora_for_a_causal_lm_shows_no_gradient_checkpointing_future_warning(lm_setup):
+    """peft reads transformers' deprecated ``is_gradient_checkpointing`` when it wraps a model: the LM demo showed
+    that FutureWarning to the user; the harness silences that one message (other warnings still show)."""
+    import warnings
+
+    from harness.spec.load import load_spec
+    from harness.train.causal import prepare_model
+
+    settings = load_spec(lm_setup["training"], kind="training").resolve(None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        prepare_model(lm_setup["llama"], settings, "lora")
+    assert not [w for w in caught if "is_gradient_checkpointing" in str(w.message)]

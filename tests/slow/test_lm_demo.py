@@ -44,7 +44,7 @@ def test_quick_lm_demo_writes_a_complete_run(tmp_path, monkeypatch, capsys):
     assert "chosen alpha" in printed and "gate (lm-demo)" in printed, printed
 
     s = read_summary(out)
-    assert s.command == "demo" and s.profile == "lm-quick"
+    assert s.command == "demo" and s.profile == "quick"
     assert {n: i.role for n, i in s.suites.items()} == SUITES
     roles = {p.role for p in s.points}
     assert {"base", "adapted"} <= roles and len(s.points) >= 3  # the adaptive search adds blends

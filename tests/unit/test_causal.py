@@ -262,3 +262,42 @@ def test_compile_setting_compiles_a_causal_lm_s_decoder_blocks():
     assert all(getattr(b, "_compiled_call_impl", None) is None for b in model.model.layers)
     make_scorer(live, "causal_lm", RunOptions(compile=True))
     assert all(b._compiled_call_impl is not None for b in model.model.layers)
+
+
+class _BarLog:
+    """Stands in for harness.progress.progress_bar: records each bar's total, unit and updates."""
+
+    def __init__(self):
+        self.bars = []
+
+    def __call__(self, iterable=None, *, desc=None, total=None, unit="it", show=True, **kw):
+        from tqdm import tqdm
+
+        record = {"desc": desc, "total": total, "unit": unit, "show": show, "updates": []}
+        self.bars.append(record)
+        bar = tqdm(iterable, total=total, disable=True)
+        bar.update = lambda n=1: record["updates"].append(n)
+        return bar
+
+
+def test_scoring_bars_count_requests_not_batches(pair, monkeypatch):
+    """A CPU split of a few large batches sat on ``0/2 batch`` for 20 s: the language-model bars count the
+    requests (choices, windows, prompts) and advance by each batch's requests."""
+    import harness.models.causal_generate as gen_mod
+    import harness.models.causal_shared as shared
+
+    log = _BarLog()
+    monkeypatch.setattr(shared, "progress_bar", log)
+    monkeypatch.setattr(gen_mod, "progress_bar", log)
+    model, tok = pair
+    s = CausalLMScorer(model, tok, batch_tokens=200, batch_size=3)
+    s.loglikelihood(REQUESTS, desc="base arc/validation")
+    s.loglikelihood_rolling(TEXTS, max_length=16, desc="base wiki/test")
+    s.generate_until(PROMPTS, stop=["\n"], max_new_tokens=4, desc="base gsm/test")
+    mc, rolling, gen = log.bars
+    assert (mc["unit"], mc["total"], sum(mc["updates"])) == ("req", len(REQUESTS), len(REQUESTS))
+    assert len(mc["updates"]) > 1 and max(mc["updates"]) > 1  # several batches, each counted by its requests
+    n_windows = sum(len(rolling_windows(s.encode(t), s.prefix_token_id, 16, None)) for t in TEXTS)
+    assert (rolling["unit"], rolling["total"], sum(rolling["updates"])) == ("req", n_windows, n_windows)
+    assert (gen["unit"], gen["total"], gen["updates"]) == ("req", len(PROMPTS), [3, 1])
+    assert all(b["show"] for b in log.bars)

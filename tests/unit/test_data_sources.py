@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from harness.data.sources import load_splits
 from harness.errors import DataError, SpecError
@@ -312,10 +313,10 @@ def test_hub_needs_a_split_name():
 
 
 # ------------------------------------------------------------------------------------------------ suites
-@pytest.mark.parametrize("name", ["vader-movies", "vader-tweets", "vader-amazon", "vader-nyt",
-                                  "vader-movies-typos", "examples/sst2-local"])
+@pytest.mark.parametrize("name", ["suites/vader-movies", "suites/vader-tweets", "suites/vader-amazon",
+                                  "suites/vader-nyt", "suites/vader-movies-typos", "examples/sst2-local"])
 def test_committed_suites_validate(name):
-    s = load_suite(REPO / "suites" / f"{name}.yaml")
+    s = load_suite(REPO / f"{name}.yaml")
     assert s.metrics == ["accuracy", "macro_f1", "nll", "ece"] and s.max_length == 128
     if s.source is not None and s.source.type == "builtin":
         assert s.source.neutral_band == 0.5
@@ -325,7 +326,25 @@ def test_committed_suites_validate(name):
 def test_shared_sst2_example_suite():
     if not (SHARED / "sst2" / "train.csv").is_file() or not (SHARED / "rt_polarity" / "rt_polarity.csv").is_file():
         pytest.skip(f"shared data not present at {SHARED}")
-    path = REPO / "suites" / "examples" / "sst2-local.yaml"
+    path = REPO / "examples" / "sst2-local.yaml"
     out = load_splits(load_suite(path), suite_path=path)
     assert {k: len(v) for k, v in out.items()} == {"train": 6863, "validation": 872, "test": 1977}
     assert out["validation"].frame["label"].value_counts().sort_index().tolist() == [428, 444]
+
+
+def test_suites_folder_reads_no_data_outside_the_repository():
+    """`harness validate suites/` (README, .ci/run) checks each suite's data: on a plain clone that works only if
+    no suite under suites/ reads files from outside the repository (the SST-2 example that does lives in
+    examples/)."""
+    outside = []
+    for path in sorted((REPO / "suites").rglob("*.yaml")):
+        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if doc.get("kind") != "suite":
+            continue
+        source = doc.get("source") or {}
+        files = list(source.get("files") or []) + [f for sp in doc.get("splits") or [] for f in sp.get("files") or []]
+        for f in files:
+            resolved = (path.parent / f).resolve()
+            if not resolved.is_relative_to(REPO.resolve()):
+                outside.append(f"{path.relative_to(REPO)}: {f}")
+    assert not outside, outside

@@ -253,3 +253,14 @@ def test_bad_inputs_are_refused_before_training(encoder_dir, splits, tmp_path):
     with pytest.raises(DataError, match="lacks some classes"):
         build_demo_models(tiny_spec(), one_class, validation, encoder_dir, tmp_path, "full", "quick")
     assert not any(tmp_path.iterdir())
+
+
+def test_demo_models_save_the_tokenizers_pad_token_id(built):
+    """The demo's own models carry pad_token_id in config.json, so scoring them notes nothing about it."""
+    from transformers import AutoTokenizer
+
+    _, full, _ = built
+    pad = AutoTokenizer.from_pretrained(full.base_dir).pad_token_id
+    assert pad is not None
+    for folder in (full.base_dir, full.adapted_dir):
+        assert json.loads((folder / "config.json").read_text())["pad_token_id"] == pad, folder

@@ -126,3 +126,58 @@ def test_real_conversion_gives_a_model_that_knows_paris():
     out = model.generate(**ids, max_new_tokens=2, do_sample=False)
     assert tok.decode(out[0, ids["input_ids"].shape[1]:]).startswith(" Paris")
     assert smollm2_dir() == folder  # second call: the cache
+
+
+def test_gguf_tensor_bar_replaces_the_readers_bar_only_when_asked(monkeypatch):
+    """The 40 s de-quantisation gets its own bar over the tensors (the harness's, on a terminal), in place of
+    transformers' bar, which stays silenced otherwise; the reader's tqdm is restored afterwards."""
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+
+    seen = []
+    monkeypatch.setattr(lm_assets, "progress_bar", lambda it=None, **kw: seen.append(kw) or iter(it))
+    original = gguf_utils.tqdm
+    with lm_assets.quiet_transformers(tensor_bar=True):
+        assert list(gguf_utils.tqdm(["a", "b", "c"], desc="Converting and de-quantizing GGUF tensors...")) == \
+            ["a", "b", "c"]
+    assert seen == [{"desc": "de-quantising GGUF tensors", "total": 3, "unit": "tensor"}]
+    with lm_assets.quiet_transformers():
+        assert gguf_utils.tqdm(range(2)).disable
+    assert gguf_utils.tqdm is original
+
+
+def test_conversion_steps_advance_the_bar_under_ticking(tmp_path, monkeypatch):
+    """smollm2_dir's bar: located, sha256 checked, then the conversion's three stages; it runs under ticking."""
+    fake = tmp_path / "fake.gguf"
+    fake.write_bytes(b"a model")
+    monkeypatch.setenv(GGUF_ENV, str(fake))
+    seen = {}
+    ticked = []
+    real_ticking = lm_assets.ticking
+
+    def fake_convert(path, target, *, provenance, bar):
+        seen["before"] = bar.n
+        stage = lm_assets._stages(bar)
+        for desc in ("tokenizer", "tensors", "writing", None):
+            stage(desc)
+        seen["after"] = bar.n
+        Path(target).mkdir(parents=True)
+        (Path(target) / MARKER).write_text("{}")
+        return target
+
+    def spy_ticking(bar, every=1.0):
+        ticked.append(bar.total)
+        return real_ticking(bar, every)
+
+    def counting_bar(iterable=None, *, show=True, **kw):  # a drawn bar (into a buffer), so it counts
+        import io
+
+        from tqdm import tqdm
+
+        return tqdm(iterable, file=io.StringIO(), **kw)
+
+    monkeypatch.setattr(lm_assets, "convert_gguf", fake_convert)
+    monkeypatch.setattr(lm_assets, "ticking", spy_ticking)
+    monkeypatch.setattr(lm_assets, "progress_bar", counting_bar)
+    sha = hashlib.sha256(b"a model").hexdigest()
+    assert smollm2_dir(gguf_sha256=sha).name == sha[:16]
+    assert seen == {"before": 2, "after": 5} and ticked == [5]

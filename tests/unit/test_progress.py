@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from harness.progress import StepProgress, bar_size, progress_bar, track
+from harness.progress import StepProgress, bar_size, progress_bar, ticking, track
 
 
 @pytest.fixture
@@ -86,3 +86,24 @@ def test_off_a_terminal_no_bar_and_one_line_per_step(monkeypatch, caplog):
     for _ in progress_bar(range(3), desc="x"):
         pass
     assert err.getvalue() == ""  # never tqdm's carriage returns in a log file
+
+
+def test_ticking_redraws_a_bar_while_a_silent_step_runs(zero_size_pty):
+    """A step that reports nothing (GGUF conversion inside transformers) must not leave a frozen bar: under
+    ticking the elapsed time is redrawn while the step runs, and the thread ends with the block."""
+    import threading
+    import time
+
+    read = zero_size_pty()
+    with progress_bar(total=2, desc="converting", unit="step", leave=True) as bar, ticking(bar, every=0.05):
+        time.sleep(0.6)  # no update: only the ticking thread draws
+        drawn = read()
+    assert drawn.count("converting:") >= 3 and "00:00" in drawn
+    assert not any(t.name == "harness-progress-tick" for t in threading.enumerate())
+
+
+def test_ticking_starts_no_thread_for_a_disabled_bar():
+    import threading
+
+    with progress_bar(total=1, desc="x", show=False) as bar, ticking(bar, every=0.01):
+        assert bar.disable and not any(t.name == "harness-progress-tick" for t in threading.enumerate())

@@ -6,6 +6,7 @@ on; never in a committed sample report."""
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -190,9 +191,35 @@ def test_the_committed_sample_never_holds_generation_text(tmp_path, lm_report):
     assert "Generation examples" in (local / "report.html").read_text()  # the local copy is left as it was
 
 
+def committed_report_files(repo: Path) -> list[Path]:
+    """The files under ``reports/`` that are committed: ``git ls-files`` in a git checkout, else the folders the
+    repository's .gitignore keeps (``reports/sample``, ``reports/sample-lm``, ``reports/baselines``). The
+    git-ignored run directories ``harness demo`` writes (``reports/demo``, ``reports/lm-demo``) are not samples
+    and may hold a local run's examples."""
+    try:
+        out = subprocess.run(["git", "ls-files", "-z", "reports"], cwd=repo, capture_output=True, check=True)
+        names = [n for n in out.stdout.decode().split("\0") if n]
+    except (OSError, subprocess.CalledProcessError):
+        names = []
+    if names:
+        return [repo / n for n in names if (repo / n).is_file()]
+    return [p for d in ("sample", "sample-lm", "baselines") for p in (repo / "reports" / d).rglob("*") if p.is_file()]
+
+
+def test_committed_report_files_leave_out_the_demo_runs(tmp_path):
+    repo = Path(__file__).resolve().parents[2]
+    files = committed_report_files(repo)
+    assert any("sample-lm" in p.parts for p in files) and any("sample" in p.parts for p in files)
+    assert not any(d in p.parts for p in files for d in ("demo", "lm-demo"))
+    (tmp_path / "reports" / "demo").mkdir(parents=True)  # a copy outside git: the folders .gitignore keeps
+    (tmp_path / "reports" / "demo" / "report.html").write_text("<script>")
+    (tmp_path / "reports" / "sample").mkdir()
+    (tmp_path / "reports" / "sample" / "report.md").write_text("ok")
+    assert [p.relative_to(tmp_path).as_posix() for p in committed_report_files(tmp_path)] == ["reports/sample/report.md"]
+
+
 def test_the_committed_sample_reports_hold_no_markup_or_outputs():
-    root = Path(__file__).resolve().parents[2] / "reports"
-    files = [p for p in root.rglob("*") if p.is_file()]
+    files = committed_report_files(Path(__file__).resolve().parents[2])
     assert files, "no committed sample report found"
     assert not any(p.name in ("report.html", "predictions.parquet") for p in files)
     for f in files:
