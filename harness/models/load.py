@@ -275,15 +275,11 @@ def _check_vocab_fits(model: torch.nn.Module, tok: Any, path: Path) -> None:
 
 def _load_hf(path: Path, dtype: torch.dtype, allow_pickle: bool, trust_remote_code: bool,
              use_safetensors: bool | None = None) -> tuple[torch.nn.Module, list[str]]:
-    from transformers import AutoConfig, AutoModelForSequenceClassification  # heavy: as above
+    from transformers import AutoModelForSequenceClassification  # heavy: as above
 
-    try:
-        config = AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
-    except (ValueError, OSError) as e:  # OSError: transformers' "not a valid JSON file"
-        msg = str(e)
-        fix = ("pass --trust-remote-code if you trust this checkpoint's code" if "trust_remote_code" in msg
-               else "check config.json (model_type) and that the architecture is installed")
-        raise ModelError(format_error("cannot read the model config", where=str(path), got=msg[:300], fix=fix)) from e
+    from harness.models.hfconfig import read_config
+
+    config = read_config(path, trust_remote_code)
     if use_safetensors is None:
         use_safetensors = not allow_pickle
     auto_map = getattr(config, "auto_map", None) or {}
