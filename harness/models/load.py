@@ -24,6 +24,7 @@ import torch
 from harness.errors import ModelError, format_error
 from harness.io import atomic_write_json, cache_root, sha256_file
 from harness.models.blend import head_keys
+from harness.models.paths import looks_like_hub_id, missing_model_error
 from harness.models.sanity import check_cast_finite, check_model_files, ensure_pad_token
 
 __all__ = ["DTYPES", "LoadedModel", "resolve_model_dir", "is_adapter_dir", "weight_files", "check_safetensors",
@@ -95,10 +96,8 @@ def resolve_model_dir(name: str | Path, revision: str | None = None) -> Path:
                                       expected="a folder holding config.json and weights",
                                       fix="pass the folder that contains the file"))
     text = str(name)
-    if text.startswith((".", "/", "~")) or text.count("/") != 1:
-        raise ModelError(format_error("model folder not found", where=text,
-                                      expected="an existing folder or a hub id such as org/name",
-                                      fix="check the path"))
+    if not looks_like_hub_id(text):
+        raise missing_model_error(text)
     try:
         from huggingface_hub import snapshot_download  # only for hub ids
 
