@@ -395,8 +395,9 @@ def load_splits(suite: Suite, *, suite_path: Path | None = None, split_names: Se
         suite that cannot be found or forms a cycle.
     DataError
         For a missing or unreadable file, a missing column, empty text under ``on_missing_text: error``, a label
-        outside the classes (or empty: said apart), repeated ids, a split with no rows, a hub dataset that cannot be loaded (naming
-        ``HF_DATASETS_OFFLINE`` and the cache when offline), or VADER data that cannot be fetched or verified.
+        outside the classes (or empty: said apart), repeated ids, a split with no rows, a hub dataset that cannot
+        be loaded (naming ``HF_DATASETS_OFFLINE`` and the cache when offline), or VADER data that cannot be fetched
+        or verified.
         The row problems of every split (text, labels, ids, empty split) are found first and raised together as
         one error listing each (:func:`data_problems`).
     """
