@@ -40,11 +40,15 @@ def _fix(path: Path, msg: str, trust_remote_code: bool) -> str:
 
     mtype, has_code = _declared_type(path)
     if mtype is not None and mtype not in CONFIG_MAPPING:
-        code = ("its config.json declares its own code (auto_map): pass --trust-remote-code only if you trust that "
-                "code" if has_code and not trust_remote_code else
-                "it ships no model code of its own (no auto_map in config.json), so --trust-remote-code cannot help")
+        if has_code and not trust_remote_code:
+            code = ("its config.json declares its own code (auto_map): pass --trust-remote-code only if you trust "
+                    "that code")
+        elif has_code:
+            code = "its own code (auto_map in config.json) did not register the type even with --trust-remote-code"
+        else:
+            code = "it ships no model code of its own (no auto_map in config.json), so --trust-remote-code cannot help"
         return (f"model type {mtype!r} is one transformers {transformers.__version__} does not know and the harness "
-                f"does not register (the harness registers {MODEL_TYPE!r}); {code}; otherwise install a transformers "
+                f"does not register (the harness registers {MODEL_TYPE!r}); {code}; to load it, install a transformers "
                 f"version that has {mtype!r}, or correct model_type in config.json if it is a typo")
     if "trust_remote_code" in msg and not trust_remote_code:
         return "pass --trust-remote-code only if you trust this checkpoint's code"

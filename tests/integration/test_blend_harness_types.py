@@ -101,3 +101,16 @@ def test_unknown_model_type_names_the_real_limit_in_full(harness_pair, tmp_path,
     assert "does not register" in err and "harness_mean_pooling" in err and "--trust-remote-code" in err
     got = next(line for line in err.splitlines() if "got:" in line)
     assert got.count("`") % 2 == 0 and not got.rstrip().endswith("pip install")  # whole, never cut mid-text
+
+
+def test_unknown_type_with_its_own_code_points_to_trust_remote_code(tmp_path):
+    from harness.errors import ModelError
+    from harness.models.hfconfig import read_config
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "somebody_elses", "auto_map": {
+        "AutoConfig": "modeling.SomeConfig"}}))
+    with pytest.raises(ModelError) as e:
+        read_config(tmp_path)
+    msg = str(e.value)
+    assert "declares its own code (auto_map): pass --trust-remote-code only if you trust that code" in msg
+    assert "'somebody_elses'" in msg
