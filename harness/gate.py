@@ -532,7 +532,10 @@ def _side(run: RunView | None, point: str | None, problem: str, suite: str, rule
         raise _RuleFailure(f"missing point: the run has no {where} (points: {[p.id for p in s.points]})")
     suites = s.results.get(point, {})
     if suite not in suites:
-        raise _RuleFailure(f"missing suite: {where} has no results for suite {suite!r} (has: {sorted(suites)})")
+        run_suites = ", ".join(f"{n} ({getattr(i.role, 'value', i.role)})" for n, i in sorted(s.suites.items()))
+        raise _RuleFailure(f"missing suite: {where} has no results for suite {suite!r} (has: {sorted(suites)}); "
+                           f"fix: edit the policy's suites: (or this rule's suites:) to the run's suite names: "
+                           f"{run_suites}; or rerun with {suite!r} among --suite")
     if rule.split not in suites[suite]:
         raise _RuleFailure(f"missing split: {where} has no split {rule.split!r} of {suite!r} "
                            f"(has: {sorted(suites[suite])})")

@@ -14,6 +14,8 @@ generation ``output``, ``answer`` (str) and one float64 per match metric; perple
 
 from __future__ import annotations
 
+import difflib
+
 import json
 import logging
 import re
@@ -44,9 +46,22 @@ SUMMARY, MANIFEST, PER_ALPHA, PREDICTIONS, VERDICT = (
 
 
 def _missing(run_dir: Path, name: str) -> DataError:
-    return DataError(format_error(f"run directory has no {name}", where=str(run_dir),
-                                  expected="a folder written by `harness eval` or `harness sweep`",
-                                  fix="pass the --out folder of a finished run"))
+    expected = "a folder written by `harness eval` or `harness sweep`"
+    if not run_dir.exists():
+        parent = run_dir.parent
+        runs = sorted(q.name for q in parent.iterdir() if (q / SUMMARY).is_file()) if parent.is_dir() else []
+        close = difflib.get_close_matches(run_dir.name, runs, n=3, cutoff=0.6)
+        hint = f"did you mean {', '.join(str(parent / c) for c in close)}? " if close else ""
+        shown = ", ".join(runs[:10]) + (f" and {len(runs) - 10} more" if len(runs) > 10 else "")
+        got = (f"runs in {parent}: {shown}" if runs else
+               f"no run directories in {parent}" if parent.is_dir() else f"{parent} does not exist either")
+        return DataError(format_error("the run directory does not exist", where=str(run_dir), expected=expected,
+                                      got=got, fix=f"{hint}pass the --out folder of a finished run"))
+    if not run_dir.is_dir():
+        return DataError(format_error("the run directory is a file, not a folder", where=str(run_dir),
+                                      expected=expected, fix="pass the --out folder of a finished run"))
+    return DataError(format_error(f"run directory has no {name}", where=str(run_dir), expected=expected,
+                                  fix="pass the --out folder of a finished run (an interrupted run writes none)"))
 
 
 def write_summary(run_dir: str | Path, summary: Summary) -> Path:

@@ -14,6 +14,8 @@ from 0 in each file (as strings), prefixed with ``<file stem>:`` when the source
 
 from __future__ import annotations
 
+import difflib
+
 import json
 import logging
 import os
@@ -102,10 +104,42 @@ def _label_indices(raw: Sequence[Any], suite: Suite) -> tuple[np.ndarray, list[i
     return out, np.flatnonzero(out < 0).tolist()
 
 
-def _label_error(suite: Suite, spec: SplitSpec, rows: pd.DataFrame, bad: list[int], where: str) -> DataError:
+def _empty_label_error(suite: Suite, spec: SplitSpec, ids: list, where: str) -> DataError:
+    return DataError(format_error(
+        f"{len(ids)} row(s) of split {spec.name!r} have an empty label", where=f"suite {suite.name!r}, column "
+        f"{suite.label!r} of {where}; ids {first_values(ids)}", expected=f"a class name {list(suite.classes)}",
+        got="an empty or null value", fix="fill in the label of those rows, or remove them from the file (an "
+        "empty label cannot be mapped: label_map does not help)"))
+
+
+def _misspelling_hint(suite: Suite, values: list[str], labels: np.ndarray) -> str:
+    """A hint that a ``classes`` entry may be misspelled: an unknown value close to a class name, or a class no
+    row carries (``labels``: the mapped indices, -1 where unmapped); empty when neither holds."""
+    unseen = [c for i, c in enumerate(suite.classes) if not (labels == i).any()]
+    pairs = [(v, m[0]) for v in values for m in [difflib.get_close_matches(v, suite.classes, n=1, cutoff=0.6)] if m]
+    if pairs:
+        named = "; ".join(f"the data has {v!r}, the classes {c!r}" for v, c in pairs[:5])
+        return (f"a classes entry may be misspelled ({named}): correct classes in the suite, or map the value with "
+                f"label_map; else ")
+    if unseen and values:
+        return (f"a classes entry may be misspelled: no row of this split has the class(es) {unseen}, while the data "
+                f"has {values[:5]} which no class names; correct classes, or ")
+    return ""
+
+
+def _label_errors(suite: Suite, spec: SplitSpec, rows: pd.DataFrame, labels: np.ndarray, bad: list[int],
+                  where: str) -> list[DataError]:
+    """The label problems of a split: rows with an empty label, and rows whose label is outside the classes
+    (with a hint when a ``classes`` entry looks misspelled)."""
     raw = rows[suite.label].tolist()
+    all_ids = rows[ID_COL].tolist()
+    empty = [i for i in bad if as_key(raw[i]) in (None, "")]
+    out = [_empty_label_error(suite, spec, [all_ids[i] for i in empty], where)] if empty else []
+    bad = [i for i in bad if as_key(raw[i]) not in (None, "")]
+    if not bad:
+        return out
     seen = sorted({repr(raw[i]) for i in bad})
-    ids = rows[ID_COL].iloc[bad].tolist()
+    ids = [all_ids[i] for i in bad]
     how = (f"{'extend' if suite.label_map else 'add'} label_map with an entry for each value shown (raw value -> "
            f"one of {list(suite.classes)}), or leave those rows out with the split's where")
     if suite.label_map:
@@ -117,36 +151,48 @@ def _label_error(suite: Suite, spec: SplitSpec, rows: pd.DataFrame, bad: list[in
                + "{" + ", ".join(f"{i}: {c!r}" for i, c in enumerate(suite.classes)) + "}")
     else:
         expected = f"a class name {list(suite.classes)} or an integer index in [0, {len(suite.classes) - 1}]"
-    return DataError(format_error(
+    hint = _misspelling_hint(suite, sorted({as_key(raw[i]) for i in bad}), labels)
+    out.append(DataError(format_error(
         f"{len(bad)} row(s) of split {spec.name!r} have a label outside the classes",
         where=f"suite {suite.name!r}, column {suite.label!r} of {where}; ids {first_values(ids)}", expected=expected,
-        got=f"values {', '.join(seen[:10])}" + (" ..." if len(seen) > 10 else ""), fix=how))
+        got=f"values {', '.join(seen[:10])}" + (" ..." if len(seen) > 10 else ""), fix=hint + how)))
+    return out
+
+
+def data_problems(errors: Sequence[DataError], where: str) -> None:
+    """Raise the one error, or one :class:`DataError` listing every problem found (each with its own message),
+    so a user fixes them all in one round; nothing when ``errors`` is empty."""
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        body = "\n".join(f"[{i}] " + str(e).replace("\n", "\n    ") for i, e in enumerate(errors, 1))
+        raise DataError(f"{len(errors)} data problems in {where}:\n{body}") from errors[0]
 
 
 def _handle_missing_text(suite: Suite, spec: SplitSpec, rows: pd.DataFrame, where: str,
-                         reasons: Counter) -> pd.DataFrame:
+                         reasons: Counter) -> tuple[pd.DataFrame, DataError | None]:
     cols = [c for c in (suite.text, suite.text_pair) if c is not None]
     missing = np.zeros(len(rows), dtype=bool)
     for c in cols:
         missing |= np.fromiter((text_missing(v) for v in rows[c].tolist()), dtype=bool, count=len(rows))
     n = int(missing.sum())
     if n == 0:
-        return rows
+        return rows, None
     policy = suite.source.on_missing_text  # type: ignore[union-attr]
     if policy is OnMissingText.ERROR:
         ids = rows[ID_COL].to_numpy()[missing].tolist()
-        raise DataError(format_error(
+        return rows, DataError(format_error(
             f"{n} row(s) of split {spec.name!r} have empty or null text", where=f"suite {suite.name!r}, column(s) "
             f"{', '.join(map(repr, cols))} of {where}", got=f"ids {first_values(ids)}",
             fix="set source.on_missing_text: drop (remove them, counted as missing_text) or keep (score them "
                 "as empty strings), or fill in the text"))
     if policy is OnMissingText.DROP:
         reasons["missing_text"] += n
-        return rows.loc[~missing]
+        return rows.loc[~missing], None
     rows = rows.copy()
     for c in cols:
         rows[c] = ["" if text_missing(v) else v for v in rows[c].tolist()]
-    return rows
+    return rows, None
 
 
 def _as_text(values: Sequence[Any]) -> list[str]:
@@ -190,18 +236,20 @@ def _build_split(suite: Suite, spec: SplitSpec, table: pd.DataFrame, where: str)
     reasons.update(rows.loc[dropped, DROP_COL].tolist())
     rows = rows.loc[~dropped]
     lm = suite.task_name != "classification"
+    problems: list[DataError] = []
     if not lm:
-        rows = _handle_missing_text(suite, spec, rows, where, reasons)
+        rows, text_problem = _handle_missing_text(suite, spec, rows, where, reasons)
         labels, bad = _label_indices(rows[suite.label].tolist(), suite)
-        if bad:
-            raise _label_error(suite, spec, rows, bad, where)
+        problems += [text_problem] if text_problem else []
+        problems += _label_errors(suite, spec, rows, labels, bad, where) if bad else []
     dup = rows[ID_COL].duplicated(keep=False).to_numpy()
     if dup.any():
-        raise DataError(format_error(
+        problems.append(DataError(format_error(
             f"{int(dup.sum())} row(s) of split {spec.name!r} share an id", where=f"suite {suite.name!r}, "
             f"{'column ' + repr(suite.id_column) if suite.id_column else 'row numbers'} of {where}",
             got=f"repeated ids {first_values(sorted(set(rows[ID_COL].to_numpy()[dup].tolist())))}",
-            fix="set id_column to a column of unique ids, or remove id_column to number the rows"))
+            fix="set id_column to a column of unique ids, or remove id_column to number the rows")))
+    data_problems(problems, f"split {spec.name!r} of suite {suite.name!r} ({where})")
     if lm:  # the task reads prompt, choices and gold from the row; the gold index is found when it prepares
         cols, labels = _lm_columns(suite, rows), np.zeros(len(rows), dtype=np.int64)
     else:
@@ -289,7 +337,16 @@ def _load(suite: Suite, suite_path: Path | None, split_names: Sequence[str] | No
         base = Path(suite_path).parent if suite_path is not None else Path.cwd()
         reader = Reader(suite, base)
         specs = {s.name: s for s in suite.splits}
-        return {n: _build_split(suite, specs[n], *reader.table(specs[n])) for n in names}
+        out: dict[str, SplitData] = {}
+        problems: list[DataError] = []
+        for n in names:  # every split's problems, then one error: a user fixes them all in one round
+            try:
+                out[n] = _build_split(suite, specs[n], *reader.table(specs[n]))
+            except DataError as e:
+                if str(e) not in map(str, problems):
+                    problems.append(e)
+        data_problems(problems, f"suite {suite.name!r}")
+        return out
     names = _select(suite, suite.derived_from.split_names, split_names)
     validate_transforms(suite.transforms, owner=f"suite {suite.name!r}")  # fail before reading any data
     chain = chain + (suite.name,)
@@ -338,7 +395,10 @@ def load_splits(suite: Suite, *, suite_path: Path | None = None, split_names: Se
         suite that cannot be found or forms a cycle.
     DataError
         For a missing or unreadable file, a missing column, empty text under ``on_missing_text: error``, a label
-        outside the classes, repeated ids, a split with no rows, a hub dataset that cannot be loaded (naming
-        ``HF_DATASETS_OFFLINE`` and the cache when offline), or VADER data that cannot be fetched or verified.
+        outside the classes (or empty: said apart), repeated ids, a split with no rows, a hub dataset that cannot
+        be loaded (naming ``HF_DATASETS_OFFLINE`` and the cache when offline), or VADER data that cannot be fetched
+        or verified.
+        The row problems of every split (text, labels, ids, empty split) are found first and raised together as
+        one error listing each (:func:`data_problems`).
     """
     return _load(suite, Path(suite_path) if suite_path is not None else None, split_names, resolve, ())

@@ -90,9 +90,8 @@ def open_checkpoint(path: str | Path, trust_remote_code: bool = False) -> Checkp
         For a missing folder, pickle-only or corrupt weights, or an unreadable config.
     """
     from safetensors import safe_open
-    from transformers import AutoConfig
 
-    from harness.errors import ModelError
+    from harness.models.hfconfig import read_config
     from harness.models.load import check_safetensors, resolve_model_dir, weight_files
 
     p = resolve_model_dir(path)
@@ -105,11 +104,7 @@ def open_checkpoint(path: str | Path, trust_remote_code: bool = False) -> Checkp
                 sl = h.get_slice(k)
                 where[k] = f
                 meta[k] = TensorMeta(tuple(sl.get_shape()), SAFETENSORS_DTYPES[sl.get_dtype()])
-    try:
-        config = AutoConfig.from_pretrained(str(p), trust_remote_code=trust_remote_code)
-    except (ValueError, OSError) as e:
-        raise ModelError(format_error("cannot read the model config", where=str(p), got=str(e)[:300],
-                                      fix="check config.json")) from e
+    config = read_config(p, trust_remote_code)
     return Checkpoint(path=p, config=config, where=where, meta=meta)
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from harness.errors import ModelError, format_error
 from harness.models.causal import ensure_pad_token
+from harness.models.hfconfig import read_config
 from harness.models.load import (DTYPES, LoadedModel, checked_checkpoint, load_tokenizer, model_fingerprint,
                                  pick_device)
 from harness.models.placement import DEVICE_MAPS, check_placement, input_device
@@ -65,7 +66,7 @@ def load_causal_lm(name: str | Path, *, dtype: str = "fp32", device: str | None 
         Missing folder, adapter folder, no or unsafe weights, not a causal LM, weights that would be initialised
         at random, unusable tokenizer, a device map that offloads weights, an unknown device map.
     """
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
     if dtype not in DTYPES:
@@ -77,7 +78,7 @@ def load_causal_lm(name: str | Path, *, dtype: str = "fp32", device: str | None 
         raise ModelError(format_error("--device-map needs the accelerate package", where="--device-map",
                                       got="accelerate is not installed", fix="pip install accelerate"))
     path, files = checked_checkpoint(name, revision, allow_pickle)
-    config = AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    config = read_config(path, trust_remote_code)
     check_causal_config(config, str(path))
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # missing weights are reported below, as errors

@@ -24,6 +24,7 @@ import torch
 from harness.errors import ModelError, format_error
 from harness.io import atomic_write_json, cache_root, sha256_file
 from harness.models.blend import head_keys
+from harness.models.paths import looks_like_hub_id, missing_model_error
 from harness.models.sanity import check_cast_finite, check_model_files, ensure_pad_token
 
 __all__ = ["DTYPES", "LoadedModel", "resolve_model_dir", "is_adapter_dir", "weight_files", "check_safetensors",
@@ -95,10 +96,8 @@ def resolve_model_dir(name: str | Path, revision: str | None = None) -> Path:
                                       expected="a folder holding config.json and weights",
                                       fix="pass the folder that contains the file"))
     text = str(name)
-    if text.startswith((".", "/", "~")) or text.count("/") != 1:
-        raise ModelError(format_error("model folder not found", where=text,
-                                      expected="an existing folder or a hub id such as org/name",
-                                      fix="check the path"))
+    if not looks_like_hub_id(text):
+        raise missing_model_error(text)
     try:
         from huggingface_hub import snapshot_download  # only for hub ids
 
@@ -275,15 +274,11 @@ def _check_vocab_fits(model: torch.nn.Module, tok: Any, path: Path) -> None:
 
 def _load_hf(path: Path, dtype: torch.dtype, allow_pickle: bool, trust_remote_code: bool,
              use_safetensors: bool | None = None) -> tuple[torch.nn.Module, list[str]]:
-    from transformers import AutoConfig, AutoModelForSequenceClassification  # heavy: as above
+    from transformers import AutoModelForSequenceClassification  # heavy: as above
 
-    try:
-        config = AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
-    except (ValueError, OSError) as e:  # OSError: transformers' "not a valid JSON file"
-        msg = str(e)
-        fix = ("pass --trust-remote-code if you trust this checkpoint's code" if "trust_remote_code" in msg
-               else "check config.json (model_type) and that the architecture is installed")
-        raise ModelError(format_error("cannot read the model config", where=str(path), got=msg[:300], fix=fix)) from e
+    from harness.models.hfconfig import read_config
+
+    config = read_config(path, trust_remote_code)
     if use_safetensors is None:
         use_safetensors = not allow_pickle
     auto_map = getattr(config, "auto_map", None) or {}

@@ -214,8 +214,11 @@ def blend_checkpoint(base: str | Path, adapted: str | Path, alpha: float, out: s
     """
     from harness.models.blend import HEAD_MODES  # torch: imported when a blend is written
     from harness.models.load import is_adapter_dir, resolve_model_dir
+    from harness.models.paths import check_model_path
 
     alpha = _alpha_used(alpha)
+    check_model_path(base, "--base")
+    check_model_path(adapted, "--adapted")
     _refuse_reft(adapted)
     if head not in HEAD_MODES:
         raise BlendError(format_error("unknown head mode", where="--head", expected=HEAD_MODES, got=head))

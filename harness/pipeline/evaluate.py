@@ -7,6 +7,7 @@ from pathlib import Path
 
 import harness
 from harness.errors import SpecError, format_error
+from harness.models.paths import check_model_path
 from harness.pipeline.common import (LoadedSuites, RunOptions, RunResult, Scoring, bootstrap_info, classes_of,
                                      maybe_report, nest_results, suite_infos, build_manifest, load_suites,
                                      prepare_splits, run_overlap, stage_timer)
@@ -52,6 +53,8 @@ def evaluate_model(model: str | Path, suites: list[str | Path] | list[Suite], *,
     HarnessError
         For bad specs, data, models or outputs (nothing is written to ``out`` then).
     """
+    check_model_path(model, "model")  # a mistyped path fails before the data is read
+    check_model_path(base, "--base")
     group, options = join_group(options)  # torchrun / accelerate launch: one rank of a data-parallel run
     try:
         return _evaluate(model, suites, out, options, argv, group, base)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import harness
 from harness.gate_outputs import run_gate as _run_gate
+from harness.models.paths import check_model_path
 from harness.pipeline.common import (LoadedSuites, RunOptions, RunResult, bootstrap_info, build_manifest,
                                      check_baseline, load_suites, maybe_report, metrics_for, nest_results,
                                      prepare_splits, run_overlap, stage_timer, suite_infos)
@@ -23,8 +24,8 @@ from harness.rundir import write_run
 from harness.spec.load import load_spec
 from harness.spec.schema import Suite
 from harness.summary import PointEntry, Selection as SelectionEntry, Summary
-from harness.sweep import (TIE_BREAK, SelectionPolicy, SweepResult, output_ensembles, parse_alphas_noted,
-                           search_alphas, select_points, selection_uncertainty)
+from harness.sweep import (TIE_BREAK, SelectionPolicy, SweepResult, check_selectable, output_ensembles,
+                           parse_alphas_noted, search_alphas, select_points, selection_uncertainty)
 
 __all__ = ["sweep_models", "run_sweep", "run_gate", "SweepRequest"]
 
@@ -95,6 +96,9 @@ def run_sweep(request: SweepRequest) -> RunResult:
     timings: dict[str, float] = {}
     request.options.trunk_cache_bytes  # a bad HARNESS_TRUNK_CACHE_GIB fails before any model is loaded
     check_baseline(request.baseline)
+    check_model_path(request.base, "--base")  # a mistyped path fails before the data is read
+    check_model_path(request.adapted, "--adapted")
+    check_selectable(load_suites(list(request.suites)))  # and a sweep that cannot select alpha, too
     if request.gate is not None:
         load_spec(request.gate, kind="policy")  # fail on a bad policy before any model is loaded
     group, options = join_group(request.options)

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from harness.errors import SpecError, format_error, unknown_name
 from harness.io import sha256_json
+from harness.spec.keys import unknown_key_message
 
 __all__ = ["KINDS", "read_yaml", "load_spec", "load_suite", "spec_hash", "validate_paths", "problems_of"]
 
@@ -142,8 +143,9 @@ def _check_expansion(root: yaml.Node, path: Path) -> None:
         stack.extend((c, False) for c in children)
 
 
-def problems_of(err: ValidationError) -> list[str]:
-    """One ``field.path: message`` line per problem in a pydantic ``ValidationError``."""
+def problems_of(err: ValidationError, model: type[BaseModel] | None = None) -> list[str]:
+    """One ``field.path: message`` line per problem in a pydantic ``ValidationError``; with ``model`` (the class
+    validated), an unknown key's line names the valid keys at its path and the closest one."""
     lines = []
     errors = err.errors()
     for e in errors:
@@ -154,7 +156,7 @@ def problems_of(err: ValidationError) -> list[str]:
         loc = ".".join(str(p) for p in e["loc"] if "[" not in str(p)) or "(top level)"
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
-            msg = "unknown key (typo? remove it or check the schema in suites/README.md)"
+            msg = unknown_key_message(model, tuple(e["loc"]))
         lines.append(f"{loc}: {msg}")
     return lines
 
@@ -188,10 +190,11 @@ def load_spec(path: str | Path, kind: str | None = None) -> BaseModel:
     if kind is not None and got_kind != kind:
         raise SpecError(format_error(f"expected a {kind} file", where=str(path), expected=f"kind: {kind}",
                                      got=f"kind: {got_kind}"))
+    cls = _model_class(got_kind)
     try:
-        return _model_class(got_kind).model_validate(doc)
+        return cls.model_validate(doc)
     except ValidationError as e:
-        probs = problems_of(e)
+        probs = problems_of(e, cls)
         raise SpecError(f"{path}: {len(probs)} problem(s) in this {got_kind} file:\n"
                         + "\n".join(f"  {p}" for p in probs)) from e
 

@@ -26,13 +26,13 @@ Source: Wortsman et al. 2022, "Robust fine-tuning of zero-shot models" (CVPR); m
 from __future__ import annotations
 
 from harness.sweep.noise import NOISE_RULE, STABLE_PICK_RATE, SelectionNoise, selection_uncertainty, stability_warning
-from harness.sweep.policy import (DEFAULT_GRID, POLICIES, TIE_BREAK, Selection, SelectionPolicy, parse_alphas,
-                                  parse_alphas_noted, pareto_front, select_alpha, validation_scores)
+from harness.sweep.policy import (DEFAULT_GRID, POLICIES, TIE_BREAK, Selection, SelectionPolicy, check_selectable,
+                                  parse_alphas, parse_alphas_noted, pareto_front, select_alpha, validation_scores)
 from harness.sweep.search import (SweepResult, adaptive_alphas, ensemble_logits, output_ensembles, search_alphas,
                                   select_points)
 
 __all__ = ["POLICIES", "TIE_BREAK", "DEFAULT_GRID", "SelectionPolicy", "Selection", "parse_alphas",
-           "parse_alphas_noted",
+           "parse_alphas_noted", "check_selectable",
            "validation_scores", "select_alpha", "select_points", "pareto_front", "adaptive_alphas",
            "search_alphas", "ensemble_logits", "output_ensembles", "SweepResult", "NOISE_RULE", "SelectionNoise",
            "selection_uncertainty", "stability_warning", "STABLE_PICK_RATE"]

@@ -141,6 +141,38 @@ def _goodness(metric: str, value: float) -> float:
     return value if get_metric(metric).higher_is_better else -value
 
 
+def check_selectable(suites: Sequence) -> None:
+    """Refuse, before any model is loaded, a sweep that could not select alpha: no ID suite among ``suites``, or
+    no ID suite with a validation split (a derived ID suite, whose splits come from its parent, is trusted here).
+
+    Parameters
+    ----------
+    suites : sequence of (Suite, Path or None)
+        As :func:`harness.pipeline.common.load_suites` returns them.
+
+    Raises
+    ------
+    SpecError
+        Naming the suites given and their roles.
+    """
+    given = ", ".join(f"{s.name} (role: {s.role.value})" for s, _ in suites)
+    ids = [s for s, _ in suites if s.role is SuiteRole.ID]
+    if not ids:
+        raise SpecError(format_error("none of the --suite files is an ID suite (role: id), so alpha cannot be "
+                                     "selected", where="--suite", expected="at least one suite with role: id",
+                                     got=given, fix="pass the ID suite too (alpha is selected on its validation "
+                                                    "split; shift suites are scored against it)"))
+    if any(s.derived_from is not None and not s.splits for s in ids):
+        return
+    if not any(sp.role is SplitRole.VALIDATION for s in ids for sp in s.splits):
+        names = ", ".join(f"{s.name}: {', '.join(f'{sp.name} (role: {sp.role.value})' for sp in s.splits)}"
+                          for s in ids)
+        raise SpecError(format_error("no ID validation split to select alpha on", where="--suite",
+                                     expected="an ID suite (role: id) with a split of role: validation",
+                                     got=names, fix="add a split with role: validation to the ID suite (alpha is "
+                                                    "never selected on test splits)"))
+
+
 def validation_scores(results: dict[float, dict[tuple, SplitResult]], refs: Iterable, metric: str | Mapping[str, str]
                       ) -> tuple[dict[float, float], dict[float, float | None], list[str]]:
     """Per-alpha ID score and macro-mean shift score (goodness of ``metric``) on validation splits only.

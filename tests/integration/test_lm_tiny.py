@@ -249,6 +249,7 @@ def test_a_bad_row_is_named_alike_by_validate_eval_and_sweep(lm_pair, lm_suites,
     runs = {"validate": ["validate", str(suite)],
             "eval": ["eval", "--model", str(lm_pair[0]), "--suite", str(suite), "--out", str(tmp_path / "e"), *FAST],
             "sweep": ["sweep", "--base", str(lm_pair[0]), "--adapted", str(lm_pair[1]), "--suite", str(suite),
+                      *([str(lm_suites["arc"])] if name != "arc" else []),  # a sweep needs an ID suite (role: id)
                       "--alphas", "0,1", "--out", str(tmp_path / "s"), *FAST]}
     messages = {}
     for command, argv in runs.items():

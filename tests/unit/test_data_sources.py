@@ -135,7 +135,6 @@ def test_string_class_names_without_map(tmp_path):
     ("x,-1\ny,0\n", None, "'-1'"),
     ("x,pos\ny,neutral\n", {"pos": "positive"}, "'neutral'"),
     ("x,1\ny,0\n", {"pos": "positive"}, "'1'"),  # with a label_map, ints are not indices
-    ("x,\ny,0\n", None, "''"),
 ])
 def test_bad_labels(tmp_path, rows, label_map, needle):
     f = write(tmp_path / "d.csv", "text,label\n" + rows)
@@ -143,6 +142,44 @@ def test_bad_labels(tmp_path, rows, label_map, needle):
         load_splits(suite([f], label_map=label_map))
     msg = str(e.value)
     assert "label outside the classes" in msg and needle in msg and "label_map" in msg and "ids '" in msg
+
+
+def test_empty_label_says_it_is_empty_not_label_map(tmp_path):
+    f = write(tmp_path / "d.csv", "text,label\nx,\ny,negative\nz,positive\n")
+    with pytest.raises(DataError) as e:
+        load_splits(suite([f]))
+    msg = str(e.value)
+    assert "1 row(s) of split 'test' have an empty label" in msg and "ids '0'" in msg
+    assert "fill in the label" in msg and "outside the classes" not in msg and "add label_map" not in msg
+
+
+def test_misspelled_class_name_is_suggested(tmp_path):
+    f = write(tmp_path / "d.csv", "text,label\nx,account\ny,billing\nz,account\n")
+    with pytest.raises(DataError) as e:
+        load_splits(suite([f], classes=["acount", "billing"]))
+    msg = str(e.value)
+    assert "2 row(s) of split 'test' have a label outside the classes" in msg
+    assert "a classes entry may be misspelled (the data has 'account', the classes 'acount')" in msg
+
+
+def test_class_never_seen_is_suggested_as_misspelled(tmp_path):
+    f = write(tmp_path / "d.csv", "text,label\nx,refund\ny,billing\n")
+    with pytest.raises(DataError) as e:
+        load_splits(suite([f], classes=["shipping", "billing"]))
+    msg = str(e.value)
+    assert "no row of this split has the class(es) ['shipping']" in msg and "['refund']" in msg
+
+
+def test_every_problem_of_a_file_is_reported_in_one_run(tmp_path):
+    """An empty label, an empty text and a repeated id in one CSV (two splits of it): one error lists them all."""
+    f = write(tmp_path / "d.csv", "id,text,label\na,x,\nb,,positive\nb,z,negative\nc,w,neg\n")
+    splits = [{"name": "train", "role": "train", "fraction": 0.5}, {"name": "test", "role": "test", "fraction": 0.5}]
+    with pytest.raises(DataError) as e:
+        load_splits(suite([f], splits=splits, id_column="id"))
+    msg = str(e.value)
+    assert "data problems in" in msg
+    for needle in ("have an empty label", "have empty or null text", "share an id", "outside the classes"):
+        assert needle in msg, needle
 
 
 def test_missing_columns_name_file_and_field(tmp_path):

@@ -26,6 +26,10 @@ def fails_with(verdict: Verdict, text: str) -> None:
 def test_missing_suite(std):
     fails_with(judge(std, policy(rule(suites=["movies", "nope"]))), "missing suite")
     fails_with(judge(std, policy(rule(suites=["nope", "tweets"], aggregate="mean"))), "missing suite")
+    # the reason says how to fix it, naming the run's suites (issue 19: a user's policy named suites of the demo)
+    fails_with(judge(std, policy(rule(suites=["nope"]))),
+               "fix: edit the policy's suites: (or this rule's suites:) to the run's suite names: amazon (shift), "
+               "movies (id), tweets (shift)")
 
 
 def test_selector_matching_nothing(tmp_path):

@@ -139,3 +139,31 @@ def test_policy_is_frozen():
         pol.seed = 3
     with pytest.raises(ValidationError):
         pol.rules[0].max_drop = 0.5
+
+
+def test_unknown_key_names_the_valid_keys_and_the_closest(tmp_path):
+    """``min:`` instead of ``floor:`` (issue 19 trial): the message lists the rule's keys and the closest one."""
+    p = tmp_path / "p.yaml"
+    p.write_text("kind: policy\nname: p\nrules:\n  - {name: r, kind: floor, metric: accuracy, suites: id, "
+                 "min: 0.8}\n  - {name: s, kind: delta, metric: accuracy, suites: id, max_drop: 0.02, "
+                 "thresold: 0.1}\n")
+    with pytest.raises(SpecError) as e:
+        load_spec(p)
+    msg = str(e.value)
+    assert "rules.0.min: unknown key 'min'" in msg and "closest valid key: 'min_n'" in msg
+    assert "valid keys here: aggregate, ceiling, description, floor, kind, max_drop" in msg
+    assert "rules.1.thresold: unknown key 'thresold'" in msg
+
+
+def test_unknown_key_in_a_tagged_union_member_lists_that_member(tmp_path):
+    from harness.spec.schema import Suite
+
+    with pytest.raises(ValidationError) as e:
+        Suite.model_validate({"kind": "suite", "name": "t", "role": "id", "classes": ["a", "b"],
+                              "source": {"type": "local", "files": ["d.csv"], "fromat": "csv"},
+                              "splits": [{"name": "test", "role": "test", "fracton": 0.5}]})
+    probs = problems_of(e.value, Suite)
+    want = ("source.local.fromat: unknown key 'fromat' (typo? closest valid key: 'format'); valid keys here: "
+            "document_key, files, format, on_missing_text, type")
+    assert any(p.startswith(want) for p in probs), probs
+    assert any("closest valid key: 'fraction'" in p and "hub_split" in p for p in probs), probs

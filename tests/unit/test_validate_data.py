@@ -134,3 +134,13 @@ def test_a_run_notes_a_length_other_than_the_training_length(tiny_pair, tiny_sui
     assert len(notes) == 1 and "evaluated at max_length 32" in notes[0]
     (model / "training.json").write_text(json.dumps({"settings": {"max_length": 32}}))
     assert not [n for n in evaluate_model(model, [tiny_suites[0]], out=None).summary.notes if "trained at" in n]
+
+
+def test_validate_reports_every_data_problem_of_a_file_in_one_run(tmp_path, capsys):
+    """An empty label and an empty text in one CSV: both in one run, each with its own message (issue 19 trial)."""
+    rows = ["text,label"] + [f"sentence number {i},{'abcd'[i % 4]}" for i in range(40)] + ["lonely,", ",a"]
+    (tmp_path / "data.csv").write_text("\n".join(rows) + "\n")
+    rc, out, err = _validate(capsys, _suite(tmp_path))
+    text = out + err
+    assert rc == 2
+    assert "have an empty label" in text and "have empty or null text" in text

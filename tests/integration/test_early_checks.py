@@ -1,0 +1,81 @@
+"""Bad input that needs no data or model is refused before either is loaded: a mistyped model path (sweep, eval,
+blend, train) and a sweep that could not select alpha (no ID suite, or an ID suite without a validation split).
+
+Loading data is replaced by a sentinel that fails the test, so a check that runs too late cannot pass.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import harness.pipeline.evaluate as evaluate_mod
+import harness.pipeline.sweep as sweep_mod
+from harness.cli import main
+
+
+@pytest.fixture
+def no_data(monkeypatch):
+    def boom(*a, **k):
+        raise AssertionError("data was loaded before the check")
+
+    monkeypatch.setattr(sweep_mod, "prepare_splits", boom)
+    monkeypatch.setattr(evaluate_mod, "prepare_splits", boom)
+
+
+def _mistyped(tiny_pair) -> str:
+    base = Path(tiny_pair[0])
+    return str(base.parent / "bse")  # models/.../base -> models/.../bse
+
+
+@pytest.mark.parametrize("command", ["sweep", "eval", "blend"])
+def test_mistyped_model_path_fails_before_the_data_and_names_the_near_match(command, tiny_pair, tiny_suites,
+                                                                            tmp_path, capsys, no_data):
+    bad = _mistyped(tiny_pair)
+    argv = {"sweep": ["sweep", "--base", bad, "--adapted", str(tiny_pair[1]), "--suite", *map(str, tiny_suites)],
+            "eval": ["eval", "--model", bad, "--suite", *map(str, tiny_suites)],
+            "blend": ["blend", "--base", bad, "--adapted", str(tiny_pair[1]), "--alpha", "0.5"]}[command]
+    assert main([*argv, "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "model folder not found" in err and bad in err
+    assert f"did you mean {tiny_pair[0]}" in err
+
+
+def test_mistyped_train_base_fails_at_once(tiny_pair, tiny_suites, tmp_path, capsys):
+    training = Path(__file__).resolve().parents[2] / "suites" / "training-demo.yaml"
+    assert main(["train", "--config", str(training), "--suite", str(tiny_suites[0]), "--base",
+                 _mistyped(tiny_pair), "--out", str(tmp_path / "m"), "--quiet"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_hub_id_looking_names_are_left_to_the_loader(tiny_pair):
+    from harness.models.paths import check_model_path
+
+    check_model_path("sentence-transformers/all-MiniLM-L6-v2", "--base")  # no error: the loader decides
+    check_model_path(tiny_pair[0], "--base")
+    with pytest.raises(Exception, match="not found"):
+        check_model_path("./nope/x", "--base")
+
+
+def test_sweep_of_only_shift_suites_fails_before_any_data(tiny_pair, tiny_suites, tmp_path, capsys, no_data):
+    assert main(["sweep", "--base", str(tiny_pair[0]), "--adapted", str(tiny_pair[1]), "--suite",
+                 str(tiny_suites[1]), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "none of the --suite files is an ID suite" in err and "tiny-shift (role: shift)" in err
+    assert "pass the ID suite too" in err
+
+
+def test_sweep_of_an_id_suite_without_validation_fails_before_any_data(tiny_pair, tiny_suites, tmp_path, capsys,
+                                                                      no_data):
+    text = Path(tiny_suites[0]).read_text().replace("role: validation", "role: test").replace(
+        "name: validation", "name: val2")
+    suite = Path(tiny_suites[0]).parent / "id-no-val.yaml"
+    suite.write_text(text.replace("name: tiny-id", "name: tiny-id-noval"))
+    try:
+        assert main(["sweep", "--base", str(tiny_pair[0]), "--adapted", str(tiny_pair[1]), "--suite", str(suite),
+                     "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    finally:
+        suite.unlink()
+    err = capsys.readouterr().err
+    assert "no ID validation split" in err and "val2 (role: test)" in err
