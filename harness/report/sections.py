@@ -71,8 +71,9 @@ def _overview(ctx: Context) -> Section:
     b = s.bootstrap
     rows = [("command", s.command), ("profile", s.profile or "n/a"), ("harness version", s.harness_version),
             ("points", ", ".join(p.id + (f" ({p.label})" if p.label else "") for p in s.points)),
-            ("suites", ", ".join(f"{n} ({i.role})" for n, i in s.suites.items())),
-            ("selection metric", ctx.metric)]
+            ("suites", ", ".join(f"{n} ({i.role})" for n, i in s.suites.items()))]
+    if ctx.sweep:
+        rows.append(("selection metric", selection_metric_text(_metric_of(ctx))))
     if sel is not None:
         rows += [("chosen alpha", f"{fmt_alpha(sel.chosen_alpha)} (policy {sel.policy})"),
                  ("alpha selected on", ", ".join(sel.selected_on) or "none recorded")]
@@ -87,6 +88,14 @@ def _overview(ctx: Context) -> Section:
         blocks.append(Para("Single-model evaluation: there is no alpha curve, so the ID-vs-shift and "
                            "metric-vs-alpha figures do not apply.", "muted"))
     return Section("Overview", tuple(blocks))
+
+
+def selection_metric_text(metric_of: dict[str, str]) -> str:
+    """The overview's selection metric: the one metric every suite selects on, else each suite's own, named."""
+    names = set(metric_of.values())
+    if len(names) == 1:
+        return names.pop()
+    return "each suite's own: " + ", ".join(f"{suite} {m}" for suite, m in metric_of.items())
 
 
 def _headline(ctx: Context) -> Section:
@@ -168,21 +177,31 @@ def _curve(ctx: Context) -> Section | None:
 
 def _before_after(ctx: Context) -> Section:
     s, f = ctx.summary, ctx.focus
+    metric_of = _metric_of(ctx)
     id_pairs, shift = report_pairs(s, "test")
+    pairs = id_pairs + [p for ps in shift.values() for p in ps]
+    names = set(metric_of[p[0]] for p in pairs) or {ctx.metric}
+    mixed = len(names) > 1
+    metric = "value (each suite's own metric)" if mixed else next(iter(names))
     groups = []
-    for pair in id_pairs + [p for pairs in shift.values() for p in pairs]:
-        vals = [_triple(entry_value(s.results, pid, pair, ctx.metric)) for _, pid in f.columns]
-        labels = ctx.preds.labels(pair) if ctx.preds is not None and ctx.metric == "accuracy" else None
-        groups.append(plots.Bars(f"{pair[0]}\n{pair[1]}", tuple(vals),
+    for pair in pairs:
+        name = metric_of[pair[0]]
+        vals = [_triple(entry_value(s.results, pid, pair, name)) for _, pid in f.columns]
+        labels = ctx.preds.labels(pair) if ctx.preds is not None and name == "accuracy" else None
+        groups.append(plots.Bars(f"{pair[0]}\n{pair[1]}" + (f"\n{name}" if mixed else ""), tuple(vals),
                                  majority_rate(labels) if labels is not None else None))
     note = ("The dashed segment is the split's majority-class rate (accuracy of always predicting the most "
-            "frequent label)." if ctx.metric == "accuracy" else
-            "No majority-class line: it is an accuracy reference and the selection metric is " + ctx.metric + ".")
+            "frequent label)." if names == {"accuracy"} else
+            "No majority-class line: it is an accuracy reference and the metric is "
+            + ("not accuracy." if mixed else f"{metric}."))
     path = plots.plot_before_after(groups, [label for label, _ in f.columns], ctx.figdir / FIGURES[2],
-                                   metric=ctx.metric)
+                                   metric=metric)
     bar_note = " Bar labels: the base value, and each other bar's difference from base." if f.compared else ""
-    return Section("Before and after", (FigureBlock(path, f"{ctx.metric} per suite and test split with 95% "
-                                                          "intervals." + bar_note + " " + note),))
+    what = ("Each suite on the metric it selects alpha on (named under its bars: "
+            + ", ".join(f"{k} {v}" for k, v in metric_of.items()) + "), per test split") if mixed else (
+        f"{metric} per suite and test split")
+    title = "Before and after" if f.compared else "Scores per suite"
+    return Section(title, (FigureBlock(path, f"{what}, with 95% intervals." + bar_note + " " + note),))
 
 
 def _alpha(ctx: Context) -> Section | None:
