@@ -83,10 +83,10 @@ def _overview(ctx: Context) -> Section:
     blocks: list[Block] = [TableBlock(pd.DataFrame(rows, columns=["field", "value"], dtype=object))]
     blocks.append(Para(f"{lmsections.units_note(ctx)} Intervals are "
                        f"{b.confidence:.0%} bootstrap intervals ({b.n_resamples} resamples of {b.cluster_key}, "
-                       f"seed {b.seed}). {alpha_meaning(ctx.manifest)}"))
+                       f"seed {b.seed})." + (f" {alpha_meaning(ctx.manifest)}" if ctx.sweep else "")))
     if not ctx.sweep:
-        blocks.append(Para("Single-model evaluation: there is no alpha curve, so the ID-vs-shift and "
-                           "metric-vs-alpha figures do not apply.", "muted"))
+        blocks.append(Para("Single-model evaluation: one model's scores per suite and split; no base, blend or "
+                           "selection, so there is no alpha curve and nothing is compared.", "muted"))
     return Section("Overview", tuple(blocks))
 
 
@@ -101,16 +101,18 @@ def selection_metric_text(metric_of: dict[str, str]) -> str:
 def _headline(ctx: Context) -> Section:
     suites = dict.fromkeys(p[0] for p in suite_splits(ctx.summary))
     own = {s: lmsections.suite_metric(ctx, s) for s in suites}
+    delta = " Δ is the difference of the two point estimates" if ctx.focus.compared else ""
     if all(m == ctx.metric for m in own.values()):
         return Section(f"Headline: {ctx.metric}", (TableBlock(
             headline_table(ctx.summary, ctx.focus, ctx.metric),
-            "Each cell is the split's number in summary.json (value [95% interval]); Δ is the difference of the "
-            "two point estimates.", key_columns=2),))
-    return Section("Headline: each suite's selection metric", (TableBlock(
+            "Each cell is the split's number in summary.json (value [95% interval])." + (delta and delta + "."),
+            key_columns=2),))
+    which = "it selects alpha on" if ctx.sweep else "of its task"
+    return Section("Headline: each suite's " + ("selection metric" if ctx.sweep else "own metric"), (TableBlock(
         headline_table(ctx.summary, ctx.focus, ctx.metric, metric_of=own),
-        "Each suite on the metric it selects alpha on (metric column); each cell is the split's number in "
-        "summary.json (value [95% interval]); Δ is the difference of the two point estimates (for a metric where "
-        "lower is better, a negative Δ is an improvement).", key_columns=2),))
+        f"Each suite on the metric {which} (metric column); each cell is the split's number in summary.json "
+        "(value [95% interval])." + (delta and delta + " (for a metric where lower is better, a negative Δ is an "
+                                     "improvement)."), key_columns=2),))
 
 
 def _verdict(ctx: Context) -> Section | None:
@@ -252,11 +254,9 @@ def _selection(ctx: Context) -> Section:
     if ctx.summary.selection is not None:
         blocks.append(Para("Only validation splits select alpha; test splits are reported, never used to choose."))
         blocks.append(TableBlock(selection_table(ctx.summary)))
-    else:
-        blocks.append(Para("No alpha selection ran (single-model evaluation).", "muted"))
-    blocks.append(Heading("Bootstrap"))
+        blocks.append(Heading("Bootstrap"))
     blocks.append(TableBlock(bootstrap_table(ctx.summary)))
-    return Section("Selection", tuple(blocks))
+    return Section("Selection" if ctx.summary.selection is not None else "Bootstrap", tuple(blocks))
 
 
 def _counts(ctx: Context) -> Section:

@@ -303,7 +303,11 @@ def test_eval_single_point_run_renders(tmp_path):
     assert names == {"before_after.png", "reliability.png", "confusion.png"}
     assert not (run / "figures" / "id_vs_shift.png").exists()
     md = paths.markdown.read_text()
-    assert "Single-model evaluation" in md and "No alpha selection ran" in md
+    assert "Single-model evaluation: one model's scores per suite and split" in md
+    for wrong in ("Before and after", "selection metric", "Δ", "fraction of adapted weights", "## Selection",
+                  "(adapted)", "chosen"):
+        assert wrong not in md, wrong  # an eval report has no comparison, blend or selection
+    assert "## Scores per suite" in md and "## Bootstrap" in md
     s = rundir.read_summary(run)
     m = s.results["adapted"]["tweets"]["test"].metrics["accuracy"]
     assert fmt_interval(m.value, m.ci_low, m.ci_high) in md
