@@ -115,12 +115,21 @@ def _headline(ctx: Context) -> Section:
                                      "improvement)."), key_columns=2),))
 
 
+def against_text(reference: object) -> str:
+    """What a verdict's rules compare the candidate with, in words: ``verdict.json``'s ``reference`` (reference
+    point ids joined by ", ", ``absolute`` for floors and ceilings) as "point base and absolute thresholds"."""
+    if not isinstance(reference, str) or reference in ("", "(none)"):
+        return "no reference"
+    words = ["absolute thresholds" if r == "absolute" else f"point {r}" for r in reference.split(", ")]
+    return " and ".join(words)
+
+
 def _verdict(ctx: Context) -> Section | None:
     v = ctx.verdict
     if v is None:
         return None
-    head = (f"Gate {'PASSED' if v.get('passed') else 'FAILED'}: policy {v.get('policy', 'n/a')}, candidate "
-            f"{v.get('candidate', 'n/a')} against {v.get('reference', 'n/a')} (confidence "
+    head = (f"Gate {'PASSED' if v.get('passed') else 'FAILED'}: policy \"{v.get('policy', 'n/a')}\"; candidate "
+            f"point {v.get('candidate', 'n/a')} judged against {against_text(v.get('reference'))} (confidence "
             f"{v.get('confidence', 'n/a')}, {v.get('n_resamples', 'n/a')} resamples, seed {v.get('seed', 'n/a')}).")
     return Section("Gate verdict", (Para(head, "p"), TableBlock(
         verdict_table(v), "value: the judged statistic; bound: its one-sided confidence bound (bound mode); "

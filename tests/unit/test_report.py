@@ -362,3 +362,13 @@ def test_ensemble_alpha_from_key_or_point():
                 results={}, bootstrap=BootstrapInfo(n_resamples=1, seed=0), suites={},
                 ensemble={"ensemble@alpha=0.5": {}, "p": {}, "weird": {}})
     assert ensemble_points(s) == [("p", 0.25), ("ensemble@alpha=0.5", 0.5)]
+
+
+def test_verdict_line_names_absolute_thresholds(tmp_path):
+    run = make_run(tmp_path / "run", predictions=False)
+    v = rundir.read_verdict(run)
+    v["reference"] = "absolute"
+    (run / "verdict.json").write_text(__import__("json").dumps(v))
+    md = render_report(run).markdown.read_text()
+    assert ('Gate FAILED: policy "release"; candidate point alpha=0.4 judged against absolute thresholds'
+            in md.replace("\\", ""))
