@@ -53,17 +53,23 @@ def curve_label(manifest: dict) -> str:
 
 
 def wall_time_text(manifest: dict) -> str | None:
-    """"12.5 s measured (predict 9.1 s, load_model 2.0 s, ...)" from the manifest's per-stage timings (seconds,
-    largest first), or ``None`` when the manifest records none."""
+    """The command's wall time (manifest ``command_wall_s``: from the start of the command or API call to writing
+    the run directory) and, apart, the sum of the stage times (``timings_s``, largest first); ``None`` when the
+    manifest records neither."""
+    cmd = manifest.get("command_wall_s")
+    whole = (f"{float(cmd['seconds']):.1f} s from {cmd.get('from', 'the start of the command')} to writing the run "
+             "directory (the gate and this report came after)"
+             if isinstance(cmd, dict) and isinstance(cmd.get("seconds"), (int, float)) else None)
     t = manifest.get("timings_s") or manifest.get("wall_time_s")
-    if not isinstance(t, dict):
-        return None
-    stages = sorted(((str(k), float(v)) for k, v in t.items() if isinstance(v, (int, float))), key=lambda kv: -kv[1])
+    stages = sorted(((str(k), float(v)) for k, v in t.items() if isinstance(v, (int, float))),
+                    key=lambda kv: -kv[1]) if isinstance(t, dict) else []
     if not stages:
-        return None
-    total = sum(v for _, v in stages)
-    return (f"{total:.1f} s, the sum of the stage times measured by the run ("
-            + ", ".join(f"{k} {v:.1f} s" for k, v in stages) + "); process start-up is not included")
+        return whole
+    parts = (f"stage times sum to {sum(v for _, v in stages):.1f} s ("
+             + ", ".join(f"{k} {v:.1f} s" for k, v in stages) + ")")
+    if whole is None:
+        return "the whole command's time was not recorded; " + parts
+    return f"{whole}; {parts}"
 
 
 def _overview(ctx: Context) -> Section:
