@@ -26,6 +26,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from harness.io import atomic_write_bytes
+from harness.report.curve import MEAN_PANEL
 from harness.report.axes import Axis, RangeLocator, fit_axis, metric_axis, valid_range
 from harness.report.labels import PointLabel, place_labels
 from harness.report.tables import fmt_alpha, fmt_delta, fmt_value
@@ -177,7 +178,8 @@ def _id_vs_shift_panel(ax, w: pd.DataFrame, e: pd.DataFrame, axes: tuple[Axis, A
 def plot_id_vs_shift(curve: pd.DataFrame, path: Path, *, axes: Mapping[str, tuple[Axis, Axis]],
                      chosen: str | None, base: str | None, adapted: str | None, splits_note: str,
                      curve_label: str = "weight-space blend") -> Path:
-    """ID metric (x) against shift metric (y) along alpha: one panel for the mean over shift suites, one each.
+    """ID metric (x) against shift metric (y) along alpha: one panel per shift suite, and first the mean over the
+    shift suites when there are two or more (with one, the mean would repeat its panel).
 
     Parameters
     ----------
@@ -198,12 +200,14 @@ def plot_id_vs_shift(curve: pd.DataFrame, path: Path, *, axes: Mapping[str, tupl
         Legend text of the alpha curve (a ReFT run: "intervention strength").
     """
     panels = list(dict.fromkeys(curve["panel"]))
+    if len(panels) <= 2:  # one shift suite: its panel is the mean
+        panels = [p for p in panels if p != MEAN_PANEL] or panels
     nrows, ncols = grid_shape(len(panels))
     names = list(dict.fromkeys(a.metric for pair in axes.values() for a in pair))
     with _figure(path, 4.3 * ncols, 3.8 * nrows + 0.9) as fig:
         grid = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
         for i, (ax, panel) in enumerate(zip(grid, panels)):
-            ax.set_title(panel if i == 0 else f"shift suite: {panel}")
+            ax.set_title(panel if panel == MEAN_PANEL else f"shift suite: {panel}")
             ax.set_xlabel(axes[panel][0].label)
             ax.set_ylabel(axes[panel][1].label)
         for ax in grid[len(panels):]:

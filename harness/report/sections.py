@@ -154,9 +154,10 @@ def _curve_caption(axes: dict, role_note: str) -> str:
     what = (f"shift {x.metric}" if set(per_suite.values()) == {x.metric} else "each shift suite's own metric ("
             + ", ".join(f"{k}: {v}" for k, v in per_suite.items()) + ")")
     mean = " (the mean of each suite's own metric, lower-is-better ones negated)" if y.metric == "score" else ""
-    return (f"ID {x.metric} (x) against {what} (y) on {role_note}, one point per alpha. Panel 1: {MEAN_PANEL}"
-            f"{mean}; then one panel per shift suite. Axes stay within each metric's valid range; lower-is-better "
-            "axes say so.")
+    panels = (f"Panel 1: {MEAN_PANEL}{mean}; then one panel per shift suite." if len(per_suite) > 1 else
+              "One shift suite, so one panel (the mean over shift suites would repeat it).")
+    return (f"ID {x.metric} (x) against {what} (y) on {role_note}, one point per alpha. {panels} Axes stay within "
+            "each metric's valid range; lower-is-better axes say so.")
 
 
 def _curve(ctx: Context) -> Section | None:

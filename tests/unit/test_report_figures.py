@@ -353,3 +353,9 @@ def test_nan_logits_raise_no_numpy_warning(tmp_path):
         warnings.simplefilter("error")
         paths = render_report(run)
     assert paths.html.is_file()
+
+
+def test_one_shift_suite_gets_no_mean_panel(high_figs):
+    for name in ("id_vs_shift.png", "id_vs_shift_validation.png"):
+        titles = [ax.get_title() for ax in high_figs[name].axes if ax.get_visible()]
+        assert titles == ["shift suite: shift-suite"], (name, titles)  # the mean would repeat this panel
