@@ -349,14 +349,20 @@ def _evaluated(ln: Line) -> Line:
     return replace(ln, alpha=pick(ln.alpha), value=pick(ln.value), low=pick(ln.low), high=pick(ln.high))
 
 
+#: x margin of the metric-vs-alpha panels (alpha units) and the height of the feasible triangles (axes fraction):
+#: a triangle or the chosen line at alpha 0 or 1 is drawn whole, inside the axes, above the x axis.
+_ALPHA_MARGIN, _FEASIBLE_Y = 0.06, 0.035
+
+
 def _alpha_panel(ax, lines: Sequence[Line], alphas: Sequence[float], feasible: Sequence[bool] | None,
                  chosen_alpha: float | None, axis: Axis | None) -> None:
     if feasible is not None and any(feasible):
         for lo, hi in _feasible_spans(alphas, feasible):
             ax.axvspan(lo, hi, color=COLORS["chosen"], alpha=0.12, lw=0)
         ok = [a for a, f in zip(alphas, feasible) if f]
-        ax.scatter(ok, [0.0] * len(ok), marker="^", s=22, color=COLORS["chosen"], transform=ax.get_xaxis_transform(),
-                   clip_on=False, zorder=5, label="feasible under the policy (evaluated alphas only)")
+        ax.scatter(ok, [_FEASIBLE_Y] * len(ok), marker="^", s=22, color=COLORS["chosen"],
+                   transform=ax.get_xaxis_transform(), zorder=5, gid="feasible-marker",
+                   label="feasible under the policy (evaluated alphas only)")
     extent = []
     for ln in map(_evaluated, lines):
         band = np.isfinite(ln.low) & np.isfinite(ln.high)
@@ -366,7 +372,7 @@ def _alpha_panel(ax, lines: Sequence[Line], alphas: Sequence[float], feasible: S
         extent += [ln.value, ln.low, ln.high]
     if chosen_alpha is not None:
         ax.axvline(chosen_alpha, color=COLORS["chosen"], lw=1.6, label=f"chosen α={fmt_alpha(chosen_alpha)}")
-    ax.set_xlim(-0.03, 1.03)
+    ax.set_xlim(-_ALPHA_MARGIN, 1.0 + _ALPHA_MARGIN)  # markers and the chosen line at 0 or 1 stay whole
     if axis is not None and extent:
         fit_axis(ax, "y", np.concatenate(extent), axis.valid, pad=0.06)
 

@@ -359,3 +359,25 @@ def test_one_shift_suite_gets_no_mean_panel(high_figs):
     for name in ("id_vs_shift.png", "id_vs_shift_validation.png"):
         titles = [ax.get_title() for ax in high_figs[name].axes if ax.get_visible()]
         assert titles == ["shift suite: shift-suite"], (name, titles)  # the mean would repeat this panel
+
+
+def test_metric_vs_alpha_markers_at_the_ends_are_whole(tmp_path, figures):
+    a = np.asarray([0.0, 0.5, 1.0])
+    line = Line("test split", a, a * 0 + 0.8, a * 0 + 0.7, a * 0 + 0.9, "#1f77b4")
+    plot_metric_vs_alpha([("s (id)", [line])], tmp_path / "m.png", metric="accuracy", alphas=a,
+                         feasible=[True, False, True], chosen_alpha=1.0)
+    fig = figures["m.png"]
+    fig.draw_without_rendering()
+    ax = fig.axes[0]
+    box = ax.get_window_extent()
+    tri = next(c for c in ax.collections if c.get_gid() == "feasible-marker")
+    half = np.sqrt(tri.get_sizes()[0]) * fig.dpi / 72 / 2  # marker size s is in points squared
+    for x, y in tri.get_offset_transform().transform(tri.get_offsets()):
+        assert box.x0 <= x - half and x + half <= box.x1, (x, half, box)  # alpha 0 and 1 both whole
+        assert box.y0 <= y - half and y + half <= box.y1, (y, half, box)  # above the x axis, not across it
+    chosen = next(ln for ln in ax.get_lines() if ln.get_label().startswith("chosen"))
+    cx = ax.transData.transform((chosen.get_xdata()[0], 0.8))[0]
+    assert box.x0 + chosen.get_linewidth() < cx < box.x1 - chosen.get_linewidth()  # not on the frame
+    for c in ax.patches:  # the feasible strips at 0 and 1 lie inside the x range too
+        lo, hi = c.get_x(), c.get_x() + c.get_width()
+        assert ax.get_xlim()[0] <= lo and hi <= ax.get_xlim()[1]
