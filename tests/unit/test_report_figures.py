@@ -249,7 +249,7 @@ def test_reliability_bars_fill_their_bins(sweep_figs):
     edges = np.linspace(0.0, 1.0, 11)
     for ax in bottoms:
         bars = [p for p in ax.patches if isinstance(p, Rectangle)]
-        assert len(bars) == 3 * 10  # three focus columns, ten bins
+        assert len(bars) == 2 * 10  # base and adapted = chosen, ten bins
         per_bin: dict[int, list[tuple[float, float]]] = {}
         for b in bars:
             x0, x1 = b.get_x(), b.get_x() + b.get_width()
@@ -381,3 +381,12 @@ def test_metric_vs_alpha_markers_at_the_ends_are_whole(tmp_path, figures):
     for c in ax.patches:  # the feasible strips at 0 and 1 lie inside the x range too
         lo, hi = c.get_x(), c.get_x() + c.get_width()
         assert ax.get_xlim()[0] <= lo and hi <= ax.get_xlim()[1]
+
+
+def test_reliability_draws_one_curve_for_adapted_chosen(sweep_figs):
+    fig = sweep_figs["reliability.png"]
+    for ax in [a for a in fig.axes if a.get_visible() and a.get_ylabel() == "accuracy in bin"]:
+        curves = [ln.get_label() for ln in ax.get_lines() if ln.get_label() != "perfect calibration"]
+        assert [c.split(":")[0] for c in curves] == ["base", "adapted = chosen (α=1)"]  # none hidden under another
+        legend = [t.get_text().split(":")[0] for t in ax.get_legend().get_texts()]
+        assert legend == ["perfect calibration", "base", "adapted = chosen (α=1)"]
