@@ -139,7 +139,7 @@ def _verdict(ctx: Context) -> Section | None:
             f"{v.get('confidence', 'n/a')}, {v.get('n_resamples', 'n/a')} resamples, seed {v.get('seed', 'n/a')}).")
     return Section("Gate verdict", (Para(head, "p"), TableBlock(
         verdict_table(v), "value: the judged statistic; bound: its one-sided confidence bound (bound mode); "
-                          "margin: distance inside (+) or outside (-) the threshold.")))
+                          "margin: distance inside (+) or outside (-) the threshold.", split=False)))
 
 
 def _metric_of(ctx: Context) -> dict[str, str]:

@@ -372,3 +372,25 @@ def test_verdict_line_names_absolute_thresholds(tmp_path):
     md = render_report(run).markdown.read_text()
     assert ('Gate FAILED: policy "release"; candidate point alpha=0.4 judged against absolute thresholds'
             in md.replace("\\", ""))
+
+
+def _long_gate_run(path: Path) -> Path:
+    """A run whose gate has 12 columns of long rule names, suites and reasons (as a real failing gate)."""
+    import json
+
+    run = make_run(path, predictions=False)
+    v = rundir.read_verdict(run)
+    row = v["outcomes"][1]
+    v["outcomes"] = [dict(row, rule=f"shift_class_recall_floor_{i}", kind="class_recall_floor",
+                          suite="mean(reviews_typos, tweets)/test",
+                          reason="missing suite: candidate point 'adapted' has no results for suite 'vader-movies' "
+                                 "(has: ['tickets-chat', 'tickets-id'])") for i in range(4)]
+    (run / "verdict.json").write_text(json.dumps(v))
+    return run
+
+
+def test_gate_table_is_never_split(tmp_path):
+    page = render_report(_long_gate_run(tmp_path / "run")).html.read_text()
+    gate = page[page.index('<h2>Gate verdict</h2>'):]
+    gate = gate[:gate.index("</section>")]
+    assert gate.count("<table>") == 1 and "Table continued" not in gate
