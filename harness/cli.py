@@ -22,6 +22,7 @@ from harness.demo.run import run_demo
 from harness.errors import HarnessError, SpecError, format_error
 from harness.gate_outputs import verdict_to_markdown
 from harness.numfmt import fmt_num
+from harness.progress import mark_command_start, process_started
 from harness.pipeline import evaluate_model, run_gate, write_blend
 from harness.pipeline.distributed import dist_env, rank_logging
 from harness.rundir import per_alpha_frame
@@ -29,6 +30,7 @@ from harness.settings import Settings, flag_of, quiet_library_bars, make_setting
 from harness.spec.load import load_spec, validate_paths
 from harness.spec.run import PATH_FIELDS, SETTING_KEYS
 from harness.train.command import train_model
+
 
 __all__ = ["main", "build_parser"]
 
@@ -393,8 +395,18 @@ COMMANDS = {"validate": _cmd_validate, "eval": _cmd_eval, "sweep": _cmd_sweep, "
             "gate": _cmd_gate, "report": _cmd_report, "demo": _cmd_demo, "train": _cmd_train}
 
 
+def _command_started() -> float | None:
+    """When the command began: the process's start when the process is the ``harness`` command (console script or
+    ``python -m harness``, start-up and imports included), else ``None`` (now: main() called from Python)."""
+    script = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    if script is not None and (script.name == "harness" or script.parts[-2:] == ("harness", "__main__.py")):
+        return process_started()
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (the console script exits with it)."""
+    mark_command_start(_command_started())  # a run's wall time counts from here (manifest's command_wall_s)
     quiet_library_bars()
     parser = build_parser()
     try:

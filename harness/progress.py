@@ -21,6 +21,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
@@ -192,3 +193,33 @@ def ticking(bar: Any, every: float = 1.0) -> Iterator[Any]:
     finally:
         stop.set()
         thread.join()
+_COMMAND_START: list[float] = []  # time.time() at the start of the CLI command, when the CLI set it
+
+
+def mark_command_start(started: float | None = None) -> None:
+    """Record when the command began (``time.time()`` seconds; default: now). The CLI calls it first thing, so a
+    run's wall time covers imports, model loading and training too; without it a run measures from its API call."""
+    _COMMAND_START[:] = [time.time() if started is None else float(started)]
+
+
+def process_started() -> float | None:
+    """When this process started (``time.time()`` seconds), from Linux's ``/proc`` (its start in clock ticks after
+    boot and the uptime, both 10 ms resolution); ``None`` elsewhere."""
+    try:
+        with open("/proc/self/stat", encoding="ascii") as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22, starttime (the name may hold spaces)
+        with open("/proc/uptime", encoding="ascii") as f:
+            uptime = float(f.read().split()[0])
+        return time.time() - (uptime - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def command_wall_time(call_started: float) -> dict[str, float | str]:
+    """The wall time of the command so far, for manifest.json: ``{"seconds": s, "from": what}``; from the CLI's
+    start (:func:`mark_command_start`) when set and earlier than ``call_started`` (``time.time()`` at the API
+    call), else from the API call."""
+    if _COMMAND_START and _COMMAND_START[0] <= call_started:
+        return {"seconds": round(time.time() - _COMMAND_START[0], 3), "from": "the start of the command"}
+    return {"seconds": round(time.time() - call_started, 3), "from": "the start of the API call"}
+

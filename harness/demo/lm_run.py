@@ -21,7 +21,7 @@ from pathlib import Path
 from harness.demo.run import _say, final_line, print_test_table, refresh_sample_report, repo_root, suites_dir
 from harness.errors import SpecError, format_error
 from harness.pipeline import RunOptions, sweep_models
-from harness.spec.load import load_spec
+from harness.spec.load import load_spec, load_suite
 
 __all__ = ["LM_PROFILES", "LM_SUITES", "run_lm_demo"]
 
@@ -100,9 +100,18 @@ def run_lm_demo(*, adaptation: str = "lora", profile: str = "quick", out: str | 
     return res
 
 
+def lm_suite_metrics() -> dict[str, str]:
+    """Suite name -> the metric the LM demo selects alpha on, gates on and prints for it (each suite's own
+    ``select_metric``: acc_norm for ARC, acc for BoolQ; ``suites/policies/lm-demo.yaml`` judges the same)."""
+    return {suite.name: suite.selection_metric for suite in (load_suite(suites_dir() / s) for s in LM_SUITES)}
+
+
 def _print_lm_outcome(res) -> None:
     s = res.summary
     sel = s.selection
-    print(f"lm demo ({s.profile} profile): chosen alpha {sel.chosen_alpha:g} by {sel.policy} on {sel.metric} "
-          f"(selected on {len(sel.selected_on)} validation splits, {sel.n_evaluations} alphas evaluated)")
-    print_test_table(res, "acc_norm")
+    metrics = lm_suite_metrics()
+    on = ", ".join(f"{k} {v}" for k, v in metrics.items())
+    print(f"lm demo ({s.profile} profile): chosen alpha {sel.chosen_alpha:g} by {sel.policy}, each suite on its "
+          f"own metric ({on}; selected on {len(sel.selected_on)} validation splits, {sel.n_evaluations} alphas "
+          "evaluated)")
+    print_test_table(res, metrics)

@@ -14,6 +14,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -192,24 +193,25 @@ def _print_outcome(res) -> None:
     print_test_table(res, "accuracy")
 
 
-def print_test_table(res, metric: str) -> None:
-    """Per test split: ``metric`` of base, adapted and the chosen blend with intervals; then the gate and the
-    report's path and the wall time."""
+def print_test_table(res, metric: str | Mapping[str, str]) -> None:
+    """Per test split: ``metric`` (one for every suite, or suite name -> metric) of base, adapted and the chosen
+    blend with intervals; then the gate and the report's path and the wall time."""
     s = res.summary
     sel = s.selection
     chosen = () if sel.chosen_point in ("base", "adapted") else (sel.chosen_point,)
     for suite, info in s.suites.items():
+        name = metric if isinstance(metric, str) else metric[suite]
         for split, meta in info.splits.items():
             if meta["role"] != "test":
                 continue
             cells = []
             for pid in ("base", "adapted", *chosen):
                 m = s.results.get(pid, {}).get(suite, {}).get(split)
-                mv = m.metrics.get(metric) if m else None
+                mv = m.metrics.get(name) if m else None
                 if mv is not None and mv.value is not None:
                     star = " (chosen)" if pid == sel.chosen_point else ""
                     cells.append(f"{pid}{star} {fmt_num(mv.value)} [{fmt_num(mv.ci_low)}, {fmt_num(mv.ci_high)}]")
-            print(f"  {suite}/{split} {metric} (n={meta['n']}): " + "; ".join(cells))
+            print(f"  {suite}/{split} {name} (n={meta['n']}): " + "; ".join(cells))
     v = res.verdict
     if v is not None:
         print(f"gate ({v.policy}): {'PASS' if v.passed else 'FAIL'}, {sum(o.passed for o in v.outcomes)}/"

@@ -18,7 +18,7 @@ from harness.errors import SpecError, format_error
 from harness.metrics import compute_metrics
 from harness.pipeline.notes import cap_note, count_nonfinite, nonfinite_note
 from harness.records import Predictions, SplitData, SplitRef, SplitResult
-from harness.progress import track
+from harness.progress import command_wall_time, track
 from harness.settings import Settings
 from harness.data.check import missing_class_note, missing_classes
 from harness.data.lm_rows import checked_rows
@@ -354,16 +354,18 @@ def suite_infos(loaded: LoadedSuites) -> dict[str, SuiteInfo]:
 
 
 def build_manifest(*, command: str, argv: list[str] | None, models: dict[str, Any], loaded: LoadedSuites,
-                   opts: RunOptions, device: str, timings: dict[str, float], extra: dict[str, Any] | None = None
-                   ) -> dict[str, Any]:
-    """The manifest.json content of a run (:func:`harness.report.manifest.build_manifest`) from its options."""
+                   opts: RunOptions, device: str, timings: dict[str, float], started: float,
+                   extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The manifest.json content of a run (:func:`harness.report.manifest.build_manifest`) from its options;
+    ``started`` is ``time.time()`` at the run's API call (``command_wall_s``: :func:`command_wall_time`)."""
     from harness.predict import default_batch_tokens  # torch: a model is loaded whenever a manifest is built
     from harness.report.manifest import build_manifest as build  # matplotlib: the report package draws figures
 
     return build(command=command, argv=argv, models=models, suites=loaded.suites, splits=loaded.splits,
                  seed=opts.seed, n_resamples=opts.n_resamples, dtype=opts.dtype,
                  batch_tokens=opts.batch_tokens or default_batch_tokens(device.split(":")[0]), device=device,
-                 timings=timings, extra={"settings": opts.manifest(), **(extra or {})})
+                 timings=timings, extra={"settings": opts.manifest(), "command_wall_s": command_wall_time(started),
+                                         **(extra or {})})
 
 
 def check_baseline(baseline: str | Path | None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import harness
@@ -55,15 +56,16 @@ def evaluate_model(model: str | Path, suites: list[str | Path] | list[Suite], *,
     """
     check_model_path(model, "model")  # a mistyped path fails before the data is read
     check_model_path(base, "--base")
+    started = time.time()
     group, options = join_group(options)  # torchrun / accelerate launch: one rank of a data-parallel run
     try:
-        return _evaluate(model, suites, out, options, argv, group, base)
+        return _evaluate(model, suites, out, options, argv, group, base, started)
     finally:
         if group is not None:
             group.close()
 
 
-def _evaluate(model, suites, out, options: RunOptions, argv, group, base) -> RunResult:
+def _evaluate(model, suites, out, options: RunOptions, argv, group, base, started: float) -> RunResult:
     from harness.models.sanity import position_limit, require_trained  # torch: imported when a model is scored
 
     timings: dict[str, float] = {}
@@ -100,6 +102,7 @@ def _evaluate(model, suites, out, options: RunOptions, argv, group, base) -> Run
     res = RunResult(summary=summary, run_dir=None, timings=timings)
     if out is not None:
         manifest = build_manifest(command="eval", argv=argv, loaded=loaded, opts=options, device=str(live.device),
+                                  started=started,
                                   timings=timings, models={"model": {"source": str(model), "path": str(live.path),
                                                                      "fingerprint": live.fingerprint}},
                                   extra={"model_kind": kind, "intervention": None if engine is None else

@@ -54,6 +54,7 @@ class SweepRequest:
     profile: str | None = None
     notes: tuple[str, ...] = ()
     argv: tuple[str, ...] = ()
+    started: float = field(default_factory=time.time)  # time.time() at the API call (the run's wall time)
 
 
 def point_of(alpha: float, head: str) -> tuple[str, PointRole, str]:

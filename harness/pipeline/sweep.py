@@ -202,6 +202,7 @@ def _write_outputs(res: RunResult, request: SweepRequest, loaded: LoadedSuites, 
     """Write the run directory, gate and report; returns ``(run_dir, verdict)``."""
     sw = res.sweep
     manifest = build_manifest(command=request.command, argv=list(request.argv), loaded=loaded, opts=request.options,
+                              started=request.started,
                               device=str(evaluator.live.device), timings=timings, models=evaluator.models_info(),
                               extra={"head": request.head, "alphas": sw.alphas, "search": sw.search,
                                      "selection_metrics": selection_metrics(loaded, request.policy),

@@ -45,11 +45,13 @@ class Para:
 @dataclass(frozen=True)
 class TableBlock:
     """A table of preformatted string cells; the first ``key_columns`` columns identify a row and are repeated
-    when the HTML page splits a table too wide for the page into several (see :mod:`harness.report.html`)."""
+    when the HTML page splits a table too wide for the page into several (see :mod:`harness.report.html`);
+    ``split=False`` keeps it whole (a gate table, whose rows are read whole: its text columns wrap instead)."""
 
     frame: pd.DataFrame
     caption: str = ""
     key_columns: int = 1
+    split: bool = True
 
 
 @dataclass(frozen=True)

@@ -50,8 +50,9 @@ figure img { max-width: 100%; height: auto; border: 1px solid #e3e3e3; }
 figcaption { color: #4a4a4a; font-size: 12.5px; margin-top: 4px; }
 """
 
-# Width of main's content box (max-width 1180 px minus 2 x 28 px padding), less a margin for font differences.
-PAGE_WIDTH_PX = 1080
+# Width of main's content box (max-width 1180 px; the 28 px paddings lie outside it, so a 1280 px window shows all
+# of it), less a margin for font differences.
+PAGE_WIDTH_PX = 1140
 _CHAR_PX, _HEAD_CHAR_PX, _CELL_PAD_PX, _TEXT_CHARS, _TOKEN_CHARS = 7.6, 8.6, 18, 40, 24
 _TEXT_COLUMNS = ("text", "prompt (tail)", "gold")  # free text (dataset rows, model outputs): wraps, keeps newlines
 _NUM = re.compile(r"^[+-]?(\d+(\.\d+)?|n/a)( \[[^\]]*\])?$")
@@ -72,11 +73,13 @@ def _cell_class(col: str, value: str) -> str:
 
 
 def _col_width(col: str, values: list[str]) -> float:
-    """Estimated rendered width (px) of a column: headers break at spaces and after "/", numbers and short
-    tokens (a point id) never wrap, longer text wraps at about ``_TEXT_CHARS`` characters."""
+    """Estimated narrowest rendered width (px) of a column, the least the browser can shrink it to: headers break
+    at spaces and after "/", numbers and short tokens (a point id) never wrap, other text wraps between words
+    (its longest word, at most ``_TEXT_CHARS`` characters, sets the width). A table is split only when even
+    these widths do not fit: the browser's table layout narrows wrapping columns as needed."""
     head = max((len(w) for w in re.split(r"[ /]", col)), default=0) * _HEAD_CHAR_PX
-    cells = [len(v) if _cell_class(col, v) in ("num", "pass", "fail", "tok") else min(len(v), _TEXT_CHARS)
-             for v in values]
+    cells = [len(v) if _cell_class(col, v) in ("num", "pass", "fail", "tok")
+             else min(max((len(w) for w in v.split()), default=0), _TEXT_CHARS) for v in values]
     return max([head] + [c * _CHAR_PX for c in cells]) + _CELL_PAD_PX
 
 
@@ -121,10 +124,10 @@ def _one_table(frame: pd.DataFrame) -> str:
             + "\n</tbody></table></div>")
 
 
-def _table(frame: pd.DataFrame, key_columns: int = 1) -> str:
+def _table(frame: pd.DataFrame, key_columns: int = 1, split: bool = True) -> str:
     if frame.empty:
         return '<p class="muted">(none)</p>'
-    chunks = table_chunks(frame, key_columns)
+    chunks = table_chunks(frame, key_columns) if split else [frame]
     out = [_one_table(chunks[0])]
     keys = ", ".join(str(c) for c in frame.columns[:key_columns])
     for i, chunk in enumerate(chunks[1:], start=2):
@@ -148,7 +151,7 @@ def _section(sec: Section) -> str:
             cls = {"note": "note", "muted": "muted"}.get(b.style)
             out.append(f'<p class="{cls}">{_e(b.text)}</p>' if cls else f"<p>{_e(b.text)}</p>")
         elif isinstance(b, TableBlock):
-            out.append(_table(b.frame, b.key_columns))
+            out.append(_table(b.frame, b.key_columns, b.split))
             if b.caption:
                 out.append(f'<p class="caption">{_e(b.caption)}</p>')
         elif isinstance(b, FigureBlock):

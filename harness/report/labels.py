@@ -2,7 +2,8 @@
 
 Each label is tried at a fixed list of offsets around its point (right-above first, then the other corners and
 sides, then on two farther rings) and takes the first place where its box overlaps no label already placed, no
-marker and does not leave the axes. A required label (base, adapted) that finds no free place takes the one with
+marker, no drawn line segment (the chord) and does not leave the axes, and where the marker nearest to the box
+is the label's own point (so a label is never read as another point's). A required label (base, adapted) that finds no free place takes the one with
 the least overlap; an optional one (an alpha number: the tables list every alpha) is left out rather than drawn
 over another (logged at debug level). So no two drawn labels overlap unless two required ones cannot be
 separated. A label moved away from its point keeps a thin leader line to it. Placement works in display pixels
@@ -62,10 +63,42 @@ def _leader(cand: np.ndarray, px: float, py: float) -> np.ndarray:
     return np.array([min(px, cx) - 1, min(py, cy) - 1, max(px, cx) + 1, max(py, cy) + 1])
 
 
-def _best_place(ax, lab: PointLabel, renderer, box, taken: list, n_markers: int, pt: float
-                ) -> tuple[np.ndarray, float, np.ndarray | None]:
+def _box_distance(cand: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """Distance in pixels from each point (k, 2) to box ``cand`` (x0, y0, x1, y1); 0 inside."""
+    dx = np.maximum.reduce([cand[0] - pts[:, 0], np.zeros(len(pts)), pts[:, 0] - cand[2]])
+    dy = np.maximum.reduce([cand[1] - pts[:, 1], np.zeros(len(pts)), pts[:, 1] - cand[3]])
+    return np.hypot(dx, dy)
+
+
+def _crosses(cand: np.ndarray, segments: np.ndarray) -> int:
+    """How many segments (k, 4: x0, y0, x1, y1 in pixels) pass through box ``cand`` (sampled every ~2 px)."""
+    hits = 0
+    for x0, y0, x1, y1 in segments:
+        s = np.linspace(0.0, 1.0, int(np.hypot(x1 - x0, y1 - y0) / 2) + 2)
+        xs, ys = x0 + s * (x1 - x0), y0 + s * (y1 - y0)
+        hits += bool(np.any((xs > cand[0]) & (xs < cand[2]) & (ys > cand[1]) & (ys < cand[3])))
+    return hits
+
+
+_NEAR_MARGIN = 2.0  # pixels: the own point must be this much nearer to the label than any other marker
+
+
+def _misleads(cand: np.ndarray, px: float, py: float, centres: np.ndarray) -> bool:
+    """Whether a marker other than the label's own point (at px, py) is as near to the box as its own."""
+    if len(centres) == 0:
+        return False
+    mine = np.hypot(centres[:, 0] - px, centres[:, 1] - py) <= 0.5
+    if not mine.any() or mine.all():
+        return False
+    d = _box_distance(cand, centres)
+    return bool(d[~mine].min() <= d[mine].min() + _NEAR_MARGIN)
+
+
+def _best_place(ax, lab: PointLabel, renderer, box, taken: list, n_markers: int, pt: float,
+                centres: np.ndarray, segments: np.ndarray) -> tuple[np.ndarray, float, np.ndarray | None]:
     """The first free box (x0, y0, x1, y1) around the label's point, else the least-colliding one, its cost
-    (overlap area in square pixels of the box and of its leader line's box, plus a large penalty for leaving the
+    (overlap area in square pixels of the box and of its leader line's box, the box's area per line segment it
+    crosses and when another marker is nearer to it than its own point, plus a large penalty for leaving the
     axes) and its leader's box (``None`` when the label is close enough to need none)."""
     probe = ax.text(0, 0, lab.text, **lab.style)
     ext = probe.get_window_extent(renderer)
@@ -87,7 +120,8 @@ def _best_place(ax, lab: PointLabel, renderer, box, taken: list, n_markers: int,
             leader = _leader(cand, px, py) if np.hypot(x0 - px, y0 - py) > _LEADER_PT * pt else None
             outside = (max(box.x0 - x0, 0) + max(x0 + w - box.x1, 0) + max(box.y0 - y0, 0)
                        + max(y0 + h - box.y1, 0))
-            cost = _overlap(cand, boxes) + outside * (w + h) * 4
+            cost = _overlap(cand, boxes) + outside * (w + h) * 4 + w * h * (
+                _crosses(cand, segments) + _misleads(cand, px, py, centres))
             if leader is not None:
                 cost += _overlap(leader, clear)
             if cost < best_cost:
@@ -97,7 +131,8 @@ def _best_place(ax, lab: PointLabel, renderer, box, taken: list, n_markers: int,
     return best, best_cost, best_leader
 
 
-def place_labels(ax, labels: Sequence[PointLabel], markers: Sequence[tuple[float, float, float]]) -> list:
+def place_labels(ax, labels: Sequence[PointLabel], markers: Sequence[tuple[float, float, float]],
+                 segments: Sequence[tuple[float, float, float, float]] = ()) -> list:
     """Annotate ``labels`` on ``ax`` without overlaps (module docstring); returns the annotations.
 
     Parameters
@@ -107,7 +142,10 @@ def place_labels(ax, labels: Sequence[PointLabel], markers: Sequence[tuple[float
     labels : sequence of PointLabel
         In priority order: earlier labels get the better places.
     markers : sequence of (x, y, radius_px)
-        Data points to keep clear, with the marker's radius in display pixels.
+        Every drawn marker (data coordinates), with its radius in display pixels: kept clear, and none may be
+        nearer to a label than the label's own point.
+    segments : sequence of (x0, y0, x1, y1), default=()
+        Drawn line segments in data coordinates that labels must not cross (the chord).
     """
     fig = ax.figure
     renderer = fig.canvas.get_renderer()
@@ -116,11 +154,15 @@ def place_labels(ax, labels: Sequence[PointLabel], markers: Sequence[tuple[float
     taken = [np.array([*ax.transData.transform((x, y)) - r, *ax.transData.transform((x, y)) + r])
              for x, y, r in markers if np.isfinite(x) and np.isfinite(y)]
     n_markers = len(taken)
+    centres = np.asarray([ax.transData.transform((x, y)) for x, y, _ in markers
+                          if np.isfinite(x) and np.isfinite(y)], dtype=float).reshape(-1, 2)
+    segs = np.asarray([[*ax.transData.transform((x0, y0)), *ax.transData.transform((x1, y1))]
+                       for x0, y0, x1, y1 in segments], dtype=float).reshape(-1, 4)
     out = []
     for lab in labels:
         if not (np.isfinite(lab.x) and np.isfinite(lab.y)):
             continue
-        best, cost, leader = _best_place(ax, lab, renderer, box, taken, n_markers, pt)
+        best, cost, leader = _best_place(ax, lab, renderer, box, taken, n_markers, pt, centres, segs)
         if cost > 0 and not lab.required:
             logger.debug("label %r left out: no free place near (%g, %g)", lab.text, lab.x, lab.y)
             continue

@@ -26,6 +26,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from harness.io import atomic_write_bytes
+from harness.report.curve import MEAN_PANEL
 from harness.report.axes import Axis, RangeLocator, fit_axis, metric_axis, valid_range
 from harness.report.labels import PointLabel, place_labels
 from harness.report.tables import fmt_alpha, fmt_delta, fmt_value
@@ -104,12 +105,14 @@ def _radius_px(size_pt2: float) -> float:
 
 
 _S_POINT, _S_RING, _S_STAR, _S_END = 16, 120, 330, 55  # marker sizes (points squared)
+_ENSEMBLE_MS = 4  # the ensemble's × (points)
 
 
-def _labels(w: pd.DataFrame, ends: pd.DataFrame, base: str | None, adapted: str | None, chosen: str | None,
-            ring: np.ndarray) -> tuple[list[PointLabel], list[tuple[float, float, float]]]:
-    """The panel's labels in priority order (base, adapted, then the alpha numbers) and the markers to keep
-    clear (x, y, radius in pixels), for :func:`harness.report.labels.place_labels`."""
+def _labels(w: pd.DataFrame, e: pd.DataFrame, ends: pd.DataFrame, base: str | None, adapted: str | None,
+            chosen: str | None, ring: np.ndarray) -> tuple[list[PointLabel], list[tuple[float, float, float]], list]:
+    """The panel's labels in priority order (base, adapted, then the alpha numbers), every drawn marker (x, y,
+    radius in pixels: blend points, base/adapted, the star, rings and the ensemble's ×) and the chord segment,
+    for :func:`harness.report.labels.place_labels`."""
     labels = []
     for pid, key, text in ((base, "base", "base"), (adapted, "adapted", "adapted")):
         if pid in ends.index and _finite_xy(ends.loc[pid]):
@@ -127,7 +130,11 @@ def _labels(w: pd.DataFrame, ends: pd.DataFrame, base: str | None, adapted: str 
         size = _S_STAR if r["point"] == chosen else _S_RING if on_ring else _S_END if r["point"] in (
             base, adapted) else _S_POINT
         markers.append((r["x"], r["y"], _radius_px(size) + 1.0))
-    return labels, markers
+    markers += [(x, y, _ENSEMBLE_MS / 2 * DPI / 72 + 1.0) for x, y in zip(e["x"], e["y"])]
+    chord = []
+    if base in ends.index and adapted in ends.index:
+        chord.append((ends.at[base, "x"], ends.at[base, "y"], ends.at[adapted, "x"], ends.at[adapted, "y"]))
+    return labels, markers, chord
 
 
 def _fit_panel(ax, w: pd.DataFrame, e: pd.DataFrame, x_axis: Axis, y_axis: Axis) -> None:
@@ -139,7 +146,7 @@ def _fit_panel(ax, w: pd.DataFrame, e: pd.DataFrame, x_axis: Axis, y_axis: Axis)
 
 def _id_vs_shift_panel(ax, w: pd.DataFrame, e: pd.DataFrame, axes: tuple[Axis, Axis], *, chosen: str | None,
                        base: str | None, adapted: str | None, curve_label: str = "weight-space blend"
-                       ) -> tuple[list[PointLabel], list[tuple[float, float, float]]]:
+                       ) -> tuple[list[PointLabel], list[tuple[float, float, float]], list]:
     ends = w[w["point"].isin([base, adapted])].set_index("point")
     if base in ends.index and adapted in ends.index:
         ax.plot([ends.at[base, "x"], ends.at[adapted, "x"]], [ends.at[base, "y"], ends.at[adapted, "y"]],
@@ -149,7 +156,7 @@ def _id_vs_shift_panel(ax, w: pd.DataFrame, e: pd.DataFrame, axes: tuple[Axis, A
             hi = ends.loc[[adapted]] if not np.isclose(e["alpha"].max(), 1.0) else e.iloc[:0]
             e = pd.concat([lo.reset_index(), e, hi.reset_index()], ignore_index=True)
     if not e.empty:
-        ax.plot(e["x"], e["y"], ls=":", marker="x", ms=4, color=_ENSEMBLE, lw=1.2,
+        ax.plot(e["x"], e["y"], ls=":", marker="x", ms=_ENSEMBLE_MS, color=_ENSEMBLE, lw=1.2,
                 label="output-space ensemble", zorder=2)
     ax.errorbar(w["x"], w["y"], xerr=_err(w["x"], w["x_lo"], w["x_hi"]), yerr=_err(w["y"], w["y_lo"], w["y_hi"]),
                 fmt="-o", ms=4, color=_CURVE, ecolor="#9ecae1", elinewidth=0.8, capsize=1.5, lw=1.4,
@@ -171,13 +178,14 @@ def _id_vs_shift_panel(ax, w: pd.DataFrame, e: pd.DataFrame, axes: tuple[Axis, A
             ax.scatter([ends.at[pid, "x"]], [ends.at[pid, "y"]], s=_S_END, marker=marker, color=COLORS[key],
                        edgecolors="white" if pid == chosen else "black", linewidths=1.0 if pid == chosen else 0.6,
                        zorder=5, gid=f"{key}-marker", clip_on=False)
-    return _labels(w, ends, base, adapted, chosen, ring)
+    return _labels(w, e, ends, base, adapted, chosen, ring)
 
 
 def plot_id_vs_shift(curve: pd.DataFrame, path: Path, *, axes: Mapping[str, tuple[Axis, Axis]],
                      chosen: str | None, base: str | None, adapted: str | None, splits_note: str,
                      curve_label: str = "weight-space blend") -> Path:
-    """ID metric (x) against shift metric (y) along alpha: one panel for the mean over shift suites, one each.
+    """ID metric (x) against shift metric (y) along alpha: one panel per shift suite, and first the mean over the
+    shift suites when there are two or more (with one, the mean would repeat its panel).
 
     Parameters
     ----------
@@ -198,12 +206,15 @@ def plot_id_vs_shift(curve: pd.DataFrame, path: Path, *, axes: Mapping[str, tupl
         Legend text of the alpha curve (a ReFT run: "intervention strength").
     """
     panels = list(dict.fromkeys(curve["panel"]))
+    if len(panels) <= 2:  # one shift suite: its panel is the mean
+        panels = [p for p in panels if p != MEAN_PANEL] or panels
     nrows, ncols = grid_shape(len(panels))
     names = list(dict.fromkeys(a.metric for pair in axes.values() for a in pair))
-    with _figure(path, 4.3 * ncols, 3.8 * nrows + 0.9) as fig:
+    width = max(4.3 * ncols, 6.0)  # one panel: wide enough for the title and a two-column legend
+    with _figure(path, width, 3.8 * nrows + 0.9 + (0.3 if ncols == 1 else 0.0)) as fig:
         grid = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
         for i, (ax, panel) in enumerate(zip(grid, panels)):
-            ax.set_title(panel if i == 0 else f"shift suite: {panel}")
+            ax.set_title(panel if panel == MEAN_PANEL else f"shift suite: {panel}")
             ax.set_xlabel(axes[panel][0].label)
             ax.set_ylabel(axes[panel][1].label)
         for ax in grid[len(panels):]:
@@ -216,13 +227,15 @@ def plot_id_vs_shift(curve: pd.DataFrame, path: Path, *, axes: Mapping[str, tupl
                                                  axes[panel], chosen=chosen, base=base, adapted=adapted,
                                                  curve_label=curve_label)))
         handles, labels = grid[0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 3), frameon=False)
+        fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 3 if ncols > 1 else 2),
+                   frameon=False)
         what = f"ID vs shift {names[0]} along alpha" if len(names) == 1 else (
             "ID vs shift along alpha, each suite on its own metric")
-        fig.suptitle(f"{what} ({splits_note}); numbers next to points are alpha")
+        # about 12 characters of 10-point text per inch: wrap rather than cut the title of a narrow figure
+        fig.suptitle(textwrap.fill(f"{what} ({splits_note}); numbers next to points are alpha", int(width * 12)))
         fig.draw_without_rendering()  # settle the layout once: labels are placed in display pixels
-        for ax, point_labels, markers in todo:
-            place_labels(ax, point_labels, markers)
+        for ax, point_labels, markers, chord in todo:
+            place_labels(ax, point_labels, markers, chord)
     return path
 
 
@@ -345,14 +358,20 @@ def _evaluated(ln: Line) -> Line:
     return replace(ln, alpha=pick(ln.alpha), value=pick(ln.value), low=pick(ln.low), high=pick(ln.high))
 
 
+#: x margin of the metric-vs-alpha panels (alpha units) and the height of the feasible triangles (axes fraction):
+#: a triangle or the chosen line at alpha 0 or 1 is drawn whole, inside the axes, above the x axis.
+_ALPHA_MARGIN, _FEASIBLE_Y = 0.06, 0.035
+
+
 def _alpha_panel(ax, lines: Sequence[Line], alphas: Sequence[float], feasible: Sequence[bool] | None,
                  chosen_alpha: float | None, axis: Axis | None) -> None:
     if feasible is not None and any(feasible):
         for lo, hi in _feasible_spans(alphas, feasible):
             ax.axvspan(lo, hi, color=COLORS["chosen"], alpha=0.12, lw=0)
         ok = [a for a, f in zip(alphas, feasible) if f]
-        ax.scatter(ok, [0.0] * len(ok), marker="^", s=22, color=COLORS["chosen"], transform=ax.get_xaxis_transform(),
-                   clip_on=False, zorder=5, label="feasible under the policy (evaluated alphas only)")
+        ax.scatter(ok, [_FEASIBLE_Y] * len(ok), marker="^", s=22, color=COLORS["chosen"],
+                   transform=ax.get_xaxis_transform(), zorder=5, gid="feasible-marker",
+                   label="feasible under the policy (evaluated alphas only)")
     extent = []
     for ln in map(_evaluated, lines):
         band = np.isfinite(ln.low) & np.isfinite(ln.high)
@@ -362,7 +381,7 @@ def _alpha_panel(ax, lines: Sequence[Line], alphas: Sequence[float], feasible: S
         extent += [ln.value, ln.low, ln.high]
     if chosen_alpha is not None:
         ax.axvline(chosen_alpha, color=COLORS["chosen"], lw=1.6, label=f"chosen α={fmt_alpha(chosen_alpha)}")
-    ax.set_xlim(-0.03, 1.03)
+    ax.set_xlim(-_ALPHA_MARGIN, 1.0 + _ALPHA_MARGIN)  # markers and the chosen line at 0 or 1 stay whole
     if axis is not None and extent:
         fit_axis(ax, "y", np.concatenate(extent), axis.valid, pad=0.06)
 

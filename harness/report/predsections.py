@@ -14,7 +14,7 @@ from harness.report import plots_preds
 from harness.report.document import FIGURES, Context, FigureBlock, Heading, Para, Section, TableBlock
 from harness.report.predstats import (Pooled, binned_ece, confusion_matrix, finite_mean, flip_counts,
                                       largest_flips, per_class_recall, reliability_bins)
-from harness.report.tables import fmt_delta, fmt_value, report_pairs
+from harness.report.tables import fmt_alpha, fmt_delta, fmt_value, report_pairs
 
 __all__ = ["calibration", "per_class", "examples"]
 
@@ -47,11 +47,24 @@ def _class_names(ctx: Context, suite: str, n_classes: int) -> list[str]:
     return [str(i) for i in range(n_classes)]
 
 
-def _pooled(ctx: Context, pairs: list[Pair]) -> dict[str, Pooled]:
-    """Each focus column's predictions on ``pairs`` (columns without predictions left out)."""
+def distinct_columns(ctx: Context) -> list[tuple[str, str]]:
+    """The focus columns, one per point: a chosen point that is base or adapted joins that column, labelled
+    ``adapted = chosen (α=1)``, so that a figure draws one curve for it rather than one hidden under another."""
+    labels: dict[str, str] = {}
+    for label, pid in ctx.focus.columns:
+        if pid in labels:
+            labels[pid] += f" = chosen (α={fmt_alpha(ctx.summary.point(pid).alpha)})"
+        else:
+            labels[pid] = label
+    return [(label, pid) for pid, label in labels.items()]
+
+
+def _pooled(ctx: Context, pairs: list[Pair], columns: list[tuple[str, str]] | None = None) -> dict[str, Pooled]:
+    """Each focus column's predictions on ``pairs`` (columns without predictions left out); ``columns``: other
+    ``(label, point id)`` columns than the focus ones."""
     if ctx.preds is None:
         return {}
-    out = {label: ctx.preds.pooled(pid, pairs) for label, pid in ctx.focus.columns}
+    out = {label: ctx.preds.pooled(pid, pairs) for label, pid in (columns or ctx.focus.columns)}
     return {k: v for k, v in out.items() if v is not None}
 
 
@@ -61,7 +74,7 @@ def calibration(ctx: Context) -> Section:
     panels, rows = [], []
     for title, pairs in (("ID (test)", id_pairs), ("shift suites pooled (test)",
                                                    [p for ps in shift.values() for p in ps])):
-        curves, pooled_all = {}, _pooled(ctx, pairs)
+        curves, pooled_all = {}, _pooled(ctx, pairs, distinct_columns(ctx))
         for label, pooled in pooled_all.items():
             bins = reliability_bins(pooled.probs, pooled.labels)
             curves[label] = (bins, binned_ece(bins))

@@ -53,17 +53,23 @@ def curve_label(manifest: dict) -> str:
 
 
 def wall_time_text(manifest: dict) -> str | None:
-    """"12.5 s measured (predict 9.1 s, load_model 2.0 s, ...)" from the manifest's per-stage timings (seconds,
-    largest first), or ``None`` when the manifest records none."""
+    """The command's wall time (manifest ``command_wall_s``: from the start of the command or API call to writing
+    the run directory) and, apart, the sum of the stage times (``timings_s``, largest first); ``None`` when the
+    manifest records neither."""
+    cmd = manifest.get("command_wall_s")
+    whole = (f"{float(cmd['seconds']):.1f} s from {cmd.get('from', 'the start of the command')} to writing the run "
+             "directory (the gate and this report came after)"
+             if isinstance(cmd, dict) and isinstance(cmd.get("seconds"), (int, float)) else None)
     t = manifest.get("timings_s") or manifest.get("wall_time_s")
-    if not isinstance(t, dict):
-        return None
-    stages = sorted(((str(k), float(v)) for k, v in t.items() if isinstance(v, (int, float))), key=lambda kv: -kv[1])
+    stages = sorted(((str(k), float(v)) for k, v in t.items() if isinstance(v, (int, float))),
+                    key=lambda kv: -kv[1]) if isinstance(t, dict) else []
     if not stages:
-        return None
-    total = sum(v for _, v in stages)
-    return (f"{total:.1f} s, the sum of the stage times measured by the run ("
-            + ", ".join(f"{k} {v:.1f} s" for k, v in stages) + "); process start-up is not included")
+        return whole
+    parts = (f"stage times sum to {sum(v for _, v in stages):.1f} s ("
+             + ", ".join(f"{k} {v:.1f} s" for k, v in stages) + ")")
+    if whole is None:
+        return "the whole command's time was not recorded; " + parts
+    return f"{whole}; {parts}"
 
 
 def _overview(ctx: Context) -> Section:
@@ -71,8 +77,9 @@ def _overview(ctx: Context) -> Section:
     b = s.bootstrap
     rows = [("command", s.command), ("profile", s.profile or "n/a"), ("harness version", s.harness_version),
             ("points", ", ".join(p.id + (f" ({p.label})" if p.label else "") for p in s.points)),
-            ("suites", ", ".join(f"{n} ({i.role})" for n, i in s.suites.items())),
-            ("selection metric", ctx.metric)]
+            ("suites", ", ".join(f"{n} ({i.role})" for n, i in s.suites.items()))]
+    if ctx.sweep:
+        rows.append(("selection metric", selection_metric_text(_metric_of(ctx))))
     if sel is not None:
         rows += [("chosen alpha", f"{fmt_alpha(sel.chosen_alpha)} (policy {sel.policy})"),
                  ("alpha selected on", ", ".join(sel.selected_on) or "none recorded")]
@@ -82,38 +89,57 @@ def _overview(ctx: Context) -> Section:
     blocks: list[Block] = [TableBlock(pd.DataFrame(rows, columns=["field", "value"], dtype=object))]
     blocks.append(Para(f"{lmsections.units_note(ctx)} Intervals are "
                        f"{b.confidence:.0%} bootstrap intervals ({b.n_resamples} resamples of {b.cluster_key}, "
-                       f"seed {b.seed}). {alpha_meaning(ctx.manifest)}"))
+                       f"seed {b.seed})." + (f" {alpha_meaning(ctx.manifest)}" if ctx.sweep else "")))
     if not ctx.sweep:
-        blocks.append(Para("Single-model evaluation: there is no alpha curve, so the ID-vs-shift and "
-                           "metric-vs-alpha figures do not apply.", "muted"))
+        blocks.append(Para("Single-model evaluation: one model's scores per suite and split; no base, blend or "
+                           "selection, so there is no alpha curve and nothing is compared.", "muted"))
     return Section("Overview", tuple(blocks))
+
+
+def selection_metric_text(metric_of: dict[str, str]) -> str:
+    """The overview's selection metric: the one metric every suite selects on, else each suite's own, named."""
+    names = set(metric_of.values())
+    if len(names) == 1:
+        return names.pop()
+    return "each suite's own: " + ", ".join(f"{suite} {m}" for suite, m in metric_of.items())
 
 
 def _headline(ctx: Context) -> Section:
     suites = dict.fromkeys(p[0] for p in suite_splits(ctx.summary))
     own = {s: lmsections.suite_metric(ctx, s) for s in suites}
+    delta = " Δ is the difference of the two point estimates" if ctx.focus.compared else ""
     if all(m == ctx.metric for m in own.values()):
         return Section(f"Headline: {ctx.metric}", (TableBlock(
             headline_table(ctx.summary, ctx.focus, ctx.metric),
-            "Each cell is the split's number in summary.json (value [95% interval]); Δ is the difference of the "
-            "two point estimates.", key_columns=2),))
-    return Section("Headline: each suite's selection metric", (TableBlock(
+            "Each cell is the split's number in summary.json (value [95% interval])." + (delta and delta + "."),
+            key_columns=2),))
+    which = "it selects alpha on" if ctx.sweep else "of its task"
+    return Section("Headline: each suite's " + ("selection metric" if ctx.sweep else "own metric"), (TableBlock(
         headline_table(ctx.summary, ctx.focus, ctx.metric, metric_of=own),
-        "Each suite on the metric it selects alpha on (metric column); each cell is the split's number in "
-        "summary.json (value [95% interval]); Δ is the difference of the two point estimates (for a metric where "
-        "lower is better, a negative Δ is an improvement).", key_columns=2),))
+        f"Each suite on the metric {which} (metric column); each cell is the split's number in summary.json "
+        "(value [95% interval])." + (delta and delta + " (for a metric where lower is better, a negative Δ is an "
+                                     "improvement)."), key_columns=2),))
+
+
+def against_text(reference: object) -> str:
+    """What a verdict's rules compare the candidate with, in words: ``verdict.json``'s ``reference`` (reference
+    point ids joined by ", ", ``absolute`` for floors and ceilings) as "point base and absolute thresholds"."""
+    if not isinstance(reference, str) or reference in ("", "(none)"):
+        return "no reference"
+    words = ["absolute thresholds" if r == "absolute" else f"point {r}" for r in reference.split(", ")]
+    return " and ".join(words)
 
 
 def _verdict(ctx: Context) -> Section | None:
     v = ctx.verdict
     if v is None:
         return None
-    head = (f"Gate {'PASSED' if v.get('passed') else 'FAILED'}: policy {v.get('policy', 'n/a')}, candidate "
-            f"{v.get('candidate', 'n/a')} against {v.get('reference', 'n/a')} (confidence "
+    head = (f"Gate {'PASSED' if v.get('passed') else 'FAILED'}: policy \"{v.get('policy', 'n/a')}\"; candidate "
+            f"point {v.get('candidate', 'n/a')} judged against {against_text(v.get('reference'))} (confidence "
             f"{v.get('confidence', 'n/a')}, {v.get('n_resamples', 'n/a')} resamples, seed {v.get('seed', 'n/a')}).")
     return Section("Gate verdict", (Para(head, "p"), TableBlock(
         verdict_table(v), "value: the judged statistic; bound: its one-sided confidence bound (bound mode); "
-                          "margin: distance inside (+) or outside (-) the threshold.")))
+                          "margin: distance inside (+) or outside (-) the threshold.", split=False)))
 
 
 def _metric_of(ctx: Context) -> dict[str, str]:
@@ -128,9 +154,10 @@ def _curve_caption(axes: dict, role_note: str) -> str:
     what = (f"shift {x.metric}" if set(per_suite.values()) == {x.metric} else "each shift suite's own metric ("
             + ", ".join(f"{k}: {v}" for k, v in per_suite.items()) + ")")
     mean = " (the mean of each suite's own metric, lower-is-better ones negated)" if y.metric == "score" else ""
-    return (f"ID {x.metric} (x) against {what} (y) on {role_note}, one point per alpha. Panel 1: {MEAN_PANEL}"
-            f"{mean}; then one panel per shift suite. Axes stay within each metric's valid range; lower-is-better "
-            "axes say so.")
+    panels = (f"Panel 1: {MEAN_PANEL}{mean}; then one panel per shift suite." if len(per_suite) > 1 else
+              "One shift suite, so one panel (the mean over shift suites would repeat it).")
+    return (f"ID {x.metric} (x) against {what} (y) on {role_note}, one point per alpha. {panels} Axes stay within "
+            "each metric's valid range; lower-is-better axes say so.")
 
 
 def _curve(ctx: Context) -> Section | None:
@@ -168,21 +195,31 @@ def _curve(ctx: Context) -> Section | None:
 
 def _before_after(ctx: Context) -> Section:
     s, f = ctx.summary, ctx.focus
+    metric_of = _metric_of(ctx)
     id_pairs, shift = report_pairs(s, "test")
+    pairs = id_pairs + [p for ps in shift.values() for p in ps]
+    names = set(metric_of[p[0]] for p in pairs) or {ctx.metric}
+    mixed = len(names) > 1
+    metric = "value (each suite's own metric)" if mixed else next(iter(names))
     groups = []
-    for pair in id_pairs + [p for pairs in shift.values() for p in pairs]:
-        vals = [_triple(entry_value(s.results, pid, pair, ctx.metric)) for _, pid in f.columns]
-        labels = ctx.preds.labels(pair) if ctx.preds is not None and ctx.metric == "accuracy" else None
-        groups.append(plots.Bars(f"{pair[0]}\n{pair[1]}", tuple(vals),
+    for pair in pairs:
+        name = metric_of[pair[0]]
+        vals = [_triple(entry_value(s.results, pid, pair, name)) for _, pid in f.columns]
+        labels = ctx.preds.labels(pair) if ctx.preds is not None and name == "accuracy" else None
+        groups.append(plots.Bars(f"{pair[0]}\n{pair[1]}" + (f"\n{name}" if mixed else ""), tuple(vals),
                                  majority_rate(labels) if labels is not None else None))
     note = ("The dashed segment is the split's majority-class rate (accuracy of always predicting the most "
-            "frequent label)." if ctx.metric == "accuracy" else
-            "No majority-class line: it is an accuracy reference and the selection metric is " + ctx.metric + ".")
+            "frequent label)." if names == {"accuracy"} else
+            "No majority-class line: it is an accuracy reference and the metric is "
+            + ("not accuracy." if mixed else f"{metric}."))
     path = plots.plot_before_after(groups, [label for label, _ in f.columns], ctx.figdir / FIGURES[2],
-                                   metric=ctx.metric)
+                                   metric=metric)
     bar_note = " Bar labels: the base value, and each other bar's difference from base." if f.compared else ""
-    return Section("Before and after", (FigureBlock(path, f"{ctx.metric} per suite and test split with 95% "
-                                                          "intervals." + bar_note + " " + note),))
+    what = ("Each suite on the metric it selects alpha on (named under its bars: "
+            + ", ".join(f"{k} {v}" for k, v in metric_of.items()) + "), per test split") if mixed else (
+        f"{metric} per suite and test split")
+    title = "Before and after" if f.compared else "Scores per suite"
+    return Section(title, (FigureBlock(path, f"{what}, with 95% intervals." + bar_note + " " + note),))
 
 
 def _alpha(ctx: Context) -> Section | None:
@@ -233,11 +270,9 @@ def _selection(ctx: Context) -> Section:
     if ctx.summary.selection is not None:
         blocks.append(Para("Only validation splits select alpha; test splits are reported, never used to choose."))
         blocks.append(TableBlock(selection_table(ctx.summary)))
-    else:
-        blocks.append(Para("No alpha selection ran (single-model evaluation).", "muted"))
-    blocks.append(Heading("Bootstrap"))
+        blocks.append(Heading("Bootstrap"))
     blocks.append(TableBlock(bootstrap_table(ctx.summary)))
-    return Section("Selection", tuple(blocks))
+    return Section("Selection" if ctx.summary.selection is not None else "Bootstrap", tuple(blocks))
 
 
 def _counts(ctx: Context) -> Section:

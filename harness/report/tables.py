@@ -193,7 +193,7 @@ def focus_points(summary: Summary) -> Focus:
     """Base, adapted and chosen point ids of a run (each ``None`` when absent), with display labels.
 
     A single-model run (``harness eval``: one point, no alpha) has no base, adapted or chosen point; its one
-    column is labelled ``model (<folder name>)``, or ``model``, never ``adapted``.
+    column is labelled ``model (folder <parent>/<folder>)``, or ``model``: a path, never read as a role.
     """
     base = next((p.id for p in summary.points if p.role == "base"), None)
     adapted = next((p.id for p in summary.points if p.role == "adapted"), None)
@@ -201,8 +201,9 @@ def focus_points(summary: Summary) -> Focus:
     cols: list[tuple[str, str]] = []
     if base is None and len(summary.points) == 1 and summary.points[0].alpha is None:  # an eval run: one model
         only = summary.points[0]
-        name = PurePath(only.label.rstrip("/\\")).name if only.label else ""
-        label = f"model ({name[:40]})" if name and name != only.id else "model"
+        parts = PurePath(only.label.rstrip("/\\")).parts[-2:] if only.label else ()
+        name = "/".join(parts)
+        label = f"model (folder {name[-40:]})" if name and name != only.id else "model"
         return Focus(base=None, adapted=None, chosen=None, columns=((label, only.id),))
     if base is not None:
         cols.append(("base", base))

@@ -36,6 +36,9 @@ def test_eval_writes_the_run_directory(eval_run):
     assert len(preds) == sum(v["n"] for s in res.values() for v in s.values())
     manifest = json.loads((eval_run / "manifest.json").read_text())
     assert manifest["models"]["model"]["fingerprint"] and "torch" in manifest["versions"]
+    wall = manifest["command_wall_s"]  # the whole command, not only its measured stages
+    assert wall["from"] == "the start of the command" and wall["seconds"] >= sum(manifest["timings_s"].values())
+    assert f"{wall['seconds']:.1f} s from the start of the command" in (eval_run / "report.md").read_text()
 
 
 def test_eval_prints_metric_table(tiny_pair, tiny_suites, tmp_path, capsys):

@@ -303,7 +303,11 @@ def test_eval_single_point_run_renders(tmp_path):
     assert names == {"before_after.png", "reliability.png", "confusion.png"}
     assert not (run / "figures" / "id_vs_shift.png").exists()
     md = paths.markdown.read_text()
-    assert "Single-model evaluation" in md and "No alpha selection ran" in md
+    assert "Single-model evaluation: one model's scores per suite and split" in md
+    for wrong in ("Before and after", "selection metric", "Δ", "fraction of adapted weights", "## Selection",
+                  "(adapted)", "chosen"):
+        assert wrong not in md, wrong  # an eval report has no comparison, blend or selection
+    assert "## Scores per suite" in md and "## Bootstrap" in md
     s = rundir.read_summary(run)
     m = s.results["adapted"]["tweets"]["test"].metrics["accuracy"]
     assert fmt_interval(m.value, m.ci_low, m.ci_high) in md
@@ -358,3 +362,35 @@ def test_ensemble_alpha_from_key_or_point():
                 results={}, bootstrap=BootstrapInfo(n_resamples=1, seed=0), suites={},
                 ensemble={"ensemble@alpha=0.5": {}, "p": {}, "weird": {}})
     assert ensemble_points(s) == [("p", 0.25), ("ensemble@alpha=0.5", 0.5)]
+
+
+def test_verdict_line_names_absolute_thresholds(tmp_path):
+    run = make_run(tmp_path / "run", predictions=False)
+    v = rundir.read_verdict(run)
+    v["reference"] = "absolute"
+    (run / "verdict.json").write_text(__import__("json").dumps(v))
+    md = render_report(run).markdown.read_text()
+    assert ('Gate FAILED: policy "release"; candidate point alpha=0.4 judged against absolute thresholds'
+            in md.replace("\\", ""))
+
+
+def _long_gate_run(path: Path) -> Path:
+    """A run whose gate has 12 columns of long rule names, suites and reasons (as a real failing gate)."""
+    import json
+
+    run = make_run(path, predictions=False)
+    v = rundir.read_verdict(run)
+    row = v["outcomes"][1]
+    v["outcomes"] = [dict(row, rule=f"shift_class_recall_floor_{i}", kind="class_recall_floor",
+                          suite="mean(reviews_typos, tweets)/test",
+                          reason="missing suite: candidate point 'adapted' has no results for suite 'vader-movies' "
+                                 "(has: ['tickets-chat', 'tickets-id'])") for i in range(4)]
+    (run / "verdict.json").write_text(json.dumps(v))
+    return run
+
+
+def test_gate_table_is_never_split(tmp_path):
+    page = render_report(_long_gate_run(tmp_path / "run")).html.read_text()
+    gate = page[page.index('<h2>Gate verdict</h2>'):]
+    gate = gate[:gate.index("</section>")]
+    assert gate.count("<table>") == 1 and "Table continued" not in gate

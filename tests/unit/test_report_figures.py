@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.patches import Rectangle
+from matplotlib.text import Text
 from PIL import Image
 
 from harness.report import plots, plots_preds, render_report
@@ -249,7 +250,7 @@ def test_reliability_bars_fill_their_bins(sweep_figs):
     edges = np.linspace(0.0, 1.0, 11)
     for ax in bottoms:
         bars = [p for p in ax.patches if isinstance(p, Rectangle)]
-        assert len(bars) == 3 * 10  # three focus columns, ten bins
+        assert len(bars) == 2 * 10  # base and adapted = chosen, ten bins
         per_bin: dict[int, list[tuple[float, float]]] = {}
         for b in bars:
             x0, x1 = b.get_x(), b.get_x() + b.get_width()
@@ -353,3 +354,104 @@ def test_nan_logits_raise_no_numpy_warning(tmp_path):
         warnings.simplefilter("error")
         paths = render_report(run)
     assert paths.html.is_file()
+
+
+def test_one_shift_suite_gets_no_mean_panel(high_figs):
+    for name in ("id_vs_shift.png", "id_vs_shift_validation.png"):
+        titles = [ax.get_title() for ax in high_figs[name].axes if ax.get_visible()]
+        assert titles == ["shift suite: shift-suite"], (name, titles)  # the mean would repeat this panel
+        fig = high_figs[name]
+        r = fig.canvas.get_renderer()
+        page = fig.bbox
+        for part in (fig.legends[0], fig._suptitle):  # one panel: title and legend still fit the figure
+            box = part.get_window_extent(r)
+            assert page.x0 - 1 <= box.x0 and box.x1 <= page.x1 + 1, (name, box, page)
+
+
+def test_metric_vs_alpha_markers_at_the_ends_are_whole(tmp_path, figures):
+    a = np.asarray([0.0, 0.5, 1.0])
+    line = Line("test split", a, a * 0 + 0.8, a * 0 + 0.7, a * 0 + 0.9, "#1f77b4")
+    plot_metric_vs_alpha([("s (id)", [line])], tmp_path / "m.png", metric="accuracy", alphas=a,
+                         feasible=[True, False, True], chosen_alpha=1.0)
+    fig = figures["m.png"]
+    fig.draw_without_rendering()
+    ax = fig.axes[0]
+    box = ax.get_window_extent()
+    tri = next(c for c in ax.collections if c.get_gid() == "feasible-marker")
+    half = np.sqrt(tri.get_sizes()[0]) * fig.dpi / 72 / 2  # marker size s is in points squared
+    for x, y in tri.get_offset_transform().transform(tri.get_offsets()):
+        assert box.x0 <= x - half and x + half <= box.x1, (x, half, box)  # alpha 0 and 1 both whole
+        assert box.y0 <= y - half and y + half <= box.y1, (y, half, box)  # above the x axis, not across it
+    chosen = next(ln for ln in ax.get_lines() if ln.get_label().startswith("chosen"))
+    cx = ax.transData.transform((chosen.get_xdata()[0], 0.8))[0]
+    assert box.x0 + chosen.get_linewidth() < cx < box.x1 - chosen.get_linewidth()  # not on the frame
+    for c in ax.patches:  # the feasible strips at 0 and 1 lie inside the x range too
+        lo, hi = c.get_x(), c.get_x() + c.get_width()
+        assert ax.get_xlim()[0] <= lo and hi <= ax.get_xlim()[1]
+
+
+def test_reliability_draws_one_curve_for_adapted_chosen(sweep_figs):
+    fig = sweep_figs["reliability.png"]
+    for ax in [a for a in fig.axes if a.get_visible() and a.get_ylabel() == "accuracy in bin"]:
+        curves = [ln.get_label() for ln in ax.get_lines() if ln.get_label() != "perfect calibration"]
+        assert [c.split(":")[0] for c in curves] == ["base", "adapted = chosen (α=1)"]  # none hidden under another
+        legend = [t.get_text().split(":")[0] for t in ax.get_legend().get_texts()]
+        assert legend == ["perfect calibration", "base", "adapted = chosen (α=1)"]
+
+
+def _drawn_markers(ax) -> list[tuple[float, float, float]]:
+    """(x, y, radius) in display pixels of every marker drawn on an ID-vs-shift panel: blend points, ensemble ×,
+    base/adapted, the chosen star and the Pareto rings."""
+    pt = ax.figure.dpi / 72.0
+    out = []
+    for ln in ax.get_lines():
+        if ln.get_marker() not in (None, "None", "", " ", "|", "_") and ln.get_visible():  # not the bars' caps
+            for x, y in ax.transData.transform(ln.get_xydata()):
+                out.append((x, y, ln.get_markersize() * pt / 2))
+    for c in ax.collections:
+        if type(c).__name__ == "PathCollection" and c.get_visible():
+            sizes = c.get_sizes()
+            for k, (x, y) in enumerate(c.get_offset_transform().transform(c.get_offsets())):
+                out.append((x, y, np.sqrt(sizes[k % len(sizes)]) * pt / 2))
+    return [m for m in out if np.isfinite(m[0]) and np.isfinite(m[1])]
+
+
+def _box_distance(box, x: float, y: float) -> float:
+    return float(np.hypot(max(box.x0 - x, 0, x - box.x1), max(box.y0 - y, 0, y - box.y1)))
+
+
+def _check_alpha_labels(fig) -> int:
+    import matplotlib
+
+    with matplotlib.rc_context(plots._RC):  # the layout the labels were placed in
+        fig.draw_without_rendering()
+    r = fig.canvas.get_renderer()
+    n = 0
+    for ax in [a for a in fig.axes if a.get_visible()]:
+        markers = _drawn_markers(ax)
+        chord = next((ln for ln in ax.get_lines() if ln.get_label().startswith("chord")), None)
+        for t in [t for t in ax.texts if t.get_text() and t.get_text()[0].isdigit()]:
+            box = Text.get_window_extent(t, r)  # the text's box, not its leader line
+            own = ax.transData.transform(t.xy)
+            for x, y, rad in markers:  # no label over a marker (its own included)
+                assert _box_distance(box, x, y) >= rad - 1.0, (t.get_text(), x, y, rad, box)
+            # the marker closest to the label is its own point
+            dist = sorted((_box_distance(box, x, y), np.hypot(x - own[0], y - own[1])) for x, y, _ in markers)
+            others = [d for d, off in dist if off > 0.5]
+            mine = min(d for d, off in dist if off <= 0.5)
+            assert not others or mine < min(others), (t.get_text(), mine, min(others))
+            if chord is not None:  # not on the chord either
+                (x0, y0), (x1, y1) = ax.transData.transform(chord.get_xydata())
+                for s in np.linspace(0, 1, 200):
+                    px, py = x0 + s * (x1 - x0), y0 + s * (y1 - y0)
+                    assert not (box.x0 + 1 < px < box.x1 - 1 and box.y0 + 1 < py < box.y1 - 1), t.get_text()
+            n += 1
+    return n
+
+
+def test_alpha_labels_sit_nearest_their_own_point_and_over_no_marker(sweep_figs, high_figs):
+    drawn = 0
+    for figs in (sweep_figs, high_figs):
+        for name in ("id_vs_shift.png", "id_vs_shift_validation.png"):
+            drawn += _check_alpha_labels(figs[name])
+    assert drawn >= 20  # most alphas keep their label

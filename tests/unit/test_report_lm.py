@@ -226,3 +226,27 @@ def test_the_committed_sample_reports_hold_no_markup_or_outputs():
         if f.suffix in (".md", ".json", ".csv"):
             text = f.read_text(encoding="utf-8")
             assert "<script" not in text.lower() and "Generation examples" not in text, f
+
+
+def test_overview_and_bars_use_each_suites_own_metric(tmp_path, monkeypatch):
+    from harness.report import plots
+
+    seen = {}
+    real = plots.plot_before_after
+
+    def spy(groups, columns, path, *, metric):
+        seen["groups"], seen["metric"] = groups, metric
+        return real(groups, columns, path, metric=metric)
+
+    monkeypatch.setattr(plots, "plot_before_after", spy)
+    run = make_lm_run(tmp_path / "run")
+    md = render_report(run).markdown.read_text()
+    overview = _section(md, "Overview")
+    assert "| selection metric | each suite's own: arc acc_norm, gsm exact_match, wiki bits_per_byte |" in overview
+    summary = rundir.read_summary(run)
+    for bars in seen["groups"]:
+        suite, split, metric = bars.label.split("\n")
+        assert metric == SUITES[suite][2][0]
+        assert bars.values[0][0] == pytest.approx(summary.results["base"][suite][split].metrics[metric].value)
+    assert "own metric" in seen["metric"]
+    assert "named under its bars: arc acc_norm, gsm exact_match" in _section(md, "Before and after")
