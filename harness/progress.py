@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 from harness.settings import env
 
 __all__ = ["DEFAULT_COLUMNS", "DEFAULT_LINES", "on_terminal", "bar_size", "progress_bar", "StepProgress", "track",
-           "ticking"]
+           "ticking", "mark_command_start", "process_started", "command_wall_time"]
 
 DEFAULT_COLUMNS, DEFAULT_LINES = 80, 24
 T = TypeVar("T")
