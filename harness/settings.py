@@ -99,9 +99,13 @@ def _alphas(value: Any) -> Any:
     (the sweep parses it)."""
     if value is None or (isinstance(value, str) and value.strip() == "adaptive"):
         return value
+    if not isinstance(value, (str, list, tuple)):
+        raise ValueError(f"alphas must be 'adaptive', a comma list or a list of numbers; got {value!r}")
     parts = [p for p in value.replace(" ", "").split(",") if p] if isinstance(value, str) else list(value)
     for p in parts:
         try:
+            if isinstance(p, bool):  # YAML's true/false are not alphas (float(True) would read as 1)
+                raise TypeError(p)
             v = float(p)
         except (TypeError, ValueError) as e:
             raise ValueError(f"alphas must be 'adaptive', a comma list or a list of numbers; got {value!r}") from e

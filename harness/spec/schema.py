@@ -250,7 +250,7 @@ class Suite(Strict):
         if isinstance(data, dict) and not data.get("metrics"):
             task = data.get("task", "classification")
             name = task.get("kind") if isinstance(task, dict) else task
-            if name in TASK_DEFAULT_METRICS:
+            if isinstance(name, str) and name in TASK_DEFAULT_METRICS:  # a malformed task is the schema's to refuse
                 data = {**data, "metrics": list(TASK_DEFAULT_METRICS[name])}
         return data
 

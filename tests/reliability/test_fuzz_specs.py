@@ -208,3 +208,16 @@ def test_non_finite_numbers_in_specs_are_spec_errors_or_valid(spec_file):
             doc[key] = value
             spec_file.write_text(_dump(doc))
             _load_or_spec_error(spec_file)
+
+
+@pytest.mark.parametrize("doc", [
+    {"kind": "run", "base": "b", "adapted": "a", "suites": ["s.yaml"], "alphas": False},
+    {"kind": "suite", "name": "x", "version": "1", "role": "shift", "shift_type": "natural",
+     "source": {"type": "local", "files": ["a.jsonl"]}, "id_column": "id", "task": [],
+     "splits": [{"name": "test", "role": "test", "files": ["a.jsonl"]}]},
+])
+def test_cases_the_fuzz_found_are_spec_errors(spec_file, doc):
+    """Documents hypothesis found raising TypeError (a YAML boolean as alphas, a list as task): now SpecError."""
+    spec_file.write_text(_dump(doc), encoding="utf-8")
+    with pytest.raises(SpecError):
+        load_spec(spec_file)

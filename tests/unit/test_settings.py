@@ -87,6 +87,9 @@ def test_threads_default_respects_omp_and_affinity(monkeypatch):
     ({"select": "weighted"}, "eval", "not a setting of eval"),
     ({"alphas": "0,abc"}, "sweep", "--alphas"),
     ({"alphas": [0.0, 2.0]}, "sweep", "--alphas"),
+    ({"alphas": False}, "sweep", "--alphas"),  # a YAML boolean (found by the spec fuzz test)
+    ({"alphas": [0.0, True]}, "sweep", "--alphas"),
+    ({"alphas": 0.5}, "sweep", "--alphas"),
     ({"label_map": "positive"}, "eval", "--label-map"),
     ({"batch_tokens": 0}, "eval", "--batch-tokens"),
     ({"tolerance": 1.5}, "sweep", "--tolerance"),
