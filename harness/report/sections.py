@@ -245,12 +245,12 @@ def _alpha(ctx: Context) -> Section | None:
     path = plots.plot_metric_vs_alpha(list(panels.items()), ctx.figdir / FIGURES[3],
                                       metric="each suite's selection metric" if own else ctx.metric, alphas=alphas,
                                       feasible=feasible, chosen_alpha=chosen_alpha, panel_axes=list(ys.values()))
-    return Section(f"{ctx.metric} along alpha", (
+    return Section("each suite's selection metric along alpha" if own else f"{ctx.metric} along alpha", (
         FigureBlock(path, "One panel per suite" + (", each on its own selection metric" if own else "") + ". "
                           "Markers: the alphas evaluated for each split, connected in order. Green triangles and "
                           "narrow strips: evaluated alphas feasible under the selection policy (nothing is shaded "
                           "between evaluated alphas); vertical line: chosen alpha."),
-        TableBlock(alpha_table(s, ctx.metric), "Point estimates from summary.json; objective and feasible as "
+        TableBlock(alpha_table(s, metric_of), "Point estimates from summary.json; objective and feasible as "
                                                "recorded by the selection policy.", key_columns=2)))
 
 
@@ -269,7 +269,7 @@ def _selection(ctx: Context) -> Section:
     blocks: list[Block] = []
     if ctx.summary.selection is not None:
         blocks.append(Para("Only validation splits select alpha; test splits are reported, never used to choose."))
-        blocks.append(TableBlock(selection_table(ctx.summary)))
+        blocks.append(TableBlock(selection_table(ctx.summary, _metric_of(ctx))))
         blocks.append(Heading("Bootstrap"))
     blocks.append(TableBlock(bootstrap_table(ctx.summary)))
     return Section("Selection" if ctx.summary.selection is not None else "Bootstrap", tuple(blocks))

@@ -337,14 +337,24 @@ def counts_table(summary: Summary) -> pd.DataFrame:
     return pd.DataFrame(rows, dtype=object)
 
 
-def selection_table(summary: Summary) -> pd.DataFrame:
-    """How alpha was selected: policy, params, metric, the splits that selected it, tie-break, search."""
+def _metric_text(metric: str | Mapping[str, str]) -> str:
+    """One metric's name, or "each suite's own: s1 m1, s2 m2" when the suites select on different metrics."""
+    if isinstance(metric, str):
+        return metric
+    if len(set(metric.values())) == 1:
+        return next(iter(metric.values()))
+    return "each suite's own: " + ", ".join(f"{k} {v}" for k, v in metric.items())
+
+
+def selection_table(summary: Summary, metric_of: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """How alpha was selected: policy, params, metric (``metric_of``: suite -> the metric it selects on, named per
+    suite when they differ), the splits that selected it, tie-break, search."""
     sel = summary.selection
     if sel is None:
         return pd.DataFrame(columns=["field", "value"], dtype=object)
     rows = [("policy", sel.policy),
             ("params", ", ".join(f"{k}={_scalar(v)}" for k, v in sorted(sel.params.items())) or "none"),
-            ("metric", sel.metric),
+            ("metric", _metric_text(metric_of) if metric_of else sel.metric),
             ("selected on", ", ".join(sel.selected_on) or "none recorded"),
             ("chosen alpha", fmt_alpha(sel.chosen_alpha)),
             ("chosen point", sel.chosen_point or (focus_points(summary).chosen or NA)),
@@ -363,17 +373,20 @@ def bootstrap_table(summary: Summary) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["field", "value"], dtype=object)
 
 
-def alpha_table(summary: Summary, metric: str) -> pd.DataFrame:
-    """``metric`` at every alpha for every (suite, split), with the policy's objective and feasibility."""
+def alpha_table(summary: Summary, metric: str | Mapping[str, str]) -> pd.DataFrame:
+    """``metric`` (one name, or suite -> its own metric) at every alpha for every (suite, split), with the policy's
+    objective and feasibility; with per-suite metrics that differ, each column names its metric."""
     sel = summary.selection
     pairs = suite_splits(summary)
     chosen = _chosen_id(summary)
+    per_suite = not isinstance(metric, str) and len(set(metric.values())) > 1
     rows = []
     for pid, alpha in alpha_points(summary):
         row = {"α": fmt_alpha(alpha), "point": pid}
         for pair in pairs:
-            m = entry_value(summary.results, pid, pair, metric)
-            row[f"{pair[0]}/{pair[1]}"] = fmt_value(m.value) if m else NA
+            name = metric if isinstance(metric, str) else metric[pair[0]]
+            m = entry_value(summary.results, pid, pair, name)
+            row[f"{pair[0]}/{pair[1]}" + (f" ({name})" if per_suite else "")] = fmt_value(m.value) if m else NA
         if sel is not None:
             row["objective"] = fmt_value(sel.objective.get(pid)) if pid in sel.objective else NA
             row["feasible"] = ("yes" if sel.feasible[pid] else "no") if pid in sel.feasible else NA

@@ -250,3 +250,24 @@ def test_overview_and_bars_use_each_suites_own_metric(tmp_path, monkeypatch):
         assert bars.values[0][0] == pytest.approx(summary.results["base"][suite][split].metrics[metric].value)
     assert "own metric" in seen["metric"]
     assert "named under its bars: arc acc_norm, gsm exact_match" in _section(md, "Before and after")
+
+
+def test_alpha_and_selection_tables_use_each_suites_own_metric(tmp_path):
+    """With suites that select on different metrics, the 'along alpha' section's title and every column name the
+    suite's own metric and hold its values, and the selection table names each suite's metric (not one)."""
+    run = make_lm_run(tmp_path / "run")
+    md = render_report(run).markdown.read_text()
+    summary = rundir.read_summary(run)
+    assert "## each suite's selection metric along alpha" in md
+    along = _section(md, "each suite's selection metric along alpha")
+    header = next(line for line in along.splitlines() if line.startswith("| α"))
+    cols = [c.strip() for c in header.strip("|").split("|")]
+    base_row = next(line for line in along.splitlines() if line.startswith("| 0 |"))
+    for suite, (_, _, metrics, _) in SUITES.items():
+        for split in summary.results["base"][suite]:
+            col = f"{suite}/{split} ({metrics[0]})"
+            assert col in cols, (col, cols)
+            want = summary.results["base"][suite][split].metrics[metrics[0]].value
+            assert f"{want:.3f}" in base_row.split("|")[cols.index(col) + 1]
+    assert "| metric | each suite's own: arc acc_norm, gsm exact_match, wiki bits_per_byte |" in \
+        _section(md, "Selection")
