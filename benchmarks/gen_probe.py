@@ -22,20 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from lm_gpu import DEVICE, build, peak, sync  # noqa: E402
-
-
-def t_of(fn, reps=3):
-    fn()
-    ts = []
-    for _ in range(reps):
-        sync()
-        t0 = time.perf_counter()
-        out = fn()
-        sync()
-        ts.append(time.perf_counter() - t0)
-    ts.sort()
-    return ts[len(ts) // 2], out
+from lm_gpu import DEVICE, build, peak, timed  # noqa: E402
 
 
 @torch.inference_mode()
@@ -123,7 +110,7 @@ def main():
         for name, fn in variants.items():
             try:
                 t0 = time.perf_counter()
-                t, o = t_of(fn)
+                t, o = timed(fn, 3)
                 o = o if name.startswith("manual") else o[:, ids.shape[1]:]
                 outs[name] = o
                 rec[name] = {"s": t, "tok_s": bs * n_new / t, "of_bound": bs * n_new / t / bound,
