@@ -58,3 +58,18 @@ def test_lm_gpu_benchmark_tiny_runs_every_section_on_cpu(tmp_path):
     assert data["mc"]["tokens_read"] < data["mc"]["tokens_unshared"]  # each context read once
     assert data["lora"]["path"] == "lora-scale" and data["lora"]["lora_layers"] == 14
     assert set(data["gen"]["batch_64"]) >= {"harness_static", "harness_dynamic", "plain_generate_batched"}
+
+
+@pytest.mark.benchmark
+def test_gen_ceiling_tiny_reports_the_chains_and_generate_on_cpu(tmp_path):
+    """benchmarks/gen_ceiling.py --tiny: the matrix-vector chains (cuBLAS-only on a CPU) and static-cache generate."""
+    out = tmp_path / "gc.json"
+    res = subprocess.run([sys.executable, "benchmarks/gen_ceiling.py", "--tiny", "--out", str(out)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    data = json.loads(out.read_text())
+    for chain in ("cublas_7_per_layer", "cublas_4_per_layer"):
+        assert data["gemv"][chain]["bytes_per_s"] > 0
+    assert data["generate"]["static_auto"]["tok_s"] > 0
+    assert data["generate"]["bytes_read_per_step"] < data["gemv"]["weight_bytes"] + 10**7
