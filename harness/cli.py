@@ -244,7 +244,7 @@ def _cmd_validate(a) -> int:
 
 def _check_data(path: Path, suite, quiet: bool) -> list[str]:
     """Load a valid suite's splits (no model) and print one line per split; returns the problems found."""
-    from harness.data.check import check_suite_data, missing_class_note
+    from harness.data.check import check_suite_data, missing_class_notes
 
     try:
         checks = check_suite_data(suite, Path(path).resolve())
@@ -255,9 +255,8 @@ def _check_data(path: Path, suite, quiet: bool) -> list[str]:
     for c in checks:
         if not quiet:
             print(f"      data  {c.line()}")
-        if c.missing:
-            print(f"WARN  {missing_class_note(f'{c.suite}/{c.split}', c.missing, len(suite.classes or ()))}",
-                  file=sys.stderr)
+    for note in missing_class_notes(suite.name, {c.split: c.missing for c in checks}, len(suite.classes or ())):
+        print(f"WARN  {note}", file=sys.stderr)
     return []
 
 

@@ -11,6 +11,7 @@ non-empty list of distinct texts, its gold answer is among them) and describes e
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from harness.data.sources import load_splits
 from harness.records import SplitData
 from harness.spec.schema import Suite
 
-__all__ = ["SplitCheck", "check_suite_data", "missing_classes", "missing_class_note"]
+__all__ = ["SplitCheck", "check_suite_data", "missing_classes", "missing_class_notes"]
 
 
 @dataclass(frozen=True)
@@ -62,12 +63,43 @@ def missing_classes(split: SplitData) -> tuple[str, ...]:
     return tuple(name for i, name in enumerate(split.classes) if i not in present)
 
 
-def missing_class_note(split_key: str, missing: tuple[str, ...], n_classes: int) -> str:
-    """The run note (and ``validate`` warning) for a split lacking some classes: macro-averaged metrics count each
-    missing class's F1 as 0 (scikit-learn's ``zero_division`` rule), which reads as a failure of the model."""
-    return (f"split {split_key}: {len(missing)} of {n_classes} classes have no example ({', '.join(missing)}); "
-            f"macro-averaged metrics (macro_f1) score each as 0, so compare accuracy or add examples of those "
-            f"classes")
+def missing_class_notes(suite: str, missing: Mapping[str, tuple[str, ...]], n_classes: int) -> list[str]:
+    """The run notes (and ``validate`` warnings) of one suite's splits that lack some classes: one per distinct
+    set of missing classes, naming its splits, so that a class no split has (a misspelt ``classes`` entry, say)
+    gives one line, not one per split.
+
+    Parameters
+    ----------
+    suite : str
+        The suite's name.
+    missing : mapping of str to tuple of str
+        Split name -> the class names it has no example of (:func:`missing_classes`), for every split loaded, in
+        spec order; splits lacking nothing map to ``()``.
+    n_classes : int
+        The suite's number of classes.
+
+    Returns
+    -------
+    list of str
+        Each note says that macro-averaged metrics count a missing class's F1 as 0 (scikit-learn's
+        ``zero_division`` rule), which reads as a failure of the model; where no loaded split has a class, it
+        asks whether that ``classes`` entry is misspelt.
+    """
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for split, names in missing.items():
+        if names:
+            groups.setdefault(tuple(names), []).append(split)
+    notes = []
+    for names, splits in groups.items():
+        where = (f"split {suite}/{splits[0]}" if len(splits) == 1 else
+                 f"suite {suite}, splits {', '.join(splits)}")
+        nowhere = [c for c in names if all(c in m for m in missing.values())]
+        hint = (f"; no split has {', '.join(nowhere)}: if a classes entry is misspelt, correct it to the data's "
+                f"label; " if nowhere and len(missing) > 1 else "; ")
+        notes.append(f"{where}: {len(names)} of {n_classes} classes have no example ({', '.join(names)}){hint}"
+                     f"macro-averaged metrics (macro_f1) score each as 0, so compare accuracy or add examples of "
+                     f"those classes")
+    return notes
 
 
 def _check_lm_rows(suite: Suite, sd: SplitData) -> None:

@@ -20,7 +20,7 @@ from harness.pipeline.notes import cap_note, count_nonfinite, nonfinite_note
 from harness.records import Predictions, SplitData, SplitRef, SplitResult
 from harness.progress import command_wall_time, track
 from harness.settings import Settings
-from harness.data.check import missing_class_note, missing_classes
+from harness.data.check import missing_class_notes, missing_classes
 from harness.data.lm_rows import checked_rows
 from harness.data.sources import load_splits, sibling_resolver
 from harness.rundir import per_alpha_frame
@@ -237,10 +237,13 @@ class Scoring:
         splits = track(loaded.splits, len(loaded.splits), "tokenizing", opts.progress, log, unit="split",
                        label=lambda sd: sd.ref.key)
         self.prepared = [self.tasks[sd.ref.suite].prepare(sd, tokenizer) for sd in splits]
+        by_suite: dict[str, dict[str, tuple[str, ...]]] = {}
         for sd in loaded.splits:
-            if missing := missing_classes(sd):
-                self.notes.append(missing_class_note(sd.ref.key, missing, len(sd.classes)))
-                log.warning("%s", self.notes[-1])
+            by_suite.setdefault(sd.ref.suite, {})[sd.ref.split] = missing_classes(sd)
+        for name, missing in by_suite.items():  # one note per suite and set of missing classes, naming the splits
+            for note in missing_class_notes(name, missing, len(self.suites[name].classes or ())):
+                self.notes.append(note)
+                log.warning("%s", note)
         # one writer: only rank 0 of a data-parallel run opens the store (compare with None: a store has a length)
         main = group is None or group.is_main
         self.store = ResultsStore() if opts.use_store and main else None
