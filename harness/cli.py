@@ -230,7 +230,7 @@ def _cmd_validate(a) -> int:
 
 def _check_data(path: Path, suite, quiet: bool) -> list[str]:
     """Load a valid suite's splits (no model) and print one line per split; returns the problems found."""
-    from harness.data.check import check_suite_data, missing_class_notes
+    from harness.data.check import TRAIN_NEEDED_BY, check_suite_data, missing_class_notes
 
     try:
         checks = check_suite_data(suite, Path(path).resolve())
@@ -241,7 +241,11 @@ def _check_data(path: Path, suite, quiet: bool) -> list[str]:
     for c in checks:
         if not quiet:
             print(f"      data  {c.line()}")
-    for note in missing_class_notes(suite.name, {c.split: c.missing for c in checks}, len(suite.classes or ())):
+        if c.unread:  # a train split only `harness train` needs: a warning, not a failure
+            print(f"WARN  {path}: split {c.split} (train) not read; {TRAIN_NEEDED_BY}:"
+                  + "".join(f"\n      {ln}" for ln in c.unread.splitlines()), file=sys.stderr)
+    read = {c.split: c.missing for c in checks if not c.unread}
+    for note in missing_class_notes(suite.name, read, len(suite.classes or ())):
         print(f"WARN  {note}", file=sys.stderr)
     return []
 

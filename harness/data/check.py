@@ -19,10 +19,11 @@ import numpy as np
 
 from harness.data.lm_rows import checked_rows
 from harness.data.sources import load_splits
+from harness.errors import DataError
 from harness.records import SplitData
 from harness.spec.schema import Suite
 
-__all__ = ["SplitCheck", "check_suite_data", "missing_classes", "missing_class_notes"]
+__all__ = ["SplitCheck", "check_suite_data", "missing_classes", "missing_class_notes", "TRAIN_NEEDED_BY"]
 
 
 @dataclass(frozen=True)
@@ -40,9 +41,13 @@ class SplitCheck:
     n_dropped: int
     drop_reasons: dict[str, int] = field(default_factory=dict)
     missing: tuple[str, ...] = ()
+    unread: str = ""  # a train split no few-shot prompt reads, that could not be read: the problem (else "")
 
     def line(self) -> str:
-        """``suite/split (role): n rows[, k dropped (reason n, ...)][, classes without examples: a, b]``."""
+        """``suite/split (role): n rows[, k dropped (reason n, ...)][, classes without examples: a, b]``, or
+        ``suite/split (train): not read (see the warning)``."""
+        if self.unread:
+            return f"{self.suite}/{self.split} ({self.role}): not read (see the warning)"
         text = f"{self.suite}/{self.split} ({self.role}): {self.n} rows"
         if self.n_dropped:
             why = ", ".join(f"{k} {v}" for k, v in sorted(self.drop_reasons.items()))
@@ -108,13 +113,24 @@ def _check_lm_rows(suite: Suite, sd: SplitData) -> None:
     checked_rows(suite.task, sd)
 
 
+#: What reads a train split, for the warning of one that cannot be read (``harness validate``).
+TRAIN_NEEDED_BY = ("only `harness train` (training on this suite) and a few-shot prompt read a train split; eval "
+                   "and sweep score the validation and test splits without it, and their train/test overlap check "
+                   "skips it (a max_overlap gate rule then fails for want of the check)")
+
+
 def check_suite_data(suite: Suite, path: Path | None) -> list[SplitCheck]:
     """Load every split of ``suite`` (a validated suite read from ``path``) and describe it; no model is loaded.
+
+    The validation and test splits and the few-shot split are read as eval reads them: any problem raises. A
+    train split no few-shot prompt reads is needed only by ``harness train`` (eval and sweep do without it,
+    :data:`TRAIN_NEEDED_BY`): its problem is returned, not raised (a :class:`SplitCheck` with ``unread`` set).
 
     Returns
     -------
     list of SplitCheck
-        One per split, in spec order (``train`` splits included).
+        One per split, in spec order (``train`` splits included; one line for the train splits of a suite whose
+        train data could not be read).
 
     Raises
     ------
@@ -125,10 +141,22 @@ def check_suite_data(suite: Suite, path: Path | None) -> list[SplitCheck]:
         :class:`~harness.errors.DataError` for the first language-model row whose prompt, choices or gold cannot
         be read (naming the split, the row's id and the spec field, e.g. ``task.gold.label``).
     """
-    loaded = load_splits(suite, suite_path=path)
+    fewshot = getattr(getattr(getattr(suite.task, "prompt", None), "fewshot", None), "split", None)
+    loaded = load_splits(suite, suite_path=path, roles=("validation", "test"))
+    if fewshot is not None and fewshot not in loaded:
+        loaded.update(load_splits(suite, suite_path=path, split_names=[fewshot]))
+    checks: list[SplitCheck] = []
+    try:
+        loaded.update(load_splits(suite, suite_path=path, roles=("train",)))
+    except DataError as e:
+        train = [s.name for s in suite.splits if s.role.value == "train"] or ["train"]
+        checks.append(SplitCheck(suite=suite.name, split=", ".join(train), role="train", n=0, n_dropped=0,
+                                 unread=str(e)))
     if suite.task_name != "classification":
         for name, sd in loaded.items():
             _check_lm_rows(suite, sd)
-    return [SplitCheck(suite=suite.name, split=name, role=sd.ref.role.value, n=len(sd), n_dropped=sd.n_dropped,
-                       drop_reasons=dict(sd.drop_reasons), missing=missing_classes(sd))
-            for name, sd in loaded.items()]
+    checks += [SplitCheck(suite=suite.name, split=name, role=sd.ref.role.value, n=len(sd), n_dropped=sd.n_dropped,
+                          drop_reasons=dict(sd.drop_reasons), missing=missing_classes(sd))
+               for name, sd in loaded.items()]
+    order = [s.name for s in suite.splits] or list(suite.derived_from.split_names if suite.derived_from else [])
+    return sorted(checks, key=lambda c: order.index(c.split) if c.split in order else -1)

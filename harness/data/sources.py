@@ -18,7 +18,7 @@ import json
 import logging
 import os
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -234,12 +234,13 @@ def sibling_resolver(suite_path: Path | None) -> Resolver:
 
 
 def _load(suite: Suite, suite_path: Path | None, split_names: Sequence[str] | None, resolve: Resolver | None,
-          chain: tuple[str, ...]) -> dict[str, SplitData]:
+          chain: tuple[str, ...], roles: Collection[str] | None = None) -> dict[str, SplitData]:
     if suite.derived_from is None:
-        names = _select(suite, [s.name for s in suite.splits], split_names)
+        specs = {s.name: s for s in suite.splits}
+        names = [n for n in _select(suite, list(specs), split_names)
+                 if roles is None or specs[n].role.value in roles]  # before any file is read
         base = Path(suite_path).parent if suite_path is not None else Path.cwd()
         reader = Reader(suite, base)
-        specs = {s.name: s for s in suite.splits}
         out: dict[str, SplitData] = {}
         problems: list[DataError] = []
         for n in names:  # every split's problems, then one error: a user fixes them all in one round
@@ -262,12 +263,12 @@ def _load(suite: Suite, suite_path: Path | None, split_names: Sequence[str] | No
     if source_suite.name in chain:
         raise SpecError(format_error("derived_from forms a cycle", where=" -> ".join(chain + (source_suite.name,)),
                                      fix="derive from a suite with a source"))
-    source = _load(source_suite, source_path, names, resolve, chain)
-    return {n: apply_transforms(source[n], suite.transforms, suite) for n in names}
+    source = _load(source_suite, source_path, names, resolve, chain, roles)
+    return {n: apply_transforms(source[n], suite.transforms, suite) for n in names if n in source}
 
 
 def load_splits(suite: Suite, *, suite_path: Path | None = None, split_names: Sequence[str] | None = None,
-                resolve: Resolver | None = None) -> dict[str, SplitData]:
+                resolve: Resolver | None = None, roles: Collection[str] | None = None) -> dict[str, SplitData]:
     """Load the canonical rows of a suite's splits.
 
     Parameters
@@ -282,6 +283,10 @@ def load_splits(suite: Suite, *, suite_path: Path | None = None, split_names: Se
     resolve : callable, default=None
         ``resolve(name) -> (Suite, path or None)`` finds the suite a derived suite names in ``derived_from``;
         ``None`` uses :func:`sibling_resolver` on ``suite_path``.
+    roles : collection of str, default=None
+        If given, only the splits of these roles (``train``, ``validation``, ``test``; a derived suite's splits
+        have their source split's role) are read: ``eval`` reads no train split it does not need, so a missing
+        or broken train file does not stop it.
 
     Returns
     -------
@@ -306,4 +311,4 @@ def load_splits(suite: Suite, *, suite_path: Path | None = None, split_names: Se
         The row problems of every split (text, labels, ids, empty split) are found first and raised together as
         one error listing each (:func:`data_problems`).
     """
-    return _load(suite, Path(suite_path) if suite_path is not None else None, split_names, resolve, ())
+    return _load(suite, Path(suite_path) if suite_path is not None else None, split_names, resolve, (), roles)

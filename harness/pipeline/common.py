@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 import harness
-from harness.errors import SpecError, format_error
+from harness.errors import DataError, SpecError, format_error
 from harness.metrics import compute_metrics
 from harness.pipeline.notes import cap_note, count_nonfinite, nonfinite_note
 from harness.records import Predictions, SplitData, SplitRef, SplitResult
@@ -51,6 +51,7 @@ class LoadedSuites:
     splits: list[SplitData]
     fewshot: dict[str, SplitData] = field(default_factory=dict)
     train: list[SplitData] = field(default_factory=list)  # ID suites' train splits (overlap checks only)
+    notes: list[str] = field(default_factory=list)  # train splits that could not be read (run notes)
 
     @property
     def model_kind(self) -> str:
@@ -151,17 +152,20 @@ def _apply_overrides(suite: Suite, opts: RunOptions) -> Suite:
 
 
 def prepare_splits(suites: list[tuple[Suite, Path | None]], opts: RunOptions) -> LoadedSuites:
-    """Load the evaluation splits of every suite (``train`` splits are skipped; ``opts.split`` keeps one name).
+    """Load the evaluation splits of every suite (``opts.split`` keeps one name, else the validation and test
+    splits), each few-shot split, and the train splits of ID suites for the overlap check only: a train split
+    that cannot be read (a missing file) is a run note, never an error, since nothing is scored on it.
 
     Raises
     ------
     SpecError, DataError
-        For unknown split names and data problems.
+        For unknown split names and data problems of the splits scored or read for few-shot examples.
     """
     suites = [(_apply_overrides(s, opts), p) for s, p in suites]
     known = {s.name: (s, p) for s, p in suites}
     splits: list[SplitData] = []
     train: list[SplitData] = []
+    notes: list[str] = []
     for suite, path in suites:
         siblings = sibling_resolver(path)
 
@@ -170,18 +174,21 @@ def prepare_splits(suites: list[tuple[Suite, Path | None]], opts: RunOptions) ->
             return known[name] if name in known else _siblings(name)
 
         names = [opts.split] if opts.split is not None else None
-        loaded = load_splits(suite, suite_path=path, split_names=names, resolve=resolve)
-        for sd in loaded.values():
-            if sd.ref.role.value == "train" and names is None:
-                if suite.role.value == "id":
-                    train.append(sd)
-                continue
-            splits.append(sd)
+        splits += load_splits(suite, suite_path=path, split_names=names, resolve=resolve,
+                              roles=None if names else ("validation", "test")).values()
+        if names is None and suite.role.value == "id":
+            try:
+                train += load_splits(suite, suite_path=path, resolve=resolve, roles=("train",)).values()
+            except DataError as e:
+                notes.append(f"suite {suite.name}: its train split was not read, so its overlap with the evaluated "
+                             f"splits is not checked (a max_overlap gate rule fails for want of the check); "
+                             f"nothing else in eval or sweep reads it. The problem: {str(e).splitlines()[0]}")
     if not splits:
         raise SpecError(format_error("the suites define no validation or test split to evaluate",
                                      fix="add splits with role validation or test"))
     model_kind([s for s, _ in suites])
-    return LoadedSuites(suites=suites, splits=splits, fewshot=_fewshot_splits(suites, known), train=train)
+    return LoadedSuites(suites=suites, splits=splits, fewshot=_fewshot_splits(suites, known), train=train,
+                        notes=notes)
 
 
 def _fewshot_splits(suites: list[tuple[Suite, Path | None]], known) -> dict[str, SplitData]:
@@ -199,7 +206,7 @@ def run_overlap(loaded: LoadedSuites) -> tuple[list, list[str]]:
     from harness.data.overlap import overlap_notes, split_overlaps
 
     entries = split_overlaps(loaded.train, loaded.splits, {s.name: s for s, _ in loaded.suites})
-    notes = overlap_notes(entries)
+    notes = [*loaded.notes, *overlap_notes(entries)]
     for n in notes:
         log.warning("%s", n)
     return entries, notes

@@ -175,3 +175,44 @@ def test_validate_reports_every_data_problem_of_a_file_in_one_run(tmp_path, caps
     text = out + err
     assert rc == 2
     assert "have an empty label" in text and "have empty or null text" in text
+
+
+TRAIN_MISSING = ("kind: suite\nname: notrain\nrole: id\nsource: {type: local, files: [data.csv]}\n"
+                 "classes: [negative, positive]\nsplits:\n  - {name: train, role: train, files: [absent-train.csv]}\n"
+                 "  - {name: validation, role: validation, fraction: 0.5}\n"
+                 "  - {name: test, role: test, fraction: 0.5}\nmax_length: 16\nmetrics: [accuracy]\n")
+
+
+def test_a_missing_train_file_warns_and_says_what_needs_it(tmp_path, capsys):
+    _csv(tmp_path / "data.csv", ["negative", "positive"] * 20)
+    (tmp_path / "notrain.yaml").write_text(TRAIN_MISSING)
+    rc, out, err = _validate(capsys, tmp_path / "notrain.yaml")
+    assert rc == 0, err
+    assert "data  notrain/train (train): not read" in out and "notrain/test (test): 20 rows" in out
+    warn = err.split("WARN  ", 1)[1]
+    assert "split train (train) not read; only `harness train`" in warn and "few-shot prompt" in warn
+    assert "eval and sweep score the validation and test splits without it" in warn and "absent-train.csv" in warn
+
+
+def test_a_suite_whose_train_file_is_missing_still_evaluates(tiny_pair, tmp_path):
+    from harness.pipeline import evaluate_model
+
+    _csv(tmp_path / "data.csv", ["negative", "positive"] * 20)
+    (tmp_path / "notrain.yaml").write_text(TRAIN_MISSING)
+    res = evaluate_model(tiny_pair[0], [tmp_path / "notrain.yaml"], out=None)
+    assert set(res.summary.suites["notrain"].splits) == {"validation", "test"}
+    note = next(n for n in res.summary.notes if "train split was not read" in n)
+    assert "overlap" in note and "data file not found" in note
+    assert res.summary.overlap and not any(e.a.endswith("/train") for e in res.summary.overlap)
+
+
+def test_a_few_shot_prompt_needs_its_train_split(tmp_path, capsys):
+    rows = [{"question": f"q{i}?", "options": ["x", "y"], "answer": i % 2} for i in range(20)]
+    (tmp_path / "q.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    suite = tmp_path / "lm.yaml"
+    text = (LM_SUITE % "question").replace("  choices:", "    fewshot: {k: 1, split: train}\n  choices:")
+    text = text.replace("splits:\n", "splits:\n  - {name: train, role: train, files: [absent.jsonl]}\n")
+    suite.write_text(text.replace('prompt: {template: "Q: {{question}}\\nA:"}',
+                                  'prompt:\n    template: "Q: {{question}}\\nA:"'))
+    rc, _, err = _validate(capsys, suite)
+    assert rc == 2 and "FAIL" in err and "absent.jsonl" in err, err
