@@ -116,7 +116,8 @@ def _check_lm_rows(suite: Suite, sd: SplitData) -> None:
 #: What reads a train split, for the warning of one that cannot be read (``harness validate``).
 TRAIN_NEEDED_BY = ("only `harness train` (training on this suite) and a few-shot prompt read a train split; eval "
                    "and sweep score the validation and test splits without it, and their train/test overlap check "
-                   "skips it (a max_overlap gate rule then fails for want of the check)")
+                   "skips it (a max_overlap gate rule then judges only the other pairs, as for a suite without a "
+                   "train split)")
 
 
 def check_suite_data(suite: Suite, path: Path | None) -> list[SplitCheck]:

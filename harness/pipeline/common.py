@@ -181,8 +181,9 @@ def prepare_splits(suites: list[tuple[Suite, Path | None]], opts: RunOptions) ->
                 train += load_splits(suite, suite_path=path, resolve=resolve, roles=("train",)).values()
             except DataError as e:
                 notes.append(f"suite {suite.name}: its train split was not read, so its overlap with the evaluated "
-                             f"splits is not checked (a max_overlap gate rule fails for want of the check); "
-                             f"nothing else in eval or sweep reads it. The problem: {str(e).splitlines()[0]}")
+                             f"splits is not checked (summary.overlap lacks those pairs, and a max_overlap gate "
+                             f"rule judges only the pairs recorded, as for a suite without a train split); nothing "
+                             f"else in eval or sweep reads it. The problem: {str(e).splitlines()[0]}")
     if not splits:
         raise SpecError(format_error("the suites define no validation or test split to evaluate",
                                      fix="add splits with role validation or test"))
