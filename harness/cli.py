@@ -25,7 +25,7 @@ from harness.numfmt import fmt_num
 from harness.progress import mark_command_start, process_started
 from harness.pipeline import evaluate_model, run_gate, write_blend
 from harness.pipeline.distributed import dist_env, rank_logging
-from harness.rundir import per_alpha_frame
+from harness.rundir import OUT_RUN_HELP, per_alpha_frame, run_dir_line
 from harness.settings import Settings, flag_of, quiet_library_bars, make_settings, settings_fields
 from harness.spec.load import load_spec, validate_paths
 from harness.spec.run import PATH_FIELDS, SETTING_KEYS
@@ -70,20 +70,6 @@ def _add_settings(p: argparse.ArgumentParser, command: str) -> None:
         else:
             g.add_argument(flag, dest=name, default=argparse.SUPPRESS, help=text.replace("%", "%%"),
                            **_type_of(info))
-
-
-OUT_RUN_HELP = ("run directory to write (summary.json, predictions, manifest, report); without it the results are "
-                "printed and nothing is written")
-
-
-def run_dir_line(run_dir, run_file: bool = False) -> str:
-    """The line ``eval`` and ``sweep`` print about their outputs: where the run directory is, or that none was
-    written (no ``--out``) and how to keep one."""
-    if run_dir:
-        return f"run directory: {run_dir}"
-    where = "--out DIR (or out: in the -c run file)" if run_file else "--out DIR"
-    return (f"run directory: none written (no --out); the table above is all this run keeps; pass {where} to keep "
-            "the summary, predictions and report for `harness gate` and `harness report`")
 
 
 def _common(p: argparse.ArgumentParser, command: str | None = None) -> None:
@@ -244,7 +230,7 @@ def _cmd_validate(a) -> int:
 
 def _check_data(path: Path, suite, quiet: bool) -> list[str]:
     """Load a valid suite's splits (no model) and print one line per split; returns the problems found."""
-    from harness.data.check import check_suite_data, missing_class_note
+    from harness.data.check import TRAIN_NEEDED_BY, check_suite_data, missing_class_notes
 
     try:
         checks = check_suite_data(suite, Path(path).resolve())
@@ -255,16 +241,20 @@ def _check_data(path: Path, suite, quiet: bool) -> list[str]:
     for c in checks:
         if not quiet:
             print(f"      data  {c.line()}")
-        if c.missing:
-            print(f"WARN  {missing_class_note(f'{c.suite}/{c.split}', c.missing, len(suite.classes or ()))}",
-                  file=sys.stderr)
+        if c.unread:  # a train split only `harness train` needs: a warning, not a failure
+            print(f"WARN  {path}: split {c.split} (train) not read; {TRAIN_NEEDED_BY}:"
+                  + "".join(f"\n      {ln}" for ln in c.unread.splitlines()), file=sys.stderr)
+    read = {c.split: c.missing for c in checks if not c.unread}
+    for note in missing_class_notes(suite.name, read, len(suite.classes or ())):
+        print(f"WARN  {note}", file=sys.stderr)
     return []
 
 
 def _cmd_eval(a) -> int:
-    res = evaluate_model(a.model, a.suites, out=a.out, options=_settings(a, "eval"), argv=sys.argv, base=a.base)
+    opts = _settings(a, "eval")
+    res = evaluate_model(a.model, a.suites, out=a.out, options=opts, argv=sys.argv, base=a.base)
     _print_table(res.summary, a.quiet)
-    print(run_dir_line(res.run_dir))
+    print(run_dir_line(res.run_dir, use_store=opts.use_store))
     return EXIT_OK
 
 
@@ -287,13 +277,14 @@ def _cmd_sweep(a) -> int:
         if not paths.get(need):
             raise SpecError(format_error(f"sweep needs --{need.rstrip('s')}", where="command line / run config",
                                          fix=f"pass --{need.rstrip('s')} or set {need} in the -c run file"))
-    res = sweep_with_settings(paths["base"], paths["adapted"], paths["suites"], _settings(a, "sweep", cfg),
-                              gate=paths.get("gate"), baseline=paths.get("baseline"), junit=paths.get("junit"),
-                              out=paths.get("out"), argv=sys.argv)
+    opts = _settings(a, "sweep", cfg)
+    res = sweep_with_settings(paths["base"], paths["adapted"], paths["suites"], opts, gate=paths.get("gate"),
+                              baseline=paths.get("baseline"), junit=paths.get("junit"), out=paths.get("out"),
+                              argv=sys.argv)
     _print_curve(res.summary, a.quiet)
     sel = res.summary.selection
     print(f"chosen alpha: {sel.chosen_alpha:g} ({sel.policy}, selected on {', '.join(sel.selected_on)})")
-    print(run_dir_line(res.run_dir, run_file=True))
+    print(run_dir_line(res.run_dir, run_file=True, use_store=opts.use_store))
     if a.report_examples and res.run_dir and not getattr(a, "no_report", False):
         from harness.api import run_report
 

@@ -32,17 +32,39 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from harness.errors import DataError, HarnessError, OutputError, format_error
-from harness.io import atomic_path, atomic_write_json, atomic_write_text
+from harness.io import atomic_path, atomic_write_json, atomic_write_text, cache_root
 from harness.records import Predictions, Verdict
 from harness.summary import Summary
 
 __all__ = ["SUMMARY", "MANIFEST", "PER_ALPHA", "PREDICTIONS", "VERDICT", "write_summary", "read_summary",
            "write_predictions", "read_predictions", "per_alpha_frame", "write_per_alpha", "write_manifest",
-           "read_manifest", "write_verdict", "read_verdict", "predictions_for", "write_run", "swap_dir"]
+           "read_manifest", "write_verdict", "read_verdict", "predictions_for", "write_run", "swap_dir",
+           "OUT_RUN_HELP", "run_dir_line"]
 
 log = logging.getLogger(__name__)
 SUMMARY, MANIFEST, PER_ALPHA, PREDICTIONS, VERDICT = (
     "summary.json", "manifest.json", "per_alpha.csv", "predictions.parquet", "verdict.json")
+
+
+OUT_RUN_HELP = ("run directory to write (summary.json, predictions, manifest, report); without it the results are "
+                "printed and no run directory is written, but the results store under HARNESS_CACHE, a cache that "
+                "makes a rerun of the same models and suites fast, is still read and written (off: --no-store)")
+
+
+def run_dir_line(run_dir: str | Path | None, run_file: bool = False, use_store: bool = True) -> str:
+    """What ``eval`` and ``sweep`` print about their outputs: where the run directory is; or, with none written
+    (no ``--out``), how to keep one and, on a second line, what the caches under ``HARNESS_CACHE`` kept (the
+    results store unless ``--no-store``: a run without ``--out`` still speeds up its rerun)."""
+    if run_dir:
+        return f"run directory: {run_dir}"
+    where = "--out DIR (or out: in the -c run file)" if run_file else "--out DIR"
+    root = cache_root()
+    cache = (f"the results store {root / 'results.sqlite'} keeps this run's per-example scores, so a rerun of the "
+             "same models and suites is fast (a cache, not a run directory; --no-store turns it off)" if use_store
+             else "the results store was not used (--no-store)")
+    return (f"run directory: none written (no --out); pass {where} to keep the summary, predictions and report for "
+            f"`harness gate` and `harness report`\ncaches under HARNESS_CACHE ({root}): {cache}; tokenized splits "
+            "and file fingerprints are cached there too")
 
 
 def _missing(run_dir: Path, name: str) -> DataError:

@@ -1,5 +1,5 @@
 """Stage 2, dataset loading: reading a suite's source (:mod:`harness.data.readers`), canonical split rows
-(:mod:`harness.data.sources`), the built-in
+(:mod:`harness.data.sources`), labels to classes and their problems (:mod:`harness.data.labels`), the built-in
 VADER loader (:mod:`harness.data.vader`), document-level split assignment (:mod:`harness.data.splits`) and the
 table of seeded perturbations (:mod:`harness.data.shifts`).
 

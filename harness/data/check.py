@@ -11,6 +11,7 @@ non-empty list of distinct texts, its gold answer is among them) and describes e
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,10 +19,11 @@ import numpy as np
 
 from harness.data.lm_rows import checked_rows
 from harness.data.sources import load_splits
+from harness.errors import DataError
 from harness.records import SplitData
 from harness.spec.schema import Suite
 
-__all__ = ["SplitCheck", "check_suite_data", "missing_classes", "missing_class_note"]
+__all__ = ["SplitCheck", "check_suite_data", "missing_classes", "missing_class_notes", "TRAIN_NEEDED_BY"]
 
 
 @dataclass(frozen=True)
@@ -39,9 +41,13 @@ class SplitCheck:
     n_dropped: int
     drop_reasons: dict[str, int] = field(default_factory=dict)
     missing: tuple[str, ...] = ()
+    unread: str = ""  # a train split no few-shot prompt reads, that could not be read: the problem (else "")
 
     def line(self) -> str:
-        """``suite/split (role): n rows[, k dropped (reason n, ...)][, classes without examples: a, b]``."""
+        """``suite/split (role): n rows[, k dropped (reason n, ...)][, classes without examples: a, b]``, or
+        ``suite/split (train): not read (see the warning)``."""
+        if self.unread:
+            return f"{self.suite}/{self.split} ({self.role}): not read (see the warning)"
         text = f"{self.suite}/{self.split} ({self.role}): {self.n} rows"
         if self.n_dropped:
             why = ", ".join(f"{k} {v}" for k, v in sorted(self.drop_reasons.items()))
@@ -62,12 +68,43 @@ def missing_classes(split: SplitData) -> tuple[str, ...]:
     return tuple(name for i, name in enumerate(split.classes) if i not in present)
 
 
-def missing_class_note(split_key: str, missing: tuple[str, ...], n_classes: int) -> str:
-    """The run note (and ``validate`` warning) for a split lacking some classes: macro-averaged metrics count each
-    missing class's F1 as 0 (scikit-learn's ``zero_division`` rule), which reads as a failure of the model."""
-    return (f"split {split_key}: {len(missing)} of {n_classes} classes have no example ({', '.join(missing)}); "
-            f"macro-averaged metrics (macro_f1) score each as 0, so compare accuracy or add examples of those "
-            f"classes")
+def missing_class_notes(suite: str, missing: Mapping[str, tuple[str, ...]], n_classes: int) -> list[str]:
+    """The run notes (and ``validate`` warnings) of one suite's splits that lack some classes: one per distinct
+    set of missing classes, naming its splits, so that a class no split has (a misspelt ``classes`` entry, say)
+    gives one line, not one per split.
+
+    Parameters
+    ----------
+    suite : str
+        The suite's name.
+    missing : mapping of str to tuple of str
+        Split name -> the class names it has no example of (:func:`missing_classes`), for every split loaded, in
+        spec order; splits lacking nothing map to ``()``.
+    n_classes : int
+        The suite's number of classes.
+
+    Returns
+    -------
+    list of str
+        Each note says that macro-averaged metrics count a missing class's F1 as 0 (scikit-learn's
+        ``zero_division`` rule), which reads as a failure of the model; where no loaded split has a class, it
+        asks whether that ``classes`` entry is misspelt.
+    """
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for split, names in missing.items():
+        if names:
+            groups.setdefault(tuple(names), []).append(split)
+    notes = []
+    for names, splits in groups.items():
+        where = (f"split {suite}/{splits[0]}" if len(splits) == 1 else
+                 f"suite {suite}, splits {', '.join(splits)}")
+        nowhere = [c for c in names if all(c in m for m in missing.values())]
+        hint = (f"; no split has {', '.join(nowhere)}: if a classes entry is misspelt, correct it to the data's "
+                f"label; " if nowhere and len(missing) > 1 else "; ")
+        notes.append(f"{where}: {len(names)} of {n_classes} classes have no example ({', '.join(names)}){hint}"
+                     f"macro-averaged metrics (macro_f1) score each as 0, so compare accuracy or add examples of "
+                     f"those classes")
+    return notes
 
 
 def _check_lm_rows(suite: Suite, sd: SplitData) -> None:
@@ -76,13 +113,25 @@ def _check_lm_rows(suite: Suite, sd: SplitData) -> None:
     checked_rows(suite.task, sd)
 
 
+#: What reads a train split, for the warning of one that cannot be read (``harness validate``).
+TRAIN_NEEDED_BY = ("only `harness train` (training on this suite) and a few-shot prompt read a train split; eval "
+                   "and sweep score the validation and test splits without it, and their train/test overlap check "
+                   "skips it (a max_overlap gate rule then judges only the other pairs, as for a suite without a "
+                   "train split)")
+
+
 def check_suite_data(suite: Suite, path: Path | None) -> list[SplitCheck]:
     """Load every split of ``suite`` (a validated suite read from ``path``) and describe it; no model is loaded.
+
+    The validation and test splits and the few-shot split are read as eval reads them: any problem raises. A
+    train split no few-shot prompt reads is needed only by ``harness train`` (eval and sweep do without it,
+    :data:`TRAIN_NEEDED_BY`): its problem is returned, not raised (a :class:`SplitCheck` with ``unread`` set).
 
     Returns
     -------
     list of SplitCheck
-        One per split, in spec order (``train`` splits included).
+        One per split, in spec order (``train`` splits included; one line for the train splits of a suite whose
+        train data could not be read).
 
     Raises
     ------
@@ -93,10 +142,22 @@ def check_suite_data(suite: Suite, path: Path | None) -> list[SplitCheck]:
         :class:`~harness.errors.DataError` for the first language-model row whose prompt, choices or gold cannot
         be read (naming the split, the row's id and the spec field, e.g. ``task.gold.label``).
     """
-    loaded = load_splits(suite, suite_path=path)
+    fewshot = getattr(getattr(getattr(suite.task, "prompt", None), "fewshot", None), "split", None)
+    loaded = load_splits(suite, suite_path=path, roles=("validation", "test"))
+    if fewshot is not None and fewshot not in loaded:
+        loaded.update(load_splits(suite, suite_path=path, split_names=[fewshot]))
+    checks: list[SplitCheck] = []
+    try:
+        loaded.update(load_splits(suite, suite_path=path, roles=("train",)))
+    except DataError as e:
+        train = [s.name for s in suite.splits if s.role.value == "train"] or ["train"]
+        checks.append(SplitCheck(suite=suite.name, split=", ".join(train), role="train", n=0, n_dropped=0,
+                                 unread=str(e)))
     if suite.task_name != "classification":
         for name, sd in loaded.items():
             _check_lm_rows(suite, sd)
-    return [SplitCheck(suite=suite.name, split=name, role=sd.ref.role.value, n=len(sd), n_dropped=sd.n_dropped,
-                       drop_reasons=dict(sd.drop_reasons), missing=missing_classes(sd))
-            for name, sd in loaded.items()]
+    checks += [SplitCheck(suite=suite.name, split=name, role=sd.ref.role.value, n=len(sd), n_dropped=sd.n_dropped,
+                          drop_reasons=dict(sd.drop_reasons), missing=missing_classes(sd))
+               for name, sd in loaded.items()]
+    order = [s.name for s in suite.splits] or list(suite.derived_from.split_names if suite.derived_from else [])
+    return sorted(checks, key=lambda c: order.index(c.split) if c.split in order else -1)

@@ -14,20 +14,18 @@ from 0 in each file (as strings), prefixed with ``<file stem>:`` when the source
 
 from __future__ import annotations
 
-import difflib
-
 import json
 import logging
 import os
-import re
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from harness.data.labels import label_errors, label_indices, merge_outside
 from harness.data.readers import (DOC_COL, DROP_COL, ID_COL, Reader, SPLIT_COL, as_key, first_values, resolve_file,
                                   text_missing)
 from harness.data.shifts import apply_transforms, validate_transforms
@@ -61,104 +59,6 @@ def _apply_where(table: pd.DataFrame, spec: SplitSpec, suite: Suite, where: str)
     return table.loc[mask]
 
 
-_INT = re.compile(r"[+-]?\d+")
-
-
-def integer_class_names(classes: Sequence[str]) -> bool:
-    """Whether any class name reads as an integer (``"1"``): integer labels then name classes, never index them."""
-    return any(_INT.fullmatch(str(c).strip()) for c in classes)
-
-
-def _label_indices(raw: Sequence[Any], suite: Suite) -> tuple[np.ndarray, list[int]]:
-    """Class index of each raw label (-1 where it cannot be mapped) and the positions of the bad ones.
-
-    One rule for every file format (a JSON ``1``, a CSV ``"1"`` and a parquet ``1.0`` are the same value): the
-    ``label_map`` first; else a value equal to a class name is that class; else an integer is a 0-based index into
-    ``classes``, but only when no class name reads as an integer (classes ``"1","2","3"``: an integer label is a
-    class name or an error asking for a ``label_map``, never an index).
-    """
-    index = {c: i for i, c in enumerate(suite.classes)}
-    lmap = {as_key(k): v for k, v in suite.label_map.items()} if suite.label_map is not None else None
-    indices_allowed = not integer_class_names(suite.classes)
-    memo: dict[tuple[str, str | None], int] = {}
-
-    def one(v: Any) -> int:
-        key = as_key(v)
-        if key is None:
-            return -1
-        if lmap is not None:  # label_map first; an exact class name passes through
-            return index[lmap[key]] if key in lmap else index.get(key, -1)
-        if key in index and not isinstance(v, (bool, np.bool_)):
-            return index[key]
-        if indices_allowed and _INT.fullmatch(key) and not isinstance(v, (bool, np.bool_)):
-            n = int(key)  # an integer (JSON number or CSV digits alike) indexes classes
-            return n if 0 <= n < len(index) else -1
-        return -1
-
-    out = np.empty(len(raw), dtype=np.int64)
-    for i, v in enumerate(raw):
-        k = (type(v).__name__, as_key(v))
-        if k not in memo:
-            memo[k] = one(v)
-        out[i] = memo[k]
-    return out, np.flatnonzero(out < 0).tolist()
-
-
-def _empty_label_error(suite: Suite, spec: SplitSpec, ids: list, where: str) -> DataError:
-    return DataError(format_error(
-        f"{len(ids)} row(s) of split {spec.name!r} have an empty label", where=f"suite {suite.name!r}, column "
-        f"{suite.label!r} of {where}; ids {first_values(ids)}", expected=f"a class name {list(suite.classes)}",
-        got="an empty or null value", fix="fill in the label of those rows, or remove them from the file (an "
-        "empty label cannot be mapped: label_map does not help)"))
-
-
-def _misspelling_hint(suite: Suite, values: list[str], labels: np.ndarray) -> str:
-    """A hint that a ``classes`` entry may be misspelled: an unknown value close to a class name, or a class no
-    row carries (``labels``: the mapped indices, -1 where unmapped); empty when neither holds."""
-    unseen = [c for i, c in enumerate(suite.classes) if not (labels == i).any()]
-    pairs = [(v, m[0]) for v in values for m in [difflib.get_close_matches(v, suite.classes, n=1, cutoff=0.6)] if m]
-    if pairs:
-        named = "; ".join(f"the data has {v!r}, the classes {c!r}" for v, c in pairs[:5])
-        return (f"a classes entry may be misspelled ({named}): correct classes in the suite, or map the value with "
-                f"label_map; else ")
-    if unseen and values:
-        return (f"a classes entry may be misspelled: no row of this split has the class(es) {unseen}, while the data "
-                f"has {values[:5]} which no class names; correct classes, or ")
-    return ""
-
-
-def _label_errors(suite: Suite, spec: SplitSpec, rows: pd.DataFrame, labels: np.ndarray, bad: list[int],
-                  where: str) -> list[DataError]:
-    """The label problems of a split: rows with an empty label, and rows whose label is outside the classes
-    (with a hint when a ``classes`` entry looks misspelled)."""
-    raw = rows[suite.label].tolist()
-    all_ids = rows[ID_COL].tolist()
-    empty = [i for i in bad if as_key(raw[i]) in (None, "")]
-    out = [_empty_label_error(suite, spec, [all_ids[i] for i in empty], where)] if empty else []
-    bad = [i for i in bad if as_key(raw[i]) not in (None, "")]
-    if not bad:
-        return out
-    seen = sorted({repr(raw[i]) for i in bad})
-    ids = [all_ids[i] for i in bad]
-    how = (f"{'extend' if suite.label_map else 'add'} label_map with an entry for each value shown (raw value -> "
-           f"one of {list(suite.classes)}), or leave those rows out with the split's where")
-    if suite.label_map:
-        expected = f"a key of label_map {sorted(map(str, suite.label_map))} or a class name"
-    elif integer_class_names(suite.classes):  # ambiguous: an integer could be a name or an index
-        expected = (f"a class name {list(suite.classes)}: the class names read as integers, so integer labels are "
-                    "read as class names, never as 0-based indices")
-        how = ("if the labels are 0-based indices (or any other coding), map them explicitly with label_map, e.g. "
-               + "{" + ", ".join(f"{i}: {c!r}" for i, c in enumerate(suite.classes)) + "}")
-    else:
-        expected = f"a class name {list(suite.classes)} or an integer index in [0, {len(suite.classes) - 1}]"
-    hint = _misspelling_hint(suite, sorted({as_key(raw[i]) for i in bad}), labels)
-    out.append(DataError(format_error(
-        f"{len(bad)} row(s) of split {spec.name!r} have a label outside the classes",
-        where=f"suite {suite.name!r}, column {suite.label!r} of {where}; ids {first_values(ids)}", expected=expected,
-        got=f"values {', '.join(seen[:10])}" + (" ..." if len(seen) > 10 else ""), fix=hint + how)))
-    return out
-
-
 def data_problems(errors: Sequence[DataError], where: str) -> None:
     """Raise the one error, or one :class:`DataError` listing every problem found (each with its own message),
     so a user fixes them all in one round; nothing when ``errors`` is empty."""
@@ -166,7 +66,9 @@ def data_problems(errors: Sequence[DataError], where: str) -> None:
         raise errors[0]
     if errors:
         body = "\n".join(f"[{i}] " + str(e).replace("\n", "\n    ") for i, e in enumerate(errors, 1))
-        raise DataError(f"{len(errors)} data problems in {where}:\n{body}") from errors[0]
+        err = DataError(f"{len(errors)} data problems in {where}:\n{body}")
+        err.problems = list(errors)  # type: ignore[attr-defined]  # each, for a caller that merges them
+        raise err from errors[0]
 
 
 def _handle_missing_text(suite: Suite, spec: SplitSpec, rows: pd.DataFrame, where: str,
@@ -239,9 +141,10 @@ def _build_split(suite: Suite, spec: SplitSpec, table: pd.DataFrame, where: str)
     problems: list[DataError] = []
     if not lm:
         rows, text_problem = _handle_missing_text(suite, spec, rows, where, reasons)
-        labels, bad = _label_indices(rows[suite.label].tolist(), suite)
+        raw = rows[suite.label].tolist()
+        labels, bad = label_indices(raw, suite)
         problems += [text_problem] if text_problem else []
-        problems += _label_errors(suite, spec, rows, labels, bad, where) if bad else []
+        problems += label_errors(suite, spec.name, raw, rows[ID_COL].tolist(), labels, bad, where) if bad else []
     dup = rows[ID_COL].duplicated(keep=False).to_numpy()
     if dup.any():
         problems.append(DataError(format_error(
@@ -331,21 +234,24 @@ def sibling_resolver(suite_path: Path | None) -> Resolver:
 
 
 def _load(suite: Suite, suite_path: Path | None, split_names: Sequence[str] | None, resolve: Resolver | None,
-          chain: tuple[str, ...]) -> dict[str, SplitData]:
+          chain: tuple[str, ...], roles: Collection[str] | None = None) -> dict[str, SplitData]:
     if suite.derived_from is None:
-        names = _select(suite, [s.name for s in suite.splits], split_names)
+        specs = {s.name: s for s in suite.splits}
+        names = [n for n in _select(suite, list(specs), split_names)
+                 if roles is None or specs[n].role.value in roles]  # before any file is read
         base = Path(suite_path).parent if suite_path is not None else Path.cwd()
         reader = Reader(suite, base)
-        specs = {s.name: s for s in suite.splits}
         out: dict[str, SplitData] = {}
         problems: list[DataError] = []
         for n in names:  # every split's problems, then one error: a user fixes them all in one round
             try:
                 out[n] = _build_split(suite, specs[n], *reader.table(specs[n]))
             except DataError as e:
-                if str(e) not in map(str, problems):
-                    problems.append(e)
-        data_problems(problems, f"suite {suite.name!r}")
+                for p in getattr(e, "problems", [e]):
+                    if str(p) not in map(str, problems):  # a missing file: once, not once per split
+                        problems.append(p)
+        # a misspelt classes entry gives the same label problem in every split: one message naming the splits
+        data_problems(merge_outside(problems), f"suite {suite.name!r}")
         return out
     names = _select(suite, suite.derived_from.split_names, split_names)
     validate_transforms(suite.transforms, owner=f"suite {suite.name!r}")  # fail before reading any data
@@ -357,12 +263,12 @@ def _load(suite: Suite, suite_path: Path | None, split_names: Sequence[str] | No
     if source_suite.name in chain:
         raise SpecError(format_error("derived_from forms a cycle", where=" -> ".join(chain + (source_suite.name,)),
                                      fix="derive from a suite with a source"))
-    source = _load(source_suite, source_path, names, resolve, chain)
-    return {n: apply_transforms(source[n], suite.transforms, suite) for n in names}
+    source = _load(source_suite, source_path, names, resolve, chain, roles)
+    return {n: apply_transforms(source[n], suite.transforms, suite) for n in names if n in source}
 
 
 def load_splits(suite: Suite, *, suite_path: Path | None = None, split_names: Sequence[str] | None = None,
-                resolve: Resolver | None = None) -> dict[str, SplitData]:
+                resolve: Resolver | None = None, roles: Collection[str] | None = None) -> dict[str, SplitData]:
     """Load the canonical rows of a suite's splits.
 
     Parameters
@@ -377,6 +283,10 @@ def load_splits(suite: Suite, *, suite_path: Path | None = None, split_names: Se
     resolve : callable, default=None
         ``resolve(name) -> (Suite, path or None)`` finds the suite a derived suite names in ``derived_from``;
         ``None`` uses :func:`sibling_resolver` on ``suite_path``.
+    roles : collection of str, default=None
+        If given, only the splits of these roles (``train``, ``validation``, ``test``; a derived suite's splits
+        have their source split's role) are read: ``eval`` reads no train split it does not need, so a missing
+        or broken train file does not stop it.
 
     Returns
     -------
@@ -401,4 +311,4 @@ def load_splits(suite: Suite, *, suite_path: Path | None = None, split_names: Se
         The row problems of every split (text, labels, ids, empty split) are found first and raised together as
         one error listing each (:func:`data_problems`).
     """
-    return _load(suite, Path(suite_path) if suite_path is not None else None, split_names, resolve, ())
+    return _load(suite, Path(suite_path) if suite_path is not None else None, split_names, resolve, (), roles)

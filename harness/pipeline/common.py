@@ -14,13 +14,13 @@ import numpy as np
 import pandas as pd
 
 import harness
-from harness.errors import SpecError, format_error
+from harness.errors import DataError, SpecError, format_error
 from harness.metrics import compute_metrics
 from harness.pipeline.notes import cap_note, count_nonfinite, nonfinite_note
 from harness.records import Predictions, SplitData, SplitRef, SplitResult
 from harness.progress import command_wall_time, track
 from harness.settings import Settings
-from harness.data.check import missing_class_note, missing_classes
+from harness.data.check import missing_class_notes, missing_classes
 from harness.data.lm_rows import checked_rows
 from harness.data.sources import load_splits, sibling_resolver
 from harness.rundir import per_alpha_frame
@@ -51,6 +51,7 @@ class LoadedSuites:
     splits: list[SplitData]
     fewshot: dict[str, SplitData] = field(default_factory=dict)
     train: list[SplitData] = field(default_factory=list)  # ID suites' train splits (overlap checks only)
+    notes: list[str] = field(default_factory=list)  # train splits that could not be read (run notes)
 
     @property
     def model_kind(self) -> str:
@@ -151,17 +152,20 @@ def _apply_overrides(suite: Suite, opts: RunOptions) -> Suite:
 
 
 def prepare_splits(suites: list[tuple[Suite, Path | None]], opts: RunOptions) -> LoadedSuites:
-    """Load the evaluation splits of every suite (``train`` splits are skipped; ``opts.split`` keeps one name).
+    """Load the evaluation splits of every suite (``opts.split`` keeps one name, else the validation and test
+    splits), each few-shot split, and the train splits of ID suites for the overlap check only: a train split
+    that cannot be read (a missing file) is a run note, never an error, since nothing is scored on it.
 
     Raises
     ------
     SpecError, DataError
-        For unknown split names and data problems.
+        For unknown split names and data problems of the splits scored or read for few-shot examples.
     """
     suites = [(_apply_overrides(s, opts), p) for s, p in suites]
     known = {s.name: (s, p) for s, p in suites}
     splits: list[SplitData] = []
     train: list[SplitData] = []
+    notes: list[str] = []
     for suite, path in suites:
         siblings = sibling_resolver(path)
 
@@ -170,18 +174,22 @@ def prepare_splits(suites: list[tuple[Suite, Path | None]], opts: RunOptions) ->
             return known[name] if name in known else _siblings(name)
 
         names = [opts.split] if opts.split is not None else None
-        loaded = load_splits(suite, suite_path=path, split_names=names, resolve=resolve)
-        for sd in loaded.values():
-            if sd.ref.role.value == "train" and names is None:
-                if suite.role.value == "id":
-                    train.append(sd)
-                continue
-            splits.append(sd)
+        splits += load_splits(suite, suite_path=path, split_names=names, resolve=resolve,
+                              roles=None if names else ("validation", "test")).values()
+        if names is None and suite.role.value == "id":
+            try:
+                train += load_splits(suite, suite_path=path, resolve=resolve, roles=("train",)).values()
+            except DataError as e:
+                notes.append(f"suite {suite.name}: its train split was not read, so its overlap with the evaluated "
+                             f"splits is not checked (summary.overlap lacks those pairs, and a max_overlap gate "
+                             f"rule judges only the pairs recorded, as for a suite without a train split); nothing "
+                             f"else in eval or sweep reads it. The problem: {str(e).splitlines()[0]}")
     if not splits:
         raise SpecError(format_error("the suites define no validation or test split to evaluate",
                                      fix="add splits with role validation or test"))
     model_kind([s for s, _ in suites])
-    return LoadedSuites(suites=suites, splits=splits, fewshot=_fewshot_splits(suites, known), train=train)
+    return LoadedSuites(suites=suites, splits=splits, fewshot=_fewshot_splits(suites, known), train=train,
+                        notes=notes)
 
 
 def _fewshot_splits(suites: list[tuple[Suite, Path | None]], known) -> dict[str, SplitData]:
@@ -199,7 +207,7 @@ def run_overlap(loaded: LoadedSuites) -> tuple[list, list[str]]:
     from harness.data.overlap import overlap_notes, split_overlaps
 
     entries = split_overlaps(loaded.train, loaded.splits, {s.name: s for s, _ in loaded.suites})
-    notes = overlap_notes(entries)
+    notes = [*loaded.notes, *overlap_notes(entries)]
     for n in notes:
         log.warning("%s", n)
     return entries, notes
@@ -237,10 +245,13 @@ class Scoring:
         splits = track(loaded.splits, len(loaded.splits), "tokenizing", opts.progress, log, unit="split",
                        label=lambda sd: sd.ref.key)
         self.prepared = [self.tasks[sd.ref.suite].prepare(sd, tokenizer) for sd in splits]
+        by_suite: dict[str, dict[str, tuple[str, ...]]] = {}
         for sd in loaded.splits:
-            if missing := missing_classes(sd):
-                self.notes.append(missing_class_note(sd.ref.key, missing, len(sd.classes)))
-                log.warning("%s", self.notes[-1])
+            by_suite.setdefault(sd.ref.suite, {})[sd.ref.split] = missing_classes(sd)
+        for name, missing in by_suite.items():  # one note per suite and set of missing classes, naming the splits
+            for note in missing_class_notes(name, missing, len(self.suites[name].classes or ())):
+                self.notes.append(note)
+                log.warning("%s", note)
         # one writer: only rank 0 of a data-parallel run opens the store (compare with None: a store has a length)
         main = group is None or group.is_main
         self.store = ResultsStore() if opts.use_store and main else None

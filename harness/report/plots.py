@@ -232,7 +232,9 @@ def plot_id_vs_shift(curve: pd.DataFrame, path: Path, *, axes: Mapping[str, tupl
         what = f"ID vs shift {names[0]} along alpha" if len(names) == 1 else (
             "ID vs shift along alpha, each suite on its own metric")
         # about 12 characters of 10-point text per inch: wrap rather than cut the title of a narrow figure
-        fig.suptitle(textwrap.fill(f"{what} ({splits_note}); numbers next to points are alpha", int(width * 12)))
+        # alpha labels that would overlap another label or marker are left out (harness.report.labels): say so
+        fig.suptitle(textwrap.fill(f"{what} ({splits_note}); alpha next to a point where it fits (the tables list "
+                                   "every alpha)", int(width * 12)))
         fig.draw_without_rendering()  # settle the layout once: labels are placed in display pixels
         for ax, point_labels, markers, chord in todo:
             place_labels(ax, point_labels, markers, chord)

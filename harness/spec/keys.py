@@ -58,25 +58,60 @@ def _step(t: Any, part: Any) -> Any:
     return None
 
 
-def keys_at(model: type[BaseModel], loc: tuple) -> list[str] | None:
-    """The keys accepted by the mapping at ``loc`` (a pydantic error location) of ``model``; None if unknown."""
+def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    """The model class of the mapping at ``loc`` (a pydantic error location) of ``model``; None if unknown."""
     t: Any = model
     for part in loc:
         t = _step(t, part)
         if t is None:
             return None
     models = [m for m in _members(t) if _is_model(m)]
-    if len(models) != 1:
-        return None
-    return sorted(f.alias or name for name, f in models[0].model_fields.items())
+    return models[0] if len(models) == 1 else None
+
+
+def keys_at(model: type[BaseModel], loc: tuple) -> list[str] | None:
+    """The keys accepted by the mapping at ``loc`` (a pydantic error location) of ``model``; None if unknown."""
+    m = _model_at(model, loc)
+    return None if m is None else sorted(f.alias or name for name, f in m.model_fields.items())
+
+
+def _described(m: type[BaseModel], keys: list[str]) -> str:
+    """``'floor' (floor rules: value at least this) or 'min_delta' (...)``: each key with its field description."""
+    def one(k: str) -> str:
+        f = m.model_fields.get(k)
+        return f"{k!r} ({f.description})" if f is not None and f.description else repr(k)
+    return ", ".join(one(k) for k in keys[:-1]) + (" or " if len(keys) > 1 else "") + one(keys[-1])
+
+
+def _meant(m: type[BaseModel], key: str, valid: list[str]) -> list[str]:
+    """The valid keys that ``key`` could mean, from the model's ``keys_meant`` table (a word such as ``min``, or
+    a misspelling of one, to the keys with that meaning), in the table's order."""
+    table: dict[str, tuple[str, ...]] = getattr(m, "keys_meant", {})
+    word = key.lower() if key.lower() in table else next(iter(difflib.get_close_matches(key.lower(), table, 1,
+                                                                                          0.8)), None)
+    return [k for k in table.get(word, ()) if k in valid] if word else []
 
 
 def unknown_key_message(model: type[BaseModel] | None, loc: tuple) -> str:
-    """``unknown key 'min' (typo? closest: 'min_n'); valid keys here: ...`` for an ``extra_forbidden`` error."""
+    """The line for an ``extra_forbidden`` error: the unknown key, the keys it could mean with what each does,
+    and the valid keys at its path.
+
+    By meaning first: a model may declare ``keys_meant`` (a word to the keys it could mean: ``min`` -> ``floor``,
+    ``min_delta`` in a gate rule), so that ``min:`` is not steered by spelling alone to ``min_n`` (a sample-size
+    floor); a spelling match that means something else is named with its description. Without a meaning match:
+    ``unknown key 'fromat' (typo? closest valid key: 'format'); valid keys here: ...``.
+    """
     key = str(loc[-1]) if loc else "?"
-    valid = keys_at(model, tuple(loc[:-1])) if model is not None else None
-    if not valid:
+    m = _model_at(model, tuple(loc[:-1])) if model is not None else None
+    if m is None:
         return f"unknown key {key!r} (typo? remove it or check the schema in suites/README.md)"
-    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.4)
-    hint = f"typo? closest valid key: {close[0]!r}" if close else "typo?"
+    valid = keys_at(m, ())
+    meant = _meant(m, key, valid)
+    if meant:
+        spelt = [k for k in difflib.get_close_matches(key, valid, n=2, cutoff=0.6) if k not in meant]
+        other = f" Not {_described(m, spelt)}" if spelt else ""
+        hint = f"did you mean {_described(m, meant)}?{other}"
+    else:
+        close = difflib.get_close_matches(key, valid, n=1, cutoff=0.4)
+        hint = f"typo? closest valid key: {close[0]!r}" if close else "typo?"
     return f"unknown key {key!r} ({hint}); valid keys here: {', '.join(valid)}"

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from enum import Enum
-from typing import Literal, Union
+from typing import ClassVar, Literal, Union
 
 from pydantic import Field, field_validator, model_validator
 
@@ -105,6 +105,16 @@ _ABSOLUTE = (RuleKind.FLOOR, RuleKind.CEILING, RuleKind.CLASS_RECALL_FLOOR, Rule
 class Rule(Strict):
     """One gate rule; see the module docstring for the statistics."""
 
+    #: Words a user may write for a threshold, to the keys they could mean (an unknown key's message names these
+    #: first, :mod:`harness.spec.keys`): ``min:`` means a lower limit, not ``min_n`` (the sample-size floor).
+    keys_meant: ClassVar[dict[str, tuple[str, ...]]] = {
+        **dict.fromkeys(("min", "minimum", "lower", "lower_bound", "at_least", "min_value", "min_gain"),
+                        ("floor", "min_delta")),
+        **dict.fromkeys(("max", "maximum", "upper", "upper_bound", "at_most", "max_value", "max_delta"),
+                        ("ceiling", "max_drop", "max_rate")),
+        **dict.fromkeys(("threshold", "limit", "bound", "margin", "value", "tolerance"), _THRESHOLDS),
+    }
+
     name: Name
     description: str = ""
     kind: RuleKind
@@ -119,7 +129,9 @@ class Rule(Strict):
                                     description="delta: gain at least this (negative allows a small loss)")
     max_drop: float | None = Field(default=None, ge=0.0, allow_inf_nan=False,
                                    description="delta: drop at most this (>= 0)")
-    floor: float | None = Field(default=None, allow_inf_nan=False, description="floor: value at least this")
+    floor: float | None = Field(default=None, allow_inf_nan=False,
+                                description="floor: value at least this; class_recall_floor: every class's "
+                                            "recall at least this")
     ceiling: float | None = Field(default=None, allow_inf_nan=False, description="ceiling: value at most this")
     max_rate: float | None = Field(default=None, ge=0.0, le=1.0, allow_inf_nan=False,
                                    description="negative_flips: rate at most this; max_overlap: share of a split's "

@@ -181,5 +181,28 @@ def test_sweep_and_eval_without_out_say_nothing_was_written(tiny_pair, tiny_suit
     assert "chosen alpha" in out and "run directory: none written (no --out)" in out and "--out DIR" in out
     assert main(["eval", "--model", str(tiny_pair[0]), "--suite", str(tiny_suites[0]), "--n-resamples", "20",
                  "--no-store", "--quiet"]) == 0
-    assert "run directory: none written (no --out)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "run directory: none written (no --out)" in out and "the results store was not used (--no-store)" in out
     assert not any(tmp_path.iterdir())  # and indeed nothing was written
+
+
+def test_sweep_without_out_says_it_wrote_the_results_store(tiny_pair, tiny_suites, tmp_path, capsys, monkeypatch):
+    """No --out, store on (the default): the note names the store it wrote and how to turn it off, and --out's
+    help says the same (a fresh user read 'nothing written' while the store grew)."""
+    monkeypatch.chdir(tmp_path)
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("HARNESS_CACHE", str(cache))
+    assert main(["sweep", "--base", str(tiny_pair[0]), "--adapted", str(tiny_pair[1]), "--suite",
+                 *map(str, tiny_suites), "--alphas", "0,1", "--n-resamples", "20", "--quiet"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    i = next(k for k, ln in enumerate(lines) if ln.startswith("run directory: none written (no --out)"))
+    assert lines[i + 1].startswith(f"caches under HARNESS_CACHE ({cache}): the results store "
+                                   f"{cache / 'results.sqlite'} keeps this run's per-example scores")
+    assert "--no-store turns it off" in lines[i + 1]
+    assert (cache / "results.sqlite").is_file() and [p.name for p in tmp_path.iterdir()] == ["cache"]
+    from harness.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    for command in ("sweep", "eval"):
+        out_flag = next(a for a in sub.choices[command]._actions if "--out" in a.option_strings)
+        assert "results store" in out_flag.help and "--no-store" in out_flag.help, command

@@ -162,6 +162,28 @@ def test_misspelled_class_name_is_suggested(tmp_path):
     assert "a classes entry may be misspelled (the data has 'account', the classes 'acount')" in msg
 
 
+def test_a_misspelt_class_is_one_problem_naming_every_split(tmp_path):
+    """Three splits of one file, a classes entry misspelt: one problem with each split's count, the ids and
+    values of all, and the hint once (issue 19: the same message came once per split)."""
+    f = write(tmp_path / "d.csv", "id,text,label\n" + "".join(f"{i},t{i},{'account' if i % 2 else 'billing'}\n"
+                                                               for i in range(30)))
+    splits = [{"name": n, "role": r, "fraction": 1 / 3} for n, r in
+              (("train", "train"), ("validation", "validation"), ("test", "test"))]
+    with pytest.raises(DataError) as e:
+        load_splits(suite([f], splits=splits, id_column="id", classes=["acount", "billing"]))
+    msg = str(e.value)
+    assert "data problems" not in msg and msg.count("outside the classes") == 1, msg
+    fixed = load_splits(suite([f], splits=splits, id_column="id", classes=["account", "billing"]))
+    odd = {n: int((sd.frame["label"] == 0).sum()) for n, sd in fixed.items()}  # the 'account' rows of each split
+    assert msg.startswith(f"15 row(s) of splits 'train' ({odd['train']}), 'validation' ({odd['validation']}), "
+                          f"'test' ({odd['test']}) have a label outside the classes")
+    assert "(15 in all)" in msg and "got: values 'account'" in msg
+    assert msg.count("a classes entry may be misspelled (the data has 'account', the classes 'acount')") == 1
+    with pytest.raises(DataError) as one_split:  # one split asked: its own count, as before
+        load_splits(suite([f], splits=splits, id_column="id", classes=["acount", "billing"]), split_names=["test"])
+    assert str(one_split.value).startswith(f"{odd['test']} row(s) of split 'test' have a label outside")
+
+
 def test_class_never_seen_is_suggested_as_misspelled(tmp_path):
     f = write(tmp_path / "d.csv", "text,label\nx,refund\ny,billing\n")
     with pytest.raises(DataError) as e:

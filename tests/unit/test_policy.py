@@ -141,18 +141,27 @@ def test_policy_is_frozen():
         pol.rules[0].max_drop = 0.5
 
 
-def test_unknown_key_names_the_valid_keys_and_the_closest(tmp_path):
-    """``min:`` instead of ``floor:`` (issue 19 trial): the message lists the rule's keys and the closest one."""
+def test_unknown_key_names_the_valid_keys_and_the_keys_it_could_mean(tmp_path):
+    """``min:`` instead of ``floor:`` (issue 19 trial): the message names the rule's threshold keys a lower limit
+    could mean, never steers to ``min_n`` (the sample-size floor) by spelling, and lists the rule's keys."""
     p = tmp_path / "p.yaml"
     p.write_text("kind: policy\nname: p\nrules:\n  - {name: r, kind: floor, metric: accuracy, suites: id, "
                  "min: 0.8}\n  - {name: s, kind: delta, metric: accuracy, suites: id, max_drop: 0.02, "
-                 "thresold: 0.1}\n")
+                 "thresold: 0.1}\n  - {name: t, kind: ceiling, metric: ece, suites: id, max: 0.1}\n"
+                 "  - {name: u, kind: floor, metric: accuracy, suites: id, flor: 0.8}\n")
     with pytest.raises(SpecError) as e:
         load_spec(p)
-    msg = str(e.value)
-    assert "rules.0.min: unknown key 'min'" in msg and "closest valid key: 'min_n'" in msg
-    assert "valid keys here: aggregate, ceiling, description, floor, kind, max_drop" in msg
-    assert "rules.1.thresold: unknown key 'thresold'" in msg
+    lines = {ln.strip().split(":")[0]: ln.strip() for ln in str(e.value).splitlines()[1:]}
+    low = lines["rules.0.min"]
+    assert low.startswith("rules.0.min: unknown key 'min' (did you mean 'floor' (floor: value at least this")
+    assert "or 'min_delta' (delta: gain at least this" in low
+    assert "closest valid key: 'min_n'" not in low and "Not 'min_n' (fail when a suite's split has fewer" in low
+    assert "valid keys here: aggregate, ceiling, description, floor, kind, max_drop" in low
+    for key in ("min_delta", "max_drop", "floor", "ceiling", "max_rate"):  # a misspelt "threshold": every one
+        assert f"'{key}' (" in lines["rules.1.thresold"]
+    high = lines["rules.2.max"].split("valid keys here")[0]
+    assert all(f"'{k}' (" in high for k in ("ceiling", "max_drop", "max_rate")) and "'floor'" not in high
+    assert "(typo? closest valid key: 'floor')" in lines["rules.3.flor"]  # a plain typo stays a typo
 
 
 def test_unknown_key_in_a_tagged_union_member_lists_that_member(tmp_path):

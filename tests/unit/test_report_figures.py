@@ -455,3 +455,20 @@ def test_alpha_labels_sit_nearest_their_own_point_and_over_no_marker(sweep_figs,
         for name in ("id_vs_shift.png", "id_vs_shift_validation.png"):
             drawn += _check_alpha_labels(figs[name])
     assert drawn >= 20  # most alphas keep their label
+
+
+def test_id_vs_shift_title_says_alpha_labels_only_where_they_fit(high_figs):
+    """Crowded alpha labels are left out (harness.report.labels): the title must not claim every point is
+    numbered by alpha, and must say where every alpha is listed."""
+    left_out = 0
+    for name in ("id_vs_shift.png", "id_vs_shift_validation.png"):
+        fig = high_figs[name]
+        for ax in [a for a in fig.axes if a.get_visible()]:
+            blend = next(c for c in ax.containers if c.get_label().startswith("weight-space blend"))
+            n_points = len(blend.lines[0].get_xdata())
+            alpha_texts = [t for t in ax.texts if t.get_text() and t.get_text()[0].isdigit()]
+            left_out += n_points - 2 - len(alpha_texts)  # base and adapted carry their own labels
+        title = " ".join(fig._suptitle.get_text().split())
+        assert "numbers next to points are alpha" not in title
+        assert "where it fits" in title and "the tables list every alpha" in title, title
+    assert left_out > 0  # the crowded run does leave some labels out: the wording is exercised

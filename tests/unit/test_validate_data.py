@@ -75,6 +75,34 @@ def test_class_without_examples_warns_but_passes(tmp_path, capsys):
     assert "WARN" in err and "1 of 4 classes have no example (d)" in err and "macro_f1" in err
 
 
+def test_a_class_no_split_has_warns_once_naming_the_splits(tmp_path, capsys):
+    """A misspelt extra ``classes`` entry (``dd``): one warning for the suite, not one per split."""
+    _csv(tmp_path / "data.csv", ["a", "b", "c"] * 20)
+    suite = _suite(tmp_path, name="typo")
+    suite.write_text(suite.read_text().replace("classes: [a, b, c, d]", "classes: [a, b, c, dd]"))
+    rc, out, err = _validate(capsys, suite)
+    assert rc == 0, err
+    warns = [ln for ln in err.splitlines() if ln.startswith("WARN")]
+    assert warns == ["WARN  suite typo, splits validation, test: 1 of 4 classes have no example (dd); no split has "
+                     "dd: if a classes entry is misspelt, correct it to the data's label; macro-averaged metrics "
+                     "(macro_f1) score each as 0, so compare accuracy or add examples of those classes"]
+
+
+def test_a_misspelt_class_fails_once_naming_the_splits(tmp_path, capsys):
+    """A misspelt ``classes`` entry (``bb`` for the data's ``b``) puts labels outside the classes in every split:
+    one problem naming the splits and their counts, not one repeated message per split."""
+    _csv(tmp_path / "data.csv", ["a", "b", "c", "d"] * 20)
+    suite = _suite(tmp_path, name="typo")
+    suite.write_text(suite.read_text().replace("classes: [a, b, c, d]", "classes: [a, bb, c, d]"))
+    rc, _, err = _validate(capsys, suite)
+    assert rc == 2
+    assert err.count("have a label outside the classes") == 1, err
+    assert "data problems" not in err
+    head = next(ln for ln in err.splitlines() if "outside the classes" in ln)
+    assert "20 row(s) of splits 'validation' (" in head and "), 'test' (" in head
+    assert err.count("a classes entry may be misspelled (the data has 'b', the classes 'bb')") == 1
+
+
 def test_missing_classes_per_split(tmp_path):
     _csv(tmp_path / "data.csv", ["a", "b", "c"] * 20)
     suite_path = _suite(tmp_path)
@@ -117,7 +145,10 @@ def test_a_run_notes_a_split_without_some_classes(tiny_pair, tmp_path):
                  "  - {name: test, role: test, fraction: 0.5}\nmax_length: 16\nmetrics: [accuracy, macro_f1]\n")
     res = evaluate_model(tiny_pair[0], [p], out=None)
     notes = [n for n in res.summary.notes if "have no example" in n]
-    assert len(notes) == 2 and all("1 of 2 classes have no example (negative)" in n for n in notes)
+    # once for the suite, naming its splits (it was one note per split, repeating the same text)
+    assert len(notes) == 1, notes
+    assert notes[0].startswith("suite pos, splits validation, test: 1 of 2 classes have no example (negative); "
+                               "no split has negative: if a classes entry is misspelt")
 
 
 def test_a_run_notes_a_length_other_than_the_training_length(tiny_pair, tiny_suites, tmp_path):
@@ -144,3 +175,44 @@ def test_validate_reports_every_data_problem_of_a_file_in_one_run(tmp_path, caps
     text = out + err
     assert rc == 2
     assert "have an empty label" in text and "have empty or null text" in text
+
+
+TRAIN_MISSING = ("kind: suite\nname: notrain\nrole: id\nsource: {type: local, files: [data.csv]}\n"
+                 "classes: [negative, positive]\nsplits:\n  - {name: train, role: train, files: [absent-train.csv]}\n"
+                 "  - {name: validation, role: validation, fraction: 0.5}\n"
+                 "  - {name: test, role: test, fraction: 0.5}\nmax_length: 16\nmetrics: [accuracy]\n")
+
+
+def test_a_missing_train_file_warns_and_says_what_needs_it(tmp_path, capsys):
+    _csv(tmp_path / "data.csv", ["negative", "positive"] * 20)
+    (tmp_path / "notrain.yaml").write_text(TRAIN_MISSING)
+    rc, out, err = _validate(capsys, tmp_path / "notrain.yaml")
+    assert rc == 0, err
+    assert "data  notrain/train (train): not read" in out and "notrain/test (test): 20 rows" in out
+    warn = err.split("WARN  ", 1)[1]
+    assert "split train (train) not read; only `harness train`" in warn and "few-shot prompt" in warn
+    assert "eval and sweep score the validation and test splits without it" in warn and "absent-train.csv" in warn
+
+
+def test_a_suite_whose_train_file_is_missing_still_evaluates(tiny_pair, tmp_path):
+    from harness.pipeline import evaluate_model
+
+    _csv(tmp_path / "data.csv", ["negative", "positive"] * 20)
+    (tmp_path / "notrain.yaml").write_text(TRAIN_MISSING)
+    res = evaluate_model(tiny_pair[0], [tmp_path / "notrain.yaml"], out=None)
+    assert set(res.summary.suites["notrain"].splits) == {"validation", "test"}
+    note = next(n for n in res.summary.notes if "train split was not read" in n)
+    assert "overlap" in note and "data file not found" in note
+    assert res.summary.overlap and not any(e.a.endswith("/train") for e in res.summary.overlap)
+
+
+def test_a_few_shot_prompt_needs_its_train_split(tmp_path, capsys):
+    rows = [{"question": f"q{i}?", "options": ["x", "y"], "answer": i % 2} for i in range(20)]
+    (tmp_path / "q.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    suite = tmp_path / "lm.yaml"
+    text = (LM_SUITE % "question").replace("  choices:", "    fewshot: {k: 1, split: train}\n  choices:")
+    text = text.replace("splits:\n", "splits:\n  - {name: train, role: train, files: [absent.jsonl]}\n")
+    suite.write_text(text.replace('prompt: {template: "Q: {{question}}\\nA:"}',
+                                  'prompt:\n    template: "Q: {{question}}\\nA:"'))
+    rc, _, err = _validate(capsys, suite)
+    assert rc == 2 and "FAIL" in err and "absent.jsonl" in err, err
