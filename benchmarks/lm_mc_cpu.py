@@ -21,6 +21,23 @@ other jobs, load average 8-11 during the run, so wall times are inflated and noi
 56.7 s), lm-eval (auto batch size, detected 64) 122.4 s wall / 26.9 s CPU (runs 95.8, 132.4, 141.3, 122.4,
 100.1 s): 2.15x wall, 1.80x CPU; acc 0.60 / acc_norm 0.40 on both sides, 0 per-example disagreements, per-request
 max |dLL| 2.4e-4.
+
+Token budget of the CPU scorer (issue 19: a 4,096-token batch of BoolQ rows kept the bar still for 20-40 s on the
+shared machine; the default is now 1,024), measured 2026-11-30 on the same 2-core machine, 1 thread
+(OMP_NUM_THREADS=1, OMP_WAIT_POLICY=PASSIVE), SHARED: load average 0.9 -> 5.2 while these ran beside other jobs
+(noisy wall times; CPU seconds steadier):
+
+* ``--time-rows 64 --repeats 3 --rows 0 --batch-tokens 4096``: harness 25.6 s wall / 16.6 s CPU, lm-eval 48.6 s /
+  36.0 s: 1.90x wall (runs 18.0, 25.6, 66.8 s vs 37.3, 48.6, 98.2 s), 2.17x CPU; acc 0.5156 / acc_norm 0.4844 on
+  both sides, 0 disagreements, max |dLL| 3.3e-4;
+* the same with ``--batch-tokens 1024``: harness 46.0 s wall / 13.8 s CPU, lm-eval 121.1 s / 41.2 s: 2.63x wall,
+  2.99x CPU; accuracy, disagreements and max |dLL| identical to the line above;
+* BoolQ, harness alone, ``--task boolq --time-rows 16 --repeats 2 --compare-budgets 4096,1024`` (32
+  requests, 2,406 row tokens, longest row 282; load average 4.3-5.0): 2 batches at 4,096, 70.9 s (runs 84.6,
+  57.2 s), 4 batches at 1,024, 38.2 s (runs 44.9, 31.5 s); max |dLL| between the two 6.7e-6.
+
+The smaller budget costs no throughput here (fewer padded tokens per batch; the harness's CPU seconds fell) and
+the ratio to lm-eval stays above 2x on CPU seconds at both budgets.
 """
 
 from __future__ import annotations
@@ -38,6 +55,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 TEMPLATE = "Question: {{question}}\nAnswer:"
+BOOLQ_TEMPLATE = "{{passage}}\nQuestion: {{question}}?\nAnswer:"  # lm_eval/tasks/super_glue/boolq/default.yaml
 
 
 def default_model() -> Path:
@@ -47,10 +65,18 @@ def default_model() -> Path:
     return Path("/tmp/smollm2-hf")
 
 
-def load_rows(data: Path, n: int) -> tuple[list[tuple[str, str]], list[list[str]], list[int]]:
-    """(requests, choices per row, gold index per row) of the first ``n`` ARC-Easy test rows."""
+def load_rows(data: Path, n: int, task: str = "arc_easy") -> tuple[list[tuple[str, str]], list[list[str]], list[int]]:
+    """(requests, choices per row, gold index per row) of the first ``n`` ARC-Easy test rows, or of the first
+    ``n`` BoolQ dev rows (``task="boolq"``: lm-eval's boolq prompt, choices " no" / " yes"; rows of ~150-300
+    tokens, where the scorer's token budget, not its row cap, sets the batch)."""
     from harness.data.prompts import render
 
+    if task == "boolq":
+        with open(data / "boolq/dev.jsonl", encoding="utf-8") as f:
+            rows = [json.loads(line) for _, line in zip(range(n), f)]
+        choices = [["no", "yes"]] * len(rows)
+        gold = [int(r["answer"]) for r in rows]
+        return [(render(BOOLQ_TEMPLATE, r), " " + c) for r in rows for c in ("no", "yes")], choices, gold
     with open(data / "arc_easy/test.jsonl", encoding="utf-8") as f:
         rows = [json.loads(line) for _, line in zip(range(n), f)]
     choices = [r["choices"]["text"] for r in rows]
@@ -81,6 +107,29 @@ def agreement(ours: np.ndarray, theirs: np.ndarray, choices, gold) -> dict:
             "loglik_max_abs_diff": float(np.abs(ours - theirs).max())}
 
 
+def compare_budgets(model, tok, reqs, budgets: list[int], repeats: int) -> dict:
+    """Harness-only timing of ``reqs`` at each token budget (runs interleaved, so each budget sees the same load):
+    batches, padded-free row tokens, median wall seconds, and the largest |dLL| against the first budget."""
+    from harness.models.causal import CausalLMScorer
+    from harness.models.causal_shared import build_rows, plan_batches
+
+    scorers = {b: CausalLMScorer(model, tok, batch_tokens=b) for b in budgets}
+    first = scorers[budgets[0]]
+    rows = build_rows([first.encode_pair(c, x) for c, x in reqs], first.max_length, share=True)
+    first.loglikelihood(reqs[:4])  # warm-up
+    runs: dict[int, list[float]] = {b: [] for b in budgets}
+    lls = {}
+    for _ in range(repeats):
+        for b in budgets:
+            w, _, lls[b] = clocked(lambda: scorers[b].loglikelihood(reqs).loglik)
+            runs[b].append(w)
+    return {"requests": len(reqs), "row_tokens": sum(r.length for r in rows),
+            "longest_row": max(r.length for r in rows),
+            **{str(b): {"batches": len(plan_batches(rows, b, first.batch_size)),
+                        "wall_s": round(statistics.median(runs[b]), 2), "wall_runs_s": [round(w, 2) for w in runs[b]],
+                        "max_abs_dll_vs_first": float(np.abs(lls[b] - lls[budgets[0]]).max())} for b in budgets}}
+
+
 def clocked(fn) -> tuple[float, float, object]:
     """(wall s, process CPU s, result) of one call."""
     t0, c0 = time.perf_counter(), time.process_time()
@@ -98,6 +147,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--rows", type=int, default=300, help="rows of the one-off accuracy check (0: skip)")
     ap.add_argument("--bf16", action="store_true", help="also time the harness on a bf16 copy (agreement printed)")
+    ap.add_argument("--batch-tokens", type=int, default=None,
+                    help="the harness scorer's token budget per forward (default: CausalLMScorer's)")
+    ap.add_argument("--task", choices=("arc_easy", "boolq"), default="arc_easy",
+                    help="ARC-Easy test rows or BoolQ dev rows (long rows: the token budget sets the batch)")
+    ap.add_argument("--compare-budgets", type=str, default=None, metavar="T1,T2,...",
+                    help="time the harness alone at each token budget instead (interleaved --repeats runs on the "
+                         "--time-rows rows; no lm-eval), e.g. 4096,1024")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     import torch
@@ -111,7 +167,7 @@ def main() -> None:
     tok = AutoTokenizer.from_pretrained(args.model)
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).eval()
     hflm = HFLM(pretrained=model, tokenizer=tok, batch_size="auto", device="cpu")
-    scorer = CausalLMScorer(model, tok)
+    scorer = CausalLMScorer(model, tok, **({} if args.batch_tokens is None else {"batch_tokens": args.batch_tokens}))
 
     def ours(reqs):
         return scorer.loglikelihood(reqs).loglik
@@ -121,7 +177,8 @@ def main() -> None:
         return np.array([ll for ll, _ in hflm.loglikelihood(inst, disable_tqdm=True)])
 
     result: dict = {"machine": f"{cpu_info()}; {os.cpu_count()} cores, SHARED with other jobs",
-                    "load_average_start": os.getloadavg(), "model": str(args.model),
+                    "load_average_start": os.getloadavg(), "model": str(args.model), "task": args.task,
+                    "threads": torch.get_num_threads(),
                     "harness": {"batch_tokens": scorer.batch_tokens, "batch_size": scorer.batch_size,
                                 "share_context": scorer.share_context}, "lm_eval": {"batch_size": "auto"}}
 
@@ -130,7 +187,13 @@ def main() -> None:
         if args.out:
             args.out.write_text(json.dumps(result, indent=2) + "\n")
 
-    reqs, choices, gold = load_rows(args.data, args.time_rows)
+    if args.compare_budgets:
+        result["budgets"] = compare_budgets(model, tok, *load_rows(args.data, args.time_rows, args.task)[:1],
+                                            [int(b) for b in args.compare_budgets.split(",")], args.repeats)
+        result["load_average_end"] = os.getloadavg()
+        return dump()
+
+    reqs, choices, gold = load_rows(args.data, args.time_rows, args.task)
     ours(reqs[:8]), theirs(reqs)  # warm-up (first-call allocations, lazy imports); lm-eval detects its batch size
     detected = max(hflm.batch_sizes.values())
     hflm.batch_size_per_gpu = detected  # reused, so no timed run pays the detection again
@@ -156,7 +219,7 @@ def main() -> None:
                                   "vs_fp32": agreement(ll_bf, ll_ours, choices, gold)}
         dump()
     if args.rows:
-        reqs, choices, gold = load_rows(args.data, args.rows)
+        reqs, choices, gold = load_rows(args.data, args.rows, args.task)
         w_o, _, ll_ours = clocked(lambda: ours(reqs))
         w_t, _, ll_theirs = clocked(lambda: theirs(reqs))
         result["accuracy"] = {**agreement(ll_ours, ll_theirs, choices, gold),

@@ -8,8 +8,9 @@ Every bar of the harness is made here (:func:`progress_bar`, :class:`StepProgres
   there the bar is drawn at ``COLUMNS`` (or 80) columns and ``LINES`` (or 24) rows (:func:`bar_size`);
 - off a terminal, :class:`StepProgress` logs one INFO line per step instead (shown when the harness loggers are at
   INFO, as the CLI sets them off a terminal);
-- a step that reports nothing for long (a conversion inside a library) runs under :func:`ticking`, so the bar's
-  elapsed time keeps moving and the terminal never shows a frozen bar.
+- every drawn bar redraws itself at least every :data:`TICK_SECONDS` (1 s) from a background thread, so its
+  elapsed time keeps moving while its count stands still (a CPU batch of a language model, a conversion inside a
+  library with no callback) and the terminal never shows a frozen bar; the thread ends when the bar is closed.
 
 Shared module: imports nothing from the harness but :mod:`harness.settings`; tqdm is imported when a bar is made.
 """
@@ -17,20 +18,25 @@ Shared module: imports nothing from the harness but :mod:`harness.settings`; tqd
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 from harness.settings import env
 
-__all__ = ["DEFAULT_COLUMNS", "DEFAULT_LINES", "on_terminal", "bar_size", "progress_bar", "StepProgress", "track",
+__all__ = ["DEFAULT_COLUMNS", "DEFAULT_LINES", "TICK_SECONDS", "on_terminal", "bar_size", "progress_bar", "StepProgress", "track",
            "ticking", "mark_command_start", "process_started", "command_wall_time"]
 
 DEFAULT_COLUMNS, DEFAULT_LINES = 80, 24
+#: Seconds between redraws of a drawn bar (:func:`progress_bar`): its elapsed time moves at least this often.
+TICK_SECONDS = 1.0
+_TICK_THREAD = "harness-progress-tick"
 T = TypeVar("T")
 
 
@@ -89,14 +95,59 @@ def progress_bar(iterable: Iterable[T] | None = None, *, desc: str | None = None
     -------
     tqdm.tqdm
         Usable as an iterator and as a context manager. On a terminal that reports a size of 0 the bar is drawn
-        at :func:`bar_size`, where tqdm would draw nothing.
+        at :func:`bar_size`, where tqdm would draw nothing. A drawn bar redraws itself every
+        :data:`TICK_SECONDS` from a daemon thread (its elapsed time moves while its count does not); closing
+        the bar (the end of its loop or ``with`` block, or ``close()``) stops and joins the thread.
     """
-    from tqdm.auto import tqdm
-
     draw = show and on_terminal()
     if draw:
         kwargs = {**bar_size(), **kwargs}
-    return tqdm(iterable, desc=desc, total=total, unit=unit, leave=leave, disable=not draw, **kwargs)
+    bar = _ticking_class()(iterable, desc=desc, total=total, unit=unit, leave=leave, disable=not draw, **kwargs)
+    if draw:
+        bar._harness_ticker = _Ticker(bar, TICK_SECONDS)
+    return bar
+
+
+@functools.cache
+def _ticking_class():
+    """tqdm.auto's bar class whose ``close`` also stops its redraw thread (imported on the first bar)."""
+    from tqdm.auto import tqdm
+
+    class TickingBar(tqdm):
+        def close(self) -> None:
+            ticker = self.__dict__.pop("_harness_ticker", None)
+            if ticker is not None:
+                ticker.stop()
+            super().close()
+
+    return TickingBar
+
+
+class _Ticker:
+    """A daemon thread redrawing a bar every ``every`` seconds until stopped, or until the bar is closed or
+    collected (it holds the bar through a weak reference, so a bar nobody closes is still freed)."""
+
+    def __init__(self, bar: Any, every: float) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(weakref.ref(bar), every), name=_TICK_THREAD,
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self, ref: Callable[[], Any], every: float) -> None:
+        while not self._stop.wait(every):
+            bar = ref()
+            if bar is None:
+                return
+            with bar.get_lock():  # close() marks the bar disabled before it takes the lock to clear the line
+                if bar.disable:
+                    return
+                bar.refresh(nolock=True)
+            del bar
+
+    def stop(self) -> None:
+        self._stop.set()
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
 
 
 class StepProgress:
@@ -170,29 +221,23 @@ def track(items: Iterable[T], total: int, desc: str, progress: bool, log: loggin
 
 
 @contextlib.contextmanager
-def ticking(bar: Any, every: float = 1.0) -> Iterator[Any]:
-    """Redraw ``bar`` every ``every`` seconds from a background thread while the block runs, so its elapsed time
-    moves during a long step that reports nothing (a library call with no callback); yields ``bar``.
+def ticking(bar: Any, every: float = TICK_SECONDS) -> Iterator[Any]:
+    """Redraw ``bar`` every ``every`` seconds while the block runs; yields ``bar``. For a tqdm bar made outside
+    :func:`progress_bar` (a bar from :func:`progress_bar` redraws itself already: nothing more is started).
 
     A disabled bar (off a terminal, or progress off) gets no thread. The thread is a daemon and is stopped and
     joined when the block ends, also on an error.
     """
-    if getattr(bar, "disable", False):
+    if getattr(bar, "disable", False) or "_harness_ticker" in getattr(bar, "__dict__", {}):
         yield bar
         return
-    stop = threading.Event()
-
-    def tick() -> None:
-        while not stop.wait(every):
-            bar.refresh()
-
-    thread = threading.Thread(target=tick, name="harness-progress-tick", daemon=True)
-    thread.start()
+    ticker = _Ticker(bar, every)
     try:
         yield bar
     finally:
-        stop.set()
-        thread.join()
+        ticker.stop()
+
+
 _COMMAND_START: list[float] = []  # time.time() at the start of the CLI command, when the CLI set it
 
 

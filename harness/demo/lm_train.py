@@ -30,6 +30,7 @@ import torch
 
 from harness.errors import DataError, ModelError, format_error
 from harness.io import cache_root
+from harness.progress import progress_bar
 from harness.spec.training import FineTuneSettings, LmSettings, TrainingSettings
 from harness.train.causal import answer_loss, collate, encode_pairs, fit, pad_id_of, prepare_model
 from harness.train.loop import quiet_loading, save_folder, save_model_folder
@@ -218,14 +219,19 @@ def _train_reft(model_dir: Path, out_dir: Path, settings: TrainingSettings, data
     return record
 
 
-def _model_fingerprint(model_dir: Path) -> str:
-    """sha256 of the base's safetensors files (names and bytes), so a different base gives a different key."""
+def _model_fingerprint(model_dir: Path, progress: bool = False) -> str:
+    """sha256 of the base's safetensors files (names and bytes), so a different base gives a different key; with
+    ``progress``, a bar over the bytes on a terminal (SmolLM2's 540 MB take seconds on a loaded CPU)."""
     digest = hashlib.sha256()
-    for path in sorted(model_dir.glob("*.safetensors")):
-        digest.update(path.name.encode())
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
+    paths = sorted(model_dir.glob("*.safetensors"))
+    with progress_bar(total=sum(p.stat().st_size for p in paths), desc="sha256 of the base weights", unit="B",
+                      unit_scale=True, show=progress) as bar:
+        for path in paths:
+            digest.update(path.name.encode())
+            with open(path, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(chunk)
+                    bar.update(len(chunk))
     return digest.hexdigest()
 
 
@@ -242,7 +248,8 @@ def adapted_lm_dir(model_dir: str | Path, settings: TrainingSettings, *,
     data_root = Path(data_dir) if data_dir else LM_DATA_DIR
     if settings.lm is None:
         raise ValueError(f"adapted_lm_dir needs settings with task causal_lm; got task {settings.task!r}")
-    key_obj = {"format_version": _FORMAT_VERSION, "base": _model_fingerprint(model_dir), "adaptation": adaptation,
+    key_obj = {"format_version": _FORMAT_VERSION, "base": _model_fingerprint(model_dir, progress),
+               "adaptation": adaptation,
                "settings": settings.model_dump(mode="json"),
                "train_sha256": hashlib.sha256((data_root / settings.lm.train_file).read_bytes()).hexdigest()}
     key = hashlib.sha256(json.dumps(key_obj, sort_keys=True).encode()).hexdigest()

@@ -19,6 +19,7 @@ from harness.errors import BlendError, ModelError, format_error
 from harness.pipeline.common import LoadedSuites, RunOptions, Scoring, classes_of, stage_timer
 from harness.pipeline.notes import identical_note, intervention_note, training_length_notes
 from harness.pipeline.runners import load_live, make_runner, make_scorer, unpacked
+from harness.progress import StepProgress
 from harness.records import PointResult, PointRole, point_id
 from harness.store import blend_fingerprint
 from harness.sweep import SelectionPolicy
@@ -121,16 +122,27 @@ class BlendEvaluator:
 
         self.request, self.timings, opts = request, timings, request.options
         self.kind = loaded.model_kind
-        with stage_timer(timings, "load_model"):
-            self.live = load_live(request.base, self.kind, opts)
-            # a ReFT adaptation changes no weight: no copy of the base's weights is needed to blend it
-            base_sd = None if reft_format(request.adapted) else {
-                k: v.detach().to("cpu").clone() for k, v in self.live.model.state_dict().items()}
-            self.adapted = load_adapted(self.live, request.adapted, allow_pickle=opts.allow_pickle,
-                                        trust_remote_code=opts.trust_remote_code, lora_scale=True,
-                                        reft_positions=opts.reft_positions)
-        self._check_pair()
-        base_head_trained = self._heads(loaded)
+        # a bar of its own: importing transformers, loading, hashing and checking take 10-15 s on a loaded CPU
+        steps = StepProgress(range(3), 3, "loading models", opts.progress, log)
+        try:
+            with stage_timer(timings, "load_model"):
+                steps.describe(f"base {request.base}")
+                self.live = load_live(request.base, self.kind, opts)
+                # a ReFT adaptation changes no weight: no copy of the base's weights is needed to blend it
+                base_sd = None if reft_format(request.adapted) else {
+                    k: v.detach().to("cpu").clone() for k, v in self.live.model.state_dict().items()}
+                steps.step(note=f"base {request.base}")
+                steps.describe(f"adapted {request.adapted}")
+                self.adapted = load_adapted(self.live, request.adapted, allow_pickle=opts.allow_pickle,
+                                            trust_remote_code=opts.trust_remote_code, lora_scale=True,
+                                            reft_positions=opts.reft_positions)
+                steps.step(note=f"adapted {request.adapted}")
+            steps.describe("checking the pair (names, shapes, finite values, heads)")
+            self._check_pair()
+            base_head_trained = self._heads(loaded)
+            steps.step(note="pair checked")
+        finally:
+            steps.close()
         self.notes: list[str] = list(self.live.info.get("notes", ()))
         with stage_timer(timings, "tokenize"):
             self.scoring = Scoring(self.live.tokenizer, loaded, opts, self.live.device.type,

@@ -79,7 +79,8 @@ def test_train_and_sweep_draw_bars_on_a_pseudo_terminal(cls_setup, tmp_path):  #
     rc, out = run_in_pty(code, child_env(tmp_path / "cache"))
     assert rc == 0, out[-3000:]
     loud, quiet = out.split("=== quiet ===")
-    for desc in ("probe features (train)", "epoch 1/2", "epoch 2/2", "tokenizing", "base news4/validation",
+    for desc in ("probe features (train)", "epoch 1/2", "epoch 2/2", "loading models", "tokenizing",
+                 "base news4/validation",
                  "alpha=0.5 news4-shift/test", "adapted news4/test", "rendering the report"):
         assert bar(desc).search(loud), f"no bar for {desc!r} in:\n{loud[-3000:]}"
     assert "trained lpft:" in loud and "chosen alpha:" in loud
@@ -99,7 +100,8 @@ def test_off_a_terminal_each_stage_logs_a_line_per_step(cls_setup, tmp_path, cap
                  str(tmp_path / "run")]) == 0
     err = capsys.readouterr().err
     assert "%|" not in err and "\r" not in err
-    for line in ("epoch 1/2 step 1/6: loss ", "tokenizing split 1/2: news4/validation",
+    for line in ("epoch 1/2 step 1/6: loss ", f"loading models step 1/3: base {pair / 'base'}",
+                 "loading models step 3/3: pair checked", "tokenizing split 1/2: news4/validation",
                  "adapted (alpha=1): 2 splits scored", "rendering the report section 1/16: overview"):
         assert line in caplog.text, f"{line!r} not in:\n{caplog.text}"
 
@@ -134,7 +136,8 @@ def test_demo_draws_bars_on_a_pseudo_terminal(tmp_path):
 
     loud = demo("--out", str(tmp_path / "run"))
     quiet = demo("--out", str(tmp_path / "quiet"), "--quiet")
-    for desc in ("probe features (train)", "epoch 1/2", "tokenizing", "base vader-movies/validation",
+    for desc in ("preparing MiniLM", "probe features (train)", "epoch 1/2", "loading models", "tokenizing",
+                 "base vader-movies/validation",
                  "adapted vader-nyt/test", "rendering the report"):
         assert bar(desc).search(loud), f"no bar for {desc!r} in:\n{loud[-3000:]}"
     assert "%|" not in quiet and quiet.strip().startswith(f"report: {tmp_path / 'quiet' / 'report.html'}"), quiet

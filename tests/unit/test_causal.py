@@ -193,7 +193,7 @@ def test_scorer_batching_defaults_follow_the_device_and_the_generation_cache_set
 
     tok = byte_bpe("gpt2")
     model = tiny_causal("gpt2", tok)
-    for device, cache, want in (("cpu", "dynamic", (4096, 32, 32, None)),
+    for device, cache, want in (("cpu", "dynamic", (1024, 32, 32, None)),
                                 ("cuda", "static", (32768, 4096, 64, "static")),
                                 ("cuda", "dynamic", (32768, 4096, 64, None))):
         live = SimpleNamespace(model=model, tokenizer=tok, device=torch.device(device))
@@ -301,3 +301,27 @@ def test_scoring_bars_count_requests_not_batches(pair, monkeypatch):
     assert (rolling["unit"], rolling["total"], sum(rolling["updates"])) == ("req", n_windows, n_windows)
     assert (gen["unit"], gen["total"], gen["updates"]) == ("req", len(PROMPTS), [3, 1])
     assert all(b["show"] for b in log.bars)
+
+
+def test_default_cpu_budget_moves_the_bar_several_times_on_long_rows(monkeypatch):
+    """BoolQ-like rows (a ~300-token passage, two choices): the demo's CPU split sat 20-40 s on one batch of the
+    old 4,096-token budget. Under the default budget the bar advances once per batch of a few rows, each batch
+    counted by its requests, and the results equal one huge batch's."""
+    import harness.models.causal_shared as shared
+
+    log = _BarLog()
+    monkeypatch.setattr(shared, "progress_bar", log)
+    tok = byte_bpe("llama")
+    model = tiny_causal("llama", tok, n_positions=1024)
+    rng = random.Random(0)
+    words = ["plants", "water", "light", "energy", "rock", "sun", "grow", "the", "a", "of"]
+    passages = [" ".join(rng.choice(words) for _ in range(240)) + "\nQuestion: is it?\nAnswer:" for _ in range(16)]
+    requests = [(p, c) for p in passages for c in (" no", " yes")]
+    scorer = CausalLMScorer(model, tok)
+    assert scorer.batch_tokens == 1024
+    assert all(len(scorer.encode(p)) >= 300 for p in passages)
+    got = scorer.loglikelihood(requests, desc="base boolq/test")
+    (bar,) = log.bars
+    assert sum(bar["updates"]) == len(requests) and len(bar["updates"]) >= 5 and set(bar["updates"]) <= {2, 4, 6}
+    whole = CausalLMScorer(model, tok, batch_tokens=1 << 20, batch_size=64).loglikelihood(requests)
+    np.testing.assert_allclose(got.loglik, whole.loglik, atol=1e-4, rtol=0)

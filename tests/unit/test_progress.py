@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from harness import progress
 from harness.progress import StepProgress, bar_size, progress_bar, ticking, track
 
 
@@ -88,18 +89,45 @@ def test_off_a_terminal_no_bar_and_one_line_per_step(monkeypatch, caplog):
     assert err.getvalue() == ""  # never tqdm's carriage returns in a log file
 
 
-def test_ticking_redraws_a_bar_while_a_silent_step_runs(zero_size_pty):
-    """A step that reports nothing (GGUF conversion inside transformers) must not leave a frozen bar: under
-    ticking the elapsed time is redrawn while the step runs, and the thread ends with the block."""
+def _tick_threads() -> int:
     import threading
+
+    return sum(t.name == "harness-progress-tick" for t in threading.enumerate())
+
+
+def test_a_drawn_bar_redraws_its_elapsed_time_while_its_count_stands_still(zero_size_pty, monkeypatch):
+    """A step that reports nothing (a CPU batch of a language model, a GGUF conversion inside transformers) must
+    not leave a frozen bar: every drawn bar redraws itself every TICK_SECONDS, and its thread ends with the bar."""
     import time
 
+    monkeypatch.setattr(progress, "TICK_SECONDS", 0.05)
     read = zero_size_pty()
-    with progress_bar(total=2, desc="converting", unit="step", leave=True) as bar, ticking(bar, every=0.05):
-        time.sleep(0.6)  # no update: only the ticking thread draws
+    before = _tick_threads()
+    with progress_bar(total=2, desc="converting", unit="step", leave=True):
+        assert _tick_threads() == before + 1
+        read()  # the first draw
+        time.sleep(0.6)  # no update: only the redraw thread writes
         drawn = read()
-    assert drawn.count("converting:") >= 3 and "00:00" in drawn
-    assert not any(t.name == "harness-progress-tick" for t in threading.enumerate())
+    assert drawn.count("converting:") >= 3 and "0/2" in drawn and "00:00" in drawn
+    assert _tick_threads() == before  # closing the bar stopped and joined its thread
+    for _ in progress_bar(range(2), desc="loop"):  # a loop closes its bar at the end: no thread left either
+        pass
+    assert _tick_threads() == before
+
+
+def test_ticking_redraws_a_bar_made_elsewhere_and_not_a_harness_bar_twice(zero_size_pty, monkeypatch):
+    import time
+
+    from tqdm import tqdm
+
+    read = zero_size_pty()
+    with tqdm(total=2, desc="foreign", file=sys.stderr, ncols=80, nrows=24) as bar, ticking(bar, every=0.05):
+        read()
+        time.sleep(0.4)
+        assert read().count("foreign:") >= 3
+    assert _tick_threads() == 0
+    with progress_bar(total=1, desc="ours") as bar, ticking(bar, every=0.05):
+        assert _tick_threads() == 1  # its own thread only
 
 
 def test_ticking_starts_no_thread_for_a_disabled_bar():
