@@ -117,18 +117,13 @@ def predict(scorer: Scorer, tok: TokenizedSplit, *, point: str, alpha: float | N
         device = getattr(scorer, "device", None)
         batch_tokens = default_batch_tokens(getattr(device, "type", "cpu"))
     it = _batches(tok, batch_tokens, pad_id)
-    bar = None
-    if progress:
-        bar = progress_bar(total=len(tok), desc=f"{point} {tok.ref.key}", unit="ex")
-    for index, logits in scorer.predict_batches(it):
-        logits = np.asarray(logits, dtype=np.float32)
-        if out is None:
-            out = np.empty((len(tok), logits.shape[1]), dtype=np.float32)
-        out[index] = logits
-        if bar is not None:
+    with progress_bar(total=len(tok), desc=f"{point} {tok.ref.key}", unit="ex", show=progress) as bar:
+        for index, logits in scorer.predict_batches(it):
+            logits = np.asarray(logits, dtype=np.float32)
+            if out is None:
+                out = np.empty((len(tok), logits.shape[1]), dtype=np.float32)
+            out[index] = logits
             bar.update(len(index))
-    if bar is not None:
-        bar.close()
     assert out is not None  # tokenize_split refuses empty splits
     if columns is not None:
         out = np.ascontiguousarray(out[:, columns])

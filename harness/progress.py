@@ -1,6 +1,6 @@
 """Progress of long stages: a tqdm bar on a terminal, one INFO line per step elsewhere, nothing when turned off.
 
-Every bar of the harness is made here (:func:`progress_bar`, :class:`StepProgress`), so they agree on three rules:
+Every bar of the harness is made here (:func:`progress_bar`, :class:`StepProgress`), so they agree on four rules:
 
 - a bar is drawn only when progress is on and stderr is a terminal (CI logs get no carriage-return noise);
 - on a terminal that reports a width of 0 columns, a pseudo-terminal whose size was never set (``script``,
@@ -112,6 +112,7 @@ def progress_bar(iterable: Iterable[T] | None = None, *, desc: str | None = None
 def _ticking_class():
     """tqdm.auto's bar class whose ``close`` also stops its redraw thread (imported on the first bar)."""
     from tqdm.auto import tqdm
+    from tqdm.std import tqdm as std_tqdm
 
     class TickingBar(tqdm):
         def close(self) -> None:
@@ -120,6 +121,8 @@ def _ticking_class():
                 ticker.stop()
             super().close()
 
+    # one lock with tqdm's own bars and tqdm.write (a subclass made first would otherwise hold a lock of its own)
+    TickingBar.set_lock(std_tqdm.get_lock())
     return TickingBar
 
 

@@ -190,30 +190,29 @@ def _fit(model, adapter: ReftAdapter, rows, pad_id: int, device, cfg: ReftTrainC
     total = n_batches * cfg.epochs
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1.0 - s / total))
     rng = random.Random(cfg.seed)
-    bar = progress_bar(total=total, desc=f"ReFT {cfg.kind} r={cfg.rank}", unit="step", leave=True,
-                       show=cfg.progress)
-    for _ in range(cfg.epochs):
-        order = list(range(len(rows)))
-        rng.shuffle(order)
-        losses = []
-        for b in range(n_batches):
-            ids, mask, labels, positions, plens = _collate(
-                [rows[i] for i in order[b * cfg.batch_size:(b + 1) * cfg.batch_size]], pad_id)
-            loss = _step(model, ids.to(device), mask.to(device), labels.to(device), positions.to(device), plens)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            losses.append(float(loss.detach()))
-            stats.answer_tokens += int((labels != -100).sum())
-            bar.set_postfix(loss=f"{losses[-1]:.3f}")
-            bar.update()
-        if not stats.epoch_losses:
-            stats.first_step_loss = losses[0]
-        stats.epoch_losses.append(sum(losses) / len(losses))
-        stats.steps += len(losses)
-        stats.last_step_loss = losses[-1]
-    bar.close()
+    with progress_bar(total=total, desc=f"ReFT {cfg.kind} r={cfg.rank}", unit="step", leave=True,
+                      show=cfg.progress) as bar:
+        for _ in range(cfg.epochs):
+            order = list(range(len(rows)))
+            rng.shuffle(order)
+            losses = []
+            for b in range(n_batches):
+                ids, mask, labels, positions, plens = _collate(
+                    [rows[i] for i in order[b * cfg.batch_size:(b + 1) * cfg.batch_size]], pad_id)
+                loss = _step(model, ids.to(device), mask.to(device), labels.to(device), positions.to(device), plens)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                losses.append(float(loss.detach()))
+                stats.answer_tokens += int((labels != -100).sum())
+                bar.set_postfix(loss=f"{losses[-1]:.3f}")
+                bar.update()
+            if not stats.epoch_losses:
+                stats.first_step_loss = losses[0]
+            stats.epoch_losses.append(sum(losses) / len(losses))
+            stats.steps += len(losses)
+            stats.last_step_loss = losses[-1]
 
 
 def _step(model, ids, mask, labels, positions, plens) -> torch.Tensor:

@@ -135,3 +135,36 @@ def test_ticking_starts_no_thread_for_a_disabled_bar():
 
     with progress_bar(total=1, desc="x", show=False) as bar, ticking(bar, every=0.01):
         assert bar.disable and not any(t.name == "harness-progress-tick" for t in threading.enumerate())
+
+
+def test_a_harness_bar_shares_tqdm_s_lock():
+    """The redraw thread takes the bar's lock; it must be tqdm's own, shared with library bars and tqdm.write."""
+    import tqdm.std
+
+    with progress_bar(total=1, desc="x", show=False) as bar:
+        assert bar.get_lock() is tqdm.std.tqdm.get_lock()
+
+
+def test_scoring_that_raises_leaves_no_redrawing_bar(zero_size_pty):
+    """A bar left open by an error (kept alive by a traceback in a REPL) would redraw over the prompt forever."""
+    import importlib.util
+    from pathlib import Path
+
+    from harness.predict import predict
+
+    spec = importlib.util.spec_from_file_location("_tp", Path(__file__).with_name("test_predict.py"))
+    helpers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(helpers)
+
+    class Failing:
+        def predict_batches(self, batches):
+            next(iter(batches))
+            raise RuntimeError("out of memory")
+            yield  # a generator, as real scorers are
+
+    zero_size_pty()
+    before = _tick_threads()
+    with pytest.raises(RuntimeError) as err:
+        predict(Failing(), helpers.tokenized([3, 4, 5]), point="base", progress=True)
+    assert _tick_threads() == before
+    del err
