@@ -2,12 +2,16 @@
 
 Three measurements, one process, one JSON:
 
-1. ``gemv``: the matrix-vector products of one decoding step alone (every projection of every layer and the
-   lm_head of the 1.1B llama, batch 1, bf16), replayed from a CUDA graph so no host time counts: cuBLAS as the model
-   runs them (seven per layer), cuBLAS with q/k/v and gate/up concatenated (four per layer), and the concatenated
-   chain compiled by Inductor. Bytes moved over time = the bandwidth the kernels reach; the step's ceiling.
+1. ``gemv``: a stand-in for the kernels of one decoding step (every projection of every layer and the lm_head of
+   the 1.1B llama as matrix-vector products at batch 1, bf16, with a few element-wise kernels between them standing
+   in for the model's norms, activations and residual adds), replayed from a CUDA graph so no host time counts:
+   cuBLAS with seven products per layer as the model runs them, cuBLAS with q/k/v and gate/up concatenated (four
+   per layer), and the four-per-layer chain compiled by Inductor (``max-autotune-no-cudagraphs`` with
+   coordinate-descent tuning, which also fuses the element-wise kernels). Bytes of the matrices over time.
 2. ``generate``: transformers' ``generate`` with its static cache at batch 1, as the harness calls it, with
-   transformers' own compile and with Inductor's coordinate-descent tuning (the gpt-fast setting) switched on.
+   transformers' own compile (``static_auto``) and with Inductor's coordinate-descent tuning (the gpt-fast setting)
+   switched on and ``CompileConfig(fullgraph=True, mode="reduce-overhead")`` (``static_cdt``); ``first_calls_s`` is
+   the time of the two warm-up calls.
 3. ``generate_7b``: the same call on a Llama-2-7B-shaped model (6.7B parameters, bf16), where the weights are a
    larger share of each step.
 

@@ -116,12 +116,12 @@ class CausalLMScorer:
     batch_tokens : int, default=1024
         Padded tokens per log-likelihood forward (rows x longest input). 1,024 rather than 4,096 so that the
         progress bar moves every few seconds on a CPU (a 4,096-token batch of BoolQ rows took 20-40 s on a shared
-        2-core CPU, issue 19), at no cost in throughput: SmolLM2-135M-Instruct, fp32, 1 thread, 2-core CPU SHARED
-        with other jobs (load average 4.3-5.0), 16 BoolQ dev rows (rows up to 282 tokens), ``PYTHONPATH=.
-        OMP_NUM_THREADS=1 python benchmarks/lm_mc_cpu.py --task boolq --time-rows 16 --repeats 2
-        --compare-budgets 4096,1024``: 2 batches in 70.9 s at 4,096, 4 batches in 38.2 s at 1,024 (medians),
-        log-likelihoods equal within 7e-6; on 64 ARC-Easy rows (``--batch-tokens 1024``) 2.99x lm-eval's CPU
-        seconds vs 2.17x at 4,096, identical accuracy (the benchmark's docstring has every number). Accelerators
+        2-core CPU, issue 19). Measured cost (SmolLM2-135M-Instruct, fp32, 1 thread, 2-core CPU SHARED with other
+        jobs, so wall times are noisy; ``benchmarks/lm_mc_cpu.py``, whose docstring has every number): on 64
+        ARC-Easy rows the harness's process CPU time was 13.8 s at 1,024 against 16.6 s at 4,096 (lm-eval took
+        2.99x and 2.17x the harness's CPU seconds), identical accuracy; on 16 BoolQ rows (up to 282 tokens,
+        ``--task boolq --compare-budgets 4096,1024``) 38.2 s wall at 1,024 against 70.9 s at 4,096 (load 4.3-5.0),
+        log-likelihoods equal within 7e-6. Accelerators
         get 32,768 (:func:`harness.pipeline.runners.causal_scorer_defaults`).
     batch_size : int, default=32
         Most rows per forward (log-likelihood) and prompts per ``generate`` call.

@@ -72,4 +72,6 @@ def test_gen_ceiling_tiny_reports_the_chains_and_generate_on_cpu(tmp_path):
     for chain in ("cublas_7_per_layer", "cublas_4_per_layer"):
         assert data["gemv"][chain]["bytes_per_s"] > 0
     assert data["generate"]["static_auto"]["tok_s"] > 0
-    assert data["generate"]["bytes_read_per_step"] < data["gemv"]["weight_bytes"] + 10**7
+    # the bound counts the matrices the chain reads (norm weights besides): the two byte counts agree within 2%
+    read, chain = data["generate"]["bytes_read_per_step"], data["gemv"]["weight_bytes"]
+    assert chain <= read <= 1.02 * chain
