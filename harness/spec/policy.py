@@ -45,7 +45,8 @@ class RuleKind(str, Enum):
     (share of its examples predicted as it) at least ``floor``, the guard against a model that predicts one
     class; ``max_overlap``: the share of a split's rows that also occur in another split of the run (ID train, or
     the validation split of the same suite; by id or normalised text, ``summary.overlap``) at most ``max_rate``,
-    the guard against train/test contamination (a split with no recorded overlap check fails)."""
+    the guard against train/test contamination (a split with no recorded overlap check fails, and so does
+    one whose ID train split could not be read: ``summary.overlap_unchecked``)."""
 
     DELTA = "delta"
     FLOOR = "floor"
