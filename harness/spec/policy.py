@@ -106,14 +106,24 @@ _ABSOLUTE = (RuleKind.FLOOR, RuleKind.CEILING, RuleKind.CLASS_RECALL_FLOOR, Rule
 class Rule(Strict):
     """One gate rule; see the module docstring for the statistics."""
 
-    #: Words a user may write for a threshold, to the keys they could mean (an unknown key's message names these
-    #: first, :mod:`harness.spec.keys`): ``min:`` means a lower limit, not ``min_n`` (the sample-size floor).
+    #: Words a user may write for a threshold or a sample-size floor, to the keys they could mean (an unknown
+    #: key's message names these first, :mod:`harness.spec.keys`): ``min:`` means a lower limit, not ``min_n``
+    #: (the sample-size floor); ``min_samples:`` means ``min_n`` or ``min_clusters``; ``max_flips:`` ``max_rate``.
     keys_meant: ClassVar[dict[str, tuple[str, ...]]] = {
         **dict.fromkeys(("min", "minimum", "lower", "lower_bound", "at_least", "min_value", "min_gain"),
                         ("floor", "min_delta")),
         **dict.fromkeys(("max", "maximum", "upper", "upper_bound", "at_most", "max_value", "max_delta"),
                         ("ceiling", "max_drop", "max_rate")),
         **dict.fromkeys(("threshold", "limit", "bound", "margin", "value", "tolerance"), _THRESHOLDS),
+        # sample size: the examples or the documents (bootstrap clusters) a suite's split must have
+        **dict.fromkeys(("n", "min_samples", "min_examples", "min_size", "min_count", "min_rows", "sample_size",
+                         "n_min", "min_support"), ("min_n", "min_clusters")),
+        **dict.fromkeys(("min_documents", "min_docs", "min_groups", "min_sources", "min_source_ids"),
+                        ("min_clusters",)),
+        # rates: negative flips and train/test overlap
+        **dict.fromkeys(("max_flips", "flips", "flip_rate", "max_flip_rate", "max_negative_flips",
+                         "negative_flips", "rate", "max_overlap", "overlap", "overlap_rate", "contamination",
+                         "max_contamination"), ("max_rate",)),
     }
 
     name: Name
