@@ -86,20 +86,22 @@ def missing_class_notes(suite: str, missing: Mapping[str, tuple[str, ...]], n_cl
     -------
     list of str
         Each note says that macro-averaged metrics count a missing class's F1 as 0 (scikit-learn's
-        ``zero_division`` rule), which reads as a failure of the model; where no loaded split has a class, it
-        asks whether that ``classes`` entry is misspelt.
+        ``zero_division`` rule), which reads as a failure of the model. Where none of the splits checked (those
+        in ``missing``: a run's evaluated splits, ``validate``'s every split read) has a class, the first note
+        names them and asks whether that ``classes`` entry is misspelt: once for the suite.
     """
     groups: dict[tuple[str, ...], list[str]] = {}
     for split, names in missing.items():
         if names:
             groups.setdefault(tuple(names), []).append(split)
+    # the classes no split checked has, named once for the suite (in the first note that lacks them)
+    nowhere = [c for c in next(iter(groups), ()) if all(c in m for m in missing.values())] if len(missing) > 1 else []
     notes = []
     for names, splits in groups.items():
         where = (f"split {suite}/{splits[0]}" if len(splits) == 1 else
                  f"suite {suite}, splits {', '.join(splits)}")
-        nowhere = [c for c in names if all(c in m for m in missing.values())]
-        hint = (f"; no split has {', '.join(nowhere)}: if a classes entry is misspelt, correct it to the data's "
-                f"label; " if nowhere and len(missing) > 1 else "; ")
+        hint = (f"; none of the splits checked ({', '.join(missing)}) has {', '.join(nowhere)}: if a classes entry "
+                f"is misspelt, correct it to the data's label; " if nowhere and not notes else "; ")
         notes.append(f"{where}: {len(names)} of {n_classes} classes have no example ({', '.join(names)}){hint}"
                      f"macro-averaged metrics (macro_f1) score each as 0, so compare accuracy or add examples of "
                      f"those classes")

@@ -83,9 +83,22 @@ def test_a_class_no_split_has_warns_once_naming_the_splits(tmp_path, capsys):
     rc, out, err = _validate(capsys, suite)
     assert rc == 0, err
     warns = [ln for ln in err.splitlines() if ln.startswith("WARN")]
-    assert warns == ["WARN  suite typo, splits validation, test: 1 of 4 classes have no example (dd); no split has "
-                     "dd: if a classes entry is misspelt, correct it to the data's label; macro-averaged metrics "
-                     "(macro_f1) score each as 0, so compare accuracy or add examples of those classes"]
+    assert warns == ["WARN  suite typo, splits validation, test: 1 of 4 classes have no example (dd); none of the "
+                     "splits checked (validation, test) has dd: if a classes entry is misspelt, correct it to the "
+                     "data's label; macro-averaged metrics (macro_f1) score each as 0, so compare accuracy or add "
+                     "examples of those classes"]
+
+
+def test_the_misspelt_class_hint_comes_once_when_splits_lack_different_classes():
+    """validation lacks (c, dd), test lacks (dd): two notes, the hint about dd in the first only."""
+    from harness.data.check import missing_class_notes
+
+    notes = missing_class_notes("s", {"validation": ("c", "dd"), "test": ("dd",)}, 4)
+    assert len(notes) == 2 and sum("misspelt" in n for n in notes) == 1
+    assert "none of the splits checked (validation, test) has dd:" in notes[0] and " c:" not in notes[0]
+    assert notes[1].startswith("split s/test: 1 of 4 classes have no example (dd); macro-averaged")
+    # one split checked: nothing to compare, no hint
+    assert "misspelt" not in missing_class_notes("s", {"test": ("dd",)}, 4)[0]
 
 
 def test_a_misspelt_class_fails_once_naming_the_splits(tmp_path, capsys):
@@ -148,7 +161,8 @@ def test_a_run_notes_a_split_without_some_classes(tiny_pair, tmp_path):
     # once for the suite, naming its splits (it was one note per split, repeating the same text)
     assert len(notes) == 1, notes
     assert notes[0].startswith("suite pos, splits validation, test: 1 of 2 classes have no example (negative); "
-                               "no split has negative: if a classes entry is misspelt")
+                               "none of the splits checked (validation, test) has negative: if a classes entry "
+                               "is misspelt")
 
 
 def test_a_run_notes_a_length_other_than_the_training_length(tiny_pair, tiny_suites, tmp_path):
