@@ -30,7 +30,7 @@ from harness.data.readers import (DOC_COL, DROP_COL, ID_COL, Reader, SPLIT_COL, 
                                   text_missing)
 from harness.data.shifts import apply_transforms, validate_transforms
 from harness.data.splits import cap_documents, rows_fingerprint
-from harness.errors import DataError, SpecError, format_error, unknown_name
+from harness.errors import DataError, DataProblems, SpecError, format_error, unknown_name
 from harness.records import SplitData, SplitRef, SuiteRole
 from harness.spec.load import load_suite, read_yaml
 from harness.spec.schema import OnMissingText, SplitSpec, Suite
@@ -60,15 +60,14 @@ def _apply_where(table: pd.DataFrame, spec: SplitSpec, suite: Suite, where: str)
 
 
 def data_problems(errors: Sequence[DataError], where: str) -> None:
-    """Raise the one error, or one :class:`DataError` listing every problem found (each with its own message),
-    so a user fixes them all in one round; nothing when ``errors`` is empty."""
+    """Raise the one error, or one :class:`~harness.errors.DataProblems` listing every problem found (each with
+    its own message, each in its ``problems``), so a user fixes them all in one round; nothing when ``errors`` is
+    empty."""
     if len(errors) == 1:
         raise errors[0]
     if errors:
         body = "\n".join(f"[{i}] " + str(e).replace("\n", "\n    ") for i, e in enumerate(errors, 1))
-        err = DataError(f"{len(errors)} data problems in {where}:\n{body}")
-        err.problems = list(errors)  # type: ignore[attr-defined]  # each, for a caller that merges them
-        raise err from errors[0]
+        raise DataProblems(f"{len(errors)} data problems in {where}:\n{body}", errors) from errors[0]
 
 
 def _handle_missing_text(suite: Suite, spec: SplitSpec, rows: pd.DataFrame, where: str,
@@ -253,11 +252,11 @@ def _load(suite: Suite, suite_path: Path | None, split_names: Sequence[str] | No
                 if specs[n].role.value in optional_roles:
                     unread[n] = e
                     continue
-                for p in getattr(e, "problems", [e]):
+                for p in e.problems if isinstance(e, DataProblems) else [e]:
                     if str(p) not in map(str, problems):  # a missing file: once, not once per split
                         problems.append(p)
         # a misspelt classes entry gives the same label problem in every split: one message naming the splits
-        data_problems(merge_outside(problems), f"suite {suite.name!r}")
+        data_problems(merge_outside(problems, suite), f"suite {suite.name!r}")
         return out, unread
     names = _select(suite, suite.derived_from.split_names, split_names)
     validate_transforms(suite.transforms, owner=f"suite {suite.name!r}")  # fail before reading any data
