@@ -94,6 +94,7 @@ class RunResult:
     verdict: Any = None
     sweep: Any = None
     timings: dict[str, float] = field(default_factory=dict)
+    model_kind: str = "classification"  # of the suites scored (LoadedSuites.model_kind): what was cached
 
     def to_pandas(self) -> pd.DataFrame:
         """The per-alpha, per-suite table (one row per point, suite, split and metric; see per_alpha.csv)."""

@@ -100,7 +100,7 @@ def _evaluate(model, suites, out, options: RunOptions, argv, group, base, starte
                       points=[PointEntry(id="model", role="adapted", alpha=None, label=str(model))],
                       results={"model": nest_results(results)}, bootstrap=bootstrap_info(options),
                       suites=suite_infos(loaded))
-    res = RunResult(summary=summary, run_dir=None, timings=timings)
+    res = RunResult(summary=summary, run_dir=None, timings=timings, model_kind=kind)
     if out is not None:
         manifest = build_manifest(command="eval", argv=argv, loaded=loaded, opts=options, device=str(live.device),
                                   started=started,

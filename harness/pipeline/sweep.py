@@ -121,7 +121,8 @@ def _run(request: SweepRequest, timings: dict[str, float], group) -> RunResult:
         evaluator.close()
     notes = [*evaluator.notes, *evaluator.scoring.notes, *overlap_notes, *_selection_notes(sw)]
     summary = _sweep_summary(sw, loaded, request, notes, overlap, unchecked)
-    res = RunResult(summary=_with_noise(summary, sw, loaded, request), run_dir=None, sweep=sw, timings=timings)
+    res = RunResult(summary=_with_noise(summary, sw, loaded, request), run_dir=None, sweep=sw, timings=timings,
+                    model_kind=loaded.model_kind)
     if request.out is not None:
         memory = rank_memory(evaluator.live.model, group)
         if group is None:
