@@ -16,6 +16,8 @@ __all__ = [
     "HarnessError",
     "SpecError",
     "DataError",
+    "DataProblems",
+    "LabelsOutsideClasses",
     "CacheError",
     "ModelError",
     "BlendError",
@@ -39,6 +41,31 @@ class SpecError(HarnessError, ValueError):
 
 class DataError(HarnessError, ValueError):
     """A dataset cannot be loaded, or its rows do not match the suite spec."""
+
+
+class DataProblems(DataError):
+    """Several data problems found together (of one split or suite), raised as one error whose message lists
+    each, so that a user fixes them all in one round; ``problems`` holds each :class:`DataError`."""
+
+    def __init__(self, message: str, problems: Iterable[DataError] = ()) -> None:
+        super().__init__(message)  # args == (message,): pickles and unpickles as (cls(message), __dict__)
+        self.problems = list(problems)
+
+
+class LabelsOutsideClasses(DataError):
+    """Rows of one or more splits of one file whose label is outside the suite's classes
+    (:mod:`harness.data.labels` builds the message and merges those of several splits).
+
+    Attributes: ``suite`` (name), ``where`` (the file), ``counts`` (split name -> rows, in spec order), ``ids``
+    (in split order), ``values`` (the raw labels seen, sorted, as keys) and ``unseen`` (the classes no row of
+    those splits carries).
+    """
+
+    def __init__(self, message: str, *, suite: str = "", where: str = "", counts: dict[str, int] | None = None,
+                 ids: Iterable = (), values: Iterable[str] = (), unseen: Iterable[str] = ()) -> None:
+        super().__init__(message)  # args == (message,): pickles and unpickles as (cls(message), __dict__)
+        self.suite, self.where, self.counts = suite, where, dict(counts or {})
+        self.ids, self.values, self.unseen = list(ids), list(values), list(unseen)
 
 
 class CacheError(HarnessError, RuntimeError):

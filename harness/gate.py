@@ -258,9 +258,14 @@ def _judge_rule(rule: Rule, ctx: _Context) -> list[RuleOutcome]:
 def _judge_overlap(rule: Rule, suite: str, ctx: _Context) -> RuleOutcome:
     """``max_overlap`` on one suite's split: the largest share of its rows found in another split of the run
     (``summary.overlap``; counted by :mod:`harness.data.overlap` when the run was made). No recorded check for the
-    split fails (a run from before overlap counting, or nothing to compare it with): never a pass without data."""
+    split fails (a run from before overlap counting, or nothing to compare it with), and so does a pair left
+    unchecked because its train split could not be read (``summary.overlap_unchecked``): never a pass without
+    data."""
     key = f"{suite}/{rule.split}"
     entries = [e for e in ctx.candidate.summary.overlap if e.b == key]
+    unchecked = [u for u in ctx.candidate.summary.overlap_unchecked if u.b == key]
+    if unchecked:
+        return _failed(rule, ctx, suite, _unchecked_reason(key, unchecked))
     if not entries:
         return _failed(rule, ctx, suite, f"no overlap check is recorded for {key} in summary.json (a run from "
                                          "before overlap counting, or no train or validation split to compare "
@@ -274,6 +279,13 @@ def _judge_overlap(rule: Rule, suite: str, ctx: _Context) -> RuleOutcome:
                        threshold=rule.max_rate, margin=rule.max_rate - worst.fraction, n=worst.n_b, reason=reason,
                        info={"reference": "absolute", "candidate": ctx.cand_point,
                              "overlap": [e.model_dump() for e in entries]})
+
+
+def _unchecked_reason(key: str, unchecked: list) -> str:
+    splits = ", ".join(dict.fromkeys(u.a for u in unchecked))
+    return (f"the overlap of {key} with {splits} was not checked: that train split could not be read when the run "
+            f"was made ({unchecked[0].reason}); restore or fix its file (or, if the suite has no train data, remove "
+            f"the split from the suite) and rerun eval or sweep")
 
 
 def _select_suites(rule: Rule, summary: Summary, policy: GatePolicy) -> list[str]:

@@ -51,10 +51,14 @@ OUT_RUN_HELP = ("run directory to write (summary.json, predictions, manifest, re
                 "makes a rerun of the same models and suites fast, is still read and written (off: --no-store)")
 
 
-def run_dir_line(run_dir: str | Path | None, run_file: bool = False, use_store: bool = True) -> str:
+def run_dir_line(run_dir: str | Path | None, run_file: bool = False, use_store: bool = True,
+                 model_kind: str = "classification") -> str:
     """What ``eval`` and ``sweep`` print about their outputs: where the run directory is; or, with none written
-    (no ``--out``), how to keep one and, on a second line, what the caches under ``HARNESS_CACHE`` kept (the
-    results store unless ``--no-store``: a run without ``--out`` still speeds up its rerun)."""
+    (no ``--out``), how to keep one and, on a second line, what the caches under ``HARNESS_CACHE`` kept for this
+    run: the results store unless ``--no-store`` (a run without ``--out`` still speeds up its rerun), the model
+    file fingerprints, and for a classification run (``model_kind``, default ``classification``; else
+    ``causal_lm``) its tokenized splits (:mod:`harness.tokcache`; language-model tasks build their prompts and
+    tokens each run)."""
     if run_dir:
         return f"run directory: {run_dir}"
     where = "--out DIR (or out: in the -c run file)" if run_file else "--out DIR"
@@ -62,9 +66,11 @@ def run_dir_line(run_dir: str | Path | None, run_file: bool = False, use_store: 
     cache = (f"the results store {root / 'results.sqlite'} keeps this run's per-example scores, so a rerun of the "
              "same models and suites is fast (a cache, not a run directory; --no-store turns it off)" if use_store
              else "the results store was not used (--no-store)")
+    also = "tokenized splits and model file fingerprints" if model_kind == "classification" else (
+        "model file fingerprints")
     return (f"run directory: none written (no --out); pass {where} to keep the summary, predictions and report for "
-            f"`harness gate` and `harness report`\ncaches under HARNESS_CACHE ({root}): {cache}; tokenized splits "
-            "and file fingerprints are cached there too")
+            f"`harness gate` and `harness report`\ncaches under HARNESS_CACHE ({root}): {cache}; {also} are cached "
+            "there too")
 
 
 def _missing(run_dir: Path, name: str) -> DataError:

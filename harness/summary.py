@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer
 
 __all__ = ["SCHEMA_VERSION", "MetricEntry", "SplitEntry", "PointEntry", "Selection", "SelectionNoise",
-           "BootstrapInfo", "SuiteInfo", "OverlapEntry", "Summary"]
+           "BootstrapInfo", "SuiteInfo", "OverlapEntry", "OverlapUnchecked", "Summary"]
 
 SCHEMA_VERSION = 1
 
@@ -140,6 +140,15 @@ class OverlapEntry(_Model):
     fraction: float = 0.0
 
 
+class OverlapUnchecked(_Model):
+    """A pair whose overlap was not counted because the reference split ``a`` (an ID train split) could not be
+    read when the run was made; ``reason`` is the problem. A ``max_overlap`` gate rule on ``b`` fails."""
+
+    a: str
+    b: str
+    reason: str
+
+
 class Summary(_Model):
     """summary.json: points, results (point -> suite -> split), selection, bootstrap, suites."""
 
@@ -160,6 +169,9 @@ class Summary(_Model):
     overlap: list[OverlapEntry] = Field(
         default_factory=list, description="train/validation/test overlap of every checked pair of splits (ID train "
                                           "vs every evaluated split; validation vs test of a suite)")
+    overlap_unchecked: list[OverlapUnchecked] = Field(
+        default_factory=list, description="pairs whose overlap was not counted: their ID train split could not be "
+                                          "read (a max_overlap gate rule on the evaluated split fails)")
 
     def point(self, point_id: str) -> PointEntry:
         """The point with this id (``KeyError`` naming the available ids if absent)."""

@@ -18,8 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.data.lm_rows import checked_rows
-from harness.data.sources import load_splits
-from harness.errors import DataError
+from harness.data.sources import load_splits_or_problems
 from harness.records import SplitData
 from harness.spec.schema import Suite
 
@@ -87,20 +86,22 @@ def missing_class_notes(suite: str, missing: Mapping[str, tuple[str, ...]], n_cl
     -------
     list of str
         Each note says that macro-averaged metrics count a missing class's F1 as 0 (scikit-learn's
-        ``zero_division`` rule), which reads as a failure of the model; where no loaded split has a class, it
-        asks whether that ``classes`` entry is misspelt.
+        ``zero_division`` rule), which reads as a failure of the model. Where none of the splits checked (those
+        in ``missing``: a run's evaluated splits, ``validate``'s every split read) has a class, the first note
+        names them and asks whether that ``classes`` entry is misspelt: once for the suite.
     """
     groups: dict[tuple[str, ...], list[str]] = {}
     for split, names in missing.items():
         if names:
             groups.setdefault(tuple(names), []).append(split)
+    # the classes no split checked has, named once for the suite (in the first note that lacks them)
+    nowhere = [c for c in next(iter(groups), ()) if all(c in m for m in missing.values())] if len(missing) > 1 else []
     notes = []
     for names, splits in groups.items():
         where = (f"split {suite}/{splits[0]}" if len(splits) == 1 else
                  f"suite {suite}, splits {', '.join(splits)}")
-        nowhere = [c for c in names if all(c in m for m in missing.values())]
-        hint = (f"; no split has {', '.join(nowhere)}: if a classes entry is misspelt, correct it to the data's "
-                f"label; " if nowhere and len(missing) > 1 else "; ")
+        hint = (f"; none of the splits checked ({', '.join(missing)}) has {', '.join(nowhere)}: if a classes entry "
+                f"is misspelt, correct it to the data's label; " if nowhere and not notes else "; ")
         notes.append(f"{where}: {len(names)} of {n_classes} classes have no example ({', '.join(names)}){hint}"
                      f"macro-averaged metrics (macro_f1) score each as 0, so compare accuracy or add examples of "
                      f"those classes")
@@ -114,24 +115,24 @@ def _check_lm_rows(suite: Suite, sd: SplitData) -> None:
 
 
 #: What reads a train split, for the warning of one that cannot be read (``harness validate``).
-TRAIN_NEEDED_BY = ("only `harness train` (training on this suite) and a few-shot prompt read a train split; eval "
-                   "and sweep score the validation and test splits without it, and their train/test overlap check "
-                   "skips it (a max_overlap gate rule then judges only the other pairs, as for a suite without a "
-                   "train split)")
+TRAIN_NEEDED_BY = ("`harness train` (training on this suite) and a few-shot prompt need a train split; eval and sweep "
+                   "score the validation and test splits without it, but read an ID suite's train split for the "
+                   "train/test overlap check: when it cannot be read they run on, record its pairs as unchecked "
+                   "(summary.json overlap_unchecked) and a max_overlap gate rule fails on them")
 
 
 def check_suite_data(suite: Suite, path: Path | None) -> list[SplitCheck]:
     """Load every split of ``suite`` (a validated suite read from ``path``) and describe it; no model is loaded.
 
-    The validation and test splits and the few-shot split are read as eval reads them: any problem raises. A
-    train split no few-shot prompt reads is needed only by ``harness train`` (eval and sweep do without it,
-    :data:`TRAIN_NEEDED_BY`): its problem is returned, not raised (a :class:`SplitCheck` with ``unread`` set).
+    Every split is read in one pass (each file once). The validation and test splits and the few-shot split are
+    read as eval reads them: any problem raises. A train split no few-shot prompt reads is not scored (eval and
+    sweep run without it, but cannot check overlap with it, :data:`TRAIN_NEEDED_BY`): its problem is returned,
+    not raised (a :class:`SplitCheck` with ``unread`` set).
 
     Returns
     -------
     list of SplitCheck
-        One per split, in spec order (``train`` splits included; one line for the train splits of a suite whose
-        train data could not be read).
+        One per split, in spec order (``train`` splits included, those that could not be read with ``unread``).
 
     Raises
     ------
@@ -143,16 +144,11 @@ def check_suite_data(suite: Suite, path: Path | None) -> list[SplitCheck]:
         be read (naming the split, the row's id and the spec field, e.g. ``task.gold.label``).
     """
     fewshot = getattr(getattr(getattr(suite.task, "prompt", None), "fewshot", None), "split", None)
-    loaded = load_splits(suite, suite_path=path, roles=("validation", "test"))
-    if fewshot is not None and fewshot not in loaded:
-        loaded.update(load_splits(suite, suite_path=path, split_names=[fewshot]))
-    checks: list[SplitCheck] = []
-    try:
-        loaded.update(load_splits(suite, suite_path=path, roles=("train",)))
-    except DataError as e:
-        train = [s.name for s in suite.splits if s.role.value == "train"] or ["train"]
-        checks.append(SplitCheck(suite=suite.name, split=", ".join(train), role="train", n=0, n_dropped=0,
-                                 unread=str(e)))
+    loaded, unread = load_splits_or_problems(suite, suite_path=path)  # every split, each file read once
+    if fewshot is not None and fewshot in unread:  # the few-shot split is read by scoring: its problem is an error
+        raise unread[fewshot]
+    checks = [SplitCheck(suite=suite.name, split=name, role="train", n=0, n_dropped=0, unread=str(e))
+              for name, e in unread.items()]
     if suite.task_name != "classification":
         for name, sd in loaded.items():
             _check_lm_rows(suite, sd)

@@ -1,7 +1,7 @@
 """Labels to class indices, and the label problems of a suite's splits as the user reads them.
 
 One rule maps a raw label to a class index for every file format (:func:`label_indices`). A label that cannot be
-mapped is a :class:`LabelsOutsideClasses` problem of its split; the problems of several splits of one file are
+mapped is a :class:`~harness.errors.LabelsOutsideClasses` problem of its split; the problems of several splits of one file are
 merged by :func:`merge_outside` into one message that names the splits, since a misspelt ``classes`` entry gives
 the same problem in every split (issue 19: one message per split repeated the same text three times).
 """
@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 
 from harness.data.readers import as_key, first_values
-from harness.errors import DataError, format_error
+from harness.errors import DataError, LabelsOutsideClasses, format_error
 from harness.spec.schema import Suite
 
-__all__ = ["integer_class_names", "label_indices", "empty_label_error", "LabelsOutsideClasses", "label_errors",
+__all__ = ["integer_class_names", "label_indices", "empty_label_error", "outside_classes", "label_errors",
            "merge_outside"]
 
 _INT = re.compile(r"[+-]?\d+")
@@ -89,39 +89,34 @@ def _misspelling_hint(suite: Suite, values: list[str], unseen: list[str], one_sp
     return ""
 
 
-class LabelsOutsideClasses(DataError):
-    """Rows of one or more splits (``counts``: split name -> rows, in spec order) of one file (``where``) whose
-    label is outside the classes: ``ids`` (in split order), the raw ``values`` seen (sorted, as keys) and the
-    classes no row of those splits carries (``unseen``). The message is built from these fields."""
-
-    def __init__(self, suite: Suite, where: str, counts: dict[str, int], ids: list, values: list[str],
-                 unseen: list[str]) -> None:
-        self.suite, self.where, self.counts, self.ids, self.values, self.unseen = (suite, where, counts, ids,
-                                                                                   values, unseen)
-        super().__init__(self._message())
-
-    def _message(self) -> str:
-        suite, n = self.suite, sum(self.counts.values())
-        splits = (f"split {next(iter(self.counts))!r}" if len(self.counts) == 1 else
-                  "splits " + ", ".join(f"{s!r} ({k})" for s, k in self.counts.items()))
-        how = (f"{'extend' if suite.label_map else 'add'} label_map with an entry for each value shown (raw value "
-               f"-> one of {list(suite.classes)}), or leave those rows out with the split's where")
-        if suite.label_map:
-            expected = f"a key of label_map {sorted(map(str, suite.label_map))} or a class name"
-        elif integer_class_names(suite.classes):  # ambiguous: an integer could be a name or an index
-            expected = (f"a class name {list(suite.classes)}: the class names read as integers, so integer labels "
-                        "are read as class names, never as 0-based indices")
-            how = ("if the labels are 0-based indices (or any other coding), map them explicitly with label_map, "
-                   "e.g. {" + ", ".join(f"{i}: {c!r}" for i, c in enumerate(suite.classes)) + "}")
-        else:
-            expected = f"a class name {list(suite.classes)} or an integer index in [0, {len(suite.classes) - 1}]"
-        shown = [repr(v) for v in self.values]
-        hint = _misspelling_hint(suite, self.values, self.unseen, len(self.counts) == 1)
-        return format_error(
-            f"{n} row(s) of {splits} have a label outside the classes",
-            where=f"suite {suite.name!r}, column {suite.label!r} of {self.where}; ids {first_values(self.ids)}",
-            expected=expected, got=f"values {', '.join(shown[:10])}" + (" ..." if len(shown) > 10 else ""),
-            fix=hint + how)
+def outside_classes(suite: Suite, where: str, counts: dict[str, int], ids: list, values: list[str],
+                    unseen: list[str]) -> LabelsOutsideClasses:
+    """The :class:`~harness.errors.LabelsOutsideClasses` of rows of one or more splits (``counts``: split name ->
+    rows, in spec order) of one file (``where``) whose label is outside the classes: ``ids`` (in split order), the
+    raw ``values`` seen (sorted, as keys) and the classes no row of those splits carries (``unseen``)."""
+    n = sum(counts.values())
+    splits = (f"split {next(iter(counts))!r}" if len(counts) == 1 else
+              "splits " + ", ".join(f"{s!r} ({k})" for s, k in counts.items()))
+    how = (f"{'extend' if suite.label_map else 'add'} label_map with an entry for each value shown (raw value "
+           f"-> one of {list(suite.classes)}), or leave those rows out with the split's where")
+    if suite.label_map:
+        expected = f"a key of label_map {sorted(map(str, suite.label_map))} or a class name"
+    elif integer_class_names(suite.classes):  # ambiguous: an integer could be a name or an index
+        expected = (f"a class name {list(suite.classes)}: the class names read as integers, so integer labels "
+                    "are read as class names, never as 0-based indices")
+        how = ("if the labels are 0-based indices (or any other coding), map them explicitly with label_map, "
+               "e.g. {" + ", ".join(f"{i}: {c!r}" for i, c in enumerate(suite.classes)) + "}")
+    else:
+        expected = f"a class name {list(suite.classes)} or an integer index in [0, {len(suite.classes) - 1}]"
+    shown = [repr(v) for v in values]
+    hint = _misspelling_hint(suite, values, unseen, len(counts) == 1)
+    message = format_error(
+        f"{n} row(s) of {splits} have a label outside the classes",
+        where=f"suite {suite.name!r}, column {suite.label!r} of {where}; ids {first_values(ids)}",
+        expected=expected, got=f"values {', '.join(shown[:10])}" + (" ..." if len(shown) > 10 else ""),
+        fix=hint + how)
+    return LabelsOutsideClasses(message, suite=suite.name, where=where, counts=counts, ids=ids, values=values,
+                                unseen=unseen)
 
 
 def label_errors(suite: Suite, split: str, raw: list, ids: list, labels: np.ndarray, bad: list[int],
@@ -133,27 +128,27 @@ def label_errors(suite: Suite, split: str, raw: list, ids: list, labels: np.ndar
     bad = [i for i in bad if as_key(raw[i]) not in (None, "")]
     if bad:
         unseen = [c for i, c in enumerate(suite.classes) if not (labels == i).any()]
-        out.append(LabelsOutsideClasses(suite, where, {split: len(bad)}, [ids[i] for i in bad],
-                                        sorted({as_key(raw[i]) for i in bad}), unseen))
+        out.append(outside_classes(suite, where, {split: len(bad)}, [ids[i] for i in bad],
+                                   sorted({as_key(raw[i]) for i in bad}), unseen))
     return out
 
 
-def merge_outside(problems: Sequence[DataError]) -> list[DataError]:
-    """``problems`` with every :class:`LabelsOutsideClasses` of one suite and file merged into one (at the place
-    of the first): its splits, ids and values joined, and as unseen the classes no row of any of them carries."""
+def merge_outside(problems: Sequence[DataError], suite: Suite) -> list[DataError]:
+    """``problems`` (of ``suite``'s splits) with every :class:`~harness.errors.LabelsOutsideClasses` of one file
+    merged into one (at the place of the first): its splits, ids and values joined, and as unseen the classes no
+    row of any of them carries."""
     slots: list[DataError | tuple[str, str]] = []
     merged: dict[tuple[str, str], LabelsOutsideClasses] = {}
     for p in problems:
         if not isinstance(p, LabelsOutsideClasses):
             slots.append(p)
             continue
-        key = (p.suite.name, p.where)
+        key = (p.suite, p.where)
         m = merged.get(key)
         if m is None:
             slots.append(key)
             merged[key] = p
             continue
-        merged[key] = LabelsOutsideClasses(m.suite, m.where, {**m.counts, **p.counts}, m.ids + p.ids,
-                                           sorted(set(m.values) | set(p.values)),
-                                           [c for c in m.unseen if c in p.unseen])
+        merged[key] = outside_classes(suite, m.where, {**m.counts, **p.counts}, m.ids + p.ids,
+                                      sorted(set(m.values) | set(p.values)), [c for c in m.unseen if c in p.unseen])
     return [merged[s] if isinstance(s, tuple) else s for s in slots]

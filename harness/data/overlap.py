@@ -10,19 +10,20 @@ Two counts per pair, of rows of ``b``: ``by_text``, whose normalised text (Unico
 of non-word characters one space, trimmed; ``text`` and ``text_pair`` joined) occurs in ``a``; ``by_id``, whose
 ``example_id`` occurs in ``a``: only for splits of the same suite that read the same files or have an
 ``id_column`` (:func:`ids_comparable`), because ids of different sources (row numbers by default) say nothing
-about their rows. Pure functions over :class:`~harness.records.SplitData`.
+about their rows. An ID train split that could not be read gives its pairs as unchecked
+(:func:`unchecked_pairs`), never as pairs without overlap. Pure functions over :class:`~harness.records.SplitData`.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
-from typing import Iterable
+from typing import Iterable, Mapping
 
 from harness.records import SplitData
-from harness.summary import OverlapEntry
+from harness.summary import OverlapEntry, OverlapUnchecked
 
-__all__ = ["normalise_text", "ids_comparable", "split_overlaps", "overlap_notes"]
+__all__ = ["normalise_text", "ids_comparable", "split_overlaps", "unchecked_pairs", "overlap_notes"]
 
 _NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
 
@@ -105,6 +106,25 @@ def split_overlaps(train: list[SplitData], evaluated: list[SplitData], suites: d
         out.append(OverlapEntry(a=a.ref.key, b=b.ref.key, n_a=len(a), n_b=n_b, by_id=by_id, by_text=int(by_text),
                                 fraction=(max(by_text, by_id or 0) / n_b) if n_b else 0.0))
     return out
+
+
+def unchecked_pairs(unread_train: Mapping[str, str], evaluated: list[SplitData]) -> list[OverlapUnchecked]:
+    """The pairs :func:`split_overlaps` would count for ID train splits that could not be read.
+
+    Parameters
+    ----------
+    unread_train : mapping of str to str
+        ``suite/split`` key of each unread train split -> the problem (one line).
+    evaluated : list of SplitData
+        The splits the run evaluates.
+
+    Returns
+    -------
+    list of OverlapUnchecked
+        One per (unread train split, evaluated split), in that order.
+    """
+    return [OverlapUnchecked(a=key, b=b.ref.key, reason=reason) for key, reason in unread_train.items()
+            for b in evaluated]
 
 
 def overlap_notes(entries: list[OverlapEntry]) -> list[str]:

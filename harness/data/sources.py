@@ -30,12 +30,12 @@ from harness.data.readers import (DOC_COL, DROP_COL, ID_COL, Reader, SPLIT_COL, 
                                   text_missing)
 from harness.data.shifts import apply_transforms, validate_transforms
 from harness.data.splits import cap_documents, rows_fingerprint
-from harness.errors import DataError, SpecError, format_error, unknown_name
+from harness.errors import DataError, DataProblems, SpecError, format_error, unknown_name
 from harness.records import SplitData, SplitRef, SuiteRole
 from harness.spec.load import load_suite, read_yaml
 from harness.spec.schema import OnMissingText, SplitSpec, Suite
 
-__all__ = ["load_splits", "sibling_resolver", "Resolver"]
+__all__ = ["load_splits", "load_splits_or_problems", "sibling_resolver", "Resolver"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,15 +60,14 @@ def _apply_where(table: pd.DataFrame, spec: SplitSpec, suite: Suite, where: str)
 
 
 def data_problems(errors: Sequence[DataError], where: str) -> None:
-    """Raise the one error, or one :class:`DataError` listing every problem found (each with its own message),
-    so a user fixes them all in one round; nothing when ``errors`` is empty."""
+    """Raise the one error, or one :class:`~harness.errors.DataProblems` listing every problem found (each with
+    its own message, each in its ``problems``), so a user fixes them all in one round; nothing when ``errors`` is
+    empty."""
     if len(errors) == 1:
         raise errors[0]
     if errors:
         body = "\n".join(f"[{i}] " + str(e).replace("\n", "\n    ") for i, e in enumerate(errors, 1))
-        err = DataError(f"{len(errors)} data problems in {where}:\n{body}")
-        err.problems = list(errors)  # type: ignore[attr-defined]  # each, for a caller that merges them
-        raise err from errors[0]
+        raise DataProblems(f"{len(errors)} data problems in {where}:\n{body}", errors) from errors[0]
 
 
 def _handle_missing_text(suite: Suite, spec: SplitSpec, rows: pd.DataFrame, where: str,
@@ -234,25 +233,31 @@ def sibling_resolver(suite_path: Path | None) -> Resolver:
 
 
 def _load(suite: Suite, suite_path: Path | None, split_names: Sequence[str] | None, resolve: Resolver | None,
-          chain: tuple[str, ...], roles: Collection[str] | None = None) -> dict[str, SplitData]:
+          chain: tuple[str, ...], roles: Collection[str] | None = None, optional_roles: Collection[str] = ()
+          ) -> tuple[dict[str, SplitData], dict[str, DataError]]:
+    """(splits read, problem of each split of an ``optional_roles`` role that could not be read)."""
     if suite.derived_from is None:
         specs = {s.name: s for s in suite.splits}
         names = [n for n in _select(suite, list(specs), split_names)
                  if roles is None or specs[n].role.value in roles]  # before any file is read
         base = Path(suite_path).parent if suite_path is not None else Path.cwd()
-        reader = Reader(suite, base)
+        reader = Reader(suite, base)  # reads each file once, for every split it holds
         out: dict[str, SplitData] = {}
         problems: list[DataError] = []
+        unread: dict[str, DataError] = {}
         for n in names:  # every split's problems, then one error: a user fixes them all in one round
             try:
                 out[n] = _build_split(suite, specs[n], *reader.table(specs[n]))
             except DataError as e:
-                for p in getattr(e, "problems", [e]):
+                if specs[n].role.value in optional_roles:
+                    unread[n] = e
+                    continue
+                for p in e.problems if isinstance(e, DataProblems) else [e]:
                     if str(p) not in map(str, problems):  # a missing file: once, not once per split
                         problems.append(p)
         # a misspelt classes entry gives the same label problem in every split: one message naming the splits
-        data_problems(merge_outside(problems), f"suite {suite.name!r}")
-        return out
+        data_problems(merge_outside(problems, suite), f"suite {suite.name!r}")
+        return out, unread
     names = _select(suite, suite.derived_from.split_names, split_names)
     validate_transforms(suite.transforms, owner=f"suite {suite.name!r}")  # fail before reading any data
     chain = chain + (suite.name,)
@@ -263,8 +268,29 @@ def _load(suite: Suite, suite_path: Path | None, split_names: Sequence[str] | No
     if source_suite.name in chain:
         raise SpecError(format_error("derived_from forms a cycle", where=" -> ".join(chain + (source_suite.name,)),
                                      fix="derive from a suite with a source"))
-    source = _load(source_suite, source_path, names, resolve, chain, roles)
-    return {n: apply_transforms(source[n], suite.transforms, suite) for n in names if n in source}
+    source, unread = _load(source_suite, source_path, names, resolve, chain, roles, optional_roles)
+    return {n: apply_transforms(source[n], suite.transforms, suite) for n in names if n in source}, unread
+
+
+def load_splits_or_problems(suite: Suite, *, suite_path: Path | None = None, resolve: Resolver | None = None,
+                            roles: Collection[str] | None = None, optional_roles: Collection[str] = ("train",)
+                            ) -> tuple[dict[str, SplitData], dict[str, DataError]]:
+    """:func:`load_splits` of every split of ``roles``, in one read of each file, where a split of a role in
+    ``optional_roles`` (default: ``train``) that cannot be read is returned with its problem instead of raised.
+
+    Returns
+    -------
+    (dict of str to SplitData, dict of str to DataError)
+        The splits read (as :func:`load_splits`), and split name -> the :class:`~harness.errors.DataError` of
+        each optional split that could not be read.
+
+    Raises
+    ------
+    SpecError, DataError
+        As :func:`load_splits`, for the splits not of an optional role.
+    """
+    path = Path(suite_path) if suite_path is not None else None
+    return _load(suite, path, None, resolve, (), roles, optional_roles)
 
 
 def load_splits(suite: Suite, *, suite_path: Path | None = None, split_names: Sequence[str] | None = None,
@@ -311,4 +337,4 @@ def load_splits(suite: Suite, *, suite_path: Path | None = None, split_names: Se
         The row problems of every split (text, labels, ids, empty split) are found first and raised together as
         one error listing each (:func:`data_problems`).
     """
-    return _load(suite, Path(suite_path) if suite_path is not None else None, split_names, resolve, (), roles)
+    return _load(suite, Path(suite_path) if suite_path is not None else None, split_names, resolve, (), roles)[0]

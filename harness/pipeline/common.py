@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 import harness
-from harness.errors import DataError, SpecError, format_error
+from harness.errors import SpecError, format_error
 from harness.metrics import compute_metrics
 from harness.pipeline.notes import cap_note, count_nonfinite, nonfinite_note
 from harness.records import Predictions, SplitData, SplitRef, SplitResult
@@ -22,7 +22,7 @@ from harness.progress import command_wall_time, track
 from harness.settings import Settings
 from harness.data.check import missing_class_notes, missing_classes
 from harness.data.lm_rows import checked_rows
-from harness.data.sources import load_splits, sibling_resolver
+from harness.data.sources import load_splits, load_splits_or_problems, sibling_resolver
 from harness.rundir import per_alpha_frame
 from harness.spec.load import load_suite, read_yaml, spec_hash
 from harness.store import ResultsStore, prediction_key
@@ -51,6 +51,7 @@ class LoadedSuites:
     splits: list[SplitData]
     fewshot: dict[str, SplitData] = field(default_factory=dict)
     train: list[SplitData] = field(default_factory=list)  # ID suites' train splits (overlap checks only)
+    unread_train: dict[str, str] = field(default_factory=dict)  # suite/split -> why it could not be read
     notes: list[str] = field(default_factory=list)  # train splits that could not be read (run notes)
 
     @property
@@ -93,6 +94,7 @@ class RunResult:
     verdict: Any = None
     sweep: Any = None
     timings: dict[str, float] = field(default_factory=dict)
+    model_kind: str = "classification"  # of the suites scored (LoadedSuites.model_kind): what was cached
 
     def to_pandas(self) -> pd.DataFrame:
         """The per-alpha, per-suite table (one row per point, suite, split and metric; see per_alpha.csv)."""
@@ -153,8 +155,10 @@ def _apply_overrides(suite: Suite, opts: RunOptions) -> Suite:
 
 def prepare_splits(suites: list[tuple[Suite, Path | None]], opts: RunOptions) -> LoadedSuites:
     """Load the evaluation splits of every suite (``opts.split`` keeps one name, else the validation and test
-    splits), each few-shot split, and the train splits of ID suites for the overlap check only: a train split
-    that cannot be read (a missing file) is a run note, never an error, since nothing is scored on it.
+    splits), each few-shot split, and the train splits of ID suites for the overlap check only (read with the
+    other splits, each file once): a train split that cannot be read (a missing file) is recorded in
+    ``LoadedSuites.unread_train`` with a run note, never an error, since nothing is scored on it; its overlap
+    pairs are then recorded as unchecked and a ``max_overlap`` gate rule fails on them (:func:`run_overlap`).
 
     Raises
     ------
@@ -165,7 +169,7 @@ def prepare_splits(suites: list[tuple[Suite, Path | None]], opts: RunOptions) ->
     known = {s.name: (s, p) for s, p in suites}
     splits: list[SplitData] = []
     train: list[SplitData] = []
-    notes: list[str] = []
+    unread: dict[str, str] = {}
     for suite, path in suites:
         siblings = sibling_resolver(path)
 
@@ -173,44 +177,61 @@ def prepare_splits(suites: list[tuple[Suite, Path | None]], opts: RunOptions) ->
             # suites given together first (with the run's overrides), then the files beside this one
             return known[name] if name in known else _siblings(name)
 
-        names = [opts.split] if opts.split is not None else None
-        splits += load_splits(suite, suite_path=path, split_names=names, resolve=resolve,
-                              roles=None if names else ("validation", "test")).values()
-        if names is None and suite.role.value == "id":
-            try:
-                train += load_splits(suite, suite_path=path, resolve=resolve, roles=("train",)).values()
-            except DataError as e:
-                notes.append(f"suite {suite.name}: its train split was not read, so its overlap with the evaluated "
-                             f"splits is not checked (summary.overlap lacks those pairs, and a max_overlap gate "
-                             f"rule judges only the pairs recorded, as for a suite without a train split); nothing "
-                             f"else in eval or sweep reads it. The problem: {str(e).splitlines()[0]}")
+        if opts.split is not None:
+            splits += load_splits(suite, suite_path=path, split_names=[opts.split], resolve=resolve).values()
+            continue
+        roles = ("train", "validation", "test") if suite.role.value == "id" else ("validation", "test")
+        read, problems = load_splits_or_problems(suite, suite_path=path, resolve=resolve, roles=roles)
+        splits += [sd for sd in read.values() if sd.ref.role.value != "train"]
+        train += [sd for sd in read.values() if sd.ref.role.value == "train"]
+        unread.update({f"{suite.name}/{name}": _one_line(e) for name, e in problems.items()})
     if not splits:
         raise SpecError(format_error("the suites define no validation or test split to evaluate",
                                      fix="add splits with role validation or test"))
     model_kind([s for s, _ in suites])
-    return LoadedSuites(suites=suites, splits=splits, fewshot=_fewshot_splits(suites, known), train=train,
-                        notes=notes)
+    notes = [unread_train_note(key, problem) for key, problem in unread.items()]
+    return LoadedSuites(suites=suites, splits=splits, fewshot=_fewshot_splits(suites, [*splits, *train]),
+                        train=train, unread_train=unread, notes=notes)
 
 
-def _fewshot_splits(suites: list[tuple[Suite, Path | None]], known) -> dict[str, SplitData]:
-    """The few-shot split of every language-model suite whose prompt has a few-shot block."""
+def _one_line(err: Exception) -> str:
+    """An error message (:func:`harness.errors.format_error`: one clause per line) as one line."""
+    first, *rest = [ln.strip() for ln in str(err).splitlines() if ln.strip()] or [type(err).__name__]
+    return first.rstrip(".") + (f" ({'; '.join(rest)})" if rest else "")
+
+
+def unread_train_note(key: str, problem: str) -> str:
+    """The run note for an ID train split (``suite/split``) that could not be read."""
+    return (f"train split {key} was not read, so the overlap of the evaluated splits with it is not checked "
+            f"(summary.json lists those pairs under overlap_unchecked, and a max_overlap gate rule fails on them: "
+            f"never a pass without data); scoring does not read it. The problem: {problem}")
+
+
+def _fewshot_splits(suites: list[tuple[Suite, Path | None]], read: list[SplitData]) -> dict[str, SplitData]:
+    """The few-shot split of every language-model suite whose prompt has a few-shot block (from ``read``, the
+    splits already loaded, when there; any problem of reading it raises)."""
+    have = {sd.ref.key: sd for sd in read}
     out: dict[str, SplitData] = {}
     for suite, path in suites:
         fs = getattr(getattr(suite.task, "prompt", None), "fewshot", None)
         if fs is not None:
-            out[suite.name] = load_splits(suite, suite_path=path, split_names=[fs.split])[fs.split]
+            key = f"{suite.name}/{fs.split}"
+            out[suite.name] = have[key] if key in have else load_splits(suite, suite_path=path,
+                                                                        split_names=[fs.split])[fs.split]
     return out
 
 
-def run_overlap(loaded: LoadedSuites) -> tuple[list, list[str]]:
-    """(overlap entries, notes) of the run's splits (:mod:`harness.data.overlap`); each note is also warned."""
-    from harness.data.overlap import overlap_notes, split_overlaps
+def run_overlap(loaded: LoadedSuites) -> tuple[list, list, list[str]]:
+    """(overlap entries, unchecked pairs, notes) of the run's splits (:mod:`harness.data.overlap`): the pairs of
+    an ID train split that could not be read are unchecked; each note is also warned."""
+    from harness.data.overlap import overlap_notes, split_overlaps, unchecked_pairs
 
     entries = split_overlaps(loaded.train, loaded.splits, {s.name: s for s, _ in loaded.suites})
+    unchecked = unchecked_pairs(loaded.unread_train, loaded.splits)
     notes = [*loaded.notes, *overlap_notes(entries)]
     for n in notes:
         log.warning("%s", n)
-    return entries, notes
+    return entries, unchecked, notes
 
 
 # ------------------------------------------------------------------------------------------------ scoring --

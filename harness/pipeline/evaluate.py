@@ -71,7 +71,7 @@ def _evaluate(model, suites, out, options: RunOptions, argv, group, base, starte
     timings: dict[str, float] = {}
     with stage_timer(timings, "data"):
         loaded = prepare_splits(load_suites(suites), options)
-        overlap, overlap_notes = run_overlap(loaded)
+        overlap, unchecked, overlap_notes = run_overlap(loaded)
     kind = loaded.model_kind
     with stage_timer(timings, "load_model"):
         live, engine = _load_scored(model, base, kind, options)
@@ -96,10 +96,11 @@ def _evaluate(model, suites, out, options: RunOptions, argv, group, base, starte
     notes = [*live.info.get("notes", ()), *scoring.notes, *overlap_notes,
              *training_length_notes(model, list(scoring.suites.values()))]
     summary = Summary(harness_version=harness.__version__, command="eval", notes=notes, overlap=overlap,
+                      overlap_unchecked=unchecked,
                       points=[PointEntry(id="model", role="adapted", alpha=None, label=str(model))],
                       results={"model": nest_results(results)}, bootstrap=bootstrap_info(options),
                       suites=suite_infos(loaded))
-    res = RunResult(summary=summary, run_dir=None, timings=timings)
+    res = RunResult(summary=summary, run_dir=None, timings=timings, model_kind=kind)
     if out is not None:
         manifest = build_manifest(command="eval", argv=argv, loaded=loaded, opts=options, device=str(live.device),
                                   started=started,

@@ -113,15 +113,16 @@ def run_sweep(request: SweepRequest) -> RunResult:
 def _run(request: SweepRequest, timings: dict[str, float], group) -> RunResult:
     with stage_timer(timings, "data"):
         loaded = prepare_splits(load_suites(list(request.suites)), request.options)
-        overlap, overlap_notes = run_overlap(loaded)
+        overlap, unchecked, overlap_notes = run_overlap(loaded)
     evaluator = BlendEvaluator(request, loaded, timings, group=group)
     try:
         sw = _evaluate_and_select(evaluator, loaded, timings, group)
     finally:
         evaluator.close()
     notes = [*evaluator.notes, *evaluator.scoring.notes, *overlap_notes, *_selection_notes(sw)]
-    res = RunResult(summary=_with_noise(_sweep_summary(sw, loaded, request, notes, overlap), sw, loaded, request),
-                    run_dir=None, sweep=sw, timings=timings)
+    summary = _sweep_summary(sw, loaded, request, notes, overlap, unchecked)
+    res = RunResult(summary=_with_noise(summary, sw, loaded, request), run_dir=None, sweep=sw, timings=timings,
+                    model_kind=loaded.model_kind)
     if request.out is not None:
         memory = rank_memory(evaluator.live.model, group)
         if group is None:
@@ -252,7 +253,7 @@ def _selection_notes(sw: SweepResult) -> list[str]:
 
 
 def _sweep_summary(sw: SweepResult, loaded: LoadedSuites, request: SweepRequest, notes: list[str],
-                   overlap: list) -> Summary:
+                   overlap: list, unchecked: list) -> Summary:
     head = request.head
     chosen_pid = point_of(sw.selection.chosen_alpha, head)[0]
     points = []
@@ -262,7 +263,8 @@ def _sweep_summary(sw: SweepResult, loaded: LoadedSuites, request: SweepRequest,
         points.append(PointEntry(id=p.id, role=p.role.value, alpha=p.alpha, is_chosen=(p.id == chosen_pid),
                                  label=p.label))
     return Summary(harness_version=harness.__version__, command=request.command, profile=request.profile,
-                   notes=[*request.notes, *notes], overlap=overlap, points=points,
+                   notes=[*request.notes, *notes], overlap=overlap, overlap_unchecked=unchecked,
+                   points=points,
                    results={pid: nest_results(r) for pid, r in sw.results.items()},
                    ensemble={pid: nest_results(r) for pid, r in sw.ensemble.items()},
                    selection=_selection_entry(sw, head, selection_metric_name(loaded, request.policy)),

@@ -69,27 +69,45 @@ def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
     return models[0] if len(models) == 1 else None
 
 
+def _keys(m: type[BaseModel]) -> dict[str, Any]:
+    """Key as written in a spec (the field's alias, else its name) -> its ``FieldInfo``."""
+    return {f.alias or name: f for name, f in m.model_fields.items()}
+
+
 def keys_at(model: type[BaseModel], loc: tuple) -> list[str] | None:
     """The keys accepted by the mapping at ``loc`` (a pydantic error location) of ``model``; None if unknown."""
     m = _model_at(model, loc)
-    return None if m is None else sorted(f.alias or name for name, f in m.model_fields.items())
+    return None if m is None else sorted(_keys(m))
 
 
 def _described(m: type[BaseModel], keys: list[str]) -> str:
     """``'floor' (floor rules: value at least this) or 'min_delta' (...)``: each key with its field description."""
+    fields = _keys(m)
+
     def one(k: str) -> str:
-        f = m.model_fields.get(k)
+        f = fields.get(k)
         return f"{k!r} ({f.description})" if f is not None and f.description else repr(k)
     return ", ".join(one(k) for k in keys[:-1]) + (" or " if len(keys) > 1 else "") + one(keys[-1])
 
 
-def _meant(m: type[BaseModel], key: str, valid: list[str]) -> list[str]:
-    """The valid keys that ``key`` could mean, from the model's ``keys_meant`` table (a word such as ``min``, or
-    a misspelling of one, to the keys with that meaning), in the table's order."""
+def _ratio(a: str, b: str) -> float:
+    return difflib.SequenceMatcher(None, a, b).ratio()
+
+
+def _meant(m: type[BaseModel], key: str) -> tuple[list[str], float]:
+    """(the keys ``key`` could mean, from the model's ``keys_meant`` table (a word such as ``min``, or a
+    misspelling of one, to the field names or keys with that meaning), in the table's order; how close ``key``
+    is to that word: 1.0 when it is exactly the word)."""
     table: dict[str, tuple[str, ...]] = getattr(m, "keys_meant", {})
-    word = key.lower() if key.lower() in table else next(iter(difflib.get_close_matches(key.lower(), table, 1,
-                                                                                          0.8)), None)
-    return [k for k in table.get(word, ()) if k in valid] if word else []
+    word = key.lower()
+    if word not in table:
+        word = next(iter(difflib.get_close_matches(word, table, 1, 0.8)), None)
+    if word is None:
+        return [], 0.0
+    as_key = {name: f.alias or name for name, f in m.model_fields.items()}  # a field name to its spec key
+    valid = _keys(m)
+    meant = [k for k in dict.fromkeys(as_key.get(k, k) for k in table[word]) if k in valid]
+    return meant, _ratio(key.lower(), word)
 
 
 def unknown_key_message(model: type[BaseModel] | None, loc: tuple) -> str:
@@ -98,7 +116,9 @@ def unknown_key_message(model: type[BaseModel] | None, loc: tuple) -> str:
 
     By meaning first: a model may declare ``keys_meant`` (a word to the keys it could mean: ``min`` -> ``floor``,
     ``min_delta`` in a gate rule), so that ``min:`` is not steered by spelling alone to ``min_n`` (a sample-size
-    floor); a spelling match that means something else is named with its description. Without a meaning match:
+    floor). When the key is exactly such a word, a spelling match that means something else is named as what it
+    is not (``Not 'min_n' (...)``); when it only resembles one and is spelt closer to a valid key (``minn``), that
+    key is offered too (``or by spelling 'min_n' (...)``). Without a meaning match:
     ``unknown key 'fromat' (typo? closest valid key: 'format'); valid keys here: ...``.
     """
     key = str(loc[-1]) if loc else "?"
@@ -106,11 +126,15 @@ def unknown_key_message(model: type[BaseModel] | None, loc: tuple) -> str:
     if m is None:
         return f"unknown key {key!r} (typo? remove it or check the schema in suites/README.md)"
     valid = keys_at(m, ())
-    meant = _meant(m, key, valid)
+    meant, closeness = _meant(m, key)
     if meant:
         spelt = [k for k in difflib.get_close_matches(key, valid, n=2, cutoff=0.6) if k not in meant]
-        other = f" Not {_described(m, spelt)}" if spelt else ""
-        hint = f"did you mean {_described(m, meant)}?{other}"
+        if closeness == 1.0:  # exactly a word of that meaning: a key merely spelt alike is not what it means
+            hint = f"did you mean {_described(m, meant)}?" + (f" Not {_described(m, spelt)}" if spelt else "")
+        else:
+            spelt = [k for k in spelt[:1] if _ratio(key.lower(), k.lower()) >= closeness]
+            hint = f"did you mean {_described(m, meant)}" + (
+                f", or by spelling {_described(m, spelt)}?" if spelt else "?")
     else:
         close = difflib.get_close_matches(key, valid, n=1, cutoff=0.4)
         hint = f"typo? closest valid key: {close[0]!r}" if close else "typo?"

@@ -45,7 +45,8 @@ class RuleKind(str, Enum):
     (share of its examples predicted as it) at least ``floor``, the guard against a model that predicts one
     class; ``max_overlap``: the share of a split's rows that also occur in another split of the run (ID train, or
     the validation split of the same suite; by id or normalised text, ``summary.overlap``) at most ``max_rate``,
-    the guard against train/test contamination (a split with no recorded overlap check fails)."""
+    the guard against train/test contamination (a split with no recorded overlap check fails, and so does
+    one whose ID train split could not be read: ``summary.overlap_unchecked``)."""
 
     DELTA = "delta"
     FLOOR = "floor"
@@ -105,14 +106,24 @@ _ABSOLUTE = (RuleKind.FLOOR, RuleKind.CEILING, RuleKind.CLASS_RECALL_FLOOR, Rule
 class Rule(Strict):
     """One gate rule; see the module docstring for the statistics."""
 
-    #: Words a user may write for a threshold, to the keys they could mean (an unknown key's message names these
-    #: first, :mod:`harness.spec.keys`): ``min:`` means a lower limit, not ``min_n`` (the sample-size floor).
+    #: Words a user may write for a threshold or a sample-size floor, to the keys they could mean (an unknown
+    #: key's message names these first, :mod:`harness.spec.keys`): ``min:`` means a lower limit, not ``min_n``
+    #: (the sample-size floor); ``min_samples:`` means ``min_n`` or ``min_clusters``; ``max_flips:`` ``max_rate``.
     keys_meant: ClassVar[dict[str, tuple[str, ...]]] = {
         **dict.fromkeys(("min", "minimum", "lower", "lower_bound", "at_least", "min_value", "min_gain"),
                         ("floor", "min_delta")),
         **dict.fromkeys(("max", "maximum", "upper", "upper_bound", "at_most", "max_value", "max_delta"),
                         ("ceiling", "max_drop", "max_rate")),
         **dict.fromkeys(("threshold", "limit", "bound", "margin", "value", "tolerance"), _THRESHOLDS),
+        # sample size: the examples or the documents (bootstrap clusters) a suite's split must have
+        **dict.fromkeys(("n", "min_samples", "min_examples", "min_size", "min_count", "min_rows", "sample_size",
+                         "n_min", "min_support"), ("min_n", "min_clusters")),
+        **dict.fromkeys(("min_documents", "min_docs", "min_groups", "min_sources", "min_source_ids"),
+                        ("min_clusters",)),
+        # rates: negative flips and train/test overlap
+        **dict.fromkeys(("max_flips", "flips", "flip_rate", "max_flip_rate", "max_negative_flips",
+                         "negative_flips", "rate", "max_overlap", "overlap", "overlap_rate", "contamination",
+                         "max_contamination"), ("max_rate",)),
     }
 
     name: Name

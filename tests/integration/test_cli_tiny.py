@@ -198,7 +198,7 @@ def test_sweep_without_out_says_it_wrote_the_results_store(tiny_pair, tiny_suite
     i = next(k for k, ln in enumerate(lines) if ln.startswith("run directory: none written (no --out)"))
     assert lines[i + 1].startswith(f"caches under HARNESS_CACHE ({cache}): the results store "
                                    f"{cache / 'results.sqlite'} keeps this run's per-example scores")
-    assert "--no-store turns it off" in lines[i + 1]
+    assert "--no-store turns it off" in lines[i + 1] and "tokenized splits and model file" in lines[i + 1]
     assert (cache / "results.sqlite").is_file() and [p.name for p in tmp_path.iterdir()] == ["cache"]
     from harness.cli import build_parser
 

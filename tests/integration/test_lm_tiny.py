@@ -91,6 +91,15 @@ def lm_suites(tmp_path_factory) -> dict[str, Path]:
     return {"arc": root / "arc.yaml", "boolq": root / "boolq.yaml", "gsm": root / "gsm.yaml", "ppl": root / "ppl.yaml"}
 
 
+def test_an_lm_eval_without_out_claims_no_tokenized_split_cache(lm_pair, lm_suites, tmp_path, capsys,
+                                                                 monkeypatch):
+    """Language-model tasks tokenize their prompts each run: the cache note says only what was cached."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["eval", "--model", str(lm_pair[0]), "--suite", str(lm_suites["arc"]), *FAST]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("caches under HARNESS_CACHE"))
+    assert line.endswith("; model file fingerprints are cached there too") and "tokenized" not in line
+
+
 def test_eval_scores_every_lm_task(lm_pair, lm_suites, tmp_path):
     out = tmp_path / "eval"
     rc = main(["eval", "--model", str(lm_pair[0]), "--suite", *map(str, lm_suites.values()), "--out", str(out),

@@ -7,7 +7,7 @@ import pytest
 
 from harness.gate import RunView, judge
 from harness.spec.policy import GatePolicy
-from harness.summary import OverlapEntry
+from harness.summary import OverlapEntry, OverlapUnchecked
 
 from _gate_runs import build_run, standard_data
 
@@ -19,9 +19,9 @@ def _policy(max_rate: float) -> GatePolicy:
                    "max_rate": max_rate, "mode": "point"}]})
 
 
-def _with_overlap(run: RunView, entries: list[OverlapEntry]) -> RunView:
-    return RunView(summary=run.summary.model_copy(update={"overlap": entries}), predictions=run.predictions,
-                   path=run.path)
+def _with_overlap(run: RunView, entries: list[OverlapEntry], unchecked: list | None = None) -> RunView:
+    update = {"overlap": entries, "overlap_unchecked": unchecked or []}
+    return RunView(summary=run.summary.model_copy(update=update), predictions=run.predictions, path=run.path)
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +41,22 @@ def test_overlap_above_the_threshold_fails_and_below_passes(run):
 def test_a_split_without_an_overlap_check_fails(run):
     v = judge(_with_overlap(run, []), _policy(0.5))
     assert not v.passed and "no overlap check is recorded" in v.outcomes[0].reason
+
+
+def test_a_pair_left_unchecked_fails_even_when_the_recorded_pairs_are_clean(run):
+    """An ID train split that could not be read (summary.overlap_unchecked): the rule cannot be judged, so FAIL."""
+    n = run.summary.results["base"]["movies"]["test"].n
+    clean = [OverlapEntry(a="movies/validation", b="movies/test", n_a=100, n_b=n, by_id=0, by_text=0, fraction=0.0)]
+    assert judge(_with_overlap(run, clean), _policy(0.5)).passed
+    why = "data file not found (where: /data/absent-train.csv)"
+    v = judge(_with_overlap(run, clean, [OverlapUnchecked(a="movies/train", b="movies/test", reason=why)]),
+              _policy(0.5))
+    assert not v.passed
+    reason = v.outcomes[0].reason
+    assert "overlap of movies/test with movies/train was not checked" in reason and why in reason
+    # a pair of another split does not touch this rule
+    other = [OverlapUnchecked(a="movies/train", b="movies/validation", reason=why)]
+    assert judge(_with_overlap(run, clean, other), _policy(0.5)).passed
 
 
 def test_non_finite_scores_fail_and_suggest_another_dtype(run):

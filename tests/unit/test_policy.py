@@ -164,6 +164,52 @@ def test_unknown_key_names_the_valid_keys_and_the_keys_it_could_mean(tmp_path):
     assert "(typo? closest valid key: 'floor')" in lines["rules.3.flor"]  # a plain typo stays a typo
 
 
+def _unknown(key: str) -> str:
+    from harness.spec.keys import unknown_key_message
+
+    return unknown_key_message(GatePolicy, ("rules", 0, key)).split("; valid keys here")[0]
+
+
+def test_a_misspelt_meaning_word_also_offers_the_key_it_is_spelt_like():
+    """``minn:`` resembles ``min`` (a lower limit) but is spelt closest to ``min_n``: offer both, never "Not
+    'min_n'", which would steer the user away from the key they probably meant (review of issue 19)."""
+    msg = _unknown("minn")
+    assert "did you mean 'floor' (" in msg and "or 'min_delta' (" in msg
+    assert "or by spelling 'min_n' (fail when a suite's split has fewer examples)?" in msg and "Not " not in msg
+    assert "Not 'min_n'" in _unknown("min")  # exactly the word: a lower limit, not the sample-size floor
+    assert "by spelling" not in _unknown("minimun")  # a misspelt "minimum", not spelt like any key
+
+
+@pytest.mark.parametrize("key,meant", [("min_samples", ("min_n", "min_clusters")),
+                                       ("min_examples", ("min_n", "min_clusters")),
+                                       ("min_documents", ("min_clusters",)),
+                                       ("max_flips", ("max_rate",)), ("max_contamination", ("max_rate",))])
+def test_sample_size_and_rate_words_name_their_keys(key, meant):
+    msg = _unknown(key)
+    assert msg.startswith(f"unknown key {key!r} (did you mean {meant[0]!r} (")
+    assert all(f"{k!r} (" in msg for k in meant) and "'name'" not in msg and "'max_drop'" not in msg
+
+
+def test_keys_with_an_alias_are_named_and_described_by_the_alias():
+    """``keys_at`` lists a field's alias; the meaning table and the descriptions use the same spelling."""
+    from typing import ClassVar
+
+    from pydantic import BaseModel, ConfigDict, Field
+
+    from harness.spec.keys import unknown_key_message
+
+    class Aliased(BaseModel):
+        model_config = ConfigDict(extra="forbid", populate_by_name=True)
+        keys_meant: ClassVar[dict[str, tuple[str, ...]]] = {"minimum": ("lower",), "floor_value": ("lower_limit",)}
+        lower: float = Field(default=0.0, alias="lower_limit", description="the lower limit")
+
+    by_name = unknown_key_message(Aliased, ("minimum",))
+    assert "did you mean 'lower_limit' (the lower limit)?" in by_name and "'lower'" not in by_name
+    by_alias = unknown_key_message(Aliased, ("floor_value",))
+    assert "did you mean 'lower_limit' (the lower limit)?" in by_alias
+    assert unknown_key_message(Aliased, ("lower_limt",)).endswith("valid keys here: lower_limit")
+
+
 def test_unknown_key_in_a_tagged_union_member_lists_that_member(tmp_path):
     from harness.spec.schema import Suite
 

@@ -32,3 +32,13 @@ def test_a_file_and_an_empty_folder_are_told_apart(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="run directory has no summary.json"):
         read_summary(tmp_path / "empty")
+
+
+def test_the_cache_note_names_tokenized_splits_only_for_a_classification_run():
+    """Only classification tasks cache tokenized splits (harness.tokcache); an LM run's note must not claim it."""
+    from harness.rundir import run_dir_line
+
+    cls = run_dir_line(None).splitlines()[1]
+    lm = run_dir_line(None, model_kind="causal_lm").splitlines()[1]
+    assert cls.endswith("; tokenized splits and model file fingerprints are cached there too")
+    assert lm.endswith("; model file fingerprints are cached there too") and "tokenized" not in lm

@@ -83,9 +83,22 @@ def test_a_class_no_split_has_warns_once_naming_the_splits(tmp_path, capsys):
     rc, out, err = _validate(capsys, suite)
     assert rc == 0, err
     warns = [ln for ln in err.splitlines() if ln.startswith("WARN")]
-    assert warns == ["WARN  suite typo, splits validation, test: 1 of 4 classes have no example (dd); no split has "
-                     "dd: if a classes entry is misspelt, correct it to the data's label; macro-averaged metrics "
-                     "(macro_f1) score each as 0, so compare accuracy or add examples of those classes"]
+    assert warns == ["WARN  suite typo, splits validation, test: 1 of 4 classes have no example (dd); none of the "
+                     "splits checked (validation, test) has dd: if a classes entry is misspelt, correct it to the "
+                     "data's label; macro-averaged metrics (macro_f1) score each as 0, so compare accuracy or add "
+                     "examples of those classes"]
+
+
+def test_the_misspelt_class_hint_comes_once_when_splits_lack_different_classes():
+    """validation lacks (c, dd), test lacks (dd): two notes, the hint about dd in the first only."""
+    from harness.data.check import missing_class_notes
+
+    notes = missing_class_notes("s", {"validation": ("c", "dd"), "test": ("dd",)}, 4)
+    assert len(notes) == 2 and sum("misspelt" in n for n in notes) == 1
+    assert "none of the splits checked (validation, test) has dd:" in notes[0] and " c:" not in notes[0]
+    assert notes[1].startswith("split s/test: 1 of 4 classes have no example (dd); macro-averaged")
+    # one split checked: nothing to compare, no hint
+    assert "misspelt" not in missing_class_notes("s", {"test": ("dd",)}, 4)[0]
 
 
 def test_a_misspelt_class_fails_once_naming_the_splits(tmp_path, capsys):
@@ -148,7 +161,8 @@ def test_a_run_notes_a_split_without_some_classes(tiny_pair, tmp_path):
     # once for the suite, naming its splits (it was one note per split, repeating the same text)
     assert len(notes) == 1, notes
     assert notes[0].startswith("suite pos, splits validation, test: 1 of 2 classes have no example (negative); "
-                               "no split has negative: if a classes entry is misspelt")
+                               "none of the splits checked (validation, test) has negative: if a classes entry "
+                               "is misspelt")
 
 
 def test_a_run_notes_a_length_other_than_the_training_length(tiny_pair, tiny_suites, tmp_path):
@@ -190,8 +204,9 @@ def test_a_missing_train_file_warns_and_says_what_needs_it(tmp_path, capsys):
     assert rc == 0, err
     assert "data  notrain/train (train): not read" in out and "notrain/test (test): 20 rows" in out
     warn = err.split("WARN  ", 1)[1]
-    assert "split train (train) not read; only `harness train`" in warn and "few-shot prompt" in warn
+    assert "split train (train) not read; `harness train`" in warn and "few-shot prompt" in warn
     assert "eval and sweep score the validation and test splits without it" in warn and "absent-train.csv" in warn
+    assert "overlap_unchecked" in warn and "max_overlap gate rule fails" in warn
 
 
 def test_a_suite_whose_train_file_is_missing_still_evaluates(tiny_pair, tmp_path):
@@ -199,11 +214,69 @@ def test_a_suite_whose_train_file_is_missing_still_evaluates(tiny_pair, tmp_path
 
     _csv(tmp_path / "data.csv", ["negative", "positive"] * 20)
     (tmp_path / "notrain.yaml").write_text(TRAIN_MISSING)
-    res = evaluate_model(tiny_pair[0], [tmp_path / "notrain.yaml"], out=None)
+    res = evaluate_model(tiny_pair[0], [tmp_path / "notrain.yaml"], out=tmp_path / "run")
     assert set(res.summary.suites["notrain"].splits) == {"validation", "test"}
-    note = next(n for n in res.summary.notes if "train split was not read" in n)
-    assert "overlap" in note and "data file not found" in note
+    note = next(n for n in res.summary.notes if "train split notrain/train was not read" in n)
+    assert "max_overlap gate rule fails" in note and "data file not found" in note
     assert res.summary.overlap and not any(e.a.endswith("/train") for e in res.summary.overlap)
+    # the pairs it would have given are recorded as unchecked, with the problem, never as pairs without overlap
+    unchecked = {(u.a, u.b) for u in res.summary.overlap_unchecked}
+    assert unchecked == {("notrain/train", "notrain/validation"), ("notrain/train", "notrain/test")}
+    assert all("absent-train.csv" in u.reason for u in res.summary.overlap_unchecked)
+
+
+def test_the_overlap_gate_fails_on_a_run_whose_train_split_was_not_read(tiny_pair, tmp_path, capsys):
+    """CONTRACT: a rule that cannot be judged for missing data fails (exit 1), never a pass without data."""
+    from harness.pipeline import evaluate_model
+
+    _csv(tmp_path / "data.csv", ["negative", "positive"] * 20)
+    (tmp_path / "notrain.yaml").write_text(TRAIN_MISSING)
+    evaluate_model(tiny_pair[0], [tmp_path / "notrain.yaml"], out=tmp_path / "run")
+    policy = tmp_path / "overlap.yaml"
+    policy.write_text("kind: policy\nname: overlap\ncandidate: adapted\nmin_clusters: 1\nrules:\n"
+                      "  - {name: clean, kind: max_overlap, suites: [notrain], split: test, max_rate: 0.5, "
+                      "mode: point}\n")
+    capsys.readouterr()
+    assert main(["gate", str(tmp_path / "run"), "--policy", str(policy)]) == 1
+    verdict = json.loads((tmp_path / "run" / "verdict.json").read_text())
+    reason = verdict["outcomes"][0]["reason"]
+    assert "notrain/test with notrain/train was not checked" in reason and "absent-train.csv" in reason
+    assert "rerun eval or sweep" in reason
+
+
+def test_a_file_holding_every_split_is_read_once(tmp_path, monkeypatch):
+    """eval reads an ID suite's train split with its validation and test splits: one file, one read."""
+    import harness.data.readers as readers
+    from harness.pipeline.common import RunOptions, load_suites, prepare_splits
+
+    reads = []
+    real = readers._read_local
+    monkeypatch.setattr(readers, "_read_local", lambda *a: reads.append(a[1]) or real(*a))
+    _csv(tmp_path / "data.csv", ["negative", "positive"] * 30)
+    text = TRAIN_MISSING.replace("{name: train, role: train, files: [absent-train.csv]}",
+                                 "{name: train, role: train, fraction: 0.4}")
+    (tmp_path / "s.yaml").write_text(text.replace("fraction: 0.5", "fraction: 0.3"))
+    loaded = prepare_splits(load_suites([tmp_path / "s.yaml"]), RunOptions())
+    assert [sd.ref.split for sd in loaded.train] == ["train"] and len(loaded.splits) == 2
+    assert reads == [["data.csv"]] and not loaded.unread_train
+
+
+def test_a_few_shot_train_split_is_the_one_read_for_the_overlap_check(tmp_path, monkeypatch):
+    import harness.data.readers as readers
+    from harness.pipeline.common import RunOptions, load_suites, prepare_splits
+
+    reads = []
+    real = readers._read_local
+    monkeypatch.setattr(readers, "_read_local", lambda *a: reads.append(a[1]) or real(*a))
+    rows = [{"question": f"q{i}?", "options": ["x", "y"], "answer": i % 2} for i in range(30)]
+    (tmp_path / "q.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    text = (LM_SUITE % "question").replace("fraction: 0.5", "fraction: 0.3")
+    text = text.replace('prompt: {template: "Q: {{question}}\\nA:"}',
+                        'prompt:\n    template: "Q: {{question}}\\nA:"\n    fewshot: {k: 1, split: train}')
+    text = text.replace("splits:\n", "splits:\n  - {name: train, role: train, fraction: 0.4}\n")
+    (tmp_path / "lm.yaml").write_text(text)
+    loaded = prepare_splits(load_suites([tmp_path / "lm.yaml"]), RunOptions())
+    assert loaded.fewshot["lm-tiny"] is loaded.train[0] and reads == [["q.jsonl"]]
 
 
 def test_a_few_shot_prompt_needs_its_train_split(tmp_path, capsys):

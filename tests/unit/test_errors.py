@@ -1,0 +1,49 @@
+"""The error family (STYLE.md section 2): every exception type lives in harness/errors.py, subclasses the matching
+built-in, and survives pickling (a worker process or a data-parallel rank hands it back whole)."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+from harness import errors
+from harness.data.sources import load_splits
+from harness.spec.load import load_suite
+
+SUITE = ("kind: suite\nname: typo\nrole: id\nsource: {type: local, files: [data.csv]}\nclasses: [a, bb]\n"
+         "splits:\n  - {name: validation, role: validation, fraction: 0.5}\n"
+         "  - {name: test, role: test, fraction: 0.5}\nmetrics: [accuracy]\n")
+
+
+def _problems(tmp_path):
+    """A misspelt class (bb for the data's b) in both splits, plus one empty label: several problems."""
+    rows = ["text,label"] + [f"sentence {i},{'ab'[i % 2]}" for i in range(40)] + ["lonely,"]
+    (tmp_path / "data.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "typo.yaml").write_text(SUITE)
+    with pytest.raises(errors.DataError) as e:
+        load_splits(load_suite(tmp_path / "typo.yaml"), suite_path=tmp_path / "typo.yaml")
+    return e.value
+
+
+@pytest.mark.parametrize("name", ["DataProblems", "LabelsOutsideClasses"])
+def test_data_error_classes_live_in_the_errors_module(name):
+    cls = getattr(errors, name)
+    assert cls.__module__ == "harness.errors" and name in errors.__all__
+    assert issubclass(cls, errors.DataError) and issubclass(cls, ValueError)
+
+
+def test_combined_data_problems_are_one_picklable_error_holding_each(tmp_path):
+    err = _problems(tmp_path)
+    assert isinstance(err, errors.DataProblems) and str(err).startswith("2 data problems in suite 'typo':")
+    outside = next(p for p in err.problems if isinstance(p, errors.LabelsOutsideClasses))
+    assert list(outside.counts) == ["validation", "test"] and sum(outside.counts.values()) == 20
+    assert outside.values == ["b"] and len(outside.ids) == 20
+    assert outside.suite == "typo" and outside.unseen == ["bb"]
+    assert "the data has 'b', the classes 'bb'" in str(outside)
+    back = pickle.loads(pickle.dumps(err))
+    assert type(back) is errors.DataProblems and str(back) == str(err)
+    assert [str(p) for p in back.problems] == [str(p) for p in err.problems]
+    again = pickle.loads(pickle.dumps(outside))
+    assert str(again) == str(outside) and (again.counts, again.ids, again.values, again.unseen, again.where) == (
+        outside.counts, outside.ids, outside.values, outside.unseen, outside.where)
