@@ -23,7 +23,7 @@ other jobs, load average 8-11 during the run, so wall times are inflated and noi
 max |dLL| 2.4e-4.
 
 Token budget of the CPU scorer (issue 19: a 4,096-token batch of BoolQ rows kept the bar still for 20-40 s on the
-shared machine; the default is now 1,024), measured 2026-11-30 on the same 2-core machine, 1 thread
+shared machine; the default was then made 1,024, and is now 512: see the last list), measured 2026-11-30 on the same 2-core machine, 1 thread
 (OMP_NUM_THREADS=1, OMP_WAIT_POLICY=PASSIVE), SHARED: load average 0.9 -> 5.2 while these ran beside other jobs
 (noisy wall times; CPU seconds steadier):
 
@@ -40,6 +40,14 @@ On CPU seconds, the steadier measure on a shared machine, the smaller budget cos
 fell from 16.6 to 13.8 s on the ARC rows; fewer padded tokens per batch); its wall time on those rows rose (25.6 to
 46.0 s) while lm-eval's, unchanged code, rose more (48.6 to 121.1 s): the load moved between the two runs, so the
 wall figures compare nothing. lm-eval took 2x or more the harness's CPU seconds at both budgets.
+
+Then 512 (same machine, 1 thread, SHARED, load average 1.8 -> 4.7; harness alone, runs interleaved, medians of 3;
+process CPU seconds):
+
+* ``--task boolq --time-rows 16 --repeats 3 --compare-budgets 1024,512,2048``: 4 / 7 / 2 batches, 11.69 / 10.16 /
+  14.56 CPU-s (wall 21.4 / 13.5 / 35.2 s); max |dLL| against 1,024: 9.5e-6 and 6.7e-6;
+* ``--task arc_easy --time-rows 64 --repeats 3 --rows 0 --compare-budgets 1024,512,256``: 4 / 7 / 13 batches,
+  15.13 / 13.85 / 14.49 CPU-s (wall 44.9 / 33.3 / 37.7 s); max |dLL| 3.0e-5.
 """
 
 from __future__ import annotations

@@ -152,8 +152,8 @@ class Settings:
     max_examples: int | None = _opt(None, "cap on the examples of every split", ge=1)
     max_length: int | None = _opt(None, "override every suite's max_length (tokens)", ge=8)
     label_map: LabelMap = _opt(None, "model label to suite class, e.g. LABEL_0=negative,LABEL_1=positive")
-    batch_tokens: int | None = _opt(None, "token budget per batch: rows x padded length (default 1024 on CPU, "
-                                          "32768 on GPU)", ge=1)
+    batch_tokens: int | None = _opt(None, "token budget per batch: rows x padded length (default on CPU: 1024 for "
+                                          "classifiers, 512 for language models; 32768 on GPU)", ge=1)
     generation_cache: Literal["dynamic", "static"] = _opt(
         "dynamic", "KV cache of generation suites: dynamic (transformers' default) or static (preallocated; on a GPU "
                    "transformers compiles the decoding step: 3.3x the new tokens/s at batch 64 on an H200 after a "

@@ -113,15 +113,15 @@ class CausalLMScorer:
         Its tokenizer. A missing pad token is set to EOS (:func:`ensure_pad_token`).
     max_length : int, default=None
         Model input length in tokens; ``None``: :func:`resolve_max_length`.
-    batch_tokens : int, default=1024
-        Padded tokens per log-likelihood forward (rows x longest input). 1,024 rather than 4,096 so that the
-        progress bar moves every few seconds on a CPU (a 4,096-token batch of BoolQ rows took 20-40 s on a shared
-        2-core CPU, issue 19). Measured cost (SmolLM2-135M-Instruct, fp32, 1 thread, 2-core CPU SHARED with other
-        jobs, so wall times are noisy; ``benchmarks/lm_mc_cpu.py``, whose docstring has every number): on 64
-        ARC-Easy rows the harness's process CPU time was 13.8 s at 1,024 against 16.6 s at 4,096 (lm-eval took
-        2.99x and 2.17x the harness's CPU seconds), identical accuracy; on 16 BoolQ rows (up to 282 tokens,
-        ``--task boolq --compare-budgets 4096,1024``) 38.2 s wall at 1,024 against 70.9 s at 4,096 (load 4.3-5.0),
-        log-likelihoods equal within 7e-6. Accelerators
+    batch_tokens : int, default=512
+        Padded tokens per log-likelihood forward (rows x longest input). 512 rather than 4,096 so that the
+        progress bar's count moves every few seconds on a CPU (a 4,096-token batch of BoolQ rows took 20-40 s on a
+        shared 2-core CPU, and 1,024-token batches still 10-15 s, issue 19), and it is the cheapest budget measured:
+        SmolLM2-135M-Instruct, fp32, 1 thread, 2-core CPU SHARED with other jobs (wall times noisy; process CPU
+        seconds steadier), ``benchmarks/lm_mc_cpu.py --compare-budgets`` (runs interleaved, medians of 3): 16
+        BoolQ rows (up to 282 tokens), 10.2 CPU-s at 512, 11.7 at 1,024, 14.6 at 2,048; 64 ARC-Easy rows, 13.9 at
+        512, 15.1 at 1,024, 14.5 at 256 (earlier: 16.6 at 4,096); log-likelihoods equal within 3e-5, accuracy
+        identical. Shorter batches pad less (rows are sorted by length). Accelerators
         get 32,768 (:func:`harness.pipeline.runners.causal_scorer_defaults`).
     batch_size : int, default=32
         Most rows per forward (log-likelihood) and prompts per ``generate`` call.
@@ -134,7 +134,7 @@ class CausalLMScorer:
         Prompts per ``generate`` call; ``None``: ``batch_size``.
     """
 
-    def __init__(self, model, tokenizer, *, max_length: int | None = None, batch_tokens: int = 1024,
+    def __init__(self, model, tokenizer, *, max_length: int | None = None, batch_tokens: int = 512,
                  batch_size: int = 32, share_context: bool = True, generation_cache: str | None = None,
                  generation_batch_size: int | None = None) -> None:
         if batch_tokens < 1 or batch_size < 1 or (generation_batch_size is not None and generation_batch_size < 1):

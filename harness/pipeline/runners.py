@@ -43,7 +43,7 @@ def load_live(model: str | Path, kind: str, opts: RunOptions):
 
 def causal_scorer_defaults(device_type: str) -> dict[str, Any]:
     """Batching of :class:`~harness.models.causal.CausalLMScorer` per device type (issue 20). On a CPU its own
-    defaults (1,024 tokens, 32 rows: a CPU batch takes seconds, so the scoring bars move; measured in its
+    defaults (512 tokens, 32 rows: a CPU batch takes seconds, so the scoring bars move; measured in its
     docstring). On an accelerator: 32,768 tokens per log-likelihood forward with the row cap out of the way
     (benchmarks/lm_gpu.py, 1.1B llama, bf16, H200: 43.0% model FLOP utilisation at 32,768 vs 42.6% at 16,384 and
     41.6% at 8,192; 32 rows of ~130 tokens would cap a batch at ~4,000), and generation in batches of 64 prompts

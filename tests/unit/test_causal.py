@@ -193,7 +193,7 @@ def test_scorer_batching_defaults_follow_the_device_and_the_generation_cache_set
 
     tok = byte_bpe("gpt2")
     model = tiny_causal("gpt2", tok)
-    for device, cache, want in (("cpu", "dynamic", (1024, 32, 32, None)),
+    for device, cache, want in (("cpu", "dynamic", (512, 32, 32, None)),
                                 ("cuda", "static", (32768, 4096, 64, "static")),
                                 ("cuda", "dynamic", (32768, 4096, 64, None))):
         live = SimpleNamespace(model=model, tokenizer=tok, device=torch.device(device))
@@ -318,7 +318,7 @@ def test_default_cpu_budget_moves_the_bar_several_times_on_long_rows(monkeypatch
     passages = [" ".join(rng.choice(words) for _ in range(240)) + "\nQuestion: is it?\nAnswer:" for _ in range(16)]
     requests = [(p, c) for p in passages for c in (" no", " yes")]
     scorer = CausalLMScorer(model, tok)
-    assert scorer.batch_tokens == 1024
+    assert scorer.batch_tokens == 512
     assert all(len(scorer.encode(p)) >= 300 for p in passages)
     got = scorer.loglikelihood(requests, desc="base boolq/test")
     (bar,) = log.bars
