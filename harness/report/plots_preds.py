@@ -77,6 +77,9 @@ def _reliability_panel(top, bottom, title: str, curves: dict[str, tuple[pd.DataF
     top.legend(handles[-1:] + handles[:-1], labels[-1:] + labels[:-1], loc="lower right", fontsize=7)
     bottom.set_ylabel("share")
     k_text = f", from 1/K = {_short(1.0 / n_classes)} (K = {n_classes} classes)" if n_classes else ""
+    if n_classes and start < 1.0 / n_classes - 1e-12:
+        k_text = (f", from {_short(start)}: K = {n_classes} classes, and the ece metric's bin ending at 1/K holds rows "
+                  "whose classes all tie")
     bottom.set_xlabel(f"top-label confidence{k_text}")
 
 

@@ -102,6 +102,22 @@ def test_feasible_band_covers_only_evaluated_alphas(tmp_path, figures):
     assert sorted(marks[0].get_offsets()[:, 0]) == [0.05, 0.5, 1.0]  # every feasible alpha marked, 1.0 too
 
 
+def test_reliability_axis_keeps_rows_whose_classes_tie(tmp_path, figures):
+    """Rows whose K classes tie have confidence exactly 1/K, which the ece metric bins in (0.4, 0.5] for K = 2:
+    the axis then starts at 0.4 so that bin is drawn, and the axis label says why."""
+    from harness.report.predstats import binned_ece, reliability_bins, softmax
+
+    logits = np.zeros((4, 2), np.float32)
+    logits[2:, 0] = 2.0
+    bins = reliability_bins(softmax(logits), np.array([0, 1, 0, 0]))
+    plots_preds.plot_reliability([("ID", {"model": (bins, binned_ece(bins))})], tmp_path / "r.png", n_classes=[2])
+    top, bottom = [ax for ax in figures["r.png"].axes if ax.get_visible()]
+    assert bottom.get_xlim() == pytest.approx((0.4, 1.0))
+    assert "from 0.4" in bottom.get_xlabel() and "tie" in bottom.get_xlabel()
+    assert min(b.get_x() for b in bottom.patches if isinstance(b, Rectangle) and b.get_height() > 0) == \
+        pytest.approx(0.4)
+
+
 def test_before_after_legend_names_each_reference_once(tmp_path, figures):
     """Each constant-answer reference drawn, on any row of bars, is named once in the legend by its own text;
     groups without one draw no segment."""
