@@ -86,11 +86,14 @@ def is_lm_run(ctx: Context) -> bool:
 
 
 def units_note(ctx: Context) -> str:
-    """The units sentence of the overview: fractions, except the perplexity metrics."""
-    if any(m in TASK_METRICS["perplexity"] for m in metric_names(ctx.summary)):
-        return ("Metric values are fractions in [0, 1], except word_perplexity and byte_perplexity (at least 1) and "
-                "bits_per_byte (bits per UTF-8 byte); for these three lower is better.")
-    return "Metric values are fractions in [0, 1] (nll in nats per example)."
+    """The units sentence of the overview: fractions, except the perplexity metrics and nll, each named only when
+    the run has it."""
+    names = metric_names(ctx.summary)
+    nll = " (nll in nats per example)" if "nll" in names else ""
+    if any(m in TASK_METRICS["perplexity"] for m in names):
+        return (f"Metric values are fractions in [0, 1]{nll}, except word_perplexity and byte_perplexity (at least 1) "
+                "and bits_per_byte (bits per UTF-8 byte); for these three lower is better.")
+    return f"Metric values are fractions in [0, 1]{nll}."
 
 
 def task_results(ctx: Context) -> Section:

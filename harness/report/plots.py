@@ -248,6 +248,9 @@ class Bars:
     label: str
     values: tuple[tuple[float, float, float], ...]
     majority: float | None = None
+    #: legend text of ``majority`` (a constant-answer reference: "majority-class rate", "always answering the
+    #: most frequent choice")
+    majority_label: str | None = None
 
 
 BARS_PER_ROW = 8
@@ -271,12 +274,13 @@ def _bar_row(ax, groups: Sequence[Bars], columns: Sequence[str], slots: int) -> 
             y = hi if math.isfinite(hi) else v
             ax.text(x, y + 0.012, text, ha="center", va="bottom", fontsize=7, rotation=90 if k > 3 else 0)
             top = max(top, y)
-    shown = False
+    shown: set[str] = set()
     for i, g in enumerate(groups):
         if g.majority is not None and math.isfinite(g.majority):
+            text = g.majority_label or "majority-class rate"
             ax.hlines(g.majority, i - 0.46, i + 0.46, colors="black", linestyles="--", lw=1.1,
-                      label=None if shown else "majority-class rate", zorder=4)
-            shown = True
+                      label=None if text in shown else text, zorder=2.5)  # under the value labels
+            shown.add(text)
             top = max(top, g.majority)
     ax.set_xticks(np.arange(len(groups)), [_wrap(g.label, 18) for g in groups])
     ax.set_xlim(-0.6, max(len(groups), slots) - 0.4)
@@ -292,7 +296,8 @@ def plot_before_after(groups: Sequence[Bars], columns: Sequence[str], path: Path
     """Grouped bars (one group per suite/split, one bar per focus column) with 95% intervals.
 
     The first column's bar is labelled with its value; the others with their delta vs the first when the first
-    column is ``base``. A dashed black segment marks the group's majority-class rate when given. Past
+    column is ``base``. A dashed black segment marks the group's constant-answer reference when given
+    (:attr:`Bars.majority`, named in the legend by :attr:`Bars.majority_label`). Past
     ``BARS_PER_ROW`` groups the bars wrap onto further rows with a shared y axis, so that a run with dozens of
     suites gives a grid rather than one very wide strip.
     """
@@ -308,15 +313,12 @@ def plot_before_after(groups: Sequence[Bars], columns: Sequence[str], path: Path
             if valid is not None:
                 ax.yaxis.set_major_locator(RangeLocator(*valid))
             ax.set_ylabel(metric)
-        handles, labels = axes[0].get_legend_handles_labels()
-        if "majority-class rate" not in labels:
-            for ax in axes[1:]:
-                h, lab = ax.get_legend_handles_labels()
-                if "majority-class rate" in lab:
-                    handles.append(h[lab.index("majority-class rate")])
-                    labels.append("majority-class rate")
-                    break
-        fig.legend(handles, labels, loc="outside lower center", ncol=k + 1, frameon=False)
+        legend: dict[str, object] = {}  # the bars' columns, then each reference drawn in any row, once
+        for ax in axes:
+            for h, lab in zip(*ax.get_legend_handles_labels()):
+                legend.setdefault(lab, h)
+        fig.legend(list(legend.values()), list(legend), loc="outside lower center", ncol=min(len(legend), k + 2),
+                   frameon=False)
         fig.suptitle(f"{metric} per suite (test splits)" + (
             "; labels: base value, others Δ vs base" if k > 1 and columns[0] == "base" else ""))
     return path
@@ -336,6 +338,8 @@ class Line:
 
 
 STRIP_HALF_WIDTH = 0.015
+#: Legend text of the feasible strips (a patch in the metric-vs-alpha legend, so the PNG reads on its own).
+FEASIBLE_STRIP = "green strip: an evaluated α feasible under the policy (nothing shaded between α)"
 
 
 def _feasible_spans(alphas: Sequence[float], feasible: Sequence[bool]) -> list[tuple[float, float]]:
@@ -368,8 +372,8 @@ _ALPHA_MARGIN, _FEASIBLE_Y = 0.06, 0.035
 def _alpha_panel(ax, lines: Sequence[Line], alphas: Sequence[float], feasible: Sequence[bool] | None,
                  chosen_alpha: float | None, axis: Axis | None) -> None:
     if feasible is not None and any(feasible):
-        for lo, hi in _feasible_spans(alphas, feasible):
-            ax.axvspan(lo, hi, color=COLORS["chosen"], alpha=0.12, lw=0)
+        for k, (lo, hi) in enumerate(_feasible_spans(alphas, feasible)):  # the first strip names them all
+            ax.axvspan(lo, hi, color=COLORS["chosen"], alpha=0.12, lw=0, label=None if k else FEASIBLE_STRIP)
         ok = [a for a, f in zip(alphas, feasible) if f]
         ax.scatter(ok, [_FEASIBLE_Y] * len(ok), marker="^", s=22, color=COLORS["chosen"],
                    transform=ax.get_xaxis_transform(), zorder=5, gid="feasible-marker",

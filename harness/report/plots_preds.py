@@ -24,41 +24,87 @@ logger = logging.getLogger(__name__)
 MANY_SUITES = 10  # past this many suites the confusion figure keeps one matrix per suite, five suites a row
 
 
-def plot_reliability(panels: Sequence[tuple[str, dict[str, tuple[pd.DataFrame, float]]]], path: Path) -> Path:
-    """Reliability diagrams: per panel, accuracy against mean top-label confidence in 10 equal-width bins, one
-    line per focus column (legend: binned ECE), and below it the share of examples in each bin: each bin's bars
-    (one per focus column, side by side) fill exactly that bin's edges, which are marked by the grid."""
+def _shown_bins(bins: pd.DataFrame, n_classes: int | None) -> tuple[pd.DataFrame, float]:
+    """The bins a top-label confidence of ``n_classes`` classes can fall in, and where the axis starts: 1/K
+    (confidence is at least 1/K), or lower only when the bin ending at 1/K holds rows (all K classes tied at
+    exactly 1/K fall there under the ece metric's ``lo < conf <= hi`` rule). The bins are those of
+    :func:`harness.report.predstats.reliability_bins` unchanged, so the legend's ECE is the ece metric's."""
+    floor = 1.0 / n_classes if n_classes else 0.0
+    above = bins["hi"] > floor + 1e-12
+    tied = bins[~above & (bins["count"] > 0)]
+    return bins[above | (bins["count"] > 0)], min([floor, *tied["lo"].astype(float)])
+
+
+def _short(x: float) -> str:
+    """A confidence edge in at most two decimals without trailing zeros: 0.5, 0.33, 1."""
+    return f"{x:.2f}".rstrip("0").rstrip(".") or "0"
+
+
+def _bin_ticks(ax, shown: pd.DataFrame, start: float) -> None:
+    """Every drawn bin edge marked by the grid (minor ticks); labelled ones (major) include the axis start."""
+    edges = np.union1d(np.maximum(shown["lo"].to_numpy(float), start), shown["hi"].to_numpy(float))
+    ax.set_xticks(edges, minor=True)
+    major = edges if len(edges) <= 7 else np.union1d(edges[::2], [edges[0], edges[-1]])
+    ax.set_xticks(major, [_short(e) for e in major])
+    ax.grid(axis="x", which="minor", visible=True)
+    ax.grid(axis="x", which="major", visible=True)
+
+
+def _reliability_panel(top, bottom, title: str, curves: dict[str, tuple[pd.DataFrame, float]],
+                       n_classes: int | None) -> None:
+    k = max(len(curves), 1)
+    start = 0.0
+    for j, (label, (bins, ece)) in enumerate(curves.items()):
+        shown, start = _shown_bins(bins, n_classes)
+        full = shown[shown["count"] > 0]
+        top.plot(full["confidence"], full["accuracy"], marker="o", ms=3.5, lw=1.3, color=color_of(label),
+                 label=f"{label}: ECE {fmt_value(ece)}", clip_on=False)
+        share = shown["count"] / max(int(bins["count"].sum()), 1)
+        lo = np.maximum(shown["lo"].to_numpy(float), start)
+        step = (shown["hi"].to_numpy(float) - lo) / k
+        bottom.bar(lo + j * step, share, width=step, align="edge", color=color_of(label), edgecolor="none",
+                   gid=f"share-{label}")
+        if j == 0:
+            _bin_ticks(bottom, shown, start)
+    if not curves:
+        _bin_ticks(bottom, pd.DataFrame({"lo": np.linspace(0, 0.9, 10), "hi": np.linspace(0.1, 1, 10)}), 0.0)
+    top.plot([start, 1], [start, 1], ls="--", color="0.5", lw=0.9, label="perfect calibration", zorder=1)
+    top.set_xlim(start, 1)
+    top.set_ylim(0, 1.02)
+    top.set_title(title)
+    top.set_ylabel("accuracy in bin")
+    handles, labels = top.get_legend_handles_labels()  # perfect calibration first
+    top.legend(handles[-1:] + handles[:-1], labels[-1:] + labels[:-1], loc="lower right", fontsize=7)
+    bottom.set_ylabel("share")
+    k_text = f", from 1/K = {_short(1.0 / n_classes)} (K = {n_classes} classes)" if n_classes else ""
+    if n_classes and start < 1.0 / n_classes - 1e-12:
+        k_text = (f", from {_short(start)}: K = {n_classes} classes, and the ece metric's bin ending at 1/K holds rows "
+                  "whose classes all tie")
+    bottom.set_xlabel(f"top-label confidence{k_text}")
+
+
+def plot_reliability(panels: Sequence[tuple[str, dict[str, tuple[pd.DataFrame, float]]]], path: Path,
+                     n_classes: Sequence[int] | None = None) -> Path:
+    """Reliability diagrams: per panel, accuracy against mean top-label confidence in the ece metric's
+    equal-width bins (width 0.1 on [0, 1], :func:`harness.report.predstats.reliability_bins`), one line per
+    focus column (legend: binned ECE), and below it the share of examples in each bin: each bin's bars (one per
+    focus column, side by side) fill exactly that bin's edges, which are marked by the grid.
+
+    ``n_classes`` (one per panel): with K classes the top-label confidence is at least 1/K, so the panel's
+    confidence axis starts at 1/K and shows only the bins above it (for K = 2, the five bins from 0.5); the bins
+    are not redrawn, so the legend's ECE stays the ece metric's. ``None``: the axis starts at 0.
+    """
     n = len(panels)
     width = max(4.4 * n, 5.6)
+    ks = list(n_classes) if n_classes is not None else [None] * n
     with _figure(path, width, 5.4) as fig:
-        axes = fig.subplots(2, n, squeeze=False, height_ratios=[3, 1], sharex=True)
-        for col, (title, curves) in enumerate(panels):
-            top, bottom = axes[0, col], axes[1, col]
-            top.plot([0, 1], [0, 1], ls="--", color="0.5", lw=0.9, label="perfect calibration")
-            k = max(len(curves), 1)
-            for j, (label, (bins, ece)) in enumerate(curves.items()):
-                full = bins[bins["count"] > 0]
-                top.plot(full["confidence"], full["accuracy"], marker="o", ms=3.5, lw=1.3, color=color_of(label),
-                         label=f"{label}: ECE {fmt_value(ece)}")
-                share = bins["count"] / max(int(bins["count"].sum()), 1)
-                lo, step = bins["lo"].to_numpy(float), (bins["hi"] - bins["lo"]).to_numpy(float) / k
-                bottom.bar(lo + j * step, share, width=step, align="edge", color=color_of(label),
-                           edgecolor="none", gid=f"share-{label}")
-            edges = np.union1d(bins["lo"], bins["hi"]) if curves else np.linspace(0, 1, 11)
-            bottom.set_xticks(edges[::2])
-            bottom.set_xticks(edges, minor=True)
-            bottom.grid(axis="x", which="minor", visible=True)
-            bottom.grid(axis="x", which="major", visible=True)
-            top.set_xlim(0, 1)
-            top.set_ylim(0, 1.02)
-            top.set_title(title)
-            top.set_ylabel("accuracy in bin")
-            top.legend(loc="lower right", fontsize=7)
-            bottom.set_ylabel("share")
-            bottom.set_xlabel("top-label confidence")
+        axes = fig.subplots(2, n, squeeze=False, height_ratios=[3, 1], sharex="col")
+        for col, ((title, curves), k) in enumerate(zip(panels, ks)):
+            _reliability_panel(axes[0, col], axes[1, col], title, curves, k)
         # about 12 characters of 10-point text per inch: wrap rather than cut the title of a narrow figure
-        fig.suptitle(textwrap.fill("Reliability (10 equal-width bins; binned ECE is biased upward on small n)",
-                                   int(width * 12)))
+        floor = " on confidence from 1/K for K classes (the lowest possible top-label confidence)" if any(ks) else ""
+        fig.suptitle(textwrap.fill(f"Reliability (the ece metric's 10 equal-width bins of [0, 1]{floor}; binned "
+                                   "ECE is biased upward on small n)", int(width * 12)))
     return path
 
 

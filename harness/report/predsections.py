@@ -71,7 +71,7 @@ def _pooled(ctx: Context, pairs: list[Pair], columns: list[tuple[str, str]] | No
 def calibration(ctx: Context) -> Section:
     """Reliability diagrams and binned ECE on the ID test splits and on the pooled shift test splits."""
     id_pairs, shift = report_pairs(ctx.summary, "test")
-    panels, rows = [], []
+    panels, rows, n_classes = [], [], []
     for title, pairs in (("ID (test)", id_pairs), ("shift suites pooled (test)",
                                                    [p for ps in shift.values() for p in ps])):
         curves, pooled_all = {}, _pooled(ctx, pairs, distinct_columns(ctx))
@@ -82,17 +82,23 @@ def calibration(ctx: Context) -> Section:
                          "mean confidence": fmt_value(finite_mean(pooled.probs.max(axis=1))),
                          "accuracy": fmt_value(finite_mean(pooled.correct)), "binned ECE": fmt_value(curves[label][1])})
         if curves:
-            panels.append((f"{title}, n={next(iter(pooled_all.values())).n}", curves))
+            first = next(iter(pooled_all.values()))
+            panels.append((f"{title}, n={first.n}", curves))
+            n_classes.append(int(first.probs.shape[1]))
     if not panels:
         return Section("Calibration", (Para(_NO_PREDS, "muted"),))
     note = ("Binned ECE is biased upward on small n: with few examples in a bin, sampling noise alone separates "
             "accuracy from confidence, so even a calibrated model shows ECE > 0. Compare points on the same "
             "splits rather than reading the level; summary.json's ece metric, with its interval, is the "
             "reference number per split. The numbers below are recomputed from the stored predictions "
-            "(10 equal-width bins of top-label confidence, test splits pooled).")
-    path = plots_preds.plot_reliability(panels, ctx.figdir / FIGURES[4])
+            "(the ece metric's 10 equal-width bins of top-label confidence on [0, 1], test splits pooled).")
+    path = plots_preds.plot_reliability(panels, ctx.figdir / FIGURES[4], n_classes)
     return Section("Calibration", (FigureBlock(path, "Reliability diagrams: accuracy against confidence per bin; "
-                                                     "the lower panels show the share of examples per bin."),
+                                                     "the lower panels show the share of examples per bin. With K "
+                                                     "classes the top-label confidence is at least 1/K, so each "
+                                                     "confidence axis starts at 1/K and shows only the bins above "
+                                                     "it (for 2 classes, the five bins from 0.5); the bins are the "
+                                                     "ece metric's, so the legend's ECE is unchanged."),
                                    Para(note, "note"), TableBlock(pd.DataFrame(rows, dtype=object))))
 
 

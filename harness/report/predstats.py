@@ -81,6 +81,11 @@ class PredIndex:
 
     def __init__(self, frame: pd.DataFrame) -> None:
         self._groups: dict[tuple[str, str, str], pd.DataFrame] = {}
+        # labels of every split, language-model records included (a multiple-choice label is the gold choice index)
+        self._labels: dict[Pair, np.ndarray] = {}
+        if not frame.empty and {"point", "suite", "split", "label"} <= set(frame.columns):
+            for (_, suite, split), rows in frame.groupby(["point", "suite", "split"], sort=False):
+                self._labels.setdefault((str(suite), str(split)), rows["label"].to_numpy(np.int64))
         # the views here (reliability, confusion, flips) read class logits: language-model records are left out
         frame = frame[frame["logits"].notna()] if "logits" in frame.columns else frame.iloc[0:0]
         if not frame.empty and {"point", "suite", "split"} <= set(frame.columns):
@@ -92,9 +97,9 @@ class PredIndex:
         return point is not None and bool(pairs) and all((point, *p) in self._groups for p in pairs)
 
     def labels(self, pair: Pair) -> np.ndarray | None:
-        """Labels of a split from any point that has it (they are the same for every point)."""
-        rows = next((r for k, r in self._groups.items() if k[1:] == pair), None)
-        return None if rows is None else rows["label"].to_numpy(np.int64)
+        """Labels int64 (n,) of a split from any point that has it (they are the same for every point): class
+        indices, or a multiple-choice suite's gold choice indices; ``None`` when no point has the split."""
+        return self._labels.get(tuple(pair))
 
     def pooled(self, point: str, pairs: Sequence[Pair]) -> Pooled | None:
         """``point``'s predictions on ``pairs`` concatenated, or ``None`` if any pair is missing."""
@@ -215,7 +220,11 @@ def finite_mean(values: np.ndarray) -> float:
 
 
 def majority_rate(labels: np.ndarray) -> float:
-    """Share of the most frequent label: the accuracy of always predicting the majority class."""
+    """Share of the most frequent label: the accuracy of always predicting the majority class (for a
+    multiple-choice split, whose labels are gold choice indices, of always answering the most frequent gold
+    position). A negative label (no gold) is never the answer; NaN for no labels."""
+    labels = np.asarray(labels, dtype=np.int64)
     if len(labels) == 0:
         return float("nan")
-    return float(np.bincount(labels).max() / len(labels))
+    ok = labels[labels >= 0]
+    return float(np.bincount(ok).max() / len(labels)) if len(ok) else 0.0

@@ -193,6 +193,35 @@ def _curve(ctx: Context) -> Section | None:
     return Section("ID vs shift along alpha", tuple(blocks))
 
 
+#: Metric -> (legend text, caption text) of the constant-answer reference drawn on its bars: the majority-class
+#: rate for classification accuracy; for multiple-choice accuracies (labels are gold choice indices) always
+#: answering the most frequent gold position (the same under acc, acc_norm and acc_bytes: none rescores a fixed
+#: position). Other metrics have no constant-answer reference here.
+CONSTANT_ANSWER = {
+    "accuracy": ("majority-class rate", "the majority-class rate (accuracy of always predicting the split's most "
+                                        "frequent label)"),
+    **{m: ("always answering the most frequent choice",
+           "the accuracy of always answering the most frequent choice (always picking the split's most frequent "
+           "gold choice position)") for m in ("acc", "acc_norm", "acc_bytes")},
+}
+
+
+def _reference_note(drawn: dict[str, list[str]], missing: list[str], has_preds: bool) -> str:
+    """The before/after caption's sentence on dashed reference segments: which groups have which, and why the
+    others have none (``drawn``: the reference's caption text -> its groups; ``missing``: groups without a
+    line)."""
+    if len(drawn) > 1:
+        note = "Dashed segments: " + "; ".join(f"{what} on {', '.join(groups)}" for what, groups in drawn.items()) + "."
+    else:
+        note = "".join(f"The dashed segment is {what}." for what in drawn)
+    if missing:
+        why = ("their metric has no constant-answer reference (one is drawn for accuracy and for "
+               "multiple-choice acc, acc_norm and acc_bytes)" if has_preds else
+               "predictions.parquet is absent, so the split's labels are unknown")
+        note += f" No reference line for {', '.join(missing)}: {why}."
+    return note.strip()
+
+
 def _before_after(ctx: Context) -> Section:
     s, f = ctx.summary, ctx.focus
     metric_of = _metric_of(ctx)
@@ -201,17 +230,19 @@ def _before_after(ctx: Context) -> Section:
     names = set(metric_of[p[0]] for p in pairs) or {ctx.metric}
     mixed = len(names) > 1
     metric = "value (each suite's own metric)" if mixed else next(iter(names))
-    groups = []
+    groups, drawn, missing = [], {}, []
     for pair in pairs:
         name = metric_of[pair[0]]
         vals = [_triple(entry_value(s.results, pid, pair, name)) for _, pid in f.columns]
-        labels = ctx.preds.labels(pair) if ctx.preds is not None and name == "accuracy" else None
-        groups.append(plots.Bars(f"{pair[0]}\n{pair[1]}" + (f"\n{name}" if mixed else ""), tuple(vals),
-                                 majority_rate(labels) if labels is not None else None))
-    note = ("The dashed segment is the split's majority-class rate (accuracy of always predicting the most "
-            "frequent label)." if names == {"accuracy"} else
-            "No majority-class line: it is an accuracy reference and the metric is "
-            + ("not accuracy." if mixed else f"{metric}."))
+        labels = ctx.preds.labels(pair) if ctx.preds is not None and name in CONSTANT_ANSWER else None
+        ref = majority_rate(labels) if labels is not None else None
+        if ref is not None and np.isfinite(ref):
+            drawn.setdefault(CONSTANT_ANSWER[name][1], []).append(f"{pair[0]}/{pair[1]}")
+        else:
+            missing.append(f"{pair[0]}/{pair[1]} ({name})")
+        groups.append(plots.Bars(f"{pair[0]}\n{pair[1]}" + (f"\n{name}" if mixed else ""), tuple(vals), ref,
+                                 CONSTANT_ANSWER[name][0] if name in CONSTANT_ANSWER else None))
+    note = _reference_note(drawn, missing, ctx.preds is not None)
     path = plots.plot_before_after(groups, [label for label, _ in f.columns], ctx.figdir / FIGURES[2],
                                    metric=metric)
     bar_note = " Bar labels: the base value, and each other bar's difference from base." if f.compared else ""

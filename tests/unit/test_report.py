@@ -204,6 +204,17 @@ def test_every_suite_metric_and_section_present(sweep_run):
                                                "confusion.png"}
 
 
+def test_units_and_majority_line_of_a_classification_run(sweep_run):
+    """A run with nll says its unit; accuracy bars keep the majority-class line, named as such."""
+    _, paths = sweep_run
+    md = paths.markdown.read_text()
+    overview = md[md.index("## Overview"):md.index("\n## ", md.index("## Overview") + 1)]
+    assert "(nll in nats per example)" in overview
+    before = md[md.index("## Before and after"):md.index("\n## ", md.index("## Before and after") + 1)]
+    assert "The dashed segment is the majority-class rate (accuracy of always predicting" in before
+    assert "No reference line" not in before
+
+
 def test_numbers_match_summary(sweep_run):
     run, paths = sweep_run
     s = rundir.read_summary(run)

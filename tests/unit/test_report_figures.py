@@ -102,6 +102,52 @@ def test_feasible_band_covers_only_evaluated_alphas(tmp_path, figures):
     assert sorted(marks[0].get_offsets()[:, 0]) == [0.05, 0.5, 1.0]  # every feasible alpha marked, 1.0 too
 
 
+def test_reliability_axis_keeps_rows_whose_classes_tie(tmp_path, figures):
+    """Rows whose K classes tie have confidence exactly 1/K, which the ece metric bins in (0.4, 0.5] for K = 2:
+    the axis then starts at 0.4 so that bin is drawn, and the axis label says why."""
+    from harness.report.predstats import binned_ece, reliability_bins, softmax
+
+    logits = np.zeros((4, 2), np.float32)
+    logits[2:, 0] = 2.0
+    bins = reliability_bins(softmax(logits), np.array([0, 1, 0, 0]))
+    plots_preds.plot_reliability([("ID", {"model": (bins, binned_ece(bins))})], tmp_path / "r.png", n_classes=[2])
+    top, bottom = [ax for ax in figures["r.png"].axes if ax.get_visible()]
+    assert bottom.get_xlim() == pytest.approx((0.4, 1.0))
+    assert "from 0.4" in bottom.get_xlabel() and "tie" in bottom.get_xlabel()
+    assert min(b.get_x() for b in bottom.patches if isinstance(b, Rectangle) and b.get_height() > 0) == \
+        pytest.approx(0.4)
+
+
+def test_before_after_legend_names_each_reference_once(tmp_path, figures):
+    """Each constant-answer reference drawn, on any row of bars, is named once in the legend by its own text;
+    groups without one draw no segment."""
+    groups = [plots.Bars(f"s{i}\ntest", ((0.5, 0.4, 0.6),), 0.3 if i % 2 else None,
+                         "always answering the most frequent choice" if i % 2 else None)
+              for i in range(plots.BARS_PER_ROW + 2)]
+    plots.plot_before_after(groups, ["model"], tmp_path / "b.png", metric="acc")
+    fig = figures["b.png"]
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert sorted(legend) == ["always answering the most frequent choice", "model"]
+    segments = [c for ax in fig.axes for c in ax.collections if type(c).__name__ == "LineCollection"
+                and c.get_linestyle()[0][1] is not None]
+    assert sum(len(c.get_segments()) for c in segments) == (plots.BARS_PER_ROW + 2) // 2
+
+
+def test_feasible_strips_have_a_legend_entry_in_the_png(sweep_figs):
+    """The green strips are named in the figure's own legend (a patch of their colour), not only in the report's
+    caption, so the PNG reads on its own."""
+    from matplotlib.colors import to_rgba
+
+    fig = sweep_figs["metric_vs_alpha.png"]
+    legend = fig.legends[0]
+    texts = [t.get_text() for t in legend.get_texts()]
+    assert plots.FEASIBLE_STRIP in texts and texts.count(plots.FEASIBLE_STRIP) == 1  # once, not per panel
+    patch = legend.legend_handles[texts.index(plots.FEASIBLE_STRIP)]
+    assert isinstance(patch, Rectangle)
+    assert patch.get_facecolor()[:3] == pytest.approx(to_rgba(plots.COLORS["chosen"])[:3])
+    assert patch.get_alpha() == pytest.approx(0.12)
+
+
 def test_metric_vs_alpha_lines_only_at_evaluated_alphas(tmp_path, figures):
     """Adaptive search: a split evaluated at fewer alphas gets markers and segments at those only, and its band
     spans only them."""
@@ -244,13 +290,17 @@ def test_each_shift_panel_on_its_suites_own_metric(tmp_path, figures):
 
 
 def test_reliability_bars_fill_their_bins(sweep_figs):
+    """Three classes: top-label confidence is at least 1/3, so the axis starts at 1/3 and shows the seven bins of
+    the ece metric above it (the first cut at 1/3); each bin's bars fill exactly its drawn edges."""
     fig = sweep_figs["reliability.png"]
     bottoms = [ax for ax in fig.axes if ax.get_visible() and ax.get_ylabel() == "share"]
     assert len(bottoms) == 2
-    edges = np.linspace(0.0, 1.0, 11)
+    edges = np.concatenate([[1 / 3], np.linspace(0.4, 1.0, 7)])
     for ax in bottoms:
+        assert ax.get_xlim() == pytest.approx((1 / 3, 1.0))
+        assert "from 1/K = 0.33 (K = 3 classes)" in ax.get_xlabel()
         bars = [p for p in ax.patches if isinstance(p, Rectangle)]
-        assert len(bars) == 2 * 10  # base and adapted = chosen, ten bins
+        assert len(bars) == 2 * 7  # base and adapted = chosen, seven bins
         per_bin: dict[int, list[tuple[float, float]]] = {}
         for b in bars:
             x0, x1 = b.get_x(), b.get_x() + b.get_width()
@@ -263,6 +313,32 @@ def test_reliability_bars_fill_their_bins(sweep_figs):
             assert all(a[1] == pytest.approx(b[0]) for a, b in zip(spans, spans[1:]))
         marked = np.concatenate([ax.get_xticks(), ax.get_xticks(minor=True)])
         assert set(np.round(marked, 9)) == set(np.round(edges, 9))  # the grid marks every bin edge
+    assert "from 1/K" in fig._suptitle.get_text().replace("\n", " ")
+
+
+def test_two_class_reliability_starts_at_one_half_and_keeps_the_ece(tmp_path, figures):
+    """Two classes: the axis and the bins start at 0.5 (five bins, none empty by construction); the legend's ECE
+    is the ece metric's own number from harness.metrics (10 bins on [0, 1]), not one of the drawn bins."""
+    from harness.metrics.registry import point_value
+    from harness.report.predstats import binned_ece, reliability_bins, softmax
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 2, 400)
+    logits = (rng.normal(0, 1.5, (400, 2)) + 1.2 * np.eye(2)[labels]).astype(np.float32)
+    bins = reliability_bins(softmax(logits), labels)
+    ece = binned_ece(bins)
+    assert ece == pytest.approx(float(point_value("ece", labels, {"logits": logits})), abs=1e-6)
+    plots_preds.plot_reliability([("ID (test), n=400", {"model": (bins, ece)})], tmp_path / "r.png", n_classes=[2])
+    fig = figures["r.png"]
+    top, bottom = [ax for ax in fig.axes if ax.get_visible()]
+    assert top.get_xlim() == pytest.approx((0.5, 1.0)) and bottom.get_xlim() == pytest.approx((0.5, 1.0))
+    bars = [p for p in bottom.patches if isinstance(p, Rectangle)]
+    assert sorted(round(b.get_x(), 9) for b in bars) == pytest.approx([0.5, 0.6, 0.7, 0.8, 0.9])
+    assert all(b.get_height() > 0 for b in bars)  # no empty half of the axis
+    legend = [t.get_text() for t in top.get_legend().get_texts()]
+    assert legend == ["perfect calibration", f"model: ECE {fx.fmt_value(ece)}"]
+    assert "from 1/K" in fig._suptitle.get_text().replace("\n", " ")
+    assert "from 1/K = 0.5 (K = 2 classes)" in bottom.get_xlabel()
 
 
 def test_base_chosen_keeps_the_base_marker_and_label_visible(tmp_path, figures):

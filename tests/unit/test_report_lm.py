@@ -46,9 +46,10 @@ def _gen_outputs(pid: str) -> dict[str, np.ndarray]:
     return {"output": out, "answer": out, "exact_match": em, "numeric_match": em, "f1": em}
 
 
-def make_lm_run(path: Path, *, record_tasks: bool = True) -> Path:
+def make_lm_run(path: Path, *, record_tasks: bool = True, mc_gold: np.ndarray | None = None) -> Path:
     """A sweep run over a multiple-choice ID suite, a generation and a perplexity shift suite; the chosen point
-    is alpha=0.5. ``record_tasks=False`` writes a manifest without ``task``/``selection_metric`` (older runs)."""
+    is alpha=0.5. ``record_tasks=False`` writes a manifest without ``task``/``selection_metric`` (older runs);
+    ``mc_gold``: the multiple-choice suite's gold choice indices (N,) (default all 0)."""
     results: dict = {}
     preds = []
     infos = {}
@@ -66,7 +67,8 @@ def make_lm_run(path: Path, *, record_tasks: bool = True) -> Path:
                 outputs = (_gen_outputs(pid) if task == "generation" else
                            {"loglik": np.zeros((N, 3))} if task == "multiple_choice" else
                            {"doc_loglik": np.full(N, -10.0), "bytes": np.full(N, 20.0)})
-                preds.append(Predictions(ref, pid, alpha, ids, ids, np.zeros(N, np.int64), outputs, task=task))
+                gold = mc_gold if task == "multiple_choice" and mc_gold is not None else np.zeros(N, np.int64)
+                preds.append(Predictions(ref, pid, alpha, ids, ids, gold, outputs, task=task))
     selection = Selection(policy="max-shift-within-id", params={"tolerance": 0.01}, metric="acc_norm",
                           selected_on=[f"{s}/validation" for s in SUITES], chosen_alpha=0.5, chosen_point="alpha=0.5",
                           tie_break="smallest alpha", objective={p: 0.0 for p in POINTS},
@@ -271,3 +273,35 @@ def test_alpha_and_selection_tables_use_each_suites_own_metric(tmp_path):
             assert f"{want:.3f}" in base_row.split("|")[cols.index(col) + 1]
     assert "| metric | each suite's own: arc acc_norm, gsm exact_match, wiki bits_per_byte |" in \
         _section(md, "Selection")
+
+
+def test_before_after_draws_the_most_frequent_choice_for_multiple_choice(tmp_path, monkeypatch):
+    """A multiple-choice suite (acc_norm) gets the constant-answer reference: the accuracy of always answering the
+    most frequent gold position of the split (positions 0 1 1 2 1 0: position 1, 3 of 6); suites whose metric has
+    no such reference (exact_match, bits_per_byte) get none, and the caption says which is which."""
+    from harness.report import plots
+
+    seen = {}
+    real = plots.plot_before_after
+
+    def spy(groups, columns, path, *, metric):
+        seen["groups"] = groups
+        return real(groups, columns, path, metric=metric)
+
+    monkeypatch.setattr(plots, "plot_before_after", spy)
+    run = make_lm_run(tmp_path / "run", mc_gold=np.array([0, 1, 1, 2, 1, 0]))
+    md = render_report(run).markdown.read_text()
+    refs = {bars.label.split("\n")[0]: (bars.majority, bars.majority_label) for bars in seen["groups"]}
+    assert refs["arc"] == (pytest.approx(0.5), "always answering the most frequent choice")
+    assert refs["gsm"] == (None, None) and refs["wiki"] == (None, None)
+    caption = _section(md, "Before and after")
+    assert "The dashed segment is the accuracy of always answering the most frequent choice" in caption
+    assert "No reference line for gsm/test (exact_match), wiki/test (bits_per_byte)" in caption
+    assert "not accuracy" not in caption and "majority-class" not in caption
+
+
+def test_units_mention_nll_only_when_the_run_has_it(tmp_path, monkeypatch):
+    """A multiple-choice and generation run (no perplexity suite, no nll) says fractions, and nothing of nll."""
+    monkeypatch.delitem(SUITES, "wiki")
+    overview = _section(render_report(make_lm_run(tmp_path / "run")).markdown.read_text(), "Overview")
+    assert "Metric values are fractions in [0, 1]." in overview and "nll" not in overview
