@@ -123,6 +123,9 @@ def _ticking_class():
 
     # one lock with tqdm's own bars and tqdm.write (a subclass made first would otherwise hold a lock of its own)
     TickingBar.set_lock(std_tqdm.get_lock())
+    # no tqdm monitor thread of this class's own (tqdm starts one per bar class, also for a disabled bar, and it
+    # outlives the bars: the soak test counts threads); the redraw thread already refreshes a drawn bar
+    TickingBar.monitor_interval = 0
     return TickingBar
 
 
