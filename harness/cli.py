@@ -241,7 +241,7 @@ def _check_data(path: Path, suite, quiet: bool) -> list[str]:
     for c in checks:
         if not quiet:
             print(f"      data  {c.line()}")
-        if c.unread:  # a train split only `harness train` needs: a warning, not a failure
+        if c.unread:  # a missing train file (only `harness train` needs it): a warning, not a failure
             print(f"WARN  {path}: split {c.split} (train) not read; {TRAIN_NEEDED_BY}:"
                   + "".join(f"\n      {ln}" for ln in c.unread.splitlines()), file=sys.stderr)
     read = {c.split: c.missing for c in checks if not c.unread}
