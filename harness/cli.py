@@ -222,10 +222,21 @@ def _cmd_validate(a) -> int:
             print(f"ok    {path}  (kind: {spec.kind})")
         n_valid += not data_problems
         problems += data_problems
+    _warn_policy_suites(valid)
     for p in problems:
         print(f"FAIL  {p}", file=sys.stderr)
     print(f"{n_valid} valid, {len(problems)} invalid" + ("" if a.no_data else " (data checked)"))
     return EXIT_OK if not problems else EXIT_INPUT
+
+
+def _warn_policy_suites(valid) -> None:
+    """Given policies and suites together, warn of each suite name a policy uses that no given suite has."""
+    from harness.spec.policy import policy_suite_warnings
+
+    suites = {spec.name: spec.role.value for _, spec in valid if spec.kind == "suite"}
+    for path, spec in valid if suites else []:
+        for line in policy_suite_warnings(spec, suites) if spec.kind == "policy" else []:
+            print(f"WARN  {path}: {line}", file=sys.stderr)
 
 
 def _check_data(path: Path, suite, quiet: bool) -> list[str]:

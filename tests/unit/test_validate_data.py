@@ -317,3 +317,17 @@ def test_a_few_shot_prompt_needs_its_train_split(tmp_path, capsys):
                                   'prompt:\n    template: "Q: {{question}}\\nA:"'))
     rc, _, err = _validate(capsys, suite)
     assert rc == 2 and "FAIL" in err and "absent.jsonl" in err, err
+
+
+def test_a_policy_given_with_suites_is_checked_against_their_names(tmp_path, capsys):
+    """A misspelt suite in a policy validated together with the suites: a warning naming the closest suite (exit 0,
+    since a policy may be meant for other suites too); alone, a policy gets no such check."""
+    _csv(tmp_path / "data.csv", ["a", "b", "c", "d"] * 20)
+    policy = tmp_path / "p.yaml"
+    policy.write_text("kind: policy\nname: p\nsuites: {id: [fuor]}\nrules:\n"
+                      "  - {name: r, kind: delta, metric: accuracy, suites: id, max_drop: 0.02}\n")
+    rc, out, err = _validate(capsys, "--no-data", policy, _suite(tmp_path))
+    assert rc == 0 and "2 valid, 0 invalid" in out
+    assert "WARN" in err and "names suite 'fuor'" in err and "closest suite given is 'four'" in err
+    rc, out, err = _validate(capsys, "--no-data", policy)
+    assert rc == 0 and "WARN" not in err
