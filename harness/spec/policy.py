@@ -135,7 +135,8 @@ class Rule(Strict):
     metric: str | None = Field(default=None, description="a built-in metric; not used by negative_flips and "
                                                         "class_recall_floor, which count argmax correctness")
     suites: Union[Literal["id", "shift"], list[str]] = Field(
-        description="'id', 'shift' (every suite of that role in the run) or a list of suite names")
+        description="'id', 'shift' (the suites the policy declares for that role plus every suite of that role "
+                    "in the run) or a list of suite names (taken as written)")
     split: str = "test"
     aggregate: Aggregate = Aggregate.EACH
     reference: Reference | None = Field(default=None, description="for delta and negative_flips; default base")
