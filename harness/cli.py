@@ -265,7 +265,7 @@ def _cmd_eval(a) -> int:
     opts = _settings(a, "eval")
     res = evaluate_model(a.model, a.suites, out=a.out, options=opts, argv=sys.argv, base=a.base)
     _print_table(res.summary, a.quiet)
-    print(run_dir_line(res.run_dir, use_store=opts.use_store, model_kind=res.model_kind))
+    print(run_dir_line(res.run_dir, use_store=opts.use_store, model_kind=res.model_kind, report=opts.report))
     return EXIT_OK
 
 
@@ -295,7 +295,8 @@ def _cmd_sweep(a) -> int:
     _print_curve(res.summary, a.quiet)
     sel = res.summary.selection
     print(f"chosen alpha: {sel.chosen_alpha:g} ({sel.policy}, selected on {', '.join(sel.selected_on)})")
-    print(run_dir_line(res.run_dir, run_file=True, use_store=opts.use_store, model_kind=res.model_kind))
+    print(run_dir_line(res.run_dir, run_file=True, use_store=opts.use_store, model_kind=res.model_kind,
+                       report=opts.report))
     if a.report_examples and res.run_dir and not getattr(a, "no_report", False):
         from harness.api import run_report
 
