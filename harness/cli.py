@@ -222,10 +222,21 @@ def _cmd_validate(a) -> int:
             print(f"ok    {path}  (kind: {spec.kind})")
         n_valid += not data_problems
         problems += data_problems
+    _warn_policy_suites(valid)
     for p in problems:
         print(f"FAIL  {p}", file=sys.stderr)
     print(f"{n_valid} valid, {len(problems)} invalid" + ("" if a.no_data else " (data checked)"))
     return EXIT_OK if not problems else EXIT_INPUT
+
+
+def _warn_policy_suites(valid) -> None:
+    """Given policies and suites together, warn of each suite name a policy uses that no given suite has."""
+    from harness.spec.policy import policy_suite_warnings
+
+    suites = {spec.name: spec.role.value for _, spec in valid if spec.kind == "suite"}
+    for path, spec in valid if suites else []:
+        for line in policy_suite_warnings(spec, suites) if spec.kind == "policy" else []:
+            print(f"WARN  {path}: {line}", file=sys.stderr)
 
 
 def _check_data(path: Path, suite, quiet: bool) -> list[str]:
@@ -241,7 +252,7 @@ def _check_data(path: Path, suite, quiet: bool) -> list[str]:
     for c in checks:
         if not quiet:
             print(f"      data  {c.line()}")
-        if c.unread:  # a train split only `harness train` needs: a warning, not a failure
+        if c.unread:  # a missing train file (only `harness train` needs it): a warning, not a failure
             print(f"WARN  {path}: split {c.split} (train) not read; {TRAIN_NEEDED_BY}:"
                   + "".join(f"\n      {ln}" for ln in c.unread.splitlines()), file=sys.stderr)
     read = {c.split: c.missing for c in checks if not c.unread}
@@ -254,7 +265,7 @@ def _cmd_eval(a) -> int:
     opts = _settings(a, "eval")
     res = evaluate_model(a.model, a.suites, out=a.out, options=opts, argv=sys.argv, base=a.base)
     _print_table(res.summary, a.quiet)
-    print(run_dir_line(res.run_dir, use_store=opts.use_store, model_kind=res.model_kind))
+    print(run_dir_line(res.run_dir, use_store=opts.use_store, model_kind=res.model_kind, report=opts.report))
     return EXIT_OK
 
 
@@ -284,7 +295,8 @@ def _cmd_sweep(a) -> int:
     _print_curve(res.summary, a.quiet)
     sel = res.summary.selection
     print(f"chosen alpha: {sel.chosen_alpha:g} ({sel.policy}, selected on {', '.join(sel.selected_on)})")
-    print(run_dir_line(res.run_dir, run_file=True, use_store=opts.use_store, model_kind=res.model_kind))
+    print(run_dir_line(res.run_dir, run_file=True, use_store=opts.use_store, model_kind=res.model_kind,
+                       report=opts.report))
     if a.report_examples and res.run_dir and not getattr(a, "no_report", False):
         from harness.api import run_report
 

@@ -16,6 +16,7 @@ __all__ = [
     "HarnessError",
     "SpecError",
     "DataError",
+    "DataFileMissing",
     "DataProblems",
     "LabelsOutsideClasses",
     "CacheError",
@@ -41,6 +42,11 @@ class SpecError(HarnessError, ValueError):
 
 class DataError(HarnessError, ValueError):
     """A dataset cannot be loaded, or its rows do not match the suite spec."""
+
+
+class DataFileMissing(DataError):
+    """A local data file a suite names does not exist (``harness validate`` warns, rather than fails, when only a
+    train split's file is missing: eval and sweep score without it)."""
 
 
 class DataProblems(DataError):

@@ -33,6 +33,9 @@ Evidence checks (the bootstrap has no variance where the data has none)
       ``underpowered``: an equal candidate would fail it more often than ``1 - power``. It fails
       (``on_underpowered: fail``, the default) or passes with a warning in ``info`` (``warn``).
     * A policy that declares its ``suites`` fails every ``id`` / ``shift`` rule for a declared suite the run lacks.
+      Such a rule judges the declared suites of its role *and* every other suite of that role in the run (a shift
+      suite the policy does not name is never skipped); each outcome's ``info["suites_judged"]`` says which
+      suites came from the policy and which from the run.
     Multiplicity: the gate passes only when every rule passes (an intersection-union test, Berger 1982), so the
     chance of passing a bad candidate is bounded per rule; no Holm or Bonferroni correction is applied.
 
@@ -46,6 +49,7 @@ Never passes by accident
 
 from __future__ import annotations
 
+import difflib
 import logging
 import re
 import zlib
@@ -239,19 +243,22 @@ def _baseline_point(summary: Summary) -> tuple[str | None, str]:
 
 def _judge_rule(rule: Rule, ctx: _Context) -> list[RuleOutcome]:
     try:
-        suites = _select_suites(rule, ctx.candidate.summary, ctx.policy)
+        suites, why = _select_suites(rule, ctx.candidate.summary, ctx.policy)
     except _RuleFailure as e:
         return [_failed(rule, ctx, str(rule.suites), e.reason)]
     if rule.kind is RuleKind.MAX_OVERLAP:
-        return [_judge_overlap(rule, suite, ctx) for suite in suites]
-    groups = [[s] for s in suites] if rule.aggregate is Aggregate.EACH else [suites]
-    out = []
-    for group in groups:
-        label = group[0] if rule.aggregate is Aggregate.EACH else f"{rule.aggregate.value}({', '.join(group)})"
-        try:
-            out.append(_judge_group(rule, group, label, ctx))
-        except _RuleFailure as e:
-            out.append(_failed(rule, ctx, label, e.reason))
+        out = [_judge_overlap(rule, suite, ctx) for suite in suites]
+    else:
+        groups = [[s] for s in suites] if rule.aggregate is Aggregate.EACH else [suites]
+        out = []
+        for group in groups:
+            label = group[0] if rule.aggregate is Aggregate.EACH else f"{rule.aggregate.value}({', '.join(group)})"
+            try:
+                out.append(_judge_group(rule, group, label, ctx))
+            except _RuleFailure as e:
+                out.append(_failed(rule, ctx, label, e.reason))
+    for o in out:  # which suites a role rule judged, and why (printed by the gate's outputs)
+        o.info.update({"suites_judged": why} if why else {})
     return out
 
 
@@ -288,22 +295,36 @@ def _unchecked_reason(key: str, unchecked: list) -> str:
             f"the split from the suite) and rerun eval or sweep")
 
 
-def _select_suites(rule: Rule, summary: Summary, policy: GatePolicy) -> list[str]:
+def _select_suites(rule: Rule, summary: Summary, policy: GatePolicy) -> tuple[list[str], str]:
     """The suites a rule checks: its list, or every suite the policy declares for the role plus every suite of
-    that role in the run (a declared suite the run lacks then fails as a missing suite)."""
+    that role in the run (a declared suite the run lacks then fails as a missing suite); and, for a role rule, a
+    line saying which suites came from where (``""`` for a rule's own list)."""
     if isinstance(rule.suites, list):
-        return list(rule.suites)
+        return list(rule.suites), ""
     declared = policy.suites.of(rule.suites) if policy.suites is not None else []
     wrong = [n for n in declared if n in summary.suites and summary.suites[n].role != rule.suites]
     if wrong:
         raise _RuleFailure(f"the policy declares {wrong} as {rule.suites} suites but the run records them as "
                            f"{summary.suites[wrong[0]].role}")
     in_run = sorted(n for n, info in summary.suites.items() if info.role == rule.suites)
-    names = declared + [n for n in in_run if n not in declared]
-    if not names:
+    extra = [n for n in in_run if n not in declared]
+    if not declared + extra:
         raise _RuleFailure(f"the run has no suite with role {rule.suites!r} (suites: {sorted(summary.suites)}); "
                            "a rule that matches nothing fails")
-    return names
+    return declared + extra, _selection_line(rule.suites, declared, extra, policy.suites is not None)
+
+
+def _selection_line(role: str, declared: list[str], extra: list[str], has_declared: bool) -> str:
+    """``suites: <role>`` judges the suites the policy declares for the role AND every suite of that role in the
+    run (so a shift suite the policy does not name is not skipped): which were which."""
+    parts = [f"{', '.join(declared)} declared in the policy's suites.{role}"] if declared else []
+    if extra:
+        parts.append(f"{', '.join(extra)} added: {role} suite{'s' * (len(extra) > 1)} of the run"
+                     + (" that the policy does not declare" if declared else "")
+                     + ("" if has_declared else " (the policy declares no suites, so a suite the run lacks goes "
+                                                "unnoticed)"))
+    return (f"'{role}' = " + "; ".join(parts) + f" (a rule over '{role}' judges the suites the policy declares for "
+            f"that role and every {role} suite of the run)")
 
 
 def _reference_label(rule: Rule, ctx: _Context) -> str:
@@ -545,8 +566,10 @@ def _side(run: RunView | None, point: str | None, problem: str, suite: str, rule
     suites = s.results.get(point, {})
     if suite not in suites:
         run_suites = ", ".join(f"{n} ({getattr(i.role, 'value', i.role)})" for n, i in sorted(s.suites.items()))
+        close = difflib.get_close_matches(suite, sorted(s.suites), n=1, cutoff=0.6)
+        typo = f"typo? the closest suite of the run is {close[0]!r}; " if close else ""
         raise _RuleFailure(f"missing suite: {where} has no results for suite {suite!r} (has: {sorted(suites)}); "
-                           f"fix: edit the policy's suites: (or this rule's suites:) to the run's suite names: "
+                           f"fix: {typo}edit the policy's suites: (or this rule's suites:) to the run's suite names: "
                            f"{run_suites}; or rerun with {suite!r} among --suite")
     if rule.split not in suites[suite]:
         raise _RuleFailure(f"missing split: {where} has no split {rule.split!r} of {suite!r} "

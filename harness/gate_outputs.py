@@ -20,8 +20,8 @@ from harness.rundir import write_verdict
 from harness.spec.load import load_spec
 from harness.settings import env
 
-__all__ = ["JUNIT", "verdict_to_junit", "verdict_to_markdown", "failed_rule_lines", "xml_safe", "write_gate_outputs",
-           "run_gate"]
+__all__ = ["JUNIT", "verdict_to_junit", "verdict_to_markdown", "failed_rule_lines", "suite_selection", "xml_safe",
+           "write_gate_outputs", "run_gate"]
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +113,20 @@ def failed_rule_lines(verdict: Verdict) -> list[str]:
         out.append(f"  FAIL {o.rule}{metric} on {o.suite}/{o.split}: value={_num(o.value)} bound={_num(o.bound)} "
                    f"threshold={_num(o.threshold)} margin={_num(o.margin, True)} "
                    f"n={o.n if o.n is not None else '-'}" + (f": {o.reason}" if o.reason else ""))
+    failed = {o.rule for o in verdict.outcomes if not o.passed}
+    out += [f"  suites of {rule}: {why}" for rule, why in suite_selection(verdict).items() if rule in failed]
+    return out
+
+
+def suite_selection(verdict: Verdict) -> dict[str, str]:
+    """Rule name -> which suites it judged and why, for each rule over a role (``suites: id`` or ``shift``):
+    the suites the policy declares for the role, and the run's other suites of that role, which such a rule
+    judges too (``info["suites_judged"]``, set by :func:`harness.gate.judge`). Rules with a list of suites have
+    no entry."""
+    out: dict[str, str] = {}
+    for o in verdict.outcomes:
+        if o.info.get("suites_judged"):
+            out.setdefault(o.rule, str(o.info["suites_judged"]))
     return out
 
 
@@ -146,6 +160,10 @@ def verdict_to_markdown(verdict: Verdict) -> str:
         lines.append(f"| {_cell(o.rule + metric)} | {_cell(o.suite + '/' + o.split)} | {_num(o.value)} | "
                      f"{_num(o.bound)} | {_num(o.threshold)} | {_num(o.margin, True)} | "
                      f"{o.n if o.n is not None else '-'} | {'PASS' if o.passed else '**FAIL**'} |")
+    selection = suite_selection(verdict)
+    if selection:
+        lines += ["", "Suites judged by the rules over a role:", ""]
+        lines += [f"- `{rule}`: {_cell(why)}" for rule, why in selection.items()]
     failed = [o for o in verdict.outcomes if not o.passed]
     if failed:
         lines += ["", "Failures:", ""]

@@ -52,15 +52,19 @@ OUT_RUN_HELP = ("run directory to write (summary.json, predictions, manifest, re
 
 
 def run_dir_line(run_dir: str | Path | None, run_file: bool = False, use_store: bool = True,
-                 model_kind: str = "classification") -> str:
-    """What ``eval`` and ``sweep`` print about their outputs: where the run directory is; or, with none written
-    (no ``--out``), how to keep one and, on a second line, what the caches under ``HARNESS_CACHE`` kept for this
-    run: the results store unless ``--no-store`` (a run without ``--out`` still speeds up its rerun), the model
-    file fingerprints, and for a classification run (``model_kind``, default ``classification``; else
-    ``causal_lm``) its tokenized splits (:mod:`harness.tokcache`; language-model tasks build their prompts and
-    tokens each run)."""
+                 model_kind: str = "classification", report: bool = True) -> str:
+    """What ``eval`` and ``sweep`` print about their outputs: where the run directory is and, on a second line,
+    where its report is (``report``, default True: rendered into it, ``report.html`` and ``report.md``) or how to
+    render it (False: ``--no-report``); or, with none written (no ``--out``), how to keep one and, on a second
+    line, what the caches under ``HARNESS_CACHE`` kept for this run: the results store unless ``--no-store`` (a
+    run without ``--out`` still speeds up its rerun), the model file fingerprints, and for a classification run
+    (``model_kind``, default ``classification``; else ``causal_lm``) its tokenized splits (:mod:`harness.tokcache`;
+    language-model tasks build their prompts and tokens each run)."""
     if run_dir:
-        return f"run directory: {run_dir}"
+        again = f"`harness report {run_dir}`"
+        return f"run directory: {run_dir}\n" + (
+            f"report: {Path(run_dir) / 'report.html'} (and report.md beside it; re-render with {again})" if report
+            else f"report: not rendered (--no-report); render it with {again}")
     where = "--out DIR (or out: in the -c run file)" if run_file else "--out DIR"
     root = cache_root()
     cache = (f"the results store {root / 'results.sqlite'} keeps this run's per-example scores, so a rerun of the "

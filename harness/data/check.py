@@ -125,26 +125,29 @@ def check_suite_data(suite: Suite, path: Path | None) -> list[SplitCheck]:
     """Load every split of ``suite`` (a validated suite read from ``path``) and describe it; no model is loaded.
 
     Every split is read in one pass (each file once). The validation and test splits and the few-shot split are
-    read as eval reads them: any problem raises. A train split no few-shot prompt reads is not scored (eval and
-    sweep run without it, but cannot check overlap with it, :data:`TRAIN_NEEDED_BY`): its problem is returned,
-    not raised (a :class:`SplitCheck` with ``unread`` set).
+    read as eval reads them: any problem raises. So does a problem of a train split whose files exist (a wrong
+    column, labels outside ``classes``: ``harness train`` would fail on it), together with those of the other
+    splits. Only a train split whose file is missing, and that no few-shot prompt reads, is returned rather than
+    raised (a :class:`SplitCheck` with ``unread`` set: eval and sweep run without it, but cannot check overlap
+    with it, :data:`TRAIN_NEEDED_BY`).
 
     Returns
     -------
     list of SplitCheck
-        One per split, in spec order (``train`` splits included, those that could not be read with ``unread``).
+        One per split, in spec order (``train`` splits included, those whose file is missing with ``unread``).
 
     Raises
     ------
     DataError, SpecError
-        As :func:`harness.data.sources.load_splits`: missing or unreadable files, missing columns (text, label, id,
+        As :func:`harness.data.sources.load_splits` (train splits included, but for a missing train file):
+        missing or unreadable files, missing columns (text, label, id,
         or a field a template/choices/gold names, with the field path), labels outside ``classes`` (with the
         count and the first values), repeated ids, an empty split, an unresolvable ``derived_from``; and a
         :class:`~harness.errors.DataError` for the first language-model row whose prompt, choices or gold cannot
         be read (naming the split, the row's id and the spec field, e.g. ``task.gold.label``).
     """
     fewshot = getattr(getattr(getattr(suite.task, "prompt", None), "fewshot", None), "split", None)
-    loaded, unread = load_splits_or_problems(suite, suite_path=path)  # every split, each file read once
+    loaded, unread = load_splits_or_problems(suite, suite_path=path, missing_only=True)  # each file read once
     if fewshot is not None and fewshot in unread:  # the few-shot split is read by scoring: its problem is an error
         raise unread[fewshot]
     checks = [SplitCheck(suite=suite.name, split=name, role="train", n=0, n_dropped=0, unread=str(e))

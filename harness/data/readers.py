@@ -19,7 +19,7 @@ import pandas as pd
 from harness.data.lm_rows import task_columns
 from harness.data.splits import assign_fraction_splits
 from harness.data.vader import read_vader_domain
-from harness.errors import DataError, SpecError, format_error
+from harness.errors import DataError, DataFileMissing, SpecError, format_error
 from harness.settings import env
 from harness.spec.schema import BuiltinSource, HubSource, LocalSource, SplitSpec, Suite
 
@@ -105,7 +105,7 @@ def _read_jsonl(path: Path) -> pd.DataFrame:
 def _read_file(path: Path, fmt: str) -> pd.DataFrame:
     """Read one local file; every column as Python objects (CSV: all strings, literal "NA"/"null" kept)."""
     if not path.is_file():
-        raise DataError(format_error("data file not found", where=str(path),
+        raise DataFileMissing(format_error("data file not found", where=str(path),
                                      fix="check source.files / the split's files (relative paths resolve against "
                                          "the suite file's folder)"))
     try:

@@ -30,7 +30,7 @@ from harness.data.readers import (DOC_COL, DROP_COL, ID_COL, Reader, SPLIT_COL, 
                                   text_missing)
 from harness.data.shifts import apply_transforms, validate_transforms
 from harness.data.splits import cap_documents, rows_fingerprint
-from harness.errors import DataError, DataProblems, SpecError, format_error, unknown_name
+from harness.errors import DataError, DataFileMissing, DataProblems, SpecError, format_error, unknown_name
 from harness.records import SplitData, SplitRef, SuiteRole
 from harness.spec.load import load_suite, read_yaml
 from harness.spec.schema import OnMissingText, SplitSpec, Suite
@@ -233,9 +233,10 @@ def sibling_resolver(suite_path: Path | None) -> Resolver:
 
 
 def _load(suite: Suite, suite_path: Path | None, split_names: Sequence[str] | None, resolve: Resolver | None,
-          chain: tuple[str, ...], roles: Collection[str] | None = None, optional_roles: Collection[str] = ()
-          ) -> tuple[dict[str, SplitData], dict[str, DataError]]:
-    """(splits read, problem of each split of an ``optional_roles`` role that could not be read)."""
+          chain: tuple[str, ...], roles: Collection[str] | None = None, optional_roles: Collection[str] = (),
+          missing_only: bool = False) -> tuple[dict[str, SplitData], dict[str, DataError]]:
+    """(splits read, problem of each split of an ``optional_roles`` role that could not be read; with
+    ``missing_only``, only a missing file makes such a split optional, its other problems are raised)."""
     if suite.derived_from is None:
         specs = {s.name: s for s in suite.splits}
         names = [n for n in _select(suite, list(specs), split_names)
@@ -249,7 +250,7 @@ def _load(suite: Suite, suite_path: Path | None, split_names: Sequence[str] | No
             try:
                 out[n] = _build_split(suite, specs[n], *reader.table(specs[n]))
             except DataError as e:
-                if specs[n].role.value in optional_roles:
+                if specs[n].role.value in optional_roles and (isinstance(e, DataFileMissing) or not missing_only):
                     unread[n] = e
                     continue
                 for p in e.problems if isinstance(e, DataProblems) else [e]:
@@ -268,15 +269,19 @@ def _load(suite: Suite, suite_path: Path | None, split_names: Sequence[str] | No
     if source_suite.name in chain:
         raise SpecError(format_error("derived_from forms a cycle", where=" -> ".join(chain + (source_suite.name,)),
                                      fix="derive from a suite with a source"))
-    source, unread = _load(source_suite, source_path, names, resolve, chain, roles, optional_roles)
+    source, unread = _load(source_suite, source_path, names, resolve, chain, roles, optional_roles, missing_only)
     return {n: apply_transforms(source[n], suite.transforms, suite) for n in names if n in source}, unread
 
 
 def load_splits_or_problems(suite: Suite, *, suite_path: Path | None = None, resolve: Resolver | None = None,
-                            roles: Collection[str] | None = None, optional_roles: Collection[str] = ("train",)
-                            ) -> tuple[dict[str, SplitData], dict[str, DataError]]:
+                            roles: Collection[str] | None = None, optional_roles: Collection[str] = ("train",),
+                            missing_only: bool = False) -> tuple[dict[str, SplitData], dict[str, DataError]]:
     """:func:`load_splits` of every split of ``roles``, in one read of each file, where a split of a role in
     ``optional_roles`` (default: ``train``) that cannot be read is returned with its problem instead of raised.
+
+    With ``missing_only`` (default False; ``harness validate`` sets it), only a missing file
+    (:class:`~harness.errors.DataFileMissing`) makes such a split optional; any other problem of it (a wrong
+    column, labels outside ``classes``) is raised together with those of the other splits.
 
     Returns
     -------
@@ -287,10 +292,11 @@ def load_splits_or_problems(suite: Suite, *, suite_path: Path | None = None, res
     Raises
     ------
     SpecError, DataError
-        As :func:`load_splits`, for the splits not of an optional role.
+        As :func:`load_splits`, for the splits not of an optional role (with ``missing_only``: and for the
+        problems of optional splits whose files exist).
     """
     path = Path(suite_path) if suite_path is not None else None
-    return _load(suite, path, None, resolve, (), roles, optional_roles)
+    return _load(suite, path, None, resolve, (), roles, optional_roles, missing_only)
 
 
 def load_splits(suite: Suite, *, suite_path: Path | None = None, split_names: Sequence[str] | None = None,

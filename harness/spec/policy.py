@@ -27,7 +27,9 @@ or ``shift`` checks every suite named there (and any other suite of that role in
 
 from __future__ import annotations
 
+import difflib
 import math
+from collections.abc import Mapping
 from enum import Enum
 from typing import ClassVar, Literal, Union
 
@@ -35,7 +37,8 @@ from pydantic import Field, field_validator, model_validator
 
 from harness.spec.schema import BUILTIN_METRICS, Name, Strict
 
-__all__ = ["RuleKind", "Aggregate", "Reference", "Mode", "CandidateChoice", "Rule", "DeclaredSuites", "GatePolicy"]
+__all__ = ["RuleKind", "Aggregate", "Reference", "Mode", "CandidateChoice", "Rule", "DeclaredSuites", "GatePolicy",
+           "policy_suite_warnings"]
 
 
 class RuleKind(str, Enum):
@@ -132,7 +135,8 @@ class Rule(Strict):
     metric: str | None = Field(default=None, description="a built-in metric; not used by negative_flips and "
                                                         "class_recall_floor, which count argmax correctness")
     suites: Union[Literal["id", "shift"], list[str]] = Field(
-        description="'id', 'shift' (every suite of that role in the run) or a list of suite names")
+        description="'id', 'shift' (the suites the policy declares for that role plus every suite of that role "
+                    "in the run) or a list of suite names (taken as written)")
     split: str = "test"
     aggregate: Aggregate = Aggregate.EACH
     reference: Reference | None = Field(default=None, description="for delta and negative_flips; default base")
@@ -288,3 +292,46 @@ class GatePolicy(Strict):
     def needs_baseline(self) -> bool:
         """Whether any rule compares with a ``--baseline`` run."""
         return any(r.resolved_reference is Reference.BASELINE for r in self.rules)
+
+
+def policy_suite_warnings(policy: GatePolicy, suites: Mapping[str, str]) -> list[str]:
+    """What ``harness validate`` warns about a policy checked together with suites: each suite name the policy uses
+    (``suites.id``/``suites.shift`` at its top, or a rule's list) that none of ``suites`` has, with the closest name,
+    and each declared suite whose role differs from its declaration. Warnings, not errors: a policy may be meant for
+    other suites too; but a run of these suites fails the gate on each ("missing suite", wrong role).
+
+    Parameters
+    ----------
+    policy : GatePolicy
+    suites : mapping of str to str
+        Name -> role (``id`` or ``shift``) of every suite given.
+
+    Returns
+    -------
+    list of str
+        One line per name, in policy order (top ``suites:`` first, then the rules).
+    """
+    where: dict[str, list[str]] = {}
+    for role in ("id", "shift"):
+        for name in policy.suites.of(role) if policy.suites is not None else []:
+            where.setdefault(name, []).append(f"suites.{role}")
+    for rule in policy.rules:
+        for name in rule.suites if isinstance(rule.suites, list) else []:
+            where.setdefault(name, []).append(f"rule {rule.name}")
+    given = ", ".join(f"{n} ({r})" for n, r in sorted(suites.items()))
+    out = []
+    for name, places in where.items():
+        if name in suites:
+            continue
+        close = difflib.get_close_matches(name, list(suites), n=1, cutoff=0.6)
+        typo = f"typo? the closest suite given is {close[0]!r}; " if close else ""
+        out.append(f"policy {policy.name!r} names suite {name!r} ({', '.join(places)}) but no suite given has that "
+                   f"name: {typo}a run of these suites fails the gate with 'missing suite' (suites given: {given}; "
+                   f"ignore this if the policy is meant for other suites too)")
+    for role in ("id", "shift"):
+        for name in policy.suites.of(role) if policy.suites is not None else []:
+            if name in suites and suites[name] != role:
+                out.append(f"policy {policy.name!r} declares suite {name!r} under suites.{role} but the suite's role "
+                           f"is {suites[name]}: the gate fails every {role} rule on a run of it; move it to "
+                           f"suites.{suites[name]}")
+    return out

@@ -206,3 +206,20 @@ def test_sweep_without_out_says_it_wrote_the_results_store(tiny_pair, tiny_suite
     for command in ("sweep", "eval"):
         out_flag = next(a for a in sub.choices[command]._actions if "--out" in a.option_strings)
         assert "results store" in out_flag.help and "--no-store" in out_flag.help, command
+
+
+def test_sweep_with_out_prints_where_the_report_is(tiny_pair, tiny_suites, tmp_path, capsys):
+    """Issue 19 trial: `sweep --out DIR` printed only "run directory: DIR"; it now says where the report is, and
+    with --no-report how to render it (the README says --out holds the report)."""
+    args = ["sweep", "--base", str(tiny_pair[0]), "--adapted", str(tiny_pair[1]), "--suite", *map(str, tiny_suites),
+            "--alphas", "0,1", "--n-resamples", "20", "--no-store", "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "r")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    i = lines.index(f"run directory: {tmp_path / 'r'}")
+    assert lines[i + 1] == (f"report: {tmp_path / 'r' / 'report.html'} (and report.md beside it; re-render with "
+                            f"`harness report {tmp_path / 'r'}`)")
+    assert (tmp_path / "r" / "report.html").is_file() and (tmp_path / "r" / "report.md").is_file()
+    assert main([*args, "--out", str(tmp_path / "n"), "--no-report"]) == 0
+    out = capsys.readouterr().out
+    assert f"report: not rendered (--no-report); render it with `harness report {tmp_path / 'n'}`" in out
+    assert not (tmp_path / "n" / "report.html").exists()

@@ -152,6 +152,30 @@ def test_declared_suite_with_another_role_fails(tmp_path):
     assert not o.passed and "records them as id" in o.reason
 
 
+def test_a_role_rule_judges_the_declared_and_the_run_suites_and_says_which(tmp_path):
+    """Issue 19 trial: ``shift: [tweetz, amazon]`` judged worst(tweetz, amazon, tweets). Intended (a shift suite the
+    policy does not name is never skipped), and the outputs now say which suites came from where; the missing,
+    misspelt one names the closest suite of the run."""
+    from harness.gate_outputs import failed_rule_lines, suite_selection, verdict_to_markdown
+
+    run = build_run(tmp_path, standard_data())  # movies (id), tweets and amazon (shift)
+    pol = policy(rule(name="shift_worst", suites="shift", aggregate="worst", max_drop=0.05),
+                 rule(name="listed", suites=["movies"], max_drop=0.05),
+                 suites={"id": ["movies"], "shift": ["tweetz", "amazon"]})
+    v = judge(run, pol)
+    worst = next(o for o in v.outcomes if o.rule == "shift_worst")
+    assert worst.suite == "worst(tweetz, amazon, tweets)" and not worst.passed
+    assert "typo? the closest suite of the run is 'tweets'" in worst.reason
+    why = suite_selection(v)
+    assert set(why) == {"shift_worst"}  # a rule's own list needs no explanation
+    assert why["shift_worst"].startswith("'shift' = tweetz, amazon declared in the policy's suites.shift; "
+                                         "tweets added: shift suite of the run that the policy does not declare")
+    assert f"- `shift_worst`: {why['shift_worst']}" in verdict_to_markdown(v)
+    assert f"  suites of shift_worst: {why['shift_worst']}" in failed_rule_lines(v)
+    undeclared = suite_selection(judge(run, policy(rule(name="s", suites="shift", max_drop=0.05))))["s"]
+    assert "'shift' = amazon, tweets added: shift suites of the run (the policy declares no suites" in undeclared
+
+
 def test_underpowered_margin_fails_or_warns(tmp_path):
     rng = np.random.default_rng(3)
     ref = rng.random(300) < 0.8

@@ -9,7 +9,8 @@ from pydantic import ValidationError
 
 from harness.errors import SpecError
 from harness.spec.load import load_spec, problems_of
-from harness.spec.policy import Aggregate, CandidateChoice, GatePolicy, Mode, Reference, RuleKind
+from harness.spec.policy import (Aggregate, CandidateChoice, GatePolicy, Mode, Reference, RuleKind,
+                                 policy_suite_warnings)
 
 POLICIES = Path(__file__).resolve().parents[2] / "suites" / "policies"
 
@@ -222,3 +223,22 @@ def test_unknown_key_in_a_tagged_union_member_lists_that_member(tmp_path):
             "document_key, files, format, on_missing_text, type")
     assert any(p.startswith(want) for p in probs), probs
     assert any("closest valid key: 'fraction'" in p and "hub_split" in p for p in probs), probs
+
+
+def test_policy_suite_names_no_given_suite_has_are_warned_with_the_closest():
+    """Issue 19 trial: ``shift: [my-yelpp, my-amazon]`` passed validate and the gate later failed 'missing suite'."""
+    pol = make(delta(suites="shift"), delta(name="r2", suites=["my-sst", "other"]),
+               suites={"id": ["my-sst"], "shift": ["my-yelpp", "my-amazon"]})
+    given = {"my-sst": "id", "my-yelp": "shift", "my-amazon": "shift"}
+    lines = policy_suite_warnings(pol, given)
+    assert len(lines) == 2, lines
+    assert "names suite 'my-yelpp' (suites.shift)" in lines[0] and "closest suite given is 'my-yelp'" in lines[0]
+    assert "'missing suite'" in lines[0] and "my-amazon (shift), my-sst (id), my-yelp (shift)" in lines[0]
+    assert "names suite 'other' (rule r2)" in lines[1] and "closest" not in lines[1]
+    assert policy_suite_warnings(pol, {**given, "my-yelpp": "shift", "other": "id"}) == []
+
+
+def test_a_declared_suite_of_the_other_role_is_warned():
+    pol = make(delta(), suites={"id": ["my-sst"], "shift": ["my-yelp"]})
+    (line,) = policy_suite_warnings(pol, {"my-sst": "id", "my-yelp": "id"})
+    assert "'my-yelp' under suites.shift but the suite's role is id" in line and "suites.id" in line

@@ -42,3 +42,12 @@ def test_the_cache_note_names_tokenized_splits_only_for_a_classification_run():
     lm = run_dir_line(None, model_kind="causal_lm").splitlines()[1]
     assert cls.endswith("; tokenized splits and model file fingerprints are cached there too")
     assert lm.endswith("; model file fingerprints are cached there too") and "tokenized" not in lm
+
+
+def test_the_run_directory_line_says_where_the_report_is(tmp_path):
+    from harness.rundir import run_dir_line
+
+    first, report = run_dir_line(tmp_path / "r").splitlines()
+    assert first == f"run directory: {tmp_path / 'r'}"
+    assert report.startswith(f"report: {tmp_path / 'r' / 'report.html'}") and "`harness report" in report
+    assert "not rendered (--no-report)" in run_dir_line(tmp_path / "r", report=False)

@@ -209,6 +209,34 @@ def test_a_missing_train_file_warns_and_says_what_needs_it(tmp_path, capsys):
     assert "overlap_unchecked" in warn and "max_overlap gate rule fails" in warn
 
 
+def _train_suite(tmp_path, train_col, rest_col="text"):
+    """The trial's ID suite: train, validation and test files; the train file's text column is ``train_col``."""
+    _csv(tmp_path / "train.csv", ["negative", "positive"] * 10, text_col=train_col)
+    for name in ("val", "test"):
+        _csv(tmp_path / f"{name}.csv", ["negative", "positive"] * 10, text_col=rest_col)
+    text = TRAIN_MISSING.replace("[absent-train.csv]", "[train.csv]")
+    text = text.replace("fraction: 0.5}\n  - {name: test", "files: [val.csv]}\n  - {name: test")
+    (tmp_path / "notrain.yaml").write_text(text.replace("fraction: 0.5}", "files: [test.csv]}"))
+    return tmp_path / "notrain.yaml"
+
+
+def test_a_wrong_column_in_the_train_split_alone_fails(tmp_path, capsys):
+    """A train file that exists but lacks the text column is an error (``harness train`` would fail on it), not
+    the warning of a missing train file (issue 19 trial: ``text: sentence`` passed validate for the train split)."""
+    rc, out, err = _validate(capsys, _train_suite(tmp_path, train_col="sentence"))
+    assert rc == 2, out + err
+    assert "FAIL" in err and "train.csv" in err and "'text' not found" in err and "not read" not in err + out
+    assert "0 valid, 1 invalid" in out
+
+
+def test_a_wrong_column_in_every_split_names_the_train_file_too(tmp_path, capsys):
+    suite = _train_suite(tmp_path, train_col="text")
+    suite.write_text(suite.read_text().replace("classes:", "text: sentence\nclasses:"))
+    rc, _, err = _validate(capsys, suite)
+    assert rc == 2
+    assert "3 data problems" in err and all(f"{n}.csv" in err for n in ("train", "val", "test"))
+
+
 def test_a_suite_whose_train_file_is_missing_still_evaluates(tiny_pair, tmp_path):
     from harness.pipeline import evaluate_model
 
@@ -289,3 +317,17 @@ def test_a_few_shot_prompt_needs_its_train_split(tmp_path, capsys):
                                   'prompt:\n    template: "Q: {{question}}\\nA:"'))
     rc, _, err = _validate(capsys, suite)
     assert rc == 2 and "FAIL" in err and "absent.jsonl" in err, err
+
+
+def test_a_policy_given_with_suites_is_checked_against_their_names(tmp_path, capsys):
+    """A misspelt suite in a policy validated together with the suites: a warning naming the closest suite (exit 0,
+    since a policy may be meant for other suites too); alone, a policy gets no such check."""
+    _csv(tmp_path / "data.csv", ["a", "b", "c", "d"] * 20)
+    policy = tmp_path / "p.yaml"
+    policy.write_text("kind: policy\nname: p\nsuites: {id: [fuor]}\nrules:\n"
+                      "  - {name: r, kind: delta, metric: accuracy, suites: id, max_drop: 0.02}\n")
+    rc, out, err = _validate(capsys, "--no-data", policy, _suite(tmp_path))
+    assert rc == 0 and "2 valid, 0 invalid" in out
+    assert "WARN" in err and "names suite 'fuor'" in err and "closest suite given is 'four'" in err
+    rc, out, err = _validate(capsys, "--no-data", policy)
+    assert rc == 0 and "WARN" not in err
