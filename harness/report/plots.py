@@ -150,7 +150,7 @@ def _id_vs_shift_panel(ax, w: pd.DataFrame, e: pd.DataFrame, axes: tuple[Axis, A
     ends = w[w["point"].isin([base, adapted])].set_index("point")
     if base in ends.index and adapted in ends.index:
         ax.plot([ends.at[base, "x"], ends.at[adapted, "x"]], [ends.at[base, "y"], ends.at[adapted, "y"]],
-                ls="--", color="0.45", lw=1.0, label="chord (straight line base → adapted)", zorder=1)
+                ls="--", color="0.45", lw=1.0, label="chord base → adapted (mixing their answers; read at equal ID)", zorder=1)
         if not e.empty:  # the ensemble at alpha 0 and 1 is base and adapted
             lo = ends.loc[[base]] if not np.isclose(e["alpha"].min(), 0.0) else e.iloc[:0]
             hi = ends.loc[[adapted]] if not np.isclose(e["alpha"].max(), 1.0) else e.iloc[:0]
@@ -165,7 +165,7 @@ def _id_vs_shift_panel(ax, w: pd.DataFrame, e: pd.DataFrame, axes: tuple[Axis, A
     par = w[ring]
     if not par.empty:
         ax.scatter(par["x"], par["y"], s=_S_RING, facecolors="none", edgecolors="black", linewidths=1.0,
-                   label="Pareto front of the points in this panel", zorder=4)
+                   label="Pareto front of the blends in this panel", zorder=4)
     _fit_panel(ax, w, e, *axes)
     ch = w[w["point"] == chosen]
     if not ch.empty:  # under the base/adapted markers, so that choosing alpha 0 or 1 hides neither

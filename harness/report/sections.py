@@ -154,8 +154,9 @@ def _curve_caption(axes: dict, role_note: str) -> str:
     what = (f"shift {x.metric}" if set(per_suite.values()) == {x.metric} else "each shift suite's own metric ("
             + ", ".join(f"{k}: {v}" for k, v in per_suite.items()) + ")")
     mean = " (the mean of each suite's own metric, lower-is-better ones negated)" if y.metric == "score" else ""
-    panels = (f"Panel 1: {MEAN_PANEL}{mean}; then one panel per shift suite." if len(per_suite) > 1 else
-              "One shift suite, so one panel (the mean over shift suites would repeat it).")
+    panels = (f"Panel 1: {MEAN_PANEL}{mean}, whose bars are the mean of the suites' 95% interval endpoints "
+              "(conservative), not an interval of the mean; then one panel per shift suite." if len(per_suite) > 1
+              else "One shift suite, so one panel (the mean over shift suites would repeat it).")
     return (f"ID {x.metric} (x) against {what} (y) on {role_note}, one point per alpha. {panels} Axes stay within "
             "each metric's valid range; lower-is-better axes say so.")
 
@@ -173,8 +174,11 @@ def _curve(ctx: Context) -> Section | None:
     blocks: list[Block] = [FigureBlock(plots.plot_id_vs_shift(
         curve, ctx.figdir / FIGURES[0], axes=axes, chosen=f.chosen, base=f.base, adapted=f.adapted,
         splits_note="test splits", curve_label=curve_label(ctx.manifest)),
-        _curve_caption(axes, "the test splits") + " Rings: the Pareto front of the points drawn in each panel "
-        "(test splits); the selection's own Pareto set, on validation splits, is listed in the tables.")]
+        _curve_caption(axes, "the test splits") + " Rings: the Pareto front of the weight-space blends in each panel "
+        "(test splits; the ensemble's × are not ringed); the selection's own Pareto set, on validation splits, is "
+        "listed in the tables. The dashed chord joins base and adapted: a point on it is what answering each "
+        "example with base or adapted at random would score, so read a blend against it at equal ID (vertically); "
+        "the table's 'over chord' compares at equal alpha instead, which can differ in sign.")]
     val = curve_frame(s, metric_of, "validation")
     if s.selection is not None and not val.empty:
         blocks.append(FigureBlock(plots.plot_id_vs_shift(
@@ -186,7 +190,9 @@ def _curve(ctx: Context) -> Section | None:
         "Gain over the chord: the chord is the straight mix of the endpoints' scores at the same alpha, "
         "(1 - alpha) * y(base) + alpha * y(adapted); a blend's gain is y(alpha) minus the chord (negated for a "
         "metric where lower is better), so a positive shift gain is robustness that neither endpoint, nor a "
-        "linear mix of their scores, gives. Pareto: the selection's Pareto set (validation splits, ID vs mean shift)."))
+        "linear mix of their scores, gives. This is at the same alpha, not at the same ID value as the figure's "
+        "dashed chord: a blend whose ID is above the chord's at its alpha can sit under the dashed line and still "
+        "gain here. Pareto: the selection's Pareto set (validation splits, ID vs mean shift)."))
     blocks.append(TableBlock(chord_table(s, curve, f, axes),
                              "Test splits. Where a column averages several suites or splits, the interval is "
                              "the mean of their interval endpoints (conservative).", key_columns=2))

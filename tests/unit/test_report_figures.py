@@ -5,6 +5,8 @@ shape, wide HTML tables are split, and NaN logits raise no numpy warning."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import importlib.util
 import warnings
 from contextlib import contextmanager
@@ -194,7 +196,8 @@ def test_metric_vs_alpha_each_columns_last_panel_has_the_alpha_axis(tmp_path, fi
 def test_id_vs_shift_legend_labels_and_markers(sweep_figs):
     fig = sweep_figs["id_vs_shift.png"]
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert "Pareto front of the points in this panel" in legend
+    assert "Pareto front of the blends in this panel" in legend  # the ensemble's × are not ringed
+    assert any(t.startswith("chord") and "equal ID" in t for t in legend)  # how to read the dashed line
     assert "chosen (α=1 = adapted)" in legend
     for ax in [a for a in fig.axes if a.get_visible()]:
         star = next(c for c in ax.collections if c.get_label().startswith("chosen"))
@@ -548,3 +551,13 @@ def test_id_vs_shift_title_says_alpha_labels_only_where_they_fit(high_figs):
         assert "numbers next to points are alpha" not in title
         assert "where it fits" in title and "the tables list every alpha" in title, title
     assert left_out > 0  # the crowded run does leave some labels out: the wording is exercised
+
+
+def test_curve_caption_says_the_mean_panel_bars_are_not_an_interval_of_the_mean():
+    from harness.report.curve import MEAN_PANEL
+    from harness.report.sections import _curve_caption
+
+    ax = SimpleNamespace(metric="accuracy", higher_is_better=True)
+    axes = {MEAN_PANEL: (ax, ax), "s1": (ax, ax), "s2": (ax, ax)}
+    assert "not an interval of the mean" in _curve_caption(axes, "the test splits")
+    assert "not an interval" not in _curve_caption({MEAN_PANEL: (ax, ax), "s1": (ax, ax)}, "the test splits")
