@@ -20,7 +20,9 @@ Sections (each catches its own error into the JSON, so one failure does not lose
   importable, and the max |dLL| between both (bf16); with ``--compile-mc`` also a fresh model whose decoder
   blocks are compiled (``--compile``), its first-pass time and MFU;
 * ``gen``: greedy decoding of 128 new tokens after ~100-token prompts, tokens/s at batch 1 and 64: the harness
-  (``generate_until``) with transformers' static cache and with its dynamic cache, and plain ``model.generate``
+  (``generate_until``) with the static cache (its sync-free loop over transformers' compiled step, and the same
+  with ``generation_tuned``: ``max-autotune`` and coordinate-descent tuning) and with transformers' dynamic
+  cache (``generate``), the first call's time (compilation), and plain ``model.generate``
   (batched, dynamic cache; and batch 1 one prompt at a time); the bandwidth bound per step = (weight bytes + KV
   bytes at the mean sequence length) / measured copy bandwidth;
 * ``lora``: time of an alpha change (:meth:`BlendEngine.apply` on the LoRA-scale path) for rank-16 adapters on
@@ -222,13 +224,21 @@ def gen(model, tok, args, bw: float | None) -> dict:
         batch = prompts[:bs]
         step_bytes = w_bytes + kv_per_token * bs * (plen + n_new / 2)
         rec: dict = {"bound_tokens_per_s": None if not bw else bs * bw / step_bytes}
-        for name, cache in (("harness_static", "static"), ("harness_dynamic", None)):
-            sc = CausalLMScorer(model, tok, batch_size=bs, generation_cache=cache)
-            # one warm-up (the static cache compiles its step on CUDA); stop strings checked on the device
+        texts_by = {}
+        for name, cache, tuned in (("harness_static", "static", False), ("harness_static_tuned", "static", True),
+                                   ("harness_dynamic", None, False)):
+            sc = CausalLMScorer(model, tok, batch_size=bs, generation_cache=cache, generation_tuned=tuned)
+            # one warm-up (the static cache compiles its step on CUDA); stop strings checked every 8 tokens
+            t0 = time.perf_counter()
             t, texts = timed(lambda: sc.generate_until(batch, stop=["t5 t6"], max_new_tokens=n_new),
                              args.gen_repeats)
             n_tok = sum(len(x.split()) for x in texts)  # word-level tokens: one word each
-            rec[name] = {"seconds": t, "tokens_per_s": n_tok / t, "tokens": n_tok}
+            rec[name] = {"seconds": t, "tokens_per_s": n_tok / t, "tokens": n_tok,
+                         "first_call_s": time.perf_counter() - t0 - args.gen_repeats * t}
+            texts_by[name] = texts
+        # bf16: different kernels may round differently and a random-weight model's argmax flips on near ties
+        rec["same_text_as_dynamic"] = {k: float(np.mean([a == b for a, b in zip(v, texts_by["harness_dynamic"])]))
+                                       for k, v in texts_by.items()}
         enc = tok(batch, return_tensors="pt").to(DEVICE)
 
         def plain():

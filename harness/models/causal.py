@@ -129,14 +129,17 @@ class CausalLMScorer:
         Score requests with identical context tokens in one row, the context once
         (:mod:`harness.models.causal_shared`); ``False``: one row per request, HFLM's input.
     generation_cache : str, default=None
-        ``cache_implementation`` of ``generate`` (``"static"`` pays on CUDA; :func:`generate_greedy`).
+        ``None`` (transformers' dynamic cache) or ``"static"`` (pays on CUDA: the harness's sync-free loop over a
+        compiled step where the model allows; :func:`generate_greedy`).
     generation_batch_size : int, default=None
         Prompts per ``generate`` call; ``None``: ``batch_size``.
+    generation_tuned : bool, default=False
+        With ``"static"``: compile the decoding step with ``max-autotune`` and coordinate-descent tuning.
     """
 
     def __init__(self, model, tokenizer, *, max_length: int | None = None, batch_tokens: int = 512,
                  batch_size: int = 32, share_context: bool = True, generation_cache: str | None = None,
-                 generation_batch_size: int | None = None) -> None:
+                 generation_batch_size: int | None = None, generation_tuned: bool = False) -> None:
         if batch_tokens < 1 or batch_size < 1 or (generation_batch_size is not None and generation_batch_size < 1):
             raise ModelError(f"batch_tokens, batch_size and generation_batch_size must be >= 1; got {batch_tokens}, "
                              f"{batch_size}, {generation_batch_size}")
@@ -149,6 +152,7 @@ class CausalLMScorer:
         self.share_context = share_context
         self.generation_cache = generation_cache
         self.generation_batch_size = generation_batch_size or batch_size
+        self.generation_tuned = generation_tuned
         bos = tokenizer.bos_token_id
         self.prefix_token_id: int = bos if bos is not None else tokenizer.eos_token_id
         self._prefix_text = tokenizer.decode(self.prefix_token_id)
@@ -285,4 +289,5 @@ class CausalLMScorer:
         return generate_greedy(self.model, self.tokenizer, list(prompts), stop=list(stop),
                                max_new_tokens=max_new_tokens, max_length=self.max_length,
                                batch_size=self.generation_batch_size, cache_implementation=self.generation_cache,
+                               tuned=self.generation_tuned,
                                desc=desc)

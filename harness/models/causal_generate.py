@@ -12,6 +12,7 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from harness.errors import ModelError
+from harness.models.causal_decode import compiled_step, decode_static, graph_loop_unavailable
 from harness.models.placement import input_device
 from harness.progress import progress_bar
 
@@ -85,6 +86,46 @@ def _left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.T
     return ids, mask
 
 
+def _new_tokens(model, tokenizer, ids, mask, stop: list[str], max_new_tokens: int, cache_implementation: str | None,
+                loop) -> tuple[list[list[int]], object]:
+    """One batch's new tokens: the sync-free loop over the compiled step ``loop`` when given, else ``generate``.
+    A failure of torch's compiler falls back to ``generate`` for this and later batches (the returned ``loop``
+    is then ``None``); any other error is raised."""
+    if loop is not None:
+        try:
+            return decode_static(model, ids, mask, max_new_tokens=max_new_tokens, eos_ids=_eos_ids(model, tokenizer),
+                                 pad_id=tokenizer.pad_token_id, step=loop,
+                                 finished=_stop_found(tokenizer, stop) if any(stop) else None), loop
+        except Exception as e:  # noqa: BLE001 - only torch's compiler errors fall back (re-raised otherwise)
+            if not type(e).__module__.startswith(("torch._dynamo", "torch._inductor")):
+                raise
+            logger.warning("the compiled decoding step failed (%s: %s); generating with transformers' generate "
+                           "instead", type(e).__name__, (str(e).splitlines() or [""])[0])
+    return _generate(model, tokenizer, ids, mask, stop, max_new_tokens, cache_implementation), None
+
+
+def _generate(model, tokenizer, ids, mask, stop: list[str], max_new_tokens: int,
+              cache_implementation: str | None) -> list[list[int]]:
+    """New tokens per row from transformers' ``generate`` (greedy; :class:`StopEvery` when there are stops)."""
+    kwargs = ({"stopping_criteria": StoppingCriteriaList([StopEvery(tokenizer, stop, ids.shape[1])])}
+              if any(stop) else {})
+    gen = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, num_beams=1,
+                         max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                         eos_token_id=_eos_ids(model, tokenizer), use_cache=True,
+                         cache_implementation=cache_implementation, **kwargs)
+    return gen[:, ids.shape[1]:].tolist()
+
+
+def _stop_found(tokenizer, stop: list[str]):
+    """For :func:`~harness.models.causal_decode.decode_static`: which rows' decoded new text contains a stop
+    sequence (decoded as :class:`StopEvery` decodes)."""
+    stops = [s for s in stop if s]
+
+    def finished(rows: list[list[int]]) -> list[bool]:
+        return [any(s in tokenizer.decode(r, skip_special_tokens=True) for s in stops) for r in rows]
+    return finished
+
+
 def _eos_ids(model, tokenizer) -> list[int]:
     """The model's generation-config EOS ids plus the tokenizer's EOS id (lm-eval stops at both)."""
     ids = getattr(model.generation_config, "eos_token_id", None)
@@ -97,7 +138,7 @@ def _eos_ids(model, tokenizer) -> list[int]:
 @torch.inference_mode()
 def generate_greedy(model, tokenizer, prompts: list[str], *, stop: list[str], max_new_tokens: int,
                     max_length: int, batch_size: int, cache_implementation: str | None = None,
-                    desc: str | None = None) -> list[str]:
+                    tuned: bool = False, desc: str | None = None) -> list[str]:
     """Greedy continuations of ``prompts`` (lm-eval ``generate_until`` with ``do_sample=False``).
 
     Rules, as lm-eval: prompts are encoded with the tokenizer's default special tokens, none when the prompt
@@ -123,8 +164,14 @@ def generate_greedy(model, tokenizer, prompts: list[str], *, stop: list[str], ma
     batch_size : int
         Prompts per ``generate`` call, longest first.
     cache_implementation : str, default=None
-        transformers' KV cache for ``generate`` (``"static"``: preallocated, and on CUDA the decoding step is
-        compiled by transformers itself; ``None``: its default dynamic cache). Outputs are the same.
+        ``None``: ``generate`` with transformers' default dynamic cache. ``"static"``: a preallocated
+        ``StaticCache``; where :func:`~harness.models.causal_decode.graph_loop_unavailable` allows (one CUDA
+        device, a compilable model class, no peft layers) the harness's sync-free loop
+        (:func:`~harness.models.causal_decode.decode_static`) drives the compiled step, else ``generate`` with
+        ``cache_implementation="static"`` (on CUDA transformers compiles its step). Outputs are the same.
+    tuned : bool, default=False
+        For the sync-free loop: compile the step with ``max-autotune`` and coordinate-descent tuning (longer
+        warm-up, faster steps; :func:`~harness.models.causal_decode.compiled_step`).
     desc : str, default=None
         Draws a tqdm bar (none when ``None``) counting prompts (unit ``req``), advanced after each batch.
 
@@ -155,17 +202,20 @@ def generate_greedy(model, tokenizer, prompts: list[str], *, stop: list[str], ma
     order = sorted(range(len(prompts)), key=lambda i: (-len(encoded[i]), i))
     device = input_device(model)
     out: list[str | None] = [None] * len(prompts)
+    loop = None
+    if cache_implementation == "static":
+        why = graph_loop_unavailable(model)
+        if why is None:
+            loop = compiled_step(model, tuned)
+        else:
+            logger.info("static-cache generation uses transformers' generate: %s", why)
     with progress_bar(total=len(prompts), desc=desc, unit="req", show=desc is not None) as bar:
         for start in range(0, len(order), batch_size):
             batch = order[start:start + batch_size]
             ids, mask = _left_pad([encoded[i] for i in batch], tokenizer.pad_token_id)
-            kwargs = ({"stopping_criteria": StoppingCriteriaList([StopEvery(tokenizer, stop, ids.shape[1])])}
-                      if any(stop) else {})
-            gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
-                                 num_beams=1, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                                 eos_token_id=_eos_ids(model, tokenizer), use_cache=True,
-                                 cache_implementation=cache_implementation, **kwargs)
-            for i, row in zip(batch, gen[:, ids.shape[1]:].tolist()):
+            new, loop = _new_tokens(model, tokenizer, ids.to(device), mask.to(device), stop, max_new_tokens,
+                                    cache_implementation, loop)
+            for i, row in zip(batch, new):
                 out[i] = cut_at_stop(tokenizer.decode(row, skip_special_tokens=True), until)
             bar.update(len(batch))
     return out  # type: ignore[return-value]

@@ -1,0 +1,156 @@
+"""The sync-free static-cache decoding loop (issue 20): same tokens as transformers' ``generate``, same texts as
+the dynamic-cache path, early end on EOS and stop sequences, cache reuse, and when it does not apply. Run on a
+CPU with the eager forward standing in for the compiled step (the CUDA-only compile is measured in
+benchmarks/gen_loop.py)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from harness.models import causal_decode, causal_generate
+from harness.models.causal import CausalLMScorer
+from harness.models.causal_decode import CHECK_EVERY, decode_static, graph_loop_unavailable
+
+from _causal import byte_bpe, tiny_causal
+
+PROMPTS = ["Question: Is the sky blue?\nAnswer:", "The", "Plants need water, air and", "Students measured the mass"]
+
+
+@pytest.fixture(scope="module", params=["gpt2", "llama"])
+def pair(request):
+    tok = byte_bpe(request.param)
+    return tiny_causal(request.param, tok, seed=1), tok
+
+
+@pytest.fixture
+def loop_on_cpu(monkeypatch):
+    """generate_greedy takes the loop on a CPU, with the model's eager forward as the step; counts uses."""
+    used = []
+
+    def step(model, tuned):
+        used.append(tuned)
+        return model
+    monkeypatch.setattr(causal_generate, "graph_loop_unavailable", lambda model: None)
+    monkeypatch.setattr(causal_generate, "compiled_step", step)
+    return used
+
+
+def _batch(tok, prompts):
+    rows = [tok.encode(p) for p in prompts]
+    width = max(map(len, rows))
+    ids = torch.tensor([[0] * (width - len(r)) + r for r in rows])
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    return ids, mask
+
+
+@pytest.mark.parametrize("eos_from_output", [False, True])
+def test_tokens_equal_generate_with_left_padding_and_eos(pair, eos_from_output):
+    """Token for token as ``generate(do_sample=False)``: left-padded rows, and rows that emit the EOS id are padded
+    afterwards (the EOS id is taken from the model's own output so that some row really emits it)."""
+    model, tok = pair
+    ids, mask = _batch(tok, PROMPTS)
+    pad = 0
+    with torch.no_grad():
+        free = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=20,
+                              min_new_tokens=20, pad_token_id=pad, eos_token_id=None)[:, ids.shape[1]:]
+    eos = [int(free[0, 5])] if eos_from_output else []
+    with torch.no_grad():
+        ref = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=20,
+                             pad_token_id=pad, eos_token_id=eos or None)[:, ids.shape[1]:].tolist()
+    got = decode_static(model, ids, mask, max_new_tokens=20, eos_ids=eos, pad_id=pad)
+    if eos_from_output:
+        assert any(eos[0] in r for r in got)
+    assert [r[:len(x)] for r, x in zip(got, ref)] == ref  # generate may end its batch early (all rows at EOS)
+    assert all(t == pad for r, x in zip(got, ref) for t in r[len(x):])
+
+
+def test_texts_equal_the_dynamic_cache_path_with_stops_and_batching(pair, loop_on_cpu):
+    model, tok = pair
+    for stop in ([], ["\n", "."], ["e"]):
+        want = CausalLMScorer(model, tok, batch_size=4).generate_until(PROMPTS, stop=stop, max_new_tokens=30)
+        for bs in (1, 3):
+            sc = CausalLMScorer(model, tok, batch_size=bs, generation_cache="static", generation_tuned=True)
+            assert sc.generate_until(PROMPTS, stop=stop, max_new_tokens=30) == want
+    assert loop_on_cpu and all(loop_on_cpu)  # the loop ran, with the tuned compile asked for
+
+
+def test_a_stop_sequence_ends_decoding_within_two_checks(pair):
+    """Rows done by a stop sequence end the loop at most two checks later (the host reads tokens one check old)."""
+    model, tok = pair
+    ids, mask = _batch(tok, PROMPTS[:2])
+    calls = []
+    handle = model.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        out = decode_static(model, ids, mask, max_new_tokens=40, eos_ids=[], pad_id=0,
+                            finished=lambda rows: [len(r) >= 1 for r in rows])
+    finally:
+        handle.remove()
+    assert len(out[0]) == 2 * CHECK_EVERY and len(calls) == 2 * CHECK_EVERY  # the prompt's forward + 15 steps
+    full = decode_static(model, ids, mask, max_new_tokens=40, eos_ids=[], pad_id=0,
+                         finished=lambda rows: [False, True])  # one row still open: runs to the end
+    assert len(full[0]) == 40 and full[0][:2 * CHECK_EVERY] == out[0]
+
+
+def test_static_caches_are_reused_per_shape_and_bounded(pair):
+    model, tok = pair
+    ids, mask = _batch(tok, PROMPTS)
+    causal_decode._CACHES.pop(model, None)
+    a = decode_static(model, ids, mask, max_new_tokens=5, eos_ids=[], pad_id=0)
+    cache = causal_decode._CACHES[model][(4, causal_decode.CACHE_BUCKET)]
+    b = decode_static(model, ids, mask, max_new_tokens=5, eos_ids=[], pad_id=0)  # reset, not rebuilt
+    assert a == b and causal_decode._CACHES[model][(4, causal_decode.CACHE_BUCKET)] is cache
+    for rows in (1, 2, 3):
+        decode_static(model, ids[:rows], mask[:rows], max_new_tokens=5, eos_ids=[], pad_id=0)
+    assert len(causal_decode._CACHES[model]) == causal_decode._MAX_CACHES
+
+
+def test_the_loop_says_why_it_does_not_apply(pair, monkeypatch):
+    model, _ = pair
+    assert graph_loop_unavailable(model) == "the model is not on a CUDA device"
+    monkeypatch.setattr(causal_decode, "input_device", lambda m: torch.device("cuda"))
+    monkeypatch.setattr(model, "_can_compile_fullgraph", False, raising=False)
+    assert "compilable" in graph_loop_unavailable(model)
+    monkeypatch.setattr(model, "_can_compile_fullgraph", True, raising=False)
+    assert graph_loop_unavailable(model) is None
+    monkeypatch.setattr(model, "hf_device_map", {"a": 0, "b": 1}, raising=False)
+    assert "several devices" in graph_loop_unavailable(model)
+    monkeypatch.setattr(model, "hf_device_map", {"a": 0, "b": 0}, raising=False)
+    from peft import LoraConfig, get_peft_model
+
+    target = ["c_attn"] if model.config.model_type == "gpt2" else ["q_proj"]
+    import copy
+
+    peft_model = get_peft_model(copy.deepcopy(model), LoraConfig(r=2, target_modules=target))
+    monkeypatch.setattr(peft_model, "_can_compile_fullgraph", True, raising=False)
+    assert "peft" in graph_loop_unavailable(peft_model)
+
+
+def test_on_a_cpu_static_generation_keeps_transformers_generate(pair, caplog):
+    model, tok = pair
+    with caplog.at_level("INFO", logger="harness.models.causal_generate"):
+        out = CausalLMScorer(model, tok, generation_cache="static").generate_until(PROMPTS[:1], stop=[],
+                                                                                   max_new_tokens=4)
+    assert out and "not on a CUDA device" in caplog.text
+
+
+def test_a_compiler_failure_falls_back_to_generate_and_other_errors_are_raised(pair, monkeypatch, caplog):
+    import torch._dynamo.exc
+
+    model, tok = pair
+    want = CausalLMScorer(model, tok).generate_until(PROMPTS, stop=["."], max_new_tokens=10)
+    monkeypatch.setattr(causal_generate, "graph_loop_unavailable", lambda model: None)
+
+    def broken(**kw):
+        raise torch._dynamo.exc.Unsupported("stand-in for a compile failure")
+    monkeypatch.setattr(causal_generate, "compiled_step", lambda model, tuned: broken)
+    with caplog.at_level("WARNING", logger="harness.models.causal_generate"):
+        got = CausalLMScorer(model, tok, batch_size=2, generation_cache="static").generate_until(
+            PROMPTS, stop=["."], max_new_tokens=10)
+    assert got == want and caplog.text.count("compiled decoding step failed") == 1  # once, not per batch
+
+    def wrong(**kw):
+        raise RuntimeError("not the compiler")
+    monkeypatch.setattr(causal_generate, "compiled_step", lambda model, tuned: wrong)
+    with pytest.raises(RuntimeError, match="not the compiler"):
+        CausalLMScorer(model, tok, generation_cache="static").generate_until(PROMPTS, stop=[], max_new_tokens=10)
