@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import weakref
 from typing import Callable
 
 import torch
@@ -38,8 +37,9 @@ logger = logging.getLogger(__name__)
 
 CHECK_EVERY = 8  # decoding steps between two looks at the tokens on the host
 CACHE_BUCKET = 128  # the static cache's length is rounded up to a multiple of this (fewer compiled shapes)
-_STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {tuned: compiled call}
-_CACHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {(rows, length): StaticCache}
+# per model, as attributes of the model itself (the compiled call holds the model, so a global dict keyed weakly
+# by the model would keep it alive): {tuned: compiled call} and {(rows, length): StaticCache}
+_STEPS_ATTR, _CACHES_ATTR = "_harness_decode_steps", "_harness_static_caches"
 _MAX_CACHES = 2  # static caches kept per model (the last batch of a pass is usually narrower)
 
 
@@ -71,7 +71,7 @@ def compiled_step(model, tuned: bool = False) -> Callable:
     ``max-autotune`` with CUDA graphs and coordinate-descent tuning (the gpt-fast setting; about 65 s of warm-up,
     about 20% more tokens/s at batch 1).
     """
-    steps = _STEPS.setdefault(model, {})
+    steps = _per_model(model, _STEPS_ATTR)
     if tuned not in steps:
         if tuned:
             steps[tuned] = torch.compile(model.__call__, fullgraph=True, options={
@@ -83,12 +83,19 @@ def compiled_step(model, tuned: bool = False) -> Callable:
     return steps[tuned]
 
 
+def _per_model(model, attr: str) -> dict:
+    """The dict stored on ``model`` under ``attr`` (created empty); it lives and dies with the model."""
+    if attr not in model.__dict__:
+        model.__dict__[attr] = {}
+    return model.__dict__[attr]
+
+
 def _static_cache(model, rows: int, length: int):
     """A ``StaticCache`` for ``rows`` x ``length`` tokens, reused (reset) across calls so the compiled step's CUDA
     graphs see the same addresses; at most :data:`_MAX_CACHES` kept per model."""
     from transformers import StaticCache
 
-    caches = _CACHES.setdefault(model, {})
+    caches = _per_model(model, _CACHES_ATTR)
     cache = caches.pop((rows, length), None)
     if cache is None:
         while len(caches) >= _MAX_CACHES:

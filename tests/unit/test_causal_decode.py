@@ -95,14 +95,31 @@ def test_a_stop_sequence_ends_decoding_within_two_checks(pair):
 def test_static_caches_are_reused_per_shape_and_bounded(pair):
     model, tok = pair
     ids, mask = _batch(tok, PROMPTS)
-    causal_decode._CACHES.pop(model, None)
+    model.__dict__.pop(causal_decode._CACHES_ATTR, None)
     a = decode_static(model, ids, mask, max_new_tokens=5, eos_ids=[], pad_id=0)
-    cache = causal_decode._CACHES[model][(4, causal_decode.CACHE_BUCKET)]
+    caches = getattr(model, causal_decode._CACHES_ATTR)
+    cache = caches[(4, causal_decode.CACHE_BUCKET)]
     b = decode_static(model, ids, mask, max_new_tokens=5, eos_ids=[], pad_id=0)  # reset, not rebuilt
-    assert a == b and causal_decode._CACHES[model][(4, causal_decode.CACHE_BUCKET)] is cache
+    assert a == b and caches[(4, causal_decode.CACHE_BUCKET)] is cache
     for rows in (1, 2, 3):
         decode_static(model, ids[:rows], mask[:rows], max_new_tokens=5, eos_ids=[], pad_id=0)
-    assert len(causal_decode._CACHES[model]) == causal_decode._MAX_CACHES
+    assert list(caches) == [(2, causal_decode.CACHE_BUCKET), (3, causal_decode.CACHE_BUCKET)]  # the last two
+
+
+def test_compiled_steps_and_caches_die_with_the_model():
+    """Nothing global keeps a model (and its GPU memory) alive once the caller drops it."""
+    import gc
+    import weakref
+
+    tok = byte_bpe("llama")
+    model = tiny_causal("llama", tok)
+    ids, mask = _batch(tok, PROMPTS[:1])
+    decode_static(model, ids, mask, max_new_tokens=3, eos_ids=[], pad_id=0)
+    causal_decode.compiled_step(model)  # transformers' compiled call (compiles lazily, at its first call)
+    ref = weakref.ref(model)
+    del model
+    gc.collect()
+    assert ref() is None
 
 
 def test_the_loop_says_why_it_does_not_apply(pair, monkeypatch):
