@@ -49,7 +49,6 @@ Never passes by accident
 
 from __future__ import annotations
 
-import difflib
 import logging
 import re
 import zlib
@@ -58,72 +57,24 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from harness.metrics.bootstrap import cluster_weights, metric_distribution
 from harness.metrics.calibration import calibration_errors
 from harness.metrics.evidence import (class_recall_evidence, discordant_counts, flip_evidence, power_check,
                                       superiority_check)
 from harness.metrics.exact import proportion_bound
-from harness.metrics.base import n_non_finite
-from harness.metrics.registry import examples_right, get_metric, point_value
+from harness.metrics.registry import get_metric, point_value
 from harness.metrics.split_uses import record_uses
 from harness.numfmt import fmt_g, fmt_num
+from harness.gate_sides import (SUMMARY_TOLERANCE, RuleFailure, RunView, align, check_same_suite, checked_side,
+                                 right_or_fail)
 from harness.records import RuleOutcome, Verdict
-from harness.rundir import predictions_for, read_predictions, read_summary
 from harness.spec.policy import Aggregate, CandidateChoice, GatePolicy, Mode, Reference, Rule, RuleKind
 from harness.summary import Summary
 
 __all__ = ["RunView", "judge", "note_split_uses", "SUMMARY_TOLERANCE"]
 
 logger = logging.getLogger(__name__)
-
-#: Largest allowed |summary.json value - value recomputed from predictions.parquet|.
-SUMMARY_TOLERANCE = 1e-6
-
-
-@dataclass(frozen=True, eq=False)
-class RunView:
-    """A stored run as the gate sees it: its summary and its predictions.
-
-    ``predictions`` has the columns of ``predictions.parquet`` (:mod:`harness.rundir`): ``point``, ``suite``,
-    ``split``, ``example_id``, ``source_id``, ``label``, ``logits``.
-    """
-
-    summary: Summary
-    predictions: pd.DataFrame
-    path: str = ""
-
-    @classmethod
-    def from_dir(cls, path: str | Path) -> "RunView":
-        """Read ``summary.json`` and ``predictions.parquet`` of a run directory.
-
-        Raises
-        ------
-        harness.errors.DataError
-            If either file is missing or invalid.
-        """
-        return cls(read_summary(path), read_predictions(path), str(path))
-
-
-class _RuleFailure(Exception):
-    """Internal: the rule cannot be judged (missing or mismatched data); carries the reason."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-@dataclass(frozen=True)
-class _Side:
-    """One point's predictions on one split (after every check)."""
-
-    point: str
-    example_ids: np.ndarray
-    source_ids: np.ndarray
-    labels: np.ndarray
-    outputs: dict[str, np.ndarray]
-
 
 @dataclass(frozen=True)
 class _Stat:
@@ -244,7 +195,7 @@ def _baseline_point(summary: Summary) -> tuple[str | None, str]:
 def _judge_rule(rule: Rule, ctx: _Context) -> list[RuleOutcome]:
     try:
         suites, why = _select_suites(rule, ctx.candidate.summary, ctx.policy)
-    except _RuleFailure as e:
+    except RuleFailure as e:
         return [_failed(rule, ctx, str(rule.suites), e.reason)]
     if rule.kind is RuleKind.MAX_OVERLAP:
         out = [_judge_overlap(rule, suite, ctx) for suite in suites]
@@ -255,7 +206,7 @@ def _judge_rule(rule: Rule, ctx: _Context) -> list[RuleOutcome]:
             label = group[0] if rule.aggregate is Aggregate.EACH else f"{rule.aggregate.value}({', '.join(group)})"
             try:
                 out.append(_judge_group(rule, group, label, ctx))
-            except _RuleFailure as e:
+            except RuleFailure as e:
                 out.append(_failed(rule, ctx, label, e.reason))
     for o in out:  # which suites a role rule judged, and why (printed by the gate's outputs)
         o.info.update({"suites_judged": why} if why else {})
@@ -304,12 +255,12 @@ def _select_suites(rule: Rule, summary: Summary, policy: GatePolicy) -> tuple[li
     declared = policy.suites.of(rule.suites) if policy.suites is not None else []
     wrong = [n for n in declared if n in summary.suites and summary.suites[n].role != rule.suites]
     if wrong:
-        raise _RuleFailure(f"the policy declares {wrong} as {rule.suites} suites but the run records them as "
+        raise RuleFailure(f"the policy declares {wrong} as {rule.suites} suites but the run records them as "
                            f"{summary.suites[wrong[0]].role}")
     in_run = sorted(n for n, info in summary.suites.items() if info.role == rule.suites)
     extra = [n for n in in_run if n not in declared]
     if not declared + extra:
-        raise _RuleFailure(f"the run has no suite with role {rule.suites!r} (suites: {sorted(summary.suites)}); "
+        raise RuleFailure(f"the run has no suite with role {rule.suites!r} (suites: {sorted(summary.suites)}); "
                            "a rule that matches nothing fails")
     return declared + extra, _selection_line(rule.suites, declared, extra, policy.suites is not None)
 
@@ -351,10 +302,10 @@ def _judge_group(rule: Rule, group: list[str], label: str, ctx: _Context) -> Rul
     for suite in group:
         try:
             stats[suite] = _suite_stat(rule, suite, ctx)
-        except _RuleFailure as e:
+        except RuleFailure as e:
             problems.append(e.reason if len(group) == 1 else f"{suite}: {e.reason}")
     if problems:
-        raise _RuleFailure("; ".join(problems))
+        raise RuleFailure("; ".join(problems))
     points = np.array([s.point for s in stats.values()])
     dists = np.stack([s.dist for s in stats.values()])
     if rule.aggregate is Aggregate.MEAN:
@@ -455,33 +406,33 @@ def _finite_or_none(x: float | None) -> float | None:
 def _check_threshold(rule: Rule) -> None:
     if rule.metric is None:
         if not 0.0 <= rule.threshold <= 1.0:
-            raise _RuleFailure(f"threshold {fmt_g(rule.threshold)} is outside [0, 1]; rates and recalls are fractions")
+            raise RuleFailure(f"threshold {fmt_g(rule.threshold)} is outside [0, 1]; rates and recalls are fractions")
         return
     lo, hi = get_metric(rule.metric).range
     thr = rule.threshold
     span = f"the range of {rule.metric} ([{fmt_g(lo)}, {fmt_g(hi)}])"
     if rule.kind is RuleKind.DELTA:
         if abs(thr) > hi - lo:
-            raise _RuleFailure(f"threshold {fmt_g(thr)} is larger than {span}; thresholds are fractions (0.02, not 2)")
+            raise RuleFailure(f"threshold {fmt_g(thr)} is larger than {span}; thresholds are fractions (0.02, not 2)")
     elif not lo <= thr <= hi:
-        raise _RuleFailure(f"threshold {fmt_g(thr)} is outside {span}; thresholds are fractions (0.85, not 85)")
+        raise RuleFailure(f"threshold {fmt_g(thr)} is outside {span}; thresholds are fractions (0.85, not 85)")
 
 
 def _suite_stat(rule: Rule, suite: str, ctx: _Context) -> _Stat:
     """The rule's statistic on one suite: checks, pairing, bootstrap."""
-    cand = _side(ctx.candidate, ctx.cand_point, ctx.cand_problem, suite, rule, "candidate")
+    cand = checked_side(ctx.candidate, ctx.cand_point, ctx.cand_problem, suite, rule, "candidate")
     ref = None
     if rule.resolved_reference is not None:
         ref_run, ref_point, problem = _reference_run(rule, ctx)
         if ref_run is ctx.baseline and ref_run is not None:
-            _check_same_suite(ctx.candidate.summary, ref_run.summary, suite, rule.split)
-        ref = _align(cand, _side(ref_run, ref_point, problem, suite, rule, "reference"))
+            check_same_suite(ctx.candidate.summary, ref_run.summary, suite, rule.split)
+        ref = align(cand, checked_side(ref_run, ref_point, problem, suite, rule, "reference"))
     n = int(cand.labels.shape[0])
     info: dict[str, Any] = {}
     if ref is not None and ref_run is ctx.candidate and ref.point == cand.point:
         info["note"] = f"the candidate is the reference point {cand.point!r} itself: the difference is 0"
     if rule.min_n is not None and n < rule.min_n:
-        raise _RuleFailure(f"n = {n} examples is below min_n = {rule.min_n}")
+        raise RuleFailure(f"n = {n} examples is below min_n = {rule.min_n}")
     key = (suite, rule.split)
     if key not in ctx.weights:
         seed = np.random.SeedSequence([ctx.policy.seed, zlib.crc32(f"{suite}/{rule.split}".encode())])
@@ -490,17 +441,17 @@ def _suite_stat(rule: Rule, suite: str, ctx: _Context) -> _Stat:
     info["n_clusters"] = int(w.shape[1])
     min_clusters = ctx.policy.min_clusters_of(rule)
     if w.shape[1] < min_clusters:
-        raise _RuleFailure(f"too few clusters: {w.shape[1]} distinct source_id values is below min_clusters = "
+        raise RuleFailure(f"too few clusters: {w.shape[1]} distinct source_id values is below min_clusters = "
                            f"{min_clusters}; the bootstrap cannot see variation between documents it does not have "
                            "(give each independent document its own source_id, or add documents)")
     if rule.kind is RuleKind.NEGATIVE_FLIPS:
-        point, dist, more = flip_evidence(_right(ref, rule.metric), _right(cand, rule.metric), cand.source_ids, w,
-                                          index, ctx.policy.confidence)
+        point, dist, more = flip_evidence(right_or_fail(ref, rule.metric), right_or_fail(cand, rule.metric),
+                                          cand.source_ids, w, index, ctx.policy.confidence)
         info.update(more)
         return _Stat(point, dist, n, info, exact=more["exact"]["bound"])
     if rule.kind is RuleKind.CLASS_RECALL_FLOOR:
         if "logits" not in cand.outputs:
-            raise _RuleFailure("a class recall floor needs a classification suite (class logits); this suite's "
+            raise RuleFailure("a class recall floor needs a classification suite (class logits); this suite's "
                                "records come from a language-model task")
         point, dist, more = class_recall_evidence(cand.labels, cand.outputs["logits"], cand.source_ids, w, index,
                                                   ctx.policy.confidence)
@@ -519,7 +470,7 @@ def _suite_stat(rule: Rule, suite: str, ctx: _Context) -> _Stat:
             info["note"] = f"a floor on {rule.metric}, where lower is better"
         exact = None
         if spec.correct is not None:  # a share of right examples: an exact bound backs the bootstrap one
-            ex = proportion_bound(_right(cand, rule.metric), cand.source_ids, ctx.policy.confidence,
+            ex = proportion_bound(right_or_fail(cand, rule.metric), cand.source_ids, ctx.policy.confidence,
                                   "lower" if rule.at_least else "upper")
             info["exact"], exact = ex, ex["bound"]
         return _Stat(pc, dc, n, info, exact=exact)
@@ -529,7 +480,7 @@ def _suite_stat(rule: Rule, suite: str, ctx: _Context) -> _Stat:
     info["reference_value"] = pr
     signs = None
     if spec.correct is not None:
-        info["mcnemar"] = discordant_counts(_right(ref, rule.metric), _right(cand, rule.metric))
+        info["mcnemar"] = discordant_counts(right_or_fail(ref, rule.metric), right_or_fail(cand, rule.metric))
         signs = (info["mcnemar"]["candidate_only_right"], info["mcnemar"]["reference_only_right"])
     return _Stat(sign * (pc - pr), sign * (dc - dr), n, info, signs=signs)
 
@@ -538,105 +489,8 @@ _ECE_NOTE = ("ece (the judged metric) is the binned plug-in estimate, biased upw
              "conservative side; ece_debiased_l2 is the debiased l2 estimator of Kumar et al. 2019, reported only")
 
 
-def _right(side: _Side, metric: str | None = None) -> np.ndarray:
-    """Whether each example is right, bool (n,): by ``metric``'s per-example rule (the argmax class for accuracy,
-    the highest-scoring choice for acc/acc_norm, a match for generation), or the task's own when none is named."""
-    right = examples_right(side.labels, side.outputs, metric)
-    if right is None:
-        raise _RuleFailure("this rule needs each example to be right or wrong, which these records do not define "
-                           "(perplexity); use a floor or a relative rule on a perplexity metric instead")
-    return right
-
-
 def _reference_run(rule: Rule, ctx: _Context) -> tuple[RunView | None, str | None, str]:
     ref = rule.resolved_reference
     if ref is Reference.BASELINE:
         return ctx.baseline, ctx.base_point, ctx.base_problem
     return ctx.candidate, ref.value, ""
-
-
-def _side(run: RunView | None, point: str | None, problem: str, suite: str, rule: Rule, role: str) -> _Side:
-    """One point's checked predictions on ``suite/rule.split`` (raises :class:`_RuleFailure` with the reason)."""
-    if run is None or point is None:
-        raise _RuleFailure(problem or f"no {role} point")
-    s = run.summary
-    where = f"{role} point {point!r}"
-    if point not in {p.id for p in s.points}:
-        raise _RuleFailure(f"missing point: the run has no {where} (points: {[p.id for p in s.points]})")
-    suites = s.results.get(point, {})
-    if suite not in suites:
-        run_suites = ", ".join(f"{n} ({getattr(i.role, 'value', i.role)})" for n, i in sorted(s.suites.items()))
-        close = difflib.get_close_matches(suite, sorted(s.suites), n=1, cutoff=0.6)
-        typo = f"typo? the closest suite of the run is {close[0]!r}; " if close else ""
-        raise _RuleFailure(f"missing suite: {where} has no results for suite {suite!r} (has: {sorted(suites)}); "
-                           f"fix: {typo}edit the policy's suites: (or this rule's suites:) to the run's suite names: "
-                           f"{run_suites}; or rerun with {suite!r} among --suite")
-    if rule.split not in suites[suite]:
-        raise _RuleFailure(f"missing split: {where} has no split {rule.split!r} of {suite!r} "
-                           f"(has: {sorted(suites[suite])})")
-    entry = suites[suite][rule.split]
-    stored = None
-    if rule.metric is not None:
-        if rule.metric not in entry.metrics:
-            raise _RuleFailure(f"missing metric: {rule.metric!r} was not computed for {where} on "
-                               f"{suite}/{rule.split} (has: {sorted(entry.metrics)})")
-        stored = entry.metrics[rule.metric].value
-        if stored is None or not np.isfinite(stored):
-            raise _RuleFailure(f"NaN value: summary.json holds no finite {rule.metric} for {where} on "
-                               f"{suite}/{rule.split} (non-finite outputs, e.g. an fp16 overflow: rerun with "
-                               "--dtype bf16 or fp32)")
-    rows = predictions_for(run.predictions, point, suite, rule.split)
-    if rows is None:
-        raise _RuleFailure(f"missing predictions: predictions.parquet has no rows for {where} on "
-                           f"{suite}/{rule.split}")
-    ids, src, labels, outputs = rows
-    if len(np.unique(ids)) != len(ids):
-        raise _RuleFailure(f"duplicate example ids in the predictions of {where} on {suite}/{rule.split}")
-    bad = n_non_finite(outputs)
-    if bad:
-        raise _RuleFailure(f"NaN value: {bad} examples of {where} on {suite}/{rule.split} have non-finite scores "
-                           f"(an overflow, e.g. in fp16: rerun with --dtype bf16 or fp32)")
-    if stored is not None:
-        fresh = point_value(rule.metric, labels, outputs)
-        if not abs(fresh - stored) <= SUMMARY_TOLERANCE:
-            raise _RuleFailure(f"summary.json says {rule.metric} = {stored:.6f} for {where} on {suite}/{rule.split}"
-                               f" but its predictions give {fresh:.6f}; the run directory is inconsistent")
-    return _Side(point, ids, src, labels, outputs)
-
-
-def _align(cand: _Side, ref: _Side) -> _Side:
-    """Reorder the reference to the candidate's example order; fail unless both hold the same examples."""
-    index = pd.Index(ref.example_ids)
-    pos = index.get_indexer(cand.example_ids)
-    only_cand = int((pos < 0).sum())
-    only_ref = len(ref.example_ids) - (len(cand.example_ids) - only_cand)
-    if only_cand or only_ref:
-        sample = [str(x) for x in cand.example_ids[pos < 0][:3]]
-        raise _RuleFailure(f"candidate and reference were scored on different examples: {only_cand} example ids "
-                           f"only in the candidate (e.g. {sample}), {only_ref} only in the reference")
-    labels = ref.labels[pos]
-    if not np.array_equal(labels, cand.labels):
-        raise _RuleFailure(f"candidate and reference disagree on the labels of {int((labels != cand.labels).sum())} "
-                           "examples")
-    return _Side(ref.point, cand.example_ids, cand.source_ids, labels, {k: v[pos] for k, v in ref.outputs.items()})
-
-
-def _check_same_suite(cand: Summary, base: Summary, suite: str, split: str) -> None:
-    a, b = cand.suites.get(suite), base.suites.get(suite)
-    if a is None:
-        raise _RuleFailure(f"the candidate run records no identity (version, hash) for suite {suite!r}")
-    if b is None:
-        raise _RuleFailure(f"the baseline run has no suite {suite!r} (has: {sorted(base.suites)})")
-    if a.version != b.version:
-        raise _RuleFailure(f"baseline mismatch: suite {suite!r} is version {b.version!r} in the baseline and "
-                           f"{a.version!r} in the candidate run; refresh the baseline")
-    if a.spec_hash != b.spec_hash:
-        raise _RuleFailure(f"baseline mismatch: suite {suite!r} spec hash differs ({b.spec_hash[:12]} in the "
-                           f"baseline, {a.spec_hash[:12]} in the candidate run); refresh the baseline")
-    fa, fb = (x.splits.get(split, {}).get("fingerprint") for x in (a, b))
-    if not fa or not fb:
-        raise _RuleFailure(f"baseline mismatch: no data fingerprint recorded for {suite}/{split} in the "
-                           f"{'candidate run' if not fa else 'baseline'}; the data cannot be shown to be the same")
-    if fa != fb:
-        raise _RuleFailure(f"baseline mismatch: the data of {suite}/{split} differs (fingerprint {fb[:12]} in the "
-                           f"baseline, {fa[:12]} in the candidate run); refresh the baseline")

@@ -11,12 +11,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "harness"
 # stage order; modules in SHARED may be imported by anything and import nothing but each other
-ORDER = ["spec", "data", "tokcache", "models", "predict", "store", "metrics", "tasks", "train", "sweep", "gate",
-         "gate_outputs", "report", "demo", "pipeline", "api", "cli", "__main__"]
+ORDER = ["spec", "data", "tokcache", "models", "predict", "store", "metrics", "tasks", "train", "sweep", "gate_sides",
+         "gate", "gate_outputs", "report", "demo", "pipeline", "api", "cli", "__main__"]
 SHARED = {"records", "errors", "io", "summary", "rundir", "settings", "numfmt", "progress"}
 FACADE = {"__init__"}  # harness/__init__.py: lazy re-exports of the API, imports nothing at import time
-NO_TORCH = {"metrics", "gate", "gate_outputs", "report", "sweep", "spec", "records", "errors", "summary", "rundir",
-            "settings", "io", "api", "cli", "tasks", "numfmt", "progress"}
+NO_TORCH = {"metrics", "gate_sides", "gate", "gate_outputs", "report", "sweep", "spec", "records", "errors", "summary",
+            "rundir", "settings", "io", "api", "cli", "tasks", "numfmt", "progress"}
 # the demo orchestrator calls the pipeline, like the CLI does
 ALLOWED_LATER = {("demo", "pipeline")}
 
