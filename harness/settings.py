@@ -157,8 +157,8 @@ class Settings:
     generation_cache: Literal["dynamic", "static"] = _opt(
         "dynamic", "KV cache of generation suites: dynamic (transformers' default) or static (preallocated; on a GPU "
                    "the harness decodes with transformers' compiled step and no host sync per token: 7.8x the "
-                   "new tokens/s at batch 1 and 3.8x at batch 64 for a 1.1B llama on an H200, after a warm-up of "
-                   "25-40 s per batch shape; pays off on long generation suites)")
+                   "dynamic cache's new tokens/s at batch 1 and 3.8x at batch 64 for a 1.1B llama on an H200, "
+                   "after a warm-up of 25-40 s per batch shape; pays off on long generation suites)")
     # -- speed switches (none changes a number beyond float tolerance)
     packed: Literal["auto", "on", "off"] = _opt(
         "auto", "padding-free packed batches: auto packs when the model qualifies (BERT family, bf16/fp16, CUDA); on "

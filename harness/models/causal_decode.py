@@ -15,7 +15,9 @@ in bf16, 128 new tokens after 100-token prompts): 535 tokens/s at batch 1 with t
 ``generate`` with its static cache (benchmarks/gen_ceiling.py); 15,761 tokens/s at batch 64, 3.7x plain
 ``generate``.
 
-Outputs equal ``generate``'s (``do_sample=False``) token for token where the step computes the same logits: a row
+For the models it applies to (:func:`graph_loop_unavailable`: among others, no logits processing in the
+``generation_config``), outputs equal ``generate``'s (``do_sample=False``) token for token where the step computes
+the same logits (on a GPU in bf16 the compiled kernels may round differently, as ``generate``'s own do): a row
 that emits an EOS id is padded with ``pad_id`` afterwards, as ``generate`` pads finished rows; rows that reach a stop
 sequence keep decoding until every row is done (their text is cut at the stop sequence afterwards, so the text is
 the same).
@@ -31,27 +33,48 @@ import torch
 
 from harness.models.placement import input_device
 
-__all__ = ["CHECK_EVERY", "CACHE_BUCKET", "graph_loop_unavailable", "compiled_step", "decode_static"]
+__all__ = ["CHECK_EVERY", "CACHE_BUCKET", "graph_loop_unavailable", "compiled_step", "decode_static", "cache_length",
+           "mark_failed"]
 
 logger = logging.getLogger(__name__)
 
 CHECK_EVERY = 8  # decoding steps between two looks at the tokens on the host
-CACHE_BUCKET = 128  # the static cache's length is rounded up to a multiple of this (fewer compiled shapes)
+CACHE_BUCKET = 256  # the static cache's length is rounded up to a multiple of this (fewer compiled shapes)
 # per model, as attributes of the model itself (the compiled call holds the model, so a global dict keyed weakly
 # by the model would keep it alive): {tuned: compiled call} and {(rows, length): StaticCache}
 _STEPS_ATTR, _CACHES_ATTR = "_harness_decode_steps", "_harness_static_caches"
-_MAX_CACHES = 2  # static caches kept per model (the last batch of a pass is usually narrower)
+_FAILED_ATTR = "_harness_decode_failed"  # why the compiled step failed on this model (not tried again)
+_MAX_CACHES = 1  # static caches kept per model between calls (as generate keeps one): the memory of one batch
+# generation_config fields whose non-neutral values make generate(do_sample=False) process the logits before its
+# argmax; the loop takes the plain argmax, so such a model keeps generate
+_PROCESSORS = {"repetition_penalty": (None, 1.0), "encoder_repetition_penalty": (None, 1.0),
+               "no_repeat_ngram_size": (None, 0), "bad_words_ids": (None,), "min_length": (None, 0),
+               "min_new_tokens": (None, 0), "suppress_tokens": (None,), "begin_suppress_tokens": (None,),
+               "forced_bos_token_id": (None,), "forced_eos_token_id": (None,), "sequence_bias": (None,),
+               "exponential_decay_length_penalty": (None,), "guidance_scale": (None, 1.0),
+               "watermarking_config": (None,)}
 
 
 def graph_loop_unavailable(model) -> str | None:
     """Why :func:`decode_static` does not apply to ``model`` (``None`` when it does).
 
     It applies to a model on one CUDA device whose class transformers declares compilable as a whole
-    (``_can_compile_fullgraph``), not quantized, and without peft adapter layers (a LoRA blend's alpha is a Python
-    float in peft's layers, so every alpha would compile the step again).
+    (``_can_compile_fullgraph``), not quantized, without peft adapter layers (a LoRA blend's alpha is a Python
+    float in peft's layers, so every alpha would compile the step again), whose ``generation_config`` asks for no
+    logits processing under greedy decoding (``repetition_penalty``, ``no_repeat_ngram_size``, ``bad_words_ids``,
+    ``min_new_tokens``, ... : ``generate`` applies them, the loop takes the plain argmax), and whose compiled step
+    has not failed before in this process.
     """
     if input_device(model).type != "cuda":
         return "the model is not on a CUDA device"
+    if model.__dict__.get(_FAILED_ATTR):
+        return f"its compiled step failed earlier in this process ({model.__dict__[_FAILED_ATTR]})"
+    config = getattr(model, "generation_config", None)
+    active = sorted(k for k, neutral in _PROCESSORS.items()
+                    if config is not None and getattr(config, k, None) not in neutral
+                    and getattr(config, k, None) != [] and getattr(config, k, None) != {})
+    if active:
+        return f"its generation_config processes logits under greedy decoding ({', '.join(active)})"
     if not getattr(model, "_can_compile_fullgraph", False):
         return f"transformers does not declare {type(model).__name__} compilable as a whole"
     if getattr(model, "hf_quantizer", None) is not None:
@@ -68,8 +91,9 @@ def compiled_step(model, tuned: bool = False) -> Callable:
 
     ``tuned=False``: transformers' own compiled call (``CompileConfig(fullgraph=True, mode="reduce-overhead")``:
     Inductor with CUDA graphs; about 23 s of warm-up for a 1.1B llama on an H200). ``tuned=True``: Inductor's
-    ``max-autotune`` with CUDA graphs and coordinate-descent tuning (the gpt-fast setting; about 65 s of warm-up,
-    about 20% more tokens/s at batch 1).
+    ``max-autotune`` with CUDA graphs and coordinate-descent tuning (the gpt-fast setting): on an H200 with a 1.1B
+    llama, 13% more tokens/s at batch 1 (605 vs 535) but 14% fewer at batch 64 (13,579 vs 15,761), and a first
+    call of 53 s (batch 1) to 126 s (batch 64).
     """
     steps = _per_model(model, _STEPS_ATTR)
     if tuned not in steps:
@@ -90,9 +114,21 @@ def _per_model(model, attr: str) -> dict:
     return model.__dict__[attr]
 
 
+def mark_failed(model, reason: str) -> None:
+    """Record that the compiled step failed on ``model``: :func:`graph_loop_unavailable` then says so and the
+    caller keeps ``generate`` (a step is not compiled again and again)."""
+    model.__dict__[_FAILED_ATTR] = reason
+
+
+def cache_length(longest_prompt: int, max_new_tokens: int) -> int:
+    """The static cache's length for prompts up to ``longest_prompt`` tokens: the tokens needed rounded up to a
+    multiple of :data:`CACHE_BUCKET` (fewer distinct shapes, so fewer compilations)."""
+    return -(-(longest_prompt + max_new_tokens) // CACHE_BUCKET) * CACHE_BUCKET
+
+
 def _static_cache(model, rows: int, length: int):
     """A ``StaticCache`` for ``rows`` x ``length`` tokens, reused (reset) across calls so the compiled step's CUDA
-    graphs see the same addresses; at most :data:`_MAX_CACHES` kept per model."""
+    graphs see the same addresses; at most :data:`_MAX_CACHES` kept per model (an older one is dropped)."""
     from transformers import StaticCache
 
     caches = _per_model(model, _CACHES_ATTR)
@@ -114,7 +150,7 @@ def _cache_kwarg(model) -> str:
 
 @torch.inference_mode()
 def decode_static(model, ids: torch.Tensor, mask: torch.Tensor, *, max_new_tokens: int, eos_ids: list[int],
-                  pad_id: int, step: Callable | None = None,
+                  pad_id: int, step: Callable | None = None, length: int | None = None,
                   finished: Callable[[list[list[int]]], list[bool]] | None = None) -> list[list[int]]:
     """Greedy new tokens for a left-padded batch, decoded with a ``StaticCache`` and no host sync per step.
 
@@ -132,6 +168,9 @@ def decode_static(model, ids: torch.Tensor, mask: torch.Tensor, *, max_new_token
     step : callable, default=None
         The forward used for every step after the first (:func:`compiled_step`); ``None``: the model itself
         (eager, e.g. on a CPU in tests).
+    length : int, default=None
+        The static cache's length (>= width + max_new_tokens; one value for every batch of a pass keeps one
+        compiled shape); ``None``: :func:`cache_length` of this batch.
     finished : callable, default=None
         Given each row's new tokens so far (host lists), which rows are done (a stop sequence appeared); called
         every :data:`CHECK_EVERY` steps on tokens one check old. Decoding ends when every row is done by EOS or by
@@ -145,7 +184,9 @@ def decode_static(model, ids: torch.Tensor, mask: torch.Tensor, *, max_new_token
     """
     rows, width = ids.shape
     dev = ids.device
-    length = -(-(width + max_new_tokens) // CACHE_BUCKET) * CACHE_BUCKET
+    length = length or cache_length(width, max_new_tokens)
+    if length < width + max_new_tokens:
+        raise ValueError(f"cache length {length} < prompt width {width} + max_new_tokens {max_new_tokens}")
     cache = _static_cache(model, rows, length)
     kw = _cache_kwarg(model)
     full = torch.ones(rows, length, dtype=mask.dtype, device=dev)  # later slots are hidden by causality
@@ -160,15 +201,17 @@ def decode_static(model, ids: torch.Tensor, mask: torch.Tensor, *, max_new_token
     unfinished = torch.ones(rows, dtype=torch.bool, device=dev)
     eos = torch.tensor(eos_ids, dtype=torch.long, device=dev)
     first_pos = pos[:, -1:] + 1
+    cur = torch.empty(rows, 1, dtype=torch.long, device=dev)  # the step's input: one contiguous buffer
     pending = None  # (event, tokens, unfinished) copied at the last check, read at the next
     n = max_new_tokens
     for i in range(max_new_tokens):
         if i:
-            logits = step(input_ids=toks[:, i - 1:i], attention_mask=full, position_ids=first_pos + (i - 1),
+            logits = step(input_ids=cur, attention_mask=full, position_ids=first_pos + (i - 1),
                           cache_position=cps[width + i - 1:width + i], logits_to_keep=1, use_cache=True,
                           **{kw: cache}).logits
         nxt = torch.where(unfinished, logits[:, -1].argmax(-1), pad_id)
         toks[:, i] = nxt
+        cur.copy_(nxt[:, None])
         if eos.numel():
             unfinished &= ~torch.isin(nxt, eos)
         if (i + 1) % CHECK_EVERY == 0 and i + 1 < max_new_tokens:

@@ -12,7 +12,8 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from harness.errors import ModelError
-from harness.models.causal_decode import compiled_step, decode_static, graph_loop_unavailable
+from harness.models.causal_decode import (cache_length, compiled_step, decode_static, graph_loop_unavailable,
+                                          mark_failed)
 from harness.models.placement import input_device
 from harness.progress import progress_bar
 
@@ -87,20 +88,28 @@ def _left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.T
 
 
 def _new_tokens(model, tokenizer, ids, mask, stop: list[str], max_new_tokens: int, cache_implementation: str | None,
-                loop) -> tuple[list[list[int]], object]:
-    """One batch's new tokens: the sync-free loop over the compiled step ``loop`` when given, else ``generate``.
-    A failure of torch's compiler falls back to ``generate`` for this and later batches (the returned ``loop``
-    is then ``None``); any other error is raised."""
+                loop, rows: int, length: int) -> tuple[list[list[int]], object]:
+    """One batch's new tokens: the sync-free loop over the compiled step ``loop`` when given (the batch padded to
+    ``rows`` rows with copies of its last row, a cache of ``length`` tokens: one compiled shape per pass), else
+    ``generate``. A failure of torch's compiler falls back to ``generate`` for this and later batches and is
+    recorded on the model (the returned ``loop`` is then ``None``); any other error is raised."""
     if loop is not None:
+        n = ids.shape[0]
+        if n < rows:
+            ids = torch.cat([ids, ids[-1:].expand(rows - n, -1)])
+            mask = torch.cat([mask, mask[-1:].expand(rows - n, -1)])
         try:
             return decode_static(model, ids, mask, max_new_tokens=max_new_tokens, eos_ids=_eos_ids(model, tokenizer),
-                                 pad_id=tokenizer.pad_token_id, step=loop,
-                                 finished=_stop_found(tokenizer, stop) if any(stop) else None), loop
+                                 pad_id=tokenizer.pad_token_id, step=loop, length=length,
+                                 finished=_stop_found(tokenizer, stop) if any(stop) else None)[:n], loop
         except Exception as e:  # noqa: BLE001 - only torch's compiler errors fall back (re-raised otherwise)
             if not type(e).__module__.startswith(("torch._dynamo", "torch._inductor")):
                 raise
-            logger.warning("the compiled decoding step failed (%s: %s); generating with transformers' generate "
-                           "instead", type(e).__name__, (str(e).splitlines() or [""])[0])
+            reason = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}"
+            mark_failed(model, reason)
+            logger.warning("the compiled decoding step failed (%s); generating with transformers' generate instead",
+                           reason)
+            ids, mask = ids[:n], mask[:n]
     return _generate(model, tokenizer, ids, mask, stop, max_new_tokens, cache_implementation), None
 
 
@@ -120,9 +129,13 @@ def _stop_found(tokenizer, stop: list[str]):
     """For :func:`~harness.models.causal_decode.decode_static`: which rows' decoded new text contains a stop
     sequence (decoded as :class:`StopEvery` decodes)."""
     stops = [s for s in stop if s]
+    done: set[int] = set()  # rows found finished stay finished: they are not decoded again
 
     def finished(rows: list[list[int]]) -> list[bool]:
-        return [any(s in tokenizer.decode(r, skip_special_tokens=True) for s in stops) for r in rows]
+        for i, r in enumerate(rows):
+            if i not in done and any(s in tokenizer.decode(r, skip_special_tokens=True) for s in stops):
+                done.add(i)
+        return [i in done for i in range(len(rows))]
     return finished
 
 
@@ -166,7 +179,8 @@ def generate_greedy(model, tokenizer, prompts: list[str], *, stop: list[str], ma
     cache_implementation : str, default=None
         ``None``: ``generate`` with transformers' default dynamic cache. ``"static"``: a preallocated
         ``StaticCache``; where :func:`~harness.models.causal_decode.graph_loop_unavailable` allows (one CUDA
-        device, a compilable model class, no peft layers) the harness's sync-free loop
+        device, a compilable model class, no peft layers, no logits processing in its ``generation_config``) the
+        harness's sync-free loop
         (:func:`~harness.models.causal_decode.decode_static`) drives the compiled step, else ``generate`` with
         ``cache_implementation="static"`` (on CUDA transformers compiles its step). Outputs are the same.
     tuned : bool, default=False
@@ -203,6 +217,8 @@ def generate_greedy(model, tokenizer, prompts: list[str], *, stop: list[str], ma
     device = input_device(model)
     out: list[str | None] = [None] * len(prompts)
     loop = None
+    rows = min(batch_size, len(prompts))  # every batch of the loop has this many rows (the last one padded)
+    length = cache_length(max((len(e) for e in encoded), default=1), max_new_tokens)
     if cache_implementation == "static":
         why = graph_loop_unavailable(model)
         if why is None:
@@ -214,7 +230,7 @@ def generate_greedy(model, tokenizer, prompts: list[str], *, stop: list[str], ma
             batch = order[start:start + batch_size]
             ids, mask = _left_pad([encoded[i] for i in batch], tokenizer.pad_token_id)
             new, loop = _new_tokens(model, tokenizer, ids.to(device), mask.to(device), stop, max_new_tokens,
-                                    cache_implementation, loop)
+                                    cache_implementation, loop, rows, length)
             for i, row in zip(batch, new):
                 out[i] = cut_at_stop(tokenizer.decode(row, skip_special_tokens=True), until)
             bar.update(len(batch))

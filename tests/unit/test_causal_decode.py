@@ -92,7 +92,7 @@ def test_a_stop_sequence_ends_decoding_within_two_checks(pair):
     assert len(full[0]) == 40 and full[0][:2 * CHECK_EVERY] == out[0]
 
 
-def test_static_caches_are_reused_per_shape_and_bounded(pair):
+def test_one_static_cache_is_kept_and_reused_per_shape(pair):
     model, tok = pair
     ids, mask = _batch(tok, PROMPTS)
     model.__dict__.pop(causal_decode._CACHES_ATTR, None)
@@ -101,9 +101,42 @@ def test_static_caches_are_reused_per_shape_and_bounded(pair):
     cache = caches[(4, causal_decode.CACHE_BUCKET)]
     b = decode_static(model, ids, mask, max_new_tokens=5, eos_ids=[], pad_id=0)  # reset, not rebuilt
     assert a == b and caches[(4, causal_decode.CACHE_BUCKET)] is cache
-    for rows in (1, 2, 3):
-        decode_static(model, ids[:rows], mask[:rows], max_new_tokens=5, eos_ids=[], pad_id=0)
-    assert list(caches) == [(2, causal_decode.CACHE_BUCKET), (3, causal_decode.CACHE_BUCKET)]  # the last two
+    decode_static(model, ids[:2], mask[:2], max_new_tokens=5, eos_ids=[], pad_id=0)
+    assert list(caches) == [(2, causal_decode.CACHE_BUCKET)]  # the older one is dropped (its memory freed)
+    with pytest.raises(ValueError, match="cache length"):
+        decode_static(model, ids, mask, max_new_tokens=5, eos_ids=[], pad_id=0, length=ids.shape[1] + 4)
+
+
+def test_every_row_at_eos_ends_decoding_within_two_checks(pair):
+    model, tok = pair
+    ids, mask = _batch(tok, PROMPTS)
+    calls = []
+    handle = model.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        out = decode_static(model, ids, mask, max_new_tokens=40, eos_ids=list(range(len(tok))), pad_id=0)
+    finally:
+        handle.remove()
+    assert len(calls) == 2 * CHECK_EVERY and all(len(r) == 2 * CHECK_EVERY and set(r[1:]) == {0} for r in out)
+
+
+def test_logits_processing_in_the_generation_config_keeps_generate(pair, monkeypatch):
+    """generate(do_sample=False) applies repetition_penalty & co.; the loop takes the plain argmax, so such a model
+    must not get the loop (review finding: with repetition_penalty=1.3 the two disagreed)."""
+    model, tok = pair
+    monkeypatch.setattr(causal_decode, "input_device", lambda m: torch.device("cuda"))
+    monkeypatch.setattr(model, "_can_compile_fullgraph", True, raising=False)
+    assert graph_loop_unavailable(model) is None
+    for key, value in (("repetition_penalty", 1.3), ("no_repeat_ngram_size", 3), ("bad_words_ids", [[5]]),
+                       ("min_new_tokens", 4), ("suppress_tokens", [7])):
+        old = getattr(model.generation_config, key, None)
+        setattr(model.generation_config, key, value)
+        try:
+            assert key in graph_loop_unavailable(model)
+        finally:
+            setattr(model.generation_config, key, old)
+    model.generation_config.repetition_penalty = 1.0  # neutral: the loop applies
+    assert graph_loop_unavailable(model) is None
+    model.generation_config.repetition_penalty = None
 
 
 def test_compiled_steps_and_caches_die_with_the_model():
@@ -165,6 +198,12 @@ def test_a_compiler_failure_falls_back_to_generate_and_other_errors_are_raised(p
         got = CausalLMScorer(model, tok, batch_size=2, generation_cache="static").generate_until(
             PROMPTS, stop=["."], max_new_tokens=10)
     assert got == want and caplog.text.count("compiled decoding step failed") == 1  # once, not per batch
+    monkeypatch.undo()  # the real check: the failure is remembered on the model, so the loop is not tried again
+    monkeypatch.setattr(causal_decode, "input_device", lambda m: torch.device("cuda"))
+    monkeypatch.setattr(model, "_can_compile_fullgraph", True, raising=False)
+    assert "failed earlier" in graph_loop_unavailable(model)
+    model.__dict__.pop(causal_decode._FAILED_ATTR)
+    monkeypatch.setattr(causal_generate, "graph_loop_unavailable", lambda model: None)
 
     def wrong(**kw):
         raise RuntimeError("not the compiler")
