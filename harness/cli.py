@@ -22,7 +22,7 @@ from harness.demo.run import run_demo
 from harness.errors import HarnessError, SpecError, format_error
 from harness.gate_outputs import verdict_to_markdown
 from harness.numfmt import fmt_num
-from harness.progress import mark_command_start, process_started
+from harness.progress import log_through_bars, mark_command_start, process_started
 from harness.pipeline import evaluate_model, run_gate, write_blend
 from harness.pipeline.distributed import dist_env, rank_logging
 from harness.rundir import OUT_RUN_HELP, per_alpha_frame, run_dir_line
@@ -430,7 +430,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if long_running and not a.quiet and not sys.stderr.isatty() and not rank:  # no bars off a terminal: a line per step
         logging.getLogger("harness").setLevel(logging.INFO)
     try:
-        with contextlib.redirect_stdout(io.StringIO()) if rank else contextlib.nullcontext():
+        with contextlib.redirect_stdout(io.StringIO()) if rank else contextlib.nullcontext(), \
+                log_through_bars(not rank and not a.quiet):
             return COMMANDS[a.command](a)
     except HarnessError as e:
         if a.debug:

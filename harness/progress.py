@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 from harness.settings import env
 
 __all__ = ["DEFAULT_COLUMNS", "DEFAULT_LINES", "TICK_SECONDS", "on_terminal", "bar_size", "progress_bar", "StepProgress", "track",
-           "ticking", "mark_command_start", "process_started", "command_wall_time"]
+           "ticking", "mark_command_start", "process_started", "command_wall_time", "log_through_bars"]
 
 DEFAULT_COLUMNS, DEFAULT_LINES = 80, 24
 #: Seconds between redraws of a drawn bar (:func:`progress_bar`): its elapsed time moves at least this often.
@@ -46,6 +46,18 @@ def on_terminal() -> bool:
         return sys.stderr.isatty()
     except (AttributeError, ValueError):  # replaced or closed stream
         return False
+
+
+def log_through_bars(enabled: bool = True):
+    """A context in which the root logger's stream handlers write through ``tqdm.write`` when stderr is a
+    terminal, so a warning logged while a bar is drawn gets a line of its own above the bar (without it the
+    message is glued to the bar's line: "...vader-movies/test]WARNING harness.tokcache: ..."). tqdm's
+    ``logging_redirect_tqdm``; a no-op off a terminal or when ``enabled`` is false."""
+    if not (enabled and on_terminal()):
+        return contextlib.nullcontext()
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    return logging_redirect_tqdm()
 
 
 def bar_size() -> dict[str, int]:

@@ -168,3 +168,33 @@ def test_scoring_that_raises_leaves_no_redrawing_bar(zero_size_pty):
         predict(Failing(), helpers.tokenized([3, 4, 5]), point="base", progress=True)
     assert _tick_threads() == before
     del err
+
+
+def test_a_warning_logged_during_a_bar_gets_its_own_line_on_a_terminal(monkeypatch):
+    """Trial 4: a WARNING logged while the tokenizing bar was drawn was glued to the bar's line. Inside
+    log_through_bars the root logger writes through tqdm.write (which clears the bar first); off a terminal
+    nothing changes."""
+    import io
+    import logging
+
+    from harness import progress
+
+    stream = io.StringIO()
+    stream.isatty = lambda: True
+    monkeypatch.setattr(sys, "stderr", stream)
+    root = logging.getLogger()
+    handler = logging.StreamHandler(stream)
+    root.addHandler(handler)
+    try:
+        with progress.log_through_bars():
+            names = [type(h).__name__ for h in root.handlers]
+            assert "_TqdmLoggingHandler" in names and handler not in root.handlers
+        assert handler in root.handlers  # restored afterwards
+        monkeypatch.setattr(stream, "isatty", lambda: False)
+        with progress.log_through_bars():
+            assert handler in root.handlers
+        stream.isatty = lambda: True
+        with progress.log_through_bars(enabled=False):
+            assert handler in root.handlers
+    finally:
+        root.removeHandler(handler)
