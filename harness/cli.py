@@ -222,21 +222,29 @@ def _cmd_validate(a) -> int:
             print(f"ok    {path}  (kind: {spec.kind})")
         n_valid += not data_problems
         problems += data_problems
-    _warn_policy_suites(valid)
+    problems += _check_policy_suites(valid)
     for p in problems:
         print(f"FAIL  {p}", file=sys.stderr)
     print(f"{n_valid} valid, {len(problems)} invalid" + ("" if a.no_data else " (data checked)"))
     return EXIT_OK if not problems else EXIT_INPUT
 
 
-def _warn_policy_suites(valid) -> None:
-    """Given policies and suites together, warn of each suite name a policy uses that no given suite has."""
-    from harness.spec.policy import policy_suite_warnings
+def _check_policy_suites(valid) -> list[str]:
+    """Given policies and suites together: a suite name a policy uses that no given suite has is a problem when a
+    given suite's name is close to it (a typo), else a warning (the policy may be meant for other suites too)."""
+    from harness.spec.policy import policy_suite_typos, policy_suite_warnings
 
     suites = {spec.name: spec.role.value for _, spec in valid if spec.kind == "suite"}
+    problems = []
     for path, spec in valid if suites else []:
-        for line in policy_suite_warnings(spec, suites) if spec.kind == "policy" else []:
-            print(f"WARN  {path}: {line}", file=sys.stderr)
+        if spec.kind != "policy":
+            continue
+        typos = policy_suite_typos(spec, suites)
+        problems += [f"{path}: {line}" for line in typos]
+        for line in policy_suite_warnings(spec, suites):
+            if line not in typos:
+                print(f"WARN  {path}: {line}", file=sys.stderr)
+    return problems
 
 
 def _check_data(path: Path, suite, quiet: bool) -> list[str]:

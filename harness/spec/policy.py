@@ -294,11 +294,24 @@ class GatePolicy(Strict):
         return any(r.resolved_reference is Reference.BASELINE for r in self.rules)
 
 
+def _closest_suite(name: str, suites: Mapping[str, str]) -> list[str]:
+    return difflib.get_close_matches(name, list(suites), n=1, cutoff=0.6)
+
+
+def policy_suite_typos(policy: GatePolicy, suites: Mapping[str, str]) -> list[str]:
+    """The lines of :func:`policy_suite_warnings` for suite names the policy uses that no given suite has but one
+    given suite's name is close to (difflib ratio >= 0.6): most likely a typo (trial 4: ``my-amazn`` for
+    ``my-amazon`` passed ``harness validate`` with a warning, and the gate then fails with "missing suite")."""
+    return [line for line in policy_suite_warnings(policy, suites) if "typo? the closest suite given is" in line]
+
+
 def policy_suite_warnings(policy: GatePolicy, suites: Mapping[str, str]) -> list[str]:
     """What ``harness validate`` warns about a policy checked together with suites: each suite name the policy uses
     (``suites.id``/``suites.shift`` at its top, or a rule's list) that none of ``suites`` has, with the closest name,
-    and each declared suite whose role differs from its declaration. Warnings, not errors: a policy may be meant for
-    other suites too; but a run of these suites fails the gate on each ("missing suite", wrong role).
+    and each declared suite whose role differs from its declaration. Warnings: a policy may be meant for other
+    suites too; but a run of these suites fails the gate on each ("missing suite", wrong role). The lines of names
+    that are close to a given suite's name (a likely typo) are also returned by :func:`policy_suite_typos`, which
+    ``harness validate`` treats as errors.
 
     Parameters
     ----------
@@ -323,7 +336,7 @@ def policy_suite_warnings(policy: GatePolicy, suites: Mapping[str, str]) -> list
     for name, places in where.items():
         if name in suites:
             continue
-        close = difflib.get_close_matches(name, list(suites), n=1, cutoff=0.6)
+        close = _closest_suite(name, suites)
         typo = f"typo? the closest suite given is {close[0]!r}; " if close else ""
         out.append(f"policy {policy.name!r} names suite {name!r} ({', '.join(places)}) but no suite given has that "
                    f"name: {typo}a run of these suites fails the gate with 'missing suite' (suites given: {given}; "

@@ -320,14 +320,18 @@ def test_a_few_shot_prompt_needs_its_train_split(tmp_path, capsys):
 
 
 def test_a_policy_given_with_suites_is_checked_against_their_names(tmp_path, capsys):
-    """A misspelt suite in a policy validated together with the suites: a warning naming the closest suite (exit 0,
-    since a policy may be meant for other suites too); alone, a policy gets no such check."""
+    """A misspelt suite in a policy validated together with the suites: a failure naming the closest suite (exit
+    2; trial 4: a warning let CI pass and the gate then failed with "missing suite"); a name close to none of the
+    suites stays a warning (a policy may be meant for other suites too); alone, a policy gets no such check."""
     _csv(tmp_path / "data.csv", ["a", "b", "c", "d"] * 20)
     policy = tmp_path / "p.yaml"
     policy.write_text("kind: policy\nname: p\nsuites: {id: [fuor]}\nrules:\n"
                       "  - {name: r, kind: delta, metric: accuracy, suites: id, max_drop: 0.02}\n")
     rc, out, err = _validate(capsys, "--no-data", policy, _suite(tmp_path))
-    assert rc == 0 and "2 valid, 0 invalid" in out
-    assert "WARN" in err and "names suite 'fuor'" in err and "closest suite given is 'four'" in err
+    assert rc == 2 and "1 invalid" in out
+    assert "FAIL" in err and "names suite 'fuor'" in err and "closest suite given is 'four'" in err
+    policy.write_text(policy.read_text().replace("fuor", "elsewhere"))
+    rc, out, err = _validate(capsys, "--no-data", policy, _suite(tmp_path))
+    assert rc == 0 and "2 valid, 0 invalid" in out and "WARN" in err and "names suite 'elsewhere'" in err
     rc, out, err = _validate(capsys, "--no-data", policy)
     assert rc == 0 and "WARN" not in err
