@@ -371,7 +371,7 @@ def _decide(rule: Rule, policy: GatePolicy, label: str, ev: _Evidence, info: dic
     margin = judged - thr if rule.at_least else thr - judged
     what = "bound" if bound is not None else "value"
     reasons = []
-    if rule.superiority and not margin > 0:
+    if rule.superiority and margin == 0:  # at the threshold exactly: below it is said the plain way
         reasons.append(f"{what} {fmt_num(judged, 4)} is not strictly above min_delta {fmt_num(thr, 4)}: superiority "
                        "needs evidence of a gain, and a candidate equal to its reference shows none")
     elif margin < 0:

@@ -164,8 +164,9 @@ def stability_warning(chosen: float, p_selected: Mapping[float, float], same: li
             f"{n_resamples} resamples of the validation splits (a stable choice is picked in at least "
             f"{stable_rate:.0%})")
     if others:
-        text += (f"; alphas {', '.join(fmt_g(a) for a in others)} are not distinguishable from it (paired "
-                 f"{level:.0%} intervals)")
+        alphas = "alpha " + fmt_g(others[0]) + " is" if len(others) == 1 else \
+            "alphas " + ", ".join(fmt_g(a) for a in others) + " are"
+        text += f"; {alphas} not distinguishable from it (paired {level:.0%} intervals)"
     if pick != chosen:
         text += f"; by the stated rule the pick would be alpha {fmt_g(pick)} ({p_selected[pick]:.0%})"
     return text

@@ -116,6 +116,10 @@ def test_identical_candidate_fails_a_superiority_rule(tmp_path):
     o = only(judge(run, policy(rule(min_delta=0.0), on_underpowered="fail")))
     assert not o.passed and o.value == 0 and o.bound == 0 and "strictly above" in o.reason
     assert o.info["sign_test"]["p_one_sided"] == 1.0
+    # a positive min_delta that the bound is below: said the plain way (trial 4 read the "equal candidate" clause
+    # on a rule with min_delta 0.05, where it does not apply)
+    o = only(judge(run, policy(rule(min_delta=0.05), on_underpowered="fail")))
+    assert not o.passed and "below the threshold 0.05" in o.reason and "shows none" not in o.reason
 
 
 def test_three_favourable_pairs_of_twenty_fail_superiority_on_the_sign_test(tmp_path):

@@ -108,3 +108,10 @@ def test_warning_threshold_and_wording(rate):
     assert f"picks it in only {rate:.0%} of 1000 resamples" in text and "at least 90%" in text
     assert "alphas 0, 1 are not distinguishable from it (paired 95% intervals)" in text
     assert ("the pick would be alpha 0 (54%)" in text) == (rate == 0.4)
+
+
+def test_one_indistinguishable_alpha_is_named_in_the_singular():
+    """Trial 4 read "alphas 0.9 are not distinguishable"."""
+    text = stability_warning(0.5, {0.5: 0.6, 0.9: 0.4}, [0.5, 0.9], 0.5, level=0.95, stable_rate=0.9,
+                             n_resamples=1000)
+    assert "; alpha 0.9 is not distinguishable from it" in text and "alphas" not in text
