@@ -78,10 +78,18 @@ def _misspelling_hint(suite: Suite, values: list[str], unseen: list[str], one_sp
     """A hint that a ``classes`` entry may be misspelled: an unknown value close to a class name, or a class no
     row carries (``unseen``, in class order); empty when neither holds."""
     pairs = [(v, m[0]) for v in values for m in [difflib.get_close_matches(v, suite.classes, n=1, cutoff=0.6)] if m]
-    if pairs:
-        named = "; ".join(f"the data has {v!r}, the classes {c!r}" for v, c in pairs[:5])
-        return (f"a classes entry may be misspelled ({named}): correct classes in the suite, or map the value with "
-                f"label_map; else ")
+    in_classes = [(v, c) for v, c in pairs if c in unseen]  # the class no row carries: its entry is the suspect
+    in_data = [(v, c) for v, c in pairs if c not in unseen]  # other rows carry the class: these rows are
+    hints = []
+    if in_classes:
+        named = "; ".join(f"the data has {v!r}, the classes {c!r}, which no row carries" for v, c in in_classes[:5])
+        hints.append(f"a classes entry may be misspelled ({named}): correct classes in the suite")
+    if in_data:
+        named = "; ".join(f"{v!r} is close to the class {c!r}, which other rows carry" for v, c in in_data[:5])
+        hints.append(f"the data may be misspelled ({named}): fix those rows, or map the value with label_map "
+                     "(e.g. {" + ", ".join(f"{v!r}: {c!r}" for v, c in in_data[:3]) + "})")
+    if hints:
+        return "; ".join(hints) + "; else "
     if unseen and values:
         return (f"a classes entry may be misspelled: no row of {'this split' if one_split else 'these splits'} has "
                 f"the class(es) {unseen}, while the data has {values[:5]} which no class names; correct classes, "

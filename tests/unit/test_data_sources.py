@@ -159,7 +159,18 @@ def test_misspelled_class_name_is_suggested(tmp_path):
         load_splits(suite([f], classes=["acount", "billing"]))
     msg = str(e.value)
     assert "2 row(s) of split 'test' have a label outside the classes" in msg
-    assert "a classes entry may be misspelled (the data has 'account', the classes 'acount')" in msg
+    assert "a classes entry may be misspelled (the data has 'account', the classes 'acount', which no row carries)" in msg
+
+
+def test_a_misspelt_label_in_the_data_points_at_the_data(tmp_path):
+    """Trial 4: a data typo ('postive', while other rows carry 'positive') got the hint to correct classes first;
+    the hint now says which side looks wrong."""
+    f = write(tmp_path / "d.csv", "text,label\nx,positive\ny,negative\nz,postive\nw,positive\n")
+    with pytest.raises(DataError) as e:
+        load_splits(suite([f], classes=["negative", "positive"]))
+    msg = str(e.value)
+    assert "the data may be misspelled ('postive' is close to the class 'positive', which other rows carry)" in msg
+    assert "{'postive': 'positive'}" in msg and "a classes entry may be misspelled" not in msg
 
 
 def test_a_misspelt_class_is_one_problem_naming_every_split(tmp_path):
@@ -178,7 +189,7 @@ def test_a_misspelt_class_is_one_problem_naming_every_split(tmp_path):
     assert msg.startswith(f"15 row(s) of splits 'train' ({odd['train']}), 'validation' ({odd['validation']}), "
                           f"'test' ({odd['test']}) have a label outside the classes")
     assert "(15 in all)" in msg and "got: values 'account'" in msg
-    assert msg.count("a classes entry may be misspelled (the data has 'account', the classes 'acount')") == 1
+    assert msg.count("a classes entry may be misspelled (the data has 'account', the classes 'acount', which no row carries)") == 1
     with pytest.raises(DataError) as one_split:  # one split asked: its own count, as before
         load_splits(suite([f], splits=splits, id_column="id", classes=["acount", "billing"]), split_names=["test"])
     assert str(one_split.value).startswith(f"{odd['test']} row(s) of split 'test' have a label outside")

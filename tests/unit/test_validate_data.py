@@ -113,7 +113,7 @@ def test_a_misspelt_class_fails_once_naming_the_splits(tmp_path, capsys):
     assert "data problems" not in err
     head = next(ln for ln in err.splitlines() if "outside the classes" in ln)
     assert "20 row(s) of splits 'validation' (" in head and "), 'test' (" in head
-    assert err.count("a classes entry may be misspelled (the data has 'b', the classes 'bb')") == 1
+    assert err.count("a classes entry may be misspelled (the data has 'b', the classes 'bb', which no row carries)") == 1
 
 
 def test_missing_classes_per_split(tmp_path):
