@@ -110,21 +110,29 @@ _ENSEMBLE_MS = 4  # the ensemble's × (points)
 
 def _labels(w: pd.DataFrame, e: pd.DataFrame, ends: pd.DataFrame, base: str | None, adapted: str | None,
             chosen: str | None, ring: np.ndarray) -> tuple[list[PointLabel], list[tuple[float, float, float]], list]:
-    """The panel's labels in priority order (base, adapted, then the alpha numbers), every drawn marker (x, y,
+    """The panel's labels in priority order (base, adapted, then the alpha numbers; one label per spot, naming
+    every alpha drawn there: "0.5, 0.8", "adapted (α=1; also α=0.8)"), every drawn marker (x, y,
     radius in pixels: blend points, base/adapted, the star, rings and the ensemble's ×) and the chord segment,
     for :func:`harness.report.labels.place_labels`."""
+    alpha_of = dict(zip(w["point"], w["alpha"]))
+    groups = coincident(zip(w["x"], w["y"], w["point"]))  # points on one spot share one label ("0.5, 0.8")
+    also = {}  # the point whose label a spot gets (base or adapted where either is there) -> the blends' alphas
+    for _, _, pids in groups:
+        owner = base if base in pids else adapted if adapted in pids else pids[0]
+        also[owner] = [fmt_alpha(alpha_of[p]) for p in pids if p not in (base, adapted)]
     labels = []
     for pid, key, text in ((base, "base", "base"), (adapted, "adapted", "adapted")):
         if pid in ends.index and _finite_xy(ends.loc[pid]):
+            same = f"; also α={', '.join(also[pid])}" if also.get(pid) else ""
             labels.append(PointLabel(ends.at[pid, "x"], ends.at[pid, "y"],
-                                     f"{text} (α={fmt_alpha(ends.at[pid, 'alpha'])})",
+                                     f"{text} (α={fmt_alpha(ends.at[pid, 'alpha'])}{same})",
                                      {"fontsize": 7.5, "color": COLORS[key], "fontweight": "bold", "zorder": 7,
                                       "bbox": {"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none",
                                                "alpha": 0.8}}, required=True))
-    blends = w[~w["point"].isin([base, adapted])].sort_values("alpha")
-    for x, y, alphas in coincident(zip(blends["x"], blends["y"], blends["alpha"])):  # one label per drawn point
-        labels.append(PointLabel(x, y, ", ".join(map(fmt_alpha, alphas)), {"fontsize": 6.5, "color": "0.3",
-                                                                           "zorder": 6}))
+    for x, y, pids in groups:
+        if base not in pids and adapted not in pids:
+            labels.append(PointLabel(x, y, ", ".join(also[pids[0]]), {"fontsize": 6.5, "color": "0.3",
+                                                                     "zorder": 6}))
     markers = []
     for on_ring, (_, r) in zip(ring, w.iterrows()):
         size = _S_STAR if r["point"] == chosen else _S_RING if on_ring else _S_END if r["point"] in (

@@ -112,6 +112,19 @@ def test_blends_on_the_same_point_share_one_alpha_label(tmp_path, figures):
     assert "0.2" in texts  # a point of its own keeps its own label
 
 
+def test_a_blend_on_an_endpoint_is_named_in_the_endpoint_label(tmp_path, figures):
+    """Alpha 0.8 scores as adapted does (the LM test figure): the adapted label names it, as no alpha label
+    fits on the adapted marker."""
+    curve = _curve({"base": (0.0, 0.53, 0.25), "a05": (0.5, 0.62, 0.233), "a08": (0.8, 0.683, 0.233),
+                    "adapted": (1.0, 0.683, 0.233)})
+    acc = metric_axis("", "accuracy", True)
+    plots.plot_id_vs_shift(curve, tmp_path / "i.png", axes={"s": (acc, acc)}, chosen="adapted", base="base",
+                           adapted="adapted", splits_note="test splits")
+    texts = [t.get_text() for ax in figures["i.png"].axes for t in ax.texts if t.get_text()]
+    assert "adapted (α=1; also α=0.8)" in texts and "base (α=0)" in texts, texts
+    assert "0.8" not in texts and "0.5" in texts
+
+
 def test_feasible_strip_at_the_edge_shows_over_the_chosen_line(tmp_path, figures):
     """Alpha 1 chosen and the only feasible alpha: its strip is drawn over the (thin) chosen line, is wider than
     the line on screen and lies inside the x range; the title names what the shaded bands are."""
