@@ -16,12 +16,12 @@ and redraws the figure several times per panel, which made each report several t
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["PointLabel", "place_labels"]
+__all__ = ["PointLabel", "coincident", "place_labels"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +42,25 @@ class PointLabel:
     text: str
     style: dict
     required: bool = False
+
+
+def coincident(points: Iterable[tuple[float, float, object]], atol: float = 1e-9
+               ) -> list[tuple[float, float, list]]:
+    """Group ``(x, y, key)`` points by position (within ``atol`` in data units): ``(x, y, keys)`` per distinct
+    point, in order of first appearance, keys in input order; points with a non-finite coordinate are left out.
+
+    Points that land on the same spot (two alphas giving the same scores) then get one label listing both keys
+    ("0.5, 0.8") rather than two labels placed around one point and read as two points."""
+    groups: list[tuple[float, float, list]] = []
+    for x, y, key in points:
+        if not (np.isfinite(x) and np.isfinite(y)):
+            continue
+        same = next((g for g in groups if abs(g[0] - x) <= atol and abs(g[1] - y) <= atol), None)
+        if same is None:
+            groups.append((float(x), float(y), [key]))
+        else:
+            same[2].append(key)
+    return groups
 
 
 def _overlap(a: np.ndarray, b: np.ndarray) -> float:

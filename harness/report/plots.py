@@ -28,10 +28,10 @@ from matplotlib.figure import Figure
 from harness.io import atomic_write_bytes
 from harness.report.curve import MEAN_PANEL
 from harness.report.axes import Axis, RangeLocator, fit_axis, metric_axis, valid_range
-from harness.report.labels import PointLabel, place_labels
+from harness.report.labels import PointLabel, coincident, place_labels
 from harness.report.tables import fmt_alpha, fmt_delta, fmt_value
 
-__all__ = ["DPI", "COLORS", "SUITE_COLORS", "color_of", "grid_shape", "pareto_front", "Bars", "Line",
+__all__ = ["DPI", "COLORS", "SUITE_COLORS", "color_of", "grid_shape", "pareto_front", "pareto_label", "Bars", "Line",
            "plot_id_vs_shift", "plot_before_after", "plot_metric_vs_alpha"]
 
 logger = logging.getLogger(__name__)
@@ -110,21 +110,29 @@ _ENSEMBLE_MS = 4  # the ensemble's × (points)
 
 def _labels(w: pd.DataFrame, e: pd.DataFrame, ends: pd.DataFrame, base: str | None, adapted: str | None,
             chosen: str | None, ring: np.ndarray) -> tuple[list[PointLabel], list[tuple[float, float, float]], list]:
-    """The panel's labels in priority order (base, adapted, then the alpha numbers), every drawn marker (x, y,
+    """The panel's labels in priority order (base, adapted, then the alpha numbers; one label per spot, naming
+    every alpha drawn there: "0.5, 0.8", "adapted (α=1; also α=0.8)"), every drawn marker (x, y,
     radius in pixels: blend points, base/adapted, the star, rings and the ensemble's ×) and the chord segment,
     for :func:`harness.report.labels.place_labels`."""
+    alpha_of = dict(zip(w["point"], w["alpha"]))
+    groups = coincident(zip(w["x"], w["y"], w["point"]))  # points on one spot share one label ("0.5, 0.8")
+    also = {}  # the point whose label a spot gets (base or adapted where either is there) -> the blends' alphas
+    for _, _, pids in groups:
+        owner = base if base in pids else adapted if adapted in pids else pids[0]
+        also[owner] = [fmt_alpha(alpha_of[p]) for p in pids if p not in (base, adapted)]
     labels = []
     for pid, key, text in ((base, "base", "base"), (adapted, "adapted", "adapted")):
         if pid in ends.index and _finite_xy(ends.loc[pid]):
+            same = f"; also α={', '.join(also[pid])}" if also.get(pid) else ""
             labels.append(PointLabel(ends.at[pid, "x"], ends.at[pid, "y"],
-                                     f"{text} (α={fmt_alpha(ends.at[pid, 'alpha'])})",
+                                     f"{text} (α={fmt_alpha(ends.at[pid, 'alpha'])}{same})",
                                      {"fontsize": 7.5, "color": COLORS[key], "fontweight": "bold", "zorder": 7,
                                       "bbox": {"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none",
                                                "alpha": 0.8}}, required=True))
-    for _, r in w.iterrows():
-        if r["point"] not in (base, adapted):
-            labels.append(PointLabel(r["x"], r["y"], fmt_alpha(r["alpha"]), {"fontsize": 6.5, "color": "0.3",
-                                                                              "zorder": 6}))
+    for x, y, pids in groups:
+        if base not in pids and adapted not in pids:
+            labels.append(PointLabel(x, y, ", ".join(also[pids[0]]), {"fontsize": 6.5, "color": "0.3",
+                                                                     "zorder": 6}))
     markers = []
     for on_ring, (_, r) in zip(ring, w.iterrows()):
         size = _S_STAR if r["point"] == chosen else _S_RING if on_ring else _S_END if r["point"] in (
@@ -144,9 +152,14 @@ def _fit_panel(ax, w: pd.DataFrame, e: pd.DataFrame, x_axis: Axis, y_axis: Axis)
     fit_axis(ax, "y", both[["y", "y_lo", "y_hi"]].to_numpy(), y_axis.valid, pad=0.14)
 
 
+def pareto_label(split: str) -> str:
+    """Legend text of the rings of an ID-vs-shift figure drawn on ``split`` ("test", "validation")."""
+    return f"Pareto front of the blends on {split} (this panel)"
+
+
 def _id_vs_shift_panel(ax, w: pd.DataFrame, e: pd.DataFrame, axes: tuple[Axis, Axis], *, chosen: str | None,
-                       base: str | None, adapted: str | None, curve_label: str = "weight-space blend"
-                       ) -> tuple[list[PointLabel], list[tuple[float, float, float]], list]:
+                       base: str | None, adapted: str | None, curve_label: str = "weight-space blend",
+                       split: str = "test") -> tuple[list[PointLabel], list[tuple[float, float, float]], list]:
     ends = w[w["point"].isin([base, adapted])].set_index("point")
     if base in ends.index and adapted in ends.index:
         ax.plot([ends.at[base, "x"], ends.at[adapted, "x"]], [ends.at[base, "y"], ends.at[adapted, "y"]],
@@ -165,7 +178,7 @@ def _id_vs_shift_panel(ax, w: pd.DataFrame, e: pd.DataFrame, axes: tuple[Axis, A
     par = w[ring]
     if not par.empty:
         ax.scatter(par["x"], par["y"], s=_S_RING, facecolors="none", edgecolors="black", linewidths=1.0,
-                   label="Pareto front of the blends in this panel", zorder=4)
+                   label=pareto_label(split), zorder=4)
     _fit_panel(ax, w, e, *axes)
     ch = w[w["point"] == chosen]
     if not ch.empty:  # under the base/adapted markers, so that choosing alpha 0 or 1 hides neither
@@ -183,7 +196,7 @@ def _id_vs_shift_panel(ax, w: pd.DataFrame, e: pd.DataFrame, axes: tuple[Axis, A
 
 def plot_id_vs_shift(curve: pd.DataFrame, path: Path, *, axes: Mapping[str, tuple[Axis, Axis]],
                      chosen: str | None, base: str | None, adapted: str | None, splits_note: str,
-                     curve_label: str = "weight-space blend") -> Path:
+                     curve_label: str = "weight-space blend", split: str = "test") -> Path:
     """ID metric (x) against shift metric (y) along alpha: one panel per shift suite, and first the mean over the
     shift suites when there are two or more (with one, the mean would repeat its panel).
 
@@ -204,6 +217,9 @@ def plot_id_vs_shift(curve: pd.DataFrame, path: Path, *, axes: Mapping[str, tupl
         Which splits the coordinates come from (figure title).
     curve_label : str, default="weight-space blend"
         Legend text of the alpha curve (a ReFT run: "intervention strength").
+    split : str, default="test"
+        The split role the coordinates come from, named in the rings' legend entry (:func:`pareto_label`), so
+        that the test figure's rings are not read as the validation front the selection used.
     """
     panels = list(dict.fromkeys(curve["panel"]))
     if len(panels) <= 2:  # one shift suite: its panel is the mean
@@ -225,7 +241,7 @@ def plot_id_vs_shift(curve: pd.DataFrame, path: Path, *, axes: Mapping[str, tupl
             todo.append((ax, *_id_vs_shift_panel(ax, rows[rows["kind"] == "weights"].sort_values("alpha"),
                                                  rows[rows["kind"] == "ensemble"].sort_values("alpha"),
                                                  axes[panel], chosen=chosen, base=base, adapted=adapted,
-                                                 curve_label=curve_label)))
+                                                 curve_label=curve_label, split=split)))
         handles, labels = grid[0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 3 if ncols > 1 else 2),
                    frameon=False)
@@ -248,12 +264,14 @@ class Bars:
     label: str
     values: tuple[tuple[float, float, float], ...]
     majority: float | None = None
-    #: legend text of ``majority`` (a constant-answer reference: "majority-class rate", "always answering the
-    #: most frequent choice")
+    #: legend text of ``majority`` (a constant-answer reference: "majority-class rate", "always the split's most
+    #: frequent gold answer")
     majority_label: str | None = None
 
 
 BARS_PER_ROW = 8
+#: White box behind the bar labels, so a dashed reference segment crossing a label does not run through it.
+_LABEL_BOX = {"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.9}
 
 
 def _bar_row(ax, groups: Sequence[Bars], columns: Sequence[str], slots: int) -> float:
@@ -271,8 +289,9 @@ def _bar_row(ax, groups: Sequence[Bars], columns: Sequence[str], slots: int) -> 
             if not math.isfinite(v):
                 continue
             text = fmt_value(v) if c == 0 or columns[0] != "base" else fmt_delta(v - g.values[0][0])
-            y = hi if math.isfinite(hi) else v
-            ax.text(x, y + 0.012, text, ha="center", va="bottom", fontsize=7, rotation=90 if k > 3 else 0)
+            y = _label_y(hi if math.isfinite(hi) else v, g.majority)
+            ax.text(x, y, text, ha="center", va="bottom", fontsize=7, rotation=90 if k > 3 else 0,
+                    zorder=4, bbox=_LABEL_BOX)
             top = max(top, y)
     shown: set[str] = set()
     for i, g in enumerate(groups):
@@ -286,6 +305,15 @@ def _bar_row(ax, groups: Sequence[Bars], columns: Sequence[str], slots: int) -> 
     ax.set_xlim(-0.6, max(len(groups), slots) - 0.4)
     ax.grid(axis="x", visible=False)
     return top
+
+
+def _label_y(y: float, reference: float | None, gap: float = 0.012, height: float = 0.05) -> float:
+    """Where a bar label whose bar (or interval) ends at ``y`` starts: ``gap`` above it, or just above the dashed
+    ``reference`` segment when the label would otherwise sit on it (``height``: about a label's height in data
+    units), so the segment never runs through a label. Its white box hides the segment where they still meet."""
+    if reference is not None and math.isfinite(reference) and y - gap <= reference <= y + gap + height:
+        return reference + gap
+    return y + gap
 
 
 def _wrap(label: str, width: int) -> str:
@@ -304,7 +332,8 @@ def plot_before_after(groups: Sequence[Bars], columns: Sequence[str], path: Path
     k = len(columns)
     rows = [groups[i:i + BARS_PER_ROW] for i in range(0, len(groups), BARS_PER_ROW)] or [groups]
     per_row = min(len(groups), BARS_PER_ROW)
-    with _figure(path, max(7.0, (0.42 * max(k, 2) + 0.35) * per_row + 1.6), 3.6 * len(rows) + 0.8) as fig:
+    width = max(7.0, (0.42 * max(k, 2) + 0.35) * per_row + 1.6)
+    with _figure(path, width, 3.6 * len(rows) + 0.8) as fig:
         axes = np.atleast_1d(fig.subplots(len(rows), 1, squeeze=False, sharey=True)).ravel()
         top = max(_bar_row(ax, row, columns, per_row) for ax, row in zip(axes, rows))
         valid = valid_range(metric)
@@ -319,8 +348,9 @@ def plot_before_after(groups: Sequence[Bars], columns: Sequence[str], path: Path
                 legend.setdefault(lab, h)
         fig.legend(list(legend.values()), list(legend), loc="outside lower center", ncol=min(len(legend), k + 2),
                    frameon=False)
-        fig.suptitle(f"{metric} per suite (test splits)" + (
-            "; labels: base value, others Δ vs base" if k > 1 and columns[0] == "base" else ""))
+        # about 12 characters of 10-point text per inch: wrap rather than cut the title of a narrow figure
+        fig.suptitle(textwrap.fill(f"{metric} per suite (test splits)" + (
+            "; labels: base value, others Δ vs base" if k > 1 and columns[0] == "base" else ""), int(width * 12)))
     return path
 
 
@@ -367,13 +397,19 @@ def _evaluated(ln: Line) -> Line:
 #: x margin of the metric-vs-alpha panels (alpha units) and the height of the feasible triangles (axes fraction):
 #: a triangle or the chosen line at alpha 0 or 1 is drawn whole, inside the axes, above the x axis.
 _ALPHA_MARGIN, _FEASIBLE_Y = 0.06, 0.035
+#: The feasible strips are drawn over the chosen alpha's line (thin, under them) and over the lines' bands, so a
+#: feasible alpha stays visible where the chosen line runs through its strip (alpha 1 chosen and feasible).
+_STRIP_ALPHA, _STRIP_Z, _CHOSEN_LW = 0.2, 2.6, 0.9
+#: What the shaded bands are (figure title): no legend entry of their own, they share their line's colour.
+BANDS_NOTE = "shaded: 95% CI of the line of the same colour"
 
 
 def _alpha_panel(ax, lines: Sequence[Line], alphas: Sequence[float], feasible: Sequence[bool] | None,
                  chosen_alpha: float | None, axis: Axis | None) -> None:
     if feasible is not None and any(feasible):
         for k, (lo, hi) in enumerate(_feasible_spans(alphas, feasible)):  # the first strip names them all
-            ax.axvspan(lo, hi, color=COLORS["chosen"], alpha=0.12, lw=0, label=None if k else FEASIBLE_STRIP)
+            ax.axvspan(lo, hi, color=COLORS["chosen"], alpha=_STRIP_ALPHA, lw=0, zorder=_STRIP_Z,
+                       label=None if k else FEASIBLE_STRIP)
         ok = [a for a, f in zip(alphas, feasible) if f]
         ax.scatter(ok, [_FEASIBLE_Y] * len(ok), marker="^", s=22, color=COLORS["chosen"],
                    transform=ax.get_xaxis_transform(), zorder=5, gid="feasible-marker",
@@ -386,7 +422,8 @@ def _alpha_panel(ax, lines: Sequence[Line], alphas: Sequence[float], feasible: S
                 label=ln.label)
         extent += [ln.value, ln.low, ln.high]
     if chosen_alpha is not None:
-        ax.axvline(chosen_alpha, color=COLORS["chosen"], lw=1.6, label=f"chosen α={fmt_alpha(chosen_alpha)}")
+        ax.axvline(chosen_alpha, color=COLORS["chosen"], lw=_CHOSEN_LW, alpha=0.8, zorder=_STRIP_Z - 0.5,
+                   label=f"chosen α={fmt_alpha(chosen_alpha)}")
     ax.set_xlim(-_ALPHA_MARGIN, 1.0 + _ALPHA_MARGIN)  # markers and the chosen line at 0 or 1 stay whole
     if axis is not None and extent:
         fit_axis(ax, "y", np.concatenate(extent), axis.valid, pad=0.06)
@@ -435,5 +472,6 @@ def plot_metric_vs_alpha(panels: Sequence[tuple[str, Sequence[Line]]], path: Pat
                 handles.setdefault(lab, h)
         fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=min(len(handles), 3),
                    frameon=False)
-        fig.suptitle(f"{metric} along alpha, one panel per suite (bands: 95% CI; dashed: validation splits)")
+        fig.suptitle(textwrap.fill(f"{metric} along alpha, one panel per suite ({BANDS_NOTE}; dashed: validation "
+                                   "splits)", int((4.0 * ncols + 0.4) * 12)))
     return path

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import math
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -126,9 +126,20 @@ def _confusion_panel(ax, cm: np.ndarray, names: Sequence[str], title: str) -> No
     ax.set_xlabel("predicted", labelpad=2)
 
 
+def _splits_text(splits: Sequence[str] | None, role: str) -> str:
+    """How a suite's block names the splits its matrices count: ``test split: x`` or ``test splits pooled: x, y``."""
+    if not splits:
+        return ""
+    return f" ({role} split: {splits[0]})" if len(splits) == 1 else f" ({role} splits pooled: {', '.join(splits)})"
+
+
 def plot_confusion(rows: Sequence[tuple[str, Sequence[tuple[str, np.ndarray]]]], names_of: dict[str, list[str]],
-                   path: Path) -> Path:
-    """Confusion matrices: one block per suite (test splits pooled) with one panel per focus column.
+                   path: Path, *, splits_of: Mapping[str, Sequence[str]] | None = None, role: str = "test") -> Path:
+    """Confusion matrices: one block per suite (its ``role`` splits pooled) with one panel per focus column.
+
+    The figure title names the split role, and each suite's heading the splits counted (``splits_of``: suite ->
+    split names; a suite missing from it is headed by its name only), as every other figure of the report names
+    the splits it shows.
 
     Each suite's block is a subfigure with the suite name as its own heading, so a panel's "predicted" axis
     label can never be read as (or run into) the next block's title. Past ``MANY_SUITES`` suites only the last
@@ -144,10 +155,13 @@ def plot_confusion(rows: Sequence[tuple[str, Sequence[tuple[str, np.ndarray]]]],
     side = 1.0 + 0.55 * c
     per_row = 5 if many else 1
     nrows = math.ceil(len(rows) / per_row)
-    with _figure(path, (side * ncols + 0.8) * per_row + 0.2, (side + 1.0) * nrows + 0.5) as fig:
+    block = side * ncols + 0.8  # one suite's width (inches)
+    with _figure(path, block * per_row + 0.2, (side + 1.0) * nrows + 0.5) as fig:
         subs = np.atleast_1d(fig.subfigures(nrows, per_row, squeeze=False, hspace=0.02, wspace=0.02)).ravel()
         for sub, (suite, mats) in zip(subs, rows):
-            sub.suptitle(f"suite: {suite}", fontsize=10, fontweight="bold")
+            # about 11 characters of bold 10-point text per inch: wrap rather than cut a narrow block's heading
+            sub.suptitle(textwrap.fill(f"suite: {suite}{_splits_text((splits_of or {}).get(suite), role)}",
+                                       int(block * 11)), fontsize=10, fontweight="bold")
             axes = np.atleast_1d(sub.subplots(1, ncols, squeeze=False)).ravel()
             for ax, (label, cm) in zip(axes, mats):
                 _confusion_panel(ax, cm, names_of[suite], label)
@@ -156,5 +170,6 @@ def plot_confusion(rows: Sequence[tuple[str, Sequence[tuple[str, np.ndarray]]]],
             axes[0].set_ylabel("true class")
         for sub in subs[len(rows):]:
             sub.set_visible(False)
-        fig.suptitle("Confusion matrices (count and share of the true class; diagonal = recall)")
+        fig.suptitle(textwrap.fill(f"Confusion matrices on the {role} splits (count and share of the true "
+                                   "class; diagonal = recall)", int((block * per_row + 0.2) * 12)))
     return path

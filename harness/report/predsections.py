@@ -130,7 +130,8 @@ def per_class(ctx: Context) -> Section:
                                   "positive flips": str(fc["positive"])})
     if not fig_rows:
         return Section("Per-class view", (Para(_NO_PREDS, "muted"),))
-    path = plots_preds.plot_confusion(fig_rows, names_of, ctx.figdir / FIGURES[5])
+    splits_of = {suite: [split for _, split in pairs] for suite, pairs in _by_suite(ctx).items()}
+    path = plots_preds.plot_confusion(fig_rows, names_of, ctx.figdir / FIGURES[5], splits_of=splits_of)
     many = (f" With more than {plots_preds.MANY_SUITES} suites only the chosen (last) point's matrix is drawn; "
             "the per-class recall table has every point." if len(fig_rows) > plots_preds.MANY_SUITES else "")
     blocks = [FigureBlock(path, "Confusion matrices per suite (test splits pooled)." + many),

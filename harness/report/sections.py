@@ -161,6 +161,16 @@ def _curve_caption(axes: dict, role_note: str) -> str:
             "each metric's valid range; lower-is-better axes say so.")
 
 
+_ENSEMBLE_NOT_RINGED = "; the ensemble's × are not ringed"
+
+
+def _has_ensemble(curve: pd.DataFrame) -> bool:
+    """Whether the ID-vs-shift figure draws an output-space ensemble point (a row of kind ``ensemble`` with both
+    coordinates finite), so that its caption mentions the ensemble's × only when there are some."""
+    ens = curve[curve["kind"] == "ensemble"]
+    return bool(np.isfinite(ens[["x", "y"]].to_numpy(dtype=float)).all(axis=1).any())
+
+
 def _curve(ctx: Context) -> Section | None:
     if not ctx.sweep:
         return None
@@ -175,16 +185,16 @@ def _curve(ctx: Context) -> Section | None:
         curve, ctx.figdir / FIGURES[0], axes=axes, chosen=f.chosen, base=f.base, adapted=f.adapted,
         splits_note="test splits", curve_label=curve_label(ctx.manifest)),
         _curve_caption(axes, "the test splits") + " Rings: the Pareto front of the weight-space blends in each panel "
-        "(test splits; the ensemble's × are not ringed); the selection's own Pareto set, on validation splits, is "
-        "listed in the tables. The dashed chord joins base and adapted: a point on it is what answering each "
-        "example with base or adapted at random would score, so read a blend against it at equal ID (vertically); "
-        "the table's 'over chord' compares at equal alpha instead, which can differ in sign.")]
+        f"(test splits{_ENSEMBLE_NOT_RINGED if _has_ensemble(curve) else ''}); the selection's own Pareto set, on "
+        "validation splits, is listed in the tables. The dashed chord joins base and adapted: a point on it is "
+        "what answering each example with base or adapted at random would score, so read a blend against it at "
+        "equal ID (vertically); the table's 'over chord' compares at equal alpha instead, which can differ in sign.")]
     val = curve_frame(s, metric_of, "validation")
     if s.selection is not None and not val.empty:
         blocks.append(FigureBlock(plots.plot_id_vs_shift(
             val, ctx.figdir / FIGURES[1], axes=curve_axes(s, metric_of, "validation"), chosen=f.chosen, base=f.base,
             adapted=f.adapted, splits_note="the validation splits that selected alpha",
-            curve_label=curve_label(ctx.manifest)),
+            curve_label=curve_label(ctx.manifest), split="validation"),
             "The same curve on the validation splits that selected alpha (what the selection policy saw)."))
     blocks.append(Para(
         "Gain over the chord: the chord is the straight mix of the endpoints' scores at the same alpha, "
@@ -206,9 +216,9 @@ def _curve(ctx: Context) -> Section | None:
 CONSTANT_ANSWER = {
     "accuracy": ("majority-class rate", "the majority-class rate (accuracy of always predicting the split's most "
                                         "frequent label)"),
-    **{m: ("always answering the most frequent choice",
-           "the accuracy of always answering the most frequent choice (always picking the split's most frequent "
-           "gold choice position)") for m in ("acc", "acc_norm", "acc_bytes")},
+    **{m: ("always the split's most frequent gold answer",
+           "the accuracy of always giving the split's most frequent gold answer (the gold choice position most "
+           "frequent among that split's labels)") for m in ("acc", "acc_norm", "acc_bytes")},
 }
 
 
@@ -286,7 +296,8 @@ def _alpha(ctx: Context) -> Section | None:
         FigureBlock(path, "One panel per suite" + (", each on its own selection metric" if own else "") + ". "
                           "Markers: the alphas evaluated for each split, connected in order. Green triangles and "
                           "narrow strips: evaluated alphas feasible under the selection policy (nothing is shaded "
-                          "between evaluated alphas); vertical line: chosen alpha."),
+                          "between evaluated alphas), drawn over the thin vertical line of the chosen alpha; "
+                          f"{plots.BANDS_NOTE}."),
         TableBlock(alpha_table(s, metric_of), "Point estimates from summary.json; objective and feasible as "
                                                "recorded by the selection policy.", key_columns=2)))
 

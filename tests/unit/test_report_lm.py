@@ -292,10 +292,10 @@ def test_before_after_draws_the_most_frequent_choice_for_multiple_choice(tmp_pat
     run = make_lm_run(tmp_path / "run", mc_gold=np.array([0, 1, 1, 2, 1, 0]))
     md = render_report(run).markdown.read_text()
     refs = {bars.label.split("\n")[0]: (bars.majority, bars.majority_label) for bars in seen["groups"]}
-    assert refs["arc"] == (pytest.approx(0.5), "always answering the most frequent choice")
+    assert refs["arc"] == (pytest.approx(0.5), "always the split's most frequent gold answer")
     assert refs["gsm"] == (None, None) and refs["wiki"] == (None, None)
     caption = _section(md, "Before and after")
-    assert "The dashed segment is the accuracy of always answering the most frequent choice" in caption
+    assert "The dashed segment is the accuracy of always giving the split's most frequent gold answer" in caption
     assert "No reference line for gsm/test (exact_match), wiki/test (bits_per_byte)" in caption
     assert "not accuracy" not in caption and "majority-class" not in caption
 
