@@ -232,17 +232,15 @@ def _cmd_validate(a) -> int:
 def _check_policy_suites(valid) -> list[str]:
     """Given policies and suites together: a suite name a policy uses that no given suite has is a problem when a
     given suite's name is close to it (a typo), else a warning (the policy may be meant for other suites too)."""
-    from harness.spec.policy import policy_suite_typos, policy_suite_warnings
+    from harness.spec.policy import policy_suite_notes
 
     suites = {spec.name: spec.role.value for _, spec in valid if spec.kind == "suite"}
     problems = []
     for path, spec in valid if suites else []:
-        if spec.kind != "policy":
-            continue
-        typos = policy_suite_typos(spec, suites)
-        problems += [f"{path}: {line}" for line in typos]
-        for line in policy_suite_warnings(spec, suites):
-            if line not in typos:
+        for typo, line in policy_suite_notes(spec, suites) if spec.kind == "policy" else []:
+            if typo:
+                problems.append(f"{path}: {line}")
+            else:
                 print(f"WARN  {path}: {line}", file=sys.stderr)
     return problems
 

@@ -17,7 +17,7 @@ from harness.models.causal_decode import (cache_length, compiled_step, decode_st
 from harness.models.placement import input_device
 from harness.progress import progress_bar
 
-__all__ = ["generate_greedy", "cut_at_stop", "StopEvery"]
+__all__ = ["generate_greedy", "cut_at_stop", "has_stop", "StopEvery"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,10 +57,16 @@ class StopEvery(StoppingCriteria):
         rows = input_ids[:, self.start:].tolist()  # the one host copy of this check
         for i, row in enumerate(rows):
             if not done[i]:
-                text = self.tokenizer.decode(row, skip_special_tokens=True)
-                done[i] = any(s in text for s in self.stop)
+                done[i] = has_stop(self.tokenizer, row, self.stop)
         self._done = torch.tensor(done, dtype=torch.bool, device=input_ids.device)
         return self._done
+
+
+def has_stop(tokenizer, row: list[int], stop: list[str]) -> bool:
+    """Whether the decoded new tokens ``row`` (``skip_special_tokens=True``, as the output is decoded) contain
+    any of the non-empty stop sequences ``stop``."""
+    text = tokenizer.decode(row, skip_special_tokens=True)
+    return any(s in text for s in stop if s)
 
 
 def cut_at_stop(text: str, stop: list[str]) -> str:
@@ -128,12 +134,11 @@ def _generate(model, tokenizer, ids, mask, stop: list[str], max_new_tokens: int,
 def _stop_found(tokenizer, stop: list[str]):
     """For :func:`~harness.models.causal_decode.decode_static`: which rows' decoded new text contains a stop
     sequence (decoded as :class:`StopEvery` decodes)."""
-    stops = [s for s in stop if s]
     done: set[int] = set()  # rows found finished stay finished: they are not decoded again
 
     def finished(rows: list[list[int]]) -> list[bool]:
         for i, r in enumerate(rows):
-            if i not in done and any(s in tokenizer.decode(r, skip_special_tokens=True) for s in stops):
+            if i not in done and has_stop(tokenizer, r, stop):
                 done.add(i)
         return [i in done for i in range(len(rows))]
     return finished

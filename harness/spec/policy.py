@@ -38,7 +38,7 @@ from pydantic import Field, field_validator, model_validator
 from harness.spec.schema import BUILTIN_METRICS, Name, Strict
 
 __all__ = ["RuleKind", "Aggregate", "Reference", "Mode", "CandidateChoice", "Rule", "DeclaredSuites", "GatePolicy",
-           "policy_suite_warnings"]
+           "policy_suite_notes", "policy_suite_warnings"]
 
 
 class RuleKind(str, Enum):
@@ -294,24 +294,17 @@ class GatePolicy(Strict):
         return any(r.resolved_reference is Reference.BASELINE for r in self.rules)
 
 
-def _closest_suite(name: str, suites: Mapping[str, str]) -> list[str]:
-    return difflib.get_close_matches(name, list(suites), n=1, cutoff=0.6)
-
-
-def policy_suite_typos(policy: GatePolicy, suites: Mapping[str, str]) -> list[str]:
-    """The lines of :func:`policy_suite_warnings` for suite names the policy uses that no given suite has but one
-    given suite's name is close to (difflib ratio >= 0.6): most likely a typo (trial 4: ``my-amazn`` for
-    ``my-amazon`` passed ``harness validate`` with a warning, and the gate then fails with "missing suite")."""
-    return [line for line in policy_suite_warnings(policy, suites) if "typo? the closest suite given is" in line]
-
-
 def policy_suite_warnings(policy: GatePolicy, suites: Mapping[str, str]) -> list[str]:
-    """What ``harness validate`` warns about a policy checked together with suites: each suite name the policy uses
+    """Every line of :func:`policy_suite_notes`, typos included, in policy order."""
+    return [line for _, line in policy_suite_notes(policy, suites)]
+
+
+def policy_suite_notes(policy: GatePolicy, suites: Mapping[str, str]) -> list[tuple[bool, str]]:
+    """What ``harness validate`` says about a policy checked together with suites: each suite name the policy uses
     (``suites.id``/``suites.shift`` at its top, or a rule's list) that none of ``suites`` has, with the closest name,
     and each declared suite whose role differs from its declaration. Warnings: a policy may be meant for other
-    suites too; but a run of these suites fails the gate on each ("missing suite", wrong role). The lines of names
-    that are close to a given suite's name (a likely typo) are also returned by :func:`policy_suite_typos`, which
-    ``harness validate`` treats as errors.
+    suites too; but a run of these suites fails the gate on each ("missing suite", wrong role). A name close to a
+    given suite's name (a likely typo) is flagged, and ``harness validate`` treats it as an error.
 
     Parameters
     ----------
@@ -321,8 +314,9 @@ def policy_suite_warnings(policy: GatePolicy, suites: Mapping[str, str]) -> list
 
     Returns
     -------
-    list of str
-        One line per name, in policy order (top ``suites:`` first, then the rules).
+    list of (bool, str)
+        ``(typo, line)`` per name, in policy order (top ``suites:`` first, then the rules); ``typo``: a given
+        suite's name is close to it.
     """
     where: dict[str, list[str]] = {}
     for role in ("id", "shift"):
@@ -336,15 +330,15 @@ def policy_suite_warnings(policy: GatePolicy, suites: Mapping[str, str]) -> list
     for name, places in where.items():
         if name in suites:
             continue
-        close = _closest_suite(name, suites)
+        close = difflib.get_close_matches(name, list(suites), n=1, cutoff=0.6)
         typo = f"typo? the closest suite given is {close[0]!r}; " if close else ""
-        out.append(f"policy {policy.name!r} names suite {name!r} ({', '.join(places)}) but no suite given has that "
+        out.append((bool(close), f"policy {policy.name!r} names suite {name!r} ({', '.join(places)}) but no suite given has that "
                    f"name: {typo}a run of these suites fails the gate with 'missing suite' (suites given: {given}; "
-                   f"ignore this if the policy is meant for other suites too)")
+                   f"ignore this if the policy is meant for other suites too)"))
     for role in ("id", "shift"):
         for name in policy.suites.of(role) if policy.suites is not None else []:
             if name in suites and suites[name] != role:
-                out.append(f"policy {policy.name!r} declares suite {name!r} under suites.{role} but the suite's role "
-                           f"is {suites[name]}: the gate fails every {role} rule on a run of it; move it to "
-                           f"suites.{suites[name]}")
+                out.append((False, f"policy {policy.name!r} declares suite {name!r} under suites.{role} but the "
+                                   f"suite's role is {suites[name]}: the gate fails every {role} rule on a run of "
+                                   f"it; move it to suites.{suites[name]}"))
     return out

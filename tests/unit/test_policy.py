@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from harness.errors import SpecError
 from harness.spec.load import load_spec, problems_of
 from harness.spec.policy import (Aggregate, CandidateChoice, GatePolicy, Mode, Reference, RuleKind,
-                                 policy_suite_warnings)
+                                 policy_suite_notes, policy_suite_warnings)
 
 POLICIES = Path(__file__).resolve().parents[2] / "suites" / "policies"
 
@@ -235,6 +235,7 @@ def test_policy_suite_names_no_given_suite_has_are_warned_with_the_closest():
     assert "names suite 'my-yelpp' (suites.shift)" in lines[0] and "closest suite given is 'my-yelp'" in lines[0]
     assert "'missing suite'" in lines[0] and "my-amazon (shift), my-sst (id), my-yelp (shift)" in lines[0]
     assert "names suite 'other' (rule r2)" in lines[1] and "closest" not in lines[1]
+    assert [t for t, _ in policy_suite_notes(pol, given)] == [True, False]  # the close name is a typo
     assert policy_suite_warnings(pol, {**given, "my-yelpp": "shift", "other": "id"}) == []
 
 
