@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from lm_gpu import DEVICE, build, peak, sync, timed  # noqa: E402
+from lm_gpu import DEVICE, build, peak, set_shape, sync, timed, weight_bytes_read  # noqa: E402
 
 
 CACHES: dict = {}
@@ -87,13 +87,15 @@ def variant(model, name: str):
 
     torch._dynamo.reset()
     CACHES.clear()
-    model.set_attn_implementation("eager" if name.endswith("_eagerattn") else "sdpa")
-    ic.coordinate_descent_tuning = name != "ro"
+    attn = "eager" if "_eagerattn" in name else "flex_attention" if "_flex" in name else "sdpa"
+    model.set_attn_implementation(attn)
+    ic.coordinate_descent_tuning = not name.startswith("ro")
+    ic.freezing = "_frz" in name  # weights as constants: Inductor concatenates linears sharing an input (q/k/v, gate/up)
     if name == "eager":
         return model.forward
-    if name == "ro":
+    if name.startswith("ro"):
         return model.get_compiled_call(CompileConfig(fullgraph=True, mode="reduce-overhead"))
-    mode = "max-autotune-no-cudagraphs" if name == "ma_nocg" else "max-autotune"
+    mode = "max-autotune-no-cudagraphs" if name.startswith("ma_nocg") else "max-autotune"
     return torch.compile(model.forward, mode=mode, fullgraph=True)
 
 
@@ -103,10 +105,10 @@ def profile(model, step, ids, mask, n_new: int) -> None:
 
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if DEVICE == "cuda" else [])
     with prof(activities=acts) as p:
-        loop(model, step, ids, mask, min(n_new, 33))
+        loop(model, step, ids, mask, n_new)  # the timed shape: no recompilation inside the profile
         sync()
     key = "cuda_time_total" if DEVICE == "cuda" else "cpu_time_total"
-    print(p.key_averages().table(sort_by=key, row_limit=30, max_name_column_width=70), flush=True)
+    print(p.key_averages().table(sort_by=key, row_limit=40, max_name_column_width=90), flush=True)
 
 
 def main() -> None:
@@ -115,16 +117,19 @@ def main() -> None:
     ap.add_argument("--out", type=Path)
     ap.add_argument("--variants", default="eager,ro,ma,ma_nocg")
     ap.add_argument("--batch", type=int, nargs="+", default=[1])
-    ap.add_argument("--profile", default=None, help="variant whose decoding steps to profile")
+    ap.add_argument("--profile", default=None, help="variants (comma-separated) whose decoding steps to profile")
+    ap.add_argument("--shape", choices=["tinyllama", "llama32"], default="tinyllama",
+                    help="TinyLlama-1.1B's shape (lm_gpu.FULL) or Llama-3.2-1B's (lm_gpu.LLAMA32)")
     a = ap.parse_args()
-    res: dict = {"peak": peak(a.tiny), "torch": torch.__version__}
+    set_shape(a.shape)
+    res: dict = {"peak": peak(a.tiny), "torch": torch.__version__, "shape": a.shape}
     import transformers
 
     res["transformers"] = transformers.__version__
     model, _ = build(a.tiny)
     cfg = model.config
     n_new, p = (8, 10) if a.tiny else (128, 100)
-    read = sum(t.numel() * t.element_size() for n, t in model.named_parameters() if "embed_tokens" not in n)
+    read = res["weight_bytes_read"] = weight_bytes_read(model)
     kv = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * (cfg.hidden_size // cfg.num_attention_heads) * 2
     for bs in a.batch:
         g = torch.Generator().manual_seed(1)
@@ -151,7 +156,7 @@ def main() -> None:
             except Exception as e:  # noqa: BLE001 - report and go on
                 rec[name] = {"error": f"{type(e).__name__}: {e}", "tb": traceback.format_exc()[-1500:]}
             print(bs, name, json.dumps(rec[name], default=float)[:400], flush=True)
-            if name == a.profile and "error" not in rec[name]:
+            if name in (a.profile or "").split(",") and "error" not in rec[name]:
                 profile(model, step, ids, mask, n_new)
             if a.out:
                 a.out.write_text(json.dumps(res, indent=1, default=float) + "\n")

@@ -4,7 +4,7 @@
     PYTHONPATH=. python benchmarks/lm_gpu.py --tiny --out /tmp/lm_gpu_tiny.json   # CPU smoke (not measurements)
 
 Model: ``LlamaForCausalLM`` built from a TinyLlama-1.1B-shaped config (22 layers, hidden 2048, FFN 5632, 32 heads,
-4 KV heads, vocabulary 32,000; 1.10B parameters) in bf16 with random weights (``initializer_range`` 0.02; no
+4 KV heads, vocabulary 32,000; 1.10B parameters; ``--shape llama32``: Llama-3.2-1B's, :data:`LLAMA32`) in bf16 with random weights (``initializer_range`` 0.02; no
 download). The scorer is called directly on token ids (:meth:`CausalLMScorer.score_tokens`), so no loader and no
 random-weight check is involved; the tokenizer is a word-level one built in memory (``t0`` ... ``t31999``).
 
@@ -19,12 +19,13 @@ Sections (each catches its own error into the JSON, so one failure does not lose
   under 1%); lm-eval's HFLM on the same token rows (``_loglikelihood_tokens``, ``batch_size="auto"``) when
   importable, and the max |dLL| between both (bf16); with ``--compile-mc`` also a fresh model whose decoder
   blocks are compiled (``--compile``), its first-pass time and MFU;
-* ``gen``: greedy decoding of 128 new tokens after ~100-token prompts, tokens/s at batch 1 and 64: the harness
+* ``gen``: greedy decoding of 128 new tokens after ~100-token prompts, tokens/s at batch 1 and 64 (``--gen-batches``): the harness
   (``generate_until``) with the static cache (its sync-free loop over transformers' compiled step, and the same
   with ``generation_tuned``: ``max-autotune`` and coordinate-descent tuning) and with transformers' dynamic
   cache (``generate``), the first call's time (compilation), and plain ``model.generate``
-  (batched, dynamic cache; and batch 1 one prompt at a time); the bandwidth bound per step = (weight bytes + KV
-  bytes at the mean sequence length) / measured copy bandwidth;
+  (batched, dynamic cache; and batch 1 one prompt at a time); the bandwidth bound per step = (weight bytes read +
+  KV bytes at the mean sequence length) / measured copy bandwidth, where the weight bytes read are every weight but
+  the input embedding table (one row of it is read; a tied lm_head is counted whole);
 * ``lora``: time of an alpha change (:meth:`BlendEngine.apply` on the LoRA-scale path) for rank-16 adapters on
   q/k/v/o/gate/up/down of every layer (median of 20); for contrast the merged path's apply (full fine-tune);
 * ``memory`` (issue 15): peak GPU memory of a sweep of the bf16 model (base state dict and adapted weights on the
@@ -55,8 +56,13 @@ sys.path.insert(0, str(REPO))
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 FULL = dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32,
             num_key_value_heads=4, vocab_size=32000, max_position_embeddings=2048)
+# Llama-3.2-1B's shape (16 layers, hidden 2048, FFN 8192, 32 heads, 8 KV heads, vocabulary 128,256, tied
+# embeddings; 1.24B parameters): fewer, larger matrices than TinyLlama's, and a large lm_head
+LLAMA32 = dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+               num_key_value_heads=8, vocab_size=128256, max_position_embeddings=2048)
 TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, vocab_size=512, max_position_embeddings=512)
+TIED = False  # tie_word_embeddings of the built model (set_shape("llama32") sets it)
 OUT: Path | None = None  # --out, set by main()
 PROJ = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -106,12 +112,28 @@ def peak(tiny: bool) -> dict:
     return {"matmul_n": n, "bf16_matmul_flops": 2 * n**3 * 10 / t, "copy_bytes_per_s": 2 * n_bytes / tc}
 
 
+def set_shape(name: str) -> None:
+    """``tinyllama`` (the default, :data:`FULL`) or ``llama32`` (:data:`LLAMA32`, tied embeddings) for
+    :func:`build`'s full-size model."""
+    global FULL, TIED
+    FULL, TIED = (dict(LLAMA32), True) if name == "llama32" else (FULL, False)
+
+
+def weight_bytes_read(model) -> int:
+    """Bytes of the weights one decoding step reads: every parameter but the input embedding table (one row of it is
+    read), and the lm_head whole even when it is tied to that table."""
+    read = sum(t.numel() * t.element_size() for n, t in model.named_parameters() if "embed_tokens" not in n)
+    if model.config.tie_word_embeddings:
+        read += model.lm_head.weight.numel() * model.lm_head.weight.element_size()
+    return read
+
+
 def build(tiny: bool):
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     cfg = LlamaConfig(**(TINY if tiny else FULL), initializer_range=0.02, bos_token_id=1, eos_token_id=2,
-                      pad_token_id=0, tie_word_embeddings=False)
+                      pad_token_id=0, tie_word_embeddings=TIED and not tiny)
     torch.manual_seed(0)
     with torch.device(DEVICE):
         model = LlamaForCausalLM(cfg).to(torch.bfloat16).eval()
@@ -216,11 +238,11 @@ def gen(model, tok, args, bw: float | None) -> dict:
     cfg = model.config
     n_new, plen = args.new_tokens, 100
     prompts = [" ".join(f"t{i}" for i in rng.integers(4, cfg.vocab_size, size=plen)) for _ in range(64)]
-    w_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    w_bytes = weight_bytes_read(model)
     kv_per_token = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * (cfg.hidden_size // cfg.num_attention_heads) * 2
     model.generation_config.eos_token_id = None  # every row generates n_new tokens (random weights)
     out: dict = {"prompt_tokens": plen, "new_tokens": n_new, "weight_bytes": w_bytes}
-    for bs in (1, 64):
+    for bs in args.gen_batches:
         batch = prompts[:bs]
         step_bytes = w_bytes + kv_per_token * bs * (plen + n_new / 2)
         rec: dict = {"bound_tokens_per_s": None if not bw else bs * bw / step_bytes}
@@ -251,9 +273,10 @@ def gen(model, tok, args, bw: float | None) -> dict:
         if rec["bound_tokens_per_s"]:
             rec["harness_vs_bound"] = best / rec["bound_tokens_per_s"]
         out[f"batch_{bs}"] = rec
-    b1 = out["batch_1"]["plain_generate_batched"]["tokens_per_s"]
-    out["batch_64"]["harness_vs_plain_one_at_a_time"] = (
-        max(out["batch_64"][k]["tokens_per_s"] for k in ("harness_static", "harness_dynamic")) / b1)
+    if {1, 64} <= set(args.gen_batches):
+        b1 = out["batch_1"]["plain_generate_batched"]["tokens_per_s"]
+        out["batch_64"]["harness_vs_plain_one_at_a_time"] = (
+            max(out["batch_64"][k]["tokens_per_s"] for k in ("harness_static", "harness_dynamic")) / b1)
     return out
 
 
@@ -341,12 +364,16 @@ def main() -> None:
     ap.add_argument("--sections", nargs="+", default=["peak", "mc", "gen", "lora", "memory"],
                     choices=["peak", "mc", "gen", "lora", "memory"], help="run only these sections")
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--shape", choices=["tinyllama", "llama32"], default="tinyllama",
+                    help="full-size model: TinyLlama-1.1B's shape (default) or Llama-3.2-1B's")
+    ap.add_argument("--gen-batches", type=int, nargs="+", default=[1, 64], help="gen section's batch sizes")
     ap.add_argument("--compile-mc", action="store_true",
                     help="also time multiple choice with the decoder layers compiled (a fresh model)")
     args = ap.parse_args()
     global OUT
     OUT = args.out
     t = args.tiny
+    set_shape(args.shape)
     args.n_mc = args.n_mc or (24 if t else 4000)
     args.batch_tokens = args.batch_tokens or ([2048] if t else [16384, 65536])
     args.gen_repeats = args.gen_repeats or (1 if t else 5)
@@ -357,7 +384,7 @@ def main() -> None:
 
     result: dict = {"device": torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu", "tiny": t,
                     "torch": torch.__version__, "transformers": transformers.__version__,
-                    "config": TINY if t else FULL}
+                    "config": TINY if t else FULL, "shape": args.shape}
     if t:
         result["smoke"] = "tiny model on CPU: none of these numbers is a measurement"
     want = set(args.sections)

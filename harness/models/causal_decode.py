@@ -5,15 +5,16 @@ runs its logits processors and input preparation on the host, about 1.2 ms per t
 1.1B model at 17% of the memory-bandwidth bound at batch 1 (benchmarks/gen_ceiling.py). This loop keeps the tokens
 on the GPU, feeds each step's argmax to the next step, and looks at the tokens on the host every
 :data:`CHECK_EVERY` steps through an asynchronous copy it reads one check later, so the GPU is never left waiting
-for the host. The model, its attention, its cache and the compiled step are transformers' and torch's; only the
-greedy loop is the harness's (the recipe of transformers' "static cache and torch.compile" documentation, with
-the stop checks moved off the critical path).
+for the host. The model, its attention and its cache are transformers', the compiler torch's; the harness adds the
+greedy step around the model's forward and the loop (the recipe of transformers' "static cache and torch.compile"
+documentation, with the argmax inside the compiled graph and the stop checks moved off the critical path).
 
 Measured (``python benchmarks/lm_gpu.py --sections peak gen``: H200, torch 2.11, transformers 5.17, 1.1B llama
-in bf16, 128 new tokens after 100-token prompts): 535 tokens/s at batch 1 with transformers' own compiled call
-(``reduce-overhead``) and 605 compiled with ``max-autotune`` and coordinate-descent tuning, against 349 for
-``generate`` with its static cache (benchmarks/gen_ceiling.py); 15,761 tokens/s at batch 64, 3.7x plain
-``generate``.
+in bf16, 128 new tokens after 100-token prompts): 539 tokens/s at batch 1 with the step compiled as transformers'
+own compiled call is (``reduce-overhead``) and 636 with ``max-autotune`` and coordinate-descent tuning, against
+349 for ``generate`` with its static cache (benchmarks/gen_ceiling.py); 15,900 tokens/s at batch 64, 4.0x plain
+``generate``. The step (:func:`greedy_step`) holds the forward, the argmax and the EOS bookkeeping, so one CUDA
+graph replays all of it.
 
 For the models it applies to (:func:`graph_loop_unavailable`: among others, no logits processing in the
 ``generation_config``), outputs equal ``generate``'s (``do_sample=False``) token for token where the step computes
@@ -33,8 +34,8 @@ import torch
 
 from harness.models.placement import input_device
 
-__all__ = ["CHECK_EVERY", "CACHE_BUCKET", "graph_loop_unavailable", "compiled_step", "decode_static", "cache_length",
-           "mark_failed"]
+__all__ = ["CHECK_EVERY", "CACHE_BUCKET", "graph_loop_unavailable", "greedy_step", "compiled_step", "decode_static",
+           "cache_length", "mark_failed"]
 
 logger = logging.getLogger(__name__)
 
@@ -86,24 +87,40 @@ def graph_loop_unavailable(model) -> str | None:
     return None
 
 
-def compiled_step(model, tuned: bool = False) -> Callable:
-    """The model's forward compiled for one decoding step, built once per model.
+def greedy_step(model) -> Callable:
+    """One greedy decoding step of ``model`` as a function of tensors: the forward, the argmax and the EOS
+    bookkeeping, so that a compiled step (:func:`compiled_step`) runs all of it in one CUDA graph.
 
-    ``tuned=False``: transformers' own compiled call (``CompileConfig(fullgraph=True, mode="reduce-overhead")``:
-    Inductor with CUDA graphs; about 23 s of warm-up for a 1.1B llama on an H200). ``tuned=True``: Inductor's
-    ``max-autotune`` with CUDA graphs and coordinate-descent tuning (the gpt-fast setting): on an H200 with a 1.1B
-    llama, 13% more tokens/s at batch 1 (605 vs 535) but 14% fewer at batch 64 (13,579 vs 15,761), and a first
-    call of 53 s (batch 1) to 126 s (batch 64).
+    The returned ``step(*, cache, input_ids, attention_mask, position_ids, cache_position, unfinished, eos, pad_id)``
+    takes ``input_ids``/``position_ids`` ``(rows, n)`` int64, the cache's ``attention_mask`` ``(rows, length)``,
+    ``cache_position`` ``(n,)``, ``unfinished`` ``(rows,)`` bool, ``eos`` ``(k,)`` int64 (k >= 1) and the int
+    ``pad_id``, and returns ``(next_tokens, unfinished)``: ``(rows,)`` int64 (the last position's argmax, ``pad_id``
+    for finished rows, as ``generate`` pads them) and ``(rows,)`` bool (cleared for rows that just emitted an EOS id).
+    """
+    kw = _cache_kwarg(model)
+
+    def step(*, cache, input_ids, attention_mask, position_ids, cache_position, unfinished, eos, pad_id):
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                       cache_position=cache_position, logits_to_keep=1, use_cache=True, **{kw: cache}).logits
+        nxt = torch.where(unfinished, logits[:, -1].argmax(-1), pad_id)
+        return nxt, unfinished & ~torch.isin(nxt, eos)
+    return step
+
+
+def compiled_step(model, tuned: bool = False) -> Callable:
+    """:func:`greedy_step` of ``model`` compiled (built once per model; compiles lazily, at its first call).
+
+    ``tuned=False``: ``torch.compile(..., mode="reduce-overhead", fullgraph=True)`` (Inductor with CUDA graphs,
+    cuBLAS for the projections: the setting of transformers' own compiled call, ``CompileConfig``; about 23 s of
+    warm-up for a 1.1B llama on an H200). ``tuned=True``: Inductor's ``max-autotune`` with CUDA graphs and
+    coordinate-descent tuning (the gpt-fast setting): on an H200 more tokens/s at batch 1 and fewer at batch 64,
+    with a first call of about a minute (batch 1) to two (batch 64); README "Performance" has the numbers.
     """
     steps = _per_model(model, _STEPS_ATTR)
     if tuned not in steps:
-        if tuned:
-            steps[tuned] = torch.compile(model.__call__, fullgraph=True, options={
-                "max_autotune": True, "triton.cudagraphs": True, "coordinate_descent_tuning": True})
-        else:
-            from transformers import CompileConfig
-
-            steps[tuned] = model.get_compiled_call(CompileConfig(fullgraph=True, mode="reduce-overhead"))
+        options = ({"max_autotune": True, "triton.cudagraphs": True, "coordinate_descent_tuning": True} if tuned
+                   else {"triton.cudagraphs": True})  # mode="reduce-overhead" is these options without tuning
+        steps[tuned] = torch.compile(greedy_step(model), fullgraph=True, dynamic=False, options=options)
     return steps[tuned]
 
 
@@ -166,8 +183,8 @@ def decode_static(model, ids: torch.Tensor, mask: torch.Tensor, *, max_new_token
         A row is finished after emitting one of these; it emits ``pad_id`` afterwards (as ``generate``).
     pad_id : int
     step : callable, default=None
-        The forward used for every step after the first (:func:`compiled_step`); ``None``: the model itself
-        (eager, e.g. on a CPU in tests).
+        The step used for every new token after the first (:func:`compiled_step`, or any callable with
+        :func:`greedy_step`'s signature); ``None``: :func:`greedy_step` of the model, eager (e.g. on a CPU).
     length : int, default=None
         The static cache's length (>= width + max_new_tokens; one value for every batch of a pass keeps one
         compiled shape); ``None``: :func:`cache_length` of this batch.
@@ -188,32 +205,30 @@ def decode_static(model, ids: torch.Tensor, mask: torch.Tensor, *, max_new_token
     if length < width + max_new_tokens:
         raise ValueError(f"cache length {length} < prompt width {width} + max_new_tokens {max_new_tokens}")
     cache = _static_cache(model, rows, length)
-    kw = _cache_kwarg(model)
     full = torch.ones(rows, length, dtype=mask.dtype, device=dev)  # later slots are hidden by causality
     full[:, :width] = mask
     pos = mask.long().cumsum(-1) - 1
     pos.masked_fill_(mask == 0, 1)
     cps = torch.arange(length, device=dev)
-    logits = model(input_ids=ids, attention_mask=full, position_ids=pos, cache_position=cps[:width],
-                   logits_to_keep=1, use_cache=True, **{kw: cache}).logits
-    step = step or model
     toks = torch.full((rows, max_new_tokens), pad_id, dtype=torch.long, device=dev)
     unfinished = torch.ones(rows, dtype=torch.bool, device=dev)
-    eos = torch.tensor(eos_ids, dtype=torch.long, device=dev)
+    eos = torch.tensor(list(eos_ids) or [-1], dtype=torch.long, device=dev)  # -1: no id matches
     first_pos = pos[:, -1:] + 1
-    cur = torch.empty(rows, 1, dtype=torch.long, device=dev)  # the step's input: one contiguous buffer
+    cur = torch.empty(rows, 1, dtype=torch.long, device=dev)  # the step's inputs: buffers of fixed addresses
     pending = None  # (event, tokens, unfinished) copied at the last check, read at the next
     n = max_new_tokens
+    prefill, step = greedy_step(model), step or greedy_step(model)
     for i in range(max_new_tokens):
         if i:
-            logits = step(input_ids=cur, attention_mask=full, position_ids=first_pos + (i - 1),
-                          cache_position=cps[width + i - 1:width + i], logits_to_keep=1, use_cache=True,
-                          **{kw: cache}).logits
-        nxt = torch.where(unfinished, logits[:, -1].argmax(-1), pad_id)
+            nxt, still = step(cache=cache, input_ids=cur, attention_mask=full, position_ids=first_pos + (i - 1),
+                              cache_position=cps[width + i - 1:width + i], unfinished=unfinished, eos=eos,
+                              pad_id=pad_id)
+        else:  # the prompt, eager (one shape per batch width; the compiled step has one shape per pass)
+            nxt, still = prefill(cache=cache, input_ids=ids, attention_mask=full, position_ids=pos,
+                                 cache_position=cps[:width], unfinished=unfinished, eos=eos, pad_id=pad_id)
         toks[:, i] = nxt
         cur.copy_(nxt[:, None])
-        if eos.numel():
-            unfinished &= ~torch.isin(nxt, eos)
+        unfinished.copy_(still)
         if (i + 1) % CHECK_EVERY == 0 and i + 1 < max_new_tokens:
             if pending is not None and _all_done(pending, finished):
                 n = i + 1
