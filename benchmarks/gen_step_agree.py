@@ -1,0 +1,87 @@
+"""On a GPU, the compiled greedy step (CUDA graphs) gives the eager step's tokens and ``generate``'s (issue 20).
+
+Tiny GPT-2 and Llama models from the tests' configs (fp32, seeded, peaked random weights: no near ties), four
+left-padded prompts, 40 new tokens; for each model: ``generate`` (greedy), the loop with the eager step, and the loop
+with :func:`~harness.models.causal_decode.compiled_step` called twice (the first call records the CUDA graphs, the
+second replays them), without and with an EOS id the model really emits (rows padded after it). Prints and writes
+JSON; exit 1 if any comparison differs.
+
+    python benchmarks/gen_step_agree.py [--tuned] [--out step_agree.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "tests" / "unit")]
+
+from _causal import byte_bpe, tiny_causal  # noqa: E402
+
+from harness.models.causal_decode import compiled_step, decode_static  # noqa: E402
+
+PROMPTS = ["Question: Is the sky blue?\nAnswer:", "The", "Plants need water, air and", "Students measured the mass"]
+
+
+def check(style: str, tuned: bool, dev: str) -> dict:
+    tok = byte_bpe(style)
+    model = tiny_causal(style, tok, seed=1, n_positions=512).to(dev)
+    rows = [tok.encode(p) for p in PROMPTS]
+    width = max(map(len, rows))
+    ids = torch.tensor([[0] * (width - len(r)) + r for r in rows], device=dev)
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=dev)
+    n = 40
+    out: dict = {}
+    for label, eos in (("no_eos", None), ("eos", "from_output")):
+        if eos:
+            eos_ids = [out["eager_tokens"][0][7]]
+        else:
+            eos_ids = []
+        with torch.no_grad():
+            gen = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=n,
+                                 pad_token_id=0, eos_token_id=eos_ids or None,
+                                 **({} if eos_ids else {"min_new_tokens": n}))[:, width:].tolist()
+        eager = decode_static(model, ids, mask, max_new_tokens=n, eos_ids=eos_ids, pad_id=0)
+        step = compiled_step(model, tuned)
+        first = decode_static(model, ids, mask, max_new_tokens=n, eos_ids=eos_ids, pad_id=0, step=step)
+        second = decode_static(model, ids, mask, max_new_tokens=n, eos_ids=eos_ids, pad_id=0, step=step)
+        gen = [r + [0] * (n - len(r)) for r in gen]  # generate stops when every row is done
+        eager_p = [r + [0] * (n - len(r)) for r in eager]
+        out[label] = {"eos_ids": eos_ids, "eager_equals_generate": eager_p == gen,
+                      "compiled_first_equals_eager": first == eager, "compiled_replay_equals_eager": second == eager,
+                      "rows_padded_after_eos": sum(0 in r for r in eager) if eos_ids else None}
+        out["eager_tokens"] = eager
+    out.pop("eager_tokens")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--tuned", action="store_true", help="also the max-autotune step")
+    ap.add_argument("--out", type=Path)
+    a = ap.parse_args()
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    res: dict = {"device": torch.cuda.get_device_name() if dev == "cuda" else "cpu", "torch": torch.__version__}
+    for tuned in (False, True) if a.tuned else (False,):
+        for style in ("llama", "gpt2"):
+            key = f"{style}{'_tuned' if tuned else ''}"
+            try:
+                res[key] = check(style, tuned, dev)
+            except Exception as e:  # noqa: BLE001 - report and go on
+                res[key] = {"error": f"{type(e).__name__}: {str(e)[:500]}"}
+            print(key, json.dumps(res[key]), flush=True)
+            if a.out:
+                a.out.write_text(json.dumps(res, indent=1) + "\n")
+    runs = [r for r in res.values() if isinstance(r, dict)]
+    ok = all("error" not in r and all(x is not False for case in r.values() for x in case.values()) for r in runs)
+    print("all equal" if ok else "DIFFERENCES", flush=True)
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
