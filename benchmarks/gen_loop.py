@@ -10,9 +10,14 @@ Variants of the compiled decoding step (the prompt is run once, eager, into the 
   (Inductor also times its own Triton matrix-vector kernels against cuBLAS; CUDA graphs);
 * ``ma_nocg``: as ``ma`` without CUDA graphs (every kernel launched from the host);
 * ``ma_eagerattn``: as ``ma`` with transformers' eager attention (plain matmul/softmax ops, which Inductor fuses
-  into its own kernels) instead of SDPA.
+  into its own kernels) instead of SDPA;
+* a ``_frz`` in the name (``ma_frz``, ``ro_frz``, ...): Inductor's ``freezing`` (weights as graph constants; Inductor
+  then concatenates the linears that share an input, q/k/v and gate/up); ``_flex``: transformers' FlexAttention;
+  any name starting ``ro``/``ma_nocg`` takes that variant's compile mode.
 
-``--profile NAME`` prints the CUDA time per kernel of 32 decoding steps of that variant (torch.profiler).
+Unlike the harness's step (:func:`harness.models.causal_decode.greedy_step`), the argmax runs eagerly after the
+compiled forward here. ``--profile A,B`` prints the CUDA time per kernel of the timed decoding (``--batch``'s first
+size, 128 new tokens) of those variants (torch.profiler). ``--shape llama32``: Llama-3.2-1B's shape.
 
 For each: tokens/s over 128 new tokens after a 100-token prompt (median of 5), the first two calls' time
 (compilation), the share of the bandwidth bound (every weight but the input embedding table plus the KV bytes, over
@@ -90,7 +95,7 @@ def variant(model, name: str):
     attn = "eager" if "_eagerattn" in name else "flex_attention" if "_flex" in name else "sdpa"
     model.set_attn_implementation(attn)
     ic.coordinate_descent_tuning = not name.startswith("ro")
-    ic.freezing = "_frz" in name  # weights as constants: Inductor concatenates linears sharing an input (q/k/v, gate/up)
+    ic.freezing = "_frz" in name  # weights as constants: Inductor concatenates linears sharing an input
     if name == "eager":
         return model.forward
     if name.startswith("ro"):

@@ -37,15 +37,12 @@ def check(style: str, tuned: bool, dev: str) -> dict:
     mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=dev)
     n = 40
     out: dict = {}
-    for label, eos in (("no_eos", None), ("eos", "from_output")):
-        if eos:
-            eos_ids = [out["eager_tokens"][0][7]]
-        else:
-            eos_ids = []
+    model.generation_config.eos_token_id = None  # generate stops only at the EOS ids given below
+    for label in ("no_eos", "eos"):
+        eos_ids = [out["eager_tokens"][0][7]] if label == "eos" else []  # an id the first row really emits
         with torch.no_grad():
             gen = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=n,
-                                 pad_token_id=0, eos_token_id=eos_ids or None,
-                                 **({} if eos_ids else {"min_new_tokens": n}))[:, width:].tolist()
+                                 pad_token_id=0, eos_token_id=eos_ids or None)[:, width:].tolist()
         eager = decode_static(model, ids, mask, max_new_tokens=n, eos_ids=eos_ids, pad_id=0)
         step = compiled_step(model, tuned)
         first = decode_static(model, ids, mask, max_new_tokens=n, eos_ids=eos_ids, pad_id=0, step=step)
@@ -54,7 +51,7 @@ def check(style: str, tuned: bool, dev: str) -> dict:
         eager_p = [r + [0] * (n - len(r)) for r in eager]
         out[label] = {"eos_ids": eos_ids, "eager_equals_generate": eager_p == gen,
                       "compiled_first_equals_eager": first == eager, "compiled_replay_equals_eager": second == eager,
-                      "rows_padded_after_eos": sum(0 in r for r in eager) if eos_ids else None}
+                      "rows_ended_by_eos": sum(eos_ids[0] in r[:-1] for r in eager) if eos_ids else None}
         out["eager_tokens"] = eager
     out.pop("eager_tokens")
     return out

