@@ -39,13 +39,17 @@ def _n_threads(settle_s: float = 1.0) -> int:
     thread that is just ending is not a leak; a leaked thread stays and is counted. tqdm's monitor threads are
     not counted: tqdm starts one per bar class the first time any bar of that class is made (a library's bar may
     first appear in a later sweep), also for a disabled bar, and stops it only when a drawn bar closes; there is at
-    most one per class, so it cannot grow with the number of sweeps (the harness's own bar class starts none)."""
+    most one per class, so it cannot grow with the number of sweeps (the harness's own bar class starts none).
+    Nor are jemalloc's background threads (``jemalloc_bg_thd``, pyarrow's allocator, under datasets): jemalloc
+    starts one per arena when a thread first allocates in a new arena, which can happen in any sweep, and never
+    more than its ``max_background_threads`` (the number of CPUs)."""
     import threading
     import time
 
     def count() -> int:
         monitors = sum(t.name == "tqdm_monitor" for t in threading.enumerate())
-        return len(os.listdir("/proc/self/task")) - monitors
+        names = _native_thread_names()
+        return len(names) - monitors - names.count("jemalloc_bg_thd")
 
     low = count()
     deadline = time.monotonic() + settle_s
@@ -53,6 +57,17 @@ def _n_threads(settle_s: float = 1.0) -> int:
         time.sleep(0.1)
         low = min(low, count())
     return low
+
+
+def _native_thread_names() -> list[str]:
+    """The kernel's name (``comm``) of every thread of this process, sorted: which pool a new thread belongs to."""
+    names = []
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            names.append(Path(f"/proc/self/task/{tid}/comm").read_text().strip())
+        except OSError:  # the thread ended meanwhile
+            pass
+    return sorted(names)
 
 
 def _live_figures() -> int:
@@ -82,7 +97,7 @@ def _soak(tiny_pair, tiny_suites, out: Path, n: int, **kw) -> list[dict[str, flo
         assert res.run_dir == out and (out / "summary.json").is_file()
         del res
         series.append(_sample())
-        print(f"sweep {i + 1:2d}: {series[-1]}")
+        print(f"sweep {i + 1:2d}: {series[-1]} {_native_thread_names()}")
     return series
 
 
@@ -101,7 +116,7 @@ def test_twenty_sweeps_do_not_grow_memory_files_or_figures(tiny_pair, tiny_suite
     import threading
 
     assert max(threads[1:]) <= threads[0], f"threads grew: {threads}; Python threads now: " \
-        f"{[t.name for t in threading.enumerate()]}"
+        f"{[t.name for t in threading.enumerate()]}; native threads now: {_native_thread_names()}"
     assert all(s["figures"] == 0 and s["pyplot"] == 0 for s in series), series
     assert leftovers(out.parent) == []
 
