@@ -1,12 +1,12 @@
 """On a GPU, the compiled greedy step (CUDA graphs) gives the eager step's tokens and ``generate``'s (issue 20).
 
 Tiny GPT-2 and Llama models from the tests' configs (fp32, seeded, peaked random weights: no near ties), four
-left-padded prompts, 40 new tokens; for each model: ``generate`` (greedy), the loop with the eager step, and the loop
+left-padded prompts, 40 new tokens, and with ``--real DIR`` a real model (fp32) on ``--rows`` GSM8K test questions; for each model: ``generate`` (greedy), the loop with the eager step, and the loop
 with :func:`~harness.models.causal_decode.compiled_step` called twice (the first call records the CUDA graphs, the
 second replays them), without and with an EOS id the model really emits (rows padded after it). Prints and writes
 JSON; exit 1 if any comparison differs.
 
-    python benchmarks/gen_step_agree.py [--tuned] [--out step_agree.json]
+    python benchmarks/gen_step_agree.py [--tuned] [--real /tmp/smollm2-hf] [--out step_agree.json]
 """
 
 from __future__ import annotations
@@ -28,14 +28,12 @@ from harness.models.causal_decode import compiled_step, decode_static  # noqa: E
 PROMPTS = ["Question: Is the sky blue?\nAnswer:", "The", "Plants need water, air and", "Students measured the mass"]
 
 
-def check(style: str, tuned: bool, dev: str) -> dict:
-    tok = byte_bpe(style)
-    model = tiny_causal(style, tok, seed=1, n_positions=512).to(dev)
-    rows = [tok.encode(p) for p in PROMPTS]
+def check(model, tok, prompts: list[str], tuned: bool, n: int = 40) -> dict:
+    dev = next(model.parameters()).device
+    rows = [tok.encode(p) for p in prompts]
     width = max(map(len, rows))
     ids = torch.tensor([[0] * (width - len(r)) + r for r in rows], device=dev)
     mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=dev)
-    n = 40
     out: dict = {}
     model.generation_config.eos_token_id = None  # generate stops only at the EOS ids given below
     for label in ("no_eos", "eos"):
@@ -57,18 +55,37 @@ def check(style: str, tuned: bool, dev: str) -> dict:
     return out
 
 
+def gsm8k_prompts(data: Path, k: int) -> list[str]:
+    """The first ``k`` GSM8K test questions in lm-eval's gsm8k prompt (``Question: ...\nAnswer:``)."""
+    lines = (data / "gsm8k" / "test.jsonl").read_text(encoding="utf-8").splitlines()[:k]
+    return [f"Question: {json.loads(x)['question']}\nAnswer:" for x in lines]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tuned", action="store_true", help="also the max-autotune step")
+    ap.add_argument("--real", type=Path, default=None,
+                    help="also a real model folder (e.g. SmolLM2 converted by lm_arc_vs_lmeval.py --convert) on "
+                         "GSM8K test questions from --data")
+    ap.add_argument("--data", type=Path, default=REPO.parent / "shared/data/llm")
+    ap.add_argument("--rows", type=int, default=8, help="GSM8K questions for --real")
     ap.add_argument("--out", type=Path)
     a = ap.parse_args()
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     res: dict = {"device": torch.cuda.get_device_name() if dev == "cuda" else "cpu", "torch": torch.__version__}
     for tuned in (False, True) if a.tuned else (False,):
-        for style in ("llama", "gpt2"):
+        for style in ("llama", "gpt2") + (("real",) if a.real else ()):
             key = f"{style}{'_tuned' if tuned else ''}"
             try:
-                res[key] = check(style, tuned, dev)
+                if style == "real":
+                    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+                    tok = AutoTokenizer.from_pretrained(a.real)
+                    model = AutoModelForCausalLM.from_pretrained(a.real, dtype=torch.float32).to(dev).eval()
+                    res[key] = check(model, tok, gsm8k_prompts(a.data, a.rows), tuned)
+                else:
+                    tok = byte_bpe(style)
+                    res[key] = check(tiny_causal(style, tok, seed=1, n_positions=512).to(dev), tok, PROMPTS, tuned)
             except Exception as e:  # noqa: BLE001 - report and go on
                 res[key] = {"error": f"{type(e).__name__}: {str(e)[:500]}"}
             print(key, json.dumps(res[key]), flush=True)
