@@ -1,10 +1,11 @@
 """On a GPU, the compiled greedy step (CUDA graphs) gives the eager step's tokens and ``generate``'s (issue 20).
 
 Tiny GPT-2 and Llama models from the tests' configs (fp32, seeded, peaked random weights: no near ties), four
-left-padded prompts, 40 new tokens, and with ``--real DIR`` a real model (fp32) on ``--rows`` GSM8K test questions; for each model: ``generate`` (greedy), the loop with the eager step, and the loop
-with :func:`~harness.models.causal_decode.compiled_step` called twice (the first call records the CUDA graphs, the
-second replays them), without and with an EOS id the model really emits (rows padded after it). Prints and writes
-JSON; exit 1 if any comparison differs.
+left-padded prompts, 40 new tokens, and with ``--real DIR`` a real model (fp32) on ``--rows`` GSM8K test questions;
+for each model: ``generate`` (greedy), the loop with the eager step, and the loop with
+:func:`~harness.models.causal_decode.compiled_step` called twice (the first call records the CUDA graphs, the second
+replays them), without and with an EOS id the model really emits (rows padded after it). Prints and writes JSON; exit
+1 if any comparison differs.
 
     python benchmarks/gen_step_agree.py [--tuned] [--real /tmp/smollm2-hf] [--out step_agree.json]
 """
