@@ -134,7 +134,9 @@ class CausalLMScorer:
     generation_batch_size : int, default=None
         Prompts per ``generate`` call; ``None``: ``batch_size``.
     generation_tuned : bool, default=False
-        With ``"static"``: compile the decoding step with ``max-autotune`` and coordinate-descent tuning.
+        With ``"static"``: compile the decoding step with ``max-autotune``, coordinate-descent tuning and
+        programmatic dependent launch, and give it transformers' eager attention at batch 1
+        (:func:`~harness.models.causal_decode.compiled_step`): faster at batch 1, a longer first call.
     """
 
     def __init__(self, model, tokenizer, *, max_length: int | None = None, batch_tokens: int = 512,

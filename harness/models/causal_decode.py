@@ -3,18 +3,18 @@
 transformers' ``generate`` reads one flag from the GPU at every step (``unfinished_sequences.max() == 0``) and
 runs its logits processors and input preparation on the host, about 1.2 ms per token on an H200, which leaves a
 1.1B model at 17% of the memory-bandwidth bound at batch 1 (benchmarks/gen_ceiling.py). This loop keeps the tokens
-on the GPU, feeds each step's argmax to the next step, and looks at the tokens on the host every
-:data:`CHECK_EVERY` steps through an asynchronous copy it reads one check later, so the GPU is never left waiting
-for the host. The model, its attention and its cache are transformers', the compiler torch's; the harness adds the
-greedy step around the model's forward and the loop (the recipe of transformers' "static cache and torch.compile"
+on the GPU: each step feeds its argmax to the next, and :data:`CHECK_EVERY` steps make a chunk, recorded once as
+one CUDA graph and replayed (one launch per chunk, no Python per step). After each chunk the host copies the
+tokens back asynchronously and looks at the previous chunk's copy, so the GPU always has a chunk queued. The
+model, its attention and its cache are transformers', the compiler torch's; the harness adds the greedy step
+around the model's forward and the loop (the recipe of transformers' "static cache and torch.compile"
 documentation, with the argmax inside the compiled graph and the stop checks moved off the critical path).
 
-Measured (``python benchmarks/lm_gpu.py --sections peak gen``: H200, torch 2.11, transformers 5.17, 1.1B llama
-in bf16, 128 new tokens after 100-token prompts): 539 tokens/s at batch 1 with the step compiled as
-``reduce-overhead`` (the setting of transformers' own compiled call) and 636 with ``max-autotune`` and
-coordinate-descent tuning, against 349 for ``generate`` with its static cache (benchmarks/gen_ceiling.py);
-15,900 tokens/s at batch 64, 4.0x plain ``generate``. The step (:func:`greedy_step`) holds the forward, the
-argmax and the EOS bookkeeping, so one CUDA graph replays all of it.
+Measured (``python benchmarks/lm_gpu.py --sections peak gen``: H200, torch 2.11, transformers 5.17, bf16, 128 new
+tokens after 100-token prompts, 2026-12-01): at batch 1, 493 tokens/s (untuned) and 769 (tuned) for a 1.1B
+TinyLlama-shaped model, 616 and 754 for a 1.24B Llama-3.2-1B-shaped one (36% and 44% of its bandwidth bound), against
+65 and 86 for plain ``generate``; 15,740 tokens/s at batch 64, 3.8x plain ``generate``. The step
+(:func:`greedy_step`) holds the forward, the argmax and the EOS bookkeeping.
 
 For the models it applies to (:func:`graph_loop_unavailable`: among others, no logits processing in the
 ``generation_config``), outputs equal ``generate``'s (``do_sample=False``) token for token where the step computes
@@ -26,6 +26,7 @@ the same).
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 from typing import Callable
@@ -34,8 +35,8 @@ import torch
 
 from harness.models.placement import input_device
 
-__all__ = ["CHECK_EVERY", "CACHE_BUCKET", "graph_loop_unavailable", "greedy_step", "compiled_step", "decode_static",
-           "cache_length", "mark_failed"]
+__all__ = ["CHECK_EVERY", "CACHE_BUCKET", "GraphRecordingError", "graph_loop_unavailable", "greedy_step",
+           "compiled_step", "decode_static", "cache_length", "mark_failed"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,11 @@ _PROCESSORS = {"repetition_penalty": (None, 1.0), "encoder_repetition_penalty": 
                "forced_bos_token_id": (None,), "forced_eos_token_id": (None,), "sequence_bias": (None,),
                "exponential_decay_length_penalty": (None,), "guidance_scale": (None, 1.0),
                "watermarking_config": (None,)}
+
+
+class GraphRecordingError(RuntimeError):
+    """Recording a chunk of decoding steps as a CUDA graph failed (the step did something a recording cannot hold,
+    such as a host sync); the caller falls back to ``generate``, as for a compiler error."""
 
 
 def graph_loop_unavailable(model) -> str | None:
@@ -107,23 +113,52 @@ def greedy_step(model) -> Callable:
     return step
 
 
-def compiled_step(model, tuned: bool = False) -> Callable:
-    """:func:`greedy_step` of ``model`` compiled (built once per model; compiles lazily, at its first call).
+def compiled_step(model, tuned: bool = False, cudagraphs: bool = False) -> Callable:
+    """:func:`greedy_step` of ``model`` compiled (built once per model and setting; compiles lazily, at its first
+    call), ``fullgraph=True, dynamic=False``.
 
-    ``tuned=False``: ``torch.compile(..., mode="reduce-overhead", fullgraph=True, dynamic=False)`` (Inductor with
-    CUDA graphs, cuBLAS for the projections: the setting of transformers' own compiled call, ``CompileConfig``; a
-    first call of 25 s at batch 1 and 18 s at batch 64 for a 1.1B llama on an H200). ``tuned=True``: ``mode=
-    "max-autotune"`` (Inductor's kernels timed against cuBLAS, CUDA graphs) with coordinate-descent tuning (the
-    gpt-fast setting): on an H200 more tokens/s at batch 1 and fewer at batch 64, with a first call of 57 s
-    (batch 1) and 144 s (batch 64); README "Performance" has the numbers.
+    ``tuned=False``: Inductor's default kernels (cuBLAS for the projections, as transformers' own compiled call,
+    ``CompileConfig``). ``tuned=True``: ``max-autotune`` (Inductor's kernels timed against cuBLAS) with
+    coordinate-descent tuning (the gpt-fast setting) and programmatic dependent launch for Inductor's Triton
+    kernels on Hopper and later GPUs (``triton.enable_pdl``, where this torch has it); for one-row batches also
+    transformers' eager attention in the step (``attn_implementation = "eager"`` on the returned callable:
+    :func:`decode_static` switches the model to it while the step runs, and back; Inductor then fuses plain
+    matmul/softmax ops instead of calling SDPA's kernel, which at one query is mostly launch latency). On an H200
+    the tuned step is faster at batch 1 (44% of the bandwidth bound against 36% for a Llama-3.2-1B-shaped model)
+    and slower at batch 64, with a longer first call; README "Performance" has the numbers.
+
+    ``cudagraphs=False``: what :func:`decode_static` takes with ``graph=True``, which records whole chunks of steps
+    as one CUDA graph. ``cudagraphs=True``: torch's own CUDA graphs, one per step (the ``reduce-overhead`` and
+    ``max-autotune`` modes; kept for benchmarks/gen_b1.py, which compares the two).
     """
     steps = _per_model(model, _STEPS_ATTR)
-    if tuned not in steps:
+    if (tuned, cudagraphs) not in steps:
+        import torch._inductor.config as inductor_config
+
         # torch.compile takes a mode or options, not both: these are the modes' options (torch's list_mode_options)
-        options = ({"max_autotune": True, "triton.cudagraphs": True, "coordinate_descent_tuning": True} if tuned
-                   else {"triton.cudagraphs": True})  # max-autotune + coordinate descent; reduce-overhead
-        steps[tuned] = torch.compile(greedy_step(model), fullgraph=True, dynamic=False, options=options)
-    return steps[tuned]
+        options = {"max_autotune": True, "coordinate_descent_tuning": True} if tuned else {}
+        if tuned and hasattr(inductor_config.triton, "enable_pdl"):
+            options["triton.enable_pdl"] = True
+        options["triton.cudagraphs"] = cudagraphs
+        step = torch.compile(greedy_step(model), fullgraph=True, dynamic=False, options=options)
+        step.attn_implementation = "eager" if tuned else None
+        steps[tuned, cudagraphs] = step
+    return steps[tuned, cudagraphs]
+
+
+@contextlib.contextmanager
+def _attention(model, name: str | None):
+    """Within the block, ``model`` runs transformers' attention implementation ``name`` (unchanged when ``None``
+    or already so); the previous one is restored after, also on an error."""
+    old = getattr(model.config, "_attn_implementation", None)
+    if name is None or name == old or not hasattr(model, "set_attn_implementation"):
+        yield
+        return
+    model.set_attn_implementation(name)
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(old)
 
 
 def _per_model(model, attr: str) -> dict:
@@ -145,21 +180,89 @@ def cache_length(longest_prompt: int, max_new_tokens: int) -> int:
     return -(-(longest_prompt + max_new_tokens) // CACHE_BUCKET) * CACHE_BUCKET
 
 
-def _static_cache(model, rows: int, length: int):
-    """A ``StaticCache`` for ``rows`` x ``length`` tokens, reused (reset) across calls so the compiled step's CUDA
-    graphs see the same addresses; at most :data:`_MAX_CACHES` kept per model (an older one is dropped)."""
-    from transformers import StaticCache
+class _Decoding:
+    """The fixed-address state of one batch shape: the ``StaticCache`` and the step's input buffers, which a
+    chunk of steps updates in place (so one CUDA graph can replay a whole chunk), and that graph."""
 
-    caches = _per_model(model, _CACHES_ATTR)
-    cache = caches.pop((rows, length), None)
-    if cache is None:
-        while len(caches) >= _MAX_CACHES:
-            caches.pop(next(iter(caches)))
-        cache = StaticCache(config=model.config, max_cache_len=length)
-    else:
-        cache.reset()
-    caches[(rows, length)] = cache  # most recently used last
-    return cache
+    def __init__(self, model, rows: int, length: int, device: torch.device) -> None:
+        from transformers import StaticCache
+
+        self.cache = StaticCache(config=model.config, max_cache_len=length)
+        self.full = torch.ones(rows, length, dtype=torch.long, device=device)  # attention mask over the cache
+        self.cur = torch.zeros(rows, 1, dtype=torch.long, device=device)  # the token fed to the next step
+        self.pos = torch.zeros(rows, 1, dtype=torch.long, device=device)  # its position id
+        self.cp = torch.zeros(1, dtype=torch.long, device=device)  # its cache position
+        self.unfinished = torch.ones(rows, dtype=torch.bool, device=device)
+        self.out = torch.zeros(rows, CHECK_EVERY, dtype=torch.long, device=device)  # one chunk's tokens
+        self.eos, self.eos_ids = torch.tensor([-1], dtype=torch.long, device=device), [-1]
+        self.graphs: dict = {}  # steps per chunk -> its recording (torch.cuda.CUDAGraph), all from one memory pool
+        self.graph_key: tuple | None = None  # what they were recorded with
+        self.pool = None
+
+    def reset(self, eos_ids: list[int]) -> None:
+        self.cache.reset()
+        eos = list(eos_ids) or [-1]  # -1: no id matches
+        if eos != self.eos_ids:  # a new buffer: a recorded chunk read the old one
+            self.eos, self.eos_ids = torch.tensor(eos, dtype=torch.long, device=self.eos.device), eos
+            self.drop_graphs()
+
+    def drop_graphs(self) -> None:
+        """Forget the recorded chunks and their memory pool (a pool is not reused once its graphs are gone)."""
+        self.graphs.clear()
+        self.pool = None
+
+    def chunk(self, step: Callable, pad_id: int, n: int) -> None:
+        """``n`` (<= :data:`CHECK_EVERY`) greedy steps, each feeding its token to the next, their tokens into
+        ``out[:, :n]``."""
+        for j in range(n):
+            nxt, still = step(cache=self.cache, input_ids=self.cur, attention_mask=self.full, position_ids=self.pos,
+                              cache_position=self.cp, unfinished=self.unfinished, eos=self.eos, pad_id=pad_id)
+            self.out[:, j] = nxt
+            self.cur.copy_(nxt[:, None])
+            self.unfinished.copy_(still)
+            self.pos.add_(1)
+            self.cp.add_(1)
+
+    def recorded_chunk(self, step: Callable, pad_id: int, n: int, weights: tuple) -> None:
+        """:meth:`chunk` replayed from a CUDA graph (one per ``n``), recorded first when none matches ``step``,
+        ``pad_id`` and ``weights`` (the addresses of the model's parameters and buffers). A recording is preceded
+        by the same chunk run for real on a side stream, which compiles the step and warms its kernels (a
+        recording runs nothing, and must not compile)."""
+        key = (id(step), pad_id, weights)
+        if self.graph_key != key:
+            self.drop_graphs()
+            self.graph_key = key
+        if n in self.graphs:
+            self.graphs[n].replay()
+            return
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            self.chunk(step, pad_id, n)  # this chunk, for real
+        torch.cuda.current_stream().wait_stream(side)
+        self.pool = self.pool or torch.cuda.graph_pool_handle()  # chunks run one after another: one pool
+        graph = torch.cuda.CUDAGraph()
+        try:
+            # records the next chunk, running nothing; other threads' CUDA calls do not disturb the recording
+            with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
+                self.chunk(step, pad_id, n)
+        except RuntimeError as e:
+            self.drop_graphs()
+            raise GraphRecordingError(f"recording {n} decoding steps as a CUDA graph failed: {e}") from e
+        self.graphs[n] = graph
+
+
+def _decoding(model, rows: int, length: int, device: torch.device) -> _Decoding:
+    """The :class:`_Decoding` of this shape, reused across calls (its cache reset) so recorded graphs see the same
+    addresses; at most :data:`_MAX_CACHES` kept per model (an older one is dropped, with its graph)."""
+    states = _per_model(model, _CACHES_ATTR)
+    state = states.pop((rows, length), None)
+    if state is None:
+        while len(states) >= _MAX_CACHES:
+            states.pop(next(iter(states)))
+        state = _Decoding(model, rows, length, device)
+    states[(rows, length)] = state  # most recently used last
+    return state
 
 
 def _cache_kwarg(model) -> str:
@@ -169,9 +272,13 @@ def _cache_kwarg(model) -> str:
 
 @torch.inference_mode()
 def decode_static(model, ids: torch.Tensor, mask: torch.Tensor, *, max_new_tokens: int, eos_ids: list[int],
-                  pad_id: int, step: Callable | None = None, length: int | None = None,
+                  pad_id: int, step: Callable | None = None, graph: bool = False, length: int | None = None,
                   finished: Callable[[list[list[int]]], list[bool]] | None = None) -> list[list[int]]:
     """Greedy new tokens for a left-padded batch, decoded with a ``StaticCache`` and no host sync per step.
+
+    The prompt's forward gives the first new token; the rest come in chunks of :data:`CHECK_EVERY` steps, each
+    step feeding its token to the next on the device. After each chunk the host copies the tokens back
+    asynchronously and looks at the previous chunk's copy, so the device always has a chunk queued.
 
     Parameters
     ----------
@@ -187,57 +294,72 @@ def decode_static(model, ids: torch.Tensor, mask: torch.Tensor, *, max_new_token
     step : callable, default=None
         The step used for every new token after the first (:func:`compiled_step`, or any callable with
         :func:`greedy_step`'s signature); ``None``: :func:`greedy_step` of the model, eager (e.g. on a CPU).
+    graph : bool, default=False
+        CUDA only: record a chunk of steps as one CUDA graph (at the first call for this shape, step and weights,
+        and one more for a last, shorter chunk; ``step`` must not record graphs itself: :func:`compiled_step` with
+        ``cudagraphs=False``) and replay it for every chunk: one launch per :data:`CHECK_EVERY` tokens. The graph
+        reads the weights where they are: writing them in place (a blend) is seen; moving them records again.
     length : int, default=None
         The static cache's length (>= width + max_new_tokens; one value for every batch of a pass keeps one
         compiled shape); ``None``: :func:`cache_length` of this batch.
     finished : callable, default=None
         Given each row's new tokens so far (host lists), which rows are done (a stop sequence appeared); called
-        every :data:`CHECK_EVERY` steps on tokens one check old. Decoding ends when every row is done by EOS or by
-        ``finished``.
+        after every chunk on tokens one chunk old. Decoding ends when every row is done by EOS or by ``finished``.
 
     Returns
     -------
     list of list of int
         Each row's new tokens, ``max_new_tokens`` of them or fewer when decoding ended early (a row finished
         early may carry up to ``2 * CHECK_EVERY`` tokens past its stop sequence).
+
+    Raises
+    ------
+    ValueError
+        If ``length < width + max_new_tokens``, or ``graph`` is asked for off CUDA.
     """
     rows, width = ids.shape
     dev = ids.device
     length = length or cache_length(width, max_new_tokens)
     if length < width + max_new_tokens:
         raise ValueError(f"cache length {length} < prompt width {width} + max_new_tokens {max_new_tokens}")
-    cache = _static_cache(model, rows, length)
-    full = torch.ones(rows, length, dtype=mask.dtype, device=dev)  # later slots are hidden by causality
-    full[:, :width] = mask
+    if graph and dev.type != "cuda":
+        raise ValueError(f"graph=True records CUDA graphs; the batch is on {dev}")
+    state = _decoding(model, rows, length, dev)
+    state.reset(eos_ids)
+    state.full.fill_(1)  # later slots are hidden by causality
+    state.full[:, :width] = mask
     pos = mask.long().cumsum(-1) - 1
     pos.masked_fill_(mask == 0, 1)
-    cps = torch.arange(length, device=dev)
-    toks = torch.full((rows, max_new_tokens), pad_id, dtype=torch.long, device=dev)
-    unfinished = torch.ones(rows, dtype=torch.bool, device=dev)
-    eos = torch.tensor(list(eos_ids) or [-1], dtype=torch.long, device=dev)  # -1: no id matches
-    first_pos = pos[:, -1:] + 1
-    cur = torch.empty(rows, 1, dtype=torch.long, device=dev)  # the step's inputs: buffers of fixed addresses
-    pending = None  # (event, tokens, unfinished) copied at the last check, read at the next
-    n = max_new_tokens
-    prefill = greedy_step(model)
+    prefill = greedy_step(model)  # the prompt, eager (one shape per batch width; the step has one shape per pass)
     step = step or prefill
-    for i in range(max_new_tokens):
-        if i:
-            nxt, still = step(cache=cache, input_ids=cur, attention_mask=full, position_ids=first_pos + (i - 1),
-                              cache_position=cps[width + i - 1:width + i], unfinished=unfinished, eos=eos,
-                              pad_id=pad_id)
-        else:  # the prompt, eager (one shape per batch width; the compiled step has one shape per pass)
-            nxt, still = prefill(cache=cache, input_ids=ids, attention_mask=full, position_ids=pos,
-                                 cache_position=cps[:width], unfinished=unfinished, eos=eos, pad_id=pad_id)
-        toks[:, i] = nxt
-        cur.copy_(nxt[:, None])
-        unfinished.copy_(still)
-        if (i + 1) % CHECK_EVERY == 0 and i + 1 < max_new_tokens:
-            if pending is not None and _all_done(pending, finished):
-                n = i + 1
+    state.unfinished.fill_(True)
+    nxt, still = prefill(cache=state.cache, input_ids=ids, attention_mask=state.full, position_ids=pos,
+                         cache_position=torch.arange(width, device=dev), unfinished=state.unfinished, eos=state.eos,
+                         pad_id=pad_id)
+    state.cur.copy_(nxt[:, None])
+    state.unfinished.copy_(still)
+    state.pos.copy_(pos[:, -1:] + 1)
+    state.cp.fill_(width)
+    toks = torch.empty(rows, max_new_tokens, dtype=torch.long, device=dev)
+    toks[:, 0] = nxt
+    done = 1  # tokens in toks
+    pending = None  # (event, tokens, unfinished) copied after the last chunk, looked at after the next
+    weights = (tuple(t.data_ptr() for t in model.parameters()) + tuple(t.data_ptr() for t in model.buffers())
+               if graph else ())
+    # the tuned step's eager attention was measured faster at batch 1 only (slower at 64 untuned: README)
+    with _attention(model, getattr(step, "attn_implementation", None) if rows == 1 else None):
+        while done < max_new_tokens:
+            n = min(CHECK_EVERY, max_new_tokens - done)
+            if graph:
+                state.recorded_chunk(step, pad_id, n, weights)
+            else:
+                state.chunk(step, pad_id, n)
+            toks[:, done:done + n] = state.out[:, :n]
+            done += n
+            if done == max_new_tokens or (pending is not None and _all_done(pending, finished)):
                 break
-            pending = _snapshot(toks[:, :i + 1], unfinished)
-    return toks[:, :n].tolist()
+            pending = _snapshot(toks[:, :done], state.unfinished)
+    return toks[:, :done].tolist()
 
 
 def _snapshot(toks: torch.Tensor, unfinished: torch.Tensor):

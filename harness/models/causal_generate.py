@@ -12,8 +12,8 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from harness.errors import ModelError
-from harness.models.causal_decode import (cache_length, compiled_step, decode_static, graph_loop_unavailable,
-                                          mark_failed)
+from harness.models.causal_decode import (GraphRecordingError, cache_length, compiled_step, decode_static,
+                                          graph_loop_unavailable, mark_failed)
 from harness.models.placement import input_device
 from harness.progress import progress_bar
 
@@ -97,8 +97,9 @@ def _new_tokens(model, tokenizer, ids, mask, stop: list[str], max_new_tokens: in
                 loop, rows: int, length: int) -> tuple[list[list[int]], object]:
     """One batch's new tokens: the sync-free loop over the compiled step ``loop`` when given (the batch padded to
     ``rows`` rows with copies of its last row, a cache of ``length`` tokens: one compiled shape per pass), else
-    ``generate``. A failure of torch's compiler falls back to ``generate`` for this and later batches and is
-    recorded on the model (the returned ``loop`` is then ``None``); any other error is raised."""
+    ``generate``. A failure of torch's compiler or of the CUDA-graph recording (:class:`GraphRecordingError`) falls
+    back to ``generate`` for this and later batches and is recorded on the model (the returned ``loop`` is then
+    ``None``); any other error is raised."""
     if loop is not None:
         n = ids.shape[0]
         if n < rows:
@@ -106,10 +107,11 @@ def _new_tokens(model, tokenizer, ids, mask, stop: list[str], max_new_tokens: in
             mask = torch.cat([mask, mask[-1:].expand(rows - n, -1)])
         try:
             return decode_static(model, ids, mask, max_new_tokens=max_new_tokens, eos_ids=_eos_ids(model, tokenizer),
-                                 pad_id=tokenizer.pad_token_id, step=loop, length=length,
+                                 pad_id=tokenizer.pad_token_id, step=loop, graph=ids.is_cuda, length=length,
                                  finished=_stop_found(tokenizer, stop) if any(stop) else None)[:n], loop
         except Exception as e:  # noqa: BLE001 - only torch's compiler errors fall back (re-raised otherwise)
-            if not type(e).__module__.startswith(("torch._dynamo", "torch._inductor")):
+            if not (type(e).__module__.startswith(("torch._dynamo", "torch._inductor"))
+                    or isinstance(e, GraphRecordingError)):
                 raise
             reason = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}"
             mark_failed(model, reason)

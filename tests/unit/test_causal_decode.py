@@ -86,10 +86,11 @@ def test_a_stop_sequence_ends_decoding_within_two_checks(pair):
                             finished=lambda rows: [len(r) >= 1 for r in rows])
     finally:
         handle.remove()
-    assert len(out[0]) == 2 * CHECK_EVERY and len(calls) == 2 * CHECK_EVERY  # the prompt's forward + 15 steps
+    # the prompt's forward + two chunks of steps (the first chunk's tokens are looked at after the second)
+    assert len(out[0]) == 1 + 2 * CHECK_EVERY and len(calls) == 1 + 2 * CHECK_EVERY
     full = decode_static(model, ids, mask, max_new_tokens=40, eos_ids=[], pad_id=0,
                          finished=lambda rows: [False, True])  # one row still open: runs to the end
-    assert len(full[0]) == 40 and full[0][:2 * CHECK_EVERY] == out[0]
+    assert len(full[0]) == 40 and full[0][:1 + 2 * CHECK_EVERY] == out[0]
 
 
 def test_one_static_cache_is_kept_and_reused_per_shape(pair):
@@ -98,9 +99,9 @@ def test_one_static_cache_is_kept_and_reused_per_shape(pair):
     model.__dict__.pop(causal_decode._CACHES_ATTR, None)
     a = decode_static(model, ids, mask, max_new_tokens=5, eos_ids=[], pad_id=0)
     caches = getattr(model, causal_decode._CACHES_ATTR)
-    cache = caches[(4, causal_decode.CACHE_BUCKET)]
+    state = caches[(4, causal_decode.CACHE_BUCKET)]
     b = decode_static(model, ids, mask, max_new_tokens=5, eos_ids=[], pad_id=0)  # reset, not rebuilt
-    assert a == b and caches[(4, causal_decode.CACHE_BUCKET)] is cache
+    assert a == b and caches[(4, causal_decode.CACHE_BUCKET)] is state
     decode_static(model, ids[:2], mask[:2], max_new_tokens=5, eos_ids=[], pad_id=0)
     assert list(caches) == [(2, causal_decode.CACHE_BUCKET)]  # the older one is dropped (its memory freed)
     with pytest.raises(ValueError, match="cache length"):
@@ -116,7 +117,7 @@ def test_every_row_at_eos_ends_decoding_within_two_checks(pair):
         out = decode_static(model, ids, mask, max_new_tokens=40, eos_ids=list(range(len(tok))), pad_id=0)
     finally:
         handle.remove()
-    assert len(calls) == 2 * CHECK_EVERY and all(len(r) == 2 * CHECK_EVERY and set(r[1:]) == {0} for r in out)
+    assert len(calls) == 1 + 2 * CHECK_EVERY and all(len(r) == 1 + 2 * CHECK_EVERY and set(r[1:]) == {0} for r in out)
 
 
 def test_logits_processing_in_the_generation_config_keeps_generate(pair, monkeypatch):
@@ -205,6 +206,15 @@ def test_a_compiler_failure_falls_back_to_generate_and_other_errors_are_raised(p
     model.__dict__.pop(causal_decode._FAILED_ATTR)
     monkeypatch.setattr(causal_generate, "graph_loop_unavailable", lambda model: None)
 
+    def unrecordable(**kw):
+        raise causal_decode.GraphRecordingError("stand-in for a failed CUDA-graph recording")
+    monkeypatch.setattr(causal_generate, "compiled_step", lambda model, tuned: unrecordable)
+    with caplog.at_level("WARNING", logger="harness.models.causal_generate"):
+        got = CausalLMScorer(model, tok, batch_size=2, generation_cache="static").generate_until(
+            PROMPTS, stop=["."], max_new_tokens=10)
+    assert got == want and "CUDA-graph recording" in graph_loop_unavailable(model)
+    model.__dict__.pop(causal_decode._FAILED_ATTR)
+
     def wrong(**kw):
         raise RuntimeError("not the compiler")
     monkeypatch.setattr(causal_generate, "compiled_step", lambda model, tuned: wrong)
@@ -227,3 +237,58 @@ def test_the_compiled_step_gives_the_eager_steps_tokens():
                         step=causal_decode.compiled_step(model))
     first = free[0].index(eos[0])
     assert got == want and want[0][first + 1:] == [0] * (15 - first)
+
+
+def test_the_attention_switch_holds_while_the_steps_run_and_is_undone_after(pair):
+    """A step that asks for eager attention (the tuned step) gets it for one-row batches, while it runs; the prompt's
+    forward and everything after keep the model's own attention, also when the step raises."""
+    model, tok = pair
+    own = model.config._attn_implementation
+    seen = []
+    inner = causal_decode.greedy_step(model)
+
+    def step(**kw):
+        seen.append(model.config._attn_implementation)
+        return inner(**kw)
+    step.attn_implementation = "eager"
+    ids, mask = _batch(tok, PROMPTS)
+    want = decode_static(model, ids[:1], mask[:1], max_new_tokens=12, eos_ids=[], pad_id=0)
+    got = decode_static(model, ids[:1], mask[:1], max_new_tokens=12, eos_ids=[], pad_id=0, step=step)
+    assert got == want and seen == ["eager"] * 11 and model.config._attn_implementation == own
+    seen.clear()
+    decode_static(model, ids, mask, max_new_tokens=4, eos_ids=[], pad_id=0, step=step)
+    assert seen == [own] * 3  # measured faster at batch 1 only: more rows keep the model's attention
+
+    def broken(**kw):
+        raise RuntimeError("boom")
+    broken.attn_implementation = "eager"
+    with pytest.raises(RuntimeError, match="boom"):
+        decode_static(model, ids[:1], mask[:1], max_new_tokens=4, eos_ids=[], pad_id=0, step=broken)
+    assert model.config._attn_implementation == own
+
+
+def test_the_tuned_step_asks_for_eager_attention_and_graphs_need_cuda(pair):
+    model, tok = pair
+    assert causal_decode.compiled_step(model, tuned=True).attn_implementation == "eager"
+    assert causal_decode.compiled_step(model).attn_implementation is None
+    ids, mask = _batch(tok, PROMPTS[:1])
+    with pytest.raises(ValueError, match="CUDA graphs"):
+        decode_static(model, ids, mask, max_new_tokens=4, eos_ids=[], pad_id=0, graph=True)
+
+
+@pytest.mark.parametrize("n", [1, CHECK_EVERY, CHECK_EVERY + 1, 2 * CHECK_EVERY + 3])
+def test_chunks_of_steps_give_exactly_max_new_tokens(pair, n):
+    """The first token comes from the prompt's forward, the rest in chunks of CHECK_EVERY steps and a shorter last
+    one: exactly n tokens, equal to generate's."""
+    model, tok = pair
+    ids, mask = _batch(tok, PROMPTS)
+    calls = []
+    handle = model.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        got = decode_static(model, ids, mask, max_new_tokens=n, eos_ids=[], pad_id=0)
+    finally:
+        handle.remove()
+    with torch.no_grad():
+        want = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=n,
+                              min_new_tokens=n, pad_token_id=0, eos_token_id=None)[:, ids.shape[1]:].tolist()
+    assert got == want and len(calls) == n
