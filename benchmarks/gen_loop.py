@@ -39,7 +39,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from lm_gpu import DEVICE, build, peak, set_shape, sync, timed, weight_bytes_read  # noqa: E402
+from lm_gpu import (DEVICE, build, decode_bound, peak, random_ids, set_shape, sync, timed,  # noqa: E402
+                    weight_bytes_read)
 
 
 CACHES: dict = {}
@@ -132,15 +133,12 @@ def main() -> None:
 
     res["transformers"] = transformers.__version__
     model, _ = build(a.tiny)
-    cfg = model.config
     n_new, p = (8, 10) if a.tiny else (128, 100)
-    read = res["weight_bytes_read"] = weight_bytes_read(model)
-    kv = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * (cfg.hidden_size // cfg.num_attention_heads) * 2
+    res["weight_bytes_read"] = weight_bytes_read(model)
     for bs in a.batch:
-        g = torch.Generator().manual_seed(1)
-        ids = torch.randint(4, cfg.vocab_size, (bs, p), generator=g).to(DEVICE)
+        ids = random_ids(model, bs, p)
         mask = torch.ones_like(ids)
-        bound = bs * res["peak"]["copy_bytes_per_s"] / (read + kv * bs * (p + n_new / 2))
+        bound = decode_bound(model, res["peak"]["copy_bytes_per_s"], bs, p, n_new)
         rec = res[f"b{bs}"] = {"bound_tok_s": bound}
         ref = None
         for name in a.variants.split(","):

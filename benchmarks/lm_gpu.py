@@ -22,7 +22,8 @@ Sections (each catches its own error into the JSON, so one failure does not lose
   blocks are compiled (``--compile``), its first-pass time and MFU;
 * ``gen``: greedy decoding of 128 new tokens after ~100-token prompts, tokens/s at batch 1 and 64
   (``--gen-batches``): the harness (``generate_until``) with the static cache (its sync-free loop over its compiled
-  greedy step, and the same with ``generation_tuned``: ``max-autotune`` and coordinate-descent tuning) and with
+  greedy step, and the same with ``generation_tuned``: ``max-autotune``, coordinate-descent tuning, programmatic
+  dependent launch and eager attention in the step, at ``--gen-tuned-batches`` sizes) and with
   transformers' dynamic cache (``generate``), the first call's time (compilation), and plain ``model.generate``
   (batched, dynamic cache; and batch 1 one prompt at a time); the bandwidth bound per step = (weight bytes read + KV
   bytes at the mean sequence length) / measured copy bandwidth, where the weight bytes read are every weight but the
@@ -128,6 +129,22 @@ def weight_bytes_read(model) -> int:
     if model.get_output_embeddings().weight is model.get_input_embeddings().weight:  # tied
         read += model.lm_head.weight.numel() * model.lm_head.weight.element_size()
     return read
+
+
+def decode_bound(model, copy_bytes_per_s: float, rows: int, prompt: int, new: int) -> float:
+    """The memory-bandwidth bound of greedy decoding in tokens/s: ``rows`` tokens per step over the time to read
+    the step's weights (:func:`weight_bytes_read`) and its KV cache (bf16 keys and values of every layer at the mean
+    length, ``prompt + new / 2``) at ``copy_bytes_per_s``."""
+    cfg = model.config
+    head_dim = cfg.hidden_size // cfg.num_attention_heads
+    kv_per_token = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * head_dim * 2
+    return rows * copy_bytes_per_s / (weight_bytes_read(model) + kv_per_token * rows * (prompt + new / 2))
+
+
+def random_ids(model, rows: int, width: int, seed: int = 1) -> torch.Tensor:
+    """``(rows, width)`` int64 token ids drawn from the model's vocabulary (ids 4 and up), on :data:`DEVICE`."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(4, model.config.vocab_size, (rows, width), generator=g).to(DEVICE)
 
 
 def build(tiny: bool):
@@ -241,17 +258,16 @@ def gen(model, tok, args, bw: float | None) -> dict:
     n_new, plen = args.new_tokens, 100
     prompts = [" ".join(f"t{i}" for i in rng.integers(4, cfg.vocab_size, size=plen)) for _ in range(64)]
     w_bytes = weight_bytes_read(model)
-    head_dim = cfg.hidden_size // cfg.num_attention_heads
-    kv_per_token = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * head_dim * 2
     model.generation_config.eos_token_id = None  # every row generates n_new tokens (random weights)
     out: dict = {"prompt_tokens": plen, "new_tokens": n_new, "weight_bytes": w_bytes}
     for bs in args.gen_batches:
         batch = prompts[:bs]
-        step_bytes = w_bytes + kv_per_token * bs * (plen + n_new / 2)
-        rec: dict = {"bound_tokens_per_s": None if not bw else bs * bw / step_bytes}
+        rec: dict = {"bound_tokens_per_s": None if not bw else decode_bound(model, bw, bs, plen, n_new)}
         texts_by = {}
         for name, cache, tuned in (("harness_static", "static", False), ("harness_static_tuned", "static", True),
                                    ("harness_dynamic", None, False)):
+            if tuned and args.gen_tuned_batches is not None and bs not in args.gen_tuned_batches:
+                continue
             sc = CausalLMScorer(model, tok, batch_size=bs, generation_cache=cache, generation_tuned=tuned)
             # one warm-up (the static cache compiles its step on CUDA); stop strings checked every 8 tokens
             t0 = time.perf_counter()
@@ -370,6 +386,8 @@ def main() -> None:
     ap.add_argument("--shape", choices=["tinyllama", "llama32"], default="tinyllama",
                     help="full-size model: TinyLlama-1.1B's shape (default) or Llama-3.2-1B's")
     ap.add_argument("--gen-batches", type=int, nargs="+", default=[1, 64], help="gen section's batch sizes")
+    ap.add_argument("--gen-tuned-batches", type=int, nargs="+", default=None,
+                    help="batch sizes that also time the tuned step (default: every --gen-batches size)")
     ap.add_argument("--compile-mc", action="store_true",
                     help="also time multiple choice with the decoder layers compiled (a fresh model)")
     args = ap.parse_args()

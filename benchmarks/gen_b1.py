@@ -1,0 +1,176 @@
+"""Greedy decoding through :func:`harness.models.causal_decode.decode_static`, one CUDA graph per step against one
+per chunk of steps (issue 20). One process, one JSON.
+
+Variants (``--variants``), each on transformers' model and ``StaticCache``, the prompt's forward eager:
+
+* ``trees``/``trees_tuned``: the step compiled with torch's own CUDA graphs, one graph replayed per token
+  (``compiled_step(model, tuned, cudagraphs=True)``, ``graph=False``; the harness's loop until 2026-12-01);
+* ``graph``/``graph_tuned``: the step compiled without CUDA graphs and a chunk of ``CHECK_EVERY`` steps recorded
+  as one CUDA graph by the loop (``cudagraphs=False``, ``graph=True``): the harness's loop now. ``graph_tuned`` is
+  the harness's tuned step, which also takes programmatic dependent launch and, at batch 1, eager attention;
+* suffixes, each a fresh compilation of the step outside the harness's settings: ``_eagerattn`` sets the model's
+  attention to transformers' eager attention (plain matmul/softmax ops, which Inductor fuses) instead of SDPA, for
+  the prompt's forward too; ``_pdl`` adds Inductor's programmatic dependent launch (``triton.enable_pdl``);
+  ``_fused`` moves the step's input-buffer updates into the compiled step.
+
+For each batch size (``--batch``): tokens/s over 128 new tokens after 100-token prompts (median of ``--repeats``
+calls after two warm-up calls, whose time is the compilation and recording), the prompt's forward alone (eager,
+CUDA events; the rest is the decoding steps), the share of the bandwidth bound (weights read plus KV bytes per step
+over the measured copy bandwidth, as benchmarks/lm_gpu.py) for the whole call and for the decoding steps, and
+whether the tokens equal the first variant's (bf16: kernels may round differently; reported, not asserted).
+
+    python benchmarks/gen_b1.py --shape llama32 --out /tmp/gen_b1.json [--tiny]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(Path(__file__).resolve().parent)]
+from lm_gpu import (DEVICE, build, decode_bound, peak, random_ids, set_shape, sync, timed,  # noqa: E402
+                    weight_bytes_read)
+
+from harness.models import causal_decode  # noqa: E402
+
+
+def fused_step(model):
+    """:func:`~harness.models.causal_decode.greedy_step` that also updates the step's input buffers in place (the
+    token fed next, the EOS flags, the position and cache position), so Inductor fuses those updates into its own
+    kernels instead of four separate ones per step; returns the token."""
+    inner = causal_decode.greedy_step(model)
+
+    def step(*, cache, input_ids, attention_mask, position_ids, cache_position, unfinished, eos, pad_id):
+        nxt, still = inner(cache=cache, input_ids=input_ids, attention_mask=attention_mask,
+                           position_ids=position_ids, cache_position=cache_position, unfinished=unfinished, eos=eos,
+                           pad_id=pad_id)
+        input_ids.copy_(nxt[:, None])
+        unfinished.copy_(still)
+        position_ids.add_(1)
+        cache_position.add_(1)
+        return nxt
+    return step
+
+
+def fused_chunk(self, step, pad_id: int, n: int) -> None:
+    """:meth:`_Decoding.chunk` for :func:`fused_step` (only the token's copy into ``out`` stays outside)."""
+    for j in range(n):
+        self.out[:, j] = step(cache=self.cache, input_ids=self.cur, attention_mask=self.full, position_ids=self.pos,
+                              cache_position=self.cp, unfinished=self.unfinished, eos=self.eos, pad_id=pad_id)
+
+
+PLAIN_CHUNK = causal_decode._Decoding.chunk
+
+
+def variant(model, name: str):
+    """The step and ``graph`` flag of variant ``name`` (a fresh compilation)."""
+    torch._dynamo.reset()
+    model.__dict__.pop(causal_decode._STEPS_ATTR, None)
+    model.__dict__.pop(causal_decode._CACHES_ATTR, None)
+    model.set_attn_implementation("eager" if "_eagerattn" in name else "sdpa")
+    tuned = "_tuned" in name
+    fused = "_fused" in name
+    causal_decode._Decoding.chunk = fused_chunk if fused else PLAIN_CHUNK
+    trees = name.startswith("trees") and DEVICE == "cuda"
+    if not fused and "_pdl" not in name:
+        return causal_decode.compiled_step(model, tuned, cudagraphs=trees), DEVICE == "cuda" and not trees
+    options = {"max_autotune": True, "coordinate_descent_tuning": True} if tuned else {}
+    options["triton.cudagraphs"] = trees
+    if "_pdl" in name:
+        options["triton.enable_pdl"] = True  # programmatic dependent launch for Inductor's Triton kernels
+    fn = fused_step(model) if fused else causal_decode.greedy_step(model)
+    return torch.compile(fn, fullgraph=True, dynamic=False, options=options), DEVICE == "cuda" and not trees
+
+
+def prefill_ms(model, ids, mask, n_new: int, step=None) -> float:
+    """Median milliseconds of the prompt's forward into a static cache (eager unless ``step`` is given; wall time,
+    device synchronised)."""
+    state = causal_decode._decoding(model, ids.shape[0], causal_decode.cache_length(ids.shape[1], n_new), ids.device)
+    step = step or causal_decode.greedy_step(model)
+    pos = mask.cumsum(-1) - 1
+    times = []
+    for _ in range(7):
+        state.reset([])
+        sync()
+        t0 = time.perf_counter()
+        step(cache=state.cache, input_ids=ids, attention_mask=state.full, position_ids=pos,
+             cache_position=torch.arange(ids.shape[1], device=ids.device), unfinished=state.unfinished,
+             eos=state.eos, pad_id=0)
+        sync()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return sorted(times[2:])[len(times[2:]) // 2]
+
+
+@torch.inference_mode()
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--tiny", action="store_true")
+    ap.add_argument("--out", type=Path)
+    ap.add_argument("--variants", default="trees_tuned,graph_tuned,graph,graph_tuned_eagerattn")
+    ap.add_argument("--batch", type=int, nargs="+", default=[1])
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--shape", choices=["tinyllama", "llama32"], default="llama32")
+    ap.add_argument("--compiled-prefill", action="store_true",
+                    help="also time the prompt's forward compiled with dynamic shapes (one compilation for every "
+                         "prompt width), at two widths")
+    a = ap.parse_args()
+    set_shape(a.shape)
+    import transformers
+
+    res: dict = {"peak": peak(a.tiny), "torch": torch.__version__, "transformers": transformers.__version__,
+                 "shape": a.shape, "device": torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu"}
+    model, _ = build(a.tiny)
+    n_new, p = (16, 10) if a.tiny else (128, 100)
+    res["weight_bytes_read"] = weight_bytes_read(model)
+    if a.compiled_prefill:
+        torch._dynamo.reset()
+        model.set_attn_implementation("sdpa")
+        pre = torch.compile(causal_decode.greedy_step(model), dynamic=True)
+        out = res["compiled_prefill"] = {}
+        for width in (p, p + 37):
+            ids = random_ids(model, 1, width, seed=2)
+            t0 = time.perf_counter()
+            comp = prefill_ms(model, ids, torch.ones_like(ids), n_new, step=pre)
+            out[f"width_{width}"] = {"eager_ms": prefill_ms(model, ids, torch.ones_like(ids), n_new),
+                                     "compiled_ms": comp, "first_calls_s": time.perf_counter() - t0}
+        print("compiled_prefill", json.dumps(out), flush=True)
+    for bs in a.batch:
+        ids = random_ids(model, bs, p)
+        mask = torch.ones_like(ids)
+        bound = decode_bound(model, res["peak"]["copy_bytes_per_s"], bs, p, n_new)
+        rec = res[f"b{bs}"] = {"bound_tok_s": bound}
+        ref = None
+        for name in a.variants.split(","):
+            try:
+                step, graph = variant(model, name)
+
+                def call():
+                    return causal_decode.decode_static(model, ids, mask, max_new_tokens=n_new, eos_ids=[], pad_id=0,
+                                                       step=step, graph=graph)
+                t0 = time.perf_counter()
+                t, toks = timed(call, a.repeats, warmup=2)
+                pre = prefill_ms(model, ids, mask, n_new)
+                dec = (t * 1e3 - pre) / (n_new - 1)
+                r = rec[name] = {"tok_s": bs * n_new / t, "of_bound": bs * n_new / t / bound, "call_ms": t * 1e3,
+                                 "first_two_calls_s": time.perf_counter() - t0 - a.repeats * t, "prefill_ms": pre,
+                                 "decode_ms_per_step": dec, "decode_of_bound": 1e3 / dec * bs / bound}
+                toks = torch.tensor(toks)
+                ref = toks if ref is None else ref
+                r["same_tokens_as_first"] = float((toks == ref).all(-1).float().mean())
+            except Exception as e:  # noqa: BLE001 - report and go on
+                rec[name] = {"error": f"{type(e).__name__}: {e}", "tb": traceback.format_exc()[-2000:]}
+            print(bs, name, json.dumps(rec[name], default=float)[:600], flush=True)
+            if a.out:
+                a.out.write_text(json.dumps(res, indent=1, default=float) + "\n")
+    print(json.dumps(res, indent=1, default=float))
+
+
+if __name__ == "__main__":
+    main()
