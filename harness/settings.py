@@ -156,9 +156,9 @@ class Settings:
                                           "classifiers, 512 for language models; 32768 on GPU)", ge=1)
     generation_cache: Literal["dynamic", "static"] = _opt(
         "dynamic", "KV cache of generation suites: dynamic (transformers' default) or static (preallocated; on a GPU "
-                   "the harness decodes with transformers' compiled step and no host sync per token: 7.8x the "
-                   "dynamic cache's new tokens/s at batch 1 and 3.8x at batch 64 for a 1.1B llama on an H200, "
-                   "after a warm-up of 25-40 s per batch shape; pays off on long generation suites)")
+                   "the harness decodes with transformers' compiled step and no host sync per token: 6.7x the "
+                   "dynamic cache's new tokens/s at batch 1 and 3.9x at batch 64 for a 1.1B llama on an H200, "
+                   "after a warm-up of 17-25 s per batch shape; pays off on long generation suites)")
     # -- speed switches (none changes a number beyond float tolerance)
     packed: Literal["auto", "on", "off"] = _opt(
         "auto", "padding-free packed batches: auto packs when the model qualifies (BERT family, bf16/fp16, CUDA); on "
