@@ -90,7 +90,22 @@ def graph_loop_unavailable(model) -> str | None:
         return "the model is spread over several devices"
     if any(type(m).__module__.startswith("peft.") for m in model.modules()):
         return "the model has peft adapter layers (each alpha would compile the step again)"
+    if _sliding_window(model):
+        return ("its static cache has sliding-window layers (they keep host-side counters that a recorded CUDA graph "
+                "would freeze)")
     return None
+
+
+def _sliding_window(model) -> bool:
+    """Whether transformers' ``StaticCache`` for ``model`` has sliding-window layers (its tensors are allocated
+    lazily, so building one to look costs nothing)."""
+    from transformers import StaticCache
+
+    try:
+        cache = StaticCache(config=model.config, max_cache_len=8)
+    except Exception:  # noqa: BLE001 - a config StaticCache cannot take: the compiled step would fail and fall back
+        return False
+    return any(getattr(layer, "is_sliding", False) for layer in cache.layers)
 
 
 def greedy_step(model) -> Callable:
@@ -124,8 +139,9 @@ def compiled_step(model, tuned: bool = False, cudagraphs: bool = False) -> Calla
     transformers' eager attention in the step (``attn_implementation = "eager"`` on the returned callable:
     :func:`decode_static` switches the model to it while the step runs, and back; Inductor then fuses plain
     matmul/softmax ops instead of calling SDPA's kernel, which at one query is mostly launch latency). On an H200
-    the tuned step is faster at batch 1 (44% of the bandwidth bound against 36% for a Llama-3.2-1B-shaped model)
-    and slower at batch 64, with a longer first call; README "Performance" has the numbers.
+    the tuned step is faster at batch 1 (44% of the bandwidth bound against 36% for a Llama-3.2-1B-shaped model;
+    the earlier tuned step was slower at batch 64, the current one was not measured there), with a longer first
+    call; README "Performance" has the numbers.
 
     ``cudagraphs=False``: what :func:`decode_static` takes with ``graph=True``, which records whole chunks of steps
     as one CUDA graph. ``cudagraphs=True``: torch's own CUDA graphs, one per step (the ``reduce-overhead`` and
@@ -172,6 +188,7 @@ def mark_failed(model, reason: str) -> None:
     """Record that the compiled step failed on ``model``: :func:`graph_loop_unavailable` then says so and the
     caller keeps ``generate`` (a step is not compiled again and again)."""
     model.__dict__[_FAILED_ATTR] = reason
+    model.__dict__.pop(_CACHES_ATTR, None)  # the static cache and recorded graphs: their memory is freed
 
 
 def cache_length(longest_prompt: int, max_new_tokens: int) -> int:
@@ -200,6 +217,7 @@ class _Decoding:
         self.pool = None
 
     def reset(self, eos_ids: list[int]) -> None:
+        """Zero the cache for a new batch and take its EOS ids (new ids: a new buffer, so the graphs go)."""
         self.cache.reset()
         eos = list(eos_ids) or [-1]  # -1: no id matches
         if eos != self.eos_ids:  # a new buffer: a recorded chunk read the old one
@@ -228,7 +246,7 @@ class _Decoding:
         ``pad_id`` and ``weights`` (the addresses of the model's parameters and buffers). A recording is preceded
         by the same chunk run for real on a side stream, which compiles the step and warms its kernels (a
         recording runs nothing, and must not compile)."""
-        key = (id(step), pad_id, weights)
+        key = (step, pad_id, weights)
         if self.graph_key != key:
             self.drop_graphs()
             self.graph_key = key
@@ -246,9 +264,14 @@ class _Decoding:
             # records the next chunk, running nothing; other threads' CUDA calls do not disturb the recording
             with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
                 self.chunk(step, pad_id, n)
+        except torch.cuda.OutOfMemoryError:
+            self.drop_graphs()
+            raise
         except RuntimeError as e:
             self.drop_graphs()
-            raise GraphRecordingError(f"recording {n} decoding steps as a CUDA graph failed: {e}") from e
+            raise GraphRecordingError(f"recording {n} decoding steps as a CUDA graph failed ({e}); generation falls "
+                                      "back to transformers' generate (--generation-cache dynamic skips the "
+                                      "attempt)") from e
         self.graphs[n] = graph
 
 
@@ -256,12 +279,13 @@ def _decoding(model, rows: int, length: int, device: torch.device) -> _Decoding:
     """The :class:`_Decoding` of this shape, reused across calls (its cache reset) so recorded graphs see the same
     addresses; at most :data:`_MAX_CACHES` kept per model (an older one is dropped, with its graph)."""
     states = _per_model(model, _CACHES_ATTR)
-    state = states.pop((rows, length), None)
+    key = (rows, length, str(device), model.dtype)  # a model moved or cast gets a new cache
+    state = states.pop(key, None)
     if state is None:
         while len(states) >= _MAX_CACHES:
             states.pop(next(iter(states)))
         state = _Decoding(model, rows, length, device)
-    states[(rows, length)] = state  # most recently used last
+    states[key] = state  # most recently used last
     return state
 
 
@@ -298,7 +322,8 @@ def decode_static(model, ids: torch.Tensor, mask: torch.Tensor, *, max_new_token
         CUDA only: record a chunk of steps as one CUDA graph (at the first call for this shape, step and weights,
         and one more for a last, shorter chunk; ``step`` must not record graphs itself: :func:`compiled_step` with
         ``cudagraphs=False``) and replay it for every chunk: one launch per :data:`CHECK_EVERY` tokens. The graph
-        reads the weights where they are: writing them in place (a blend) is seen; moving them records again.
+        reads the weights where they are: writing them in place (a blend) is seen; moving or casting them, a new
+        step, pad id, EOS list, attention implementation or train/eval mode records again.
     length : int, default=None
         The static cache's length (>= width + max_new_tokens; one value for every batch of a pass keeps one
         compiled shape); ``None``: :func:`cache_length` of this batch.
@@ -316,6 +341,9 @@ def decode_static(model, ids: torch.Tensor, mask: torch.Tensor, *, max_new_token
     ------
     ValueError
         If ``length < width + max_new_tokens``, or ``graph`` is asked for off CUDA.
+    GraphRecordingError
+        If recording a chunk as a CUDA graph fails (errors of torch's compiler, raised at the step's first call,
+        pass through as they are).
     """
     rows, width = ids.shape
     dev = ids.device
@@ -324,6 +352,14 @@ def decode_static(model, ids: torch.Tensor, mask: torch.Tensor, *, max_new_token
         raise ValueError(f"cache length {length} < prompt width {width} + max_new_tokens {max_new_tokens}")
     if graph and dev.type != "cuda":
         raise ValueError(f"graph=True records CUDA graphs; the batch is on {dev}")
+    with torch.cuda.device(dev) if dev.type == "cuda" else contextlib.nullcontext():  # streams, graphs, events
+        return _decode(model, ids, mask, max_new_tokens, eos_ids, pad_id, step, graph, length, finished)
+
+
+def _decode(model, ids, mask, max_new_tokens, eos_ids, pad_id, step, graph, length, finished) -> list[list[int]]:
+    """:func:`decode_static`'s loop, arguments checked, on the batch's CUDA device if any."""
+    rows, width = ids.shape
+    dev = ids.device
     state = _decoding(model, rows, length, dev)
     state.reset(eos_ids)
     state.full.fill_(1)  # later slots are hidden by causality
@@ -344,10 +380,13 @@ def decode_static(model, ids: torch.Tensor, mask: torch.Tensor, *, max_new_token
     toks[:, 0] = nxt
     done = 1  # tokens in toks
     pending = None  # (event, tokens, unfinished) copied after the last chunk, looked at after the next
-    weights = (tuple(t.data_ptr() for t in model.parameters()) + tuple(t.data_ptr() for t in model.buffers())
-               if graph else ())
+    attn = getattr(step, "attn_implementation", None) if rows == 1 else None
+    # what a recording depends on besides the step and pad id (a replay checks no guard of the compiled step)
+    weights = ((model.training, attn or getattr(model.config, "_attn_implementation", None))
+               + tuple((t.data_ptr(), t.dtype) for t in model.parameters())
+               + tuple((t.data_ptr(), t.dtype) for t in model.buffers()) if graph else ())
     # the tuned step's eager attention was measured faster at batch 1 only (slower at 64 untuned: README)
-    with _attention(model, getattr(step, "attn_implementation", None) if rows == 1 else None):
+    with _attention(model, attn):
         while done < max_new_tokens:
             n = min(CHECK_EVERY, max_new_tokens - done)
             if graph:

@@ -99,11 +99,12 @@ def test_one_static_cache_is_kept_and_reused_per_shape(pair):
     model.__dict__.pop(causal_decode._CACHES_ATTR, None)
     a = decode_static(model, ids, mask, max_new_tokens=5, eos_ids=[], pad_id=0)
     caches = getattr(model, causal_decode._CACHES_ATTR)
-    state = caches[(4, causal_decode.CACHE_BUCKET)]
+    key = (4, causal_decode.CACHE_BUCKET, "cpu", model.dtype)
+    state = caches[key]
     b = decode_static(model, ids, mask, max_new_tokens=5, eos_ids=[], pad_id=0)  # reset, not rebuilt
-    assert a == b and caches[(4, causal_decode.CACHE_BUCKET)] is state
+    assert a == b and caches[key] is state
     decode_static(model, ids[:2], mask[:2], max_new_tokens=5, eos_ids=[], pad_id=0)
-    assert list(caches) == [(2, causal_decode.CACHE_BUCKET)]  # the older one is dropped (its memory freed)
+    assert list(caches) == [(2, causal_decode.CACHE_BUCKET, "cpu", model.dtype)]  # the older one is dropped
     with pytest.raises(ValueError, match="cache length"):
         decode_static(model, ids, mask, max_new_tokens=5, eos_ids=[], pad_id=0, length=ids.shape[1] + 4)
 
@@ -253,8 +254,14 @@ def test_the_attention_switch_holds_while_the_steps_run_and_is_undone_after(pair
     step.attn_implementation = "eager"
     ids, mask = _batch(tok, PROMPTS)
     want = decode_static(model, ids[:1], mask[:1], max_new_tokens=12, eos_ids=[], pad_id=0)
-    got = decode_static(model, ids[:1], mask[:1], max_new_tokens=12, eos_ids=[], pad_id=0, step=step)
+    forwards = []
+    handle = model.register_forward_pre_hook(lambda *a: forwards.append(model.config._attn_implementation))
+    try:
+        got = decode_static(model, ids[:1], mask[:1], max_new_tokens=12, eos_ids=[], pad_id=0, step=step)
+    finally:
+        handle.remove()
     assert got == want and seen == ["eager"] * 11 and model.config._attn_implementation == own
+    assert forwards == [own] + ["eager"] * 11  # the prompt's forward keeps the model's own attention
     seen.clear()
     decode_static(model, ids, mask, max_new_tokens=4, eos_ids=[], pad_id=0, step=step)
     assert seen == [own] * 3  # measured faster at batch 1 only: more rows keep the model's attention
@@ -292,3 +299,124 @@ def test_chunks_of_steps_give_exactly_max_new_tokens(pair, n):
         want = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=n,
                               min_new_tokens=n, pad_token_id=0, eos_token_id=None)[:, ids.shape[1]:].tolist()
     assert got == want and len(calls) == n
+
+
+def test_compiled_step_options(pair, monkeypatch):
+    """Untuned: Inductor's defaults without torch's CUDA graphs (the loop records chunks itself); tuned: max-autotune,
+    coordinate descent and PDL where this torch has it; one compiled step per setting, kept on the model."""
+    import torch._inductor.config as inductor_config
+
+    model, _ = pair
+    calls = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: calls.append(kw) or (lambda **k: None))
+    model.__dict__.pop(causal_decode._STEPS_ATTR, None)
+    plain, tuned = causal_decode.compiled_step(model), causal_decode.compiled_step(model, tuned=True)
+    assert causal_decode.compiled_step(model) is plain and len(calls) == 2
+    assert calls[0] == {"fullgraph": True, "dynamic": False, "options": {"triton.cudagraphs": False}}
+    want = {"max_autotune": True, "coordinate_descent_tuning": True, "triton.cudagraphs": False}
+    if hasattr(inductor_config.triton, "enable_pdl"):
+        want["triton.enable_pdl"] = True
+    assert calls[1]["options"] == want and tuned.attn_implementation == "eager" and plain.attn_implementation is None
+    model.__dict__.pop(causal_decode._STEPS_ATTR, None)
+
+
+class _FakeGraph:
+    """Stands in for torch.cuda.CUDAGraph: counts recordings and replays, and replays by running the chunk."""
+    recorded: list = []
+
+    def __init__(self):
+        self.body = None
+
+    def replay(self):
+        _FakeGraph.replays += 1
+        self.body()
+
+
+@pytest.fixture
+def fake_cuda_graphs(monkeypatch):
+    """torch.cuda's stream and graph API replaced by CPU stand-ins, so the recording logic runs on a CPU: a
+    "recording" runs nothing and remembers the chunk's arguments, a replay runs the chunk."""
+    import contextlib
+
+    _FakeGraph.recorded, _FakeGraph.replays = [], 0
+    state = {}
+
+    class Recording:
+        def __init__(self, graph, pool=None, capture_error_mode="global"):
+            self.graph = graph
+
+        def __enter__(self):
+            state["graph"] = self.graph
+            return self
+
+        def __exit__(self, *exc):
+            state.pop("graph")
+            return False
+
+    real_chunk = causal_decode._Decoding.chunk
+
+    def chunk(self, step, pad_id, n):
+        if "graph" in state:  # recording: remember, run nothing
+            state["graph"].body = lambda: real_chunk(self, step, pad_id, n)
+            _FakeGraph.recorded.append(n)
+            if state.get("fail"):
+                raise RuntimeError("operation not permitted when stream is capturing")
+            return
+        real_chunk(self, step, pad_id, n)
+
+    class Stream:
+        def wait_stream(self, other):
+            pass
+
+    monkeypatch.setattr(causal_decode._Decoding, "chunk", chunk)
+    monkeypatch.setattr(torch.cuda, "Stream", Stream)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda *a: Stream())
+    monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "graph", Recording)
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", _FakeGraph)
+    monkeypatch.setattr(torch.cuda, "graph_pool_handle", lambda: object())
+    return state
+
+
+def test_recorded_chunks_are_replayed_and_recorded_again_when_what_they_read_changes(pair, fake_cuda_graphs):
+    """With the recording logic run on a CPU (torch.cuda's graph API faked): the first call records one graph per
+    chunk length and later calls replay them, with the eager step's tokens; a new pad id, EOS list, step or moved
+    weights record again; a failed recording raises GraphRecordingError and keeps no graph."""
+    model, tok = pair
+    ids, mask = _batch(tok, PROMPTS)
+    step = causal_decode.greedy_step(model)
+    want = decode_static(model, ids, mask, max_new_tokens=20, eos_ids=[], pad_id=0)
+    state = next(iter(model.__dict__[causal_decode._CACHES_ATTR].values()))  # the one kept: the calls reuse it
+
+    def run(**kw):
+        args = {"max_new_tokens": 20, "eos_ids": [], "pad_id": 0, "step": step} | kw
+        return causal_decode._decode(model, ids, mask, args["max_new_tokens"], args["eos_ids"], args["pad_id"],
+                                     args["step"], True, causal_decode.CACHE_BUCKET, None)
+    with torch.inference_mode():
+        # 19 steps: 8 (run, then recorded), 8 (replayed), 3 (run, then recorded)
+        assert run() == want and _FakeGraph.recorded == [8, 3] and _FakeGraph.replays == 1
+        assert run() == want and _FakeGraph.recorded == [8, 3] and _FakeGraph.replays == 4
+        run(pad_id=1)
+        run(eos_ids=[5])
+        run(step=causal_decode.greedy_step(model))
+        assert _FakeGraph.recorded == [8, 3] * 4
+        p = next(model.parameters())
+        p.data = p.data.clone()  # moved (same values): recorded again
+        assert run() == want and _FakeGraph.recorded == [8, 3] * 5
+        fake_cuda_graphs["fail"] = True
+        state.drop_graphs()
+        with pytest.raises(causal_decode.GraphRecordingError, match="falls back"):
+            run()
+        assert state.graphs == {}
+
+
+def test_sliding_window_caches_keep_generate(monkeypatch):
+    """A sliding-window static cache keeps host-side counters that a recorded graph would freeze: such models keep
+    transformers' generate."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    cfg = MistralConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                        num_key_value_heads=1, vocab_size=64, sliding_window=8)
+    model = MistralForCausalLM(cfg)
+    monkeypatch.setattr(causal_decode, "input_device", lambda m: torch.device("cuda"))
+    assert "sliding-window" in graph_loop_unavailable(model)
