@@ -35,7 +35,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(Path(__file__).resolve().parent)]
-from lm_gpu import (DEVICE, build, decode_bound, peak, random_ids, set_shape, sync, timed,  # noqa: E402
+from lm_gpu import (DEVICE, build, decode_batches, peak, random_ids, set_shape, sync, timed,  # noqa: E402
                     weight_bytes_read)
 
 from harness.models import causal_decode  # noqa: E402
@@ -141,11 +141,7 @@ def main() -> None:
             out[f"width_{width}"] = {"eager_ms": prefill_ms(model, ids, torch.ones_like(ids), n_new),
                                      "compiled_ms": comp, "first_calls_s": time.perf_counter() - t0}
         print("compiled_prefill", json.dumps(out), flush=True)
-    for bs in a.batch:
-        ids = random_ids(model, bs, p)
-        mask = torch.ones_like(ids)
-        bound = decode_bound(model, res["peak"]["copy_bytes_per_s"], bs, p, n_new)
-        rec = res[f"b{bs}"] = {"bound_tok_s": bound}
+    for bs, ids, mask, bound, rec in decode_batches(model, res, a.batch, p, n_new):
         ref = None
         for name in a.variants.split(","):
             try:

@@ -39,7 +39,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from lm_gpu import (DEVICE, build, decode_bound, peak, random_ids, set_shape, sync, timed,  # noqa: E402
+from lm_gpu import (DEVICE, build, decode_batches, peak, set_shape, sync, timed,  # noqa: E402
                     weight_bytes_read)
 
 
@@ -135,11 +135,7 @@ def main() -> None:
     model, _ = build(a.tiny)
     n_new, p = (8, 10) if a.tiny else (128, 100)
     res["weight_bytes_read"] = weight_bytes_read(model)
-    for bs in a.batch:
-        ids = random_ids(model, bs, p)
-        mask = torch.ones_like(ids)
-        bound = decode_bound(model, res["peak"]["copy_bytes_per_s"], bs, p, n_new)
-        rec = res[f"b{bs}"] = {"bound_tok_s": bound}
+    for bs, ids, mask, bound, rec in decode_batches(model, res, a.batch, p, n_new):
         ref = None
         for name in a.variants.split(","):
             try:

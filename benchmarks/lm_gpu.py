@@ -147,6 +147,17 @@ def random_ids(model, rows: int, width: int, seed: int = 1) -> torch.Tensor:
     return torch.randint(4, model.config.vocab_size, (rows, width), generator=g).to(DEVICE)
 
 
+def decode_batches(model, res: dict, batches: list[int], prompt: int, new: int):
+    """For each batch size: ``(rows, ids, mask, bound, record)``: random prompt ids ``(rows, prompt)`` and their
+    all-ones mask, the decoding bound (:func:`decode_bound` at ``res["peak"]``'s copy bandwidth) and the dict stored
+    as ``res[f"b{rows}"]`` for that size's results."""
+    for rows in batches:
+        ids = random_ids(model, rows, prompt)
+        bound = decode_bound(model, res["peak"]["copy_bytes_per_s"], rows, prompt, new)
+        res[f"b{rows}"] = {"bound_tok_s": bound}
+        yield rows, ids, torch.ones_like(ids), bound, res[f"b{rows}"]
+
+
 def build(tiny: bool):
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
