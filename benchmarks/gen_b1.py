@@ -1,23 +1,28 @@
 """Greedy decoding through :func:`harness.models.causal_decode.decode_static`, one CUDA graph per step against one
 per chunk of steps (issue 20). One process, one JSON.
 
-Variants (``--variants``), each on transformers' model and ``StaticCache``, the prompt's forward eager:
+Variants (``--variants``), each on transformers' model and ``StaticCache``:
 
 * ``trees``/``trees_tuned``: the step compiled with torch's own CUDA graphs, one graph replayed per token
-  (``compiled_step(model, tuned, cudagraphs=True)``, ``graph=False``; the harness's loop until 2026-12-01);
-* ``graph``/``graph_tuned``: the step compiled without CUDA graphs and a chunk of ``CHECK_EVERY`` steps recorded
-  as one CUDA graph by the loop (``cudagraphs=False``, ``graph=True``): the harness's loop now. ``graph_tuned`` is
-  the harness's tuned step, which also takes programmatic dependent launch and, at batch 1, eager attention;
+  (``compiled_step(model, tuned, cudagraphs=True)``, ``graph=False``; the harness's loop until 2026-12-01; the
+  prompt's forward eager);
+* ``graph``/``graph_tuned``: the step compiled without CUDA graphs and a chunk of ``CHECK_EVERY`` steps recorded as
+  one CUDA graph by the loop (``cudagraphs=False``, ``graph=True``; the prompt's forward padded to a multiple of 32
+  tokens and recorded as one CUDA graph too): the harness's loop now. ``graph_tuned`` is the harness's tuned step,
+  which also takes programmatic dependent launch and, at batch 1, eager attention;
 * suffixes, each a fresh compilation of the step outside the harness's settings: ``_eagerattn`` sets the model's
   attention to transformers' eager attention (plain matmul/softmax ops, which Inductor fuses) instead of SDPA, for
   the prompt's forward too; ``_pdl`` adds Inductor's programmatic dependent launch (``triton.enable_pdl``);
-  ``_fused`` moves the step's input-buffer updates into the compiled step.
+  ``_fused`` moves the step's input-buffer updates into the compiled step; ``_eagerprompt`` keeps the prompt's
+  forward eager and unpadded (as the loop ran it before the runs of 2026-12-01c).
 
 For each batch size (``--batch``): tokens/s over 128 new tokens after 100-token prompts (median of ``--repeats``
-calls after two warm-up calls, whose time is the compilation and recording), the prompt's forward alone (eager,
-CUDA events; the rest is the decoding steps), the share of the bandwidth bound (weights read plus KV bytes per step
-over the measured copy bandwidth, as benchmarks/lm_gpu.py) for the whole call and for the decoding steps, and
-whether the tokens equal the first variant's (bf16: kernels may round differently; reported, not asserted).
+calls after two warm-up calls, whose time is the compilation and recording), the prompt's forward alone (a replay of
+its recording where the variant records it, else eager; wall time, device synchronised; the rest is the decoding
+steps), the share of the bandwidth bound (weights read plus KV bytes per step over the measured copy bandwidth, as
+benchmarks/lm_gpu.py) for the whole call and for the decoding steps, and whether the tokens equal the first
+variant's (bf16: kernels may round differently; reported, not asserted), and the CUDA graphs recorded over all calls
+(a chunk length or a prompt width records once).
 
     python benchmarks/gen_b1.py --shape llama32 --out /tmp/gen_b1.json [--tiny]
 """
@@ -67,6 +72,17 @@ def fused_chunk(self, step, pad_id: int, n: int) -> None:
 
 
 PLAIN_CHUNK = causal_decode._Decoding.chunk
+RECORDINGS: list = []  # one entry per CUDA graph recorded (all variants: cleared before each)
+_capture = causal_decode._Decoding._capture
+
+
+def _counted_capture(self, work):
+    RECORDINGS.append(1)
+    return _capture(self, work)
+
+
+causal_decode._Decoding._capture = _counted_capture
+PROMPT_GRAPH_TOKENS = causal_decode.PROMPT_GRAPH_TOKENS
 
 
 def variant(model, name: str):
@@ -76,6 +92,8 @@ def variant(model, name: str):
     model.__dict__.pop(causal_decode._CACHES_ATTR, None)
     model.set_attn_implementation("eager" if "_eagerattn" in name else "sdpa")
     tuned = "_tuned" in name
+    # _eagerprompt: the prompt's forward eager and unpadded, as before 2026-12-01c (no batch is small enough to record)
+    causal_decode.PROMPT_GRAPH_TOKENS = 0 if "_eagerprompt" in name else PROMPT_GRAPH_TOKENS
     fused = "_fused" in name
     causal_decode._Decoding.chunk = fused_chunk if fused else PLAIN_CHUNK
     trees = name.startswith("trees") and DEVICE == "cuda"
@@ -103,6 +121,26 @@ def prefill_ms(model, ids, mask, n_new: int, step=None) -> float:
         step(cache=state.cache, input_ids=ids, attention_mask=state.full, position_ids=pos,
              cache_position=torch.arange(ids.shape[1], device=ids.device), unfinished=state.unfinished,
              eos=state.eos, pad_id=0)
+        sync()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return sorted(times[2:])[len(times[2:]) // 2]
+
+
+def recorded_prompt_ms(model, ids, n_new: int) -> float | None:
+    """Median milliseconds of a replay of the prompt's forward recorded by ``decode_static(graph=True)`` for this
+    batch (wall time, device synchronised); ``None`` when none was recorded."""
+    rows, width = ids.shape
+    length = causal_decode.cache_length(width, n_new)
+    state = causal_decode._decoding(model, rows, length, ids.device)
+    graph = state.graphs.get(("prompt", causal_decode.prompt_width(rows, width, length - n_new)))
+    if graph is None:
+        return None
+    times = []
+    for _ in range(7):
+        state.reset(state.eos_ids)  # the cache's own position counter back to 0 (transformers >= 5: on the device)
+        sync()
+        t0 = time.perf_counter()
+        graph.replay()
         sync()
         times.append((time.perf_counter() - t0) * 1e3)
     return sorted(times[2:])[len(times[2:]) // 2]
@@ -151,12 +189,15 @@ def main() -> None:
                     return causal_decode.decode_static(model, ids, mask, max_new_tokens=n_new, eos_ids=[], pad_id=0,
                                                        step=step, graph=graph)
                 t0 = time.perf_counter()
+                RECORDINGS.clear()
                 t, toks = timed(call, a.repeats, warmup=2)
-                pre = prefill_ms(model, ids, mask, n_new)
+                pre = recorded_prompt_ms(model, ids, n_new) if graph else None
+                pre = pre if pre is not None else prefill_ms(model, ids, mask, n_new)
                 dec = (t * 1e3 - pre) / (n_new - 1)
                 r = rec[name] = {"tok_s": bs * n_new / t, "of_bound": bs * n_new / t / bound, "call_ms": t * 1e3,
                                  "first_two_calls_s": time.perf_counter() - t0 - a.repeats * t, "prefill_ms": pre,
-                                 "decode_ms_per_step": dec, "decode_of_bound": 1e3 / dec * bs / bound}
+                                 "decode_ms_per_step": dec, "decode_of_bound": 1e3 / dec * bs / bound,
+                                 "recordings": len(RECORDINGS)}
                 toks = torch.tensor(toks)
                 ref = toks if ref is None else ref
                 r["same_tokens_as_first"] = float((toks == ref).all(-1).float().mean())

@@ -4,17 +4,20 @@ transformers' ``generate`` reads one flag from the GPU at every step (``unfinish
 runs its logits processors and input preparation on the host, about 1.2 ms per token on an H200, which leaves a
 1.1B model at 17% of the memory-bandwidth bound at batch 1 (benchmarks/gen_ceiling.py). This loop keeps the tokens
 on the GPU: each step feeds its argmax to the next, and :data:`CHECK_EVERY` steps make a chunk, recorded once as
-one CUDA graph and replayed (one launch per chunk, no Python per step). After each chunk the host copies the
+one CUDA graph and replayed (one launch per chunk, no Python per step); at small batches the prompt's forward is
+recorded too (padded to a multiple of 32 tokens). After each chunk the host copies the
 tokens back asynchronously and looks at the previous chunk's copy, so the GPU always has a chunk queued. The
 model, its attention and its cache are transformers', the compiler torch's; the harness adds the greedy step
 around the model's forward and the loop (the recipe of transformers' "static cache and torch.compile"
 documentation, with the argmax inside the compiled graph and the stop checks moved off the critical path).
 
 Measured (``python benchmarks/lm_gpu.py --sections peak gen``: H200, torch 2.11, transformers 5.17, bf16, 128 new
-tokens after 100-token prompts, 2026-12-01): at batch 1, 493 tokens/s (untuned) and 769 (tuned) for a 1.1B
-TinyLlama-shaped model, 616 and 754 for a 1.24B Llama-3.2-1B-shaped one (36% and 44% of its bandwidth bound), against
-65 and 86 for plain ``generate``; 15,740 tokens/s at batch 64, 3.8x plain ``generate``. The step
-(:func:`greedy_step`) holds the forward, the argmax and the EOS bookkeeping.
+tokens after 100-token prompts): at batch 1, 493 tokens/s (untuned) and 769 (tuned) for a 1.1B TinyLlama-shaped model
+(2026-12-01, before the prompt's forward was recorded); for a 1.24B Llama-3.2-1B-shaped one, with the prompt
+recorded, 643-652 tokens/s untuned (38-39% of its bandwidth bound, three leases) and 609-847 tuned (36-50%: the
+tuned kernels depend on the autotuner's timings at compilation), against 56-92 for plain ``generate``; 15,740
+tokens/s at batch 64, 3.8x plain ``generate``. The step (:func:`greedy_step`) holds the forward, the argmax and the
+EOS bookkeeping.
 
 For the models it applies to (:func:`graph_loop_unavailable`: among others, no logits processing in the
 ``generation_config``), outputs equal ``generate``'s (``do_sample=False``) token for token where the step computes
@@ -27,6 +30,7 @@ the same).
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import logging
 from typing import Callable
@@ -35,17 +39,26 @@ import torch
 
 from harness.models.placement import input_device
 
-__all__ = ["CHECK_EVERY", "CACHE_BUCKET", "GraphRecordingError", "graph_loop_unavailable", "greedy_step",
-           "compiled_step", "decode_static", "cache_length", "mark_failed"]
+__all__ = ["CHECK_EVERY", "CACHE_BUCKET", "PROMPT_BUCKET", "PROMPT_GRAPH_TOKENS", "GraphRecordingError",
+           "graph_loop_unavailable", "greedy_step", "compiled_step", "decode_static", "cache_length", "prompt_width",
+           "mark_failed"]
 
 logger = logging.getLogger(__name__)
 
 CHECK_EVERY = 8  # decoding steps between two looks at the tokens on the host
 CACHE_BUCKET = 256  # the static cache's length is rounded up to a multiple of this (fewer compiled shapes)
+# a recorded prompt forward (decode_static with graph=True) pads the prompt on the left to a multiple of this many
+# tokens (fewer recordings), for batches of at most PROMPT_GRAPH_TOKENS padded tokens; larger ones run eager and
+# unpadded. H200, 1.24B llama shape, 100-token prompts: at batch 1 (128 padded tokens) a replay took 3.2 ms against
+# 16-27 ms eager (the eager forward is launch-bound); at batch 64 (8192 padded tokens) 48 ms against 44 ms (compute-
+# bound: the padding costs more than the launches); benchmarks/results/2026-12-01c-*
+PROMPT_BUCKET, PROMPT_GRAPH_TOKENS = 32, 2048
+_MAX_PROMPTS = 16  # recorded prompt widths kept per static cache (the least recently used one goes)
 # per model, as attributes of the model itself (the compiled call holds the model, so a global dict keyed weakly
 # by the model would keep it alive): {tuned: compiled call} and {(rows, length): StaticCache}
 _STEPS_ATTR, _CACHES_ATTR = "_harness_decode_steps", "_harness_static_caches"
 _FAILED_ATTR = "_harness_decode_failed"  # why the compiled step failed on this model (not tried again)
+_PROMPT_FAILED_ATTR = "_harness_prompt_graph_failed"  # why recording its prompt's forward failed (then eager)
 _MAX_CACHES = 1  # static caches kept per model between calls (as generate keeps one): the memory of one batch
 # generation_config fields whose non-neutral values make generate(do_sample=False) process the logits before its
 # argmax; the loop takes the plain argmax, so such a model keeps generate
@@ -59,7 +72,8 @@ _PROCESSORS = {"repetition_penalty": (None, 1.0), "encoder_repetition_penalty": 
 
 class GraphRecordingError(RuntimeError):
     """Recording a chunk of decoding steps as a CUDA graph failed (the step did something a recording cannot hold,
-    such as a host sync); the caller falls back to ``generate``, as for a compiler error."""
+    such as a host sync); the caller falls back to ``generate``, as for a compiler error. (A prompt's forward that
+    cannot be recorded runs eager instead: :func:`decode_static`.)"""
 
 
 def graph_loop_unavailable(model) -> str | None:
@@ -124,7 +138,8 @@ def greedy_step(model) -> Callable:
         logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                        cache_position=cache_position, logits_to_keep=1, use_cache=True, **{kw: cache}).logits
         nxt = torch.where(unfinished, logits[:, -1].argmax(-1), pad_id)
-        return nxt, unfinished & ~torch.isin(nxt, eos)
+        # a broadcast compare, not torch.isin (whose CUDA kernel may take a sort-based path inside a recorded graph)
+        return nxt, unfinished & ~(nxt[:, None] == eos).any(-1)
     return step
 
 
@@ -139,9 +154,11 @@ def compiled_step(model, tuned: bool = False, cudagraphs: bool = False) -> Calla
     transformers' eager attention in the step (``attn_implementation = "eager"`` on the returned callable:
     :func:`decode_static` switches the model to it while the step runs, and back; Inductor then fuses plain
     matmul/softmax ops instead of calling SDPA's kernel, which at one query is mostly launch latency). On an H200
-    the tuned step is faster at batch 1 (44% of the bandwidth bound against 36% for a Llama-3.2-1B-shaped model;
-    the earlier tuned step was slower at batch 64, the current one was not measured there), with a longer first
-    call; README "Performance" has the numbers.
+    the tuned step was faster at batch 1 for a Llama-3.2-1B-shaped model in three leases of four (44%, 40% and 50%
+    of the bandwidth bound against 36-39% untuned) and slower in one (36% against 38%): untuned runs moved by 1%
+    between leases, tuned ones by 14 points, most likely with the kernels the autotuner picks by timing them at
+    compilation (not established). The earlier tuned step was slower at batch 64; the current one was not measured
+    there. Its first call is longer (19-91 s: longer than untuned, 10-23 s); README "Performance" has the numbers.
 
     ``cudagraphs=False``: what :func:`decode_static` takes with ``graph=True``, which records whole chunks of steps
     as one CUDA graph. ``cudagraphs=True``: torch's own CUDA graphs, one per step (the ``reduce-overhead`` and
@@ -191,6 +208,15 @@ def mark_failed(model, reason: str) -> None:
     model.__dict__.pop(_CACHES_ATTR, None)  # the static cache and recorded graphs: their memory is freed
 
 
+def prompt_width(rows: int, width: int, most: int) -> int | None:
+    """The width a recorded prompt forward pads a ``(rows, width)`` batch to: ``width`` rounded up to a multiple
+    of :data:`PROMPT_BUCKET` (fewer widths, so fewer recordings), at most ``most`` (the cache's room for the
+    prompt) and never below ``width``; ``None`` (the prompt runs eager, unpadded) when the padded batch would
+    exceed :data:`PROMPT_GRAPH_TOKENS` tokens."""
+    padded = max(width, min(-(-width // PROMPT_BUCKET) * PROMPT_BUCKET, most))
+    return padded if padded * rows <= PROMPT_GRAPH_TOKENS else None
+
+
 def cache_length(longest_prompt: int, max_new_tokens: int) -> int:
     """The static cache's length for prompts up to ``longest_prompt`` tokens: the tokens needed rounded up to a
     multiple of :data:`CACHE_BUCKET` (fewer distinct shapes, so fewer compilations)."""
@@ -212,9 +238,11 @@ class _Decoding:
         self.unfinished = torch.ones(rows, dtype=torch.bool, device=device)
         self.out = torch.zeros(rows, CHECK_EVERY, dtype=torch.long, device=device)  # one chunk's tokens
         self.eos, self.eos_ids = torch.tensor([-1], dtype=torch.long, device=device), [-1]
-        self.graphs: dict = {}  # steps per chunk -> its recording (torch.cuda.CUDAGraph), all from one memory pool
+        self.graphs: dict = {}  # steps per chunk, or ("prompt", width) -> its recording (torch.cuda.CUDAGraph), all
+        # from one memory pool
         self.graph_key: tuple | None = None  # what they were recorded with
         self.pool = None
+        self.prompts: dict = {}  # padded prompt width -> (ids, position ids, cache positions): a recording's inputs
 
     def reset(self, eos_ids: list[int]) -> None:
         """Zero the cache for a new batch and take its EOS ids (new ids: a new buffer, so the graphs go)."""
@@ -241,38 +269,105 @@ class _Decoding:
             self.pos.add_(1)
             self.cp.add_(1)
 
+    def prompt(self, step: Callable, pad_id: int, ids: torch.Tensor, pos: torch.Tensor, cp: torch.Tensor) -> None:
+        """The prompt's forward (``ids``/``pos`` ``(rows, width)``, cache positions ``cp`` ``(width,)``) into the
+        cache with ``step``, its greedy token into ``cur`` and the next step's inputs set."""
+        nxt, still = step(cache=self.cache, input_ids=ids, attention_mask=self.full, position_ids=pos,
+                          cache_position=cp, unfinished=self.unfinished, eos=self.eos, pad_id=pad_id)
+        self.cur.copy_(nxt[:, None])
+        self.unfinished.copy_(still)
+        self.pos.copy_(pos[:, -1:] + 1)
+        self.cp.fill_(ids.shape[1])
+
+    def keyed(self, key: tuple) -> None:
+        """Drop the recordings when ``key`` (what they read besides their buffers) differs from theirs."""
+        if self.graph_key != key:
+            self.drop_graphs()
+            self.graph_key = key
+
+    def recorded_prompt(self, step: Callable, pad_id: int, ids: torch.Tensor, pos: torch.Tensor,
+                        key: tuple) -> str | None:
+        """:meth:`prompt` replayed from a CUDA graph (one per prompt width, at most :data:`_MAX_PROMPTS` kept),
+        recorded first when none matches ``key`` (as :meth:`recorded_chunk`; ``key`` also holds the decoding step,
+        so a new step records the prompt again): the eager forward is launch-bound at small batches (16-27 ms for a
+        1.24B model at batch 1 on an H200, against a 3.2 ms replay). The first call at a width runs the forward for
+        real on a side stream, then records it; on a fresh cache (its tensors not yet allocated) the forward runs
+        eager on the current stream and records at the next call. Returns why the recording failed (for lack of
+        memory too: the forward had already run, so its result stands; the recordings of this state are dropped),
+        else ``None``."""
+        self.keyed(key)
+        width = ids.shape[1]
+        bufs = self.prompts.pop(width, None)
+        if bufs is None:
+            bufs = (torch.empty_like(ids), torch.empty_like(pos), torch.arange(width, device=ids.device))
+        self.prompts[width] = bufs  # most recently used last
+        while len(self.prompts) > _MAX_PROMPTS:
+            old = next(iter(self.prompts))
+            self.prompts.pop(old)
+            self.graphs.pop(("prompt", old), None)
+        bufs[0].copy_(ids)
+        bufs[1].copy_(pos)
+        if ("prompt", width) in self.graphs:
+            self.graphs["prompt", width].replay()
+            return None
+        if not all(getattr(layer, "is_initialized", True) for layer in getattr(self.cache, "layers", ())):
+            self.prompt(step, pad_id, *bufs)  # allocates the cache's tensors on this stream, not a side stream
+            return None
+        work = functools.partial(self.prompt, step, pad_id, *bufs)
+        self._warm(work)
+        try:
+            self.graphs["prompt", width] = self._capture(work)
+        except (GraphRecordingError, torch.cuda.OutOfMemoryError) as e:
+            return f"{type(e).__name__}: {e}"
+        return None
+
     def recorded_chunk(self, step: Callable, pad_id: int, n: int, weights: tuple) -> None:
         """:meth:`chunk` replayed from a CUDA graph (one per ``n``), recorded first when none matches ``step``,
         ``pad_id`` and ``weights`` (the addresses of the model's parameters and buffers). A recording is preceded
         by the same chunk run for real on a side stream, which compiles the step and warms its kernels (a
         recording runs nothing, and must not compile)."""
-        key = (step, pad_id, weights)
-        if self.graph_key != key:
-            self.drop_graphs()
-            self.graph_key = key
+        self.keyed((step, pad_id, weights))
         if n in self.graphs:
             self.graphs[n].replay()
             return
+        work = functools.partial(self.chunk, step, pad_id, n)
+        self._warm(work)
+        try:
+            graph = self._capture(work)
+        except GraphRecordingError as e:
+            raise GraphRecordingError(f"recording {n} decoding steps as a CUDA graph failed ({e}); generation falls "
+                                      "back to transformers' generate (--generation-cache dynamic skips the "
+                                      "attempt)") from e
+        self.graphs[n] = graph
+
+    @staticmethod
+    def _warm(work: Callable[[], None]) -> None:
+        """``work`` run for real on a side stream, before it is recorded: this call's work, which also compiles
+        and warms the kernels (a recording runs nothing, and must not compile)."""
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
-            self.chunk(step, pad_id, n)  # this chunk, for real
+            work()
         torch.cuda.current_stream().wait_stream(side)
-        self.pool = self.pool or torch.cuda.graph_pool_handle()  # chunks run one after another: one pool
+
+    def _capture(self, work: Callable[[], None]):
+        """``work`` recorded as a CUDA graph in the shared pool (running nothing), for the next calls. Raises
+        :class:`GraphRecordingError` when the recording fails, or ``torch.cuda.OutOfMemoryError``; either way the
+        recordings of this state are dropped."""
+        # recordings run one after another and none leaves a live tensor in the pool: they share one
+        self.pool = self.pool or torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
         try:
-            # records the next chunk, running nothing; other threads' CUDA calls do not disturb the recording
+            # records, running nothing; other threads' CUDA calls do not disturb the recording
             with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
-                self.chunk(step, pad_id, n)
+                work()
         except torch.cuda.OutOfMemoryError:
             self.drop_graphs()
             raise
         except RuntimeError as e:
             self.drop_graphs()
-            raise GraphRecordingError(f"recording {n} decoding steps as a CUDA graph failed ({e}); generation falls "
-                                      "back to transformers' generate (--generation-cache dynamic skips the "
-                                      "attempt)") from e
-        self.graphs[n] = graph
+            raise GraphRecordingError(str(e)) from e
+        return graph
 
 
 def _decoding(model, rows: int, length: int, device: torch.device) -> _Decoding:
@@ -321,9 +416,13 @@ def decode_static(model, ids: torch.Tensor, mask: torch.Tensor, *, max_new_token
     graph : bool, default=False
         CUDA only: record a chunk of steps as one CUDA graph (at the first call for this shape, step and weights,
         and one more for a last, shorter chunk; ``step`` must not record graphs itself: :func:`compiled_step` with
-        ``cudagraphs=False``) and replay it for every chunk: one launch per :data:`CHECK_EVERY` tokens. The graph
-        reads the weights where they are: writing them in place (a blend) is seen; moving or casting them, a new
-        step, pad id, EOS list, attention implementation or train/eval mode records again.
+        ``cudagraphs=False``) and replay it for every chunk: one launch per :data:`CHECK_EVERY` tokens. For
+        batches of at most :data:`PROMPT_GRAPH_TOKENS` tokens the prompt's forward is recorded too (eager kernels,
+        one graph per width), the batch first left-padded to a multiple of :data:`PROMPT_BUCKET` tokens
+        (:func:`prompt_width`; the padding is masked, as a batch's shorter rows are; in bf16 the kernels for the
+        wider batch may round differently). The graphs read the weights where they are: writing them in place (a
+        blend) is seen; moving or casting them, a new step, pad id, EOS list, attention implementation or
+        train/eval mode records again.
     length : int, default=None
         The static cache's length (>= width + max_new_tokens; one value for every batch of a pass keeps one
         compiled shape); ``None``: :func:`cache_length` of this batch.
@@ -362,29 +461,36 @@ def _decode(model, ids, mask, max_new_tokens, eos_ids, pad_id, step, graph, leng
     dev = ids.device
     state = _decoding(model, rows, length, dev)
     state.reset(eos_ids)
+    # the prompt's forward recorded as a CUDA graph at this padded width, or None: eager, unpadded
+    padded = (prompt_width(rows, width, length - max_new_tokens)
+              if graph and not model.__dict__.get(_PROMPT_FAILED_ATTR) else None)
+    record, padded = padded is not None, padded or width
+    if padded > width:  # more left padding, hidden by the mask as a batch's shorter rows are
+        ids = torch.cat([ids.new_full((rows, padded - width), pad_id), ids], 1)
+        mask = torch.cat([mask.new_zeros((rows, padded - width)), mask], 1)
     state.full.fill_(1)  # later slots are hidden by causality
-    state.full[:, :width] = mask
+    state.full[:, :padded] = mask
     pos = mask.long().cumsum(-1) - 1
     pos.masked_fill_(mask == 0, 1)
-    prefill = greedy_step(model)  # the prompt, eager (one shape per batch width; the step has one shape per pass)
+    prefill = greedy_step(model)  # the prompt's forward, eager (recorded as one CUDA graph per width with graph=True)
     step = step or prefill
     state.unfinished.fill_(True)
-    nxt, still = prefill(cache=state.cache, input_ids=ids, attention_mask=state.full, position_ids=pos,
-                         cache_position=torch.arange(width, device=dev), unfinished=state.unfinished, eos=state.eos,
-                         pad_id=pad_id)
-    state.cur.copy_(nxt[:, None])
-    state.unfinished.copy_(still)
-    state.pos.copy_(pos[:, -1:] + 1)
-    state.cp.fill_(width)
-    toks = torch.empty(rows, max_new_tokens, dtype=torch.long, device=dev)
-    toks[:, 0] = nxt
-    done = 1  # tokens in toks
-    pending = None  # (event, tokens, unfinished) copied after the last chunk, looked at after the next
     attn = getattr(step, "attn_implementation", None) if rows == 1 else None
     # what a recording depends on besides the step and pad id (a replay checks no guard of the compiled step)
-    weights = ((model.training, attn or getattr(model.config, "_attn_implementation", None))
+    weights = ((model.training, attn, getattr(model.config, "_attn_implementation", None))
                + tuple((t.data_ptr(), t.dtype) for t in model.parameters())
                + tuple((t.data_ptr(), t.dtype) for t in model.buffers()) if graph else ())
+    if record:
+        failed = state.recorded_prompt(prefill, pad_id, ids, pos, (step, pad_id, weights))
+        if failed:  # logged once per model; its prompts run eager from now on
+            model.__dict__[_PROMPT_FAILED_ATTR] = failed
+            logger.warning("recording the prompt's forward as a CUDA graph failed (%s); it runs eager", failed)
+    else:
+        state.prompt(prefill, pad_id, ids, pos, torch.arange(padded, device=dev))
+    toks = torch.empty(rows, max_new_tokens, dtype=torch.long, device=dev)
+    toks[:, 0] = state.cur[:, 0]
+    done = 1  # tokens in toks
+    pending = None  # (event, tokens, unfinished) copied after the last chunk, looked at after the next
     # the tuned step's eager attention was measured faster at batch 1 only (slower at 64 untuned: README)
     with _attention(model, attn):
         while done < max_new_tokens:

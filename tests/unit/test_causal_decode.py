@@ -353,22 +353,31 @@ def fake_cuda_graphs(monkeypatch):
             state.pop("graph")
             return False
 
-    real_chunk = causal_decode._Decoding.chunk
+    real_chunk, real_prompt = causal_decode._Decoding.chunk, causal_decode._Decoding.prompt
+
+    def recording(body, name) -> bool:
+        if "graph" not in state:
+            return False
+        state["graph"].body = body  # recording: remember, run nothing
+        _FakeGraph.recorded.append(name)
+        if state.get("fail") in (True, name if isinstance(name, str) else "chunk"):
+            raise RuntimeError("operation not permitted when stream is capturing")
+        return True
 
     def chunk(self, step, pad_id, n):
-        if "graph" in state:  # recording: remember, run nothing
-            state["graph"].body = lambda: real_chunk(self, step, pad_id, n)
-            _FakeGraph.recorded.append(n)
-            if state.get("fail"):
-                raise RuntimeError("operation not permitted when stream is capturing")
-            return
-        real_chunk(self, step, pad_id, n)
+        if not recording(lambda: real_chunk(self, step, pad_id, n), n):
+            real_chunk(self, step, pad_id, n)
+
+    def prompt(self, step, pad_id, ids, pos, cp):
+        if not recording(lambda: real_prompt(self, step, pad_id, ids, pos, cp), f"prompt{ids.shape[1]}"):
+            real_prompt(self, step, pad_id, ids, pos, cp)
 
     class Stream:
         def wait_stream(self, other):
             pass
 
     monkeypatch.setattr(causal_decode._Decoding, "chunk", chunk)
+    monkeypatch.setattr(causal_decode._Decoding, "prompt", prompt)
     monkeypatch.setattr(torch.cuda, "Stream", Stream)
     monkeypatch.setattr(torch.cuda, "current_stream", lambda *a: Stream())
     monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
@@ -379,11 +388,13 @@ def fake_cuda_graphs(monkeypatch):
 
 
 def test_recorded_chunks_are_replayed_and_recorded_again_when_what_they_read_changes(pair, fake_cuda_graphs):
-    """With the recording logic run on a CPU (torch.cuda's graph API faked): the first call records one graph per
-    chunk length and later calls replay them, with the eager step's tokens; a new pad id, EOS list, step or moved
-    weights record again; a failed recording raises GraphRecordingError and keeps no graph."""
+    """With the recording logic run on a CPU (torch.cuda's graph API faked): the first call records the prompt's
+    forward (padded to a multiple of PROMPT_BUCKET tokens) and one graph per chunk length, and later calls replay
+    them, with the eager loop's tokens; a new pad id, EOS list, step or moved weights record again; a failed chunk
+    recording raises GraphRecordingError and keeps no graph."""
     model, tok = pair
     ids, mask = _batch(tok, PROMPTS)
+    assert ids.shape[1] < causal_decode.PROMPT_BUCKET  # padded to 32 when recorded
     step = causal_decode.greedy_step(model)
     want = decode_static(model, ids, mask, max_new_tokens=20, eos_ids=[], pad_id=0)
     state = next(iter(model.__dict__[causal_decode._CACHES_ATTR].values()))  # the one kept: the calls reuse it
@@ -392,22 +403,104 @@ def test_recorded_chunks_are_replayed_and_recorded_again_when_what_they_read_cha
         args = {"max_new_tokens": 20, "eos_ids": [], "pad_id": 0, "step": step} | kw
         return causal_decode._decode(model, ids, mask, args["max_new_tokens"], args["eos_ids"], args["pad_id"],
                                      args["step"], True, causal_decode.CACHE_BUCKET, None)
+    once = ["prompt32", 8, 3]
     with torch.inference_mode():
-        # 19 steps: 8 (run, then recorded), 8 (replayed), 3 (run, then recorded)
-        assert run() == want and _FakeGraph.recorded == [8, 3] and _FakeGraph.replays == 1
-        assert run() == want and _FakeGraph.recorded == [8, 3] and _FakeGraph.replays == 4
+        # the prompt (run, then recorded); 19 steps: 8 (run, then recorded), 8 (replayed), 3 (run, then recorded)
+        assert run() == want and _FakeGraph.recorded == once and _FakeGraph.replays == 1
+        assert run() == want and _FakeGraph.recorded == once and _FakeGraph.replays == 1 + 4
         run(pad_id=1)
         run(eos_ids=[5])
         run(step=causal_decode.greedy_step(model))
-        assert _FakeGraph.recorded == [8, 3] * 4
+        assert _FakeGraph.recorded == once * 4
         p = next(model.parameters())
         p.data = p.data.clone()  # moved (same values): recorded again
-        assert run() == want and _FakeGraph.recorded == [8, 3] * 5
-        fake_cuda_graphs["fail"] = True
+        assert run() == want and _FakeGraph.recorded == once * 5
+        fake_cuda_graphs["fail"] = "chunk"
         state.drop_graphs()
         with pytest.raises(causal_decode.GraphRecordingError, match="falls back"):
             run()
         assert state.graphs == {}
+
+
+def test_a_failed_prompt_recording_leaves_the_prompt_eager_and_the_tokens_right(pair, fake_cuda_graphs, caplog):
+    """A prompt forward that cannot be recorded (e.g. a host sync in the model) is logged once and then runs eager
+    for this model; the chunks are recorded again and the tokens are the eager loop's."""
+    model, tok = pair
+    ids, mask = _batch(tok, PROMPTS)
+    want = decode_static(model, ids, mask, max_new_tokens=12, eos_ids=[], pad_id=0)
+    state = next(iter(model.__dict__[causal_decode._CACHES_ATTR].values()))
+    state.drop_graphs()
+    fake_cuda_graphs["fail"] = "prompt32"
+    try:
+        with torch.inference_mode(), caplog.at_level("WARNING"):
+            for _ in range(3):
+                got = causal_decode._decode(model, ids, mask, 12, [], 0, causal_decode.greedy_step(model), True,
+                                            causal_decode.CACHE_BUCKET, None)
+                assert got == want
+        assert _FakeGraph.recorded.count("prompt32") == 1 and caplog.text.count("runs eager") == 1
+        assert model.__dict__[causal_decode._PROMPT_FAILED_ATTR] and 8 in state.graphs
+        assert ("prompt", 32) not in state.graphs
+    finally:
+        model.__dict__.pop(causal_decode._PROMPT_FAILED_ATTR, None)
+
+
+def _random_batch(model, lengths: list[int], seed: int):
+    """Left-padded ``(ids, mask)`` of random token rows of these lengths."""
+    g = torch.Generator().manual_seed(seed)
+    width = max(lengths)
+    ids = torch.zeros(len(lengths), width, dtype=torch.long)
+    mask = torch.zeros(len(lengths), width, dtype=torch.long)
+    for i, n in enumerate(lengths):
+        ids[i, width - n:] = torch.randint(3, model.config.vocab_size, (n,), generator=g)
+        mask[i, width - n:] = 1
+    return ids, mask
+
+
+def test_recorded_prompts_read_each_batchs_tokens_per_width_within_the_limits(pair, fake_cuda_graphs, monkeypatch):
+    """Batches of new contents at a recorded width replay that width's recording with their own tokens; each
+    padded width records once; a fresh cache runs its first prompt eager (its tensors are allocated then); a batch
+    past PROMPT_GRAPH_TOKENS runs eager, unpadded; at most _MAX_PROMPTS widths are kept (least recently used
+    dropped)."""
+    model, _ = pair
+    monkeypatch.setattr(causal_decode, "_MAX_PROMPTS", 2)
+    monkeypatch.setattr(causal_decode, "PROMPT_BUCKET", 8)  # short prompts (the tiny models' few positions)
+    a, b = _random_batch(model, [6, 2], seed=1), _random_batch(model, [7, 3], seed=2)  # width 8 padded
+    c, d = _random_batch(model, [12, 1], seed=3), _random_batch(model, [20, 9], seed=4)  # 16, 24
+    assert [causal_decode.prompt_width(2, x[0].shape[1], 10**6) for x in (a, b, c, d)] == [8, 8, 16, 24]
+
+    def want(batch):
+        return decode_static(model, *batch, max_new_tokens=10, eos_ids=[], pad_id=0)
+
+    step = causal_decode.greedy_step(model)  # one step: a new one would record again
+
+    def run(batch):
+        return causal_decode._decode(model, *batch, 10, [], 0, step, True, causal_decode.CACHE_BUCKET, None)
+    with torch.inference_mode():
+        wants = {id(x): want(x) for x in (a, b, c, d)}
+        model.__dict__.pop(causal_decode._CACHES_ATTR, None)
+        assert run(a) == wants[id(a)] and _FakeGraph.recorded == [8, 1]  # a fresh cache: the prompt eager
+        for x in (a, b, a, b):  # recorded once, then replayed with each batch's own tokens
+            assert run(x) == wants[id(x)]
+        assert _FakeGraph.recorded.count("prompt8") == 1 and _FakeGraph.replays >= 3
+        state = next(iter(model.__dict__[causal_decode._CACHES_ATTR].values()))
+        for x in (c, c, d, d):  # widths 16 then 24: 8 (least recently used) goes
+            assert run(x) == wants[id(x)]
+        assert [_FakeGraph.recorded.count(f"prompt{w}") for w in (8, 16, 24)] == [1, 1, 1]
+        assert set(state.prompts) == {16, 24} and ("prompt", 8) not in state.graphs
+        monkeypatch.setattr(causal_decode, "PROMPT_GRAPH_TOKENS", 31)
+        n = len(_FakeGraph.recorded)
+        assert run(c) == wants[id(c)] and run(a) == wants[id(a)]  # 2 x 16 > 31: eager; 2 x 8 recorded again
+        assert _FakeGraph.recorded[n:] == ["prompt8"]
+
+
+@pytest.mark.parametrize("rows,width,most,want", [(1, 100, 10**6, 128), (1, 128, 10**6, 128), (1, 100, 110, 110),
+                                                  (4, 1, 10**6, 32), (16, 100, 10**6, 128), (17, 100, 10**6, None),
+                                                  (16, 128, 10**6, 128), (64, 129, 10**6, None),
+                                                  (1, 3000, 10**6, None)])
+def test_prompt_width(rows, width, most, want):
+    """Recorded prompts are padded to a multiple of 32 tokens within the cache's room; a batch past 2048 padded
+    tokens is not recorded (None: it runs eager, unpadded)."""
+    assert causal_decode.prompt_width(rows, width, most) == want
 
 
 def test_sliding_window_caches_keep_generate(monkeypatch):
