@@ -156,8 +156,8 @@ def compiled_step(model, tuned: bool = False, cudagraphs: bool = False) -> Calla
     matmul/softmax ops instead of calling SDPA's kernel, which at one query is mostly launch latency). On an H200
     the tuned step was faster at batch 1 for a Llama-3.2-1B-shaped model in three leases of four (44%, 40% and 50%
     of the bandwidth bound against 36-39% untuned) and slower in one (36% against 38%): untuned runs moved by 1%
-    between leases, tuned ones by 14 points, most likely with the kernels the autotuner picks by timing them at
-    compilation (not established). The earlier tuned step was slower at batch 64; the current one was not measured
+    between leases, tuned ones by 14 points (the slow ones compiled after the untuned step in the same process;
+    compiled alone, 49% and 51%; the cause was not established). The earlier tuned step was slower at batch 64; the current one was not measured
     there. Its first call is longer (19-91 s: longer than untuned, 10-23 s); README "Performance" has the numbers.
 
     ``cudagraphs=False``: what :func:`decode_static` takes with ``graph=True``, which records whole chunks of steps
