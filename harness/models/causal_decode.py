@@ -157,8 +157,9 @@ def compiled_step(model, tuned: bool = False, cudagraphs: bool = False) -> Calla
     the tuned step was faster at batch 1 for a Llama-3.2-1B-shaped model in three leases of four (44%, 40% and 50%
     of the bandwidth bound against 36-39% untuned) and slower in one (36% against 38%): untuned runs moved by 1%
     between leases, tuned ones by 14 points (the slow ones compiled after the untuned step in the same process;
-    compiled alone, 49% and 51%; the cause was not established). The earlier tuned step was slower at batch 64; the current one was not measured
-    there. Its first call is longer (19-91 s: longer than untuned, 10-23 s); README "Performance" has the numbers.
+    compiled alone, 49% and 51%; the cause was not established). The earlier tuned step was slower at batch 64;
+    the current one was not measured there. Its first call is longer (19-91 s: longer than untuned, 10-23 s);
+    README "Performance" has the numbers.
 
     ``cudagraphs=False``: what :func:`decode_static` takes with ``graph=True``, which records whole chunks of steps
     as one CUDA graph. ``cudagraphs=True``: torch's own CUDA graphs, one per step (the ``reduce-overhead`` and
@@ -321,12 +322,12 @@ class _Decoding:
             return f"{type(e).__name__}: {e}"
         return None
 
-    def recorded_chunk(self, step: Callable, pad_id: int, n: int, weights: tuple) -> None:
-        """:meth:`chunk` replayed from a CUDA graph (one per ``n``), recorded first when none matches ``step``,
-        ``pad_id`` and ``weights`` (the addresses of the model's parameters and buffers). A recording is preceded
-        by the same chunk run for real on a side stream, which compiles the step and warms its kernels (a
-        recording runs nothing, and must not compile)."""
-        self.keyed((step, pad_id, weights))
+    def recorded_chunk(self, step: Callable, pad_id: int, n: int, key: tuple) -> None:
+        """:meth:`chunk` replayed from a CUDA graph (one per ``n``), recorded first when none matches ``key``
+        (``step``, ``pad_id`` and what else the graph reads in place: the addresses of the model's parameters and
+        buffers, ...). A recording is preceded by the same chunk run for real on a side stream, which compiles the
+        step and warms its kernels (a recording runs nothing, and must not compile)."""
+        self.keyed(key)
         if n in self.graphs:
             self.graphs[n].replay()
             return
@@ -476,12 +477,12 @@ def _decode(model, ids, mask, max_new_tokens, eos_ids, pad_id, step, graph, leng
     step = step or prefill
     state.unfinished.fill_(True)
     attn = getattr(step, "attn_implementation", None) if rows == 1 else None
-    # what a recording depends on besides the step and pad id (a replay checks no guard of the compiled step)
-    weights = ((model.training, attn, getattr(model.config, "_attn_implementation", None))
-               + tuple((t.data_ptr(), t.dtype) for t in model.parameters())
-               + tuple((t.data_ptr(), t.dtype) for t in model.buffers()) if graph else ())
+    # what a recording depends on (a replay checks no guard of the compiled step)
+    key = ((step, pad_id, model.training, attn, getattr(model.config, "_attn_implementation", None))
+           + tuple((t.data_ptr(), t.dtype) for t in model.parameters())
+           + tuple((t.data_ptr(), t.dtype) for t in model.buffers()) if graph else ())
     if record:
-        failed = state.recorded_prompt(prefill, pad_id, ids, pos, (step, pad_id, weights))
+        failed = state.recorded_prompt(prefill, pad_id, ids, pos, key)
         if failed:  # logged once per model; its prompts run eager from now on
             model.__dict__[_PROMPT_FAILED_ATTR] = failed
             logger.warning("recording the prompt's forward as a CUDA graph failed (%s); it runs eager", failed)
@@ -496,7 +497,7 @@ def _decode(model, ids, mask, max_new_tokens, eos_ids, pad_id, step, graph, leng
         while done < max_new_tokens:
             n = min(CHECK_EVERY, max_new_tokens - done)
             if graph:
-                state.recorded_chunk(step, pad_id, n, weights)
+                state.recorded_chunk(step, pad_id, n, key)
             else:
                 state.chunk(step, pad_id, n)
             toks[:, done:done + n] = state.out[:, :n]

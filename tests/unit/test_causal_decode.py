@@ -447,13 +447,8 @@ def test_a_failed_prompt_recording_leaves_the_prompt_eager_and_the_tokens_right(
 def _random_batch(model, lengths: list[int], seed: int):
     """Left-padded ``(ids, mask)`` of random token rows of these lengths."""
     g = torch.Generator().manual_seed(seed)
-    width = max(lengths)
-    ids = torch.zeros(len(lengths), width, dtype=torch.long)
-    mask = torch.zeros(len(lengths), width, dtype=torch.long)
-    for i, n in enumerate(lengths):
-        ids[i, width - n:] = torch.randint(3, model.config.vocab_size, (n,), generator=g)
-        mask[i, width - n:] = 1
-    return ids, mask
+    return causal_generate._left_pad([torch.randint(3, model.config.vocab_size, (n,), generator=g).tolist()
+                                      for n in lengths], 0)
 
 
 def test_recorded_prompts_read_each_batchs_tokens_per_width_within_the_limits(pair, fake_cuda_graphs, monkeypatch):
