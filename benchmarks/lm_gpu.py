@@ -24,8 +24,8 @@ Sections (each catches its own error into the JSON, so one failure does not lose
   (``--gen-batches``): the harness (``generate_until``) with the static cache (its sync-free loop over its compiled
   greedy step, and the same with ``generation_tuned``: ``max-autotune``, coordinate-descent tuning, programmatic
   dependent launch and eager attention in the step, at ``--gen-tuned-batches`` sizes) and with
-  transformers' dynamic cache (``generate``), the first call's time (compilation), and plain ``model.generate``
-  (batched, dynamic cache; and batch 1 one prompt at a time); the bandwidth bound per step = (weight bytes read + KV
+  transformers' dynamic cache (``generate``), in ``--gen-variants`` order, the first call's time (compilation),
+  and plain ``model.generate`` (batched, dynamic cache; and batch 1 one prompt at a time); the bandwidth bound per step = (weight bytes read + KV
   bytes at the mean sequence length) / measured copy bandwidth, where the weight bytes read are every weight but the
   input embedding table (one row of it is read; a tied lm_head is counted whole);
 * ``lora``: time of an alpha change (:meth:`BlendEngine.apply` on the LoRA-scale path) for rank-16 adapters on
@@ -261,6 +261,11 @@ def lmeval_mc(model, tok, pairs, repeats: int, ours_ll: np.ndarray, ours_s: floa
             "loglik_mean_abs_diff_bf16": float(np.abs(theirs - ours_ll).mean())}
 
 
+# the gen section's harness variants: name -> (generation_cache, generation_tuned)
+GEN_VARIANTS = {"harness_static": ("static", False), "harness_static_tuned": ("static", True),
+                "harness_dynamic": (None, False)}
+
+
 def gen(model, tok, args, bw: float | None) -> dict:
     from harness.models.causal import CausalLMScorer
 
@@ -275,8 +280,8 @@ def gen(model, tok, args, bw: float | None) -> dict:
         batch = prompts[:bs]
         rec: dict = {"bound_tokens_per_s": None if not bw else decode_bound(model, bw, bs, plen, n_new)}
         texts_by = {}
-        for name, cache, tuned in (("harness_static", "static", False), ("harness_static_tuned", "static", True),
-                                   ("harness_dynamic", None, False)):
+        for name in args.gen_variants:
+            cache, tuned = GEN_VARIANTS[name]
             if tuned and args.gen_tuned_batches is not None and bs not in args.gen_tuned_batches:
                 continue
             sc = CausalLMScorer(model, tok, batch_size=bs, generation_cache=cache, generation_tuned=tuned)
@@ -289,8 +294,9 @@ def gen(model, tok, args, bw: float | None) -> dict:
                          "first_call_s": time.perf_counter() - t0 - args.gen_repeats * t}
             texts_by[name] = texts
         # bf16: different kernels may round differently and a random-weight model's argmax flips on near ties
-        rec["same_text_as_dynamic"] = {k: float(np.mean([a == b for a, b in zip(v, texts_by["harness_dynamic"])]))
-                                       for k, v in texts_by.items()}
+        if "harness_dynamic" in texts_by:
+            rec["same_text_as_dynamic"] = {k: float(np.mean([a == b for a, b in zip(v, texts_by["harness_dynamic"])]))
+                                           for k, v in texts_by.items()}
         enc = tok(batch, return_tensors="pt").to(DEVICE)
 
         def plain():
@@ -303,10 +309,11 @@ def gen(model, tok, args, bw: float | None) -> dict:
         if rec["bound_tokens_per_s"]:
             rec["harness_vs_bound"] = best / rec["bound_tokens_per_s"]
         out[f"batch_{bs}"] = rec
-    if {1, 64} <= set(args.gen_batches):
+    untuned = [k for k in ("harness_static", "harness_dynamic") if k in args.gen_variants]
+    if {1, 64} <= set(args.gen_batches) and untuned:
         b1 = out["batch_1"]["plain_generate_batched"]["tokens_per_s"]
         out["batch_64"]["harness_vs_plain_one_at_a_time"] = (
-            max(out["batch_64"][k]["tokens_per_s"] for k in ("harness_static", "harness_dynamic")) / b1)
+            max(out["batch_64"][k]["tokens_per_s"] for k in untuned) / b1)
     return out
 
 
@@ -399,6 +406,10 @@ def main() -> None:
     ap.add_argument("--gen-batches", type=int, nargs="+", default=[1, 64], help="gen section's batch sizes")
     ap.add_argument("--gen-tuned-batches", type=int, nargs="+", default=None,
                     help="batch sizes that also time the tuned step (default: every --gen-batches size)")
+    ap.add_argument("--gen-variants", nargs="+", default=list(GEN_VARIANTS), choices=list(GEN_VARIANTS),
+                    help="the gen section's harness variants, run in this order in one process (default: all three, "
+                         "untuned static first); e.g. harness_static_tuned alone or first, to see whether compiling "
+                         "the untuned step first changes the tuned step's autotuned speed")
     ap.add_argument("--compile-mc", action="store_true",
                     help="also time multiple choice with the decoder layers compiled (a fresh model)")
     args = ap.parse_args()
