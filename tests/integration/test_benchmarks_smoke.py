@@ -75,3 +75,17 @@ def test_gen_ceiling_tiny_reports_the_chains_and_generate_on_cpu(tmp_path):
     # the bound counts the matrices the chain reads (norm weights besides): the two byte counts agree within 2%
     read, chain = data["generate"]["bytes_read_per_step"], data["gemv"]["weight_bytes"]
     assert chain <= read <= 1.02 * chain
+
+
+@pytest.mark.benchmark
+def test_bench_bootstrap_agrees_with_explicit_resampling(tmp_path):
+    """benchmarks/bench_bootstrap.py on a small case: both sides' distributions and intervals agree."""
+    out = tmp_path / "bb.json"
+    res = subprocess.run([sys.executable, "benchmarks/bench_bootstrap.py", "--n", "500", "--resamples", "100",
+                          "--loop-resamples", "20", "--repeats", "1", "--cluster-size", "3", "--out", str(out)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert res.returncode == 0, res.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["max_abs_difference"] < 1e-9 and data["explicit_loop_measured"]["resamples"] == 20
+    assert data["vectorised_s"] > 0 and data["speedup"] > 0
