@@ -77,7 +77,7 @@ def _common(p: argparse.ArgumentParser, command: str | None = None) -> None:
         _add_settings(p, command)
     g = p.add_argument_group("output")
     g.add_argument("--debug", action="store_true", help="show tracebacks")
-    g.add_argument("--quiet", action="store_true", help="print only errors and the final line")
+    g.add_argument("--quiet", action="store_true", help="print only errors, a count of the run's notes, and the final line")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -194,6 +194,16 @@ def _print_table(summary, quiet: bool) -> None:
     print(df[cols].to_string(index=False))
 
 
+def _print_hidden_notes(summary, quiet: bool) -> None:
+    """Under ``--quiet`` the run notes (truncations, capped rows, overflowed outputs...) are logged as warnings
+    and hidden; one line on stderr still counts them, so none goes unnoticed (they are in summary.json's
+    ``notes`` and the report)."""
+    if quiet and summary.notes:
+        n = len(summary.notes)
+        print(f"{n} run note{'s' if n > 1 else ''} hidden by --quiet (summary.json 'notes', and the report; "
+              "rerun without --quiet to see them)", file=sys.stderr)
+
+
 def _print_curve(summary, quiet: bool) -> None:
     """Sweep table: one row per point, the selection metric on every suite/split (test splits last)."""
     if quiet:
@@ -271,6 +281,7 @@ def _cmd_eval(a) -> int:
     opts = _settings(a, "eval")
     res = evaluate_model(a.model, a.suites, out=a.out, options=opts, argv=sys.argv, base=a.base)
     _print_table(res.summary, a.quiet)
+    _print_hidden_notes(res.summary, a.quiet)
     print(run_dir_line(res.run_dir, use_store=opts.use_store, model_kind=res.model_kind, report=opts.report))
     return EXIT_OK
 
@@ -299,6 +310,7 @@ def _cmd_sweep(a) -> int:
                               baseline=paths.get("baseline"), junit=paths.get("junit"), out=paths.get("out"),
                               argv=sys.argv)
     _print_curve(res.summary, a.quiet)
+    _print_hidden_notes(res.summary, a.quiet)
     sel = res.summary.selection
     print(f"chosen alpha: {sel.chosen_alpha:g} ({sel.policy}, selected on {', '.join(sel.selected_on)})")
     print(run_dir_line(res.run_dir, run_file=True, use_store=opts.use_store, model_kind=res.model_kind,

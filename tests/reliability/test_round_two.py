@@ -261,6 +261,14 @@ def test_6_alpha_rewrites_are_noted_and_recorded(m, s, tmp_path, capsys, caplog)
         assert any(needle in n for n in notes), needle
         assert needle in err
     assert sorted(p["alpha"] for p in _summary(out)["points"]) == [0.0, 0.2, 0.5, 1.0]
+    assert "hidden by --quiet" not in capsys.readouterr().err
+    # --quiet hides the notes' log lines (WARNING < ERROR); one stderr line still counts them
+    assert main(["sweep", "--base", str(m["base"]), "--adapted", str(m["copy"]), "--suite", str(s["id"]),
+                 "--alphas", "0.5,0.2,0.5,0.50000001", "--select", "id-only", "--out", str(tmp_path / "q"), *FAST,
+                 "--quiet"]) == 0
+    printed = capsys.readouterr()
+    assert f"{len(notes)} run notes hidden by --quiet (summary.json 'notes'" in printed.err
+    assert "per point" not in printed.out and "chosen alpha: 0" in printed.out
     assert main(["sweep", "--base", str(m["base"]), "--adapted", str(m["copy"]), "--suite", str(s["id"]),
                  "--alphas", "", "--out", str(tmp_path / "empty"), *FAST]) == 2
     assert "list of alphas is empty" in capsys.readouterr().err
