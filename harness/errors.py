@@ -27,6 +27,8 @@ __all__ = [
     "OutputError",
     "format_error",
     "unknown_name",
+    "edit_distance",
+    "likely_typo",
 ]
 
 
@@ -137,3 +139,55 @@ def unknown_name(kind: str, name: str, available: Iterable[str]) -> str:
     hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
     return format_error(f"unknown {kind} {name!r}", expected=f"one of {', '.join(names)}",
                         got=name, fix=f"{hint}use one of the available names")
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Optimal-string-alignment distance between two strings: insertions, deletions, substitutions and swaps of
+    two adjacent characters, each costing 1 (Damerau 1964, the four errors behind most typing mistakes).
+
+    Parameters
+    ----------
+    a, b : str
+
+    Returns
+    -------
+    int
+        ``0`` for equal strings, at most ``max(len(a), len(b))``.
+    """
+    prev2: list[int] = []
+    prev = list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        cur = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            cost = a[i - 1] != b[j - 1]
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                cur[j] = min(cur[j], prev2[j - 2] + 1)
+        prev2, prev = prev, cur
+    return prev[-1]
+
+
+def likely_typo(name: str, candidates: Iterable[str]) -> str | None:
+    """The candidate ``name`` is most likely a mistyping of, or ``None``: the nearest by :func:`edit_distance`
+    (case ignored) among those within 1 edit for names of up to 7 characters, 2 up to 15 and 3 beyond. Unlike
+    ``difflib``'s similarity ratio, a long shared prefix does not make two names close: ``vader-amazon`` is no typo
+    of ``vader-movies`` (6 edits), ``vader-twets`` is one of ``vader-tweets`` (1).
+
+    Parameters
+    ----------
+    name : str
+        The name that matched nothing.
+    candidates : iterable of str
+        The names it may have meant (ties go to the first given).
+
+    Returns
+    -------
+    str or None
+    """
+    limit = min(3, 1 + len(name) // 8)
+    best, best_d = None, limit + 1
+    for c in candidates:
+        d = edit_distance(name.lower(), c.lower())
+        if 0 < d < best_d or (d == 0 and c != name and best_d > 0):
+            best, best_d = c, d
+    return best

@@ -7,13 +7,13 @@ problem raises :class:`RuleFailure` with the reason the rule's outcome reports.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from harness.errors import likely_typo
 from harness.metrics.base import n_non_finite
 from harness.metrics.registry import examples_right, point_value
 from harness.rundir import predictions_for, read_predictions, read_summary
@@ -91,8 +91,8 @@ def checked_side(run: RunView | None, point: str | None, problem: str, suite: st
     suites = s.results.get(point, {})
     if suite not in suites:
         run_suites = ", ".join(f"{n} ({getattr(i.role, 'value', i.role)})" for n, i in sorted(s.suites.items()))
-        close = difflib.get_close_matches(suite, sorted(s.suites), n=1, cutoff=0.6)
-        typo = f"typo? the closest suite of the run is {close[0]!r}; " if close else ""
+        close = likely_typo(suite, sorted(s.suites))
+        typo = f"typo? the closest suite of the run is {close!r}; " if close else ""
         raise RuleFailure(f"missing suite: {where} has no results for suite {suite!r} (has: {sorted(suites)}); "
                            f"fix: {typo}edit the policy's suites: (or this rule's suites:) to the run's suite names: "
                            f"{run_suites}; or rerun with {suite!r} among --suite")

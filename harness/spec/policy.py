@@ -27,7 +27,6 @@ or ``shift`` checks every suite named there (and any other suite of that role in
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Mapping
 from enum import Enum
@@ -35,6 +34,7 @@ from typing import ClassVar, Literal, Union
 
 from pydantic import Field, field_validator, model_validator
 
+from harness.errors import likely_typo
 from harness.spec.schema import BUILTIN_METRICS, Name, Strict
 
 __all__ = ["RuleKind", "Aggregate", "Reference", "Mode", "CandidateChoice", "Rule", "DeclaredSuites", "GatePolicy",
@@ -304,7 +304,7 @@ def policy_suite_notes(policy: GatePolicy, suites: Mapping[str, str]) -> list[tu
     (``suites.id``/``suites.shift`` at its top, or a rule's list) that none of ``suites`` has, with the closest name,
     and each declared suite whose role differs from its declaration. Warnings: a policy may be meant for other
     suites too; but a run of these suites fails the gate on each ("missing suite", wrong role). A name close to a
-    given suite's name (a likely typo) is flagged, and ``harness validate`` treats it as an error.
+    given suite's name (a likely typo: :func:`harness.errors.likely_typo`, a few edits apart) is flagged, and ``harness validate`` treats it as an error.
 
     Parameters
     ----------
@@ -330,9 +330,9 @@ def policy_suite_notes(policy: GatePolicy, suites: Mapping[str, str]) -> list[tu
     for name, places in where.items():
         if name in suites:
             continue
-        close = difflib.get_close_matches(name, list(suites), n=1, cutoff=0.6)
-        typo = f"typo? the closest suite given is {close[0]!r}; " if close else ""
-        out.append((bool(close), f"policy {policy.name!r} names suite {name!r} ({', '.join(places)}) but no suite given has that "
+        close = likely_typo(name, sorted(suites))
+        typo = f"typo? the closest suite given is {close!r}; " if close else ""
+        out.append((close is not None, f"policy {policy.name!r} names suite {name!r} ({', '.join(places)}) but no suite given has that "
                    f"name: {typo}a run of these suites fails the gate with 'missing suite' (suites given: {given}; "
                    f"ignore this if the policy is meant for other suites too)"))
     for role in ("id", "shift"):

@@ -47,3 +47,29 @@ def test_combined_data_problems_are_one_picklable_error_holding_each(tmp_path):
     again = pickle.loads(pickle.dumps(outside))
     assert str(again) == str(outside) and (again.counts, again.ids, again.values, again.unseen, again.where) == (
         outside.counts, outside.ids, outside.values, outside.unseen, outside.where)
+
+
+def test_edit_distance_counts_the_four_typing_errors():
+    from harness.errors import edit_distance
+
+    assert edit_distance("tweets", "tweets") == 0
+    assert edit_distance("twets", "tweets") == 1  # deletion
+    assert edit_distance("tweeets", "tweets") == 1  # insertion
+    assert edit_distance("twaets", "tweets") == 1  # substitution
+    assert edit_distance("twetes", "tweets") == 1  # adjacent swap (plain Levenshtein says 2)
+    assert edit_distance("", "abc") == edit_distance("abc", "") == 3
+    assert edit_distance("kitten", "sitting") == 3
+
+
+def test_likely_typo_ignores_a_shared_prefix_and_scales_with_length():
+    from harness.errors import likely_typo
+
+    suites = ["vader-movies", "vader-tweets", "vader-amazon", "vader-nyt"]
+    assert likely_typo("vader-twets", suites) == "vader-tweets"
+    assert likely_typo("Vader-Tweets", suites) == "vader-tweets"  # case only
+    assert likely_typo("vader-amzon", suites) == "vader-amazon"
+    assert likely_typo("vader-books", suites) is None  # another suite, not a typo
+    assert likely_typo("amazon", ["amazn"]) == "amazn" and likely_typo("amazon", ["amzn"]) is None  # 1 edit to 7
+    assert likely_typo("arc-challenge", ["arc-chalenge"]) == "arc-chalenge"
+    assert likely_typo("arc-challenge", ["arc-chllnge"]) == "arc-chllnge"  # 2 edits, 13 characters
+    assert likely_typo("vader-tweets", ["vader-tweets"]) is None  # the same name is no typo

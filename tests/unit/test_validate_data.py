@@ -5,6 +5,7 @@ some classes (item 8)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -335,3 +336,14 @@ def test_a_policy_given_with_suites_is_checked_against_their_names(tmp_path, cap
     assert rc == 0 and "2 valid, 0 invalid" in out and "WARN" in err and "names suite 'elsewhere'" in err
     rc, out, err = _validate(capsys, "--no-data", policy)
     assert rc == 0 and "WARN" not in err
+
+
+def test_the_demo_policy_with_two_of_its_four_suites_warns_without_failing(capsys):
+    """New-user trial (2026-12-01): ``validate suites/policies/demo.yaml`` with the movies and tweets suites exited 2,
+    calling vader-amazon a typo of vader-movies and vader-nyt one of vader-tweets (difflib's ratio counted the
+    shared ``vader-`` prefix); they are other suites, so each is a warning."""
+    root = Path(__file__).resolve().parents[2] / "suites"
+    rc, out, err = _validate(capsys, "--no-data", root / "policies" / "demo.yaml", root / "vader-movies.yaml",
+                             root / "vader-tweets.yaml")
+    assert rc == 0 and "FAIL" not in err and "typo?" not in err, err
+    assert "WARN" in err and "names suite 'vader-amazon'" in err and "names suite 'vader-nyt'" in err
