@@ -94,7 +94,12 @@ def adapter_config(path: Path) -> dict[str, Any]:
 
 
 def _check_all_applied(peft_model: Any, path: Path) -> None:
-    """Every tensor in the adapter file must correspond to a tensor peft expects (strict load)."""
+    """Every tensor in the adapter file must correspond to a tensor peft expects (strict load).
+
+    The input and output embedding matrices are accepted but not required: peft saves them when an adapter
+    resizes the vocabulary or targets an embedding layer. peft's own default (``save_embedding_layers="auto"``)
+    decides that by fetching the base model's config.json from the Hugging Face Hub when the adapter's recorded
+    base is no local folder, a network call (and a warning offline) that loading a local adapter must not make."""
     from peft.utils import get_peft_model_state_dict  # heavy: only for adapters
 
     files = weight_files(path, allow_pickle=False)
@@ -103,12 +108,13 @@ def _check_all_applied(peft_model: Any, path: Path) -> None:
         check_safetensors(f)
         with safe_open(str(f), framework="pt") as fh:
             stored |= set(fh.keys())
-    expected = set(get_peft_model_state_dict(peft_model).keys())
+    expected = set(get_peft_model_state_dict(peft_model, save_embedding_layers=False))
+    optional = set(get_peft_model_state_dict(peft_model, save_embedding_layers=True)) - expected
 
     def norm(k: str) -> str:
         return k.replace(".default", "")
 
-    unmatched = sorted({norm(k) for k in stored} - {norm(k) for k in expected})
+    unmatched = sorted({norm(k) for k in stored} - {norm(k) for k in expected | optional})
     missing = sorted({norm(k) for k in expected} - {norm(k) for k in stored})
     if unmatched:
         raise ModelError(format_error("adapter tensors match no module of the base model", where=str(path),

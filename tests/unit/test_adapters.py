@@ -241,6 +241,31 @@ def test_recorded_base_checks(base, adapters, tmp_path, caplog):
     assert "cannot be checked" in caplog.text
 
 
+def test_loading_an_adapter_makes_no_hub_lookup_and_accepts_saved_embeddings(base, base_dir, adapters, tmp_path,
+                                                                               monkeypatch):
+    """New-user trial (2026-12-01): the strict key check called peft's ``get_peft_model_state_dict`` with its
+    default ``save_embedding_layers="auto"``, which asks the Hugging Face Hub for the recorded base's config.json
+    (a network call, and a warning offline). Now no lookup happens, and an adapter saved with its embedding
+    matrices (as peft does for a resized vocabulary) still loads: they are accepted, not required."""
+    import peft.utils.save_and_load as sl
+    from peft import PeftModel
+    from transformers import BertForSequenceClassification
+
+    calls = []
+    monkeypatch.setattr(sl, "check_file_exists_on_hf_hub", lambda *a, **k: calls.append(a))
+    load_adapted(base, _record_base(adapters["lora"], tmp_path / "hub", "org/some-other-model"))
+    assert calls == []
+    pm = PeftModel.from_pretrained(BertForSequenceClassification.from_pretrained(str(base_dir)), str(adapters["lora"]))
+    pm.save_pretrained(str(tmp_path / "emb"), save_embedding_layers=True)
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "emb" / "adapter_model.safetensors"), framework="pt") as fh:
+        assert any("word_embeddings" in k for k in fh.keys())
+    adp = load_adapted(base, tmp_path / "emb")
+    plain = load_adapted(base, adapters["lora"])
+    assert all(torch.equal(adp.state_dict[k], plain.state_dict[k]) for k in plain.state_dict)
+
+
 # ------------------------------------------------------------------------------------------ full models --
 
 def test_full_checkpoint_loads_its_own_weights(base, tiny_pair):
