@@ -77,7 +77,8 @@ def _common(p: argparse.ArgumentParser, command: str | None = None) -> None:
         _add_settings(p, command)
     g = p.add_argument_group("output")
     g.add_argument("--debug", action="store_true", help="show tracebacks")
-    g.add_argument("--quiet", action="store_true", help="print only errors, a count of the run's notes, and the final line")
+    g.add_argument("--quiet", action="store_true",
+                   help="print only errors, a count of the run's notes, and the closing lines (run directory, report)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -168,7 +168,9 @@ def stability_warning(chosen: float, p_selected: Mapping[float, float], same: li
             "alphas " + ", ".join(fmt_g(a) for a in others) + " are"
         text += f"; {alphas} not distinguishable from it (paired {level:.0%} intervals)"
     if pick != chosen:
-        text += f"; by the stated rule the pick would be alpha {fmt_g(pick)} ({p_selected[pick]:.0%})"
+        text += (f"; alpha {fmt_g(pick)} is the one picked most often under resampling ({p_selected[pick]:.0%}) "
+                 "among those not distinguishable from it (the chosen alpha stays; the report's \"Selection "
+                 "honesty\" section has the rates)")
     return text
 
 
