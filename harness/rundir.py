@@ -38,12 +38,16 @@ from harness.summary import Summary
 
 __all__ = ["SUMMARY", "MANIFEST", "PER_ALPHA", "PREDICTIONS", "VERDICT", "write_summary", "read_summary",
            "write_predictions", "read_predictions", "per_alpha_frame", "write_per_alpha", "write_manifest",
-           "read_manifest", "write_verdict", "read_verdict", "predictions_for", "write_run", "swap_dir",
+           "read_manifest", "write_verdict", "read_verdict", "predictions_for", "write_run", "swap_dir", "check_out_dir",
+           "RUN_ENTRIES",
            "OUT_RUN_HELP", "run_dir_line"]
 
 log = logging.getLogger(__name__)
 SUMMARY, MANIFEST, PER_ALPHA, PREDICTIONS, VERDICT = (
     "summary.json", "manifest.json", "per_alpha.csv", "predictions.parquet", "verdict.json")
+# everything a run directory can hold: the run's files, the gate's (verdict.json, junit.xml) and the report's
+RUN_ENTRIES = frozenset({SUMMARY, MANIFEST, PER_ALPHA, PREDICTIONS, VERDICT, "junit.xml", "report.md", "report.html",
+                         "figures"})
 
 
 OUT_RUN_HELP = ("run directory to write (summary.json, predictions, manifest, report); without it the results are "
@@ -266,6 +270,36 @@ def read_verdict(run_dir: str | Path) -> dict[str, Any] | None:
     return verdict
 
 
+def check_out_dir(out: str | Path, flag: str = "--out") -> None:
+    """Refuse an output folder whose content a run would destroy: a run directory replaces ``out`` as a whole, so
+    ``out`` must be new, empty, or an earlier run directory (nothing in it but :data:`RUN_ENTRIES`). Called before
+    any work (a mistyped ``--out ~/project`` must not cost a sweep, nor delete the project) and again when writing.
+
+    Raises
+    ------
+    OutputError
+        If ``out`` is a file, or a folder holding anything a run directory does not (the first few are named).
+    """
+    p = Path(out)
+    if not p.exists():
+        return
+    if not p.is_dir():
+        raise OutputError(format_error(f"{flag} names a file, not a folder", where=str(p),
+                                       fix="choose a folder for the run directory"))
+    try:
+        other = sorted(e.name for e in p.iterdir() if e.name not in RUN_ENTRIES)
+    except OSError as e:
+        raise OutputError(format_error(f"{flag} cannot be read", where=str(p), got=e.strerror,
+                                       fix="choose a readable folder")) from e
+    if other:
+        raise OutputError(format_error(
+            f"{flag} names a folder that is not a harness run directory: writing the run would replace it and "
+            "delete what it holds", where=str(p), expected=f"a new or empty folder, or an earlier run directory "
+            f"(only {', '.join(sorted(RUN_ENTRIES))})", got=f"{len(other)} other entr{'y' if len(other) == 1 else 'ies'}"
+            f": {', '.join(other[:5])}{', ...' if len(other) > 5 else ''}",
+            fix=f"choose another {flag} folder (e.g. a new subfolder), or move those entries out"))
+
+
 def write_run(out: str | Path, summary: Summary, predictions: list[Predictions], manifest: dict[str, Any]) -> Path:
     """Write a complete run directory atomically: everything goes to a temporary sibling folder that replaces
     ``out`` only when complete (an existing run at ``out`` is replaced as a whole, never mixed).
@@ -273,12 +307,11 @@ def write_run(out: str | Path, summary: Summary, predictions: list[Predictions],
     Raises
     ------
     OutputError
-        If ``out`` is a file or its parent is not writable.
+        If ``out`` is a file, a folder that is not a run directory (:func:`check_out_dir`), or its parent is not
+        writable.
     """
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise OutputError(format_error("--out names a file, not a folder", where=str(out),
-                                       fix="choose a folder for the run directory"))
+    check_out_dir(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         clean_stale_siblings(out)

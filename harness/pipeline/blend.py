@@ -202,6 +202,28 @@ def _alpha_used(alpha: float) -> float:
     return used
 
 
+def _check_blend_out(out: Path) -> None:
+    """``out`` must be new, empty or an earlier blend (its config.json has ``harness_blend``): the blend replaces
+    it as a whole, so any other folder (a model, a project) is refused rather than deleted."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise OutputError(format_error("--out names a file", where=str(out), fix="choose a folder"))
+    entries = sorted(e.name for e in out.iterdir())
+    if not entries:
+        return
+    try:
+        earlier_blend = "harness_blend" in json.loads((out / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):
+        earlier_blend = False
+    if not earlier_blend:
+        raise OutputError(format_error(
+            "--out names a folder that is not an earlier blend: writing the blend would replace it and delete what "
+            "it holds", where=str(out), expected="a new or empty folder, or a folder `harness blend` wrote",
+            got=f"{len(entries)} entries: {', '.join(entries[:5])}{', ...' if len(entries) > 5 else ''}",
+            fix="choose another --out folder (e.g. a new subfolder)"))
+
+
 def blend_checkpoint(base: str | Path, adapted: str | Path, alpha: float, out: str | Path, *, head: str = "shared",
                      options: RunOptions = RunOptions(), max_shard_bytes: int | None = None) -> BlendOutcome:
     """Write the blend at ``alpha`` into ``out`` (atomically: a sibling temporary folder swapped into place) and
@@ -223,8 +245,7 @@ def blend_checkpoint(base: str | Path, adapted: str | Path, alpha: float, out: s
     if head not in HEAD_MODES:
         raise BlendError(format_error("unknown head mode", where="--head", expected=HEAD_MODES, got=head))
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise OutputError(format_error("--out names a file", where=str(out), fix="choose a folder"))
+    _check_blend_out(out)
     adapter = Path(adapted).expanduser().is_dir() and is_adapter_dir(Path(adapted).expanduser())
     if not adapter:
         resolve_model_dir(adapted)  # a missing adapted model fails before anything is read

@@ -15,7 +15,7 @@ from harness.pipeline.common import (LoadedSuites, RunOptions, RunResult, Scorin
 from harness.pipeline.distributed import group_info, join_group, rank_memory
 from harness.pipeline.notes import training_length_notes
 from harness.pipeline.runners import load_live, make_runner, make_scorer, unpacked
-from harness.rundir import write_run
+from harness.rundir import check_out_dir, write_run
 from harness.spec.schema import Suite
 from harness.summary import PointEntry, Summary
 
@@ -56,6 +56,8 @@ def evaluate_model(model: str | Path, suites: list[str | Path] | list[Suite], *,
     """
     check_model_path(model, "model")  # a mistyped path fails before the data is read
     check_model_path(base, "--base")
+    if out is not None:
+        check_out_dir(out)  # an --out holding other files fails before any work, and is never replaced
     started = time.time()
     group, options = join_group(options)  # torchrun / accelerate launch: one rank of a data-parallel run
     try:

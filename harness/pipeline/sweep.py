@@ -20,7 +20,7 @@ from harness.pipeline.common import (LoadedSuites, RunOptions, RunResult, bootst
                                      prepare_splits, run_overlap, stage_timer, suite_infos)
 from harness.pipeline.distributed import group_info, join_group, rank_memory
 from harness.pipeline.evaluator import BlendEvaluator, SweepRequest, point_of
-from harness.rundir import write_run
+from harness.rundir import check_out_dir, write_run
 from harness.spec.load import load_spec
 from harness.spec.schema import Suite
 from harness.summary import PointEntry, Selection as SelectionEntry, Summary
@@ -98,6 +98,8 @@ def run_sweep(request: SweepRequest) -> RunResult:
     check_baseline(request.baseline)
     check_model_path(request.base, "--base")  # a mistyped path fails before the data is read
     check_model_path(request.adapted, "--adapted")
+    if request.out is not None:
+        check_out_dir(request.out)  # an --out holding other files fails before any work, and is never replaced
     check_selectable(load_suites(list(request.suites)))  # and a sweep that cannot select alpha, too
     if request.gate is not None:
         load_spec(request.gate, kind="policy")  # fail on a bad policy before any model is loaded

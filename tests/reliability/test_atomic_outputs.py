@@ -296,3 +296,45 @@ def test_previous_run_moved_aside_by_a_killed_swap_is_restored(previous_run):
     aside.mkdir()
     _age(aside, 3600)
     assert clean_stale_siblings(out) == [aside] and not aside.exists() and tree(out) == snap
+
+
+def _precious(folder: Path) -> dict[str, bytes]:
+    """A folder of someone's own files (not a run directory) and a snapshot of it."""
+    (folder / "src").mkdir(parents=True)
+    (folder / "thesis.tex").write_text("\\section{Results}\n")
+    (folder / "src" / "train.py").write_text("print('mine')\n")
+    return tree(folder)
+
+
+@pytest.mark.parametrize("command", ["eval", "sweep", "blend"])
+def test_an_out_folder_holding_other_files_is_refused_not_replaced(tiny_pair, tiny_suites, tmp_path, capsys,
+                                                                    monkeypatch, command):
+    """New-user trial (2026-12-01): ``--out`` naming an existing folder replaced it whole, so ``--out ~/project``
+    deleted the project after the run. Now such a folder is refused before any work (exit 2) and left intact; a
+    new folder, an empty one and an earlier run directory (or blend) are still written."""
+    import harness.pipeline.evaluate as ev
+    import harness.pipeline.evaluator as evr
+
+    folder = tmp_path / "project"
+    snap = _precious(folder)
+    base, adapted = map(str, tiny_pair)
+    argv = {"eval": ["eval", "--model", base, "--suite", str(tiny_suites[0]), *FAST],
+            "sweep": ["sweep", "--base", base, "--adapted", adapted, "--suite", *map(str, tiny_suites[:2]),
+                      "--alphas", "0,1", *FAST],
+            "blend": ["blend", "--base", base, "--adapted", adapted, "--alpha", "0.5", "--quiet"]}[command]
+
+    def no_model(*a, **k):
+        raise AssertionError("a model was loaded before --out was checked")
+
+    with monkeypatch.context() as m:  # the check comes before any model is loaded
+        m.setattr(ev, "load_live", no_model)
+        m.setattr(evr, "load_live", no_model)
+        assert main([*argv, "--out", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert "--out names a folder that is not" in err and "thesis.tex" in err and "Traceback" not in err, err
+    assert tree(folder) == snap and leftovers(tmp_path) == []
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for out in (tmp_path / "new", empty, tmp_path / "new"):  # the last: replaces the earlier run (or blend)
+        assert main([*argv, "--out", str(out)]) == 0, capsys.readouterr().err
+    assert tree(folder) == snap
