@@ -338,3 +338,22 @@ def test_an_out_folder_holding_other_files_is_refused_not_replaced(tiny_pair, ti
     for out in (tmp_path / "new", empty, tmp_path / "new"):  # the last: replaces the earlier run (or blend)
         assert main([*argv, "--out", str(out)]) == 0, capsys.readouterr().err
     assert tree(folder) == snap
+
+
+def test_a_gated_and_reported_run_directory_can_be_rerun_into(previous_run, tiny_pair, tiny_suites, tmp_path,
+                                                               capsys):
+    """Everything gate and report add to a run directory (verdict.json, junit.xml, report.md/html, figures/) is a
+    run directory's own: the rerun into it is not refused by the --out check."""
+    from harness.rundir import RUN_ENTRIES, check_out_dir
+
+    out, _ = previous_run
+    policy = tmp_path / "floor.yaml"
+    policy.write_text("kind: policy\nname: floor\ncandidate: adapted\nrules:\n"
+                      "  - {name: f, kind: floor, metric: accuracy, suites: id, floor: 0.0, mode: point}\n")
+    assert main(["gate", str(out), "--policy", str(policy), "--quiet"]) == 0
+    assert main(["report", str(out), "--quiet"]) == 0
+    names = {p.name for p in out.iterdir()}
+    assert {"verdict.json", "junit.xml", "report.md", "report.html", "figures"} <= names <= RUN_ENTRIES, names
+    check_out_dir(out)
+    assert main(_eval_argv(tiny_pair, tiny_suites, out)) == 0, capsys.readouterr().err
+    assert not (out / "verdict.json").exists()  # replaced whole: the earlier verdict does not outlive its run
