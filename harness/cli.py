@@ -63,7 +63,7 @@ def _add_settings(p: argparse.ArgumentParser, command: str) -> None:
         text = info.description + ("" if info.default is None or info.annotation is bool
                                    else f" (default: {info.default})")
         if flag.startswith("--no-"):
-            text = f"turn off: {text}"
+            text = f"{text} (on by default; this flag turns it off)"
         if info.annotation is bool:
             g.add_argument(flag, dest=name, action="store_const", const=not flag.startswith("--no-"),
                            default=argparse.SUPPRESS, help=text.replace("%", "%%"))
