@@ -18,6 +18,7 @@ import difflib
 
 import json
 import logging
+import os
 import re
 import shutil
 import tempfile
@@ -270,34 +271,76 @@ def read_verdict(run_dir: str | Path) -> dict[str, Any] | None:
     return verdict
 
 
+# entries a run directory may hold besides RUN_ENTRIES and that a rerun may drop: a file manager's or notebook's
+# leftovers, and the temporary file of an atomic write (harness.io) that a killed gate or report left behind
+_IGNORABLE = re.compile(r"\.DS_Store|Thumbs\.db|desktop\.ini|\.ipynb_checkpoints|\._.*|"
+                        rf"\.({'|'.join(re.escape(n) for n in sorted(RUN_ENTRIES))})\..+\.tmp")
+
+
 def check_out_dir(out: str | Path, flag: str = "--out") -> None:
-    """Refuse an output folder whose content a run would destroy: a run directory replaces ``out`` as a whole, so
-    ``out`` must be new, empty, or an earlier run directory (nothing in it but :data:`RUN_ENTRIES`). Called before
-    any work (a mistyped ``--out ~/project`` must not cost a sweep, nor delete the project) and again when writing.
+    """Refuse an output folder whose content a run would destroy. A run directory replaces ``out`` as a whole, so
+    ``out`` must be new, empty, or an earlier run directory: ``summary.json`` (every run directory has it) and
+    nothing but :data:`RUN_ENTRIES` (``figures`` a folder of ``.png`` files, the others files) and ignorable
+    leftovers (``.DS_Store``, a killed write's ``.<name>.*.tmp``). Called before any work (a mistyped
+    ``--out ~/project`` must neither cost a sweep nor delete the project) and again when writing.
+
+    Parameters
+    ----------
+    out : str or Path
+        The folder the run directory is to be written to.
+    flag : str, default="--out"
+        The option that named it, for the message.
 
     Raises
     ------
     OutputError
-        If ``out`` is a file, or a folder holding anything a run directory does not (the first few are named).
+        If ``out`` is a file, a symbolic link, the current folder or one above it, a folder holding anything else
+        (the first few entries are named), or cannot be read.
     """
-    p = Path(out)
-    if not p.exists():
-        return
-    if not p.is_dir():
-        raise OutputError(format_error(f"{flag} names a file, not a folder", where=str(p),
-                                       fix="choose a folder for the run directory"))
+    p = Path(out).expanduser()
     try:
-        other = sorted(e.name for e in p.iterdir() if e.name not in RUN_ENTRIES)
+        if p.is_symlink():
+            raise OutputError(format_error(f"{flag} is a symbolic link", where=str(p), got=f"a link to {os.readlink(p)}",
+                                           fix=f"pass the folder it points to as {flag}"))
+        if not p.exists():
+            return
+        if not p.is_dir():
+            raise OutputError(format_error(f"{flag} names a file, not a folder", where=str(p),
+                                           fix="choose a folder for the run directory"))
+        if Path.cwd().resolve().is_relative_to(p.resolve()):
+            raise OutputError(format_error(
+                f"{flag} is the folder this command runs in (or one above it): the run directory replaces its "
+                "folder as a whole", where=str(p), got=str(p.resolve()),
+                fix=f"name a subfolder, e.g. {flag} runs/NAME, or run from the parent folder"))
+        entries = sorted(p.iterdir())
+        if not entries:
+            return
+        other = [e.name + ("/" if e.is_dir() else "") for e in entries if not _run_entry(e)]
+        if not other and not (p / SUMMARY).is_file():
+            other = [e.name for e in entries]
     except OSError as e:
-        raise OutputError(format_error(f"{flag} cannot be read", where=str(p), got=e.strerror,
-                                       fix="choose a readable folder")) from e
+        raise OutputError(format_error(f"{flag} cannot be read", where=str(p), got=e.strerror or str(e),
+                                       fix="choose a folder you can read and write")) from e
     if other:
         raise OutputError(format_error(
             f"{flag} names a folder that is not a harness run directory: writing the run would replace it and "
             "delete what it holds", where=str(p), expected=f"a new or empty folder, or an earlier run directory "
-            f"(only {', '.join(sorted(RUN_ENTRIES))})", got=f"{len(other)} other entr{'y' if len(other) == 1 else 'ies'}"
+            f"(summary.json and only {', '.join(sorted(RUN_ENTRIES - {SUMMARY}))})",
+            got=f"{len(other)} other entr{'y' if len(other) == 1 else 'ies'}"
             f": {', '.join(other[:5])}{', ...' if len(other) > 5 else ''}",
-            fix=f"choose another {flag} folder (e.g. a new subfolder), or move those entries out"))
+            fix=f"choose another {flag} folder (e.g. a new subfolder), or move those entries out (a --junit file "
+                "written into a run directory counts: write it beside the run directory instead)"))
+
+
+def _run_entry(e: Path) -> bool:
+    """Whether ``e`` is something a run directory holds (or an ignorable leftover)."""
+    if _IGNORABLE.fullmatch(e.name):
+        return True
+    if e.name not in RUN_ENTRIES or e.is_symlink():
+        return False
+    if e.name == "figures":
+        return e.is_dir() and all(f.is_file() and not f.is_symlink() and f.suffix == ".png" for f in e.iterdir())
+    return e.is_file()
 
 
 def write_run(out: str | Path, summary: Summary, predictions: list[Predictions], manifest: dict[str, Any]) -> Path:
@@ -310,11 +353,15 @@ def write_run(out: str | Path, summary: Summary, predictions: list[Predictions],
         If ``out`` is a file, a folder that is not a run directory (:func:`check_out_dir`), or its parent is not
         writable.
     """
-    out = Path(out)
-    check_out_dir(out)
+    out = _named_folder(Path(out).expanduser())
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        clean_stale_siblings(out)
+        clean_stale_siblings(out)  # first: it may move an interrupted run's folder back to out, checked next
+    except OSError as e:
+        raise OutputError(format_error("cannot write the run directory", where=str(out), got=e.strerror,
+                                       fix="choose a writable --out folder")) from e
+    check_out_dir(out)
+    try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     except OSError as e:
         raise OutputError(format_error("cannot write the run directory", where=str(out), got=e.strerror,
@@ -334,6 +381,12 @@ def write_run(out: str | Path, summary: Summary, predictions: list[Predictions],
 STALE_AFTER_S = 600.0
 """A hidden work folder of ``out`` untouched for this long belongs to a writer that died (writing a run takes
 seconds): :func:`clean_stale_siblings` removes or restores it."""
+
+
+def _named_folder(out: Path) -> Path:
+    """``out`` itself, or its absolute form when it names no folder of its own (``.``, ``..``, ``runs/..``):
+    its siblings are written beside it under its name."""
+    return out.resolve() if out.name in ("", ".", "..") else out
 
 
 def clean_stale_siblings(out: Path, *, stale_after_s: float = STALE_AFTER_S) -> list[Path]:

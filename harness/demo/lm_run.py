@@ -21,6 +21,7 @@ from pathlib import Path
 from harness.demo.run import _say, final_line, print_test_table, refresh_sample_report, repo_root, suites_dir
 from harness.errors import SpecError, format_error
 from harness.pipeline import RunOptions, sweep_models
+from harness.rundir import check_out_dir
 from harness.spec.load import load_spec, load_suite
 
 __all__ = ["LM_PROFILES", "LM_SUITES", "run_lm_demo"]
@@ -77,6 +78,8 @@ def run_lm_demo(*, adaptation: str = "lora", profile: str = "quick", out: str | 
         raise SpecError(format_error("unknown adaptation for the language-model demo", where="--adaptation",
                                      expected=["lora", "full", "reft"], got=adaptation))
     prof = LM_PROFILES[profile]
+    out = Path(out) if out else repo_root() / "reports" / "lm-demo"
+    check_out_dir(out)  # before the models are converted and trained: a folder of other files is refused
     options = replace(options or RunOptions(), max_examples=prof.max_examples)
     t0 = time.perf_counter()
     _say(quiet, f"lm demo ({profile} profile): SmolLM2-135M-Instruct and its {adaptation} fine-tune on ARC-Easy "
@@ -87,7 +90,7 @@ def run_lm_demo(*, adaptation: str = "lora", profile: str = "quick", out: str | 
                 f"{time.perf_counter() - t0:.0f} s; sweeping alpha on ARC-Easy, ARC-Challenge and BoolQ ...")
     res = sweep_models(base, adapted, [suites_dir() / s for s in LM_SUITES], alphas=prof.alphas,
                        budget=prof.budget, gate=suites_dir() / "policies" / "lm-demo.yaml",
-                       out=Path(out) if out else repo_root() / "reports" / "lm-demo", options=options,
+                       out=out, options=options,
                        command="demo", profile=profile,
                        notes=[f"{prof.note}; adaptation: {adaptation}"], argv=[])
     res.timings["total"] = time.perf_counter() - t0

@@ -26,6 +26,7 @@ from harness.io import cache_root
 from harness.numfmt import fmt_num
 from harness.pipeline import RunOptions, sweep_models
 from harness.progress import track
+from harness.rundir import check_out_dir
 from harness.settings import env
 from harness.spec.load import load_spec, load_suite
 
@@ -134,6 +135,8 @@ def run_demo(*, adaptation: str = "full", profile: str = "quick", out: str | Pat
                                      fix="reft is offered by the language-model demo: harness demo --task lm "
                                          "--adaptation reft"))
     prof = PROFILES[profile]
+    out = Path(out) if out else repo_root() / "reports" / "demo"
+    check_out_dir(out)  # before the models are built: an --out holding other files is refused, never replaced
     options = options or RunOptions()
     options = replace(options, max_examples=prof.max_examples, max_length=prof.max_length)
     t0 = time.perf_counter()
@@ -148,7 +151,6 @@ def run_demo(*, adaptation: str = "full", profile: str = "quick", out: str | Pat
     _say(quiet, f"demo: models ready in {t_models:.0f} s; sweeping alpha "
                 f"({'adaptive search' if prof.alphas == 'adaptive' else '11-point grid'}) on {len(suites)} suites, "
                 f"then gate and report ...")
-    out = Path(out) if out else repo_root() / "reports" / "demo"
     notes = [prof.note, f"Adaptation: {adaptation} ({'LoRA adapter' if adaptation == 'lora' else 'LP-FT'}); "
              f"base = linear probe on frozen mean-pooled MiniLM features. Training info: "
              f"{_train_summary(models.info)}."]

@@ -202,25 +202,53 @@ def _alpha_used(alpha: float) -> float:
     return used
 
 
+BLEND_MARKER = "harness_blend.json"  # what a blend folder holds: its files, so a rerun replaces nothing else
+
+
 def _check_blend_out(out: Path) -> None:
-    """``out`` must be new, empty or an earlier blend (its config.json has ``harness_blend``): the blend replaces
-    it as a whole, so any other folder (a model, a project) is refused rather than deleted."""
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise OutputError(format_error("--out names a file", where=str(out), fix="choose a folder"))
-    entries = sorted(e.name for e in out.iterdir())
-    if not entries:
-        return
+    """Refuse an ``out`` that a blend would destroy: the blend replaces ``out`` as a whole, so it must be new,
+    empty, or an earlier blend with nothing added: every entry listed in the earlier blend's
+    :data:`BLEND_MARKER` (a model fine-tuned from a blend keeps ``harness_blend`` in its config.json, so the
+    config alone proves nothing).
+
+    Raises
+    ------
+    OutputError
+        If ``out`` is a file, a symbolic link or the current folder (or one above it), cannot be read, or holds
+        anything the earlier blend did not write (the first few entries are named).
+    """
     try:
-        earlier_blend = "harness_blend" in json.loads((out / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError, TypeError):
-        earlier_blend = False
-    if not earlier_blend:
+        if out.is_symlink():
+            raise OutputError(format_error("--out is a symbolic link", where=str(out),
+                                           fix="pass the folder it points to as --out"))
+        if not out.exists():
+            return
+        if not out.is_dir():
+            raise OutputError(format_error("--out names a file", where=str(out), fix="choose a folder"))
+        if Path.cwd().resolve().is_relative_to(out.resolve()):
+            raise OutputError(format_error("--out is the folder this command runs in (or one above it): the blend "
+                                           "replaces its folder as a whole", where=str(out),
+                                           fix="name a subfolder, e.g. --out blends/NAME"))
+        entries = sorted(out.iterdir())
+        if not entries:
+            return
+        try:
+            marker = json.loads((out / BLEND_MARKER).read_text(encoding="utf-8"))
+            written = set(marker["files"]) | {BLEND_MARKER} if isinstance(marker, dict) else set()
+        except (OSError, ValueError, TypeError, KeyError):
+            written = set()
+        other = [e.name + ("/" if e.is_dir() else "") for e in entries
+                 if e.name not in written or not e.is_file() or e.is_symlink()]
+    except OSError as e:
+        raise OutputError(format_error("--out cannot be read", where=str(out), got=e.strerror or str(e),
+                                       fix="choose a folder you can read and write")) from e
+    if other:
         raise OutputError(format_error(
             "--out names a folder that is not an earlier blend: writing the blend would replace it and delete what "
-            "it holds", where=str(out), expected="a new or empty folder, or a folder `harness blend` wrote",
-            got=f"{len(entries)} entries: {', '.join(entries[:5])}{', ...' if len(entries) > 5 else ''}",
+            "it holds", where=str(out),
+            expected=f"a new or empty folder, or one `harness blend` wrote (listed in its {BLEND_MARKER})",
+            got=f"{len(other)} other entr{'y' if len(other) == 1 else 'ies'}: {', '.join(other[:5])}"
+                f"{', ...' if len(other) > 5 else ''}",
             fix="choose another --out folder (e.g. a new subfolder)"))
 
 
@@ -256,6 +284,10 @@ def blend_checkpoint(base: str | Path, adapted: str | Path, alpha: float, out: s
         make = _stream_adapter if adapter else _stream
         outcome = make(base, adapted, alpha, head, options, tmp, max_shard_bytes)
         _check_reload_untied(tmp, outcome)
+        files = sorted(p.name for p in tmp.iterdir())
+        (tmp / BLEND_MARKER).write_text(json.dumps({"alpha": alpha, "files": files}, indent=1) + "\n",
+                                        encoding="utf-8")
+        _check_blend_out(out)  # again: the blend took a while, and out may have been filled meanwhile
         swap_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -312,6 +312,7 @@ def test_an_out_folder_holding_other_files_is_refused_not_replaced(tiny_pair, ti
     """New-user trial (2026-12-01): ``--out`` naming an existing folder replaced it whole, so ``--out ~/project``
     deleted the project after the run. Now such a folder is refused before any work (exit 2) and left intact; a
     new folder, an empty one and an earlier run directory (or blend) are still written."""
+    import harness.pipeline.blend as bl
     import harness.pipeline.evaluate as ev
     import harness.pipeline.evaluator as evr
 
@@ -329,6 +330,8 @@ def test_an_out_folder_holding_other_files_is_refused_not_replaced(tiny_pair, ti
     with monkeypatch.context() as m:  # the check comes before any model is loaded
         m.setattr(ev, "load_live", no_model)
         m.setattr(evr, "load_live", no_model)
+        m.setattr(bl, "_stream", no_model)
+        m.setattr(bl, "_stream_adapter", no_model)
         assert main([*argv, "--out", str(folder)]) == 2
     err = capsys.readouterr().err
     assert "--out names a folder that is not" in err and "thesis.tex" in err and "Traceback" not in err, err
@@ -357,3 +360,17 @@ def test_a_gated_and_reported_run_directory_can_be_rerun_into(previous_run, tiny
     check_out_dir(out)
     assert main(_eval_argv(tiny_pair, tiny_suites, out)) == 0, capsys.readouterr().err
     assert not (out / "verdict.json").exists()  # replaced whole: the earlier verdict does not outlive its run
+
+
+def test_out_naming_the_current_folder_is_refused(tiny_pair, tiny_suites, tmp_path, monkeypatch, capsys):
+    """``--out .`` (review: ``Path('.').with_name`` raised ValueError, an internal error; replacing the folder a
+    command runs in would leave it in a deleted folder): refused with exit 2, like ``..``; the folder is kept."""
+    here = tmp_path / "here"
+    here.mkdir()
+    (here / "mine.txt").write_text("keep me")
+    monkeypatch.chdir(here)
+    for out in (".", "..", str(here)):
+        assert main(_eval_argv(tiny_pair, tiny_suites, Path(out))) == 2
+        assert "is the folder this command runs in" in capsys.readouterr().err
+    assert (here / "mine.txt").read_text() == "keep me" and leftovers(tmp_path) == []
+    assert main(_eval_argv(tiny_pair, tiny_suites, Path("runs") / "a")) == 0  # a subfolder is fine

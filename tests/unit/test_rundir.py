@@ -51,3 +51,81 @@ def test_the_run_directory_line_says_where_the_report_is(tmp_path):
     assert first == f"run directory: {tmp_path / 'r'}"
     assert report.startswith(f"report: {tmp_path / 'r' / 'report.html'}") and "`harness report" in report
     assert "not rendered (--no-report)" in run_dir_line(tmp_path / "r", report=False)
+
+
+# ------------------------------------------------------------------------------- --out folders (check_out_dir) --
+
+def _run_like(folder, *names):
+    folder.mkdir(parents=True, exist_ok=True)
+    for n in names:
+        (folder / n).write_text("{}")
+    return folder
+
+
+def test_out_check_accepts_new_empty_and_earlier_run_folders(tmp_path):
+    from harness.rundir import check_out_dir
+
+    check_out_dir(tmp_path / "new")
+    (tmp_path / "empty").mkdir()
+    check_out_dir(tmp_path / "empty")
+    run = _run_like(tmp_path / "run", "summary.json", "manifest.json", "verdict.json", "report.md", ".DS_Store",
+                    ".report.html.k2j3h4.tmp")  # a Finder file, and the temp file of a killed report write
+    (run / "figures").mkdir()
+    (run / "figures" / "id_vs_shift.png").write_bytes(b"png")
+    check_out_dir(run)
+
+
+@pytest.mark.parametrize("case", ["other_file", "report_only", "pdf_in_figures", "figures_is_a_file",
+                                  "junit_elsewhere_named", "symlink", "file"])
+def test_out_check_refuses_what_a_run_would_delete(tmp_path, case):
+    """Review of the --out check: names alone do not make a run directory (a paper folder holding report.md and
+    figures/ is no run), a figures folder holds PNGs only, and a link is not followed into a folder it would
+    replace."""
+    import os
+
+    from harness.errors import OutputError
+    from harness.rundir import check_out_dir
+
+    out = tmp_path / "out"
+    if case == "other_file":
+        _run_like(out, "summary.json", "notes.txt")
+    elif case == "report_only":
+        _run_like(out, "report.md")
+        (out / "figures").mkdir()
+    elif case == "pdf_in_figures":
+        _run_like(out, "summary.json")
+        (out / "figures").mkdir()
+        (out / "figures" / "plot.pdf").write_bytes(b"%PDF")
+    elif case == "figures_is_a_file":
+        _run_like(out, "summary.json", "figures")
+    elif case == "junit_elsewhere_named":
+        _run_like(out, "summary.json", "ci.xml")
+    elif case == "symlink":
+        _run_like(tmp_path / "real", "summary.json")
+        os.symlink(tmp_path / "real", out)
+    else:
+        out.write_text("a file")
+    before = sorted(p.name for p in out.iterdir()) if out.is_dir() else None
+    with pytest.raises(OutputError) as e:
+        check_out_dir(out)
+    assert str(out) in str(e.value) and e.value.exit_code == 2
+    if case == "junit_elsewhere_named":
+        assert "ci.xml" in str(e.value) and "--junit" in str(e.value)
+    assert (sorted(p.name for p in out.iterdir()) if out.is_dir() else None) == before
+
+
+def test_out_check_turns_an_unreadable_folder_into_an_output_error(tmp_path, monkeypatch):
+    """A folder that cannot be listed (permissions) is an input error (exit 2), not an internal one."""
+    from pathlib import Path
+
+    from harness.errors import OutputError
+    from harness.rundir import check_out_dir
+
+    out = _run_like(tmp_path / "out", "summary.json")
+
+    def denied(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "iterdir", denied)
+    with pytest.raises(OutputError, match="cannot be read"):
+        check_out_dir(out)
