@@ -10,6 +10,7 @@ A failed gate is not an exception: it is a :class:`harness.records.Verdict` (exi
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable
 
 __all__ = [
@@ -148,6 +149,7 @@ def edit_distance(a: str, b: str) -> int:
     Parameters
     ----------
     a, b : str
+        The two strings, compared character by character as given (case counts).
 
     Returns
     -------
@@ -171,7 +173,9 @@ def likely_typo(name: str, candidates: Iterable[str]) -> str | None:
     """The candidate ``name`` is most likely a mistyping of, or ``None``: the nearest by :func:`edit_distance`
     (case ignored) among those within 1 edit for names of up to 7 characters, 2 up to 15 and 3 beyond. Unlike
     ``difflib``'s similarity ratio, a long shared prefix does not make two names close: ``vader-amazon`` is no typo
-    of ``vader-movies`` (6 edits), ``vader-twets`` is one of ``vader-tweets`` (1).
+    of ``vader-movies`` (6 edits), ``vader-twets`` is one of ``vader-tweets`` (1). Names of one family are not
+    typos of each other either: those that differ only in digits (``wmt16``/``wmt14``, ``tweets-v2``/``tweets-v1``)
+    or in one short part of at most 2 characters between separators (``arc-e``/``arc-c``, ``mnli-m``/``mnli-mm``).
 
     Parameters
     ----------
@@ -187,7 +191,20 @@ def likely_typo(name: str, candidates: Iterable[str]) -> str | None:
     limit = min(3, 1 + len(name) // 8)
     best, best_d = None, limit + 1
     for c in candidates:
+        if c == name or _siblings(name.lower(), c.lower()):
+            continue
         d = edit_distance(name.lower(), c.lower())
-        if 0 < d < best_d or (d == 0 and c != name and best_d > 0):
+        if d < best_d:
             best, best_d = c, d
     return best
+
+
+def _siblings(a: str, b: str) -> bool:
+    """Whether two different lower-case names look like members of one family rather than a typo."""
+    if a != b and re.sub(r"\d+", "#", a) == re.sub(r"\d+", "#", b):
+        return True
+    pa, pb = re.split(r"[-_./ ]+", a), re.split(r"[-_./ ]+", b)
+    if len(pa) != len(pb):
+        return False
+    differ = [(x, y) for x, y in zip(pa, pb) if x != y]
+    return len(differ) == 1 and max(len(differ[0][0]), len(differ[0][1])) <= 2

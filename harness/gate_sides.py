@@ -91,7 +91,7 @@ def checked_side(run: RunView | None, point: str | None, problem: str, suite: st
     suites = s.results.get(point, {})
     if suite not in suites:
         run_suites = ", ".join(f"{n} ({getattr(i.role, 'value', i.role)})" for n, i in sorted(s.suites.items()))
-        close = likely_typo(suite, sorted(s.suites))
+        close = None if suite in s.suites else likely_typo(suite, sorted(s.suites))
         typo = f"typo? the closest suite of the run is {close!r}; " if close else ""
         raise RuleFailure(f"missing suite: {where} has no results for suite {suite!r} (has: {sorted(suites)}); "
                            f"fix: {typo}edit the policy's suites: (or this rule's suites:) to the run's suite names: "

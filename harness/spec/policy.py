@@ -303,8 +303,9 @@ def policy_suite_notes(policy: GatePolicy, suites: Mapping[str, str]) -> list[tu
     """What ``harness validate`` says about a policy checked together with suites: each suite name the policy uses
     (``suites.id``/``suites.shift`` at its top, or a rule's list) that none of ``suites`` has, with the closest name,
     and each declared suite whose role differs from its declaration. Warnings: a policy may be meant for other
-    suites too; but a run of these suites fails the gate on each ("missing suite", wrong role). A name close to a
-    given suite's name (a likely typo: :func:`harness.errors.likely_typo`, a few edits apart) is flagged, and ``harness validate`` treats it as an error.
+    suites too; but a run of these suites fails the gate on each ("missing suite", wrong role). A name a few edits
+    from a given suite's name (a likely typo, :func:`harness.errors.likely_typo`) is flagged, and
+    ``harness validate`` treats it as an error.
 
     Parameters
     ----------

@@ -73,3 +73,16 @@ def test_likely_typo_ignores_a_shared_prefix_and_scales_with_length():
     assert likely_typo("arc-challenge", ["arc-chalenge"]) == "arc-chalenge"
     assert likely_typo("arc-challenge", ["arc-chllnge"]) == "arc-chllnge"  # 2 edits, 13 characters
     assert likely_typo("vader-tweets", ["vader-tweets"]) is None  # the same name is no typo
+
+
+@pytest.mark.parametrize("name, other", [("arc-e", "arc-c"), ("wmt16", "wmt14"), ("mnli-mm", "mnli-m"),
+                                         ("tweets-v2", "tweets-v1"), ("amazon-2024", "amazon-2023"), ("v3", "v1")])
+def test_likely_typo_leaves_names_of_one_family_alone(name, other):
+    """Review of the typo rule: members of one family (versions, years, short variant codes) are one edit apart
+    but name different suites; calling them typos would fail validate on a policy meant for the sibling."""
+    from harness.errors import likely_typo
+
+    assert likely_typo(name, [other]) is None
+    assert likely_typo(name.upper(), [other, name]) == name  # the same name in other case still is a typo
+    if "-" in name:
+        assert likely_typo(name.replace("-", "_"), [other, name]) == name  # and so is another separator
