@@ -304,9 +304,11 @@ def gen(model, tok, args, bw: float | None) -> dict:
                                   pad_token_id=0)
         t, o = timed(plain, args.gen_repeats)
         rec["plain_generate_batched"] = {"seconds": t, "tokens_per_s": bs * (o.shape[1] - plen) / t}
-        best = max(v["tokens_per_s"] for k, v in rec.items() if k.startswith("harness"))
-        rec["harness_vs_plain_batched"] = best / rec["plain_generate_batched"]["tokens_per_s"]
-        if rec["bound_tokens_per_s"]:
+        # none when --gen-variants has only the tuned step and --gen-tuned-batches leaves out this batch size
+        best = max((v["tokens_per_s"] for k, v in rec.items() if k.startswith("harness")), default=None)
+        if best is not None:
+            rec["harness_vs_plain_batched"] = best / rec["plain_generate_batched"]["tokens_per_s"]
+        if best is not None and rec["bound_tokens_per_s"]:
             rec["harness_vs_bound"] = best / rec["bound_tokens_per_s"]
         out[f"batch_{bs}"] = rec
     untuned = [k for k in ("harness_static", "harness_dynamic") if k in args.gen_variants]

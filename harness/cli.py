@@ -23,7 +23,8 @@ from harness.errors import HarnessError, SpecError, format_error
 from harness.gate_outputs import verdict_to_markdown
 from harness.numfmt import fmt_num
 from harness.progress import log_through_bars, mark_command_start, process_started
-from harness.pipeline import evaluate_model, run_gate, write_blend
+from harness.pipeline import evaluate_model, run_gate
+from harness.pipeline.blend import blend_checkpoint
 from harness.pipeline.distributed import dist_env, rank_logging
 from harness.rundir import OUT_RUN_HELP, per_alpha_frame, run_dir_line
 from harness.settings import Settings, flag_of, quiet_library_bars, make_settings, settings_fields
@@ -78,7 +79,8 @@ def _common(p: argparse.ArgumentParser, command: str | None = None) -> None:
     g = p.add_argument_group("output")
     g.add_argument("--debug", action="store_true", help="show tracebacks")
     g.add_argument("--quiet", action="store_true",
-                   help="print only errors, a count of the run's notes, and the closing lines (run directory, report)")
+                   help="print only errors, the closing lines (where the outputs are) and, for eval, sweep and blend, "
+                        "one line counting the notes it hid")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -337,8 +339,11 @@ def _verdict_exit(verdict) -> int:
 
 def _cmd_blend(a) -> int:
     opts = _settings(a, "blend")
-    out = write_blend(a.base, a.adapted, a.alpha, a.out, head=opts.head, options=opts)
-    print(f"blend at alpha={a.alpha:g} written to {out}")
+    outcome = blend_checkpoint(a.base, a.adapted, a.alpha, a.out, head=opts.head, options=opts)
+    if a.quiet and outcome.notes:
+        print(f"{len(outcome.notes)} note{'s' if len(outcome.notes) > 1 else ''} hidden by --quiet (in the blend's "
+              "config.json under harness_blend.notes; rerun without --quiet to see them)", file=sys.stderr)
+    print(f"blend at alpha={a.alpha:g} written to {outcome.path}")
     return EXIT_OK
 
 

@@ -88,4 +88,4 @@ def test_bench_bootstrap_agrees_with_explicit_resampling(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     data = json.loads(out.read_text())
     assert data["max_abs_difference"] < 1e-9 and data["explicit_loop_measured"]["resamples"] == 20
-    assert data["vectorised_s"] > 0 and data["speedup"] > 0
+    assert data["speedup"] > 2  # 42x measured at 10,000 examples; a vectorised path slower than the loop fails

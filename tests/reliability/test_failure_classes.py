@@ -146,6 +146,8 @@ def test_vocabulary_resized_adapted_model_names_both_sizes(tiny_pair, tiny_suite
                      "--out", str(tmp_path / "blend"), "--quiet"]) == 0
         notes = json.loads((tmp_path / "blend" / "config.json").read_text())["harness_blend"]["notes"]
         assert f"base {base_rows} rows, fine-tune {base_rows + 6}" in notes[0]
+        n = len(notes)
+        assert f"{n} note{'s' if n > 1 else ''} hidden by --quiet (in the blend's config.json" in capsys.readouterr().err
         written = load_file(str(tmp_path / "blend" / "model.safetensors"))["bert.embeddings.word_embeddings.weight"]
         assert written.shape[0] == base_rows + 6
     assert not out.exists()
