@@ -129,3 +129,23 @@ def test_out_check_turns_an_unreadable_folder_into_an_output_error(tmp_path, mon
     monkeypatch.setattr(Path, "iterdir", denied)
     with pytest.raises(OutputError, match="cannot be read"):
         check_out_dir(out)
+
+
+@pytest.mark.parametrize("task", ["sentiment", "lm"])
+def test_the_demos_check_out_before_building_models(tmp_path, monkeypatch, task):
+    """Review: ``harness demo --out ~/project`` trained the models (minutes) before the write refused the folder;
+    now it is refused first, and untouched."""
+    import harness.demo.lm_assets as assets
+    import harness.demo.run as demo
+    from harness.demo.lm_run import run_lm_demo
+    from harness.errors import OutputError
+
+    def no_models(*a, **k):
+        raise AssertionError("models were built before --out was checked")
+
+    monkeypatch.setattr(demo, "_build_models", no_models)
+    monkeypatch.setattr(assets, "smollm2_dir", no_models)
+    out = _run_like(tmp_path / "project", "thesis.tex")
+    with pytest.raises(OutputError, match="not a harness run directory"):
+        (run_lm_demo if task == "lm" else demo.run_demo)(out=out, quiet=True)
+    assert [p.name for p in out.iterdir()] == ["thesis.tex"]
