@@ -40,8 +40,7 @@ from harness.summary import Summary
 __all__ = ["SUMMARY", "MANIFEST", "PER_ALPHA", "PREDICTIONS", "VERDICT", "write_summary", "read_summary",
            "write_predictions", "read_predictions", "per_alpha_frame", "write_per_alpha", "write_manifest",
            "read_manifest", "write_verdict", "read_verdict", "predictions_for", "write_run", "swap_dir", "check_out_dir",
-           "RUN_ENTRIES",
-           "OUT_RUN_HELP", "run_dir_line"]
+           "tmp_prefix", "clean_stale_siblings", "RUN_ENTRIES", "OUT_RUN_HELP", "run_dir_line"]
 
 log = logging.getLogger(__name__)
 SUMMARY, MANIFEST, PER_ALPHA, PREDICTIONS, VERDICT = (
@@ -362,7 +361,7 @@ def write_run(out: str | Path, summary: Summary, predictions: list[Predictions],
                                        fix="choose a writable --out folder")) from e
     check_out_dir(out)
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=tmp_prefix(out), dir=out.parent))
     except OSError as e:
         raise OutputError(format_error("cannot write the run directory", where=str(out), got=e.strerror,
                                        fix="choose a writable --out folder")) from e
@@ -389,9 +388,15 @@ def _named_folder(out: Path) -> Path:
     return out.resolve() if out.name in ("", ".", "..") else out
 
 
+def tmp_prefix(out: Path) -> str:
+    """Name prefix of the hidden sibling folder a run directory or blend is written into before it is swapped
+    onto ``out`` (``.<name>.tmp-`` + 8 random characters): :func:`clean_stale_siblings` removes only these."""
+    return f".{out.name}.tmp-"
+
+
 def clean_stale_siblings(out: Path, *, stale_after_s: float = STALE_AFTER_S) -> list[Path]:
-    """Tidy what a writer killed mid-write (SIGKILL, power loss) left beside ``out``: hidden ``.<name>.*``
-    temporary folders older than ``stale_after_s`` seconds are removed; a ``.<name>.old-*`` folder (the previous
+    """Tidy what a writer killed mid-write (SIGKILL, power loss) left beside ``out``: hidden ``.<name>.tmp-*``
+    temporary folders (:func:`tmp_prefix`) older than ``stale_after_s`` seconds are removed; a ``.<name>.old-*`` folder (the previous
     run, moved aside by :func:`swap_dir`) is moved back to ``out`` when ``out`` is missing, else removed. Younger
     folders may belong to a writer still at work and are left alone. Returns the folders handled; each is logged.
     """
@@ -399,8 +404,9 @@ def clean_stale_siblings(out: Path, *, stale_after_s: float = STALE_AFTER_S) -> 
     if not out.parent.is_dir():
         return handled
     now = time.time()
-    # exactly the names write_run/swap_dir make (mkdtemp suffixes have no dots), not another run's ".<name>.x.*"
-    ours = re.compile(rf"\.{re.escape(out.name)}\.(old-\d+|[A-Za-z0-9_]+)")
+    # exactly the names write_run/blend (tmp_prefix + mkdtemp's 8 characters) and swap_dir (time_ns: 19 digits)
+    # make: not another run's ".<name>.x.*", nor a user's own hidden ".<name>.backup"
+    ours = re.compile(rf"\.{re.escape(out.name)}\.(old-\d{{19}}|tmp-[a-z0-9_]{{8}})")
     for p in sorted(out.parent.glob(f".{out.name}.*")):
         try:
             if (not ours.fullmatch(p.name) or not p.is_dir() or p.is_symlink()

@@ -20,7 +20,7 @@ import harness
 from harness.errors import BlendError, HarnessError, OutputError, format_error
 from harness.pipeline.common import RunOptions
 from harness.records import canonical_alpha
-from harness.rundir import clean_stale_siblings, swap_dir
+from harness.rundir import clean_stale_siblings, swap_dir, tmp_prefix
 
 __all__ = ["write_blend", "blend_checkpoint", "BlendOutcome"]
 
@@ -279,7 +279,7 @@ def blend_checkpoint(base: str | Path, adapted: str | Path, alpha: float, out: s
         resolve_model_dir(adapted)  # a missing adapted model fails before anything is read
     out.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_siblings(out)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=tmp_prefix(out), dir=out.parent))
     try:
         make = _stream_adapter if adapter else _stream
         outcome = make(base, adapted, alpha, head, options, tmp, max_shard_bytes)

@@ -265,19 +265,23 @@ def _age(path: Path, seconds: float) -> None:
 
 def test_folders_left_by_a_killed_writer_are_tidied_on_the_next_run(previous_run, tiny_pair, tiny_suites, caplog):
     """After a SIGKILL mid-write: old hidden temp folders of this run are removed, a young one (maybe a writer still
-    at work) and another run's folders are left alone, and the next run completes."""
+    at work), another run's folders and a user's own hidden sibling (``.run.backup1``, which the old pattern
+    ``.<name>.<word>`` would have deleted) are left alone, and the next run completes."""
+    from harness.rundir import tmp_prefix
+
     out, _ = previous_run
-    stale = out.parent / ".run.k2j4x_9q"
-    young = out.parent / ".run.abc123"
-    other = out.parent / ".run.v2.k2j4x_9q"  # the temp folder of a run named "run.v2": not ours
-    for p in (stale, young, other):
+    stale = out.parent / f"{tmp_prefix(out)}k2j4x_9q"
+    young = out.parent / f"{tmp_prefix(out)}abc123__"
+    other = out.parent / ".run.v2.tmp-k2j4x_9q"  # the temp folder of a run named "run.v2": not ours
+    mine = out.parent / ".run.backup1"
+    for p in (stale, young, other, mine):
         p.mkdir()
         (p / "summary.json").write_text("{}")
-    _age(stale, 3600)
-    _age(other, 3600)
+    for p in (stale, other, mine):
+        _age(p, 3600)
     with caplog.at_level(logging.WARNING):
         assert main(_eval_argv(tiny_pair, tiny_suites, out)) == 0
-    assert not stale.exists() and young.exists() and other.exists()
+    assert not stale.exists() and young.exists() and other.exists() and mine.exists()
     assert "left by an interrupted run" in caplog.text
     assert (out / "summary.json").is_file()
 
