@@ -317,7 +317,9 @@ def check_out_dir(out: str | Path, flag: str = "--out") -> None:
         other = [e.name + ("/" if e.is_dir() else "") for e in entries if not _run_entry(e)]
         if not other and not (p / SUMMARY).is_file():
             other = [e.name for e in entries]
-    except OSError as e:
+    except OutputError:
+        raise
+    except OSError as e:  # OutputError is an OSError too: re-raised above as it is
         raise OutputError(format_error(f"{flag} cannot be read", where=str(p), got=e.strerror or str(e),
                                        fix="choose a folder you can read and write")) from e
     if other:

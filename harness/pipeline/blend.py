@@ -239,7 +239,9 @@ def _check_blend_out(out: Path) -> None:
             written = set()
         other = [e.name + ("/" if e.is_dir() else "") for e in entries
                  if e.name not in written or not e.is_file() or e.is_symlink()]
-    except OSError as e:
+    except OutputError:
+        raise
+    except OSError as e:  # OutputError is an OSError too: re-raised above as it is
         raise OutputError(format_error("--out cannot be read", where=str(out), got=e.strerror or str(e),
                                        fix="choose a folder you can read and write")) from e
     if other:

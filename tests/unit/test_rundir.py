@@ -109,6 +109,7 @@ def test_out_check_refuses_what_a_run_would_delete(tmp_path, case):
     with pytest.raises(OutputError) as e:
         check_out_dir(out)
     assert str(out) in str(e.value) and e.value.exit_code == 2
+    assert "cannot be read" not in str(e.value)  # the reason itself, not re-wrapped as an OSError (review 2)
     if case == "junit_elsewhere_named":
         assert "ci.xml" in str(e.value) and "--junit" in str(e.value)
     assert (sorted(p.name for p in out.iterdir()) if out.is_dir() else None) == before
