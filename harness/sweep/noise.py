@@ -160,7 +160,8 @@ def stability_warning(chosen: float, p_selected: Mapping[float, float], same: li
     if rate >= stable_rate:
         return ""
     others = [a for a in same if a != chosen]
-    text = (f"the choice of alpha {fmt_g(chosen)} is unstable: the policy picks it in only {rate:.0%} of "
+    shown = f"{rate:.0%}" if f"{rate:.0%}" != f"{stable_rate:.0%}" else f"{rate:.1%}"  # never "only 90% ... 90%"
+    text = (f"the choice of alpha {fmt_g(chosen)} is unstable: the policy picks it in only {shown} of "
             f"{n_resamples} resamples of the validation splits (a stable choice is picked in at least "
             f"{stable_rate:.0%})")
     if others:

@@ -90,14 +90,18 @@ def parse_alphas_noted(spec: str | Sequence[float] | None) -> tuple[tuple[float,
     Raises
     ------
     SpecError
-        As :func:`parse_alphas`.
+        As :func:`parse_alphas`, and for an empty item in a comma list (``"0,,1"``, ``"0,1,"``).
     """
     if spec is None:
         return DEFAULT_GRID, []
     if isinstance(spec, str):
         if spec.strip() == "adaptive":
             return "adaptive", []
-        parts = [p for p in spec.replace(" ", "").split(",") if p]
+        parts = spec.replace(" ", "").split(",") if spec.strip() else []
+        if "" in parts:  # "0,,1" or "0,1,": a number left out, or a stray comma; either way not silently dropped
+            raise SpecError(format_error("the list of alphas has an empty item", where="--alphas",
+                                         expected="numbers in [0, 1] separated by single commas, e.g. 0,0.5,1",
+                                         got=repr(spec), fix="remove the extra comma, or put back the number"))
     else:
         parts = list(spec)
     if not parts:

@@ -272,6 +272,10 @@ def test_6_alpha_rewrites_are_noted_and_recorded(m, s, tmp_path, capsys, caplog)
     assert main(["sweep", "--base", str(m["base"]), "--adapted", str(m["copy"]), "--suite", str(s["id"]),
                  "--alphas", "", "--out", str(tmp_path / "empty"), *FAST]) == 2
     assert "list of alphas is empty" in capsys.readouterr().err
+    for alphas in ("0,,1", "0,0.5,"):  # LM user trial: an empty item was dropped silently
+        assert main(["sweep", "--base", str(m["base"]), "--adapted", str(m["copy"]), "--suite", str(s["id"]),
+                     "--alphas", alphas, "--out", str(tmp_path / "gap"), *FAST]) == 2
+        assert "the list of alphas has an empty item" in capsys.readouterr().err
 
 
 def test_6_blend_refuses_an_alpha_it_would_round(m, tmp_path, capsys):

@@ -321,3 +321,15 @@ def test_wrapper_prefix_in_a_full_checkpoint_is_a_loud_error(base, tiny_pair, tm
     save_file({"module." + k: v for k, v in sd.items()}, str(d / "model.safetensors"), metadata={"format": "pt"})
     with pytest.raises(ModelError, match="module."):
         load_adapted(base, d)
+
+
+def test_evaluating_an_adapter_alone_says_how_to_score_it(adapters, tiny_suites, tmp_path, capsys):
+    """LM user trial: the message told to pass the adapter "as --adapted together with --base", which eval does
+    not have; it now names the sweep and the blend that do score it."""
+    from harness.cli import main
+
+    assert main(["eval", "--model", str(adapters["lora"]), "--suite", str(tiny_suites[0]), "--out",
+                 str(tmp_path / "run"), "--no-store"]) == 2
+    err = capsys.readouterr().err
+    assert "PEFT adapter, not a full model" in err and "harness sweep --base BASE --adapted ADAPTER" in err
+    assert "harness blend --base BASE --adapted ADAPTER --alpha 1" in err and not (tmp_path / "run").exists()

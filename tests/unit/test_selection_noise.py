@@ -115,3 +115,10 @@ def test_one_indistinguishable_alpha_is_named_in_the_singular():
     text = stability_warning(0.5, {0.5: 0.6, 0.9: 0.4}, [0.5, 0.9], 0.5, level=0.95, stable_rate=0.9,
                              n_resamples=1000)
     assert "; alpha 0.9 is not distinguishable from it" in text and "alphas" not in text
+
+
+def test_a_rate_just_under_the_threshold_is_not_printed_as_the_threshold():
+    """LM user trial: 'picks it in only 90% ... (a stable choice is picked in at least 90%)' for a rate of 0.896."""
+    text = stability_warning(0.5, {0.0: 0.104, 0.5: 0.896}, [0.0, 0.5], 0.5, level=0.95, stable_rate=0.9,
+                             n_resamples=1000)
+    assert "picks it in only 89.6% of 1000 resamples" in text and "at least 90%" in text
