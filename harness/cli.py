@@ -227,35 +227,49 @@ def _print_curve(summary, quiet: bool) -> None:
 
 
 def _cmd_validate(a) -> int:
-    valid, problems = validate_paths(a.paths)
+    valid, problems = validate_paths(a.paths)  # one message per file that is not a valid spec (or is missing)
+    n_invalid = len(problems)
+    policy_problems = _check_policy_suites(valid)
     n_valid = 0
     for path, spec in valid:
         data_problems = _check_data(path, spec, a.quiet) if spec.kind == "suite" and not a.no_data else []
-        if not a.quiet and (spec.kind != "suite" or a.no_data):  # a checked suite prints its own lines
+        own = data_problems + policy_problems.get(path, [])
+        if not a.quiet and not own and (spec.kind != "suite" or a.no_data):  # a checked suite prints its own lines
             print(f"ok    {path}  (kind: {spec.kind})")
-        n_valid += not data_problems
-        problems += data_problems
-    problems += _check_policy_suites(valid)
+        n_valid += not own
+        n_invalid += bool(own)
+        problems += own
     for p in problems:
         print(f"FAIL  {p}", file=sys.stderr)
-    print(f"{n_valid} valid, {len(problems)} invalid" + ("" if a.no_data else " (data checked)"))
+    print(f"{n_valid} valid, {n_invalid} invalid" + ("" if a.no_data else " (data checked)"))
     return EXIT_OK if not problems else EXIT_INPUT
 
 
-def _check_policy_suites(valid) -> list[str]:
-    """Given policies and suites together: a suite name a policy uses that no given suite has is a problem when a
-    given suite's name is close to it (a typo), else a warning (the policy may be meant for other suites too)."""
-    from harness.spec.policy import policy_suite_notes
+def _check_policy_suites(valid) -> dict[Path, list[str]]:
+    """Each policy's problems, by path. Given with suites: a suite name the policy uses that no given suite has
+    but is a few edits from one (a typo), and a rule whose metric a suite it judges does not compute (any other
+    missing name is a warning: the policy may be meant for other suites too). Always: a threshold outside its
+    metric's range (``max_drop: 15``; :func:`harness.gate.threshold_problem`)."""
+    from harness.gate import threshold_problem
+    from harness.spec.policy import policy_metric_problems, policy_suite_notes
 
     suites = {spec.name: spec.role.value for _, spec in valid if spec.kind == "suite"}
-    problems = []
-    for path, spec in valid if suites else []:
-        for typo, line in policy_suite_notes(spec, suites) if spec.kind == "policy" else []:
+    metrics = {spec.name: (spec.role.value, list(spec.metrics)) for _, spec in valid if spec.kind == "suite"}
+    out: dict[Path, list[str]] = {}
+    for path, spec in valid:
+        if spec.kind != "policy":
+            continue
+        found = [f"{path}: rule {r.name!r}: {why}" for r in spec.rules
+                 for why in [threshold_problem(r, load_evaluate=False)] if why]
+        for typo, line in policy_suite_notes(spec, suites) if suites else []:
             if typo:
-                problems.append(f"{path}: {line}")
+                found.append(f"{path}: {line}")
             else:
                 print(f"WARN  {path}: {line}", file=sys.stderr)
-    return problems
+        found += [f"{path}: {line}" for line in policy_metric_problems(spec, metrics)]
+        if found:
+            out[path] = found
+    return out
 
 
 def _check_data(path: Path, suite, quiet: bool) -> list[str]:

@@ -72,7 +72,7 @@ from harness.records import RuleOutcome, Verdict
 from harness.spec.policy import Aggregate, CandidateChoice, GatePolicy, Mode, Reference, Rule, RuleKind
 from harness.summary import Summary
 
-__all__ = ["RunView", "judge", "note_split_uses", "SUMMARY_TOLERANCE"]
+__all__ = ["RunView", "judge", "note_split_uses", "threshold_problem", "SUMMARY_TOLERANCE"]
 
 logger = logging.getLogger(__name__)
 
@@ -404,18 +404,41 @@ def _finite_or_none(x: float | None) -> float | None:
 
 
 def _check_threshold(rule: Rule) -> None:
+    problem = threshold_problem(rule)
+    if problem:
+        raise RuleFailure(problem)
+
+
+def threshold_problem(rule: Rule, *, load_evaluate: bool = True) -> str | None:
+    """Why a rule's threshold cannot be meant as written, or ``None``: a rate rule's threshold outside [0, 1], a
+    delta larger than its metric's range, or a floor/ceiling outside it (thresholds are fractions: 0.02, not 2).
+    The gate fails such a rule; ``harness validate`` and ``sweep --gate`` refuse the policy before any work.
+
+    Parameters
+    ----------
+    rule : Rule
+    load_evaluate : bool, default=True
+        Whether to load an ``evaluate:`` metric to read its range; ``False`` skips those rules (``None``).
+
+    Returns
+    -------
+    str or None
+    """
     if rule.metric is None:
         if not 0.0 <= rule.threshold <= 1.0:
-            raise RuleFailure(f"threshold {fmt_g(rule.threshold)} is outside [0, 1]; rates and recalls are fractions")
-        return
+            return f"threshold {fmt_g(rule.threshold)} is outside [0, 1]; rates and recalls are fractions"
+        return None
+    if rule.metric.startswith("evaluate:") and not load_evaluate:
+        return None
     lo, hi = get_metric(rule.metric).range
     thr = rule.threshold
     span = f"the range of {rule.metric} ([{fmt_g(lo)}, {fmt_g(hi)}])"
     if rule.kind is RuleKind.DELTA:
         if abs(thr) > hi - lo:
-            raise RuleFailure(f"threshold {fmt_g(thr)} is larger than {span}; thresholds are fractions (0.02, not 2)")
+            return f"threshold {fmt_g(thr)} is larger than {span}; thresholds are fractions (0.02, not 2)"
     elif not lo <= thr <= hi:
-        raise RuleFailure(f"threshold {fmt_g(thr)} is outside {span}; thresholds are fractions (0.85, not 85)")
+        return f"threshold {fmt_g(thr)} is outside {span}; thresholds are fractions (0.85, not 85)"
+    return None
 
 
 def _suite_stat(rule: Rule, suite: str, ctx: _Context) -> _Stat:

@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 
 import harness
+from harness.errors import SpecError, format_error
 from harness.gate_outputs import run_gate as _run_gate
 from harness.models.paths import check_model_path
 from harness.pipeline.common import (LoadedSuites, RunOptions, RunResult, bootstrap_info, build_manifest,
@@ -100,9 +101,10 @@ def run_sweep(request: SweepRequest) -> RunResult:
     check_model_path(request.adapted, "--adapted")
     if request.out is not None:
         check_out_dir(request.out)  # an --out holding other files fails before any work, and is never replaced
-    check_selectable(load_suites(list(request.suites)))  # and a sweep that cannot select alpha, too
-    if request.gate is not None:
-        load_spec(request.gate, kind="policy")  # fail on a bad policy before any model is loaded
+    suites = load_suites(list(request.suites))
+    check_selectable(suites)  # and a sweep that cannot select alpha, too
+    if request.gate is not None:  # fail on a bad policy, or one that must fail on these suites, before any model
+        check_policy_fits(load_spec(request.gate, kind="policy"), [s for s, _ in suites], request.gate)
     group, options = join_group(request.options)
     request = dataclasses.replace(request, options=options)
     try:
@@ -110,6 +112,30 @@ def run_sweep(request: SweepRequest) -> RunResult:
     finally:
         if group is not None:
             group.close()
+
+
+def check_policy_fits(policy, suites: list[Suite], path) -> None:
+    """Refuse, before any model is loaded, a gate policy whose verdict on these suites is already decided: a rule
+    threshold outside its metric's range, a suite name a few edits from one of the run's (a typo), or a rule whose
+    metric a suite it judges does not compute. ``harness validate POLICY SUITES...`` reports the same.
+
+    Raises
+    ------
+    SpecError
+        Listing every such problem.
+    """
+    from harness.gate import threshold_problem
+    from harness.spec.policy import policy_metric_problems, policy_suite_notes
+
+    found = [f"rule {r.name!r}: {why}" for r in policy.rules for why in [threshold_problem(r, load_evaluate=False)]
+             if why]
+    found += [line for typo, line in policy_suite_notes(policy, {s.name: s.role.value for s in suites}) if typo]
+    found += policy_metric_problems(policy, {s.name: (s.role.value, list(s.metrics)) for s in suites}, run=True)
+    if found:
+        raise SpecError(format_error(
+            f"the gate policy cannot pass on these suites ({len(found)} problem{'s' * (len(found) > 1)})",
+            where=str(path), got="; ".join(found),
+            fix="edit the policy (or the suites), then check with `harness validate POLICY SUITES...`"))
 
 
 def _run(request: SweepRequest, timings: dict[str, float], group) -> RunResult:

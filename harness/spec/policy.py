@@ -38,7 +38,7 @@ from harness.errors import likely_typo
 from harness.spec.schema import BUILTIN_METRICS, Name, Strict
 
 __all__ = ["RuleKind", "Aggregate", "Reference", "Mode", "CandidateChoice", "Rule", "DeclaredSuites", "GatePolicy",
-           "policy_suite_notes", "policy_suite_warnings"]
+           "policy_suite_notes", "policy_suite_warnings", "policy_metric_problems"]
 
 
 class RuleKind(str, Enum):
@@ -342,4 +342,46 @@ def policy_suite_notes(policy: GatePolicy, suites: Mapping[str, str]) -> list[tu
                 out.append((False, f"policy {policy.name!r} declares suite {name!r} under suites.{role} but the "
                                    f"suite's role is {suites[name]}: the gate fails every {role} rule on a run of "
                                    f"it; move it to suites.{suites[name]}"))
+    return out
+
+
+def policy_metric_problems(policy: GatePolicy, suites: Mapping[str, tuple[str, list[str]]], *,
+                           run: bool = False) -> list[str]:
+    """Rules whose metric a given suite they judge does not compute: the gate fails each on a run of these suites
+    ("missing metric"), so ``harness validate`` (policy and suites together) and ``sweep --gate`` refuse them. The
+    suites a rule judges here: its own list, or for a role rule the suites the policy declares for that role
+    (``suites:`` at its top), among those given; with ``run`` also every given suite of that role, as the gate
+    judges them.
+
+    Parameters
+    ----------
+    policy : GatePolicy
+    suites : mapping of str to (str, list of str)
+        Name -> (role ``id``/``shift``, the suite's ``metrics``) of every suite given.
+    run : bool, default=False
+        Whether the suites are one run's (``sweep --gate``), not files validated together.
+
+    Returns
+    -------
+    list of str
+        One line per rule, naming the suites that lack the metric and what they compute.
+    """
+    out = []
+    for rule in policy.rules:
+        if rule.metric is None:
+            continue
+        # a rule's own list, or the suites the policy declares for the role: a role rule also judges any other
+        # suite of that role a run holds, but suites given together (a folder) need not be one run
+        named = rule.suites if isinstance(rule.suites, list) else (
+            policy.suites.of(rule.suites) if policy.suites is not None else [])
+        if run and not isinstance(rule.suites, list):
+            named = list(named) + sorted(n for n, (role, _) in suites.items() if role == rule.suites)
+        names = list(dict.fromkeys(n for n in named if n in suites))
+        lacking = [n for n in names if rule.metric not in suites[n][1]]
+        if lacking:
+            has = "; ".join(f"{n}: {', '.join(suites[n][1])}" for n in lacking)
+            out.append(f"policy {policy.name!r} rule {rule.name!r} gates on metric {rule.metric!r}, which "
+                       f"{'suite' if len(lacking) == 1 else 'suites'} {', '.join(lacking)} "
+                       f"{'does' if len(lacking) == 1 else 'do'} not compute ({has}): the gate fails it with "
+                       f"'missing metric'; use a metric they compute, or add it to the suite's metrics list")
     return out

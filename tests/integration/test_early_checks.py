@@ -79,3 +79,27 @@ def test_sweep_of_an_id_suite_without_validation_fails_before_any_data(tiny_pair
         suite.unlink()
     err = capsys.readouterr().err
     assert "no ID validation split" in err and "val2 (role: test)" in err
+
+
+@pytest.mark.parametrize("problem", ["typo", "metric", "threshold"])
+def test_a_gate_policy_that_cannot_pass_stops_the_sweep_before_the_data(problem, tiny_pair, tiny_suites, tmp_path,
+                                                                        capsys, no_data):
+    """LM user trial: a policy naming a misspelt suite ran the whole sweep and then failed the gate (exit 1). A
+    policy whose verdict on these suites is already decided (a typo of a suite name, a metric a judged suite does
+    not compute, a threshold outside its metric's range) now stops the sweep at once with exit 2."""
+    from harness.spec.load import load_suite
+
+    names = {load_suite(p).role.value: load_suite(p).name for p in tiny_suites[:2]}
+    shift = names["shift"]
+    rule = {"typo": f"{{name: r, kind: delta, metric: accuracy, suites: [{shift[:-1] + 'x'}], max_drop: 0.05}}",
+            "metric": f"{{name: r, kind: delta, metric: acc_norm, suites: [{shift}], max_drop: 0.05}}",
+            "threshold": "{name: r, kind: floor, metric: accuracy, suites: shift, floor: 85}"}[problem]
+    policy = tmp_path / "p.yaml"
+    policy.write_text(f"kind: policy\nname: p\nrules:\n  - {rule}\n")
+    assert main(["sweep", "--base", str(tiny_pair[0]), "--adapted", str(tiny_pair[1]), "--suite",
+                 *map(str, tiny_suites[:2]), "--gate", str(policy), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "the gate policy cannot pass on these suites" in err, err
+    assert {"typo": "typo? the closest suite given is", "metric": "gates on metric 'acc_norm'",
+            "threshold": "(0.85, not 85)"}[problem] in err
+    assert not (tmp_path / "o").exists()

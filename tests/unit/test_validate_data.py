@@ -347,3 +347,26 @@ def test_the_demo_policy_with_two_of_its_four_suites_warns_without_failing(capsy
                              root / "vader-tweets.yaml")
     assert rc == 0 and "FAIL" not in err and "typo?" not in err, err
     assert "WARN" in err and "names suite 'vader-amazon'" in err and "names suite 'vader-nyt'" in err
+
+
+def test_a_policy_that_cannot_pass_is_refused_by_validate(tmp_path, capsys):
+    """LM user trial: ``max_drop: 15`` (meant as 15 points) passed validate and only the gate said "thresholds are
+    fractions"; a rule on a metric the declared suite does not compute passed validate and the gate failed with
+    "missing metric". Both are now validate failures (exit 2), and the summary counts files, not problems."""
+    _csv(tmp_path / "data.csv", ["a", "b", "c", "d"] * 20)
+    policy = tmp_path / "p.yaml"
+    policy.write_text("kind: policy\nname: p\nrules:\n"
+                      "  - {name: r, kind: delta, metric: accuracy, suites: id, max_drop: 15}\n")
+    rc, out, err = _validate(capsys, "--no-data", policy)
+    assert rc == 2 and "0 valid, 1 invalid" in out and "ok " not in out
+    assert "rule 'r': threshold -15 is larger than the range of accuracy" in err and "(0.02, not 2)" in err, err
+    policy.write_text("kind: policy\nname: p\nsuites: {id: [four]}\nrules:\n"
+                      "  - {name: r, kind: delta, metric: acc_norm, suites: id, max_drop: 0.02}\n"
+                      "  - {name: f, kind: floor, metric: macro_f1, suites: [four], floor: 0.5}\n")
+    rc, out, err = _validate(capsys, "--no-data", policy, _suite(tmp_path))
+    assert rc == 2 and "1 valid, 1 invalid" in out, out
+    assert "rule 'r' gates on metric 'acc_norm', which suite four does not compute (four: accuracy, macro_f1)" in err
+    assert "rule 'f'" not in err  # macro_f1 is computed
+    policy.write_text(policy.read_text().replace("acc_norm", "accuracy"))
+    rc, out, err = _validate(capsys, "--no-data", policy, _suite(tmp_path))
+    assert rc == 0 and "2 valid, 0 invalid" in out, err
