@@ -377,6 +377,9 @@ def _cmd_gate(a) -> int:
     verdict = run_gate(a.run_dir, a.policy, baseline=a.baseline, junit=a.junit)
     if not a.quiet:
         print(verdict_to_markdown(verdict))
+        if (Path(a.run_dir) / "report.html").is_file():  # rendered before this verdict existed
+            print(f"the run's report shows the verdict it was rendered with; `harness report {a.run_dir}` shows "
+                  "this one")
     return _verdict_exit(verdict)
 
 

@@ -65,6 +65,12 @@ def row_choices(row: Mapping[str, Any], spec: ChoicesSpec, *, where: str = "task
     else:
         value = [field_value(row, f, where=f"{where}.fields") for f in spec.fields or ()]
         src = f"{where}.fields = {list(spec.fields or ())!r}"
+    if isinstance(value, str) and value.lstrip().startswith("["):  # a CSV cell that looks like a list
+        raise DataError(format_error(
+            "a row's choices field holds text that looks like a list, not a list", where=src,
+            got=f"the string {value[:120]!r}",
+            fix=f"a CSV cell holds one text: give each choice its own column ({where}.fields: [a, b, c, d]), or "
+                "store the rows as JSONL, where a list is a list"))
     if not isinstance(value, (list, tuple)) or not value or not all(isinstance(c, str) and c for c in value):
         raise DataError(format_error("a row's choices must be a non-empty list of non-empty strings", where=src,
                                      got=value, fix=f"point {where} at a list column of texts, or {ROW_FIX}"))

@@ -126,7 +126,8 @@ class ChoicesSpec(Strict):
 
 
 class GoldSpec(Strict):
-    """The gold answer: exactly one of ``index`` (a column holding the choice's position; booleans count as 0/1),
+    """The gold answer: exactly one of ``index`` (a column holding the choice's 0-based position: 0 is the first
+    choice; booleans count as 0/1),
     ``label`` with ``labels`` (the position of the row's ``label`` value in its ``labels`` list, e.g. ARC's
     ``answerKey`` in ``choices.label``), or ``text`` (a column holding the answer text: one of the choices, or a
     generation task's reference)."""

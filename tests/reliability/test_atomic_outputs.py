@@ -362,6 +362,9 @@ def test_a_gated_and_reported_run_directory_can_be_rerun_into(previous_run, tiny
     names = {p.name for p in out.iterdir()}
     assert {"verdict.json", "junit.xml", "report.md", "report.html", "figures"} <= names <= RUN_ENTRIES, names
     check_out_dir(out)
+    capsys.readouterr()
+    assert main(["gate", str(out), "--policy", str(policy)]) == 0  # LM user trial: report.md kept an older verdict
+    assert f"`harness report {out}` shows this one" in capsys.readouterr().out
     assert main(_eval_argv(tiny_pair, tiny_suites, out)) == 0, capsys.readouterr().err
     assert not (out / "verdict.json").exists()  # replaced whole: the earlier verdict does not outlive its run
 

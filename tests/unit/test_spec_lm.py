@@ -84,6 +84,7 @@ def test_choices_and_gold_from_rows():
 @pytest.mark.parametrize("row, choices, gold, msg", [
     ({"c": []}, ChoicesSpec(field="c"), None, "non-empty list"),
     ({"c": "abc"}, ChoicesSpec(field="c"), None, "non-empty list"),
+    ({"c": "['co2', 'n2']"}, ChoicesSpec(field="c"), None, "text that looks like a list"),  # a CSV cell
     ({"d": ["x"]}, ChoicesSpec(field="c"), None, "no field 'c'"),
     ({"c": ["x", "y"], "g": 2}, ChoicesSpec(field="c"), GoldSpec(index="g"), "not a position"),
     ({"c": ["x", "y"], "g": "z"}, ChoicesSpec(field="c"), GoldSpec(text="g"), "not one of the row's choices"),
