@@ -99,7 +99,7 @@ def run_lm_demo(*, adaptation: str = "lora", profile: str = "quick", out: str | 
     if quiet:  # --quiet: the final line only
         print(final_line(res))
     else:
-        _print_lm_outcome(res)
+        _print_lm_outcome(res, (base, adapted))
     return res
 
 
@@ -109,7 +109,7 @@ def lm_suite_metrics() -> dict[str, str]:
     return {suite.name: suite.selection_metric for suite in (load_suite(suites_dir() / s) for s in LM_SUITES)}
 
 
-def _print_lm_outcome(res) -> None:
+def _print_lm_outcome(res, models: tuple[Path, Path]) -> None:
     s = res.summary
     sel = s.selection
     metrics = lm_suite_metrics()
@@ -117,4 +117,4 @@ def _print_lm_outcome(res) -> None:
     print(f"lm demo ({s.profile} profile): chosen alpha {sel.chosen_alpha:g} by {sel.policy}, each suite on its "
           f"own metric ({on}; selected on {len(sel.selected_on)} validation splits, {sel.n_evaluations} alphas "
           "evaluated)")
-    print_test_table(res, metrics)
+    print_test_table(res, metrics, models)

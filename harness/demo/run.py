@@ -164,7 +164,7 @@ def run_demo(*, adaptation: str = "full", profile: str = "quick", out: str | Pat
     if quiet:  # --quiet: the final line only
         print(final_line(res))
     else:
-        _print_outcome(res)
+        _print_outcome(res, (models.base_dir, models.adapted_dir))
     return res
 
 
@@ -187,17 +187,18 @@ def _train_summary(info: dict) -> str:
             f"{'reused from the cache' if base.get('reused') and adapted.get('reused') else 'built'}")
 
 
-def _print_outcome(res) -> None:
+def _print_outcome(res, models: tuple[Path, Path]) -> None:
     s = res.summary
     sel = s.selection
     print(f"demo ({s.profile} profile): chosen alpha {sel.chosen_alpha:g} by {sel.policy} "
           f"(selected on {len(sel.selected_on)} validation splits, {sel.n_evaluations} alphas evaluated)")
-    print_test_table(res, "accuracy")
+    print_test_table(res, "accuracy", models)
 
 
-def print_test_table(res, metric: str | Mapping[str, str]) -> None:
+def print_test_table(res, metric: str | Mapping[str, str], models: tuple[Path, Path] | None = None) -> None:
     """Per test split: ``metric`` (one for every suite, or suite name -> metric) of base, adapted and the chosen
-    blend with intervals; then the gate and the report's path and the wall time."""
+    blend with intervals; then the gate, where the demo's models are (``models``: base and adapted folders, to
+    sweep on one's own suites), the report's path and the wall time."""
     s = res.summary
     sel = s.selection
     chosen = () if sel.chosen_point in ("base", "adapted") else (sel.chosen_point,)
@@ -218,6 +219,9 @@ def print_test_table(res, metric: str | Mapping[str, str]) -> None:
     if v is not None:
         print(f"gate ({v.policy}): {'PASS' if v.passed else 'FAIL'}, {sum(o.passed for o in v.outcomes)}/"
               f"{len(v.outcomes)} rules passed")
+    if models is not None:
+        print(f"models: base {models[0]}\n        adapted {models[1]}\n        (on your own suites: harness sweep "
+              "--base BASE --adapted ADAPTED --suite ...)")
     print(final_line(res))
 
 

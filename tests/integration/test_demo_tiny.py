@@ -64,6 +64,8 @@ def test_demo_runs_end_to_end_and_reuses_its_models(demo_env, tmp_path, capsys):
     assert "quick profile" in (out / "report.md").read_text().lower()
     printed = capsys.readouterr().out
     assert "chosen alpha" in printed and "gate (demo)" in printed and "report:" in printed
+    # the models' folders are repeated at the end, for sweeping them on one's own suites (LM user trial)
+    assert "models: base " in printed and "        adapted " in printed and "harness sweep --base BASE" in printed
     assert res.verdict is not None
 
     again = run_demo(profile="quick", out=out, options=RunOptions(progress=False, n_resamples=100))
