@@ -11,6 +11,7 @@ gold ``text`` must equal one of the choices in a multiple-choice task.
 from __future__ import annotations
 
 import json
+import numbers
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -98,8 +99,10 @@ def row_gold(row: Mapping[str, Any], gold: GoldSpec, choices: list[str] | None, 
         return choices.index(text)
     if gold.index is not None:
         index, src = field_value(row, gold.index, where=f"{where}.index"), f"{where}.index = {gold.index!r}"
-        if isinstance(index, bool):
+        if isinstance(index, (bool, numbers.Integral)):
             index = int(index)
+        elif isinstance(index, str) and index.strip().isdigit():  # a CSV cell holds text: "3" is position 3
+            index = int(index.strip())
     else:
         label = field_value(row, gold.label or "", where=f"{where}.label")
         labels = field_value(row, gold.labels or "", where=f"{where}.labels")
@@ -111,7 +114,8 @@ def row_gold(row: Mapping[str, Any], gold: GoldSpec, choices: list[str] | None, 
     n = len(choices) if choices is not None else None
     if not isinstance(index, int) or (n is not None and not 0 <= index < n):
         raise DataError(format_error("the gold index is not a position among the choices", where=src,
-                                     expected=f"an integer in [0, {n})" if n else "an integer", got=index,
+                                     expected=f"an integer in [0, {n})" if n else "an integer",
+                                     got=repr(index) if isinstance(index, str) else index,
                                      fix="gold.index counts the choices from 0 (use gold.label with gold.labels for "
                                          f"answer keys such as 'A'); {ROW_FIX}"))
     return index

@@ -78,6 +78,12 @@ def test_choices_and_gold_from_rows():
     cols = ChoicesSpec(fields=["A", "B"])
     assert row_choices({"A": "x", "B": "y"}, cols) == ["x", "y"]
     assert row_gold({"t": "y"}, GoldSpec(text="t"), ["x", "y"]) == 1
+    # a CSV cell holds text and pandas gives numpy integers: both are positions (README's own CSV example failed)
+    import numpy as np
+
+    assert row_gold({"g": "1"}, GoldSpec(index="g"), ["x", "y"]) == 1
+    assert row_gold({"g": " 0 "}, GoldSpec(index="g"), ["x", "y"]) == 0
+    assert row_gold({"g": np.int64(1)}, GoldSpec(index="g"), ["x", "y"]) == 1
     assert row_gold({"t": "#### 4"}, GoldSpec(text="t"), None) == "#### 4"
 
 
@@ -87,6 +93,8 @@ def test_choices_and_gold_from_rows():
     ({"c": "['co2', 'n2']"}, ChoicesSpec(field="c"), None, "text that looks like a list"),  # a CSV cell
     ({"d": ["x"]}, ChoicesSpec(field="c"), None, "no field 'c'"),
     ({"c": ["x", "y"], "g": 2}, ChoicesSpec(field="c"), GoldSpec(index="g"), "not a position"),
+    ({"c": ["x", "y"], "g": "B"}, ChoicesSpec(field="c"), GoldSpec(index="g"), "not a position"),
+    ({"c": ["x", "y"], "g": "-1"}, ChoicesSpec(field="c"), GoldSpec(index="g"), "not a position"),
     ({"c": ["x", "y"], "g": "z"}, ChoicesSpec(field="c"), GoldSpec(text="g"), "not one of the row's choices"),
     ({"c": ["x", "y"], "k": "E", "l": ["A", "B"]}, ChoicesSpec(field="c"), GoldSpec(label="k", labels="l"),
      "not in the label list"),
