@@ -103,6 +103,8 @@ def row_gold(row: Mapping[str, Any], gold: GoldSpec, choices: list[str] | None, 
             index = int(index)
         elif isinstance(index, str) and index.strip().isdigit():  # a CSV cell holds text: "3" is position 3
             index = int(index.strip())
+        elif isinstance(index, str) and index.strip().lower() in ("true", "false"):  # and a boolean is text too
+            index = int(index.strip().lower() == "true")
     else:
         label = field_value(row, gold.label or "", where=f"{where}.label")
         labels = field_value(row, gold.labels or "", where=f"{where}.labels")

@@ -84,6 +84,8 @@ def test_choices_and_gold_from_rows():
     assert row_gold({"g": "1"}, GoldSpec(index="g"), ["x", "y"]) == 1
     assert row_gold({"g": " 0 "}, GoldSpec(index="g"), ["x", "y"]) == 0
     assert row_gold({"g": np.int64(1)}, GoldSpec(index="g"), ["x", "y"]) == 1
+    assert row_gold({"g": "True"}, GoldSpec(index="g"), ["no", "yes"]) == 1  # BoolQ's answer column in a CSV
+    assert row_gold({"g": "false"}, GoldSpec(index="g"), ["no", "yes"]) == 0
     assert row_gold({"t": "#### 4"}, GoldSpec(text="t"), None) == "#### 4"
 
 
