@@ -98,9 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     _common(v)
 
     e = sub.add_parser("eval", help="score one model on suites")
-    e.add_argument("--model", required=True, help="checkpoint folder or hub id, or a ReFT folder (then --base)")
-    e.add_argument("--base", default=None, help="with a ReFT folder as --model: the base model it applies to "
-                   "(default: the base folder its reft_config.json records)")
+    e.add_argument("--model", required=True,
+                   help="checkpoint folder or hub id, or a PEFT adapter or ReFT folder (then --base)")
+    e.add_argument("--base", default=None, help="with an adapter or ReFT folder as --model: the base model it "
+                   "applies to (default: the base folder its adapter_config.json or reft_config.json records)")
     e.add_argument("--suite", nargs="+", required=True, dest="suites")
     e.add_argument("--out", default=None, help=OUT_RUN_HELP)
     _common(e, "eval")

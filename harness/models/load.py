@@ -376,10 +376,10 @@ def checked_checkpoint(name: str | Path, revision: str | None, allow_pickle: boo
     path = resolve_model_dir(name, revision)
     if is_adapter_dir(path):
         raise ModelError(format_error("this folder is a PEFT adapter, not a full model", where=str(path),
-                                      fix="an adapter is scored with the model it adapts: `harness sweep --base BASE "
-                                          "--adapted ADAPTER --alphas 0,1` scores both (alpha 1 is the adapted "
-                                          "model), or `harness blend --base BASE --adapted ADAPTER --alpha 1 --out "
-                                          "DIR` writes it as a full model for `harness eval --model DIR`"))
+                                      fix="an adapter is scored with the model it adapts: `harness eval --model "
+                                          "ADAPTER --base BASE`, or `harness sweep --base BASE --adapted ADAPTER` "
+                                          "(alpha 1 is the adapted model); `harness blend --base BASE --adapted "
+                                          "ADAPTER --alpha 1 --out DIR` writes it as a full model"))
     check_model_files(path)  # names a missing config.json / adapter_config.json (issue 17)
     files = weight_files(path, allow_pickle=allow_pickle)
     for f in files:

@@ -131,23 +131,48 @@ def _label_columns(live, loaded: LoadedSuites, options: RunOptions, where: str):
 
 
 def _load_scored(model: str | Path, base: str | Path | None, kind: str, options: RunOptions):
-    """(live model, None) for a checkpoint; for a ReFT folder, (the base with its identity replaced by base +
-    adaptation, the :class:`~harness.models.reft.InterventionEngine` at strength 1).
+    """(live model, None) for a checkpoint; for a PEFT adapter folder, (its base with the adapter merged in, as the
+    sweep's alpha 1 has it, None); for a ReFT folder, (the base with its identity replaced by base + adaptation,
+    the :class:`~harness.models.reft.InterventionEngine` at strength 1). An adapter's or ReFT folder's base is
+    ``base``, else the base folder it records.
 
     Raises
     ------
     SpecError
-        ``base`` given for a model that is not a ReFT folder, or a ReFT folder whose base is neither given nor
-        recorded as an existing folder.
+        ``base`` given for a model that is neither a ReFT folder nor an adapter, or an adapter or ReFT folder
+        whose base is neither given nor recorded as an existing folder.
     """
     from harness.models.adapters import load_reft_adapted  # torch: imported when a model is scored
     from harness.models.reft import InterventionEngine
     from harness.models.reft_io import recorded_base, reft_format
 
+    from harness.models.adapters import adapter_config, load_adapted
+    from harness.models.load import is_adapter_dir
+
+    mp = Path(model).expanduser()
+    if mp.is_dir() and is_adapter_dir(mp):  # a PEFT adapter (LoRA, DoRA, ...): scored merged into its base
+
+        recorded = adapter_config(mp).get("base_model_name_or_path")
+        base = base if base is not None else (recorded if recorded and Path(recorded).expanduser().is_dir()
+                                              else None)
+        if base is None:
+            raise SpecError(format_error("a PEFT adapter needs the base model it adapts", where=str(model),
+                                         got=f"recorded base {recorded!r}" if recorded else "none recorded",
+                                         fix="pass --base BASE_FOLDER"))
+        live = load_live(base, kind, options)
+        adapted = load_adapted(live, mp.resolve(), allow_pickle=options.allow_pickle)
+        missing, unexpected = live.model.load_state_dict(adapted.state_dict, strict=False)
+        if missing or unexpected:  # the merged state is the base's key space: anything else is a bug, not data
+            raise RuntimeError(f"merged adapter state does not fit its base: missing {missing[:3]}, "
+                               f"unexpected {unexpected[:3]}")
+        live.info["base_fingerprint"] = live.fingerprint
+        live.fingerprint = adapted.fingerprint  # the scored model is base + adapter (store keys, manifest)
+        return live, None
     if not reft_format(model):
         if base is not None:
-            raise SpecError(format_error("--base applies only when --model is a ReFT folder", where="--base",
-                                         got=str(base), fix="drop --base, or pass the ReFT folder as --model"))
+            raise SpecError(format_error("--base applies only when --model is a ReFT folder or a PEFT adapter",
+                                         where="--base", got=str(base),
+                                         fix="drop --base, or pass the ReFT folder or adapter as --model"))
         return load_live(model, kind, options), None
     base = base if base is not None else recorded_base(model)
     if base is None or not Path(base).expanduser().is_dir():

@@ -76,7 +76,7 @@ def suites(tmp_path_factory) -> list[Path]:
         "kind: policy\nschema_version: 1\nname: d-policy\ncandidate: chosen\nn_resamples: 200\nseed: 0\nmin_clusters: 5\n"
         "on_underpowered: warn\nsuites: {id: [d-arc], shift: [d-gen]}\nrules:\n"
         "  - {name: id_gain, kind: delta, metric: acc_norm, suites: id, reference: base, min_delta: 0.0, mode: point}\n"
-        "  - {name: shift_drop, kind: delta, metric: f1, suites: shift, reference: base, max_drop: 0.5, mode: point}\n")
+        "  - {name: shift_drop, kind: delta, metric: f1, suites: [d-gen], reference: base, max_drop: 0.5, mode: point}\n")
     return [root / "arc.yaml", root / "gen.yaml", root / "ppl.yaml", root / "policy.yaml"]
 
 

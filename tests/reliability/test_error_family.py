@@ -12,7 +12,9 @@ flags (tests/integration/test_cli_tiny.py::test_unusable_input_exits_2_and_write
 from __future__ import annotations
 
 import inspect
+import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -33,6 +35,9 @@ def world(tiny_pair, tiny_suites, tmp_path_factory) -> dict[str, Path]:
     w = {"base": base, "adapted": adapted, "suite": tiny_suites[0], "root": root}
     w["noweights"] = copy_model(base, root / "noweights", drop=("model.safetensors",))
     w["lora"] = make_lora_adapter(base, root / "lora")
+    cfg = json.loads((w["lora"] / "adapter_config.json").read_text())  # an adapter whose base is no local folder
+    w["lora_orphan"] = shutil.copytree(w["lora"], root / "lora_orphan")
+    (w["lora_orphan"] / "adapter_config.json").write_text(json.dumps({**cfg, "base_model_name_or_path": "org/x"}))
     trunc = copy_model(base, root / "trunc")
     raw = (trunc / "model.safetensors").read_bytes()
     (trunc / "model.safetensors").write_bytes(raw[: len(raw) // 2])
@@ -75,7 +80,7 @@ def _sweep(w, **over) -> list[str]:
 CASES = [
     ("missing_model_dir", lambda w: _eval(w, model=w["root"] / "nope"), "model folder not found"),
     ("model_dir_without_weights", lambda w: _eval(w, model=w["noweights"]), "no weights found"),
-    ("adapter_folder_as_model", lambda w: _eval(w, model=w["lora"]), "--adapted"),
+    ("adapter_without_its_base_as_model", lambda w: _eval(w, model=w["lora_orphan"]), "pass --base BASE_FOLDER"),
     ("model_path_is_a_file", lambda w: _eval(w, model=w["a_file"]), "is a file, not a folder"),
     ("garbage_config_json", lambda w: _eval(w, model=w["garbcfg"]), "cannot read the model config"),
     ("no_tokenizer_files", lambda w: _eval(w, model=w["notok"]), "no tokenizer vocabulary"),

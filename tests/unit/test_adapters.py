@@ -323,13 +323,39 @@ def test_wrapper_prefix_in_a_full_checkpoint_is_a_loud_error(base, tiny_pair, tm
         load_adapted(base, d)
 
 
-def test_evaluating_an_adapter_alone_says_how_to_score_it(adapters, tiny_suites, tmp_path, capsys):
-    """LM user trial: the message told to pass the adapter "as --adapted together with --base", which eval does
-    not have; it now names the sweep and the blend that do score it."""
+def test_an_adapter_is_evaluated_alone_as_the_sweeps_alpha_1(adapters, base_dir, tiny_suites, tmp_path, capsys):
+    """LM user trial: ``eval --model ADAPTER`` was refused, and its message told to pass the adapter "as --adapted
+    together with --base", which eval lacks. Now eval scores an adapter merged into its base (given, or the folder
+    its adapter_config.json records): the same numbers as the sweep's alpha 1; without a base it says so."""
+    import json
+
     from harness.cli import main
 
-    assert main(["eval", "--model", str(adapters["lora"]), "--suite", str(tiny_suites[0]), "--out",
-                 str(tmp_path / "run"), "--no-store"]) == 2
+    suite = str(tiny_suites[0])
+    common = ["--suite", suite, "--no-store", "--no-report", "--n-resamples", "20", "--quiet"]
+    assert main(["eval", "--model", str(adapters["lora"]), "--base", str(base_dir), *common,
+                 "--out", str(tmp_path / "e")]) == 0, capsys.readouterr().err
+    assert main(["eval", "--model", str(adapters["lora"]), *common, "--out", str(tmp_path / "rec")]) == 0
+    assert main(["sweep", "--base", str(base_dir), "--adapted", str(adapters["lora"]), "--alphas", "0,1",
+                 "--select", "id-only", *common, "--out", str(tmp_path / "s")]) == 0, capsys.readouterr().err
+    ev = json.loads((tmp_path / "e" / "summary.json").read_text())["results"]["model"]
+    rec = json.loads((tmp_path / "rec" / "summary.json").read_text())["results"]["model"]
+    sw = json.loads((tmp_path / "s" / "summary.json").read_text())["results"]["adapted"]
+    for split, entry in ev[next(iter(ev))].items():
+        want = sw[next(iter(sw))][split]["metrics"]
+        # the sweep's blend at alpha 1 is a lerp (base + 1 * (adapted - base)): equal up to float rounding
+        assert {k: v["value"] for k, v in entry["metrics"].items()} == pytest.approx(
+            {k: v["value"] for k, v in want.items()}, rel=1e-6)
+        assert entry["metrics"]["accuracy"]["value"] == want["accuracy"]["value"]
+    assert rec == ev  # the recorded base is the same folder
+    base_vals = json.loads((tmp_path / "s" / "summary.json").read_text())["results"]["base"]
+    assert base_vals != sw  # the adapter changes the scores, so the equality above is not trivial
+
+    orphan = _record_base(adapters["lora"], tmp_path / "orphan", "org/some-model")
+    capsys.readouterr()
+    assert main(["eval", "--model", str(orphan), *common, "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
-    assert "PEFT adapter, not a full model" in err and "harness sweep --base BASE --adapted ADAPTER" in err
-    assert "harness blend --base BASE --adapted ADAPTER --alpha 1" in err and not (tmp_path / "run").exists()
+    assert "a PEFT adapter needs the base model it adapts" in err and "pass --base BASE_FOLDER" in err
+    assert main(["sweep", "--base", str(adapters["lora"]), "--adapted", str(adapters["lora"]), *common,
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "harness eval --model ADAPTER --base BASE" in capsys.readouterr().err
