@@ -198,14 +198,12 @@ def _print_table(summary, quiet: bool) -> None:
     print(df[cols].to_string(index=False))
 
 
-def _print_hidden_notes(summary, quiet: bool) -> None:
-    """Under ``--quiet`` the run notes (truncations, capped rows, overflowed outputs...) are logged as warnings
-    and hidden; one line on stderr still counts them, so none goes unnoticed (they are in summary.json's
-    ``notes`` and the report)."""
-    if quiet and summary.notes:
-        n = len(summary.notes)
-        print(f"{n} run note{'s' if n > 1 else ''} hidden by --quiet (summary.json 'notes', and the report; "
-              "rerun without --quiet to see them)", file=sys.stderr)
+def _print_hidden_notes(notes: list[str], quiet: bool, kept: str) -> None:
+    """Under ``--quiet`` the notes (truncations, capped rows, overflowed outputs...) are logged as warnings and
+    hidden; one line on stderr still counts them, so none goes unnoticed; ``kept`` says where they are saved."""
+    if quiet and notes:
+        print(f"{len(notes)} note{'s' if len(notes) > 1 else ''} hidden by --quiet (in {kept}; rerun without "
+              "--quiet to see them)", file=sys.stderr)
 
 
 def _print_curve(summary, quiet: bool) -> None:
@@ -247,29 +245,20 @@ def _cmd_validate(a) -> int:
 
 
 def _check_policy_suites(valid) -> dict[Path, list[str]]:
-    """Each policy's problems, by path. Given with suites: a suite name the policy uses that no given suite has
-    but is a few edits from one (a typo), and a rule whose metric a suite it judges does not compute (any other
-    missing name is a warning: the policy may be meant for other suites too). Always: a threshold outside its
-    metric's range (``max_drop: 15``; :func:`harness.gate.threshold_problem`)."""
-    from harness.gate import threshold_problem
-    from harness.spec.policy import policy_metric_problems, policy_suite_notes
+    """Each policy's problems (:func:`harness.gate.policy_problems`, against the suites given with it), by path;
+    its warnings are printed."""
+    from harness.gate import policy_problems
 
-    suites = {spec.name: spec.role.value for _, spec in valid if spec.kind == "suite"}
-    metrics = {spec.name: (spec.role.value, list(spec.metrics)) for _, spec in valid if spec.kind == "suite"}
+    suites = {spec.name: (spec.role.value, list(spec.metrics)) for _, spec in valid if spec.kind == "suite"}
     out: dict[Path, list[str]] = {}
     for path, spec in valid:
         if spec.kind != "policy":
             continue
-        found = [f"{path}: rule {r.name!r}: {why}" for r in spec.rules
-                 for why in [threshold_problem(r, load_evaluate=False)] if why]
-        for typo, line in policy_suite_notes(spec, suites) if suites else []:
-            if typo:
-                found.append(f"{path}: {line}")
-            else:
-                print(f"WARN  {path}: {line}", file=sys.stderr)
-        found += [f"{path}: {line}" for line in policy_metric_problems(spec, metrics)]
-        if found:
-            out[path] = found
+        problems, warnings = policy_problems(spec, suites)
+        for line in warnings:
+            print(f"WARN  {path}: {line}", file=sys.stderr)
+        if problems:
+            out[path] = [f"{path}: {line}" for line in problems]
     return out
 
 
@@ -299,7 +288,7 @@ def _cmd_eval(a) -> int:
     opts = _settings(a, "eval")
     res = evaluate_model(a.model, a.suites, out=a.out, options=opts, argv=sys.argv, base=a.base)
     _print_table(res.summary, a.quiet)
-    _print_hidden_notes(res.summary, a.quiet)
+    _print_hidden_notes(res.summary.notes, a.quiet, "summary.json's notes and the report")
     print(run_dir_line(res.run_dir, use_store=opts.use_store, model_kind=res.model_kind, report=opts.report))
     return EXIT_OK
 
@@ -328,7 +317,7 @@ def _cmd_sweep(a) -> int:
                               baseline=paths.get("baseline"), junit=paths.get("junit"), out=paths.get("out"),
                               argv=sys.argv)
     _print_curve(res.summary, a.quiet)
-    _print_hidden_notes(res.summary, a.quiet)
+    _print_hidden_notes(res.summary.notes, a.quiet, "summary.json's notes and the report")
     sel = res.summary.selection
     print(f"chosen alpha: {sel.chosen_alpha:g} ({sel.policy}, selected on {', '.join(sel.selected_on)})")
     print(run_dir_line(res.run_dir, run_file=True, use_store=opts.use_store, model_kind=res.model_kind,
@@ -355,9 +344,7 @@ def _verdict_exit(verdict) -> int:
 def _cmd_blend(a) -> int:
     opts = _settings(a, "blend")
     outcome = blend_checkpoint(a.base, a.adapted, a.alpha, a.out, head=opts.head, options=opts)
-    if a.quiet and outcome.notes:
-        print(f"{len(outcome.notes)} note{'s' if len(outcome.notes) > 1 else ''} hidden by --quiet (in the blend's "
-              "config.json under harness_blend.notes; rerun without --quiet to see them)", file=sys.stderr)
+    _print_hidden_notes(outcome.notes, a.quiet, "the blend's config.json under harness_blend.notes")
     print(f"blend at alpha={a.alpha:g} written to {outcome.path}")
     return EXIT_OK
 

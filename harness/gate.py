@@ -69,10 +69,11 @@ from harness.numfmt import fmt_g, fmt_num
 from harness.gate_sides import (SUMMARY_TOLERANCE, RuleFailure, RunView, align, check_same_suite, checked_side,
                                  right_or_fail)
 from harness.records import RuleOutcome, Verdict
-from harness.spec.policy import Aggregate, CandidateChoice, GatePolicy, Mode, Reference, Rule, RuleKind
+from harness.spec.policy import (Aggregate, CandidateChoice, GatePolicy, Mode, Reference, Rule, RuleKind,
+                                 policy_metric_problems, policy_suite_notes)
 from harness.summary import Summary
 
-__all__ = ["RunView", "judge", "note_split_uses", "threshold_problem", "SUMMARY_TOLERANCE"]
+__all__ = ["RunView", "judge", "note_split_uses", "threshold_problem", "policy_problems", "SUMMARY_TOLERANCE"]
 
 logger = logging.getLogger(__name__)
 
@@ -407,6 +408,34 @@ def _check_threshold(rule: Rule) -> None:
     problem = threshold_problem(rule)
     if problem:
         raise RuleFailure(problem)
+
+
+def policy_problems(policy: GatePolicy, suites: dict[str, tuple[str, list[str]]], *,
+                    run: bool = False) -> tuple[list[str], list[str]]:
+    """What decides a policy's verdict before any model runs, as ``(problems, warnings)``: problems are rule
+    thresholds outside their metric's range (:func:`threshold_problem`; ``evaluate:`` metrics are not loaded),
+    suite names a few edits from a given suite's (:func:`harness.spec.policy.policy_suite_notes`) and rules whose
+    metric a suite they judge does not compute (:func:`harness.spec.policy.policy_metric_problems`); warnings
+    are the other names no given suite has. ``harness validate`` and ``sweep --gate`` report the same.
+
+    Parameters
+    ----------
+    policy : GatePolicy
+    suites : dict of str to (str, list of str)
+        Name -> (role, the suite's metrics) of every suite given (may be empty: thresholds only).
+    run : bool, default=False
+        Whether the suites are one run's (``sweep --gate``): a role rule then judges every suite of its role.
+
+    Returns
+    -------
+    (list of str, list of str)
+    """
+    problems = [f"rule {r.name!r}: {why}" for r in policy.rules for why in [threshold_problem(r, load_evaluate=False)]
+                if why]
+    notes = policy_suite_notes(policy, {n: role for n, (role, _) in suites.items()}) if suites else []
+    problems += [line for typo, line in notes if typo]
+    problems += policy_metric_problems(policy, suites, run=run)
+    return problems, [line for typo, line in notes if not typo]
 
 
 def threshold_problem(rule: Rule, *, load_evaluate: bool = True) -> str | None:

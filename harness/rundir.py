@@ -23,6 +23,7 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterable
@@ -39,8 +40,8 @@ from harness.summary import Summary
 
 __all__ = ["SUMMARY", "MANIFEST", "PER_ALPHA", "PREDICTIONS", "VERDICT", "write_summary", "read_summary",
            "write_predictions", "read_predictions", "per_alpha_frame", "write_per_alpha", "write_manifest",
-           "read_manifest", "write_verdict", "read_verdict", "predictions_for", "write_run", "swap_dir", "check_out_dir",
-           "tmp_prefix", "clean_stale_siblings", "RUN_ENTRIES", "OUT_RUN_HELP", "run_dir_line"]
+           "read_manifest", "write_verdict", "read_verdict", "predictions_for", "write_run", "swap_dir",
+           "check_out_dir", "tmp_prefix", "clean_stale_siblings", "RUN_ENTRIES", "OUT_RUN_HELP", "run_dir_line"]
 
 log = logging.getLogger(__name__)
 SUMMARY, MANIFEST, PER_ALPHA, PREDICTIONS, VERDICT = (
@@ -276,19 +277,27 @@ _IGNORABLE = re.compile(r"\.DS_Store|Thumbs\.db|desktop\.ini|\.ipynb_checkpoints
                         rf"\.({'|'.join(re.escape(n) for n in sorted(RUN_ENTRIES))})\..+\.tmp")
 
 
-def check_out_dir(out: str | Path, flag: str = "--out") -> None:
+def check_out_dir(out: str | Path, flag: str = "--out", *,
+                  others: Callable[[Path, list[Path]], list[str]] | None = None,
+                  holds: str = "a harness run directory", expected: str | None = None) -> None:
     """Refuse an output folder whose content a run would destroy. A run directory replaces ``out`` as a whole, so
     ``out`` must be new, empty, or an earlier run directory: ``summary.json`` (every run directory has it) and
     nothing but :data:`RUN_ENTRIES` (``figures`` a folder of ``.png`` files, the others files) and ignorable
     leftovers (``.DS_Store``, a killed write's ``.<name>.*.tmp``). Called before any work (a mistyped
-    ``--out ~/project`` must neither cost a sweep nor delete the project) and again when writing.
+    ``--out ~/project`` must neither cost a sweep nor delete the project) and again when writing. ``harness
+    blend`` checks its folder with its own ``others``.
 
     Parameters
     ----------
     out : str or Path
-        The folder the run directory is to be written to.
+        The folder to be replaced.
     flag : str, default="--out"
         The option that named it, for the message.
+    others : callable, default=None
+        ``others(folder, entries)``: the names of the entries of a non-empty folder that the output did not write
+        (an empty list allows the replacement); default: those of a run directory, as above.
+    holds, expected : str
+        What the folder must be and what it may hold, for the message (default: a run directory's).
 
     Raises
     ------
@@ -299,24 +308,21 @@ def check_out_dir(out: str | Path, flag: str = "--out") -> None:
     p = Path(out).expanduser()
     try:
         if p.is_symlink():
-            raise OutputError(format_error(f"{flag} is a symbolic link", where=str(p), got=f"a link to {os.readlink(p)}",
+            raise OutputError(format_error(f"{flag} is a symbolic link", where=str(p),
+                                           got=f"a link to {os.readlink(p)}",
                                            fix=f"pass the folder it points to as {flag}"))
         if not p.exists():
             return
         if not p.is_dir():
             raise OutputError(format_error(f"{flag} names a file, not a folder", where=str(p),
-                                           fix="choose a folder for the run directory"))
+                                           fix=f"choose a folder for {flag}"))
         if Path.cwd().resolve().is_relative_to(p.resolve()):
             raise OutputError(format_error(
-                f"{flag} is the folder this command runs in (or one above it): the run directory replaces its "
-                "folder as a whole", where=str(p), got=str(p.resolve()),
+                f"{flag} is the folder this command runs in (or one above it): the output replaces its folder as a "
+                "whole", where=str(p), got=str(p.resolve()),
                 fix=f"name a subfolder, e.g. {flag} runs/NAME, or run from the parent folder"))
         entries = sorted(p.iterdir())
-        if not entries:
-            return
-        other = [e.name + ("/" if e.is_dir() else "") for e in entries if not _run_entry(e)]
-        if not other and not (p / SUMMARY).is_file():
-            other = [e.name for e in entries]
+        other = (others or _run_dir_others)(p, entries) if entries else []
     except OutputError:
         raise
     except OSError as e:  # OutputError is an OSError too: re-raised above as it is
@@ -324,13 +330,20 @@ def check_out_dir(out: str | Path, flag: str = "--out") -> None:
                                        fix="choose a folder you can read and write")) from e
     if other:
         raise OutputError(format_error(
-            f"{flag} names a folder that is not a harness run directory: writing the run would replace it and "
-            "delete what it holds", where=str(p), expected=f"a new or empty folder, or an earlier run directory "
-            f"(summary.json and only {', '.join(sorted(RUN_ENTRIES - {SUMMARY}))})",
+            f"{flag} names a folder that is not {holds}: writing would replace it and delete what it holds",
+            where=str(p), expected=expected or f"a new or empty folder, or an earlier run directory (summary.json "
+            f"and only {', '.join(sorted(RUN_ENTRIES - {SUMMARY}))})",
             got=f"{len(other)} other entr{'y' if len(other) == 1 else 'ies'}"
             f": {', '.join(other[:5])}{', ...' if len(other) > 5 else ''}",
-            fix=f"choose another {flag} folder (e.g. a new subfolder), or move those entries out (a --junit file "
-                "written into a run directory counts: write it beside the run directory instead)"))
+            fix=f"choose another {flag} folder (e.g. a new subfolder), or move those entries out" + (
+                "" if others else " (a --junit file written into a run directory counts: write it beside the run "
+                                  "directory instead)")))
+
+
+def _run_dir_others(folder: Path, entries: list[Path]) -> list[str]:
+    """The entries of a non-empty folder that are not a run directory's (all of them without summary.json)."""
+    other = [e.name + ("/" if e.is_dir() else "") for e in entries if not _run_entry(e)]
+    return other if other or (folder / SUMMARY).is_file() else [e.name for e in entries]
 
 
 def _run_entry(e: Path) -> bool:
@@ -398,9 +411,10 @@ def tmp_prefix(out: Path) -> str:
 
 def clean_stale_siblings(out: Path, *, stale_after_s: float = STALE_AFTER_S) -> list[Path]:
     """Tidy what a writer killed mid-write (SIGKILL, power loss) left beside ``out``: hidden ``.<name>.tmp-*``
-    temporary folders (:func:`tmp_prefix`) older than ``stale_after_s`` seconds are removed; a ``.<name>.old-*`` folder (the previous
-    run, moved aside by :func:`swap_dir`) is moved back to ``out`` when ``out`` is missing, else removed. Younger
-    folders may belong to a writer still at work and are left alone. Returns the folders handled; each is logged.
+    temporary folders (:func:`tmp_prefix`) older than ``stale_after_s`` seconds are removed; a ``.<name>.old-*``
+    folder (the previous run, moved aside by :func:`swap_dir`) is moved back to ``out`` when ``out`` is missing,
+    else removed. Younger folders may belong to a writer still at work and are left alone. Returns the folders
+    handled; each is logged.
     """
     handled: list[Path] = []
     if not out.parent.is_dir():

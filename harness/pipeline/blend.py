@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import harness
-from harness.errors import BlendError, HarnessError, OutputError, format_error
+from harness.errors import BlendError, HarnessError, format_error
 from harness.pipeline.common import RunOptions
 from harness.records import canonical_alpha
-from harness.rundir import clean_stale_siblings, swap_dir, tmp_prefix
+from harness.rundir import check_out_dir, clean_stale_siblings, swap_dir, tmp_prefix
 
 __all__ = ["write_blend", "blend_checkpoint", "BlendOutcome"]
 
@@ -206,52 +206,29 @@ BLEND_MARKER = "harness_blend.json"  # what a blend folder holds: its files, so 
 
 
 def _check_blend_out(out: Path) -> None:
-    """Refuse an ``out`` that a blend would destroy: the blend replaces ``out`` as a whole, so it must be new,
-    empty, or an earlier blend with nothing added: every entry listed in the earlier blend's
-    :data:`BLEND_MARKER` (a model fine-tuned from a blend keeps ``harness_blend`` in its config.json, so the
-    config alone proves nothing).
+    """Refuse an ``out`` that a blend would destroy (:func:`harness.rundir.check_out_dir`): the blend replaces
+    ``out`` as a whole, so it must be new, empty, or an earlier blend with nothing added: every entry listed in the
+    earlier blend's :data:`BLEND_MARKER` (a model fine-tuned from a blend keeps ``harness_blend`` in its
+    config.json, so the config alone proves nothing).
 
     Raises
     ------
     OutputError
-        If ``out`` is a file, a symbolic link or the current folder (or one above it), cannot be read, or holds
-        anything the earlier blend did not write (the first few entries are named).
+        As :func:`harness.rundir.check_out_dir`, for anything the earlier blend did not write.
     """
+    check_out_dir(out, others=_not_blend_files, holds="an earlier blend",
+                  expected=f"a new or empty folder, or one `harness blend` wrote (listed in its {BLEND_MARKER})")
+
+
+def _not_blend_files(folder: Path, entries: list[Path]) -> list[str]:
+    """The entries of ``folder`` that its :data:`BLEND_MARKER` does not list (all of them without one)."""
     try:
-        if out.is_symlink():
-            raise OutputError(format_error("--out is a symbolic link", where=str(out),
-                                           fix="pass the folder it points to as --out"))
-        if not out.exists():
-            return
-        if not out.is_dir():
-            raise OutputError(format_error("--out names a file", where=str(out), fix="choose a folder"))
-        if Path.cwd().resolve().is_relative_to(out.resolve()):
-            raise OutputError(format_error("--out is the folder this command runs in (or one above it): the blend "
-                                           "replaces its folder as a whole", where=str(out),
-                                           fix="name a subfolder, e.g. --out blends/NAME"))
-        entries = sorted(out.iterdir())
-        if not entries:
-            return
-        try:
-            marker = json.loads((out / BLEND_MARKER).read_text(encoding="utf-8"))
-            written = set(marker["files"]) | {BLEND_MARKER} if isinstance(marker, dict) else set()
-        except (OSError, ValueError, TypeError, KeyError):
-            written = set()
-        other = [e.name + ("/" if e.is_dir() else "") for e in entries
-                 if e.name not in written or not e.is_file() or e.is_symlink()]
-    except OutputError:
-        raise
-    except OSError as e:  # OutputError is an OSError too: re-raised above as it is
-        raise OutputError(format_error("--out cannot be read", where=str(out), got=e.strerror or str(e),
-                                       fix="choose a folder you can read and write")) from e
-    if other:
-        raise OutputError(format_error(
-            "--out names a folder that is not an earlier blend: writing the blend would replace it and delete what "
-            "it holds", where=str(out),
-            expected=f"a new or empty folder, or one `harness blend` wrote (listed in its {BLEND_MARKER})",
-            got=f"{len(other)} other entr{'y' if len(other) == 1 else 'ies'}: {', '.join(other[:5])}"
-                f"{', ...' if len(other) > 5 else ''}",
-            fix="choose another --out folder (e.g. a new subfolder)"))
+        marker = json.loads((folder / BLEND_MARKER).read_text(encoding="utf-8"))
+        written = set(marker["files"]) | {BLEND_MARKER} if isinstance(marker, dict) else set()
+    except (OSError, ValueError, TypeError, KeyError):
+        written = set()
+    return [e.name + ("/" if e.is_dir() else "") for e in entries
+            if e.name not in written or not e.is_file() or e.is_symlink()]
 
 
 def blend_checkpoint(base: str | Path, adapted: str | Path, alpha: float, out: str | Path, *, head: str = "shared",

@@ -115,22 +115,18 @@ def run_sweep(request: SweepRequest) -> RunResult:
 
 
 def check_policy_fits(policy, suites: list[Suite], path) -> None:
-    """Refuse, before any model is loaded, a gate policy whose verdict on these suites is already decided: a rule
-    threshold outside its metric's range, a suite name a few edits from one of the run's (a typo), or a rule whose
-    metric a suite it judges does not compute. ``harness validate POLICY SUITES...`` reports the same.
+    """Refuse, before any model is loaded, a gate policy whose verdict on these suites is already decided
+    (:func:`harness.gate.policy_problems`, the run's suites; ``harness validate POLICY SUITES...`` reports the
+    same).
 
     Raises
     ------
     SpecError
         Listing every such problem.
     """
-    from harness.gate import threshold_problem
-    from harness.spec.policy import policy_metric_problems, policy_suite_notes
+    from harness.gate import policy_problems
 
-    found = [f"rule {r.name!r}: {why}" for r in policy.rules for why in [threshold_problem(r, load_evaluate=False)]
-             if why]
-    found += [line for typo, line in policy_suite_notes(policy, {s.name: s.role.value for s in suites}) if typo]
-    found += policy_metric_problems(policy, {s.name: (s.role.value, list(s.metrics)) for s in suites}, run=True)
+    found, _ = policy_problems(policy, {s.name: (s.role.value, list(s.metrics)) for s in suites}, run=True)
     if found:
         raise SpecError(format_error(
             f"the gate policy cannot pass on these suites ({len(found)} problem{'s' * (len(found) > 1)})",

@@ -267,7 +267,7 @@ def test_6_alpha_rewrites_are_noted_and_recorded(m, s, tmp_path, capsys, caplog)
                  "--alphas", "0.5,0.2,0.5,0.50000001", "--select", "id-only", "--out", str(tmp_path / "q"), *FAST,
                  "--quiet"]) == 0
     printed = capsys.readouterr()
-    assert f"{len(notes)} run notes hidden by --quiet (summary.json 'notes'" in printed.err
+    assert f"{len(notes)} notes hidden by --quiet (in summary.json's notes and the report" in printed.err
     assert "per point" not in printed.out and "chosen alpha: 0" in printed.out
     assert main(["sweep", "--base", str(m["base"]), "--adapted", str(m["copy"]), "--suite", str(s["id"]),
                  "--alphas", "", "--out", str(tmp_path / "empty"), *FAST]) == 2
