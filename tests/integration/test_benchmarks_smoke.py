@@ -91,3 +91,21 @@ def test_bench_bootstrap_agrees_with_explicit_resampling(tmp_path):
     data = json.loads(out.read_text())
     assert data["max_abs_difference"] < 1e-9 and data["explicit_loop_measured"]["resamples"] == 20
     assert data["speedup"] > 2  # 42x measured at 10,000 examples; a vectorised path slower than the loop fails
+
+
+@pytest.mark.benchmark
+def test_gemv_tune_tiny_runs_each_variant_in_a_fresh_process_on_cpu(tmp_path):
+    """benchmarks/gemv_tune.py --tiny: each case compiled in a child process with its own Inductor cache, checked
+    against eager (the argmax exactly; the products to bf16 rounding), summarised per variant."""
+    out = tmp_path / "gemv.json"
+    res = subprocess.run([sys.executable, "benchmarks/gemv_tune.py", "--tiny", "--trials", "1", "--variants",
+                          "cublas", "cd", "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert set(data["summary"]) == {"cublas", "cd"}
+    for variant in data["summary"].values():
+        assert set(variant) == {"qo", "down", "argmax", "argmax_fp32"}
+        assert variant["argmax"]["max_err"] == 0 and variant["argmax_fp32"]["max_err"] == 0
+        assert variant["qo"]["max_err"] < 0.02 and variant["down"]["max_err"] < 0.02
+        assert all(case["us_min"] > 0 for case in variant.values())
