@@ -109,3 +109,30 @@ def test_gemv_tune_tiny_runs_each_variant_in_a_fresh_process_on_cpu(tmp_path):
         assert variant["argmax"]["max_err"] == 0 and variant["argmax_fp32"]["max_err"] == 0
         assert variant["qo"]["max_err"] < 0.02 and variant["down"]["max_err"] < 0.02
         assert all(case["us_min"] > 0 for case in variant.values())
+
+
+# the generation benchmarks of issue 20, each in its CPU mode (tiny model): {script: (top-level keys, sections
+# whose variants must all have run without an error)}. gen_cb's CUDA-graph and asynchronous variants need a GPU
+# and record their error on a CPU by design.
+GEN_SCRIPTS = {"gen_b1": (["b1"], ["b1"]), "gen_loop": (["b1"], ["b1"]), "gen_probe": (["b1"], ["b1"]),
+               "gen_cb": (["static_generate", "cb"], []), "gen_prof": (["compiled_step_ms_wall", "eager_step_ms"], [])}
+
+
+@pytest.mark.benchmark
+@pytest.mark.parametrize("script", sorted(GEN_SCRIPTS))
+def test_generation_benchmark_runs_on_cpu(script, tmp_path):
+    """benchmarks/<script>.py --tiny runs end to end and writes its JSON (so it does not rot between GPU
+    sessions, whose device time is scarce)."""
+    out = tmp_path / f"{script}.json"
+    res = subprocess.run([sys.executable, f"benchmarks/{script}.py", "--tiny", "--out", str(out)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    data = json.loads(out.read_text())
+    keys, sections = GEN_SCRIPTS[script]
+    assert set(keys) <= set(data), sorted(data)
+    for section in sections:
+        variants = {k: v for k, v in data[section].items() if isinstance(v, dict)}
+        assert variants, data[section]
+        for name, v in variants.items():
+            assert "error" not in v, (name, v)
