@@ -169,7 +169,7 @@ def edit_distance(a: str, b: str) -> int:
     return prev[-1]
 
 
-def likely_typo(name: str, candidates: Iterable[str]) -> str | None:
+def likely_typo(name: str, candidates: Iterable[str], *, families: bool = True) -> str | None:
     """The candidate ``name`` is most likely a mistyping of, or ``None``: the nearest by :func:`edit_distance`
     (case ignored) among those within 1 edit for names of up to 7 characters, 2 up to 15 and 3 beyond. Unlike
     ``difflib``'s similarity ratio, a long shared prefix does not make two names close: ``vader-amazon`` is no typo
@@ -183,6 +183,9 @@ def likely_typo(name: str, candidates: Iterable[str]) -> str | None:
         The name that matched nothing.
     candidates : iterable of str
         The names it may have meant (ties go to the first given).
+    families : bool, default=True
+        Exempt names of one family (above); ``False`` for a fixed vocabulary, where ``macro_fi`` is a mistyping
+        of ``macro_f1`` and no family is meant.
 
     Returns
     -------
@@ -191,7 +194,7 @@ def likely_typo(name: str, candidates: Iterable[str]) -> str | None:
     limit = min(3, 1 + len(name) // 8)
     best, best_d = None, limit + 1
     for c in candidates:
-        if c == name or _siblings(name.lower(), c.lower()):
+        if c == name or (families and _siblings(name.lower(), c.lower())):
             continue
         d = edit_distance(name.lower(), c.lower())
         if d < best_d:

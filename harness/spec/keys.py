@@ -122,7 +122,9 @@ def unknown_key_message(model: type[BaseModel] | None, loc: tuple) -> str:
     ``unknown key 'fromat' (typo? closest valid key: 'format'); valid keys here: ...``.
     """
     key = str(loc[-1]) if loc else "?"
-    m = _model_at(model, tuple(loc[:-1])) if model is not None else None
+    # pydantic names a union's member in the path (``tagged-union[...]``, ``function-after[...]``): not a key
+    loc = tuple(p for p in loc[:-1] if not (isinstance(p, str) and "[" in p))
+    m = _model_at(model, loc) if model is not None else None
     if m is None:
         return f"unknown key {key!r} (typo? remove it or check the schema in suites/README.md)"
     valid = keys_at(m, ())

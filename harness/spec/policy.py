@@ -168,8 +168,10 @@ class Rule(Strict):
     @classmethod
     def _metric(cls, v: str | None) -> str | None:
         if v is not None and v not in BUILTIN_METRICS:
+            meant = likely_typo(v, BUILTIN_METRICS, families=False)
+            hint = f" (did you mean {meant!r}?)" if meant else ""
             raise ValueError(f"gate rules take a built-in metric (its direction and paired bootstrap are known): "
-                             f"one of {', '.join(BUILTIN_METRICS)}; got {v!r}")
+                             f"one of {', '.join(BUILTIN_METRICS)}; got {v!r}{hint}")
         return v
 
     @field_validator("suites")

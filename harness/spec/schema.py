@@ -13,6 +13,7 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from harness.errors import likely_typo
 from harness.records import SplitRole, SuiteRole
 from harness.spec.base import _NAME, Name, Strict, _check_name  # noqa: F401  (re-exported)
 from harness.spec.lm import GenerationTask, LMTask, MultipleChoiceTask, PerplexityTask
@@ -224,7 +225,9 @@ class Suite(Strict):
     def _metrics(cls, v: list[str]) -> list[str]:
         for m in v:  # names of another task are refused by _cross, which knows the task
             if m not in BUILTIN_METRICS and not (m.startswith("evaluate:") and len(m) > len("evaluate:")):
-                raise ValueError(f"unknown metric {m!r}; expected one of {', '.join(BUILTIN_METRICS)} "
+                meant = likely_typo(m, BUILTIN_METRICS, families=False)
+                hint = f" (did you mean {meant!r}?)" if meant else ""
+                raise ValueError(f"unknown metric {m!r}{hint}; expected one of {', '.join(BUILTIN_METRICS)} "
                                  "or 'evaluate:NAME_OR_PATH'")
         if len(set(v)) != len(v):
             raise ValueError(f"metrics must be unique; got {v}")

@@ -83,6 +83,7 @@ def test_likely_typo_leaves_names_of_one_family_alone(name, other):
     from harness.errors import likely_typo
 
     assert likely_typo(name, [other]) is None
+    assert likely_typo(name, [other], families=False) == other  # a fixed vocabulary (metric names) has no family
     assert likely_typo(name.upper(), [other, name]) == name  # the same name in other case still is a typo
     if "-" in name:
         assert likely_typo(name.replace("-", "_"), [other, name]) == name  # and so is another separator

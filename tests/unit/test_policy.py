@@ -90,7 +90,7 @@ def test_nan_threshold_in_yaml_file_is_a_spec_error(tmp_path):
     (delta(max_drop=None), "exactly one of min_delta"),
     (delta(max_drop=-0.01), "greater than or equal to 0"),
     (delta(metric=None), "needs metric"),
-    (delta(metric="acuracy"), "got 'acuracy'"),
+    (delta(metric="acuracy"), "got 'acuracy' (did you mean 'accuracy'?)"),
     (delta(metric="evaluate:f1"), "built-in metric"),
     (delta(floor=0.5), "not floor"),
     ({"name": "r", "kind": "floor", "metric": "accuracy", "suites": "id"}, "needs floor"),

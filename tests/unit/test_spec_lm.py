@@ -118,3 +118,25 @@ def test_task_columns_for_validate():
 
 def test_doctests():
     assert doctest.testmod(lm).failed == 0 and doctest.testmod(lm_rows).failed == 0
+
+
+@pytest.mark.parametrize("task, line", [
+    ({**ARC, "choices": {"feild": "choices.text"}},
+     "task.multiple_choice.choices.feild: unknown key 'feild' (typo? closest valid key: 'field'); valid keys here: "
+     "field, fields, fixed"),
+    ({**GSM8K, "stpo": ["Question:"]}, "task.generation.stpo: unknown key 'stpo' (typo? closest valid key: 'stop')"),
+    ({**PPL, "strdie": 128}, "task.perplexity.strdie: unknown key 'strdie' (typo? closest valid key: 'stride')"),
+])
+def test_a_misspelt_key_inside_a_task_names_the_closest_key(task, line):
+    """pydantic's path through the task union holds the union's name (``tagged-union[...]``): the key lookup skips
+    it, so a key misspelt inside a task gets the closest valid key and the keys of that task, as at the top."""
+    from harness.spec.load import problems_of
+    from harness.spec.schema import Suite
+
+    doc = {"kind": "suite", "name": "t", "role": "id", "source": {"type": "local", "files": ["d.jsonl"]},
+           "task": task, "metrics": ["acc" if task["kind"] == "multiple_choice" else "exact_match"
+                                     if task["kind"] == "generation" else "word_perplexity"],
+           "splits": [{"name": "test", "role": "test", "fraction": 1.0}]}
+    with pytest.raises(ValidationError) as e:
+        Suite.model_validate(doc)
+    assert any(p.startswith(line) for p in problems_of(e.value, Suite)), problems_of(e.value, Suite)
