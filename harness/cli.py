@@ -64,7 +64,7 @@ def _add_settings(p: argparse.ArgumentParser, command: str) -> None:
         text = info.description + ("" if info.default is None or info.annotation is bool
                                    else f" (default: {info.default})")
         if flag.startswith("--no-"):
-            text = f"{text} (on by default; this flag turns it off)"
+            text = f"turn off (on by default): {text}"
         if info.annotation is bool:
             g.add_argument(flag, dest=name, action="store_const", const=not flag.startswith("--no-"),
                            default=argparse.SUPPRESS, help=text.replace("%", "%%"))
@@ -102,15 +102,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="checkpoint folder or hub id, or a PEFT adapter or ReFT folder (then --base)")
     e.add_argument("--base", default=None, help="with an adapter or ReFT folder as --model: the base model it "
                    "applies to (default: the base folder its adapter_config.json or reft_config.json records)")
-    e.add_argument("--suite", nargs="+", required=True, dest="suites")
+    e.add_argument("--suite", nargs="+", required=True, dest="suites",
+                   help="suite files or folders of them (kind: suite)")
     e.add_argument("--out", default=None, help=OUT_RUN_HELP)
     _common(e, "eval")
 
     s = sub.add_parser("sweep", help="evaluate base, adapted and blends; select alpha; optionally gate")
     s.add_argument("-c", "--config", default=None, help="run YAML (kind: run); flags override it")
-    s.add_argument("--base", default=None)
+    s.add_argument("--base", default=None, help="the model before fine-tuning (checkpoint folder or hub id)")
     s.add_argument("--adapted", default=None, help="full checkpoint, PEFT adapter folder or ReFT folder")
-    s.add_argument("--suite", nargs="+", default=None, dest="suites")
+    s.add_argument("--suite", nargs="+", default=None, dest="suites",
+                   help="suite files or folders of them (kind: suite); at least one ID suite with a validation split")
     s.add_argument("--gate", default=None, help="gate policy file (kind: policy)")
     s.add_argument("--baseline", default=None, help="baseline run directory for the gate")
     s.add_argument("--junit", default=None, help="write JUnit XML here (default RUN_DIR/junit.xml)")
@@ -128,9 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("gate", help="judge a stored run with a gate policy (loads no model)")
     g.add_argument("run_dir", nargs="?", default=None, help="run directory (optional with --plan --plan-n)")
-    g.add_argument("--policy", required=True)
-    g.add_argument("--baseline", default=None)
-    g.add_argument("--junit", default=None)
+    g.add_argument("--policy", required=True, help="gate policy file (kind: policy)")
+    g.add_argument("--baseline", default=None, help="an earlier run directory, for rules whose reference is "
+                   "baseline (an unused --baseline is noted, not judged)")
+    g.add_argument("--junit", default=None, help="write JUnit XML here (default RUN_DIR/junit.xml)")
     # gate-stats: --plan prints the policy's false-fail rate and power instead of judging
     g.add_argument("--plan", action="store_true", help="print the policy's false-fail rate and power (for the run's "
                                                        "n and disagreement, or --plan-n) instead of judging")
@@ -154,8 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fine-tuning of the adapted model (default: full for sentiment, lora for lm; reft: "
                         "representation fine-tuning, lm only)")
     d.add_argument("--profile", choices=["quick", "full"], default="quick")
-    d.add_argument("--out", default=None, help="run directory to write (default reports/demo; --task lm: "
-                   "reports/lm-demo)")
+    d.add_argument("--out", default=None, help="run directory to write (default reports/demo in the current "
+                   "folder; --task lm: reports/lm-demo)")
     d.add_argument("--strict", action="store_true", help="exit 1 when the demo's gate fails")
     d.add_argument("--refresh-sample", action="store_true",
                    help="also refresh the committed sample report in reports/sample/ (--task lm: reports/sample-lm/; "

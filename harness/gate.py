@@ -416,7 +416,9 @@ def policy_problems(policy: GatePolicy, suites: dict[str, tuple[str, list[str]]]
     thresholds outside their metric's range (:func:`threshold_problem`; ``evaluate:`` metrics are not loaded),
     suite names a few edits from a given suite's (:func:`harness.spec.policy.policy_suite_notes`) and rules whose
     metric a suite they judge does not compute (:func:`harness.spec.policy.policy_metric_problems`); warnings
-    are the other names no given suite has. ``harness validate`` and ``sweep --gate`` report the same.
+    are the other names no given suite has, and a declared suite's role that differs from its own. For one run's
+    suites (``run=True``: ``sweep --gate``, ``harness gate``) those are problems too: the gate fails each.
+    ``harness validate`` and ``sweep --gate`` report the same.
 
     Parameters
     ----------
@@ -432,10 +434,10 @@ def policy_problems(policy: GatePolicy, suites: dict[str, tuple[str, list[str]]]
     """
     problems = [f"rule {r.name!r}: {why}" for r in policy.rules for why in [threshold_problem(r, load_evaluate=False)]
                 if why]
-    notes = policy_suite_notes(policy, {n: role for n, (role, _) in suites.items()}) if suites else []
-    problems += [line for typo, line in notes if typo]
+    notes = policy_suite_notes(policy, {n: role for n, (role, _) in suites.items()}, run=run) if suites else []
+    problems += [line for typo, line in notes if typo or run]  # a run's missing suite fails the gate for sure
     problems += policy_metric_problems(policy, suites, run=run)
-    return problems, [line for typo, line in notes if not typo]
+    return problems, [line for typo, line in notes if not (typo or run)]
 
 
 def threshold_problem(rule: Rule, *, load_evaluate: bool = True) -> str | None:

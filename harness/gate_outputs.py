@@ -11,8 +11,8 @@ import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from harness.errors import HarnessError
-from harness.gate import RunView, judge, note_split_uses
+from harness.errors import HarnessError, SpecError, format_error
+from harness.gate import RunView, judge, note_split_uses, policy_problems
 from harness.io import atomic_write_text
 from harness.numfmt import fmt_num
 from harness.records import RuleOutcome, Verdict
@@ -217,6 +217,16 @@ def write_gate_outputs(run_dir: str | Path, verdict: Verdict, junit_path: str | 
     return paths
 
 
+def run_suites(run: RunView) -> dict[str, tuple[str, list[str]]]:
+    """Name -> (role, the metrics its results hold) of every suite of a stored run: what the gate can judge."""
+    computed: dict[str, set[str]] = {}
+    for by_suite in run.summary.results.values():
+        for suite, by_split in by_suite.items():
+            for entry in by_split.values():
+                computed.setdefault(suite, set()).update(entry.metrics)
+    return {name: (info.role, sorted(computed.get(name, ()))) for name, info in run.summary.suites.items()}
+
+
 def run_gate(run_dir: str | Path, policy: str | Path, *, baseline: str | Path | None = None,
              junit: str | Path | None = None) -> Verdict:
     """Judge a stored run with a gate policy and write verdict.json, junit.xml and the Markdown summary
@@ -231,11 +241,23 @@ def run_gate(run_dir: str | Path, policy: str | Path, *, baseline: str | Path | 
     Raises
     ------
     SpecError, DataError
-        For a bad policy file or an unreadable run directory.
+        For a bad policy file or an unreadable run directory, or a policy whose verdict on this run is decided
+        before judging (:func:`harness.gate.policy_problems` on the run's suites: a suite the run does not have, a
+        metric a judged suite does not compute, a threshold outside its metric's range; ``sweep --gate`` refuses
+        the same before any work). Nothing is written then: an earlier verdict.json and JUnit file stay.
     """
     pol = load_spec(policy, kind="policy")
     cand = RunView.from_dir(run_dir)
+    found, _ = policy_problems(pol, run_suites(cand), run=True)
+    if found:
+        raise SpecError(format_error(
+            f"the gate policy cannot pass on this run ({len(found)} problem{'s' * (len(found) > 1)})",
+            where=str(policy), got="; ".join(found),
+            fix="edit the policy, or gate a run of the suites it names (nothing was written)"))
     base_view, base_error = None, None
+    if baseline is not None and not pol.needs_baseline:  # CI-integration trial: it was ignored without a word
+        logger.warning("--baseline %s is not used: no rule of policy %r compares with a baseline run (reference: "
+                    "baseline)", baseline, pol.name)
     if baseline is not None:
         try:
             base_view = RunView.from_dir(baseline)

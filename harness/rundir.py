@@ -41,7 +41,8 @@ from harness.summary import Summary
 __all__ = ["SUMMARY", "MANIFEST", "PER_ALPHA", "PREDICTIONS", "VERDICT", "write_summary", "read_summary",
            "write_predictions", "read_predictions", "per_alpha_frame", "write_per_alpha", "write_manifest",
            "read_manifest", "write_verdict", "read_verdict", "predictions_for", "write_run", "swap_dir",
-           "check_out_dir", "tmp_prefix", "clean_stale_siblings", "RUN_ENTRIES", "OUT_RUN_HELP", "run_dir_line"]
+           "check_out_dir", "tmp_prefix", "clean_stale_siblings", "RUN_ENTRIES", "OUT_RUN_HELP", "run_dir_line",
+           "is_gate_junit"]
 
 log = logging.getLogger(__name__)
 SUMMARY, MANIFEST, PER_ALPHA, PREDICTIONS, VERDICT = (
@@ -335,9 +336,25 @@ def check_out_dir(out: str | Path, flag: str = "--out", *,
             f"and only {', '.join(sorted(RUN_ENTRIES - {SUMMARY}))})",
             got=f"{len(other)} other entr{'y' if len(other) == 1 else 'ies'}"
             f": {', '.join(other[:5])}{', ...' if len(other) > 5 else ''}",
-            fix=f"choose another {flag} folder (e.g. a new subfolder), or move those entries out" + (
-                "" if others else " (a --junit file written into a run directory counts: write it beside the run "
-                                  "directory instead)")))
+            fix=f"choose another {flag} folder (e.g. a new subfolder), or move those entries out"))
+
+
+# how the gate's JUnit XML starts (harness.gate_outputs.verdict_to_junit): recognised by these bytes, not parsed
+_GATE_JUNIT = re.compile(rb"<\?xml [^<>]{0,100}\?>\s{0,4}<testsuites name=\"harness gate\"[ >]")
+
+
+def is_gate_junit(path: Path) -> bool:
+    """Whether ``path`` is a JUnit XML file the gate wrote (``--junit`` pointed into a run directory): a plain
+    ``.xml`` file that starts as :func:`harness.gate_outputs.verdict_to_junit` writes it. Read from its first bytes
+    only; nothing is parsed, so no XML entity is expanded. A rerun into the run directory replaces such a file
+    with the rest (the gate writes it again when ``--junit`` names it)."""
+    if path.suffix != ".xml" or path.is_symlink() or not path.is_file():
+        return False
+    try:
+        with path.open("rb") as f:
+            return _GATE_JUNIT.match(f.read(128)) is not None
+    except OSError:
+        return False
 
 
 def _run_dir_others(folder: Path, entries: list[Path]) -> list[str]:
@@ -348,7 +365,7 @@ def _run_dir_others(folder: Path, entries: list[Path]) -> list[str]:
 
 def _run_entry(e: Path) -> bool:
     """Whether ``e`` is something a run directory holds (or an ignorable leftover)."""
-    if _IGNORABLE.fullmatch(e.name):
+    if _IGNORABLE.fullmatch(e.name) or is_gate_junit(e):
         return True
     if e.name not in RUN_ENTRIES or e.is_symlink():
         return False

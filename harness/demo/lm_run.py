@@ -78,7 +78,7 @@ def run_lm_demo(*, adaptation: str = "lora", profile: str = "quick", out: str | 
         raise SpecError(format_error("unknown adaptation for the language-model demo", where="--adaptation",
                                      expected=["lora", "full", "reft"], got=adaptation))
     prof = LM_PROFILES[profile]
-    out = Path(out) if out else repo_root() / "reports" / "lm-demo"
+    out = Path(out) if out else Path("reports") / "lm-demo"  # like every --out: relative to the current folder
     check_out_dir(out)  # before the models are converted and trained: a folder of other files is refused
     options = replace(options or RunOptions(), max_examples=prof.max_examples)
     t0 = time.perf_counter()

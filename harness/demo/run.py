@@ -135,7 +135,7 @@ def run_demo(*, adaptation: str = "full", profile: str = "quick", out: str | Pat
                                      fix="reft is offered by the language-model demo: harness demo --task lm "
                                          "--adaptation reft"))
     prof = PROFILES[profile]
-    out = Path(out) if out else repo_root() / "reports" / "demo"
+    out = Path(out) if out else Path("reports") / "demo"  # like every --out: relative to the current folder
     check_out_dir(out)  # before the models are built: an --out holding other files is refused, never replaced
     options = options or RunOptions()
     options = replace(options, max_examples=prof.max_examples, max_length=prof.max_length)

@@ -97,6 +97,7 @@ def run_sweep(request: SweepRequest) -> RunResult:
     timings: dict[str, float] = {}
     request.options.trunk_cache_bytes  # a bad HARNESS_TRUNK_CACHE_GIB fails before any model is loaded
     check_baseline(request.baseline)
+    check_gate_outputs(request)
     check_model_path(request.base, "--base")  # a mistyped path fails before the data is read
     check_model_path(request.adapted, "--adapted")
     if request.out is not None:
@@ -104,7 +105,8 @@ def run_sweep(request: SweepRequest) -> RunResult:
     suites = load_suites(list(request.suites))
     check_selectable(suites)  # and a sweep that cannot select alpha, too
     if request.gate is not None:  # fail on a bad policy, or one that must fail on these suites, before any model
-        check_policy_fits(load_spec(request.gate, kind="policy"), [s for s, _ in suites], request.gate)
+        check_policy_fits(load_spec(request.gate, kind="policy"), [s for s, _ in suites], request.gate,
+                          max_examples=request.options.max_examples)
     group, options = join_group(request.options)
     request = dataclasses.replace(request, options=options)
     try:
@@ -114,10 +116,33 @@ def run_sweep(request: SweepRequest) -> RunResult:
             group.close()
 
 
-def check_policy_fits(policy, suites: list[Suite], path) -> None:
+def check_gate_outputs(request: SweepRequest) -> None:
+    """Refuse, before any work, gate options the sweep would not act on: a gate without a run directory (the gate
+    judges the run directory the sweep writes; without ``--out`` it would be skipped and a CI job would pass a
+    failing model: CI-integration trial, 2026-12-01), and ``--junit`` or ``--baseline`` without a gate.
+
+    Raises
+    ------
+    SpecError
+    """
+    where = "command line / run config"
+    if request.gate is not None and request.out is None:
+        raise SpecError(format_error(
+            "sweep --gate needs --out: the gate judges the run directory the sweep writes (verdict.json, junit.xml)",
+            where=where, fix="add --out RUN_DIR (or out: in the -c run file)"))
+    extra = [f"--{k}" for k in ("junit", "baseline") if getattr(request, k) is not None]
+    if request.gate is None and extra:
+        raise SpecError(format_error(
+            f"{' and '.join(extra)} {'are' if len(extra) > 1 else 'is'} for the gate, and no --gate policy is given",
+            where=where, fix="add --gate POLICY (or gate: in the -c run file), or remove " + " and ".join(extra)))
+
+
+def check_policy_fits(policy, suites: list[Suite], path, *, max_examples: int | None = None) -> None:
     """Refuse, before any model is loaded, a gate policy whose verdict on these suites is already decided
     (:func:`harness.gate.policy_problems`, the run's suites; ``harness validate POLICY SUITES...`` reports the
-    same).
+    same), or on splits capped at ``max_examples`` (``--max-examples``): a rule whose ``min_n`` or
+    ``min_clusters`` exceeds the cap fails for sure (a split keeps at most that many examples, and as many
+    documents at most).
 
     Raises
     ------
@@ -125,8 +150,17 @@ def check_policy_fits(policy, suites: list[Suite], path) -> None:
         Listing every such problem.
     """
     from harness.gate import policy_problems
+    from harness.spec.policy import RuleKind
 
     found, _ = policy_problems(policy, {s.name: (s.role.value, list(s.metrics)) for s in suites}, run=True)
+    for rule in policy.rules if max_examples is not None else ():
+        if rule.kind is RuleKind.MAX_OVERLAP:  # counts rows of the whole split: no sample-size floor
+            continue
+        for key, need in (("min_n", rule.min_n), ("min_clusters", policy.min_clusters_of(rule))):
+            if need is not None and need > max_examples:
+                found.append(f"rule {rule.name!r} needs {key} = {need} per split, but --max-examples "
+                             f"{max_examples} keeps at most {max_examples} examples per split: the gate fails it; "
+                             f"raise --max-examples to at least {need} or lower {key}")
     if found:
         raise SpecError(format_error(
             f"the gate policy cannot pass on these suites ({len(found)} problem{'s' * (len(found) > 1)})",

@@ -301,7 +301,7 @@ def policy_suite_warnings(policy: GatePolicy, suites: Mapping[str, str]) -> list
     return [line for _, line in policy_suite_notes(policy, suites)]
 
 
-def policy_suite_notes(policy: GatePolicy, suites: Mapping[str, str]) -> list[tuple[bool, str]]:
+def policy_suite_notes(policy: GatePolicy, suites: Mapping[str, str], *, run: bool = False) -> list[tuple[bool, str]]:
     """What ``harness validate`` says about a policy checked together with suites: each suite name the policy uses
     (``suites.id``/``suites.shift`` at its top, or a rule's list) that none of ``suites`` has, with the closest name,
     and each declared suite whose role differs from its declaration. Warnings: a policy may be meant for other
@@ -314,6 +314,9 @@ def policy_suite_notes(policy: GatePolicy, suites: Mapping[str, str]) -> list[tu
     policy : GatePolicy
     suites : mapping of str to str
         Name -> role (``id`` or ``shift``) of every suite given.
+    run : bool, default=False
+        Whether ``suites`` are one run's (``sweep --gate``, ``harness gate``): each line then says that the gate
+        fails on it, without the "meant for other suites" allowance.
 
     Returns
     -------
@@ -335,9 +338,14 @@ def policy_suite_notes(policy: GatePolicy, suites: Mapping[str, str]) -> list[tu
             continue
         close = likely_typo(name, sorted(suites))
         typo = f"typo? the closest suite given is {close!r}; " if close else ""
-        out.append((close is not None, f"policy {policy.name!r} names suite {name!r} ({', '.join(places)}) but no suite given has that "
-                   f"name: {typo}a run of these suites fails the gate with 'missing suite' (suites given: {given}; "
-                   f"ignore this if the policy is meant for other suites too)"))
+        if run:
+            out.append((close is not None, f"policy {policy.name!r} names suite {name!r} ({', '.join(places)}) but "
+                        f"the run has no suite of that name: {typo}the gate would fail it with 'missing suite' (the "
+                        f"run's suites: {given})"))
+            continue
+        out.append((close is not None, f"policy {policy.name!r} names suite {name!r} ({', '.join(places)}) but no "
+                    f"suite given has that name: {typo}a run of these suites fails the gate with 'missing suite' "
+                    f"(suites given: {given}; ignore this if the policy is meant for other suites too)"))
     for role in ("id", "shift"):
         for name in policy.suites.of(role) if policy.suites is not None else []:
             if name in suites and suites[name] != role:

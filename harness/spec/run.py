@@ -18,7 +18,10 @@ PATH_FIELDS = ("base", "adapted", "suites", "gate", "baseline", "out", "junit")
 
 
 class _RunFile(Strict):
-    """Settings of a sweep; every key mirrors the ``harness sweep`` flag of the same name."""
+    """Settings of a sweep; every key mirrors the ``harness sweep`` flag of the same name (``suites`` is
+    ``--suite``; a settings key with underscores is the flag with hyphens, ``max_examples`` is
+    ``--max-examples``). Flags on the command line override the file. Relative paths (models, suites, gate,
+    baseline, junit, out) resolve against the run file's folder, not the current folder."""
 
     kind: Literal["run"]
     schema_version: Literal[1] = 1

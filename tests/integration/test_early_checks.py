@@ -81,7 +81,7 @@ def test_sweep_of_an_id_suite_without_validation_fails_before_any_data(tiny_pair
     assert "no ID validation split" in err and "val2 (role: test)" in err
 
 
-@pytest.mark.parametrize("problem", ["typo", "metric", "threshold"])
+@pytest.mark.parametrize("problem", ["typo", "missing", "metric", "threshold"])
 def test_a_gate_policy_that_cannot_pass_stops_the_sweep_before_the_data(problem, tiny_pair, tiny_suites, tmp_path,
                                                                         capsys, no_data):
     """LM user trial: a policy naming a misspelt suite ran the whole sweep and then failed the gate (exit 1). A
@@ -92,6 +92,7 @@ def test_a_gate_policy_that_cannot_pass_stops_the_sweep_before_the_data(problem,
     names = {load_suite(p).role.value: load_suite(p).name for p in tiny_suites[:2]}
     shift = names["shift"]
     rule = {"typo": f"{{name: r, kind: delta, metric: accuracy, suites: [{shift[:-1] + 'x'}], max_drop: 0.05}}",
+            "missing": "{name: r, kind: delta, metric: accuracy, suites: [vader-yelp], max_drop: 0.05}",
             "metric": f"{{name: r, kind: delta, metric: acc_norm, suites: [{shift}], max_drop: 0.05}}",
             "threshold": "{name: r, kind: floor, metric: accuracy, suites: shift, floor: 85}"}[problem]
     policy = tmp_path / "p.yaml"
@@ -101,5 +102,46 @@ def test_a_gate_policy_that_cannot_pass_stops_the_sweep_before_the_data(problem,
     err = capsys.readouterr().err
     assert "the gate policy cannot pass on these suites" in err, err
     assert {"typo": "typo? the closest suite given is", "metric": "gates on metric 'acc_norm'",
+            "missing": "names suite 'vader-yelp' (rule r) but the run has no suite of that name",
             "threshold": "(0.85, not 85)"}[problem] in err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--gate", "POLICY"], "sweep --gate needs --out"),
+    (["--gate", "POLICY", "--junit", "j.xml"], "sweep --gate needs --out"),
+    (["--junit", "j.xml", "--out", "OUT"], "--junit is for the gate, and no --gate policy is given"),
+    (["--baseline", "B", "--junit", "j.xml", "--out", "OUT"], "--junit and --baseline are for the gate"),
+])
+def test_gate_options_the_sweep_would_not_act_on_are_refused(flags, message, tiny_pair, tiny_suites, tmp_path,
+                                                             capsys, no_data):
+    """CI-integration trial (2026-12-01): ``sweep --gate POLICY`` without ``--out`` exited 0 with no gate at all,
+    so a CI job that forgot ``--out`` passed a failing model; ``--junit`` without a gate was ignored too. Both are
+    now exit 2 before any data is read."""
+    policy = tmp_path / "p.yaml"
+    policy.write_text("kind: policy\nname: p\nrules:\n"
+                      "  - {name: f, kind: floor, metric: accuracy, suites: id, floor: 0.0, mode: point}\n")
+    subs = {"POLICY": str(policy), "OUT": str(tmp_path / "o"), "B": str(tmp_path)}
+    argv = ["sweep", "--base", str(tiny_pair[0]), "--adapted", str(tiny_pair[1]), "--suite",
+            *map(str, tiny_suites[:2]), "--quiet", *(subs.get(f, f) for f in flags)]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists() and not (tmp_path / "j.xml").exists()
+
+
+@pytest.mark.parametrize("key, value", [("min_n", 200), ("min_clusters", 150)])
+def test_a_gate_rule_needing_more_examples_than_max_examples_stops_the_sweep(key, value, tiny_pair, tiny_suites,
+                                                                           tmp_path, capsys, no_data):
+    """CI-integration trial (2026-12-01): ``--max-examples 100`` with a rule's ``min_n: 200`` ran the whole sweep,
+    then failed every rule (exit 1). A cap below a rule's min_n or min_clusters decides the verdict before any
+    work: exit 2, saying which rule and what to raise."""
+    policy = tmp_path / "p.yaml"
+    policy.write_text("kind: policy\nname: p\nrules:\n"
+                      f"  - {{name: f, kind: floor, metric: accuracy, suites: id, floor: 0.0, {key}: {value}}}\n"
+                      "  - {name: o, kind: max_overlap, suites: id, max_rate: 0.5}\n")
+    argv = ["sweep", "--base", str(tiny_pair[0]), "--adapted", str(tiny_pair[1]), "--suite",
+            *map(str, tiny_suites[:2]), "--gate", str(policy), "--out", str(tmp_path / "o"), "--quiet"]
+    assert main([*argv, "--max-examples", "100"]) == 2
+    err = capsys.readouterr().err
+    assert f"rule 'f' needs {key} = {value} per split, but --max-examples 100" in err, err
+    assert "rule 'o'" not in err  # an overlap rule counts the whole split: no floor on examples

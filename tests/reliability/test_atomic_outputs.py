@@ -369,6 +369,51 @@ def test_a_gated_and_reported_run_directory_can_be_rerun_into(previous_run, tiny
     assert not (out / "verdict.json").exists()  # replaced whole: the earlier verdict does not outlive its run
 
 
+def test_a_junit_file_the_gate_wrote_into_the_run_directory_does_not_block_a_rerun(tiny_pair, tiny_suites, tmp_path,
+                                                                                    capsys):
+    """CI-integration trial (2026-12-01): ``sweep --gate P --out RUN --junit RUN/gate-junit.xml`` passed once and
+    the same command then exited 2, the --out check refusing the JUnit file the gate had written. The gate's own
+    JUnit XML (recognised by how it starts) is a run directory's entry; another .xml file still is not."""
+    from harness.rundir import check_out_dir, is_gate_junit
+
+    out = tmp_path / "run"
+    policy = tmp_path / "floor.yaml"
+    policy.write_text("kind: policy\nname: floor\ncandidate: adapted\nrules:\n"
+                      "  - {name: f, kind: floor, metric: accuracy, suites: id, floor: 0.0, mode: point}\n")
+    base, adapted = map(str, tiny_pair)
+    argv = ["sweep", "--base", base, "--adapted", adapted, "--suite", *map(str, tiny_suites[:2]), "--alphas", "0,1",
+            *FAST, "--gate", str(policy), "--out", str(out), "--junit", str(out / "gate-junit.xml")]
+    for _ in range(2):
+        assert main(argv) == 0, capsys.readouterr().err
+        assert is_gate_junit(out / "gate-junit.xml")
+    (out / "notes.xml").write_text("<?xml version='1.0' encoding='utf-8'?>\n<notes>mine</notes>\n")
+    with pytest.raises(OSError, match="notes.xml"):
+        check_out_dir(out)
+
+
+@pytest.mark.parametrize("rule", ["{name: g, kind: floor, metric: accuracy, suites: [tiny-shfit], floor: 0.0}",
+                                  "{name: g, kind: floor, metric: accuracy, suites: [vader-yelp], floor: 0.0}",
+                                  "{name: g, kind: floor, metric: acc_norm, suites: id, floor: 0.0}"])
+def test_gate_refuses_a_policy_that_cannot_pass_on_the_run_and_keeps_the_verdict(previous_run, tmp_path, capsys,
+                                                                                 rule):
+    """CI-integration trial (2026-12-01): ``harness gate`` with a policy naming a suite the run lacks exited 1 and
+    replaced the run's verdict.json and junit.xml, while ``sweep --gate`` refused the same policy with exit 2. Now
+    both refuse it (a misspelt or missing suite, a metric the run's suite lacks) and nothing is written."""
+    out, _ = previous_run
+    good = tmp_path / "good.yaml"
+    good.write_text("kind: policy\nname: good\ncandidate: adapted\nrules:\n"
+                    "  - {name: f, kind: floor, metric: accuracy, suites: id, floor: 0.0, mode: point}\n")
+    assert main(["gate", str(out), "--policy", str(good), "--quiet"]) == 0
+    kept = tree(out)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"kind: policy\nname: bad\ncandidate: adapted\nrules:\n  - {rule}\n")
+    capsys.readouterr()
+    assert main(["gate", str(out), "--policy", str(bad), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "the gate policy cannot pass on this run" in err and "nothing was written" in err, err
+    assert tree(out) == kept
+
+
 def test_out_naming_the_current_folder_is_refused(tiny_pair, tiny_suites, tmp_path, monkeypatch, capsys):
     """``--out .`` (review: ``Path('.').with_name`` raised ValueError, an internal error; replacing the folder a
     command runs in would leave it in a deleted folder): refused with exit 2, like ``..``; the folder is kept."""
@@ -382,3 +427,15 @@ def test_out_naming_the_current_folder_is_refused(tiny_pair, tiny_suites, tmp_pa
         assert "error: --out is the folder this command runs in" in err and "cannot be read" not in err, err
     assert (here / "mine.txt").read_text() == "keep me" and leftovers(tmp_path) == []
     assert main(_eval_argv(tiny_pair, tiny_suites, Path("runs") / "a")) == 0  # a subfolder is fine
+
+
+def test_an_unused_baseline_is_noted(previous_run, tmp_path, caplog):
+    """CI-integration trial (2026-12-01): ``--baseline`` was ignored without a word when no rule compares with a
+    baseline run; the gate now says so (and still judges: the verdict does not depend on it)."""
+    out, _ = previous_run
+    policy = tmp_path / "floor.yaml"
+    policy.write_text("kind: policy\nname: floor\ncandidate: adapted\nrules:\n"
+                      "  - {name: f, kind: floor, metric: accuracy, suites: id, floor: 0.0, mode: point}\n")
+    with caplog.at_level("WARNING"):
+        assert main(["gate", str(out), "--policy", str(policy), "--baseline", str(out), "--quiet"]) == 0
+    assert "is not used: no rule of policy 'floor' compares with a baseline run" in caplog.text

@@ -111,7 +111,7 @@ def test_out_check_refuses_what_a_run_would_delete(tmp_path, case):
     assert str(out) in str(e.value) and e.value.exit_code == 2
     assert "cannot be read" not in str(e.value)  # the reason itself, not re-wrapped as an OSError (review 2)
     if case == "junit_elsewhere_named":
-        assert "ci.xml" in str(e.value) and "--junit" in str(e.value)
+        assert "ci.xml" in str(e.value)  # not the gate's JUnit XML (that one is a run's entry: test_atomic_outputs)
     assert (sorted(p.name for p in out.iterdir()) if out.is_dir() else None) == before
 
 
@@ -150,3 +150,10 @@ def test_the_demos_check_out_before_building_models(tmp_path, monkeypatch, task)
     with pytest.raises(OutputError, match="not a harness run directory"):
         (run_lm_demo if task == "lm" else demo.run_demo)(out=out, quiet=True)
     assert [p.name for p in out.iterdir()] == ["thesis.tex"]
+    # CI-integration trial: without --out the demo wrote into the clone's reports/ from any folder; the default
+    # is relative to the current folder, as every --out (here a folder of other files there: refused, untouched)
+    default = _run_like(tmp_path / "reports" / ("lm-demo" if task == "lm" else "demo"), "mine.txt")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(OutputError, match="not a harness run directory") as e:
+        (run_lm_demo if task == "lm" else demo.run_demo)(quiet=True)
+    assert f"reports/{default.name}" in str(e.value) and [p.name for p in default.iterdir()] == ["mine.txt"]
