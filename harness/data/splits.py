@@ -20,7 +20,8 @@ import pandas as pd
 from harness.spec.load import spec_hash
 from harness.spec.schema import SplitSpec, Suite
 
-__all__ = ["unit_hash", "fraction_ranges", "assign_fraction_splits", "cap_documents", "rows_fingerprint"]
+__all__ = ["unit_hash", "fraction_ranges", "assign_fraction_splits", "cap_documents", "capped_suite",
+           "rows_fingerprint"]
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +99,18 @@ def assign_fraction_splits(source_ids: Sequence[str], splits: Sequence[SplitSpec
             by_doc[doc] = next((name for name, (lo, hi) in ranges.items() if lo <= u < hi), None)
         out[i] = by_doc[doc]
     return out
+
+
+def capped_suite(suite: Suite, max_examples: int | None) -> Suite:
+    """``suite`` with every split capped at ``max_examples`` rows (``--max-examples``: the smaller of the split's
+    own ``max_examples`` and this one; :func:`cap_documents` samples whole documents when the split is read);
+    ``suite`` itself when ``max_examples`` is ``None`` or it has no splits. The sweep and the report's example
+    texts read a capped run's splits through this one function, so they read the same rows."""
+    if max_examples is None or not suite.splits:
+        return suite
+    splits = [s.model_copy(update={"max_examples": min(s.max_examples or max_examples, max_examples)})
+              for s in suite.splits]
+    return suite.model_copy(update={"splits": splits})
 
 
 def cap_documents(frame: pd.DataFrame, max_examples: int, seed: int, *, doc_column: str = "source_id"

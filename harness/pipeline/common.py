@@ -23,6 +23,7 @@ from harness.settings import Settings
 from harness.data.check import missing_class_notes, missing_classes
 from harness.data.lm_rows import checked_rows
 from harness.data.sources import load_splits, load_splits_or_problems, sibling_resolver
+from harness.data.splits import capped_suite
 from harness.rundir import per_alpha_frame
 from harness.spec.load import load_suite, read_yaml, spec_hash
 from harness.store import ResultsStore, prediction_key
@@ -144,13 +145,8 @@ def load_suites(paths: list[str | Path] | list[Suite]) -> list[tuple[Suite, Path
 
 
 def _apply_overrides(suite: Suite, opts: RunOptions) -> Suite:
-    upd: dict[str, Any] = {}
-    if opts.max_length is not None:
-        upd["max_length"] = int(opts.max_length)
-    if opts.max_examples is not None and suite.splits:
-        upd["splits"] = [s.model_copy(update={"max_examples": min(s.max_examples or opts.max_examples,
-                                                                   opts.max_examples)}) for s in suite.splits]
-    return suite.model_copy(update=upd) if upd else suite
+    suite = capped_suite(suite, opts.max_examples)
+    return suite.model_copy(update={"max_length": int(opts.max_length)}) if opts.max_length is not None else suite
 
 
 def prepare_splits(suites: list[tuple[Suite, Path | None]], opts: RunOptions) -> LoadedSuites:

@@ -73,14 +73,18 @@ def _row_texts(suite: Any, frame: pd.DataFrame) -> tuple[pd.Series, pd.Series | 
 def _split_texts(manifest: Mapping[str, Any]) -> dict[tuple[str, str], tuple[pd.Series, pd.Series | None]]:
     """(suite, split) -> (text, gold) per example id, for every recorded split whose data still matches."""
     from harness.data.sources import load_splits, sibling_resolver
+    from harness.data.splits import capped_suite
     from harness.spec.load import load_suite
 
     files = _suite_files(manifest)
     recorded = manifest.get("splits") if isinstance(manifest.get("splits"), Mapping) else {}
+    settings = manifest.get("settings") if isinstance(manifest.get("settings"), Mapping) else {}
+    cap = settings.get("max_examples")  # a capped run (--max-examples) scored a seeded sample: read the same rows
+    cap = cap if isinstance(cap, int) and not isinstance(cap, bool) and cap > 0 else None
     known: dict[str, tuple[Any, Path]] = {}
     for name, path in files.items():
         try:
-            known[name] = (load_suite(path), path)
+            known[name] = (capped_suite(load_suite(path), cap), path)
         except HarnessError as e:
             logger.warning("examples: cannot read suite %s (%s): %s", name, path, e)
     out: dict[tuple[str, str], tuple[pd.Series, pd.Series | None]] = {}

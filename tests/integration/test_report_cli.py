@@ -59,3 +59,24 @@ def test_examples_only_on_request(gated, tiny_suites, capsys):
     assert "Largest negative flips" not in (out / "report.md").read_text()  # never in Markdown
     assert main(argv + ["--quiet", "--report-examples"]) == 1
     assert "Largest negative flips" in (out / "report.html").read_text()
+
+
+def test_examples_of_a_capped_run_are_read_from_the_same_sample(tiny_pair, tiny_suites, tmp_path, caplog):
+    """CI-integration trial (2026-12-01): on a ``--max-examples`` run (the demo's quick profile too) every split
+    was called "changed since the run" and no text was shown: the report read the whole split, whose fingerprint
+    differs from the scored sample's. It now reads the run's sample (the same seeded cap), so the texts appear."""
+    from harness.report.texts import _split_texts
+    from harness.rundir import read_manifest
+
+    out = tmp_path / "run"
+    assert main(["sweep", "--base", str(tiny_pair[0]), "--adapted", str(tiny_pair[1]), "--suite",
+                 *map(str, tiny_suites[:2]), "--alphas", "0,1", "--max-examples", "30", "--n-resamples", "50",
+                 "--no-report", "--quiet", "--out", str(out)]) == 0
+    preds = pd.read_parquet(out / "predictions.parquet")
+    assert preds.groupby(["point", "suite", "split"]).size().max() <= 30  # capped: 80 rows per split otherwise
+    with caplog.at_level("WARNING"):
+        texts = _split_texts(read_manifest(out))
+    assert "changed since the run" not in caplog.text, caplog.text
+    for (suite, split), rows in preds.groupby(["suite", "split"]):
+        text, _ = texts[(suite, split)]
+        assert set(rows["example_id"]) <= set(text.index)
