@@ -208,7 +208,7 @@ def _judge_rule(rule: Rule, ctx: _Context) -> list[RuleOutcome]:
             try:
                 out.append(_judge_group(rule, group, label, ctx))
             except RuleFailure as e:
-                out.append(_failed(rule, ctx, label, e.reason))
+                out.append(_failed(rule, ctx, label, e.reason, n=e.n))
     for o in out:  # which suites a role rule judged, and why (printed by the gate's outputs)
         o.info.update({"suites_judged": why} if why else {})
     return out
@@ -289,10 +289,10 @@ def _reference_label(rule: Rule, ctx: _Context) -> str:
     return ref.value
 
 
-def _failed(rule: Rule, ctx: _Context, suite: str, reason: str) -> RuleOutcome:
+def _failed(rule: Rule, ctx: _Context, suite: str, reason: str, n: int | None = None) -> RuleOutcome:
     return RuleOutcome(rule=rule.name, kind=rule.kind.value, metric=rule.metric or "", suite=suite, split=rule.split,
                        mode=rule.mode.value, passed=False, value=None, bound=None, threshold=rule.threshold,
-                       margin=None, n=None, reason=reason,
+                       margin=None, n=n, reason=reason,
                        info={"reference": _reference_label(rule, ctx), "candidate": ctx.cand_point})
 
 
@@ -300,13 +300,16 @@ def _judge_group(rule: Rule, group: list[str], label: str, ctx: _Context) -> Rul
     _check_threshold(rule)
     stats: dict[str, _Stat] = {}
     problems = []
+    counted: list[int | None] = []
     for suite in group:
         try:
             stats[suite] = _suite_stat(rule, suite, ctx)
+            counted.append(stats[suite].n)
         except RuleFailure as e:
             problems.append(e.reason if len(group) == 1 else f"{suite}: {e.reason}")
-    if problems:
-        raise RuleFailure("; ".join(problems))
+            counted.append(e.n)
+    if problems:  # n: the examples judged, when every suite of the group got as far as counting them
+        raise RuleFailure("; ".join(problems), n=None if None in counted else sum(counted))
     points = np.array([s.point for s in stats.values()])
     dists = np.stack([s.dist for s in stats.values()])
     if rule.aggregate is Aggregate.MEAN:
@@ -486,7 +489,7 @@ def _suite_stat(rule: Rule, suite: str, ctx: _Context) -> _Stat:
     if ref is not None and ref_run is ctx.candidate and ref.point == cand.point:
         info["note"] = f"the candidate is the reference point {cand.point!r} itself: the difference is 0"
     if rule.min_n is not None and n < rule.min_n:
-        raise RuleFailure(f"n = {n} examples is below min_n = {rule.min_n}")
+        raise RuleFailure(f"n = {n} examples is below min_n = {rule.min_n}", n=n)
     key = (suite, rule.split)
     if key not in ctx.weights:
         seed = np.random.SeedSequence([ctx.policy.seed, zlib.crc32(f"{suite}/{rule.split}".encode())])
@@ -497,7 +500,7 @@ def _suite_stat(rule: Rule, suite: str, ctx: _Context) -> _Stat:
     if w.shape[1] < min_clusters:
         raise RuleFailure(f"too few clusters: {w.shape[1]} distinct source_id values is below min_clusters = "
                            f"{min_clusters}; the bootstrap cannot see variation between documents it does not have "
-                           "(give each independent document its own source_id, or add documents)")
+                           "(give each independent document its own source_id, or add documents)", n=n)
     if rule.kind is RuleKind.NEGATIVE_FLIPS:
         point, dist, more = flip_evidence(right_or_fail(ref, rule.metric), right_or_fail(cand, rule.metric),
                                           cand.source_ids, w, index, ctx.policy.confidence)

@@ -103,7 +103,8 @@ def failed_rule_lines(verdict: Verdict) -> list[str]:
     """One line per failed outcome: rule, metric, suite/split, value, bound, threshold, margin, n and the reason.
 
     What ``harness sweep --gate`` prints under its one-line verdict, so a failing gate says what failed. A rule
-    that failed before it was judged (``min_n``, missing data) prints ``-`` for the numbers the verdict lacks.
+    that failed before it was judged (``min_n``, missing data) prints ``-`` for the numbers the verdict lacks (n is
+    shown when the examples were counted).
     """
     out = []
     for o in verdict.outcomes:

@@ -52,11 +52,13 @@ class RunView:
 
 
 class RuleFailure(Exception):
-    """Internal: the rule cannot be judged (missing or mismatched data); carries the reason."""
+    """Internal: the rule cannot be judged (missing or mismatched data); carries the reason, and the examples
+    judged when they were counted (shown as the outcome's n)."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, n: int | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.n = n
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ text reaches report.html only on request (``report --examples``, ``sweep --repor
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 
 import pandas as pd
@@ -41,6 +42,7 @@ def test_sweep_gate_prints_each_failed_rule(gated, capsys):
                for ln in lines), text
     big = next(ln for ln in lines if "big_enough" in ln)
     assert "threshold=-0.0500" in big and "min_n" in big
+    assert re.search(r" n=\d+: n = \d+ examples is below min_n", big), big  # CI trial: the count is shown
     assert text.rstrip().splitlines()[-1].startswith("gate: FAIL")  # the one-line verdict stays last
     ET.parse(out / "junit.xml")
 
