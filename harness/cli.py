@@ -243,7 +243,8 @@ def _cmd_validate(a) -> int:
         problems += own
     for p in problems:
         print(f"FAIL  {p}", file=sys.stderr)
-    print(f"{n_valid} valid, {n_invalid} invalid" + ("" if a.no_data else " (data checked)"))
+    checked = not a.no_data and any(spec.kind == "suite" for _, spec in valid)
+    print(f"{n_valid} valid, {n_invalid} invalid" + (" (data checked)" if checked else ""))
     return EXIT_OK if not problems else EXIT_INPUT
 
 
