@@ -16,16 +16,20 @@ weight bytes / time. Cases: ``norm_mm`` is LlamaRMSNorm (fp32 statistics, bf16 o
 projection, as the step fuses them; ``mm`` the projection alone; ``argmax`` the greedy pick over a (1, vocab)
 bf16 row, as is and upcast to fp32 first (exact for bf16, so the same index).
 
-Variants: ``cublas`` (Inductor's defaults, the harness's untuned step), ``tuned`` (the harness's tuned options:
-max-autotune and coordinate-descent tuning), ``cd`` (coordinate-descent tuning alone), ``cd_wide``
-(coordinate-descent tuning checking all directions at radius 2).
+Variants: ``cublas`` (Inductor's defaults, the harness's untuned step), ``tuned`` (the tuning options of the
+harness's tuned step, max-autotune and coordinate-descent tuning, without its programmatic dependent launch and
+eager attention; each case compiled alone, not fused with its neighbours as in the step), ``cd``
+(coordinate-descent tuning alone), ``cd_wide`` (coordinate-descent tuning checking all directions at radius 2).
+A case whose compiled result differs from eager (``max_err`` above :data:`TOLERANCE`, relative to the largest
+output; any argmax index) is listed under ``wrong`` in the JSON; a trial whose process failed under ``failed``.
 
     python benchmarks/gemv_tune.py --trials 3 --variants cublas tuned cd cd_wide --out /tmp/gemv.json [--tiny]
 
 Measured (H200, torch 2.11, 2026-12-01e, ``benchmarks/results/2026-12-01e-h200-gemv_tune.json``): one layer's
 seven products took 64.0-64.3 µs with cuBLAS (3 compilations), 57.1-60.9 µs with the tuned step's options (3;
 the k/v product alone 6.9-9.0 µs, slower than cuBLAS's 6.7) and 47.8-48.8 µs with ``cd_wide`` (2; its
-compilations took 134-206 s against 45-52 s); the bound at the measured copy bandwidth is 29.4 µs.
+compilations took 119-190 s against 30-33 s, ``compile_s`` summed); the bound at the measured copy bandwidth is
+29.4 µs.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ VARIANTS = {
     "cd_wide": {"coordinate_descent_tuning": True, "coordinate_descent_check_all_directions": True,
                 "coordinate_descent_search_radius": 2},
 }
+TOLERANCE = 0.02  # largest |compiled - eager| / max |eager| of a bf16 product (argmax: no index may differ)
 # (name, kind, out features, in features): Llama-3.2-1B's projections and lm_head
 FULL = [("qo", "norm_mm", 2048, 2048), ("kv", "norm_mm", 512, 2048), ("gate_up", "norm_mm", 8192, 2048),
         ("down", "mm", 2048, 8192), ("o", "mm", 2048, 2048), ("lm_head", "norm_mm", 128256, 2048),
@@ -173,7 +178,7 @@ def main() -> None:
         print("RESULT " + json.dumps(child(a.child, a.tiny)))
         return
     out = {"torch": torch.__version__, "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-           "copy_bytes_per_s": copy_bandwidth(a.tiny), "trials": {}}
+           "copy_bytes_per_s": copy_bandwidth(a.tiny), "trials": {}, "failed": [], "wrong": [], "summary": {}}
     for trial in range(a.trials):  # interleaved, so a drift of the machine touches every variant alike
         for v in a.variants:
             with tempfile.TemporaryDirectory() as cache:
@@ -184,13 +189,22 @@ def main() -> None:
                 line = [s for s in p.stdout.splitlines() if s.startswith("RESULT ")]
                 if p.returncode or not line:
                     print(f"{v} trial {trial} failed:\n{p.stderr[-3000:]}", file=sys.stderr)
+                    out["failed"].append({"variant": v, "trial": trial, "rc": p.returncode,
+                                          "stderr": p.stderr[-3000:]})
+                    save(out, a.out)
                     continue
                 res = json.loads(line[0][7:])
                 out["trials"].setdefault(v, []).append(res)
+                out["wrong"] += [{"variant": v, "trial": trial, "case": k, "max_err": r["max_err"]}
+                                 for k, r in res.items()
+                                 if r["max_err"] > (0 if k.startswith("argmax") else TOLERANCE)]
                 print(f"{v:8s} trial {trial} ({time.perf_counter() - t0:5.1f} s): "
                       + "  ".join(f"{k} {r['us']:.1f}us {r['gb_per_s']:.0f}GB/s" for k, r in res.items()), flush=True)
                 save(out, a.out)  # after every trial: a time limit keeps what ran
     print(json.dumps(out["summary"], indent=1))
+    if out["failed"] or out["wrong"]:
+        print(f"{len(out['failed'])} failed trials, {len(out['wrong'])} wrong results (see the JSON)", file=sys.stderr)
+        sys.exit(1)
 
 
 def save(out: dict, path: str | None) -> None:

@@ -73,7 +73,15 @@ def run_sweep(base: str | Path, adapted: str | Path, suites: list[str | Path], *
     """Evaluate base, adapted and blends, select alpha, optionally gate (twin of ``harness sweep``).
 
     Returns a :class:`harness.pipeline.RunResult`; ``.to_pandas()`` is the per-alpha, per-suite table and
-    ``.verdict`` the gate's :class:`harness.records.Verdict` when ``gate`` is given."""
+    ``.verdict`` the gate's :class:`harness.records.Verdict` when ``gate`` is given.
+
+    Raises
+    ------
+    SpecError
+        Before any model loads: ``gate`` without ``out`` (the gate judges the run directory), ``junit`` or
+        ``baseline`` without ``gate``, or a policy whose verdict on these suites is already decided (a suite the
+        run lacks, a metric a judged suite lacks, a threshold outside its metric's range, a rule's ``min_n`` or
+        ``min_clusters`` above ``max_examples``); and for other bad input (exit 2 on the command line)."""
     opts = make_settings(settings, command="sweep")
     return sweep_with_settings(base, adapted, suites, opts, gate=gate, baseline=baseline, junit=junit, out=out,
                                argv=[])
@@ -88,7 +96,14 @@ def run_blend(base: str | Path, adapted: str | Path, alpha: float, out: str | Pa
 
 def run_gate(run_dir: str | Path, policy: str | Path, *, baseline: str | Path | None = None,
              junit: str | Path | None = None):
-    """Judge a stored run (twin of ``harness gate``); returns the :class:`harness.records.Verdict`."""
+    """Judge a stored run (twin of ``harness gate``); returns the :class:`harness.records.Verdict`.
+
+    Raises
+    ------
+    SpecError, DataError
+        For a bad policy or run directory, or a policy whose verdict on this run is decided before judging (a
+        suite the run lacks, a metric a judged suite lacks, a threshold outside its metric's range); nothing is
+        written then."""
     return _judge_stored_run(run_dir, policy, baseline=baseline, junit=junit)
 
 
@@ -115,7 +130,8 @@ def run_demo(*, task: str = "sentiment", adaptation: str | None = None, profile:
 
     ``task="sentiment"`` (default): MiniLM on VADER domains, ``adaptation`` ``full`` (default) or ``lora``;
     ``task="lm"``: SmolLM2-135M-Instruct on ARC and BoolQ (:func:`harness.demo.lm_run.run_lm_demo`),
-    ``adaptation`` ``lora`` (default) or ``full``. Returns the sweep's :class:`~harness.pipeline.RunResult`.
+    ``adaptation`` ``lora`` (default) or ``full``. ``out`` defaults to ``reports/demo`` (``reports/lm-demo``)
+    in the current folder. Returns the sweep's :class:`~harness.pipeline.RunResult`.
 
     Raises
     ------

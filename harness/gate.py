@@ -420,7 +420,8 @@ def policy_problems(policy: GatePolicy, suites: dict[str, tuple[str, list[str]]]
     suite names a few edits from a given suite's (:func:`harness.spec.policy.policy_suite_notes`) and rules whose
     metric a suite they judge does not compute (:func:`harness.spec.policy.policy_metric_problems`); warnings
     are the other names no given suite has, and a declared suite's role that differs from its own. For one run's
-    suites (``run=True``: ``sweep --gate``, ``harness gate``) those are problems too: the gate fails each.
+    suites (``run=True``: ``sweep --gate``, ``harness gate``) those the gate fails for sure are problems too (a
+    rule's own list names the suite, or a rule over the role it is declared for judges it).
     ``harness validate`` and ``sweep --gate`` report the same.
 
     Parameters
@@ -438,9 +439,9 @@ def policy_problems(policy: GatePolicy, suites: dict[str, tuple[str, list[str]]]
     problems = [f"rule {r.name!r}: {why}" for r in policy.rules for why in [threshold_problem(r, load_evaluate=False)]
                 if why]
     notes = policy_suite_notes(policy, {n: role for n, (role, _) in suites.items()}, run=run) if suites else []
-    problems += [line for typo, line in notes if typo or run]  # a run's missing suite fails the gate for sure
+    problems += [line for flag, line in notes if flag]  # a likely typo; in a run also a suite the gate fails on
     problems += policy_metric_problems(policy, suites, run=run)
-    return problems, [line for typo, line in notes if not (typo or run)]
+    return problems, [line for flag, line in notes if not flag]
 
 
 def threshold_problem(rule: Rule, *, load_evaluate: bool = True) -> str | None:

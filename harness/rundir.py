@@ -347,7 +347,17 @@ def is_gate_junit(path: Path) -> bool:
     """Whether ``path`` is a JUnit XML file the gate wrote (``--junit`` pointed into a run directory): a plain
     ``.xml`` file that starts as :func:`harness.gate_outputs.verdict_to_junit` writes it. Read from its first bytes
     only; nothing is parsed, so no XML entity is expanded. A rerun into the run directory replaces such a file
-    with the rest (the gate writes it again when ``--junit`` names it)."""
+    with the rest (the gate writes it again when ``--junit`` names it).
+
+    Parameters
+    ----------
+    path : Path
+
+    Returns
+    -------
+    bool
+        ``False`` also for a link, a folder, another suffix or an unreadable file.
+    """
     if path.suffix != ".xml" or path.is_symlink() or not path.is_file():
         return False
     try:

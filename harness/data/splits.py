@@ -20,7 +20,7 @@ import pandas as pd
 from harness.spec.load import spec_hash
 from harness.spec.schema import SplitSpec, Suite
 
-__all__ = ["unit_hash", "fraction_ranges", "assign_fraction_splits", "cap_documents", "capped_suite",
+__all__ = ["unit_hash", "fraction_ranges", "assign_fraction_splits", "cap_documents", "run_suite",
            "rows_fingerprint"]
 
 logger = logging.getLogger(__name__)
@@ -101,16 +101,21 @@ def assign_fraction_splits(source_ids: Sequence[str], splits: Sequence[SplitSpec
     return out
 
 
-def capped_suite(suite: Suite, max_examples: int | None) -> Suite:
-    """``suite`` with every split capped at ``max_examples`` rows (``--max-examples``: the smaller of the split's
-    own ``max_examples`` and this one; :func:`cap_documents` samples whole documents when the split is read);
-    ``suite`` itself when ``max_examples`` is ``None`` or it has no splits. The sweep and the report's example
-    texts read a capped run's splits through this one function, so they read the same rows."""
-    if max_examples is None or not suite.splits:
-        return suite
-    splits = [s.model_copy(update={"max_examples": min(s.max_examples or max_examples, max_examples)})
-              for s in suite.splits]
-    return suite.model_copy(update={"splits": splits})
+def run_suite(suite: Suite, *, max_examples: int | None = None, max_length: int | None = None) -> Suite:
+    """``suite`` as a run with ``--max-examples``/``--max-length`` reads it: every split capped at
+    ``max_examples`` rows (the smaller of the split's own ``max_examples`` and this one; :func:`cap_documents`
+    samples whole documents when the split is read) and ``max_length`` in place of the suite's; ``suite`` itself
+    when both are ``None``. The sweep (its suites and the suites their derived suites read rows from) and the
+    report's example texts (:mod:`harness.report.texts`, from the settings in manifest.json) go through this one
+    function, so they read the same rows with the same split fingerprints (a suite's ``max_length`` is part of
+    its spec hash, hence of the fingerprint)."""
+    upd: dict = {}
+    if max_examples is not None and suite.splits:
+        upd["splits"] = [s.model_copy(update={"max_examples": min(s.max_examples or max_examples, max_examples)})
+                         for s in suite.splits]
+    if max_length is not None:
+        upd["max_length"] = int(max_length)
+    return suite.model_copy(update=upd) if upd else suite
 
 
 def cap_documents(frame: pd.DataFrame, max_examples: int, seed: int, *, doc_column: str = "source_id"

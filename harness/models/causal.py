@@ -136,8 +136,9 @@ class CausalLMScorer:
     generation_tuned : bool, default=False
         With ``"static"``: compile the decoding step with ``max-autotune``, coordinate-descent tuning and
         programmatic dependent launch, and give it transformers' eager attention at batch 1
-        (:func:`~harness.models.causal_decode.compiled_step`): faster at batch 1 (on an H200, 45-55% of the
-        bandwidth bound against 38-39% untuned, varying between fresh compilations), a longer first call.
+        (:func:`~harness.models.causal_decode.compiled_step`): on an H200 at batch 1, 45-55% of the bandwidth
+        bound in compilations alone in their process (36-40% in two that followed the untuned step's), against
+        38-39% untuned; a longer first call.
     """
 
     def __init__(self, model, tokenizer, *, max_length: int | None = None, batch_tokens: int = 512,

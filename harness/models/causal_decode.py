@@ -153,15 +153,15 @@ def compiled_step(model, tuned: bool = False, cudagraphs: bool = False) -> Calla
     kernels on Hopper and later GPUs (``triton.enable_pdl``, where this torch has it); for one-row batches also
     transformers' eager attention in the step (``attn_implementation = "eager"`` on the returned callable:
     :func:`decode_static` switches the model to it while the step runs, and back; Inductor then fuses plain
-    matmul/softmax ops instead of calling SDPA's kernel, which at one query is mostly launch latency). Its speed is
-    a draw of the tuning: coordinate descent times each one-row projection's reduction kernel in a greedy local
-    search, so fresh compilations pick different kernels. On an H200, a Llama-3.2-1B-shaped model at batch 1, six
-    compilations alone in their process with an empty Inductor cache gave 44.7-54.7% of the bandwidth bound
-    (median 49.8%; four of them one after another on one GPU: 44.7, 54.7, 52.9, 48.2%), the untuned step 38-39%
-    on every lease (benchmarks/gemv_tune.py measures the projections' spread). The picks are kept in the Inductor
-    cache and reused by later processes. The earlier tuned step was slower at batch 64; the current one was not
-    measured there. Its first call is longer (19-101 s: longer than untuned, 10-23 s); README "Performance" has
-    the numbers.
+    matmul/softmax ops instead of calling SDPA's kernel, which at one query is mostly launch latency). Its speed
+    varies between compilations, consistent with coordinate descent timing each one-row projection's reduction
+    kernel in a greedy local search (benchmarks/gemv_tune.py measures the projections' spread). On an H200, a
+    Llama-3.2-1B-shaped model at batch 1, five compilations alone in their process with an empty Inductor cache
+    gave 44.7-54.7% of the bandwidth bound (median 51.0%; four of them one after another on one GPU: 44.7, 54.7,
+    52.9, 48.2%); two runs that compiled the untuned step first in the same process gave 36.1% and 39.9%; the
+    untuned step 38-39% on every lease. The picks are kept in the Inductor cache and reused by later processes.
+    The earlier tuned step was slower at batch 64; the current one was not measured there. Its first call is
+    longer (19-144 s measured, against 10-23 s untuned); README "Performance" has the numbers.
 
     ``cudagraphs=False``: what :func:`decode_static` takes with ``graph=True``, which records whole chunks of steps
     as one CUDA graph. ``cudagraphs=True``: torch's own CUDA graphs, one per step (the ``reduce-overhead`` and

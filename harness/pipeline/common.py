@@ -23,7 +23,7 @@ from harness.settings import Settings
 from harness.data.check import missing_class_notes, missing_classes
 from harness.data.lm_rows import checked_rows
 from harness.data.sources import load_splits, load_splits_or_problems, sibling_resolver
-from harness.data.splits import capped_suite
+from harness.data.splits import run_suite
 from harness.rundir import per_alpha_frame
 from harness.spec.load import load_suite, read_yaml, spec_hash
 from harness.store import ResultsStore, prediction_key
@@ -145,8 +145,7 @@ def load_suites(paths: list[str | Path] | list[Suite]) -> list[tuple[Suite, Path
 
 
 def _apply_overrides(suite: Suite, opts: RunOptions) -> Suite:
-    suite = capped_suite(suite, opts.max_examples)
-    return suite.model_copy(update={"max_length": int(opts.max_length)}) if opts.max_length is not None else suite
+    return run_suite(suite, max_examples=opts.max_examples, max_length=opts.max_length)
 
 
 def prepare_splits(suites: list[tuple[Suite, Path | None]], opts: RunOptions) -> LoadedSuites:
@@ -170,8 +169,12 @@ def prepare_splits(suites: list[tuple[Suite, Path | None]], opts: RunOptions) ->
         siblings = sibling_resolver(path)
 
         def resolve(name: str, _siblings=siblings) -> tuple[Suite, Path | None]:
-            # suites given together first (with the run's overrides), then the files beside this one
-            return known[name] if name in known else _siblings(name)
+            # suites given together first, then the files beside this one: both with the run's overrides (a
+            # derived suite's rows are its parent's, so --max-examples caps them through the parent)
+            if name in known:
+                return known[name]
+            parent, parent_path = _siblings(name)
+            return _apply_overrides(parent, opts), parent_path
 
         if opts.split is not None:
             splits += load_splits(suite, suite_path=path, split_names=[opts.split], resolve=resolve).values()

@@ -121,9 +121,15 @@ def check_gate_outputs(request: SweepRequest) -> None:
     judges the run directory the sweep writes; without ``--out`` it would be skipped and a CI job would pass a
     failing model: CI-integration trial, 2026-12-01), and ``--junit`` or ``--baseline`` without a gate.
 
+    Parameters
+    ----------
+    request : SweepRequest
+        Its ``gate``, ``junit``, ``baseline`` and ``out``.
+
     Raises
     ------
     SpecError
+        Naming the option and how to fix the command.
     """
     where = "command line / run config"
     if request.gate is not None and request.out is None:
@@ -137,12 +143,22 @@ def check_gate_outputs(request: SweepRequest) -> None:
             where=where, fix="add --gate POLICY (or gate: in the -c run file), or remove " + " and ".join(extra)))
 
 
-def check_policy_fits(policy, suites: list[Suite], path, *, max_examples: int | None = None) -> None:
+def check_policy_fits(policy, suites: list[Suite], path: str | Path, *, max_examples: int | None = None) -> None:
     """Refuse, before any model is loaded, a gate policy whose verdict on these suites is already decided
     (:func:`harness.gate.policy_problems`, the run's suites; ``harness validate POLICY SUITES...`` reports the
     same), or on splits capped at ``max_examples`` (``--max-examples``): a rule whose ``min_n`` or
     ``min_clusters`` exceeds the cap fails for sure (a split keeps at most that many examples, and as many
     documents at most).
+
+    Parameters
+    ----------
+    policy : GatePolicy
+    suites : list of Suite
+        The run's suites.
+    path : str or Path
+        The policy file, for the message.
+    max_examples : int, default=None
+        The run's ``--max-examples``.
 
     Raises
     ------

@@ -73,26 +73,34 @@ def _row_texts(suite: Any, frame: pd.DataFrame) -> tuple[pd.Series, pd.Series | 
 def _split_texts(manifest: Mapping[str, Any]) -> dict[tuple[str, str], tuple[pd.Series, pd.Series | None]]:
     """(suite, split) -> (text, gold) per example id, for every recorded split whose data still matches."""
     from harness.data.sources import load_splits, sibling_resolver
-    from harness.data.splits import capped_suite
+    from harness.data.splits import run_suite
     from harness.spec.load import load_suite
 
     files = _suite_files(manifest)
     recorded = manifest.get("splits") if isinstance(manifest.get("splits"), Mapping) else {}
     settings = manifest.get("settings") if isinstance(manifest.get("settings"), Mapping) else {}
-    cap = settings.get("max_examples")  # a capped run (--max-examples) scored a seeded sample: read the same rows
-    cap = cap if isinstance(cap, int) and not isinstance(cap, bool) and cap > 0 else None
+    # the run's --max-examples (a seeded sample of each split) and --max-length (part of each split's fingerprint):
+    # the suites are read as the run read them
+    over = {k: v for k in ("max_examples", "max_length") for v in [settings.get(k)]
+            if isinstance(v, int) and not isinstance(v, bool) and v > 0}
     known: dict[str, tuple[Any, Path]] = {}
     for name, path in files.items():
         try:
-            known[name] = (capped_suite(load_suite(path), cap), path)
+            known[name] = (run_suite(load_suite(path), **over), path)
         except HarnessError as e:
             logger.warning("examples: cannot read suite %s (%s): %s", name, path, e)
     out: dict[tuple[str, str], tuple[pd.Series, pd.Series | None]] = {}
     for name, (suite, path) in known.items():
         siblings = sibling_resolver(path)
+
+        def resolve(n: str, _s=siblings) -> tuple[Any, Path | None]:
+            if n in known:
+                return known[n]
+            parent, parent_path = _s(n)
+            return run_suite(parent, **over), parent_path
+
         try:
-            loaded = load_splits(suite, suite_path=path,
-                                 resolve=lambda n, _s=siblings: known[n] if n in known else _s(n))
+            loaded = load_splits(suite, suite_path=path, resolve=resolve)
         except HarnessError as e:
             logger.warning("examples: cannot load the data of suite %s: %s", name, e)
             continue

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import re
 import typing
 from typing import Any
 
@@ -110,6 +111,10 @@ def _meant(m: type[BaseModel], key: str) -> tuple[list[str], float]:
     return meant, _ratio(key.lower(), word)
 
 
+# how pydantic names a union's member in an error's path (not a key of the spec)
+_UNION_TAG = re.compile(r"(tagged-union|union|nullable|literal|function-(after|before|wrap|plain))\[")
+
+
 def unknown_key_message(model: type[BaseModel] | None, loc: tuple) -> str:
     """The line for an ``extra_forbidden`` error: the unknown key, the keys it could mean with what each does,
     and the valid keys at its path.
@@ -123,7 +128,7 @@ def unknown_key_message(model: type[BaseModel] | None, loc: tuple) -> str:
     """
     key = str(loc[-1]) if loc else "?"
     # pydantic names a union's member in the path (``tagged-union[...]``, ``function-after[...]``): not a key
-    loc = tuple(p for p in loc[:-1] if not (isinstance(p, str) and "[" in p))
+    loc = tuple(p for p in loc[:-1] if not (isinstance(p, str) and _UNION_TAG.match(p)))
     m = _model_at(model, loc) if model is not None else None
     if m is None:
         return f"unknown key {key!r} (typo? remove it or check the schema in suites/README.md)"

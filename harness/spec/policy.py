@@ -315,14 +315,15 @@ def policy_suite_notes(policy: GatePolicy, suites: Mapping[str, str], *, run: bo
     suites : mapping of str to str
         Name -> role (``id`` or ``shift``) of every suite given.
     run : bool, default=False
-        Whether ``suites`` are one run's (``sweep --gate``, ``harness gate``): each line then says that the gate
-        fails on it, without the "meant for other suites" allowance.
+        Whether ``suites`` are one run's (``sweep --gate``, ``harness gate``): the flag then also marks each name
+        the gate fails for sure (a rule's own list names it, or a rule over the role it is declared for judges it),
+        and the line says so; a declared name no rule judges stays a warning.
 
     Returns
     -------
     list of (bool, str)
-        ``(typo, line)`` per name, in policy order (top ``suites:`` first, then the rules); ``typo``: a given
-        suite's name is close to it.
+        ``(flag, line)`` per name, in policy order (top ``suites:`` first, then the rules); ``flag``: a given
+        suite's name is close to it (a likely typo), or with ``run`` the gate fails on it.
     """
     where: dict[str, list[str]] = {}
     for role in ("id", "shift"):
@@ -331,6 +332,9 @@ def policy_suite_notes(policy: GatePolicy, suites: Mapping[str, str], *, run: bo
     for rule in policy.rules:
         for name in rule.suites if isinstance(rule.suites, list) else []:
             where.setdefault(name, []).append(f"rule {rule.name}")
+    # the roles a rule over a role judges (``suites: id``): the gate fails such a rule on a declared suite of that
+    # role the run lacks, or whose recorded role differs
+    judged_roles = {getattr(r.suites, "value", r.suites) for r in policy.rules if not isinstance(r.suites, list)}
     given = ", ".join(f"{n} ({r})" for n, r in sorted(suites.items()))
     out = []
     for name, places in where.items():
@@ -339,9 +343,12 @@ def policy_suite_notes(policy: GatePolicy, suites: Mapping[str, str], *, run: bo
         close = likely_typo(name, sorted(suites))
         typo = f"typo? the closest suite given is {close!r}; " if close else ""
         if run:
-            out.append((close is not None, f"policy {policy.name!r} names suite {name!r} ({', '.join(places)}) but "
-                        f"the run has no suite of that name: {typo}the gate would fail it with 'missing suite' (the "
-                        f"run's suites: {given})"))
+            fails = any(p.startswith("rule ") or p.removeprefix("suites.") in judged_roles for p in places)
+            then = ("the gate would fail it with 'missing suite'" if fails else
+                    "no rule judges it (it is only declared, and no rule is over that role), so the gate ignores it")
+            out.append((fails or close is not None, f"policy {policy.name!r} names suite {name!r} "
+                        f"({', '.join(places)}) but the run has no suite of that name: {typo}{then} (the run's "
+                        f"suites: {given})"))
             continue
         out.append((close is not None, f"policy {policy.name!r} names suite {name!r} ({', '.join(places)}) but no "
                     f"suite given has that name: {typo}a run of these suites fails the gate with 'missing suite' "
@@ -349,7 +356,8 @@ def policy_suite_notes(policy: GatePolicy, suites: Mapping[str, str], *, run: bo
     for role in ("id", "shift"):
         for name in policy.suites.of(role) if policy.suites is not None else []:
             if name in suites and suites[name] != role:
-                out.append((False, f"policy {policy.name!r} declares suite {name!r} under suites.{role} but the "
+                fails = run and role in judged_roles
+                out.append((fails, f"policy {policy.name!r} declares suite {name!r} under suites.{role} but the "
                                    f"suite's role is {suites[name]}: the gate fails every {role} rule on a run of "
                                    f"it; move it to suites.{suites[name]}"))
     return out

@@ -222,10 +222,12 @@ class Suite(Strict):
 
     @field_validator("metrics")
     @classmethod
-    def _metrics(cls, v: list[str]) -> list[str]:
+    def _metrics(cls, v: list[str], info) -> list[str]:
+        task = info.data.get("task")  # validated before metrics; a hint names a metric of this suite's task
+        own = TASK_METRICS.get(task if isinstance(task, str) else getattr(task, "kind", None), BUILTIN_METRICS)
         for m in v:  # names of another task are refused by _cross, which knows the task
             if m not in BUILTIN_METRICS and not (m.startswith("evaluate:") and len(m) > len("evaluate:")):
-                meant = likely_typo(m, BUILTIN_METRICS, families=False)
+                meant = likely_typo(m, own, families=False)
                 hint = f" (did you mean {meant!r}?)" if meant else ""
                 raise ValueError(f"unknown metric {m!r}{hint}; expected one of {', '.join(BUILTIN_METRICS)} "
                                  "or 'evaluate:NAME_OR_PATH'")

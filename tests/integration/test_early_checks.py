@@ -109,9 +109,9 @@ def test_a_gate_policy_that_cannot_pass_stops_the_sweep_before_the_data(problem,
 
 @pytest.mark.parametrize("flags, message", [
     (["--gate", "POLICY"], "sweep --gate needs --out"),
-    (["--gate", "POLICY", "--junit", "j.xml"], "sweep --gate needs --out"),
-    (["--junit", "j.xml", "--out", "OUT"], "--junit is for the gate, and no --gate policy is given"),
-    (["--baseline", "B", "--junit", "j.xml", "--out", "OUT"], "--junit and --baseline are for the gate"),
+    (["--gate", "POLICY", "--junit", "J"], "sweep --gate needs --out"),
+    (["--junit", "J", "--out", "OUT"], "--junit is for the gate, and no --gate policy is given"),
+    (["--baseline", "B", "--junit", "J", "--out", "OUT"], "--junit and --baseline are for the gate"),
 ])
 def test_gate_options_the_sweep_would_not_act_on_are_refused(flags, message, tiny_pair, tiny_suites, tmp_path,
                                                              capsys, no_data):
@@ -121,7 +121,7 @@ def test_gate_options_the_sweep_would_not_act_on_are_refused(flags, message, tin
     policy = tmp_path / "p.yaml"
     policy.write_text("kind: policy\nname: p\nrules:\n"
                       "  - {name: f, kind: floor, metric: accuracy, suites: id, floor: 0.0, mode: point}\n")
-    subs = {"POLICY": str(policy), "OUT": str(tmp_path / "o"), "B": str(tmp_path)}
+    subs = {"POLICY": str(policy), "OUT": str(tmp_path / "o"), "B": str(tmp_path), "J": str(tmp_path / "j.xml")}
     argv = ["sweep", "--base", str(tiny_pair[0]), "--adapted", str(tiny_pair[1]), "--suite",
             *map(str, tiny_suites[:2]), "--quiet", *(subs.get(f, f) for f in flags)]
     assert main(argv) == 2

@@ -66,16 +66,28 @@ def test_examples_only_on_request(gated, tiny_suites, capsys):
 def test_examples_of_a_capped_run_are_read_from_the_same_sample(tiny_pair, tiny_suites, tmp_path, caplog):
     """CI-integration trial (2026-12-01): on a ``--max-examples`` run (the demo's quick profile too) every split
     was called "changed since the run" and no text was shown: the report read the whole split, whose fingerprint
-    differs from the scored sample's. It now reads the run's sample (the same seeded cap), so the texts appear."""
+    differs from the scored sample's. It now reads the suites as the run did (the same seeded cap, and the run's
+    --max-length, which is part of a split's fingerprint), so the texts appear. A derived suite whose parent is
+    not in the run (read from the file beside it) is capped through its parent, in the sweep and in the report."""
+    import shutil
+
     from harness.report.texts import _split_texts
     from harness.rundir import read_manifest
 
+    root = tmp_path / "suites"
+    shutil.copytree(tiny_suites[0].parent, root)
+    (root / "shift-typos.yaml").write_text(
+        "kind: suite\nname: tiny-shift-typos\nrole: shift\nshift_type: synthetic\n"
+        "derived_from: {suite: tiny-shift, splits: [validation, test]}\n"
+        "transforms: [{name: typos, params: {rate: 0.1}, seed: 3}]\nclasses: [negative, positive]\n"
+        "max_length: 32\nmetrics: [accuracy, nll]\n")
     out = tmp_path / "run"
     assert main(["sweep", "--base", str(tiny_pair[0]), "--adapted", str(tiny_pair[1]), "--suite",
-                 *map(str, tiny_suites[:2]), "--alphas", "0,1", "--max-examples", "30", "--n-resamples", "50",
-                 "--no-report", "--quiet", "--out", str(out)]) == 0
+                 str(root / "id.yaml"), str(root / "shift-typos.yaml"), "--alphas", "0,1", "--max-examples", "30",
+                 "--max-length", "16", "--n-resamples", "50", "--no-report", "--quiet", "--out", str(out)]) == 0
     preds = pd.read_parquet(out / "predictions.parquet")
-    assert preds.groupby(["point", "suite", "split"]).size().max() <= 30  # capped: 80 rows per split otherwise
+    sizes = preds.groupby(["point", "suite", "split"]).size()
+    assert sizes.max() <= 30 and set(preds["suite"]) == {"tiny-id", "tiny-shift-typos"}, sizes  # 60-80 uncapped
     with caplog.at_level("WARNING"):
         texts = _split_texts(read_manifest(out))
     assert "changed since the run" not in caplog.text, caplog.text

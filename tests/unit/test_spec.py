@@ -39,6 +39,7 @@ def test_valid_suite_loads_frozen(tmp_path):
     ("metrics: [accuracy, f2]\n", "unknown metric 'f2'"),
     ("metrics: [accuracy, macro_fi]\n", "unknown metric 'macro_fi' (did you mean 'macro_f1'?); expected one of"),
     ("metrics: [accuracy, precision]\n", "unknown metric 'precision'; expected one of"),  # no near name: no guess
+    ("metrics: [accuracy, f2]\n", "unknown metric 'f2'; expected"),  # f1 is a generation metric: no such hint here
 ])
 def test_errors_name_the_field(tmp_path, patch, path_fragment):
     with pytest.raises(SpecError) as e:
