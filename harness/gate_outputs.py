@@ -249,7 +249,9 @@ def run_gate(run_dir: str | Path, policy: str | Path, *, baseline: str | Path | 
     """
     pol = load_spec(policy, kind="policy")
     cand = RunView.from_dir(run_dir)
-    found, _ = policy_problems(pol, run_suites(cand), run=True)
+    found, warned = policy_problems(pol, run_suites(cand), run=True)
+    for line in warned:  # names the gate ignores on this run: said, not refused
+        logger.warning("%s", line)
     if found:
         raise SpecError(format_error(
             f"the gate policy cannot pass on this run ({len(found)} problem{'s' * (len(found) > 1)})",

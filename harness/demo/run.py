@@ -146,8 +146,13 @@ def run_demo(*, adaptation: str = "full", profile: str = "quick", out: str | Pat
     t_models = time.perf_counter() - t0
     sdir = suites_dir()
     suites = [sdir / ID_SUITE] + [sdir / s for s in SHIFT_SUITES + prof.extra_suites]
-    _say(quiet, f"demo: base {models.base_dir}\n      adapted {models.adapted_dir}\n      (use them with your own "
-                f"suites: harness sweep --base BASE --adapted ADAPTED --suite ...)")
+    same = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in (("max_examples", prof.max_examples),
+                                                                ("max_length", prof.max_length),
+                                                                ("alphas", prof.alphas)) if v is not None)
+    _say(quiet, f"demo: base {models.base_dir}\n      adapted {models.adapted_dir}\n      (the demo's sweep by "
+                f"hand, to swap in your own suites: harness sweep --base BASE --adapted ADAPTED --suite "
+                f"{' '.join(str(p) for p in suites)} --gate {sdir / 'policies' / 'demo.yaml'} {same} "
+                f"--out runs/NAME)")
     _say(quiet, f"demo: models ready in {t_models:.0f} s; sweeping alpha "
                 f"({'adaptive search' if prof.alphas == 'adaptive' else '11-point grid'}) on {len(suites)} suites, "
                 f"then gate and report ...")

@@ -168,7 +168,9 @@ def check_policy_fits(policy, suites: list[Suite], path: str | Path, *, max_exam
     from harness.gate import policy_problems
     from harness.spec.policy import RuleKind
 
-    found, _ = policy_problems(policy, {s.name: (s.role.value, list(s.metrics)) for s in suites}, run=True)
+    found, warned = policy_problems(policy, {s.name: (s.role.value, list(s.metrics)) for s in suites}, run=True)
+    for line in warned:  # names the gate ignores on this run: said, not refused
+        log.warning("%s", line)
     for rule in policy.rules if max_examples is not None else ():
         if rule.kind is RuleKind.MAX_OVERLAP:  # counts rows of the whole split: no sample-size floor
             continue

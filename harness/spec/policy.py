@@ -315,15 +315,16 @@ def policy_suite_notes(policy: GatePolicy, suites: Mapping[str, str], *, run: bo
     suites : mapping of str to str
         Name -> role (``id`` or ``shift``) of every suite given.
     run : bool, default=False
-        Whether ``suites`` are one run's (``sweep --gate``, ``harness gate``): the flag then also marks each name
-        the gate fails for sure (a rule's own list names it, or a rule over the role it is declared for judges it),
-        and the line says so; a declared name no rule judges stays a warning.
+        Whether ``suites`` are one run's (``sweep --gate``, ``harness gate``): the flag then marks exactly the
+        names the gate fails for sure (a rule's own list names it, or a rule over the role it is declared for judges
+        it); a declared name no rule judges stays a warning, typo or not.
 
     Returns
     -------
     list of (bool, str)
         ``(flag, line)`` per name, in policy order (top ``suites:`` first, then the rules); ``flag``: a given
-        suite's name is close to it (a likely typo), or with ``run`` the gate fails on it.
+        suite's name is close to it (a likely typo), or with ``run``: the gate fails on it (a likely typo the gate
+        ignores is then only named as such in the line).
     """
     where: dict[str, list[str]] = {}
     for role in ("id", "shift"):
@@ -342,17 +343,18 @@ def policy_suite_notes(policy: GatePolicy, suites: Mapping[str, str], *, run: bo
             continue
         close = likely_typo(name, sorted(suites))
         typo = f"typo? the closest suite given is {close!r}; " if close else ""
+        fails = any(p.startswith("rule ") or p.removeprefix("suites.") in judged_roles for p in places)
+        then = ("the gate would fail it with 'missing suite'" if fails else
+                "no rule judges it (it is only declared, and no rule is over that role), so the gate ignores it")
         if run:
-            fails = any(p.startswith("rule ") or p.removeprefix("suites.") in judged_roles for p in places)
-            then = ("the gate would fail it with 'missing suite'" if fails else
-                    "no rule judges it (it is only declared, and no rule is over that role), so the gate ignores it")
-            out.append((fails or close is not None, f"policy {policy.name!r} names suite {name!r} "
-                        f"({', '.join(places)}) but the run has no suite of that name: {typo}{then} (the run's "
-                        f"suites: {given})"))
+            out.append((fails, f"policy {policy.name!r} names suite {name!r} ({', '.join(places)}) but the run has "
+                        f"no suite of that name: {typo}{then} (the run's suites: {given})"))
             continue
+        then = ("a run of these suites fails the gate with 'missing suite'" if fails else
+                "no rule judges it (it is only declared, and no rule is over that role)")
         out.append((close is not None, f"policy {policy.name!r} names suite {name!r} ({', '.join(places)}) but no "
-                    f"suite given has that name: {typo}a run of these suites fails the gate with 'missing suite' "
-                    f"(suites given: {given}; ignore this if the policy is meant for other suites too)"))
+                    f"suite given has that name: {typo}{then} (suites given: {given}; ignore this if the policy is "
+                    f"meant for other suites too)"))
     for role in ("id", "shift"):
         for name in policy.suites.of(role) if policy.suites is not None else []:
             if name in suites and suites[name] != role:

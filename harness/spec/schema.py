@@ -229,7 +229,7 @@ class Suite(Strict):
             if m not in BUILTIN_METRICS and not (m.startswith("evaluate:") and len(m) > len("evaluate:")):
                 meant = likely_typo(m, own, families=False)
                 hint = f" (did you mean {meant!r}?)" if meant else ""
-                raise ValueError(f"unknown metric {m!r}{hint}; expected one of {', '.join(BUILTIN_METRICS)} "
+                raise ValueError(f"unknown metric {m!r}{hint}; expected one of {', '.join(own)} "
                                  "or 'evaluate:NAME_OR_PATH'")
         if len(set(v)) != len(v):
             raise ValueError(f"metrics must be unique; got {v}")

@@ -439,3 +439,15 @@ def test_an_unused_baseline_is_noted(previous_run, tmp_path, caplog):
     with caplog.at_level("WARNING"):
         assert main(["gate", str(out), "--policy", str(policy), "--baseline", str(out), "--quiet"]) == 0
     assert "is not used: no rule of policy 'floor' compares with a baseline run" in caplog.text
+
+
+def test_a_declared_suite_no_rule_judges_is_noted_not_refused(previous_run, tmp_path, caplog):
+    """Review: a declared suite the run lacks that no rule over its role judges does not decide the verdict, so
+    the gate judges the run (no refusal) and says the name is ignored."""
+    out, _ = previous_run
+    policy = tmp_path / "p.yaml"
+    policy.write_text("kind: policy\nname: p\ncandidate: adapted\nsuites: {shift: [vader-yelp]}\nrules:\n"
+                      "  - {name: f, kind: floor, metric: accuracy, suites: id, floor: 0.0, mode: point}\n")
+    with caplog.at_level("WARNING"):
+        assert main(["gate", str(out), "--policy", str(policy), "--quiet"]) == 0
+    assert "names suite 'vader-yelp' (suites.shift)" in caplog.text and "so the gate ignores it" in caplog.text
