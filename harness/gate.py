@@ -440,6 +440,14 @@ def policy_problems(policy: GatePolicy, suites: dict[str, tuple[str, list[str]]]
                 if why]
     notes = policy_suite_notes(policy, {n: role for n, (role, _) in suites.items()}, run=run) if suites else []
     problems += [line for flag, line in notes if flag]  # a likely typo; in a run also a suite the gate fails on
+    for rule in policy.rules if run else ():  # a rule over a role that matches no suite fails (_select_suites)
+        role = getattr(rule.suites, "value", rule.suites)
+        if isinstance(rule.suites, list) or (policy.suites is not None and policy.suites.of(role)):
+            continue
+        if not any(r == role for r, _ in suites.values()):
+            problems.append(f"rule {rule.name!r} judges the {role} suites, but the run has none and the policy "
+                            f"declares none: the gate fails a rule that matches nothing (the run's suites: "
+                            f"{', '.join(f'{n} ({r})' for n, (r, _) in sorted(suites.items()))})")
     problems += policy_metric_problems(policy, suites, run=run)
     return problems, [line for flag, line in notes if not flag]
 

@@ -242,7 +242,7 @@ def test_policy_suite_names_no_given_suite_has_are_warned_with_the_closest():
 @pytest.mark.parametrize("case, fails", [
     ("declared_shift_no_shift_rule", False), ("declared_shift_with_shift_rule", True),
     ("wrong_role_no_id_rule", False), ("wrong_role_with_id_rule", True), ("listed_in_a_rule", True),
-    ("declared_typo_no_shift_rule", False)])
+    ("declared_typo_no_shift_rule", False), ("role_rule_matching_nothing", True)])
 def test_a_run_refuses_only_the_suite_names_the_gate_fails_on(case, fails):
     """Review of the run check: on one run's suites (sweep --gate, harness gate), a declared suite the run lacks,
     or declared under the other role, fails the gate only if a rule over that role judges it; a policy that only
@@ -256,8 +256,14 @@ def test_a_run_refuses_only_the_suite_names_the_gate_fails_on(case, fails):
            "wrong_role_no_id_rule": make(listed, suites={"id": ["tiny-id", "tiny-shift"]}),
            "wrong_role_with_id_rule": make(delta(suites="id"), suites={"id": ["tiny-id", "tiny-shift"]}),
            "listed_in_a_rule": make(delta(suites=["tiny-id", "other"])),
-           "declared_typo_no_shift_rule": make(delta(suites="id"), suites={"shift": ["tiny-shif"]})}[case]
+           "declared_typo_no_shift_rule": make(delta(suites="id"), suites={"shift": ["tiny-shif"]}),
+           "role_rule_matching_nothing": make(delta(suites="shift"))}[case]
+    if case == "role_rule_matching_nothing":
+        run = {"tiny-id": ("id", ["accuracy"])}
     found, warned = policy_problems(pol, run, run=True)
+    if case == "role_rule_matching_nothing":
+        assert "judges the shift suites, but the run has none" in found[0] and not warned
+        return
     assert bool(found) is fails and bool(warned) is not fails, (found, warned)
     if case.startswith("declared_") and not fails:
         assert "so the gate ignores it" in warned[0]
