@@ -151,7 +151,8 @@ class Settings:
     split: str | None = _opt(None, "evaluate only this split name", commands=("eval", "sweep"))
     max_examples: int | None = _opt(None, "cap on the examples of every split: a seeded sample of whole documents (bootstrap "
                                          "clusters), so a split may keep a few fewer; summary.json's n_dropped counts "
-                                         "the rows left out", ge=1)
+                                         "the rows left out (the train/test overlap check still reads ID train "
+                                         "splits whole)", ge=1)
     max_length: int | None = _opt(None, "override every suite's max_length (tokens)", ge=8)
     label_map: LabelMap = _opt(None, "model label to suite class, e.g. LABEL_0=negative,LABEL_1=positive")
     batch_tokens: int | None = _opt(None, "token budget per batch: rows x padded length (default on CPU: 1024 for "

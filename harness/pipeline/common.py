@@ -151,19 +151,23 @@ def _apply_overrides(suite: Suite, opts: RunOptions) -> Suite:
 def prepare_splits(suites: list[tuple[Suite, Path | None]], opts: RunOptions) -> LoadedSuites:
     """Load the evaluation splits of every suite (``opts.split`` keeps one name, else the validation and test
     splits), each few-shot split, and the train splits of ID suites for the overlap check only (read with the
-    other splits, each file once): a train split that cannot be read (a missing file) is recorded in
-    ``LoadedSuites.unread_train`` with a run note, never an error, since nothing is scored on it; its overlap
-    pairs are then recorded as unchecked and a ``max_overlap`` gate rule fails on them (:func:`run_overlap`).
+    other splits, each file once; under ``--max-examples`` read again whole, since a sample of them would
+    undercount the evaluated rows they hold, while few-shot examples still come from the capped read): a train
+    split that cannot be read (a missing file) is recorded in ``LoadedSuites.unread_train`` with a run note, never
+    an error, since nothing is scored on it; its overlap pairs are then recorded as unchecked and a
+    ``max_overlap`` gate rule fails on them (:func:`run_overlap`).
 
     Raises
     ------
     SpecError, DataError
         For unknown split names and data problems of the splits scored or read for few-shot examples.
     """
+    given = {s.name: s for s, _ in suites}  # as written: a capped run's overlap check reads ID train splits whole
     suites = [(_apply_overrides(s, opts), p) for s, p in suites]
     known = {s.name: (s, p) for s, p in suites}
     splits: list[SplitData] = []
-    train: list[SplitData] = []
+    train: list[SplitData] = []  # for the overlap check: whole under --max-examples
+    fewshot_pool: list[SplitData] = []  # read with the run's overrides, as the few-shot examples are drawn
     unread: dict[str, str] = {}
     for suite, path in suites:
         siblings = sibling_resolver(path)
@@ -182,14 +186,22 @@ def prepare_splits(suites: list[tuple[Suite, Path | None]], opts: RunOptions) ->
         roles = ("train", "validation", "test") if suite.role.value == "id" else ("validation", "test")
         read, problems = load_splits_or_problems(suite, suite_path=path, resolve=resolve, roles=roles)
         splits += [sd for sd in read.values() if sd.ref.role.value != "train"]
-        train += [sd for sd in read.values() if sd.ref.role.value == "train"]
+        read_train = [sd for sd in read.values() if sd.ref.role.value == "train"]
+        fewshot_pool += read_train
+        if read_train and opts.max_examples is not None:
+            # a sample of the train rows would undercount the evaluated rows found in them (max_overlap rules)
+            whole, more = load_splits_or_problems(run_suite(given[suite.name], max_length=opts.max_length),
+                                                  suite_path=path, resolve=resolve, roles=("train",))
+            read_train = list(whole.values())
+            problems = {**problems, **more}
+        train += read_train
         unread.update({f"{suite.name}/{name}": _one_line(e) for name, e in problems.items()})
     if not splits:
         raise SpecError(format_error("the suites define no validation or test split to evaluate",
                                      fix="add splits with role validation or test"))
     model_kind([s for s, _ in suites])
     notes = [unread_train_note(key, problem) for key, problem in unread.items()]
-    return LoadedSuites(suites=suites, splits=splits, fewshot=_fewshot_splits(suites, [*splits, *train]),
+    return LoadedSuites(suites=suites, splits=splits, fewshot=_fewshot_splits(suites, [*splits, *fewshot_pool]),
                         train=train, unread_train=unread, notes=notes)
 
 
