@@ -30,6 +30,7 @@ __all__ = [
     "unknown_name",
     "edit_distance",
     "likely_typo",
+    "did_you_mean",
 ]
 
 
@@ -211,3 +212,10 @@ def _siblings(a: str, b: str) -> bool:
         return False
     differ = [(x, y) for x, y in zip(pa, pb) if x != y]
     return len(differ) == 1 and max(len(differ[0][0]), len(differ[0][1])) <= 2
+
+
+def did_you_mean(name: str, candidates: Iterable[str], *, families: bool = True) -> str:
+    """`` (did you mean 'x'?)`` for the candidate :func:`likely_typo` finds, else ``""``: the hint a message about an
+    unknown name carries (metric names: ``families=False``)."""
+    meant = likely_typo(name, candidates, families=families)
+    return f" (did you mean {meant!r}?)" if meant else ""

@@ -34,7 +34,7 @@ from typing import ClassVar, Literal, Union
 
 from pydantic import Field, field_validator, model_validator
 
-from harness.errors import likely_typo
+from harness.errors import did_you_mean, likely_typo
 from harness.spec.schema import BUILTIN_METRICS, Name, Strict
 
 __all__ = ["RuleKind", "Aggregate", "Reference", "Mode", "CandidateChoice", "Rule", "DeclaredSuites", "GatePolicy",
@@ -168,10 +168,9 @@ class Rule(Strict):
     @classmethod
     def _metric(cls, v: str | None) -> str | None:
         if v is not None and v not in BUILTIN_METRICS:
-            meant = likely_typo(v, BUILTIN_METRICS, families=False)
-            hint = f" (did you mean {meant!r}?)" if meant else ""
             raise ValueError(f"gate rules take a built-in metric (its direction and paired bootstrap are known): "
-                             f"one of {', '.join(BUILTIN_METRICS)}; got {v!r}{hint}")
+                             f"one of {', '.join(BUILTIN_METRICS)}; got {v!r}"
+                             f"{did_you_mean(v, BUILTIN_METRICS, families=False)}")
         return v
 
     @field_validator("suites")

@@ -13,7 +13,7 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from harness.errors import likely_typo
+from harness.errors import did_you_mean
 from harness.records import SplitRole, SuiteRole
 from harness.spec.base import _NAME, Name, Strict, _check_name  # noqa: F401  (re-exported)
 from harness.spec.lm import GenerationTask, LMTask, MultipleChoiceTask, PerplexityTask
@@ -227,10 +227,8 @@ class Suite(Strict):
         own = TASK_METRICS.get(task if isinstance(task, str) else getattr(task, "kind", None), BUILTIN_METRICS)
         for m in v:  # names of another task are refused by _cross, which knows the task
             if m not in BUILTIN_METRICS and not (m.startswith("evaluate:") and len(m) > len("evaluate:")):
-                meant = likely_typo(m, own, families=False)
-                hint = f" (did you mean {meant!r}?)" if meant else ""
-                raise ValueError(f"unknown metric {m!r}{hint}; expected one of {', '.join(own)} "
-                                 "or 'evaluate:NAME_OR_PATH'")
+                raise ValueError(f"unknown metric {m!r}{did_you_mean(m, own, families=False)}; expected one of "
+                                 f"{', '.join(own)} or 'evaluate:NAME_OR_PATH'")
         if len(set(v)) != len(v):
             raise ValueError(f"metrics must be unique; got {v}")
         return v
