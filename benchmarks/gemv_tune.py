@@ -19,7 +19,9 @@ bf16 row, as is and upcast to fp32 first (exact for bf16, so the same index).
 Variants: ``cublas`` (Inductor's defaults, the harness's untuned step), ``tuned`` (the tuning options of the
 harness's tuned step, max-autotune and coordinate-descent tuning, without its programmatic dependent launch and
 eager attention; each case compiled alone, not fused with its neighbours as in the step), ``cd``
-(coordinate-descent tuning alone), ``cd_wide`` (coordinate-descent tuning checking all directions at radius 2).
+(coordinate-descent tuning alone), ``cd_wide`` (coordinate-descent tuning checking all directions at radius 2),
+``tuned_r2`` (the tuned options with two steps per field, one field at a time) and ``tuned_all`` (the tuned
+options trying every combination of the fields' one-step neighbours).
 A case whose compiled result differs from eager (``max_err`` above :data:`TOLERANCE`, relative to the largest
 output; any argmax index) is listed under ``wrong`` in the JSON; a trial whose process failed under ``failed``.
 
@@ -51,6 +53,9 @@ VARIANTS = {
     "cd": {"coordinate_descent_tuning": True},
     "cd_wide": {"coordinate_descent_tuning": True, "coordinate_descent_check_all_directions": True,
                 "coordinate_descent_search_radius": 2},
+    "tuned_r2": {"max_autotune": True, "coordinate_descent_tuning": True, "coordinate_descent_search_radius": 2},
+    "tuned_all": {"max_autotune": True, "coordinate_descent_tuning": True,
+                  "coordinate_descent_check_all_directions": True},
 }
 TOLERANCE = 0.02  # largest |compiled - eager| / max |eager| of a bf16 product (argmax: no index may differ)
 # (name, kind, out features, in features): Llama-3.2-1B's projections and lm_head

@@ -14,7 +14,11 @@ Variants (``--variants``), each on transformers' model and ``StaticCache``:
   attention to transformers' eager attention (plain matmul/softmax ops, which Inductor fuses) instead of SDPA, for
   the prompt's forward too; ``_pdl`` adds Inductor's programmatic dependent launch (``triton.enable_pdl``);
   ``_fused`` moves the step's input-buffer updates into the compiled step; ``_eagerprompt`` keeps the prompt's
-  forward eager and unpadded (as the loop ran it before the runs of 2026-12-01c).
+  forward eager and unpadded (as the loop ran it before the runs of 2026-12-01c); ``_r2`` widens coordinate
+  descent's search to two steps per field (``coordinate_descent_search_radius=2``) and ``_all`` makes it try every
+  combination of the fields' neighbours (``coordinate_descent_check_all_directions``), otherwise as the harness's
+  tuned step (``graph_tuned_r2``: its programmatic dependent launch and one-row eager attention kept);
+  ``graph_tuned_nopdl`` is the harness's tuned step without programmatic dependent launch.
 
 For each batch size (``--batch``): tokens/s over 128 new tokens after 100-token prompts (median of ``--repeats``
 calls after two warm-up calls, whose time is the compilation and recording), the prompt's forward alone (a replay of
@@ -22,7 +26,7 @@ its recording where the variant records it, else eager; wall time, device synchr
 steps), the share of the bandwidth bound (weights read plus KV bytes per step over the measured copy bandwidth, as
 benchmarks/lm_gpu.py) for the whole call and for the decoding steps, and whether the tokens equal the first
 variant's (bf16: kernels may round differently; reported, not asserted), and the CUDA graphs recorded over all calls
-(a chunk length or a prompt width records once).
+(a chunk length or a prompt width records once). ``--profile`` adds one call's CUDA time per kernel.
 
     python benchmarks/gen_b1.py --shape llama32 --out /tmp/gen_b1.json [--tiny]
 """
@@ -83,6 +87,9 @@ def _counted_capture(self, work):
 
 causal_decode._Decoding._capture = _counted_capture
 PROMPT_GRAPH_TOKENS = causal_decode.PROMPT_GRAPH_TOKENS
+# suffixes that widen coordinate descent's search (Inductor options); with ``_tuned`` the rest is the harness's tuned
+# step (programmatic dependent launch, eager attention for one-row batches)
+SEARCH = {"_r2": ("coordinate_descent_search_radius", 2), "_all": ("coordinate_descent_check_all_directions", True)}
 
 
 def variant(model, name: str):
@@ -97,14 +104,20 @@ def variant(model, name: str):
     fused = "_fused" in name
     causal_decode._Decoding.chunk = fused_chunk if fused else PLAIN_CHUNK
     trees = name.startswith("trees") and DEVICE == "cuda"
-    if not fused and "_pdl" not in name:
+    search = {k: v for suffix, (k, v) in SEARCH.items() if suffix in name}
+    like_harness = tuned and (search or "_nopdl" in name)  # the harness's tuned step but for these options
+    if not fused and "_pdl" not in name and not like_harness:
         return causal_decode.compiled_step(model, tuned, cudagraphs=trees), DEVICE == "cuda" and not trees
     options = {"max_autotune": True, "coordinate_descent_tuning": True} if tuned else {}
     options["triton.cudagraphs"] = trees
-    if "_pdl" in name:
+    if "_pdl" in name or (like_harness and "_nopdl" not in name):
         options["triton.enable_pdl"] = True  # programmatic dependent launch for Inductor's Triton kernels
+    options.update(search)
     fn = fused_step(model) if fused else causal_decode.greedy_step(model)
-    return torch.compile(fn, fullgraph=True, dynamic=False, options=options), DEVICE == "cuda" and not trees
+    step = torch.compile(fn, fullgraph=True, dynamic=False, options=options)
+    if like_harness:  # as the harness's tuned step: eager attention for one-row batches
+        step.attn_implementation = "eager"
+    return step, DEVICE == "cuda" and not trees
 
 
 def prefill_ms(model, ids, mask, n_new: int, step=None) -> float:
@@ -146,6 +159,25 @@ def recorded_prompt_ms(model, ids, n_new: int) -> float | None:
     return sorted(times[2:])[len(times[2:]) // 2]
 
 
+def kernel_table(call) -> dict:
+    """One call of ``call`` under torch.profiler: ``{kernel name: [CUDA µs in total, launches]}`` for the GPU
+    kernels (those replayed from CUDA graphs included), the largest first; empty without a GPU."""
+    from torch.profiler import ProfilerActivity, profile
+
+    if DEVICE != "cuda":
+        return {}
+    sync()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        call()
+        sync()
+    rows = {}
+    for e in prof.key_averages():
+        us = getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0)
+        if us:
+            rows[e.key] = [round(us, 1), e.count]
+    return dict(sorted(rows.items(), key=lambda kv: -kv[1][0]))
+
+
 @torch.inference_mode()
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -155,6 +187,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, nargs="+", default=[1])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--shape", choices=["tinyllama", "llama32"], default="llama32")
+    ap.add_argument("--profile", action="store_true",
+                    help="also record one call's GPU kernels (torch.profiler): CUDA microseconds and launches per "
+                         "kernel name, to compare compilations kernel by kernel")
     ap.add_argument("--compiled-prefill", action="store_true",
                     help="also time the prompt's forward compiled with dynamic shapes (one compilation for every "
                          "prompt width), at two widths")
@@ -162,8 +197,12 @@ def main() -> None:
     set_shape(a.shape)
     import transformers
 
+    from torch._inductor.runtime import benchmarking
+
     res: dict = {"peak": peak(a.tiny), "torch": torch.__version__, "transformers": transformers.__version__,
-                 "shape": a.shape, "device": torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu"}
+                 "shape": a.shape, "device": torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu",
+                 # the autotuner's timer (TORCHINDUCTOR_USE_EXPERIMENTAL_BENCHMARKER=0: Triton's do_bench)
+                 "inductor_benchmarker": type(benchmarking.benchmarker).__name__}
     model, _ = build(a.tiny)
     n_new, p = (16, 10) if a.tiny else (128, 100)
     res["weight_bytes_read"] = weight_bytes_read(model)
@@ -198,6 +237,8 @@ def main() -> None:
                                  "first_two_calls_s": time.perf_counter() - t0 - a.repeats * t, "prefill_ms": pre,
                                  "decode_ms_per_step": dec, "decode_of_bound": 1e3 / dec * bs / bound,
                                  "recordings": len(RECORDINGS)}
+                if a.profile:
+                    r["kernels"] = kernel_table(call)
                 toks = torch.tensor(toks)
                 ref = toks if ref is None else ref
                 r["same_tokens_as_first"] = float((toks == ref).all(-1).float().mean())

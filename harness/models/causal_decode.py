@@ -14,8 +14,9 @@ documentation, with the argmax inside the compiled graph and the stop checks mov
 Measured (``python benchmarks/lm_gpu.py --sections peak gen``: H200, torch 2.11, transformers 5.17, bf16, 128 new
 tokens after 100-token prompts): at batch 1, 493 tokens/s (untuned) and 769 (tuned) for a 1.1B TinyLlama-shaped model
 (2026-12-01, before the prompt's forward was recorded); for a 1.24B Llama-3.2-1B-shaped one, with the prompt
-recorded, 643-652 tokens/s untuned (38-39% of its bandwidth bound, three leases) and 609-847 tuned (36-50%: the
-tuned kernels depend on the autotuner's timings at compilation), against 56-92 for plain ``generate``; 15,740
+recorded, 643-652 tokens/s untuned (38-39% of its bandwidth bound, three leases) and 609-847 tuned (36-50%; in
+fresh processes that compiled it alone, 39.8-58.3%, median 50.3%: the tuned kernels depend on the autotuner's picks
+at compilation, see :func:`compiled_step`), against 56-92 for plain ``generate``; 15,740
 tokens/s at batch 64, 3.8x plain ``generate``. The step (:func:`greedy_step`) holds the forward, the argmax and the
 EOS bookkeeping.
 
@@ -154,12 +155,12 @@ def compiled_step(model, tuned: bool = False, cudagraphs: bool = False) -> Calla
     transformers' eager attention in the step (``attn_implementation = "eager"`` on the returned callable:
     :func:`decode_static` switches the model to it while the step runs, and back; Inductor then fuses plain
     matmul/softmax ops instead of calling SDPA's kernel, which at one query is mostly launch latency). Its speed
-    varies between compilations, consistent with coordinate descent timing each one-row projection's reduction
-    kernel in a greedy local search (benchmarks/gemv_tune.py measures the projections' spread). On an H200, a
-    Llama-3.2-1B-shaped model at batch 1, five compilations alone in their process with an empty Inductor cache
-    gave 44.7-54.7% of the bandwidth bound (median 51.0%; four of them one after another on one GPU: 44.7, 54.7,
-    52.9, 48.2%); two runs that compiled the untuned step first in the same process gave 36.1% and 39.9%; the
-    untuned step 38-39% on every lease. The picks are kept in the Inductor cache and reused by later processes.
+    is set by its compilation: coordinate descent picks each Triton kernel's block sizes and warps by timing
+    candidates, and a few picks differ between compilations by up to 36x for that kernel in the step
+    (benchmarks/tuning_draws.py compares draws kernel by kernel). On an H200, a Llama-3.2-1B-shaped model at batch
+    1, fourteen compilations alone in their process with an empty Inductor cache gave 39.8-58.3% of the bandwidth
+    bound (median 50.3%); two processes reusing one compilation's cache ran within 1.6% of it; the untuned step
+    held 38-39% on every lease. The picks are kept in the Inductor cache and reused by later processes.
     The earlier tuned step was slower at batch 64; the current one was not measured there. Its first call is
     longer (19-144 s measured, against 10-23 s untuned); README "Performance" has the numbers.
 

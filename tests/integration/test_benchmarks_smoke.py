@@ -142,3 +142,63 @@ def test_generation_benchmark_runs_on_cpu(script, tmp_path):
         assert all("error" not in data["cb"][name] for name in GEN_CB_CPU), data["cb"]
     if script == "gen_prof":
         assert data["compiled_step_ms_wall"] > 0 and data["eager_step_ms"] > 0
+
+
+def _b1(step_ms: float, kernels: dict) -> dict:
+    """A gen_b1.py --profile result with one profiled variant (the fields tuning_draws.py reads)."""
+    return {"b1": {"bound_tok_s": 1000.0, "graph_tuned": {"tok_s": 1e3 / step_ms / 2, "decode_ms_per_step": step_ms,
+                                                           "kernels": kernels}}}
+
+
+@pytest.mark.benchmark
+def test_tuning_draws_compares_draws_kernel_by_kernel_and_pairs_picks_with_kernels(tmp_path):
+    """benchmarks/tuning_draws.py: ``compare`` charges each draw the time its kernels spent above the fastest pick
+    seen for them (per decoding step), and ``picks`` names each pick file by the Triton kernel in its folder."""
+    # kernel a: 10 launches of 2 µs in draw 1, of 8 µs in draw 2; kernel b: 5 launches of 4 µs, of 3 µs
+    (tmp_path / "d1.json").write_text(json.dumps(_b1(1.0, {"a": [20.0, 10], "b": [20.0, 5]})))
+    (tmp_path / "d2.json").write_text(json.dumps(_b1(1.2, {"a": [80.0, 10], "b": [15.0, 5]})))
+    out = tmp_path / "cmp.json"
+    res = subprocess.run([sys.executable, "benchmarks/tuning_draws.py", "compare", str(tmp_path / "d1.json"),
+                          str(tmp_path / "d2.json"), "--steps", "5", "--out", str(out)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    data = json.loads(out.read_text())
+    assert data["fastest_us"] == {"a": 2.0, "b": 3.0}
+    d1, d2 = data["draws"][str(tmp_path / "d1.json")], data["draws"][str(tmp_path / "d2.json")]
+    assert d1["excess_us"] == pytest.approx(5 * 1 / 5)  # b: 1 µs over its fastest, 5 launches, over 5 steps
+    assert d2["excess_us"] == pytest.approx(10 * 6 / 5)  # a: 6 µs over, 10 launches
+    assert d2["step_minus_excess_ms"] == pytest.approx(1.2 - 0.012)
+    assert d2["largest"][0][0] == "a"
+    # a result without a kernel table (no --profile, or a CPU run) is refused with the fix
+    (tmp_path / "d3.json").write_text(json.dumps(_b1(1.0, {})))
+    res = subprocess.run([sys.executable, "benchmarks/tuning_draws.py", "compare", str(tmp_path / "d3.json")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode != 0 and "--profile" in res.stderr
+    # picks: the .best_config file is named by a key hash, the kernel by its own hash; one folder holds both
+    folder = tmp_path / "cache" / "ab"
+    folder.mkdir(parents=True)
+    (folder / "cabc123.py").write_text('@triton_heuristics.reduction(\n    size_hints={"x": 512, "r0_": 2048},\n)\n'
+                                      "def triton_red_fused_mm_15(in_ptr0, out_ptr0):\n    pass\n")
+    (folder / "f00d.best_config").write_text(json.dumps({"XBLOCK": 1, "R0_BLOCK": 2048, "num_warps": 8}))
+    res = subprocess.run([sys.executable, "benchmarks/tuning_draws.py", "picks", str(tmp_path / "cache")], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout) == {"triton_red_fused_mm_15": {
+        "config": {"XBLOCK": 1, "R0_BLOCK": 2048, "num_warps": 8}, "size_hints": '{"x": 512, "r0_": 2048}'}}
+
+
+@pytest.mark.benchmark
+def test_gen_b1_search_and_pdl_variants_and_profile_run_on_cpu(tmp_path):
+    """gen_b1.py's ``_nopdl`` and search-widening suffixes compile and run (tiny model), and ``--profile`` records an
+    (on a CPU, empty) kernel table for each variant."""
+    out = tmp_path / "b1.json"
+    res = subprocess.run([sys.executable, "benchmarks/gen_b1.py", "--tiny", "--repeats", "1", "--profile",
+                          "--variants", "graph,graph_tuned_nopdl,graph_tuned_r2", "--out", str(out)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    section = json.loads(out.read_text())["b1"]
+    for name in ("graph", "graph_tuned_nopdl", "graph_tuned_r2"):
+        assert "error" not in section[name], section[name]
+        assert section[name]["kernels"] == {}
+        assert section[name]["same_tokens_as_first"] == 1.0
