@@ -4,6 +4,7 @@ content hash of the normalised spec."""
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from harness.errors import SpecError, format_error, unknown_name
+from harness.errors import SpecError, did_you_mean, format_error, unknown_name
 from harness.io import sha256_json
 from harness.spec.keys import unknown_key_message
 
@@ -87,7 +88,7 @@ def _read_text(path: Path) -> str:
                                          fix="a spec describes data, it does not hold it: move rows to a data file"))
         return data.decode("utf-8")
     except FileNotFoundError as e:
-        raise SpecError(format_error("spec file not found", where=str(path),
+        raise SpecError(format_error("spec file not found", where=_where(path),
                                      fix="check the path (relative paths are taken from the current folder)")) from e
     except (OSError, UnicodeDecodeError) as e:
         raise SpecError(format_error("spec file cannot be read", where=str(path), got=str(e),
@@ -143,6 +144,12 @@ def _check_expansion(root: yaml.Node, path: Path) -> None:
         stack.extend((c, False) for c in children)
 
 
+def _where(path: str | Path) -> str:
+    """``path`` as given, with the folder a relative path was looked for in (``suites/x.yaml (in /home/me)``)."""
+    path = Path(path)
+    return str(path) if path.is_absolute() else f"{path} (in {Path.cwd()})"
+
+
 def problems_of(err: ValidationError, model: type[BaseModel] | None = None) -> list[str]:
     """One ``field.path: message`` line per problem in a pydantic ``ValidationError``; with ``model`` (the class
     validated), an unknown key's line names the valid keys at its path and the closest one."""
@@ -157,8 +164,25 @@ def problems_of(err: ValidationError, model: type[BaseModel] | None = None) -> l
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = unknown_key_message(model, tuple(e["loc"]))
+        elif e["type"] != "missing" and not e["type"].startswith("value_error"):
+            msg += _echo(e)
         lines.append(f"{loc}: {msg}")
     return lines
+
+
+def _echo(e: dict) -> str:
+    """`` (got 'x')`` for a scalar input pydantic refused (the message names what it wanted, not what it got),
+    with a "did you mean" hint when the field takes one of a few names (``enum``, ``literal_error``); ``""`` for
+    blocks and lists (their own fields' lines say what is wrong)."""
+    value = e.get("input")
+    if not isinstance(value, (str, int, float, bool)):
+        return ""
+    shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+    hint = ""
+    if e["type"] in ("enum", "literal_error") and isinstance(value, str):
+        hint = did_you_mean(value, re.findall(r"'([^']*)'", str((e.get("ctx") or {}).get("expected", ""))),
+                            families=False)
+    return f" (got {shown}){hint}"
 
 
 def load_spec(path: str | Path, kind: str | None = None) -> BaseModel:
@@ -235,7 +259,8 @@ def validate_paths(paths: Iterable[str | Path]) -> tuple[list[tuple[Path, BaseMo
         elif p.exists():
             files.append(p)
         else:
-            problems.append(format_error("path not found", where=str(p), fix="check the path"))
+            problems.append(format_error("path not found", where=_where(p),
+                                         fix="check the path (relative paths are taken from the current folder)"))
     valid = []
     for f in files:
         try:

@@ -275,3 +275,26 @@ def test_a_declared_suite_of_the_other_role_is_warned():
     pol = make(delta(), suites={"id": ["my-sst"], "shift": ["my-yelp"]})
     (line,) = policy_suite_warnings(pol, {"my-sst": "id", "my-yelp": "id"})
     assert "'my-yelp' under suites.shift but the suite's role is id" in line and "suites.id" in line
+
+
+def test_a_refused_value_is_echoed_with_a_hint_when_the_field_takes_a_few_names():
+    """pydantic's message names what the field takes; the line also says what the file held, and for a field of a
+    few names the likely one (a misspelt ``aggregate: worts``)."""
+    probs = problems(delta(aggregate="worts", max_drop="two percent"))
+    assert "rules.0.aggregate: Input should be 'each', 'mean' or 'worst' (got 'worts') (did you mean 'worst'?)" \
+        in probs, probs
+    assert any(p.startswith("rules.0.max_drop: ") and p.endswith("(got 'two percent')") for p in probs), probs
+    # a value far from every name gets no hint; a block gets no echo (its own fields' lines say what is wrong)
+    far = problems(delta(aggregate="everything"))
+    assert any(p.endswith("(got 'everything')") for p in far) and not any("did you mean" in p for p in far), far
+    assert not any("(got {" in p for p in problems(delta(metric={"name": "accuracy"}))), "a block was echoed"
+
+
+def test_a_missing_spec_file_names_the_folder_a_relative_path_was_looked_for_in(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SpecError) as e:
+        load_spec("policies/nope.yaml")
+    assert f"where: policies/nope.yaml (in {tmp_path})" in str(e.value)
+    with pytest.raises(SpecError) as e:
+        load_spec(tmp_path / "nope.yaml")
+    assert f"where: {tmp_path / 'nope.yaml'}\n" in str(e.value) + "\n" and "(in " not in str(e.value)
