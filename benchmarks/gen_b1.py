@@ -18,7 +18,9 @@ Variants (``--variants``), each on transformers' model and ``StaticCache``:
   descent's search to two steps per field (``coordinate_descent_search_radius=2``) and ``_all`` makes it try every
   combination of the fields' neighbours (``coordinate_descent_check_all_directions``), otherwise as the harness's
   tuned step (``graph_tuned_r2``: its programmatic dependent launch and one-row eager attention kept);
-  ``graph_tuned_nopdl`` is the harness's tuned step without programmatic dependent launch.
+  ``graph_tuned_nopdl`` is the harness's tuned step without programmatic dependent launch; ``_dobench`` has the
+  autotuner time kernels with Triton's ``do_bench`` instead of Inductor's own timer (:func:`use_timer`; the
+  same as ``TORCHINDUCTOR_USE_EXPERIMENTAL_BENCHMARKER=0`` for the whole process).
 
 For each batch size (``--batch``): tokens/s over 128 new tokens after 100-token prompts (median of ``--repeats``
 calls after two warm-up calls, whose time is the compilation and recording), the prompt's forward alone (a replay of
@@ -92,6 +94,18 @@ PROMPT_GRAPH_TOKENS = causal_decode.PROMPT_GRAPH_TOKENS
 SEARCH = {"_r2": ("coordinate_descent_search_radius", 2), "_all": ("coordinate_descent_check_all_directions", True)}
 
 
+def use_timer(do_bench: bool) -> str:
+    """Make Inductor's autotuning (coordinate descent included) time kernels with Triton's ``do_bench`` (a 256 MB
+    L2 flush before each timing, the median) when ``do_bench``, else with the timer this torch chose at import
+    (by default its own ``InductorBenchmarker``: an L2-sized flush, the minimum). Returns the timer's class name.
+    The tuner reads the module-level ``benchmarker`` of ``torch._inductor.runtime.triton_heuristics`` at every
+    timing, so the swap takes effect for kernels tuned after it (their first launch)."""
+    from torch._inductor.runtime import benchmarking, triton_heuristics
+
+    triton_heuristics.benchmarker = benchmarking.TritonBenchmarker() if do_bench else benchmarking.benchmarker
+    return type(triton_heuristics.benchmarker).__name__
+
+
 def variant(model, name: str):
     """The step and ``graph`` flag of variant ``name`` (a fresh compilation)."""
     torch._dynamo.reset()
@@ -105,7 +119,8 @@ def variant(model, name: str):
     causal_decode._Decoding.chunk = fused_chunk if fused else PLAIN_CHUNK
     trees = name.startswith("trees") and DEVICE == "cuda"
     search = {k: v for suffix, (k, v) in SEARCH.items() if suffix in name}
-    like_harness = tuned and (search or "_nopdl" in name)  # the harness's tuned step but for these options
+    use_timer("_dobench" in name)
+    like_harness = tuned and (search or "_nopdl" in name or "_dobench" in name)  # the harness's, but for these
     if not fused and "_pdl" not in name and not like_harness:
         return causal_decode.compiled_step(model, tuned, cudagraphs=trees), DEVICE == "cuda" and not trees
     options = {"max_autotune": True, "coordinate_descent_tuning": True} if tuned else {}
@@ -236,7 +251,7 @@ def main() -> None:
                 r = rec[name] = {"tok_s": bs * n_new / t, "of_bound": bs * n_new / t / bound, "call_ms": t * 1e3,
                                  "first_two_calls_s": time.perf_counter() - t0 - a.repeats * t, "prefill_ms": pre,
                                  "decode_ms_per_step": dec, "decode_of_bound": 1e3 / dec * bs / bound,
-                                 "recordings": len(RECORDINGS)}
+                                 "recordings": len(RECORDINGS), "autotune_timer": use_timer("_dobench" in name)}
                 if a.profile:
                     r["kernels"] = kernel_table(call)
                 toks = torch.tensor(toks)

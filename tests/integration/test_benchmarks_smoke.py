@@ -189,16 +189,23 @@ def test_tuning_draws_compares_draws_kernel_by_kernel_and_pairs_picks_with_kerne
 
 @pytest.mark.benchmark
 def test_gen_b1_search_and_pdl_variants_and_profile_run_on_cpu(tmp_path):
-    """gen_b1.py's ``_nopdl`` and search-widening suffixes compile and run (tiny model), and ``--profile`` records an
+    """gen_b1.py's ``_nopdl``, ``_dobench`` and search-widening suffixes compile and run (tiny model), ``_dobench``
+    alone swaps the autotuner's timer (and the next variant gets the default back), and ``--profile`` records an
     (on a CPU, empty) kernel table for each variant."""
     out = tmp_path / "b1.json"
     res = subprocess.run([sys.executable, "benchmarks/gen_b1.py", "--tiny", "--repeats", "1", "--profile",
-                          "--variants", "graph,graph_tuned_nopdl,graph_tuned_r2", "--out", str(out)], cwd=ROOT,
+                          "--variants", "graph,graph_tuned_dobench,graph_tuned_nopdl,graph_tuned_r2", "--out",
+                          str(out)], cwd=ROOT,
                          capture_output=True, text=True, timeout=600,
                          env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
     assert res.returncode == 0, res.stderr[-3000:]
     section = json.loads(out.read_text())["b1"]
-    for name in ("graph", "graph_tuned_nopdl", "graph_tuned_r2"):
+    from torch._inductor.runtime import benchmarking
+
+    default_timer = type(benchmarking.benchmarker).__name__  # InductorBenchmarker unless the environment says
+    for name in ("graph", "graph_tuned_dobench", "graph_tuned_nopdl", "graph_tuned_r2"):
         assert "error" not in section[name], section[name]
         assert section[name]["kernels"] == {}
         assert section[name]["same_tokens_as_first"] == 1.0
+        timer = "TritonBenchmarker" if name.endswith("_dobench") else default_timer
+        assert section[name]["autotune_timer"] == timer, (name, section[name]["autotune_timer"])
