@@ -118,21 +118,31 @@ def variant(model, name: str):
     fused = "_fused" in name
     causal_decode._Decoding.chunk = fused_chunk if fused else PLAIN_CHUNK
     trees = name.startswith("trees") and DEVICE == "cuda"
-    search = {k: v for suffix, (k, v) in SEARCH.items() if suffix in name}
     use_timer("_dobench" in name)
-    like_harness = tuned and (search or "_nopdl" in name or "_dobench" in name)  # the harness's, but for these
-    if not fused and "_pdl" not in name and not like_harness:
+    options, eager_attention = step_options(name, trees)
+    if options is None:
         return causal_decode.compiled_step(model, tuned, cudagraphs=trees), DEVICE == "cuda" and not trees
+    fn = fused_step(model) if fused else causal_decode.greedy_step(model)
+    step = torch.compile(fn, fullgraph=True, dynamic=False, options=options)
+    if eager_attention:  # as the harness's tuned step: eager attention for one-row batches
+        step.attn_implementation = "eager"
+    return step, DEVICE == "cuda" and not trees
+
+
+def step_options(name: str, trees: bool = False) -> tuple[dict | None, bool]:
+    """Variant ``name``'s Inductor options and whether its step takes eager attention at one row; ``(None,
+    False)`` for a variant that is the harness's own step (``causal_decode.compiled_step``)."""
+    tuned = "_tuned" in name
+    search = {k: v for suffix, (k, v) in SEARCH.items() if suffix in name}
+    like_harness = tuned and bool(search or "_nopdl" in name or "_dobench" in name)  # the harness's, but for these
+    if "_fused" not in name and "_pdl" not in name and not like_harness:
+        return None, False
     options = {"max_autotune": True, "coordinate_descent_tuning": True} if tuned else {}
     options["triton.cudagraphs"] = trees
     if "_pdl" in name or (like_harness and "_nopdl" not in name):
         options["triton.enable_pdl"] = True  # programmatic dependent launch for Inductor's Triton kernels
     options.update(search)
-    fn = fused_step(model) if fused else causal_decode.greedy_step(model)
-    step = torch.compile(fn, fullgraph=True, dynamic=False, options=options)
-    if like_harness:  # as the harness's tuned step: eager attention for one-row batches
-        step.attn_implementation = "eager"
-    return step, DEVICE == "cuda" and not trees
+    return options, like_harness
 
 
 def prefill_ms(model, ids, mask, n_new: int, step=None) -> float:
@@ -176,18 +186,19 @@ def recorded_prompt_ms(model, ids, n_new: int) -> float | None:
 
 def kernel_table(call) -> dict:
     """One call of ``call`` under torch.profiler: ``{kernel name: [CUDA µs in total, launches]}`` for the GPU
-    kernels (those replayed from CUDA graphs included), the largest first; empty without a GPU."""
+    kernels (those replayed from CUDA graphs included), the largest first; without a GPU the same for the CPU's
+    operators (self time), so that the CPU smoke run goes through this path."""
     from torch.profiler import ProfilerActivity, profile
 
-    if DEVICE != "cuda":
-        return {}
+    cuda = DEVICE == "cuda"
     sync()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+    with profile(activities=[ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU]) as prof:
         call()
         sync()
     rows = {}
     for e in prof.key_averages():
-        us = getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0)
+        us = (getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0)) if cuda \
+            else e.self_cpu_time_total
         if us:
             rows[e.key] = [round(us, 1), e.count]
     return dict(sorted(rows.items(), key=lambda kv: -kv[1][0]))

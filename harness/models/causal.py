@@ -139,8 +139,9 @@ class CausalLMScorer:
         (:func:`~harness.models.causal_decode.compiled_step`): on an H200 at batch 1, 39.8-58.3% of the bandwidth
         bound (median 50.3%) over fourteen compilations alone in their process (36-40% in two that followed the
         untuned step's), against 38-39% untuned; a longer first call. The speed is set by the autotuner's kernel
-        picks, which Inductor keeps in its cache (``TORCHINDUCTOR_CACHE_DIR``): a later process with the same cache
-        reuses them and runs at the same speed, so keeping that folder between runs (a CI cache) keeps a draw.
+        picks, which Inductor keeps in its cache (``TORCHINDUCTOR_CACHE_DIR``) for later processes (two that reused
+        one compilation's cache ran within 1.6% of it), so keeping that folder between runs (a CI cache) keeps a
+        draw.
     """
 
     def __init__(self, model, tokenizer, *, max_length: int | None = None, batch_tokens: int = 512,

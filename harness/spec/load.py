@@ -67,7 +67,13 @@ def read_yaml(path: str | Path, _depth: int = 0) -> dict[str, Any]:
     for inc in [include] if isinstance(include, str) else list(include):
         if not isinstance(inc, str):
             raise SpecError(format_error("include must be a path or a list of paths", where=str(path), got=inc))
-        merged.update(read_yaml(path.parent / inc, _depth + 1))
+        target = path.parent / inc
+        if not target.exists():
+            raise SpecError(format_error("included spec file not found", where=f"include: {inc} in {path}",
+                                         expected=f"a file at {target}",
+                                         fix="an include is taken relative to the file that includes it: fix the "
+                                             "include's path"))
+        merged.update(read_yaml(target, _depth + 1))
     merged.update(doc)
     return merged
 
@@ -155,33 +161,65 @@ def problems_of(err: ValidationError, model: type[BaseModel] | None = None) -> l
     validated), an unknown key's line names the valid keys at its path and the closest one."""
     lines = []
     errors = err.errors()
+    # a union's member names (``literal['classification']``, ``list[str]``, ``tagged-union[...]``) are not field
+    # paths. When a union field got a plain value (``suites: idd``), the member of names says what was wanted
+    # (``'id' or 'shift'``, with a hint) and the others (``a valid list``) are noise; when it got a block
+    # (``task: {kind: ...}``), the plain-string member's failure is the noise
+    named = {_field(e) for e in errors if _is_literal(e) and _scalar(e.get("input"))}
+    others: dict[tuple, list[str]] = {}  # field -> the other members' wants ("a valid list"), said on one line
     for e in errors:
-        # a union's member names (``literal['classification']``, ``tagged-union[...]``) are not field paths; the
-        # failure of the plain-string member of a union is noise when a block was given (``task: {kind: ...}``)
-        if any(str(p).startswith("literal[") for p in e["loc"]) and len(errors) > 1:
+        if (any("[" in str(p) for p in e["loc"]) and not _is_literal(e) and _field(e) in named
+                and _scalar(e.get("input"))):
+            others.setdefault(_field(e), []).append(e["msg"].removeprefix("Input should be "))
+    for e in errors:
+        if _is_literal(e) and not _scalar(e.get("input")) and len(errors) > 1:
+            continue
+        if _field(e) in others and not _is_literal(e) and any("[" in str(p) for p in e["loc"]):
             continue
         loc = ".".join(str(p) for p in e["loc"] if "[" not in str(p)) or "(top level)"
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = unknown_key_message(model, tuple(e["loc"]))
         elif e["type"] != "missing" and not e["type"].startswith("value_error"):
+            if _is_literal(e) and _field(e) in others:
+                msg += "".join(f", or {want}" for want in dict.fromkeys(others[_field(e)]))
             msg += _echo(e)
         lines.append(f"{loc}: {msg}")
     return lines
 
 
+def _scalar(value: object) -> bool:
+    return isinstance(value, (str, int, float, bool))
+
+
+def _is_literal(e: dict) -> bool:
+    return any(str(p).startswith("literal[") for p in e["loc"])
+
+
+def _field(e: dict) -> tuple:
+    """The error's field path without union member names."""
+    return tuple(p for p in e["loc"] if "[" not in str(p))
+
+
 def _echo(e: dict) -> str:
     """`` (got 'x')`` for a scalar input pydantic refused (the message names what it wanted, not what it got),
-    with a "did you mean" hint when the field takes one of a few names (``enum``, ``literal_error``); ``""`` for
-    blocks and lists (their own fields' lines say what is wrong)."""
+    with a "did you mean" hint when the field takes one of a few names (``enum``, ``literal_error``), and a note
+    when YAML read a bare yes/no/on/off as a boolean there; ``""`` for blocks and lists (their own fields' lines say
+    what is wrong) and for messages that already quote the input."""
     value = e.get("input")
-    if not isinstance(value, (str, int, float, bool)):
+    ctx = e.get("ctx") or {}
+    if e["type"] == "union_tag_invalid":  # a block whose kind/type names no form: the tag is in the message
+        return did_you_mean(str(ctx.get("tag", "")), re.findall(r"'([^']*)'", str(ctx.get("expected_tags", ""))),
+                            families=False)
+    if not _scalar(value) or "got " in e["msg"]:
         return ""
     shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
     hint = ""
-    if e["type"] in ("enum", "literal_error") and isinstance(value, str):
-        hint = did_you_mean(value, re.findall(r"'([^']*)'", str((e.get("ctx") or {}).get("expected", ""))),
-                            families=False)
+    if e["type"] in ("enum", "literal_error"):
+        if isinstance(value, bool):
+            hint = " (YAML reads a bare yes/no/on/off/true/false as a boolean: quote the name)"
+        elif isinstance(value, str):
+            hint = did_you_mean(value, re.findall(r"'([^']*)'", str(ctx.get("expected", ""))), families=False)
     return f" (got {shown}){hint}"
 
 

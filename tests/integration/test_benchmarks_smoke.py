@@ -150,48 +150,124 @@ def _b1(step_ms: float, kernels: dict) -> dict:
                                                            "kernels": kernels}}}
 
 
+def _draws(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    res = subprocess.run([sys.executable, "benchmarks/tuning_draws.py", *args], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0 or not check, res.stderr[-3000:]
+    return res
+
+
 @pytest.mark.benchmark
-def test_tuning_draws_compares_draws_kernel_by_kernel_and_pairs_picks_with_kernels(tmp_path):
-    """benchmarks/tuning_draws.py: ``compare`` charges each draw the time its kernels spent above the fastest pick
-    seen for them (per decoding step), and ``picks`` names each pick file by the Triton kernel in its folder."""
-    # kernel a: 10 launches of 2 µs in draw 1, of 8 µs in draw 2; kernel b: 5 launches of 4 µs, of 3 µs
-    (tmp_path / "d1.json").write_text(json.dumps(_b1(1.0, {"a": [20.0, 10], "b": [20.0, 5]})))
-    (tmp_path / "d2.json").write_text(json.dumps(_b1(1.2, {"a": [80.0, 10], "b": [15.0, 5]})))
+def test_tuning_draws_compare_charges_each_draw_its_kernels_above_the_fastest_picks(tmp_path):
+    """benchmarks/tuning_draws.py compare: per draw, the decoding kernels' time per step and the part of it above
+    each kernel's fastest time per launch in any draw; the kernels at those fastest times; the prompt's kernels
+    (fewer launches than steps) left out; labels of collections; refusals that name the fix."""
+    # 5 steps; kernel a: 10 launches of 2 µs in draw 1, of 8 µs in draw 2; b: 5 of 4 µs, of 3 µs; p: the prompt's
+    (tmp_path / "d1.json").write_text(json.dumps(_b1(1.0, {"a": [20.0, 10], "b": [20.0, 5], "p": [500.0, 1]})))
+    (tmp_path / "d2.json").write_text(json.dumps(_b1(1.2, {"a": [80.0, 10], "b": [15.0, 5], "p": [900.0, 1]})))
     out = tmp_path / "cmp.json"
-    res = subprocess.run([sys.executable, "benchmarks/tuning_draws.py", "compare", str(tmp_path / "d1.json"),
-                          str(tmp_path / "d2.json"), "--steps", "5", "--out", str(out)], cwd=ROOT,
-                         capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0, res.stderr
+    _draws("compare", str(tmp_path / "d1.json"), str(tmp_path / "d2.json"), "--steps", "5", "--out", str(out))
     data = json.loads(out.read_text())
     assert data["fastest_us"] == {"a": 2.0, "b": 3.0}
+    assert data["best_kernel_ms"] == pytest.approx((2 * 10 + 3 * 5) / 5 / 1e3)
     d1, d2 = data["draws"][str(tmp_path / "d1.json")], data["draws"][str(tmp_path / "d2.json")]
+    assert list(data["draws"]) == [str(tmp_path / "d1.json"), str(tmp_path / "d2.json")]  # fastest step first
+    assert d1["kernel_ms"] == pytest.approx(40 / 5 / 1e3) and d2["kernel_ms"] == pytest.approx(95 / 5 / 1e3)
     assert d1["excess_us"] == pytest.approx(5 * 1 / 5)  # b: 1 µs over its fastest, 5 launches, over 5 steps
     assert d2["excess_us"] == pytest.approx(10 * 6 / 5)  # a: 6 µs over, 10 launches
-    assert d2["step_minus_excess_ms"] == pytest.approx(1.2 - 0.012)
     assert d2["largest"][0][0] == "a"
-    # a result without a kernel table (no --profile, or a CPU run) is refused with the fix
-    (tmp_path / "d3.json").write_text(json.dumps(_b1(1.0, {})))
-    res = subprocess.run([sys.executable, "benchmarks/tuning_draws.py", "compare", str(tmp_path / "d3.json")],
-                         cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert res.returncode != 0 and "--profile" in res.stderr
-    # picks: the .best_config file is named by a key hash, the kernel by its own hash; one folder holds both
-    folder = tmp_path / "cache" / "ab"
-    folder.mkdir(parents=True)
-    (folder / "cabc123.py").write_text('@triton_heuristics.reduction(\n    size_hints={"x": 512, "r0_": 2048},\n)\n'
-                                      "def triton_red_fused_mm_15(in_ptr0, out_ptr0):\n    pass\n")
-    (folder / "f00d.best_config").write_text(json.dumps({"XBLOCK": 1, "R0_BLOCK": 2048, "num_warps": 8}))
-    res = subprocess.run([sys.executable, "benchmarks/tuning_draws.py", "picks", str(tmp_path / "cache")], cwd=ROOT,
-                         capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0, res.stderr
-    assert json.loads(res.stdout) == {"triton_red_fused_mm_15": {
-        "config": {"XBLOCK": 1, "R0_BLOCK": 2048, "num_warps": 8}, "size_hints": '{"x": 512, "r0_": 2048}'}}
+    # a collection of draws (as the committed results file): its labels, prefixed by its name beside another file
+    (tmp_path / "both.json").write_text(json.dumps({"draws": {"x": json.loads((tmp_path / "d1.json").read_text()),
+                                                              "y": json.loads((tmp_path / "d2.json").read_text())}}))
+    _draws("compare", str(tmp_path / "both.json"), str(tmp_path / "d1.json"), "--steps", "5", "--out", str(out))
+    assert set(json.loads(out.read_text())["draws"]) == {"both.json:x", "both.json:y", str(tmp_path / "d1.json")}
+    res = _draws("compare", str(tmp_path / "d1.json"), str(tmp_path / "d1.json"), "--steps", "5", check=False)
+    assert res.returncode != 0 and "given twice" in res.stderr
+    # a result without a kernel table (no --profile) or with none at every step (a CPU run) is refused with the fix
+    plain = _b1(1.0, {})
+    del plain["b1"]["graph_tuned"]["kernels"]
+    (tmp_path / "d3.json").write_text(json.dumps(plain))
+    res = _draws("compare", str(tmp_path / "d3.json"), check=False)
+    assert res.returncode != 0 and "--profile" in res.stderr and "graph_tuned" in res.stderr
+    (tmp_path / "d4.json").write_text(json.dumps(_b1(1.0, {"aten::mm": [9.0, 3]})))
+    res = _draws("compare", str(tmp_path / "d4.json"), check=False)
+    assert res.returncode != 0 and "--profile on a GPU" in res.stderr
+
+
+@pytest.mark.benchmark
+def test_tuning_draws_on_the_committed_draws_gives_the_readme_figures(tmp_path):
+    """The README's kernel-by-kernel figures for the 2026-12-01f draws come from this file and this command."""
+    out = tmp_path / "cmp.json"
+    _draws("compare", "benchmarks/results/2026-12-01f-h200-gen_b1-llama32-draws.json", "--out", str(out))
+    data = json.loads(out.read_text())
+    assert round(data["best_kernel_ms"], 2) == 0.98
+    draws = data["draws"].values()
+    assert len(draws) == 8
+
+    def span(key: str, scale: float = 1.0, digits: int = 2) -> tuple:
+        values = [d[key] * scale for d in draws]
+        return round(min(values), digits), round(max(values), digits)
+    assert span("step_ms") == (1.04, 1.47) and span("kernel_ms") == (1.10, 1.52)
+    assert span("excess_us", digits=0) == (125, 536)
+    over = [(d["kernel_ms"] - d["step_ms"]) * 1e3 for d in draws]
+    assert (round(min(over)), round(max(over))) == (37, 118)
+
+
+@pytest.mark.benchmark
+def test_tuning_draws_picks_pairs_each_pick_with_its_kernel(tmp_path):
+    """benchmarks/tuning_draws.py picks: a pick file is named by a hash of its kernel's key, and one folder may hold
+    several kernels: each pick is paired by recomputing the key with this torch ("key"), else with the folder's
+    only kernel ("folder"); the graph's own module (many kernels' sources as strings) is no kernel."""
+    from torch._inductor.runtime.autotune_cache import AutotuneCache
+
+    def kernel(folder: Path, stem: str, name: str) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        src = folder / f"{stem}.py"
+        src.write_text('@triton_heuristics.reduction(\n    size_hints={"x": 512, "r0_": 2048},\n)\n'
+                       f"def {name}(in_ptr0, out_ptr0):\n    pass\n")
+        return src
+
+    shared = tmp_path / "cache" / "ab"
+    for stem, name, xblock in (("cab1", "triton_red_fused_mm_15", 1), ("cab2", "triton_per_fused_softmax_7", 8)):
+        src = kernel(shared, stem, name)
+        key = Path(AutotuneCache._make_local_cache_key(str(src.parent), AutotuneCache._prepare_key(str(src))))
+        key.write_text(json.dumps({"XBLOCK": xblock, "num_warps": 4}))
+    (shared / "cgraph.py").write_text('k1 = """\ndef triton_a(x):\n    pass\n"""\nk2 = """\ndef triton_b(x):\n"""\n')
+    alone = tmp_path / "cache" / "cd"
+    kernel(alone, "ccd1", "triton_poi_fused_add_3")
+    (alone / "f00d.best_config").write_text(json.dumps({"XBLOCK": 64, "num_warps": 2}))
+    (shared / "beef.best_config").write_text(json.dumps({"XBLOCK": 2}))  # a stray pick: two kernels, no key
+    got = json.loads(_draws("picks", str(tmp_path / "cache")).stdout)
+    hints = '{"x": 512, "r0_": 2048}'
+    assert got["triton_red_fused_mm_15"] == {"config": {"XBLOCK": 1, "num_warps": 4}, "size_hints": hints,
+                                             "paired": "key"}
+    assert got["triton_per_fused_softmax_7"]["config"]["XBLOCK"] == 8
+    assert got["triton_per_fused_softmax_7"]["paired"] == "key"
+    assert got["triton_poi_fused_add_3"] == {"config": {"XBLOCK": 64, "num_warps": 2}, "size_hints": hints,
+                                             "paired": "folder"}
+    stray = [v for k, v in got.items() if k.startswith("?ab/")]
+    assert stray == [{"config": {"XBLOCK": 2}, "kernels": ["triton_per_fused_softmax_7", "triton_red_fused_mm_15"]}]
 
 
 @pytest.mark.benchmark
 def test_gen_b1_search_and_pdl_variants_and_profile_run_on_cpu(tmp_path):
-    """gen_b1.py's ``_nopdl``, ``_dobench`` and search-widening suffixes compile and run (tiny model), ``_dobench``
-    alone swaps the autotuner's timer (and the next variant gets the default back), and ``--profile`` records an
-    (on a CPU, empty) kernel table for each variant."""
+    """gen_b1.py's ``_nopdl``, ``_dobench`` and search-widening suffixes compile and run (tiny model) with the
+    options they name, ``_dobench`` alone swaps the autotuner's timer (and the next variant gets the default back),
+    and ``--profile`` records a table per variant (on a CPU, the operators' times)."""
+    names = ["graph", "graph_tuned", "graph_tuned_r2", "graph_tuned_all", "graph_tuned_nopdl", "graph_tuned_dobench"]
+    code = f"import json, gen_b1; print(json.dumps({{n: gen_b1.step_options(n) for n in {names!r}}}))"
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT / "benchmarks", capture_output=True, text=True,
+                         timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert res.returncode == 0, res.stderr[-3000:]
+    opts = json.loads(res.stdout.strip().splitlines()[-1])
+    assert opts["graph"] == [None, False] and opts["graph_tuned"] == [None, False]  # the harness's own steps
+    tuned = {"max_autotune": True, "coordinate_descent_tuning": True, "triton.cudagraphs": False}
+    assert opts["graph_tuned_r2"] == [{**tuned, "triton.enable_pdl": True, "coordinate_descent_search_radius": 2},
+                                      True]
+    assert opts["graph_tuned_all"] == [{**tuned, "triton.enable_pdl": True,
+                                        "coordinate_descent_check_all_directions": True}, True]
+    assert opts["graph_tuned_nopdl"] == [tuned, True]
+    assert opts["graph_tuned_dobench"] == [{**tuned, "triton.enable_pdl": True}, True]
     out = tmp_path / "b1.json"
     res = subprocess.run([sys.executable, "benchmarks/gen_b1.py", "--tiny", "--repeats", "1", "--profile",
                           "--variants", "graph,graph_tuned_dobench,graph_tuned_nopdl,graph_tuned_r2", "--out",
@@ -205,7 +281,7 @@ def test_gen_b1_search_and_pdl_variants_and_profile_run_on_cpu(tmp_path):
     default_timer = type(benchmarking.benchmarker).__name__  # InductorBenchmarker unless the environment says
     for name in ("graph", "graph_tuned_dobench", "graph_tuned_nopdl", "graph_tuned_r2"):
         assert "error" not in section[name], section[name]
-        assert section[name]["kernels"] == {}
+        assert section[name]["kernels"] and all(us >= 0 and n >= 1 for us, n in section[name]["kernels"].values())
         assert section[name]["same_tokens_as_first"] == 1.0
         timer = "TritonBenchmarker" if name.endswith("_dobench") else default_timer
         assert section[name]["autotune_timer"] == timer, (name, section[name]["autotune_timer"])

@@ -298,3 +298,48 @@ def test_a_missing_spec_file_names_the_folder_a_relative_path_was_looked_for_in(
     with pytest.raises(SpecError) as e:
         load_spec(tmp_path / "nope.yaml")
     assert f"where: {tmp_path / 'nope.yaml'}\n" in str(e.value) + "\n" and "(in " not in str(e.value)
+
+
+def test_a_plain_value_in_a_field_of_names_or_a_list_says_both_forms_with_the_hint():
+    """``suites: idd``: the line names the names and the list form in one line, with the hint, not a bare "Input
+    should be a valid list" that implies a name is never valid there."""
+    assert problems(delta(suites="idd")) == [
+        "rules.0.suites: Input should be 'id' or 'shift', or a valid list (got 'idd') (did you mean 'id'?)"]
+    assert problems(delta(suites=5)) == ["rules.0.suites: Input should be 'id' or 'shift', or a valid list (got 5)"]
+
+
+def test_a_yaml_boolean_in_a_field_of_names_says_to_quote_it_and_no_got_is_said_twice():
+    probs = problems(delta(aggregate=False))
+    assert any("(got False)" in p and "quote the name" in p for p in probs), probs
+    with pytest.raises(ValidationError) as e:
+        make(delta(), seed=0.5)
+    (line,) = problems_of(e.value)
+    assert line.startswith("seed: ") and line.count("got") == 1, line
+
+
+def test_a_misspelt_block_tag_gets_a_hint():
+    with pytest.raises(ValidationError) as e:
+        from harness.spec.schema import Suite
+        Suite.model_validate({"kind": "suite", "name": "s", "role": "id", "source": {"type": "bultin", "name": "x"},
+                              "classes": ["a", "b"]})
+    assert any(p.startswith("source: ") and p.endswith("(did you mean 'builtin'?)") for p in problems_of(e.value)), \
+        problems_of(e.value)
+
+
+def test_a_missing_include_names_the_including_file_and_where_it_was_looked_for(tmp_path):
+    (tmp_path / "sub").mkdir()
+    spec = tmp_path / "sub" / "p.yaml"
+    spec.write_text("include: ../common/base.yaml\nkind: policy\nname: p\nrules: []\n")
+    with pytest.raises(SpecError) as e:
+        load_spec(spec)
+    text = str(e.value)
+    assert "included spec file not found" in text and f"in {spec}" in text
+    assert str(tmp_path / "sub" / ".." / "common" / "base.yaml") in text and "relative to the file" in text
+
+
+def test_validate_names_the_folder_a_missing_relative_path_was_looked_for_in(tmp_path, monkeypatch):
+    from harness.spec.load import validate_paths
+
+    monkeypatch.chdir(tmp_path)
+    valid, probs = validate_paths(["suites/nope.yaml"])
+    assert not valid and len(probs) == 1 and f"suites/nope.yaml (in {tmp_path})" in probs[0]
