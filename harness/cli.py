@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import logging
 import sys
 import traceback
@@ -209,23 +210,36 @@ def _print_hidden_notes(notes: list[str], quiet: bool, kept: str) -> None:
               "--quiet to see them)", file=sys.stderr)
 
 
-def _print_curve(summary, quiet: bool) -> None:
-    """Sweep table: one row per point, the selection metric on every suite/split (test splits last)."""
+def _print_curve(summary, quiet: bool, run_dir=None) -> None:
+    """Sweep table: one row per point, each suite's selection metric on its splits (test splits last; the run's
+    manifest says which metric each suite selected on, and which suites were left out of the selection)."""
     if quiet:
         return
     metric = summary.selection.metric if summary.selection else "accuracy"
+    manifest = {}
+    if run_dir is not None and (Path(run_dir) / "manifest.json").is_file():
+        manifest = json.loads((Path(run_dir) / "manifest.json").read_text())
+    own = manifest.get("selection_metrics") or {}
+    outside = manifest.get("outside_selection") or []
     df = per_alpha_frame(summary)
-    df = df[(df["kind"] == "weights") & (df["metric"] == metric)]
+    df = df[df["kind"] == "weights"]
+    mixed = len(set(own.values())) > 1
+    if mixed:  # each suite on its own metric, named in its column
+        df = df[[own.get(su, metric) == m for su, m in zip(df["suite"], df["metric"])]]
+        df = df.assign(column=df["suite"] + "/" + df["split"] + " " + df["metric"])
+    else:
+        df = df[df["metric"] == metric].assign(column=lambda d: d["suite"] + "/" + d["split"])
     if df.empty:
         return
-    df = df.assign(column=df["suite"] + "/" + df["split"])
     table = df.pivot_table(index="point", columns="column", values="value", sort=False).round(4)
     order = {p.id: (p.alpha if p.alpha is not None else -1.0, p.role != "base") for p in summary.points}
     table = table.loc[sorted(table.index, key=lambda i: order.get(i, (2.0, True)))]
     chosen = summary.chosen.id if summary.chosen else None
     table.index = [f"{i} *" if i == chosen else i for i in table.index]
-    print(f"{metric} per point (* = chosen):")
+    print(f"{'each suite selecting on its own metric' if mixed else metric} per point (* = chosen):")
     print(table.to_string())
+    if outside:
+        print(f"not selected on (in_selection: false): {', '.join(outside)}")
 
 
 def _cmd_validate(a) -> int:
@@ -320,7 +334,7 @@ def _cmd_sweep(a) -> int:
     res = sweep_with_settings(paths["base"], paths["adapted"], paths["suites"], opts, gate=paths.get("gate"),
                               baseline=paths.get("baseline"), junit=paths.get("junit"), out=paths.get("out"),
                               argv=sys.argv)
-    _print_curve(res.summary, a.quiet)
+    _print_curve(res.summary, a.quiet, res.run_dir)
     _print_hidden_notes(res.summary.notes, a.quiet, "summary.json's notes and the report")
     sel = res.summary.selection
     print(f"chosen alpha: {sel.chosen_alpha:g} ({sel.policy}, selected on {', '.join(sel.selected_on)})")

@@ -103,7 +103,7 @@ def run_sweep(request: SweepRequest) -> RunResult:
     if request.out is not None:
         check_out_dir(request.out)  # an --out holding other files fails before any work, and is never replaced
     suites = load_suites(list(request.suites))
-    check_selectable(suites)  # and a sweep that cannot select alpha, too
+    check_selectable(suites, request.policy.metric)  # and a sweep that cannot select alpha, or not meaningfully
     if request.gate is not None:  # fail on a bad policy, or one that must fail on these suites, before any model
         check_policy_fits(load_spec(request.gate, kind="policy"), [s for s, _ in suites], request.gate,
                           max_examples=request.options.max_examples)
@@ -255,8 +255,9 @@ def _with_noise(summary: Summary, sw: SweepResult, loaded: LoadedSuites, request
 
 
 def selection_metrics(loaded: LoadedSuites, policy: SelectionPolicy) -> dict[str, str]:
-    """Suite name -> the metric it selects alpha on: the policy's metric when one is set, else the suite's own."""
-    return {s.name: policy.metric or s.selection_metric for s, _ in loaded.suites}
+    """Suite name -> the metric it selects alpha on: the policy's metric when one is set, else the suite's own;
+    suites with ``in_selection: false`` are left out (not selected on)."""
+    return {s.name: policy.metric or s.selection_metric for s, _ in loaded.suites if s.in_selection}
 
 
 def selection_metric_name(loaded: LoadedSuites, policy: SelectionPolicy) -> str:
@@ -266,7 +267,7 @@ def selection_metric_name(loaded: LoadedSuites, policy: SelectionPolicy) -> str:
     names = set(metrics.values())
     if len(names) == 1:
         return names.pop()
-    return next(metrics[s.name] for s, _ in loaded.suites if s.role.value == "id")
+    return next(metrics[s.name] for s, _ in loaded.suites if s.role.value == "id" and s.name in metrics)
 
 
 def loaded_metrics(loaded: LoadedSuites, suite: str) -> list[str]:
@@ -283,6 +284,7 @@ def _write_outputs(res: RunResult, request: SweepRequest, loaded: LoadedSuites, 
                               device=str(evaluator.live.device), timings=timings, models=evaluator.models_info(),
                               extra={"head": request.head, "alphas": sw.alphas, "search": sw.search,
                                      "selection_metrics": selection_metrics(loaded, request.policy),
+                                     "outside_selection": [s.name for s, _ in loaded.suites if not s.in_selection],
                                      **evaluator.manifest_extra(), "memory": memory,
                                      "distributed": group_info(group)})
     res.run_dir = write_run(request.out, res.summary, sw.predictions_list(), manifest)

@@ -26,7 +26,8 @@ TASK_TITLES = {"classification": "Classification", "multiple_choice": "Multiple 
                "generation": "Generation (greedy decoding)", "perplexity": "Perplexity (rolling log-likelihood)"}
 _TASK_NOTES = {
     "multiple_choice": "acc: the choice with the largest summed log-likelihood is the gold one; acc_norm: the same "
-                       "with each choice's log-likelihood divided by its length in bytes (lm-eval's definitions). "
+                       "with each choice's log-likelihood divided by its length in characters; acc_bytes: in UTF-8 bytes "
+                       "(lm-eval's definitions). "
                        "Fractions in [0, 1], higher is better.",
     "generation": "exact_match and contains after the suite's normalisation; numeric_match: the output's final "
                   "number equals the reference's; f1: token F1 with the reference. Fractions in [0, 1], higher is "

@@ -169,7 +169,7 @@ class Suite(Strict):
     """An evaluation suite: where the rows come from, how to read them, how to split them, what to measure."""
 
     #: fields added after wave 1, left out of :func:`harness.spec.load.spec_hash` while at their defaults
-    HASH_OMIT_IF_DEFAULT: ClassVar[tuple[str, ...]] = ("task", "select_metric", "truncation")
+    HASH_OMIT_IF_DEFAULT: ClassVar[tuple[str, ...]] = ("task", "select_metric", "truncation", "in_selection")
 
     kind: Literal["suite"]
     schema_version: Literal[1] = 1
@@ -210,6 +210,10 @@ class Suite(Strict):
     select_metric: str | None = Field(default=None, description="the metric this suite selects alpha on; default: "
                                                                 "accuracy, acc_norm, the first generation metric "
                                                                 "or bits_per_byte (by task)")
+    in_selection: bool = Field(default=True, description="whether this suite's validation splits enter the score "
+                                                         "that selects alpha; false: the suite is evaluated, "
+                                                         "reported and judged by gate rules but does not move "
+                                                         "alpha (a perplexity suite beside accuracy suites)")
     metrics: list[str] = Field(default_factory=list, min_length=1,
                                description="metric names of the task; default: the task's defaults")
 

@@ -13,7 +13,7 @@ from harness.metrics.bootstrap import cluster_weights, metric_distribution
 from harness.metrics.registry import get_metric
 from harness.numfmt import fmt_g
 from harness.records import SplitRole, SuiteRole
-from harness.sweep.policy import _EPS, Selection, metric_for
+from harness.sweep.policy import _EPS, Selection, metric_for, selects
 
 NOISE_RULE = ("among the alphas not distinguishable from the chosen one, the alpha the policy picks most often "
               "under resampling of the validation splits (ties: the smaller alpha)")
@@ -56,7 +56,7 @@ def _resampled_goodness(by_alpha: dict[float, dict], metric: str | Mapping[str, 
     selection ``metric`` (one name, or suite -> name) over the alphas, averaged over the suite's validation
     splits."""
     alphas = sorted(by_alpha)
-    refs = [r for r in by_alpha[alphas[0]] if r.role is SplitRole.VALIDATION]
+    refs = [r for r in by_alpha[alphas[0]] if r.role is SplitRole.VALIDATION and selects(metric, r.suite)]
     out = {}
     for ref in refs:
         name = metric_for(metric, ref.suite)

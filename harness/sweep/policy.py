@@ -133,6 +133,12 @@ def parse_alphas_noted(spec: str | Sequence[float] | None) -> tuple[tuple[float,
     return out, notes
 
 
+def selects(metric: str | Mapping[str, str] | None, suite: str) -> bool:
+    """Whether ``suite`` enters the selection: always with one metric name, else when the mapping names it (the
+    pipeline leaves out suites with ``in_selection: false``)."""
+    return not isinstance(metric, Mapping) or suite in metric
+
+
 def metric_for(metric: str | Mapping[str, str] | None, suite: str) -> str:
     """The selection metric of ``suite``: one name for every suite, a mapping suite -> name, or ``None`` for
     ``accuracy`` (the classification default; the pipeline passes each suite's own metric)."""
@@ -145,25 +151,31 @@ def _goodness(metric: str, value: float) -> float:
     return value if get_metric(metric).higher_is_better else -value
 
 
-def check_selectable(suites: Sequence) -> None:
-    """Refuse, before any model is loaded, a sweep that could not select alpha: no ID suite among ``suites``, or
-    no ID suite with a validation split (a derived ID suite, whose splits come from its parent, is trusted here).
+def check_selectable(suites: Sequence, metric: str | None = None) -> None:
+    """Refuse, before any model is loaded, a sweep that could not select alpha, or would select it on a
+    meaningless score: no ID suite among ``suites``; no ID suite with a validation split (a derived ID suite, whose
+    splits come from its parent, is trusted here); or an ID or shift score that would average metrics of different
+    scales (:func:`check_comparable`).
 
     Parameters
     ----------
     suites : sequence of (Suite, Path or None)
         As :func:`harness.pipeline.common.load_suites` returns them.
+    metric : str, default=None
+        ``--select-metric`` (one metric for every suite), else each suite's own ``selection_metric``.
 
     Raises
     ------
     SpecError
-        Naming the suites given and their roles.
+        Naming the suites given, their roles and selection metrics.
     """
-    given = ", ".join(f"{s.name} (role: {s.role.value})" for s, _ in suites)
-    ids = [s for s, _ in suites if s.role is SuiteRole.ID]
+    given = ", ".join(f"{s.name} (role: {s.role.value}{'' if s.in_selection else ', in_selection: false'})"
+                      for s, _ in suites)
+    ids = [s for s, _ in suites if s.role is SuiteRole.ID and s.in_selection]
     if not ids:
-        raise SpecError(format_error("none of the --suite files is an ID suite (role: id), so alpha cannot be "
-                                     "selected", where="--suite", expected="at least one suite with role: id",
+        raise SpecError(format_error("none of the --suite files is an ID suite (role: id) that selects alpha, so "
+                                     "alpha cannot be selected", where="--suite",
+                                     expected="at least one suite with role: id (and in_selection left true)",
                                      got=given, fix="pass the ID suite too (alpha is selected on its validation "
                                                     "split; shift suites are scored against it)"))
     if any(s.derived_from is not None and not s.splits for s in ids):
@@ -175,6 +187,55 @@ def check_selectable(suites: Sequence) -> None:
                                      expected="an ID suite (role: id) with a split of role: validation",
                                      got=names, fix="add a split with role: validation to the ID suite (alpha is "
                                                     "never selected on test splits)"))
+    check_comparable([(s, metric or s.selection_metric) for s, _ in suites if s.in_selection and (
+        s.derived_from is not None or any(sp.role is SplitRole.VALIDATION for sp in s.splits))])
+
+
+def _proportion(name: str) -> bool:
+    """Whether metric ``name`` is a share of examples in [0, 1] where higher is better (accuracy, acc_norm,
+    exact_match, macro_f1, ...): such metrics of different suites average to a mean share."""
+    spec = get_metric(name)
+    return spec.higher_is_better and tuple(spec.range) == (0.0, 1.0)
+
+
+def check_comparable(selected: Sequence[tuple]) -> None:
+    """Refuse a selection whose ID score or shift score would average metrics of different scales.
+
+    The ID score is the mean over the ID suites' validation splits and the shift score the mean over the shift
+    suites (:func:`validation_scores`), each suite on its own selection metric turned into goodness. Shares of
+    examples (accuracy, acc_norm, exact_match, ...) average meaningfully; bits_per_byte (0 to infinity, lower is
+    better) next to accuracy does not: one suite's unit would outweigh the others' and decide alpha (new-user
+    trial, 2026-12-01: a bits_per_byte shift suite beside acc_norm and exact_match ones chose alpha). One metric
+    for a whole role, whatever it is, is fine.
+
+    Parameters
+    ----------
+    selected : sequence of (Suite, str)
+        The suites that enter the selection (those with a validation split) and each one's selection metric.
+
+    Raises
+    ------
+    SpecError
+        Naming each suite of the offending role with its metric, its range and direction, and the ways out.
+    """
+    for role in (SuiteRole.ID, SuiteRole.SHIFT):
+        metrics = {s.name: m for s, m in selected if s.role is role}
+        if len(set(metrics.values())) <= 1 or all(_proportion(m) for m in metrics.values()):
+            continue
+
+        def described(name: str) -> str:
+            spec = get_metric(name)
+            lo, hi = spec.range
+            return f"{name} ({lo:g} to {hi:g}, {'higher' if spec.higher_is_better else 'lower'} is better)"
+        got = "; ".join(f"{suite}: {described(m)}" for suite, m in metrics.items())
+        odd = [suite for suite, m in metrics.items() if not _proportion(m)]
+        raise SpecError(format_error(
+            f"the {role.value} score that selects alpha would average metrics of different scales", where="--suite",
+            expected=f"the {role.value} suites selecting on one metric, or each on a share of examples in [0, 1] "
+                     "(accuracy, acc, acc_norm, exact_match, ...)", got=got,
+            fix=f"set `in_selection: false` in {', '.join(odd)} (still evaluated, reported and judged by gate "
+                "rules, but not selected on), give it a `select_metric:` that is a share of examples, or pass "
+                "--select-metric NAME if every suite computes NAME"))
 
 
 def validation_scores(results: dict[float, dict[tuple, SplitResult]], refs: Iterable, metric: str | Mapping[str, str]
@@ -183,7 +244,9 @@ def validation_scores(results: dict[float, dict[tuple, SplitResult]], refs: Iter
 
     ``results[alpha][ref]`` holds the :class:`SplitResult` of each split ``ref`` (a SplitRef). ``metric`` is one
     name for every suite or a mapping suite name -> metric name (suites of different tasks select on their own
-    metric: ``acc_norm``, ``exact_match``, ``bits_per_byte``...); each is turned into goodness by its direction.
+    metric: ``acc_norm``, ``exact_match``, ``bits_per_byte``...; a suite the mapping leaves out is not selected
+    on); each is turned into goodness by its direction. :func:`check_comparable` has refused, before the sweep,
+    an ID or shift group whose metrics do not share a scale.
     ID score: mean over ID validation splits; shift score: mean over shift suites of each suite's mean over its
     validation splits (``None`` when no shift suite has a validation split).
 
@@ -192,7 +255,7 @@ def validation_scores(results: dict[float, dict[tuple, SplitResult]], refs: Iter
     SpecError
         If no ID suite has a validation split, or a result lacks the metric.
     """
-    refs = [r for r in refs if r.role is SplitRole.VALIDATION]
+    refs = [r for r in refs if r.role is SplitRole.VALIDATION and selects(metric, r.suite)]
     id_refs = [r for r in refs if r.suite_role is SuiteRole.ID]
     shift_refs = [r for r in refs if r.suite_role is SuiteRole.SHIFT]
     if not id_refs:

@@ -87,6 +87,7 @@ def lm_suites(tmp_path_factory) -> dict[str, Path]:
         "metrics: [exact_match, numeric_match, contains, f1]\n" + splits)
     (root / "ppl.yaml").write_text(
         "kind: suite\nname: tiny-ppl\nrole: shift\nshift_type: natural\nsource: {type: local, files: [text.jsonl]}\n"
+        "in_selection: false\n"  # bits_per_byte beside the accuracy-like shift suites: evaluated, not selected on
         "id_column: doc\ntask: {kind: perplexity, text: passage, max_length: 32}\n" + splits)
     return {"arc": root / "arc.yaml", "boolq": root / "boolq.yaml", "gsm": root / "gsm.yaml", "ppl": root / "ppl.yaml"}
 
@@ -122,19 +123,29 @@ def test_eval_scores_every_lm_task(lm_pair, lm_suites, tmp_path):
     assert gen["output"].dtype.kind == "U" and set(gen["exact_match"]) <= {0.0, 1.0}
 
 
-def test_sweep_of_a_causal_lm_selects_on_each_suites_metric(lm_pair, lm_suites, tmp_path):
+def test_sweep_of_a_causal_lm_selects_on_each_suites_metric(lm_pair, lm_suites, tmp_path, capsys):
     out = tmp_path / "sweep"
-    rc = main(["sweep", "--base", str(lm_pair[0]), "--adapted", str(lm_pair[1]), "--suite",
-               str(lm_suites["arc"]), str(lm_suites["boolq"]), str(lm_suites["ppl"]), "--alphas", "0,0.5,1",
-               "--out", str(out), *FAST])
+    # a bits_per_byte shift suite beside an acc_norm one would outweigh it in the shift score: refused up front
+    # (exit 2, nothing written) unless it is left out of the selection
+    args = ["sweep", "--base", str(lm_pair[0]), "--adapted", str(lm_pair[1]), "--alphas", "0,0.5,1", *FAST]
+    selecting = tmp_path / "ppl-selecting.yaml"
+    selecting.write_text(lm_suites["ppl"].read_text().replace("in_selection: false\n", "")
+                         .replace("files: [text.jsonl]", f"files: [{lm_suites['ppl'].parent / 'text.jsonl'}]"))
+    assert main([*args, "--suite", str(lm_suites["arc"]), str(lm_suites["boolq"]), str(selecting),
+                 "--out", str(out)]) == 2
+    assert "average metrics of different scales" in capsys.readouterr().err and not out.exists()
+    rc = main([*args, "--suite", str(lm_suites["arc"]), str(lm_suites["boolq"]), str(lm_suites["ppl"]),
+               "--out", str(out)])
     assert rc == 0
     s = read_summary(out)
     assert [p.id for p in s.points] == ["base", "alpha=0.5", "adapted"]
-    assert s.selection.metric == "acc_norm"  # the ID suite's; tiny-ppl selects on bits_per_byte (lower is better)
-    assert set(s.selection.selected_on) == {"tiny-arc/validation", "tiny-boolq/validation", "tiny-ppl/validation"}
+    assert s.selection.metric == "acc_norm"  # every suite selected on acc_norm; tiny-ppl is only evaluated
+    assert set(s.selection.selected_on) == {"tiny-arc/validation", "tiny-boolq/validation"}
+    assert "bits_per_byte" in s.results["adapted"]["tiny-ppl"]["test"].metrics
     assert not s.ensemble  # no class distributions to mix
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["model_kind"] == "causal_lm"
+    assert manifest["model_kind"] == "causal_lm" and manifest["outside_selection"] == ["tiny-ppl"]
+    assert "not selected on (in_selection: false): tiny-ppl" in capsys.readouterr().out
     base = read_summary(out).results["base"]["tiny-arc"]["test"].metrics["acc"].value
     adapted = read_summary(out).results["adapted"]["tiny-arc"]["test"].metrics["acc"].value
     assert 0 <= base <= 1 and 0 <= adapted <= 1

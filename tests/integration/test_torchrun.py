@@ -71,6 +71,7 @@ def suites(tmp_path_factory) -> list[Path]:
         "  gold: {text: answer}\n  stop: [\"\\n\"]\n  max_new_tokens: 4\nmetrics: [exact_match, f1]\n" + splits)
     (root / "ppl.yaml").write_text(
         "kind: suite\nname: d-ppl\nrole: shift\nshift_type: natural\nsource: {type: local, files: [text.jsonl]}\n"
+        "in_selection: false\n"  # bits_per_byte beside exact_match: evaluated and gated, not selected on
         "id_column: doc\ntask: {kind: perplexity, text: passage, max_length: 16}\n" + splits)
     (root / "policy.yaml").write_text(
         "kind: policy\nschema_version: 1\nname: d-policy\ncandidate: chosen\nn_resamples: 200\nseed: 0\nmin_clusters: 5\n"
@@ -139,7 +140,7 @@ def _same_run(run: Path, ref: Path) -> None:
     predictions to float rounding (a rank's batches hold other rows than one process's)."""
     a, b = read_summary(run), read_summary(ref)
     sa, sb = a.selection.model_dump(), b.selection.model_dump()
-    objective = sa.pop("objective"), sb.pop("objective")  # mean metrics over suites, perplexity among them
+    objective = sa.pop("objective"), sb.pop("objective")  # mean metrics over the suites that select
     assert sa == sb
     assert objective[0] == pytest.approx(objective[1], rel=1e-6)
     assert [p.model_dump() for p in a.points] == [p.model_dump() for p in b.points]

@@ -82,3 +82,13 @@ def test_doctests():
     import doctest
 
     assert doctest.testmod(T).failed == 0
+
+
+def test_the_report_defines_acc_norm_by_characters_as_the_metric_computes_it():
+    """New-user trial (2026-12-01): the report's note said acc_norm divides by bytes; lm-eval and this metric
+    divide by characters (acc_bytes by UTF-8 bytes)."""
+    from harness.report.lmsections import _TASK_NOTES
+
+    note = _TASK_NOTES["multiple_choice"]
+    assert "acc_norm: the same with each choice's log-likelihood divided by its length in characters" in note
+    assert "acc_bytes: in UTF-8 bytes" in note

@@ -313,3 +313,61 @@ def test_adaptive_search_finds_the_constraint_of_max_shift_within_id():
     done, chosen = _adaptive(lambda a: ids[a], policy, lambda a: shifts[a])
     assert len(done) <= 6
     assert abs(chosen - _dense(lambda a: ids[a], policy, lambda a: shifts[a])) <= 0.1 + 1e-9
+
+
+# ------------------------------------------------------------------------- which suites select, on what scale --
+
+def _suite(name: str, role: str, task: dict | str = "classification", **kw):
+    from harness.spec.schema import Suite
+
+    base = {"kind": "suite", "name": name, "role": role, "source": {"type": "local", "files": ["x.csv"]},
+            "splits": [{"name": "validation", "role": "validation", "fraction": 0.5},
+                       {"name": "test", "role": "test", "fraction": 0.5}]}
+    if role == "shift":
+        base["shift_type"] = "natural"
+    if task == "classification":
+        base["classes"] = ["a", "b"]
+    else:
+        base["task"] = task
+    return Suite.model_validate({**base, **kw}), None
+
+
+MC = {"kind": "multiple_choice", "prompt": {"template": "{{ q }}"}, "choices": {"fields": ["a", "b"]},
+      "gold": {"index": "y"}}
+GEN = {"kind": "generation", "prompt": {"template": "{{ q }}"}, "gold": {"text": "y"}, "max_new_tokens": 8}
+PPL = {"kind": "perplexity", "text": "t"}
+
+
+def test_a_shift_score_over_metrics_of_different_scales_is_refused_before_any_model_with_the_ways_out():
+    """New-user trial (2026-12-01): acc_norm, exact_match and bits_per_byte shift suites were averaged into one
+    shift score (bits_per_byte outweighed the rest and chose alpha). Shares of examples may average; another scale
+    is refused, naming each suite's metric, unless the suite is left out of the selection."""
+    from harness.sweep import check_selectable
+
+    suites = [_suite("mine", "id", MC), _suite("mc2", "shift", MC), _suite("gen", "shift", GEN),
+              _suite("ppl", "shift", PPL)]
+    with pytest.raises(SpecError) as e:
+        check_selectable(suites)
+    text = str(e.value)
+    assert "shift score that selects alpha would average metrics of different scales" in text
+    assert "ppl: bits_per_byte (0 to inf, lower is better)" in text and "gen: exact_match" in text
+    assert "in_selection: false` in ppl" in text
+    check_selectable(suites[:3])  # acc_norm and exact_match: both shares of examples
+    check_selectable([suites[0], suites[3]])  # one metric for the whole shift role, whatever its scale
+    check_selectable(suites[:3] + [_suite("ppl", "shift", PPL, in_selection=False)])
+    check_selectable(suites, metric="bits_per_byte")  # one metric for every suite (computed or not: checked later)
+    # the ID group too; and an ID suite left out of the selection does not count as one
+    with pytest.raises(SpecError, match="the id score"):
+        check_selectable([suites[0], _suite("ppl-id", "id", PPL)])
+    with pytest.raises(SpecError, match="that selects alpha"):
+        check_selectable([_suite("mine", "id", MC, in_selection=False), suites[1]])
+
+
+def test_a_suite_left_out_of_the_selection_does_not_move_the_scores():
+    results = {a: {ID_VAL: _result(accuracy=0.8), SH1_VAL: _result(accuracy=0.6 + 0.1 * a),
+                   SH2_VAL: _result(accuracy=0.1 - 0.1 * a)} for a in (0.0, 1.0)}
+    refs = list(results[0.0])
+    ids, shifts, on = validation_scores(results, refs, {"id": "accuracy", "sh1": "accuracy"})  # sh2 left out
+    assert shifts == {0.0: pytest.approx(0.6), 1.0: pytest.approx(0.7)} and "sh2/validation" not in on
+    _, both, _ = validation_scores(results, refs, {"id": "accuracy", "sh1": "accuracy", "sh2": "accuracy"})
+    assert both[1.0] == pytest.approx(0.35)
