@@ -70,7 +70,15 @@ def _mean(summary: Summary, results: Mapping, pid: str, pairs: list[tuple[str, s
     return float(v), float(lo), float(hi)
 
 
-def curve_frame(summary: Summary, metric: MetricOf, role: str = "test") -> pd.DataFrame:
+def _averaged(shift: Mapping, mean_over: list[str] | None) -> list[str]:
+    """The shift suites the ``MEAN_PANEL`` averages: those in ``mean_over`` (the suites that select alpha), or
+    every shift suite when ``mean_over`` is ``None`` or names none of them."""
+    chosen = [s for s in shift if mean_over is None or s in mean_over]
+    return chosen or list(shift)
+
+
+def curve_frame(summary: Summary, metric: MetricOf, role: str = "test",
+                mean_over: list[str] | None = None) -> pd.DataFrame:
     """Coordinates of every alpha point (weight space) and ensemble point (output space) in every panel.
 
     Parameters
@@ -84,6 +92,9 @@ def curve_frame(summary: Summary, metric: MetricOf, role: str = "test") -> pd.Da
         :func:`curve_axes` for the axis each panel gets).
     role : {"test", "validation"}, default="test"
         Which splits give the coordinates (see :func:`harness.report.tables.report_pairs`).
+    mean_over : list of str, default=None
+        The shift suites the ``MEAN_PANEL`` averages (those that selected alpha; a suite with ``in_selection:
+        false`` is drawn in its own panel only); ``None``: every shift suite.
 
     Returns
     -------
@@ -97,14 +108,15 @@ def curve_frame(summary: Summary, metric: MetricOf, role: str = "test") -> pd.Da
     if not id_pairs or not shift or len(points) < 2:
         return pd.DataFrame(columns=_COLUMNS)
     x_good = _mixed(summary, metric, [s for s, _ in id_pairs])
-    y_good = _mixed(summary, metric, list(shift))
+    averaged = _averaged(shift, mean_over)
+    y_good = _mixed(summary, metric, averaged)
     rows = []
     for kind, results, pts in (("weights", summary.results, points),
                                ("ensemble", summary.ensemble, ensemble_points(summary))):
         for pid, alpha in pts:
             x = _mean(summary, results, pid, id_pairs, metric, x_good)
             per_suite = {s: _mean(summary, results, pid, pairs, metric, False) for s, pairs in shift.items()}
-            stacked = np.asarray([_mean(summary, results, pid, pairs, metric, y_good) for pairs in shift.values()],
+            stacked = np.asarray([_mean(summary, results, pid, shift[s], metric, y_good) for s in averaged],
                                  dtype=float)
             mean = tuple(float(v) for v in stacked.mean(axis=0))  # NaN if any suite is missing
             for panel, y in [(MEAN_PANEL, mean)] + list(per_suite.items()):
@@ -124,7 +136,8 @@ def _group_axis(summary: Summary, metric: MetricOf, suites: list[str], prefix: s
                 True, valid)
 
 
-def curve_axes(summary: Summary, metric: MetricOf, role: str = "test") -> dict[str, tuple[Axis, Axis]]:
+def curve_axes(summary: Summary, metric: MetricOf, role: str = "test",
+               mean_over: list[str] | None = None) -> dict[str, tuple[Axis, Axis]]:
     """Panel -> (x axis, y axis) of the frame :func:`curve_frame` builds with the same arguments.
 
     x is the ID suites' metric; y is each shift suite's own metric, and in the ``MEAN_PANEL`` the shift suites'
@@ -132,7 +145,7 @@ def curve_axes(summary: Summary, metric: MetricOf, role: str = "test") -> dict[s
     Lower-is-better axes say so in their label."""
     id_pairs, shift = report_pairs(summary, role)
     x = _group_axis(summary, metric, list(dict.fromkeys(s for s, _ in id_pairs)), "ID")
-    out = {MEAN_PANEL: (x, _group_axis(summary, metric, list(shift), "mean shift"))}
+    out = {MEAN_PANEL: (x, _group_axis(summary, metric, _averaged(shift, mean_over), "mean shift"))}
     for suite in shift:
         out[suite] = (x, _group_axis(summary, metric, [suite], suite))
     return out

@@ -148,12 +148,23 @@ def _metric_of(ctx: Context) -> dict[str, str]:
     return {suite: lmsections.suite_metric(ctx, suite) for suite in suites}
 
 
-def _curve_caption(axes: dict, role_note: str) -> str:
+def _mean_over(ctx: Context) -> list[str] | None:
+    """The shift suites the curve's mean panel averages: those that selected alpha (the manifest's
+    ``selection_metrics``; a suite with ``in_selection: false`` is not averaged), ``None`` (all) for runs that do
+    not record it."""
+    sel = ctx.manifest.get("selection_metrics")
+    return list(sel) if isinstance(sel, dict) and sel else None
+
+
+def _curve_caption(axes: dict, role_note: str, left_out: list[str] = ()) -> str:
     x, y = axes[MEAN_PANEL]
     per_suite = {panel: ys.metric for panel, (_, ys) in axes.items() if panel != MEAN_PANEL}
     what = (f"shift {x.metric}" if set(per_suite.values()) == {x.metric} else "each shift suite's own metric ("
             + ", ".join(f"{k}: {v}" for k, v in per_suite.items()) + ")")
-    mean = " (the mean of each suite's own metric, lower-is-better ones negated)" if y.metric == "score" else ""
+    negated = ", lower-is-better ones negated" if "negated" in y.label else ""
+    mean = f" (the mean of each suite's own metric{negated})" if y.metric == "score" else ""
+    if left_out:
+        mean += f" over the suites that select alpha ({', '.join(left_out)}: in_selection: false, own panel only)"
     panels = (f"Panel 1: {MEAN_PANEL}{mean}, whose bars are the mean of the suites' 95% interval endpoints "
               "(conservative), not an interval of the mean; then one panel per shift suite." if len(per_suite) > 1
               else "One shift suite, so one panel (the mean over shift suites would repeat it).")
@@ -176,23 +187,26 @@ def _curve(ctx: Context) -> Section | None:
         return None
     s, f = ctx.summary, ctx.focus
     metric_of = _metric_of(ctx)
-    curve = curve_frame(s, metric_of, "test")
+    mean_over = _mean_over(ctx)
+    left_out = [str(x) for x in ctx.manifest.get("outside_selection") or []]
+    curve = curve_frame(s, metric_of, "test", mean_over)
     if curve.empty:
         return Section("ID vs shift along alpha", (Para("Not drawn: the run needs an ID suite and a shift suite "
                                                         "with results at two or more alphas.", "muted"),))
-    axes = curve_axes(s, metric_of, "test")
+    axes = curve_axes(s, metric_of, "test", mean_over)
     blocks: list[Block] = [FigureBlock(plots.plot_id_vs_shift(
         curve, ctx.figdir / FIGURES[0], axes=axes, chosen=f.chosen, base=f.base, adapted=f.adapted,
         splits_note="test splits", curve_label=curve_label(ctx.manifest)),
-        _curve_caption(axes, "the test splits") + " Rings: the Pareto front of the weight-space blends in each panel "
+        _curve_caption(axes, "the test splits", left_out) + " Rings: the Pareto front of the weight-space blends in each panel "
         f"(test splits{_ENSEMBLE_NOT_RINGED if _has_ensemble(curve) else ''}); the selection's own Pareto set, on "
         "validation splits, is listed in the tables. The dashed chord joins base and adapted: a point on it is "
         "what answering each example with base or adapted at random would score, so read a blend against it at "
         "equal ID (vertically); the table's 'over chord' compares at equal alpha instead, which can differ in sign.")]
-    val = curve_frame(s, metric_of, "validation")
+    val = curve_frame(s, metric_of, "validation", mean_over)
     if s.selection is not None and not val.empty:
         blocks.append(FigureBlock(plots.plot_id_vs_shift(
-            val, ctx.figdir / FIGURES[1], axes=curve_axes(s, metric_of, "validation"), chosen=f.chosen, base=f.base,
+            val, ctx.figdir / FIGURES[1], axes=curve_axes(s, metric_of, "validation", mean_over), chosen=f.chosen,
+            base=f.base,
             adapted=f.adapted, splits_note="the validation splits that selected alpha",
             curve_label=curve_label(ctx.manifest), split="validation"),
             "The same curve on the validation splits that selected alpha (what the selection policy saw)."))

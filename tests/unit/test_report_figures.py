@@ -558,7 +558,7 @@ def test_curve_caption_says_the_mean_panel_bars_are_not_an_interval_of_the_mean(
     from harness.report.curve import MEAN_PANEL
     from harness.report.sections import _curve_caption
 
-    ax = SimpleNamespace(metric="accuracy", higher_is_better=True)
+    ax = SimpleNamespace(metric="accuracy", label="accuracy", higher_is_better=True)
     axes = {MEAN_PANEL: (ax, ax), "s1": (ax, ax), "s2": (ax, ax)}
     assert "not an interval of the mean" in _curve_caption(axes, "the test splits")
     assert "not an interval" not in _curve_caption({MEAN_PANEL: (ax, ax), "s1": (ax, ax)}, "the test splits")

@@ -5,6 +5,7 @@ on; never in a committed sample report."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -305,3 +306,26 @@ def test_units_mention_nll_only_when_the_run_has_it(tmp_path, monkeypatch):
     monkeypatch.delitem(SUITES, "wiki")
     overview = _section(render_report(make_lm_run(tmp_path / "run")).markdown.read_text(), "Overview")
     assert "Metric values are fractions in [0, 1]." in overview and "nll" not in overview
+
+
+def test_the_mean_shift_panel_averages_only_the_suites_that_selected_alpha(tmp_path):
+    """A suite with ``in_selection: false`` (the manifest's ``outside_selection``, absent from
+    ``selection_metrics``) is drawn in its own panel but not averaged into the mean panel and the table's mean
+    shift score: the report no longer mixes bits_per_byte into a mean of shares (new-user trial, 2026-12-01)."""
+    from harness.report.curve import MEAN_PANEL, curve_frame
+
+    run = make_lm_run(tmp_path / "run")
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["selection_metrics"].pop("wiki")
+    manifest["outside_selection"] = ["wiki"]
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    summary = rundir.read_summary(run)
+    metric_of = {"arc": "acc_norm", "gsm": "exact_match", "wiki": "bits_per_byte"}
+    only = curve_frame(summary, metric_of, "test", ["arc", "gsm"])
+    both = curve_frame(summary, metric_of, "test")
+    pick = lambda f, panel: f[(f["panel"] == panel) & (f["kind"] == "weights")].set_index("point")["y"]  # noqa: E731
+    assert pick(only, MEAN_PANEL).to_dict() == pytest.approx(pick(only, "gsm").to_dict())
+    assert pick(both, MEAN_PANEL).to_dict() != pytest.approx(pick(both, "gsm").to_dict())  # the old mix
+    assert pick(only, "wiki").to_dict() == pytest.approx(pick(both, "wiki").to_dict())  # its own panel stays
+    render_report(run)
+    assert "wiki: in_selection: false, own panel only" in (run / "report.md").read_text()
