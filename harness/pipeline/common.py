@@ -16,7 +16,8 @@ import pandas as pd
 import harness
 from harness.errors import SpecError, format_error
 from harness.metrics import compute_metrics
-from harness.pipeline.notes import cap_note, count_nonfinite, nonfinite_note
+from harness.pipeline.notes import (cap_note, count_nonfinite, nonfinite_note, whitespace_matches,
+                                    whitespace_note)
 from harness.records import Predictions, SplitData, SplitRef, SplitResult
 from harness.progress import command_wall_time, track
 from harness.settings import Settings
@@ -269,6 +270,7 @@ class Scoring:
     def __init__(self, tokenizer, loaded: LoadedSuites, opts: RunOptions, device_type: str,
                  max_positions: int | None = None, group=None) -> None:
         self.notes: list[str] = []  # run notes (harness.pipeline.notes), read into the summary
+        self._whitespace_noted: set[str] = set()  # generation suites already noted (whitespace_note)
         self.opts, self.device_type = opts, device_type
         self.group = group  # harness.pipeline.distributed.DistGroup of a data-parallel run, else None
         self.suites = {s.name: self._capped(s, max_positions) for s, _ in loaded.suites}
@@ -309,6 +311,7 @@ class Scoring:
                     self.store.put_outputs(self._store_key(prep, runner, model_fp, alpha, head, blend_path), outputs,
                                            {"point": point, "split": prep.ref.key})
             self._check_finite(point, prep, outputs)
+            self._check_whitespace(point, prep, outputs)
             out[prep.ref] = Predictions(ref=prep.ref, point=point, alpha=alpha, example_ids=prep.example_ids,
                                         source_ids=prep.source_ids, labels=prep.labels, outputs=outputs,
                                         task=task.name)
@@ -345,6 +348,16 @@ class Scoring:
             return suite
         self.notes.append(cap_note(suite.name, suite.max_length, limit))
         return suite.model_copy(update={"max_length": int(limit)})
+
+    def _check_whitespace(self, point: str, prep, outputs) -> None:
+        """Note, once per suite, a generation suite whose exact_match misses answers only by whitespace."""
+        suite = self.suites[prep.ref.suite]
+        if suite.task_name != "generation" or prep.ref.suite in self._whitespace_noted:
+            return
+        n_close = whitespace_matches(outputs, prep.info.get("gold", ()), suite.task.normalize.model_dump())
+        if n_close:
+            self._whitespace_noted.add(prep.ref.suite)
+            self.notes.append(whitespace_note(prep.ref.suite, prep.ref.key, point, n_close, len(prep)))
 
     def _check_finite(self, point: str, prep, outputs) -> None:
         n_bad = count_nonfinite(outputs)

@@ -88,3 +88,25 @@ def intervention_note(description: str) -> str:
             "selection, gate and report treat alpha as for a weight blend")
     log.info("%s", note)
     return note
+
+
+def whitespace_matches(outputs: Mapping[str, Any], golds: Any, normalize: Mapping[str, Any]) -> int:
+    """How many generation records score 0 on ``exact_match`` but would score 1 with surrounding whitespace
+    stripped (a prompt ending in ``Answer:`` makes most models answer ``' 5'``; lm-eval does not strip, so
+    neither does the harness unless the suite says ``normalize: {strip: true}``)."""
+    from harness.metrics.text import exact_match
+
+    if normalize.get("strip") or "exact_match" not in outputs or "answer" not in outputs:
+        return 0
+    options = {**normalize, "strip": True}
+    return sum(1 for score, answer, gold in zip(outputs["exact_match"], outputs["answer"], golds)
+               if score == 0 and exact_match(str(answer), str(gold), **options) == 1.0)
+
+
+def whitespace_note(suite: str, split_key: str, point: str, n_close: int, n: int) -> str:
+    """The note for a generation suite whose exact_match misses answers only by surrounding whitespace."""
+    note = (f"suite {suite}: {n_close} of {n} outputs on {split_key} ({point}) differ from their reference only "
+            "by surrounding whitespace and score 0 on exact_match; add `normalize: {strip: true}` to the suite's "
+            "task if that is not intended (lm-eval does not strip either)")
+    log.warning("%s", note)
+    return note
