@@ -75,6 +75,12 @@ def row_choices(row: Mapping[str, Any], spec: ChoicesSpec, *, where: str = "task
     if not isinstance(value, (list, tuple)) or not value or not all(isinstance(c, str) and c for c in value):
         raise DataError(format_error("a row's choices must be a non-empty list of non-empty strings", where=src,
                                      got=value, fix=f"point {where} at a list column of texts, or {ROW_FIX}"))
+    repeated = sorted({c for c in value if value.count(c) > 1})
+    if repeated:  # equal texts get equal log-likelihoods: the tie, not the model, would decide the row
+        raise DataError(format_error("a row's choices repeat a text", where=src,
+                                     got=f"{list(value)!r} ({', '.join(map(repr, repeated))} more than once)",
+                                     fix=f"make the row's choices distinct (equal choices score alike, so the first "
+                                         f"one would always be picked), or {ROW_FIX}"))
     return list(value)
 
 

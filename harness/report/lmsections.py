@@ -115,9 +115,10 @@ def task_results(ctx: Context) -> Section:
         blocks.append(Heading(TASK_TITLES[task]))
         if task in _TASK_NOTES:
             blocks.append(Para(_TASK_NOTES[task], "muted"))
+        delta = " Δ is the difference from base of the two point estimates." if ctx.focus.compared else ""
         blocks.append(TableBlock(pd.concat(frames, ignore_index=True).fillna("n/a"),
-                                 "Each suite's own metrics (value [95% interval] from summary.json); Δ is the "
-                                 "difference from base of the two point estimates.", key_columns=3))
+                                 f"Each suite's own metrics (value [95% interval] from summary.json).{delta}",
+                                 key_columns=3))
     return Section("Results by task", tuple(blocks))
 
 

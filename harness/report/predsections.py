@@ -14,13 +14,24 @@ from harness.report import plots_preds
 from harness.report.document import FIGURES, Context, FigureBlock, Heading, Para, Section, TableBlock
 from harness.report.predstats import (Pooled, binned_ece, confusion_matrix, finite_mean, flip_counts,
                                       largest_flips, per_class_recall, reliability_bins)
-from harness.report.tables import fmt_alpha, fmt_delta, fmt_value, report_pairs
+from harness.report.lmsections import suite_task
+from harness.report.tables import fmt_alpha, fmt_delta, fmt_value, report_pairs, suite_splits
 
 __all__ = ["calibration", "per_class", "examples"]
 
 logger = logging.getLogger(__name__)
 
 _NO_PREDS = "predictions.parquet is absent or holds none of these points, so this view is not drawn."
+_NO_CLASSES = ("Not applicable: this view needs class probabilities, and the run's suites are language-model tasks "
+               "(multiple choice, generation, perplexity), whose records are log-likelihoods and texts.")
+
+
+def _not_drawn(ctx: Context) -> str:
+    """Why a class-probability view is empty: the run has no classification suite, or no stored predictions."""
+    suites = dict.fromkeys(p[0] for p in suite_splits(ctx.summary))
+    if suites and all(suite_task(ctx, s) != "classification" for s in suites):
+        return _NO_CLASSES
+    return _NO_PREDS
 Pair = tuple[str, str]
 
 
@@ -86,7 +97,7 @@ def calibration(ctx: Context) -> Section:
             panels.append((f"{title}, n={first.n}", curves))
             n_classes.append(int(first.probs.shape[1]))
     if not panels:
-        return Section("Calibration", (Para(_NO_PREDS, "muted"),))
+        return Section("Calibration", (Para(_not_drawn(ctx), "muted"),))
     note = ("Binned ECE is biased upward on small n: with few examples in a bin, sampling noise alone separates "
             "accuracy from confidence, so even a calibrated model shows ECE > 0. Compare points on the same "
             "splits rather than reading the level; summary.json's ece metric, with its interval, is the "
@@ -129,7 +140,7 @@ def per_class(ctx: Context) -> Section:
                                   "negative flip rate": fmt_value(fc["negative_rate"]),
                                   "positive flips": str(fc["positive"])})
     if not fig_rows:
-        return Section("Per-class view", (Para(_NO_PREDS, "muted"),))
+        return Section("Per-class view", (Para(_not_drawn(ctx), "muted"),))
     splits_of = {suite: [split for _, split in pairs] for suite, pairs in _by_suite(ctx).items()}
     path = plots_preds.plot_confusion(fig_rows, names_of, ctx.figdir / FIGURES[5], splits_of=splits_of)
     many = (f" With more than {plots_preds.MANY_SUITES} suites only the chosen (last) point's matrix is drawn; "

@@ -329,3 +329,13 @@ def test_the_mean_shift_panel_averages_only_the_suites_that_selected_alpha(tmp_p
     assert pick(only, "wiki").to_dict() == pytest.approx(pick(both, "wiki").to_dict())  # its own panel stays
     render_report(run)
     assert "wiki: in_selection: false, own panel only" in (run / "report.md").read_text()
+
+
+def test_class_probability_views_say_they_do_not_apply_to_language_model_runs(lm_report):
+    """The calibration and per-class views of an LM run said 'predictions.parquet is absent', though it is there
+    (new-user trial, 2026-12-01); they say the view does not apply."""
+    run, _ = lm_report
+    md = (run / "report.md").read_text()
+    for title in ("Calibration", "Per-class view"):
+        text = _section(md, title)
+        assert "Not applicable: this view needs class probabilities" in text and "absent" not in text

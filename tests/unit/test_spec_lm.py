@@ -140,3 +140,14 @@ def test_a_misspelt_key_inside_a_task_names_the_closest_key(task, line):
     with pytest.raises(ValidationError) as e:
         Suite.model_validate(doc)
     assert any(p.startswith(line) for p in problems_of(e.value, Suite)), problems_of(e.value, Suite)
+
+
+def test_repeated_choices_in_a_row_are_refused_with_the_text():
+    """New-user trial (2026-12-01): 'Paris, London, Berlin, Paris' was scored; the two Paris choices tie and the
+    first is always picked, so the row's correctness was the tie-break's, not the model's."""
+    spec = ChoicesSpec(fields=["a", "b", "c", "d"])
+    with pytest.raises(DataError) as e:
+        row_choices({"a": "Paris", "b": "London", "c": "Berlin", "d": "Paris"}, spec)
+    assert "repeat a text" in str(e.value) and "'Paris' more than once" in str(e.value)
+    assert row_choices({"a": "Paris", "b": "paris", "c": "Berlin", "d": "Rome"}, spec) == ["Paris", "paris",
+                                                                                            "Berlin", "Rome"]
