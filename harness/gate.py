@@ -478,7 +478,8 @@ def threshold_problem(rule: Rule, *, load_evaluate: bool = True) -> str | None:
     span = f"the range of {rule.metric} ([{fmt_g(lo)}, {fmt_g(hi)}])"
     if rule.kind is RuleKind.DELTA:
         if abs(thr) > hi - lo:
-            return f"threshold {fmt_g(thr)} is larger than {span}; thresholds are fractions (0.02, not 2)"
+            return (f"a change of {fmt_g(abs(thr))} is larger than {span} allows; thresholds are fractions "
+                    "(0.02, not 2)")
     elif not lo <= thr <= hi:
         return f"threshold {fmt_g(thr)} is outside {span}; thresholds are fractions (0.85, not 85)"
     return None

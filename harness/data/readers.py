@@ -19,7 +19,7 @@ import pandas as pd
 from harness.data.lm_rows import task_columns
 from harness.data.splits import assign_fraction_splits
 from harness.data.vader import read_vader_domain
-from harness.errors import DataError, DataFileMissing, SpecError, format_error
+from harness.errors import DataError, DataFileMissing, SpecError, did_you_mean, format_error
 from harness.settings import env
 from harness.spec.schema import BuiltinSource, HubSource, LocalSource, SplitSpec, Suite
 
@@ -99,6 +99,9 @@ def _read_jsonl(path: Path) -> pd.DataFrame:
                 raise DataError(format_error("a JSON line is not an object", where=f"{path}:{lineno}",
                                              expected='{"text": ..., "label": ...}', got=type(rec).__name__))
             records.append(rec)
+    if not records:
+        raise DataError(format_error("the jsonl file is empty", where=str(path), got="no JSON line",
+                                     fix="point the suite at the file that holds the rows, or fill this one"))
     return pd.DataFrame(records, dtype=object)
 
 
@@ -118,7 +121,10 @@ def _read_file(path: Path, fmt: str) -> pd.DataFrame:
         return pd.read_parquet(path)
     except DataError:
         raise
-    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+    except pd.errors.EmptyDataError as e:
+        raise DataError(format_error(f"the {fmt} file is empty", where=str(path), got="no header and no rows",
+                                     fix="point the suite at the file that holds the rows, or fill this one")) from e
+    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as e:
         raise DataError(format_error(f"cannot read the {fmt} file", where=str(path), got=f"{type(e).__name__}: {e}",
                                      fix=f"check that it is a valid UTF-8 {fmt} file, or set source.format")) from e
 
@@ -207,9 +213,14 @@ def _wanted_columns(suite: Suite) -> dict[str, str]:
     if suite.task_name == "classification":
         wanted |= {"text": suite.text, "text_pair": suite.text_pair, "label": suite.label}
     else:
+        choices = getattr(suite.task, "choices", None)
         for path, cols in task_columns(suite.task).items():
-            for i, col in enumerate(sorted(cols)):
-                wanted[path if len(cols) == 1 else f"{path} ({i + 1})"] = col
+            if path == "task.choices" and choices is not None and choices.fields:  # each field by its place
+                for j, f in enumerate(choices.fields):
+                    wanted[f"task.choices.fields[{j}]"] = f.split(".")[0]
+                continue
+            for col in sorted(cols):
+                wanted[path if len(cols) == 1 else f"{path} field {col!r}"] = col
     return {k: v for k, v in wanted.items() if v is not None}
 
 
@@ -220,7 +231,8 @@ def _missing_columns(suite: Suite, table: pd.DataFrame, where: str) -> None:
         raise DataError(format_error(
             f"column(s) {', '.join(map(repr, missing.values()))} not found", where=where,
             expected=", ".join(f"{field}: {col!r}" for field, col in missing.items()), got=f"columns {present}",
-            fix=f"set {', '.join(missing)} in suite {suite.name!r} to one of the columns present"))
+            fix=f"set {', '.join(missing)} in suite {suite.name!r} to one of the columns present"
+                + "".join(did_you_mean(str(col), map(str, present)) for col in dict.fromkeys(missing.values()))))
 
 
 def _keys(values: Sequence[Any], what: str, where: str, fix: str) -> list[str]:

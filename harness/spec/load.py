@@ -208,6 +208,9 @@ def _echo(e: dict) -> str:
     what is wrong) and for messages that already quote the input."""
     value = e.get("input")
     ctx = e.get("ctx") or {}
+    if e["type"] == "union_tag_not_found":  # a block without its kind/type key
+        key = str(ctx.get("discriminator", "")).strip("'")
+        return f" (add `{key}:` to the block, naming which form it is; suites/README.md lists the forms)"
     if e["type"] == "union_tag_invalid":  # a block whose kind/type names no form: the tag is in the message
         return did_you_mean(str(ctx.get("tag", "")), re.findall(r"'([^']*)'", str(ctx.get("expected_tags", ""))),
                             families=False)

@@ -343,3 +343,13 @@ def test_validate_names_the_folder_a_missing_relative_path_was_looked_for_in(tmp
     monkeypatch.chdir(tmp_path)
     valid, probs = validate_paths(["suites/nope.yaml"])
     assert not valid and len(probs) == 1 and f"suites/nope.yaml (in {tmp_path})" in probs[0]
+
+
+def test_a_task_block_without_its_kind_says_to_add_it():
+    from harness.spec.schema import Suite
+
+    with pytest.raises(ValidationError) as e:
+        Suite.model_validate({"kind": "suite", "name": "s", "role": "id", "task": {"prompt": {"template": "x"}},
+                              "source": {"type": "local", "files": ["x.csv"]}})
+    assert any(p.startswith("task: ") and "add `kind:` to the block" in p for p in problems_of(e.value)), \
+        problems_of(e.value)

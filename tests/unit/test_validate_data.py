@@ -359,7 +359,7 @@ def test_a_policy_that_cannot_pass_is_refused_by_validate(tmp_path, capsys):
                       "  - {name: r, kind: delta, metric: accuracy, suites: id, max_drop: 15}\n")
     rc, out, err = _validate(capsys, "--no-data", policy)
     assert rc == 2 and "0 valid, 1 invalid" in out and "ok " not in out
-    assert "rule 'r': threshold -15 is larger than the range of accuracy" in err and "(0.02, not 2)" in err, err
+    assert "rule 'r': a change of 15 is larger than the range of accuracy" in err and "(0.02, not 2)" in err, err
     policy.write_text("kind: policy\nname: p\nsuites: {id: [four]}\nrules:\n"
                       "  - {name: r, kind: delta, metric: acc_norm, suites: id, max_drop: 0.02}\n"
                       "  - {name: f, kind: floor, metric: macro_f1, suites: [four], floor: 0.5}\n")
@@ -370,3 +370,34 @@ def test_a_policy_that_cannot_pass_is_refused_by_validate(tmp_path, capsys):
     policy.write_text(policy.read_text().replace("acc_norm", "accuracy"))
     rc, out, err = _validate(capsys, "--no-data", policy, _suite(tmp_path))
     assert rc == 0 and "2 valid, 0 invalid" in out, err
+
+
+MC_FIELDS = ("kind: suite\nname: mc4\nrole: id\nsource: {type: local, files: [%s]}\nid_column: qid\n"
+             "task:\n  kind: multiple_choice\n  prompt: {template: \"Q: {{question}}\\nA:\"}\n"
+             "  choices: {fields: [a, b, c, e]}\n  gold: {index: answr}\nmetrics: [acc]\n"
+             "splits:\n  - {name: validation, role: validation, fraction: 0.5}\n"
+             "  - {name: test, role: test, fraction: 0.5}\n")
+
+
+def test_a_missing_column_is_named_by_its_place_with_a_hint(tmp_path, capsys):
+    """New-user trial (2026-12-01): 'expected: task.choices (4)' did not say which field; now each choices field
+    is named by its place, and a near column name is suggested."""
+    (tmp_path / "mc.csv").write_text("qid,question,a,b,c,d,answer\n" + "".join(f"q{i},w{i},x,y,z,v,0\n"
+                                                                             for i in range(20)))
+    (tmp_path / "mc.yaml").write_text(MC_FIELDS % "mc.csv")
+    rc, _, err = _validate(capsys, tmp_path / "mc.yaml")
+    assert rc == 2
+    assert "task.choices.fields[3]: 'e'" in err and "task.gold: 'answr'" in err, err
+    assert "(did you mean 'answer'?)" in err and "(4)" not in err
+
+
+@pytest.mark.parametrize("name,text,said", [("empty.csv", "", "the csv file is empty"),
+                                            ("empty.jsonl", "\n", "the jsonl file is empty"),
+                                            ("header.csv", "qid,question,a,b,c,e,answr\n", "header and no rows")])
+def test_an_empty_data_file_says_so(tmp_path, capsys, name, text, said):
+    """An empty CSV said 'EmptyDataError: No columns to parse', an empty JSONL 'columns [] not found', a header-only
+    CSV pointed at the built-in VADER source's neutral_band (new-user trial, 2026-12-01)."""
+    (tmp_path / name).write_text(text)
+    (tmp_path / "mc.yaml").write_text(MC_FIELDS % name)
+    rc, _, err = _validate(capsys, tmp_path / "mc.yaml")
+    assert rc == 2 and said in err and "neutral_band" not in err, err
