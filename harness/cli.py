@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import logging
 import sys
 import traceback
@@ -210,17 +209,13 @@ def _print_hidden_notes(notes: list[str], quiet: bool, kept: str) -> None:
               "--quiet to see them)", file=sys.stderr)
 
 
-def _print_curve(summary, quiet: bool, run_dir=None) -> None:
-    """Sweep table: one row per point, each suite's selection metric on its splits (test splits last; the run's
-    manifest says which metric each suite selected on, and which suites were left out of the selection)."""
+def _print_curve(summary, quiet: bool, own: dict[str, str] | None = None, outside: list[str] = ()) -> None:
+    """Sweep table: one row per point, each suite's selection metric (``own``: suite -> metric) on its splits
+    (test splits last); ``outside`` names the suites left out of the selection."""
     if quiet:
         return
     metric = summary.selection.metric if summary.selection else "accuracy"
-    manifest = {}
-    if run_dir is not None and (Path(run_dir) / "manifest.json").is_file():
-        manifest = json.loads((Path(run_dir) / "manifest.json").read_text())
-    own = manifest.get("selection_metrics") or {}
-    outside = manifest.get("outside_selection") or []
+    own = own or {}
     df = per_alpha_frame(summary)
     df = df[df["kind"] == "weights"]
     mixed = len(set(own.values())) > 1
@@ -334,7 +329,7 @@ def _cmd_sweep(a) -> int:
     res = sweep_with_settings(paths["base"], paths["adapted"], paths["suites"], opts, gate=paths.get("gate"),
                               baseline=paths.get("baseline"), junit=paths.get("junit"), out=paths.get("out"),
                               argv=sys.argv)
-    _print_curve(res.summary, a.quiet, res.run_dir)
+    _print_curve(res.summary, a.quiet, res.selection_metrics, res.outside_selection)
     _print_hidden_notes(res.summary.notes, a.quiet, "summary.json's notes and the report")
     sel = res.summary.selection
     print(f"chosen alpha: {sel.chosen_alpha:g} ({sel.policy}, selected on {', '.join(sel.selected_on)})")

@@ -51,13 +51,17 @@ def field_value(row: Mapping[str, Any], path: str, *, where: str = "") -> Any:
     return value
 
 
-def row_choices(row: Mapping[str, Any], spec: ChoicesSpec, *, where: str = "task.choices") -> list[str]:
+def row_choices(row: Mapping[str, Any], spec: ChoicesSpec, *, where: str = "task.choices",
+                distinct: bool = True) -> list[str]:
     """The row's choice texts, in order.
+
+    ``distinct=False`` accepts repeated texts: a few-shot example's choices are never scored, only its gold
+    choice's text is shown.
 
     Raises
     ------
     DataError
-        If the choices are missing, empty, not strings or repeated.
+        If the choices are missing, empty, not strings, or (``distinct``) repeated.
     """
     if spec.fixed is not None:
         return list(spec.fixed)
@@ -75,7 +79,7 @@ def row_choices(row: Mapping[str, Any], spec: ChoicesSpec, *, where: str = "task
     if not isinstance(value, (list, tuple)) or not value or not all(isinstance(c, str) and c for c in value):
         raise DataError(format_error("a row's choices must be a non-empty list of non-empty strings", where=src,
                                      got=value, fix=f"point {where} at a list column of texts, or {ROW_FIX}"))
-    repeated = sorted({c for c in value if value.count(c) > 1})
+    repeated = sorted({c for c in value if value.count(c) > 1}) if distinct else []
     if repeated:  # equal texts get equal log-likelihoods: the tie, not the model, would decide the row
         raise DataError(format_error("a row's choices repeat a text", where=src,
                                      got=f"{list(value)!r} ({', '.join(map(repr, repeated))} more than once)",
@@ -150,10 +154,12 @@ def task_columns(task: MultipleChoiceTask | GenerationTask | PerplexityTask) -> 
     return out
 
 
-def check_row(task: MultipleChoiceTask | GenerationTask | PerplexityTask, row: Mapping[str, Any]) -> None:
+def check_row(task: MultipleChoiceTask | GenerationTask | PerplexityTask, row: Mapping[str, Any], *,
+              distinct: bool = True) -> None:
     """Read every part of ``row`` the task needs, as scoring would: the template's prompt, the choices (non-empty,
     distinct texts) and the gold answer among them (multiple choice), the reference (generation), the text
-    (perplexity). Used by ``harness validate`` to find a bad row before any model is loaded.
+    (perplexity). Used by ``harness validate`` to find a bad row before any model is loaded. ``distinct=False``
+    (a few-shot pool, whose choices are never scored) accepts repeated choice texts.
 
     Raises
     ------
@@ -164,7 +170,8 @@ def check_row(task: MultipleChoiceTask | GenerationTask | PerplexityTask, row: M
         field_value(row, task.text, where="task.text")
         return
     render(task.prompt.template, row)
-    row_gold(row, task.gold, row_choices(row, task.choices) if isinstance(task, MultipleChoiceTask) else None)
+    row_gold(row, task.gold, row_choices(row, task.choices, distinct=distinct)
+             if isinstance(task, MultipleChoiceTask) else None)
 
 
 def row_error(err: DataError, suite: str, split: str, row_id: object, index: int) -> DataError:
@@ -212,8 +219,10 @@ def each_row(split: SplitData, read: Callable[[dict[str, Any]], T]) -> list[T]:
     return out
 
 
-def checked_rows(task: MultipleChoiceTask | GenerationTask | PerplexityTask, split: SplitData) -> list[dict[str, Any]]:
-    """The rows of a language-model split as dicts, each read as scoring would (:func:`check_row`).
+def checked_rows(task: MultipleChoiceTask | GenerationTask | PerplexityTask, split: SplitData, *,
+                 scored: bool = True) -> list[dict[str, Any]]:
+    """The rows of a language-model split as dicts, each read as scoring would (:func:`check_row`);
+    ``scored=False`` for a few-shot pool (repeated choice texts accepted: they are never scored).
 
     Raises
     ------
@@ -222,7 +231,7 @@ def checked_rows(task: MultipleChoiceTask | GenerationTask | PerplexityTask, spl
         few-shot pool of ``eval``/``sweep`` use this).
     """
     def read(row: dict[str, Any]) -> dict[str, Any]:
-        check_row(task, row)
+        check_row(task, row, distinct=scored)
         return row
 
     return each_row(split, read)

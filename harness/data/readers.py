@@ -99,9 +99,6 @@ def _read_jsonl(path: Path) -> pd.DataFrame:
                 raise DataError(format_error("a JSON line is not an object", where=f"{path}:{lineno}",
                                              expected='{"text": ..., "label": ...}', got=type(rec).__name__))
             records.append(rec)
-    if not records:
-        raise DataError(format_error("the jsonl file is empty", where=str(path), got="no JSON line",
-                                     fix="point the suite at the file that holds the rows, or fill this one"))
     return pd.DataFrame(records, dtype=object)
 
 
@@ -121,9 +118,8 @@ def _read_file(path: Path, fmt: str) -> pd.DataFrame:
         return pd.read_parquet(path)
     except DataError:
         raise
-    except pd.errors.EmptyDataError as e:
-        raise DataError(format_error(f"the {fmt} file is empty", where=str(path), got="no header and no rows",
-                                     fix="point the suite at the file that holds the rows, or fill this one")) from e
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()  # no header, no rows: _read_local refuses it unless another file has rows
     except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as e:
         raise DataError(format_error(f"cannot read the {fmt} file", where=str(path), got=f"{type(e).__name__}: {e}",
                                      fix=f"check that it is a valid UTF-8 {fmt} file, or set source.format")) from e
@@ -140,6 +136,11 @@ def _read_local(source: LocalSource, files: list[str], base: Path) -> tuple[pd.D
         df = _read_file(path, _file_format(path, source.format))
         frames.append(df)
         ids += [f"{label}:{i}" if prefix else str(i) for i in range(len(df))]
+    if all(df.shape == (0, 0) for df in frames):  # every file empty: no header, no rows
+        raise DataError(format_error(f"the data file{'s are' if len(paths) > 1 else ' is'} empty",
+                                     where=", ".join(map(str, paths)), got="no header and no rows",
+                                     fix="point the suite at the file that holds the rows, or fill it"))
+    frames = [df for df in frames if df.shape != (0, 0)] or frames  # an empty file among others adds no rows
     table = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0].reset_index(drop=True)
     return table, ids, ", ".join(map(str, paths))
 

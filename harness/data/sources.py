@@ -171,7 +171,7 @@ def _build_split(suite: Suite, spec: SplitSpec, table: pd.DataFrame, where: str)
             got=f"{n_where} row(s) matched where, none left after fraction and drops {dict(reasons) or ''}".strip(),
             fix="check the split's where, fraction, files and max_examples" + (
                 ", and source options such as neutral_band" if getattr(suite.source, "type", "") == "builtin" else
-                "; a data file with a header and no rows gives no rows at all" if n_where == 0 else "")))
+                "; a data file with a header and no rows gives no rows at all" if len(table) == 0 else "")))
     drop_reasons = {k: int(v) for k, v in sorted(reasons.items()) if v}
     ref = SplitRef(suite=suite.name, split=spec.name, role=spec.role, suite_role=SuiteRole(suite.role),
                    shift_type=suite.shift_type.value if suite.shift_type is not None else None,

@@ -97,6 +97,8 @@ class RunResult:
     sweep: Any = None
     timings: dict[str, float] = field(default_factory=dict)
     model_kind: str = "classification"  # of the suites scored (LoadedSuites.model_kind): what was cached
+    selection_metrics: dict[str, str] = field(default_factory=dict)  # sweep: suite -> its selection metric
+    outside_selection: list[str] = field(default_factory=list)  # sweep: suites with in_selection: false
 
     def to_pandas(self) -> pd.DataFrame:
         """The per-alpha, per-suite table (one row per point, suite, split and metric; see per_alpha.csv)."""
@@ -274,7 +276,7 @@ class Scoring:
         self.opts, self.device_type = opts, device_type
         self.group = group  # harness.pipeline.distributed.DistGroup of a data-parallel run, else None
         self.suites = {s.name: self._capped(s, max_positions) for s, _ in loaded.suites}
-        pools = {name: checked_rows(self.suites[name].task, sd) for name, sd in loaded.fewshot.items()}
+        pools = {name: checked_rows(self.suites[name].task, sd, scored=False) for name, sd in loaded.fewshot.items()}
         self.tasks = {name: task_for(suite, pools.get(name)) for name, suite in self.suites.items()}
         splits = track(loaded.splits, len(loaded.splits), "tokenizing", opts.progress, log, unit="split",
                        label=lambda sd: sd.ref.key)

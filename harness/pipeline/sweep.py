@@ -103,7 +103,7 @@ def run_sweep(request: SweepRequest) -> RunResult:
     if request.out is not None:
         check_out_dir(request.out)  # an --out holding other files fails before any work, and is never replaced
     suites = load_suites(list(request.suites))
-    check_selectable(suites, request.policy.metric)  # and a sweep that cannot select alpha, or not meaningfully
+    check_selectable(suites, request.policy.metric, request.policy.name)  # or cannot select it meaningfully
     if request.gate is not None:  # fail on a bad policy, or one that must fail on these suites, before any model
         check_policy_fits(load_spec(request.gate, kind="policy"), [s for s, _ in suites], request.gate,
                           max_examples=request.options.max_examples)
@@ -198,7 +198,8 @@ def _run(request: SweepRequest, timings: dict[str, float], group) -> RunResult:
     notes = [*evaluator.notes, *evaluator.scoring.notes, *overlap_notes, *_selection_notes(sw)]
     summary = _sweep_summary(sw, loaded, request, notes, overlap, unchecked)
     res = RunResult(summary=_with_noise(summary, sw, loaded, request), run_dir=None, sweep=sw, timings=timings,
-                    model_kind=loaded.model_kind)
+                    model_kind=loaded.model_kind, selection_metrics=selection_metrics(loaded, request.policy),
+                    outside_selection=[s.name for s, _ in loaded.suites if not s.in_selection])
     if request.out is not None:
         memory = rank_memory(evaluator.live.model, group)
         if group is None:
@@ -283,8 +284,8 @@ def _write_outputs(res: RunResult, request: SweepRequest, loaded: LoadedSuites, 
                               started=request.started,
                               device=str(evaluator.live.device), timings=timings, models=evaluator.models_info(),
                               extra={"head": request.head, "alphas": sw.alphas, "search": sw.search,
-                                     "selection_metrics": selection_metrics(loaded, request.policy),
-                                     "outside_selection": [s.name for s, _ in loaded.suites if not s.in_selection],
+                                     "selection_metrics": res.selection_metrics,
+                                     "outside_selection": res.outside_selection,
                                      **evaluator.manifest_extra(), "memory": memory,
                                      "distributed": group_info(group)})
     res.run_dir = write_run(request.out, res.summary, sw.predictions_list(), manifest)

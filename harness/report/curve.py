@@ -22,6 +22,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
+from harness.metrics.registry import get_metric
 from harness.report.axes import Axis, metric_axis
 from harness.report.tables import (NA, Focus, alpha_points, ensemble_points, entry_value, fmt_alpha, fmt_delta,
                                    fmt_interval, fmt_value, higher_is_better, report_pairs)
@@ -70,11 +71,19 @@ def _mean(summary: Summary, results: Mapping, pid: str, pairs: list[tuple[str, s
     return float(v), float(lo), float(hi)
 
 
-def _averaged(shift: Mapping, mean_over: list[str] | None) -> list[str]:
-    """The shift suites the ``MEAN_PANEL`` averages: those in ``mean_over`` (the suites that select alpha), or
-    every shift suite when ``mean_over`` is ``None`` or names none of them."""
-    chosen = [s for s in shift if mean_over is None or s in mean_over]
-    return chosen or list(shift)
+def _averaged(summary: Summary, metric: MetricOf, suites: list[str], mean_over: list[str] | None) -> list[str]:
+    """The suites a mean averages: those in ``mean_over`` (the suites that select alpha), every suite when
+    ``mean_over`` is ``None`` (a run that does not record it); when none of them selects, every suite if they
+    share a metric or are all shares of examples, else none (a mean of bits_per_byte and accuracy means nothing,
+    so the panel and the column stay empty)."""
+    chosen = [s for s in suites if mean_over is None or s in mean_over]
+    if chosen:
+        return chosen
+    names = {_metric(metric, s) for s in suites}
+    if len(names) <= 1 or all(get_metric(n).higher_is_better and tuple(get_metric(n).range) == (0.0, 1.0)
+                              for n in names):
+        return list(suites)
+    return []
 
 
 def curve_frame(summary: Summary, metric: MetricOf, role: str = "test",
@@ -107,8 +116,10 @@ def curve_frame(summary: Summary, metric: MetricOf, role: str = "test",
     points = alpha_points(summary)
     if not id_pairs or not shift or len(points) < 2:
         return pd.DataFrame(columns=_COLUMNS)
+    id_suites = _averaged(summary, metric, list(dict.fromkeys(s for s, _ in id_pairs)), mean_over)
+    id_pairs = [p for p in id_pairs if p[0] in id_suites] or id_pairs
     x_good = _mixed(summary, metric, [s for s, _ in id_pairs])
-    averaged = _averaged(shift, mean_over)
+    averaged = _averaged(summary, metric, list(shift), mean_over)
     y_good = _mixed(summary, metric, averaged)
     rows = []
     for kind, results, pts in (("weights", summary.results, points),
@@ -118,13 +129,15 @@ def curve_frame(summary: Summary, metric: MetricOf, role: str = "test",
             per_suite = {s: _mean(summary, results, pid, pairs, metric, False) for s, pairs in shift.items()}
             stacked = np.asarray([_mean(summary, results, pid, shift[s], metric, y_good) for s in averaged],
                                  dtype=float)
-            mean = tuple(float(v) for v in stacked.mean(axis=0))  # NaN if any suite is missing
+            mean = tuple(float(v) for v in stacked.mean(axis=0)) if averaged else (math.nan,) * 3  # NaN: missing
             for panel, y in [(MEAN_PANEL, mean)] + list(per_suite.items()):
                 rows.append(dict(zip(_COLUMNS, (panel, kind, pid, alpha) + tuple(x) + tuple(y))))
     return pd.DataFrame(rows, columns=_COLUMNS)
 
 
 def _group_axis(summary: Summary, metric: MetricOf, suites: list[str], prefix: str) -> Axis:
+    if not suites:  # nothing averaged (:func:`_averaged`)
+        return Axis("score", f"{prefix}: not averaged (the suites' metrics differ in scale)", True, None)
     names = list(dict.fromkeys(_metric(metric, s) for s in suites))
     if len(names) == 1:
         return metric_axis(prefix, names[0], higher_is_better(summary, names[0]))
@@ -144,8 +157,10 @@ def curve_axes(summary: Summary, metric: MetricOf, role: str = "test",
     metric when they share one, else a mean of goodness (each suite's metric, lower-is-better ones negated).
     Lower-is-better axes say so in their label."""
     id_pairs, shift = report_pairs(summary, role)
-    x = _group_axis(summary, metric, list(dict.fromkeys(s for s, _ in id_pairs)), "ID")
-    out = {MEAN_PANEL: (x, _group_axis(summary, metric, _averaged(shift, mean_over), "mean shift"))}
+    ids = list(dict.fromkeys(s for s, _ in id_pairs))
+    x = _group_axis(summary, metric, _averaged(summary, metric, ids, mean_over) or ids, "ID")
+    out = {MEAN_PANEL: (x, _group_axis(summary, metric, _averaged(summary, metric, list(shift), mean_over),
+                                       "mean shift"))}
     for suite in shift:
         out[suite] = (x, _group_axis(summary, metric, [suite], suite))
     return out

@@ -222,7 +222,9 @@ def plot_id_vs_shift(curve: pd.DataFrame, path: Path, *, axes: Mapping[str, tupl
         that the test figure's rings are not read as the validation front the selection used.
     """
     panels = list(dict.fromkeys(curve["panel"]))
-    if len(panels) <= 2:  # one shift suite: its panel is the mean
+    mean_rows = curve[curve["panel"] == MEAN_PANEL]
+    if len(panels) <= 2 or not np.isfinite(mean_rows["y"].to_numpy(dtype=float)).any():
+        # one shift suite: its panel is the mean; a mean of metrics of different scales is not drawn
         panels = [p for p in panels if p != MEAN_PANEL] or panels
     nrows, ncols = grid_shape(len(panels))
     names = list(dict.fromkeys(a.metric for pair in axes.values() for a in pair))

@@ -188,7 +188,8 @@ def _curve(ctx: Context) -> Section | None:
     s, f = ctx.summary, ctx.focus
     metric_of = _metric_of(ctx)
     mean_over = _mean_over(ctx)
-    left_out = [str(x) for x in ctx.manifest.get("outside_selection") or []]
+    shift_suites = {p[0] for p in suite_splits(s) if suite_role(s, p[0]) == "shift"}
+    left_out = [str(x) for x in ctx.manifest.get("outside_selection") or [] if x in shift_suites]
     curve = curve_frame(s, metric_of, "test", mean_over)
     if curve.empty:
         return Section("ID vs shift along alpha", (Para("Not drawn: the run needs an ID suite and a shift suite "

@@ -274,8 +274,12 @@ def spec_hash(spec: BaseModel) -> str:
 
     Fields a spec class lists in ``HASH_OMIT_IF_DEFAULT`` (fields added after the format's first release, such as
     a suite's ``task``) are left out while they hold their default, so a spec written before they existed keeps
-    its hash (its results-store entries and baselines stay valid)."""
+    its hash (its results-store entries and baselines stay valid). Fields in ``HASH_OMIT`` are always left out:
+    they change how a run uses the suite's results, not the data or any example's output (a suite's
+    ``in_selection``), so switching them keeps the store's entries and a baseline comparable."""
     data = spec.model_dump(mode="json")
+    for name in getattr(type(spec), "HASH_OMIT", ()):
+        data.pop(name, None)
     for name in getattr(type(spec), "HASH_OMIT_IF_DEFAULT", ()):
         field = type(spec).model_fields[name]
         default = field.get_default(call_default_factory=True)

@@ -169,7 +169,8 @@ class Suite(Strict):
     """An evaluation suite: where the rows come from, how to read them, how to split them, what to measure."""
 
     #: fields added after wave 1, left out of :func:`harness.spec.load.spec_hash` while at their defaults
-    HASH_OMIT_IF_DEFAULT: ClassVar[tuple[str, ...]] = ("task", "select_metric", "truncation", "in_selection")
+    HASH_OMIT_IF_DEFAULT: ClassVar[tuple[str, ...]] = ("task", "select_metric", "truncation")
+    HASH_OMIT: ClassVar[tuple[str, ...]] = ("in_selection",)  # how a run uses the results, not what they are
 
     kind: Literal["suite"]
     schema_version: Literal[1] = 1

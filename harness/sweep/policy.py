@@ -151,11 +151,12 @@ def _goodness(metric: str, value: float) -> float:
     return value if get_metric(metric).higher_is_better else -value
 
 
-def check_selectable(suites: Sequence, metric: str | None = None) -> None:
+def check_selectable(suites: Sequence, metric: str | None = None, policy: str = "max-shift-within-id") -> None:
     """Refuse, before any model is loaded, a sweep that could not select alpha, or would select it on a
-    meaningless score: no ID suite among ``suites``; no ID suite with a validation split (a derived ID suite, whose
-    splits come from its parent, is trusted here); or an ID or shift score that would average metrics of different
-    scales (:func:`check_comparable`).
+    meaningless score: no ID suite among ``suites`` that selects (``in_selection``); no ID suite with a validation
+    split (a derived ID suite, whose splits come from its parent, is trusted here); a policy that weighs shift
+    (every one but ``id-only``) when ``in_selection: false`` leaves out every shift suite given; or scores that
+    would average metrics of different scales (:func:`check_comparable`).
 
     Parameters
     ----------
@@ -163,6 +164,8 @@ def check_selectable(suites: Sequence, metric: str | None = None) -> None:
         As :func:`harness.pipeline.common.load_suites` returns them.
     metric : str, default=None
         ``--select-metric`` (one metric for every suite), else each suite's own ``selection_metric``.
+    policy : str, default="max-shift-within-id"
+        The selection policy's name (:data:`POLICIES`).
 
     Raises
     ------
@@ -178,17 +181,37 @@ def check_selectable(suites: Sequence, metric: str | None = None) -> None:
                                      expected="at least one suite with role: id (and in_selection left true)",
                                      got=given, fix="pass the ID suite too (alpha is selected on its validation "
                                                     "split; shift suites are scored against it)"))
-    if any(s.derived_from is not None and not s.splits for s in ids):
-        return
-    if not any(sp.role is SplitRole.VALIDATION for s in ids for sp in s.splits):
+    if not any(s.derived_from is not None and not s.splits for s in ids) and \
+            not any(sp.role is SplitRole.VALIDATION for s in ids for sp in s.splits):
         names = ", ".join(f"{s.name}: {', '.join(f'{sp.name} (role: {sp.role.value})' for sp in s.splits)}"
                           for s in ids)
         raise SpecError(format_error("no ID validation split to select alpha on", where="--suite",
                                      expected="an ID suite (role: id) with a split of role: validation",
                                      got=names, fix="add a split with role: validation to the ID suite (alpha is "
                                                     "never selected on test splits)"))
-    check_comparable([(s, metric or s.selection_metric) for s, _ in suites if s.in_selection and (
-        s.derived_from is not None or any(sp.role is SplitRole.VALIDATION for sp in s.splits))])
+    by_name = {s.name: s for s, _ in suites}
+    selecting = [s for s, _ in suites if s.in_selection and _validates(s, by_name) is not False]
+    if policy != "id-only" and any(s.role is SuiteRole.SHIFT and not s.in_selection for s, _ in suites) and \
+            not any(s.role is SuiteRole.SHIFT for s in selecting):  # all left out by in_selection
+        raise SpecError(format_error(
+            f"the {policy} policy weighs the shift score, but no shift suite selects alpha", where="--suite",
+            expected="a shift suite with a validation split and in_selection left true", got=given,
+            fix="give a shift suite a validation split or set its in_selection back to true, or pass --select "
+                "id-only"))
+    check_comparable([(s.name, s.role, metric or s.selection_metric) for s in selecting
+                      if _validates(s, by_name) is True], policy)
+
+
+def _validates(suite, by_name: Mapping) -> bool | None:
+    """Whether ``suite`` has a validation split (``None``: a derived suite whose parent is not among the suites
+    given, so its splits' roles are not known here)."""
+    if suite.derived_from is None or suite.splits:
+        return any(sp.role is SplitRole.VALIDATION for sp in suite.splits)
+    parent = by_name.get(suite.derived_from.suite)
+    if parent is None:
+        return None
+    roles = {sp.name: sp.role for sp in parent.splits}
+    return any(roles.get(name) is SplitRole.VALIDATION for name in suite.derived_from.split_names)
 
 
 def _proportion(name: str) -> bool:
@@ -198,55 +221,67 @@ def _proportion(name: str) -> bool:
     return spec.higher_is_better and tuple(spec.range) == (0.0, 1.0)
 
 
-def check_comparable(selected: Sequence[tuple]) -> None:
-    """Refuse a selection whose ID score or shift score would average metrics of different scales.
+def _described(name: str) -> str:
+    spec = get_metric(name)
+    lo, hi = spec.range
+    return f"{name} ({lo:g} to {hi:g}, {'higher' if spec.higher_is_better else 'lower'} is better)"
+
+
+def check_comparable(selected: Sequence[tuple], policy: str = "max-shift-within-id") -> None:
+    """Refuse a selection that would average metrics of different scales.
 
     The ID score is the mean over the ID suites' validation splits and the shift score the mean over the shift
-    suites (:func:`validation_scores`), each suite on its own selection metric turned into goodness. Shares of
-    examples (accuracy, acc_norm, exact_match, ...) average meaningfully; bits_per_byte (0 to infinity, lower is
-    better) next to accuracy does not: one suite's unit would outweigh the others' and decide alpha (new-user
-    trial, 2026-12-01: a bits_per_byte shift suite beside acc_norm and exact_match ones chose alpha). One metric
-    for a whole role, whatever it is, is fine.
+    suites (:func:`validation_scores`), each suite on its own selection metric turned into goodness; the
+    ``weighted`` policy then adds the two. Shares of examples (accuracy, acc_norm, exact_match, ...) average
+    meaningfully; bits_per_byte (0 to infinity, lower is better) next to accuracy does not: one suite's unit would
+    outweigh the others' and decide alpha (new-user trial, 2026-12-01: a bits_per_byte shift suite beside
+    acc_norm and exact_match ones chose alpha). One metric for a whole group, whatever it is, is fine. Under
+    ``id-only`` the shift score moves nothing and is not checked; under ``weighted`` ID and shift together form
+    one group.
 
     Parameters
     ----------
-    selected : sequence of (Suite, str)
-        The suites that enter the selection (those with a validation split) and each one's selection metric.
+    selected : sequence of (str, SuiteRole, str)
+        Each suite that enters the selection (it has a validation split and ``in_selection``), its role and its
+        selection metric.
+    policy : str, default="max-shift-within-id"
 
     Raises
     ------
     SpecError
-        Naming each suite of the offending role with its metric, its range and direction, and the ways out.
+        Naming each suite of the offending group with its metric, its range and direction, and the ways out.
     """
-    for role in (SuiteRole.ID, SuiteRole.SHIFT):
-        metrics = {s.name: m for s, m in selected if s.role is role}
+    groups = {"id": [SuiteRole.ID]} if policy == "id-only" else {"id": [SuiteRole.ID], "shift": [SuiteRole.SHIFT]}
+    if policy == "weighted":
+        groups["ID and shift"] = [SuiteRole.ID, SuiteRole.SHIFT]
+    for label, roles in groups.items():
+        metrics = {name: m for name, role, m in selected if role in roles}
         if len(set(metrics.values())) <= 1 or all(_proportion(m) for m in metrics.values()):
             continue
-
-        def described(name: str) -> str:
-            spec = get_metric(name)
-            lo, hi = spec.range
-            return f"{name} ({lo:g} to {hi:g}, {'higher' if spec.higher_is_better else 'lower'} is better)"
-        got = "; ".join(f"{suite}: {described(m)}" for suite, m in metrics.items())
-        odd = [suite for suite, m in metrics.items() if not _proportion(m)]
+        got = "; ".join(f"{suite}: {_described(m)}" for suite, m in metrics.items())
+        odd = [suite for suite, m in metrics.items() if not _proportion(m)] or list(metrics)
+        what = ("the weighted policy's sum of the ID and shift scores" if len(roles) == 2 else
+                f"the {label} score that selects alpha")
         raise SpecError(format_error(
-            f"the {role.value} score that selects alpha would average metrics of different scales", where="--suite",
-            expected=f"the {role.value} suites selecting on one metric, or each on a share of examples in [0, 1] "
+            f"{what} would average metrics of different scales", where="--suite",
+            expected=f"the {label} suites selecting on one metric, or each on a share of examples in [0, 1] "
                      "(accuracy, acc, acc_norm, exact_match, ...)", got=got,
             fix=f"set `in_selection: false` in {', '.join(odd)} (still evaluated, reported and judged by gate "
                 "rules, but not selected on), give it a `select_metric:` that is a share of examples, or pass "
                 "--select-metric NAME if every suite computes NAME"))
 
 
-def validation_scores(results: dict[float, dict[tuple, SplitResult]], refs: Iterable, metric: str | Mapping[str, str]
+def validation_scores(results: dict[float, dict[tuple, SplitResult]], refs: Iterable, metric: str | Mapping[str, str],
+                      policy: str = "max-shift-within-id"
                       ) -> tuple[dict[float, float], dict[float, float | None], list[str]]:
     """Per-alpha ID score and macro-mean shift score (goodness of ``metric``) on validation splits only.
 
     ``results[alpha][ref]`` holds the :class:`SplitResult` of each split ``ref`` (a SplitRef). ``metric`` is one
     name for every suite or a mapping suite name -> metric name (suites of different tasks select on their own
     metric: ``acc_norm``, ``exact_match``, ``bits_per_byte``...; a suite the mapping leaves out is not selected
-    on); each is turned into goodness by its direction. :func:`check_comparable` has refused, before the sweep,
-    an ID or shift group whose metrics do not share a scale.
+    on); each is turned into goodness by its direction. An ID or shift group whose metrics do not share a scale
+    is refused (:func:`check_comparable` under ``policy``, the selection policy's name): before the sweep for the
+    suites :func:`check_selectable` can see, here for the rest (a derived suite whose parent was read from a file).
     ID score: mean over ID validation splits; shift score: mean over shift suites of each suite's mean over its
     validation splits (``None`` when no shift suite has a validation split).
 
@@ -263,6 +298,8 @@ def validation_scores(results: dict[float, dict[tuple, SplitResult]], refs: Iter
                                      expected="an ID suite (role: id) with a split of role: validation",
                                      fix="add a validation split to the ID suite (alpha is never selected on test "
                                          "splits)"))
+    check_comparable(list({r.suite: (r.suite, r.suite_role, metric_for(metric, r.suite))
+                           for r in id_refs + shift_refs}.values()), policy)  # derived suites only known here
     id_score: dict[float, float] = {}
     shift_score: dict[float, float | None] = {}
     for alpha, res in results.items():

@@ -95,7 +95,7 @@ def select_points(points: Sequence[PointResult], refs: Iterable, policy: Selecti
     ``metric`` defaults to the policy's metric; pass a mapping suite -> metric for suites of several tasks.
     """
     by_alpha = {p.alpha: p.results for p in points}
-    ids, shifts, on = validation_scores(by_alpha, refs, policy.metric if metric is None else metric)
+    ids, shifts, on = validation_scores(by_alpha, refs, policy.metric if metric is None else metric, policy.name)
     return select_alpha(ids, shifts, policy, on)
 
 

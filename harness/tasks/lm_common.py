@@ -58,7 +58,7 @@ class PromptBuilder:
 
 def mc_target(task, row: Mapping[str, Any]) -> str:
     """A multiple-choice row's gold choice text (a few-shot example's target)."""
-    choices = row_choices(row, task.choices)
+    choices = row_choices(row, task.choices, distinct=False)  # never scored: only its gold text is shown
     return choices[row_gold(row, task.gold, choices)]
 
 

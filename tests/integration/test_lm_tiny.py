@@ -146,6 +146,11 @@ def test_sweep_of_a_causal_lm_selects_on_each_suites_metric(lm_pair, lm_suites, 
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["model_kind"] == "causal_lm" and manifest["outside_selection"] == ["tiny-ppl"]
     assert "not selected on (in_selection: false): tiny-ppl" in capsys.readouterr().out
+    # without --out (no run directory) the console table still shows each suite on its own metric
+    gen = main([*args, "--no-store", "--suite", str(lm_suites["arc"]), str(lm_suites["gsm"]), str(lm_suites["ppl"])])
+    printed = capsys.readouterr().out
+    assert gen == 0 and "tiny-gsm/validation exact_match" in printed and "tiny-arc/validation acc_norm" in printed
+    assert "not selected on (in_selection: false): tiny-ppl" in printed
     base = read_summary(out).results["base"]["tiny-arc"]["test"].metrics["acc"].value
     adapted = read_summary(out).results["adapted"]["tiny-arc"]["test"].metrics["acc"].value
     assert 0 <= base <= 1 and 0 <= adapted <= 1
@@ -269,7 +274,8 @@ def test_a_bad_row_is_named_alike_by_validate_eval_and_sweep(lm_pair, lm_suites,
     runs = {"validate": ["validate", str(suite)],
             "eval": ["eval", "--model", str(lm_pair[0]), "--suite", str(suite), "--out", str(tmp_path / "e"), *FAST],
             "sweep": ["sweep", "--base", str(lm_pair[0]), "--adapted", str(lm_pair[1]), "--suite", str(suite),
-                      *([str(lm_suites["arc"])] if name != "arc" else []),  # a sweep needs an ID suite (role: id)
+                      # a sweep needs an ID suite (role: id) and, under its default policy, a shift suite
+                      str(lm_suites["arc"] if name != "arc" else lm_suites["boolq"]),
                       "--alphas", "0,1", "--out", str(tmp_path / "s"), *FAST]}
     messages = {}
     for command, argv in runs.items():

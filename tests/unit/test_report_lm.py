@@ -339,3 +339,26 @@ def test_class_probability_views_say_they_do_not_apply_to_language_model_runs(lm
     for title in ("Calibration", "Per-class view"):
         text = _section(md, title)
         assert "Not applicable: this view needs class probabilities" in text and "absent" not in text
+
+
+def test_no_mean_is_drawn_over_metrics_of_different_scales_when_no_shift_suite_selects(tmp_path):
+    """An id-only run whose shift suites are all left out of the selection: their mean (exact_match with
+    bits_per_byte negated) means nothing, so the mean panel is not drawn and the table's mean is n/a (review,
+    2026-12-01); an ID suite left out is not averaged into x either, and the caption names only shift suites."""
+    from harness.report.curve import MEAN_PANEL, curve_axes, curve_frame
+
+    run = make_lm_run(tmp_path / "run")
+    summary = rundir.read_summary(run)
+    metric_of = {"arc": "acc_norm", "gsm": "exact_match", "wiki": "bits_per_byte"}
+    frame = curve_frame(summary, metric_of, "test", ["arc"])
+    mean = frame[(frame["panel"] == MEAN_PANEL) & (frame["kind"] == "weights")]
+    assert mean["y"].isna().all() and mean["x"].notna().all()
+    assert "not averaged" in curve_axes(summary, metric_of, "test", ["arc"])[MEAN_PANEL][1].label
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["selection_metrics"] = {"arc": "acc_norm"}
+    manifest["outside_selection"] = ["gsm", "wiki"]
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    render_report(run)
+    md = (run / "report.md").read_text()
+    assert "gsm, wiki: in_selection: false" in md
+    assert "| mean shift score |" not in md or "n/a" in _section(md, "ID vs shift along alpha")

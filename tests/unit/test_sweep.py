@@ -356,11 +356,38 @@ def test_a_shift_score_over_metrics_of_different_scales_is_refused_before_any_mo
     check_selectable([suites[0], suites[3]])  # one metric for the whole shift role, whatever its scale
     check_selectable(suites[:3] + [_suite("ppl", "shift", PPL, in_selection=False)])
     check_selectable(suites, metric="bits_per_byte")  # one metric for every suite (computed or not: checked later)
+    check_selectable(suites, policy="id-only")  # the shift score moves nothing under id-only
     # the ID group too; and an ID suite left out of the selection does not count as one
     with pytest.raises(SpecError, match="the id score"):
-        check_selectable([suites[0], _suite("ppl-id", "id", PPL)])
+        check_selectable([suites[0], _suite("ppl-id", "id", PPL), suites[1]])
     with pytest.raises(SpecError, match="that selects alpha"):
         check_selectable([_suite("mine", "id", MC, in_selection=False), suites[1]])
+    # weighted adds the two scores: an ID bits_per_byte beside a shift acc_norm is refused
+    with pytest.raises(SpecError, match="weighted policy's sum"):
+        check_selectable([_suite("ppl-id", "id", PPL), suites[1]], policy="weighted")
+    check_selectable([_suite("ppl-id", "id", PPL), suites[1]])  # max-shift-within-id compares each on its own
+    # a policy that weighs shift needs a shift suite that selects: refused before any model, not after
+    with pytest.raises(SpecError, match="no shift suite selects alpha"):
+        check_selectable([suites[0], _suite("ppl", "shift", PPL, in_selection=False)])
+    check_selectable([suites[0]], policy="id-only")
+
+
+def test_a_derived_suite_counts_by_its_parent_splits_roles():
+    """A suite derived from the ID suite's test split never selects, so its metric cannot make a mix (review of
+    the first version, which counted every derived suite); one derived from a validation split does."""
+    from harness.sweep import check_selectable
+
+    idsuite, shift = _suite("mine", "id"), _suite("sh", "shift")  # classification: accuracy
+    derived = {"kind": "suite", "name": "noisy", "role": "shift", "shift_type": "synthetic", "classes": ["a", "b"],
+               "transforms": [{"name": "typos", "params": {"rate": 0.1}}], "select_metric": "nll",
+               "metrics": ["accuracy", "nll"]}
+    from harness.spec.schema import Suite
+
+    on_test = Suite.model_validate({**derived, "derived_from": {"suite": "mine", "split": "test"}})
+    on_val = Suite.model_validate({**derived, "derived_from": {"suite": "mine", "split": "validation"}})
+    check_selectable([idsuite, shift, (on_test, None)])
+    with pytest.raises(SpecError, match="different scales"):
+        check_selectable([idsuite, shift, (on_val, None)])
 
 
 def test_a_suite_left_out_of_the_selection_does_not_move_the_scores():

@@ -391,8 +391,8 @@ def test_a_missing_column_is_named_by_its_place_with_a_hint(tmp_path, capsys):
     assert "(did you mean 'answer'?)" in err and "(4)" not in err
 
 
-@pytest.mark.parametrize("name,text,said", [("empty.csv", "", "the csv file is empty"),
-                                            ("empty.jsonl", "\n", "the jsonl file is empty"),
+@pytest.mark.parametrize("name,text,said", [("empty.csv", "", "the data file is empty"),
+                                            ("empty.jsonl", "\n", "the data file is empty"),
                                             ("header.csv", "qid,question,a,b,c,e,answr\n", "header and no rows")])
 def test_an_empty_data_file_says_so(tmp_path, capsys, name, text, said):
     """An empty CSV said 'EmptyDataError: No columns to parse', an empty JSONL 'columns [] not found', a header-only
