@@ -103,6 +103,13 @@ def use_timer(do_bench: bool) -> str:
     from torch._inductor.runtime import benchmarking, triton_heuristics
 
     triton_heuristics.benchmarker = benchmarking.TritonBenchmarker() if do_bench else benchmarking.benchmarker
+    return timer_name()
+
+
+def timer_name() -> str:
+    """The class name of the timer Inductor's autotuning uses now (:func:`use_timer`)."""
+    from torch._inductor.runtime import triton_heuristics
+
     return type(triton_heuristics.benchmarker).__name__
 
 
@@ -262,7 +269,7 @@ def main() -> None:
                 r = rec[name] = {"tok_s": bs * n_new / t, "of_bound": bs * n_new / t / bound, "call_ms": t * 1e3,
                                  "first_two_calls_s": time.perf_counter() - t0 - a.repeats * t, "prefill_ms": pre,
                                  "decode_ms_per_step": dec, "decode_of_bound": 1e3 / dec * bs / bound,
-                                 "recordings": len(RECORDINGS), "autotune_timer": use_timer("_dobench" in name)}
+                                 "recordings": len(RECORDINGS), "autotune_timer": timer_name()}
                 if a.profile:
                     r["kernels"] = kernel_table(call)
                 toks = torch.tensor(toks)

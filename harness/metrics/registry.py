@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -46,8 +46,8 @@ from harness.errors import MetricError, format_error, unknown_name
 from harness.metrics.base import MetricSpec, Outputs, as_outputs, missing_columns, n_columns, outputs_finite
 from harness.metrics.lm import LM_METRICS
 
-__all__ = ["MetricSpec", "METRICS", "EVALUATE_PREFIX", "N_ECE_BINS", "get_metric", "metric_names",
-           "check_inputs", "check_applies", "point_value", "right_metric", "examples_right"]
+__all__ = ["MetricSpec", "METRICS", "EVALUATE_PREFIX", "N_ECE_BINS", "get_metric", "is_share", "same_scale",
+           "metric_names", "check_inputs", "check_applies", "point_value", "right_metric", "examples_right"]
 
 logger = logging.getLogger(__name__)
 
@@ -211,6 +211,30 @@ def metric_names() -> tuple[str, ...]:
     ('acc', 'acc_norm')
     """
     return tuple(METRICS)
+
+
+def is_share(name: str) -> bool:
+    """Whether metric ``name`` is a share of examples: range [0, 1], higher is better (accuracy, acc_norm,
+    exact_match, macro_f1...). An ``evaluate:`` metric is not known to be one (its range is not loaded here).
+
+    >>> is_share("acc_norm"), is_share("bits_per_byte"), is_share("ece")
+    (True, False, False)
+    """
+    if name.startswith(EVALUATE_PREFIX):
+        return False
+    spec = get_metric(name)
+    return spec.higher_is_better and tuple(spec.range) == (0.0, 1.0)
+
+
+def same_scale(names: Iterable[str]) -> bool:
+    """Whether metrics ``names`` can be averaged: all one metric, or all shares of examples (:func:`is_share`).
+    The selection's ID and shift scores and the report's means average suites only on such metrics.
+
+    >>> same_scale(["acc_norm", "exact_match"]), same_scale(["acc_norm", "bits_per_byte"])
+    (True, False)
+    """
+    names = set(names)
+    return len(names) <= 1 or all(is_share(n) for n in names)
 
 
 def get_metric(name: str) -> MetricSpec:

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from harness.metrics.registry import get_metric
+from harness.metrics.registry import same_scale
 from harness.report.axes import Axis, metric_axis
 from harness.report.tables import (NA, Focus, alpha_points, ensemble_points, entry_value, fmt_alpha, fmt_delta,
                                    fmt_interval, fmt_value, higher_is_better, report_pairs)
@@ -79,11 +79,7 @@ def _averaged(summary: Summary, metric: MetricOf, suites: list[str], mean_over: 
     chosen = [s for s in suites if mean_over is None or s in mean_over]
     if chosen:
         return chosen
-    names = {_metric(metric, s) for s in suites}
-    if len(names) <= 1 or all(get_metric(n).higher_is_better and tuple(get_metric(n).range) == (0.0, 1.0)
-                              for n in names):
-        return list(suites)
-    return []
+    return list(suites) if same_scale(_metric(metric, s) for s in suites) else []
 
 
 def curve_frame(summary: Summary, metric: MetricOf, role: str = "test",

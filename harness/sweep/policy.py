@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from harness.errors import MetricError, SpecError, format_error, unknown_name
-from harness.metrics.registry import get_metric
+from harness.metrics.registry import get_metric, is_share, same_scale
 from harness.records import (SplitResult, SplitRole, SuiteRole, canonical_alpha)
 
 POLICIES = ("max-shift-within-id", "weighted", "id-only")
@@ -214,13 +214,6 @@ def _validates(suite, by_name: Mapping) -> bool | None:
     return any(roles.get(name) is SplitRole.VALIDATION for name in suite.derived_from.split_names)
 
 
-def _proportion(name: str) -> bool:
-    """Whether metric ``name`` is a share of examples in [0, 1] where higher is better (accuracy, acc_norm,
-    exact_match, macro_f1, ...): such metrics of different suites average to a mean share."""
-    spec = get_metric(name)
-    return spec.higher_is_better and tuple(spec.range) == (0.0, 1.0)
-
-
 def _described(name: str) -> str:
     spec = get_metric(name)
     lo, hi = spec.range
@@ -256,10 +249,10 @@ def check_comparable(selected: Sequence[tuple], policy: str = "max-shift-within-
         groups["ID and shift"] = [SuiteRole.ID, SuiteRole.SHIFT]
     for label, roles in groups.items():
         metrics = {name: m for name, role, m in selected if role in roles}
-        if len(set(metrics.values())) <= 1 or all(_proportion(m) for m in metrics.values()):
+        if same_scale(metrics.values()):
             continue
         got = "; ".join(f"{suite}: {_described(m)}" for suite, m in metrics.items())
-        odd = [suite for suite, m in metrics.items() if not _proportion(m)] or list(metrics)
+        odd = [suite for suite, m in metrics.items() if not is_share(m)] or list(metrics)
         what = ("the weighted policy's sum of the ID and shift scores" if len(roles) == 2 else
                 f"the {label} score that selects alpha")
         raise SpecError(format_error(
