@@ -19,8 +19,11 @@ Variants (``--variants``), each on transformers' model and ``StaticCache``:
   combination of the fields' neighbours (``coordinate_descent_check_all_directions``), otherwise as the harness's
   tuned step (``graph_tuned_r2``: its programmatic dependent launch and one-row eager attention kept);
   ``graph_tuned_nopdl`` is the harness's tuned step without programmatic dependent launch; ``_dobench`` has the
-  autotuner time kernels with Triton's ``do_bench`` instead of Inductor's own timer (:func:`use_timer`; the
-  same as ``TORCHINDUCTOR_USE_EXPERIMENTAL_BENCHMARKER=0`` for the whole process).
+  autotuner time kernels with Triton's ``do_bench`` instead of Inductor's own timer for the whole process
+  (:func:`use_timer`; the same as ``TORCHINDUCTOR_USE_EXPERIMENTAL_BENCHMARKER=0``). The harness's tuned step
+  swaps the timer to ``do_bench`` for its own calls since 2026-12-01g (``causal_decode._timed_by_do_bench``), so
+  ``graph_tuned_dobench`` is now ``graph_tuned`` by another route, and the ``_r2``/``_all``/``_nopdl`` variants,
+  "as the harness's tuned step", take ``do_bench`` too; every result records its ``autotune_timer``.
 
 For each batch size (``--batch``): tokens/s over 128 new tokens after 100-token prompts (median of ``--repeats``
 calls after two warm-up calls, whose time is the compilation and recording), the prompt's forward alone (a replay of
@@ -125,8 +128,8 @@ def variant(model, name: str):
     fused = "_fused" in name
     causal_decode._Decoding.chunk = fused_chunk if fused else PLAIN_CHUNK
     trees = name.startswith("trees") and DEVICE == "cuda"
-    use_timer("_dobench" in name)
     options, eager_attention = step_options(name, trees)
+    use_timer("_dobench" in name or eager_attention)  # eager_attention: a variant "as the harness's tuned step"
     if options is None:
         return causal_decode.compiled_step(model, tuned, cudagraphs=trees), DEVICE == "cuda" and not trees
     fn = fused_step(model) if fused else causal_decode.greedy_step(model)
@@ -269,7 +272,8 @@ def main() -> None:
                 r = rec[name] = {"tok_s": bs * n_new / t, "of_bound": bs * n_new / t / bound, "call_ms": t * 1e3,
                                  "first_two_calls_s": time.perf_counter() - t0 - a.repeats * t, "prefill_ms": pre,
                                  "decode_ms_per_step": dec, "decode_of_bound": 1e3 / dec * bs / bound,
-                                 "recordings": len(RECORDINGS), "autotune_timer": timer_name()}
+                                 "recordings": len(RECORDINGS),
+                                 "autotune_timer": getattr(step, "autotune_timer", timer_name())}
                 if a.profile:
                     r["kernels"] = kernel_table(call)
                 toks = torch.tensor(toks)

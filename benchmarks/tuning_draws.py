@@ -25,7 +25,9 @@ Measured (H200, torch 2.11, 2026-12-01f, ``benchmarks/results/2026-12-01f-h200-g
 profiled draws of the Llama-3.2-1B-shaped tuned step took 1.04-1.47 ms per decoding step and their decoding kernels
 summed 1.10-1.52 ms (they overlap under programmatic dependent launch); each draw spent 125-536 µs per step above
 the fastest picks, and the four slowest had one or two kernels whose pick ran 5-36x slower than another draw's;
-the kernels at the fastest picks sum to 0.98 ms per step.
+the kernels at the fastest picks sum to 0.98 ms per step. With the tuner timed by Triton's ``do_bench`` (the
+tuned step since 2026-12-01g, ``benchmarks/results/2026-12-01g-h200-gen_b1-llama32-dobench-draws.json``), twelve
+draws took 0.96-1.33 ms per step and the three slowest still had one or two picks 5-13x slower than another draw's.
 """
 
 from __future__ import annotations
@@ -103,13 +105,13 @@ def compare(draws: dict[str, dict], steps: int, top: int = 3) -> dict:
     times in a call (the prompt's forward) and rows whose name starts with ``(`` (a summed row) are left out.
 
     Returns ``{"fastest_us": {name: µs per launch}, "best_kernel_ms": float, "draws": {label: {"step_ms",
-    "kernel_ms", "excess_us", "largest": [[name, excess µs per step, µs per launch, fastest µs per launch],
-    ...]}}}``, the draws fastest first. ``kernel_ms`` is a draw's decoding kernels summed per step; its
-    ``excess_us`` the part of that above each kernel's fastest time per launch in any draw; ``best_kernel_ms``
-    the decoding kernels per step at those fastest times (the median launches over the draws). Kernel times are
-    not wall time: with programmatic dependent launch a kernel starts before the one it waits for ends, so a draw's
-    ``kernel_ms`` may exceed its ``step_ms``; ``best_kernel_ms`` says what the picks cost, not what a step with
-    them would take.
+    "of_bound" (the draw's share of the bandwidth bound, when given), "kernel_ms", "excess_us", "largest":
+    [[name, excess µs per step, µs per launch, fastest µs per launch], ...]}}}``, the draws fastest first.
+    ``kernel_ms`` is a draw's decoding kernels summed per step; its ``excess_us`` the part of that above each
+    kernel's fastest time per launch in any draw; ``best_kernel_ms`` the decoding kernels per step at those
+    fastest times (the median launches over the draws). Kernel times are not wall time: with programmatic
+    dependent launch a kernel starts before the one it waits for ends, so a draw's ``kernel_ms`` may exceed its
+    ``step_ms``; ``best_kernel_ms`` says what the picks cost, not what a step with them would take.
 
     Raises ``ValueError`` when a draw has no kernel of ``steps`` launches or more (``gen_b1.py`` without
     ``--profile``, a CPU run, or the wrong ``steps``).
@@ -131,7 +133,7 @@ def compare(draws: dict[str, dict], steps: int, top: int = 3) -> dict:
     for label in sorted(draws, key=lambda k: draws[k]["step_ms"]):
         rows = sorted(([name, (us - fastest[name] * n) / steps, us / n, fastest[name]]
                        for name, (us, n) in per_step[label].items()), key=lambda r: -r[1])
-        out["draws"][label] = {"step_ms": draws[label]["step_ms"],
+        out["draws"][label] = {"step_ms": draws[label]["step_ms"], "of_bound": draws[label].get("of_bound"),
                                "kernel_ms": sum(us for us, _ in per_step[label].values()) / steps / 1e3,
                                "excess_us": sum(r[1] for r in rows), "largest": rows[:top]}
     return out

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -250,10 +251,30 @@ def test_tuning_draws_picks_pairs_each_pick_with_its_kernel(tmp_path):
 
 
 @pytest.mark.benchmark
+def test_tuning_draws_on_the_do_bench_draws_gives_the_readme_figures(tmp_path):
+    """The README's figures for the 2026-12-01g draws (the tuner timed by ``do_bench``) come from this file."""
+    path = "benchmarks/results/2026-12-01g-h200-gen_b1-llama32-dobench-draws.json"
+    out = tmp_path / "cmp.json"
+    _draws("compare", path, "--out", str(out))
+    data = json.loads(out.read_text())
+    assert round(data["best_kernel_ms"], 2) == 0.96
+    draws = data["draws"]
+    shares = sorted(round(d["of_bound"] * 100, 1) for d in draws.values())
+    assert len(shares) == 12 and shares[0] == 44.1 and shares[-1] == 60.6
+    assert round(statistics.median(shares), 1) == 55.9 and sum(x >= 50 for x in shares) == 9
+    steps = [d["step_ms"] for d in draws.values()]
+    assert (round(min(steps), 2), round(max(steps), 2)) == (0.96, 1.33)
+    summary = json.loads((ROOT / path).read_text())["summary"]
+    assert summary["do_bench"]["median"] == 55.9 and summary["default_timer"]["median"] == 49.9
+    assert summary["mann_whitney_u_greater"]["p"] < 0.05
+
+
+@pytest.mark.benchmark
 def test_gen_b1_search_and_pdl_variants_and_profile_run_on_cpu(tmp_path):
     """gen_b1.py's ``_nopdl``, ``_dobench`` and search-widening suffixes compile and run (tiny model) with the
-    options they name, ``_dobench`` alone swaps the autotuner's timer (and the next variant gets the default back),
-    and ``--profile`` records a table per variant (on a CPU, the operators' times)."""
+    options they name, ``_dobench`` and the variants "as the harness's tuned step" swap the autotuner's timer to
+    ``do_bench`` as the harness's tuned step does (and the next untuned variant gets the default back), and
+    ``--profile`` records a table per variant (on a CPU, the operators' times)."""
     names = ["graph", "graph_tuned", "graph_tuned_r2", "graph_tuned_all", "graph_tuned_nopdl", "graph_tuned_dobench"]
     code = f"import json, gen_b1; print(json.dumps({{n: gen_b1.step_options(n) for n in {names!r}}}))"
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT / "benchmarks", capture_output=True, text=True,
@@ -283,5 +304,5 @@ def test_gen_b1_search_and_pdl_variants_and_profile_run_on_cpu(tmp_path):
         assert "error" not in section[name], section[name]
         assert section[name]["kernels"] and all(us >= 0 and n >= 1 for us, n in section[name]["kernels"].values())
         assert section[name]["same_tokens_as_first"] == 1.0
-        timer = "TritonBenchmarker" if name.endswith("_dobench") else default_timer
+        timer = default_timer if name == "graph" else "TritonBenchmarker"
         assert section[name]["autotune_timer"] == timer, (name, section[name]["autotune_timer"])

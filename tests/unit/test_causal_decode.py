@@ -542,3 +542,28 @@ def test_sliding_window_caches_keep_generate(monkeypatch):
     model = MistralForCausalLM(cfg)
     monkeypatch.setattr(causal_decode, "input_device", lambda m: torch.device("cuda"))
     assert "sliding-window" in graph_loop_unavailable(model)
+
+
+def test_the_tuned_step_times_its_tuning_with_do_bench_and_restores_the_timer():
+    """The tuned step's calls run with Inductor's autotuning timed by Triton's do_bench; the process's timer is back
+    after each call, also after an error (another compilation in the process keeps its own)."""
+    triton_heuristics = pytest.importorskip("torch._inductor.runtime.triton_heuristics")
+    before = triton_heuristics.benchmarker
+    seen = []
+
+    def step(**kwargs):
+        seen.append(type(triton_heuristics.benchmarker).__name__)
+        if kwargs.get("fail"):
+            raise RuntimeError("boom")
+        return kwargs["x"] + 1
+
+    timed = causal_decode._timed_by_do_bench(step)
+    assert timed(x=1) == 2 and seen == ["TritonBenchmarker"] and timed.autotune_timer == "TritonBenchmarker"
+    assert triton_heuristics.benchmarker is before
+    with pytest.raises(RuntimeError, match="boom"):
+        timed(fail=True)
+    assert triton_heuristics.benchmarker is before and seen == ["TritonBenchmarker"] * 2
+    tok = byte_bpe("llama")
+    model = tiny_causal("llama", tok)
+    assert causal_decode.compiled_step(model, tuned=True).autotune_timer == "TritonBenchmarker"
+    assert not hasattr(causal_decode.compiled_step(model), "autotune_timer")  # the untuned step keeps the default
