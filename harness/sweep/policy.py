@@ -198,6 +198,15 @@ def check_selectable(suites: Sequence, metric: str | None = None, policy: str = 
             expected="a shift suite with a validation split and in_selection left true", got=given,
             fix="give a shift suite a validation split or set its in_selection back to true, or pass --select "
                 "id-only"))
+    if policy != "id-only" and not any(s.role is SuiteRole.SHIFT for s in selecting):
+        shifts = [s for s, _ in suites if s.role is SuiteRole.SHIFT]
+        got = ", ".join(f"{s.name}: {', '.join(f'{sp.name} (role: {sp.role.value})' for sp in s.splits)}"
+                        for s in shifts) if shifts else f"no shift suite among {given}"
+        raise SpecError(format_error(
+            f"the {policy} policy needs a shift validation split, and no shift suite has one", where="--suite",
+            expected="a shift suite (role: shift) with a split of role: validation", got=got,
+            fix="pass a shift suite with a validation split (or add one to a shift suite given), or pass --select "
+                "id-only to select on the ID score alone"))
     check_comparable([(s.name, s.role, metric or s.selection_metric) for s in selecting
                       if _validates(s, by_name) is True], policy)
 

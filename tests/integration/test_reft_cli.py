@@ -146,16 +146,16 @@ def test_bad_reft_input_exits_2(models, lm_suites, tmp_path, capsys):
     assert rc == 2 and "intervention strength" in capsys.readouterr().err and not (tmp_path / "blend").exists()
     # recorded base fingerprint differs from --base
     assert main(["sweep", "--base", str(models["other"]), "--adapted", str(models["reft"]), "--suite", *suite,
-                 "--out", str(tmp_path / "s"), *NO_STORE]) == 2
+                 "--select", "id-only", "--out", str(tmp_path / "s"), *NO_STORE]) == 2
     assert "another base model" in capsys.readouterr().err
     # --base applies only to a ReFT folder
     assert main(["eval", "--model", str(models["base"]), "--base", str(models["base"]), "--suite", *suite,
                  *NO_STORE]) == 2
     assert "ReFT folder" in capsys.readouterr().err
     assert main(["sweep", "--base", str(models["base"]), "--adapted", str(models["reft"]), "--suite", *suite,
-                 "--packed", "on", *NO_STORE]) == 2
+                 "--select", "id-only", "--packed", "on", *NO_STORE]) == 2
     assert main(["sweep", "--base", str(models["base"]), "--adapted", str(models["reft"]), "--suite", *suite,
-                 "--head", "adapted", *NO_STORE]) == 2
+                 "--select", "id-only", "--head", "adapted", *NO_STORE]) == 2
     assert "--head adapted does not apply" in capsys.readouterr().err
     assert main(["demo", "--adaptation", "reft", "--no-progress"]) == 2  # the sentiment demo has no ReFT
     assert "--task lm" in capsys.readouterr().err

@@ -73,7 +73,8 @@ def _eval(w, **over) -> list[str]:
 
 def _sweep(w, **over) -> list[str]:
     return ["sweep", "--base", str(over.get("base", w["base"])), "--adapted", str(over.get("adapted", w["adapted"])),
-            "--suite", str(w["suite"]), "--alphas", over.get("alphas", "0,1"), *FAST, *over.get("extra", [])]
+            "--suite", str(w["suite"]), "--alphas", over.get("alphas", "0,1"), "--select", "id-only", *FAST,
+            *over.get("extra", [])]
 
 
 # (case id, argv builder, text the message must contain)

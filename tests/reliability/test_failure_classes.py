@@ -69,7 +69,7 @@ def test_wrapped_full_checkpoint_is_refused_as_model_and_as_adapted(ckpts, tiny_
     err = capsys.readouterr().err
     assert f"wrapper prefix {prefix!r}" in err and "fix:" in err
     assert main(["sweep", "--base", str(tiny_pair[0]), "--adapted", str(ckpts[prefix]), "--suite",
-                 str(tiny_suites[0]), "--alphas", "0,1", "--out", str(out), *FAST]) == 2
+                 str(tiny_suites[0]), "--alphas", "0,1", "--select", "id-only", "--out", str(out), *FAST]) == 2
     assert f"wrapper prefix {prefix!r}" in capsys.readouterr().err
     assert not out.exists() and leftovers(tmp_path) == []
 
@@ -101,7 +101,7 @@ def test_adapter_with_wrapper_prefixed_keys_is_refused(tiny_pair, tiny_suites, t
     save_file({"module." + k: v for k, v in load_file(str(f)).items()}, str(f), metadata={"format": "pt"})
     out = tmp_path / "run"
     assert main(["sweep", "--base", str(tiny_pair[0]), "--adapted", str(adapter), "--suite", str(tiny_suites[0]),
-                 "--alphas", "0,1", "--out", str(out), *FAST]) == 2
+                 "--alphas", "0,1", "--select", "id-only", "--out", str(out), *FAST]) == 2
     err = capsys.readouterr().err
     # peft itself fails on the modules_to_save head (a KeyError naming the unprefixed key); otherwise the strict
     # check in harness.models.adapters reports the unmatched tensors: either way a loud exit 2, nothing written
@@ -131,7 +131,7 @@ def test_vocabulary_resized_adapted_model_names_both_sizes(tiny_pair, tiny_suite
     adapted = _resized(tiny_pair[1], tmp_path / "resized", new_tokens=new_tokens, rows=rows)
     out = tmp_path / "run"
     assert main(["sweep", "--base", str(tiny_pair[0]), "--adapted", str(adapted), "--suite", str(tiny_suites[0]),
-                 "--alphas", "0,0.5,1", "--out", str(out), *FAST]) == 2
+                 "--alphas", "0,0.5,1", "--select", "id-only", "--out", str(out), *FAST]) == 2
     err = capsys.readouterr().err
     if new_tokens:
         from transformers import AutoTokenizer

@@ -357,5 +357,5 @@ def test_an_adapter_is_evaluated_alone_as_the_sweeps_alpha_1(adapters, base_dir,
     err = capsys.readouterr().err
     assert "a PEFT adapter needs the base model it adapts" in err and "pass --base BASE_FOLDER" in err
     assert main(["sweep", "--base", str(adapters["lora"]), "--adapted", str(adapters["lora"]), *common,
-                 "--out", str(tmp_path / "x")]) == 2
+                 "--select", "id-only", "--out", str(tmp_path / "x")]) == 2
     assert "harness eval --model ADAPTER --base BASE" in capsys.readouterr().err

@@ -370,6 +370,15 @@ def test_a_shift_score_over_metrics_of_different_scales_is_refused_before_any_mo
     with pytest.raises(SpecError, match="no shift suite selects alpha"):
         check_selectable([suites[0], _suite("ppl", "shift", PPL, in_selection=False)])
     check_selectable([suites[0]], policy="id-only")
+    # new-user trial: an ID suite alone, or shift suites without a validation split, used to fail only after every
+    # alpha was scored ("add validation splits to the shift suites"); now before any model
+    with pytest.raises(SpecError, match="needs a shift validation split") as e:
+        check_selectable([suites[0]])
+    assert "no shift suite among mine (role: id)" in str(e.value) and "--select id-only" in str(e.value)
+    test_only = _suite("mc2", "shift", MC, splits=[{"name": "test", "role": "test", "fraction": 1.0}])
+    with pytest.raises(SpecError, match="needs a shift validation split") as e:
+        check_selectable([suites[0], test_only], policy="weighted")
+    assert "mc2: test (role: test)" in str(e.value)
 
 
 def test_a_derived_suite_counts_by_its_parent_splits_roles():
