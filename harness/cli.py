@@ -115,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="suite files or folders of them (kind: suite); at least one ID suite with a validation split")
     s.add_argument("--gate", default=None, help="gate policy file (kind: policy)")
     s.add_argument("--baseline", default=None, help="baseline run directory for the gate")
-    s.add_argument("--junit", default=None, help="write JUnit XML here (default RUN_DIR/junit.xml)")
+    s.add_argument("--junit", default=None,
+                   help="also write the JUnit XML here (junit.xml in the run folder is always written)")
     s.add_argument("--out", default=None, help=OUT_RUN_HELP + " (also `out:` in the -c run file)")
     s.add_argument("--report-examples", action="store_true",
                    help="show the largest negative flips with their dataset text in the local report.html")
@@ -133,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--policy", required=True, help="gate policy file (kind: policy)")
     g.add_argument("--baseline", default=None, help="an earlier run directory, for rules whose reference is "
                    "baseline (an unused --baseline is noted, not judged)")
-    g.add_argument("--junit", default=None, help="write JUnit XML here (default RUN_DIR/junit.xml)")
+    g.add_argument("--junit", default=None,
+                   help="also write the JUnit XML here (junit.xml in the run folder is always written)")
     # gate-stats: --plan prints the policy's false-fail rate and power instead of judging
     g.add_argument("--plan", action="store_true", help="print the policy's false-fail rate and power (for the run's "
                                                        "n and disagreement, or --plan-n) instead of judging")

@@ -27,6 +27,7 @@ __all__ = [
     "StoreError",
     "OutputError",
     "format_error",
+    "problem_lines",
     "unknown_name",
     "edit_distance",
     "likely_typo",
@@ -128,10 +129,19 @@ def format_error(what: str, *, where: str | None = None, expected: str | None = 
     if expected is not None:
         parts.append(f"  expected: {expected}")
     if got is not None:
-        parts.append(f"  got: {got if isinstance(got, str) else repr(got)}")
+        parts.append(f"  got: {got if isinstance(got, str) else repr(got)}".replace("got: \n", "got:\n", 1))
     if fix:
         parts.append(f"  fix: {fix}")
     return "\n".join(parts)
+
+
+def problem_lines(problems: Iterable[str]) -> str:
+    """Several problems for :func:`format_error`'s ``got``: one alone as it is, more one per line, each after
+    ``- `` (CI trial: eleven problems on one ``;``-joined line were hard to read)."""
+    problems = list(problems)
+    if len(problems) == 1:
+        return problems[0]
+    return "".join(f"\n    - {p}" for p in problems)
 
 
 def unknown_name(kind: str, name: str, available: Iterable[str]) -> str:

@@ -31,7 +31,9 @@ Evidence checks (the bootstrap has no variance where the data has none)
     * A non-inferiority rule whose margin is smaller than the minimum detectable effect
       ``(z_confidence + z_power) * se`` (``se``: the bootstrap standard deviation of the paired difference) is
       ``underpowered``: an equal candidate would fail it more often than ``1 - power``. It fails
-      (``on_underpowered: fail``, the default) or passes with a warning in ``info`` (``warn``).
+      (``on_underpowered: fail``, the default) or passes with a warning in ``info`` (``warn``). With no
+      discordant pair on one suite (se 0) ``se`` is taken from the median-unbiased disagreement rate
+      (:func:`harness.metrics.evidence.power_check`).
     * A policy that declares its ``suites`` fails every ``id`` / ``shift`` rule for a declared suite the run lacks.
       Such a rule judges the declared suites of its role *and* every other suite of that role in the run (a shift
       suite the policy does not name is never skipped); each outcome's ``info["suites_judged"]`` says which
@@ -166,6 +168,28 @@ def note_split_uses(verdict: Verdict, run: RunView, root: str | Path | None = No
         mine = set(re.split(r"[(),\s]+", o.suite))
         o.info["test_split_uses"] = {k: v for k, v in counts.items() if k.split("/")[0] in mine}
     return counts
+
+
+def point_problems(policy: GatePolicy, summary: Summary) -> list[str]:
+    """The points ``policy`` needs that the run of ``summary`` does not have: its candidate (``candidate:``) and
+    the ``base`` / ``adapted`` points its relative rules compare with (a ``baseline`` reference is another run's,
+    checked when it is read). An eval run holds one point (``model``), so a rule that compares with ``base``
+    cannot be judged on it. ``harness gate`` refuses such a policy before judging (exit 2, nothing written);
+    :func:`judge` fails the rules. Returns one line per problem, empty when every point is there."""
+    ids = [p.id for p in summary.points]
+    kind = "an eval run" if summary.selection is None and len(ids) == 1 else "the run"
+    out = []
+    _, problem = _candidate_point(summary, policy.candidate)
+    if problem:
+        out.append(f"candidate: {policy.candidate.value}: {problem}")
+    for ref in (Reference.BASE, Reference.ADAPTED):
+        rules = [r.name for r in policy.rules if r.resolved_reference is ref]
+        if rules and ref.value not in ids:
+            out.append(f"rule{'s' * (len(rules) > 1)} {', '.join(map(repr, rules))} compare{'s' * (len(rules) == 1)} "
+                       f"with the run's {ref.value} point, but {kind} has only {ids}: gate the run of `harness "
+                       f"sweep` (it holds base, adapted and the blends), or compare with a stored run (reference: "
+                       f"baseline and --baseline RUN_DIR)")
+    return out
 
 
 def _candidate_point(summary: Summary, choice: CandidateChoice) -> tuple[str | None, str]:
@@ -394,7 +418,8 @@ def _evidence_reasons(rule: Rule, policy: GatePolicy, ev: _Evidence, info: dict[
         info["sign_test"], why = superiority_check(*ev.signs, policy.confidence)
         reasons.append(why)
     if rule.kind is RuleKind.DELTA and np.isfinite(ev.dist).all():
-        power_info, why = power_check(ev.dist, -rule.threshold, policy.confidence, policy.power)
+        power_info, why = power_check(ev.dist, -rule.threshold, policy.confidence, policy.power,
+                                      discordant=None if ev.signs is None else (sum(ev.signs), ev.n))
         info.update(power_info)
         if why and policy.on_underpowered == "warn":
             info["warning"] = why

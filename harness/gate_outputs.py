@@ -11,8 +11,8 @@ import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from harness.errors import HarnessError, SpecError, format_error
-from harness.gate import RunView, judge, note_split_uses, policy_problems
+from harness.errors import HarnessError, SpecError, format_error, problem_lines
+from harness.gate import RunView, judge, note_split_uses, point_problems, policy_problems
 from harness.io import atomic_write_text
 from harness.numfmt import fmt_num
 from harness.records import RuleOutcome, Verdict
@@ -191,7 +191,9 @@ def write_gate_outputs(run_dir: str | Path, verdict: Verdict, junit_path: str | 
         The run directory; ``verdict.json`` goes here.
     verdict : Verdict
     junit_path : str or Path, default=None
-        Where to write the JUnit XML; default ``run_dir/junit.xml``.
+        Where to write a copy of the JUnit XML. ``run_dir/junit.xml`` is always written, so a run directory never
+        keeps an earlier gate's JUnit file beside this gate's verdict.json (CI trial: a job that collected
+        ``runs/*/junit.xml`` read a stale pass).
 
     Returns
     -------
@@ -205,8 +207,10 @@ def write_gate_outputs(run_dir: str | Path, verdict: Verdict, junit_path: str | 
         cannot be appended to is logged as a warning only: the verdict and the exit code do not depend on it.
     """
     run_dir = Path(run_dir)
-    paths = {"verdict": write_verdict(run_dir, verdict),
-             "junit": atomic_write_text(Path(junit_path) if junit_path else run_dir / JUNIT, verdict_to_junit(verdict))}
+    xml = verdict_to_junit(verdict)
+    paths = {"verdict": write_verdict(run_dir, verdict), "junit": atomic_write_text(run_dir / JUNIT, xml)}
+    if junit_path and Path(junit_path).resolve() != (run_dir / JUNIT).resolve():
+        paths["junit"] = atomic_write_text(Path(junit_path), xml)  # the run's own is rewritten too: never stale
     summary = env("GITHUB_STEP_SUMMARY")
     if summary:
         try:
@@ -245,17 +249,20 @@ def run_gate(run_dir: str | Path, policy: str | Path, *, baseline: str | Path | 
         For a bad policy file or an unreadable run directory, or a policy whose verdict on this run is decided
         before judging (:func:`harness.gate.policy_problems` on the run's suites: a suite the run does not have, a
         metric a judged suite does not compute, a threshold outside its metric's range; ``sweep --gate`` refuses
-        the same before any work). Nothing is written then: an earlier verdict.json and JUnit file stay.
+        the same before any work; :func:`harness.gate.point_problems`: a candidate or a ``base`` / ``adapted``
+        reference point the run does not have, as an eval run's). Nothing is written then: an earlier verdict.json
+        and JUnit file stay.
     """
     pol = load_spec(policy, kind="policy")
     cand = RunView.from_dir(run_dir)
     found, warned = policy_problems(pol, run_suites(cand), run=True)
+    found += point_problems(pol, cand.summary)
     for line in warned:  # names the gate ignores on this run: said, not refused
         logger.warning("%s", line)
     if found:
         raise SpecError(format_error(
             f"the gate policy cannot pass on this run ({len(found)} problem{'s' * (len(found) > 1)})",
-            where=str(policy), got="; ".join(found),
+            where=str(policy), got=problem_lines(found),
             fix="edit the policy, or gate a run of the suites it names (nothing was written: an earlier verdict.json, "
                 "junit.xml and report in the run directory still show the previous gate's verdict)"))
     base_view, base_error = None, None

@@ -148,6 +148,22 @@ def align(cand: Side, ref: Side) -> Side:
     return Side(ref.point, cand.example_ids, cand.source_ids, labels, {k: v[pos] for k, v in ref.outputs.items()})
 
 
+def _cap_hint(cand, base, split: str) -> str:
+    """Why two runs' spec hashes of one suite may differ when the suite file did not change: a different row cap
+    (``--max-examples`` or a split's ``max_examples``, part of the hash), seen as a different number of examples
+    kept or capped on ``split``; empty when the counts agree (CI trial: a baseline scored with --max-examples 12
+    and a candidate with 8 read only "spec hash differs")."""
+    def counts(info) -> tuple:
+        sp = info.splits.get(split, {})
+        return sp.get("n"), (sp.get("drop_reasons") or {}).get("cap", 0)
+    (n_c, cap_c), (n_b, cap_b) = counts(cand), counts(base)
+    if (n_c, cap_c) == (n_b, cap_b) or not (cap_c or cap_b):
+        return ""
+    return (f": {split} kept {n_b} examples ({cap_b} capped) in the baseline and {n_c} ({cap_c} capped) in the "
+            f"candidate run, so the row cap differs (--max-examples, or the split's max_examples): score both with "
+            f"the same cap")
+
+
 def check_same_suite(cand: Summary, base: Summary, suite: str, split: str) -> None:
     a, b = cand.suites.get(suite), base.suites.get(suite)
     if a is None:
@@ -159,7 +175,8 @@ def check_same_suite(cand: Summary, base: Summary, suite: str, split: str) -> No
                            f"{a.version!r} in the candidate run; refresh the baseline")
     if a.spec_hash != b.spec_hash:
         raise RuleFailure(f"baseline mismatch: suite {suite!r} spec hash differs ({b.spec_hash[:12]} in the "
-                           f"baseline, {a.spec_hash[:12]} in the candidate run); refresh the baseline")
+                           f"baseline, {a.spec_hash[:12]} in the candidate run){_cap_hint(a, b, split)}; refresh the "
+                           f"baseline")
     fa, fb = (x.splits.get(split, {}).get("fingerprint") for x in (a, b))
     if not fa or not fb:
         raise RuleFailure(f"baseline mismatch: no data fingerprint recorded for {suite}/{split} in the "

@@ -18,6 +18,7 @@ Sources: Clopper & Pearson 1934; Korn & Graubard 1998 (effective n); McNemar 194
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -133,7 +134,8 @@ def superiority_check(wins: int, losses: int, confidence: float) -> tuple[dict[s
                   f"gives one-sided p = {p:.4f} > {1.0 - confidence:.4f}: the gain is not shown")
 
 
-def power_check(dist: np.ndarray, allowed: float, confidence: float, power: float) -> tuple[dict[str, Any], str]:
+def power_check(dist: np.ndarray, allowed: float, confidence: float, power: float, *,
+                discordant: tuple[int, int] | None = None) -> tuple[dict[str, Any], str]:
     """Whether a non-inferiority margin is detectable.
 
     Parameters
@@ -145,6 +147,13 @@ def power_check(dist: np.ndarray, allowed: float, confidence: float, power: floa
         read ``gain_needed_for_power`` from the info.
     confidence, power : float
         One-sided level of the rule; the power the margin must be detectable at.
+    discordant : (int, int), default=None
+        ``(n discordant pairs, n pairs)`` of a right-or-wrong metric on one suite. With no discordant pair the
+        bootstrap has no variance (se 0, so any margin would look detectable); ``se`` is then taken as
+        ``sqrt(d / n)`` at ``d = 1 - 0.5 ** (1 / n)``, the median-unbiased estimate of the discordance rate with
+        none observed (about ``0.69 / n``: the rate at which seeing none is a coin flip), and
+        ``info["se_from"]`` says so (CI trial: 8 examples with no disagreement reported a minimum detectable
+        effect of 0).
 
     Returns
     -------
@@ -156,8 +165,16 @@ def power_check(dist: np.ndarray, allowed: float, confidence: float, power: floa
         is that possible to fix by more data); empty otherwise.
     """
     se = float(np.std(dist, ddof=1)) if dist.size > 1 else float("nan")
+    floor = None
+    if discordant is not None and discordant[0] == 0 and discordant[1] > 0:
+        n = discordant[1]
+        floor = math.sqrt((1.0 - 0.5 ** (1.0 / n)) / n)
+        se = max(se, floor) if math.isfinite(se) else floor
     mde = min_detectable_effect(se, confidence, power)
     info = {"se": se, "min_detectable_effect": mde, "power": power, "gain_needed_for_power": -allowed + mde}
+    if floor is not None:
+        info["se_from"] = (f"no discordant pair in {discordant[1]} examples (bootstrap se 0): se from the "
+                           f"median-unbiased discordance rate {1.0 - 0.5 ** (1.0 / discordant[1]):.4f}")
     if allowed <= 0 or allowed >= mde:
         return info, ""
     return info, (f"underpowered: the margin {allowed:.4f} is below the minimum detectable effect {mde:.4f} "

@@ -32,7 +32,11 @@ _DIGIT_TABLE = str.maketrans("", "", string.digits)
 _NUMBER = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?")
 
 
-def extract_answer(text: str, pattern: str, *, match: str = "first", fallback: str = "[invalid]") -> str:
+#: What :func:`extract_answer` returns when the pattern matches nothing (lm-eval's regex filter's fallback).
+INVALID = "[invalid]"
+
+
+def extract_answer(text: str, pattern: str, *, match: str = "first", fallback: str = INVALID) -> str:
     r"""The answer extracted by a regular expression, as lm-eval's ``regex`` filter: ``re.findall``, the first
     (``match="first"``, lm-eval ``group_select=0``) or last (``"last"``, ``group_select=-1``) match, its first
     non-empty group when the pattern has several, stripped; ``fallback`` when nothing matches.

@@ -16,8 +16,8 @@ import pandas as pd
 import harness
 from harness.errors import SpecError, format_error
 from harness.metrics import compute_metrics
-from harness.pipeline.notes import (cap_note, count_nonfinite, nonfinite_note, whitespace_matches,
-                                    whitespace_note)
+from harness.pipeline.notes import (cap_note, count_nonfinite, nonfinite_note, regex_misses, regex_note,
+                                    whitespace_matches, whitespace_note)
 from harness.records import Predictions, SplitData, SplitRef, SplitResult
 from harness.progress import command_wall_time, track
 from harness.settings import Settings
@@ -273,6 +273,7 @@ class Scoring:
                  max_positions: int | None = None, group=None) -> None:
         self.notes: list[str] = []  # run notes (harness.pipeline.notes), read into the summary
         self._whitespace_noted: set[str] = set()  # generation suites already noted (whitespace_note)
+        self._regex_noted: set[str] = set()  # generation suites already noted (regex_note)
         self.opts, self.device_type = opts, device_type
         self.group = group  # harness.pipeline.distributed.DistGroup of a data-parallel run, else None
         self.suites = {s.name: self._capped(s, max_positions) for s, _ in loaded.suites}
@@ -352,11 +353,19 @@ class Scoring:
         return suite.model_copy(update={"max_length": int(limit)})
 
     def _check_whitespace(self, point: str, prep, outputs) -> None:
-        """Note, once per suite, a generation suite whose exact_match misses answers only by whitespace."""
+        """Note, once per suite, a generation suite whose exact_match misses answers only by whitespace, and
+        once per suite one whose ``answer_regex`` did not match some outputs (new-user trial: a regex for the
+        dataset's ``#### 42`` matched none of a model's outputs and every metric was 0 with no word)."""
         suite = self.suites[prep.ref.suite]
-        if suite.task_name != "generation" or prep.ref.suite in self._whitespace_noted:
+        if suite.task_name != "generation":
             return
-        n_close = whitespace_matches(outputs, prep.info.get("gold", ()), suite.task.normalize.model_dump())
+        pattern = suite.task.answer_regex
+        n_missed = regex_misses(outputs, pattern)
+        if n_missed and prep.ref.suite not in self._regex_noted:
+            self._regex_noted.add(prep.ref.suite)
+            self.notes.append(regex_note(prep.ref.suite, prep.ref.key, point, n_missed, len(prep), pattern))
+        n_close = 0 if prep.ref.suite in self._whitespace_noted else \
+            whitespace_matches(outputs, prep.info.get("gold", ()), suite.task.normalize.model_dump())
         if n_close:
             self._whitespace_noted.add(prep.ref.suite)
             self.notes.append(whitespace_note(prep.ref.suite, prep.ref.key, point, n_close, len(prep)))
@@ -435,10 +444,13 @@ def check_baseline(baseline: str | Path | None) -> None:
         If ``baseline`` is given and is not a folder.
     """
     if baseline is not None and not Path(baseline).is_dir():
-        raise SpecError(format_error("the --baseline run directory does not exist", where=str(baseline),
+        path = Path(baseline)
+        what = "is a file, not a folder" if path.exists() else "does not exist"
+        hint = f"pass the folder that holds it ({path.parent}), " if path.is_file() and path.parent.is_dir() else \
+            "pass the folder of the baseline run (e.g. reports/baselines/<name>), "
+        raise SpecError(format_error(f"the --baseline run directory {what}", where=str(baseline),
                                      expected="a run directory (summary.json, predictions.parquet) of an earlier run",
-                                     fix="pass the folder of the baseline run (e.g. reports/baselines/<name>), or "
-                                         "drop --baseline"))
+                                     fix=f"{hint}or drop --baseline"))
 
 
 def bootstrap_info(opts: RunOptions) -> BootstrapInfo:

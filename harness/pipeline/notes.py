@@ -103,6 +103,29 @@ def whitespace_matches(outputs: Mapping[str, Any], golds: Any, normalize: Mappin
                if score == 0 and exact_match(str(answer), str(gold), **options) == 1.0)
 
 
+def regex_misses(outputs: Mapping[str, Any], pattern: str | None) -> int:
+    """How many generation records' outputs ``answer_regex`` did not match: their answer is lm-eval's fallback
+    ``[invalid]`` (:func:`harness.metrics.text.extract_answer`), which scores 0 on every match metric."""
+    from harness.metrics.text import INVALID
+
+    if not pattern or "answer" not in outputs:
+        return 0
+    return int(sum(1 for answer in outputs["answer"] if str(answer) == INVALID))
+
+
+def regex_note(suite: str, split_key: str, point: str, n_missed: int, n: int, pattern: str) -> str:
+    """The note for a generation suite whose ``answer_regex`` did not match some outputs (all of them: likely a
+    regex written for the dataset's reference format, not for what the model writes)."""
+    note = (f"suite {suite}: answer_regex {pattern!r} did not match {n_missed} of {n} outputs on {split_key} "
+            f"({point}); each scores 0 as '[invalid]', as in lm-eval")
+    if n_missed == n:
+        note += ("; no output matched, so every match metric is 0: check the regex against what the model writes "
+                 "(predictions.parquet, column output), e.g. a regex for '#### 42' on outputs that say "
+                 "'The answer is 42'")
+    log.warning("%s", note)
+    return note
+
+
 def whitespace_note(suite: str, split_key: str, point: str, n_close: int, n: int) -> str:
     """The note for a generation suite whose exact_match misses answers only by surrounding whitespace."""
     note = (f"suite {suite}: {n_close} of {n} outputs on {split_key} ({point}) differ from their reference only "

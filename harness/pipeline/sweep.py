@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 
 import harness
-from harness.errors import SpecError, format_error
+from harness.errors import SpecError, format_error, problem_lines
 from harness.gate_outputs import run_gate as _run_gate
 from harness.models.paths import check_model_path
 from harness.pipeline.common import (LoadedSuites, RunOptions, RunResult, bootstrap_info, build_manifest,
@@ -182,7 +182,7 @@ def check_policy_fits(policy, suites: list[Suite], path: str | Path, *, max_exam
     if found:
         raise SpecError(format_error(
             f"the gate policy cannot pass on these suites ({len(found)} problem{'s' * (len(found) > 1)})",
-            where=str(path), got="; ".join(found),
+            where=str(path), got=problem_lines(found),
             fix="edit the policy (or the suites), then check with `harness validate POLICY SUITES...`"))
 
 

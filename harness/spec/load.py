@@ -94,11 +94,26 @@ def _read_text(path: Path) -> str:
                                          fix="a spec describes data, it does not hold it: move rows to a data file"))
         return data.decode("utf-8")
     except FileNotFoundError as e:
+        close = _close_files(path)
+        hint = f"did you mean {' or '.join(map(str, close))}? " if close else ""
         raise SpecError(format_error("spec file not found", where=_where(path),
-                                     fix="check the path (relative paths are taken from the current folder)")) from e
+                                     fix=f"{hint}check the path (relative paths are taken from the current "
+                                         "folder)")) from e
     except (OSError, UnicodeDecodeError) as e:
         raise SpecError(format_error("spec file cannot be read", where=str(path), got=str(e),
                                      fix="make it a readable UTF-8 YAML file")) from e
+
+
+def _close_files(path: Path) -> list[Path]:
+    """YAML files beside a missing ``path`` whose names are close to its name (``arc-easy.yml`` for
+    ``arc-easy.yaml``, a typo), at most 3; empty when its folder does not exist."""
+    import difflib
+
+    try:
+        names = sorted(q.name for q in path.parent.iterdir() if q.suffix in (".yaml", ".yml") and q.is_file())
+    except OSError:
+        return []
+    return [path.parent / n for n in difflib.get_close_matches(path.name, names, n=3, cutoff=0.75)]
 
 
 def _safe_load_bounded(text: str, path: Path) -> Any:

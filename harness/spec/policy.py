@@ -35,7 +35,7 @@ from typing import ClassVar, Literal, Union
 from pydantic import Field, field_validator, model_validator
 
 from harness.errors import did_you_mean, likely_typo
-from harness.spec.schema import BUILTIN_METRICS, Name, Strict
+from harness.spec.schema import BUILTIN_METRICS, TASK_METRICS, Name, Strict
 
 __all__ = ["RuleKind", "Aggregate", "Reference", "Mode", "CandidateChoice", "Rule", "DeclaredSuites", "GatePolicy",
            "policy_suite_notes", "policy_suite_warnings", "policy_metric_problems"]
@@ -399,8 +399,26 @@ def policy_metric_problems(policy: GatePolicy, suites: Mapping[str, tuple[str, l
         lacking = [n for n in names if rule.metric not in suites[n][1]]
         if lacking:
             has = "; ".join(f"{n}: {', '.join(suites[n][1])}" for n in lacking)
+            tasks = {n: _task_of(suites[n][1]) for n in lacking}
+            can = sorted({m for t in tasks.values() if t for m in TASK_METRICS[t]})
+            if any(t and rule.metric not in TASK_METRICS[t] for t in tasks.values()):
+                # new-user trial: "add it to the suite's metrics list" led to "metrics ['f1'] do not apply"
+                kinds = ", ".join(sorted({t for t in tasks.values() if t}))
+                close = likely_typo(rule.metric, can)
+                fix = (f"{'typo? ' + repr(close) + '; ' if close else ''}use a metric the {kinds} task computes "
+                       f"({', '.join(can)}), listed in the suite's metrics")
+            else:
+                fix = "use a metric they compute, or add it to the suite's metrics list"
             out.append(f"policy {policy.name!r} rule {rule.name!r} gates on metric {rule.metric!r}, which "
                        f"{'suite' if len(lacking) == 1 else 'suites'} {', '.join(lacking)} "
                        f"{'does' if len(lacking) == 1 else 'do'} not compute ({has}): the gate fails it with "
-                       f"'missing metric'; use a metric they compute, or add it to the suite's metrics list")
+                       f"'missing metric'; {fix}")
     return out
+
+
+def _task_of(metrics: list[str]) -> str | None:
+    """The task whose metrics (:data:`harness.spec.schema.TASK_METRICS`) include all of ``metrics`` (a suite's
+    list), when exactly one does; ``None`` otherwise (``evaluate:`` metrics count as classification's)."""
+    own = [m for m in metrics if not m.startswith("evaluate:")]
+    found = [t for t, ms in TASK_METRICS.items() if own and all(m in ms for m in own)]
+    return found[0] if len(found) == 1 else None

@@ -101,6 +101,37 @@ def test_report_and_gate_on_stored_run(eval_run, tmp_path, capsys):
     assert main(["gate", str(tmp_path / "no-run"), "--policy", str(policy)]) == 2
 
 
+def test_the_run_directorys_junit_file_never_keeps_an_earlier_verdict(eval_run, tmp_path):
+    """CI trial (2026-12-01): ``harness gate RUN --junit ci/junit.xml`` failed, and RUN/junit.xml kept the earlier
+    gate's pass, which a job collecting ``runs/*/junit.xml`` would report. The run's file is always rewritten."""
+    policy = tmp_path / "floor.yaml"
+    rule = "  - {name: id_floor, kind: floor, metric: accuracy, suites: id, floor: FLOOR, mode: point}\n"
+    policy.write_text("kind: policy\nname: floor\ncandidate: adapted\nrules:\n" + rule.replace("FLOOR", "0.0"))
+    assert main(["gate", str(eval_run), "--policy", str(policy)]) == 0
+    assert 'failures="0"' in (eval_run / "junit.xml").read_text()
+    policy.write_text(policy.read_text().replace("floor: 0.0", "floor: 0.99"))
+    assert main(["gate", str(eval_run), "--policy", str(policy), "--junit", str(tmp_path / "ci" / "junit.xml")]) == 1
+    for junit in (eval_run / "junit.xml", tmp_path / "ci" / "junit.xml"):
+        assert 'failures="1"' in junit.read_text(), junit
+
+
+def test_gating_an_eval_run_with_rules_against_base_exits_2_and_writes_nothing(eval_run, tmp_path, capsys):
+    """CI trial (2026-12-01): a release policy (delta rules against base) on an eval run exited 1 with every rule
+    failing "missing point", and replaced the run's verdict.json and junit.xml. The run cannot have a base point,
+    so the policy is refused before judging, as a missing suite is."""
+    policy = tmp_path / "vs-base.yaml"
+    policy.write_text("kind: policy\nname: vs-base\ncandidate: adapted\nrules:\n"
+                      "  - {name: id_gain, kind: delta, metric: accuracy, suites: id, min_delta: 0.0, mode: point}\n"
+                      "  - {name: flips, kind: negative_flips, suites: id, max_rate: 0.5}\n")
+    before = {f: (eval_run / f).read_bytes() if (eval_run / f).exists() else None
+              for f in ("verdict.json", "junit.xml")}
+    assert main(["gate", str(eval_run), "--policy", str(policy)]) == 2
+    err = capsys.readouterr().err
+    assert "rules 'id_gain', 'flips' compare with the run's base point, but an eval run has only ['model']" in err
+    assert "harness sweep" in err and "reference: baseline" in err
+    assert {f: (eval_run / f).read_bytes() if (eval_run / f).exists() else None for f in before} == before
+
+
 def test_internal_errors_exit_3_and_say_bug(monkeypatch, tiny_suites, capsys):
     import harness.cli as cli
 

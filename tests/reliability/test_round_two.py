@@ -370,6 +370,10 @@ def test_9_missing_baseline_folder_is_an_error_even_unused(m, s, tmp_path, capsy
     policy = Path(__file__).resolve().parents[2] / "suites" / "policies" / "demo.yaml"
     assert main(["gate", str(out), "--policy", str(policy), "--baseline", str(missing)]) == 2
     assert "does not exist" in capsys.readouterr().err
+    # CI trial: a run's summary.json given for the run folder was said not to exist
+    assert main(["gate", str(out), "--policy", str(policy), "--baseline", str(out / "summary.json")]) == 2
+    err = capsys.readouterr().err
+    assert "is a file, not a folder" in err and f"pass the folder that holds it ({out})" in err
 
 
 @pytest.mark.parametrize("policy", ["max-shift-within-id", "weighted", "id-only"])

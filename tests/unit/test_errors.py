@@ -87,3 +87,12 @@ def test_likely_typo_leaves_names_of_one_family_alone(name, other):
     assert likely_typo(name.upper(), [other, name]) == name  # the same name in other case still is a typo
     if "-" in name:
         assert likely_typo(name.replace("-", "_"), [other, name]) == name  # and so is another separator
+
+
+def test_several_problems_are_one_per_line():
+    """CI trial (2026-12-01): eleven problems of one gate policy came on one ';'-joined line."""
+    from harness.errors import format_error, problem_lines
+
+    msg = format_error("the gate policy cannot pass", got=problem_lines(["rule 'a': x", "rule 'b': y"]))
+    assert msg.splitlines()[1:] == ["  got:", "    - rule 'a': x", "    - rule 'b': y"]
+    assert problem_lines(["only one"]) == "only one"

@@ -230,3 +230,22 @@ def test_gate_uses_of_test_splits_are_counted_in_the_verdict(tmp_path):
         assert counts == {"amazon/test": k, "tweets/test": k}  # movies was not judged
         assert {o.suite: o.info["test_split_uses"] for o in v.outcomes} == {
             "tweets": {"tweets/test": k}, "amazon": {"amazon/test": k}}
+
+
+def test_no_disagreement_in_a_few_examples_is_underpowered_not_detectable_to_zero(tmp_path):
+    """CI trial (2026-12-01): 8 examples on which candidate and base agreed everywhere gave se 0, a minimum
+    detectable effect of 0 and a pass "at 90%" with no underpowered warning. With no discordant pair the se comes
+    from the median-unbiased discordance rate (1 - 0.5 ** (1 / n)); many examples still pass."""
+    right = np.r_[np.ones(6, bool), np.zeros(2, bool)]
+    run = tiny_run(tmp_path / "eight", right, right.copy())
+    o = only(judge(run, policy(rule(max_drop=0.10, min_clusters=1), on_underpowered="fail", confidence=0.90)))
+    d = 1 - 0.5 ** (1 / 8)
+    assert o.info["se"] == pytest.approx(np.sqrt(d / 8)) and "no discordant pair in 8 examples" in o.info["se_from"]
+    assert o.info["min_detectable_effect"] > 0.10 and not o.passed and "underpowered" in o.reason
+    rng = np.random.default_rng(5)
+    big = rng.random(3000) < 0.8
+    o = only(judge(tiny_run(tmp_path / "big", big, big.copy()), policy(rule(max_drop=0.02), on_underpowered="fail")))
+    assert o.passed and o.info["min_detectable_effect"] < 0.01 and "se_from" in o.info
+    o = only(judge(tiny_run(tmp_path / "some", big, derived_mask(rng, big, 0.8, 0.8, 0.05)),
+                   policy(rule(max_drop=0.05), on_underpowered="fail")))
+    assert "se_from" not in o.info  # discordant pairs: the bootstrap's own se

@@ -152,3 +152,20 @@ def test_policy_without_rules_fails(std):
     assert not v.passed and len(v.outcomes) == 1 and "no check" in v.outcomes[0].reason
 
 
+
+
+def test_a_spec_hash_that_differs_by_the_row_cap_says_so():
+    """CI trial (2026-12-01): a baseline scored with --max-examples 12 and a candidate with 8 failed with only
+    "spec hash differs" though no suite file changed; the cap is part of the hash, and the reason now names it."""
+    import types
+
+    from harness.gate_sides import _cap_hint
+
+    def info(n, cap):
+        return types.SimpleNamespace(splits={"test": {"n": n, "drop_reasons": {"cap": cap} if cap else {}}})
+
+    hint = _cap_hint(info(8, 1164), info(12, 1160), "test")
+    assert "test kept 12 examples (1160 capped) in the baseline and 8 (1164 capped) in the candidate run" in hint
+    assert "--max-examples" in hint
+    assert _cap_hint(info(8, 1164), info(8, 1164), "test") == ""  # same counts: the cap is not why
+    assert _cap_hint(info(8, 0), info(12, 0), "test") == ""  # no cap on either side

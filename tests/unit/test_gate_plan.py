@@ -52,3 +52,23 @@ def test_cli_plan(capsys):
     assert main(["gate", "--policy", str(RELEASE)]) == 2  # judging needs a run directory
     with pytest.raises(Exception, match="fraction"):
         plan_command(RELEASE, n=100, disagreement=1.5)
+
+
+def test_language_model_rules_are_modelled_and_a_rule_left_out_is_counted():
+    """CI trial (2026-12-01): ``--plan`` on an LM policy marked its acc_norm rules "not modelled (counted as
+    passing)" and printed rates that covered one rule of four. acc/acc_norm/exact_match are right-or-wrong shares
+    of examples, modelled as accuracy; a rule still left out (ECE) is counted in the output."""
+    lm = load_spec(Path(__file__).resolve().parents[2] / "suites" / "policies" / "lm-demo.yaml", kind="policy")
+    suites = {"lm-arc-easy": "id", "lm-arc-challenge": "shift", "lm-boolq": "shift"}
+    plan = plan_policy(lm, PlanSettings(n=2000, suites=suites, drop_suite="lm-arc-challenge", drop=0.12))
+    assert not [r.note for r in plan.rules if r.note], [r.note for r in plan.rules]
+    by_rule = {r.rule: r for r in plan.rules}
+    drop = by_rule["shift_arc_challenge_acc_norm_drop"]
+    assert drop.pass_drop < 0.5 < drop.pass_equal  # a 12-point drop against its 10-point margin
+    assert "not modelled" not in format_plan(plan)
+    pol = policy(rule("gen", metric="exact_match"), rule("cal", kind="ceiling", metric="ece", ceiling=0.1))
+    text = format_plan(plan_policy(pol, PlanSettings(n=2000, suites={"i": "id"})))
+    assert "1 of 2 rules not modelled (cal): both rates cover only the other 1" in text
+    text = format_plan(plan_policy(policy(rule("cal", kind="ceiling", metric="ece", ceiling=0.1)),
+                                   PlanSettings(n=2000, suites={"i": "id"})))
+    assert "no rule of the policy is modelled (cal)" in text

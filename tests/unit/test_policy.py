@@ -353,3 +353,19 @@ def test_a_task_block_without_its_kind_says_to_add_it():
                               "source": {"type": "local", "files": ["x.csv"]}})
     assert any(p.startswith("task: ") and "add `kind:` to the block" in p for p in problems_of(e.value)), \
         problems_of(e.value)
+
+
+def test_a_missing_spec_file_suggests_a_close_name_beside_it(tmp_path):
+    """CI trial (2026-12-01): ``--suite suites/arc-easy.yml`` said only "spec file not found" beside
+    ``arc-easy.yaml`` (a wrong model path got a "did you mean")."""
+    (tmp_path / "arc-easy.yaml").write_text("kind: policy\nname: p\nrules: []\n")
+    (tmp_path / "gsm.yaml").write_text("kind: policy\nname: p\nrules: []\n")
+    with pytest.raises(SpecError) as e:
+        load_spec(tmp_path / "arc-easy.yml")
+    assert f"did you mean {tmp_path / 'arc-easy.yaml'}?" in str(e.value) and "gsm" not in str(e.value)
+    with pytest.raises(SpecError) as e:
+        load_spec(tmp_path / "zzz.yaml")
+    assert "did you mean" not in str(e.value)
+    with pytest.raises(SpecError) as e:
+        load_spec(tmp_path / "no-folder" / "a.yaml")
+    assert "spec file not found" in str(e.value)

@@ -366,8 +366,17 @@ def test_a_policy_that_cannot_pass_is_refused_by_validate(tmp_path, capsys):
     rc, out, err = _validate(capsys, "--no-data", policy, _suite(tmp_path))
     assert rc == 2 and "1 valid, 1 invalid" in out, out
     assert "rule 'r' gates on metric 'acc_norm', which suite four does not compute (four: accuracy, macro_f1)" in err
+    # CI trial: "add it to the suite's metrics list" was the fix even where the suite's task cannot compute it
+    assert "use a metric the classification task computes (accuracy, balanced_accuracy, ece, macro_f1, nll)" in err
+    assert "add it to the suite's metrics list" not in err
     assert "rule 'f'" not in err  # macro_f1 is computed
-    policy.write_text(policy.read_text().replace("acc_norm", "accuracy"))
+    policy.write_text(policy.read_text().replace("acc_norm", "f1"))  # generation's token f1
+    rc, out, err = _validate(capsys, "--no-data", policy, _suite(tmp_path))
+    assert rc == 2 and "use a metric the classification task computes" in err, err
+    policy.write_text(policy.read_text().replace("metric: f1", "metric: nll"))  # computable, not listed: add it
+    rc, out, err = _validate(capsys, "--no-data", policy, _suite(tmp_path))
+    assert rc == 2 and "or add it to the suite's metrics list" in err, err
+    policy.write_text(policy.read_text().replace("nll", "accuracy"))
     rc, out, err = _validate(capsys, "--no-data", policy, _suite(tmp_path))
     assert rc == 0 and "2 valid, 0 invalid" in out, err
 

@@ -1,5 +1,7 @@
 """A generation suite whose exact_match misses answers only by surrounding whitespace gets a note (new-user
-trial, 2026-12-01: a prompt ending in 'Answer:' made every answer ' 5' and exact_match 0, silently)."""
+trial, 2026-12-01: a prompt ending in 'Answer:' made every answer ' 5' and exact_match 0, silently); so does one
+whose answer_regex matches no output (CI trial, 2026-12-01: a regex for GSM8K's '#### 42' on a model's outputs
+gave exact_match and numeric_match 0 on every row, with no note)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import types
 import numpy as np
 
 from harness.pipeline.common import Scoring
-from harness.pipeline.notes import whitespace_matches
+from harness.pipeline.notes import regex_misses, whitespace_matches
 from harness.records import SplitRef, SplitRole, SuiteRole
 
 
@@ -25,10 +27,9 @@ def test_counts_only_misses_that_stripping_would_turn_into_matches():
 
 
 def test_scoring_notes_it_once_per_suite_with_the_fix():
-    suite = types.SimpleNamespace(task_name="generation",
-                                  task=types.SimpleNamespace(normalize=types.SimpleNamespace(model_dump=lambda: {})))
-    scoring = Scoring.__new__(Scoring)
-    scoring.suites, scoring.notes, scoring._whitespace_noted = {"qa": suite}, [], set()
+    suite = types.SimpleNamespace(task_name="generation", task=types.SimpleNamespace(
+        normalize=types.SimpleNamespace(model_dump=lambda: {}), answer_regex=None))
+    scoring = _scoring(suite)
     ref = SplitRef("qa", "validation", SplitRole.VALIDATION, SuiteRole.SHIFT)
     prep = type("Prep", (), {"ref": ref, "info": {"gold": ("5", "6")}, "__len__": lambda self: 2})()
     scoring._check_whitespace("base", prep, _outputs([" 5", " 6"], [0.0, 0.0]))
@@ -36,3 +37,33 @@ def test_scoring_notes_it_once_per_suite_with_the_fix():
     assert len(scoring.notes) == 1
     assert "2 of 2 outputs on qa/validation (base) differ from their reference only by surrounding whitespace" \
         in scoring.notes[0] and "normalize: {strip: true}" in scoring.notes[0]
+
+
+def _scoring(suite):
+    scoring = Scoring.__new__(Scoring)
+    scoring.suites, scoring.notes, scoring._whitespace_noted, scoring._regex_noted = {"qa": suite}, [], set(), set()
+    return scoring
+
+
+def test_an_answer_regex_that_matches_no_output_is_noted_with_the_column_to_look_at():
+    from harness.tasks.generation import GenerationTask
+    from tests.unit.test_sweep import GEN, _suite
+
+    suite, _ = _suite("qa", "shift", {**GEN, "answer_regex": r"#### (\-?[0-9\.\,]+)"},
+                      metrics=["exact_match", "numeric_match"])
+    task = GenerationTask(suite)
+    prep = type("Prep", (), {"ref": SplitRef("qa", "validation", SplitRole.VALIDATION, SuiteRole.SHIFT),
+                             "info": {"gold": ("42", "7", "3")}, "__len__": lambda self: 3})()
+    outputs = task.records(prep, {"output": np.array(["The answer is 42.", "so 7", "#### 3"])})
+    assert list(outputs["answer"]) == ["[invalid]", "[invalid]", "3"]
+    assert regex_misses(outputs, suite.task.answer_regex) == 2 and regex_misses(outputs, None) == 0
+    scoring = _scoring(suite)
+    scoring._check_whitespace("base", prep, outputs)
+    scoring._check_whitespace("adapted", prep, outputs)  # once per suite
+    assert len(scoring.notes) == 1 and "did not match 2 of 3 outputs on qa/validation (base)" in scoring.notes[0]
+    assert "no output matched" not in scoring.notes[0]
+    none = task.records(prep, {"output": np.array(["The answer is 42.", "so 7", "3"])})
+    scoring = _scoring(suite)
+    scoring._check_whitespace("base", prep, none)
+    assert "did not match 3 of 3" in scoring.notes[0] and "no output matched" in scoring.notes[0]
+    assert "column output" in scoring.notes[0] and list(none["exact_match"]) == [0.0, 0.0, 0.0]
