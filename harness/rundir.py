@@ -8,8 +8,8 @@ base and adapted), ``alpha`` (float64, NaN for none), ``suite``, ``split`` (str)
 (str), ``label`` (int64), then the task's per-example columns (:class:`harness.records.Predictions`):
 classification ``logits`` (list<float32>, length n_classes); multiple choice ``loglik``, ``is_greedy``,
 ``choice_len``, ``choice_bytes`` (list<float64>, length of the split's most choices, NaN/0 past a row's last);
-generation ``output``, ``answer`` (str) and one float64 per match metric; perplexity ``doc_loglik``, ``tokens``,
-``words``, ``bytes`` (float64). A row holds nulls in the columns of other suites' tasks.
+generation ``output``, ``answer``, ``reference`` (str) and one float64 per match metric; perplexity ``doc_loglik``,
+``tokens``, ``words``, ``bytes`` (float64). A row holds nulls in the columns of other suites' tasks.
 """
 
 from __future__ import annotations

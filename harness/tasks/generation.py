@@ -2,8 +2,8 @@
 
 Each row becomes one ``generate_until`` request: the prompt, the suite's ``stop`` sequences and
 ``max_new_tokens``. Records: ``output`` (str (n,), the generated text, cut at the first stop sequence),
-``answer`` (str (n,), what was scored: the ``answer_regex`` extraction, else the output) and one float64 (n,)
-column per match metric of the suite (``exact_match`` and ``contains`` after the suite's ``normalize`` options,
+``answer`` (str (n,), what was scored: the ``answer_regex`` extraction, else the output), ``reference`` (str (n,),
+the gold text it was scored against) and one float64 (n,) column per match metric of the suite (``exact_match`` and ``contains`` after the suite's ``normalize`` options,
 ``numeric_match`` on the final numbers, token ``f1``), as :mod:`harness.metrics.text` defines them.
 """
 
@@ -52,7 +52,8 @@ class GenerationTask(LMTask):
         gold = prepared.info["gold"]
         score = {"exact_match": lambda a, g: exact_match(a, g, **norm), "contains": lambda a, g: contains(a, g, **norm),
                  "numeric_match": numeric_match, "f1": token_f1}
-        out: dict[str, np.ndarray] = {"output": np.array(texts, dtype=str), "answer": np.array(answers, dtype=str)}
+        out: dict[str, np.ndarray] = {"output": np.array(texts, dtype=str), "answer": np.array(answers, dtype=str),
+                                      "reference": np.array([str(g) for g in gold], dtype=str)}
         for name in GENERATION_METRICS:
             if name in self.metrics:
                 out[name] = np.array([score[name](a, g) for a, g in zip(answers, gold)], dtype=np.float64)

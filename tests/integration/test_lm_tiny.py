@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 import json
 import random
+import re
 import sys
 from pathlib import Path
 
@@ -119,8 +120,11 @@ def test_eval_scores_every_lm_task(lm_pair, lm_suites, tmp_path):
     assert k == 5 and np.all((outputs["choice_len"] > 0).sum(axis=1) >= 3) and (labels < k).all()
     acc = np.mean(np.nanargmax(np.where(outputs["choice_len"] > 0, outputs["loglik"], -np.inf), axis=1) == labels)
     assert res["tiny-arc"]["test"].metrics["acc"].value == pytest.approx(acc)
-    _, _, _, gen = predictions_for(frame, "model", "tiny-gsm", "test")
+    ids, _, _, gen = predictions_for(frame, "model", "tiny-gsm", "test")
     assert gen["output"].dtype.kind == "U" and set(gen["exact_match"]) <= {0.0, 1.0}
+    # the gold text each output was scored against, beside it (CI trial: a user could not see what missed)
+    assert len(ids) and all(re.fullmatch(r"\d+\+\d+\n#### [\d,]+", r) for r in gen["reference"])
+    assert (gen["exact_match"] == (gen["answer"] == gen["reference"])).all()  # no normalize options: equality
 
 
 def test_sweep_of_a_causal_lm_selects_on_each_suites_metric(lm_pair, lm_suites, tmp_path, capsys):
