@@ -162,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default=None, help="run directory to write (default reports/demo in the current "
                    "folder; --task lm: reports/lm-demo)")
     d.add_argument("--strict", action="store_true", help="exit 1 when the demo's gate fails")
+    d.add_argument("--models-only", action="store_true",
+                   help="only build (or find in the cache) the demo's base and adapted models and print their "
+                        "folders, for `harness sweep --base ... --adapted ...` on your own suites; no sweep")
     d.add_argument("--refresh-sample", action="store_true",
                    help="also refresh the committed sample report in reports/sample/ (--task lm: reports/sample-lm/; "
                    "figures and tables only)")
@@ -395,14 +398,21 @@ def _cmd_report(a) -> int:
 
 
 def _cmd_demo(a) -> int:
+    if a.models_only and (a.refresh_sample or a.strict):
+        flag = "--refresh-sample" if a.refresh_sample else "--strict"
+        raise SpecError(format_error(f"--models-only runs no sweep, so {flag} has nothing to act on",
+                                     where="harness demo", fix=f"drop {flag}, or drop --models-only"))
     if a.task == "lm":
         from harness.demo.lm_run import run_lm_demo
 
         res = run_lm_demo(adaptation=a.adaptation or "lora", profile=a.profile, out=a.out,
-                          options=_settings(a, "demo"), refresh_sample=a.refresh_sample, quiet=a.quiet)
+                          options=_settings(a, "demo"), refresh_sample=a.refresh_sample, quiet=a.quiet,
+                          models_only=a.models_only)
     else:
         res = run_demo(adaptation=a.adaptation or "full", profile=a.profile, out=a.out, options=_settings(a, "demo"),
-                       refresh_sample=a.refresh_sample, quiet=a.quiet)
+                       refresh_sample=a.refresh_sample, quiet=a.quiet, models_only=a.models_only)
+    if res is None:  # --models-only: the folders were printed
+        return EXIT_OK
     if res.verdict is not None and not res.verdict.passed and a.strict:
         return EXIT_GATE_FAILED
     return EXIT_OK

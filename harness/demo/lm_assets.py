@@ -249,7 +249,7 @@ def _verified_gguf(expected: str, workdir: Path, bar: tqdm) -> tuple[Path, str]:
         path, source = Path(local).expanduser(), f"${GGUF_ENV}={local}"
         if not path.is_file():
             raise ModelError(format_error(f"{GGUF_ENV} does not name a file", where=GGUF_ENV, got=local,
-                                          fix=f"point it at SmolLM2-135M-Instruct.Q4_1.gguf, or unset it"))
+                                          fix="point it at SmolLM2-135M-Instruct.Q4_1.gguf, or unset it"))
     elif (path := locate_gguf()) is not None:
         source = f"installed package {PACKAGE} ({path})"
     else:

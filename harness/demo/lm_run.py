@@ -18,7 +18,8 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from harness.demo.run import _say, final_line, print_test_table, refresh_sample_report, repo_root, suites_dir
+from harness.demo.run import (_say, final_line, print_models, print_test_table, refresh_sample_report, repo_root,
+                              suites_dir)
 from harness.errors import SpecError, format_error
 from harness.pipeline import RunOptions, sweep_models
 from harness.rundir import check_out_dir
@@ -56,8 +57,12 @@ def _adapted(base: Path, adaptation: str, profile: str, progress: bool) -> Path:
 
 
 def run_lm_demo(*, adaptation: str = "lora", profile: str = "quick", out: str | Path | None = None,
-                options: RunOptions | None = None, refresh_sample: bool = False, quiet: bool = False):
+                options: RunOptions | None = None, refresh_sample: bool = False, quiet: bool = False,
+                models_only: bool = False):
     """Run the language-model demo and return the sweep's :class:`harness.pipeline.RunResult`.
+
+    ``models_only``: convert SmolLM2 and train its fine-tune (or find both in the cache), print their folders
+    (``base: PATH``, ``adapted: PATH``) and return ``None``, with no sweep and nothing written under ``out``.
 
     ``refresh_sample`` also rewrites the committed sample report ``reports/sample-lm/`` (figures and tables only,
     no dataset text: :func:`harness.demo.run.refresh_sample_report`).
@@ -79,13 +84,17 @@ def run_lm_demo(*, adaptation: str = "lora", profile: str = "quick", out: str | 
                                      expected=["lora", "full", "reft"], got=adaptation))
     prof = LM_PROFILES[profile]
     out = Path(out) if out else Path("reports") / "lm-demo"  # like every --out: relative to the current folder
-    check_out_dir(out)  # before the models are converted and trained: a folder of other files is refused
+    if not models_only:
+        check_out_dir(out)  # before the models are converted and trained: a folder of other files is refused
     options = replace(options or RunOptions(), max_examples=prof.max_examples)
     t0 = time.perf_counter()
     _say(quiet, f"lm demo ({profile} profile): SmolLM2-135M-Instruct and its {adaptation} fine-tune on ARC-Easy "
                 "(converted and trained on the first run, then cached) ...")
     base = smollm2_dir(progress=options.progress)
     adapted = _adapted(base, adaptation, profile, progress=options.progress)
+    if models_only:
+        print_models(base, adapted)
+        return None
     _say(quiet, f"lm demo: base {base}\n         adapted {adapted}\n         models ready in "
                 f"{time.perf_counter() - t0:.0f} s; sweeping alpha on ARC-Easy, ARC-Challenge and BoolQ ...")
     res = sweep_models(base, adapted, [suites_dir() / s for s in LM_SUITES], alphas=prof.alphas,

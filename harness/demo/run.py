@@ -117,8 +117,11 @@ def _build_models(adaptation: str, profile: str, options, progress: bool):
 
 
 def run_demo(*, adaptation: str = "full", profile: str = "quick", out: str | Path | None = None, options=None,
-             refresh_sample: bool = False, quiet: bool = False):
+             refresh_sample: bool = False, quiet: bool = False, models_only: bool = False):
     """Run the demo and return the sweep's :class:`harness.pipeline.RunResult` (``verdict`` holds the gate).
+
+    ``models_only``: build (or find in the cache) the demo's base and adapted models, print their folders on two
+    lines (``base: PATH``, ``adapted: PATH``) and return ``None``: no sweep, nothing written under ``out``.
 
     Raises
     ------
@@ -136,7 +139,8 @@ def run_demo(*, adaptation: str = "full", profile: str = "quick", out: str | Pat
                                          "--adaptation reft"))
     prof = PROFILES[profile]
     out = Path(out) if out else Path("reports") / "demo"  # like every --out: relative to the current folder
-    check_out_dir(out)  # before the models are built: an --out holding other files is refused, never replaced
+    if not models_only:
+        check_out_dir(out)  # before the models are built: an --out holding other files is refused, never replaced
     options = options or RunOptions()
     options = replace(options, max_examples=prof.max_examples, max_length=prof.max_length)
     t0 = time.perf_counter()
@@ -144,6 +148,9 @@ def run_demo(*, adaptation: str = "full", profile: str = "quick", out: str | Pat
                 f"then cached in {cache_root()}) ...")
     models = _build_models(adaptation, profile, options, progress=options.progress)
     t_models = time.perf_counter() - t0
+    if models_only:
+        print_models(models.base_dir, models.adapted_dir)
+        return None
     sdir = suites_dir()
     suites = [sdir / ID_SUITE] + [sdir / s for s in SHIFT_SUITES + prof.extra_suites]
     same = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in (("max_examples", prof.max_examples),
@@ -171,6 +178,13 @@ def run_demo(*, adaptation: str = "full", profile: str = "quick", out: str | Pat
     else:
         _print_outcome(res, (models.base_dir, models.adapted_dir))
     return res
+
+
+def print_models(base: Path, adapted: Path) -> None:
+    """``harness demo --models-only``: the two model folders, one per line, for ``harness sweep --base ...
+    --adapted ...`` on the user's own suites (machine-readable: ``base: PATH`` and ``adapted: PATH``)."""
+    print(f"base: {base}")
+    print(f"adapted: {adapted}")
 
 
 def _say(quiet: bool, text: str) -> None:

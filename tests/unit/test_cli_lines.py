@@ -43,3 +43,31 @@ def test_lm_demo_header_and_summary_use_one_profile_name(monkeypatch, capsys, tm
         lm_run.run_lm_demo(profile="quick", out=tmp_path / "run")
     assert "lm demo (quick profile)" in capsys.readouterr().err
     assert seen["profile"] == "quick"  # the summary's profile, printed as "lm demo (quick profile): chosen alpha"
+
+
+@pytest.mark.parametrize("task", ["sentiment", "lm"])
+def test_demo_models_only_prints_the_two_folders_and_runs_no_sweep(monkeypatch, capsys, tmp_path, task):
+    """New-user trial (2026-12-01): a user with their own suites had to run the whole LM demo (minutes) to get
+    its models. ``--models-only`` builds or finds them, prints ``base:`` and ``adapted:`` and writes no run."""
+    import types
+
+    from harness.cli import main
+    from harness.demo import lm_assets, lm_run
+    from harness.demo import run as demo
+
+    def no_sweep(*a, **k):
+        raise AssertionError("--models-only swept")
+
+    monkeypatch.setattr(lm_assets, "smollm2_dir", lambda **kw: tmp_path / "base")
+    monkeypatch.setattr(lm_run, "_adapted", lambda *a, **kw: tmp_path / "adapted")
+    monkeypatch.setattr(demo, "_build_models", lambda *a, **kw: types.SimpleNamespace(
+        base_dir=tmp_path / "base", adapted_dir=tmp_path / "adapted", info={}))
+    monkeypatch.setattr(lm_run, "sweep_models", no_sweep)
+    monkeypatch.setattr(demo, "sweep_models", no_sweep)
+    out = tmp_path / "run"
+    assert main(["demo", "--task", task, "--models-only", "--out", str(out), "--quiet"]) == 0
+    assert capsys.readouterr().out.splitlines()[-2:] == [f"base: {tmp_path / 'base'}",
+                                                         f"adapted: {tmp_path / 'adapted'}"]
+    assert not out.exists()
+    assert main(["demo", "--task", task, "--models-only", "--strict"]) == 2
+    assert "--models-only runs no sweep, so --strict has nothing to act on" in capsys.readouterr().err
