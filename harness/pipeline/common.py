@@ -307,7 +307,9 @@ class Scoring:
                                                  n=len(prep))
             if self.group is not None:  # rank 0's lookup decides for every rank
                 outputs = self.group.broadcast(outputs)
-            if outputs is None:
+            if outputs is not None:
+                outputs = task.stored(prep, outputs)
+            else:
                 outputs = self._compute(task, prep, runner, point, alpha)
                 self.n_computed += 1
                 if self.store is not None:  # keyed after scoring: a first-batch fallback to padded changes the key

@@ -84,6 +84,11 @@ class Task(ABC):
         """Turn a runner's outputs for ``prepared`` into the per-example columns the task's metrics read
         (each array's first axis is the split's rows, in order)."""
 
+    def stored(self, prepared: Prepared, records: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Records read back from the results store, with any column this version derives from ``prepared``
+        alone added where an older store entry lacks it (no model output is recomputed). Default: as stored."""
+        return records
+
     def request_spans(self, prepared: Prepared) -> np.ndarray:
         """Offsets into ``prepared.requests`` of each row's requests: row ``i`` owns
         ``requests[spans[i]:spans[i + 1]]`` (int64, shape (n + 1,)). Default: one request per row."""

@@ -45,6 +45,12 @@ class GenerationTask(LMTask):
         spec = self.spec
         return extract_answer(text, spec.answer_regex, match=spec.answer_match) if spec.answer_regex else text
 
+    def stored(self, prepared: Prepared, records: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """A stored entry from before the ``reference`` column (2026-12-01) gets it from ``prepared``'s gold."""
+        if "reference" in records:
+            return records
+        return {**records, "reference": np.array([str(g) for g in prepared.info["gold"]], dtype=str)}
+
     def records(self, prepared: Prepared, outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         norm = self.spec.normalize.model_dump()
         texts = [str(t) for t in outputs["output"]]

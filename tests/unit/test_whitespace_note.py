@@ -67,3 +67,19 @@ def test_an_answer_regex_that_matches_no_output_is_noted_with_the_column_to_look
     scoring._check_whitespace("base", prep, none)
     assert "did not match 3 of 3" in scoring.notes[0] and "no output matched" in scoring.notes[0]
     assert "column output" in scoring.notes[0] and list(none["exact_match"]) == [0.0, 0.0, 0.0]
+
+
+def test_a_stored_entry_from_before_the_reference_column_gets_it():
+    """Records read back from the store are the task's records of the version that stored them; an entry from
+    before ``reference`` existed (same store key) gets the column from the split's gold, nothing recomputed."""
+    from harness.tasks.generation import GenerationTask
+    from tests.unit.test_sweep import GEN, _suite
+
+    suite, _ = _suite("qa", "shift", GEN, metrics=["exact_match"])
+    task = GenerationTask(suite)
+    prep = type("Prep", (), {"info": {"gold": ("42", "7")}, "__len__": lambda self: 2})()
+    old = {"output": np.array(["42", "8"]), "answer": np.array(["42", "8"]), "exact_match": np.array([1.0, 0.0])}
+    got = task.stored(prep, old)
+    assert list(got["reference"]) == ["42", "7"] and got["exact_match"] is old["exact_match"]
+    new = {**old, "reference": np.array(["x", "y"])}
+    assert task.stored(prep, new) is new
