@@ -11,6 +11,7 @@ gold ``text`` must equal one of the choices in a multiple-choice task.
 from __future__ import annotations
 
 import json
+import math
 import numbers
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -115,6 +116,10 @@ def row_gold(row: Mapping[str, Any], gold: GoldSpec, choices: list[str] | None, 
             index = int(index.strip())
         elif isinstance(index, str) and index.strip().lower() in ("true", "false"):  # and a boolean is text too
             index = int(index.strip().lower() == "true")
+        elif isinstance(index, numbers.Real) and math.isfinite(index) and float(index).is_integer():
+            index = int(index)  # a column with a missing cell reads as floats (3.0), as classification labels do
+        elif isinstance(index, str) and _integral_text(index.strip()):
+            index = int(float(index.strip()))  # "3.0" in a CSV written from such a column
     else:
         label = field_value(row, gold.label or "", where=f"{where}.label")
         labels = field_value(row, gold.labels or "", where=f"{where}.labels")
@@ -131,6 +136,15 @@ def row_gold(row: Mapping[str, Any], gold: GoldSpec, choices: list[str] | None, 
                                      fix="gold.index counts the choices from 0 (use gold.label with gold.labels for "
                                          f"answer keys such as 'A'); {ROW_FIX}"))
     return index
+
+
+def _integral_text(text: str) -> bool:
+    """Whether ``text`` is a whole number written as a float (``"3.0"``), not ``"3.5"``, ``"nan"`` or ``"1e400"``."""
+    try:
+        value = float(text)
+    except ValueError:
+        return False
+    return math.isfinite(value) and value.is_integer() and "." in text
 
 
 def task_columns(task: MultipleChoiceTask | GenerationTask | PerplexityTask) -> dict[str, set[str]]:

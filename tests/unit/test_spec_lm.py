@@ -87,6 +87,10 @@ def test_choices_and_gold_from_rows():
     assert row_gold({"g": "True"}, GoldSpec(index="g"), ["no", "yes"]) == 1  # BoolQ's answer column in a CSV
     assert row_gold({"g": "false"}, GoldSpec(index="g"), ["no", "yes"]) == 0
     assert row_gold({"t": "#### 4"}, GoldSpec(text="t"), None) == "#### 4"
+    # a column with a missing cell reads as floats (left alone, session 33): 1.0 is position 1, as a label
+    assert row_gold({"g": 1.0}, GoldSpec(index="g"), ["x", "y"]) == 1
+    assert row_gold({"g": np.float64(0.0)}, GoldSpec(index="g"), ["x", "y"]) == 0
+    assert row_gold({"g": "1.0"}, GoldSpec(index="g"), ["x", "y"]) == 1
 
 
 @pytest.mark.parametrize("row, choices, gold, msg", [
@@ -97,6 +101,10 @@ def test_choices_and_gold_from_rows():
     ({"c": ["x", "y"], "g": 2}, ChoicesSpec(field="c"), GoldSpec(index="g"), "not a position"),
     ({"c": ["x", "y"], "g": "B"}, ChoicesSpec(field="c"), GoldSpec(index="g"), "not a position"),
     ({"c": ["x", "y"], "g": "-1"}, ChoicesSpec(field="c"), GoldSpec(index="g"), "not a position"),
+    ({"c": ["x", "y"], "g": 0.5}, ChoicesSpec(field="c"), GoldSpec(index="g"), "not a position"),
+    ({"c": ["x", "y"], "g": float("nan")}, ChoicesSpec(field="c"), GoldSpec(index="g"), "not a position"),
+    ({"c": ["x", "y"], "g": "1.5"}, ChoicesSpec(field="c"), GoldSpec(index="g"), "not a position"),
+    ({"c": ["x", "y"], "g": 2.0}, ChoicesSpec(field="c"), GoldSpec(index="g"), "not a position"),
     ({"c": ["x", "y"], "g": "z"}, ChoicesSpec(field="c"), GoldSpec(text="g"), "not one of the row's choices"),
     ({"c": ["x", "y"], "k": "E", "l": ["A", "B"]}, ChoicesSpec(field="c"), GoldSpec(label="k", labels="l"),
      "not in the label list"),
