@@ -299,6 +299,10 @@ def _check_data(path: Path, suite, quiet: bool) -> list[str]:
     read = {c.split: c.missing for c in checks if not c.unread}
     for note in missing_class_notes(suite.name, read, len(suite.classes or ())):
         print(f"WARN  {note}", file=sys.stderr)
+    total = sum(sp.fraction for sp in suite.splits if sp.fraction is not None)
+    if any(sp.fraction is not None for sp in suite.splits) and total < 1.0 - 1e-9:  # allowed: said, not refused
+        print(f"WARN  {path}: the split fractions sum to {total:g}, so about {1.0 - total:.0%} of the documents are "
+              f"in no split (never scored); make them sum to 1 if that is not intended", file=sys.stderr)
     return []
 
 
