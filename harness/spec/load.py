@@ -52,7 +52,7 @@ def read_yaml(path: str | Path, _depth: int = 0) -> dict[str, Any]:
     try:
         doc = _safe_load_bounded(text, path)
     except yaml.YAMLError as e:
-        raise SpecError(format_error("spec file is not valid YAML", where=str(path), got=str(e).replace("\n", " "),
+        raise SpecError(format_error("spec file is not valid YAML", where=str(path), got=_yaml_problem(e, path),
                                      fix="fix the YAML syntax at the position shown")) from e
     except RecursionError as e:
         raise SpecError(format_error("spec file nests too deeply", where=str(path),
@@ -102,6 +102,13 @@ def _read_text(path: Path) -> str:
     except (OSError, UnicodeDecodeError) as e:
         raise SpecError(format_error("spec file cannot be read", where=str(path), got=str(e),
                                      fix="make it a readable UTF-8 YAML file")) from e
+
+
+def _yaml_problem(error: yaml.YAMLError, path: Path) -> str:
+    """PyYAML's message with its line breaks kept (the caret under the column only lines up that way), indented
+    under ``got:``, and the file's name for PyYAML's ``"<unicode string>"``."""
+    lines = [ln.replace('"<unicode string>"', path.name) for ln in str(error).splitlines() if ln.strip()]
+    return "".join(f"\n    {ln}" for ln in lines)
 
 
 def _close_files(path: Path) -> list[Path]:

@@ -119,3 +119,14 @@ def test_generated_docs_are_current():
     from harness.spec.docs import main as docs
 
     assert docs(["--check"]) == 0, "run: python -m harness.spec.docs"
+
+
+def test_a_yaml_syntax_error_keeps_its_lines_so_the_caret_points_at_the_column(tmp_path):
+    """Session 33's note: PyYAML's message was squashed onto one line, so its caret pointed nowhere."""
+    p = write(tmp_path, "kind: suite\nname: x\n  role: id\n")
+    with pytest.raises(SpecError) as e:
+        read_yaml(p)
+    lines = str(e.value).splitlines()
+    at = lines.index("          role: id")
+    assert lines[at + 1] == "              ^" and f"in {p.name}, line 3, column 7" in lines[at - 1]
+    assert "<unicode string>" not in str(e.value)
