@@ -19,8 +19,9 @@ Variants (``--variants``), each on transformers' model and ``StaticCache``:
   combination of the fields' neighbours (``coordinate_descent_check_all_directions``), otherwise as the harness's
   tuned step (``graph_tuned_r2``: its programmatic dependent launch and one-row eager attention kept);
   ``graph_tuned_nopdl`` is the harness's tuned step without programmatic dependent launch; ``_dobench`` has the
-  autotuner time kernels with Triton's ``do_bench`` instead of Inductor's own timer for the whole process
-  (:func:`use_timer`; the same as ``TORCHINDUCTOR_USE_EXPERIMENTAL_BENCHMARKER=0``). The harness's tuned step
+  launch-time autotuner of Triton kernels time them with Triton's ``do_bench`` instead of Inductor's own timer for
+  the whole process (:func:`use_timer`; ``TORCHINDUCTOR_USE_EXPERIMENTAL_BENCHMARKER=0`` also changes the timer of
+  max-autotune's compile-time choices). The harness's tuned step
   swaps the timer to ``do_bench`` for its own calls since 2026-12-01g (``causal_decode._timed_by_do_bench``), so
   ``graph_tuned_dobench`` is now ``graph_tuned`` by another route, and the ``_r2``/``_all``/``_nopdl`` variants,
   "as the harness's tuned step", take ``do_bench`` too; every result records its ``autotune_timer``.

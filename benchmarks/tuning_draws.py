@@ -27,7 +27,8 @@ summed 1.10-1.52 ms (they overlap under programmatic dependent launch); each dra
 the fastest picks, and the four slowest had one or two kernels whose pick ran 5-36x slower than another draw's;
 the kernels at the fastest picks sum to 0.98 ms per step. With the tuner timed by Triton's ``do_bench`` (the
 tuned step since 2026-12-01g, ``benchmarks/results/2026-12-01g-h200-gen_b1-llama32-dobench-draws.json``), twelve
-draws took 0.96-1.33 ms per step and the three slowest still had one or two picks 5-13x slower than another draw's.
+draws took 0.96-1.33 ms per step and the three slowest still had one or two picks 4.8-12.5x slower than another
+draw's.
 """
 
 from __future__ import annotations

@@ -406,6 +406,8 @@ def _cmd_demo(a) -> int:
         flag = "--refresh-sample" if a.refresh_sample else "--strict"
         raise SpecError(format_error(f"--models-only runs no sweep, so {flag} has nothing to act on",
                                      where="harness demo", fix=f"drop {flag}, or drop --models-only"))
+    if a.models_only and a.out:
+        print(f"note: --out {a.out} is not used with --models-only (no run is written)", file=sys.stderr)
     if a.task == "lm":
         from harness.demo.lm_run import run_lm_demo
 

@@ -32,8 +32,8 @@ Evidence checks (the bootstrap has no variance where the data has none)
       ``(z_confidence + z_power) * se`` (``se``: the bootstrap standard deviation of the paired difference) is
       ``underpowered``: an equal candidate would fail it more often than ``1 - power``. It fails
       (``on_underpowered: fail``, the default) or passes with a warning in ``info`` (``warn``). With no
-      discordant pair on one suite (se 0) ``se`` is taken from the median-unbiased disagreement rate
-      (:func:`harness.metrics.evidence.power_check`).
+      discordant pair on any of its suites (se 0) ``se`` is taken from the median-unbiased disagreement rate
+      over the independent units (:func:`harness.metrics.evidence.agreement_se`).
     * A policy that declares its ``suites`` fails every ``id`` / ``shift`` rule for a declared suite the run lacks.
       Such a rule judges the declared suites of its role *and* every other suite of that role in the run (a shift
       suite the policy does not name is never skipped); each outcome's ``info["suites_judged"]`` says which
@@ -62,8 +62,8 @@ import numpy as np
 
 from harness.metrics.bootstrap import cluster_weights, metric_distribution
 from harness.metrics.calibration import calibration_errors
-from harness.metrics.evidence import (class_recall_evidence, discordant_counts, flip_evidence, power_check,
-                                      superiority_check)
+from harness.metrics.evidence import (agreement_se, class_recall_evidence, discordant_counts, flip_evidence,
+                                      power_check, superiority_check)
 from harness.metrics.exact import proportion_bound
 from harness.metrics.registry import get_metric, point_value
 from harness.metrics.split_uses import record_uses
@@ -75,7 +75,8 @@ from harness.spec.policy import (Aggregate, CandidateChoice, GatePolicy, Mode, R
                                  policy_metric_problems, policy_suite_notes)
 from harness.summary import Summary
 
-__all__ = ["RunView", "judge", "note_split_uses", "threshold_problem", "policy_problems", "SUMMARY_TOLERANCE"]
+__all__ = ["RunView", "judge", "note_split_uses", "threshold_problem", "policy_problems", "point_problems",
+           "SUMMARY_TOLERANCE"]
 
 logger = logging.getLogger(__name__)
 
@@ -355,7 +356,8 @@ def _judge_group(rule: Rule, group: list[str], label: str, ctx: _Context) -> Rul
     if rule.aggregate is not Aggregate.MEAN and all(e is not None for e in exacts):
         exact = (min if rule.at_least else max)(exacts)  # worst: the most conservative suite's exact bound
     signs = stats[group[0]].signs if len(group) == 1 else None
-    return _decide(rule, ctx.policy, label, _Evidence(point, dist, n, exact, signs), info)
+    floor, floor_from = _agreement_floor(rule, stats)
+    return _decide(rule, ctx.policy, label, _Evidence(point, dist, n, exact, signs, floor, floor_from), info)
 
 
 def _statistic_name(rule: Rule) -> str:
@@ -378,6 +380,24 @@ class _Evidence:
     n: int
     exact: float | None = None
     signs: tuple[int, int] | None = None
+    se_floor: float | None = None
+    se_from: str | None = None
+
+
+def _agreement_floor(rule: Rule, stats: dict[str, "_Stat"]) -> tuple[float | None, str | None]:
+    """The se floor of a delta rule whose suites all show no discordant pair (a right-or-wrong metric where
+    candidate and reference agree on every example: the bootstrap's se is 0): each suite's
+    :func:`harness.metrics.evidence.agreement_se` at the smaller of its examples and clusters, combined as the
+    rule combines the suites (``mean``: ``sqrt(sum se_k^2) / k``; ``worst``, one suite: the largest)."""
+    if rule.kind is not RuleKind.DELTA or not stats or any(st.signs is None or sum(st.signs) for st in stats.values()):
+        return None, None
+    units = {k: min(st.n, int(st.info.get("n_clusters", st.n))) for k, st in stats.items()}
+    floors = [agreement_se(u) for u in units.values()]
+    floor = float(np.sqrt(np.sum(np.square(floors))) / len(floors)) if rule.aggregate is Aggregate.MEAN and \
+        len(floors) > 1 else max(floors)
+    shown = ", ".join(f"{k} {u}" for k, u in units.items())
+    return floor, (f"no discordant pair (bootstrap se 0): se from the median-unbiased disagreement rate over the "
+                   f"independent units (the smaller of examples and clusters: {shown})")
 
 
 def _decide(rule: Rule, policy: GatePolicy, label: str, ev: _Evidence, info: dict[str, Any]) -> RuleOutcome:
@@ -419,7 +439,7 @@ def _evidence_reasons(rule: Rule, policy: GatePolicy, ev: _Evidence, info: dict[
         reasons.append(why)
     if rule.kind is RuleKind.DELTA and np.isfinite(ev.dist).all():
         power_info, why = power_check(ev.dist, -rule.threshold, policy.confidence, policy.power,
-                                      discordant=None if ev.signs is None else (sum(ev.signs), ev.n))
+                                      se_floor=ev.se_floor, se_from=ev.se_from)
         info.update(power_info)
         if why and policy.on_underpowered == "warn":
             info["warning"] = why

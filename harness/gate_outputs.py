@@ -263,8 +263,9 @@ def run_gate(run_dir: str | Path, policy: str | Path, *, baseline: str | Path | 
         raise SpecError(format_error(
             f"the gate policy cannot pass on this run ({len(found)} problem{'s' * (len(found) > 1)})",
             where=str(policy), got=problem_lines(found),
-            fix="edit the policy, or gate a run of the suites it names (nothing was written: an earlier verdict.json, "
-                "junit.xml and report in the run directory still show the previous gate's verdict)"))
+            fix="edit the policy, or gate a run that has the suites and points it names (nothing was written: an "
+                "earlier verdict.json, junit.xml and report in the run directory still show the previous gate's "
+                "verdict)"))
     base_view, base_error = None, None
     if baseline is not None and not pol.needs_baseline:  # CI-integration trial: it was ignored without a word
         logger.warning("--baseline %s is not used: no rule of policy %r compares with a baseline run (reference: "

@@ -26,7 +26,8 @@ import numpy as np
 from harness.metrics.bootstrap import resample_sums
 from harness.metrics.exact import min_detectable_effect, proportion_bound, sign_test
 
-__all__ = ["flip_evidence", "class_recall_evidence", "discordant_counts", "superiority_check", "power_check"]
+__all__ = ["flip_evidence", "class_recall_evidence", "discordant_counts", "superiority_check", "power_check",
+           "agreement_se"]
 
 
 def flip_evidence(ref_right: np.ndarray, cand_right: np.ndarray, source_ids: np.ndarray, w: np.ndarray,
@@ -134,8 +135,24 @@ def superiority_check(wins: int, losses: int, confidence: float) -> tuple[dict[s
                   f"gives one-sided p = {p:.4f} > {1.0 - confidence:.4f}: the gain is not shown")
 
 
+def agreement_se(n_units: int) -> float:
+    """The standard error a paired difference of right-or-wrong outcomes is given when candidate and reference
+    agree everywhere, so the bootstrap has no variance: ``sqrt(d / n)`` at the median-unbiased disagreement rate
+    ``d = 1 - 0.5 ** (1 / n)`` (the rate at which seeing no disagreement is a coin flip; about ``0.69 / n``).
+    ``n_units`` is the number of independent units: the clusters (``source_id`` values) where examples are
+    clustered, since with nothing disagreeing no design effect can be estimated (the gate and ``--plan`` pass
+    the smaller of examples and clusters). Returns a float; ``nan`` for ``n_units < 1``.
+
+    >>> round(agreement_se(8), 4), round(agreement_se(3000), 6)
+    (0.1019, 0.000278)
+    """
+    if n_units < 1:
+        return float("nan")
+    return math.sqrt((1.0 - 0.5 ** (1.0 / n_units)) / n_units)
+
+
 def power_check(dist: np.ndarray, allowed: float, confidence: float, power: float, *,
-                discordant: tuple[int, int] | None = None) -> tuple[dict[str, Any], str]:
+                se_floor: float | None = None, se_from: str | None = None) -> tuple[dict[str, Any], str]:
     """Whether a non-inferiority margin is detectable.
 
     Parameters
@@ -147,34 +164,28 @@ def power_check(dist: np.ndarray, allowed: float, confidence: float, power: floa
         read ``gain_needed_for_power`` from the info.
     confidence, power : float
         One-sided level of the rule; the power the margin must be detectable at.
-    discordant : (int, int), default=None
-        ``(n discordant pairs, n pairs)`` of a right-or-wrong metric on one suite. With no discordant pair the
-        bootstrap has no variance (se 0, so any margin would look detectable); ``se`` is then taken as
-        ``sqrt(d / n)`` at ``d = 1 - 0.5 ** (1 / n)``, the median-unbiased estimate of the discordance rate with
-        none observed (about ``0.69 / n``: the rate at which seeing none is a coin flip), and
-        ``info["se_from"]`` says so (CI trial: 8 examples with no disagreement reported a minimum detectable
-        effect of 0).
+    se_floor, se_from : float and str, default=None
+        A standard error to use where the bootstrap's is smaller, and why (:func:`agreement_se`: candidate and
+        reference agree on every example, so the bootstrap's se is 0 and any margin would look detectable; CI
+        trial: 8 agreeing examples reported a minimum detectable effect of 0). Recorded as ``info["se_from"]``.
 
     Returns
     -------
     info : dict
-        ``se`` (bootstrap standard deviation), ``min_detectable_effect`` = ``(z_confidence + z_power) * se``,
-        ``power``, and ``gain_needed_for_power`` (``-allowed + mde``).
+        ``se`` (bootstrap standard deviation, or the floor), ``min_detectable_effect`` =
+        ``(z_confidence + z_power) * se``, ``power``, and ``gain_needed_for_power`` (``-allowed + mde``).
     reason : str
         ``underpowered: ...`` when ``allowed`` is below the minimum detectable effect (only for ``allowed > 0``
         is that possible to fix by more data); empty otherwise.
     """
     se = float(np.std(dist, ddof=1)) if dist.size > 1 else float("nan")
-    floor = None
-    if discordant is not None and discordant[0] == 0 and discordant[1] > 0:
-        n = discordant[1]
-        floor = math.sqrt((1.0 - 0.5 ** (1.0 / n)) / n)
-        se = max(se, floor) if math.isfinite(se) else floor
+    floored = se_floor is not None and math.isfinite(se_floor) and not se >= se_floor
+    if floored:
+        se = float(se_floor)
     mde = min_detectable_effect(se, confidence, power)
     info = {"se": se, "min_detectable_effect": mde, "power": power, "gain_needed_for_power": -allowed + mde}
-    if floor is not None:
-        info["se_from"] = (f"no discordant pair in {discordant[1]} examples (bootstrap se 0): se from the "
-                           f"median-unbiased discordance rate {1.0 - 0.5 ** (1.0 / discordant[1]):.4f}")
+    if floored and se_from:
+        info["se_from"] = se_from
     if allowed <= 0 or allowed >= mde:
         return info, ""
     return info, (f"underpowered: the margin {allowed:.4f} is below the minimum detectable effect {mde:.4f} "

@@ -126,7 +126,11 @@ def _level(rule: Rule, policy: GatePolicy) -> float:
 
 def _delta_pass(rule: Rule, policy: GatePolicy, s: PlanSettings, effects: dict[str, float]) -> tuple[float, str]:
     conf, margin = _level(rule, policy), -rule.threshold
-    ses = {k: math.sqrt(max(s.design_effect * (s.disagreement - e * e), 1e-12) / s.n_of(k)) for k, e in effects.items()}
+    # the disagreement is at least the median-unbiased rate when none is seen (as the gate's agreement floor,
+    # harness.metrics.evidence.agreement_se): a plan from a run whose candidate and base agree everywhere
+    # otherwise models se 0 and calls any margin detectable
+    ses = {k: math.sqrt(max(s.design_effect * (max(s.disagreement, 1.0 - 0.5 ** (1.0 / s.n_of(k))) - e * e), 1e-12)
+                        / s.n_of(k)) for k, e in effects.items()}
     note = f"{rule.metric} approximated by accuracy" if rule.metric in ("macro_f1", "balanced_accuracy") else ""
     if rule.aggregate is Aggregate.MEAN:
         k = len(effects)

@@ -15,7 +15,7 @@ Measured (``python benchmarks/lm_gpu.py --sections peak gen``: H200, torch 2.11,
 tokens after 100-token prompts): at batch 1, 493 tokens/s (untuned) and 769 (tuned) for a 1.1B TinyLlama-shaped model
 (2026-12-01, before the prompt's forward was recorded); for a 1.24B Llama-3.2-1B-shaped one, with the prompt
 recorded, 643-652 tokens/s untuned (38-39% of its bandwidth bound, three leases) and 609-847 tuned (36-50%, the
-tuner on Inductor's default timer; in fresh processes that compiled it alone, 44.1-60.6%, median 55.9%, since its
+tuner on Inductor's default timer; in fresh processes that compiled it alone, 44.1-60.6%, median 54.4%, since its
 autotuning is timed by ``do_bench``: the tuned kernels depend on the autotuner's picks at compilation, see
 :func:`compiled_step`), against 56-92 for plain ``generate``; 15,740 tokens/s at batch 64, 3.8x plain
 ``generate``. The step (:func:`greedy_step`) holds the forward, the argmax and the EOS bookkeeping.
@@ -158,13 +158,14 @@ def compiled_step(model, tuned: bool = False, cudagraphs: bool = False) -> Calla
     times kernels with Triton's ``do_bench`` while the step runs (:func:`_timed_by_do_bench`). Its speed is set by
     its compilation: coordinate descent picks each Triton kernel's block sizes and warps by timing candidates, and
     a few picks differ between compilations by up to 36x for that kernel in the step (benchmarks/tuning_draws.py
-    compares draws kernel by kernel). On an H200, a Llama-3.2-1B-shaped model at batch 1, twelve compilations alone
-    in their process with an empty Inductor cache gave 44.1-60.6% of the bandwidth bound (median 55.9%, 9 of 12 at
+    compares draws kernel by kernel). On an H200, a Llama-3.2-1B-shaped model at batch 1, eleven compilations alone
+    in their process with an empty Inductor cache gave 44.1-60.6% of the bandwidth bound (median 54.4%, 8 of 11 at
     50% or more; with Inductor's default timer, fourteen gave 39.8-58.3%, median 50.3%); two processes reusing one
     compilation's cache ran within 1.6% of it; the untuned step held 38-39% on every lease. The picks are kept in
-    the Inductor cache and reused by later processes.
-    The earlier tuned step was slower at batch 64; the current one was not measured there. Its first call is
-    longer (19-144 s measured, against 10-23 s untuned); README "Performance" has the numbers.
+    the Inductor cache and reused by later processes (a cache from before the timer swap keeps its picks). At
+    batch 64 the tuned step was slower than the untuned one (15,169 against 19,449 tokens/s, one compilation
+    each), so it is for small batches. Its first call is longer (19-161 s measured, against 10-23 s untuned);
+    README "Performance" has the numbers.
 
     ``cudagraphs=False``: what :func:`decode_static` takes with ``graph=True``, which records whole chunks of steps
     as one CUDA graph. ``cudagraphs=True``: torch's own CUDA graphs, one per step (the ``reduce-overhead`` and
@@ -187,15 +188,19 @@ def compiled_step(model, tuned: bool = False, cudagraphs: bool = False) -> Calla
 
 
 def _timed_by_do_bench(step: Callable) -> Callable:
-    """``step`` whose calls run with Inductor's autotuning timing kernels by Triton's ``do_bench`` (a 256 MB cache
-    flush before each timing, the median of its runs) instead of Inductor's own timer (``InductorBenchmarker``: an
-    L2-sized flush, the minimum): the same as ``TORCHINDUCTOR_USE_EXPERIMENTAL_BENCHMARKER=0``, but for this step
-    alone. The tuner reads ``torch._inductor.runtime.triton_heuristics.benchmarker`` at each timing, and tunes a
-    kernel at its first launch, inside the step's first call; the previous timer is restored after every call
-    (also on an error). Where this torch has no such module or timer, ``step`` is returned as is.
-    Measured on benchmarks/gen_b1.py (H200, Llama-3.2-1B shape, batch 1, fresh compilations): README
-    "Performance" (twelve fresh compilations: median 55.9% of the bandwidth bound, against 49.9% over thirteen with
-    the default timer; one-sided Mann-Whitney p = 0.039; benchmarks/results/2026-12-01g-*-dobench-draws.json)."""
+    """``step`` whose calls run with the launch-time autotuning of Inductor's Triton kernels (their configurations
+    and coordinate descent) timing kernels by Triton's ``do_bench`` (a 256 MB cache flush before each timing, the
+    median of its runs) instead of Inductor's own timer (``InductorBenchmarker``: an L2-sized flush, the minimum).
+    That tuner reads ``torch._inductor.runtime.triton_heuristics.benchmarker`` at each timing and tunes a kernel at
+    its first launch, inside the step's first call; the previous timer is restored after every call (also on an
+    error). Max-autotune's compile-time choices keep their timer (``TORCHINDUCTOR_USE_EXPERIMENTAL_BENCHMARKER=0``
+    would change both, for the whole process). The swap is a process-global attribute: two threads calling tuned
+    steps at once could leave it set (the harness calls them from one thread). Where this torch has no such
+    module or timer, ``step`` is returned as is. ``autotune_timer`` on the returned callable names the timer set.
+    Measured on benchmarks/gen_b1.py (H200, Llama-3.2-1B shape, batch 1, fresh compilations): eleven compilations
+    with the swap, median 54.4% of the bandwidth bound, against 50.3% over fourteen with the default timer
+    (one-sided Mann-Whitney p = 0.050: suggestive, not conclusive; benchmarks/results/2026-12-01g-*-dobench-
+    draws.json, README "Performance")."""
     try:
         from torch._inductor.runtime import benchmarking, triton_heuristics
 

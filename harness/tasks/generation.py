@@ -3,8 +3,8 @@
 Each row becomes one ``generate_until`` request: the prompt, the suite's ``stop`` sequences and
 ``max_new_tokens``. Records: ``output`` (str (n,), the generated text, cut at the first stop sequence),
 ``answer`` (str (n,), what was scored: the ``answer_regex`` extraction, else the output), ``reference`` (str (n,),
-the gold text it was scored against) and one float64 (n,) column per match metric of the suite (``exact_match`` and ``contains`` after the suite's ``normalize`` options,
-``numeric_match`` on the final numbers, token ``f1``), as :mod:`harness.metrics.text` defines them.
+the gold text it was scored against) and one float64 (n,) column per match metric of the suite (``exact_match``
+and ``contains`` after the suite's ``normalize`` options, ``numeric_match`` on the final numbers, token ``f1``), as :mod:`harness.metrics.text` defines them.
 """
 
 from __future__ import annotations

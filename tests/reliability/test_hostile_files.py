@@ -57,7 +57,8 @@ def test_pickle_payload_in_adapter_bin_never_runs(tiny_pair, tiny_suites, tmp_pa
     torch.save({**weights, "evil": _Payload(marker)}, adapter / "adapter_model.bin")
     out = tmp_path / "run"
     argv = ["sweep", "--base", str(tiny_pair[0]), "--adapted", str(adapter), "--suite", str(tiny_suites[0]),
-            "--alphas", "0,1", "--select", "id-only", "--out", str(out), *FAST] + (["--allow-pickle"] if allow_pickle else [])
+            "--alphas", "0,1", "--select", "id-only", "--out", str(out), *FAST] + (
+        ["--allow-pickle"] if allow_pickle else [])
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "pickle" in err and "Traceback" not in err

@@ -240,7 +240,7 @@ def test_no_disagreement_in_a_few_examples_is_underpowered_not_detectable_to_zer
     run = tiny_run(tmp_path / "eight", right, right.copy())
     o = only(judge(run, policy(rule(max_drop=0.10, min_clusters=1), on_underpowered="fail", confidence=0.90)))
     d = 1 - 0.5 ** (1 / 8)
-    assert o.info["se"] == pytest.approx(np.sqrt(d / 8)) and "no discordant pair in 8 examples" in o.info["se_from"]
+    assert o.info["se"] == pytest.approx(np.sqrt(d / 8)) and "no discordant pair" in o.info["se_from"]
     assert o.info["min_detectable_effect"] > 0.10 and not o.passed and "underpowered" in o.reason
     rng = np.random.default_rng(5)
     big = rng.random(3000) < 0.8
@@ -249,3 +249,27 @@ def test_no_disagreement_in_a_few_examples_is_underpowered_not_detectable_to_zer
     o = only(judge(tiny_run(tmp_path / "some", big, derived_mask(rng, big, 0.8, 0.8, 0.05)),
                    policy(rule(max_drop=0.05), on_underpowered="fail")))
     assert "se_from" not in o.info  # discordant pairs: the bootstrap's own se
+
+
+def test_the_agreement_floor_counts_clusters_and_covers_rules_over_several_suites():
+    """Review: the floor applied to one-suite rules only (a mean or worst rule over agreeing suites kept se 0),
+    and counted examples where clustered examples are fewer independent units."""
+    import types
+
+    from harness.gate import _agreement_floor
+    from harness.metrics.evidence import agreement_se
+    from harness.spec.policy import Rule
+
+    def stat(n, clusters, signs=(0, 0)):
+        return types.SimpleNamespace(n=n, signs=signs, info={"n_clusters": clusters})
+
+    each = Rule.model_validate(rule(max_drop=0.02))
+    floor, why = _agreement_floor(each, {"a": stat(5000, 50)})
+    assert floor == pytest.approx(agreement_se(50)) and "a 50" in why  # 50 documents of 100 examples
+    mean = Rule.model_validate(rule(suites="shift", aggregate="mean", max_drop=0.02))
+    floor, _ = _agreement_floor(mean, {"a": stat(400, 400), "b": stat(100, 100)})
+    assert floor == pytest.approx(np.hypot(agreement_se(400), agreement_se(100)) / 2)
+    worst = Rule.model_validate(rule(suites="shift", aggregate="worst", max_drop=0.02))
+    assert _agreement_floor(worst, {"a": stat(400, 400), "b": stat(100, 100)})[0] == pytest.approx(agreement_se(100))
+    assert _agreement_floor(worst, {"a": stat(400, 400), "b": stat(100, 100, (1, 0))}) == (None, None)
+    assert _agreement_floor(worst, {"a": stat(400, 400, None)}) == (None, None)  # no right-or-wrong pairing

@@ -72,3 +72,12 @@ def test_language_model_rules_are_modelled_and_a_rule_left_out_is_counted():
     text = format_plan(plan_policy(policy(rule("cal", kind="ceiling", metric="ece", ceiling=0.1)),
                                    PlanSettings(n=2000, suites={"i": "id"})))
     assert "no rule of the policy is modelled (cal)" in text
+
+
+def test_a_plan_from_a_run_with_no_disagreement_is_not_detectable_to_zero():
+    """Review: with a measured disagreement of 0, the plan's se was 0 and an 8-example 10-point margin passed an
+    equal candidate for sure, while the gate (agreement floor) fails it as underpowered."""
+    pol = policy(rule(max_drop=0.10), confidence=0.90, on_underpowered="fail")
+    plan = plan_policy(pol, PlanSettings(n=8, disagreement=1e-9, suites={"i": "id"}))
+    assert plan.rules[0].pass_equal == 0.0 and "underpowered" in plan.rules[0].note
+    assert plan_policy(pol, PlanSettings(n=2000, disagreement=1e-9, suites={"i": "id"})).rules[0].pass_equal > 0.99
