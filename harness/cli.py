@@ -348,10 +348,12 @@ def _cmd_sweep(a) -> int:
         from harness.api import run_report
 
         run_report(res.run_dir, include_examples=True, progress=not a.quiet)
-    if res.verdict is not None and not res.verdict.passed:
+    if res.verdict is not None:
         from harness.gate_outputs import failed_rule_lines
 
-        print("\n".join(failed_rule_lines(res.verdict)))
+        lines = failed_rule_lines(res.verdict)  # failures, and passes that carry a warning
+        if lines:
+            print("\n".join(lines))
     return _verdict_exit(res.verdict)
 
 

@@ -20,8 +20,8 @@ from harness.rundir import write_verdict
 from harness.spec.load import load_spec
 from harness.settings import env
 
-__all__ = ["JUNIT", "verdict_to_junit", "verdict_to_markdown", "failed_rule_lines", "suite_selection", "xml_safe",
-           "write_gate_outputs", "run_suites", "run_gate"]
+__all__ = ["JUNIT", "verdict_to_junit", "verdict_to_markdown", "failed_rule_lines", "warning_of", "suite_selection",
+           "xml_safe", "write_gate_outputs", "run_suites", "run_gate"]
 
 logger = logging.getLogger(__name__)
 
@@ -94,13 +94,21 @@ def verdict_to_junit(verdict: Verdict) -> str:
                     name=f"{o.rule} [{o.suite}/{o.split}]", time="0")
         if not o.passed:
             _sub(case, "failure", f"{o.reason}\n{_details(o)}", message=o.reason or "failed", type="GateRuleFailed")
-        _sub(case, "system-out", _details(o))
+        _sub(case, "system-out", _details(o) + (f"\nwarning: {warning_of(o)}" if warning_of(o) else ""))
     ET.indent(root)
     return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
 
 
+def warning_of(outcome: RuleOutcome) -> str:
+    """The warning a passing outcome carries (``info["warning"]``: an underpowered margin under
+    ``on_underpowered: warn``), or ``""``."""
+    return str(outcome.info.get("warning") or "") if outcome.passed else ""
+
+
 def failed_rule_lines(verdict: Verdict) -> list[str]:
-    """One line per failed outcome: rule, metric, suite/split, value, bound, threshold, margin, n and the reason.
+    """One line per failed outcome: rule, metric, suite/split, value, bound, threshold, margin, n and the reason;
+    then one ``WARN`` line per passing outcome that carries a warning (CI trial: an underpowered pass was shown as
+    a bare PASS everywhere but verdict.json).
 
     What ``harness sweep --gate`` prints under its one-line verdict, so a failing gate says what failed. A rule
     that failed before it was judged (``min_n``, missing data) prints ``-`` for the numbers the verdict lacks (n is
@@ -114,6 +122,8 @@ def failed_rule_lines(verdict: Verdict) -> list[str]:
         out.append(f"  FAIL {o.rule}{metric} on {o.suite}/{o.split}: value={_num(o.value)} bound={_num(o.bound)} "
                    f"threshold={_num(o.threshold)} margin={_num(o.margin, True)} "
                    f"n={o.n if o.n is not None else '-'}" + (f": {o.reason}" if o.reason else ""))
+    out += [f"  WARN {o.rule}{f' ({o.metric})' if o.metric else ''} on {o.suite}/{o.split} passed with a warning: "
+            f"{warning_of(o)}" for o in verdict.outcomes if warning_of(o)]
     failed = {o.rule for o in verdict.outcomes if not o.passed}
     out += [f"  suites of {rule}: {why}" for rule, why in suite_selection(verdict).items() if rule in failed]
     return out
@@ -160,7 +170,8 @@ def verdict_to_markdown(verdict: Verdict) -> str:
         metric = f" ({o.metric})" if o.metric else ""
         lines.append(f"| {_cell(o.rule + metric)} | {_cell(o.suite + '/' + o.split)} | {_num(o.value)} | "
                      f"{_num(o.bound)} | {_num(o.threshold)} | {_num(o.margin, True)} | "
-                     f"{o.n if o.n is not None else '-'} | {'PASS' if o.passed else '**FAIL**'} |")
+                     f"{o.n if o.n is not None else '-'} | "
+                     f"{('PASS (warning)' if warning_of(o) else 'PASS') if o.passed else '**FAIL**'} |")
     selection = suite_selection(verdict)
     if selection:
         lines += ["", "Suites judged by the rules over a role:", ""]
@@ -169,6 +180,10 @@ def verdict_to_markdown(verdict: Verdict) -> str:
     if failed:
         lines += ["", "Failures:", ""]
         lines += [f"- `{o.rule}` on `{o.suite}/{o.split}`: {_cell(o.reason)}" for o in failed]
+    warned = [o for o in verdict.outcomes if warning_of(o)]
+    if warned:
+        lines += ["", "Passed with a warning:", ""]
+        lines += [f"- `{o.rule}` on `{o.suite}/{o.split}`: {_cell(warning_of(o))}" for o in warned]
     lines += ["", _one_line(verdict), ""]
     return "\n".join(lines)
 

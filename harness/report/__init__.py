@@ -86,13 +86,14 @@ def render_report(run_dir: str | Path, *, include_examples: bool = True,
     frame = read_predictions(run_dir) if (run_dir / PREDICTIONS).is_file() else None
     preds = PredIndex(frame) if frame is not None else None
     outputs = frame[frame["output"].notna()] if frame is not None and "output" in frame.columns else None
+    lm_records = (frame[frame["logits"].isna()] if "logits" in frame.columns else frame) if frame is not None else None
     if preds is None:
         logger.warning("%s has no %s; calibration and per-class views are left out", run_dir, PREDICTIONS)
     figdir = ensure_dir(run_dir / FIGURE_DIR)
     ctx = Context(summary=summary, focus=focus_points(summary),
                   metric=selection_metric(summary, metric_names(summary)), manifest=read_manifest(run_dir),
                   verdict=read_verdict(run_dir), preds=preds, figdir=figdir, include_examples=include_examples,
-                  text_lookup=text_lookup, gold_lookup=gold_lookup, outputs=outputs)
+                  text_lookup=text_lookup, gold_lookup=gold_lookup, outputs=outputs, lm_records=lm_records)
     doc = build_document(ctx, progress)
     for name in FIGURES:  # a figure of an earlier render that no longer applies would be stale
         if (figdir / name).exists() and figdir / name not in doc.figures:

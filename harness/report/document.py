@@ -104,6 +104,7 @@ class Context:
     text_lookup: Callable[[str, str, list[str]], list[str]] | None = None
     gold_lookup: Callable[[str, str, list[str]], list[str]] | None = None
     outputs: pd.DataFrame | None = None  # generation records of predictions.parquet (point, suite, split, output...)
+    lm_records: pd.DataFrame | None = None  # every language-model record of predictions.parquet (no class logits)
 
     @property
     def sweep(self) -> bool:

@@ -18,7 +18,7 @@ from harness.report.tables import metric_names, report_pairs, split_role, split_
 from harness.spec.schema import TASK_METRICS, TASKS
 
 __all__ = ["TASK_TITLES", "suite_task", "suite_metrics", "suite_metric", "is_lm_run", "units_note",
-           "task_results", "generation_examples", "N_GENERATION_EXAMPLES", "PROMPT_TAIL_CHARS"]
+           "task_results", "negative_flips", "generation_examples", "N_GENERATION_EXAMPLES", "PROMPT_TAIL_CHARS"]
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +120,55 @@ def task_results(ctx: Context) -> Section:
                                  f"Each suite's own metrics (value [95% interval] from summary.json).{delta}",
                                  key_columns=3))
     return Section("Results by task", tuple(blocks))
+
+
+def negative_flips(ctx: Context) -> Section | None:
+    """For a language-model run with a base point: per multiple-choice and generation suite and test split, the
+    examples base got right and the chosen point (else the adapted one) gets wrong ("negative flips"), and the
+    reverse, by the suite's own metric (its per-example rule: :func:`harness.metrics.registry.examples_right`),
+    matched by example id: what the gate's ``negative_flips`` rules count. ``None`` when it does not apply
+    (report trial, 2026-12-01: an LM run's report said "No negative flips." from the classifier view while the
+    gate counted two)."""
+    from harness.metrics.registry import examples_right
+    from harness.rundir import predictions_for
+
+    f, frame = ctx.focus, ctx.lm_records
+    cand = f.chosen if f.chosen not in (None, f.base) else f.adapted
+    if frame is None or frame.empty or f.base is None or cand is None or not is_lm_run(ctx):
+        return None
+    name = "chosen" if cand == f.chosen else "adapted"
+    id_pairs, shift = report_pairs(ctx.summary, "test")
+    rows = []
+    for suite, split in id_pairs + [p for ps in shift.values() for p in ps]:
+        if suite_task(ctx, suite) not in ("multiple_choice", "generation"):
+            continue
+        metric = suite_metric(ctx, suite)
+        sides = [predictions_for(frame, p, suite, split) for p in (f.base, cand)]
+        if any(s is None for s in sides):
+            continue
+        try:
+            right = [examples_right(s[2], s[3], metric) for s in sides]
+        except (KeyError, ValueError) as e:  # records without a column the metric needs: the view, not the report
+            logger.warning("negative flips of %s/%s not counted (%s: %s)", suite, split, type(e).__name__, e)
+            continue
+        if any(r is None for r in right):
+            continue
+        at = pd.Index(sides[0][0]).get_indexer(sides[1][0])
+        keep = at >= 0
+        base_right, cand_right = right[0][at[keep]], right[1][keep]
+        n = int(keep.sum())
+        neg, pos = int((base_right & ~cand_right).sum()), int((~base_right & cand_right).sum())
+        rows.append({"suite": suite, "split": split, "metric": metric, "n": str(n), "negative flips": str(neg),
+                     "negative flip rate": f"{neg / n:.3f}" if n else "n/a", "positive flips": str(pos),
+                     "net": f"{pos - neg:+d}"})
+    if not rows:
+        return None
+    return Section("Negative flips", (
+        Para(f"Per suite, the test examples base got right and the {name} point ({cand}) gets wrong (negative "
+             "flips), and the reverse (positive flips), each judged by the suite's own metric and matched by example "
+             "id; the rate is negative flips / n, as the gate's negative_flips rules count it. A net change near 0 "
+             "can hide many flips both ways.", "muted"),
+        TableBlock(pd.DataFrame(rows, dtype=object), key_columns=2)))
 
 
 def _tail(text: str) -> str:

@@ -184,6 +184,8 @@ def examples(ctx: Context) -> Section | None:
     cand = f.chosen if f.chosen not in (None, f.base) else f.adapted
     if not ctx.include_examples or ctx.text_lookup is None or ctx.preds is None or f.base is None or cand is None:
         return None
+    if not any(ctx.preds.has(f.base, [p]) for ps in _by_suite(ctx).values() for p in ps):
+        return None  # no class logits (a language-model run): lmsections.negative_flips counts its flips
     cand_name = "chosen" if cand == f.chosen else "adapted"
     rows = []
     for suite, pairs in _by_suite(ctx).items():

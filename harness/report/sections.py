@@ -340,8 +340,10 @@ def _selection(ctx: Context) -> Section:
 
 def _counts(ctx: Context) -> Section:
     return Section("Examples evaluated", (TableBlock(
-        counts_table(ctx.summary), "n_truncated: examples cut to max_length; n_dropped: rows removed by the suite "
-                                   "spec (missing text, neutral band, ...); fingerprint: the split's content hash."),))
+        counts_table(ctx.summary), "n_truncated: examples cut to max_length; n_dropped: rows of the split not "
+                                   "evaluated, by reason (cap: left out by --max-examples or the split's "
+                                   "max_examples; the others: removed by the suite spec, e.g. a missing text); "
+                                   "fingerprint: the split's content hash."),))
 
 
 def _manifest(ctx: Context) -> Section:
@@ -362,7 +364,8 @@ def build_document(ctx: Context, progress: bool = False) -> Document:
     """
     builders = (_overview, _headline, _verdict, _curve, _before_after, _alpha, _results, _selection,
                 honesty.selection_honesty, predsections.calibration, honesty.calibration_estimators,
-                predsections.per_class, predsections.examples, lmsections.generation_examples, _counts, _manifest)
+                predsections.per_class, lmsections.negative_flips, predsections.examples,
+                lmsections.generation_examples, _counts, _manifest)
     steps = track(builders, len(builders), "rendering the report", progress, logger, unit="section",
                   label=lambda build: build.__name__.strip("_").replace("_", " "))
     sections = tuple(sec for build in steps if (sec := build(ctx)) is not None)

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from harness.numfmt import fmt_g, fmt_num
@@ -333,8 +332,16 @@ def counts_table(summary: Summary) -> pd.DataFrame:
                      "n": str(max(e.n for e in entries)),
                      "n_truncated": str(max(e.n_truncated for e in entries)),
                      "n_dropped": str(max(e.n_dropped for e in entries)),
+                     "why dropped": _drop_reasons(info, pair[1]),
                      "fingerprint": fp[:12] or NA})
     return pd.DataFrame(rows, dtype=object)
+
+
+def _drop_reasons(info: Any, split: str) -> str:
+    """The recorded reasons of a split's dropped rows with their counts (``cap 291``: left out by
+    ``--max-examples`` or the split's ``max_examples``), or n/a when the run recorded none."""
+    reasons = ((info.splits.get(split) or {}).get("drop_reasons") or {}) if info else {}
+    return ", ".join(f"{k} {v}" for k, v in sorted(reasons.items()) if v) or NA
 
 
 def _metric_text(metric: str | Mapping[str, str]) -> str:
@@ -397,7 +404,8 @@ def alpha_table(summary: Summary, metric: str | Mapping[str, str]) -> pd.DataFra
 
 
 def verdict_table(verdict: Mapping[str, Any]) -> pd.DataFrame:
-    """One row per gate rule outcome of ``verdict.json``: value, bound, threshold, margin, n, PASS/FAIL."""
+    """One row per gate rule outcome of ``verdict.json``: value, bound, threshold, margin, n, PASS/FAIL (``PASS
+    (warning)`` with the warning as the reason where a passing rule carries one)."""
     rows = []
     for o in verdict.get("outcomes", []):
         rows.append({"rule": str(o.get("rule", "")), "kind": str(o.get("kind", "")),
@@ -407,8 +415,22 @@ def verdict_table(verdict: Mapping[str, Any]) -> pd.DataFrame:
                      "bound": fmt_value(o.get("bound")), "threshold": fmt_value(o.get("threshold")),
                      "margin": fmt_delta(o.get("margin")),
                      "n": str(o["n"]) if o.get("n") is not None else NA,
-                     "result": "PASS" if o.get("passed") else "FAIL", "reason": str(o.get("reason") or "")})
+                     "result": _result(o), "reason": str(o.get("reason") or _warning(o))})
     return pd.DataFrame(rows, dtype=object)
+
+
+def _warning(outcome: Mapping[str, Any]) -> str:
+    """A passing outcome's warning (``info.warning``: an underpowered margin under ``on_underpowered: warn``)."""
+    info = outcome.get("info") or {}
+    return f"warning: {info['warning']}" if isinstance(info, Mapping) and info.get("warning") else ""
+
+
+def _result(outcome: Mapping[str, Any]) -> str:
+    """PASS, FAIL, or "PASS (warning)" for a pass that carries a warning (CI trial: the report showed a bare PASS
+    for rules the gate had flagged as underpowered)."""
+    if not outcome.get("passed"):
+        return "FAIL"
+    return "PASS (warning)" if _warning(outcome) else "PASS"
 
 
 def _scalar(v: Any) -> str:

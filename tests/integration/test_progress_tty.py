@@ -102,7 +102,7 @@ def test_off_a_terminal_each_stage_logs_a_line_per_step(cls_setup, tmp_path, cap
     assert "%|" not in err and "\r" not in err
     for line in ("epoch 1/2 step 1/6: loss ", f"loading models step 1/3: base {pair / 'base'}",
                  "loading models step 3/3: pair checked", "tokenizing split 1/2: news4/validation",
-                 "adapted (alpha=1): 2 splits scored", "rendering the report section 1/16: overview"):
+                 "adapted (alpha=1): 2 splits scored", "rendering the report section 1/17: overview"):
         assert line in caplog.text, f"{line!r} not in:\n{caplog.text}"
 
 

@@ -80,3 +80,26 @@ def test_max_drop_zero_is_a_threshold_of_plus_zero():
     r = Rule.model_validate({"name": "no_drop", "kind": "delta", "metric": "accuracy", "suites": "shift",
                              "max_drop": 0.0})
     assert r.threshold == 0.0 and math.copysign(1.0, r.threshold) == 1.0
+
+
+def test_a_pass_with_a_warning_is_shown_as_one_everywhere():
+    """Report trial (2026-12-01): rules passed with an underpowered warning (``on_underpowered: warn``) showed a
+    bare PASS in report.md, report.html, the console and junit.xml; only verdict.json said so."""
+    from harness.report.tables import verdict_table
+
+    warn = "underpowered: the margin 0.1000 is below the minimum detectable effect 0.1093"
+    ok = RuleOutcome("shift_drop", "delta", "acc_norm", "arc-c", "test", "bound", True, 0.0, 0.0, -0.1, 0.1, 16,
+                     info={"warning": warn})
+    plain = RuleOutcome("id_gain", "delta", "acc_norm", "arc-e", "test", "point", True, 0.1, None, 0.0, 0.1, 16)
+    v = Verdict(policy="p", candidate="alpha=0.25", reference="base", passed=True, confidence=0.9,
+                n_resamples=200, seed=0, outcomes=(ok, plain))
+    md = verdict_to_markdown(v)
+    assert "| PASS (warning) |" in md and "Passed with a warning:" in md and warn in md
+    assert md.count("| PASS |") == 1  # the plain pass stays plain
+    lines = failed_rule_lines(v)
+    assert lines == [f"  WARN shift_drop (acc_norm) on arc-c/test passed with a warning: {warn}"]
+    cases = ET.fromstring(verdict_to_junit(v).split("?>", 1)[1]).findall(".//testcase")
+    assert f"warning: {warn}" in cases[0].find("system-out").text and cases[0].find("failure") is None
+    assert "warning" not in cases[1].find("system-out").text
+    rows = verdict_table({"outcomes": [dataclasses.asdict(o) for o in (ok, plain)]})
+    assert list(rows["result"]) == ["PASS (warning)", "PASS"] and rows["reason"][0] == f"warning: {warn}"

@@ -66,7 +66,8 @@ def make_lm_run(path: Path, *, record_tasks: bool = True, mc_gold: np.ndarray | 
                 results.setdefault(pid, {}).setdefault(suite, {})[split] = SplitEntry(
                     n=N, metrics={m: _entry(_value(suite, m, pid, split), lower) for m in metrics})
                 outputs = (_gen_outputs(pid) if task == "generation" else
-                           {"loglik": np.zeros((N, 3))} if task == "multiple_choice" else
+                           {"loglik": np.zeros((N, 3)), "choice_len": np.ones((N, 3)), "choice_bytes": np.ones((N, 3))}
+                           if task == "multiple_choice" else
                            {"doc_loglik": np.full(N, -10.0), "bytes": np.full(N, 20.0)})
                 gold = mc_gold if task == "multiple_choice" and mc_gold is not None else np.zeros(N, np.int64)
                 preds.append(Predictions(ref, pid, alpha, ids, ids, gold, outputs, task=task))
@@ -362,3 +363,28 @@ def test_no_mean_is_drawn_over_metrics_of_different_scales_when_no_shift_suite_s
     md = (run / "report.md").read_text()
     assert "gsm, wiki: in_selection: false" in md
     assert "| mean shift score |" not in md or "n/a" in _section(md, "ID vs shift along alpha")
+
+
+def test_negative_flips_of_a_language_model_run_are_counted_by_each_suites_metric(tmp_path):
+    """Report trial (2026-12-01): an LM run's HTML said "No negative flips." (the classifier view, which finds no
+    class logits) while the gate counted two. The LM view counts them per suite by the suite's own metric."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    run = make_lm_run(tmp_path / "run")
+    frame = rundir.read_predictions(run)
+    mc = next(s for s, v in SUITES.items() if v[1] == "multiple_choice")
+    rows = (frame["point"] == "alpha=0.5") & (frame["suite"] == mc) & (frame["split"] == "test")
+    flipped = rows & frame["example_id"].isin(["0", "1", "2"])  # gold 0: the chosen point now picks choice 1
+    frame["loglik"] = [[0.0, 1.0, 0.0] if f else (None if v is None else list(v))
+                       for v, f in zip(frame["loglik"], flipped)]
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), run / rundir.PREDICTIONS)
+    render_report(run, text_lookup=prompts, gold_lookup=golds)
+    md = (run / "report.md").read_text()
+    text = _section(md, "Negative flips")
+    assert "base got right and the chosen point (alpha=0.5) gets wrong" in text
+    assert f"| {mc} | test | acc_norm | {N} | 3 | 0.500 | 0 | -3 |" in text
+    gen = next(s for s, v in SUITES.items() if v[1] == "generation")
+    assert f"| {gen} | test | exact_match | {N} | 0 |" in text
+    assert not any(f"| {s} |" in text for s, v in SUITES.items() if v[1] == "perplexity")
+    assert "No negative flips" not in (run / "report.html").read_text()
