@@ -72,11 +72,13 @@ def selection_honesty(ctx: Context) -> Section | None:
                            f"{noise.stability:.0%} of them, so the choice is "
                            f"{'stable' if stable else 'unstable'} (stable means picked in at least "
                            f"{noise.stable_rate:.0%}). An alpha is indistinguishable from the chosen one when "
-                           f"the paired {noise.level:.0%} interval of the objective's difference reaches 0; "
-                           f"such alphas score about the same, which a stable choice makes no problem. "
-                           f"Rule within that set: {noise.rule}."))
+                           f"the paired {noise.level:.0%} interval of the objective's difference reaches 0: it "
+                           f"scores about the same on the objective. That is not how often it is picked: an alpha "
+                           f"the data cannot tell apart may still be picked rarely, where the policy's ID "
+                           f"tolerance or its tie-break (the smaller alpha) rules it out. With a stable choice "
+                           f"such alphas do not matter. Rule within that set: {noise.rule}."))
         if noise.warning and not stable:  # runs written before the threshold warned at any pick rate
-            blocks.append(Para(f"Warning: {noise.warning}.", "note"))
+            blocks.append(Para(f"{noise.warning[:1].upper()}{noise.warning[1:]}.", "note"))
         blocks.append(TableBlock(_noise_table(ctx)))
     uses = _uses_table(ctx)
     blocks.append(Heading("Gate uses of the test splits"))

@@ -4,6 +4,8 @@ which assembles them with the prediction-based sections of :mod:`harness.report.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -75,8 +77,9 @@ def wall_time_text(manifest: dict) -> str | None:
 def _overview(ctx: Context) -> Section:
     s, sel = ctx.summary, ctx.summary.selection
     b = s.bootstrap
-    rows = [("command", s.command), ("profile", s.profile or "n/a"), ("harness version", s.harness_version),
-            ("points", ", ".join(p.id + (f" ({p.label})" if p.label else "") for p in s.points)),
+    rows = [("command", s.command)] + ([("profile", s.profile)] if s.profile else []) + \
+        [("harness version", s.harness_version)] + _model_rows(ctx.manifest) + \
+        [("points", ", ".join(p.id + (f" ({p.label})" if p.label else "") for p in s.points)),
             ("suites", ", ".join(f"{n} ({i.role})" for n, i in s.suites.items()))]
     if ctx.sweep:
         rows.append(("selection metric", selection_metric_text(_metric_of(ctx))))
@@ -94,6 +97,23 @@ def _overview(ctx: Context) -> Section:
         blocks.append(Para("Single-model evaluation: one model's scores per suite and split; no base, blend or "
                            "selection, so there is no alpha curve and nothing is compared.", "muted"))
     return Section("Overview", tuple(blocks))
+
+
+def _model_rows(manifest: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Overview rows naming the models compared (report trial: they were only deep in the manifest table): each
+    of ``base``, ``adapted`` and an eval run's ``model`` with where it was read from and, for an adapter, its
+    kind and rank."""
+    out = []
+    for role in ("base", "adapted", "model"):
+        m = (manifest.get("models") or {}).get(role)
+        if not isinstance(m, Mapping):
+            continue
+        where = str(m.get("source") or m.get("path") or "n/a")
+        kind = str(m.get("kind") or "")
+        name = {"lora": "LoRA", "reft": "ReFT"}.get(kind, kind)
+        detail = f"{name} adapter, rank {m['r']}" if m.get("r") else name
+        out.append(("model" if role == "model" else f"{role} model", where + (f" ({detail})" if detail else "")))
+    return out
 
 
 def selection_metric_text(metric_of: dict[str, str]) -> str:

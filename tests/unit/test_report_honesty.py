@@ -34,7 +34,7 @@ def test_selection_honesty_and_calibration_sections(tmp_path):
     (run / "verdict.json").write_text(json.dumps(verdict))
     md = render_report(run).markdown.read_text()
     assert "## Selection honesty" in md and "conditional on the choice made on the validation splits" in md
-    assert "Warning: alpha was chosen on differences inside the intervals" in md
+    assert "> **Note:** Alpha was chosen on differences inside the intervals." in md
     assert "P(selected)" in md and "rule's pick" in md
     assert "| movies/test | 7 |" in md
     assert "## Calibration error estimators" in md and "l2 debiased (Kumar et al. 2019)" in md
@@ -85,4 +85,4 @@ def test_unstable_choice_is_called_unstable_and_warned(tmp_path):
     _with_noise(run, 0.6, warning="the choice of alpha 0.5 is unstable")
     md = render_report(run).markdown.read_text()
     assert "picked in 60% of them, so the choice is unstable" in md
-    assert "Warning: the choice of alpha 0.5 is unstable." in md
+    assert "> **Note:** The choice of alpha 0.5 is unstable." in md and "Note:** Warning:" not in md

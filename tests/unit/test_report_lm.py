@@ -388,3 +388,14 @@ def test_negative_flips_of_a_language_model_run_are_counted_by_each_suites_metri
     assert f"| {gen} | test | exact_match | {N} | 0 |" in text
     assert not any(f"| {s} |" in text for s, v in SUITES.items() if v[1] == "perplexity")
     assert "No negative flips" not in (run / "report.html").read_text()
+
+
+def test_the_overview_names_the_models_compared():
+    """Report trial (2026-12-01): base and adapted were named only deep in the manifest table."""
+    from harness.report.sections import _model_rows
+
+    manifest = {"models": {"base": {"source": "/m/base", "fingerprint": "x"},
+                           "adapted": {"source": "/m/lora", "kind": "lora", "r": 16}}}
+    assert _model_rows(manifest) == [("base model", "/m/base"), ("adapted model", "/m/lora (LoRA adapter, rank 16)")]
+    assert _model_rows({"models": {"model": {"path": "/m/one", "kind": "full"}}}) == [("model", "/m/one (full)")]
+    assert _model_rows({}) == []
