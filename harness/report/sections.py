@@ -18,7 +18,7 @@ from harness.report.document import (FIGURES, Block, Context, Document, FigureBl
                                      TableBlock)
 from harness.report.predstats import majority_rate
 from harness.report.tables import (alpha_points, alpha_table, bootstrap_table, counts_table, entry_value,
-                                   fmt_alpha, headline_table, higher_is_better, manifest_table, report_pairs,
+                                   fmt_alpha, fmt_delta, headline_table, higher_is_better, manifest_table, report_pairs,
                                    selection_table, split_role, split_table, suite_role, suite_splits, verdict_table)
 from harness.summary import MetricEntry
 
@@ -124,17 +124,57 @@ def selection_metric_text(metric_of: dict[str, str]) -> str:
     return "each suite's own: " + ", ".join(f"{suite} {m}" for suite, m in metric_of.items())
 
 
+def in_short(ctx: Context, own: Mapping[str, str]) -> str | None:
+    """The headline's answer in words, for a sweep with base, adapted and a chosen point: on the test splits,
+    what fine-tuning changed on each ID and shift suite (each on its own metric) and what the chosen blend keeps,
+    as differences of point estimates from base, with n (report trial: the answer had to be worked out from a
+    ten-column table). ``None`` when the run has no such points or no test numbers."""
+    f = ctx.focus
+    if not ctx.sweep or f.base is None or f.adapted is None or f.chosen is None:
+        return None
+    id_pairs, shift = report_pairs(ctx.summary, "test")
+    parts: dict[str, list[str]] = {"ID": [], "shift": []}
+    ns = []
+    for role, pairs in (("ID", id_pairs), ("shift", [p for ps in shift.values() for p in ps])):
+        for pair in pairs:
+            metric = own.get(pair[0], ctx.metric)
+            base, adapted, chosen = (entry_value(ctx.summary.results, pid, pair, metric)
+                                     for pid in (f.base, f.adapted, f.chosen))
+            if base is None or adapted is None or chosen is None:
+                continue
+            split_entry = ctx.summary.results.get(f.base, {}).get(pair[0], {}).get(pair[1])
+            if split_entry is not None:
+                ns.append(int(split_entry.n))
+            lower = "" if base.higher_is_better else " (lower is better)"
+            parts[role].append(f"{pair[0]} {metric}{lower} {fmt_delta(adapted.value - base.value)} (adapted), "
+                               f"{fmt_delta(chosen.value - base.value)} (chosen)")
+    if not parts["ID"] and not parts["shift"]:
+        return None
+    chosen_alpha = next((p.alpha for p in ctx.summary.points if p.id == f.chosen), None)
+    text = (f"In short, against base on the test splits (differences of point estimates; chosen: α = "
+            f"{fmt_alpha(chosen_alpha) if chosen_alpha is not None else f.chosen}): "
+            + "; ".join(f"{role} {', '.join(items)}" for role, items in parts.items() if items) + ".")
+    if ns:
+        text += (f" Each rests on {min(ns)}–{max(ns)} examples" if min(ns) != max(ns) else
+                 f" Each rests on {ns[0]} examples") + (
+            "; the gate's paired bounds say which differences the data supports." if ctx.verdict is not None else
+            "; the intervals below say how far each value is known.")
+    return text
+
+
 def _headline(ctx: Context) -> Section:
     suites = dict.fromkeys(p[0] for p in suite_splits(ctx.summary))
     own = {s: lmsections.suite_metric(ctx, s) for s in suites}
+    short = in_short(ctx, own)
+    lead: tuple[Block, ...] = (Para(short),) if short else ()
     delta = " Δ is the difference of the two point estimates" if ctx.focus.compared else ""
     if all(m == ctx.metric for m in own.values()):
-        return Section(f"Headline: {ctx.metric}", (TableBlock(
+        return Section(f"Headline: {ctx.metric}", lead + (TableBlock(
             headline_table(ctx.summary, ctx.focus, ctx.metric),
             "Each cell is the split's number in summary.json (value [95% interval])." + (delta and delta + "."),
             key_columns=2),))
     which = "it selects alpha on" if ctx.sweep else "of its task"
-    return Section("Headline: each suite's " + ("selection metric" if ctx.sweep else "own metric"), (TableBlock(
+    return Section("Headline: each suite's " + ("selection metric" if ctx.sweep else "own metric"), lead + (TableBlock(
         headline_table(ctx.summary, ctx.focus, ctx.metric, metric_of=own),
         f"Each suite on the metric {which} (metric column); each cell is the split's number in summary.json "
         "(value [95% interval])." + (delta and delta + " (for a metric where lower is better, a negative Δ is an "

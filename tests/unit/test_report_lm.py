@@ -399,3 +399,13 @@ def test_the_overview_names_the_models_compared():
     assert _model_rows(manifest) == [("base model", "/m/base"), ("adapted model", "/m/lora (LoRA adapter, rank 16)")]
     assert _model_rows({"models": {"model": {"path": "/m/one", "kind": "full"}}}) == [("model", "/m/one (full)")]
     assert _model_rows({}) == []
+
+
+def test_the_headline_answers_in_words_what_fine_tuning_cost_and_what_the_blend_keeps(lm_report):
+    """Report trial (2026-12-01): the answer had to be worked out from a ten-column table."""
+    run, _ = lm_report
+    text = _section((run / "report.md").read_text(), "Headline")
+    assert "In short, against base on the test splits (differences of point estimates; chosen: α = 0.5): ID arc " \
+           "acc_norm +0.100 (adapted), +0.050 (chosen); shift gsm exact_match +0.100 (adapted), +0.050 (chosen), " \
+           "wiki bits_per_byte (lower is better) +0.100 (adapted), +0.050 (chosen)." in text
+    assert f"Each rests on {N} examples" in text
