@@ -213,7 +213,8 @@ def write_gate_outputs(run_dir: str | Path, verdict: Verdict, junit_path: str | 
     Returns
     -------
     dict of str to Path
-        ``verdict``, ``junit`` and, when the variable is set and writable, ``step_summary``.
+        ``verdict``, ``junit`` (the run directory's), ``junit_copy`` (the copy at ``junit_path``, when given) and,
+        when the variable is set and writable, ``step_summary``.
 
     Raises
     ------
@@ -225,7 +226,7 @@ def write_gate_outputs(run_dir: str | Path, verdict: Verdict, junit_path: str | 
     xml = verdict_to_junit(verdict)
     paths = {"verdict": write_verdict(run_dir, verdict), "junit": atomic_write_text(run_dir / JUNIT, xml)}
     if junit_path and Path(junit_path).resolve() != (run_dir / JUNIT).resolve():
-        paths["junit"] = atomic_write_text(Path(junit_path), xml)  # the run's own is rewritten too: never stale
+        paths["junit_copy"] = atomic_write_text(Path(junit_path), xml)  # the run's own is rewritten too
     summary = env("GITHUB_STEP_SUMMARY")
     if summary:
         try:

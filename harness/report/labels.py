@@ -73,6 +73,7 @@ def _overlap(a: np.ndarray, b: np.ndarray) -> float:
 
 
 _LEADER_PT = 14  # a label farther than this (points) from its point gets a leader line
+_GAP_PT = 2.5  # the free margin kept around each placed label (report trial: two labels touched edge to edge)
 
 
 def _leader(cand: np.ndarray, px: float, py: float) -> np.ndarray:
@@ -193,7 +194,8 @@ def place_labels(ax, labels: Sequence[PointLabel], markers: Sequence[tuple[float
                           arrowprops={"arrowstyle": "-", "color": "0.55", "lw": 0.5, "shrinkA": 0,
                                       "shrinkB": 3} if far else None, **lab.style)
         ann.set_in_layout(False)
-        taken.append(best)
+        gap = _GAP_PT * pt  # a placed label keeps this margin free, so two labels never touch ("0.5adapted")
+        taken.append(best + np.array([-gap, -gap, gap, gap]))
         if far:
             taken.append(leader)
         out.append(ann)

@@ -227,7 +227,8 @@ def test_write_gate_outputs(tmp_path, mixed, monkeypatch):
 def test_write_gate_outputs_custom_junit_path_without_step_summary(tmp_path, mixed, monkeypatch):
     monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
     paths = write_gate_outputs(tmp_path / "run", mixed, junit_path=tmp_path / "ci" / "gate.xml")
-    assert paths["junit"] == tmp_path / "ci" / "gate.xml" and (tmp_path / "ci" / "gate.xml").is_file()
+    assert paths["junit_copy"] == tmp_path / "ci" / "gate.xml" and (tmp_path / "ci" / "gate.xml").is_file()
+    assert paths["junit"] == tmp_path / "run" / "junit.xml"
     assert "step_summary" not in paths  # and the run's own junit.xml is the same verdict (never a stale one)
     assert (tmp_path / "run" / "junit.xml").read_text() == (tmp_path / "ci" / "gate.xml").read_text()
 

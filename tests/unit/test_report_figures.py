@@ -264,9 +264,11 @@ def test_crowded_labels_never_overlap_and_ends_stay_labelled(high_figs):
             texts = [t.get_text() for t in labels]
             # an endpoint's label also names a blend on its spot: "adapted (α=1; also α=0.9)"
             assert any(t.startswith("base (α=0") for t in texts) and any(t.startswith("adapted (α=1") for t in texts)
+            gap = fig.dpi / 72.0  # report trial: "0.5" and "adapted (...)" touched edge to edge; a point apart now
             for i in range(len(boxes)):
                 for j in range(i + 1, len(boxes)):
-                    assert not _overlaps(boxes[i], boxes[j]), (name, texts[i], texts[j])
+                    assert not _overlaps(boxes[i].expanded(1, 1).padded(gap), boxes[j], tol=0.0), \
+                        (name, texts[i], texts[j])
 
 
 def test_each_shift_panel_on_its_suites_own_metric(tmp_path, figures):
@@ -562,3 +564,33 @@ def test_curve_caption_says_the_mean_panel_bars_are_not_an_interval_of_the_mean(
     axes = {MEAN_PANEL: (ax, ax), "s1": (ax, ax), "s2": (ax, ax)}
     assert "not an interval of the mean" in _curve_caption(axes, "the test splits")
     assert "not an interval" not in _curve_caption({MEAN_PANEL: (ax, ax), "s1": (ax, ax)}, "the test splits")
+
+
+def test_a_placed_label_keeps_a_margin_the_next_label_does_not_touch():
+    """Report trial (2026-12-01): "0.5" was placed edge to edge with "adapted (α=1; also α=0.75)" and read as
+    "0.5adapted". A second label whose first place starts exactly where the first label ends moves on."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from harness.report.labels import PointLabel, place_labels
+
+    fig = Figure(figsize=(4, 3), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.set_xlim(0, 10)
+    ax.set_ylim(0, 10)
+    fig.draw_without_rendering()
+    r = fig.canvas.get_renderer()
+    probe = ax.text(0, 0, "adapted (α=1)", fontsize=8)
+    width = probe.get_window_extent(r).width
+    probe.remove()
+    pt = fig.dpi / 72.0
+    px, _ = ax.transData.transform((2.0, 5.0))
+    # the first label goes right-above its point (5 pt right): it ends at px + 5 pt + width; the second point sits
+    # so that its own first place (5 pt right of it) starts exactly there
+    x2 = ax.transData.inverted().transform((px + width, 0))[0]
+    anns = place_labels(ax, [PointLabel(2.0, 5.0, "adapted (α=1)", {"fontsize": 8}, True),
+                             PointLabel(x2, 5.0, "0.5", {"fontsize": 8}, False)], [])
+    boxes = [a.get_window_extent(r) for a in anns]
+    assert len(boxes) == 2 and boxes[0].x0 == pytest.approx(px + 5 * pt, abs=0.5)
+    assert not _overlaps(boxes[0].padded(2 * pt), boxes[1], tol=0.0), boxes
