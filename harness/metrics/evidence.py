@@ -27,7 +27,7 @@ from harness.metrics.bootstrap import resample_sums
 from harness.metrics.exact import min_detectable_effect, proportion_bound, sign_test
 
 __all__ = ["flip_evidence", "class_recall_evidence", "discordant_counts", "superiority_check", "power_check",
-           "agreement_se"]
+           "agreement_rate", "agreement_se"]
 
 
 def flip_evidence(ref_right: np.ndarray, cand_right: np.ndarray, source_ids: np.ndarray, w: np.ndarray,
@@ -135,6 +135,16 @@ def superiority_check(wins: int, losses: int, confidence: float) -> tuple[dict[s
                   f"gives one-sided p = {p:.4f} > {1.0 - confidence:.4f}: the gain is not shown")
 
 
+def agreement_rate(n_units: int) -> float:
+    """The median-unbiased disagreement rate when none of ``n_units`` independent units disagrees:
+    ``1 - 0.5 ** (1 / n)``, the rate at which seeing no disagreement is a coin flip (about ``0.69 / n``).
+
+    >>> round(agreement_rate(8), 4)
+    0.083
+    """
+    return 1.0 - 0.5 ** (1.0 / n_units)
+
+
 def agreement_se(n_units: int) -> float:
     """The standard error a paired difference of right-or-wrong outcomes is given when candidate and reference
     agree everywhere, so the bootstrap has no variance: ``sqrt(d / n)`` at the median-unbiased disagreement rate
@@ -148,7 +158,7 @@ def agreement_se(n_units: int) -> float:
     """
     if n_units < 1:
         return float("nan")
-    return math.sqrt((1.0 - 0.5 ** (1.0 / n_units)) / n_units)
+    return math.sqrt(agreement_rate(n_units) / n_units)
 
 
 def power_check(dist: np.ndarray, allowed: float, confidence: float, power: float, *,

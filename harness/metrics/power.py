@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from harness.errors import DataError, SpecError, format_error
+from harness.metrics.evidence import agreement_rate
 from harness.metrics.exact import design_effect, min_detectable_effect, pass_probability
 from harness.metrics.registry import examples_right
 from harness.rundir import predictions_for, read_predictions, read_summary
@@ -96,6 +97,7 @@ class RulePlan:
     pass_equal: float
     pass_drop: float
     note: str = ""
+    modelled: bool = True  # False: counted as passing, left out of what the rates say
 
 
 @dataclass(frozen=True)
@@ -126,10 +128,10 @@ def _level(rule: Rule, policy: GatePolicy) -> float:
 
 def _delta_pass(rule: Rule, policy: GatePolicy, s: PlanSettings, effects: dict[str, float]) -> tuple[float, str]:
     conf, margin = _level(rule, policy), -rule.threshold
-    # the disagreement is at least the median-unbiased rate when none is seen (as the gate's agreement floor,
+    # the disagreement is at least the median-unbiased rate when none is seen (the gate's agreement floor,
     # harness.metrics.evidence.agreement_se): a plan from a run whose candidate and base agree everywhere
     # otherwise models se 0 and calls any margin detectable
-    ses = {k: math.sqrt(max(s.design_effect * (max(s.disagreement, 1.0 - 0.5 ** (1.0 / s.n_of(k))) - e * e), 1e-12)
+    ses = {k: math.sqrt(max(s.design_effect * (max(s.disagreement, agreement_rate(s.n_of(k))) - e * e), 1e-12)
                         / s.n_of(k)) for k, e in effects.items()}
     note = f"{rule.metric} approximated by accuracy" if rule.metric in ("macro_f1", "balanced_accuracy") else ""
     if rule.aggregate is Aggregate.MEAN:
@@ -171,7 +173,7 @@ def _rule_plan(rule: Rule, policy: GatePolicy, s: PlanSettings, suites: dict[str
     modelled = rule.kind in (RuleKind.NEGATIVE_FLIPS, RuleKind.CLASS_RECALL_FLOOR) or rule.metric in _ACCURACY_LIKE
     if not modelled:
         return RulePlan(rule.name, tuple(names), 1.0, 1.0, f"{rule.metric} {rule.kind.value}: not modelled (counted "
-                                                           "as passing)")
+                                                           "as passing)", modelled=False)
     out = []
     for effects in ({k: 0.0 for k in names}, {k: (-s.drop if k == drop_suite else 0.0) for k in names}):
         fn = _delta_pass if rule.kind is RuleKind.DELTA else _level_pass
@@ -210,7 +212,7 @@ def format_plan(plan: Plan) -> str:
         lines.append(f"  {r.rule:34s} {r.pass_equal:16.4f} {r.pass_drop:15.4f}  {r.note}")
     lines.append(f"false-fail rate (equal candidate fails): {plan.false_fail:.2%}")
     lines.append(f"power (the regression fails the gate):   {plan.power:.2%}")
-    left = [r.rule for r in plan.rules if "not modelled" in r.note]
+    left = [r.rule for r in plan.rules if not r.modelled]
     if left:  # CI trial: 3 of 4 rules left out, and the rates read as the policy's
         lines.append(f"{len(left)} of {len(plan.rules)} rules not modelled ({', '.join(left)}): both rates cover "
                      f"only the other {len(plan.rules) - len(left)}" if len(left) < len(plan.rules) else

@@ -316,7 +316,7 @@ class Scoring:
                     self.store.put_outputs(self._store_key(prep, runner, model_fp, alpha, head, blend_path), outputs,
                                            {"point": point, "split": prep.ref.key})
             self._check_finite(point, prep, outputs)
-            self._check_whitespace(point, prep, outputs)
+            self._check_generation(point, prep, outputs)
             out[prep.ref] = Predictions(ref=prep.ref, point=point, alpha=alpha, example_ids=prep.example_ids,
                                         source_ids=prep.source_ids, labels=prep.labels, outputs=outputs,
                                         task=task.name)
@@ -354,7 +354,7 @@ class Scoring:
         self.notes.append(cap_note(suite.name, suite.max_length, limit))
         return suite.model_copy(update={"max_length": int(limit)})
 
-    def _check_whitespace(self, point: str, prep, outputs) -> None:
+    def _check_generation(self, point: str, prep, outputs) -> None:
         """Note, once per suite, a generation suite whose exact_match misses answers only by whitespace, and
         once per suite one whose ``answer_regex`` did not match some outputs (new-user trial: a regex for the
         dataset's ``#### 42`` matched none of a model's outputs and every metric was 0 with no word)."""

@@ -191,15 +191,14 @@ def check_selectable(suites: Sequence, metric: str | None = None, policy: str = 
                                                     "never selected on test splits)"))
     by_name = {s.name: s for s, _ in suites}
     selecting = [s for s, _ in suites if s.in_selection and _validates(s, by_name) is not False]
-    if policy != "id-only" and any(s.role is SuiteRole.SHIFT and not s.in_selection for s, _ in suites) and \
-            not any(s.role is SuiteRole.SHIFT for s in selecting):  # all left out by in_selection
-        raise SpecError(format_error(
-            f"the {policy} policy weighs the shift score, but no shift suite selects alpha", where="--suite",
-            expected="a shift suite with a validation split and in_selection left true", got=given,
-            fix="give a shift suite a validation split or set its in_selection back to true, or pass --select "
-                "id-only"))
     if policy != "id-only" and not any(s.role is SuiteRole.SHIFT for s in selecting):
         shifts = [s for s, _ in suites if s.role is SuiteRole.SHIFT]
+        if any(not s.in_selection for s in shifts):  # in_selection: false left every shift suite out
+            raise SpecError(format_error(
+                f"the {policy} policy weighs the shift score, but no shift suite selects alpha", where="--suite",
+                expected="a shift suite with a validation split and in_selection left true", got=given,
+                fix="give a shift suite a validation split or set its in_selection back to true, or pass --select "
+                    "id-only"))
         got = ", ".join(f"{s.name}: {', '.join(f'{sp.name} (role: {sp.role.value})' for sp in s.splits)}"
                         for s in shifts) if shifts else f"no shift suite among {given}"
         raise SpecError(format_error(

@@ -4,7 +4,8 @@ Each row becomes one ``generate_until`` request: the prompt, the suite's ``stop`
 ``max_new_tokens``. Records: ``output`` (str (n,), the generated text, cut at the first stop sequence),
 ``answer`` (str (n,), what was scored: the ``answer_regex`` extraction, else the output), ``reference`` (str (n,),
 the gold text it was scored against) and one float64 (n,) column per match metric of the suite (``exact_match``
-and ``contains`` after the suite's ``normalize`` options, ``numeric_match`` on the final numbers, token ``f1``), as :mod:`harness.metrics.text` defines them.
+and ``contains`` after the suite's ``normalize`` options, ``numeric_match`` on the final numbers, token ``f1``), as
+:mod:`harness.metrics.text` defines them.
 """
 
 from __future__ import annotations
@@ -47,9 +48,7 @@ class GenerationTask(LMTask):
 
     def stored(self, prepared: Prepared, records: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """A stored entry from before the ``reference`` column (2026-12-01) gets it from ``prepared``'s gold."""
-        if "reference" in records:
-            return records
-        return {**records, "reference": np.array([str(g) for g in prepared.info["gold"]], dtype=str)}
+        return records if "reference" in records else {**records, "reference": _references(prepared)}
 
     def records(self, prepared: Prepared, outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         norm = self.spec.normalize.model_dump()
@@ -59,8 +58,13 @@ class GenerationTask(LMTask):
         score = {"exact_match": lambda a, g: exact_match(a, g, **norm), "contains": lambda a, g: contains(a, g, **norm),
                  "numeric_match": numeric_match, "f1": token_f1}
         out: dict[str, np.ndarray] = {"output": np.array(texts, dtype=str), "answer": np.array(answers, dtype=str),
-                                      "reference": np.array([str(g) for g in gold], dtype=str)}
+                                      "reference": _references(prepared)}
         for name in GENERATION_METRICS:
             if name in self.metrics:
                 out[name] = np.array([score[name](a, g) for a, g in zip(answers, gold)], dtype=np.float64)
         return out
+
+
+def _references(prepared: Prepared) -> np.ndarray:
+    """The gold text of each row of ``prepared`` (str (n,)): the ``reference`` column of the records."""
+    return np.array([str(g) for g in prepared.info["gold"]], dtype=str)

@@ -32,8 +32,8 @@ def test_scoring_notes_it_once_per_suite_with_the_fix():
     scoring = _scoring(suite)
     ref = SplitRef("qa", "validation", SplitRole.VALIDATION, SuiteRole.SHIFT)
     prep = type("Prep", (), {"ref": ref, "info": {"gold": ("5", "6")}, "__len__": lambda self: 2})()
-    scoring._check_whitespace("base", prep, _outputs([" 5", " 6"], [0.0, 0.0]))
-    scoring._check_whitespace("adapted", prep, _outputs([" 5", " 6"], [0.0, 0.0]))
+    scoring._check_generation("base", prep, _outputs([" 5", " 6"], [0.0, 0.0]))
+    scoring._check_generation("adapted", prep, _outputs([" 5", " 6"], [0.0, 0.0]))
     assert len(scoring.notes) == 1
     assert "2 of 2 outputs on qa/validation (base) differ from their reference only by surrounding whitespace" \
         in scoring.notes[0] and "normalize: {strip: true}" in scoring.notes[0]
@@ -58,13 +58,13 @@ def test_an_answer_regex_that_matches_no_output_is_noted_with_the_column_to_look
     assert list(outputs["answer"]) == ["[invalid]", "[invalid]", "3"]
     assert regex_misses(outputs, suite.task.answer_regex) == 2 and regex_misses(outputs, None) == 0
     scoring = _scoring(suite)
-    scoring._check_whitespace("base", prep, outputs)
-    scoring._check_whitespace("adapted", prep, outputs)  # once per suite
+    scoring._check_generation("base", prep, outputs)
+    scoring._check_generation("adapted", prep, outputs)  # once per suite
     assert len(scoring.notes) == 1 and "did not match 2 of 3 outputs on qa/validation (base)" in scoring.notes[0]
     assert "no output matched" not in scoring.notes[0]
     none = task.records(prep, {"output": np.array(["The answer is 42.", "so 7", "3"])})
     scoring = _scoring(suite)
-    scoring._check_whitespace("base", prep, none)
+    scoring._check_generation("base", prep, none)
     assert "did not match 3 of 3" in scoring.notes[0] and "no output matched" in scoring.notes[0]
     assert "column output" in scoring.notes[0] and list(none["exact_match"]) == [0.0, 0.0, 0.0]
 
