@@ -19,12 +19,11 @@ Variants (``--variants``), each on transformers' model and ``StaticCache``:
   combination of the fields' neighbours (``coordinate_descent_check_all_directions``), otherwise as the harness's
   tuned step (``graph_tuned_r2``: its programmatic dependent launch and one-row eager attention kept);
   ``graph_tuned_nopdl`` is the harness's tuned step without programmatic dependent launch; ``_dobench`` has the
-  launch-time autotuner of Triton kernels time them with Triton's ``do_bench`` instead of Inductor's own timer for
-  the whole process (:func:`use_timer`; ``TORCHINDUCTOR_USE_EXPERIMENTAL_BENCHMARKER=0`` also changes the timer of
-  max-autotune's compile-time choices). The harness's tuned step
-  swaps the timer to ``do_bench`` for its own calls since 2026-12-01g (``causal_decode._timed_by_do_bench``), so
-  ``graph_tuned_dobench`` is now ``graph_tuned`` by another route, and the ``_r2``/``_all``/``_nopdl`` variants,
-  "as the harness's tuned step", take ``do_bench`` too; every result records its ``autotune_timer``.
+  launch-time autotuner of Triton kernels time them with Triton's ``do_bench`` instead of the harness's kernel
+  time for the whole process (:func:`use_timer`; ``graph_tuned_dobench`` is the harness's tuned step of
+  2026-12-01g). The harness's tuned step times that tuner by GPU kernel time since 2026-12-01h
+  (``causal_decode.KernelTimer``), and so do the ``_r2``/``_all``/``_nopdl`` variants, "as the harness's tuned
+  step"; every result records its ``autotune_timer``.
 
 For each batch size (``--batch``): tokens/s over 128 new tokens after 100-token prompts (median of ``--repeats``
 calls after two warm-up calls, whose time is the compilation and recording), the prompt's forward alone (a replay of
@@ -98,15 +97,20 @@ PROMPT_GRAPH_TOKENS = causal_decode.PROMPT_GRAPH_TOKENS
 SEARCH = {"_r2": ("coordinate_descent_search_radius", 2), "_all": ("coordinate_descent_check_all_directions", True)}
 
 
-def use_timer(do_bench: bool) -> str:
-    """Make Inductor's autotuning (coordinate descent included) time kernels with Triton's ``do_bench`` (a 256 MB
-    L2 flush before each timing, the median) when ``do_bench``, else with the timer this torch chose at import
-    (by default its own ``InductorBenchmarker``: an L2-sized flush, the minimum). Returns the timer's class name.
-    The tuner reads the module-level ``benchmarker`` of ``torch._inductor.runtime.triton_heuristics`` at every
-    timing, so the swap takes effect for kernels tuned after it (their first launch)."""
+def use_timer(kind: str) -> str:
+    """Set the timer of Inductor's launch-time autotuning (Triton kernels' configurations and coordinate descent)
+    for the whole process: ``"kernel_time"``, the harness's tuned step's (:class:`causal_decode.KernelTimer`: GPU
+    kernel time from the profiler); ``"do_bench"``, Triton's ``do_bench`` (a 256 MB flush before each timing, the
+    median of CUDA-event timings; the harness's tuned step's on 2026-12-01g); ``"default"``, the timer this torch
+    chose at import (by default its own ``InductorBenchmarker``: an L2-sized flush, the minimum). Returns the
+    timer's class name. The tuner reads the module-level ``benchmarker`` of
+    ``torch._inductor.runtime.triton_heuristics`` at every timing, so the swap takes effect for kernels tuned after
+    it (their first launch)."""
     from torch._inductor.runtime import benchmarking, triton_heuristics
 
-    triton_heuristics.benchmarker = benchmarking.TritonBenchmarker() if do_bench else benchmarking.benchmarker
+    default = benchmarking.benchmarker
+    triton_heuristics.benchmarker = {"kernel_time": causal_decode.KernelTimer(default),
+                                     "do_bench": benchmarking.TritonBenchmarker(), "default": default}[kind]
     return timer_name()
 
 
@@ -130,7 +134,8 @@ def variant(model, name: str):
     causal_decode._Decoding.chunk = fused_chunk if fused else PLAIN_CHUNK
     trees = name.startswith("trees") and DEVICE == "cuda"
     options, eager_attention = step_options(name, trees)
-    use_timer("_dobench" in name or eager_attention)  # eager_attention: a variant "as the harness's tuned step"
+    # eager_attention: a variant "as the harness's tuned step", which times its tuning by kernel time
+    use_timer("do_bench" if "_dobench" in name else "kernel_time" if eager_attention else "default")
     if options is None:
         return causal_decode.compiled_step(model, tuned, cudagraphs=trees), DEVICE == "cuda" and not trees
     fn = fused_step(model) if fused else causal_decode.greedy_step(model)

@@ -26,9 +26,12 @@ profiled draws of the Llama-3.2-1B-shaped tuned step took 1.04-1.47 ms per decod
 summed 1.10-1.52 ms (they overlap under programmatic dependent launch); each draw spent 125-536 µs per step above
 the fastest picks, and the four slowest had one or two kernels whose pick ran 5-36x slower than another draw's;
 the kernels at the fastest picks sum to 0.98 ms per step. With the tuner timed by Triton's ``do_bench`` (the
-tuned step since 2026-12-01g, ``benchmarks/results/2026-12-01g-h200-gen_b1-llama32-dobench-draws.json``), twelve
+tuned step on 2026-12-01g, ``benchmarks/results/2026-12-01g-h200-gen_b1-llama32-dobench-draws.json``), twelve
 draws took 0.96-1.33 ms per step and the three slowest still had one or two picks 4.8-12.5x slower than another
-draw's.
+draw's. With the tuner timed by GPU kernel time (the tuned step since 2026-12-01h, ``causal_decode.KernelTimer``,
+``benchmarks/results/2026-12-01h-h200-gen_b1-llama32-kerneltime-draws.json``), six draws took 0.925-0.942 ms per
+step and spent 13-25 µs per step above the fastest picks of that file's eleven draws (its five ``do_bench`` draws:
+290-762 µs).
 """
 
 from __future__ import annotations

@@ -136,12 +136,13 @@ class CausalLMScorer:
     generation_tuned : bool, default=False
         With ``"static"``: compile the decoding step with ``max-autotune``, coordinate-descent tuning and
         programmatic dependent launch, and give it transformers' eager attention at batch 1
-        (:func:`~harness.models.causal_decode.compiled_step`, its autotuning timed by Triton's ``do_bench``): on an
-        H200 at batch 1, 44.1-60.6% of the bandwidth bound (median 54.4%) over eleven compilations alone in their
-        process, against 38-39% untuned; a longer first call; slower than untuned at batch 64 (one compilation).
-        The speed is set by the autotuner's kernel picks, which Inductor keeps in its cache (``TORCHINDUCTOR_CACHE_DIR``) for later processes (two that reused
-        one compilation's cache ran within 1.6% of it), so keeping that folder between runs (a CI cache) keeps a
-        draw.
+        (:func:`~harness.models.causal_decode.compiled_step`, its autotuning timed by GPU kernel time): on an H200
+        at batch 1, 61.7-64.1% of the bandwidth bound (median 62.75%) over six compilations alone in their process,
+        against 38-39% untuned; a longer first call; slower than untuned at batch 64 (one compilation, with the
+        earlier timer). The speed is set by the autotuner's kernel picks, which Inductor keeps in its cache
+        (``TORCHINDUCTOR_CACHE_DIR``) for later processes (two that reused one compilation's cache ran within 1.6%
+        of it), so keeping that folder between runs (a CI cache) keeps the first run's picks and skips the
+        tuning.
     """
 
     def __init__(self, model, tokenizer, *, max_length: int | None = None, batch_tokens: int = 512,

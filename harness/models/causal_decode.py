@@ -15,10 +15,10 @@ Measured (``python benchmarks/lm_gpu.py --sections peak gen``: H200, torch 2.11,
 tokens after 100-token prompts): at batch 1, 493 tokens/s (untuned) and 769 (tuned) for a 1.1B TinyLlama-shaped model
 (2026-12-01, before the prompt's forward was recorded); for a 1.24B Llama-3.2-1B-shaped one, with the prompt
 recorded, 643-652 tokens/s untuned (38-39% of its bandwidth bound, three leases) and 609-847 tuned (36-50%, the
-tuner on Inductor's default timer; in fresh processes that compiled it alone, 44.1-60.6%, median 54.4%, since its
-autotuning is timed by ``do_bench``: the tuned kernels depend on the autotuner's picks at compilation, see
-:func:`compiled_step`), against 56-92 for plain ``generate``; 15,740 tokens/s at batch 64, 3.8x plain
-``generate``. The step (:func:`greedy_step`) holds the forward, the argmax and the EOS bookkeeping.
+tuner on Inductor's default timer; in six fresh processes that compiled it alone, 61.7-64.1%, since its autotuning
+is timed by GPU kernel time: :class:`KernelTimer`, :func:`compiled_step`), against 56-92 for plain ``generate``;
+15,740 tokens/s at batch 64, 3.8x plain ``generate``. The step (:func:`greedy_step`) holds the forward, the
+argmax and the EOS bookkeeping.
 
 For the models it applies to (:func:`graph_loop_unavailable`: among others, no logits processing in the
 ``generation_config``), outputs equal ``generate``'s (``do_sample=False``) token for token where the step computes
@@ -155,17 +155,19 @@ def compiled_step(model, tuned: bool = False, cudagraphs: bool = False) -> Calla
     transformers' eager attention in the step (``attn_implementation = "eager"`` on the returned callable:
     :func:`decode_static` switches the model to it while the step runs, and back; Inductor then fuses plain
     matmul/softmax ops instead of calling SDPA's kernel, which at one query is mostly launch latency). The tuner
-    times kernels with Triton's ``do_bench`` while the step runs (:func:`_timed_by_do_bench`). Its speed is set by
-    its compilation: coordinate descent picks each Triton kernel's block sizes and warps by timing candidates, and
-    a few picks differ between compilations by up to 36x for that kernel in the step (benchmarks/tuning_draws.py
-    compares draws kernel by kernel). On an H200, a Llama-3.2-1B-shaped model at batch 1, eleven compilations alone
-    in their process with an empty Inductor cache gave 44.1-60.6% of the bandwidth bound (median 54.4%, 8 of 11 at
-    50% or more; with Inductor's default timer, fourteen gave 39.8-58.3%, median 50.3%); two processes reusing one
-    compilation's cache ran within 1.6% of it; the untuned step held 38-39% on every lease. The picks are kept in
-    the Inductor cache and reused by later processes (a cache from before the timer swap keeps its picks). At
-    batch 64 the tuned step was slower than the untuned one (15,169 against 19,449 tokens/s, one compilation
-    each), so it is for small batches. Its first call is longer (19-161 s measured, against 10-23 s untuned);
-    README "Performance" has the numbers.
+    times kernels by their GPU time while the step runs (:class:`KernelTimer`, :func:`_timed_by_kernel_time`). Its
+    speed is set by its compilation: coordinate descent picks each Triton kernel's block sizes and warps by timing
+    candidates. Timed by CUDA events around each launch (Inductor's default timer, or ``do_bench``), the timings
+    were mostly the host's launch and a few picks differed between compilations by up to 36x for that kernel in the
+    step (benchmarks/tuning_draws.py compares draws kernel by kernel). On an H200, a Llama-3.2-1B-shaped model at
+    batch 1, six compilations alone in their process with an empty Inductor cache gave 61.7-64.1% of the bandwidth
+    bound with kernel time (median 62.75%), against 44.1-60.6% (median 54.4%, eleven) with ``do_bench`` and
+    39.8-58.3% (median 50.3%, fourteen) with Inductor's default timer; the untuned step held 38-39% on every lease.
+    The picks are kept in the Inductor cache and reused by later processes (a cache from before the timer change
+    keeps its picks). At batch 64 the tuned step (``do_bench`` timer) was slower than the untuned one (15,169
+    against 19,449 tokens/s, one compilation each), so it is for small batches. Its first call is longer (19-161 s
+    measured against 10-23 s untuned; with kernel time the 1.24B shape's first two calls took 94-106 s); README
+    "Performance" has the numbers.
 
     ``cudagraphs=False``: what :func:`decode_static` takes with ``graph=True``, which records whole chunks of steps
     as one CUDA graph. ``cudagraphs=True``: torch's own CUDA graphs, one per step (the ``reduce-overhead`` and
@@ -181,43 +183,88 @@ def compiled_step(model, tuned: bool = False, cudagraphs: bool = False) -> Calla
             options["triton.enable_pdl"] = True
         options["triton.cudagraphs"] = cudagraphs
         step = torch.compile(greedy_step(model), fullgraph=True, dynamic=False, options=options)
-        step = _timed_by_do_bench(step) if tuned else step
+        step = _timed_by_kernel_time(step) if tuned else step
         step.attn_implementation = "eager" if tuned else None
         steps[tuned, cudagraphs] = step
     return steps[tuned, cudagraphs]
 
 
-def _timed_by_do_bench(step: Callable) -> Callable:
-    """``step`` whose calls run with the launch-time autotuning of Inductor's Triton kernels (their configurations
-    and coordinate descent) timing kernels by Triton's ``do_bench`` (a 256 MB cache flush before each timing, the
-    median of its runs) instead of Inductor's own timer (``InductorBenchmarker``: an L2-sized flush, the minimum).
-    That tuner reads ``torch._inductor.runtime.triton_heuristics.benchmarker`` at each timing and tunes a kernel at
-    its first launch, inside the step's first call; the previous timer is restored after every call (also on an
-    error). Max-autotune's compile-time choices keep their timer (``TORCHINDUCTOR_USE_EXPERIMENTAL_BENCHMARKER=0``
-    would change both, for the whole process). The swap is a process-global attribute: two threads calling tuned
-    steps at once could leave it set (the harness calls them from one thread). Where this torch has no such
-    module or timer, ``step`` is returned as is. ``autotune_timer`` on the returned callable names the timer set.
-    Measured on benchmarks/gen_b1.py (H200, Llama-3.2-1B shape, batch 1, fresh compilations): eleven compilations
-    with the swap, median 54.4% of the bandwidth bound, against 50.3% over fourteen with the default timer
-    (one-sided Mann-Whitney p = 0.050: suggestive, not conclusive; benchmarks/results/2026-12-01g-*-dobench-
-    draws.json, README "Performance")."""
-    try:
-        from torch._inductor.runtime import benchmarking, triton_heuristics
+class KernelTimer:
+    """Inductor's autotuning timer for the tuned step: a kernel's time is its GPU time from the profiler
+    (``torch._inductor.utils.do_bench_using_profiling``: the device time of the launches inside each timed call,
+    L2 flushed before each, averaged), not the wall time between two CUDA events around the call.
 
-        timer = benchmarking.TritonBenchmarker()
+    Why: Inductor times a candidate configuration by launching it from Python (cloning any argument it mutates),
+    so for a kernel of a few microseconds the events also time the host's launch when the GPU waits for it. On an
+    H200 (Llama-3.2-1B shape, batch 1, 2026-12-01h, Triton's ``do_bench`` as the timer, the tuner's debug log on)
+    the first RMSNorm kernel took 5 µs for its first configuration and 46-108 µs for each neighbour coordinate
+    descent tried, which improved 0-2 of 28 kernels; picks differed between compilations by up to 12.5x for one
+    kernel (36x with Inductor's default timer). With this timer that kernel's configurations took 1.8-2.0 µs,
+    coordinate descent improved 25 of 28 kernels, and six compilations gave 61.7-64.1% of the bandwidth bound
+    (README "Performance"). Torch's config names the same remedy for its bandwidth profiler
+    (``profile_bandwidth_with_do_bench_using_profiling``).
+
+    Duck-types ``torch._inductor.runtime.benchmarking.Benchmarker``: :meth:`benchmark` times CUDA callables
+    (``device`` given as in Inductor's own calls); anything else (another device, no device given, a profiler
+    already running: profilers do not nest) and every other attribute go to ``fallback``, the process's timer.
+    ``warmup``/``rep`` are milliseconds as Inductor passes them (``rep=40`` for Triton kernels); at most
+    ``rep_ms`` of them are profiled, since kernel time does not carry the host's jitter. Returns milliseconds per
+    call; ``inf`` for a configuration the GPU rejects ("invalid configuration", as Inductor's timers).
+    """
+
+    def __init__(self, fallback, rep_ms: float = 10.0) -> None:
+        self.fallback = fallback
+        self.rep_ms = rep_ms
+
+    def benchmark(self, fn, fn_args=None, fn_kwargs=None, device=None, **kwargs) -> float:
+        """Milliseconds per call of ``fn(*fn_args, **fn_kwargs)`` on the GPU (see the class)."""
+        from torch.autograd import profiler
+
+        kind = torch.device(device).type if device is not None else None
+        if kind != "cuda" or profiler._is_profiler_enabled:
+            return self.fallback.benchmark(fn, fn_args, fn_kwargs, device=device, **kwargs)
+        from torch._inductor.utils import do_bench_using_profiling
+
+        args, kw = fn_args or (), fn_kwargs or {}
+        timing = {"warmup": min(kwargs.get("warmup", 25), self.rep_ms), "rep": min(kwargs.get("rep", 100), self.rep_ms)}
+        if "is_vetted_benchmarking" in inspect.signature(do_bench_using_profiling).parameters:
+            timing["is_vetted_benchmarking"] = True  # as Inductor's own launch-time timings
+        try:
+            return do_bench_using_profiling(lambda: fn(*args, **kw), **timing)
+        except Exception as e:  # noqa: BLE001 - Inductor's timers skip a configuration the GPU rejects, so do we
+            if "invalid configuration" in str(e).lower():
+                return float("inf")
+            raise
+
+    def __getattr__(self, name: str):
+        return getattr(self.fallback, name)
+
+
+def _timed_by_kernel_time(step: Callable) -> Callable:
+    """``step`` whose calls run with the launch-time autotuning of Inductor's Triton kernels (their configurations
+    and coordinate descent) timing kernels by :class:`KernelTimer` instead of the process's timer. That tuner reads
+    ``torch._inductor.runtime.triton_heuristics.benchmarker`` at each timing and tunes a kernel at its first
+    launch, inside the step's first call; the previous timer is restored after every call (also on an error).
+    Max-autotune's compile-time choices keep their timer. The swap is a process-global attribute: two threads
+    calling tuned steps at once could leave it set (the harness calls them from one thread). Where this torch has
+    no such module, ``step`` is returned as is. ``autotune_timer`` on the returned callable names the timer set.
+    Measured on benchmarks/gen_b1.py: README "Performance" (issue 20)."""
+    try:
+        from torch._inductor.runtime import triton_heuristics
+
         triton_heuristics.benchmarker  # noqa: B018 - present in this torch
     except (ImportError, AttributeError):
         return step
 
     def timed_step(**kwargs):
         old = triton_heuristics.benchmarker
-        triton_heuristics.benchmarker = timer
+        triton_heuristics.benchmarker = KernelTimer(old)
         try:
             return step(**kwargs)
         finally:
             triton_heuristics.benchmarker = old
 
-    timed_step.autotune_timer = type(timer).__name__
+    timed_step.autotune_timer = KernelTimer.__name__
     return timed_step
 
 

@@ -271,10 +271,96 @@ def test_tuning_draws_on_the_do_bench_draws_gives_the_readme_figures(tmp_path):
 
 
 @pytest.mark.benchmark
+def test_tuning_draws_on_the_kernel_time_draws_gives_the_readme_figures(tmp_path):
+    """The README's figures for the 2026-12-01h draws (the tuner timed by GPU kernel time, the tuned step now)
+    come from this file: every draw's share of the bound, the statistics against the earlier timers' draws, what
+    the tuner's logs showed, and the kernels above the fastest picks."""
+    from scipy.stats import mannwhitneyu
+
+    path = "benchmarks/results/2026-12-01h-h200-gen_b1-llama32-kerneltime-draws.json"
+    out = tmp_path / "cmp.json"
+    _draws("compare", path, "--out", str(out))
+    draws = json.loads(out.read_text())["draws"]
+    kernel_time = sorted(round(d["of_bound"] * 100, 1) for k, d in draws.items() if k.startswith("kernel_time"))
+    assert kernel_time == [61.7, 62.2, 62.6, 62.9, 63.9, 64.1]
+    assert statistics.median(kernel_time) == 62.75
+    excess = [d["excess_us"] for k, d in draws.items() if k.startswith("kernel_time")]
+    assert (round(min(excess)), round(max(excess))) == (13, 25)
+    others = [d["excess_us"] for k, d in draws.items() if not k.startswith("kernel_time")]
+    assert (round(min(others)), round(max(others))) == (290, 762)
+    data = json.loads((ROOT / path).read_text())
+    summary = data["summary"]
+    assert summary["same_lease_control"] == {"control_do_bench-1": 50.3}
+    assert summary["logged_do_bench"]["values"] == [36.5, 43.5, 37.6, 39.5]
+    assert summary["kernel_time"]["first_two_calls_s"] == [93.7, 95.0, 95.1, 101.1, 105.4, 105.7]
+    earlier = json.loads((ROOT / "benchmarks/results/2026-12-01g-h200-gen_b1-llama32-dobench-draws.json").read_text())
+    swap = [v for k, v in earlier["of_bound_percent"].items() if not k.startswith("env")]
+    default = [x for values in earlier["summary"]["default_timer"]["from"].values() for x in values]
+    assert len(swap) == 11 and len(default) == 14
+    for other, key in ((swap, "vs_do_bench_swap"), (default, "vs_default_timer")):
+        test = mannwhitneyu(kernel_time, other, alternative="greater", method="exact")
+        assert summary["kernel_time"][key] == {"U": test.statistic, "p": float(f"{test.pvalue:.2g}"),
+                                               "method": summary["kernel_time"][key]["method"]}
+    assert summary["kernel_time"]["vs_do_bench_swap"]["p"] == 8.1e-05
+    assert summary["kernel_time"]["vs_default_timer"]["p"] == 2.6e-05
+    logs = data["tuner_logs"]
+    improved = [logs[f"logged_do_bench-{i}"]["kernels_improved_by_coordinate_descent"] for i in (1, 2, 3, 4)]
+    assert improved == [0, 2, 1, 0]
+    assert logs["kernel_time-1"]["kernels_improved_by_coordinate_descent"] == 25
+    assert logs["kernel_time-1"]["kernels_tuned"] == 28
+    assert logs["kernel_time-1"]["timing_us_median"] == 5.34 and logs["logged_do_bench-1"]["timing_us_min"] == 45.73
+
+
+_TUNER_LOG = """\
+torch._inductor.runtime.triton_heuristics Best config for triton_red_fused_mean_0: XBLOCK: 1, R0_BLOCK: 512, \
+num_warps: 4, num_ctas: 1, num_stages: 1, maxnreg: None: 0.004000, nreg 24, nspill 0, #shared-mem 16
+torch._inductor.runtime.triton_heuristics COORDESC: XBLOCK: 1, R0_BLOCK: 1024, num_warps: 4, num_ctas: 1, \
+num_stages: 1, maxnreg: None: 0.050000, nreg 24, nspill 0, #shared-mem 16
+torch._inductor.runtime.triton_heuristics COORDESC: XBLOCK: 1, R0_BLOCK: 256, num_warps: 4, num_ctas: 1, \
+num_stages: 1, maxnreg: None: 0.003000, nreg 24, nspill 0, #shared-mem 16
+torch._inductor.runtime.coordinate_descent_tuner triton_red_fused_mean_0: Improve from XBLOCK: 1 0.004 -> XBLOCK: 1 \
+0.003, 1.333x
+torch._inductor.runtime.triton_heuristics Best config for triton_red_fused_mm_1: XBLOCK: 8, R0_BLOCK: 512, \
+num_warps: 4, num_ctas: 1, num_stages: 1, maxnreg: None: 0.010000, nreg 24, nspill 0, #shared-mem 16
+torch._inductor.runtime.triton_heuristics COORDESC: XBLOCK: 16, R0_BLOCK: 512, num_warps: 4, num_ctas: 1, \
+num_stages: 1, maxnreg: None: 0.020000, nreg 24, nspill 0, #shared-mem 16
+torch._inductor.runtime.coordinate_descent_tuner triton_red_fused_mm_1: Improve from XBLOCK: 8 0.01 -> XBLOCK: 8 \
+0.01, 1.000x
+"""
+
+
+@pytest.mark.benchmark
+def test_tuner_log_summarizes_what_the_tuner_timed_and_runs_gen_b1_with_the_log(tmp_path):
+    """benchmarks/tuner_log.py: the summary counts coordinate descent's timings (µs) and the kernels it improved,
+    and gives the first kernel's timings; a log without coordinate descent is refused with a message; ``run``
+    writes the tuner's loggers to the file and runs gen_b1.py with the remaining arguments."""
+    log = tmp_path / "tuner.log"
+    log.write_text(_TUNER_LOG)
+    res = subprocess.run([sys.executable, "benchmarks/tuner_log.py", "summarize", str(log)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout) == {
+        "coordinate_descent_timings": 3, "timing_us_median": 20.0, "timing_us_min": 3.0, "timing_us_max": 50.0,
+        "kernels_tuned": 2, "kernels_improved_by_coordinate_descent": 1, "largest_improvement_x": 1.333,
+        "first_kernel": "triton_red_fused_mean_0", "first_kernel_first_config_us": 4.0,
+        "first_kernel_neighbours_us": [50.0, 3.0]}
+    log.write_text("something else\n")
+    res = subprocess.run([sys.executable, "benchmarks/tuner_log.py", "summarize", str(log)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode != 0 and "not a debug log of Inductor's coordinate descent" in res.stderr
+    out, log = tmp_path / "b1.json", tmp_path / "run.log"
+    res = subprocess.run([sys.executable, "benchmarks/tuner_log.py", "run", str(log), "--tiny", "--repeats", "1",
+                          "--variants", "graph", "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
+                         timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert log.exists() and json.loads(out.read_text())["b1"]["graph"]["tok_s"] > 0
+
+
+@pytest.mark.benchmark
 def test_gen_b1_search_and_pdl_variants_and_profile_run_on_cpu(tmp_path):
     """gen_b1.py's ``_nopdl``, ``_dobench`` and search-widening suffixes compile and run (tiny model) with the
-    options they name, ``_dobench`` and the variants "as the harness's tuned step" swap the autotuner's timer to
-    ``do_bench`` as the harness's tuned step does (and the next untuned variant gets the default back), and
+    options they name, ``_dobench`` swaps the autotuner's timer to ``do_bench``, the variants "as the harness's
+    tuned step" to its kernel time (KernelTimer), the next untuned variant gets the default back, and
     ``--profile`` records a table per variant (on a CPU, the operators' times)."""
     names = ["graph", "graph_tuned", "graph_tuned_r2", "graph_tuned_all", "graph_tuned_nopdl", "graph_tuned_dobench"]
     code = f"import json, gen_b1; print(json.dumps({{n: gen_b1.step_options(n) for n in {names!r}}}))"
@@ -305,5 +391,5 @@ def test_gen_b1_search_and_pdl_variants_and_profile_run_on_cpu(tmp_path):
         assert "error" not in section[name], section[name]
         assert section[name]["kernels"] and all(us >= 0 and n >= 1 for us, n in section[name]["kernels"].values())
         assert section[name]["same_tokens_as_first"] == 1.0
-        timer = default_timer if name == "graph" else "TritonBenchmarker"
+        timer = {"graph": default_timer, "graph_tuned_dobench": "TritonBenchmarker"}.get(name, "KernelTimer")
         assert section[name]["autotune_timer"] == timer, (name, section[name]["autotune_timer"])

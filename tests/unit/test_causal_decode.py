@@ -544,26 +544,75 @@ def test_sliding_window_caches_keep_generate(monkeypatch):
     assert "sliding-window" in graph_loop_unavailable(model)
 
 
-def test_the_tuned_step_times_its_tuning_with_do_bench_and_restores_the_timer():
-    """The tuned step's calls run with Inductor's autotuning timed by Triton's do_bench; the process's timer is back
+def test_the_tuned_step_times_its_tuning_by_kernel_time_and_restores_the_timer():
+    """The tuned step's calls run with Inductor's autotuning timed by KernelTimer; the process's timer is back
     after each call, also after an error (another compilation in the process keeps its own)."""
     triton_heuristics = pytest.importorskip("torch._inductor.runtime.triton_heuristics")
     before = triton_heuristics.benchmarker
     seen = []
 
     def step(**kwargs):
-        seen.append(type(triton_heuristics.benchmarker).__name__)
+        seen.append(triton_heuristics.benchmarker)
         if kwargs.get("fail"):
             raise RuntimeError("boom")
         return kwargs["x"] + 1
 
-    timed = causal_decode._timed_by_do_bench(step)
-    assert timed(x=1) == 2 and seen == ["TritonBenchmarker"] and timed.autotune_timer == "TritonBenchmarker"
+    timed = causal_decode._timed_by_kernel_time(step)
+    assert timed(x=1) == 2 and timed.autotune_timer == "KernelTimer"
+    assert isinstance(seen[0], causal_decode.KernelTimer) and seen[0].fallback is before
     assert triton_heuristics.benchmarker is before
     with pytest.raises(RuntimeError, match="boom"):
         timed(fail=True)
-    assert triton_heuristics.benchmarker is before and seen == ["TritonBenchmarker"] * 2
+    assert triton_heuristics.benchmarker is before and len(seen) == 2
     tok = byte_bpe("llama")
     model = tiny_causal("llama", tok)
-    assert causal_decode.compiled_step(model, tuned=True).autotune_timer == "TritonBenchmarker"
+    assert causal_decode.compiled_step(model, tuned=True).autotune_timer == "KernelTimer"
     assert not hasattr(causal_decode.compiled_step(model), "autotune_timer")  # the untuned step keeps the default
+
+
+class _Fallback:
+    def __init__(self):
+        self.calls = []
+        self.other = "from the fallback"
+
+    def benchmark(self, fn, fn_args=None, fn_kwargs=None, device=None, **kwargs):
+        self.calls.append((device, kwargs))
+        return 7.0
+
+
+def test_kernel_timer_profiles_cuda_calls_only_and_caps_their_repetitions(monkeypatch):
+    """CUDA timings go to the profiler-based timer with warmup/rep capped at rep_ms and Inductor's flags passed
+    through; any other device, no device, or a profiler already running go to the fallback; a configuration the
+    GPU rejects is inf; other errors propagate; other attributes are the fallback's."""
+    utils = pytest.importorskip("torch._inductor.utils")
+    got = []
+
+    def fake(fn, warmup=25, rep=100, is_vetted_benchmarking=False):
+        fn()
+        got.append((warmup, rep, is_vetted_benchmarking))
+        return 0.004
+
+    monkeypatch.setattr(utils, "do_bench_using_profiling", fake)
+    fallback = _Fallback()
+    timer = causal_decode.KernelTimer(fallback, rep_ms=10.0)
+    ran = []
+    assert timer.benchmark(lambda a, b=0: ran.append((a, b)), (1,), {"b": 2}, device="cuda", rep=40,
+                           is_vetted_benchmarking=True) == 0.004
+    assert ran == [(1, 2)] and got == [(10.0, 10.0, True)] and fallback.calls == []
+    assert timer.benchmark(lambda: None, device="cpu", rep=40) == 7.0
+    assert timer.benchmark(lambda: None, (torch.ones(1),)) == 7.0  # device left to inference: the fallback's
+    assert [c[0] for c in fallback.calls] == ["cpu", None] and timer.other == "from the fallback"
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]):
+        assert timer.benchmark(lambda: None, device="cuda") == 7.0  # profilers do not nest
+    assert len(got) == 1
+
+    def rejects(fn, **kw):
+        raise RuntimeError("Triton Error [CUDA]: invalid configuration argument")
+    monkeypatch.setattr(utils, "do_bench_using_profiling", rejects)
+    assert timer.benchmark(lambda: None, device="cuda") == float("inf")
+
+    def breaks(fn, **kw):
+        raise RuntimeError("out of memory")
+    monkeypatch.setattr(utils, "do_bench_using_profiling", breaks)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        timer.benchmark(lambda: None, device="cuda")
