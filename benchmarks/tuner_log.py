@@ -33,27 +33,31 @@ import sys
 from pathlib import Path
 
 LOGGERS = ("torch._inductor.runtime.triton_heuristics", "torch._inductor.runtime.coordinate_descent_tuner")
-_MS = r"maxnreg: None: ([0-9.]+)"
+_TIMING = r": ([0-9.]+), nreg "  # "COORDESC: <config>: <ms>, nreg ..." (a config may print more fields)
 
 
 def summarize(text: str) -> dict:
-    """The summary of one tuner log (see the module docstring); timings in µs. Raises ``ValueError`` when the log
-    has no coordinate-descent timing (not a tuner log, or the tuner ran without coordinate descent)."""
-    timings = [float(x) * 1e3 for x in re.findall(r"COORDESC: .*?" + _MS, text)]
+    """The summary of one tuner log (see the module docstring); timings in µs. Each kernel's coordinate descent
+    runs from "= Do coordinate descent tuning for <kernel> =" (its baseline timing on the next line) to
+    "<kernel>: Improve from ... <x>x"; the first kernel's timings are taken from its own block. Raises
+    ``ValueError`` when the log has no coordinate-descent timing (not a tuner log, or no coordinate descent)."""
+    timings = [float(x) * 1e3 for x in re.findall(r"COORDESC: .*?" + _TIMING, text)]
     if not timings:
         raise ValueError("no 'COORDESC:' timing in the log: not a debug log of Inductor's coordinate descent")
     gains = [float(x) for x in re.findall(r"Improve from .* ([0-9.]+)x$", text, re.M)]
-    first = re.search(r"Best config for (triton_\w+): .*?" + _MS, text)
     out = {"coordinate_descent_timings": len(timings), "timing_us_median": round(statistics.median(timings), 2),
            "timing_us_min": round(min(timings), 2), "timing_us_max": round(max(timings), 2),
            "kernels_tuned": len(gains), "kernels_improved_by_coordinate_descent": sum(g > 1.0005 for g in gains),
            "largest_improvement_x": max(gains, default=1.0)}
+    first = re.search(r"= Do coordinate descent tuning for (\w+) =\n(.*?)^\S+ \1: Improve from", text, re.M | re.S)
     if first:
-        after = text[first.end():]
+        block = first.group(2)
+        baseline = re.search(r"baseline timing ([0-9.]+)", block)
         out["first_kernel"] = first.group(1)
-        out["first_kernel_first_config_us"] = round(float(first.group(2)) * 1e3, 2)
-        out["first_kernel_neighbours_us"] = [round(float(x) * 1e3, 2) for x in
-                                             re.findall(r"COORDESC: .*?" + _MS, after.split("Best config for")[0])]
+        if baseline:
+            out["first_kernel_first_config_us"] = round(float(baseline.group(1)) * 1e3, 2)
+        out["first_kernel_neighbours_us"] = [round(float(x) * 1e3, 2)
+                                             for x in re.findall(r"COORDESC: .*?" + _TIMING, block)]
     return out
 
 
@@ -72,6 +76,7 @@ def main() -> None:
         logger.addHandler(handler)
         logger.propagate = False
     sys.argv = [str(Path(__file__).with_name("gen_b1.py")), *sys.argv[3:]]
+    logging.getLogger(LOGGERS[0]).debug("tuner_log: running %s", " ".join(sys.argv))  # the loggers reach LOG
     runpy.run_path(sys.argv[0], run_name="__main__")
 
 

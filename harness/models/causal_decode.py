@@ -157,9 +157,10 @@ def compiled_step(model, tuned: bool = False, cudagraphs: bool = False) -> Calla
     matmul/softmax ops instead of calling SDPA's kernel, which at one query is mostly launch latency). The tuner
     times kernels by their GPU time while the step runs (:class:`KernelTimer`, :func:`_timed_by_kernel_time`). Its
     speed is set by its compilation: coordinate descent picks each Triton kernel's block sizes and warps by timing
-    candidates. Timed by CUDA events around each launch (Inductor's default timer, or ``do_bench``), the timings
-    were mostly the host's launch and a few picks differed between compilations by up to 36x for that kernel in the
-    step (benchmarks/tuning_draws.py compares draws kernel by kernel). On an H200, a Llama-3.2-1B-shaped model at
+    candidates. Timed by CUDA events around each launch (Inductor's default timer, or ``do_bench``), a few picks
+    differed between compilations by up to 36x for that kernel in the step (benchmarks/tuning_draws.py compares
+    draws kernel by kernel); the tuner's logs, kept for ``do_bench`` only, show timings dominated by the host's
+    launch (benchmarks/tuner_log.py). On an H200, a Llama-3.2-1B-shaped model at
     batch 1, six compilations alone in their process with an empty Inductor cache gave 61.7-64.1% of the bandwidth
     bound with kernel time (median 62.75%), against 44.1-60.6% (median 54.4%, eleven) with ``do_bench`` and
     39.8-58.3% (median 50.3%, fourteen) with Inductor's default timer; the untuned step held 38-39% on every lease.
@@ -191,52 +192,88 @@ def compiled_step(model, tuned: bool = False, cudagraphs: bool = False) -> Calla
 
 class KernelTimer:
     """Inductor's autotuning timer for the tuned step: a kernel's time is its GPU time from the profiler
-    (``torch._inductor.utils.do_bench_using_profiling``: the device time of the launches inside each timed call,
-    L2 flushed before each, averaged), not the wall time between two CUDA events around the call.
+    (``torch._inductor.utils.do_bench_using_profiling``: the device time of the GPU work inside each timed call,
+    which also counts Inductor's clones of mutated arguments, the same for every configuration; L2 flushed before
+    each call; averaged), not the wall time between two CUDA events around the call.
 
-    Why: Inductor times a candidate configuration by launching it from Python (cloning any argument it mutates),
-    so for a kernel of a few microseconds the events also time the host's launch when the GPU waits for it. On an
-    H200 (Llama-3.2-1B shape, batch 1, 2026-12-01h, Triton's ``do_bench`` as the timer, the tuner's debug log on)
-    the first RMSNorm kernel took 5 µs for its first configuration and 46-108 µs for each neighbour coordinate
-    descent tried, which improved 0-2 of 28 kernels; picks differed between compilations by up to 12.5x for one
-    kernel (36x with Inductor's default timer). With this timer that kernel's configurations took 1.8-2.0 µs,
-    coordinate descent improved 25 of 28 kernels, and six compilations gave 61.7-64.1% of the bandwidth bound
-    (README "Performance"). Torch's config names the same remedy for its bandwidth profiler
-    (``profile_bandwidth_with_do_bench_using_profiling``).
+    Why: Inductor times a candidate configuration by launching it from Python, so for a kernel of a few
+    microseconds the events can also time the host's launch while the GPU waits for it. On an H200 (Llama-3.2-1B
+    shape, batch 1, 2026-12-01h, Triton's ``do_bench`` as the timer, the tuner's debug log written to a file) the
+    first RMSNorm kernel's starting configuration measured 5.0 µs and each of the four neighbours coordinate
+    descent then tried 46-108 µs; coordinate descent improved 0-2 of 28 kernels in each of four draws. With this
+    timer (one logged draw) that kernel's starting configuration measured 1.9 µs and its neighbours 1.8-2.0 µs,
+    coordinate descent improved 25 of 28 kernels, and six compilations ran at 0.925-0.942 ms per decoding step,
+    61.7-64.1% of the bandwidth bound (README "Performance"). Torch names the same remedy for its bandwidth profiler
+    (``profile_bandwidth_with_do_bench_using_profiling``) and, in later releases, offers a profiler-based
+    autotuning timer for the whole process (``TORCHINDUCTOR_USE_TORCH_PROFILER_BENCHMARKER``).
 
-    Duck-types ``torch._inductor.runtime.benchmarking.Benchmarker``: :meth:`benchmark` times CUDA callables
-    (``device`` given as in Inductor's own calls); anything else (another device, no device given, a profiler
-    already running: profilers do not nest) and every other attribute go to ``fallback``, the process's timer.
+    Duck-types ``torch._inductor.runtime.benchmarking.Benchmarker`` for the launch-time tuner's calls:
+    :meth:`benchmark` (``bench`` calls it with ``fn=``, ``device=``, ``rep=`` and ``is_vetted_benchmarking=``) and
+    :meth:`benchmark_gpu` (what older torch's ``bench`` calls). A callable on another device, or no device given,
+    goes to ``fallback`` (the process's timer), as does every other attribute. So does a timing inside a running
+    profiler (profilers do not nest; a warning, once, says so: those picks are kept in the Inductor cache) or after
+    the profiler failed to record GPU events (a warning, once; the tuning goes on with ``fallback``).
     ``warmup``/``rep`` are milliseconds as Inductor passes them (``rep=40`` for Triton kernels); at most
     ``rep_ms`` of them are profiled, since kernel time does not carry the host's jitter. Returns milliseconds per
-    call; ``inf`` for a configuration the GPU rejects ("invalid configuration", as Inductor's timers).
+    call; ``inf`` for a configuration the GPU rejects ("invalid configuration", as Inductor's timers); other errors
+    propagate.
     """
 
     def __init__(self, fallback, rep_ms: float = 10.0) -> None:
         self.fallback = fallback
         self.rep_ms = rep_ms
+        self.off: str | None = None  # why the profiler path is off for the rest of this timer's life
+        self._warned: set[str] = set()
 
     def benchmark(self, fn, fn_args=None, fn_kwargs=None, device=None, **kwargs) -> float:
-        """Milliseconds per call of ``fn(*fn_args, **fn_kwargs)`` on the GPU (see the class)."""
+        """Milliseconds per call of ``fn(*fn_args, **fn_kwargs)`` (see the class)."""
+        if device is None or torch.device(device).type != "cuda":
+            return self.fallback.benchmark(fn, fn_args, fn_kwargs, device=device, **kwargs)
+        args, kw = fn_args or (), fn_kwargs or {}
+        timed = self._profiled(lambda: fn(*args, **kw), kwargs)
+        return self.fallback.benchmark(fn, fn_args, fn_kwargs, device=device, **kwargs) if timed is None else timed
+
+    def benchmark_gpu(self, _callable, **kwargs) -> float:
+        """Milliseconds per call of the GPU callable ``_callable`` (see the class)."""
+        timed = self._profiled(_callable, kwargs)
+        return self.fallback.benchmark_gpu(_callable, **kwargs) if timed is None else timed
+
+    def _profiled(self, call: Callable, kwargs: dict) -> float | None:
+        """The profiler's milliseconds per call, ``inf`` for a rejected configuration, ``None`` to fall back."""
         from torch.autograd import profiler
 
-        kind = torch.device(device).type if device is not None else None
-        if kind != "cuda" or profiler._is_profiler_enabled:
-            return self.fallback.benchmark(fn, fn_args, fn_kwargs, device=device, **kwargs)
+        if profiler._is_profiler_enabled:
+            self._warn_once("profiler", "a profiler is running (profilers do not nest); the kernels tuned now keep "
+                                        "those picks in the Inductor cache")
+            return None
+        if self.off is not None:
+            return None
         from torch._inductor.utils import do_bench_using_profiling
 
-        args, kw = fn_args or (), fn_kwargs or {}
         timing = {"warmup": min(kwargs.get("warmup", 25), self.rep_ms), "rep": min(kwargs.get("rep", 100), self.rep_ms)}
         if "is_vetted_benchmarking" in inspect.signature(do_bench_using_profiling).parameters:
-            timing["is_vetted_benchmarking"] = True  # as Inductor's own launch-time timings
+            timing["is_vetted_benchmarking"] = bool(kwargs.get("is_vetted_benchmarking", False))
         try:
-            return do_bench_using_profiling(lambda: fn(*args, **kw), **timing)
+            return do_bench_using_profiling(call, **timing)
         except Exception as e:  # noqa: BLE001 - Inductor's timers skip a configuration the GPU rejects, so do we
-            if "invalid configuration" in str(e).lower():
+            text = str(e).lower()
+            if "invalid configuration" in text:
                 return float("inf")
+            if isinstance(e, RuntimeError) and ("profiling events" in text or "device events" in text):
+                self.off = f"the profiler recorded no GPU events ({e})"
+                self._warn_once("off", self.off)
+                return None
             raise
 
+    def _warn_once(self, key: str, why: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            logger.warning("the tuned step's autotuning times kernels with the process's timer, not GPU kernel "
+                           "time: %s", why)
+
     def __getattr__(self, name: str):
+        if name == "fallback" or name.startswith("__"):  # no recursion while copying or unpickling
+            raise AttributeError(name)
         return getattr(self.fallback, name)
 
 
@@ -256,9 +293,13 @@ def _timed_by_kernel_time(step: Callable) -> Callable:
     except (ImportError, AttributeError):
         return step
 
+    timer = KernelTimer(None)  # one per step: a profiler that failed once is not tried at every call
+
     def timed_step(**kwargs):
         old = triton_heuristics.benchmarker
-        triton_heuristics.benchmarker = KernelTimer(old)
+        if old is not timer:  # a nested call keeps the outer call's fallback
+            timer.fallback = old
+        triton_heuristics.benchmarker = timer
         try:
             return step(**kwargs)
         finally:

@@ -576,14 +576,23 @@ class _Fallback:
         self.other = "from the fallback"
 
     def benchmark(self, fn, fn_args=None, fn_kwargs=None, device=None, **kwargs):
-        self.calls.append((device, kwargs))
+        self.calls.append(("benchmark", device, kwargs))
         return 7.0
 
+    def benchmark_gpu(self, _callable, **kwargs):
+        self.calls.append(("benchmark_gpu", None, kwargs))
+        return 8.0
 
-def test_kernel_timer_profiles_cuda_calls_only_and_caps_their_repetitions(monkeypatch):
-    """CUDA timings go to the profiler-based timer with warmup/rep capped at rep_ms and Inductor's flags passed
-    through; any other device, no device, or a profiler already running go to the fallback; a configuration the
-    GPU rejects is inf; other errors propagate; other attributes are the fallback's."""
+
+def test_kernel_timer_profiles_cuda_calls_as_inductor_makes_them(monkeypatch, caplog):
+    """Inductor's call (``bench``: ``benchmark(fn=..., device=..., rep=40, is_vetted_benchmarking=True)``) and older
+    torch's (``benchmark_gpu(kernel_call, rep=40)``) go to the profiler with warmup/rep capped at rep_ms and the
+    caller's vetting flag (dropped for a torch whose profiler timer lacks it); another device or none goes to the
+    fallback; inside a running profiler the fallback times, with one warning; a configuration the GPU rejects is
+    inf; a profiler that records no GPU events turns the profiler path off with one warning; other errors
+    propagate; other attributes are the fallback's, and copying the timer does not recurse."""
+    import copy
+
     utils = pytest.importorskip("torch._inductor.utils")
     got = []
 
@@ -596,23 +605,50 @@ def test_kernel_timer_profiles_cuda_calls_only_and_caps_their_repetitions(monkey
     fallback = _Fallback()
     timer = causal_decode.KernelTimer(fallback, rep_ms=10.0)
     ran = []
-    assert timer.benchmark(lambda a, b=0: ran.append((a, b)), (1,), {"b": 2}, device="cuda", rep=40,
-                           is_vetted_benchmarking=True) == 0.004
-    assert ran == [(1, 2)] and got == [(10.0, 10.0, True)] and fallback.calls == []
-    assert timer.benchmark(lambda: None, device="cpu", rep=40) == 7.0
+    assert timer.benchmark(fn=lambda: ran.append(1), device="cuda", rep=40, is_vetted_benchmarking=True) == 0.004
+    assert timer.benchmark(lambda a, b=0: ran.append((a, b)), (1,), {"b": 2}, device=torch.device("cuda")) == 0.004
+    assert timer.benchmark_gpu(lambda: ran.append(2), rep=40) == 0.004
+    assert ran == [1, (1, 2), 2] and got == [(10.0, 10.0, True), (10.0, 10.0, False), (10.0, 10.0, False)]
+    assert fallback.calls == []
+
+    def older(fn, warmup=25, rep=100):  # a torch whose profiler timer has no vetting flag
+        got.append((warmup, rep))
+        return 0.005
+    monkeypatch.setattr(utils, "do_bench_using_profiling", older)
+    assert timer.benchmark(fn=lambda: None, device="cuda", rep=5, is_vetted_benchmarking=True) == 0.005
+    assert got[-1] == (10.0, 5)  # warmup: 25 by default, capped at rep_ms
+    assert timer.benchmark(fn=lambda: None, device="cpu", rep=40) == 7.0
     assert timer.benchmark(lambda: None, (torch.ones(1),)) == 7.0  # device left to inference: the fallback's
-    assert [c[0] for c in fallback.calls] == ["cpu", None] and timer.other == "from the fallback"
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]):
-        assert timer.benchmark(lambda: None, device="cuda") == 7.0  # profilers do not nest
-    assert len(got) == 1
+    assert [c[:2] for c in fallback.calls] == [("benchmark", "cpu"), ("benchmark", None)]
+    assert timer.other == "from the fallback"
+    with caplog.at_level("WARNING", logger=causal_decode.__name__):
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]):
+            assert timer.benchmark(fn=lambda: None, device="cuda") == 7.0  # profilers do not nest
+            assert timer.benchmark_gpu(lambda: None) == 8.0
+    assert len(got) == 4 and sum("a profiler is running" in r.getMessage() for r in caplog.records) == 1
+    assert timer.off is None  # the next timing outside the profiler profiles again
 
     def rejects(fn, **kw):
         raise RuntimeError("Triton Error [CUDA]: invalid configuration argument")
     monkeypatch.setattr(utils, "do_bench_using_profiling", rejects)
-    assert timer.benchmark(lambda: None, device="cuda") == float("inf")
+    assert timer.benchmark(fn=lambda: None, device="cuda") == float("inf")
 
     def breaks(fn, **kw):
         raise RuntimeError("out of memory")
     monkeypatch.setattr(utils, "do_bench_using_profiling", breaks)
     with pytest.raises(RuntimeError, match="out of memory"):
-        timer.benchmark(lambda: None, device="cuda")
+        timer.benchmark(fn=lambda: None, device="cuda")
+
+    def no_events(fn, **kw):
+        raise RuntimeError("Failed to capture device events for inductor_do_bench_using_profiling.")
+    monkeypatch.setattr(utils, "do_bench_using_profiling", no_events)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger=causal_decode.__name__):
+        assert timer.benchmark(fn=lambda: None, device="cuda") == 7.0
+        assert timer.benchmark_gpu(lambda: None) == 8.0
+    assert "no GPU events" in timer.off and sum("no GPU events" in r.getMessage() for r in caplog.records) == 1
+    monkeypatch.setattr(utils, "do_bench_using_profiling", fake)
+    assert timer.benchmark(fn=lambda: None, device="cuda") == 7.0  # off for the rest of the timer's life
+    assert copy.copy(timer).fallback is fallback and copy.deepcopy(causal_decode.KernelTimer(None)).fallback is None
+    with pytest.raises(AttributeError):
+        causal_decode.KernelTimer.__new__(causal_decode.KernelTimer).fallback
