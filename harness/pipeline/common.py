@@ -295,16 +295,21 @@ class Scoring:
         self.n_computed = 0
 
     def score(self, runner, point: str, alpha: float | None, model_fp: str, head: str = "shared",
-              blend_path: str = "none") -> dict[SplitRef, Predictions]:
+              blend_path: str = "none", as_model: bool = False) -> dict[SplitRef, Predictions]:
         """The records of one model (or blend) on every split: from the store where present, else computed (in a
-        data-parallel run, each rank computes its share of the examples and the records are all-gathered)."""
+        data-parallel run, each rank computes its share of the examples and the records are all-gathered).
+
+        ``as_model``: the blend at ``alpha`` computes exactly what ``harness eval`` computes for the model
+        ``model_fp`` (a sweep's endpoint), so its records are stored under that evaluation's key (alpha ``None``)
+        and an earlier ``eval`` of the same model, suites and settings is reused, and the other way round."""
         out: dict[SplitRef, Predictions] = {}
+        key_alpha = None if as_model else alpha
         for prep in self.prepared:
             task = self.tasks[prep.ref.suite]
             outputs = None
             if self.store is not None:
-                outputs = self.store.get_outputs(self._store_key(prep, runner, model_fp, alpha, head, blend_path),
-                                                 n=len(prep))
+                outputs = self.store.get_outputs(self._store_key(prep, runner, model_fp, key_alpha, head,
+                                                                 blend_path), n=len(prep))
             if self.group is not None:  # rank 0's lookup decides for every rank
                 outputs = self.group.broadcast(outputs)
             if outputs is not None:
@@ -313,8 +318,8 @@ class Scoring:
                 outputs = self._compute(task, prep, runner, point, alpha)
                 self.n_computed += 1
                 if self.store is not None:  # keyed after scoring: a first-batch fallback to padded changes the key
-                    self.store.put_outputs(self._store_key(prep, runner, model_fp, alpha, head, blend_path), outputs,
-                                           {"point": point, "split": prep.ref.key})
+                    self.store.put_outputs(self._store_key(prep, runner, model_fp, key_alpha, head, blend_path),
+                                           outputs, {"point": point, "split": prep.ref.key})
             self._check_finite(point, prep, outputs)
             self._check_generation(point, prep, outputs)
             out[prep.ref] = Predictions(ref=prep.ref, point=point, alpha=alpha, example_ids=prep.example_ids,
