@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +61,12 @@ class FigureBlock:
 
     path: Path
     caption: str
+
+    @property
+    def alt(self) -> str:
+        """The image's alternative text: the caption's first sentence (the whole caption follows the image, so
+        a screen reader or a raw Markdown view does not read it twice; report trial)."""
+        return re.split(r"(?<=[\w)])\. (?=[A-Z])", self.caption.strip(), maxsplit=1)[0].rstrip(".")
 
 
 Block = Union[Heading, Para, TableBlock, FigureBlock]

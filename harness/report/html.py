@@ -138,7 +138,7 @@ def _table(frame: pd.DataFrame, key_columns: int = 1, split: bool = True) -> str
 
 def _figure(b: FigureBlock) -> str:
     data = base64.b64encode(b.path.read_bytes()).decode("ascii")
-    return (f'<figure><img src="data:image/png;base64,{data}" alt="{_e(b.caption)}">'
+    return (f'<figure><img src="data:image/png;base64,{data}" alt="{_e(b.alt)}">'
             f"<figcaption>{_e(b.caption)}</figcaption></figure>")
 
 

@@ -48,7 +48,7 @@ def _section(sec: Section, figure_dir: str) -> list[str]:
             if b.caption:
                 out += [_text(b.caption), ""]
         elif isinstance(b, FigureBlock):
-            alt = _text(b.caption).replace("[", "(").replace("]", ")")
+            alt = _text(b.alt).replace("[", "(").replace("]", ")")
             out += [f"![{alt}]({figure_dir}/{b.path.name})", "", _text(b.caption), ""]
     return out
 

@@ -262,8 +262,8 @@ def test_alpha_and_selection_tables_use_each_suites_own_metric(tmp_path):
     run = make_lm_run(tmp_path / "run")
     md = render_report(run).markdown.read_text()
     summary = rundir.read_summary(run)
-    assert "## each suite's selection metric along alpha" in md
-    along = _section(md, "each suite's selection metric along alpha")
+    assert "## Each suite's selection metric along alpha" in md
+    along = _section(md, "Each suite's selection metric along alpha")
     header = next(line for line in along.splitlines() if line.startswith("| α"))
     cols = [c.strip() for c in header.strip("|").split("|")]
     base_row = next(line for line in along.splitlines() if line.startswith("| 0 |"))

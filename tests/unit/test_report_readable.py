@@ -188,3 +188,17 @@ def test_dashed_reference_runs_through_no_bar_label(tmp_path, figures):
             assert not crosses, (t.get_text(), box, py)
     box, page = fig._suptitle.get_window_extent(r), fig.bbox
     assert page.x0 - 1 <= box.x0 and box.x1 <= page.x1 + 1, (box, page)
+
+
+def test_each_figure_caption_is_written_once_and_its_alt_text_is_its_first_sentence(sentence_run, lm_run):
+    """report.md printed every caption twice, once as the image's alt text (report trial); the alt text is now
+    the caption's first sentence, and the section headings start with a capital."""
+    import re
+
+    for md in (sentence_run[1], lm_run[1]):
+        images = re.findall(r"^!\[([^\]]*)\]\(figures/[^)]+\)\n\n(.+)$", md, re.M)
+        assert len(images) >= 3
+        for alt, caption in images:
+            assert caption.startswith(alt) and len(alt) < len(caption) or alt == caption.rstrip("."), (alt, caption)
+            assert ". " not in alt.rstrip(".") or not re.search(r"[\w)]\. [A-Z]", alt), alt
+        assert all(h[:1].isupper() for h in re.findall(r"^## (.+)$", md, re.M)), re.findall(r"^## (.+)$", md, re.M)
