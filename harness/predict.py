@@ -198,6 +198,7 @@ class LMRunner:
 
     scorer: Any
     progress: bool = False
+    compiled: bool = False
 
     def run(self, prepared: Any, *, point: str, alpha: float | None = None) -> dict[str, np.ndarray]:
         """Outputs for one prepared split (see the class docstring)."""
@@ -218,5 +219,9 @@ class LMRunner:
         raise ValueError(f"LMRunner cannot serve requests of kind {kind!r}")
 
     def store_extra(self) -> dict[str, Any]:
-        """What besides the model and the requests can change the outputs: the model input length."""
-        return {"runner": "lm", "max_length": int(self.scorer.max_length)}
+        """What besides the model and the requests can change the outputs: the model input length, compiled
+        layers, and the generation cache and tuning (the static cache's compiled loop rounds differently from
+        ``generate`` in bf16, and greedy text follows the first flipped near tie)."""
+        return {"runner": "lm", "max_length": int(self.scorer.max_length), "compiled": self.compiled,
+                "generation_cache": getattr(self.scorer, "generation_cache", None),
+                "generation_tuned": bool(getattr(self.scorer, "generation_tuned", False))}

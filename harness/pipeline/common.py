@@ -300,8 +300,10 @@ class Scoring:
         data-parallel run, each rank computes its share of the examples and the records are all-gathered).
 
         ``as_model``: the blend at ``alpha`` computes exactly what ``harness eval`` computes for the model
-        ``model_fp`` (a sweep's endpoint), so its records are stored under that evaluation's key (alpha ``None``)
-        and an earlier ``eval`` of the same model, suites and settings is reused, and the other way round."""
+        ``model_fp`` (a sweep's alpha 0 under a weight lerp or an intervention:
+        :meth:`harness.pipeline.evaluator.BlendEvaluator.evaluate`), so its records are stored under that
+        evaluation's key (alpha ``None``) and an earlier ``eval`` of the same model, suites and settings is
+        reused, and the other way round."""
         out: dict[SplitRef, Predictions] = {}
         key_alpha = None if as_model else alpha
         for prep in self.prepared:

@@ -279,20 +279,17 @@ class BlendEvaluator:
         """Blend at ``alpha`` (0 = base, 1 = adapted) and score every split (store hits are not recomputed)."""
         head = self.request.head
         pid, role, label = point_of(alpha, head)
-        # the endpoints that compute exactly what `harness eval` computes share its store key (as_model): at alpha 0
-        # every engine leaves the base's forward (lerp(base, adapted, 0) == base; a LoRA scaled by 0 or an
-        # intervention scaled by 0 adds exactly 0); at alpha 1 a full fine-tune's weights are the adapted ones
-        # (lerp at 1 == adapted) and a ReFT folder runs through the same intervention engine as in eval. A LoRA at
-        # alpha 1 keeps its own key: eval merges the adapter into the weights, which rounds differently.
+        # alpha 0 of a weight lerp or an intervention is exactly `harness eval` of the base (the base folder's own
+        # module and config; lerp(base, adapted, 0) == base, both sides checked finite; an intervention at strength
+        # 0 leaves the forward untouched), so it shares eval's store key (as_model). Not a LoRA scaled by 0: its
+        # branch can be non-finite (0 * inf), and on a GPU its peft layers take another generation path. Not alpha
+        # 1: the adapted folder's own config and generation config can differ from the base's module (review).
         as_model = False
         if alpha == 0.0 and head == "shared":
-            fp, path, as_model = self.live.fingerprint, "none", True
+            fp, path = self.live.fingerprint, "none"
+            as_model = self.engine.path in ("merged", "intervention")
         elif alpha == 1.0:
             fp, path = self.adapted.fingerprint, "none"
-            if self.engine.path == "intervention":
-                path, as_model = "intervention", head == "shared"
-            elif self.engine.path == "merged":
-                as_model = head == "shared"
         else:
             fp, path = blend_fingerprint(self.live.fingerprint, self.adapted.fingerprint, alpha, head), self.engine.path
         started, computed = time.perf_counter(), self.scoring.n_computed

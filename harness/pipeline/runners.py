@@ -99,6 +99,6 @@ def make_runner(scorer, live, kind: str, opts: RunOptions, columns: np.ndarray |
     from harness.predict import ClassifierRunner, LMRunner  # torch (see load_live)
 
     if kind == "causal_lm":
-        return LMRunner(scorer, progress=opts.progress)
+        return LMRunner(scorer, progress=opts.progress, compiled=opts.compile)
     return ClassifierRunner(scorer, pad_id=int(live.tokenizer.pad_token_id or 0), batch_tokens=opts.batch_tokens,
                             columns=columns, progress=opts.progress, trunk=trunk, compiled=opts.compile)

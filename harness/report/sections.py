@@ -367,8 +367,8 @@ def _alpha(ctx: Context) -> Section | None:
     path = plots.plot_metric_vs_alpha(list(panels.items()), ctx.figdir / FIGURES[3],
                                       metric="each suite's selection metric" if own else ctx.metric, alphas=alphas,
                                       feasible=feasible, chosen_alpha=chosen_alpha, panel_axes=list(ys.values()))
-    return Section("Each suite's selection metric along alpha" if own else f"{ctx.metric[:1].upper()}{ctx.metric[1:]} "
-                                                                             "along alpha", (
+    title = "Each suite's selection metric along alpha" if own else f"Selection metric along alpha: {ctx.metric}"
+    return Section(title, (
         FigureBlock(path, "One panel per suite" + (", each on its own selection metric" if own else "") + ". "
                           "Markers: the alphas evaluated for each split, connected in order. Green triangles and "
                           "narrow strips: evaluated alphas feasible under the selection policy (nothing is shaded "

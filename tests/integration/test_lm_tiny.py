@@ -397,3 +397,22 @@ def test_gate_and_store_resume_work_on_language_model_records(lm_pair, lm_suites
     assert frames[0]["output"].dropna().tolist() == frames[1]["output"].dropna().tolist()
     assert len(frames[0]["output"].dropna()) > 0
     np.testing.assert_array_equal(frames[0]["doc_loglik"].to_numpy(float), frames[1]["doc_loglik"].to_numpy(float))
+
+
+def test_language_model_store_keys_name_the_settings_that_can_change_outputs():
+    """The generation cache and its tuning (the static cache's compiled loop rounds differently from generate in
+    bf16, and greedy text follows the first flipped near tie) and compiled layers are part of a language model's
+    store key, so a run with another setting computes its records instead of taking them from the store."""
+    from types import SimpleNamespace
+
+    from harness.predict import LMRunner
+
+    scorer = SimpleNamespace(max_length=64, generation_cache=None, generation_tuned=False)
+    base = LMRunner(scorer).store_extra()
+    assert base == {"runner": "lm", "max_length": 64, "compiled": False, "generation_cache": None,
+                    "generation_tuned": False}
+    assert LMRunner(scorer, compiled=True).store_extra() != base
+    assert LMRunner(SimpleNamespace(max_length=64, generation_cache="static", generation_tuned=False)).store_extra() \
+        != base
+    assert LMRunner(SimpleNamespace(max_length=64, generation_cache="static", generation_tuned=True)).store_extra() \
+        != LMRunner(SimpleNamespace(max_length=64, generation_cache="static", generation_tuned=False)).store_extra()

@@ -161,14 +161,15 @@ def test_bad_reft_input_exits_2(models, lm_suites, tmp_path, capsys):
     assert "--task lm" in capsys.readouterr().err
 
 
-def test_a_sweep_takes_its_endpoints_from_an_earlier_eval_where_they_compute_the_same(models, lm_suites, tmp_path,
-                                                                                       monkeypatch):
-    """A sweep's endpoints share ``harness eval``'s store entries where they compute exactly what eval computes:
-    alpha 0 (every engine: the base's forward), alpha 1 of a full fine-tune (lerp at 1 is the adapted weights) and
-    of a ReFT folder (the same intervention engine); a LoRA's alpha 1 is computed (eval merges the adapter, which
-    rounds differently). The records taken from the store are eval's, bit for bit."""
+def test_a_sweep_takes_alpha_0_from_an_earlier_eval_of_the_base_where_it_computes_the_same(models, lm_suites,
+                                                                                           tmp_path, monkeypatch):
+    """A sweep's alpha 0 shares ``harness eval``'s store entry of the base under a weight lerp (a full fine-tune)
+    and an intervention (a ReFT folder), which leave the base's forward exactly; a LoRA's alpha 0 is computed (its
+    branch scaled by 0 can be non-finite) and no alpha 1 is shared (the adapted folder's config can differ from
+    the base module the sweep runs). Every record a sweep takes from the store equals what the same sweep
+    computes with --no-store, bit for bit."""
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))  # a store of its own: counts below are exact
-    suite = [lm_suites["arc"]]  # two splits
+    suite = [lm_suites["arc"], lm_suites["gsm"]]  # four splits
 
     def computed(run: str) -> int:
         return json.loads((tmp_path / run / "manifest.json").read_text())["store_computed_splits"]
@@ -176,14 +177,13 @@ def test_a_sweep_takes_its_endpoints_from_an_earlier_eval_where_they_compute_the
     for name in ("base", "reft", "other"):
         assert main(["eval", "--model", str(models[name]), "--suite", *map(str, suite), "--out",
                      str(tmp_path / f"eval-{name}"), *FAST]) == 0
-    assert _sweep(models, models["lora"], suite, tmp_path / "lora", *FAST) == 0
-    assert computed("lora") == 4  # alphas 0.5 and 1; the base from eval
-    assert _sweep(models, models["reft"], suite, tmp_path / "reft", *FAST) == 0
-    assert computed("reft") == 2  # alpha 0.5 only
-    assert _sweep(models, models["other"], suite, tmp_path / "full", *FAST) == 0
-    assert computed("full") == 2  # alpha 0.5 only: a full fine-tune's endpoints are the two models
-    for run, point, source in (("lora", "base", "base"), ("reft", "adapted", "reft"), ("full", "adapted", "other")):
-        for split in ("validation", "test"):
-            ours = _outputs(tmp_path / run, point, "tiny-arc", split)["loglik"]
-            assert np.array_equal(ours, _outputs(tmp_path / f"eval-{source}", "model", "tiny-arc", split)["loglik"],
-                                  equal_nan=True)
+    for run, adapted, n in (("lora", "lora", 12), ("reft", "reft", 8), ("full", "other", 8)):
+        assert _sweep(models, models[adapted], suite, tmp_path / run, *FAST) == 0
+        assert computed(run) == n, run  # 3 alphas x 4 splits, less alpha 0 where it is shared
+        assert _sweep(models, models[adapted], suite, tmp_path / f"{run}-own", *NO_STORE) == 0
+        for point in ("base", "alpha=0.5", "adapted"):
+            for name, col in (("tiny-arc", "loglik"), ("tiny-gsm", "output")):
+                for split in ("validation", "test"):
+                    ours = _outputs(tmp_path / run, point, name, split)[col]
+                    own = _outputs(tmp_path / f"{run}-own", point, name, split)[col]
+                    assert np.array_equal(ours, own, equal_nan=col != "output"), (run, point, name, split)
