@@ -224,9 +224,13 @@ def fingerprint_files(files: list[Path]) -> str:
 
 
 def model_fingerprint(path: Path, allow_pickle: bool = False) -> str:
-    """Fingerprint of a checkpoint folder: its weight files and its config.json."""
+    """Fingerprint of a checkpoint folder: its weight files, its config.json (or adapter_config.json) and its
+    generation_config.json (greedy generation applies its logits processing, e.g. ``repetition_penalty``, as
+    ``generate`` does: two folders of the same weights can generate different text). The tokenizer files are
+    not in it: the tokenized split's own key covers them."""
     files = weight_files(path, allow_pickle=allow_pickle)
-    files += [p for p in (path / "config.json", path / "adapter_config.json") if p.is_file()]
+    files += [p for p in (path / "config.json", path / "adapter_config.json", path / "generation_config.json")
+              if p.is_file()]
     return fingerprint_files(files)
 
 

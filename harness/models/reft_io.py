@@ -368,5 +368,8 @@ def load_reft(path: str | Path, *, positions: str | None = None, share_weights: 
 
 
 def adapted_fingerprint(base_fingerprint: str, adapter: ReftAdapter) -> str:
-    """Identity of base + adaptation, for the results store (the same adapter on another base differs)."""
-    return hashlib.sha256(f"reft|{base_fingerprint}|{adapter.info.get('fingerprint')}".encode()).hexdigest()
+    """Identity of base + adaptation, for the results store (the same adapter on another base differs). It names
+    where each intervention acts (layer, component, positions): a pyreft folder takes its positions from
+    ``--reft-positions``, not from its files, so the same folder under other positions is another adaptation."""
+    where = ";".join(f"{s.layer}:{s.component}:{s.positions}" for s in adapter.specs)
+    return hashlib.sha256(f"reft|{base_fingerprint}|{adapter.info.get('fingerprint')}|{where}".encode()).hexdigest()

@@ -109,6 +109,25 @@ def test_fingerprint_memo_and_sensitivity(tmp_path):
     assert fingerprint_files([a]) != fp1
 
 
+
+def test_a_models_fingerprint_covers_its_generation_config(tmp_path):
+    """Two folders of the same weights and config whose generation_config.json differ (repetition_penalty: generate
+    applies it) are different models to the results store; the tokenizer files are left to the split's key."""
+    from harness.models.load import model_fingerprint
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"weights")
+    (folder / "config.json").write_text('{"model_type": "llama"}')
+    plain = model_fingerprint(folder)
+    (folder / "generation_config.json").write_text('{"repetition_penalty": 1.3}')
+    with_config = model_fingerprint(folder)
+    (folder / "generation_config.json").write_text('{"repetition_penalty": 1.0}')
+    other = model_fingerprint(folder)
+    assert len({plain, with_config, other}) == 3
+    (folder / "tokenizer.json").write_text("{}")
+    assert model_fingerprint(folder) == other
+
 def test_device_selection():
     assert pick_device("cpu").type == "cpu"
     import torch

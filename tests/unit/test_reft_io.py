@@ -194,3 +194,18 @@ def test_shapes_are_checked_against_the_base(tmp_path):
         load_reft(tmp_path / "r")
     with pytest.raises(ModelError, match="not a ReFT folder"):
         load_reft(tmp_path)
+
+
+def test_a_pyreft_folder_under_other_positions_is_another_adaptation_in_the_store(tmp_path):
+    """pyreft saves no positions (--reft-positions gives them), so the results store's identity of base +
+    adaptation names where each intervention acts: the same folder under l1 and under f1+l1 differs (review: a
+    later run under other positions took the first run's records), and the same positions give the same key."""
+    from harness.models.reft_io import adapted_fingerprint
+
+    specs = [InterventionSpec(0, "block_output", 0, 1), InterventionSpec(2, "block_output", 0, 1)]
+    write_pyreft(tmp_path / "p", adapter("loreft", specs))
+    fps = {pos: adapted_fingerprint("base", load_reft(tmp_path / "p", positions=pos, allow_pickle=True))
+           for pos in ("l1", "f1+l1", "f1")}
+    assert len(set(fps.values())) == 3
+    assert adapted_fingerprint("base", load_reft(tmp_path / "p", positions="l1", allow_pickle=True)) == fps["l1"]
+    assert adapted_fingerprint("other", load_reft(tmp_path / "p", positions="l1", allow_pickle=True)) != fps["l1"]
