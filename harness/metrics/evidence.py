@@ -198,6 +198,7 @@ def power_check(dist: np.ndarray, allowed: float, confidence: float, power: floa
         info["se_from"] = se_from
     if allowed <= 0 or allowed >= mde:
         return info, ""
+    floor_said = " from the no-disagreement floor: no discordant pair was seen" if floored and se_from else ""
     return info, (f"underpowered: the margin {allowed:.4f} is below the minimum detectable effect {mde:.4f} "
-                  f"(se {se:.4f}, confidence {confidence:g}, power {power:g}); an equal candidate would fail more "
-                  f"often than {1 - power:.0%} of the time: add examples or widen the margin")
+                  f"(se {se:.4f}{floor_said}, confidence {confidence:g}, power {power:g}); an equal candidate would "
+                  f"fail more often than {1 - power:.0%} of the time: add examples or widen the margin")

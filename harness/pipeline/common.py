@@ -35,7 +35,7 @@ from harness.summary import BootstrapInfo, MetricEntry, SplitEntry, SuiteInfo, S
 
 __all__ = ["RunOptions", "LoadedSuites", "RunResult", "Scoring", "stage_timer", "load_suites", "prepare_splits",
            "build_manifest", "bootstrap_info", "classes_of", "maybe_report", "metrics_for", "nest_results",
-           "suite_infos", "model_kind", "run_overlap", "check_baseline"]
+           "suite_infos", "model_kind", "run_overlap", "check_baseline", "check_options_fit", "batch_tokens_used"]
 
 log = logging.getLogger(__name__)
 
@@ -434,14 +434,52 @@ def build_manifest(*, command: str, argv: list[str] | None, models: dict[str, An
                    extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """The manifest.json content of a run (:func:`harness.report.manifest.build_manifest`) from its options;
     ``started`` is ``time.time()`` at the run's API call (``command_wall_s``: :func:`command_wall_time`)."""
-    from harness.predict import default_batch_tokens  # torch: a model is loaded whenever a manifest is built
     from harness.report.manifest import build_manifest as build  # matplotlib: the report package draws figures
 
     return build(command=command, argv=argv, models=models, suites=loaded.suites, splits=loaded.splits,
                  seed=opts.seed, n_resamples=opts.n_resamples, dtype=opts.dtype,
-                 batch_tokens=opts.batch_tokens or default_batch_tokens(device.split(":")[0]), device=device,
+                 batch_tokens=batch_tokens_used(opts, device, loaded.model_kind), device=device,
                  timings=timings, extra={"settings": opts.manifest(), "command_wall_s": command_wall_time(started),
                                          **(extra or {})})
+
+
+def check_options_fit(suites: list[tuple[Suite, Path | None]], opts: RunOptions) -> None:
+    """Refuse, before any model is loaded, an option the run's model kind does not read: ``--label-map`` names a
+    classifier's labels, so with language-model suites it would be ignored silently (trial).
+
+    Raises
+    ------
+    SpecError
+        Naming the option and the suites' tasks.
+    """
+    if opts.label_map and model_kind([s for s, _ in suites]) == "causal_lm":
+        tasks = ", ".join(f"{s.name} ({s.task_name})" for s, _ in suites)
+        raise SpecError(format_error("--label-map applies to classification suites only", where="--label-map",
+                                     got=f"language-model suites: {tasks}",
+                                     fix="drop --label-map: a language model's answers are scored through the "
+                                         "suite's choices and gold, not through label names"))
+
+
+def batch_tokens_used(opts: RunOptions, device: str, kind: str) -> int:
+    """The token budget per batch a run's scorer takes: ``--batch-tokens``, else the default of the model kind on
+    the device (a language model's: :func:`harness.pipeline.runners.causal_scorer_defaults`, else
+    :class:`~harness.models.causal.CausalLMScorer`'s own 512; a classifier's:
+    :func:`harness.predict.default_batch_tokens`). What the manifest records (trial: an LM run on a CPU recorded
+    the classifier's 1,024 while it batched 512)."""
+    if opts.batch_tokens:
+        return int(opts.batch_tokens)
+    device_type = device.split(":")[0]
+    if kind == "causal_lm":
+        import inspect
+
+        from harness.models.causal import CausalLMScorer  # torch: a model is loaded whenever a manifest is built
+        from harness.pipeline.runners import causal_scorer_defaults
+
+        own = inspect.signature(CausalLMScorer).parameters["batch_tokens"].default
+        return int(causal_scorer_defaults(device_type).get("batch_tokens", own))
+    from harness.predict import default_batch_tokens  # torch: a model is loaded whenever a manifest is built
+
+    return default_batch_tokens(device_type)
 
 
 def check_baseline(baseline: str | Path | None) -> None:

@@ -11,7 +11,7 @@ from harness.errors import SpecError, format_error
 from harness.models.paths import check_model_path
 from harness.pipeline.common import (LoadedSuites, RunOptions, RunResult, Scoring, bootstrap_info, classes_of,
                                      maybe_report, nest_results, suite_infos, build_manifest, load_suites,
-                                     prepare_splits, run_overlap, stage_timer)
+                                     check_options_fit, prepare_splits, run_overlap, stage_timer)
 from harness.pipeline.distributed import group_info, join_group, rank_memory
 from harness.pipeline.notes import training_length_notes
 from harness.pipeline.runners import load_live, make_runner, make_scorer, unpacked
@@ -72,7 +72,9 @@ def _evaluate(model, suites, out, options: RunOptions, argv, group, base, starte
 
     timings: dict[str, float] = {}
     with stage_timer(timings, "data"):
-        loaded = prepare_splits(load_suites(suites), options)
+        specs = load_suites(suites)
+        check_options_fit(specs, options)
+        loaded = prepare_splits(specs, options)
         overlap, unchecked, overlap_notes = run_overlap(loaded)
     kind = loaded.model_kind
     with stage_timer(timings, "load_model"):

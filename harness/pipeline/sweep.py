@@ -17,8 +17,8 @@ from harness.errors import SpecError, format_error, problem_lines
 from harness.gate_outputs import run_gate as _run_gate
 from harness.models.paths import check_model_path
 from harness.pipeline.common import (LoadedSuites, RunOptions, RunResult, bootstrap_info, build_manifest,
-                                     check_baseline, load_suites, maybe_report, metrics_for, nest_results,
-                                     prepare_splits, run_overlap, stage_timer, suite_infos)
+                                     check_baseline, check_options_fit, load_suites, maybe_report, metrics_for,
+                                     nest_results, prepare_splits, run_overlap, stage_timer, suite_infos)
 from harness.pipeline.distributed import group_info, join_group, rank_memory
 from harness.pipeline.evaluator import BlendEvaluator, SweepRequest, point_of
 from harness.rundir import check_out_dir, write_run
@@ -103,10 +103,11 @@ def run_sweep(request: SweepRequest) -> RunResult:
     if request.out is not None:
         check_out_dir(request.out)  # an --out holding other files fails before any work, and is never replaced
     suites = load_suites(list(request.suites))
+    check_options_fit(suites, request.options)
     check_selectable(suites, request.policy.metric, request.policy.name)  # or cannot select it meaningfully
     if request.gate is not None:  # fail on a bad policy, or one that must fail on these suites, before any model
         check_policy_fits(load_spec(request.gate, kind="policy"), [s for s, _ in suites], request.gate,
-                          max_examples=request.options.max_examples)
+                          max_examples=request.options.max_examples, split=request.options.split)
     group, options = join_group(request.options)
     request = dataclasses.replace(request, options=options)
     try:
@@ -143,12 +144,15 @@ def check_gate_outputs(request: SweepRequest) -> None:
             where=where, fix="add --gate POLICY (or gate: in the -c run file), or remove " + " and ".join(extra)))
 
 
-def check_policy_fits(policy, suites: list[Suite], path: str | Path, *, max_examples: int | None = None) -> None:
+def check_policy_fits(policy, suites: list[Suite], path: str | Path, *, max_examples: int | None = None,
+                      split: str | None = None) -> None:
     """Refuse, before any model is loaded, a gate policy whose verdict on these suites is already decided
     (:func:`harness.gate.policy_problems`, the run's suites; ``harness validate POLICY SUITES...`` reports the
     same), or on splits capped at ``max_examples`` (``--max-examples``): a rule whose ``min_n`` or
     ``min_clusters`` exceeds the cap fails for sure (a split keeps at most that many examples, and as many
-    documents at most).
+    documents at most); or when the run scores one split (``--split``) and a rule judges another, which the run
+    does not have (trial: every point was scored, then the gate failed with exit 1 as if the model had
+    regressed).
 
     Parameters
     ----------
@@ -159,6 +163,8 @@ def check_policy_fits(policy, suites: list[Suite], path: str | Path, *, max_exam
         The policy file, for the message.
     max_examples : int, default=None
         The run's ``--max-examples``.
+    split : str, default=None
+        The run's ``--split`` (the one split name scored), if any.
 
     Raises
     ------
@@ -171,6 +177,10 @@ def check_policy_fits(policy, suites: list[Suite], path: str | Path, *, max_exam
     found, warned = policy_problems(policy, {s.name: (s.role.value, list(s.metrics)) for s in suites}, run=True)
     for line in warned:  # names the gate ignores on this run: said, not refused
         log.warning("%s", line)
+    for rule in policy.rules if split is not None else ():
+        if rule.split != split:
+            found.append(f"rule {rule.name!r} judges split {rule.split!r}, but --split {split} scores only the "
+                         f"{split!r} splits: the gate fails it; drop --split, or set the rule's split: {split}")
     for rule in policy.rules if max_examples is not None else ():
         if rule.kind is RuleKind.MAX_OVERLAP:  # counts rows of the whole split: no sample-size floor
             continue

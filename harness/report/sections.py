@@ -198,8 +198,11 @@ def _verdict(ctx: Context) -> Section | None:
             f"point {v.get('candidate', 'n/a')} judged against {against_text(v.get('reference'))} (confidence "
             f"{v.get('confidence', 'n/a')}, {v.get('n_resamples', 'n/a')} resamples, seed {v.get('seed', 'n/a')}).")
     return Section("Gate verdict", (Para(head, "p"), TableBlock(
-        verdict_table(v), "value: the judged statistic; bound: its one-sided confidence bound (bound mode); "
-                          "margin: distance inside (+) or outside (-) the threshold.", split=False)))
+        verdict_table(v), "value: the judged statistic: for a delta rule the candidate's gain over the reference "
+                          "in the metric's good direction (for a lower-is-better metric such as bits_per_byte, "
+                          "reference minus candidate: a positive value is an improvement), for a floor or ceiling "
+                          "the level, for negative flips a rate; bound: its one-sided confidence bound (bound "
+                          "mode); margin: distance inside (+) or outside (-) the threshold.", split=False)))
 
 
 def _metric_of(ctx: Context) -> dict[str, str]:

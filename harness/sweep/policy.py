@@ -191,6 +191,15 @@ def check_selectable(suites: Sequence, metric: str | None = None, policy: str = 
                                                     "never selected on test splits)"))
     by_name = {s.name: s for s, _ in suites}
     selecting = [s for s, _ in suites if s.in_selection and _validates(s, by_name) is not False]
+    lacking = [s for s in selecting if metric is not None and metric not in s.metrics
+               and (policy != "id-only" or s.role is SuiteRole.ID)]
+    if lacking:  # caught here, not after every alpha is scored (trial)
+        raise SpecError(format_error(
+            f"--select-metric {metric} is not among the metrics of {', '.join(s.name for s in lacking)}",
+            where="--select-metric", expected="a metric every selecting suite computes",
+            got="; ".join(f"{s.name} ({s.task_name}): {', '.join(s.metrics)}" for s in lacking),
+            fix="choose one of those metrics, or drop --select-metric (each suite then selects on its own "
+                "select_metric)"))
     if policy != "id-only" and not any(s.role is SuiteRole.SHIFT for s in selecting):
         shifts = [s for s, _ in suites if s.role is SuiteRole.SHIFT]
         if any(not s.in_selection for s in shifts):  # in_selection: false left every shift suite out

@@ -108,6 +108,8 @@ def test_eval_scores_every_lm_task(lm_pair, lm_suites, tmp_path):
                *FAST])
     assert rc == 0
     s = read_summary(out)
+    # the budget the language model's scorer batched with on this CPU, not the classifier default (trial)
+    assert json.loads((out / "manifest.json").read_text())["batch_tokens"] == 512
     res = s.results["model"]
     assert set(res["tiny-arc"]["test"].metrics) == {"acc", "acc_norm"}
     assert set(res["tiny-gsm"]["validation"].metrics) == {"exact_match", "numeric_match", "contains", "f1"}
@@ -416,3 +418,47 @@ def test_language_model_store_keys_name_the_settings_that_can_change_outputs():
         != base
     assert LMRunner(SimpleNamespace(max_length=64, generation_cache="static", generation_tuned=True)).store_extra() \
         != LMRunner(SimpleNamespace(max_length=64, generation_cache="static", generation_tuned=False)).store_extra()
+
+
+def test_options_a_language_model_run_cannot_use_exit_2_before_any_model(lm_pair, lm_suites, tmp_path, capsys,
+                                                                         monkeypatch):
+    """--label-map names a classifier's labels (a language-model run ignored it silently), and a --select-metric
+    the selecting suites do not compute was refused only after every alpha was scored (trial): both exit 2 before
+    a model is loaded, naming what the suites compute."""
+    import harness.pipeline.evaluate as evaluate_mod
+
+    def no_model(*a, **k):
+        raise AssertionError("a model was loaded")
+    monkeypatch.setattr(evaluate_mod, "_load_scored", no_model)
+    monkeypatch.setattr("harness.pipeline.sweep._run", no_model)
+    arc = str(lm_suites["arc"])
+    sweep = ["sweep", "--base", str(lm_pair[0]), "--adapted", str(lm_pair[1]), *FAST]
+    assert main([*sweep, "--suite", arc, "--label-map", "LABEL_0=a", "--select", "id-only"]) == 2
+    assert "--label-map applies to classification suites only" in capsys.readouterr().err
+    assert main(["eval", "--model", str(lm_pair[0]), "--suite", arc, "--label-map", "LABEL_0=a", *FAST]) == 2
+    assert "--label-map applies to classification suites only" in capsys.readouterr().err
+    assert main([*sweep, "--suite", arc, "--select", "id-only", "--select-metric", "exact_match"]) == 2
+    err = capsys.readouterr().err
+    assert "--select-metric exact_match is not among the metrics of tiny-arc" in err and "acc_norm" in err
+    # a gate whose rules judge test splits on a run that scores only validation splits (was: exit 1 after scoring)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(LM_POLICY)
+    suites = [str(lm_suites[k]) for k in ("arc", "gsm", "ppl")]
+    assert main([*sweep, "--suite", *suites, "--split", "validation", "--gate", str(policy), "--out",
+                 str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "rule 'id_acc_norm' judges split 'test', but --split validation scores only the 'validation' splits" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_id_only_says_it_selected_on_the_id_validation_splits_only(lm_pair, lm_suites, capsys):
+    """Under --select id-only the shift suites' validation splits are scored but move nothing: the console's
+    "selected on" names the ID ones only (trial: it listed the shift split too); the default policy names both."""
+    base = ["sweep", "--base", str(lm_pair[0]), "--adapted", str(lm_pair[1]), "--suite", str(lm_suites["arc"]),
+            str(lm_suites["boolq"]), "--alphas", "0,1", *FAST]
+    assert main([*base, "--select", "id-only"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("chosen alpha:"))
+    assert "selected on tiny-arc/validation)" in line and "tiny-boolq" not in line
+    assert main(base) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("chosen alpha:"))
+    assert "tiny-arc/validation" in line and "tiny-boolq/validation" in line

@@ -242,6 +242,8 @@ def test_no_disagreement_in_a_few_examples_is_underpowered_not_detectable_to_zer
     d = 1 - 0.5 ** (1 / 8)
     assert o.info["se"] == pytest.approx(np.sqrt(d / 8)) and "no discordant pair" in o.info["se_from"]
     assert o.info["min_detectable_effect"] > 0.10 and not o.passed and "underpowered" in o.reason
+    # the message says where its se came from (trial: "se 0.1019" beside scores that never differed)
+    assert "from the no-disagreement floor: no discordant pair was seen" in o.reason
     rng = np.random.default_rng(5)
     big = rng.random(3000) < 0.8
     o = only(judge(tiny_run(tmp_path / "big", big, big.copy()), policy(rule(max_drop=0.02), on_underpowered="fail")))

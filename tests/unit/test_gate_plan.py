@@ -81,3 +81,13 @@ def test_a_plan_from_a_run_with_no_disagreement_is_not_detectable_to_zero():
     plan = plan_policy(pol, PlanSettings(n=8, disagreement=1e-9, suites={"i": "id"}))
     assert plan.rules[0].pass_equal == 0.0 and "underpowered" in plan.rules[0].note
     assert plan_policy(pol, PlanSettings(n=2000, disagreement=1e-9, suites={"i": "id"})).rules[0].pass_equal > 0.99
+
+
+def test_a_plan_with_no_measured_disagreement_says_it_used_the_floor():
+    """Trial: the plan printed 'disagreement 0.0%' and then a high false-fail rate with no word of why; it now
+    says the rate was floored. A plan with disagreement says nothing of the floor."""
+    pol = policy(rule(max_drop=0.10), confidence=0.90)
+    text = format_plan(plan_policy(pol, PlanSettings(n=8, disagreement=0.0, suites={"i": "id"})))
+    assert "no disagreement measured: each suite's rate is floored at the median-unbiased 1 - 0.5^(1/n)" in text
+    text = format_plan(plan_policy(pol, PlanSettings(n=8, disagreement=0.2, suites={"i": "id"})))
+    assert "floored" not in text

@@ -405,3 +405,12 @@ def test_gate_table_is_never_split(tmp_path):
     gate = page[page.index('<h2>Gate verdict</h2>'):]
     gate = gate[:gate.index("</section>")]
     assert gate.count("<table>") == 1 and "Table continued" not in gate
+
+
+def test_gate_table_legend_says_a_delta_value_is_a_gain_in_the_good_direction(tmp_path):
+    """A bits_per_byte improvement is -0.007 in the headline (a change) and 0.007 in the gate table (a gain): the
+    gate table's legend says which way its values point (trial: a reader took the positive value as a drop)."""
+    page = render_report(_long_gate_run(tmp_path / "run")).html.read_text()
+    gate = page[page.index('<h2>Gate verdict</h2>'):]
+    gate = gate[:gate.index("</section>")]
+    assert "reference minus candidate: a positive value is an improvement" in gate
