@@ -206,7 +206,7 @@ def format_plan(plan: Plan) -> str:
     n = s.n if isinstance(s.n, int) else ", ".join(f"{k} {v}" for k, v in s.n.items())
     lines = [f"plan for policy {plan.policy!r}: n = {n} per suite, disagreement {s.disagreement:.1%}, base accuracy "
              f"{s.base_accuracy:.1%}, design effect {s.design_effect:.2f}",
-             *([f"  no disagreement measured: each suite's rate is floored at the median-unbiased 1 - 0.5^(1/n) "
+             *(["  no disagreement measured: each suite's rate is floored at the median-unbiased 1 - 0.5^(1/n) "
                 "(docs/gate.md), so the rates below are not those of a candidate that never disagrees"]
                if s.disagreement == 0 else []),
              f"  regression: accuracy {s.drop:.1%} lower on {s.drop_suite}",
