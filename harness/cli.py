@@ -28,7 +28,7 @@ from harness.pipeline.blend import blend_checkpoint
 from harness.pipeline.distributed import dist_env, rank_logging
 from harness.rundir import OUT_RUN_HELP, per_alpha_frame, run_dir_line
 from harness.settings import Settings, flag_of, quiet_library_bars, make_settings, settings_fields
-from harness.spec.load import load_spec, validate_paths
+from harness.spec.load import load_spec, suite_name_clashes, validate_paths
 from harness.spec.run import PATH_FIELDS, SETTING_KEYS
 from harness.train.command import train_model
 
@@ -245,11 +245,14 @@ def _print_curve(summary, quiet: bool, own: dict[str, str] | None = None, outsid
 def _cmd_validate(a) -> int:
     valid, problems = validate_paths(a.paths)  # one message per file that is not a valid spec (or is missing)
     n_invalid = len(problems)
-    policy_problems = _check_policy_suites(valid)
+    policy_problems = _check_policy_suites(valid, {Path(p) for p in a.paths if Path(p).is_file()})
+    clashes = suite_name_clashes((spec.name, path) for path, spec in valid if spec.kind == "suite")
     n_valid = 0
     for path, spec in valid:
-        data_problems = _check_data(path, spec, a.quiet) if spec.kind == "suite" and not a.no_data else []
-        own = data_problems + policy_problems.get(path, [])
+        clash = [f"{path}: {clashes[spec.name]}"] if spec.kind == "suite" and spec.name in clashes else []
+        data_problems = (_check_data(path, spec, a.quiet, failed=bool(clash))
+                         if spec.kind == "suite" and not a.no_data else [])
+        own = data_problems + clash + policy_problems.get(path, [])  # a sweep refuses a clash: said for both files
         if not a.quiet and not own and (spec.kind != "suite" or a.no_data):  # a checked suite prints its own lines
             print(f"ok    {path}  (kind: {spec.kind})")
         n_valid += not own
@@ -262,17 +265,26 @@ def _cmd_validate(a) -> int:
     return EXIT_OK if not problems else EXIT_INPUT
 
 
-def _check_policy_suites(valid) -> dict[Path, list[str]]:
+def _check_policy_suites(valid, files: set[Path]) -> dict[Path, list[str]]:
     """Each policy's problems (:func:`harness.gate.policy_problems`, against the suites given with it), by path;
-    its warnings are printed."""
+    its warnings are printed. A rule over a role (``suites: id``/``shift``) of a policy file given by name judges
+    the suite files given by name (``files``, as ``sweep --gate POLICY --suite SUITES`` judges them) of that role
+    too, not only those the policy declares: its metric must be one they compute (files found in a folder, as in
+    ``harness validate suites/``, need not be one run's)."""
     from harness.gate import policy_problems
+    from harness.spec.policy import policy_metric_problems
 
     suites = {spec.name: (spec.role.value, list(spec.metrics)) for _, spec in valid if spec.kind == "suite"}
+    given = {spec.name for path, spec in valid if spec.kind == "suite" and path in files}
     out: dict[Path, list[str]] = {}
     for path, spec in valid:
         if spec.kind != "policy":
             continue
         problems, warnings = policy_problems(spec, suites)
+        if given and path in files:  # POLICY SUITES... as sweep --gate: a role rule judges the files of its role
+            declared_only = set(policy_metric_problems(spec, suites))
+            problems = ([p for p in problems if p not in declared_only]
+                        + policy_metric_problems(spec, suites, run_suites=given))
         for line in warnings:
             print(f"WARN  {path}: {line}", file=sys.stderr)
         if problems:
@@ -280,8 +292,9 @@ def _check_policy_suites(valid) -> dict[Path, list[str]]:
     return out
 
 
-def _check_data(path: Path, suite, quiet: bool) -> list[str]:
-    """Load a valid suite's splits (no model) and print one line per split; returns the problems found."""
+def _check_data(path: Path, suite, quiet: bool, *, failed: bool = False) -> list[str]:
+    """Load a valid suite's splits (no model) and print one line per split; returns the problems found.
+    ``failed``: the suite already has a problem (a name another suite has), so its heading is not ``ok``."""
     from harness.data.check import TRAIN_NEEDED_BY, check_suite_data, missing_class_notes
 
     try:
@@ -289,7 +302,7 @@ def _check_data(path: Path, suite, quiet: bool) -> list[str]:
     except HarnessError as e:
         return [f"{path}: data: {e}"]
     if not quiet:
-        print(f"ok    {path}  (kind: suite)")
+        print(f"{'FAIL' if failed else 'ok  '}  {path}  (kind: suite{'; data read, see FAIL below' if failed else ''})")
     for c in checks:
         if not quiet:
             print(f"      data  {c.line()}")
@@ -327,6 +340,18 @@ def _sweep_config(a) -> tuple[dict[str, Any], dict[str, Any]]:
     return paths, {k: cfg[k] for k in SETTING_KEYS if k in cfg}
 
 
+def _moved_selection(summary) -> list[str]:
+    """The validation splits whose scores the selection policy used: under ``id-only`` (and ``weighted`` at ID
+    weight 1) the shift suites' validation splits are scored but move nothing, so they are not named (trial)."""
+    sel = summary.selection
+    id_only = sel.policy == "id-only" or (sel.policy == "weighted" and (sel.params or {}).get("weight") == 1.0)
+
+    def is_shift(key: str) -> bool:
+        info = summary.suites.get(key.split("/", 1)[0])
+        return info is not None and info.role == "shift"
+    return [key for key in sel.selected_on if not (id_only and is_shift(key))]
+
+
 def _cmd_sweep(a) -> int:
     paths, cfg = _sweep_config(a)
     paths.update({k: getattr(a, k) for k in PATH_FIELDS if getattr(a, k, None) is not None})
@@ -341,7 +366,7 @@ def _cmd_sweep(a) -> int:
     _print_curve(res.summary, a.quiet, res.selection_metrics, res.outside_selection)
     _print_hidden_notes(res.summary.notes, a.quiet, "summary.json's notes and the report")
     sel = res.summary.selection
-    print(f"chosen alpha: {sel.chosen_alpha:g} ({sel.policy}, selected on {', '.join(sel.selected_on)})")
+    print(f"chosen alpha: {sel.chosen_alpha:g} ({sel.policy}, selected on {', '.join(_moved_selection(res.summary))})")
     print(run_dir_line(res.run_dir, run_file=True, use_store=opts.use_store, model_kind=res.model_kind,
                        report=opts.report))
     if a.report_examples and res.run_dir and not getattr(a, "no_report", False):

@@ -106,7 +106,8 @@ def row_gold(row: Mapping[str, Any], gold: GoldSpec, choices: list[str] | None, 
         if text not in choices:
             raise DataError(format_error("the gold text is not one of the row's choices",
                                          where=f"{where}.text = {gold.text!r}",
-                                         expected=f"one of {choices}", got=text, fix=ROW_FIX))
+                                         expected=f"one of {choices}", got=text,
+                                         fix=_gold_text_fix(text, gold.text, choices)))
         return choices.index(text)
     if gold.index is not None:
         index, src = field_value(row, gold.index, where=f"{where}.index"), f"{where}.index = {gold.index!r}"
@@ -136,6 +137,18 @@ def row_gold(row: Mapping[str, Any], gold: GoldSpec, choices: list[str] | None, 
                                      fix="gold.index counts the choices from 0 (use gold.label with gold.labels for "
                                          f"answer keys such as 'A'); {ROW_FIX}"))
     return index
+
+
+def _gold_text_fix(value: Any, column: str, choices: list[str]) -> str:
+    """The fix for a gold text outside the choices: a boolean (``True``, or ``"false"`` from a CSV cell) is a
+    column of answers, not texts, so every row fails alike and the fix is ``gold: {index: COLUMN}`` (a boolean
+    counts as 0/1), not correcting the row (new-user trial: BoolQ's ``answer`` with ``gold: {text: answer}``)."""
+    if not (isinstance(value, bool) or (isinstance(value, str) and value.strip().lower() in ("true", "false"))):
+        return ROW_FIX
+    order = (f"false picks {choices[0]!r} and true {choices[1]!r}" if len(choices) == 2
+             else "false picks the first choice and true the second")
+    return (f"the column {column!r} holds booleans, not choice texts: use gold: {{index: {column}}} instead of "
+            f"gold: {{text: {column}}} (a boolean counts as 0/1: {order}; swap the choices if that is backwards)")
 
 
 def _integral_text(text: str) -> bool:

@@ -214,14 +214,23 @@ def _wanted_columns(suite: Suite) -> dict[str, str]:
     if suite.task_name == "classification":
         wanted |= {"text": suite.text, "text_pair": suite.text_pair, "label": suite.label}
     else:
-        choices = getattr(suite.task, "choices", None)
+        choices, gold = getattr(suite.task, "choices", None), getattr(suite.task, "gold", None)
         for path, cols in task_columns(suite.task).items():
             if path == "task.choices" and choices is not None and choices.fields:  # each field by its place
                 for j, f in enumerate(choices.fields):
                     wanted[f"task.choices.fields[{j}]"] = f.split(".")[0]
                 continue
-            for col in sorted(cols):
-                wanted[path if len(cols) == 1 else f"{path} field {col!r}"] = col
+            if path == "task.choices" and choices is not None and choices.field:
+                wanted["task.choices.field"] = choices.field.split(".")[0]
+                continue
+            if path == "task.gold" and gold is not None:  # each key by its path: "set task.gold.label to ..."
+                for key in ("index", "label", "labels", "text"):
+                    if getattr(gold, key):
+                        wanted[f"task.gold.{key}"] = getattr(gold, key).split(".")[0]
+                continue
+            for col in sorted(cols):  # a template's fields: "set the field {{x}} of task.prompt.template to ..."
+                wanted[f"the field {{{{{col}}}}} of {path}" if path == "task.prompt.template" else
+                       path if len(cols) == 1 else f"{path} field {col!r}"] = col
     return {k: v for k, v in wanted.items() if v is not None}
 
 
@@ -232,8 +241,9 @@ def _missing_columns(suite: Suite, table: pd.DataFrame, where: str) -> None:
         raise DataError(format_error(
             f"column(s) {', '.join(map(repr, missing.values()))} not found", where=where,
             expected=", ".join(f"{field}: {col!r}" for field, col in missing.items()), got=f"columns {present}",
-            fix=f"set {', '.join(missing)} in suite {suite.name!r} to one of the columns present"
-                + "".join(did_you_mean(str(col), map(str, present)) for col in dict.fromkeys(missing.values()))))
+            fix=f"in suite {suite.name!r}, " + "; ".join(  # each field with its own hint
+                f"set {field} to a column of the data file{did_you_mean(str(col), map(str, present))}"
+                for field, col in missing.items())))
 
 
 def _keys(values: Sequence[Any], what: str, where: str, fix: str) -> list[str]:

@@ -26,7 +26,7 @@ from harness.data.lm_rows import checked_rows
 from harness.data.sources import load_splits, load_splits_or_problems, sibling_resolver
 from harness.data.splits import run_suite
 from harness.rundir import per_alpha_frame
-from harness.spec.load import load_suite, read_yaml, spec_hash
+from harness.spec.load import load_suite, read_yaml, spec_hash, suite_name_clashes
 from harness.store import ResultsStore, prediction_key
 from harness.tasks import task_for
 from harness.tasks.base import merge_records
@@ -139,11 +139,14 @@ def load_suites(paths: list[str | Path] | list[Suite]) -> list[tuple[Suite, Path
             out.append((load_suite(f), f.resolve()))
     if not out:
         raise SpecError(format_error("no suite given", where="--suite", fix="pass one or more suite YAML files"))
+    clashes = suite_name_clashes((s.name, f) for s, f in out)
+    if clashes:  # names both files (trial: the message ended at "give every suite a unique name:")
+        raise SpecError("\n".join(clashes.values()))
     names = [s.name for s, _ in out]
     dup = sorted({n for n in names if names.count(n) > 1})
-    if dup:
-        raise SpecError(format_error("two suites share a name", where=", ".join(dup),
-                                     fix="give every suite a unique name:"))
+    if dup:  # the same file twice
+        raise SpecError(format_error("a suite is given twice", where=", ".join(dup),
+                                     fix="pass each suite file (or folder) once"))
     return out
 
 

@@ -16,7 +16,8 @@ from harness.errors import SpecError, did_you_mean, format_error, unknown_name
 from harness.io import sha256_json
 from harness.spec.keys import unknown_key_message
 
-__all__ = ["KINDS", "read_yaml", "load_spec", "load_suite", "spec_hash", "validate_paths", "problems_of"]
+__all__ = ["KINDS", "read_yaml", "load_spec", "load_suite", "spec_hash", "validate_paths", "problems_of",
+           "suite_name_clashes"]
 
 #: kind -> "module:class" of its pydantic model (lazy, so loading one kind imports no other).
 KINDS: dict[str, str] = {
@@ -335,6 +336,36 @@ def validate_paths(paths: Iterable[str | Path]) -> tuple[list[tuple[Path, BaseMo
         except SpecError as e:
             problems.append(str(e))
     return valid, problems
+
+
+def suite_name_clashes(suites: Iterable[tuple[str, str | Path | None]]) -> dict[str, str]:
+    """One message per suite name that two or more of ``suites`` share, keyed by the name, naming every file
+    that uses it (a run, its store, summary and a policy tell suites apart by name only, so they would mix).
+    ``harness validate`` reports it for each of those files; ``sweep``/``eval`` refuse such suites.
+
+    >>> list(suite_name_clashes([("a", "x/a.yaml"), ("b", "x/b.yaml"), ("a", "x/../x/a.yaml")]))
+    []
+    >>> list(suite_name_clashes([("a", "x/a.yaml"), ("a", "y/a.yaml")]))
+    ['a']
+
+    Parameters
+    ----------
+    suites : iterable of (str, path or None)
+        Each suite's ``name`` and the file it came from (``None`` for one built in Python).
+    """
+    files: dict[str, list[str]] = {}
+    seen: set[tuple[str, Path]] = set()
+    for name, path in suites:
+        if path is not None and (name, Path(path).resolve()) in seen:  # one file given twice is one suite
+            continue
+        if path is not None:
+            seen.add((name, Path(path).resolve()))
+        files.setdefault(name, []).append(str(path) if path is not None else "(a Suite object, no file)")
+    return {name: format_error(
+        f"{len(where)} suites share the name {name!r}", where=f"name: {name} in {' and '.join(where)}",
+        fix=f"give each suite its own name (e.g. name: {name}-2 in {where[-1]}): runs, stores and policies tell "
+            "suites apart by name")
+        for name, where in sorted(files.items()) if len(where) > 1}
 
 
 def check_name(kind: str, name: str, available: Iterable[str]) -> None:

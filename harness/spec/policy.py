@@ -28,7 +28,7 @@ or ``shift`` checks every suite named there (and any other suite of that role in
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from enum import Enum
 from typing import ClassVar, Literal, Union
 
@@ -365,12 +365,14 @@ def policy_suite_notes(policy: GatePolicy, suites: Mapping[str, str], *, run: bo
 
 
 def policy_metric_problems(policy: GatePolicy, suites: Mapping[str, tuple[str, list[str]]], *,
-                           run: bool = False) -> list[str]:
+                           run: bool = False, run_suites: Collection[str] | None = None) -> list[str]:
     """Rules whose metric a given suite they judge does not compute: the gate fails each on a run of these suites
     ("missing metric"), so ``harness validate`` (policy and suites together) and ``sweep --gate`` refuse them. The
     suites a rule judges here: its own list, or for a role rule the suites the policy declares for that role
     (``suites:`` at its top), among those given; with ``run`` also every given suite of that role, as the gate
-    judges them.
+    judges them (``run_suites``: only those named there, e.g. the suite files ``harness validate`` is given one
+    by one, not found in a folder). A rule over suites of different tasks (which share no metric) is told to list
+    its suites, one rule per task.
 
     Parameters
     ----------
@@ -379,6 +381,8 @@ def policy_metric_problems(policy: GatePolicy, suites: Mapping[str, tuple[str, l
         Name -> (role ``id``/``shift``, the suite's ``metrics``) of every suite given.
     run : bool, default=False
         Whether the suites are one run's (``sweep --gate``), not files validated together.
+    run_suites : collection of str, default=None
+        With ``run=False``, the names among ``suites`` that a role rule judges as one run's suites of its role.
 
     Returns
     -------
@@ -386,6 +390,7 @@ def policy_metric_problems(policy: GatePolicy, suites: Mapping[str, tuple[str, l
         One line per rule, naming the suites that lack the metric and what they compute.
     """
     out = []
+    in_run = set(suites) if run else set(run_suites or ())
     for rule in policy.rules:
         if rule.metric is None:
             continue
@@ -393,15 +398,18 @@ def policy_metric_problems(policy: GatePolicy, suites: Mapping[str, tuple[str, l
         # suite of that role a run holds, but suites given together (a folder) need not be one run
         named = rule.suites if isinstance(rule.suites, list) else (
             policy.suites.of(rule.suites) if policy.suites is not None else [])
-        if run and not isinstance(rule.suites, list):
-            named = list(named) + sorted(n for n, (role, _) in suites.items() if role == rule.suites)
+        if not isinstance(rule.suites, list):
+            named = list(named) + sorted(n for n, (role, _) in suites.items() if role == rule.suites and n in in_run)
         names = list(dict.fromkeys(n for n in named if n in suites))
         lacking = [n for n in names if rule.metric not in suites[n][1]]
         if lacking:
             has = "; ".join(f"{n}: {', '.join(suites[n][1])}" for n in lacking)
             tasks = {n: _task_of(suites[n][1]) for n in lacking}
             can = sorted({m for t in tasks.values() if t for m in TASK_METRICS[t]})
-            if any(t and rule.metric not in TASK_METRICS[t] for t in tasks.values()):
+            split = _per_task_rules(rule.metric, {n: _task_of(suites[n][1]) for n in names}, suites)
+            if split:  # new-user trial: a shift rule over an ARC and a GSM8K suite cannot pass with any metric
+                fix = split
+            elif any(t and rule.metric not in TASK_METRICS[t] for t in tasks.values()):
                 # new-user trial: "add it to the suite's metrics list" led to "metrics ['f1'] do not apply"
                 kinds = ", ".join(sorted({t for t in tasks.values() if t}))
                 close = likely_typo(rule.metric, can)
@@ -414,6 +422,24 @@ def policy_metric_problems(policy: GatePolicy, suites: Mapping[str, tuple[str, l
                        f"{'does' if len(lacking) == 1 else 'do'} not compute ({has}): the gate fails it with "
                        f"'missing metric'; {fix}")
     return out
+
+
+def _per_task_rules(metric: str, tasks: Mapping[str, str | None], suites: Mapping[str, tuple[str, list[str]]]
+                    ) -> str | None:
+    """The fix for a rule whose suites are of two or more tasks (no metric is computed by two tasks): list the
+    suites explicitly, one copy of the rule per task with a metric that task's suites compute; ``None`` when the
+    suites (those whose task their metrics tell) are of one task."""
+    known = {n: t for n, t in tasks.items() if t is not None}
+    if len(set(known.values())) < 2:
+        return None
+    parts = []
+    for task in dict.fromkeys(known.values()):
+        group = [n for n, t in known.items() if t == task]
+        shared = [m for m in suites[group[0]][1] if all(m in suites[n][1] for n in group)]
+        use = metric if metric in shared else (shared or list(TASK_METRICS[task]))[0]
+        parts.append(f"suites: [{', '.join(group)}] with metric: {use} ({task})")
+    return ("its suites are of different tasks, which share no metric: list the suites explicitly, one rule per "
+            "task (" + "; ".join(parts) + ")")
 
 
 def _task_of(metrics: list[str]) -> str | None:

@@ -462,3 +462,17 @@ def test_id_only_says_it_selected_on_the_id_validation_splits_only(lm_pair, lm_s
     assert main(base) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("chosen alpha:"))
     assert "tiny-arc/validation" in line and "tiny-boolq/validation" in line
+
+
+def test_two_suite_files_with_one_name_exit_2_naming_both(lm_pair, lm_suites, tmp_path, capsys):
+    """Trial: the sweep's message ended at "give every suite a unique name:"; it now names the files and the
+    name. The same file given twice is refused as such."""
+    twin = tmp_path / "twin.yaml"
+    twin.write_text(Path(lm_suites["boolq"]).read_text().replace("name: tiny-boolq", "name: tiny-arc"))
+    (tmp_path / "boolq.jsonl").write_text((Path(lm_suites["boolq"]).parent / "boolq.jsonl").read_text())
+    sweep = ["sweep", "--base", str(lm_pair[0]), "--adapted", str(lm_pair[1]), "--select", "id-only", *FAST]
+    assert main([*sweep, "--suite", str(lm_suites["arc"]), str(twin)]) == 2
+    err = capsys.readouterr().err
+    assert "2 suites share the name 'tiny-arc'" in err and str(twin) in err and "name: tiny-arc-2" in err
+    assert main([*sweep, "--suite", str(lm_suites["arc"]), str(lm_suites["arc"])]) == 2
+    assert "a suite is given twice" in capsys.readouterr().err

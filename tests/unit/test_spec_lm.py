@@ -116,6 +116,20 @@ def test_bad_rows_raise_data_errors_naming_the_spec_field(row, choices, gold, ms
     assert "task." in str(e.value)
 
 
+@pytest.mark.parametrize("value", [False, True, "true", " FALSE "])
+def test_a_boolean_gold_text_points_to_gold_index(value):
+    """New-user trial: BoolQ's boolean ``answer`` under ``gold: {text: answer}`` failed every row with "correct or
+    remove that row"; the fix now names ``gold: {index: answer}`` (a boolean counts as 0/1) and the choices' order."""
+    with pytest.raises(DataError) as e:
+        row_gold({"answer": value}, GoldSpec(text="answer"), ["no", "yes"])
+    msg = str(e.value)
+    assert "use gold: {index: answer} instead of gold: {text: answer}" in msg, msg
+    assert "false picks 'no' and true 'yes'" in msg and "correct or remove that row" not in msg
+    with pytest.raises(DataError) as e:  # any other text outside the choices: that row is wrong
+        row_gold({"answer": "maybe"}, GoldSpec(text="answer"), ["no", "yes"])
+    assert "correct or remove that row in the data file" in str(e.value) and "index" not in str(e.value)
+
+
 def test_task_columns_for_validate():
     assert task_columns(TASK.validate_python(ARC)) == {"task.prompt.template": {"question"},
                                                        "task.gold": {"answerKey", "choices"},

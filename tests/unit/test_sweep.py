@@ -355,7 +355,11 @@ def test_a_shift_score_over_metrics_of_different_scales_is_refused_before_any_mo
     check_selectable(suites[:3])  # acc_norm and exact_match: both shares of examples
     check_selectable([suites[0], suites[3]])  # one metric for the whole shift role, whatever its scale
     check_selectable(suites[:3] + [_suite("ppl", "shift", PPL, in_selection=False)])
-    check_selectable(suites, metric="bits_per_byte")  # one metric for every suite (computed or not: checked later)
+    check_selectable([_suite("p1", "id", PPL), _suite("p2", "shift", PPL)], metric="bits_per_byte")  # one metric
+    # a --select-metric a selecting suite does not compute is refused here too, naming what each computes (trial:
+    # it was refused only after every alpha was scored)
+    with pytest.raises(SpecError, match="--select-metric bits_per_byte is not among the metrics of mine, mc2, gen"):
+        check_selectable(suites, metric="bits_per_byte")
     check_selectable(suites, policy="id-only")  # the shift score moves nothing under id-only
     # the ID group too; and an ID suite left out of the selection does not count as one
     with pytest.raises(SpecError, match="the id score"):

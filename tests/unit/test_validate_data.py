@@ -396,7 +396,7 @@ def test_a_missing_column_is_named_by_its_place_with_a_hint(tmp_path, capsys):
     (tmp_path / "mc.yaml").write_text(MC_FIELDS % "mc.csv")
     rc, _, err = _validate(capsys, tmp_path / "mc.yaml")
     assert rc == 2
-    assert "task.choices.fields[3]: 'e'" in err and "task.gold: 'answr'" in err, err
+    assert "task.choices.fields[3]: 'e'" in err and "task.gold.index: 'answr'" in err, err
     assert "(did you mean 'answer'?)" in err and "(4)" not in err
 
 
@@ -423,3 +423,118 @@ def test_split_fractions_below_one_are_said_not_refused(tmp_path, capsys):
     path.write_text(path.read_text().replace("fraction: 0.4", "fraction: 0.5"))
     rc, out, err = _validate(capsys, path)
     assert rc == 0 and "in no split" not in err
+
+
+TASK_SUITE = ("kind: suite\nname: {name}\nrole: {role}\n{shift}source: {{type: local, files: [{file}]}}\n"
+              "task:\n{task}metrics: [{metrics}]\n"
+              "splits:\n  - {{name: validation, role: validation, fraction: 0.5}}\n"
+              "  - {{name: test, role: test, fraction: 0.5}}\n")
+MC_TASK = ("  kind: multiple_choice\n  prompt: {template: \"Q: {{question}}\\nA:\"}\n"
+           "  choices: {field: choices.text}\n  gold: {label: answerKey, labels: choices.label}\n")
+BOOL_TASK = ("  kind: multiple_choice\n  prompt: {template: \"{{passage}}\\nQ: {{question}}?\\nA:\"}\n"
+             "  choices: {fixed: [\"no\", \"yes\"]}\n  gold: {text: answer}\n")
+GEN_TASK = ("  kind: generation\n  prompt: {template: \"Q: {{question}}\\nA:\"}\n  gold: {text: answer}\n"
+            "  max_new_tokens: 8\n")
+
+
+def _lm_suite(folder: Path, name: str, task: str, rows: list[dict], *, role: str = "id",
+              metrics: str = "acc, acc_norm") -> Path:
+    (folder / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    path = folder / f"{name}.yaml"
+    path.write_text(TASK_SUITE.format(name=name, role=role, file=f"{name}.jsonl", task=task, metrics=metrics,
+                                    shift="shift_type: natural\n" if role == "shift" else ""))
+    return path
+
+
+def _arc_rows(n=20, key="answerKey"):
+    return [{"question": f"q{i}?", "choices": {"text": ["x", "y"], "label": ["A", "B"]}, key: "AB"[i % 2]}
+            for i in range(n)]
+
+
+def test_a_boolean_gold_column_under_gold_text_points_to_gold_index(tmp_path, capsys):
+    """New-user trial: BoolQ (``answer`` is a JSON boolean) with ``gold: {text: answer}`` and choices
+    ``["no", "yes"]`` said 'correct or remove that row in the data file' though every row fails alike."""
+    rows = [{"passage": f"p{i}", "question": f"q{i}", "answer": i % 2 == 0} for i in range(20)]
+    path = _lm_suite(tmp_path, "bq", BOOL_TASK, rows, role="shift", metrics="acc")
+    rc, _, err = _validate(capsys, path)
+    assert rc == 2 and "the gold text is not one of the row's choices" in err, err
+    assert "fix: the column 'answer' holds booleans" in err and "use gold: {index: answer}" in err, err
+    assert "correct or remove that row" not in err
+    path.write_text(path.read_text().replace("gold: {text: answer}", "gold: {index: answer}"))
+    rc, _, err = _validate(capsys, path)
+    assert rc == 0, err
+
+
+def test_a_wrong_gold_column_is_named_by_its_key_path(tmp_path, capsys):
+    """New-user trial: ``gold: {label: answer_key}`` (the data has ``answerKey``) said "set task.gold field
+    'answer_key' ..."; the fix names the key to change, task.gold.label."""
+    path = _lm_suite(tmp_path, "arc", MC_TASK.replace("label: answerKey", "label: answer_key"), _arc_rows())
+    rc, _, err = _validate(capsys, path)
+    assert rc == 2 and "expected: task.gold.label: 'answer_key'" in err, err
+    assert "set task.gold.label to a column of the data file (did you mean 'answerKey'?)" in err
+    assert "task.gold field" not in err
+
+
+def test_two_suites_with_one_name_fail_validate_naming_both_files(tmp_path, capsys):
+    """New-user trial: ``harness validate a.yaml b.yaml`` (one suite name in both) said ``ok`` twice, and only the
+    sweep refused them, with nothing after 'give every suite a unique name:'."""
+    a = _lm_suite(tmp_path, "a", MC_TASK, _arc_rows())
+    b = tmp_path / "b.yaml"
+    b.write_text(a.read_text())  # the same name: a
+    rc, out, err = _validate(capsys, a, b)
+    assert rc == 2 and "0 valid, 2 invalid" in out and "ok " not in out, out
+    assert err.count("2 suites share the name 'a'") == 2, err
+    assert f"where: name: a in {a} and {b}" in err and f"e.g. name: a-2 in {b}" in err
+    rc, out, err = _validate(capsys, "--no-data", tmp_path)  # found in a folder: the same
+    assert rc == 2 and "2 suites share the name 'a'" in err
+    b.write_text(a.read_text().replace("name: a\n", "name: b\n"))
+    rc, out, err = _validate(capsys, a, b)
+    assert rc == 0 and "2 valid, 0 invalid" in out, err
+
+
+def test_a_role_rule_judges_the_suite_files_given_as_the_sweep_does(tmp_path, capsys):
+    """New-user trial: ``validate POLICY SUITES...`` passed a ``suites: shift`` rule on acc_norm with a generation
+    shift suite, and ``sweep --gate`` then refused it; validate now expands the role over the suite files given.
+    Over suites of different tasks (no metric in common) the fix says to list the suites, one rule per task."""
+    arc = _lm_suite(tmp_path, "arc", MC_TASK, _arc_rows())
+    mc_shift = _lm_suite(tmp_path, "arc-shift", MC_TASK, _arc_rows(), role="shift")
+    gen = _lm_suite(tmp_path, "gen", GEN_TASK, [{"question": f"q{i}", "answer": str(i)} for i in range(20)],
+                    role="shift", metrics="exact_match")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("kind: policy\nname: p\nrules:\n"
+                      "  - {name: id_gain, kind: delta, metric: acc_norm, suites: id, min_delta: 0.0}\n"
+                      "  - {name: shift_drop, kind: delta, metric: acc_norm, suites: shift, max_drop: 0.02}\n")
+    rc, out, err = _validate(capsys, "--no-data", policy, arc, mc_shift, gen)
+    assert rc == 2 and "3 valid, 1 invalid" in out, err
+    assert "rule 'shift_drop' gates on metric 'acc_norm', which suite gen does not compute" in err, err
+    assert ("its suites are of different tasks, which share no metric: list the suites explicitly, one rule per "
+            "task (suites: [arc-shift] with metric: acc_norm (multiple_choice); suites: [gen] with metric: "
+            "exact_match (generation))") in err
+    assert "id_gain" not in err
+    rc, out, err = _validate(capsys, "--no-data", policy, arc, gen)  # one task in the role: use its metric
+    assert rc == 2 and "use a metric the generation task computes" in err and "one rule per task" not in err, err
+    rc, out, err = _validate(capsys, "--no-data", policy, arc, mc_shift)
+    assert rc == 0, err
+    # the sweep's check (harness.gate.policy_problems, run=True) says the same
+    from harness.gate import policy_problems
+    from harness.spec.load import load_spec
+    found, _ = policy_problems(load_spec(policy), {"arc": ("id", ["acc", "acc_norm"]),
+                                                   "arc-shift": ("shift", ["acc", "acc_norm"]),
+                                                   "gen": ("shift", ["exact_match"])}, run=True)
+    assert any("one rule per task (suites: [arc-shift]" in line for line in found), found
+
+
+def test_suites_found_in_a_folder_are_not_taken_as_one_run(tmp_path, capsys):
+    """``harness validate suites/`` checks a folder of suites for several runs: a role rule there judges only the
+    suites its policy declares, not every suite of the role (the shipped demo policy beside the LM suites)."""
+    (tmp_path / "s").mkdir()
+    _lm_suite(tmp_path / "s", "gen", GEN_TASK, [{"question": f"q{i}", "answer": str(i)} for i in range(20)],
+              role="shift", metrics="exact_match")
+    (tmp_path / "s" / "policy.yaml").write_text(
+        "kind: policy\nname: p\nrules:\n  - {name: shift_drop, kind: delta, metric: acc_norm, suites: shift, "
+        "max_drop: 0.02}\n")
+    rc, out, err = _validate(capsys, "--no-data", tmp_path / "s")
+    assert rc == 0 and "2 valid, 0 invalid" in out, err
+    # a policy found in a folder, with a suite file named too: not taken as POLICY SUITES... (one run's)
+    rc, out, err = _validate(capsys, "--no-data", tmp_path / "s", tmp_path / "s" / "gen.yaml")
+    assert rc == 0, err
