@@ -200,15 +200,22 @@ def plan_policy(policy: GatePolicy, settings: PlanSettings) -> Plan:
     return Plan(policy.name, PlanSettings(**{**settings.__dict__, "suites": suites, "drop_suite": drop_suite}), rules)
 
 
+def _floored(s: PlanSettings) -> bool:
+    """Whether the plan's disagreement is below the no-disagreement floor for some suite's n (the rate the plan
+    then models instead, :func:`plan_policy`)."""
+    ns = s.n.values() if isinstance(s.n, dict) else [s.n]
+    return any(s.disagreement < agreement_rate(n) for n in ns)
+
+
 def format_plan(plan: Plan) -> str:
     """A plain-text table of the plan, for the terminal."""
     s = plan.settings
     n = s.n if isinstance(s.n, int) else ", ".join(f"{k} {v}" for k, v in s.n.items())
     lines = [f"plan for policy {plan.policy!r}: n = {n} per suite, disagreement {s.disagreement:.1%}, base accuracy "
              f"{s.base_accuracy:.1%}, design effect {s.design_effect:.2f}",
-             *(["  no disagreement measured: each suite's rate is floored at the median-unbiased 1 - 0.5^(1/n) "
-                "(docs/gate.md), so the rates below are not those of a candidate that never disagrees"]
-               if s.disagreement == 0 else []),
+             *(["  disagreement below the floor: the rate is taken as at least the median-unbiased 1 - 0.5^(1/n) "
+                "of no disagreement seen in n (docs/gate.md), so the rates below are not those of a candidate that "
+                "never disagrees"] if _floored(s) else []),
              f"  regression: accuracy {s.drop:.1%} lower on {s.drop_suite}",
              f"  {'rule':34s} {'P(pass | equal)':>16s} {'P(pass | drop)':>15s}  note"]
     for r in plan.rules:

@@ -180,7 +180,8 @@ def check_policy_fits(policy, suites: list[Suite], path: str | Path, *, max_exam
     for rule in policy.rules if split is not None else ():
         if rule.split != split:
             found.append(f"rule {rule.name!r} judges split {rule.split!r}, but --split {split} scores only the "
-                         f"{split!r} splits: the gate fails it; drop --split, or set the rule's split: {split}")
+                         f"{split!r} splits: the gate fails it; drop --split (alpha is selected on validation "
+                         f"splits and the gate judges test splits)")
     for rule in policy.rules if max_examples is not None else ():
         if rule.kind is RuleKind.MAX_OVERLAP:  # counts rows of the whole split: no sample-size floor
             continue

@@ -201,7 +201,8 @@ def _verdict(ctx: Context) -> Section | None:
         verdict_table(v), "value: the judged statistic: for a delta rule the candidate's gain over the reference "
                           "in the metric's good direction (for a lower-is-better metric such as bits_per_byte, "
                           "reference minus candidate: a positive value is an improvement), for a floor or ceiling "
-                          "the level, for negative flips a rate; bound: its one-sided confidence bound (bound "
+                          "the level, for a class recall floor the recall, for negative flips and overlap a rate; "
+                          "bound: its one-sided confidence bound (bound "
                           "mode); margin: distance inside (+) or outside (-) the threshold.", split=False)))
 
 

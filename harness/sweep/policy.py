@@ -191,8 +191,11 @@ def check_selectable(suites: Sequence, metric: str | None = None, policy: str = 
                                                     "never selected on test splits)"))
     by_name = {s.name: s for s, _ in suites}
     selecting = [s for s, _ in suites if s.in_selection and _validates(s, by_name) is not False]
+    # every selecting suite with a validation split is scored on --select-metric, shift ones under id-only too
+    # (the shift score and the Pareto front are recorded); a derived suite whose parent is not given is left to
+    # the scoring, which knows its splits
     lacking = [s for s in selecting if metric is not None and metric not in s.metrics
-               and (policy != "id-only" or s.role is SuiteRole.ID)]
+               and _validates(s, by_name) is True]
     if lacking:  # caught here, not after every alpha is scored (trial)
         raise SpecError(format_error(
             f"--select-metric {metric} is not among the metrics of {', '.join(s.name for s in lacking)}",

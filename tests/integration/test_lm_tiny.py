@@ -440,6 +440,11 @@ def test_options_a_language_model_run_cannot_use_exit_2_before_any_model(lm_pair
     assert main([*sweep, "--suite", arc, "--select", "id-only", "--select-metric", "exact_match"]) == 2
     err = capsys.readouterr().err
     assert "--select-metric exact_match is not among the metrics of tiny-arc" in err and "acc_norm" in err
+    # id-only too: the shift suites are scored on --select-metric for the shift score and the Pareto front (review:
+    # exempting them left this to a refusal after every alpha)
+    assert main([*sweep, "--suite", arc, str(lm_suites["gsm"]), "--select", "id-only", "--select-metric",
+                 "acc_norm"]) == 2
+    assert "--select-metric acc_norm is not among the metrics of tiny-gsm" in capsys.readouterr().err
     # a gate whose rules judge test splits on a run that scores only validation splits (was: exit 1 after scoring)
     policy = tmp_path / "policy.yaml"
     policy.write_text(LM_POLICY)
@@ -448,6 +453,7 @@ def test_options_a_language_model_run_cannot_use_exit_2_before_any_model(lm_pair
                  str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert "rule 'id_acc_norm' judges split 'test', but --split validation scores only the 'validation' splits" in err
+    assert "drop --split" in err
     assert not (tmp_path / "run").exists()
 
 

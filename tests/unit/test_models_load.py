@@ -109,7 +109,6 @@ def test_fingerprint_memo_and_sensitivity(tmp_path):
     assert fingerprint_files([a]) != fp1
 
 
-
 def test_a_models_fingerprint_covers_its_generation_config(tmp_path):
     """Two folders of the same weights and config whose generation_config.json differ (repetition_penalty: generate
     applies it) are different models to the results store; the tokenizer files are left to the split's key."""
@@ -127,6 +126,7 @@ def test_a_models_fingerprint_covers_its_generation_config(tmp_path):
     assert len({plain, with_config, other}) == 3
     (folder / "tokenizer.json").write_text("{}")
     assert model_fingerprint(folder) == other
+
 
 def test_device_selection():
     assert pick_device("cpu").type == "cpu"

@@ -401,6 +401,14 @@ def test_a_derived_suite_counts_by_its_parent_splits_roles():
     check_selectable([idsuite, shift, (on_test, None)])
     with pytest.raises(SpecError, match="different scales"):
         check_selectable([idsuite, shift, (on_val, None)])
+    # --select-metric: a derived suite whose parent is not given may never select, so it is left to the scoring
+    # (review); one whose parent's validation split it takes must compute the metric
+    orphan = Suite.model_validate({**derived, "derived_from": {"suite": "elsewhere", "split": "test"}})
+    ids = _suite("mine", "id", metrics=["accuracy", "balanced_accuracy"])
+    shs = _suite("sh", "shift", metrics=["accuracy", "balanced_accuracy"])
+    check_selectable([ids, shs, (orphan, None)], metric="balanced_accuracy")
+    with pytest.raises(SpecError, match="--select-metric balanced_accuracy is not among the metrics of noisy"):
+        check_selectable([ids, shs, (on_val, None)], metric="balanced_accuracy")
 
 
 def test_a_suite_left_out_of_the_selection_does_not_move_the_scores():
