@@ -272,7 +272,6 @@ def _check_policy_suites(valid, files: set[Path]) -> dict[Path, list[str]]:
     too, not only those the policy declares: its metric must be one they compute (files found in a folder, as in
     ``harness validate suites/``, need not be one run's)."""
     from harness.gate import policy_problems
-    from harness.spec.policy import policy_metric_problems
 
     suites = {spec.name: (spec.role.value, list(spec.metrics)) for _, spec in valid if spec.kind == "suite"}
     given = {spec.name for path, spec in valid if spec.kind == "suite" and path in files}
@@ -280,11 +279,8 @@ def _check_policy_suites(valid, files: set[Path]) -> dict[Path, list[str]]:
     for path, spec in valid:
         if spec.kind != "policy":
             continue
-        problems, warnings = policy_problems(spec, suites)
-        if given and path in files:  # POLICY SUITES... as sweep --gate: a role rule judges the files of its role
-            declared_only = set(policy_metric_problems(spec, suites))
-            problems = ([p for p in problems if p not in declared_only]
-                        + policy_metric_problems(spec, suites, run_suites=given))
+        # POLICY SUITES... as sweep --gate: a role rule judges the suite files of its role named with it
+        problems, warnings = policy_problems(spec, suites, run_suites=given if path in files else None)
         for line in warnings:
             print(f"WARN  {path}: {line}", file=sys.stderr)
         if problems:

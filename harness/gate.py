@@ -54,6 +54,7 @@ from __future__ import annotations
 import logging
 import re
 import zlib
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -459,7 +460,7 @@ def _check_threshold(rule: Rule) -> None:
 
 
 def policy_problems(policy: GatePolicy, suites: dict[str, tuple[str, list[str]]], *,
-                    run: bool = False) -> tuple[list[str], list[str]]:
+                    run: bool = False, run_suites: Collection[str] | None = None) -> tuple[list[str], list[str]]:
     """What decides a policy's verdict before any model runs, as ``(problems, warnings)``: problems are rule
     thresholds outside their metric's range (:func:`threshold_problem`; ``evaluate:`` metrics are not loaded),
     suite names a few edits from a given suite's (:func:`harness.spec.policy.policy_suite_notes`) and rules whose
@@ -476,6 +477,10 @@ def policy_problems(policy: GatePolicy, suites: dict[str, tuple[str, list[str]]]
         Name -> (role, the suite's metrics) of every suite given (may be empty: thresholds only).
     run : bool, default=False
         Whether the suites are one run's (``sweep --gate``): a role rule then judges every suite of its role.
+    run_suites : collection of str, default=None
+        With ``run=False``, the suites among ``suites`` whose metrics a role rule checks as one run's suites of its
+        role (``harness validate POLICY SUITES...``: the suite files named one by one;
+        :func:`harness.spec.policy.policy_metric_problems`).
 
     Returns
     -------
@@ -493,7 +498,7 @@ def policy_problems(policy: GatePolicy, suites: dict[str, tuple[str, list[str]]]
             problems.append(f"rule {rule.name!r} judges the {role} suites, but the run has none and the policy "
                             f"declares none: the gate fails a rule that matches nothing (the run's suites: "
                             f"{', '.join(f'{n} ({r})' for n, (r, _) in sorted(suites.items()))})")
-    problems += policy_metric_problems(policy, suites, run=run)
+    problems += policy_metric_problems(policy, suites, run=run, run_suites=run_suites)
     return problems, [line for flag, line in notes if not flag]
 
 

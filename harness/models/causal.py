@@ -50,6 +50,8 @@ logger = logging.getLogger(__name__)
 
 _TOKENIZER_INFINITY = 1000000000000000019884624838656
 _DEFAULT_MAX_LENGTH = 2048
+#: Padded tokens per log-likelihood forward by default (the CPU's: see ``batch_tokens`` of :class:`CausalLMScorer`).
+DEFAULT_BATCH_TOKENS = 512
 
 
 @dataclass(frozen=True)
@@ -145,7 +147,7 @@ class CausalLMScorer:
         tuning.
     """
 
-    def __init__(self, model, tokenizer, *, max_length: int | None = None, batch_tokens: int = 512,
+    def __init__(self, model, tokenizer, *, max_length: int | None = None, batch_tokens: int = DEFAULT_BATCH_TOKENS,
                  batch_size: int = 32, share_context: bool = True, generation_cache: str | None = None,
                  generation_batch_size: int | None = None, generation_tuned: bool = False) -> None:
         if batch_tokens < 1 or batch_size < 1 or (generation_batch_size is not None and generation_batch_size < 1):

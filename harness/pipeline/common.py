@@ -466,20 +466,17 @@ def check_options_fit(suites: list[tuple[Suite, Path | None]], opts: RunOptions)
 def batch_tokens_used(opts: RunOptions, device: str, kind: str) -> int:
     """The token budget per batch a run's scorer takes: ``--batch-tokens``, else the default of the model kind on
     the device (a language model's: :func:`harness.pipeline.runners.causal_scorer_defaults`, else
-    :class:`~harness.models.causal.CausalLMScorer`'s own 512; a classifier's:
+    :data:`harness.models.causal.DEFAULT_BATCH_TOKENS`; a classifier's:
     :func:`harness.predict.default_batch_tokens`). What the manifest records (trial: an LM run on a CPU recorded
     the classifier's 1,024 while it batched 512)."""
     if opts.batch_tokens:
         return int(opts.batch_tokens)
     device_type = device.split(":")[0]
     if kind == "causal_lm":
-        import inspect
-
-        from harness.models.causal import CausalLMScorer  # torch: a model is loaded whenever a manifest is built
+        from harness.models.causal import DEFAULT_BATCH_TOKENS  # torch: a model is loaded whenever a manifest is built
         from harness.pipeline.runners import causal_scorer_defaults
 
-        own = inspect.signature(CausalLMScorer).parameters["batch_tokens"].default
-        return int(causal_scorer_defaults(device_type).get("batch_tokens", own))
+        return int(causal_scorer_defaults(device_type).get("batch_tokens", DEFAULT_BATCH_TOKENS))
     from harness.predict import default_batch_tokens  # torch: a model is loaded whenever a manifest is built
 
     return default_batch_tokens(device_type)
